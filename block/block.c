@@ -1,0 +1,599 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Nodes: driver registry, probing, open/close with reference counting,
+ * node names, backing chains and reopen.  I/O lives in block/io.c.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "block/block_int.h"
+#include "block/drivers.h"
+
+static GPtrArray *drivers;
+static GMutex nodes_lock;
+static GList *all_nodes;          /* every open node, under nodes_lock */
+static unsigned next_node_number;
+
+void bdrv_register(BlockDriver *drv)
+{
+    if (!drivers) {
+        drivers = g_ptr_array_new();
+    }
+    g_ptr_array_add(drivers, drv);
+}
+
+static void bdrv_init_once(void)
+{
+    static gsize done;
+
+    if (g_once_init_enter(&done)) {
+        bdrv_register_all();
+        g_once_init_leave(&done, 1);
+    }
+}
+
+BlockDriver *bdrv_find_format(const char *format_name)
+{
+    bdrv_init_once();
+    for (guint i = 0; i < drivers->len; i++) {
+        BlockDriver *drv = g_ptr_array_index(drivers, i);
+        if (!strcmp(drv->format_name, format_name)) {
+            return drv;
+        }
+    }
+    return NULL;
+}
+
+const char *const *bdrv_format_names(void)
+{
+    static const char **names;
+    static gsize done;
+
+    bdrv_init_once();
+    if (g_once_init_enter(&done)) {
+        names = g_new0(const char *, drivers->len + 1);
+        for (guint i = 0; i < drivers->len; i++) {
+            names[i] = ((BlockDriver *)g_ptr_array_index(drivers, i))->format_name;
+        }
+        g_once_init_leave(&done, 1);
+    }
+    return names;
+}
+
+/* Picks the format whose probe scores highest on the file's first bytes. */
+static BlockDriver *bdrv_probe(BlockDriverState *file, GError **errp)
+{
+    uint8_t buf[2048];
+    int64_t len = bdrv_getlength(file);
+    int n, best = 0, ret;
+    BlockDriver *best_drv = NULL;
+
+    if (len < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not determine image size: %s", g_strerror(-len));
+        return NULL;
+    }
+    n = (int)MIN(len, (int64_t)sizeof(buf));
+    memset(buf, 0, sizeof(buf));
+    ret = bdrv_pread(file, 0, n, buf);
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not read image for determining its format: %s",
+                    g_strerror(-ret));
+        return NULL;
+    }
+    for (guint i = 0; i < drivers->len; i++) {
+        BlockDriver *drv = g_ptr_array_index(drivers, i);
+        if (drv->probe && !drv->is_protocol) {
+            int score = drv->probe(buf, n, file->filename);
+            if (score > best) {
+                best = score;
+                best_drv = drv;
+            }
+        }
+    }
+    if (!best_drv) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Could not determine image format");
+    }
+    return best_drv;
+}
+
+static BlockDriverState *bdrv_new(void)
+{
+    BlockDriverState *bs = g_new0(BlockDriverState, 1);
+
+    bs->refcnt = 1;
+    bs->request_alignment = 1;
+    bs->buf_alignment = 1;
+    g_mutex_init(&bs->lock);
+    g_cond_init(&bs->cond);
+    return bs;
+}
+
+static bool bdrv_assign_node_name(BlockDriverState *bs, const char *name,
+                                  GError **errp)
+{
+    g_mutex_lock(&nodes_lock);
+    if (name) {
+        if (!*name || name[0] == '#' || strlen(name) > 31) {
+            g_mutex_unlock(&nodes_lock);
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "Invalid node-name: '%s'", name);
+            return false;
+        }
+        for (GList *l = all_nodes; l; l = l->next) {
+            BlockDriverState *o = l->data;
+            if (!strcmp(o->node_name, name)) {
+                g_mutex_unlock(&nodes_lock);
+                g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                            "Duplicate nodes with node-name='%s'", name);
+                return false;
+            }
+        }
+        bs->node_name = g_strdup(name);
+    } else {
+        bs->node_name = g_strdup_printf("#block%03u", next_node_number++);
+    }
+    all_nodes = g_list_prepend(all_nodes, bs);
+    g_mutex_unlock(&nodes_lock);
+    return true;
+}
+
+BlockDriverState *bdrv_find_node(const char *node_name)
+{
+    BlockDriverState *found = NULL;
+
+    g_mutex_lock(&nodes_lock);
+    for (GList *l = all_nodes; l; l = l->next) {
+        BlockDriverState *bs = l->data;
+        if (!strcmp(bs->node_name, node_name)) {
+            found = bs;
+            break;
+        }
+    }
+    g_mutex_unlock(&nodes_lock);
+    return found;
+}
+
+char *bdrv_resolve_backing_name(const char *overlay_filename,
+                                const char *backing_name)
+{
+    const char *slash;
+
+    if (g_path_is_absolute(backing_name) || !overlay_filename ||
+        strchr(backing_name, ':') != NULL) {
+        return g_strdup(backing_name);
+    }
+    slash = strrchr(overlay_filename, '/');
+    if (!slash) {
+        return g_strdup(backing_name);
+    }
+    return g_strdup_printf("%.*s%s", (int)(slash - overlay_filename + 1),
+                           overlay_filename, backing_name);
+}
+
+/* Identity of a host file, for loop detection along a chain. */
+typedef struct ChainLink {
+    dev_t dev;
+    ino_t ino;
+    const struct ChainLink *below_me; /* the overlay that opened us */
+    int depth;
+} ChainLink;
+
+static __thread const ChainLink *opening_chain;
+
+static BlockDriverState *bdrv_open_common(const char *filename,
+                                          BlockOpts *options, int flags,
+                                          GError **errp);
+
+bool bdrv_open_backing(BlockDriverState *bs, BlockOpts *options, int flags,
+                       GError **errp)
+{
+    const char *ref = bdrv_opts_get(options, "backing");
+    g_autoptr(GHashTable) sub = NULL;
+    g_autofree char *path = NULL;
+    g_autoptr(GError) local_err = NULL;
+    BlockOpts *bopts;
+    int depth = opening_chain ? opening_chain->depth : 0;
+    struct stat st;
+
+    if (ref) {
+        /* An explicit "backing" overrides the header: a node or none. */
+        if (!*ref || !strcmp(ref, "null")) {
+            g_hash_table_remove(options, "backing");
+            return true;
+        }
+        BlockDriverState *node = bdrv_find_node(ref);
+        if (!node) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
+                        "Cannot find device='' nor node-name='%s'", ref);
+            return false;
+        }
+        bdrv_ref(node);
+        bs->backing = node;
+        g_hash_table_remove(options, "backing");
+        return true;
+    }
+    sub = bdrv_opts_extract_prefix(options, "backing");
+    if (!bs->backing_file) {
+        return true;
+    }
+    if (g_str_has_prefix(bs->backing_file, "json:")) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Could not open backing file: json: backing names are "
+                    "not supported");
+        return false;
+    }
+    if (depth + 1 >= BDRV_MAX_CHAIN_DEPTH) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Could not open backing file: backing chain is deeper "
+                    "than %d images", BDRV_MAX_CHAIN_DEPTH);
+        return false;
+    }
+    path = bdrv_resolve_backing_name(bs->filename, bs->backing_file);
+    if (stat(path, &st) == 0) {
+        for (const ChainLink *l = opening_chain; l; l = l->below_me) {
+            if (l->dev == st.st_dev && l->ino == st.st_ino) {
+                g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                            "Could not open backing file: backing chain "
+                            "loop: '%s' is already in the chain", path);
+                return false;
+            }
+        }
+        if (S_ISDIR(st.st_mode)) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "Could not open backing file: '%s' is a directory",
+                        path);
+            return false;
+        }
+    }
+    bopts = bdrv_opts_new();
+    {
+        GHashTableIter it;
+        gpointer k, v;
+        g_hash_table_iter_init(&it, sub);
+        while (g_hash_table_iter_next(&it, &k, &v)) {
+            bdrv_opts_set(bopts, k, v);
+        }
+    }
+    if (bs->backing_format && !bdrv_opts_get(bopts, "driver")) {
+        bdrv_opts_set(bopts, "driver", bs->backing_format);
+    }
+    /* Backing images are never written through the overlay. */
+    bs->backing = bdrv_open_common(path, bopts,
+                                   (flags & ~BDRV_O_RDWR & ~BDRV_O_CHECK),
+                                   &local_err);
+    if (!bs->backing) {
+        g_set_error(errp, BDRV_ERROR, local_err->code,
+                    "Could not open backing file: %s", local_err->message);
+        return false;
+    }
+    return true;
+}
+
+BlockDriverState *bdrv_open_file_child(const char *filename,
+                                       BlockOpts *options, int flags,
+                                       GError **errp)
+{
+    BlockOpts *fopts = bdrv_opts_extract_prefix(options, "file");
+    const char *drv = bdrv_opts_get(fopts, "driver");
+
+    if (!drv) {
+        bdrv_opts_set(fopts, "driver", "file");
+    }
+    if (!filename && !bdrv_opts_get(fopts, "filename")) {
+        g_hash_table_unref(fopts);
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "A block device must be specified for \"file\"");
+        return NULL;
+    }
+    return bdrv_open_common(filename, fopts, flags & ~BDRV_O_NO_BACKING, errp);
+}
+
+static bool bdrv_open_cache_flags(BlockOpts *options, int *flags,
+                                  GError **errp)
+{
+    bool direct, no_flush, ro;
+
+    if (!bdrv_opts_get_bool(options, "cache.direct",
+                            !!(*flags & BDRV_O_NOCACHE), &direct, errp) ||
+        !bdrv_opts_get_bool(options, "cache.no-flush",
+                            !!(*flags & BDRV_O_NO_FLUSH), &no_flush, errp) ||
+        !bdrv_opts_get_bool(options, "read-only",
+                            !(*flags & BDRV_O_RDWR), &ro, errp)) {
+        return false;
+    }
+    g_hash_table_remove(options, "cache.direct");
+    g_hash_table_remove(options, "cache.no-flush");
+    g_hash_table_remove(options, "read-only");
+    *flags = (*flags & ~(BDRV_O_NOCACHE | BDRV_O_NO_FLUSH | BDRV_O_RDWR)) |
+             (direct ? BDRV_O_NOCACHE : 0) | (no_flush ? BDRV_O_NO_FLUSH : 0) |
+             (ro ? 0 : BDRV_O_RDWR);
+    /* Children inherit cache modes: pass them down explicitly. */
+    if (direct && !g_hash_table_contains(options, "file.cache.direct")) {
+        bdrv_opts_set(options, "file.cache.direct", "on");
+    }
+    return true;
+}
+
+static BlockDriverState *bdrv_open_common(const char *filename,
+                                          BlockOpts *options, int flags,
+                                          GError **errp)
+{
+    g_autoptr(BlockDriverState) bs = NULL;
+    g_autofree char *drvname = NULL;
+    g_autofree char *node_name = NULL;
+    BlockDriver *drv = NULL;
+    ChainLink link = { 0 };
+    const ChainLink *saved_chain = opening_chain;
+    struct stat st;
+
+    bdrv_init_once();
+    if (!options) {
+        options = bdrv_opts_new();
+    }
+    if (!bdrv_open_cache_flags(options, &flags, errp)) {
+        goto fail_opts;
+    }
+    drvname = bdrv_opts_take(options, "driver");
+    node_name = bdrv_opts_take(options, "node-name");
+    if (drvname) {
+        drv = bdrv_find_format(drvname);
+        if (!drv) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "Unknown driver '%s'", drvname);
+            goto fail_opts;
+        }
+    }
+    if (!filename) {
+        filename = bdrv_opts_get(options, "filename");
+        if (!filename) {
+            filename = bdrv_opts_get(options, "file.filename");
+        }
+    }
+
+    bs = bdrv_new();
+    bs->open_flags = flags;
+    bs->read_only = !(flags & BDRV_O_RDWR);
+    bs->filename = g_strdup(filename ? filename : "");
+    if (!bdrv_assign_node_name(bs, node_name, errp)) {
+        goto fail_opts;
+    }
+
+    if (!drv || !drv->is_protocol) {
+        bs->file = bdrv_open_file_child(filename, options, flags, errp);
+        if (!bs->file) {
+            goto fail_opts;
+        }
+        if (!drv) {
+            drv = bdrv_probe(bs->file, errp);
+            if (!drv) {
+                goto fail_opts;
+            }
+        }
+    }
+
+    /* Track this file for backing-loop detection while it opens. */
+    if (filename && stat(filename, &st) == 0) {
+        link.dev = st.st_dev;
+        link.ino = st.st_ino;
+    }
+    link.below_me = saved_chain;
+    link.depth = saved_chain ? saved_chain->depth + 1 : 0;
+
+    bs->drv = drv;
+    bs->opaque = drv->instance_size ? g_malloc0(drv->instance_size) : NULL;
+    if (drv->open(bs, options, flags, errp) < 0) {
+        g_free(bs->opaque);
+        bs->opaque = NULL;
+        bs->drv = NULL;
+        goto fail_opts;
+    }
+    if (drv->supports_backing && !(flags & BDRV_O_NO_BACKING)) {
+        bool ok;
+        opening_chain = &link;
+        ok = bdrv_open_backing(bs, options, flags, errp);
+        opening_chain = saved_chain;
+        if (!ok) {
+            goto fail_opts;
+        }
+    } else {
+        g_hash_table_remove(options, "backing");
+        g_hash_table_unref(bdrv_opts_extract_prefix(options, "backing"));
+    }
+    g_hash_table_remove(options, "filename");
+    if (!bdrv_opts_check_empty(options, errp)) {
+        goto fail_opts;
+    }
+    g_hash_table_unref(options);
+    return g_steal_pointer(&bs);
+
+fail_opts:
+    g_hash_table_unref(options);
+    return NULL;
+}
+
+BlockDriverState *bdrv_open(const char *filename, BlockOpts *options,
+                            int flags, GError **errp)
+{
+    return bdrv_open_common(filename, options, flags, errp);
+}
+
+void bdrv_ref(BlockDriverState *bs)
+{
+    g_atomic_int_inc(&bs->refcnt);
+}
+
+static void bdrv_close(BlockDriverState *bs)
+{
+    if (bs->drv) {
+        if (!bs->read_only) {
+            bdrv_flush(bs);
+        }
+        if (bs->drv->close) {
+            bs->drv->close(bs);
+        }
+    }
+    if (bs->backing) {
+        bdrv_unref(bs->backing);
+    }
+    if (bs->file) {
+        bdrv_unref(bs->file);
+    }
+    g_free(bs->opaque);
+}
+
+void bdrv_unref(BlockDriverState *bs)
+{
+    if (!bs || !g_atomic_int_dec_and_test(&bs->refcnt)) {
+        return;
+    }
+    bdrv_close(bs);
+    g_mutex_lock(&nodes_lock);
+    all_nodes = g_list_remove(all_nodes, bs);
+    g_mutex_unlock(&nodes_lock);
+    g_free(bs->node_name);
+    g_free(bs->filename);
+    g_free(bs->backing_file);
+    g_free(bs->backing_format);
+    g_mutex_clear(&bs->lock);
+    g_cond_clear(&bs->cond);
+    g_free(bs);
+}
+
+bool bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only,
+                               GError **errp)
+{
+    if (bs->read_only == read_only) {
+        return true;
+    }
+    bdrv_drained_begin(bs);
+    /* Going read-only: the format writes back first, then its file child
+     * drops write access; going read-write: the other way round. */
+    if (read_only && bs->drv->reopen &&
+        bs->drv->reopen(bs, true, errp) < 0) {
+        goto fail;
+    }
+    if (bs->file && !bdrv_reopen_set_read_only(bs->file, read_only, errp)) {
+        if (read_only && bs->drv->reopen) {
+            bs->drv->reopen(bs, false, NULL);
+        }
+        goto fail;
+    }
+    if (!read_only && bs->drv->reopen &&
+        bs->drv->reopen(bs, false, errp) < 0) {
+        if (bs->file) {
+            bdrv_reopen_set_read_only(bs->file, true, NULL);
+        }
+        goto fail;
+    }
+    bs->read_only = read_only;
+    if (read_only) {
+        bs->open_flags &= ~BDRV_O_RDWR;
+    } else {
+        bs->open_flags |= BDRV_O_RDWR;
+    }
+    bdrv_drained_end(bs);
+    return true;
+
+fail:
+    bdrv_drained_end(bs);
+    return false;
+}
+
+bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,
+                 GError **errp)
+{
+    BlockDriver *drv = bdrv_find_format(fmt);
+
+    if (!drv) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Unknown file format '%s'", fmt);
+        return false;
+    }
+    if (!drv->create) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Format driver '%s' does not support image creation",
+                    fmt);
+        return false;
+    }
+    return drv->create(filename, opts, errp);
+}
+
+const char *bdrv_get_node_name(BlockDriverState *bs) { return bs->node_name; }
+const char *bdrv_get_filename(BlockDriverState *bs) { return bs->filename; }
+bool bdrv_is_read_only(BlockDriverState *bs) { return bs->read_only; }
+BlockDriverState *bdrv_get_file(BlockDriverState *bs) { return bs->file; }
+BlockDriverState *bdrv_get_backing(BlockDriverState *bs) { return bs->backing; }
+
+const char *bdrv_get_format_name(BlockDriverState *bs)
+{
+    return bs->drv ? bs->drv->format_name : NULL;
+}
+
+const char *bdrv_get_backing_filename(BlockDriverState *bs)
+{
+    return bs->backing_file;
+}
+
+char *bdrv_get_full_backing_filename(BlockDriverState *bs)
+{
+    if (!bs->backing_file) {
+        return NULL;
+    }
+    return bdrv_resolve_backing_name(bs->filename, bs->backing_file);
+}
+
+const char *bdrv_get_backing_format(BlockDriverState *bs)
+{
+    return bs->backing_format;
+}
+
+int64_t bdrv_getlength(BlockDriverState *bs)
+{
+    if (!bs->drv || !bs->drv->getlength) {
+        return -ENOMEDIUM;
+    }
+    return bs->drv->getlength(bs);
+}
+
+int64_t bdrv_get_allocated_file_size(BlockDriverState *bs)
+{
+    if (bs->drv && bs->drv->get_allocated_file_size) {
+        return bs->drv->get_allocated_file_size(bs);
+    }
+    if (bs->file) {
+        return bdrv_get_allocated_file_size(bs->file);
+    }
+    return -ENOTSUP;
+}
+
+int bdrv_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
+{
+    memset(bdi, 0, sizeof(*bdi));
+    if (!bs->drv || !bs->drv->get_info) {
+        return -ENOTSUP;
+    }
+    return bs->drv->get_info(bs, bdi);
+}
+
+void bdrv_get_specific_info(BlockDriverState *bs, BlockSpecificInfo *info)
+{
+    memset(info, 0, sizeof(*info));
+    if (bs->drv && bs->drv->get_specific_info) {
+        bs->drv->get_specific_info(bs, info);
+    }
+}
+
+int bdrv_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
+{
+    memset(res, 0, sizeof(*res));
+    if (!bs->drv || !bs->drv->check) {
+        return -ENOTSUP;
+    }
+    return bs->drv->check(bs, res, fix);
+}

@@ -1,0 +1,470 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The generic I/O path: request validation, in-flight accounting and drain,
+ * and alignment.  Drivers receive requests aligned to their
+ * request_alignment; unaligned writes become serialised read-modify-write
+ * so two partial writes to one block never lose each other's bytes.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "block/block_int.h"
+
+#define ZERO_CHUNK (1 << 20)
+
+static bool ranges_overlap(int64_t a, int64_t alen, int64_t b, int64_t blen)
+{
+    return a < b + blen && b < a + alen;
+}
+
+static bool tracked_conflicts(BlockDriverState *bs, BdrvTrackedRequest *req)
+{
+    for (BdrvTrackedRequest *r = bs->tracked; r; r = r->next) {
+        if (r != req && (r->serialising || req->serialising) &&
+            ranges_overlap(r->offset, r->bytes, req->offset, req->bytes)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Enters a request: waits while bs is drained (unless we are the drainer)
+ * and, on nodes that need alignment, while a serialising request overlaps.
+ */
+static void request_begin(BlockDriverState *bs, BdrvTrackedRequest *req,
+                          int64_t offset, int64_t bytes, bool serialising)
+{
+    GThread *self = g_thread_self();
+
+    g_mutex_lock(&bs->lock);
+    while (bs->quiesce_counter > 0 && bs->drain_owner != self) {
+        g_cond_wait(&bs->cond, &bs->lock);
+    }
+    bs->in_flight++;
+    if (req) {
+        uint32_t al = bs->request_alignment;
+        req->offset = offset / al * al;
+        req->bytes = (offset + bytes + al - 1) / al * al - req->offset;
+        req->serialising = serialising;
+        req->next = bs->tracked;
+        bs->tracked = req;
+        while (tracked_conflicts(bs, req)) {
+            g_cond_wait(&bs->cond, &bs->lock);
+        }
+    }
+    g_mutex_unlock(&bs->lock);
+}
+
+static void request_end(BlockDriverState *bs, BdrvTrackedRequest *req)
+{
+    g_mutex_lock(&bs->lock);
+    if (req) {
+        BdrvTrackedRequest **pp = &bs->tracked;
+        while (*pp != req) {
+            pp = &(*pp)->next;
+        }
+        *pp = req->next;
+    }
+    bs->in_flight--;
+    g_cond_broadcast(&bs->cond);
+    g_mutex_unlock(&bs->lock);
+}
+
+void bdrv_drained_begin(BlockDriverState *bs)
+{
+    GThread *self = g_thread_self();
+
+    g_mutex_lock(&bs->lock);
+    /* A second drainer waits for the first to finish. */
+    while (bs->quiesce_counter > 0 && bs->drain_owner != self) {
+        g_cond_wait(&bs->cond, &bs->lock);
+    }
+    bs->quiesce_counter++;
+    bs->drain_owner = self;
+    while (bs->in_flight > 0) {
+        g_cond_wait(&bs->cond, &bs->lock);
+    }
+    g_mutex_unlock(&bs->lock);
+}
+
+void bdrv_drained_end(BlockDriverState *bs)
+{
+    g_mutex_lock(&bs->lock);
+    g_assert(bs->quiesce_counter > 0);
+    if (--bs->quiesce_counter == 0) {
+        bs->drain_owner = NULL;
+        g_cond_broadcast(&bs->cond);
+    }
+    g_mutex_unlock(&bs->lock);
+}
+
+static int check_request(BlockDriverState *bs, int64_t offset, int64_t bytes)
+{
+    if (!bs->drv) {
+        return -ENOMEDIUM;
+    }
+    if (offset < 0 || bytes < 0 || offset > INT64_MAX - bytes) {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static bool is_aligned(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                       const void *buf)
+{
+    uint32_t al = bs->request_alignment;
+
+    return offset % al == 0 && bytes % al == 0 &&
+           (uintptr_t)buf % bs->buf_alignment == 0;
+}
+
+static void *aligned_alloc_buf(BlockDriverState *bs, size_t size)
+{
+    void *p = NULL;
+    size_t al = MAX(bs->buf_alignment, sizeof(void *));
+
+    if (posix_memalign(&p, al, MAX(size, 1)) != 0) {
+        return NULL;
+    }
+    return p;
+}
+
+/* Reads the aligned range covering [offset, offset+bytes) into a bounce
+ * buffer and copies the requested part out. */
+static int read_unaligned(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                          void *buf)
+{
+    uint32_t al = bs->request_alignment;
+    int64_t start = offset / al * al;
+    int64_t end = (offset + bytes + al - 1) / al * al;
+    uint8_t *bounce = aligned_alloc_buf(bs, end - start);
+    int ret;
+
+    if (!bounce) {
+        return -ENOMEM;
+    }
+    ret = bs->drv->pread(bs, start, end - start, bounce);
+    if (ret == 0) {
+        memcpy(buf, bounce + (offset - start), bytes);
+    }
+    free(bounce);
+    return ret;
+}
+
+/* Read-modify-write; the caller holds a serialising request on the range. */
+static int write_unaligned(BlockDriverState *bs, int64_t offset,
+                           int64_t bytes, const void *buf)
+{
+    uint32_t al = bs->request_alignment;
+    int64_t start = offset / al * al;
+    int64_t end = (offset + bytes + al - 1) / al * al;
+    uint8_t *bounce = aligned_alloc_buf(bs, end - start);
+    int ret = 0;
+
+    if (!bounce) {
+        return -ENOMEM;
+    }
+    bool head = start != offset;
+    bool tail = end != offset + bytes;
+    if (head) {
+        ret = bs->drv->pread(bs, start, al, bounce);
+    }
+    /* the tail block needs its own read unless the head read covered it */
+    if (ret == 0 && tail && !(head && end - al == start)) {
+        ret = bs->drv->pread(bs, end - al, al, bounce + (end - al - start));
+    }
+    if (ret == 0) {
+        memcpy(bounce + (offset - start), buf, bytes);
+        ret = bs->drv->pwrite(bs, start, end - start, bounce);
+    }
+    free(bounce);
+    return ret;
+}
+
+int bdrv_pread(BlockDriverState *bs, int64_t offset, int64_t bytes, void *buf)
+{
+    int ret = check_request(bs, offset, bytes);
+
+    if (ret < 0 || bytes == 0) {
+        return ret;
+    }
+    if (!bs->drv->pread) {
+        return -ENOTSUP;
+    }
+    if (bs->request_alignment == 1 && bs->buf_alignment == 1) {
+        request_begin(bs, NULL, offset, bytes, false);
+        ret = bs->drv->pread(bs, offset, bytes, buf);
+        request_end(bs, NULL);
+        return ret;
+    }
+    BdrvTrackedRequest req;
+    request_begin(bs, &req, offset, bytes, false);
+    if (is_aligned(bs, offset, bytes, buf)) {
+        ret = bs->drv->pread(bs, offset, bytes, buf);
+    } else {
+        ret = read_unaligned(bs, offset, bytes, buf);
+    }
+    request_end(bs, &req);
+    return ret;
+}
+
+int bdrv_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                const void *buf)
+{
+    int ret = check_request(bs, offset, bytes);
+
+    if (ret < 0 || bytes == 0) {
+        return ret;
+    }
+    if (bs->read_only) {
+        return -EPERM;
+    }
+    if (!bs->drv->pwrite) {
+        return -ENOTSUP;
+    }
+    if (bs->request_alignment == 1 && bs->buf_alignment == 1) {
+        request_begin(bs, NULL, offset, bytes, false);
+        ret = bs->drv->pwrite(bs, offset, bytes, buf);
+        request_end(bs, NULL);
+        return ret;
+    }
+    BdrvTrackedRequest req;
+    bool aligned = is_aligned(bs, offset, bytes, buf);
+    request_begin(bs, &req, offset, bytes, !aligned);
+    if (aligned) {
+        ret = bs->drv->pwrite(bs, offset, bytes, buf);
+    } else if (offset % bs->request_alignment == 0 &&
+               bytes % bs->request_alignment == 0) {
+        /* Only the buffer is misaligned: copy, no read needed. */
+        void *bounce = aligned_alloc_buf(bs, bytes);
+        if (!bounce) {
+            ret = -ENOMEM;
+        } else {
+            memcpy(bounce, buf, bytes);
+            ret = bs->drv->pwrite(bs, offset, bytes, bounce);
+            free(bounce);
+        }
+    } else {
+        ret = write_unaligned(bs, offset, bytes, buf);
+    }
+    request_end(bs, &req);
+    return ret;
+}
+
+/* Writes zeroes with plain writes, for drivers that cannot do better. */
+static int write_zeroes_fallback(BlockDriverState *bs, int64_t offset,
+                                 int64_t bytes)
+{
+    size_t chunk = MIN(bytes, ZERO_CHUNK);
+    void *zeroes = aligned_alloc_buf(bs, chunk);
+    int ret = 0;
+
+    if (!zeroes) {
+        return -ENOMEM;
+    }
+    memset(zeroes, 0, chunk);
+    while (bytes > 0 && ret == 0) {
+        int64_t n = MIN(bytes, (int64_t)chunk);
+        ret = bdrv_pwrite(bs, offset, n, zeroes);
+        offset += n;
+        bytes -= n;
+    }
+    free(zeroes);
+    return ret;
+}
+
+int bdrv_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                       int flags)
+{
+    int ret = check_request(bs, offset, bytes);
+    uint32_t al;
+    int64_t head, tail;
+
+    if (ret < 0 || bytes == 0) {
+        return ret;
+    }
+    if (bs->read_only) {
+        return -EPERM;
+    }
+    if (!bs->drv->pwrite_zeroes) {
+        if (flags & BDRV_REQ_NO_FALLBACK) {
+            return -ENOTSUP;
+        }
+        return write_zeroes_fallback(bs, offset, bytes);
+    }
+    /* Unaligned edges are written as data, the aligned middle by the
+     * driver's efficient path. */
+    al = bs->request_alignment;
+    head = MIN(bytes, (al - offset % al) % al);
+    if (head) {
+        ret = write_zeroes_fallback(bs, offset, head);
+        if (ret < 0) {
+            return ret;
+        }
+        offset += head;
+        bytes -= head;
+    }
+    tail = bytes % al;
+    bytes -= tail;
+    if (bytes) {
+        request_begin(bs, NULL, offset, bytes, false);
+        ret = bs->drv->pwrite_zeroes(bs, offset, bytes, flags);
+        request_end(bs, NULL);
+        if (ret == -ENOTSUP && !(flags & BDRV_REQ_NO_FALLBACK)) {
+            ret = write_zeroes_fallback(bs, offset, bytes);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (tail) {
+        ret = write_zeroes_fallback(bs, offset + bytes, tail);
+    }
+    return ret;
+}
+
+int bdrv_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
+{
+    int ret = check_request(bs, offset, bytes);
+
+    if (ret < 0 || bytes == 0) {
+        return ret;
+    }
+    if (bs->read_only) {
+        return -EPERM;
+    }
+    if (!bs->drv->pdiscard) {
+        return 0; /* discard is advisory */
+    }
+    request_begin(bs, NULL, offset, bytes, false);
+    ret = bs->drv->pdiscard(bs, offset, bytes);
+    request_end(bs, NULL);
+    return ret;
+}
+
+int bdrv_flush(BlockDriverState *bs)
+{
+    int ret = 0;
+
+    if (!bs->drv) {
+        return -ENOMEDIUM;
+    }
+    if (bs->read_only) {
+        return 0;
+    }
+    request_begin(bs, NULL, 0, 0, false);
+    if (bs->drv->flush) {
+        ret = bs->drv->flush(bs);
+    }
+    if (ret == 0 && bs->file) {
+        ret = bdrv_flush(bs->file);
+    }
+    request_end(bs, NULL);
+    return ret;
+}
+
+int bdrv_truncate(BlockDriverState *bs, int64_t size, GError **errp)
+{
+    int ret;
+
+    if (!bs->drv || !bs->drv->truncate) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Image format driver does not support resize");
+        return -ENOTSUP;
+    }
+    if (bs->read_only) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Image is read-only");
+        return -EACCES;
+    }
+    if (size < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Image size cannot be negative");
+        return -EINVAL;
+    }
+    bdrv_drained_begin(bs);
+    ret = bs->drv->truncate(bs, size, errp);
+    bdrv_drained_end(bs);
+    return ret;
+}
+
+int bdrv_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                      int64_t *pnum, int64_t *map, BlockDriverState **file)
+{
+    int64_t len = bdrv_getlength(bs);
+    int ret;
+
+    *pnum = 0;
+    if (map) {
+        *map = 0;
+    }
+    if (file) {
+        *file = NULL;
+    }
+    if (len < 0) {
+        return (int)len;
+    }
+    if (offset >= len || bytes <= 0) {
+        return 0;
+    }
+    bytes = MIN(bytes, len - offset);
+    if (!bs->drv->block_status) {
+        *pnum = bytes;
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+    }
+    int64_t m = 0;
+    BlockDriverState *f = NULL;
+    request_begin(bs, NULL, offset, bytes, false);
+    ret = bs->drv->block_status(bs, offset, bytes, pnum, &m, &f);
+    request_end(bs, NULL);
+    if (ret >= 0 && *pnum > bytes) {
+        *pnum = bytes;
+    }
+    if (map) {
+        *map = m;
+    }
+    if (file) {
+        *file = f;
+    }
+    return ret;
+}
+
+int bdrv_block_status_above(BlockDriverState *bs, int64_t offset,
+                            int64_t bytes, int64_t *pnum, int64_t *map,
+                            BlockDriverState **file, int *depth)
+{
+    int d = 0;
+    int ret;
+
+    for (;;) {
+        int64_t len;
+        ret = bdrv_block_status(bs, offset, bytes, pnum, map, file);
+        if (ret < 0 || (ret & BDRV_BLOCK_ALLOCATED) || *pnum == 0) {
+            break;
+        }
+        bytes = *pnum;
+        if (!bs->backing) {
+            ret |= BDRV_BLOCK_ZERO;
+            break;
+        }
+        len = bdrv_getlength(bs->backing);
+        if (len < 0) {
+            ret = (int)len;
+            break;
+        }
+        if (offset >= len) {
+            /* past the end of a shorter backing file: zeroes */
+            ret |= BDRV_BLOCK_ZERO;
+            break;
+        }
+        bytes = MIN(bytes, len - offset);
+        bs = bs->backing;
+        d++;
+    }
+    if (depth) {
+        *depth = d;
+    }
+    return ret;
+}

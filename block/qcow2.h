@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * qcow2 driver internals shared by the qcow2-*.c files: on-disk constants,
+ * the per-image state, and the functions each file offers the others.
+ * Format facts: QEMU's docs/interop/qcow2.txt (all integers big-endian).
+ */
+#ifndef STRATA_QCOW2_H
+#define STRATA_QCOW2_H
+
+#include "block/block_int.h"
+
+#define QCOW_MAGIC 0x514649fbU  /* "QFI\xfb" */
+
+#define QCOW2_MIN_CLUSTER_BITS 9
+#define QCOW2_MAX_CLUSTER_BITS 21
+#define QCOW2_DEFAULT_CLUSTER_BITS 16
+
+#define QCOW2_V2_HEADER_LENGTH 72
+#define QCOW2_V3_MIN_HEADER_LENGTH 104
+#define QCOW2_V3_HEADER_LENGTH 112  /* what QEMU 7.2 writes */
+
+/* Limits QEMU enforces; we keep the same so images stay interchangeable. */
+#define QCOW2_MAX_L1_BYTES (32 * 1024 * 1024)
+#define QCOW2_MAX_REFTABLE_BYTES (8 * 1024 * 1024)
+#define QCOW2_MAX_SNAPSHOTS 65536
+#define QCOW2_MAX_SNAPSHOT_EXTRA 1024
+#define QCOW2_MAX_SNAPSHOT_TABLE_BYTES (64 * 1024 * 1024)
+#define QCOW2_MAX_BACKING_NAME 1023
+#define QCOW2_MAX_HOST_OFFSET (1ULL << 56)
+
+/* L1/L2 entry bits */
+#define QCOW_OFLAG_COPIED     (1ULL << 63)
+#define QCOW_OFLAG_COMPRESSED (1ULL << 62)
+#define QCOW_OFLAG_ZERO       (1ULL << 0)
+#define L1E_OFFSET_MASK       0x00fffffffffffe00ULL
+#define L2E_OFFSET_MASK       0x00fffffffffffe00ULL
+#define L1E_RESERVED_MASK     0x7f000000000001ffULL
+#define L2E_RESERVED_MASK     0x3f000000000001feULL
+#define REFT_OFFSET_MASK      0xfffffffffffffe00ULL
+#define REFT_RESERVED_MASK    0x1ffULL
+
+/* Header feature bits */
+#define QCOW2_INCOMPAT_DIRTY       (1ULL << 0)
+#define QCOW2_INCOMPAT_CORRUPT     (1ULL << 1)
+#define QCOW2_INCOMPAT_DATA_FILE   (1ULL << 2)
+#define QCOW2_INCOMPAT_COMPRESSION (1ULL << 3)
+#define QCOW2_INCOMPAT_EXTL2       (1ULL << 4)
+#define QCOW2_INCOMPAT_MASK        0x1fULL
+#define QCOW2_COMPAT_LAZY_REFCOUNTS (1ULL << 0)
+
+/* Header extension types */
+#define QCOW2_EXT_END           0x00000000U
+#define QCOW2_EXT_BACKING_FMT   0xe2792acaU
+#define QCOW2_EXT_FEATURE_TABLE 0x6803f857U
+#define QCOW2_EXT_BITMAPS       0x23852875U
+#define QCOW2_EXT_CRYPTO        0x0537be77U
+#define QCOW2_EXT_DATA_FILE     0x44415441U
+
+/* Header field offsets used for small atomic updates. */
+#define QCOW2_HDR_SIZE_OFF        24
+#define QCOW2_HDR_L1_OFF          36  /* l1_size (4) + l1_table_offset (8) */
+#define QCOW2_HDR_REFTABLE_OFF    48  /* offset (8) + clusters (4) */
+#define QCOW2_HDR_SNAPSHOTS_OFF   60  /* nb_snapshots (4) + offset (8) */
+#define QCOW2_HDR_INCOMPAT_OFF    72
+
+typedef enum {
+    QCOW2_CLUSTER_UNALLOCATED,
+    QCOW2_CLUSTER_ZERO_PLAIN,
+    QCOW2_CLUSTER_ZERO_ALLOC,
+    QCOW2_CLUSTER_NORMAL,
+    QCOW2_CLUSTER_COMPRESSED,
+} Qcow2ClusterType;
+
+/* A header extension we do not interpret, kept for rewriting. */
+typedef struct Qcow2UnknownExt {
+    uint32_t magic;
+    uint32_t len;
+    uint8_t *data;
+} Qcow2UnknownExt;
+
+typedef struct Qcow2Snapshot {
+    uint64_t l1_table_offset;
+    uint32_t l1_size;
+    char *id_str;
+    char *name;
+    uint32_t date_sec;
+    uint32_t date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t vm_state_size;
+    uint64_t disk_size;
+    uint64_t icount;           /* UINT64_MAX: none */
+    uint32_t extra_data_size;  /* as read; we write max(24, this) */
+    uint8_t *unknown_extra;    /* bytes past the 24 we know */
+    uint32_t unknown_extra_size;
+} Qcow2Snapshot;
+
+typedef struct Qcow2Cache Qcow2Cache;
+
+/* A guest range whose clusters are being allocated outside the lock. */
+typedef struct Qcow2InflightAlloc {
+    uint64_t guest_start;       /* cluster aligned */
+    uint64_t guest_end;
+    struct Qcow2InflightAlloc *next;
+} Qcow2InflightAlloc;
+
+typedef struct BDRVQcow2State {
+    /*
+     * lock protects every field below and all metadata I/O.  Data I/O to
+     * clusters already allocated runs without it; free_lock (held for
+     * reading by every data request, for writing while freed clusters are
+     * handed back to the allocator) keeps a cluster from being reused
+     * while a request still reads or writes it.
+     */
+    GMutex lock;
+    GRWLock free_lock;
+    GCond alloc_cond;
+    Qcow2InflightAlloc *inflight;
+
+    int version;
+    int cluster_bits;
+    uint32_t cluster_size;
+    int l2_bits;               /* log2(entries per L2 table) */
+    uint32_t l2_size;          /* entries per L2 table */
+    int refcount_order;
+    int refcount_bits;
+    uint64_t refcount_max;
+    int refblock_bits;         /* log2(entries per refcount block) */
+    uint32_t refblock_size;    /* entries per refcount block */
+    int csize_shift;           /* compressed descriptor layout */
+    uint64_t csize_mask;
+    uint64_t coffset_mask;
+
+    uint64_t size;             /* virtual disk size */
+    uint32_t header_length;
+    uint64_t incompatible_features;
+    uint64_t compatible_features;
+    uint64_t autoclear_features;
+    uint8_t compression_type;
+    uint8_t *unknown_header_fields;
+    uint32_t unknown_header_fields_size;
+    GPtrArray *unknown_exts;   /* Qcow2UnknownExt * */
+
+    uint64_t *l1_table;        /* host byte order */
+    uint32_t l1_size;
+    uint64_t l1_table_offset;
+
+    uint64_t *refcount_table;  /* host byte order */
+    uint32_t refcount_table_size;  /* entries */
+    uint64_t refcount_table_offset;
+
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+    uint64_t snapshots_size;   /* bytes of the table on disk */
+    Qcow2Snapshot *snapshots;
+
+    Qcow2Cache *l2_cache;
+    Qcow2Cache *refcount_cache;
+    /* refcount writes made since the last fdatasync: an L2 write must
+     * sync first so the refcount is durable before the pointer */
+    bool refcounts_unsynced;
+
+    uint64_t free_cluster_index;
+    GArray *pending_frees;     /* uint64_t host cluster offsets to decrement */
+
+    bool corrupt_reported;
+} BDRVQcow2State;
+
+static inline uint64_t qcow2_align_up(uint64_t x, uint64_t a)
+{
+    return (x + a - 1) / a * a;
+}
+
+static inline uint64_t qcow2_cluster_start(BDRVQcow2State *s, uint64_t off)
+{
+    return off & ~((uint64_t)s->cluster_size - 1);
+}
+
+static inline uint64_t qcow2_l1_entries_for(BDRVQcow2State *s, uint64_t size)
+{
+    uint64_t l2_span = (uint64_t)s->cluster_size * s->l2_size;
+    return (size + l2_span - 1) / l2_span;
+}
+
+Qcow2ClusterType qcow2_get_cluster_type(uint64_t l2_entry);
+
+/* qcow2-cache.c: bounded write-back caches of L2 tables / refcount blocks */
+Qcow2Cache *qcow2_cache_new(int num_tables, uint32_t table_size);
+void qcow2_cache_destroy(Qcow2Cache *c);
+int qcow2_cache_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
+                    uint64_t **table);
+int qcow2_cache_get_empty(BlockDriverState *bs, Qcow2Cache *c,
+                          uint64_t offset, uint64_t **table);
+void qcow2_cache_mark_dirty(Qcow2Cache *c, void *table);
+int qcow2_cache_write(BlockDriverState *bs, Qcow2Cache *c);
+void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset);
+void qcow2_cache_discard_all(Qcow2Cache *c);
+bool qcow2_cache_has_dirty(Qcow2Cache *c);
+
+/* qcow2-refcount.c */
+int qcow2_refcount_init(BlockDriverState *bs, GError **errp);
+int qcow2_get_refcount(BlockDriverState *bs, uint64_t cluster_index,
+                       uint64_t *refcount);
+int qcow2_update_cluster_refcount(BlockDriverState *bs, uint64_t cluster_index,
+                                  int addend, uint64_t *new_refcount);
+int64_t qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb_clusters);
+int qcow2_update_refcount_range(BlockDriverState *bs, uint64_t offset,
+                                uint64_t length, int addend);
+/* Frees after the next metadata write-back (pointers first, then counts). */
+void qcow2_free_cluster_deferred(BlockDriverState *bs, uint64_t host_cluster);
+void qcow2_free_compressed_deferred(BlockDriverState *bs, uint64_t l2_entry);
+/* Writes back all metadata in crash-safe order; applies deferred frees. */
+int qcow2_write_back_metadata(BlockDriverState *bs);
+
+/* qcow2-cluster.c */
+int qcow2_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                void *buf);
+int qcow2_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                 const void *buf);
+int qcow2_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                        int flags);
+int qcow2_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
+int qcow2_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                       int64_t *pnum, int64_t *map, BlockDriverState **file);
+int qcow2_grow_l1_table(BlockDriverState *bs, uint64_t min_size);
+int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
+                               uint64_t bytes);
+int qcow2_decompress_cluster(BlockDriverState *bs, uint64_t l2_entry,
+                             uint8_t *out);
+void qcow2_compressed_range(BDRVQcow2State *s, uint64_t l2_entry,
+                            uint64_t *offset, uint64_t *length);
+
+/* qcow2-header.c: parse, validate, and rewrite cluster 0 */
+int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp);
+int qcow2_write_header(BlockDriverState *bs, GError **errp);
+int qcow2_write_header_bytes(BlockDriverState *bs, int offset,
+                             const void *buf, int len);
+void qcow2_signal_corruption(BlockDriverState *bs, const char *fmt, ...)
+    G_GNUC_PRINTF(2, 3);
+
+/* qcow2-snapshot.c */
+int qcow2_read_snapshots(BlockDriverState *bs, GError **errp);
+void qcow2_free_snapshots(BDRVQcow2State *s);
+
+/* qcow2-check.c */
+int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);
+
+/* qcow2-create.c */
+bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp);
+
+/* qcow2.c */
+int qcow2_truncate(BlockDriverState *bs, int64_t size, GError **errp);
+
+#endif

@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The generic block layer API: open nodes, do I/O on them, drain them.
+ * Everything a tool or a hypervisor needs to use a node, without knowing
+ * which driver is behind it.  Drivers see include/block/block_int.h.
+ *
+ * Conventions: functions that a caller wants a message from take
+ * GError **errp; the I/O path returns 0 or -errno.
+ */
+#ifndef STRATA_BLOCK_H
+#define STRATA_BLOCK_H
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+G_BEGIN_DECLS
+
+typedef struct BlockDriverState BlockDriverState;
+typedef struct BlockDriver BlockDriver;
+
+#define BDRV_SECTOR_SIZE 512
+
+/* Error domain of the block layer; codes map to QMP error classes. */
+#define BDRV_ERROR bdrv_error_quark()
+GQuark bdrv_error_quark(void);
+typedef enum {
+    BDRV_ERROR_GENERIC,        /* QMP GenericError */
+    BDRV_ERROR_NOT_FOUND,      /* QMP DeviceNotFound */
+    BDRV_ERROR_NOT_SUPPORTED,  /* the driver lacks the feature */
+    BDRV_ERROR_IO,             /* an I/O error; message has strerror */
+} BdrvErrorCode;
+
+/* Open flags */
+#define BDRV_O_RDWR        0x0002
+#define BDRV_O_NOCACHE     0x0020 /* cache.direct=on: O_DIRECT on the file */
+#define BDRV_O_NO_BACKING  0x0100 /* do not open the backing chain */
+#define BDRV_O_CHECK       0x1000 /* opened by check: tolerate what check reports */
+#define BDRV_O_NO_FLUSH    0x0200 /* cache.no-flush=on: flush is a no-op */
+
+/*
+ * Options are flat string maps with QEMU's dotted keys: "driver",
+ * "node-name", "file.filename", "cache.direct", "backing" (a node-name, or
+ * "" / "null" for no backing), "snapshot.name", "read-only"...
+ * Create one with bdrv_opts_new(); free with g_hash_table_unref().
+ */
+typedef GHashTable BlockOpts;
+BlockOpts *bdrv_opts_new(void);
+/* Parses "key=value,key2=value2" (",," escapes a comma) into opts.  A bare
+ * word with no '=' is stored under implied_key if that is non-NULL. */
+bool bdrv_opts_parse(BlockOpts *opts, const char *str, const char *implied_key,
+                     GError **errp);
+void bdrv_opts_set(BlockOpts *opts, const char *key, const char *value);
+const char *bdrv_opts_get(BlockOpts *opts, const char *key);
+/* Removes key and returns its value (caller frees), NULL if absent. */
+char *bdrv_opts_take(BlockOpts *opts, const char *key);
+/* "on"/"off"/"true"/"false"; returns false and sets errp if unparsable. */
+bool bdrv_opts_get_bool(BlockOpts *opts, const char *key, bool def,
+                        bool *out, GError **errp);
+bool bdrv_opts_get_size(BlockOpts *opts, const char *key, uint64_t def,
+                        uint64_t *out, GError **errp);
+/* Moves every "prefix.x" key into a new map as "x". */
+BlockOpts *bdrv_opts_extract_prefix(BlockOpts *opts, const char *prefix);
+/* Fails naming the first key left over (an option nobody consumed). */
+bool bdrv_opts_check_empty(BlockOpts *opts, GError **errp);
+
+/* Parses sizes like "64M", "1G", "512", "1.5k" (qemu-img's suffixes). */
+bool strata_parse_size(const char *str, uint64_t *out);
+
+/*
+ * Opens filename (may be NULL when options carry "file.filename").
+ * options may be NULL; it is consumed (unref'd) by the call.  The format is
+ * options' "driver", else probed from the file's contents.
+ */
+BlockDriverState *bdrv_open(const char *filename, BlockOpts *options,
+                            int flags, GError **errp);
+void bdrv_ref(BlockDriverState *bs);
+void bdrv_unref(BlockDriverState *bs);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(BlockDriverState, bdrv_unref)
+
+/* Reopens the node (and not its backing chain) read-only or read-write. */
+bool bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only,
+                               GError **errp);
+
+/* Creates an image file.  opts carry size, cluster_size, backing_file... */
+bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,
+                 GError **errp);
+BlockDriver *bdrv_find_format(const char *format_name);
+/* NULL-terminated list of registered format names (static storage). */
+const char *const *bdrv_format_names(void);
+
+/* Accessors */
+const char *bdrv_get_node_name(BlockDriverState *bs);
+const char *bdrv_get_filename(BlockDriverState *bs);
+const char *bdrv_get_format_name(BlockDriverState *bs);
+bool bdrv_is_read_only(BlockDriverState *bs);
+BlockDriverState *bdrv_get_file(BlockDriverState *bs);     /* protocol child */
+BlockDriverState *bdrv_get_backing(BlockDriverState *bs);  /* backing child */
+/* The backing file name as recorded in the image, or NULL. */
+const char *bdrv_get_backing_filename(BlockDriverState *bs);
+/* The backing name resolved against the image's directory, or NULL. */
+char *bdrv_get_full_backing_filename(BlockDriverState *bs);
+const char *bdrv_get_backing_format(BlockDriverState *bs);
+BlockDriverState *bdrv_find_node(const char *node_name);
+
+/* Virtual size in bytes, or -errno. */
+int64_t bdrv_getlength(BlockDriverState *bs);
+/* Bytes used on the host by this node and its file children, or -errno. */
+int64_t bdrv_get_allocated_file_size(BlockDriverState *bs);
+
+/*
+ * I/O.  Byte granular: alignment required by the driver below is handled
+ * here (read-modify-write of partial blocks).  Thread-safe: any number of
+ * threads may issue requests on one node at once.  Return 0 or -errno.
+ */
+#define BDRV_REQ_MAY_UNMAP   0x1  /* zeroes may deallocate */
+#define BDRV_REQ_NO_FALLBACK 0x2  /* fail with -ENOTSUP rather than write zeroes */
+int bdrv_pread(BlockDriverState *bs, int64_t offset, int64_t bytes, void *buf);
+int bdrv_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                const void *buf);
+int bdrv_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                       int flags);
+int bdrv_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
+int bdrv_flush(BlockDriverState *bs);
+int bdrv_truncate(BlockDriverState *bs, int64_t size, GError **errp);
+
+/*
+ * Allocation status of [offset, offset+bytes): returns a mask of
+ * BDRV_BLOCK_* (or -errno) valid for *pnum bytes (> 0 unless at EOF).
+ * With OFFSET_VALID, *map is the host offset in *file.
+ */
+#define BDRV_BLOCK_DATA         0x01 /* reads come from this layer's data */
+#define BDRV_BLOCK_ZERO         0x02 /* reads return zeroes */
+#define BDRV_BLOCK_OFFSET_VALID 0x04 /* *map and *file are set */
+#define BDRV_BLOCK_ALLOCATED    0x10 /* this layer decides the content */
+#define BDRV_BLOCK_COMPRESSED   0x20
+int bdrv_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                      int64_t *pnum, int64_t *map, BlockDriverState **file);
+/* Same, following the backing chain for unallocated parts; *depth is the
+ * number of layers descended (0 = bs itself). */
+int bdrv_block_status_above(BlockDriverState *bs, int64_t offset,
+                            int64_t bytes, int64_t *pnum, int64_t *map,
+                            BlockDriverState **file, int *depth);
+
+/*
+ * Drain: waits until no request is in flight on bs and holds new ones
+ * until the matching drained_end.  Requests issued by the thread that
+ * drained pass through (it needs to work on the quiet node).  Nests.
+ */
+void bdrv_drained_begin(BlockDriverState *bs);
+void bdrv_drained_end(BlockDriverState *bs);
+
+/* Facts about a format node, for info/check/convert. */
+typedef struct BlockDriverInfo {
+    int cluster_size;          /* 0 if the format has no clusters */
+    bool is_dirty;
+    bool unallocated_reads_zero;
+} BlockDriverInfo;
+int bdrv_get_info(BlockDriverState *bs, BlockDriverInfo *bdi);
+
+/* Format-specific facts for `info` (qcow2's keys; others leave type NULL). */
+typedef struct BlockSpecificInfo {
+    const char *type;          /* "qcow2" or NULL */
+    const char *compat;        /* "0.10" / "1.1" */
+    const char *compression_type;
+    bool lazy_refcounts;
+    int refcount_bits;
+    bool corrupt;
+    bool extended_l2;
+} BlockSpecificInfo;
+void bdrv_get_specific_info(BlockDriverState *bs, BlockSpecificInfo *info);
+
+/* Consistency check (qemu-img check). */
+typedef enum {
+    BDRV_FIX_NONE = 0,
+    BDRV_FIX_LEAKS = 1,
+    BDRV_FIX_ERRORS = 2,
+} BdrvCheckMode;
+
+typedef struct BdrvCheckResult {
+    int corruptions;
+    int leaks;
+    int check_errors;
+    int corruptions_fixed;
+    int leaks_fixed;
+    int64_t image_end_offset;
+    int64_t total_clusters;     /* guest clusters */
+    int64_t allocated_clusters;
+    int64_t fragmented_clusters;
+    int64_t compressed_clusters;
+    bool has_allocation_info;
+} BdrvCheckResult;
+/* Returns 0 when the check ran (result in *res), -ENOTSUP if the format
+ * cannot be checked, other -errno if it could not complete.  Messages about
+ * each problem go to stderr as qemu-img prints them. */
+int bdrv_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);
+
+G_END_DECLS
+
+#endif

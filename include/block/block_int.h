@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * What drivers see: the BlockDriver vtable, the BlockDriverState node, and
+ * the helpers drivers use to open children and register themselves.
+ */
+#ifndef STRATA_BLOCK_INT_H
+#define STRATA_BLOCK_INT_H
+
+#include "block/block.h"
+
+G_BEGIN_DECLS
+
+struct BlockDriver {
+    const char *format_name;
+    size_t instance_size;        /* bytes of bs->opaque */
+    bool is_protocol;            /* talks to the host (file), has no file child */
+    bool supports_backing;
+
+    /* Score 0..100 that buf (the file's first bytes) is this format. */
+    int (*probe)(const uint8_t *buf, int buf_size, const char *filename);
+
+    /* Opens bs; a format driver opens its own file child with
+     * bdrv_open_file_child().  Consumes the options it knows. */
+    int (*open)(BlockDriverState *bs, BlockOpts *options, int flags,
+                GError **errp);
+    void (*close)(BlockDriverState *bs);
+    bool (*create)(const char *filename, BlockOpts *opts, GError **errp);
+    /* Called before the node becomes read-only or read-write; a format
+     * writes back its caches before going read-only. */
+    int (*reopen)(BlockDriverState *bs, bool read_only, GError **errp);
+
+    /* Requests arrive aligned to bs->request_alignment (offset and length,
+     * except the length of a request that ends at EOF) and with buffers
+     * aligned to bs->buf_alignment. */
+    int (*pread)(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                 void *buf);
+    int (*pwrite)(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                  const void *buf);
+    int (*pwrite_zeroes)(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                         int flags);
+    int (*pdiscard)(BlockDriverState *bs, int64_t offset, int64_t bytes);
+    int (*flush)(BlockDriverState *bs);
+    int (*truncate)(BlockDriverState *bs, int64_t size, GError **errp);
+    int64_t (*getlength)(BlockDriverState *bs);
+    int64_t (*get_allocated_file_size)(BlockDriverState *bs);
+    int (*block_status)(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                        int64_t *pnum, int64_t *map, BlockDriverState **file);
+    int (*get_info)(BlockDriverState *bs, BlockDriverInfo *bdi);
+    void (*get_specific_info)(BlockDriverState *bs, BlockSpecificInfo *info);
+    int (*check)(BlockDriverState *bs, BdrvCheckResult *res,
+                 BdrvCheckMode fix);
+};
+
+/* One in-flight request, tracked so RMW writes can serialise. */
+typedef struct BdrvTrackedRequest {
+    int64_t offset;
+    int64_t bytes;
+    bool serialising;
+    struct BdrvTrackedRequest *next;
+} BdrvTrackedRequest;
+
+struct BlockDriverState {
+    char *node_name;
+    char *filename;              /* the name the node was opened with */
+    BlockDriver *drv;
+    void *opaque;
+    BlockDriverState *file;      /* protocol child under a format */
+    BlockDriverState *backing;   /* backing child, read-only */
+    char *backing_file;          /* backing name recorded in the image */
+    char *backing_format;        /* backing format recorded, or NULL */
+    int open_flags;
+    bool read_only;
+    gint refcnt;
+
+    uint32_t request_alignment;  /* set by open; 1 if byte granular */
+    uint32_t buf_alignment;      /* memory alignment of buffers */
+
+    /* In-flight tracking and drain (all under lock). */
+    GMutex lock;
+    GCond cond;
+    int in_flight;
+    int quiesce_counter;
+    GThread *drain_owner;
+    BdrvTrackedRequest *tracked;
+};
+
+/* Registration: one line per driver in block/drivers.c. */
+void bdrv_register(BlockDriver *drv);
+
+/* Opens the "file" child of a format node from options' "file.*" keys or
+ * filename, honouring flags (read-only, O_DIRECT). */
+BlockDriverState *bdrv_open_file_child(const char *filename,
+                                       BlockOpts *options, int flags,
+                                       GError **errp);
+/* Opens the backing chain of bs from its recorded backing_file /
+ * backing_format or the "backing" option.  Always read-only. */
+bool bdrv_open_backing(BlockDriverState *bs, BlockOpts *options, int flags,
+                       GError **errp);
+/* Directory-relative resolution of a backing name, like QEMU. */
+char *bdrv_resolve_backing_name(const char *overlay_filename,
+                                const char *backing_name);
+
+/* The maximum backing chain depth opened. */
+#define BDRV_MAX_CHAIN_DEPTH 64
+
+G_END_DECLS
+
+#endif

@@ -1,0 +1,26 @@
+#!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Installs the Debian packages strata needs to build and test, but only
+# those that are missing, so a prepared machine pays nothing.
+set -e
+
+# build: compiler, meson/ninja, libraries; tests: Check, qemu oracles, python3
+PKGS="gcc pkg-config meson ninja-build libglib2.0-dev libjson-glib-dev
+check zlib1g-dev qemu-utils python3"
+
+missing=""
+for p in $PKGS; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+        missing="$missing $p"
+    fi
+done
+
+[ -z "$missing" ] && exit 0
+
+echo "install-deps: installing$missing"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing
