@@ -313,10 +313,7 @@ static bool bdrv_open_cache_flags(BlockOpts *options, int *flags,
     *flags = (*flags & ~(BDRV_O_NOCACHE | BDRV_O_NO_FLUSH | BDRV_O_RDWR)) |
              (direct ? BDRV_O_NOCACHE : 0) | (no_flush ? BDRV_O_NO_FLUSH : 0) |
              (ro ? 0 : BDRV_O_RDWR);
-    /* Children inherit cache modes: pass them down explicitly. */
-    if (direct && !g_hash_table_contains(options, "file.cache.direct")) {
-        bdrv_opts_set(options, "file.cache.direct", "on");
-    }
+    /* Children inherit the cache modes through the flags. */
     return true;
 }
 
@@ -327,6 +324,7 @@ static BlockDriverState *bdrv_open_common(const char *filename,
     g_autoptr(BlockDriverState) bs = NULL;
     g_autofree char *drvname = NULL;
     g_autofree char *node_name = NULL;
+    g_autofree char *owned_filename = NULL;
     BlockDriver *drv = NULL;
     ChainLink link = { 0 };
     const ChainLink *saved_chain = opening_chain;
@@ -350,10 +348,12 @@ static BlockDriverState *bdrv_open_common(const char *filename,
         }
     }
     if (!filename) {
-        filename = bdrv_opts_get(options, "filename");
-        if (!filename) {
-            filename = bdrv_opts_get(options, "file.filename");
+        /* copied: opening the file child consumes these options */
+        const char *f = bdrv_opts_get(options, "filename");
+        if (!f) {
+            f = bdrv_opts_get(options, "file.filename");
         }
+        filename = owned_filename = g_strdup(f);
     }
 
     bs = bdrv_new();

@@ -6,5 +6,5 @@ void bdrv_register_all(void)
 {
     bdrv_register(&bdrv_file);
     bdrv_register(&bdrv_raw);
-    /* qcow2 registers here once it builds */
+    bdrv_register(&bdrv_qcow2);
 }

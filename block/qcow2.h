@@ -184,20 +184,32 @@ static inline uint64_t qcow2_l1_entries_for(BDRVQcow2State *s, uint64_t size)
 Qcow2ClusterType qcow2_get_cluster_type(uint64_t l2_entry);
 
 /* qcow2-cache.c: bounded write-back caches of L2 tables / refcount blocks */
-Qcow2Cache *qcow2_cache_new(int num_tables, uint32_t table_size);
+/* before_write runs before any dirty table of this cache is written (the
+ * L2 cache uses it to make refcounts durable first). */
+Qcow2Cache *qcow2_cache_new(int num_tables, uint32_t table_size,
+                            int (*before_write)(BlockDriverState *bs));
 void qcow2_cache_destroy(Qcow2Cache *c);
+/* Tables are kept in on-disk (big-endian) byte order.  A pointer stays
+ * valid until the next cache call, all under the qcow2 lock. */
 int qcow2_cache_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
-                    uint64_t **table);
+                    void **table);
 int qcow2_cache_get_empty(BlockDriverState *bs, Qcow2Cache *c,
-                          uint64_t offset, uint64_t **table);
+                          uint64_t offset, void **table);
 void qcow2_cache_mark_dirty(Qcow2Cache *c, void *table);
 int qcow2_cache_write(BlockDriverState *bs, Qcow2Cache *c);
+/* Writes one table (if cached and dirty), dependencies first. */
+int qcow2_cache_write_table(BlockDriverState *bs, Qcow2Cache *c,
+                            uint64_t offset);
 void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset);
 void qcow2_cache_discard_all(Qcow2Cache *c);
 bool qcow2_cache_has_dirty(Qcow2Cache *c);
 
 /* qcow2-refcount.c */
-int qcow2_refcount_init(BlockDriverState *bs, GError **errp);
+uint64_t qcow2_refblock_get(BDRVQcow2State *s, const void *rb, uint64_t i);
+void qcow2_refblock_set(BDRVQcow2State *s, void *rb, uint64_t i, uint64_t v);
+/* Cache hooks keeping refcounts durable before L2 tables point at them. */
+int qcow2_before_l2_write(BlockDriverState *bs);
+int qcow2_before_refblock_write(BlockDriverState *bs);
 int qcow2_get_refcount(BlockDriverState *bs, uint64_t cluster_index,
                        uint64_t *refcount);
 int qcow2_update_cluster_refcount(BlockDriverState *bs, uint64_t cluster_index,

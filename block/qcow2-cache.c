@@ -1,0 +1,248 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * A bounded write-back cache of cluster-sized metadata tables (L2 tables,
+ * refcount blocks), least recently used first out.  Table memory is
+ * allocated on first use, so a cache sized for a huge image costs nothing
+ * until the image is actually used.  Callers hold the qcow2 lock.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qcow2.h"
+
+typedef struct Qcow2CacheEntry {
+    uint64_t offset;   /* 0: slot unused */
+    void *table;
+    bool dirty;
+    uint64_t lru;
+} Qcow2CacheEntry;
+
+struct Qcow2Cache {
+    Qcow2CacheEntry *entries;
+    int size;
+    uint32_t table_size;
+    uint64_t lru_counter;
+    int last;              /* slot of the latest get: mark_dirty's hint */
+    GHashTable *index;     /* offset -> slot + 1 */
+    int (*before_write)(BlockDriverState *bs);
+};
+
+Qcow2Cache *qcow2_cache_new(int num_tables, uint32_t table_size,
+                            int (*before_write)(BlockDriverState *bs))
+{
+    Qcow2Cache *c = g_new0(Qcow2Cache, 1);
+
+    c->size = num_tables;
+    c->table_size = table_size;
+    c->entries = g_new0(Qcow2CacheEntry, num_tables);
+    c->index = g_hash_table_new(g_int64_hash, g_int64_equal);
+    c->before_write = before_write;
+    return c;
+}
+
+void qcow2_cache_destroy(Qcow2Cache *c)
+{
+    if (!c) {
+        return;
+    }
+    for (int i = 0; i < c->size; i++) {
+        free(c->entries[i].table);
+    }
+    g_hash_table_destroy(c->index);
+    g_free(c->entries);
+    g_free(c);
+}
+
+static int entry_write(BlockDriverState *bs, Qcow2Cache *c,
+                       Qcow2CacheEntry *e)
+{
+    int ret;
+
+    if (!e->dirty) {
+        return 0;
+    }
+    if (c->before_write) {
+        ret = c->before_write(bs);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (e->offset == 0) {
+        /* Never overwrite the header, whatever the tables say. */
+        return -EIO;
+    }
+    ret = bdrv_pwrite(bs->file, e->offset, c->table_size, e->table);
+    if (ret < 0) {
+        return ret;
+    }
+    e->dirty = false;
+    return 0;
+}
+
+int qcow2_cache_write(BlockDriverState *bs, Qcow2Cache *c)
+{
+    /* Write in offset order: friendlier to the disk, and deterministic. */
+    bool any = false;
+    int ret = 0;
+
+    for (int i = 0; i < c->size; i++) {
+        if (c->entries[i].dirty) {
+            any = true;
+            break;
+        }
+    }
+    if (!any) {
+        return 0;
+    }
+    for (;;) {
+        Qcow2CacheEntry *next = NULL;
+        for (int i = 0; i < c->size; i++) {
+            Qcow2CacheEntry *e = &c->entries[i];
+            if (e->dirty && (!next || e->offset < next->offset)) {
+                next = e;
+            }
+        }
+        if (!next) {
+            break;
+        }
+        ret = entry_write(bs, c, next);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+int qcow2_cache_write_table(BlockDriverState *bs, Qcow2Cache *c,
+                            uint64_t offset)
+{
+    gpointer slotp = g_hash_table_lookup(c->index, &offset);
+
+    if (!slotp) {
+        return 0;
+    }
+    return entry_write(bs, c, &c->entries[GPOINTER_TO_INT(slotp) - 1]);
+}
+
+bool qcow2_cache_has_dirty(Qcow2Cache *c)
+{
+    for (int i = 0; i < c->size; i++) {
+        if (c->entries[i].dirty) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int cache_find_slot(BlockDriverState *bs, Qcow2Cache *c)
+{
+    int victim = -1;
+    int ret;
+
+    for (int i = 0; i < c->size; i++) {
+        if (c->entries[i].offset == 0) {
+            return i;
+        }
+        if (victim < 0 || c->entries[i].lru < c->entries[victim].lru) {
+            victim = i;
+        }
+    }
+    ret = entry_write(bs, c, &c->entries[victim]);
+    if (ret < 0) {
+        return ret;
+    }
+    g_hash_table_remove(c->index, &c->entries[victim].offset);
+    c->entries[victim].offset = 0;
+    return victim;
+}
+
+static int cache_do_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
+                        void **table, bool read_from_disk)
+{
+    gpointer slotp = g_hash_table_lookup(c->index, &offset);
+    Qcow2CacheEntry *e;
+    int slot, ret;
+
+    if (slotp) {
+        c->last = GPOINTER_TO_INT(slotp) - 1;
+        e = &c->entries[c->last];
+        e->lru = ++c->lru_counter;
+        *table = e->table;
+        return 0;
+    }
+    slot = cache_find_slot(bs, c);
+    if (slot < 0) {
+        return slot;
+    }
+    e = &c->entries[slot];
+    if (!e->table) {
+        if (posix_memalign(&e->table, 4096, c->table_size) != 0) {
+            e->table = NULL;
+            return -ENOMEM;
+        }
+    }
+    if (read_from_disk) {
+        ret = bdrv_pread(bs->file, offset, c->table_size, e->table);
+        if (ret < 0) {
+            return ret;
+        }
+    } else {
+        memset(e->table, 0, c->table_size);
+    }
+    c->last = slot;
+    e->offset = offset;
+    e->dirty = false;
+    e->lru = ++c->lru_counter;
+    g_hash_table_insert(c->index, &e->offset, GINT_TO_POINTER(slot + 1));
+    *table = e->table;
+    return 0;
+}
+
+int qcow2_cache_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
+                    void **table)
+{
+    return cache_do_get(bs, c, offset, table, true);
+}
+
+int qcow2_cache_get_empty(BlockDriverState *bs, Qcow2Cache *c,
+                          uint64_t offset, void **table)
+{
+    return cache_do_get(bs, c, offset, table, false);
+}
+
+void qcow2_cache_mark_dirty(Qcow2Cache *c, void *table)
+{
+    if (c->entries[c->last].table == table && c->entries[c->last].offset) {
+        c->entries[c->last].dirty = true;
+        return;
+    }
+    for (int i = 0; i < c->size; i++) {
+        if (c->entries[i].table == table && c->entries[i].offset) {
+            c->entries[i].dirty = true;
+            return;
+        }
+    }
+    g_assert_not_reached();
+}
+
+void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset)
+{
+    gpointer slotp = g_hash_table_lookup(c->index, &offset);
+
+    if (slotp) {
+        Qcow2CacheEntry *e = &c->entries[GPOINTER_TO_INT(slotp) - 1];
+        g_hash_table_remove(c->index, &e->offset);
+        e->offset = 0;
+        e->dirty = false;
+    }
+}
+
+void qcow2_cache_discard_all(Qcow2Cache *c)
+{
+    g_hash_table_remove_all(c->index);
+    for (int i = 0; i < c->size; i++) {
+        c->entries[i].offset = 0;
+        c->entries[i].dirty = false;
+    }
+}

@@ -1,0 +1,845 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * qcow2 guest I/O: mapping guest offsets through L1/L2 tables, reads
+ * (including compressed clusters and the backing chain), allocating writes
+ * with copy-on-write, zero writes, discard, block status, L1 growth and
+ * metadata preallocation.
+ *
+ * Locking: s->lock covers metadata; data I/O to clusters already allocated
+ * runs without it.  An allocating write reserves its guest clusters in
+ * s->inflight, drops the lock for the data write, then retakes it to point
+ * the L2 entries at the new clusters.  Every data request holds free_lock
+ * for reading so freed clusters are not reused under it.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "qcow2.h"
+
+/* Upper bound of one allocating chunk (bounce buffer size). */
+#define QCOW2_MAX_ALLOC_CHUNK (4 * 1024 * 1024)
+
+Qcow2ClusterType qcow2_get_cluster_type(uint64_t e)
+{
+    if (e & QCOW_OFLAG_COMPRESSED) {
+        return QCOW2_CLUSTER_COMPRESSED;
+    }
+    if (e & QCOW_OFLAG_ZERO) {
+        return (e & L2E_OFFSET_MASK) ? QCOW2_CLUSTER_ZERO_ALLOC
+                                     : QCOW2_CLUSTER_ZERO_PLAIN;
+    }
+    if (!(e & L2E_OFFSET_MASK)) {
+        return QCOW2_CLUSTER_UNALLOCATED;
+    }
+    return QCOW2_CLUSTER_NORMAL;
+}
+
+void qcow2_compressed_range(BDRVQcow2State *s, uint64_t l2_entry,
+                            uint64_t *offset, uint64_t *length)
+{
+    uint64_t nsec = ((l2_entry >> s->csize_shift) & s->csize_mask) + 1;
+
+    *offset = l2_entry & s->coffset_mask;
+    *length = nsec * 512 - (*offset & 511);
+}
+
+int qcow2_decompress_cluster(BlockDriverState *bs, uint64_t l2_entry,
+                             uint8_t *out)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t off, len;
+    g_autofree uint8_t *in = NULL;
+    z_stream zs = { 0 };
+    int ret, zret;
+
+    if (s->compression_type != 0) {
+        return -ENOTSUP; /* zstd is not built in */
+    }
+    qcow2_compressed_range(s, l2_entry, &off, &len);
+    len = MIN(len, 2 * (uint64_t)s->cluster_size);
+    in = g_malloc(len);
+    ret = bdrv_pread(bs->file, off, len, in);
+    if (ret < 0) {
+        return ret;
+    }
+    if (inflateInit2(&zs, -12) != Z_OK) {
+        return -ENOMEM;
+    }
+    zs.next_in = in;
+    zs.avail_in = len;
+    zs.next_out = out;
+    zs.avail_out = s->cluster_size;
+    zret = inflate(&zs, Z_FINISH);
+    ret = ((zret == Z_STREAM_END || (zret == Z_BUF_ERROR && zs.avail_out == 0))
+           && zs.total_out == s->cluster_size) ? 0 : -EIO;
+    inflateEnd(&zs);
+    return ret;
+}
+
+static bool l2_entry_offset_valid(BDRVQcow2State *s, uint64_t e)
+{
+    return ((e & L2E_OFFSET_MASK) & (s->cluster_size - 1)) == 0;
+}
+
+/*
+ * Loads the L2 table of l1_index under s->lock.  With for_write, a
+ * missing table is allocated and a shared one (COPIED clear) is copied, so
+ * the returned table is owned by the active image alone.  *l2 is NULL for
+ * an unallocated table when !for_write.
+ */
+static int l2_load(BlockDriverState *bs, uint64_t l1_index, bool for_write,
+                   uint64_t **l2)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t l1e = s->l1_table[l1_index];
+    uint64_t old = l1e & L1E_OFFSET_MASK;
+    g_autofree uint64_t *copy = NULL;
+    uint64_t be;
+    int64_t new_off;
+    void *t;
+    int ret;
+
+    *l2 = NULL;
+    if (old & (s->cluster_size - 1)) {
+        qcow2_signal_corruption(bs, "L2 table offset %#" G_GINT64_MODIFIER
+                                "x unaligned (L1 index: %#" G_GINT64_MODIFIER
+                                "x)", old, l1_index);
+        return -EIO;
+    }
+    if (old && (!for_write || (l1e & QCOW_OFLAG_COPIED))) {
+        ret = qcow2_cache_get(bs, s->l2_cache, old, &t);
+        *l2 = t;
+        return ret;
+    }
+    if (!for_write) {
+        return 0;
+    }
+    if (old) {
+        ret = qcow2_cache_get(bs, s->l2_cache, old, &t);
+        if (ret < 0) {
+            return ret;
+        }
+        copy = g_memdup2(t, s->cluster_size);
+    }
+    new_off = qcow2_alloc_clusters(bs, 1);
+    if (new_off < 0) {
+        return (int)new_off;
+    }
+    ret = qcow2_cache_get_empty(bs, s->l2_cache, new_off, &t);
+    if (ret < 0) {
+        goto undo;
+    }
+    if (copy) {
+        memcpy(t, copy, s->cluster_size);
+    }
+    qcow2_cache_mark_dirty(s->l2_cache, t);
+    /* The table must be on disk before the L1 entry points at it. */
+    ret = qcow2_cache_write_table(bs, s->l2_cache, new_off);
+    if (ret < 0) {
+        qcow2_cache_discard(s->l2_cache, new_off);
+        goto undo;
+    }
+    be = GUINT64_TO_BE((uint64_t)new_off | QCOW_OFLAG_COPIED);
+    ret = bdrv_pwrite(bs->file, s->l1_table_offset + l1_index * 8, 8, &be);
+    if (ret < 0) {
+        qcow2_cache_discard(s->l2_cache, new_off);
+        goto undo;
+    }
+    s->l1_table[l1_index] = (uint64_t)new_off | QCOW_OFLAG_COPIED;
+    if (old) {
+        qcow2_free_cluster_deferred(bs, old);
+    }
+    ret = qcow2_cache_get(bs, s->l2_cache, new_off, &t);
+    *l2 = t;
+    return ret;
+
+undo:
+    qcow2_free_cluster_deferred(bs, new_off);
+    return ret;
+}
+
+static void split_offset(BDRVQcow2State *s, uint64_t off, uint64_t *l1_index,
+                         uint64_t *l2_index)
+{
+    *l1_index = off >> (s->cluster_bits + s->l2_bits);
+    *l2_index = (off >> s->cluster_bits) & (s->l2_size - 1);
+}
+
+/*
+ * Looks up the entry for guest offset `off` and how many bytes from `off`
+ * (up to `bytes`) map the same way: same type and, for data clusters,
+ * contiguous on the host.  Under s->lock.
+ */
+static int lookup(BlockDriverState *bs, uint64_t off, uint64_t bytes,
+                  uint64_t *entry, uint64_t *run)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t l1i, l2i, *l2, first, in_cluster = off & (s->cluster_size - 1);
+    uint64_t max_clusters, n = 1;
+    Qcow2ClusterType type;
+    int ret;
+
+    split_offset(s, off, &l1i, &l2i);
+    max_clusters = MIN(s->l2_size - l2i,
+                       (in_cluster + bytes + s->cluster_size - 1) >>
+                       s->cluster_bits);
+    if (l1i >= s->l1_size) {
+        *entry = 0;
+        *run = MIN(bytes, (max_clusters << s->cluster_bits) - in_cluster);
+        return 0;
+    }
+    ret = l2_load(bs, l1i, false, &l2);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!l2) {
+        *entry = 0;
+        *run = MIN(bytes, (max_clusters << s->cluster_bits) - in_cluster);
+        return 0;
+    }
+    first = GUINT64_FROM_BE(l2[l2i]);
+    type = qcow2_get_cluster_type(first);
+    if ((type == QCOW2_CLUSTER_NORMAL || type == QCOW2_CLUSTER_ZERO_ALLOC) &&
+        !l2_entry_offset_valid(s, first)) {
+        qcow2_signal_corruption(bs, "Cluster allocation offset %#"
+                                G_GINT64_MODIFIER "x unaligned (L2 offset: %#"
+                                G_GINT64_MODIFIER "x, L2 index: %#"
+                                G_GINT64_MODIFIER "x)",
+                                (uint64_t)(first & L2E_OFFSET_MASK),
+                                (uint64_t)(s->l1_table[l1i] & L1E_OFFSET_MASK),
+                                l2i);
+        return -EIO;
+    }
+    if (type != QCOW2_CLUSTER_COMPRESSED) {
+        for (; n < max_clusters; n++) {
+            uint64_t e = GUINT64_FROM_BE(l2[l2i + n]);
+            if (qcow2_get_cluster_type(e) != type) {
+                break;
+            }
+            if (type == QCOW2_CLUSTER_NORMAL &&
+                ((e & L2E_OFFSET_MASK) != (first & L2E_OFFSET_MASK) +
+                 (n << s->cluster_bits) ||
+                 (e & QCOW_OFLAG_COPIED) != (first & QCOW_OFLAG_COPIED))) {
+                break;
+            }
+        }
+    }
+    *entry = first;
+    *run = MIN(bytes, (n << s->cluster_bits) - in_cluster);
+    return 0;
+}
+
+/* Reads guest bytes that this layer does not hold: backing or zeroes. */
+static int read_backing(BlockDriverState *bs, uint64_t off, uint64_t bytes,
+                        uint8_t *buf)
+{
+    int64_t blen;
+    uint64_t n = 0;
+
+    if (bs->backing) {
+        blen = bdrv_getlength(bs->backing);
+        if (blen < 0) {
+            return (int)blen;
+        }
+        if ((int64_t)off < blen) {
+            n = MIN(bytes, (uint64_t)blen - off);
+            int ret = bdrv_pread(bs->backing, off, n, buf);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+    }
+    memset(buf + n, 0, bytes - n);
+    return 0;
+}
+
+static int read_compressed(BlockDriverState *bs, uint64_t entry, uint64_t off,
+                           uint64_t bytes, uint8_t *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autofree uint8_t *cl = g_malloc(s->cluster_size);
+    int ret = qcow2_decompress_cluster(bs, entry, cl);
+
+    if (ret == 0) {
+        memcpy(buf, cl + (off & (s->cluster_size - 1)), bytes);
+    }
+    return ret;
+}
+
+static int read_run(BlockDriverState *bs, uint64_t entry, uint64_t off,
+                    uint64_t n, uint8_t *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    switch (qcow2_get_cluster_type(entry)) {
+    case QCOW2_CLUSTER_UNALLOCATED:
+        return read_backing(bs, off, n, buf);
+    case QCOW2_CLUSTER_ZERO_PLAIN:
+    case QCOW2_CLUSTER_ZERO_ALLOC:
+        memset(buf, 0, n);
+        return 0;
+    case QCOW2_CLUSTER_COMPRESSED:
+        return read_compressed(bs, entry, off, n, buf);
+    case QCOW2_CLUSTER_NORMAL:
+    default:
+        return bdrv_pread(bs->file, (entry & L2E_OFFSET_MASK) +
+                          (off & (s->cluster_size - 1)), n, buf);
+    }
+}
+
+int qcow2_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                void *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint8_t *p = buf;
+    int ret = 0;
+
+    if ((uint64_t)offset + bytes > s->size) {
+        return -EIO;
+    }
+    g_rw_lock_reader_lock(&s->free_lock);
+    while (bytes > 0) {
+        uint64_t entry, n;
+        g_mutex_lock(&s->lock);
+        ret = lookup(bs, offset, bytes, &entry, &n);
+        g_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            break;
+        }
+        ret = read_run(bs, entry, offset, n, p);
+        if (ret < 0) {
+            break;
+        }
+        offset += n;
+        bytes -= n;
+        p += n;
+    }
+    g_rw_lock_reader_unlock(&s->free_lock);
+    return ret;
+}
+
+static bool inflight_overlaps(BDRVQcow2State *s, uint64_t start, uint64_t end)
+{
+    for (Qcow2InflightAlloc *a = s->inflight; a; a = a->next) {
+        if (a->guest_start < end && start < a->guest_end) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void inflight_remove(BDRVQcow2State *s, Qcow2InflightAlloc *a)
+{
+    Qcow2InflightAlloc **pp = &s->inflight;
+
+    while (*pp != a) {
+        pp = &(*pp)->next;
+    }
+    *pp = a->next;
+    g_cond_broadcast(&s->alloc_cond);
+}
+
+/* Fills one whole guest cluster with what it read before the write. */
+static int cow_fill(BlockDriverState *bs, uint64_t old_entry,
+                    uint64_t guest_cluster, uint8_t *cl)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t n = MIN((uint64_t)s->cluster_size, s->size - guest_cluster);
+    int ret = read_run(bs, old_entry, guest_cluster, n, cl);
+
+    memset(cl + n, 0, s->cluster_size - n);
+    return ret;
+}
+
+/* Drops the active image's reference to what an L2 entry pointed at. */
+static void release_entry(BlockDriverState *bs, uint64_t e)
+{
+    switch (qcow2_get_cluster_type(e)) {
+    case QCOW2_CLUSTER_NORMAL:
+    case QCOW2_CLUSTER_ZERO_ALLOC:
+        qcow2_free_cluster_deferred(bs, e & L2E_OFFSET_MASK);
+        break;
+    case QCOW2_CLUSTER_COMPRESSED:
+        qcow2_free_compressed_deferred(bs, e);
+        break;
+    default:
+        break;
+    }
+}
+
+/*
+ * Allocating write of [off, off+bytes) lying in clusters that all need new
+ * host clusters.  Called and returns with s->lock held; drops it for the
+ * data write.
+ */
+static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t bytes,
+                            const uint8_t *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t gstart = qcow2_cluster_start(s, off);
+    uint64_t gend = qcow2_align_up(off + bytes, cs);
+    uint64_t nb = (gend - gstart) / cs;
+    uint64_t l1i, l2i, *l2;
+    g_autofree uint64_t *old = g_new(uint64_t, nb);
+    Qcow2InflightAlloc me = { gstart, gend, NULL };
+    int64_t host;
+    uint8_t *bounce = NULL;
+    const uint8_t *src = buf;
+    int ret;
+
+    split_offset(s, gstart, &l1i, &l2i);
+    ret = l2_load(bs, l1i, true, &l2);
+    if (ret < 0) {
+        return ret;
+    }
+    for (uint64_t i = 0; i < nb; i++) {
+        old[i] = GUINT64_FROM_BE(l2[l2i + i]);
+    }
+    host = qcow2_alloc_clusters(bs, nb);
+    if (host < 0) {
+        return (int)host;
+    }
+    me.next = s->inflight;
+    s->inflight = &me;
+    g_mutex_unlock(&s->lock);
+
+    /* Partial clusters at either end are completed from the old content. */
+    if (off != gstart || off + bytes != gend) {
+        if (posix_memalign((void **)&bounce, 4096, nb * cs) != 0) {
+            bounce = NULL;
+            ret = -ENOMEM;
+        }
+        if (bounce && off != gstart) {
+            ret = cow_fill(bs, old[0], gstart, bounce);
+        }
+        if (bounce && ret == 0 && off + bytes != gend &&
+            !(off != gstart && nb == 1)) {
+            ret = cow_fill(bs, old[nb - 1], gend - cs,
+                           bounce + (nb - 1) * cs);
+        }
+        if (ret == 0) {
+            memcpy(bounce + (off - gstart), buf, bytes);
+            src = bounce;
+        }
+    }
+    if (ret == 0) {
+        ret = bdrv_pwrite(bs->file, host, nb * cs, src);
+    }
+    free(bounce);
+
+    g_mutex_lock(&s->lock);
+    if (ret == 0) {
+        ret = l2_load(bs, l1i, true, &l2);
+    }
+    if (ret < 0) {
+        /* Nothing points at the new clusters: give them back. */
+        for (uint64_t i = 0; i < nb; i++) {
+            qcow2_free_cluster_deferred(bs, host + i * cs);
+        }
+        inflight_remove(s, &me);
+        return ret;
+    }
+    for (uint64_t i = 0; i < nb; i++) {
+        /* re-read: a zero write may have changed the entry meanwhile */
+        uint64_t cur = GUINT64_FROM_BE(l2[l2i + i]);
+        l2[l2i + i] = GUINT64_TO_BE((host + i * cs) | QCOW_OFLAG_COPIED);
+        release_entry(bs, cur);
+    }
+    qcow2_cache_mark_dirty(s->l2_cache, l2);
+    inflight_remove(s, &me);
+    return 0;
+}
+
+static bool entry_writable_in_place(uint64_t e)
+{
+    return qcow2_get_cluster_type(e) == QCOW2_CLUSTER_NORMAL &&
+           (e & QCOW_OFLAG_COPIED);
+}
+
+/* Under s->lock: how many bytes from off need allocation (same L2 table). */
+static int alloc_run(BlockDriverState *bs, uint64_t off, uint64_t bytes,
+                     uint64_t *run)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t l1i, l2i, *l2, n = 0, max;
+    uint64_t in_cluster = off & (s->cluster_size - 1);
+    int ret;
+
+    split_offset(s, off, &l1i, &l2i);
+    max = MIN(s->l2_size - l2i, (in_cluster + bytes + s->cluster_size - 1) >>
+                                s->cluster_bits);
+    max = MIN(max, MAX(1, QCOW2_MAX_ALLOC_CHUNK / s->cluster_size));
+    ret = l2_load(bs, l1i, false, &l2);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!l2) {
+        n = max;
+    } else if (!(s->l1_table[l1i] & QCOW_OFLAG_COPIED)) {
+        n = max;  /* shared table: every entry is shared too */
+    } else {
+        while (n < max && !entry_writable_in_place(GUINT64_FROM_BE(l2[l2i + n]))) {
+            n++;
+        }
+    }
+    *run = MIN(bytes, (n << s->cluster_bits) - in_cluster);
+    return 0;
+}
+
+int qcow2_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                 const void *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+    const uint8_t *p = buf;
+    int ret = 0;
+
+    if ((uint64_t)offset + bytes > s->size) {
+        return -EIO;
+    }
+    g_rw_lock_reader_lock(&s->free_lock);
+    g_mutex_lock(&s->lock);
+    while (bytes > 0) {
+        uint64_t entry, n;
+        ret = lookup(bs, offset, bytes, &entry, &n);
+        if (ret < 0) {
+            break;
+        }
+        if (entry_writable_in_place(entry) &&
+            (s->l1_table[offset >> (s->cluster_bits + s->l2_bits)] &
+             QCOW_OFLAG_COPIED)) {
+            uint64_t host = (entry & L2E_OFFSET_MASK) +
+                            (offset & (s->cluster_size - 1));
+            g_mutex_unlock(&s->lock);
+            ret = bdrv_pwrite(bs->file, host, n, p);
+            g_mutex_lock(&s->lock);
+            if (ret < 0) {
+                break;
+            }
+        } else {
+            uint64_t gs = qcow2_cluster_start(s, offset);
+            ret = alloc_run(bs, offset, bytes, &n);
+            if (ret < 0) {
+                break;
+            }
+            if (inflight_overlaps(s, gs, qcow2_align_up(offset + n,
+                                                        s->cluster_size))) {
+                g_cond_wait(&s->alloc_cond, &s->lock);
+                continue; /* the mapping may have changed: look again */
+            }
+            ret = write_allocating(bs, offset, n, p);
+            if (ret < 0) {
+                break;
+            }
+        }
+        offset += n;
+        bytes -= n;
+        p += n;
+    }
+    g_mutex_unlock(&s->lock);
+    g_rw_lock_reader_unlock(&s->free_lock);
+    return ret;
+}
+
+/* Sets full clusters [off, off+bytes) to read as zeroes (v3), or drops
+ * them (v2 without backing). */
+static int zero_clusters(BlockDriverState *bs, uint64_t off, uint64_t bytes,
+                         int flags)
+{
+    BDRVQcow2State *s = bs->opaque;
+    bool unmap = !!(flags & BDRV_REQ_MAY_UNMAP);
+    int ret = 0;
+
+    g_mutex_lock(&s->lock);
+    while (bytes > 0) {
+        uint64_t l1i, l2i, *l2, n;
+        split_offset(s, off, &l1i, &l2i);
+        n = MIN(bytes >> s->cluster_bits, s->l2_size - l2i);
+        if (inflight_overlaps(s, off, off + (n << s->cluster_bits))) {
+            g_cond_wait(&s->alloc_cond, &s->lock);
+            continue;
+        }
+        if (s->version < 3 && (l1i >= s->l1_size || !s->l1_table[l1i])) {
+            off += n << s->cluster_bits;   /* nothing allocated: zeroes */
+            bytes -= n << s->cluster_bits;
+            continue;
+        }
+        ret = l2_load(bs, l1i, true, &l2);
+        if (ret < 0) {
+            break;
+        }
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t e = GUINT64_FROM_BE(l2[l2i + i]);
+            Qcow2ClusterType t = qcow2_get_cluster_type(e);
+            uint64_t ne;
+            if (s->version < 3) {
+                ne = 0;
+            } else if ((t == QCOW2_CLUSTER_NORMAL ||
+                        t == QCOW2_CLUSTER_ZERO_ALLOC) &&
+                       (e & QCOW_OFLAG_COPIED) && !unmap) {
+                ne = e | QCOW_OFLAG_ZERO; /* keep the cluster, read zeroes */
+            } else {
+                ne = QCOW_OFLAG_ZERO;
+            }
+            if (ne == e) {
+                continue;
+            }
+            if ((ne & L2E_OFFSET_MASK) == 0) {
+                release_entry(bs, e);
+            }
+            l2[l2i + i] = GUINT64_TO_BE(ne);
+        }
+        qcow2_cache_mark_dirty(s->l2_cache, l2);
+        off += n << s->cluster_bits;
+        bytes -= n << s->cluster_bits;
+    }
+    g_mutex_unlock(&s->lock);
+    return ret;
+}
+
+static int write_zero_bytes(BlockDriverState *bs, uint64_t off, uint64_t n)
+{
+    g_autofree uint8_t *z = g_malloc0(n);
+
+    return qcow2_pwrite(bs, off, n, z);
+}
+
+int qcow2_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                        int flags)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t end = offset + bytes;
+    uint64_t a, b;
+    int ret;
+
+    if (end > s->size) {
+        return -EIO;
+    }
+    if (s->version < 3 && bs->backing) {
+        return -ENOTSUP;  /* v2 cannot mask backing data: write zeroes */
+    }
+    /* The last cluster counts as whole when the image ends inside it. */
+    a = qcow2_align_up(offset, cs);
+    b = end == s->size ? qcow2_align_up(end, cs) : end / cs * cs;
+    if (a >= b) {
+        return write_zero_bytes(bs, offset, bytes);
+    }
+    if ((uint64_t)offset < a) {
+        ret = write_zero_bytes(bs, offset, a - offset);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    ret = zero_clusters(bs, a, b - a, flags);
+    if (ret == 0 && end > b) {
+        ret = write_zero_bytes(bs, b, end - b);
+    }
+    return ret;
+}
+
+int qcow2_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t end = MIN((uint64_t)offset + bytes, s->size);
+    uint64_t a = qcow2_align_up(offset, cs);
+    uint64_t b = end == s->size ? qcow2_align_up(end, cs) : end / cs * cs;
+    int ret = 0;
+
+    if (a >= b) {
+        return 0; /* discard is advisory: partial clusters are kept */
+    }
+    if (s->version < 3 && bs->backing) {
+        return 0;
+    }
+    g_mutex_lock(&s->lock);
+    while (a < b) {
+        uint64_t l1i, l2i, *l2, n;
+        split_offset(s, a, &l1i, &l2i);
+        n = MIN((b - a) >> s->cluster_bits, s->l2_size - l2i);
+        if (inflight_overlaps(s, a, a + (n << s->cluster_bits))) {
+            g_cond_wait(&s->alloc_cond, &s->lock);
+            continue;
+        }
+        /* v3 with a backing file must mask the backing data even where
+         * no L2 table exists yet; otherwise only existing tables change. */
+        if ((l1i < s->l1_size && s->l1_table[l1i]) ||
+            (s->version >= 3 && bs->backing)) {
+            ret = l2_load(bs, l1i, true, &l2);
+            if (ret < 0) {
+                break;
+            }
+            for (uint64_t i = 0; i < n; i++) {
+                uint64_t e = GUINT64_FROM_BE(l2[l2i + i]);
+                /* like QEMU: v3 marks discarded clusters as zero unless
+                 * they were unallocated with nothing below to mask */
+                uint64_t ne = (s->version >= 3 &&
+                               (bs->backing || e != 0)) ? QCOW_OFLAG_ZERO : 0;
+                if (e != ne) {
+                    release_entry(bs, e);
+                    l2[l2i + i] = GUINT64_TO_BE(ne);
+                }
+            }
+            qcow2_cache_mark_dirty(s->l2_cache, l2);
+        }
+        a += n << s->cluster_bits;
+    }
+    g_mutex_unlock(&s->lock);
+    return ret;
+}
+
+int qcow2_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                       int64_t *pnum, int64_t *map, BlockDriverState **file)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t entry, n;
+    int ret;
+
+    g_mutex_lock(&s->lock);
+    ret = lookup(bs, offset, bytes, &entry, &n);
+    g_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        return ret;
+    }
+    *pnum = n;
+    switch (qcow2_get_cluster_type(entry)) {
+    case QCOW2_CLUSTER_UNALLOCATED:
+        return 0;
+    case QCOW2_CLUSTER_ZERO_PLAIN:
+        return BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED;
+    case QCOW2_CLUSTER_ZERO_ALLOC:
+        *map = (entry & L2E_OFFSET_MASK) + (offset & (s->cluster_size - 1));
+        *file = bs->file;
+        return BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_OFFSET_VALID;
+    case QCOW2_CLUSTER_COMPRESSED:
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_COMPRESSED;
+    case QCOW2_CLUSTER_NORMAL:
+    default:
+        *map = (entry & L2E_OFFSET_MASK) + (offset & (s->cluster_size - 1));
+        *file = bs->file;
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_OFFSET_VALID;
+    }
+}
+
+/*
+ * Grows the active L1 table to min_size entries: the new table goes to new
+ * clusters, then one 12-byte header write switches to it; the old table is
+ * freed afterwards.  Under s->lock.
+ */
+int qcow2_grow_l1_table(BlockDriverState *bs, uint64_t min_size)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t bytes = min_size * 8;
+    uint64_t old_off = s->l1_table_offset;
+    uint64_t old_clusters = qcow2_align_up((uint64_t)s->l1_size * 8,
+                                           s->cluster_size) / s->cluster_size;
+    g_autofree uint64_t *t = NULL;
+    uint8_t hdr[12];
+    int64_t new_off;
+    int ret;
+
+    if (min_size <= s->l1_size) {
+        return 0;
+    }
+    if (bytes > QCOW2_MAX_L1_BYTES) {
+        return -EFBIG;
+    }
+    new_off = qcow2_alloc_clusters(bs, qcow2_align_up(bytes, s->cluster_size) /
+                                   s->cluster_size);
+    if (new_off < 0) {
+        return (int)new_off;
+    }
+    t = g_malloc0(bytes);
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        t[i] = GUINT64_TO_BE(s->l1_table[i]);
+    }
+    ret = bdrv_pwrite(bs->file, new_off, bytes, t);
+    if (ret == 0) {
+        ret = qcow2_cache_write(bs, s->refcount_cache);
+    }
+    if (ret == 0) {
+        ret = bdrv_flush(bs->file);
+    }
+    if (ret < 0) {
+        goto fail;
+    }
+    *(uint32_t *)hdr = GUINT32_TO_BE((uint32_t)min_size);
+    *(uint64_t *)(hdr + 4) = GUINT64_TO_BE((uint64_t)new_off);
+    ret = qcow2_write_header_bytes(bs, QCOW2_HDR_L1_OFF, hdr, 12);
+    if (ret < 0) {
+        goto fail;
+    }
+    for (uint64_t i = 0; i < min_size; i++) {
+        t[i] = GUINT64_FROM_BE(t[i]);
+    }
+    g_free(s->l1_table);
+    s->l1_table = g_steal_pointer(&t);
+    s->l1_size = min_size;
+    s->l1_table_offset = new_off;
+    for (uint64_t c = 0; c < old_clusters && old_off; c++) {
+        qcow2_free_cluster_deferred(bs, old_off + c * s->cluster_size);
+    }
+    return 0;
+
+fail:
+    for (uint64_t c = 0; c < qcow2_align_up(bytes, s->cluster_size) /
+         s->cluster_size; c++) {
+        qcow2_free_cluster_deferred(bs, new_off + c * s->cluster_size);
+    }
+    return ret;
+}
+
+/* Allocates L2 tables and data clusters for [offset, offset+bytes) without
+ * writing data (preallocation=metadata).  Under s->lock. */
+int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
+                               uint64_t bytes)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t end = qcow2_align_up(offset + bytes, cs);
+    uint64_t host_end = 0;
+    int ret;
+
+    offset = qcow2_cluster_start(s, offset);
+    while (offset < end) {
+        uint64_t l1i, l2i, *l2, n;
+        int64_t host;
+        split_offset(s, offset, &l1i, &l2i);
+        n = MIN((end - offset) / cs, s->l2_size - l2i);
+        ret = l2_load(bs, l1i, true, &l2);
+        if (ret < 0) {
+            return ret;
+        }
+        host = qcow2_alloc_clusters(bs, n);
+        if (host < 0) {
+            return (int)host;
+        }
+        /* the table may have been evicted while allocating */
+        ret = l2_load(bs, l1i, true, &l2);
+        if (ret < 0) {
+            return ret;
+        }
+        for (uint64_t i = 0; i < n; i++) {
+            if (GUINT64_FROM_BE(l2[l2i + i]) == 0) {
+                l2[l2i + i] = GUINT64_TO_BE((host + i * cs) | QCOW_OFLAG_COPIED);
+            } else {
+                qcow2_free_cluster_deferred(bs, host + i * cs);
+            }
+        }
+        qcow2_cache_mark_dirty(s->l2_cache, l2);
+        host_end = MAX(host_end, host + n * cs);
+        offset += n * cs;
+    }
+    if (host_end && (int64_t)host_end > bdrv_getlength(bs->file)) {
+        GError *err = NULL;
+        ret = bdrv_truncate(bs->file, host_end, &err);
+        g_clear_error(&err);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return qcow2_write_back_metadata(bs);
+}

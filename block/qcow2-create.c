@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Creating qcow2 images.  We write the smallest valid image (header,
+ * refcount table, one refcount block), then open it with our own driver
+ * and grow it to the requested size, so the layout comes from the same
+ * allocator every later write uses (and matches qemu-img's: header,
+ * refcount table, refcount block, L1 table).
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "qcow2.h"
+#include "block/drivers.h"
+
+typedef struct Qcow2CreateOpts {
+    uint64_t size;
+    uint32_t cluster_size;
+    int refcount_bits;
+    int version;
+    const char *backing_file;
+    const char *backing_fmt;
+    bool prealloc_metadata;
+} Qcow2CreateOpts;
+
+static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
+                              GError **errp)
+{
+    const char *compat = bdrv_opts_get(opts, "compat");
+    const char *prealloc = bdrv_opts_get(opts, "preallocation");
+    const char *ctype = bdrv_opts_get(opts, "compression_type");
+    uint64_t cs, rb;
+    bool lazy, extl2;
+
+    if (!bdrv_opts_get_size(opts, "size", 0, &o->size, errp) ||
+        !bdrv_opts_get_size(opts, "cluster_size", 65536, &cs, errp) ||
+        !bdrv_opts_get_size(opts, "refcount_bits", 16, &rb, errp) ||
+        !bdrv_opts_get_bool(opts, "lazy_refcounts", false, &lazy, errp) ||
+        !bdrv_opts_get_bool(opts, "extended_l2", false, &extl2, errp)) {
+        return false;
+    }
+    if (cs < 512 || cs > 2 * 1024 * 1024 || (cs & (cs - 1))) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Cluster size must be a power of two between 512 and "
+                    "2048k");
+        return false;
+    }
+    o->cluster_size = cs;
+    if (rb < 1 || rb > 64 || (rb & (rb - 1))) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Refcount width must be a power of two and may not "
+                    "exceed 64 bits");
+        return false;
+    }
+    o->refcount_bits = rb;
+    if (!compat || !strcmp(compat, "1.1") || !strcmp(compat, "v3")) {
+        o->version = 3;
+    } else if (!strcmp(compat, "0.10") || !strcmp(compat, "v2")) {
+        o->version = 2;
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Parameter 'version' does not accept value '%s'", compat);
+        return false;
+    }
+    if (o->version == 2 && rb != 16) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Different refcount widths than 16 bits require "
+                    "compatibility level 1.1 or above (use compat=1.1 or "
+                    "greater)");
+        return false;
+    }
+    if (lazy || extl2 || (ctype && strcmp(ctype, "zlib"))) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "%s is not supported by strata",
+                    lazy ? "lazy_refcounts=on" :
+                    extl2 ? "extended_l2=on" : "compression_type other than zlib");
+        return false;
+    }
+    if (!prealloc || !strcmp(prealloc, "off")) {
+        o->prealloc_metadata = false;
+    } else if (!strcmp(prealloc, "metadata")) {
+        o->prealloc_metadata = true;
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Parameter 'preallocation' does not accept value '%s'",
+                    prealloc);
+        return false;
+    }
+    o->backing_file = bdrv_opts_get(opts, "backing_file");
+    o->backing_fmt = bdrv_opts_get(opts, "backing_fmt");
+    if (o->backing_file && strlen(o->backing_file) > QCOW2_MAX_BACKING_NAME) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Backing file name too long");
+        return false;
+    }
+    if (o->backing_fmt && strlen(o->backing_fmt) >= 16) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Unknown backing file format '%s'", o->backing_fmt);
+        return false;
+    }
+    if (o->prealloc_metadata && o->backing_file) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Backing file and preallocation can only be used at the "
+                    "same time if extended_l2 is on");
+        return false;
+    }
+    o->size = qcow2_align_up(o->size, BDRV_SECTOR_SIZE);
+    return true;
+}
+
+/* Cluster 0: header; cluster 1: refcount table; cluster 2: refcount block
+ * counting clusters 0-2.  Size 0 and no L1 table yet. */
+static bool write_minimal_image(const char *filename, const Qcow2CreateOpts *o,
+                                GError **errp)
+{
+    uint32_t cs = o->cluster_size;
+    int order = __builtin_ctz(o->refcount_bits);
+    g_autofree uint8_t *buf = g_malloc0(3 * (size_t)cs);
+    g_autoptr(BlockDriverState) file = NULL;
+    BlockOpts *fopts;
+    BDRVQcow2State tmp = { .refcount_order = order };
+    int ret;
+
+    uint32_t v32;
+    uint64_t v64;
+#define PUT32(off, v) (v32 = GUINT32_TO_BE(v), memcpy(buf + (off), &v32, 4))
+#define PUT64(off, v) (v64 = GUINT64_TO_BE(v), memcpy(buf + (off), &v64, 8))
+    PUT32(0, QCOW_MAGIC);
+    PUT32(4, o->version);
+    PUT32(20, __builtin_ctz(cs));
+    PUT64(48, cs);          /* refcount table at cluster 1 */
+    PUT32(56, 1);
+    if (o->version >= 3) {
+        PUT32(96, order);
+        PUT32(100, QCOW2_V3_HEADER_LENGTH);
+    }
+    PUT64(cs, 2 * (uint64_t)cs);   /* refcount block at cluster 2 */
+#undef PUT32
+#undef PUT64
+    for (int i = 0; i < 3; i++) {
+        qcow2_refblock_set(&tmp, buf + 2 * cs, i, 1);
+    }
+    if (!file_create_with_size(filename, 0, errp)) {
+        return false;
+    }
+    fopts = bdrv_opts_new();
+    bdrv_opts_set(fopts, "driver", "file");
+    file = bdrv_open(filename, fopts, BDRV_O_RDWR, errp);
+    if (!file) {
+        return false;
+    }
+    ret = bdrv_pwrite(file, 0, 3 * (int64_t)cs, buf);
+    if (ret == 0) {
+        ret = bdrv_flush(file);
+    }
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not write qcow2 header: %s", g_strerror(-ret));
+        return false;
+    }
+    return true;
+}
+
+bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp)
+{
+    Qcow2CreateOpts o = { 0 };
+    g_autoptr(BlockDriverState) bs = NULL;
+    BDRVQcow2State *s;
+    BlockOpts *oopts;
+    int ret;
+
+    if (!parse_create_opts(opts, &o, errp) ||
+        !write_minimal_image(filename, &o, errp)) {
+        return false;
+    }
+    oopts = bdrv_opts_new();
+    bdrv_opts_set(oopts, "driver", "qcow2");
+    bs = bdrv_open(filename, oopts, BDRV_O_RDWR | BDRV_O_NO_BACKING, errp);
+    if (!bs) {
+        g_prefix_error(errp, "Could not open '%s' after creating it: ",
+                       filename);
+        return false;
+    }
+    s = bs->opaque;
+    if (o.backing_file) {
+        bs->backing_file = g_strdup(o.backing_file);
+        bs->backing_format = g_strdup(o.backing_fmt);
+    }
+    if (qcow2_write_header(bs, errp) < 0) {
+        return false;
+    }
+    if (o.size && qcow2_truncate(bs, o.size, errp) < 0) {
+        return false;
+    }
+    if (o.prealloc_metadata && o.size) {
+        g_mutex_lock(&s->lock);
+        ret = qcow2_preallocate_metadata(bs, 0, o.size);
+        g_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Could not preallocate metadata: %s",
+                        g_strerror(-ret));
+            return false;
+        }
+    }
+    ret = bdrv_flush(bs);
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not flush the new image: %s", g_strerror(-ret));
+        return false;
+    }
+    return true;
+}

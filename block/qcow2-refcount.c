@@ -1,0 +1,469 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * qcow2 reference counts: reading and changing them, allocating clusters
+ * (new refcount blocks and a larger refcount table when needed), deferred
+ * frees, and the crash-safe order in which metadata is written back.
+ *
+ * The ordering rules (DESIGN.md, rule 5):
+ *  - a refcount increment reaches the disk before anything points at the
+ *    cluster: dirty L2 tables are written only after the refcount blocks,
+ *    with an fdatasync in between (qcow2_before_l2_write);
+ *  - a decrement reaches the disk only after nothing points at the cluster
+ *    any more: frees are queued and applied by qcow2_write_back_metadata
+ *    after the L2 tables are written and synced.
+ * A crash in between leaves leaked clusters at worst, never a cluster that
+ * is in use with a refcount too low.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "qcow2.h"
+
+static uint64_t rb_get(BDRVQcow2State *s, const void *rb, uint64_t i)
+{
+    const uint8_t *p = rb;
+
+    switch (s->refcount_order) {
+    case 0: return (p[i / 8] >> (i % 8)) & 1;
+    case 1: return (p[i / 4] >> (2 * (i % 4))) & 3;
+    case 2: return (p[i / 2] >> (4 * (i % 2))) & 15;
+    case 3: return p[i];
+    case 4: return GUINT16_FROM_BE(((const uint16_t *)rb)[i]);
+    case 5: return GUINT32_FROM_BE(((const uint32_t *)rb)[i]);
+    default: return GUINT64_FROM_BE(((const uint64_t *)rb)[i]);
+    }
+}
+
+static void rb_set(BDRVQcow2State *s, void *rb, uint64_t i, uint64_t v)
+{
+    uint8_t *p = rb;
+
+    switch (s->refcount_order) {
+    case 0:
+        p[i / 8] = (p[i / 8] & ~(1 << (i % 8))) | (v << (i % 8));
+        break;
+    case 1:
+        p[i / 4] = (p[i / 4] & ~(3 << (2 * (i % 4)))) | (v << (2 * (i % 4)));
+        break;
+    case 2:
+        p[i / 2] = (p[i / 2] & ~(15 << (4 * (i % 2)))) | (v << (4 * (i % 2)));
+        break;
+    case 3: p[i] = v; break;
+    case 4: ((uint16_t *)rb)[i] = GUINT16_TO_BE(v); break;
+    case 5: ((uint32_t *)rb)[i] = GUINT32_TO_BE(v); break;
+    default: ((uint64_t *)rb)[i] = GUINT64_TO_BE(v); break;
+    }
+}
+
+/* Public helpers so check and create can lay out blocks themselves. */
+uint64_t qcow2_refblock_get(BDRVQcow2State *s, const void *rb, uint64_t i)
+{
+    return rb_get(s, rb, i);
+}
+
+void qcow2_refblock_set(BDRVQcow2State *s, void *rb, uint64_t i, uint64_t v)
+{
+    rb_set(s, rb, i, v);
+}
+
+int qcow2_get_refcount(BlockDriverState *bs, uint64_t cluster_index,
+                       uint64_t *refcount)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t t = cluster_index >> s->refblock_bits;
+    uint64_t off;
+    void *rb;
+    int ret;
+
+    *refcount = 0;
+    if (t >= s->refcount_table_size) {
+        return 0;
+    }
+    off = s->refcount_table[t] & REFT_OFFSET_MASK;
+    if (!off) {
+        return 0;
+    }
+    ret = qcow2_cache_get(bs, s->refcount_cache, off, &rb);
+    if (ret < 0) {
+        return ret;
+    }
+    *refcount = rb_get(s, rb, cluster_index & (s->refblock_size - 1));
+    return 0;
+}
+
+static int write_reftable_entry(BlockDriverState *bs, uint64_t t)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t be = GUINT64_TO_BE(s->refcount_table[t]);
+
+    return bdrv_pwrite(bs->file, s->refcount_table_offset + t * 8, 8, &be);
+}
+
+/*
+ * Puts a new refcount block for table entry t at cluster `at` (which the
+ * block itself covers, so it counts itself).  Written and synced before
+ * the table entry points at it.
+ */
+static int alloc_refblock_at(BlockDriverState *bs, uint64_t t, uint64_t at)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t off = at << s->cluster_bits;
+    void *rb;
+    int ret;
+
+    g_assert((at >> s->refblock_bits) == t);
+    ret = qcow2_cache_get_empty(bs, s->refcount_cache, off, &rb);
+    if (ret < 0) {
+        return ret;
+    }
+    rb_set(s, rb, at & (s->refblock_size - 1), 1);
+    qcow2_cache_mark_dirty(s->refcount_cache, rb);
+    ret = qcow2_cache_write(bs, s->refcount_cache);
+    if (ret == 0) {
+        ret = bdrv_flush(bs->file);
+    }
+    if (ret < 0) {
+        qcow2_cache_discard(s->refcount_cache, off);
+        return ret;
+    }
+    s->refcount_table[t] = off;
+    ret = write_reftable_entry(bs, t);
+    if (ret < 0) {
+        s->refcount_table[t] = 0;
+        qcow2_cache_discard(s->refcount_cache, off);
+    }
+    return ret;
+}
+
+/*
+ * Grows the refcount table so that it covers cluster `at`, which lies past
+ * the table's coverage.  The new refcount blocks and the new table go in
+ * one area starting at `at`; the blocks cover the area, so it is counted
+ * from the start.  The header switches tables with one 12-byte write; the
+ * old table is freed afterwards.  On success *area_end is the first cluster
+ * after the area.
+ */
+static int grow_refcount_table(BlockDriverState *bs, uint64_t at,
+                               uint64_t *area_end)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t E = s->refblock_size;
+    uint64_t cs = s->cluster_size;
+    uint64_t b0 = at / E;
+    uint64_t old_entries = s->refcount_table_size;
+    uint64_t nb_blocks = 1, table_clusters = 1, entries_alloc = 0;
+    uint64_t old_offset = s->refcount_table_offset;
+    uint64_t old_clusters = qcow2_align_up(old_entries * 8, cs) / cs;
+    g_autofree uint64_t *new_table = NULL;
+    g_autofree uint8_t *blocks = NULL;
+    uint8_t hdr[12];
+    int ret;
+
+    g_assert(b0 >= old_entries);
+    for (int iter = 0; iter < 64; iter++) {
+        uint64_t end = at + nb_blocks + table_clusters;
+        uint64_t last_block = (end - 1) / E;
+        uint64_t nb = last_block - b0 + 1;
+        uint64_t entries = MAX(last_block + 1, old_entries);
+        /* 50% headroom so the table is not regrown on every block */
+        uint64_t want = entries + entries / 2;
+        uint64_t tc = qcow2_align_up(want * 8, cs) / cs;
+        if (nb == nb_blocks && tc == table_clusters) {
+            entries_alloc = tc * cs / 8;
+            break;
+        }
+        nb_blocks = nb;
+        table_clusters = tc;
+    }
+    if (!entries_alloc || table_clusters * cs > QCOW2_MAX_REFTABLE_BYTES) {
+        return -EFBIG;
+    }
+    if ((at + nb_blocks + table_clusters) * cs > QCOW2_MAX_HOST_OFFSET) {
+        return -EFBIG;
+    }
+
+    /* Build the blocks: each counts the area clusters it covers. */
+    blocks = g_malloc0(nb_blocks * cs);
+    for (uint64_t c = at; c < at + nb_blocks + table_clusters; c++) {
+        uint64_t k = c / E - b0;
+        rb_set(s, blocks + k * cs, c % E, 1);
+    }
+    new_table = g_malloc0(table_clusters * cs);
+    for (uint64_t i = 0; i < old_entries; i++) {
+        new_table[i] = GUINT64_TO_BE(s->refcount_table[i]);
+    }
+    for (uint64_t k = 0; k < nb_blocks; k++) {
+        new_table[b0 + k] = GUINT64_TO_BE((at + k) * cs);
+    }
+    ret = bdrv_pwrite(bs->file, at * cs, nb_blocks * cs, blocks);
+    if (ret == 0) {
+        ret = bdrv_pwrite(bs->file, (at + nb_blocks) * cs,
+                          table_clusters * cs, new_table);
+    }
+    if (ret == 0) {
+        ret = bdrv_flush(bs->file);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    /* The commit point. */
+    *(uint64_t *)hdr = GUINT64_TO_BE((at + nb_blocks) * cs);
+    *(uint32_t *)(hdr + 8) = GUINT32_TO_BE(table_clusters);
+    ret = qcow2_write_header_bytes(bs, QCOW2_HDR_REFTABLE_OFF, hdr, 12);
+    if (ret < 0) {
+        return ret;
+    }
+    for (uint64_t i = 0; i < entries_alloc; i++) {
+        new_table[i] = GUINT64_FROM_BE(new_table[i]);
+    }
+    g_free(s->refcount_table);
+    s->refcount_table = g_steal_pointer(&new_table);
+    s->refcount_table_size = entries_alloc;
+    s->refcount_table_offset = (at + nb_blocks) * cs;
+    for (uint64_t c = 0; c < old_clusters; c++) {
+        qcow2_free_cluster_deferred(bs, old_offset + c * cs);
+    }
+    *area_end = at + nb_blocks + table_clusters;
+    return 0;
+}
+
+int qcow2_update_cluster_refcount(BlockDriverState *bs, uint64_t cluster_index,
+                                  int addend, uint64_t *new_refcount)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t t = cluster_index >> s->refblock_bits;
+    uint64_t off, cur, nv;
+    void *rb;
+    int ret;
+
+    if (t >= s->refcount_table_size ||
+        !(off = s->refcount_table[t] & REFT_OFFSET_MASK)) {
+        if (addend <= 0) {
+            qcow2_signal_corruption(bs, "Refcount of cluster %" G_GUINT64_FORMAT
+                                    " would drop below zero", cluster_index);
+            return -EIO;
+        }
+        /* Callers allocate through qcow2_alloc_clusters, which makes sure
+         * blocks exist; reaching here means a raw increment elsewhere. */
+        return -EINVAL;
+    }
+    ret = qcow2_cache_get(bs, s->refcount_cache, off, &rb);
+    if (ret < 0) {
+        return ret;
+    }
+    cur = rb_get(s, rb, cluster_index & (s->refblock_size - 1));
+    if (addend < 0 && cur < (uint64_t)-addend) {
+        qcow2_signal_corruption(bs, "Refcount of cluster %" G_GUINT64_FORMAT
+                                " would drop below zero", cluster_index);
+        return -EIO;
+    }
+    if (addend > 0 && s->refcount_max - cur < (uint64_t)addend) {
+        return -ERANGE;
+    }
+    nv = cur + addend;
+    rb_set(s, rb, cluster_index & (s->refblock_size - 1), nv);
+    qcow2_cache_mark_dirty(s->refcount_cache, rb);
+    if (nv == 0) {
+        uint64_t host = cluster_index << s->cluster_bits;
+        qcow2_cache_discard(s->l2_cache, host);
+        qcow2_cache_discard(s->refcount_cache, host);
+        if (cluster_index < s->free_cluster_index) {
+            s->free_cluster_index = cluster_index;
+        }
+    }
+    if (new_refcount) {
+        *new_refcount = nv;
+    }
+    return 0;
+}
+
+int qcow2_update_refcount_range(BlockDriverState *bs, uint64_t offset,
+                                uint64_t length, int addend)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t first, last;
+
+    if (length == 0) {
+        return 0;
+    }
+    first = offset >> s->cluster_bits;
+    last = (offset + length - 1) >> s->cluster_bits;
+    for (uint64_t c = first; c <= last; c++) {
+        int ret = qcow2_update_cluster_refcount(bs, c, addend, NULL);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Makes sure cluster idx has a refcount block (creating blocks or a larger
+ * table as needed).  Returns 1 if it consumed clusters at idx (the caller
+ * must rescan from *next), 0 if idx is ready to be counted, or -errno.
+ */
+static int ensure_refblock(BlockDriverState *bs, uint64_t idx, uint64_t *next)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t t = idx >> s->refblock_bits;
+    int ret;
+
+    if (t >= s->refcount_table_size) {
+        ret = grow_refcount_table(bs, idx, next);
+        return ret < 0 ? ret : 1;
+    }
+    if (!(s->refcount_table[t] & REFT_OFFSET_MASK)) {
+        ret = alloc_refblock_at(bs, t, idx);
+        *next = idx + 1;
+        return ret < 0 ? ret : 1;
+    }
+    return 0;
+}
+
+int64_t qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb_clusters)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t idx = s->free_cluster_index;
+    uint64_t run_start = idx, run_len = 0;
+    int ret;
+
+    g_assert(nb_clusters > 0);
+    while (run_len < nb_clusters) {
+        uint64_t rc, next;
+        if (((idx + 1) << s->cluster_bits) > QCOW2_MAX_HOST_OFFSET) {
+            return -EFBIG;
+        }
+        ret = ensure_refblock(bs, idx, &next);
+        if (ret < 0) {
+            return ret;
+        }
+        if (ret == 1) {
+            idx = next;
+            run_start = idx;
+            run_len = 0;
+            continue;
+        }
+        ret = qcow2_get_refcount(bs, idx, &rc);
+        if (ret < 0) {
+            return ret;
+        }
+        if (rc == 0) {
+            run_len++;
+            idx++;
+            continue;
+        }
+        idx++;
+        run_start = idx;
+        run_len = 0;
+    }
+    for (uint64_t c = run_start; c < run_start + nb_clusters; c++) {
+        ret = qcow2_update_cluster_refcount(bs, c, 1, NULL);
+        if (ret < 0) {
+            /* undo what we counted: nothing points at these yet */
+            for (uint64_t u = run_start; u < c; u++) {
+                qcow2_update_cluster_refcount(bs, u, -1, NULL);
+            }
+            return ret;
+        }
+    }
+    /* Holes too small for this request are skipped until a free lowers
+     * the index again: allocation stays linear in the file size. */
+    s->free_cluster_index = run_start + nb_clusters;
+    return (int64_t)(run_start << s->cluster_bits);
+}
+
+void qcow2_free_cluster_deferred(BlockDriverState *bs, uint64_t host_cluster)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    g_array_append_val(s->pending_frees, host_cluster);
+}
+
+void qcow2_free_compressed_deferred(BlockDriverState *bs, uint64_t l2_entry)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t off, len;
+
+    qcow2_compressed_range(s, l2_entry, &off, &len);
+    for (uint64_t c = qcow2_cluster_start(s, off); c < off + len;
+         c += s->cluster_size) {
+        qcow2_free_cluster_deferred(bs, c);
+    }
+}
+
+/* L2 cache hook: refcounts must be durable before an L2 table points at a
+ * cluster they count. */
+int qcow2_before_l2_write(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    if (qcow2_cache_has_dirty(s->refcount_cache)) {
+        ret = qcow2_cache_write(bs, s->refcount_cache);
+        if (ret < 0) {
+            return ret;
+        }
+        s->refcounts_unsynced = true;
+    }
+    if (s->refcounts_unsynced) {
+        ret = bdrv_flush(bs->file);
+        if (ret < 0) {
+            return ret;
+        }
+        s->refcounts_unsynced = false;
+    }
+    return 0;
+}
+
+/* Refcount cache hook: written blocks are not durable until a sync. */
+int qcow2_before_refblock_write(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    s->refcounts_unsynced = true;
+    return 0;
+}
+
+static int apply_pending_frees(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int first_err = 0;
+
+    for (guint i = 0; i < s->pending_frees->len; i++) {
+        uint64_t off = g_array_index(s->pending_frees, uint64_t, i);
+        int ret = qcow2_update_cluster_refcount(bs, off >> s->cluster_bits,
+                                                -1, NULL);
+        if (ret < 0 && !first_err) {
+            first_err = ret; /* a failed decrement only leaks */
+        }
+    }
+    g_array_set_size(s->pending_frees, 0);
+    return first_err;
+}
+
+int qcow2_write_back_metadata(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    ret = qcow2_cache_write(bs, s->refcount_cache);
+    if (ret == 0) {
+        ret = qcow2_cache_write(bs, s->l2_cache);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    if (s->pending_frees->len == 0) {
+        return 0;
+    }
+    /* Pointers are gone on disk before the counts go down. */
+    ret = bdrv_flush(bs->file);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = apply_pending_frees(bs);
+    if (ret == 0) {
+        ret = qcow2_cache_write(bs, s->refcount_cache);
+    }
+    return ret;
+}
