@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * strata-io's command table and the state the commands share: the open
+ * node and the BlockBackend-like settings qemu-io keeps beside it
+ * (write-through, discard mode).
+ */
+#ifndef STRATA_IO_CMDS_H
+#define STRATA_IO_CMDS_H
+
+#include <stdbool.h>
+
+#include "block/block.h"
+
+typedef struct IoState {
+    BlockDriverState *bs;   /* NULL when no file is open */
+    /* What qemu-io's BlockBackend does above the node: */
+    bool writethrough;      /* flush after every write (qemu-io default) */
+    bool discard_ignore;    /* -d ignore: discards and unmaps are dropped */
+    bool nocache;           /* opened with cache.direct=on */
+    bool no_flush;          /* opened with cache.no-flush=on */
+    bool write_perm;        /* qemu-io's BlockBackend holds write permission */
+    bool image_opts;        /* --image-opts given */
+    bool quit;              /* 'quit' was run */
+} IoState;
+
+typedef int (*IoCmdFunc)(IoState *s, int argc, char **argv);
+
+#define IO_CMD_GLOBAL     0x01  /* runs without a file; help, quit */
+#define IO_CMD_NOFILE_OK  0x02  /* may run without a file */
+#define IO_CMD_WRITE      0x04  /* needs a writable node */
+
+typedef struct IoCmd {
+    const char *name;
+    const char *altname;
+    IoCmdFunc func;
+    int argmin;
+    int argmax;             /* -1: no limit */
+    int flags;
+    const char *args;
+    const char *oneline;
+    void (*help)(void);
+} IoCmd;
+
+/* Adds a command; the table stays sorted by name as help lists it. */
+void io_add_command(const IoCmd *cmd);
+/* Registers the built-in commands (all but open, close and quit). */
+void io_init_commands(void);
+/* Registers the data commands of io-rw.c. */
+void io_rw_init_commands(void);
+/* Prints "name args -- oneline". */
+void io_command_usage(const IoCmd *cmd);
+/* Prints what completed aio_* requests have to say (qemu-io prints it
+ * when it waits for them: aio_flush, close, exit).  In io-rw.c. */
+void io_aio_drain(void);
+/* Runs one command line; returns its result (< 0 on failure). */
+int io_run_command(IoState *s, const char *line);
+
+#endif

@@ -1,0 +1,536 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * strata-io: a disk exerciser, command-line compatible with qemu-io.
+ * This file holds main(): option parsing, opening the image, the open /
+ * close / quit commands and the loop that runs the -c commands or reads
+ * commands from stdin.  The commands themselves are in io-cmds.c.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io-cmds.h"
+#include "io-util.h"
+
+#ifndef STRATA_VERSION
+#define STRATA_VERSION "unknown"
+#endif
+
+static IoState state;
+
+/* The cache and discard settings of the next open. */
+typedef struct OpenMode {
+    bool read_only;
+    bool nocache;
+    bool no_flush;
+    bool writethrough;
+    bool discard_ignore;
+    bool force_share;       /* -U */
+    bool aio_native;        /* -k, -i native */
+} OpenMode;
+
+/*
+ * Opens name (or, with name NULL, what opts say) as the current image,
+ * with m's cache and discard settings.  opts (may be NULL) is consumed.
+ * Returns 0, or 1 after printing why the open failed.
+ */
+static int open_image(const char *name, BlockOpts *opts, const OpenMode *m)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree char *fs_opt = NULL;
+    g_autofree char *file_name = NULL;
+    const char *open_name = name;
+    BlockDriverState *bs;
+    bool probed, read_only, force_share;
+    int flags = 0;
+
+    if (state.bs) {
+        io_error_report("file open already, try 'help close'");
+        if (opts) {
+            g_hash_table_unref(opts);
+        }
+        return 1;
+    }
+    if (!opts) {
+        opts = bdrv_opts_new();
+    }
+
+    /*
+     * force-share (-U) relaxes image locking in QEMU, which allows it on
+     * read-only opens only.  strata takes no locks, but refuses the same
+     * combinations so that scripts behave the same with both tools.
+     */
+    fs_opt = bdrv_opts_take(opts, "force-share");
+    if (m->force_share && fs_opt && strcmp(fs_opt, "on")) {
+        io_error_report("-U conflicts with image options");
+        g_hash_table_unref(opts);
+        return 1;
+    }
+    force_share = m->force_share || !g_strcmp0(fs_opt, "on");
+    if (!bdrv_opts_get_bool(opts, "read-only", m->read_only, &read_only,
+                            NULL)) {
+        read_only = m->read_only;
+    }
+    if (force_share && !read_only) {
+        io_error_report("can't open%s%s: force-share=on can only be used "
+                        "with read-only images", name ? " device " : "",
+                        name ? name : "");
+        g_hash_table_unref(opts);
+        return 1;
+    }
+
+    if (m->aio_native && !m->nocache) {
+        bool direct = false;
+        if (!bdrv_opts_get_bool(opts, "cache.direct", false, &direct, NULL) ||
+            !direct) {
+            io_error_report("can't open%s%s: aio=native was specified, but "
+                            "it requires cache.direct=on, which was not "
+                            "specified.", name ? " device " : "",
+                            name ? name : "");
+            g_hash_table_unref(opts);
+            return 1;
+        }
+    }
+
+    /* An image given only as file.filename: pass the name to bdrv_open
+     * as well, so that the node knows it from the start. */
+    if (!name && bdrv_opts_get(opts, "file.filename") &&
+        !bdrv_opts_get(opts, "filename")) {
+        file_name = bdrv_opts_take(opts, "file.filename");
+        open_name = file_name;
+    }
+    probed = !bdrv_opts_get(opts, "driver");
+
+    if (!m->read_only) {
+        flags |= BDRV_O_RDWR;
+    }
+    if (m->nocache) {
+        flags |= BDRV_O_NOCACHE;
+    }
+    if (m->no_flush) {
+        flags |= BDRV_O_NO_FLUSH;
+    }
+    bs = bdrv_open(open_name, opts, flags, &err);
+    if (!bs) {
+        io_error_report("can't open%s%s: %s", name ? " device " : "",
+                        name ? name : "", err ? err->message : "unknown error");
+        return 1;
+    }
+    if (!m->read_only && bdrv_is_read_only(bs)) {
+        /* qemu-io wants write access to what it opened read-write */
+        io_error_report("can't open%s%s: Block node is read-only",
+                        name ? " device " : "", name ? name : "");
+        bdrv_unref(bs);
+        return 1;
+    }
+    if (probed && !g_strcmp0(bdrv_get_format_name(bs), "raw")) {
+        fprintf(stderr,
+                "WARNING: Image format was not specified for '%s' and "
+                "probing guessed raw.\n"
+                "         Automatically detecting the format is dangerous "
+                "for raw images, write operations on block 0 will be "
+                "restricted.\n"
+                "         Specify the 'raw' format explicitly to remove "
+                "the restrictions.\n", bdrv_get_filename(bs));
+    }
+    state.bs = bs;
+    state.write_perm = !bdrv_is_read_only(bs);
+    state.writethrough = m->writethrough;
+    state.discard_ignore = m->discard_ignore;
+    state.nocache = m->nocache;
+    state.no_flush = m->no_flush;
+    return 0;
+}
+
+static void close_image(void)
+{
+    io_aio_drain();
+    if (state.bs) {
+        bdrv_flush(state.bs);
+        bdrv_unref(state.bs);
+        state.bs = NULL;
+    }
+}
+
+static int close_f(IoState *s, int argc, char **argv)
+{
+    close_image();
+    return 0;
+}
+
+static const IoCmd close_cmd = {
+    .name = "close",
+    .altname = "c",
+    .func = close_f,
+    .oneline = "close the current open file",
+};
+
+static void open_help(void)
+{
+    printf(
+"\n"
+" opens a new file in the requested mode\n"
+"\n"
+" Example:\n"
+" 'open -n -o driver=raw /tmp/data' - opens raw data file read-write, uncached\n"
+"\n"
+" Opens a file for subsequent use by all of the other qemu-io commands.\n"
+" -r, -- open file read-only\n"
+" -s, -- use snapshot file\n"
+" -C, -- use copy-on-read\n"
+" -n, -- disable host cache, short for -t none\n"
+" -U, -- force shared permissions\n"
+" -k, -- use kernel AIO implementation (Linux only, prefer use of -i)\n"
+" -i, -- use AIO mode (threads, native or io_uring)\n"
+" -t, -- use the given cache mode for the image\n"
+" -d, -- use the given discard mode for the image\n"
+" -o, -- options to be given to the block driver"
+"\n");
+}
+
+static int open_f(IoState *s, int argc, char **argv);
+
+static const IoCmd open_cmd = {
+    .name = "open",
+    .altname = "o",
+    .func = open_f,
+    .argmin = 1,
+    .argmax = -1,
+    .flags = IO_CMD_NOFILE_OK,
+    .args = "[-rsCnkU] [-t cache] [-d discard] [-o options] [path]",
+    .oneline = "open the file specified by path",
+    .help = open_help,
+};
+
+static int open_f(IoState *s, int argc, char **argv)
+{
+    OpenMode m = { .writethrough = true };
+    g_autoptr(GHashTable) opts = bdrv_opts_new();
+    g_autoptr(GError) err = NULL;
+    bool have_opts = false;
+    int c;
+
+    while ((c = getopt(argc, argv, "snCro:ki:t:d:U")) != -1) {
+        switch (c) {
+        case 's':
+            io_error_report("snapshot mode (-s) is not supported");
+            return -ENOTSUP;
+        case 'C':
+            io_error_report("copy-on-read (-C) is not supported");
+            return -ENOTSUP;
+        case 'n':
+            m.nocache = true;
+            m.writethrough = false;
+            break;
+        case 'r':
+            m.read_only = true;
+            break;
+        case 'k':
+            m.aio_native = true;
+            break;
+        case 't':
+            if (!io_parse_cache_mode(optarg, &m.nocache, &m.no_flush,
+                                     &m.writethrough)) {
+                io_error_report("Invalid cache option: %s", optarg);
+                return -EINVAL;
+            }
+            break;
+        case 'd':
+            if (!io_parse_discard_mode(optarg, &m.discard_ignore)) {
+                io_error_report("Invalid discard option: %s", optarg);
+                return -EINVAL;
+            }
+            break;
+        case 'i':
+            if (!io_parse_aio_mode(optarg)) {
+                io_error_report("Invalid aio option: %s", optarg);
+                return -EINVAL;
+            }
+            m.aio_native = !strcmp(optarg, "native");
+            break;
+        case 'o':
+            if (s->image_opts) {
+                printf("--image-opts and 'open -o' are mutually exclusive\n");
+                return -EINVAL;
+            }
+            if (!bdrv_opts_parse(opts, optarg, NULL, &err)) {
+                io_error_report("%s", err->message);
+                return -EINVAL;
+            }
+            have_opts = true;
+            break;
+        case 'U':
+            m.force_share = true;
+            break;
+        default:
+            io_command_usage(&open_cmd);
+            return -EINVAL;
+        }
+    }
+    if (s->image_opts && optind == argc - 1) {
+        if (!bdrv_opts_parse(opts, argv[optind], NULL, &err)) {
+            io_error_report("%s", err->message);
+            return -EINVAL;
+        }
+        have_opts = true;
+        optind++;
+    }
+    if (optind == argc - 1) {
+        return open_image(argv[optind],
+                          have_opts ? g_steal_pointer(&opts) : NULL, &m)
+               ? -EINVAL : 0;
+    } else if (optind == argc) {
+        return open_image(NULL, have_opts ? g_steal_pointer(&opts) : NULL, &m)
+               ? -EINVAL : 0;
+    }
+    io_command_usage(&open_cmd);
+    return -EINVAL;
+}
+
+static int quit_f(IoState *s, int argc, char **argv)
+{
+    s->quit = true;
+    return 0;
+}
+
+static const IoCmd quit_cmd = {
+    .name = "quit",
+    .altname = "q",
+    .func = quit_f,
+    .argmin = -1,
+    .argmax = -1,
+    .flags = IO_CMD_GLOBAL,
+    .oneline = "exit the program",
+};
+
+static void usage(const char *name)
+{
+    printf(
+"Usage: %s [OPTIONS]... [-c STRING]... [file]\n"
+"strata disk exerciser, command-line compatible with qemu-io\n"
+"\n"
+"  --image-opts         treat file as option string\n"
+"  -c, --cmd STRING     execute command with its arguments\n"
+"                       from the given string\n"
+"  -f, --format FMT     specifies the block driver to use\n"
+"  -r, --read-only      export read-only\n"
+"  -n, --nocache        disable host cache, short for -t none\n"
+"  -m, --misalign       misalign allocations for O_DIRECT\n"
+"  -k, --native-aio     like -i native\n"
+"  -i, --aio=MODE       threads, native or io_uring; all use the same\n"
+"                       synchronous I/O, native requires -t none\n"
+"  -t, --cache=MODE     use the given cache mode for the image\n"
+"                       (none, writeback, writethrough, directsync, unsafe)\n"
+"  -d, --discard=MODE   use the given discard mode for the image\n"
+"                       (ignore or unmap)\n"
+"  -T, --trace ...      accepted for compatibility; ignored\n"
+"  -U, --force-share    force shared permissions (read-only opens only)\n"
+"  -h, --help           display this help and exit\n"
+"  -V, --version        output version information and exit\n"
+"\n"
+"See '%s -c help' for information on available commands.\n",
+           name, name);
+}
+
+/* One line from stdin without its newline, NULL at end of input. */
+static char *fetch_line(void)
+{
+    g_autoptr(GString) line = g_string_new(NULL);
+    int ch;
+
+    while ((ch = getchar()) != EOF && ch != '\n') {
+        g_string_append_c(line, (char)ch);
+    }
+    if (ch == EOF && line->len == 0) {
+        return NULL;
+    }
+    return g_string_free(g_steal_pointer(&line), FALSE);
+}
+
+static int command_loop(char **cmds, int ncmds)
+{
+    int last_error = 0;
+
+    for (int i = 0; !state.quit && i < ncmds; i++) {
+        int ret = io_run_command(&state, cmds[i]);
+        if (ret < 0) {
+            last_error = ret;
+        }
+    }
+    if (ncmds) {
+        return last_error;
+    }
+
+    while (!state.quit) {
+        g_autofree char *input = NULL;
+        int ret;
+
+        printf("%s> ", g_get_prgname());
+        fflush(stdout);
+        input = fetch_line();
+        if (!input) {
+            if (isatty(STDIN_FILENO)) {
+                printf("\n");
+            }
+            break;
+        }
+        ret = io_run_command(&state, input);
+        if (ret < 0) {
+            last_error = ret;
+        }
+    }
+    return last_error;
+}
+
+enum {
+    OPTION_OBJECT = 256,
+    OPTION_IMAGE_OPTS = 257,
+};
+
+int main(int argc, char **argv)
+{
+    static const struct option lopt[] = {
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { "cmd", required_argument, NULL, 'c' },
+        { "format", required_argument, NULL, 'f' },
+        { "read-only", no_argument, NULL, 'r' },
+        { "snapshot", no_argument, NULL, 's' },
+        { "nocache", no_argument, NULL, 'n' },
+        { "copy-on-read", no_argument, NULL, 'C' },
+        { "misalign", no_argument, NULL, 'm' },
+        { "native-aio", no_argument, NULL, 'k' },
+        { "aio", required_argument, NULL, 'i' },
+        { "discard", required_argument, NULL, 'd' },
+        { "cache", required_argument, NULL, 't' },
+        { "trace", required_argument, NULL, 'T' },
+        { "object", required_argument, NULL, OPTION_OBJECT },
+        { "image-opts", no_argument, NULL, OPTION_IMAGE_OPTS },
+        { "force-share", no_argument, NULL, 'U' },
+        { NULL, 0, NULL, 0 },
+    };
+    OpenMode m = { .writethrough = true };
+    g_autoptr(GPtrArray) cmds = g_ptr_array_new();
+    g_autofree char *prgname = g_path_get_basename(argv[0]);
+    const char *format = NULL;
+    int c, ret;
+
+    g_set_prgname(prgname);
+
+    while ((c = getopt_long(argc, argv, "hVc:d:f:rsnCmki:t:T:U", lopt,
+                            NULL)) != -1) {
+        switch (c) {
+        case 's':
+            io_error_report("snapshot mode (-s) is not supported");
+            exit(1);
+        case 'C':
+            io_error_report("copy-on-read (-C) is not supported");
+            exit(1);
+        case 'n':
+            m.nocache = true;
+            m.writethrough = false;
+            break;
+        case 'd':
+            if (!io_parse_discard_mode(optarg, &m.discard_ignore)) {
+                io_error_report("Invalid discard option: %s", optarg);
+                exit(1);
+            }
+            break;
+        case 'f':
+            format = optarg;
+            break;
+        case 'c':
+            g_ptr_array_add(cmds, optarg);
+            break;
+        case 'r':
+            m.read_only = true;
+            break;
+        case 'm':
+            io_misalign = true;
+            break;
+        case 'k':
+            m.aio_native = true;
+            break;
+        case 'i':
+            if (!io_parse_aio_mode(optarg)) {
+                io_error_report("Invalid aio option: %s", optarg);
+                exit(1);
+            }
+            m.aio_native = !strcmp(optarg, "native");
+            break;
+        case 't':
+            if (!io_parse_cache_mode(optarg, &m.nocache, &m.no_flush,
+                                     &m.writethrough)) {
+                io_error_report("Invalid cache option: %s", optarg);
+                exit(1);
+            }
+            break;
+        case 'T':
+            break; /* no trace events in strata */
+        case 'V':
+            printf("%s version %s\n", g_get_prgname(), STRATA_VERSION);
+            exit(0);
+        case 'h':
+            usage(g_get_prgname());
+            exit(0);
+        case 'U':
+            m.force_share = true;
+            break;
+        case OPTION_OBJECT:
+            io_error_report("--object is not supported");
+            exit(1);
+        case OPTION_IMAGE_OPTS:
+            state.image_opts = true;
+            break;
+        default:
+            usage(g_get_prgname());
+            exit(1);
+        }
+    }
+    if (argc - optind > 1) {
+        usage(g_get_prgname());
+        exit(1);
+    }
+    if (format && state.image_opts) {
+        io_error_report("--image-opts and -f are mutually exclusive");
+        exit(1);
+    }
+
+    io_init_commands();
+    io_add_command(&quit_cmd);
+    io_add_command(&open_cmd);
+    io_add_command(&close_cmd);
+
+    if (argc - optind == 1) {
+        BlockOpts *opts = NULL;
+
+        if (state.image_opts) {
+            g_autoptr(GError) err = NULL;
+
+            opts = bdrv_opts_new();
+            if (!bdrv_opts_parse(opts, argv[optind], NULL, &err)) {
+                io_error_report("%s", err->message);
+                g_hash_table_unref(opts);
+                exit(1);
+            }
+            if (open_image(NULL, opts, &m)) {
+                exit(1);
+            }
+        } else {
+            if (format) {
+                opts = bdrv_opts_new();
+                bdrv_opts_set(opts, "driver", format);
+            }
+            if (open_image(argv[optind], opts, &m)) {
+                exit(1);
+            }
+        }
+    }
+
+    ret = command_loop((char **)cmds->pdata, (int)cmds->len);
+    close_image();
+    return ret < 0 ? 1 : 0;
+}
