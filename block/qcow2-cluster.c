@@ -766,8 +766,10 @@ int qcow2_grow_l1_table(BlockDriverState *bs, uint64_t min_size)
     if (ret < 0) {
         goto fail;
     }
-    *(uint32_t *)hdr = GUINT32_TO_BE((uint32_t)min_size);
-    *(uint64_t *)(hdr + 4) = GUINT64_TO_BE((uint64_t)new_off);
+    uint32_t be_size = GUINT32_TO_BE((uint32_t)min_size);
+    uint64_t be_off = GUINT64_TO_BE((uint64_t)new_off);
+    memcpy(hdr, &be_size, 4);
+    memcpy(hdr + 4, &be_off, 8);
     ret = qcow2_write_header_bytes(bs, QCOW2_HDR_L1_OFF, hdr, 12);
     if (ret < 0) {
         goto fail;

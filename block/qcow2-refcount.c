@@ -135,6 +135,38 @@ static int alloc_refblock_at(BlockDriverState *bs, uint64_t t, uint64_t at)
     return ret;
 }
 
+/* Puts refcount block t at cluster `at`, which its own (existing) block
+ * already counts. */
+static int alloc_refblock_elsewhere(BlockDriverState *bs, uint64_t t,
+                                    uint64_t at)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t off = at << s->cluster_bits;
+    void *rb;
+    int ret;
+
+    ret = qcow2_cache_get_empty(bs, s->refcount_cache, off, &rb);
+    if (ret < 0) {
+        return ret;
+    }
+    qcow2_cache_mark_dirty(s->refcount_cache, rb);
+    ret = qcow2_cache_write(bs, s->refcount_cache);
+    if (ret == 0) {
+        ret = bdrv_flush(bs->file);
+    }
+    if (ret < 0) {
+        qcow2_cache_discard(s->refcount_cache, off);
+        return ret;
+    }
+    s->refcount_table[t] = off;
+    ret = write_reftable_entry(bs, t);
+    if (ret < 0) {
+        s->refcount_table[t] = 0;
+        qcow2_cache_discard(s->refcount_cache, off);
+    }
+    return ret;
+}
+
 /*
  * Grows the refcount table so that it covers cluster `at`, which lies past
  * the table's coverage.  The new refcount blocks and the new table go in
@@ -207,8 +239,10 @@ static int grow_refcount_table(BlockDriverState *bs, uint64_t at,
         return ret;
     }
     /* The commit point. */
-    *(uint64_t *)hdr = GUINT64_TO_BE((at + nb_blocks) * cs);
-    *(uint32_t *)(hdr + 8) = GUINT32_TO_BE(table_clusters);
+    uint64_t be_off = GUINT64_TO_BE((at + nb_blocks) * cs);
+    uint32_t be_clusters = GUINT32_TO_BE((uint32_t)table_clusters);
+    memcpy(hdr, &be_off, 8);
+    memcpy(hdr + 8, &be_clusters, 4);
     ret = qcow2_write_header_bytes(bs, QCOW2_HDR_REFTABLE_OFF, hdr, 12);
     if (ret < 0) {
         return ret;
@@ -297,79 +331,139 @@ int qcow2_update_refcount_range(BlockDriverState *bs, uint64_t offset,
     return 0;
 }
 
-/*
- * Makes sure cluster idx has a refcount block (creating blocks or a larger
- * table as needed).  Returns 1 if it consumed clusters at idx (the caller
- * must rescan from *next), 0 if idx is ready to be counted, or -errno.
- */
-static int ensure_refblock(BlockDriverState *bs, uint64_t idx, uint64_t *next)
+static bool block_missing(BDRVQcow2State *s, uint64_t t)
 {
-    BDRVQcow2State *s = bs->opaque;
-    uint64_t t = idx >> s->refblock_bits;
-    int ret;
-
-    if (t >= s->refcount_table_size) {
-        ret = grow_refcount_table(bs, idx, next);
-        return ret < 0 ? ret : 1;
-    }
-    if (!(s->refcount_table[t] & REFT_OFFSET_MASK)) {
-        ret = alloc_refblock_at(bs, t, idx);
-        *next = idx + 1;
-        return ret < 0 ? ret : 1;
-    }
-    return 0;
+    return t >= s->refcount_table_size ||
+           !(s->refcount_table[t] & REFT_OFFSET_MASK);
 }
 
-int64_t qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb_clusters)
+/*
+ * Creates refcount block t (inside the table) in the first free cluster at
+ * or after free_cluster_index.  A free cluster inside block t holds the
+ * block itself (it counts itself); a free cluster in another missing block
+ * becomes that block first; otherwise the cluster is counted by its
+ * existing block and holds block t.
+ */
+static int create_refblock(BlockDriverState *bs, uint64_t t)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint64_t idx = s->free_cluster_index;
-    uint64_t run_start = idx, run_len = 0;
-    int ret;
 
-    g_assert(nb_clusters > 0);
-    while (run_len < nb_clusters) {
-        uint64_t rc, next;
+    for (;;) {
+        uint64_t idx = s->free_cluster_index, rc, tt, area_end;
+        int ret;
+
         if (((idx + 1) << s->cluster_bits) > QCOW2_MAX_HOST_OFFSET) {
             return -EFBIG;
         }
-        ret = ensure_refblock(bs, idx, &next);
-        if (ret < 0) {
-            return ret;
+        tt = idx >> s->refblock_bits;
+        if (tt >= s->refcount_table_size) {
+            ret = grow_refcount_table(bs, idx, &area_end);
+            if (ret < 0) {
+                return ret;
+            }
+            s->free_cluster_index = area_end;
+            continue;
         }
-        if (ret == 1) {
-            idx = next;
-            run_start = idx;
-            run_len = 0;
+        if (block_missing(s, tt)) {
+            ret = alloc_refblock_at(bs, tt, idx);
+            if (ret < 0) {
+                return ret;
+            }
+            s->free_cluster_index = idx + 1;
+            if (tt == t) {
+                return 0;
+            }
             continue;
         }
         ret = qcow2_get_refcount(bs, idx, &rc);
         if (ret < 0) {
             return ret;
         }
-        if (rc == 0) {
-            run_len++;
-            idx++;
+        s->free_cluster_index = idx + 1;
+        if (rc != 0) {
             continue;
         }
-        idx++;
-        run_start = idx;
-        run_len = 0;
+        ret = qcow2_update_cluster_refcount(bs, idx, 1, NULL);
+        if (ret < 0) {
+            return ret;
+        }
+        return alloc_refblock_elsewhere(bs, t, idx);
     }
-    for (uint64_t c = run_start; c < run_start + nb_clusters; c++) {
+}
+
+/* Finds n free clusters from free_cluster_index; clusters whose refcount
+ * block does not exist yet count as free. */
+static int64_t find_free_run(BlockDriverState *bs, uint64_t n)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t idx = s->free_cluster_index, run_start = idx, run_len = 0;
+
+    while (run_len < n) {
+        uint64_t rc = 0;
+        if (((idx + 1) << s->cluster_bits) > QCOW2_MAX_HOST_OFFSET) {
+            return -EFBIG;
+        }
+        if (!block_missing(s, idx >> s->refblock_bits)) {
+            int ret = qcow2_get_refcount(bs, idx, &rc);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        idx++;
+        if (rc == 0) {
+            run_len++;
+        } else {
+            run_start = idx;
+            run_len = 0;
+        }
+    }
+    return (int64_t)run_start;
+}
+
+int64_t qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb_clusters)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t start;
+    int ret;
+
+    g_assert(nb_clusters > 0);
+    start = find_free_run(bs, nb_clusters);
+    if (start < 0) {
+        return start;
+    }
+    /* Metadata for the run goes after it; holes too small for this
+     * request are skipped until a free lowers the index again. */
+    s->free_cluster_index = start + nb_clusters;
+    for (uint64_t t = (uint64_t)start >> s->refblock_bits;
+         t <= (start + nb_clusters - 1) >> s->refblock_bits; t++) {
+        if (t >= s->refcount_table_size) {
+            uint64_t area_end;
+            ret = grow_refcount_table(bs, MAX(s->free_cluster_index,
+                                              (t + 1) << s->refblock_bits),
+                                      &area_end);
+            if (ret < 0) {
+                return ret;
+            }
+            s->free_cluster_index = area_end;
+        }
+        if (block_missing(s, t)) {
+            ret = create_refblock(bs, t);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+    }
+    for (uint64_t c = start; c < (uint64_t)start + nb_clusters; c++) {
         ret = qcow2_update_cluster_refcount(bs, c, 1, NULL);
         if (ret < 0) {
             /* undo what we counted: nothing points at these yet */
-            for (uint64_t u = run_start; u < c; u++) {
+            for (uint64_t u = start; u < c; u++) {
                 qcow2_update_cluster_refcount(bs, u, -1, NULL);
             }
             return ret;
         }
     }
-    /* Holes too small for this request are skipped until a free lowers
-     * the index again: allocation stays linear in the file size. */
-    s->free_cluster_index = run_start + nb_clusters;
-    return (int64_t)(run_start << s->cluster_bits);
+    return start << s->cluster_bits;
 }
 
 void qcow2_free_cluster_deferred(BlockDriverState *bs, uint64_t host_cluster)
