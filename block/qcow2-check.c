@@ -60,6 +60,7 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active)
     g_autofree uint64_t *l2 = g_malloc(s->cluster_size);
     int ret = bdrv_pread(c->bs->file, l2_off, s->cluster_size, l2);
 
+    c->next_contiguous = 0; /* fragmentation is counted per L2 table */
     if (ret < 0) {
         fprintf(stderr, "ERROR: I/O error in check_refcounts_l2\n");
         c->res->check_errors++;
@@ -80,9 +81,10 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active)
             qcow2_compressed_range(s, e, &coff, &clen);
             inc_refs(c, coff, clen);
             if (active) {
+                /* like QEMU: compressed clusters count as fragmented */
                 c->res->allocated_clusters++;
                 c->res->compressed_clusters++;
-                c->next_contiguous = 0;
+                c->res->fragmented_clusters++;
             }
             break;
         }
