@@ -1,0 +1,750 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * strata-img convert: copies the guest content of one or more images
+ * (concatenated) into a new or existing target image.
+ *
+ * The source is walked in extents of one allocation status (data, zero,
+ * or "leave to the target's backing file").  Worker threads take extents
+ * in order, read data extents in parallel and write them in source order
+ * (unless -W), so a new qcow2 target gets its clusters in guest order.
+ * Zero extents and runs of at least -S bytes of zeroes inside data are not
+ * written to a target that already reads as zeroes, which keeps the target
+ * sparse.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "img-common.h"
+#include "img-create-opts.h"
+
+#define BUF_SIZE (2 * 1024 * 1024)
+#define MAX_BUF_SIZE (16 * 1024 * 1024)   /* largest -S qemu-img accepts */
+#define DEFAULT_SPARSE (4 * 1024)
+#define MAX_COROUTINES 16                 /* qemu-img's -m limit */
+#define MAX_WORKERS 4
+
+typedef enum {
+    EXTENT_DATA,
+    EXTENT_ZERO,
+    EXTENT_BACKING,    /* unallocated above the target's backing file */
+} ExtentStatus;
+
+typedef struct {
+    BlockDriverState *bs;
+    const char *filename;
+    int64_t len;        /* bytes */
+    int64_t padded;     /* len rounded up to a sector, as qemu-img */
+    int64_t start;      /* offset of this source in the target */
+} ConvertSource;
+
+typedef struct {
+    ConvertSource *src;
+    int src_num;
+    int64_t total_size;
+    BlockDriverState *target;
+
+    int64_t min_sparse;         /* 0: write everything */
+    int64_t alignment;          /* granularity of zero detection */
+    bool has_zero_init;         /* unwritten target areas read as zeroes */
+    bool target_has_backing;
+    bool wr_in_order;
+    bool writethrough;
+    int num_workers;
+
+    GMutex lock;
+    GCond cond;
+    /* planner state, under lock */
+    int64_t next_offset;        /* next target offset to hand out */
+    int64_t status_end;         /* the cached status holds up to here */
+    ExtentStatus status;
+    uint64_t next_seq;
+    uint64_t write_seq;         /* extent allowed to write next */
+    int ret;                    /* first error, 0 if none */
+    /* progress, under lock */
+    int64_t allocated_total;
+    int64_t allocated_done;
+} ConvertState;
+
+typedef struct {
+    int64_t offset;             /* in the target */
+    int64_t bytes;
+    ExtentStatus status;
+    int src_index;
+    uint64_t seq;
+} Extent;
+
+static int source_index(ConvertState *s, int64_t offset)
+{
+    for (int i = 0; i < s->src_num; i++) {
+        if (offset < s->src[i].start + s->src[i].padded) {
+            return i;
+        }
+    }
+    return s->src_num - 1;
+}
+
+/*
+ * The status of the source at target offset `offset` and how far it
+ * holds (at most `max` bytes).  Prints qemu-img's message on error.
+ */
+static int query_status(ConvertState *s, int64_t offset, int64_t max,
+                        ExtentStatus *status, int64_t *pnum)
+{
+    int i = source_index(s, offset);
+    ConvertSource *src = &s->src[i];
+    int64_t soff = offset - src->start;
+    int64_t n = MIN(max, src->padded - soff);
+    int64_t count;
+    int ret;
+
+    if (soff >= src->len) {
+        /* the padding up to a whole sector */
+        *status = EXTENT_ZERO;
+        *pnum = n;
+        return 0;
+    }
+    if (s->target_has_backing) {
+        /* Only this layer: what lies below stays with the backing file. */
+        ret = bdrv_block_status(src->bs, soff, MIN(n, src->len - soff),
+                                &count, NULL, NULL);
+    } else {
+        ret = bdrv_block_status_above(src->bs, soff, MIN(n, src->len - soff),
+                                      &count, NULL, NULL, NULL);
+    }
+    if (ret >= 0 && count <= 0) {
+        ret = -EIO;
+    }
+    if (ret < 0) {
+        img_error("error while reading block status at offset %"
+                  G_GINT64_FORMAT ": %s", soff, g_strerror(-ret));
+        return ret;
+    }
+    if (s->target_has_backing && !(ret & BDRV_BLOCK_ALLOCATED)) {
+        *status = EXTENT_BACKING;
+    } else if (ret & BDRV_BLOCK_ZERO) {
+        *status = EXTENT_ZERO;
+    } else {
+        *status = EXTENT_DATA;
+    }
+    /* A status reaching the end of the data covers the padding too. */
+    *pnum = soff + count >= src->len ? n : count;
+    return 0;
+}
+
+/* Under s->lock: the next extent to copy; false when done or failed. */
+static bool plan_extent(ConvertState *s, Extent *e)
+{
+    int64_t n;
+    int i;
+
+    if (s->ret || s->next_offset >= s->total_size) {
+        return false;
+    }
+    if (s->next_offset >= s->status_end) {
+        int64_t pnum;
+        ExtentStatus st;
+        int ret = query_status(s, s->next_offset, INT64_MAX, &st, &pnum);
+        if (ret < 0) {
+            s->ret = ret;
+            g_cond_broadcast(&s->cond);
+            return false;
+        }
+        s->status = st;
+        s->status_end = s->next_offset + pnum;
+    }
+    i = source_index(s, s->next_offset);
+    n = s->status_end - s->next_offset;
+    if (s->status == EXTENT_DATA || !s->min_sparse) {
+        /* goes through a buffer */
+        n = MIN(n, BUF_SIZE);
+        /* end on a buffer-size boundary, so later extents are aligned */
+        if (n == BUF_SIZE && s->next_offset % BUF_SIZE) {
+            n -= s->next_offset % BUF_SIZE;
+        }
+    }
+    e->offset = s->next_offset;
+    e->bytes = n;
+    e->status = s->status;
+    e->src_index = i;
+    e->seq = s->next_seq++;
+    s->next_offset += n;
+    return true;
+}
+
+static void set_error(ConvertState *s, int ret)
+{
+    g_mutex_lock(&s->lock);
+    if (!s->ret) {
+        s->ret = ret;
+    }
+    g_cond_broadcast(&s->cond);
+    g_mutex_unlock(&s->lock);
+}
+
+static int write_data(ConvertState *s, int64_t offset, int64_t bytes,
+                      const uint8_t *buf)
+{
+    int ret = bdrv_pwrite(s->target, offset, bytes, buf);
+
+    if (ret == 0 && s->writethrough) {
+        ret = bdrv_flush(s->target);
+    }
+    return ret;
+}
+
+static int write_zeroes(ConvertState *s, int64_t offset, int64_t bytes)
+{
+    int ret;
+
+    if (s->has_zero_init) {
+        return 0;
+    }
+    ret = bdrv_pwrite_zeroes(s->target, offset, bytes, BDRV_REQ_MAY_UNMAP);
+    if (ret == 0 && s->writethrough) {
+        ret = bdrv_flush(s->target);
+    }
+    return ret;
+}
+
+/*
+ * Writes a data extent, leaving out zero runs: leading and trailing ones
+ * always, inner ones when at least min_sparse long (shorter ones are not
+ * worth splitting a write for).  Runs are cut at `alignment` boundaries of
+ * the target so requests stay aligned.
+ */
+static int write_sparse(ConvertState *s, int64_t offset, int64_t bytes,
+                        const uint8_t *buf)
+{
+    int64_t al = s->alignment;
+    int64_t pos = 0;
+    int64_t data_start = -1;   /* start of the pending data run */
+    int64_t zero_start = -1;   /* start of the pending zero run */
+    int ret;
+
+    while (pos < bytes) {
+        int64_t piece = MIN(bytes - pos, al - (offset + pos) % al);
+        bool zero = img_buffer_is_zero(buf + pos, piece);
+
+        if (zero) {
+            if (zero_start < 0) {
+                zero_start = pos;
+            }
+        } else {
+            if (zero_start >= 0) {
+                int64_t zlen = pos - zero_start;
+                if (data_start < 0 || zlen >= s->min_sparse) {
+                    if (data_start >= 0) {
+                        ret = write_data(s, offset + data_start,
+                                         zero_start - data_start,
+                                         buf + data_start);
+                        if (ret < 0) {
+                            return ret;
+                        }
+                    }
+                    ret = write_zeroes(s, offset + zero_start, zlen);
+                    if (ret < 0) {
+                        return ret;
+                    }
+                    data_start = pos;
+                }
+                zero_start = -1;
+            }
+            if (data_start < 0) {
+                data_start = pos;
+            }
+        }
+        pos += piece;
+    }
+    if (data_start >= 0) {
+        int64_t end = zero_start >= 0 ? zero_start : bytes;
+        ret = write_data(s, offset + data_start, end - data_start,
+                         buf + data_start);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (zero_start >= 0) {
+        ret = write_zeroes(s, offset + zero_start, bytes - zero_start);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+static int read_extent(ConvertState *s, const Extent *e, uint8_t *buf)
+{
+    ConvertSource *src = &s->src[e->src_index];
+    int64_t soff = e->offset - src->start;
+    int64_t n = MIN(e->bytes, MAX(src->len - soff, 0));
+    int ret = 0;
+
+    if (e->status == EXTENT_DATA && n > 0) {
+        ret = bdrv_pread(src->bs, soff, n, buf);
+    } else {
+        n = 0;
+    }
+    memset(buf + n, 0, e->bytes - n);
+    return ret;
+}
+
+static int write_extent(ConvertState *s, const Extent *e, const uint8_t *buf)
+{
+    switch (e->status) {
+    case EXTENT_BACKING:
+        return 0;
+    case EXTENT_ZERO:
+        if (s->min_sparse) {
+            return write_zeroes(s, e->offset, e->bytes);
+        }
+        /* -S 0: zeroes are written as data (buf is zeroed) */
+        return write_data(s, e->offset, e->bytes, buf);
+    case EXTENT_DATA:
+    default:
+        if (!s->min_sparse) {
+            return write_data(s, e->offset, e->bytes, buf);
+        }
+        return write_sparse(s, e->offset, e->bytes, buf);
+    }
+}
+
+static gpointer convert_worker(gpointer opaque)
+{
+    ConvertState *s = opaque;
+    uint8_t *buf = NULL;
+    Extent e;
+    int ret;
+
+    if (posix_memalign((void **)&buf, 4096, BUF_SIZE)) {
+        set_error(s, -ENOMEM);
+        return NULL;
+    }
+    for (;;) {
+        g_mutex_lock(&s->lock);
+        if (!plan_extent(s, &e)) {
+            g_mutex_unlock(&s->lock);
+            break;
+        }
+        g_mutex_unlock(&s->lock);
+
+        if (e.status == EXTENT_DATA || !s->min_sparse) {
+            ret = read_extent(s, &e, buf);
+            if (ret < 0) {
+                img_error("error while reading at byte %" G_GINT64_FORMAT
+                          ": %s", e.offset, g_strerror(-ret));
+                set_error(s, ret);
+                break;
+            }
+        }
+
+        if (s->wr_in_order) {
+            g_mutex_lock(&s->lock);
+            while (s->write_seq != e.seq && !s->ret) {
+                g_cond_wait(&s->cond, &s->lock);
+            }
+            ret = s->ret;
+            g_mutex_unlock(&s->lock);
+            if (ret) {
+                break;
+            }
+        }
+
+        ret = write_extent(s, &e, buf);
+        if (ret < 0) {
+            img_error("error while writing at byte %" G_GINT64_FORMAT ": %s",
+                      e.offset, g_strerror(-ret));
+            set_error(s, ret);
+            break;
+        }
+
+        g_mutex_lock(&s->lock);
+        if (s->wr_in_order) {
+            s->write_seq++;
+            g_cond_broadcast(&s->cond);
+        }
+        if (e.status == EXTENT_DATA || (!s->min_sparse &&
+                                        e.status == EXTENT_ZERO)) {
+            s->allocated_done += e.bytes;
+            img_progress_print(100.0 * s->allocated_done /
+                               MAX(s->allocated_total, 1), 0);
+        }
+        g_mutex_unlock(&s->lock);
+    }
+    free(buf);
+    return NULL;
+}
+
+/* What -p's percentage is relative to: bytes that will be copied. */
+static int count_allocated(ConvertState *s)
+{
+    int64_t offset = 0;
+
+    s->allocated_total = 0;
+    while (offset < s->total_size) {
+        ExtentStatus st;
+        int64_t pnum;
+        int ret = query_status(s, offset, INT64_MAX, &st, &pnum);
+
+        if (ret < 0) {
+            return ret;
+        }
+        if (st == EXTENT_DATA || (!s->min_sparse && st == EXTENT_ZERO)) {
+            s->allocated_total += pnum;
+        }
+        offset += pnum;
+    }
+    return 0;
+}
+
+static int convert_do_copy(ConvertState *s, bool progress)
+{
+    GThread *threads[MAX_WORKERS];
+    int ret;
+
+    if (progress) {
+        ret = count_allocated(s);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    g_mutex_init(&s->lock);
+    g_cond_init(&s->cond);
+    for (int i = 0; i < s->num_workers; i++) {
+        threads[i] = g_thread_new("convert", convert_worker, s);
+    }
+    for (int i = 0; i < s->num_workers; i++) {
+        g_thread_join(threads[i]);
+    }
+    g_mutex_clear(&s->lock);
+    g_cond_clear(&s->cond);
+    return s->ret;
+}
+
+/* Builds the target's creation options from -o, -B and -F. */
+static ImgCreateOpts *target_create_opts(const char *out_fmt,
+                                         const char *options,
+                                         const char *out_baseimg,
+                                         const char *backing_fmt,
+                                         int64_t size)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(ImgCreateOpts) o = img_create_opts_new(out_fmt, &err);
+    g_autofree char *size_str = g_strdup_printf("%" G_GINT64_FORMAT, size);
+
+    if (!o) {
+        img_error("%s", err->message);
+        return NULL;
+    }
+    if (options && !img_create_opts_parse(o, options, &err)) {
+        img_error("%s", err->message);
+        return NULL;
+    }
+    img_create_opts_set(o, "size", size_str);
+    if (out_baseimg && !img_create_opts_set(o, "backing_file", out_baseimg)) {
+        img_error("Backing file not supported for file format '%s'", out_fmt);
+        return NULL;
+    }
+    if (backing_fmt && !img_create_opts_set(o, "backing_fmt", backing_fmt)) {
+        img_error("Backing file format not supported for file format '%s'",
+                  out_fmt);
+        return NULL;
+    }
+    return g_steal_pointer(&o);
+}
+
+int img_convert(int argc, char **argv)
+{
+    static const struct option long_options[] = {
+        { "help", no_argument, NULL, 'h' },
+        { "object", required_argument, NULL, OPT_OBJECT },
+        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+        { "force-share", no_argument, NULL, 'U' },
+        { "target-image-opts", no_argument, NULL, OPT_TARGET_IMAGE_OPTS },
+        { "salvage", no_argument, NULL, OPT_SALVAGE },
+        { "target-is-zero", no_argument, NULL, OPT_TARGET_IS_ZERO },
+        { "bitmaps", no_argument, NULL, OPT_BITMAPS },
+        { "skip-broken-bitmaps", no_argument, NULL, OPT_SKIP_BROKEN },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *fmt = NULL, *out_fmt = NULL;
+    const char *cache = "unsafe", *src_cache = IMG_DEFAULT_CACHE;
+    const char *out_baseimg = NULL, *backing_fmt = NULL;
+    const char *out_filename;
+    g_autofree char *options = NULL;
+    g_autofree ConvertSource *src = NULL;
+    g_autoptr(ImgCreateOpts) copts = NULL;
+    g_autoptr(BlockDriverState) target = NULL;
+    ConvertState s = {
+        .min_sparse = DEFAULT_SPARSE,
+        .wr_in_order = true,
+        .num_workers = 8,
+    };
+    bool progress = false, quiet = false, skip_create = false;
+    bool image_opts = false, tgt_image_opts = false, target_is_zero = false;
+    int src_flags = 0, flags = BDRV_O_RDWR;
+    int64_t sval;
+    long long lval;
+    int ret = 1, c;
+
+    while ((c = getopt_long(argc, argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:",
+                            long_options, NULL)) != -1) {
+        switch (c) {
+        case ':':
+            img_missing_argument(argv[optind - 1]);
+        case '?':
+            img_unrecognized_option(argv[optind - 1]);
+        case 'h':
+            img_help();
+        case 'f':
+            fmt = optarg;
+            break;
+        case 'O':
+            out_fmt = optarg;
+            break;
+        case 'B':
+            out_baseimg = optarg;
+            break;
+        case 'C':
+            /* copy offloading: strata always copies through memory */
+            break;
+        case 'c':
+            img_error("Compression not supported for this file format");
+            return 1;
+        case 'F':
+            backing_fmt = optarg;
+            break;
+        case 'o':
+            if (!img_is_valid_option_list(optarg)) {
+                img_error("Invalid option list: %s", optarg);
+                return 1;
+            }
+            img_accumulate_options(&options, optarg);
+            break;
+        case 'l':
+            /* Needs a snapshot API in include/block/block.h. */
+            img_error("Failed to load snapshot: snapshots are not supported");
+            return 1;
+        case 'S':
+            if (!img_cvtnum("buffer size for sparse output", optarg, &sval)) {
+                return 1;
+            }
+            if (sval % BDRV_SECTOR_SIZE || sval > MAX_BUF_SIZE) {
+                img_error("Invalid buffer size for sparse output specified. "
+                          "Valid sizes are multiples of %d up to %d. Select "
+                          "0 to disable sparse detection (fully allocates "
+                          "output).", BDRV_SECTOR_SIZE, MAX_BUF_SIZE);
+                return 1;
+            }
+            s.min_sparse = sval;
+            break;
+        case 'p':
+            progress = true;
+            break;
+        case 't':
+            cache = optarg;
+            break;
+        case 'T':
+            src_cache = optarg;
+            break;
+        case 'q':
+            quiet = true;
+            break;
+        case 'n':
+            skip_create = true;
+            break;
+        case 'm':
+            if (!img_parse_long(optarg, 1, MAX_COROUTINES, &lval)) {
+                img_error("Invalid number of coroutines. Allowed number of "
+                          "coroutines is between 1 and %d", MAX_COROUTINES);
+                return 1;
+            }
+            s.num_workers = (int)lval;
+            break;
+        case 'W':
+            s.wr_in_order = false;
+            break;
+        case 'U':
+            break;
+        case 'r':
+            if (!img_cvtnum("rate limit", optarg, &sval)) {
+                return 1;
+            }
+            /* accepted for compatibility; strata does not throttle */
+            break;
+        case OPT_OBJECT:
+            img_error("--object is not supported");
+            return 1;
+        case OPT_IMAGE_OPTS:
+            image_opts = true;
+            break;
+        case OPT_TARGET_IMAGE_OPTS:
+            tgt_image_opts = true;
+            break;
+        case OPT_SALVAGE:
+            img_error("--salvage is not supported");
+            return 1;
+        case OPT_TARGET_IS_ZERO:
+            target_is_zero = true;
+            break;
+        case OPT_BITMAPS:
+        case OPT_SKIP_BROKEN:
+            /* strata images have no persistent bitmaps to copy */
+            break;
+        }
+    }
+
+    if (!out_fmt && !tgt_image_opts) {
+        out_fmt = "raw";
+    }
+    if (tgt_image_opts && !skip_create) {
+        img_error("--target-image-opts requires use of -n flag");
+        return 1;
+    }
+    if (target_is_zero && !skip_create) {
+        img_error("--target-is-zero requires use of -n flag");
+        return 1;
+    }
+    if (image_opts && fmt) {
+        img_error("--image-opts and --format are mutually exclusive");
+        return 1;
+    }
+
+    s.src_num = argc - optind - 1;
+    out_filename = s.src_num >= 1 ? argv[argc - 1] : NULL;
+    if (options && img_has_help_option(options)) {
+        return img_print_create_option_help(out_filename, out_fmt);
+    }
+    if (s.src_num < 1) {
+        img_error("Must specify image file name");
+        return 1;
+    }
+    if (!img_parse_cache_mode(src_cache, &src_flags, NULL)) {
+        img_error("Invalid source cache option: %s", src_cache);
+        return 1;
+    }
+    if (!img_parse_cache_mode(cache, &flags, &s.writethrough)) {
+        img_error("Invalid cache option: %s", cache);
+        return 1;
+    }
+
+    if (quiet) {
+        progress = false;
+    }
+    img_progress_init(progress, 1.0);
+    img_progress_print(0, 100);
+
+    src = g_new0(ConvertSource, s.src_num);
+    s.src = src;
+    for (int i = 0; i < s.src_num; i++) {
+        src[i].filename = argv[optind + i];
+        src[i].bs = img_open(image_opts, src[i].filename, fmt, src_flags,
+                             quiet);
+        if (!src[i].bs) {
+            goto out;
+        }
+        src[i].len = bdrv_getlength(src[i].bs);
+        if (src[i].len < 0) {
+            img_error("Could not get size of %s: %s", src[i].filename,
+                      g_strerror(-src[i].len));
+            goto out;
+        }
+        src[i].padded = (src[i].len + BDRV_SECTOR_SIZE - 1) /
+                        BDRV_SECTOR_SIZE * BDRV_SECTOR_SIZE;
+        src[i].start = s.total_size;
+        s.total_size += src[i].padded;
+    }
+
+    if (!skip_create) {
+        copts = target_create_opts(out_fmt, options, out_baseimg, backing_fmt,
+                                   s.total_size);
+        if (!copts) {
+            goto out;
+        }
+        /* -o backing_file= counts as -B */
+        out_baseimg = img_create_opts_get(copts, "backing_file");
+    }
+    s.target_has_backing = out_baseimg != NULL;
+    if (s.src_num > 1 && out_baseimg) {
+        img_error("Having a backing file for the target makes no sense when "
+                  "concatenating multiple input images");
+        goto out;
+    }
+    if (copts && out_baseimg && !img_create_opts_get(copts, "backing_fmt")) {
+        img_error("Use of backing file requires explicit backing format");
+        goto out;
+    }
+
+    if (!skip_create) {
+        g_autoptr(GError) err = NULL;
+        g_autoptr(GHashTable) bopts = img_create_opts_to_block_opts(copts);
+
+        if (!bdrv_create(out_fmt, out_filename, bopts, &err)) {
+            img_error("%s: error while converting %s: %s", out_filename,
+                      out_fmt, err->message);
+            goto out;
+        }
+    }
+
+    target = img_open(tgt_image_opts, out_filename,
+                      tgt_image_opts ? NULL : out_fmt, flags, quiet);
+    if (!target) {
+        goto out;
+    }
+    s.target = target;
+
+    if (skip_create) {
+        int64_t out_len = bdrv_getlength(target);
+        if (out_len < 0) {
+            img_error("unable to get output image length: %s",
+                      g_strerror(-out_len));
+            goto out;
+        }
+        if (out_len < s.total_size) {
+            img_error("output file is smaller than input file");
+            goto out;
+        }
+    }
+
+    /* A new image without backing file reads as zeroes where we do not
+     * write; an existing one only if the user says so. */
+    if (skip_create) {
+        s.has_zero_init = target_is_zero;
+    } else {
+        s.has_zero_init = s.min_sparse && !s.target_has_backing;
+    }
+    s.alignment = BDRV_SECTOR_SIZE;
+    if (s.min_sparse) {
+        while (s.alignment * 2 <= s.min_sparse) {
+            s.alignment *= 2;
+        }
+    }
+    s.num_workers = CLAMP(s.num_workers, 1, MAX_WORKERS);
+
+    if (convert_do_copy(&s, progress) < 0) {
+        goto out;
+    }
+    {
+        int fret = bdrv_flush(target);
+        if (fret < 0) {
+            img_error("error while flushing the target image: %s",
+                      g_strerror(-fret));
+            goto out;
+        }
+    }
+    ret = 0;
+
+out:
+    if (ret == 0) {
+        img_progress_print(100, 0);
+    }
+    img_progress_end();
+    for (int i = 0; src && i < s.src_num; i++) {
+        if (src[i].bs) {
+            bdrv_unref(src[i].bs);
+        }
+    }
+    return ret;
+}

@@ -1,0 +1,242 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * strata-img create: builds the creation options the way qemu-img does
+ * (-o list, size argument, -b/-F), checks the backing file, prints the
+ * "Formatting ..." line and calls bdrv_create().
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "img-common.h"
+#include "img-create-opts.h"
+
+/* The backing name as the new image will resolve it: relative names are
+ * relative to the image's directory. */
+static char *resolve_backing(const char *image, const char *backing)
+{
+    const char *slash = strrchr(image, '/');
+
+    if (g_path_is_absolute(backing) || !slash) {
+        return g_strdup(backing);
+    }
+    return g_strdup_printf("%.*s%s", (int)(slash - image + 1), image, backing);
+}
+
+/* Prints "prog: filename: message" and, if any, the hint lines below. */
+static void report(const char *filename, const char *msg, const char *hint)
+{
+    img_error("%s: %s", filename, msg);
+    if (hint) {
+        fprintf(stderr, "%s\n", hint);
+    }
+}
+
+/*
+ * Everything after argument parsing, in qemu-img's order of checks so the
+ * first error reported is the one qemu-img would report.
+ */
+static bool create_image(const char *filename, const char *fmt,
+                         const char *base_filename, const char *base_fmt,
+                         const char *options, int64_t img_size, bool no_open,
+                         bool quiet)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(ImgCreateOpts) o = img_create_opts_new(fmt, &err);
+    g_autoptr(GHashTable) bopts = NULL;
+    const char *backing_file, *backing_fmt;
+    int64_t size = -1;
+    uint64_t v;
+
+    if (!o) {
+        report(filename, err->message, NULL);
+        return false;
+    }
+    if (options && !img_create_opts_parse(o, options, &err)) {
+        report(filename, err->message, NULL);
+        return false;
+    }
+    if (!img_create_opts_get(o, "size")) {
+        if (img_size >= 0) {
+            g_autofree char *s = g_strdup_printf("%" G_GINT64_FORMAT, img_size);
+            img_create_opts_set(o, "size", s);
+        }
+    } else if (img_size >= 0) {
+        report(filename, "The image size must be specified only once", NULL);
+        return false;
+    }
+    if (base_filename && !img_create_opts_set(o, "backing_file", base_filename)) {
+        g_autofree char *m = g_strdup_printf(
+            "Backing file not supported for file format '%s'", fmt);
+        report(filename, m, NULL);
+        return false;
+    }
+    if (base_fmt && !img_create_opts_set(o, "backing_fmt", base_fmt)) {
+        g_autofree char *m = g_strdup_printf(
+            "Backing file format not supported for file format '%s'", fmt);
+        report(filename, m, NULL);
+        return false;
+    }
+
+    backing_file = img_create_opts_get(o, "backing_file");
+    backing_fmt = img_create_opts_get(o, "backing_fmt");
+    if (backing_file) {
+        if (!strcmp(filename, backing_file)) {
+            report(filename, "Error: Trying to create an image with the same "
+                   "filename as the backing file", NULL);
+            return false;
+        }
+        if (!backing_file[0]) {
+            report(filename, "Expected backing file name, got empty string",
+                   NULL);
+            return false;
+        }
+    }
+
+    if (img_create_opts_get(o, "size") &&
+        strata_parse_size(img_create_opts_get(o, "size"), &v)) {
+        size = (int64_t)v;
+    }
+
+    if (backing_file && !no_open) {
+        g_autofree char *full = resolve_backing(filename, backing_file);
+        BlockOpts *open_opts = bdrv_opts_new();
+        g_autoptr(BlockDriverState) bs = NULL;
+
+        if (backing_fmt) {
+            bdrv_opts_set(open_opts, "driver", backing_fmt);
+        }
+        bs = bdrv_open(full, open_opts, 0, &err);
+        if (!bs) {
+            report(filename, err->message, "Could not open backing image.");
+            return false;
+        }
+        if (!backing_fmt) {
+            g_autofree char *hint = g_strdup_printf(
+                "Detected format of %s.", bdrv_get_format_name(bs));
+            report(filename, "Backing file specified without backing format",
+                   hint);
+            return false;
+        }
+        if (size < 0) {
+            int64_t len = bdrv_getlength(bs);
+            if (len < 0) {
+                g_autofree char *m = g_strdup_printf(
+                    "Could not get size of '%s': %s", backing_file,
+                    g_strerror(-len));
+                report(filename, m, NULL);
+                return false;
+            }
+            size = len;
+            g_autofree char *s = g_strdup_printf("%" G_GINT64_FORMAT, size);
+            img_create_opts_set(o, "size", s);
+        }
+    } else if (backing_file && !backing_fmt) {
+        report(filename, "Backing file specified without backing format",
+               NULL);
+        return false;
+    }
+
+    if (size < 0) {
+        report(filename, "Image creation needs a size parameter", NULL);
+        return false;
+    }
+
+    if (!quiet) {
+        printf("Formatting '%s', fmt=%s", filename, fmt);
+        img_create_opts_print(o);
+        printf("\n");
+        fflush(stdout);
+    }
+
+    /* Drivers get whole sectors, as qemu's drivers round up themselves. */
+    bopts = img_create_opts_to_block_opts(o);
+    {
+        g_autofree char *s = g_strdup_printf(
+            "%" G_GUINT64_FORMAT,
+            ((uint64_t)size + BDRV_SECTOR_SIZE - 1) / BDRV_SECTOR_SIZE *
+            BDRV_SECTOR_SIZE);
+        bdrv_opts_set(bopts, "size", s);
+    }
+    if (!bdrv_create(fmt, filename, bopts, &err)) {
+        report(filename, err->message, NULL);
+        return false;
+    }
+    return true;
+}
+
+int img_create(int argc, char **argv)
+{
+    static const struct option long_options[] = {
+        { "help", no_argument, NULL, 'h' },
+        { "object", required_argument, NULL, OPT_OBJECT },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *fmt = "raw";
+    const char *base_fmt = NULL;
+    const char *base_filename = NULL;
+    const char *filename;
+    g_autofree char *options = NULL;
+    int64_t img_size = -1;
+    bool quiet = false;
+    bool no_open = false;
+    int c;
+
+    while ((c = getopt_long(argc, argv, ":F:b:f:ho:qu", long_options,
+                            NULL)) != -1) {
+        switch (c) {
+        case ':':
+            img_missing_argument(argv[optind - 1]);
+        case '?':
+            img_unrecognized_option(argv[optind - 1]);
+        case 'h':
+            img_help();
+        case 'F':
+            base_fmt = optarg;
+            break;
+        case 'b':
+            base_filename = optarg;
+            break;
+        case 'f':
+            fmt = optarg;
+            break;
+        case 'o':
+            if (!img_is_valid_option_list(optarg)) {
+                img_error("Invalid option list: %s", optarg);
+                return 1;
+            }
+            img_accumulate_options(&options, optarg);
+            break;
+        case 'q':
+            quiet = true;
+            break;
+        case 'u':
+            no_open = true;
+            break;
+        case OPT_OBJECT:
+            img_error("--object is not supported");
+            return 1;
+        }
+    }
+
+    filename = optind < argc ? argv[optind] : NULL;
+    if (options && img_has_help_option(options)) {
+        return img_print_create_option_help(filename, fmt);
+    }
+    if (optind >= argc) {
+        img_error_exit("Expecting image file name");
+    }
+    optind++;
+
+    if (optind < argc) {
+        if (!img_cvtnum("image size", argv[optind++], &img_size)) {
+            return 1;
+        }
+    }
+    if (optind != argc) {
+        img_error_exit("Unexpected argument: %s", argv[optind]);
+    }
+
+    return create_image(filename, fmt, base_filename, base_fmt, options,
+                        img_size, no_open, quiet) ? 0 : 1;
+}

@@ -1,0 +1,438 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * strata-img info: collects what qemu-img reports about an image (or each
+ * image of its backing chain) into one JSON object per image, then prints
+ * it either as JSON or in qemu-img's human layout.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "img-common.h"
+#include "img-json.h"
+#include "img-snapshot.h"
+
+static void add_string(JsonBuilder *b, const char *key, const char *value)
+{
+    json_builder_set_member_name(b, key);
+    json_builder_add_string_value(b, value);
+}
+
+static void add_int(JsonBuilder *b, const char *key, int64_t value)
+{
+    json_builder_set_member_name(b, key);
+    json_builder_add_int_value(b, value);
+}
+
+static void add_bool(JsonBuilder *b, const char *key, bool value)
+{
+    json_builder_set_member_name(b, key);
+    json_builder_add_boolean_value(b, value);
+}
+
+/* The "format-specific" member: {"type": "qcow2", "data": {...}}. */
+static void add_format_specific(JsonBuilder *b, BlockDriverState *bs)
+{
+    BlockSpecificInfo si;
+    bool v2;
+
+    bdrv_get_specific_info(bs, &si);
+    if (!si.type) {
+        return;
+    }
+    json_builder_set_member_name(b, "format-specific");
+    json_builder_begin_object(b);
+    add_string(b, "type", si.type);
+    json_builder_set_member_name(b, "data");
+    json_builder_begin_object(b);
+    if (!strcmp(si.type, "qcow2")) {
+        /* Version 2 images have no feature bits to report. */
+        v2 = si.compat && !strcmp(si.compat, "0.10");
+        add_string(b, "compat", si.compat ? si.compat : "1.1");
+        if (!v2) {
+            add_bool(b, "extended-l2", si.extended_l2);
+            add_bool(b, "lazy-refcounts", si.lazy_refcounts);
+            add_bool(b, "corrupt", si.corrupt);
+        }
+        add_int(b, "refcount-bits", si.refcount_bits);
+        add_string(b, "compression-type",
+                   si.compression_type ? si.compression_type : "zlib");
+    }
+    json_builder_end_object(b);
+    json_builder_end_object(b);
+}
+
+/*
+ * qemu's ImageInfo for one node.  Returns NULL with *errmsg set when the
+ * node cannot be described.
+ */
+static JsonNode *query_image_info(BlockDriverState *bs, char **errmsg)
+{
+    g_autoptr(JsonBuilder) b = json_builder_new();
+    g_autoptr(GPtrArray) snapshots = NULL;
+    g_autoptr(GError) err = NULL;
+    BlockDriverInfo bdi;
+    const char *backing;
+    int64_t size, actual;
+    int ret;
+
+    size = bdrv_getlength(bs);
+    if (size < 0) {
+        *errmsg = g_strdup_printf("Can't get image size '%s': %s",
+                                  bdrv_get_filename(bs), g_strerror(-size));
+        return NULL;
+    }
+
+    json_builder_begin_object(b);
+    add_string(b, "filename", bdrv_get_filename(bs));
+    add_string(b, "format", bdrv_get_format_name(bs));
+    add_int(b, "virtual-size", size);
+    actual = bdrv_get_allocated_file_size(bs);
+    if (actual >= 0) {
+        add_int(b, "actual-size", actual);
+    }
+    if (bdrv_get_info(bs, &bdi) >= 0) {
+        if (bdi.cluster_size) {
+            add_int(b, "cluster-size", bdi.cluster_size);
+        }
+        add_bool(b, "dirty-flag", bdi.is_dirty);
+    }
+
+    backing = bdrv_get_backing_filename(bs);
+    if (backing && backing[0]) {
+        g_autofree char *full = bdrv_get_full_backing_filename(bs);
+        const char *bfmt = bdrv_get_backing_format(bs);
+
+        add_string(b, "backing-filename", backing);
+        if (full) {
+            add_string(b, "full-backing-filename", full);
+        }
+        if (bfmt && bfmt[0]) {
+            add_string(b, "backing-filename-format", bfmt);
+        }
+    }
+
+    ret = img_snapshot_list(bs, &snapshots, &err);
+    if (ret < 0 && ret != -ENOTSUP && ret != -ENOMEDIUM) {
+        *errmsg = g_strdup(err ? err->message : g_strerror(-ret));
+        json_builder_end_object(b);
+        return NULL;
+    }
+    if (ret == 0 && snapshots && snapshots->len) {
+        json_builder_set_member_name(b, "snapshots");
+        json_builder_begin_array(b);
+        for (guint i = 0; i < snapshots->len; i++) {
+            json_builder_add_value(b, img_snapshot_to_json(
+                                          g_ptr_array_index(snapshots, i)));
+        }
+        json_builder_end_array(b);
+    }
+
+    add_format_specific(b, bs);
+    json_builder_end_object(b);
+    return json_builder_get_root(b);
+}
+
+/*
+ * Describes filename, then (chain) each backing file in turn, each opened
+ * on its own without its backing chain, as qemu-img does: a missing
+ * backing file does not stop `info` on the overlay.
+ */
+static GPtrArray *collect_image_info_list(bool image_opts,
+                                          const char *filename,
+                                          const char *fmt, bool chain)
+{
+    g_autoptr(GPtrArray) list = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)json_node_unref);
+    g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash,
+                                                       g_str_equal, g_free,
+                                                       NULL);
+    g_autofree char *next_name = g_strdup(filename);
+    g_autofree char *next_fmt = g_strdup(fmt);
+
+    while (next_name) {
+        g_autoptr(BlockDriverState) bs = NULL;
+        g_autofree char *errmsg = NULL;
+        JsonNode *info;
+        JsonObject *obj;
+
+        if (g_hash_table_contains(seen, next_name)) {
+            img_error("Backing file '%s' creates an infinite loop.",
+                      next_name);
+            return NULL;
+        }
+        g_hash_table_add(seen, g_strdup(next_name));
+
+        bs = img_open(image_opts, next_name, next_fmt, BDRV_O_NO_BACKING,
+                      false);
+        if (!bs) {
+            return NULL;
+        }
+        info = query_image_info(bs, &errmsg);
+        if (!info) {
+            img_error("%s", errmsg);
+            return NULL;
+        }
+        g_ptr_array_add(list, info);
+
+        /* Only the top image takes -f and --image-opts. */
+        image_opts = false;
+        g_clear_pointer(&next_name, g_free);
+        g_clear_pointer(&next_fmt, g_free);
+        if (!chain) {
+            break;
+        }
+        obj = json_node_get_object(info);
+        if (json_object_has_member(obj, "full-backing-filename")) {
+            next_name = g_strdup(json_object_get_string_member(
+                                     obj, "full-backing-filename"));
+        } else if (json_object_has_member(obj, "backing-filename")) {
+            img_error("Could not determine absolute backing filename, but "
+                      "backing filename '%s' present",
+                      json_object_get_string_member(obj, "backing-filename"));
+            return NULL;
+        }
+        if (json_object_has_member(obj, "backing-filename-format")) {
+            next_fmt = g_strdup(json_object_get_string_member(
+                                    obj, "backing-filename-format"));
+        }
+    }
+    return g_steal_pointer(&list);
+}
+
+static void dump_value(int indent, JsonNode *node);
+
+/* qemu's human dump of a QAPI object: "key with spaces: value". */
+static void dump_object(int indent, JsonObject *obj)
+{
+    g_autoptr(GPtrArray) names = img_json_members_ordered(obj);
+
+    for (guint i = 0; i < names->len; i++) {
+        const char *name = g_ptr_array_index(names, i);
+        JsonNode *v = json_object_get_member(obj, name);
+        bool composite = !JSON_NODE_HOLDS_VALUE(v);
+        g_autofree char *key = g_strdelimit(g_strdup(name), "-", ' ');
+
+        printf("%*s%s:%s", indent * 4, "", key, composite ? "\n" : " ");
+        dump_value(indent + 1, v);
+        if (!composite) {
+            printf("\n");
+        }
+    }
+}
+
+static void dump_value(int indent, JsonNode *node)
+{
+    if (JSON_NODE_HOLDS_OBJECT(node)) {
+        dump_object(indent, json_node_get_object(node));
+    } else if (JSON_NODE_HOLDS_ARRAY(node)) {
+        JsonArray *arr = json_node_get_array(node);
+        for (guint i = 0; i < json_array_get_length(arr); i++) {
+            JsonNode *e = json_array_get_element(arr, i);
+            bool composite = !JSON_NODE_HOLDS_VALUE(e);
+            printf("%*s[%u]:%c", indent * 4, "", i, composite ? '\n' : ' ');
+            dump_value(indent + 1, e);
+            if (!composite) {
+                printf("\n");
+            }
+        }
+    } else if (JSON_NODE_HOLDS_VALUE(node)) {
+        switch (json_node_get_value_type(node)) {
+        case G_TYPE_BOOLEAN:
+            printf("%s", json_node_get_boolean(node) ? "true" : "false");
+            break;
+        case G_TYPE_INT64:
+            printf("%" G_GINT64_FORMAT, json_node_get_int(node));
+            break;
+        case G_TYPE_STRING:
+            printf("%s", json_node_get_string(node));
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static void dump_snapshot_list(JsonArray *arr)
+{
+    printf("Snapshot list:\n");
+    img_snapshot_dump(NULL);
+    printf("\n");
+    for (guint i = 0; i < json_array_get_length(arr); i++) {
+        JsonObject *o = json_array_get_object_element(arr, i);
+        ImgSnapshotInfo sn = {
+            .id = (char *)json_object_get_string_member(o, "id"),
+            .name = (char *)json_object_get_string_member(o, "name"),
+            .vm_state_size = json_object_get_int_member(o, "vm-state-size"),
+            .date_sec = json_object_get_int_member(o, "date-sec"),
+            .date_nsec = json_object_get_int_member(o, "date-nsec"),
+            .vm_clock_nsec =
+                json_object_get_int_member(o, "vm-clock-sec") * 1000000000LL +
+                json_object_get_int_member(o, "vm-clock-nsec"),
+            .icount = json_object_has_member(o, "icount")
+                      ? (uint64_t)json_object_get_int_member(o, "icount")
+                      : UINT64_MAX,
+        };
+        img_snapshot_dump(&sn);
+        printf("\n");
+    }
+}
+
+/* qemu-img's human layout of one ImageInfo. */
+static void dump_human_image_info(JsonObject *info)
+{
+    int64_t vsize = json_object_get_int_member(info, "virtual-size");
+    g_autofree char *size_buf = img_size_to_str(vsize);
+    g_autofree char *dsize_buf = NULL;
+
+    if (json_object_has_member(info, "actual-size")) {
+        dsize_buf = img_size_to_str(
+            json_object_get_int_member(info, "actual-size"));
+    } else {
+        dsize_buf = g_strdup("unavailable");
+    }
+    printf("image: %s\n"
+           "file format: %s\n"
+           "virtual size: %s (%" G_GINT64_FORMAT " bytes)\n"
+           "disk size: %s\n",
+           json_object_get_string_member(info, "filename"),
+           json_object_get_string_member(info, "format"),
+           size_buf, vsize, dsize_buf);
+
+    if (json_object_has_member(info, "encrypted") &&
+        json_object_get_boolean_member(info, "encrypted")) {
+        printf("encrypted: yes\n");
+    }
+    if (json_object_has_member(info, "cluster-size")) {
+        printf("cluster_size: %" G_GINT64_FORMAT "\n",
+               json_object_get_int_member(info, "cluster-size"));
+    }
+    if (json_object_has_member(info, "dirty-flag") &&
+        json_object_get_boolean_member(info, "dirty-flag")) {
+        printf("cleanly shut down: no\n");
+    }
+    if (json_object_has_member(info, "backing-filename")) {
+        const char *name = json_object_get_string_member(info,
+                                                         "backing-filename");
+        printf("backing file: %s", name);
+        if (!json_object_has_member(info, "full-backing-filename")) {
+            printf(" (cannot determine actual path)");
+        } else {
+            const char *full = json_object_get_string_member(
+                info, "full-backing-filename");
+            if (strcmp(name, full)) {
+                printf(" (actual path: %s)", full);
+            }
+        }
+        printf("\n");
+    }
+    if (json_object_has_member(info, "backing-filename-format")) {
+        printf("backing file format: %s\n",
+               json_object_get_string_member(info, "backing-filename-format"));
+    }
+    if (json_object_has_member(info, "snapshots")) {
+        dump_snapshot_list(json_object_get_array_member(info, "snapshots"));
+    }
+    if (json_object_has_member(info, "format-specific")) {
+        JsonObject *fs = json_object_get_object_member(info, "format-specific");
+        printf("Format specific information:\n");
+        if (json_object_has_member(fs, "data")) {
+            dump_value(1, json_object_get_member(fs, "data"));
+        }
+    }
+}
+
+int img_info(int argc, char **argv)
+{
+    static const struct option long_options[] = {
+        { "help", no_argument, NULL, 'h' },
+        { "format", required_argument, NULL, 'f' },
+        { "output", required_argument, NULL, OPT_OUTPUT },
+        { "backing-chain", no_argument, NULL, OPT_BACKING_CHAIN },
+        { "object", required_argument, NULL, OPT_OBJECT },
+        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+        { "force-share", no_argument, NULL, 'U' },
+        { NULL, 0, NULL, 0 },
+    };
+    ImgOutputFormat output_format = OFORMAT_HUMAN;
+    const char *output = NULL;
+    const char *fmt = NULL;
+    bool chain = false;
+    bool image_opts = false;
+    g_autoptr(GPtrArray) list = NULL;
+    int c;
+
+    while ((c = getopt_long(argc, argv, ":f:hU", long_options, NULL)) != -1) {
+        switch (c) {
+        case ':':
+            img_missing_argument(argv[optind - 1]);
+        case '?':
+            img_unrecognized_option(argv[optind - 1]);
+        case 'h':
+            img_help();
+        case 'f':
+            fmt = optarg;
+            break;
+        case 'U':
+            /* strata takes no image locks: nothing to override. */
+            break;
+        case OPT_OUTPUT:
+            output = optarg;
+            break;
+        case OPT_BACKING_CHAIN:
+            chain = true;
+            break;
+        case OPT_OBJECT:
+            img_error("--object is not supported");
+            return 1;
+        case OPT_IMAGE_OPTS:
+            image_opts = true;
+            break;
+        }
+    }
+    if (optind != argc - 1) {
+        img_error_exit("Expecting one image file name");
+    }
+    if (output && !strcmp(output, "json")) {
+        output_format = OFORMAT_JSON;
+    } else if (output && !strcmp(output, "human")) {
+        output_format = OFORMAT_HUMAN;
+    } else if (output) {
+        img_error("--output must be used with human or json as argument.");
+        return 1;
+    }
+    if (image_opts && fmt) {
+        img_error("--image-opts and --format are mutually exclusive");
+        return 1;
+    }
+
+    list = collect_image_info_list(image_opts, argv[optind], fmt, chain);
+    if (!list) {
+        return 1;
+    }
+
+    if (output_format == OFORMAT_JSON) {
+        if (chain) {
+            g_autoptr(JsonNode) root = json_node_new(JSON_NODE_ARRAY);
+            JsonArray *arr = json_array_new();
+            for (guint i = 0; i < list->len; i++) {
+                json_array_add_element(arr, json_node_ref(
+                                                g_ptr_array_index(list, i)));
+            }
+            json_node_take_array(root, arr);
+            img_json_print(root);
+        } else {
+            img_json_print(g_ptr_array_index(list, 0));
+        }
+    } else {
+        for (guint i = 0; i < list->len; i++) {
+            if (i) {
+                printf("\n");
+            }
+            dump_human_image_info(json_node_get_object(
+                                      g_ptr_array_index(list, i)));
+        }
+    }
+    return 0;
+}
