@@ -18,6 +18,15 @@ static bool ranges_overlap(int64_t a, int64_t alen, int64_t b, int64_t blen)
     return a < b + blen && b < a + alen;
 }
 
+/* Waits on bs->cond, counted so request_end can skip the wake-up (a
+ * futex call) when nobody waits: the common case on the I/O path. */
+static void bs_wait(BlockDriverState *bs)
+{
+    bs->waiters++;
+    g_cond_wait(&bs->cond, &bs->lock);
+    bs->waiters--;
+}
+
 static bool tracked_conflicts(BlockDriverState *bs, BdrvTrackedRequest *req)
 {
     for (BdrvTrackedRequest *r = bs->tracked; r; r = r->next) {
@@ -40,7 +49,7 @@ static void request_begin(BlockDriverState *bs, BdrvTrackedRequest *req,
 
     g_mutex_lock(&bs->lock);
     while (bs->quiesce_counter > 0 && bs->drain_owner != self) {
-        g_cond_wait(&bs->cond, &bs->lock);
+        bs_wait(bs);
     }
     bs->in_flight++;
     if (req) {
@@ -51,7 +60,7 @@ static void request_begin(BlockDriverState *bs, BdrvTrackedRequest *req,
         req->next = bs->tracked;
         bs->tracked = req;
         while (tracked_conflicts(bs, req)) {
-            g_cond_wait(&bs->cond, &bs->lock);
+            bs_wait(bs);
         }
     }
     g_mutex_unlock(&bs->lock);
@@ -68,7 +77,9 @@ static void request_end(BlockDriverState *bs, BdrvTrackedRequest *req)
         *pp = req->next;
     }
     bs->in_flight--;
-    g_cond_broadcast(&bs->cond);
+    if (bs->waiters) {
+        g_cond_broadcast(&bs->cond);
+    }
     g_mutex_unlock(&bs->lock);
 }
 
@@ -79,12 +90,12 @@ void bdrv_drained_begin(BlockDriverState *bs)
     g_mutex_lock(&bs->lock);
     /* A second drainer waits for the first to finish. */
     while (bs->quiesce_counter > 0 && bs->drain_owner != self) {
-        g_cond_wait(&bs->cond, &bs->lock);
+        bs_wait(bs);
     }
     bs->quiesce_counter++;
     bs->drain_owner = self;
     while (bs->in_flight > 0) {
-        g_cond_wait(&bs->cond, &bs->lock);
+        bs_wait(bs);
     }
     g_mutex_unlock(&bs->lock);
 }

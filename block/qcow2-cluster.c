@@ -330,6 +330,14 @@ static bool inflight_overlaps(BDRVQcow2State *s, uint64_t start, uint64_t end)
     return false;
 }
 
+/* Waits for an in-flight allocation to finish; under s->lock. */
+static void wait_inflight(BDRVQcow2State *s)
+{
+    s->alloc_waiters++;
+    g_cond_wait(&s->alloc_cond, &s->lock);
+    s->alloc_waiters--;
+}
+
 static void inflight_remove(BDRVQcow2State *s, Qcow2InflightAlloc *a)
 {
     Qcow2InflightAlloc **pp = &s->inflight;
@@ -338,7 +346,9 @@ static void inflight_remove(BDRVQcow2State *s, Qcow2InflightAlloc *a)
         pp = &(*pp)->next;
     }
     *pp = a->next;
-    g_cond_broadcast(&s->alloc_cond);
+    if (s->alloc_waiters) {
+        g_cond_broadcast(&s->alloc_cond);
+    }
 }
 
 /* Fills one whole guest cluster with what it read before the write. */
@@ -526,7 +536,7 @@ int qcow2_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
             }
             if (inflight_overlaps(s, gs, qcow2_align_up(offset + n,
                                                         s->cluster_size))) {
-                g_cond_wait(&s->alloc_cond, &s->lock);
+                wait_inflight(s);
                 continue; /* the mapping may have changed: look again */
             }
             ret = write_allocating(bs, offset, n, p);
@@ -558,7 +568,7 @@ static int zero_clusters(BlockDriverState *bs, uint64_t off, uint64_t bytes,
         split_offset(s, off, &l1i, &l2i);
         n = MIN(bytes >> s->cluster_bits, s->l2_size - l2i);
         if (inflight_overlaps(s, off, off + (n << s->cluster_bits))) {
-            g_cond_wait(&s->alloc_cond, &s->lock);
+            wait_inflight(s);
             continue;
         }
         if (s->version < 3 && (l1i >= s->l1_size || !s->l1_table[l1i])) {
@@ -661,7 +671,7 @@ int qcow2_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
         split_offset(s, a, &l1i, &l2i);
         n = MIN((b - a) >> s->cluster_bits, s->l2_size - l2i);
         if (inflight_overlaps(s, a, a + (n << s->cluster_bits))) {
-            g_cond_wait(&s->alloc_cond, &s->lock);
+            wait_inflight(s);
             continue;
         }
         /* v3 with a backing file must mask the backing data even where

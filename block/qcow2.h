@@ -114,6 +114,7 @@ typedef struct BDRVQcow2State {
     GMutex lock;
     GRWLock free_lock;
     GCond alloc_cond;
+    int alloc_waiters;         /* threads waiting on alloc_cond */
     Qcow2InflightAlloc *inflight;
 
     int version;

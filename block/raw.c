@@ -42,9 +42,14 @@ static int raw_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
     return bdrv_pdiscard(bs->file, offset, bytes);
 }
 
+/* Like QEMU, a raw image's size is whole sectors: the padding past the
+ * end of the file reads as zeroes. */
 static int64_t raw_getlength(BlockDriverState *bs)
 {
-    return bdrv_getlength(bs->file);
+    int64_t len = bdrv_getlength(bs->file);
+
+    return len < 0 ? len : (len + BDRV_SECTOR_SIZE - 1) / BDRV_SECTOR_SIZE *
+                           BDRV_SECTOR_SIZE;
 }
 
 static int raw_truncate(BlockDriverState *bs, int64_t size, GError **errp)

@@ -79,6 +79,7 @@ struct BlockDriverState {
     GMutex lock;
     GCond cond;
     int in_flight;
+    int waiters;                 /* threads in g_cond_wait on cond */
     int quiesce_counter;
     GThread *drain_owner;
     BdrvTrackedRequest *tracked;

@@ -228,7 +228,8 @@ char *img_size_to_str(uint64_t val)
     if (i >= (int)G_N_ELEMENTS(suffixes)) {
         i = G_N_ELEMENTS(suffixes) - 1;
     }
-    return g_strdup_printf("%0.3g %sB", (double)val / (double)(1ULL << (i * 10)),
+    return g_strdup_printf("%0.3g %sB",
+                           (double)val / (double)(1ULL << (i * 10)),
                            suffixes[i]);
 }
 

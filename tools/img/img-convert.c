@@ -38,6 +38,7 @@ typedef struct {
     int64_t len;        /* bytes */
     int64_t padded;     /* len rounded up to a sector, as qemu-img */
     int64_t start;      /* offset of this source in the target */
+    int64_t alignment;  /* cluster size (or sector): status runs end there */
 } ConvertSource;
 
 typedef struct {
@@ -134,6 +135,26 @@ static int query_status(ConvertState *s, int64_t offset, int64_t max,
     return 0;
 }
 
+/* The run of one status starting at target offset `offset`, ending on a
+ * source cluster boundary where possible so that no cluster is read in
+ * two pieces (as qemu-img does). */
+static int status_run(ConvertState *s, int64_t offset, ExtentStatus *status,
+                      int64_t *pnum)
+{
+    ConvertSource *src = &s->src[source_index(s, offset)];
+    int64_t tail;
+    int ret = query_status(s, offset, INT64_MAX, status, pnum);
+
+    if (ret < 0) {
+        return ret;
+    }
+    tail = (offset - src->start + *pnum) % src->alignment;
+    if (*pnum > tail) {
+        *pnum -= tail;
+    }
+    return 0;
+}
+
 /* Under s->lock: the next extent to copy; false when done or failed. */
 static bool plan_extent(ConvertState *s, Extent *e)
 {
@@ -143,10 +164,11 @@ static bool plan_extent(ConvertState *s, Extent *e)
     if (s->ret || s->next_offset >= s->total_size) {
         return false;
     }
+    i = source_index(s, s->next_offset);
     if (s->next_offset >= s->status_end) {
         int64_t pnum;
         ExtentStatus st;
-        int ret = query_status(s, s->next_offset, INT64_MAX, &st, &pnum);
+        int ret = status_run(s, s->next_offset, &st, &pnum);
         if (ret < 0) {
             s->ret = ret;
             g_cond_broadcast(&s->cond);
@@ -155,15 +177,10 @@ static bool plan_extent(ConvertState *s, Extent *e)
         s->status = st;
         s->status_end = s->next_offset + pnum;
     }
-    i = source_index(s, s->next_offset);
     n = s->status_end - s->next_offset;
     if (s->status == EXTENT_DATA || !s->min_sparse) {
         /* goes through a buffer */
         n = MIN(n, BUF_SIZE);
-        /* end on a buffer-size boundary, so later extents are aligned */
-        if (n == BUF_SIZE && s->next_offset % BUF_SIZE) {
-            n -= s->next_offset % BUF_SIZE;
-        }
     }
     e->offset = s->next_offset;
     e->bytes = n;
@@ -386,7 +403,7 @@ static int count_allocated(ConvertState *s)
     while (offset < s->total_size) {
         ExtentStatus st;
         int64_t pnum;
-        int ret = query_status(s, offset, INT64_MAX, &st, &pnum);
+        int ret = status_run(s, offset, &st, &pnum);
 
         if (ret < 0) {
             return ret;
@@ -655,6 +672,13 @@ int img_convert(int argc, char **argv)
                         BDRV_SECTOR_SIZE * BDRV_SECTOR_SIZE;
         src[i].start = s.total_size;
         s.total_size += src[i].padded;
+        {
+            BlockDriverInfo bdi;
+            src[i].alignment = BDRV_SECTOR_SIZE;
+            if (bdrv_get_info(src[i].bs, &bdi) >= 0 && bdi.cluster_size > 0) {
+                src[i].alignment = MAX(src[i].alignment, bdi.cluster_size);
+            }
+        }
     }
 
     if (!skip_create) {

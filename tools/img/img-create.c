@@ -65,7 +65,8 @@ static bool create_image(const char *filename, const char *fmt,
         report(filename, "The image size must be specified only once", NULL);
         return false;
     }
-    if (base_filename && !img_create_opts_set(o, "backing_file", base_filename)) {
+    if (base_filename &&
+        !img_create_opts_set(o, "backing_file", base_filename)) {
         g_autofree char *m = g_strdup_printf(
             "Backing file not supported for file format '%s'", fmt);
         report(filename, m, NULL);

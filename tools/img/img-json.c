@@ -166,7 +166,8 @@ static void append_node(GString *out, JsonNode *node, int indent)
     case JSON_NODE_VALUE:
         switch (json_node_get_value_type(node)) {
         case G_TYPE_BOOLEAN:
-            g_string_append(out, json_node_get_boolean(node) ? "true" : "false");
+            g_string_append(out,
+                            json_node_get_boolean(node) ? "true" : "false");
             break;
         case G_TYPE_INT64:
             g_string_append_printf(out, "%" G_GINT64_FORMAT,
