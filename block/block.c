@@ -164,8 +164,13 @@ char *bdrv_resolve_backing_name(const char *overlay_filename,
 {
     const char *slash;
 
+    const char *colon = strchr(backing_name, ':');
+    const char *first_slash = strchr(backing_name, '/');
+
+    /* Absolute names and "protocol:..." names (a colon before any slash)
+     * are used as they are. */
     if (g_path_is_absolute(backing_name) || !overlay_filename ||
-        strchr(backing_name, ':') != NULL) {
+        (colon && (!first_slash || colon < first_slash))) {
         return g_strdup(backing_name);
     }
     slash = strrchr(overlay_filename, '/');
@@ -185,6 +190,9 @@ typedef struct ChainLink {
 } ChainLink;
 
 static __thread const ChainLink *opening_chain;
+/* Set while an error about the chain's shape (loop, depth) travels up
+ * the recursion, so each level does not prefix it again. */
+static __thread bool chain_error_final;
 
 static BlockDriverState *bdrv_open_common(const char *filename,
                                           BlockOpts *options, int flags,
@@ -213,6 +221,11 @@ bool bdrv_open_backing(BlockDriverState *bs, BlockOpts *options, int flags,
                         "Cannot find device='' nor node-name='%s'", ref);
             return false;
         }
+        if (node == bs) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "Node '%s' cannot be its own backing node", ref);
+            return false;
+        }
         bdrv_ref(node);
         bs->backing = node;
         g_hash_table_remove(options, "backing");
@@ -232,6 +245,7 @@ bool bdrv_open_backing(BlockDriverState *bs, BlockOpts *options, int flags,
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Could not open backing file: backing chain is deeper "
                     "than %d images", BDRV_MAX_CHAIN_DEPTH);
+        chain_error_final = true;
         return false;
     }
     path = bdrv_resolve_backing_name(bs->filename, bs->backing_file);
@@ -241,6 +255,7 @@ bool bdrv_open_backing(BlockDriverState *bs, BlockOpts *options, int flags,
                 g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                             "Could not open backing file: backing chain "
                             "loop: '%s' is already in the chain", path);
+                chain_error_final = true;
                 return false;
             }
         }
@@ -248,6 +263,13 @@ bool bdrv_open_backing(BlockDriverState *bs, BlockOpts *options, int flags,
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                         "Could not open backing file: '%s' is a directory",
                         path);
+            return false;
+        }
+        /* Opening a FIFO would block; device nodes are not images. */
+        if (!S_ISREG(st.st_mode)) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "Could not open backing file: '%s' is not a regular "
+                        "file", path);
             return false;
         }
     }
@@ -268,8 +290,13 @@ bool bdrv_open_backing(BlockDriverState *bs, BlockOpts *options, int flags,
                                    (flags & ~BDRV_O_RDWR & ~BDRV_O_CHECK),
                                    &local_err);
     if (!bs->backing) {
-        g_set_error(errp, BDRV_ERROR, local_err->code,
-                    "Could not open backing file: %s", local_err->message);
+        if (chain_error_final) {
+            g_propagate_error(errp, g_steal_pointer(&local_err));
+        } else {
+            g_set_error(errp, BDRV_ERROR, local_err->code,
+                        "Could not open backing file: %s",
+                        local_err->message);
+        }
         return false;
     }
     return true;
@@ -395,6 +422,9 @@ static BlockDriverState *bdrv_open_common(const char *filename,
     }
     if (drv->supports_backing && !(flags & BDRV_O_NO_BACKING)) {
         bool ok;
+        if (!saved_chain) {
+            chain_error_final = false;
+        }
         opening_chain = &link;
         ok = bdrv_open_backing(bs, options, flags, errp);
         opening_chain = saved_chain;

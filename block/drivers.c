@@ -7,4 +7,5 @@ void bdrv_register_all(void)
     bdrv_register(&bdrv_file);
     bdrv_register(&bdrv_raw);
     bdrv_register(&bdrv_qcow2);
+    bdrv_register(&bdrv_blkdebug);
 }

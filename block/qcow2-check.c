@@ -230,11 +230,21 @@ static int compare_refcounts(CheckState *c, BdrvCheckMode fix,
     return 0;
 }
 
-/* COPIED must be set exactly where the refcount is 1 (active tree only). */
+/*
+ * COPIED must be set exactly where the refcount is 1 (active tree only).
+ * Like QEMU, -r leaks repairs COPIED too when nothing else is wrong: the
+ * refcounts are right then, and a crash in the middle of a snapshot
+ * operation leaves COPIED flags that only a leaked reference made wrong.
+ */
 static int check_copied(CheckState *c, BdrvCheckMode fix)
 {
     BDRVQcow2State *s = c->s;
     g_autofree uint64_t *l2 = g_malloc(s->cluster_size);
+
+    if ((fix & BDRV_FIX_LEAKS) && !c->res->corruptions && !c->res->leaks &&
+        !c->res->check_errors) {
+        fix |= BDRV_FIX_ERRORS;
+    }
 
     for (uint32_t i = 0; i < s->l1_size; i++) {
         uint64_t e = s->l1_table[i], off = e & L1E_OFFSET_MASK, rc;

@@ -51,8 +51,14 @@ static void qcow2_init_caches(BDRVQcow2State *s)
     uint64_t max_tables = QCOW2_L2_CACHE_MAX_BYTES / s->cluster_size;
     int n = (int)CLAMP(l2_tables, QCOW2_MIN_CACHE_TABLES, max_tables);
 
+    /* Refcount blocks for every cluster the L2 tables can map, plus a
+     * few for the metadata: a walk over the whole image (snapshots) then
+     * reads each block once instead of cycling through too small an LRU. */
+    int nr = (int)MIN((uint64_t)n * s->refcount_bits / 64 + 4,
+                      (uint64_t)max_tables);
+
     s->l2_cache = qcow2_cache_new(n, s->cluster_size, qcow2_before_l2_write);
-    s->refcount_cache = qcow2_cache_new(MAX(n / 4, QCOW2_MIN_CACHE_TABLES),
+    s->refcount_cache = qcow2_cache_new(MAX(nr, QCOW2_MIN_CACHE_TABLES),
                                         s->cluster_size,
                                         qcow2_before_refblock_write);
 }
@@ -74,6 +80,10 @@ static int qcow2_open(BlockDriverState *bs, BlockOpts *options, int flags,
     }
     qcow2_init_caches(s);
     ret = qcow2_read_snapshots(bs, errp);
+    if (ret < 0) {
+        goto fail;
+    }
+    ret = qcow2_snapshot_open_options(bs, options, flags, errp);
     if (ret < 0) {
         goto fail;
     }
@@ -110,6 +120,7 @@ static void qcow2_close(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
 
+    qcow2_snapshot_close(bs);
     if (!bs->read_only) {
         qcow2_flush_metadata(bs);
     }
@@ -123,7 +134,15 @@ static int qcow2_flush(BlockDriverState *bs)
 
 static int qcow2_reopen(BlockDriverState *bs, bool read_only, GError **errp)
 {
+    BDRVQcow2State *s = bs->opaque;
     int ret = 0;
+
+    if (!read_only && s->snapshot_loaded) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Cannot make the image writable: a snapshot is loaded "
+                    "in place of it");
+        return -EINVAL;
+    }
 
     if (read_only) {
         ret = qcow2_flush_metadata(bs);
@@ -187,6 +206,38 @@ int qcow2_truncate(BlockDriverState *bs, int64_t size, GError **errp)
     return ret;
 }
 
+/*
+ * QEMU's guess that an image was preallocated with holes in its file:
+ * qcow2 counts clearly more clusters in use than the file has allocated
+ * (at least max(10/9 of them, 2 more)).  qemu-img map then asks the file
+ * whether data clusters read zeroes; we report the same guess so that
+ * strata-img map prints the same map.
+ */
+static bool qcow2_data_may_be_sparse(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t file_len = bdrv_getlength(bs->file);
+    int64_t real = bdrv_get_allocated_file_size(bs->file);
+    int64_t real_clusters, threshold, end, used = 0;
+
+    if (file_len < 0 || real < 0) {
+        return false;
+    }
+    real_clusters = real / s->cluster_size;
+    threshold = MAX(real_clusters * 10 / 9, real_clusters + 2);
+    end = (file_len + s->cluster_size - 1) / s->cluster_size;
+    g_mutex_lock(&s->lock);
+    for (int64_t i = 0; i < end && used < threshold; i++) {
+        uint64_t refcount = 0;
+        if (qcow2_get_refcount(bs, i, &refcount) < 0) {
+            break;
+        }
+        used += refcount != 0;
+    }
+    g_mutex_unlock(&s->lock);
+    return used >= threshold;
+}
+
 static int qcow2_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -194,6 +245,7 @@ static int qcow2_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
     bdi->cluster_size = s->cluster_size;
     bdi->is_dirty = !!(s->incompatible_features & QCOW2_INCOMPAT_DIRTY);
     bdi->unallocated_reads_zero = !bs->backing;
+    bdi->data_may_be_sparse = qcow2_data_may_be_sparse(bs);
     return 0;
 }
 
@@ -210,6 +262,137 @@ static void qcow2_get_specific_info(BlockDriverState *bs,
     info->refcount_bits = s->refcount_bits;
     info->corrupt = !!(s->incompatible_features & QCOW2_INCOMPAT_CORRUPT);
     info->extended_l2 = false;
+}
+
+/*
+ * Backing file name and format live in cluster 0: the new values go into
+ * the in-memory state and the whole header cluster is rewritten in one
+ * write (the commit point); on failure the old values are restored.
+ */
+static int qcow2_change_backing_file(BlockDriverState *bs,
+                                     const char *backing_file,
+                                     const char *backing_fmt, GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    char *old_file = bs->backing_file;
+    char *old_fmt = bs->backing_format;
+    int ret;
+
+    if (backing_file && strlen(backing_file) > QCOW2_MAX_BACKING_NAME) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Backing file name too long (more than %d bytes)",
+                    QCOW2_MAX_BACKING_NAME);
+        return -EINVAL;
+    }
+    if (backing_fmt && strlen(backing_fmt) >= 16) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Backing format name '%s' too long", backing_fmt);
+        return -EINVAL;
+    }
+    g_mutex_lock(&s->lock);
+    bs->backing_file = backing_file && *backing_file ?
+                       g_strdup(backing_file) : NULL;
+    bs->backing_format = bs->backing_file && backing_fmt && *backing_fmt ?
+                         g_strdup(backing_fmt) : NULL;
+    ret = qcow2_write_header(bs, errp);
+    if (ret < 0) {
+        g_free(bs->backing_file);
+        g_free(bs->backing_format);
+        bs->backing_file = old_file;
+        bs->backing_format = old_fmt;
+    } else {
+        g_free(old_file);
+        g_free(old_fmt);
+    }
+    g_mutex_unlock(&s->lock);
+    return ret;
+}
+
+/*
+ * Empties the active layer: every L1 entry is cleared, so reads go to the
+ * backing file.  An L2 table only we reference has its clusters freed with
+ * it; one shared with an internal snapshot only loses our reference.
+ * Order: metadata written back first (so no dirty table is dropped), the
+ * clusters to free are collected without changing anything, then the L1
+ * table is written without pointers (the commit point), and only then do
+ * the refcounts go down.  A failure before the L1 write changes nothing.
+ */
+static int qcow2_make_empty(BlockDriverState *bs, GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autoptr(GArray) frees = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+    g_autoptr(GArray) owned_l2 = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+    g_autofree uint64_t *l1 = NULL;
+    int ret;
+
+    g_rw_lock_writer_lock(&s->free_lock);
+    g_mutex_lock(&s->lock);
+    ret = qcow2_write_back_metadata(bs);
+    for (uint32_t i = 0; ret == 0 && i < s->l1_size; i++) {
+        uint64_t l2_off = s->l1_table[i] & L1E_OFFSET_MASK;
+        uint64_t refcount = 0;
+        uint64_t *l2;
+
+        if (!l2_off) {
+            continue;
+        }
+        g_array_append_val(frees, l2_off);
+        ret = qcow2_get_refcount(bs, l2_off >> s->cluster_bits, &refcount);
+        if (ret < 0 || refcount != 1) {
+            continue;
+        }
+        ret = qcow2_cache_get(bs, s->l2_cache, l2_off, (void **)&l2);
+        if (ret < 0) {
+            break;
+        }
+        g_array_append_val(owned_l2, l2_off);
+        for (uint32_t j = 0; j < s->l2_size; j++) {
+            uint64_t e = GUINT64_FROM_BE(l2[j]);
+            uint64_t off, len;
+            switch (qcow2_get_cluster_type(e)) {
+            case QCOW2_CLUSTER_NORMAL:
+            case QCOW2_CLUSTER_ZERO_ALLOC:
+                off = e & L2E_OFFSET_MASK;
+                g_array_append_val(frees, off);
+                break;
+            case QCOW2_CLUSTER_COMPRESSED:
+                qcow2_compressed_range(s, e, &off, &len);
+                for (uint64_t c = qcow2_cluster_start(s, off); c < off + len;
+                     c += s->cluster_size) {
+                    g_array_append_val(frees, c);
+                }
+                break;
+            default:
+                break;
+            }
+        }
+    }
+    if (ret == 0) {
+        l1 = g_new0(uint64_t, MAX(s->l1_size, 1));
+        ret = bdrv_pwrite(bs->file, s->l1_table_offset,
+                          (int64_t)s->l1_size * 8, l1);
+    }
+    if (ret == 0) {
+        ret = bdrv_flush(bs->file);
+    }
+    if (ret == 0) {
+        memset(s->l1_table, 0, (size_t)s->l1_size * 8);
+        for (guint i = 0; i < owned_l2->len; i++) {
+            qcow2_cache_discard(s->l2_cache,
+                                g_array_index(owned_l2, uint64_t, i));
+        }
+        for (guint i = 0; i < frees->len; i++) {
+            qcow2_free_cluster_deferred(bs, g_array_index(frees, uint64_t, i));
+        }
+        ret = qcow2_write_back_metadata(bs);
+    }
+    g_mutex_unlock(&s->lock);
+    g_rw_lock_writer_unlock(&s->free_lock);
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not empty the image: %s", g_strerror(-ret));
+    }
+    return ret;
 }
 
 BlockDriver bdrv_qcow2 = {
@@ -232,4 +415,15 @@ BlockDriver bdrv_qcow2 = {
     .get_info = qcow2_get_info,
     .get_specific_info = qcow2_get_specific_info,
     .check = qcow2_check,
+    .snapshot_list = qcow2_snapshot_list,
+    .snapshot_create_prepare = qcow2_snapshot_create_prepare,
+    .snapshot_delete_prepare = qcow2_snapshot_delete_prepare,
+    .snapshot_goto_prepare = qcow2_snapshot_goto_prepare,
+    .snapshot_publish = qcow2_snapshot_publish,
+    .snapshot_unpublish = qcow2_snapshot_unpublish,
+    .snapshot_undo = qcow2_snapshot_undo,
+    .snapshot_cleanup = qcow2_snapshot_cleanup,
+    .snapshot_load_tmp = qcow2_snapshot_load_tmp,
+    .change_backing_file = qcow2_change_backing_file,
+    .make_empty = qcow2_make_empty,
 };

@@ -164,6 +164,12 @@ typedef struct BDRVQcow2State {
     GArray *pending_frees;     /* uint64_t host cluster offsets to decrement */
 
     bool corrupt_reported;
+
+    /* Internal snapshot operations prepared and not yet ended, oldest
+     * first (qcow2-snapshot.c); NULL when there are none. */
+    GPtrArray *snapshot_ops;
+    /* A snapshot was loaded read-only in place of the active image. */
+    bool snapshot_loaded;
 } BDRVQcow2State;
 
 static inline uint64_t qcow2_align_up(uint64_t x, uint64_t a)
@@ -253,6 +259,29 @@ void qcow2_signal_corruption(BlockDriverState *bs, const char *fmt, ...)
 /* qcow2-snapshot.c */
 int qcow2_read_snapshots(BlockDriverState *bs, GError **errp);
 void qcow2_free_snapshots(BDRVQcow2State *s);
+/* Open options snapshot.id / snapshot.name: load that snapshot read-only. */
+int qcow2_snapshot_open_options(BlockDriverState *bs, BlockOpts *options,
+                                int flags, GError **errp);
+/* Ends operations left prepared (undo, or clean up if published). */
+void qcow2_snapshot_close(BlockDriverState *bs);
+int qcow2_snapshot_list(BlockDriverState *bs, BdrvSnapshotInfo **list,
+                        GError **errp);
+int qcow2_snapshot_create_prepare(BlockDriverState *bs,
+                                  const BdrvSnapshotInfo *tmpl, int flags,
+                                  BdrvSnapshotInfo *info, void **op,
+                                  GError **errp);
+int qcow2_snapshot_delete_prepare(BlockDriverState *bs, const char *id,
+                                  const char *name, BdrvSnapshotInfo *info,
+                                  void **op, GError **errp);
+int qcow2_snapshot_goto_prepare(BlockDriverState *bs, const char *id,
+                                const char *name, BdrvSnapshotInfo *info,
+                                void **op, GError **errp);
+int qcow2_snapshot_publish(BlockDriverState *bs, void *op, GError **errp);
+int qcow2_snapshot_unpublish(BlockDriverState *bs, void *op, GError **errp);
+int qcow2_snapshot_undo(BlockDriverState *bs, void *op, GError **errp);
+int qcow2_snapshot_cleanup(BlockDriverState *bs, void *op, GError **errp);
+int qcow2_snapshot_load_tmp(BlockDriverState *bs, const char *id,
+                            const char *name, GError **errp);
 
 /* qcow2-check.c */
 int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);

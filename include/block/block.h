@@ -156,6 +156,9 @@ typedef struct BlockDriverInfo {
     int cluster_size;          /* 0 if the format has no clusters */
     bool is_dirty;
     bool unallocated_reads_zero;
+    /* Data clusters may be holes in the file that read zeroes (QEMU's
+     * "metadata preallocation" guess); map then asks the file. */
+    bool data_may_be_sparse;
 } BlockDriverInfo;
 int bdrv_get_info(BlockDriverState *bs, BlockDriverInfo *bdi);
 

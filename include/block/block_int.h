@@ -7,6 +7,7 @@
 #define STRATA_BLOCK_INT_H
 
 #include "block/block.h"
+#include "block/snapshot.h"
 
 G_BEGIN_DECLS
 
@@ -49,6 +50,47 @@ struct BlockDriver {
     void (*get_specific_info)(BlockDriverState *bs, BlockSpecificInfo *info);
     int (*check)(BlockDriverState *bs, BdrvCheckResult *res,
                  BdrvCheckMode fix);
+
+    /* Backing chains (block/backing.c calls these on a drained node). */
+    /* Records a new backing file name and format in the image (NULL name:
+     * no backing file) with one header write, and updates
+     * bs->backing_file / bs->backing_format to match. */
+    int (*change_backing_file)(BlockDriverState *bs, const char *backing_file,
+                               const char *backing_fmt, GError **errp);
+    /* Drops all data of the active layer, so every read goes to the
+     * backing file (qemu-img commit empties the committed image). */
+    int (*make_empty)(BlockDriverState *bs, GError **errp);
+
+    /*
+     * Internal snapshots; include/block/snapshot.h describes the steps.
+     * A prepare returns 0 with *op set to the driver's own operation and
+     * *info describing the snapshot concerned, or -errno with errp set;
+     * the other steps take that op, and undo/cleanup free it.  The caller
+     * has drained bs.
+     */
+    int (*snapshot_list)(BlockDriverState *bs, BdrvSnapshotInfo **list,
+                         GError **errp);
+    int (*snapshot_create_prepare)(BlockDriverState *bs,
+                                   const BdrvSnapshotInfo *tmpl, int flags,
+                                   BdrvSnapshotInfo *info, void **op,
+                                   GError **errp);
+    int (*snapshot_delete_prepare)(BlockDriverState *bs, const char *id,
+                                   const char *name, BdrvSnapshotInfo *info,
+                                   void **op, GError **errp);
+    int (*snapshot_goto_prepare)(BlockDriverState *bs, const char *id,
+                                 const char *name, BdrvSnapshotInfo *info,
+                                 void **op, GError **errp);
+    int (*snapshot_publish)(BlockDriverState *bs, void *op, GError **errp);
+    int (*snapshot_unpublish)(BlockDriverState *bs, void *op, GError **errp);
+    int (*snapshot_undo)(BlockDriverState *bs, void *op, GError **errp);
+    int (*snapshot_cleanup)(BlockDriverState *bs, void *op, GError **errp);
+    int (*snapshot_load_tmp)(BlockDriverState *bs, const char *id,
+                             const char *name, GError **errp);
+
+    /* Fault injection: a format announces named points of its metadata
+     * updates to its file child with bdrv_debug_event(); the blkdebug
+     * filter can fail the request that follows one. */
+    void (*debug_event)(BlockDriverState *bs, const char *event);
 };
 
 /* One in-flight request, tracked so RMW writes can serialise. */
@@ -84,6 +126,13 @@ struct BlockDriverState {
     GThread *drain_owner;
     BdrvTrackedRequest *tracked;
 };
+
+static inline void bdrv_debug_event(BlockDriverState *bs, const char *event)
+{
+    if (bs && bs->drv && bs->drv->debug_event) {
+        bs->drv->debug_event(bs, event);
+    }
+}
 
 /* Registration: one line per driver in block/drivers.c. */
 void bdrv_register(BlockDriver *drv);

@@ -11,6 +11,7 @@
 extern BlockDriver bdrv_file;
 extern BlockDriver bdrv_raw;
 extern BlockDriver bdrv_qcow2;
+extern BlockDriver bdrv_blkdebug;
 
 void bdrv_register_all(void);
 

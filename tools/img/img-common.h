@@ -107,5 +107,8 @@ int img_check(int argc, char **argv);
 int img_convert(int argc, char **argv);
 int img_compare(int argc, char **argv);
 int img_bench(int argc, char **argv);
+int img_commit(int argc, char **argv);
+int img_rebase(int argc, char **argv);
+int img_map(int argc, char **argv);
 
 #endif

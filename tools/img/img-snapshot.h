@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Internal snapshot lists as strata-img shows them: the table of
- * `info` and `snapshot -l`, and their JSON.  The `snapshot` subcommand
- * will live beside them once the block layer has a snapshot API.
+ * `info` and `snapshot -l`, and their JSON; and the `snapshot`
+ * subcommand.
  */
 #ifndef STRATA_IMG_SNAPSHOT_H
 #define STRATA_IMG_SNAPSHOT_H
@@ -35,5 +35,8 @@ int img_snapshot_list(BlockDriverState *bs, GPtrArray **out, GError **errp);
 void img_snapshot_dump(const ImgSnapshotInfo *sn);
 /* {"id", "name", "vm-state-size", "date-sec", ...} as qemu-img prints. */
 JsonNode *img_snapshot_to_json(const ImgSnapshotInfo *sn);
+
+/* The `snapshot` subcommand. */
+int img_snapshot(int argc, char **argv);
 
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "img-common.h"
+#include "img-snapshot.h"
 
 #ifndef STRATA_VERSION
 #define STRATA_VERSION "unknown"
@@ -30,6 +31,9 @@ static const ImgCommand img_cmds[] = {
     { "check", img_check,
       "check [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] "
       "[-T src_cache] [-U] filename" },
+    { "commit", img_commit,
+      "commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] "
+      "[-b base] [-r rate_limit] [-d] [-p] filename" },
     { "compare", img_compare,
       "compare [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] "
       "[-s] [-U] filename1 filename2" },
@@ -44,7 +48,17 @@ static const ImgCommand img_cmds[] = {
     { "info", img_info,
       "info [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] [-U] "
       "filename" },
-    /* "snapshot" joins here once the block layer has a snapshot API. */
+    { "map", img_map,
+      "map [--object objectdef] [--image-opts] [-f fmt] "
+      "[--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] "
+      "filename" },
+    { "rebase", img_rebase,
+      "rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] "
+      "[-t cache] [-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] "
+      "filename" },
+    { "snapshot", img_snapshot,
+      "snapshot [--object objectdef] [--image-opts] [-U] [-q] "
+      "[-l | -a snapshot | -c snapshot | -d snapshot] filename" },
     { NULL, NULL, NULL },
 };
 

@@ -1,0 +1,555 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * External snapshots in transaction phases; the contract and where we
+ * differ from QEMU are described in include/block/external-snapshot.h.
+ *
+ * Order of effects and the commit point:
+ *   do:         overlay file created (fresh name, or a temporary name
+ *               beside an existing file), flushed, opened without backing
+ *   invalidate: old top flushed and reopened read-only; then the one
+ *               publishing write -- rename of the temporary file over the
+ *               existing one, or the backing link written into an
+ *               existing overlay that lacks it -- which is the commit
+ *               point; then the in-memory switch (cannot fail)
+ *   cancel:     the same steps backwards
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "block/backing.h"
+#include "block/block_int.h"
+#include "block/blockjob.h"
+#include "block/external-snapshot.h"
+
+struct ExternalSnapshot {
+    BlockBackend *blk;
+    char *snapshot_file;
+    char *format;
+    ExternalSnapshotMode mode;
+    char *node_name;
+    BlockDriverState *given_overlay;
+
+    BlockDriverState *old_top;   /* references, from do on */
+    BlockDriverState *overlay;
+    char *created_file;          /* a file we created: removed on cancel */
+    bool replace_target;         /* created_file is a temporary name */
+    char *backup_file;           /* link to the replaced file, until clean */
+    bool needs_backing_link;     /* existing overlay records no backing */
+    bool wrote_backing_link;
+    bool old_made_ro;
+    bool published;
+    bool cancelled;
+};
+
+ExternalSnapshot *external_snapshot_new(BlockBackend *blk,
+                                        const ExternalSnapshotParams *p)
+{
+    ExternalSnapshot *es = g_new0(ExternalSnapshot, 1);
+
+    blk_ref(blk);
+    es->blk = blk;
+    es->snapshot_file = g_strdup(p->snapshot_file);
+    es->format = g_strdup(p->format ? p->format : "qcow2");
+    es->mode = p->mode;
+    es->node_name = g_strdup(p->snapshot_node_name);
+    es->given_overlay = p->overlay;
+    if (p->overlay) {
+        bdrv_ref(p->overlay);
+    }
+    return es;
+}
+
+BlockDriverState *external_snapshot_get_overlay(ExternalSnapshot *es)
+{
+    return es->overlay;
+}
+
+static const char *device_name(ExternalSnapshot *es)
+{
+    BlockDriverState *root = blk_bs(es->blk);
+
+    if (*blk_name(es->blk)) {
+        return blk_name(es->blk);
+    }
+    return root ? bdrv_get_node_name(root) : "";
+}
+
+/* True if path is the file of an image in the device's chain. */
+static bool in_device_chain(ExternalSnapshot *es, const char *path)
+{
+    for (BlockDriverState *p = blk_bs(es->blk); p; p = bdrv_get_backing(p)) {
+        if (bdrv_is_file(p, path)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool check_overlay_node(ExternalSnapshot *es, BlockDriverState *ov,
+                               GError **errp)
+{
+    if (bdrv_chain_contains(blk_bs(es->blk), ov)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "The overlay is already in use");
+        return false;
+    }
+    if (bdrv_get_backing(ov)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "The overlay already has a backing image");
+        return false;
+    }
+    if (!ov->drv || !ov->drv->supports_backing) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "The overlay does not support backing images");
+        return false;
+    }
+    if (bdrv_is_read_only(ov)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "The overlay '%s' is read-only", bdrv_get_node_name(ov));
+        return false;
+    }
+    return true;
+}
+
+bool external_snapshot_check(ExternalSnapshot *es, GError **errp)
+{
+    BlockDriverState *root = blk_bs(es->blk);
+    BlockJob *job = blk_get_job(es->blk);
+    BlockDriver *drv;
+    struct stat st;
+
+    if (!root) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Device '%s' has no medium", device_name(es));
+        return false;
+    }
+    if (job) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Node '%s' is busy: block device is in use by block "
+                    "job: %s", bdrv_get_node_name(root),
+                    job->driver->job_type);
+        return false;
+    }
+    if (es->given_overlay) {
+        return check_overlay_node(es, es->given_overlay, errp);
+    }
+    if (!es->snapshot_file || !*es->snapshot_file) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Parameter 'snapshot-file' is missing");
+        return false;
+    }
+    if (es->node_name && bdrv_find_node(es->node_name)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "New overlay node-name already in use");
+        return false;
+    }
+    drv = bdrv_find_format(es->format);
+    if (!drv || drv->is_protocol) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Unknown file format '%s'", es->format);
+        return false;
+    }
+    if (!drv->supports_backing) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    es->mode == EXTERNAL_SNAPSHOT_MODE_EXISTING ?
+                    "The overlay does not support backing images" :
+                    "Backing file not supported for file format '%s'",
+                    es->format);
+        return false;
+    }
+    if (stat(es->snapshot_file, &st) < 0) {
+        int err = errno;
+        if (es->mode == EXTERNAL_SNAPSHOT_MODE_EXISTING || err != ENOENT) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Could not open '%s': %s", es->snapshot_file,
+                        g_strerror(err));
+            return false;
+        }
+        return true;            /* a new file */
+    }
+    if (in_device_chain(es, es->snapshot_file)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "The overlay is already in use");
+        return false;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    es->mode == EXTERNAL_SNAPSHOT_MODE_EXISTING ?
+                    "Could not open '%s': not a regular file" :
+                    "Could not create '%s': it exists and is not a "
+                    "regular file", es->snapshot_file);
+        return false;
+    }
+    return true;
+}
+
+/* A free name beside path: "DIR/.BASE.TAG.PID.N". */
+static char *sibling_name(const char *path, const char *tag)
+{
+    g_autofree char *dir = g_path_get_dirname(path);
+    g_autofree char *base = g_path_get_basename(path);
+    static gint counter;
+
+    for (;;) {
+        char *name = g_strdup_printf("%s/.%s.%s.%d.%d", dir, base, tag,
+                                     (int)getpid(),
+                                     g_atomic_int_add(&counter, 1));
+        if (access(name, F_OK) < 0 && errno == ENOENT) {
+            return name;
+        }
+        g_free(name);
+    }
+}
+
+static bool create_overlay(ExternalSnapshot *es, GError **errp)
+{
+    g_autoptr(GHashTable) opts = bdrv_opts_new();
+    g_autofree char *backing = bdrv_get_absolute_filename(es->old_top);
+    g_autofree char *size = NULL;
+    int64_t len = bdrv_getlength(es->old_top);
+    const char *path = es->snapshot_file;
+    struct stat st;
+
+    if (len < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not get the size of device '%s': %s",
+                    device_name(es), g_strerror((int)-len));
+        return false;
+    }
+    if (stat(es->snapshot_file, &st) == 0) {
+        /* Never destroy an existing file before the commit point. */
+        es->replace_target = true;
+        es->created_file = sibling_name(es->snapshot_file, "new");
+        path = es->created_file;
+    } else {
+        es->created_file = g_strdup(es->snapshot_file);
+    }
+    size = g_strdup_printf("%" G_GINT64_FORMAT, len);
+    bdrv_opts_set(opts, "size", size);
+    bdrv_opts_set(opts, "backing_file", backing);
+    bdrv_opts_set(opts, "backing_fmt", bdrv_get_format_name(es->old_top));
+    if (!bdrv_create(es->format, path, opts, errp)) {
+        unlink(path);
+        g_clear_pointer(&es->created_file, g_free);
+        return false;
+    }
+    return true;
+}
+
+static BlockDriverState *open_overlay(ExternalSnapshot *es, const char *path,
+                                      GError **errp)
+{
+    BlockOpts *o = bdrv_opts_new();
+
+    bdrv_opts_set(o, "driver", es->format);
+    bdrv_opts_set(o, "backing", "null");
+    if (es->node_name) {
+        bdrv_opts_set(o, "node-name", es->node_name);
+    }
+    return bdrv_open(path, o, BDRV_O_RDWR, errp);
+}
+
+/* mode existing / overlay node: size and recorded backing file. */
+static bool check_existing_overlay(ExternalSnapshot *es, GError **errp)
+{
+    int64_t dev_len = bdrv_getlength(es->old_top);
+    int64_t ov_len = bdrv_getlength(es->overlay);
+    const char *recorded = bdrv_get_backing_filename(es->overlay);
+    const char *rec_fmt = bdrv_get_backing_format(es->overlay);
+    const char *fmt = bdrv_get_format_name(es->old_top);
+
+    if (dev_len < 0 || ov_len < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not get the size of the overlay or the device: "
+                    "%s", g_strerror((int)-(dev_len < 0 ? dev_len : ov_len)));
+        return false;
+    }
+    if (!es->overlay->drv->supports_backing) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "The overlay does not support backing images");
+        return false;
+    }
+    if (ov_len < dev_len) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "The overlay '%s' is smaller (%" G_GINT64_FORMAT
+                    " bytes) than device '%s' (%" G_GINT64_FORMAT " bytes)",
+                    bdrv_get_filename(es->overlay), ov_len, device_name(es),
+                    dev_len);
+        return false;
+    }
+    if (recorded && *recorded) {
+        g_autofree char *full =
+            bdrv_get_full_backing_filename(es->overlay);
+        if (!bdrv_is_file(es->old_top, full)) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "The overlay's backing file '%s' is not the current "
+                        "image of device '%s' ('%s')", recorded,
+                        device_name(es), bdrv_get_filename(es->old_top));
+            return false;
+        }
+        if (rec_fmt && *rec_fmt && strcmp(rec_fmt, fmt)) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "The overlay's backing format '%s' does not match "
+                        "the format '%s' of device '%s'", rec_fmt, fmt,
+                        device_name(es));
+            return false;
+        }
+    } else {
+        es->needs_backing_link = true;
+    }
+    return true;
+}
+
+bool external_snapshot_do(ExternalSnapshot *es, GError **errp)
+{
+    BlockDriverState *root = blk_bs(es->blk);
+    int ret;
+
+    g_assert(root && !es->old_top);
+    es->old_top = root;
+    bdrv_ref(root);
+    if (!bdrv_is_read_only(root)) {
+        ret = bdrv_flush(root);
+        if (ret < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Could not flush device '%s': %s", device_name(es),
+                        g_strerror(-ret));
+            return false;
+        }
+    }
+    if (es->given_overlay) {
+        es->overlay = es->given_overlay;
+        bdrv_ref(es->overlay);
+        return check_existing_overlay(es, errp);
+    }
+    if (es->mode == EXTERNAL_SNAPSHOT_MODE_ABSOLUTE_PATHS) {
+        if (!create_overlay(es, errp)) {
+            return false;
+        }
+        es->overlay = open_overlay(es, es->created_file, errp);
+        return es->overlay != NULL;   /* cancel removes the file */
+    }
+    es->overlay = open_overlay(es, es->snapshot_file, errp);
+    if (!es->overlay) {
+        return false;
+    }
+    return check_existing_overlay(es, errp);
+}
+
+/* The overlay node now lives under the final name. */
+static void rename_node(BlockDriverState *bs, const char *name)
+{
+    g_free(bs->filename);
+    bs->filename = g_strdup(name);
+    if (bs->file) {
+        g_free(bs->file->filename);
+        bs->file->filename = g_strdup(name);
+    }
+}
+
+/* Puts the replaced file back under its name (our overlay's file goes). */
+static bool restore_replaced(ExternalSnapshot *es, GError **errp)
+{
+    if (rename(es->backup_file, es->snapshot_file) < 0) {
+        int err = errno;
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not put '%s' back as '%s': %s", es->backup_file,
+                    es->snapshot_file, g_strerror(err));
+        return false;
+    }
+    g_clear_pointer(&es->backup_file, g_free);
+    rename_node(es->overlay, es->created_file);
+    return true;
+}
+
+/* The publishing write: rename over the existing file. */
+static bool replace_target(ExternalSnapshot *es, GError **errp)
+{
+    int err;
+
+    es->backup_file = sibling_name(es->snapshot_file, "replaced");
+    if (link(es->snapshot_file, es->backup_file) < 0) {
+        err = errno;
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not keep a link to '%s' before replacing it: %s",
+                    es->snapshot_file, g_strerror(err));
+        g_clear_pointer(&es->backup_file, g_free);
+        return false;
+    }
+    if (rename(es->created_file, es->snapshot_file) < 0) {
+        err = errno;
+        unlink(es->backup_file);
+        g_clear_pointer(&es->backup_file, g_free);
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not replace '%s': %s", es->snapshot_file,
+                    g_strerror(err));
+        return false;
+    }
+    rename_node(es->overlay, es->snapshot_file);
+    return true;
+}
+
+bool external_snapshot_invalidate(ExternalSnapshot *es, GError **errp)
+{
+    bool ok = false;
+
+    blk_drained_begin(es->blk);
+    if (blk_bs(es->blk) != es->old_top) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Device '%s' changed while the snapshot was prepared",
+                    device_name(es));
+        goto out;
+    }
+    if (!bdrv_is_read_only(es->old_top)) {
+        if (!bdrv_reopen_set_read_only(es->old_top, true, errp)) {
+            goto out;
+        }
+        es->old_made_ro = true;
+    }
+    if (es->replace_target && !replace_target(es, errp)) {
+        goto undo_ro;
+    }
+    if (es->needs_backing_link) {
+        g_autofree char *name = bdrv_get_absolute_filename(es->old_top);
+        if (!bdrv_change_backing_file(es->overlay, name,
+                                      bdrv_get_format_name(es->old_top),
+                                      errp)) {
+            if (es->backup_file) {
+                restore_replaced(es, NULL);
+            }
+            goto undo_ro;
+        }
+        es->wrote_backing_link = true;
+    }
+    bdrv_set_backing(es->overlay, es->old_top);
+    blk_set_root(es->blk, es->overlay);
+    es->published = true;
+    ok = true;
+    goto out;
+
+undo_ro:
+    if (es->old_made_ro) {
+        bdrv_reopen_set_read_only(es->old_top, false, NULL);
+        es->old_made_ro = false;
+    }
+out:
+    blk_drained_end(es->blk);
+    return ok;
+}
+
+/* Appends a cancel-time error after the first one. */
+static void add_error(GError **errp, GError *err)
+{
+    if (!err) {
+        return;
+    }
+    g_warning("external snapshot cancel: %s", err->message);
+    if (errp && !*errp) {
+        g_propagate_error(errp, err);
+    } else {
+        if (errp) {
+            char *msg = g_strdup_printf("%s; %s", (*errp)->message,
+                                        err->message);
+            g_free((*errp)->message);
+            (*errp)->message = msg;
+        }
+        g_error_free(err);
+    }
+}
+
+bool external_snapshot_cancel(ExternalSnapshot *es, GError **errp)
+{
+    GError *err = NULL;
+    bool ok = true;
+
+    es->cancelled = true;
+    if (es->published) {
+        blk_drained_begin(es->blk);
+        blk_set_root(es->blk, es->old_top);
+        bdrv_set_backing(es->overlay, NULL);
+        if (es->wrote_backing_link &&
+            !bdrv_change_backing_file(es->overlay, NULL, NULL, &err)) {
+            /* The overlay is removed below if we created it. */
+            add_error(errp, err);
+            err = NULL;
+            ok = false;
+        }
+        if (es->backup_file && !restore_replaced(es, &err)) {
+            add_error(errp, err);
+            err = NULL;
+            ok = false;
+        }
+        es->published = false;
+        blk_drained_end(es->blk);
+    }
+    if (es->old_made_ro) {
+        if (!bdrv_reopen_set_read_only(es->old_top, false, &err)) {
+            add_error(errp, err);
+            err = NULL;
+            ok = false;
+        }
+        es->old_made_ro = false;
+    }
+    if (es->overlay) {
+        bdrv_unref(es->overlay);
+        es->overlay = NULL;
+    }
+    if (es->created_file) {
+        if (unlink(es->created_file) < 0 && errno != ENOENT) {
+            int e = errno;
+            g_set_error(&err, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Could not remove '%s': %s", es->created_file,
+                        g_strerror(e));
+            add_error(errp, err);
+            err = NULL;
+            ok = false;
+        }
+        g_clear_pointer(&es->created_file, g_free);
+    }
+    return ok;
+}
+
+void external_snapshot_clean(ExternalSnapshot *es)
+{
+    if (es->backup_file && es->published) {
+        unlink(es->backup_file);
+    }
+    if (es->overlay) {
+        bdrv_unref(es->overlay);
+    }
+    if (es->old_top) {
+        bdrv_unref(es->old_top);
+    }
+    if (es->given_overlay) {
+        bdrv_unref(es->given_overlay);
+    }
+    blk_unref(es->blk);
+    g_free(es->snapshot_file);
+    g_free(es->format);
+    g_free(es->node_name);
+    g_free(es->created_file);
+    g_free(es->backup_file);
+    g_free(es);
+}
+
+bool external_snapshot_run(BlockBackend *blk, const ExternalSnapshotParams *p,
+                           GError **errp)
+{
+    ExternalSnapshot *es = external_snapshot_new(blk, p);
+    bool ok = external_snapshot_check(es, errp);
+
+    if (ok) {
+        blk_drained_begin(blk);
+        ok = external_snapshot_do(es, errp) &&
+             external_snapshot_invalidate(es, errp);
+        if (!ok) {
+            external_snapshot_cancel(es, NULL);
+        }
+        blk_drained_end(blk);
+    }
+    external_snapshot_clean(es);
+    return ok;
+}

@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The stream job: copies into top what the layers between top and base
+ * hold, then makes base top's backing file (none without a base).
+ *
+ * top only receives, where it holds nothing itself, the bytes a reader of
+ * top sees there already, so the chain reads the same at every moment;
+ * each step (look, read, write) runs with the device drained when top is
+ * the device's active image, so a guest write to the same range cannot
+ * slip between the look and the write and be overwritten.  The commit
+ * point is one header write of top, after top has been flushed.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "block/backing.h"
+#include "block/blockjob.h"
+#include "block/block_int.h"
+
+#define STREAM_CHUNK (2 * 1024 * 1024)
+
+typedef struct StreamJob {
+    BlockJob common;
+    BlockDriverState *top;       /* references held by the job */
+    BlockDriverState *base;      /* may be NULL */
+    bool top_is_root;
+    bool top_made_rw;
+    char *backing_file;
+    int64_t len;
+    uint8_t *buf;
+} StreamJob;
+
+/* One step at off: copies at most STREAM_CHUNK bytes; *done says how far
+ * it got. */
+static int stream_step(StreamJob *s, int64_t off, int64_t *done,
+                       GError **errp)
+{
+    BlockDriverState *decider = NULL;
+    int64_t n = 0;
+    int ret;
+
+    ret = bdrv_block_status(s->top, off, MIN(STREAM_CHUNK, s->len - off),
+                            &n, NULL, NULL);
+    if (ret >= 0 && n <= 0) {
+        ret = -EIO;
+    }
+    if (ret < 0) {
+        goto status_error;
+    }
+    *done = n;
+    if (ret & BDRV_BLOCK_ALLOCATED) {
+        return 0;               /* top decides already */
+    }
+    ret = bdrv_block_status_between(s->top->backing, s->base, off, n, &n,
+                                    &decider);
+    if (ret < 0) {
+        goto status_error;
+    }
+    *done = n;
+    if (!decider) {
+        return 0;               /* comes from base (or zeroes without) */
+    }
+    if (ret & BDRV_BLOCK_ZERO) {
+        /* Without a base, top alone reads zeroes here anyway. */
+        ret = s->base ? bdrv_pwrite_zeroes(s->top, off, n, 0) : 0;
+    } else {
+        ret = bdrv_pread(decider, off, n, s->buf);
+        if (ret < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Could not read '%s': %s", decider->filename,
+                        g_strerror(-ret));
+            return ret;
+        }
+        ret = bdrv_pwrite(s->top, off, n, s->buf);
+    }
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not write to '%s': %s", s->top->filename,
+                    g_strerror(-ret));
+    }
+    return ret;
+
+status_error:
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                "Could not read the allocation status of '%s': %s",
+                s->top->filename, g_strerror(-ret));
+    return ret;
+}
+
+static int stream_run(BlockJob *job, GError **errp)
+{
+    StreamJob *s = (StreamJob *)job;
+    g_autofree char *name = NULL;
+    int64_t off, n = 0;
+    int ret;
+
+    block_job_progress_set_total(job, s->len);
+    if (s->top->backing == s->base) {
+        block_job_progress_add(job, s->len);
+        return 0;               /* nothing between top and base */
+    }
+    for (off = 0; off < s->len; off += n) {
+        if (block_job_is_cancelled(job)) {
+            return -ECANCELED;
+        }
+        if (s->top_is_root) {
+            blk_drained_begin(job->blk);
+        }
+        ret = stream_step(s, off, &n, errp);
+        if (s->top_is_root) {
+            blk_drained_end(job->blk);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        block_job_progress_add(job, n);
+        block_job_rate_limit(job, n);
+    }
+
+    ret = bdrv_flush(s->top);
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not flush '%s': %s", s->top->filename,
+                    g_strerror(-ret));
+        return ret;
+    }
+    if (s->base) {
+        name = s->backing_file ? g_strdup(s->backing_file) :
+               bdrv_backing_name_for(s->top, s->base,
+                                     s->top->backing_file &&
+                                     bdrv_backing_name_is_relative(
+                                         s->top->backing_file));
+    }
+    blk_drained_begin(job->blk);
+    if (!bdrv_change_backing_file(s->top, name,
+                                  s->base ? bdrv_get_format_name(s->base)
+                                          : NULL, errp)) {
+        blk_drained_end(job->blk);
+        return -EIO;
+    }
+    bdrv_set_backing(s->top, s->base);
+    blk_drained_end(job->blk);
+    return 0;
+}
+
+static void stream_clean(BlockJob *job)
+{
+    StreamJob *s = (StreamJob *)job;
+
+    if (s->top_made_rw) {
+        g_autoptr(GError) err = NULL;
+        if (!bdrv_reopen_set_read_only(s->top, true, &err)) {
+            g_warning("stream: could not reopen '%s' read-only: %s",
+                      s->top->filename, err->message);
+        }
+    }
+    bdrv_unref(s->top);
+    if (s->base) {
+        bdrv_unref(s->base);
+    }
+    g_free(s->backing_file);
+    g_free(s->buf);
+}
+
+static const BlockJobDriver stream_job_driver = {
+    .job_type = "stream",
+    .instance_size = sizeof(StreamJob),
+    .run = stream_run,
+    .clean = stream_clean,
+};
+
+BlockJob *stream_start(const char *job_id, BlockBackend *blk,
+                       BlockDriverState *top, BlockDriverState *base,
+                       const StreamOptions *opts, GError **errp)
+{
+    BlockDriverState *root = blk_bs(blk);
+    StreamJob *s;
+    int64_t len;
+
+    if (!root) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Device '%s' has no medium", blk_name(blk));
+        return NULL;
+    }
+    if (!top) {
+        top = root;
+    }
+    if (!bdrv_chain_contains(root, top)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "'%s' is not in this backing file chain",
+                    bdrv_get_node_name(top));
+        return NULL;
+    }
+    if (base && (base == top || !bdrv_chain_contains(top, base))) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "'%s' is not in the backing chain of '%s'",
+                    bdrv_get_node_name(base), bdrv_get_node_name(top));
+        return NULL;
+    }
+    if (!top->drv || !top->drv->change_backing_file) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Block format '%s' used by node '%s' does not support "
+                    "backing files", bdrv_get_format_name(top),
+                    bdrv_get_node_name(top));
+        return NULL;
+    }
+    len = bdrv_getlength(top);
+    if (len < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not get the size of '%s': %s", top->filename,
+                    g_strerror((int)-len));
+        return NULL;
+    }
+    s = block_job_create(job_id, &stream_job_driver, blk,
+                         opts ? &opts->job : NULL, errp);
+    if (!s) {
+        return NULL;
+    }
+    s->top = top;
+    bdrv_ref(top);
+    s->base = base;
+    if (base) {
+        bdrv_ref(base);
+    }
+    s->top_is_root = top == root;
+    s->len = len;
+    s->backing_file = g_strdup(opts ? opts->backing_file : NULL);
+    s->buf = g_malloc(STREAM_CHUNK);
+    if (bdrv_is_read_only(top)) {
+        if (!bdrv_reopen_set_read_only(top, false, errp)) {
+            block_job_discard(&s->common);
+            return NULL;
+        }
+        s->top_made_rw = true;
+    }
+    block_job_start(&s->common);
+    return &s->common;
+}

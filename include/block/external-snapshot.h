@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * External snapshots of a device: a new overlay image goes on top of the
+ * device's chain, the old top becomes its read-only backing file, and the
+ * guest keeps writing to the overlay.
+ *
+ * The operation comes in the phases of a transaction action (DESIGN.md):
+ *   check       validates; no side effect at all
+ *   do          creates the overlay file (or opens an existing one) and
+ *               opens it; nothing the device or the chain on disk shows
+ *   invalidate  publishes: old top reopened read-only, the one publishing
+ *               write if any (see below), overlay put on top of the chain,
+ *               device switched to it -- all with the device drained
+ *   cancel      undoes do, and invalidate if it ran (while the device is
+ *               still held by the transaction): the device writes to the
+ *               old top again, which is writable as before; a file the
+ *               operation created is removed, a file it did not create is
+ *               left as it was
+ *   clean       frees everything (also the ExternalSnapshot itself)
+ *
+ * Where strata does better than QEMU (reference README points 1-4):
+ *  - the new overlay records the old image by its absolute path;
+ *  - a file that already exists under the snapshot-file name is not
+ *    touched before invalidate: the overlay is created under a temporary
+ *    name beside it and renamed over it in invalidate (the publishing
+ *    write); the replaced file is kept as a hidden hard link until clean,
+ *    so cancel can put it back;
+ *  - mode existing (and an overlay node) must not be smaller than the
+ *    device, and its recorded backing file, if any, must be the device's
+ *    current image; if it records none, invalidate writes the link into
+ *    its header (the publishing write), so the chain on disk is complete.
+ */
+#ifndef STRATA_EXTERNAL_SNAPSHOT_H
+#define STRATA_EXTERNAL_SNAPSHOT_H
+
+#include "block/block.h"
+#include "block/block-backend.h"
+
+G_BEGIN_DECLS
+
+typedef enum {
+    EXTERNAL_SNAPSHOT_MODE_ABSOLUTE_PATHS, /* create the overlay file */
+    EXTERNAL_SNAPSHOT_MODE_EXISTING,       /* open an existing image */
+} ExternalSnapshotMode;
+
+typedef struct ExternalSnapshotParams {
+    const char *snapshot_file;      /* the overlay's file name */
+    const char *format;             /* NULL: "qcow2" */
+    ExternalSnapshotMode mode;
+    const char *snapshot_node_name; /* NULL: automatic */
+    /* blockdev-snapshot: an already open node as the overlay instead of
+     * snapshot_file (it must have no backing node). */
+    BlockDriverState *overlay;
+} ExternalSnapshotParams;
+
+typedef struct ExternalSnapshot ExternalSnapshot;
+
+ExternalSnapshot *external_snapshot_new(BlockBackend *blk,
+                                        const ExternalSnapshotParams *p);
+bool external_snapshot_check(ExternalSnapshot *es, GError **errp);
+bool external_snapshot_do(ExternalSnapshot *es, GError **errp);
+bool external_snapshot_invalidate(ExternalSnapshot *es, GError **errp);
+/* Reports an error only if something could not be put back. */
+bool external_snapshot_cancel(ExternalSnapshot *es, GError **errp);
+void external_snapshot_clean(ExternalSnapshot *es);
+
+/* The overlay node once do has run (no reference is passed). */
+BlockDriverState *external_snapshot_get_overlay(ExternalSnapshot *es);
+
+/* All phases for one device: check, do, invalidate, clean (cancel on
+ * failure). */
+bool external_snapshot_run(BlockBackend *blk, const ExternalSnapshotParams *p,
+                           GError **errp);
+
+G_END_DECLS
+
+#endif

@@ -1,0 +1,1205 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Unit tests of backing chains: opening them (relative names, the
+ * explicit "backing" option, read-only backing nodes, bad input), the
+ * external snapshot phases and every undo path (also under a concurrent
+ * writer), and the commit and stream jobs (depths 2, 3, 5; overlays
+ * larger and smaller than their backing file; cancel; concurrent writes).
+ * Content is compared with what the chain read before; images are
+ * checked with our own check and, when it is installed, qemu-img check.
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "block/backing.h"
+#include "block/block-backend.h"
+#include "block/blockjob.h"
+#include "block/external-snapshot.h"
+
+#define KiB 1024LL
+#define MiB (1024 * KiB)
+
+static char *tmpdir;
+
+static char *tmp_path(const char *name)
+{
+    return g_build_filename(tmpdir, name, NULL);
+}
+
+static void create_img(const char *path, int64_t size, const char *backing,
+                       const char *backing_fmt)
+{
+    BlockOpts *o = bdrv_opts_new();
+    g_autofree char *s = g_strdup_printf("%" G_GINT64_FORMAT, size);
+    GError *err = NULL;
+
+    bdrv_opts_set(o, "size", s);
+    if (backing) {
+        bdrv_opts_set(o, "backing_file", backing);
+        bdrv_opts_set(o, "backing_fmt", backing_fmt ? backing_fmt : "qcow2");
+    }
+    ck_assert_msg(bdrv_create("qcow2", path, o, &err), "create %s: %s", path,
+                  err ? err->message : "");
+    g_hash_table_unref(o);
+}
+
+static BlockDriverState *open_img(const char *path, int flags)
+{
+    GError *err = NULL;
+    BlockDriverState *bs = bdrv_open(path, NULL, flags, &err);
+
+    ck_assert_msg(bs, "open %s: %s", path, err ? err->message : "");
+    return bs;
+}
+
+/* Opening must fail with a message containing `want`. */
+static void open_fails(const char *path, BlockOpts *o, const char *want)
+{
+    GError *err = NULL;
+    BlockDriverState *bs = bdrv_open(path, o, 0, &err);
+
+    ck_assert_msg(!bs, "opening %s should fail", path);
+    ck_assert_msg(strstr(err->message, want), "error '%s' lacks '%s'",
+                  err->message, want);
+    g_error_free(err);
+}
+
+/* Random pattern writes and zero writes through bs (which COWs from its
+ * backing chain as a guest write would). */
+static void fill_random(BlockDriverState *bs, GRand *r, int n)
+{
+    int64_t len = bdrv_getlength(bs);
+    uint8_t *buf = g_malloc(512 * KiB);
+
+    for (int i = 0; i < n; i++) {
+        int64_t bytes = g_rand_int_range(r, 1, 512 * KiB);
+        int64_t off = g_rand_int_range(r, 0, (gint32)(len - bytes));
+        if (g_rand_int_range(r, 0, 5) == 0) {
+            ck_assert_int_eq(bdrv_pwrite_zeroes(bs, off, bytes, 0), 0);
+        } else {
+            memset(buf, g_rand_int_range(r, 1, 256), bytes);
+            ck_assert_int_eq(bdrv_pwrite(bs, off, bytes, buf), 0);
+        }
+    }
+    g_free(buf);
+}
+
+static uint8_t *read_all(BlockDriverState *bs, int64_t len)
+{
+    uint8_t *buf = g_malloc(len);
+
+    ck_assert_int_eq(bdrv_pread(bs, 0, len, buf), 0);
+    return buf;
+}
+
+static uint8_t *blk_read_all(BlockBackend *blk, int64_t len)
+{
+    uint8_t *buf = g_malloc(len);
+
+    ck_assert_int_eq(blk_pread(blk, 0, len, buf), 0);
+    return buf;
+}
+
+/* (Check records every assertion: compare first, assert once.) */
+static void assert_same(const uint8_t *a, const uint8_t *b, int64_t len,
+                        const char *what)
+{
+    int64_t i = 0;
+
+    if (memcmp(a, b, len) == 0) {
+        return;
+    }
+    while (a[i] == b[i]) {
+        i++;
+    }
+    ck_abort_msg("%s: byte %" G_GINT64_FORMAT " is 0x%02x, expected 0x%02x",
+                 what, i, b[i], a[i]);
+}
+
+/* Our check, then qemu-img's if it is installed: no corruption, no leak. */
+static void check_clean(const char *path)
+{
+    g_autofree char *qemu_img = g_find_program_in_path("qemu-img");
+    BlockOpts *o = bdrv_opts_new();
+    GError *err = NULL;
+    BlockDriverState *bs;
+    BdrvCheckResult res;
+
+    bdrv_opts_set(o, "driver", "qcow2");
+    bs = bdrv_open(path, o, BDRV_O_NO_BACKING | BDRV_O_CHECK, &err);
+    ck_assert_msg(bs, "open %s: %s", path, err ? err->message : "");
+    ck_assert_int_eq(bdrv_check(bs, &res, BDRV_FIX_NONE), 0);
+    ck_assert_msg(res.corruptions == 0 && res.leaks == 0,
+                  "%s: %d corruptions, %d leaks", path, res.corruptions,
+                  res.leaks);
+    bdrv_unref(bs);
+    if (qemu_img) {
+        const char *argv[] = { qemu_img, "check", "-q", "-f", "qcow2", path,
+                               NULL };
+        g_autofree char *out = NULL, *errout = NULL;
+        int status = 0;
+        ck_assert(g_spawn_sync(NULL, (char **)argv, NULL, 0, NULL, NULL,
+                               &out, &errout, &status, NULL));
+        ck_assert_msg(g_spawn_check_wait_status(status, NULL),
+                      "qemu-img check %s: %s%s", path, out, errout);
+    }
+}
+
+/*
+ * A chain of `depth` images named PREFIX-0 (bottom) .. PREFIX-(depth-1),
+ * each recording the one below by a relative name, with random writes
+ * made while each image was the top.  Returns the top's path.
+ */
+static char *make_chain(const char *prefix, int depth, const int64_t *sizes,
+                        unsigned seed)
+{
+    GRand *r = g_rand_new_with_seed(seed);
+    char *top = NULL;
+
+    for (int i = 0; i < depth; i++) {
+        g_autofree char *name = g_strdup_printf("%s-%d.qcow2", prefix, i);
+        g_autofree char *below = i ? g_strdup_printf("%s-%d.qcow2", prefix,
+                                                     i - 1) : NULL;
+        BlockDriverState *bs;
+
+        g_free(top);
+        top = tmp_path(name);
+        create_img(top, sizes[i], below, "qcow2");
+        bs = open_img(top, BDRV_O_RDWR);
+        ck_assert_int_eq(bdrv_chain_length(bs), i);
+        fill_random(bs, r, 12);
+        bdrv_unref(bs);
+    }
+    g_rand_free(r);
+    return top;
+}
+
+static char *layer_path(const char *prefix, int i)
+{
+    g_autofree char *name = g_strdup_printf("%s-%d.qcow2", prefix, i);
+    return tmp_path(name);
+}
+
+/* The node of the chain of top that is layer i of depth. */
+static BlockDriverState *layer(BlockDriverState *top, int depth, int i)
+{
+    BlockDriverState *p = top;
+
+    for (int k = depth - 1; k > i; k--) {
+        p = bdrv_get_backing(p);
+    }
+    return p;
+}
+
+/* ------------------------------------------------------------------ */
+/* Opening chains */
+
+START_TEST(test_open_chain_relative)
+{
+    static const int64_t sizes[] = { 4 * MiB, 6 * MiB, 2 * MiB };
+    g_autofree char *top = make_chain("rel", 3, sizes, 1);
+    g_autofree char *sub = tmp_path("moved");
+    g_autofree char *moved_top = NULL;
+    BlockDriverState *bs = open_img(top, BDRV_O_RDWR);
+    g_autofree uint8_t *before = read_all(bs, 2 * MiB);
+    g_autofree uint8_t *after = NULL;
+
+    /* backing nodes are read-only, the top is not */
+    ck_assert(!bdrv_is_read_only(bs));
+    for (BlockDriverState *p = bdrv_get_backing(bs); p; p = bdrv_get_backing(p)) {
+        ck_assert(bdrv_is_read_only(p));
+        ck_assert_int_eq(bdrv_pwrite(p, 0, 1, "x"), -EPERM);
+    }
+    ck_assert_str_eq(bdrv_get_backing_filename(bs), "rel-1.qcow2");
+    bdrv_unref(bs);
+
+    /* Relative names keep working when the whole chain moves. */
+    ck_assert_int_eq(mkdir(sub, 0700), 0);
+    for (int i = 0; i < 3; i++) {
+        g_autofree char *from = layer_path("rel", i);
+        g_autofree char *name = g_strdup_printf("moved/rel-%d.qcow2", i);
+        g_autofree char *to = tmp_path(name);
+        ck_assert_int_eq(rename(from, to), 0);
+    }
+    moved_top = tmp_path("moved/rel-2.qcow2");
+    bs = open_img(moved_top, 0);
+    after = read_all(bs, 2 * MiB);
+    assert_same(before, after, 2 * MiB, "moved chain");
+    bdrv_unref(bs);
+}
+END_TEST
+
+START_TEST(test_open_backing_option)
+{
+    g_autofree char *base = tmp_path("opt-base.qcow2");
+    g_autofree char *top = tmp_path("opt-top.qcow2");
+    g_autofree char *other = tmp_path("opt-other.qcow2");
+    BlockDriverState *bs, *o;
+    BlockOpts *opts;
+    uint8_t buf[512];
+
+    create_img(base, 1 * MiB, NULL, NULL);
+    bs = open_img(base, BDRV_O_RDWR);
+    memset(buf, 0x11, sizeof(buf));
+    ck_assert_int_eq(bdrv_pwrite(bs, 0, sizeof(buf), buf), 0);
+    bdrv_unref(bs);
+    create_img(top, 1 * MiB, "opt-base.qcow2", "qcow2");
+    create_img(other, 1 * MiB, NULL, NULL);
+
+    /* backing=null: no backing node, unallocated reads zeroes */
+    opts = bdrv_opts_new();
+    bdrv_opts_set(opts, "backing", "null");
+    bs = bdrv_open(top, opts, 0, NULL);
+    ck_assert_ptr_nonnull(bs);
+    ck_assert_ptr_null(bdrv_get_backing(bs));
+    ck_assert_int_eq(bdrv_pread(bs, 0, sizeof(buf), buf), 0);
+    ck_assert_int_eq(buf[0], 0);
+    bdrv_unref(bs);
+
+    /* backing=<node-name>: that node, not the header's */
+    opts = bdrv_opts_new();
+    bdrv_opts_set(opts, "node-name", "other");
+    o = bdrv_open(other, opts, 0, NULL);
+    ck_assert_ptr_nonnull(o);
+    opts = bdrv_opts_new();
+    bdrv_opts_set(opts, "backing", "other");
+    bs = bdrv_open(top, opts, 0, NULL);
+    ck_assert_ptr_eq(bdrv_get_backing(bs), o);
+    bdrv_unref(bs);
+    bdrv_unref(o);
+
+    opts = bdrv_opts_new();
+    bdrv_opts_set(opts, "backing", "nosuchnode");
+    open_fails(top, opts, "Cannot find device='' nor node-name='nosuchnode'");
+    opts = bdrv_opts_new();
+    bdrv_opts_set(opts, "node-name", "me");
+    bdrv_opts_set(opts, "backing", "me");
+    open_fails(top, opts, "cannot be its own backing node");
+}
+END_TEST
+
+/* Sets the backing name recorded in path without opening its backing. */
+static void set_backing_name(const char *path, const char *name,
+                             const char *fmt)
+{
+    BlockOpts *o = bdrv_opts_new();
+    GError *err = NULL;
+    BlockDriverState *bs;
+
+    bdrv_opts_set(o, "driver", "qcow2");
+    bs = bdrv_open(path, o, BDRV_O_RDWR | BDRV_O_NO_BACKING, &err);
+    ck_assert_msg(bs, "%s", err ? err->message : "");
+    ck_assert_msg(bdrv_change_backing_file(bs, name, fmt, &err), "%s",
+                  err ? err->message : "");
+    bdrv_unref(bs);
+}
+
+START_TEST(test_open_bad_chains)
+{
+    g_autofree char *a = tmp_path("bad-a.qcow2");
+    g_autofree char *b = tmp_path("bad-b.qcow2");
+    g_autofree char *dir = tmp_path("bad-dir");
+    g_autofree char *fifo = tmp_path("bad-fifo");
+    g_autofree char *raw = tmp_path("bad.raw");
+    struct stat st0, st1;
+
+    create_img(a, 1 * MiB, NULL, NULL);
+    create_img(b, 1 * MiB, "bad-a.qcow2", "qcow2");
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    ck_assert(g_file_set_contents(raw, "not an image", -1, NULL));
+
+    /* missing */
+    set_backing_name(b, "nosuch.qcow2", "qcow2");
+    ck_assert_int_eq(stat(b, &st0), 0);
+    open_fails(b, NULL, "Could not open backing file: Could not open");
+    /* wrong format given */
+    set_backing_name(b, "bad.raw", "qcow2");
+    open_fails(b, NULL, "Image is not in qcow2 format");
+    /* a directory, a FIFO (must not block), a device node */
+    set_backing_name(b, "bad-dir", "qcow2");
+    open_fails(b, NULL, "is a directory");
+    set_backing_name(b, "bad-fifo", "qcow2");
+    open_fails(b, NULL, "is not a regular file");
+    set_backing_name(b, "/dev/null", "raw");
+    open_fails(b, NULL, "is not a regular file");
+    /* a loop: a -> b -> a, and b -> b */
+    set_backing_name(b, "bad-a.qcow2", "qcow2");
+    set_backing_name(a, "bad-b.qcow2", "qcow2");
+    open_fails(b, NULL, "backing chain loop");
+    set_backing_name(b, "bad-b.qcow2", "qcow2");
+    open_fails(b, NULL, "backing chain loop");
+    /* failed opens (read-write too) wrote nothing */
+    ck_assert_int_eq(stat(b, &st1), 0);
+    ck_assert_int_eq(st0.st_size, st1.st_size);
+    {
+        GError *err = NULL;
+        ck_assert_ptr_null(bdrv_open(b, NULL, BDRV_O_RDWR, &err));
+        g_error_free(err);
+    }
+}
+END_TEST
+
+START_TEST(test_open_too_deep)
+{
+    const int n = 65;   /* one more than BDRV_MAX_CHAIN_DEPTH */
+    g_autofree char *top = NULL;
+    BlockDriverState *bs;
+    GError *err = NULL;
+
+    for (int i = 0; i < n; i++) {
+        g_autofree char *name = g_strdup_printf("deep-%d.qcow2", i);
+        g_autofree char *below = i ? g_strdup_printf("deep-%d.qcow2", i - 1)
+                                   : NULL;
+        g_free(top);
+        top = tmp_path(name);
+        create_img(top, 64 * KiB, below, "qcow2");
+    }
+    bs = bdrv_open(top, NULL, 0, &err);
+    ck_assert_ptr_null(bs);
+    /* one clear message, not one prefix per level */
+    ck_assert_str_eq(err->message, "Could not open backing file: backing "
+                     "chain is deeper than 64 images");
+    g_error_free(err);
+    /* the image one above the bottom opens: 64 images */
+    {
+        g_autofree char *ok = tmp_path("deep-63.qcow2");
+        bs = open_img(ok, 0);
+        ck_assert_int_eq(bdrv_chain_length(bs), 63);
+        bdrv_unref(bs);
+    }
+}
+END_TEST
+
+START_TEST(test_change_backing_and_names)
+{
+    g_autofree char *base = tmp_path("cb-base.qcow2");
+    g_autofree char *top = tmp_path("cb-top.qcow2");
+    g_autofree char *dir = tmp_path("cb-sub");
+    g_autofree char *deep = tmp_path("cb-sub/deep.qcow2");
+    BlockDriverState *bs, *b;
+    char *name;
+
+    create_img(base, 1 * MiB, NULL, NULL);
+    create_img(top, 1 * MiB, "cb-base.qcow2", "qcow2");
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    create_img(deep, 1 * MiB, "../cb-base.qcow2", "qcow2");
+
+    bs = open_img(deep, 0);
+    b = bdrv_get_backing(bs);
+    name = bdrv_backing_name_for(bs, b, true);
+    ck_assert_str_eq(name, "../cb-base.qcow2");
+    g_free(name);
+    name = bdrv_backing_name_for(bs, b, false);
+    ck_assert(g_path_is_absolute(name));
+    ck_assert(bdrv_is_file(b, name));
+    g_free(name);
+    ck_assert_ptr_eq(bdrv_find_backing_image(bs, "../cb-base.qcow2"), b);
+    ck_assert_ptr_eq(bdrv_find_backing_image(bs, base), b);
+    ck_assert_ptr_null(bdrv_find_backing_image(bs, "nosuch"));
+    /* a read-only node is reopened for the header write and back */
+    ck_assert(bdrv_is_read_only(b));
+    ck_assert(bdrv_change_backing_file(b, "x.qcow2", "raw", NULL));
+    ck_assert(bdrv_is_read_only(b));
+    ck_assert_str_eq(bdrv_get_backing_filename(b), "x.qcow2");
+    ck_assert(bdrv_change_backing_file(b, NULL, NULL, NULL));
+    ck_assert_ptr_null(bdrv_get_backing_filename(b));
+    bdrv_unref(bs);
+    check_clean(base);
+    ck_assert(!bdrv_backing_name_is_relative("/a"));
+    ck_assert(!bdrv_backing_name_is_relative("nbd:x"));
+    ck_assert(bdrv_backing_name_is_relative("dir/a:b"));
+}
+END_TEST
+
+START_TEST(test_make_empty)
+{
+    static const int64_t sizes[] = { 4 * MiB, 4 * MiB };
+    g_autofree char *top = make_chain("empty", 2, sizes, 7);
+    g_autofree char *base = layer_path("empty", 0);
+    BlockDriverState *bs = open_img(top, BDRV_O_RDWR);
+    BlockDriverState *b = open_img(base, 0);
+    g_autofree uint8_t *want = read_all(b, 4 * MiB);
+    g_autofree uint8_t *got = NULL;
+    int64_t pnum;
+
+    ck_assert(bdrv_make_empty(bs, NULL));
+    ck_assert_int_eq(bdrv_block_status(bs, 0, 4 * MiB, &pnum, NULL, NULL), 0);
+    ck_assert_int_eq(pnum, 4 * MiB);
+    got = read_all(bs, 4 * MiB);
+    assert_same(want, got, 4 * MiB, "emptied image");
+    bdrv_unref(bs);
+    bdrv_unref(b);
+    check_clean(top);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* External snapshots */
+
+static BlockBackend *device_on(const char *path)
+{
+    BlockDriverState *bs = open_img(path, BDRV_O_RDWR);
+    BlockBackend *blk = blk_new("dev0", bs);
+
+    bdrv_unref(bs);
+    return blk;
+}
+
+START_TEST(test_snapshot_basic)
+{
+    g_autofree char *base = tmp_path("es-base.qcow2");
+    g_autofree char *ov = tmp_path("es-ov.qcow2");
+    g_autofree char *abs_base = NULL;
+    BlockBackend *blk;
+    BlockDriverState *old, *top;
+    ExternalSnapshotParams p = { .snapshot_file = ov,
+                                 .snapshot_node_name = "ov1" };
+    GError *err = NULL;
+    uint8_t buf[4096];
+
+    create_img(base, 2 * MiB, NULL, NULL);
+    blk = device_on(base);
+    memset(buf, 0x55, sizeof(buf));
+    ck_assert_int_eq(blk_pwrite(blk, 0, sizeof(buf), buf), 0);
+    old = blk_bs(blk);
+    ck_assert_msg(external_snapshot_run(blk, &p, &err), "%s",
+                  err ? err->message : "");
+    top = blk_bs(blk);
+    ck_assert_ptr_ne(top, old);
+    ck_assert_str_eq(bdrv_get_node_name(top), "ov1");
+    ck_assert_ptr_eq(bdrv_get_backing(top), old);
+    ck_assert(bdrv_is_read_only(old));
+    ck_assert_int_eq(bdrv_getlength(top), 2 * MiB);
+    /* absolute path and format of the old image recorded */
+    abs_base = bdrv_get_absolute_filename(old);
+    ck_assert_str_eq(bdrv_get_backing_filename(top), abs_base);
+    ck_assert_str_eq(bdrv_get_backing_format(top), "qcow2");
+    memset(buf, 0x66, sizeof(buf));
+    ck_assert_int_eq(blk_pwrite(blk, 4096, sizeof(buf), buf), 0);
+    blk_unref(blk);
+
+    /* on disk: the old image has the first write only */
+    top = open_img(base, 0);
+    ck_assert_int_eq(bdrv_pread(top, 0, sizeof(buf), buf), 0);
+    ck_assert_int_eq(buf[0], 0x55);
+    ck_assert_int_eq(bdrv_pread(top, 4096, sizeof(buf), buf), 0);
+    ck_assert_int_eq(buf[0], 0);
+    bdrv_unref(top);
+    top = open_img(ov, 0);
+    ck_assert_int_eq(bdrv_pread(top, 0, sizeof(buf), buf), 0);
+    ck_assert_int_eq(buf[0], 0x55);
+    ck_assert_int_eq(bdrv_pread(top, 4096, sizeof(buf), buf), 0);
+    ck_assert_int_eq(buf[0], 0x66);
+    bdrv_unref(top);
+    check_clean(base);
+    check_clean(ov);
+}
+END_TEST
+
+typedef struct SeqWriter {
+    BlockBackend *blk;
+    gint stop;
+    int n;                      /* writes completed */
+} SeqWriter;
+
+#define SEQ_STRIDE (64 * KiB)
+#define SEQ_MAX 200
+
+/* Write i puts its sequence number into block i (one per cluster). */
+static gpointer seq_writer(gpointer opaque)
+{
+    SeqWriter *w = opaque;
+    uint8_t buf[4096];
+
+    while (!g_atomic_int_get(&w->stop) && w->n < SEQ_MAX) {
+        memset(buf, 0, sizeof(buf));
+        snprintf((char *)buf, sizeof(buf), "seq %d", w->n + 1);
+        ck_assert_int_eq(blk_pwrite(w->blk, (int64_t)w->n * SEQ_STRIDE,
+                                    sizeof(buf), buf), 0);
+        g_atomic_int_inc(&w->n);
+        g_usleep(200);
+    }
+    return NULL;
+}
+
+/* Whether `bs` itself (not its backing) holds write i. */
+static bool holds_write(BlockDriverState *bs, int i)
+{
+    char buf[64] = { 0 }, want[64];
+    int64_t pnum;
+    int ret = bdrv_block_status(bs, (int64_t)i * SEQ_STRIDE, 4096, &pnum,
+                                NULL, NULL);
+
+    ck_assert_int_ge(ret, 0);
+    if (!(ret & BDRV_BLOCK_ALLOCATED)) {
+        return false;
+    }
+    ck_assert_int_eq(bdrv_pread(bs, (int64_t)i * SEQ_STRIDE, sizeof(buf) - 1,
+                                buf), 0);
+    snprintf(want, sizeof(want), "seq %d", i + 1);
+    return !strcmp(buf, want);
+}
+
+START_TEST(test_snapshot_concurrent_writer)
+{
+    g_autofree char *base = tmp_path("cw-base.qcow2");
+    g_autofree char *ov = tmp_path("cw-ov.qcow2");
+    ExternalSnapshotParams p = { .snapshot_file = ov };
+    SeqWriter w = { 0 };
+    BlockBackend *blk;
+    BlockDriverState *old, *top;
+    GThread *t;
+    GError *err = NULL;
+    int before, after, cut = -1;
+
+    create_img(base, SEQ_MAX * SEQ_STRIDE, NULL, NULL);
+    blk = device_on(base);
+    w.blk = blk;
+    t = g_thread_new("writer", seq_writer, &w);
+    while (g_atomic_int_get(&w.n) < SEQ_MAX / 4) {
+        g_usleep(1000);
+    }
+    before = g_atomic_int_get(&w.n);
+    ck_assert_msg(external_snapshot_run(blk, &p, &err), "%s",
+                  err ? err->message : "");
+    after = g_atomic_int_get(&w.n);
+    g_thread_join(t);
+    ck_assert_int_eq(w.n, SEQ_MAX);
+    top = blk_bs(blk);
+    old = bdrv_get_backing(top);
+
+    /* A prefix of the writes is in the old image only, the rest in the
+     * overlay only; the cut lies where the switch happened. */
+    for (int i = 0; i < SEQ_MAX; i++) {
+        bool in_old = holds_write(old, i), in_top = holds_write(top, i);
+        ck_assert_msg(in_old != in_top, "write %d: old %d, overlay %d", i,
+                      in_old, in_top);
+        if (in_top && cut < 0) {
+            cut = i;
+        }
+        ck_assert_msg(cut < 0 || in_top, "write %d in the old image after "
+                      "write %d went to the overlay", i, cut);
+    }
+    ck_assert_int_ge(cut, before);
+    ck_assert_int_le(cut, after + 1);
+    blk_unref(blk);
+    check_clean(base);
+    check_clean(ov);
+}
+END_TEST
+
+static char *file_digest(const char *path)
+{
+    g_autofree char *data = NULL;
+    gsize len = 0;
+
+    ck_assert(g_file_get_contents(path, &data, &len, NULL));
+    return g_compute_checksum_for_data(G_CHECKSUM_SHA256, (guchar *)data,
+                                       len);
+}
+
+static int count_files(void)
+{
+    GDir *d = g_dir_open(tmpdir, 0, NULL);
+    int n = 0;
+
+    while (g_dir_read_name(d)) {
+        n++;
+    }
+    g_dir_close(d);
+    return n;
+}
+
+/* After an undo: the device writes to the old image, which is writable. */
+static void assert_device_on(BlockBackend *blk, BlockDriverState *old)
+{
+    uint8_t buf[512];
+
+    ck_assert_ptr_eq(blk_bs(blk), old);
+    ck_assert(!bdrv_is_read_only(old));
+    ck_assert_ptr_null(bdrv_get_backing(old));
+    memset(buf, 0x77, sizeof(buf));
+    ck_assert_int_eq(blk_pwrite(blk, 0, sizeof(buf), buf), 0);
+}
+
+/*
+ * Undo after each phase, for a new file, an existing file replaced at the
+ * commit point, and mode existing without a backing link.
+ * phase: 0 = after check, 1 = after do, 2 = after invalidate.
+ */
+static void undo_case(int kind, int phase)
+{
+    g_autofree char *bname = g_strdup_printf("ud%d%d-base.qcow2", kind, phase);
+    g_autofree char *oname = g_strdup_printf("ud%d%d-ov.qcow2", kind, phase);
+    g_autofree char *base = tmp_path(bname);
+    g_autofree char *ov = tmp_path(oname);
+    g_autofree char *digest = NULL;
+    ExternalSnapshotParams p = { .snapshot_file = ov };
+    BlockBackend *blk;
+    BlockDriverState *old;
+    ExternalSnapshot *es;
+    GError *err = NULL;
+    int files;
+
+    create_img(base, 1 * MiB, NULL, NULL);
+    if (kind == 1) {
+        ck_assert(g_file_set_contents(ov, "precious", -1, NULL));
+    } else if (kind == 2) {
+        create_img(ov, 1 * MiB, NULL, NULL);
+        p.mode = EXTERNAL_SNAPSHOT_MODE_EXISTING;
+    }
+    digest = kind ? file_digest(ov) : NULL;
+    files = count_files();
+    blk = device_on(base);
+    old = blk_bs(blk);
+    es = external_snapshot_new(blk, &p);
+    ck_assert(external_snapshot_check(es, &err));
+    if (phase >= 1) {
+        ck_assert_msg(external_snapshot_do(es, &err), "%s",
+                      err ? err->message : "");
+        ck_assert_ptr_eq(blk_bs(blk), old);
+        if (kind == 1) {
+            /* the existing file is untouched until the commit point */
+            g_autofree char *d = file_digest(ov);
+            ck_assert_str_eq(d, digest);
+        }
+    }
+    if (phase >= 2) {
+        ck_assert_msg(external_snapshot_invalidate(es, &err), "%s",
+                      err ? err->message : "");
+        ck_assert_ptr_ne(blk_bs(blk), old);
+        ck_assert(bdrv_is_read_only(old));
+        if (kind == 2) {
+            BlockDriverState *top = blk_bs(blk);
+            ck_assert_ptr_nonnull(bdrv_get_backing_filename(top));
+        }
+    }
+    ck_assert(external_snapshot_cancel(es, &err));
+    external_snapshot_clean(es);
+    assert_device_on(blk, old);
+    blk_unref(blk);
+    ck_assert_int_eq(count_files(), files);
+    if (kind == 0) {
+        ck_assert(!g_file_test(ov, G_FILE_TEST_EXISTS));
+    } else {
+        g_autofree char *d = file_digest(ov);
+        ck_assert_str_eq(d, digest);
+    }
+    check_clean(base);
+}
+
+START_TEST(test_snapshot_undo)
+{
+    undo_case(_i / 3, _i % 3);
+}
+END_TEST
+
+START_TEST(test_snapshot_replace_existing)
+{
+    g_autofree char *base = tmp_path("rp-base.qcow2");
+    g_autofree char *ov = tmp_path("rp-ov.qcow2");
+    ExternalSnapshotParams p = { .snapshot_file = ov };
+    BlockBackend *blk;
+    GError *err = NULL;
+    int files;
+
+    create_img(base, 1 * MiB, NULL, NULL);
+    ck_assert(g_file_set_contents(ov, "old content", -1, NULL));
+    files = count_files();
+    blk = device_on(base);
+    ck_assert_msg(external_snapshot_run(blk, &p, &err), "%s",
+                  err ? err->message : "");
+    ck_assert_str_eq(bdrv_get_filename(blk_bs(blk)), ov);
+    ck_assert_int_eq(blk_pwrite(blk, 0, 3, "abc"), 0);
+    blk_unref(blk);
+    /* replaced, and no hidden file left behind */
+    ck_assert_int_eq(count_files(), files);
+    check_clean(ov);
+}
+END_TEST
+
+START_TEST(test_snapshot_bad_input)
+{
+    g_autofree char *base = tmp_path("bi-base.qcow2");
+    g_autofree char *small = tmp_path("bi-small.qcow2");
+    g_autofree char *other = tmp_path("bi-other.qcow2");
+    g_autofree char *wrong = tmp_path("bi-wrong.qcow2");
+    g_autofree char *good = tmp_path("bi-good.qcow2");
+    g_autofree char *dir = tmp_path("bi-dir");
+    g_autofree char *missing = tmp_path("bi-missing.qcow2");
+    BlockBackend *blk;
+    BlockDriverState *old;
+    GError *err = NULL;
+    struct {
+        const char *file;
+        ExternalSnapshotMode mode;
+        const char *format;
+        const char *want;
+    } cases[] = {
+        { small, EXTERNAL_SNAPSHOT_MODE_EXISTING, NULL, "is smaller" },
+        { wrong, EXTERNAL_SNAPSHOT_MODE_EXISTING, NULL,
+          "is not the current image of device 'dev0'" },
+        { missing, EXTERNAL_SNAPSHOT_MODE_EXISTING, NULL,
+          "No such file or directory" },
+        { dir, EXTERNAL_SNAPSHOT_MODE_ABSOLUTE_PATHS, NULL,
+          "is not a regular file" },
+        { base, EXTERNAL_SNAPSHOT_MODE_ABSOLUTE_PATHS, NULL,
+          "The overlay is already in use" },
+        { base, EXTERNAL_SNAPSHOT_MODE_EXISTING, NULL,
+          "The overlay is already in use" },
+        { good, EXTERNAL_SNAPSHOT_MODE_ABSOLUTE_PATHS, "raw",
+          "Backing file not supported for file format 'raw'" },
+        { good, EXTERNAL_SNAPSHOT_MODE_ABSOLUTE_PATHS, "nosuchfmt",
+          "Unknown file format 'nosuchfmt'" },
+        { "", EXTERNAL_SNAPSHOT_MODE_ABSOLUTE_PATHS, NULL,
+          "Parameter 'snapshot-file' is missing" },
+    };
+    int files;
+
+    create_img(base, 2 * MiB, NULL, NULL);
+    create_img(small, 1 * MiB, NULL, NULL);
+    create_img(other, 2 * MiB, NULL, NULL);
+    create_img(wrong, 2 * MiB, "bi-other.qcow2", "qcow2");
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    files = count_files();
+    blk = device_on(base);
+    old = blk_bs(blk);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        ExternalSnapshotParams p = { .snapshot_file = cases[i].file,
+                                     .mode = cases[i].mode,
+                                     .format = cases[i].format };
+        ck_assert(!external_snapshot_run(blk, &p, &err));
+        ck_assert_msg(strstr(err->message, cases[i].want),
+                      "case %zu: '%s' lacks '%s'", i, err->message,
+                      cases[i].want);
+        g_clear_error(&err);
+        assert_device_on(blk, old);
+    }
+    /* the node name is taken */
+    {
+        ExternalSnapshotParams p = { .snapshot_file = good,
+                                     .snapshot_node_name =
+                                         bdrv_get_node_name(old) };
+        ck_assert(!external_snapshot_run(blk, &p, &err));
+        ck_assert_str_eq(err->message, "New overlay node-name already in use");
+        g_clear_error(&err);
+    }
+    ck_assert_int_eq(count_files(), files);
+    blk_unref(blk);
+}
+END_TEST
+
+START_TEST(test_snapshot_existing_with_link)
+{
+    g_autofree char *base = tmp_path("ex-base.qcow2");
+    g_autofree char *ov = tmp_path("ex-ov.qcow2");
+    ExternalSnapshotParams p = { .snapshot_file = ov,
+                                 .mode = EXTERNAL_SNAPSHOT_MODE_EXISTING };
+    BlockBackend *blk;
+    GError *err = NULL;
+
+    create_img(base, 2 * MiB, NULL, NULL);
+    /* larger than the device, recording it by a relative name */
+    create_img(ov, 4 * MiB, "ex-base.qcow2", "qcow2");
+    blk = device_on(base);
+    ck_assert_msg(external_snapshot_run(blk, &p, &err), "%s",
+                  err ? err->message : "");
+    ck_assert_str_eq(bdrv_get_backing_filename(blk_bs(blk)), "ex-base.qcow2");
+    ck_assert_int_eq(blk_getlength(blk), 4 * MiB);
+    blk_unref(blk);
+}
+END_TEST
+
+START_TEST(test_snapshot_busy_device)
+{
+    static const int64_t sizes[] = { 4 * MiB, 4 * MiB };
+    g_autofree char *top = make_chain("busy", 2, sizes, 3);
+    g_autofree char *ov = tmp_path("busy-ov.qcow2");
+    BlockBackend *blk = device_on(top);
+    CommitOptions co = { .job.speed = 1 * MiB };
+    ExternalSnapshotParams p = { .snapshot_file = ov };
+    GError *err = NULL;
+    BlockJob *job;
+
+    job = commit_start("job0", blk, NULL, NULL, &co, &err);
+    ck_assert_ptr_nonnull(job);
+    ck_assert(!external_snapshot_run(blk, &p, &err));
+    ck_assert_msg(strstr(err->message, "is busy: block device is in use by "
+                         "block job: commit"), "%s", err->message);
+    g_clear_error(&err);
+    ck_assert_ptr_null(commit_start("job1", blk, NULL, NULL, &co, &err));
+    g_clear_error(&err);
+    block_job_cancel(job);
+    ck_assert_int_eq(block_job_wait(job, NULL), -ECANCELED);
+    blk_unref(blk);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Commit and stream */
+
+typedef struct ChainCase {
+    int depth;
+    int64_t sizes[5];
+} ChainCase;
+
+static const ChainCase chain_cases[] = {
+    { 2, { 4 * MiB, 4 * MiB } },
+    { 2, { 4 * MiB, 6 * MiB } },                 /* overlay bigger */
+    { 2, { 6 * MiB, 3 * MiB } },                 /* overlay smaller */
+    { 3, { 4 * MiB, 3 * MiB, 5 * MiB } },
+    { 5, { 2 * MiB, 5 * MiB, 3 * MiB, 4 * MiB, 6 * MiB } },
+    { 5, { 6 * MiB, 4 * MiB, 4 * MiB, 2 * MiB, 3 * MiB } },
+};
+
+static gpointer run_job_to_end(BlockJob *job, int want)
+{
+    GError *err = NULL;
+    int ret = block_job_wait(job, &err);
+
+    ck_assert_msg(ret == want, "job returned %d (%s), wanted %d", ret,
+                  err ? err->message : "", want);
+    g_clear_error(&err);
+    return NULL;
+}
+
+/*
+ * Commit layers [top_i, base_i) of a chain; top_i == depth-1 is an active
+ * commit.  The device reads the same afterwards, the merged layers are
+ * gone, and the files on disk form a chain that reads the same.
+ */
+static void commit_case(const ChainCase *c, int top_i, int base_i, int seed)
+{
+    g_autofree char *prefix = g_strdup_printf("cm%d", seed);
+    g_autofree char *top_path = make_chain(prefix, c->depth, c->sizes, seed);
+    BlockBackend *blk = device_on(top_path);
+    int64_t len = blk_getlength(blk);
+    g_autofree uint8_t *want = blk_read_all(blk, len);
+    g_autofree uint8_t *got = NULL;
+    BlockDriverState *root = blk_bs(blk);
+    BlockDriverState *top = layer(root, c->depth, top_i);
+    BlockDriverState *base = layer(root, c->depth, base_i);
+    BlockDriverState *above = top_i + 1 < c->depth ?
+                              layer(root, c->depth, top_i + 1) : NULL;
+    CommitOptions co = { .auto_complete = true };
+    GError *err = NULL;
+    BlockJob *job;
+    bool active = top_i == c->depth - 1;
+
+    job = commit_start(NULL, blk, top, base, &co, &err);
+    ck_assert_msg(job, "%s", err ? err->message : "");
+    run_job_to_end(job, 0);
+    got = blk_read_all(blk, len);
+    assert_same(want, got, len, "device after commit");
+    if (active) {
+        ck_assert_ptr_eq(blk_bs(blk), base);
+        ck_assert(!bdrv_is_read_only(base));
+    } else {
+        ck_assert_ptr_eq(bdrv_get_backing(above), base);
+        ck_assert_int_eq(bdrv_chain_length(blk_bs(blk)),
+                         c->depth - 1 - (top_i - base_i));
+        ck_assert(bdrv_is_read_only(base));
+    }
+    blk_unref(blk);
+
+    /* On disk: the chain from the top file reads the same, and so does
+     * base alone after an active commit. */
+    for (int i = 0; i < c->depth; i++) {
+        g_autofree char *p = layer_path(prefix, i);
+        check_clean(p);
+    }
+    {
+        g_autofree char *bp = layer_path(prefix, base_i);
+        BlockDriverState *bs = open_img(active ? bp : top_path, 0);
+        g_autofree uint8_t *disk = read_all(bs, len);
+        assert_same(want, disk, len, "chain on disk after commit");
+        bdrv_unref(bs);
+    }
+}
+
+START_TEST(test_commit_active)
+{
+    const ChainCase *c = &chain_cases[_i];
+    commit_case(c, c->depth - 1, 0, 100 + _i);
+}
+END_TEST
+
+START_TEST(test_commit_intermediate)
+{
+    const ChainCase *c = &chain_cases[_i];
+    if (c->depth < 3) {
+        /* top is the layer below the active one, into the bottom */
+        return;
+    }
+    commit_case(c, c->depth - 2, 0, 200 + _i);
+    if (c->depth == 5) {
+        commit_case(c, 3, 1, 300 + _i);
+        commit_case(c, 2, 1, 400 + _i);
+    }
+}
+END_TEST
+
+static void stream_case(const ChainCase *c, int base_i, int seed)
+{
+    g_autofree char *prefix = g_strdup_printf("st%d", seed);
+    g_autofree char *top_path = make_chain(prefix, c->depth, c->sizes, seed);
+    BlockBackend *blk = device_on(top_path);
+    int64_t len = blk_getlength(blk);
+    g_autofree uint8_t *want = blk_read_all(blk, len);
+    g_autofree uint8_t *got = NULL;
+    BlockDriverState *root = blk_bs(blk);
+    BlockDriverState *base = base_i >= 0 ? layer(root, c->depth, base_i)
+                                         : NULL;
+    GError *err = NULL;
+    BlockJob *job;
+
+    job = stream_start(NULL, blk, NULL, base, NULL, &err);
+    ck_assert_msg(job, "%s", err ? err->message : "");
+    run_job_to_end(job, 0);
+    ck_assert_ptr_eq(bdrv_get_backing(root), base);
+    got = blk_read_all(blk, len);
+    assert_same(want, got, len, "device after stream");
+    blk_unref(blk);
+    check_clean(top_path);
+    {
+        BlockDriverState *bs = open_img(top_path, 0);
+        g_autofree uint8_t *disk = read_all(bs, len);
+        ck_assert_int_eq(bdrv_chain_length(bs), base_i + 1);
+        assert_same(want, disk, len, "chain on disk after stream");
+        bdrv_unref(bs);
+    }
+}
+
+START_TEST(test_stream)
+{
+    const ChainCase *c = &chain_cases[_i];
+    stream_case(c, -1, 500 + _i);
+    if (c->depth > 2) {
+        stream_case(c, 0, 600 + _i);
+        stream_case(c, c->depth - 3, 700 + _i);
+    }
+}
+END_TEST
+
+/* Cancel while a slow job runs: the chain still reads the same. */
+static void cancel_case(bool commit, bool active)
+{
+    static const int64_t sizes[] = { 8 * MiB, 6 * MiB, 8 * MiB };
+    g_autofree char *prefix = g_strdup_printf("cx%d%d", commit, active);
+    g_autofree char *top_path = make_chain(prefix, 3, sizes, 42);
+    BlockBackend *blk = device_on(top_path);
+    int64_t len = blk_getlength(blk);
+    g_autofree uint8_t *want = blk_read_all(blk, len);
+    g_autofree uint8_t *got = NULL;
+    BlockDriverState *root = blk_bs(blk);
+    BlockDriverState *bottom = layer(root, 3, 0);
+    BlockJobInfo info;
+    GError *err = NULL;
+    BlockJob *job;
+
+    if (commit) {
+        CommitOptions co = { .job.speed = 8 * MiB, .auto_complete = true };
+        job = commit_start(NULL, blk, active ? root : layer(root, 3, 1),
+                           bottom, &co, &err);
+    } else {
+        StreamOptions so = { .job.speed = 8 * MiB };
+        job = stream_start(NULL, blk, NULL, NULL, &so, &err);
+    }
+    ck_assert_msg(job, "%s", err ? err->message : "");
+    g_usleep(300000);
+    block_job_get_info(job, &info);
+    ck_assert_int_gt(info.offset, 0);
+    ck_assert_int_lt(info.offset, info.len);
+    block_job_cancel(job);
+    run_job_to_end(job, -ECANCELED);
+    ck_assert_ptr_eq(blk_bs(blk), root);
+    ck_assert_int_eq(bdrv_chain_length(root), 2);
+    ck_assert(bdrv_is_read_only(bottom));
+    got = blk_read_all(blk, len);
+    assert_same(want, got, len, "device after cancel");
+    blk_unref(blk);
+    for (int i = 0; i < 3; i++) {
+        g_autofree char *p = layer_path(prefix, i);
+        check_clean(p);
+    }
+    {
+        BlockDriverState *bs = open_img(top_path, 0);
+        g_autofree uint8_t *disk = read_all(bs, len);
+        assert_same(want, disk, len, "chain on disk after cancel");
+        bdrv_unref(bs);
+    }
+}
+
+START_TEST(test_cancel)
+{
+    cancel_case(_i != 0, _i == 2);
+}
+END_TEST
+
+/* A writer thread keeps writing sequenced blocks during an active commit
+ * (or a stream); none may be lost. */
+static void writer_case(bool commit)
+{
+    static const int64_t sizes[] = { 16 * MiB, 16 * MiB };
+    g_autofree char *prefix = g_strdup_printf("wr%d", commit);
+    g_autofree char *top_path = make_chain(prefix, 2, sizes, 9);
+    BlockBackend *blk = device_on(top_path);
+    int64_t len = blk_getlength(blk);
+    g_autofree uint8_t *want = blk_read_all(blk, len);
+    g_autofree uint8_t *got = NULL;
+    BlockDriverState *root = blk_bs(blk);
+    BlockDriverState *bottom = bdrv_get_backing(root);
+    SeqWriter w = { .blk = blk };
+    GError *err = NULL;
+    BlockJob *job;
+    GThread *t;
+
+    t = g_thread_new("writer", seq_writer, &w);
+    if (commit) {
+        CommitOptions co = { .job.speed = 32 * MiB };
+        job = commit_start(NULL, blk, NULL, NULL, &co, &err);
+    } else {
+        StreamOptions so = { .job.speed = 32 * MiB };
+        job = stream_start(NULL, blk, NULL, NULL, &so, &err);
+    }
+    ck_assert_msg(job, "%s", err ? err->message : "");
+    if (commit) {
+        BlockJobInfo info;
+        do {
+            g_usleep(10000);
+            block_job_get_info(job, &info);
+        } while (!info.ready);
+        g_usleep(20000);        /* some writes while READY */
+        ck_assert(block_job_complete(job, NULL));
+    }
+    run_job_to_end(job, 0);
+    g_thread_join(t);
+    for (int i = 0; i < w.n; i++) {
+        memset(want + (int64_t)i * SEQ_STRIDE, 0, 4096);
+        snprintf((char *)want + (int64_t)i * SEQ_STRIDE, 4096, "seq %d",
+                 i + 1);
+    }
+    got = blk_read_all(blk, len);
+    assert_same(want, got, len, "device after job with writer");
+    ck_assert_ptr_eq(blk_bs(blk), commit ? bottom : root);
+    blk_unref(blk);
+    {
+        g_autofree char *p = commit ? layer_path(prefix, 0)
+                                    : g_strdup(top_path);
+        BlockDriverState *bs = open_img(p, 0);
+        g_autofree uint8_t *disk = read_all(bs, len);
+        assert_same(want, disk, len, "image on disk after job with writer");
+        bdrv_unref(bs);
+        check_clean(p);
+    }
+}
+
+START_TEST(test_job_with_writer)
+{
+    writer_case(_i == 0);
+}
+END_TEST
+
+START_TEST(test_job_bad_args)
+{
+    static const int64_t sizes[] = { 2 * MiB, 2 * MiB, 2 * MiB };
+    g_autofree char *top = make_chain("ja", 3, sizes, 5);
+    BlockBackend *blk = device_on(top);
+    BlockDriverState *root = blk_bs(blk);
+    BlockDriverState *mid = bdrv_get_backing(root);
+    GError *err = NULL;
+
+    ck_assert_ptr_null(commit_start(NULL, blk, mid, mid, NULL, &err));
+    ck_assert_str_eq(err->message, "cannot commit an image into itself");
+    g_clear_error(&err);
+    ck_assert_ptr_null(commit_start(NULL, blk, mid, root, NULL, &err));
+    ck_assert(strstr(err->message, "is not in this backing file chain"));
+    g_clear_error(&err);
+    ck_assert_ptr_null(stream_start(NULL, blk, mid, root, NULL, &err));
+    ck_assert(strstr(err->message, "is not in the backing chain of"));
+    g_clear_error(&err);
+    {
+        BlockJob *job = commit_start("same", blk, mid, NULL, NULL, &err);
+        BlockBackend *blk2 = device_on(top);
+        ck_assert_ptr_nonnull(job);
+        ck_assert_ptr_null(stream_start("same", blk2, NULL, NULL, NULL, &err));
+        ck_assert_str_eq(err->message, "Job ID 'same' already in use");
+        g_clear_error(&err);
+        ck_assert(!block_job_complete(job, &err));
+        g_clear_error(&err);
+        run_job_to_end(job, 0);
+        blk_unref(blk2);
+    }
+    blk_unref(blk);
+}
+END_TEST
+
+static Suite *chain_suite(void)
+{
+    Suite *s = suite_create("chain");
+    TCase *open = tcase_create("open");
+    TCase *snap = tcase_create("external-snapshot");
+    TCase *jobs = tcase_create("jobs");
+
+    tcase_add_test(open, test_open_chain_relative);
+    tcase_add_test(open, test_open_backing_option);
+    tcase_add_test(open, test_open_bad_chains);
+    tcase_add_test(open, test_open_too_deep);
+    tcase_add_test(open, test_change_backing_and_names);
+    tcase_add_test(open, test_make_empty);
+    suite_add_tcase(s, open);
+
+    tcase_add_test(snap, test_snapshot_basic);
+    tcase_add_test(snap, test_snapshot_concurrent_writer);
+    tcase_add_loop_test(snap, test_snapshot_undo, 0, 9);
+    tcase_add_test(snap, test_snapshot_replace_existing);
+    tcase_add_test(snap, test_snapshot_bad_input);
+    tcase_add_test(snap, test_snapshot_existing_with_link);
+    tcase_add_test(snap, test_snapshot_busy_device);
+    suite_add_tcase(s, snap);
+
+    tcase_set_timeout(jobs, 240);
+    tcase_add_loop_test(jobs, test_commit_active, 0,
+                        G_N_ELEMENTS(chain_cases));
+    tcase_add_loop_test(jobs, test_commit_intermediate, 0,
+                        G_N_ELEMENTS(chain_cases));
+    tcase_add_loop_test(jobs, test_stream, 0, G_N_ELEMENTS(chain_cases));
+    tcase_add_loop_test(jobs, test_cancel, 0, 3);
+    tcase_add_loop_test(jobs, test_job_with_writer, 0, 2);
+    tcase_add_test(jobs, test_job_bad_args);
+    suite_add_tcase(s, jobs);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(chain_suite());
+    const char *base = g_file_test("/dev/shm", G_FILE_TEST_IS_DIR) ?
+                       "/dev/shm" : g_get_tmp_dir();
+    g_autofree char *tmpl = g_build_filename(base, "strata-chain-XXXXXX",
+                                             NULL);
+    int failed;
+
+    tmpdir = g_mkdtemp(g_strdup(tmpl));
+    if (!tmpdir) {
+        perror("mkdtemp");
+        return 1;
+    }
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    {
+        g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", tmpdir);
+        if (system(cmd) != 0) {
+            /* best effort */
+        }
+    }
+    g_free(tmpdir);
+    return failed ? 1 : 0;
+}
