@@ -113,6 +113,10 @@ int bdrv_block_status_between(BlockDriverState *top, BlockDriverState *base,
 
     *pnum = 0;
     *decider = NULL;
+    if (top == base) {
+        *pnum = bytes;          /* nothing above base */
+        return 0;
+    }
     for (;;) {
         int64_t len = bdrv_getlength(p);
         int64_t n = 0;

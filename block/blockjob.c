@@ -226,6 +226,20 @@ bool block_job_set_speed(BlockJob *job, int64_t speed, GError **errp)
     return true;
 }
 
+bool block_job_wait_concluded(BlockJob *job, int64_t timeout_us)
+{
+    int64_t end = g_get_monotonic_time() + timeout_us;
+    bool done;
+
+    g_mutex_lock(&job->lock);
+    while (job->status != BLOCK_JOB_STATUS_CONCLUDED &&
+           g_cond_wait_until(&job->cond, &job->lock, end)) {
+    }
+    done = job->status == BLOCK_JOB_STATUS_CONCLUDED;
+    g_mutex_unlock(&job->lock);
+    return done;
+}
+
 int block_job_wait(BlockJob *job, GError **errp)
 {
     int ret;

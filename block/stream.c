@@ -30,6 +30,41 @@ typedef struct StreamJob {
     uint8_t *buf;
 } StreamJob;
 
+/* Zeroes top over [off, off+bytes) where base, once top's backing file,
+ * would not read zeroes (without a base, top alone reads zeroes there). */
+static int stream_zero(StreamJob *s, int64_t off, int64_t bytes)
+{
+    int64_t base_len, end;
+
+    if (!s->base) {
+        return 0;
+    }
+    base_len = bdrv_getlength(s->base);
+    if (base_len < 0) {
+        return (int)base_len;
+    }
+    end = MIN(off + bytes, base_len);
+    while (off < end) {
+        int64_t n = 0;
+        int ret = bdrv_block_status_above(s->base, off, end - off, &n, NULL,
+                                          NULL, NULL);
+        if (ret < 0) {
+            return ret;
+        }
+        if (n <= 0) {
+            return -EIO;
+        }
+        if (!(ret & BDRV_BLOCK_ZERO)) {
+            ret = bdrv_pwrite_zeroes(s->top, off, n, 0);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        off += n;
+    }
+    return 0;
+}
+
 /* One step at off: copies at most STREAM_CHUNK bytes; *done says how far
  * it got. */
 static int stream_step(StreamJob *s, int64_t off, int64_t *done,
@@ -61,8 +96,7 @@ static int stream_step(StreamJob *s, int64_t off, int64_t *done,
         return 0;               /* comes from base (or zeroes without) */
     }
     if (ret & BDRV_BLOCK_ZERO) {
-        /* Without a base, top alone reads zeroes here anyway. */
-        ret = s->base ? bdrv_pwrite_zeroes(s->top, off, n, 0) : 0;
+        ret = stream_zero(s, off, n);
     } else {
         ret = bdrv_pread(decider, off, n, s->buf);
         if (ret < 0) {

@@ -68,6 +68,8 @@ void block_job_cancel(BlockJob *job);
 /* Asks a READY job to finish (pivot). */
 bool block_job_complete(BlockJob *job, GError **errp);
 bool block_job_set_speed(BlockJob *job, int64_t speed, GError **errp);
+/* Waits up to timeout_us for the job to conclude; true if it has. */
+bool block_job_wait_concluded(BlockJob *job, int64_t timeout_us);
 /*
  * Waits for the job to end, frees it and returns 0 on success,
  * -ECANCELED if it was cancelled, or -errno with *errp set.

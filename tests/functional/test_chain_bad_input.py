@@ -121,16 +121,14 @@ def fifo_case():
 
 
 def loop_case():
+    common.skip_if_qemu_tools('qemu-img 7.2 map hangs on a backing loop')
     with chainlib.ShmDir() as d:
         t = common.tools()
         a = os.path.join(d, 'a.qcow2')
         b = os.path.join(d, 'b.qcow2')
         chainlib.create(t.img, a, MiB, backing='b.qcow2', unsafe=True)
         chainlib.create(t.img, b, MiB, backing='a.qcow2', unsafe=True)
-        if t.are_qemu:
-            want = []
-        else:
-            want = ['backing chain loop']
+        want = ['backing chain loop']
         for top in (a, b):
             all_openers(top, want, d, opens_backing_for_info=False)
         expect_error([t.img, 'info', '--backing-chain', a],
@@ -148,7 +146,8 @@ def deep_case():
         top = None
         for i in range(65):
             top = os.path.join(d, 'd%02d.qcow2' % i)
-            chainlib.create(t.img, top, MiB,
+            # (made by qemu-img: faster than a sanitized build)
+            chainlib.create(t.qemu_img, top, MiB,
                             backing='d%02d.qcow2' % (i - 1) if i else None,
                             unsafe=True)
         want = ['backing chain is deeper than 64 images']
@@ -173,7 +172,7 @@ def create_case():
                  ('base.raw', 'qcow2', 'Image is not in qcow2 format'),
                  ('adir', 'qcow2', 'adir')]
         if not t.are_qemu:
-            cases.append(('/dev/null', 'raw', 'is not a regular file'))
+            cases.append(('/dev/null', 'raw', 'regular file'))
         for backing, fmt, want in cases:
             expect_error([t.img, 'create', '-f', 'qcow2', '-b', backing, '-F',
                           fmt, ov], [want], d)

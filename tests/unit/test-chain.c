@@ -211,7 +211,8 @@ START_TEST(test_open_chain_relative)
 
     /* backing nodes are read-only, the top is not */
     ck_assert(!bdrv_is_read_only(bs));
-    for (BlockDriverState *p = bdrv_get_backing(bs); p; p = bdrv_get_backing(p)) {
+    for (BlockDriverState *p = bdrv_get_backing(bs); p;
+         p = bdrv_get_backing(p)) {
         ck_assert(bdrv_is_read_only(p));
         ck_assert_int_eq(bdrv_pwrite(p, 0, 1, "x"), -EPERM);
     }
@@ -1012,8 +1013,14 @@ static void cancel_case(bool commit, bool active)
         job = stream_start(NULL, blk, NULL, NULL, &so, &err);
     }
     ck_assert_msg(job, "%s", err ? err->message : "");
-    g_usleep(300000);
-    block_job_get_info(job, &info);
+    /* 8 MiB at 8 MiB/s: a second to catch it in the middle */
+    for (int i = 0; i < 500; i++) {
+        block_job_get_info(job, &info);
+        if (info.offset > 0) {
+            break;
+        }
+        g_usleep(10000);
+    }
     ck_assert_int_gt(info.offset, 0);
     ck_assert_int_lt(info.offset, info.len);
     block_job_cancel(job);
@@ -1042,6 +1049,31 @@ START_TEST(test_cancel)
 }
 END_TEST
 
+typedef struct EventLog {
+    int ready, completed, cancelled;
+    bool progress_done;          /* offset == len when completed */
+} EventLog;
+
+static void log_event(BlockJob *job, BlockJobEvent ev, void *opaque)
+{
+    EventLog *l = opaque;
+    BlockJobInfo info;
+
+    block_job_get_info(job, &info);
+    switch (ev) {
+    case BLOCK_JOB_EVENT_READY:
+        l->ready++;
+        break;
+    case BLOCK_JOB_EVENT_COMPLETED:
+        l->completed++;
+        l->progress_done = info.offset == info.len && info.len > 0;
+        break;
+    case BLOCK_JOB_EVENT_CANCELLED:
+        l->cancelled++;
+        break;
+    }
+}
+
 /* A writer thread keeps writing sequenced blocks during an active commit
  * (or a stream); none may be lost. */
 static void writer_case(bool commit)
@@ -1056,16 +1088,21 @@ static void writer_case(bool commit)
     BlockDriverState *root = blk_bs(blk);
     BlockDriverState *bottom = bdrv_get_backing(root);
     SeqWriter w = { .blk = blk };
+    EventLog events = { 0 };
     GError *err = NULL;
     BlockJob *job;
     GThread *t;
 
     t = g_thread_new("writer", seq_writer, &w);
     if (commit) {
-        CommitOptions co = { .job.speed = 32 * MiB };
+        CommitOptions co = { .job = { .speed = 32 * MiB,
+                                      .event_cb = log_event,
+                                      .opaque = &events } };
         job = commit_start(NULL, blk, NULL, NULL, &co, &err);
     } else {
-        StreamOptions so = { .job.speed = 32 * MiB };
+        StreamOptions so = { .job = { .speed = 32 * MiB,
+                                      .event_cb = log_event,
+                                      .opaque = &events } };
         job = stream_start(NULL, blk, NULL, NULL, &so, &err);
     }
     ck_assert_msg(job, "%s", err ? err->message : "");
@@ -1080,6 +1117,10 @@ static void writer_case(bool commit)
     }
     run_job_to_end(job, 0);
     g_thread_join(t);
+    ck_assert_int_eq(events.ready, commit ? 1 : 0);
+    ck_assert_int_eq(events.completed, 1);
+    ck_assert_int_eq(events.cancelled, 0);
+    ck_assert(events.progress_done);
     for (int i = 0; i < w.n; i++) {
         memset(want + (int64_t)i * SEQ_STRIDE, 0, 4096);
         snprintf((char *)want + (int64_t)i * SEQ_STRIDE, 4096, "seq %d",

@@ -22,15 +22,11 @@ static int run_job(BlockJob *job, bool progress, GError **errp)
 {
     BlockJobInfo info;
 
-    for (;;) {
+    while (!block_job_wait_concluded(job, PROGRESS_POLL_US)) {
         block_job_get_info(job, &info);
-        if (info.status == BLOCK_JOB_STATUS_CONCLUDED) {
-            break;
-        }
         if (progress && info.len > 0) {
             img_progress_print((float)info.offset * 100 / info.len, 0);
         }
-        g_usleep(PROGRESS_POLL_US);
     }
     return block_job_wait(job, errp);
 }
