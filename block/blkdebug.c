@@ -30,6 +30,9 @@
  *                             off: it and every write and flush after it
  *                             fail, like a disk that died
  *   inject-error.errno=N      the error returned (default 5, EIO)
+ *   inject-error.action=kill  instead of failing the request, kill the
+ *                             process (SIGKILL) before it is done: a
+ *                             crash at an exact point, for crash tests
  *   print-counts=on           at close, print to stderr how many reads,
  *                             writes and flushes passed and whether an
  *                             error was injected:
@@ -38,6 +41,7 @@
  * A failed request does nothing (the child never sees it).
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -51,6 +55,7 @@ typedef struct BDRVBlkdebugState {
     char *event;
     uint64_t event_count;
     bool once;
+    bool kill;
     int error;
     bool print_counts;
 
@@ -110,6 +115,17 @@ static int blkdebug_open(BlockDriverState *bs, BlockOpts *options, int flags,
     s->once = once;
     s->print_counts = print;
     s->event = bdrv_opts_take(options, "inject-error.event");
+    {
+        g_autofree char *action = bdrv_opts_take(options,
+                                                 "inject-error.action");
+        if (action && strcmp(action, "kill") && strcmp(action, "error")) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "blkdebug: inject-error.action must be 'error' or "
+                        "'kill'");
+            goto fail;
+        }
+        s->kill = action && !strcmp(action, "kill");
+    }
 
     child_opts = bdrv_opts_extract_prefix(options, "image");
     if (g_hash_table_size(child_opts) == 0 && *bs->filename) {
@@ -184,6 +200,10 @@ static int account(BlockDriverState *bs, ReqKind kind)
             fail = true;
         }
         fail |= s->dead;
+    }
+    if (fail && s->kill) {
+        fflush(NULL);
+        raise(SIGKILL);
     }
     if (fail) {
         s->injected = true;

@@ -352,6 +352,10 @@ int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
                           s->cluster_bits;
     res->has_allocation_info = true;
 
+    ret = qcow2_snapshot_check_table(bs, res, fix);
+    if (ret < 0) {
+        goto out;
+    }
     inc_refs(&c, 0, s->cluster_size);
     ret = check_l1(&c, s->l1_table_offset, s->l1_size, s->l1_table, true);
     for (uint32_t i = 0; ret == 0 && i < s->nb_snapshots; i++) {

@@ -397,17 +397,27 @@ static int64_t find_free_run(BlockDriverState *bs, uint64_t n)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t idx = s->free_cluster_index, run_start = idx, run_len = 0;
+    /* The block of the previous cluster: the scan after an open crosses
+     * every allocated cluster, one cache lookup per block is enough. */
+    uint64_t rb_t = UINT64_MAX;
+    void *rb = NULL;
 
     while (run_len < n) {
-        uint64_t rc = 0;
+        uint64_t rc = 0, t = idx >> s->refblock_bits;
         if (((idx + 1) << s->cluster_bits) > QCOW2_MAX_HOST_OFFSET) {
             return -EFBIG;
         }
-        if (!block_missing(s, idx >> s->refblock_bits)) {
-            int ret = qcow2_get_refcount(bs, idx, &rc);
-            if (ret < 0) {
-                return ret;
+        if (!block_missing(s, t)) {
+            if (t != rb_t) {
+                int ret = qcow2_cache_get(bs, s->refcount_cache,
+                                          s->refcount_table[t] &
+                                          REFT_OFFSET_MASK, &rb);
+                if (ret < 0) {
+                    return ret;
+                }
+                rb_t = t;
             }
+            rc = rb_get(s, rb, idx & (s->refblock_size - 1));
         }
         idx++;
         if (rc == 0) {

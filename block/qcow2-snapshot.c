@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * qcow2 internal snapshots: the snapshot table (reading and validating
- * every entry, writing a new one), the walks that share a tree of L2
- * tables and data clusters (refcounts up) or release it (refcounts down),
- * and the snapshot operations split into prepare / publish / unpublish /
- * undo / cleanup (include/block/snapshot.h).  Entry layout: QEMU's
+ * every entry, writing a new one) and the snapshot operations split into
+ * prepare / publish / unpublish / undo / cleanup (include/block/
+ * snapshot.h); the walks that share a tree of L2 tables and data clusters
+ * or release it live in qcow2-snapshot-tree.c.  Entry layout: QEMU's
  * docs/interop/qcow2.txt, "Snapshots".
  *
  * Write order of each operation; "commit" marks its commit point.
@@ -35,10 +35,13 @@
  *            QEMU never does).
  *
  * So a crash between any two writes leaves the old or the new snapshot
- * list and content; every refcount is right or too high (a leak), and
- * every COPIED flag matches the refcount its cluster has once the leaks
- * are repaired.  Undo puts everything back, leaking nothing when its own
- * writes succeed.
+ * list and content, and every refcount right or too high (a leak).  A
+ * COPIED flag can be wrong only on a cluster whose refcount is too high
+ * (set while the count still includes the leaked reference, or cleared
+ * for a snapshot that was never published): harmless either way, and
+ * `qemu-img check -r leaks` (ours too) repairs both.  No order avoids
+ * that window: the flag and the count live in different clusters.  Undo
+ * puts everything back, leaking nothing when its own writes succeed.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -79,12 +82,44 @@ static int table_read(TableReader *r, uint64_t pos, uint32_t len, void *out)
     return 0;
 }
 
-static uint32_t rd32(const uint8_t *b) { uint32_t v; memcpy(&v, b, 4); return GUINT32_FROM_BE(v); }
-static uint64_t rd64(const uint8_t *b) { uint64_t v; memcpy(&v, b, 8); return GUINT64_FROM_BE(v); }
-static uint16_t rd16(const uint8_t *b) { uint16_t v; memcpy(&v, b, 2); return GUINT16_FROM_BE(v); }
-static void wr16(uint8_t *b, uint16_t v) { v = GUINT16_TO_BE(v); memcpy(b, &v, 2); }
-static void wr32(uint8_t *b, uint32_t v) { v = GUINT32_TO_BE(v); memcpy(b, &v, 4); }
-static void wr64(uint8_t *b, uint64_t v) { v = GUINT64_TO_BE(v); memcpy(b, &v, 8); }
+static uint16_t rd16(const uint8_t *b)
+{
+    uint16_t v;
+    memcpy(&v, b, 2);
+    return GUINT16_FROM_BE(v);
+}
+
+static uint32_t rd32(const uint8_t *b)
+{
+    uint32_t v;
+    memcpy(&v, b, 4);
+    return GUINT32_FROM_BE(v);
+}
+
+static uint64_t rd64(const uint8_t *b)
+{
+    uint64_t v;
+    memcpy(&v, b, 8);
+    return GUINT64_FROM_BE(v);
+}
+
+static void wr16(uint8_t *b, uint16_t v)
+{
+    v = GUINT16_TO_BE(v);
+    memcpy(b, &v, 2);
+}
+
+static void wr32(uint8_t *b, uint32_t v)
+{
+    v = GUINT32_TO_BE(v);
+    memcpy(b, &v, 4);
+}
+
+static void wr64(uint8_t *b, uint64_t v)
+{
+    v = GUINT64_TO_BE(v);
+    memcpy(b, &v, 8);
+}
 
 static void snapshot_clear(Qcow2Snapshot *sn)
 {
@@ -317,7 +352,12 @@ int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     int64_t file_len = bdrv_getlength(bs->file);
-    bool check_mode = !!(bs->open_flags & BDRV_O_CHECK);
+    /* Where each snapshot's L1 lies matters only to what changes the
+     * image: check reports bad placements itself (as QEMU's does), and a
+     * read-only open still reads the active image and lists the table; a
+     * snapshot whose L1 is bad is refused when it is loaded. */
+    bool check_l1s = !(bs->open_flags & BDRV_O_CHECK) &&
+                     (bs->open_flags & BDRV_O_RDWR);
     uint64_t file_end, table_end, pos;
     g_autofree TableReader *r = g_new0(TableReader, 1);
     int ret = 0;
@@ -356,8 +396,7 @@ int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
             ret = -EFBIG;
             break;
         }
-        /* check reports bad L1 placements itself, as QEMU's does */
-        if (!check_mode) {
+        if (check_l1s) {
             ret = snapshot_l1_check(s, sn, file_end, errp);
             if (ret < 0) {
                 g_prefix_error(errp, "Snapshot %u (%s): ", i + 1, sn->name);
@@ -367,7 +406,7 @@ int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
     }
     if (ret == 0) {
         s->snapshots_size = pos - s->snapshots_offset;
-        if (!check_mode) {
+        if (check_l1s) {
             ret = check_overlaps(bs, errp);
         }
     }
@@ -434,15 +473,6 @@ static void table_serialize(const Qcow2Snapshot *sn, uint32_t nb,
         memcpy(p + id_len, e->name, name_len);
         pos += SNAP_HEADER_LEN + entry_extra(e) + id_len + name_len;
     }
-}
-
-/* Frees clusters nothing points at (any more); a failure only leaks. */
-static int free_clusters(BlockDriverState *bs, uint64_t offset, uint64_t bytes)
-{
-    if (!offset || !bytes) {
-        return 0;
-    }
-    return qcow2_update_refcount_range(bs, offset, bytes, -1);
 }
 
 static uint64_t clusters_for(BDRVQcow2State *s, uint64_t bytes)
@@ -519,7 +549,7 @@ static int write_new_table(BlockDriverState *bs, const Qcow2Snapshot *sn,
         ret = sync_refcounts(bs);
     }
     if (ret < 0) {
-        free_clusters(bs, off, bytes);
+        qcow2_free_unreferenced(bs, off, bytes);
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                     "Could not write the snapshot table: %s",
                     g_strerror(-ret));
@@ -554,533 +584,6 @@ static int write_active_header(BlockDriverState *bs, uint64_t size,
     wr64(hdr + 16, l1_offset);
     bdrv_debug_event(bs->file, "snapshot_header_update");
     return qcow2_write_header_bytes(bs, QCOW2_HDR_SIZE_OFF, hdr, 24);
-}
-
-static int write_l1(BlockDriverState *bs, uint64_t offset, const uint64_t *l1,
-                    uint32_t n)
-{
-    g_autofree uint64_t *be = NULL;
-
-    if (n == 0) {
-        return 0;
-    }
-    be = g_try_new(uint64_t, n);
-    if (!be) {
-        return -ENOMEM;
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        be[i] = GUINT64_TO_BE(l1[i]);
-    }
-    bdrv_debug_event(bs->file, "snapshot_l1_write");
-    return bdrv_pwrite(bs->file, offset, (int64_t)n * 8, be);
-}
-
-/* ---------------------------------------------------------------------- */
-/* Walking trees */
-
-/* The clusters an L2 entry holds a reference to: [*first, *first + *n).
- * -EINVAL for an entry no valid image has. */
-static int entry_clusters(BDRVQcow2State *s, uint64_t e, uint64_t *first,
-                          uint64_t *n)
-{
-    uint64_t off, len;
-
-    *n = 0;
-    switch (qcow2_get_cluster_type(e)) {
-    case QCOW2_CLUSTER_NORMAL:
-    case QCOW2_CLUSTER_ZERO_ALLOC:
-        off = e & L2E_OFFSET_MASK;
-        if (off & (s->cluster_size - 1)) {
-            return -EINVAL;
-        }
-        *first = off >> s->cluster_bits;
-        *n = 1;
-        return 0;
-    case QCOW2_CLUSTER_COMPRESSED:
-        qcow2_compressed_range(s, e, &off, &len);
-        *first = off >> s->cluster_bits;
-        *n = ((off + len - 1) >> s->cluster_bits) - *first + 1;
-        return 0;
-    default:
-        return 0;
-    }
-}
-
-/* An entry COPIED may apply to (it keeps a cluster of its own). */
-static bool entry_has_cluster(BDRVQcow2State *s, uint64_t e)
-{
-    Qcow2ClusterType t = qcow2_get_cluster_type(e);
-
-    return (t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC) &&
-           !((e & L2E_OFFSET_MASK) & (s->cluster_size - 1));
-}
-
-static int read_l2_copy(BlockDriverState *bs, uint64_t off, uint64_t *buf)
-{
-    BDRVQcow2State *s = bs->opaque;
-    void *t;
-    int ret = qcow2_cache_get(bs, s->l2_cache, off, &t);
-
-    if (ret == 0) {
-        memcpy(buf, t, s->cluster_size);
-    }
-    return ret;
-}
-
-static void set_update_error(GError **errp, uint64_t cluster, int err,
-                             int refcount_bits)
-{
-    if (err == -ERANGE) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "The reference count of cluster %" G_GUINT64_FORMAT
-                    " would exceed its maximum (refcount_bits=%d)", cluster,
-                    refcount_bits);
-    } else {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not update the reference count of cluster %"
-                    G_GUINT64_FORMAT ": %s", cluster, g_strerror(-err));
-    }
-}
-
-/*
- * Reads refcounts remembering the last refcount block, so a walk over
- * neighbouring clusters costs no cache lookup each.  The remembered table
- * stays valid while nobody else gets a table from the refcount cache
- * (writing it back does not move tables).
- */
-typedef struct RcReader {
-    uint64_t t;          /* refcount table index of rb */
-    const void *rb;      /* NULL: nothing remembered */
-} RcReader;
-
-static int rc_get(BlockDriverState *bs, RcReader *r, uint64_t cluster,
-                  uint64_t *rc)
-{
-    BDRVQcow2State *s = bs->opaque;
-    uint64_t t = cluster >> s->refblock_bits;
-
-    if (!r->rb || r->t != t) {
-        uint64_t off;
-        void *rb;
-        int ret;
-
-        r->rb = NULL;
-        if (t >= s->refcount_table_size ||
-            !(off = s->refcount_table[t] & REFT_OFFSET_MASK)) {
-            *rc = 0;
-            return 0;
-        }
-        ret = qcow2_cache_get(bs, s->refcount_cache, off, &rb);
-        if (ret < 0) {
-            return ret;
-        }
-        r->rb = rb;
-        r->t = t;
-    }
-    *rc = qcow2_refblock_get(s, r->rb, cluster & (s->refblock_size - 1));
-    return 0;
-}
-
-/*
- * Adds addend (+1 or -1) to the refcounts of clusters [first, first + n),
- * one refcount block at a time, with the rules of
- * qcow2_update_cluster_refcount(); *done counts the clusters changed.
- */
-static int update_run(BlockDriverState *bs, uint64_t first, uint64_t n,
-                      int addend, uint64_t *done)
-{
-    BDRVQcow2State *s = bs->opaque;
-
-    while (n) {
-        uint64_t t = first >> s->refblock_bits, off, idx, m;
-        void *rb;
-        int ret;
-
-        if (t >= s->refcount_table_size ||
-            !(off = s->refcount_table[t] & REFT_OFFSET_MASK)) {
-            /* no block: the general function says what is wrong */
-            ret = qcow2_update_cluster_refcount(bs, first, addend, NULL);
-            if (ret < 0) {
-                return ret;
-            }
-            (*done)++;
-            first++;
-            n--;
-            continue;
-        }
-        ret = qcow2_cache_get(bs, s->refcount_cache, off, &rb);
-        if (ret < 0) {
-            return ret;
-        }
-        qcow2_cache_mark_dirty(s->refcount_cache, rb);
-        idx = first & (s->refblock_size - 1);
-        m = MIN(n, s->refblock_size - idx);
-        for (uint64_t k = 0; k < m; k++) {
-            uint64_t cur = qcow2_refblock_get(s, rb, idx + k);
-            if (addend < 0 && cur == 0) {
-                qcow2_signal_corruption(bs, "Refcount of cluster %"
-                                        G_GUINT64_FORMAT " would drop below "
-                                        "zero", first + k);
-                return -EIO;
-            }
-            if (addend > 0 && cur == s->refcount_max) {
-                return -ERANGE;
-            }
-            qcow2_refblock_set(s, rb, idx + k, cur + addend);
-            if (cur + addend == 0) {
-                uint64_t host = (first + k) << s->cluster_bits;
-                qcow2_cache_discard(s->l2_cache, host);
-                if (host != off) {
-                    qcow2_cache_discard(s->refcount_cache, host);
-                }
-                s->free_cluster_index = MIN(s->free_cluster_index, first + k);
-            }
-            (*done)++;
-        }
-        first += m;
-        n -= m;
-    }
-    return 0;
-}
-
-/* update_run for at most limit - *done clusters, with a message. */
-static int apply_run(BlockDriverState *bs, uint64_t first, uint64_t n,
-                     int addend, uint64_t limit, uint64_t *done,
-                     GError **errp)
-{
-    BDRVQcow2State *s = bs->opaque;
-    uint64_t before = *done;
-    int ret = update_run(bs, first, MIN(n, limit - *done), addend, done);
-
-    if (ret < 0) {
-        set_update_error(errp, first + (*done - before), ret,
-                         s->refcount_bits);
-    }
-    return ret;
-}
-
-/*
- * Adds addend to the refcount of every cluster the tree under l1 holds:
- * each data cluster once per L2 entry, then each L2 table once per L1
- * entry.  Stops after `limit` updates or at the first error; *done counts
- * the updates made, so a failed pass can be taken back exactly.
- */
-static int walk_refs(BlockDriverState *bs, const uint64_t *l1,
-                     uint32_t l1_size, int addend, uint64_t limit,
-                     uint64_t *done, GError **errp)
-{
-    BDRVQcow2State *s = bs->opaque;
-    g_autofree uint64_t *l2 = g_malloc(s->cluster_size);
-    int ret;
-
-    *done = 0;
-    for (uint32_t i = 0; i < l1_size && *done < limit; i++) {
-        uint64_t l2_off = l1[i] & L1E_OFFSET_MASK;
-        uint64_t run_first = 0, run_n = 0;
-
-        if (!l2_off) {
-            continue;
-        }
-        if (l2_off & (s->cluster_size - 1)) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                        "L2 table offset %#" G_GINT64_MODIFIER "x in L1 "
-                        "entry %u is not cluster aligned", l2_off, i);
-            return -EINVAL;
-        }
-        ret = read_l2_copy(bs, l2_off, l2);
-        if (ret < 0) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                        "Could not read the L2 table at %#" G_GINT64_MODIFIER
-                        "x: %s", l2_off, g_strerror(-ret));
-            return ret;
-        }
-        /* consecutive host clusters are counted as one run */
-        for (uint32_t j = 0; j < s->l2_size; j++) {
-            uint64_t e = GUINT64_FROM_BE(l2[j]), first, n;
-            if (entry_clusters(s, e, &first, &n) < 0) {
-                g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                            "L2 entry %#" G_GINT64_MODIFIER "x (L2 table %#"
-                            G_GINT64_MODIFIER "x, index %u) points at an "
-                            "unaligned cluster", e, l2_off, j);
-                return -EINVAL;
-            }
-            if (n == 0) {
-                continue;
-            }
-            if (run_n && first == run_first + run_n) {
-                run_n += n;
-                continue;
-            }
-            if (run_n) {
-                ret = apply_run(bs, run_first, run_n, addend, limit, done,
-                                errp);
-                if (ret < 0 || *done == limit) {
-                    return ret;
-                }
-            }
-            run_first = first;
-            run_n = n;
-        }
-        if (run_n) {
-            ret = apply_run(bs, run_first, run_n, addend, limit, done, errp);
-            if (ret < 0 || *done == limit) {
-                return ret;
-            }
-        }
-        ret = apply_run(bs, l2_off >> s->cluster_bits, 1, addend, limit, done,
-                        errp);
-        if (ret < 0) {
-            return ret;
-        }
-    }
-    return 0;
-}
-
-/* Refcounts of the tree +1; all or nothing (in memory). */
-static int tree_ref(BlockDriverState *bs, const uint64_t *l1,
-                    uint32_t l1_size, GError **errp)
-{
-    uint64_t done = 0, undone;
-    int ret;
-
-    bdrv_debug_event(bs->file, "snapshot_refs_up");
-    ret = walk_refs(bs, l1, l1_size, 1, UINT64_MAX, &done, errp);
-    if (ret < 0 && done &&
-        walk_refs(bs, l1, l1_size, -1, done, &undone, NULL) < 0) {
-        fprintf(stderr, "qcow2: could not take back %" G_GUINT64_FORMAT
-                " reference count increments; clusters leak\n", done);
-    }
-    return ret;
-}
-
-/* Clears COPIED in every L2 table of the tree and in the L1 array (after
- * tree_ref: every cluster now has a second owner). */
-static int tree_clear_copied(BlockDriverState *bs, uint64_t *l1,
-                             uint32_t l1_size, GError **errp)
-{
-    BDRVQcow2State *s = bs->opaque;
-
-    for (uint32_t i = 0; i < l1_size; i++) {
-        uint64_t l2_off = l1[i] & L1E_OFFSET_MASK, *l2;
-        bool dirty = false;
-        int ret;
-
-        l1[i] &= ~QCOW_OFLAG_COPIED;
-        if (!l2_off) {
-            continue;
-        }
-        ret = qcow2_cache_get(bs, s->l2_cache, l2_off, (void **)&l2);
-        if (ret < 0) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                        "Could not read the L2 table at %#" G_GINT64_MODIFIER
-                        "x: %s", l2_off, g_strerror(-ret));
-            return ret;
-        }
-        for (uint32_t j = 0; j < s->l2_size; j++) {
-            if (l2[j] & GUINT64_TO_BE(QCOW_OFLAG_COPIED)) {
-                l2[j] &= ~GUINT64_TO_BE(QCOW_OFLAG_COPIED);
-                dirty = true;
-            }
-        }
-        if (dirty) {
-            qcow2_cache_mark_dirty(s->l2_cache, l2);
-        }
-    }
-    return 0;
-}
-
-/* Sets or clears COPIED in a cached active L2 entry; true if changed. */
-static bool set_copied(uint64_t *l2, uint32_t j, bool copied)
-{
-    uint64_t e = GUINT64_FROM_BE(l2[j]);
-    uint64_t ne = copied ? e | QCOW_OFLAG_COPIED : e & ~QCOW_OFLAG_COPIED;
-
-    if (ne == e) {
-        return false;
-    }
-    l2[j] = GUINT64_TO_BE(ne);
-    return true;
-}
-
-/*
- * Before a tree `rel` is released: sets COPIED in the active entries
- * whose cluster the tree shares at the same index and whose refcount is 2
- * (so 1 afterwards).  Sharing happens at the same guest offset in every
- * image QEMU or we write; anything else is caught by active_fix_copied.
- */
-static int active_preset_copied(BlockDriverState *bs, const uint64_t *rel,
-                                uint32_t rel_size, bool *l1_changed)
-{
-    BDRVQcow2State *s = bs->opaque;
-    g_autofree uint64_t *rl2 = g_malloc(s->cluster_size);
-    RcReader rr = { 0 };
-    uint32_t n = MIN(s->l1_size, rel_size);
-    int ret;
-
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t a = s->l1_table[i] & L1E_OFFSET_MASK;
-        uint64_t r = rel[i] & L1E_OFFSET_MASK;
-        uint64_t rc, *l2;
-        bool shared = a == r, dirty = false;
-
-        if (!a || !r || (a & (s->cluster_size - 1))) {
-            continue;
-        }
-        if (shared) {
-            ret = rc_get(bs, &rr, a >> s->cluster_bits, &rc);
-            if (ret < 0) {
-                return ret;
-            }
-            if (rc == 2 && !(s->l1_table[i] & QCOW_OFLAG_COPIED)) {
-                s->l1_table[i] |= QCOW_OFLAG_COPIED;
-                *l1_changed = true;
-            }
-        } else {
-            if (r & (s->cluster_size - 1)) {
-                continue;
-            }
-            ret = read_l2_copy(bs, r, rl2);
-            if (ret < 0) {
-                return ret;
-            }
-        }
-        ret = qcow2_cache_get(bs, s->l2_cache, a, (void **)&l2);
-        if (ret < 0) {
-            return ret;
-        }
-        for (uint32_t j = 0; j < s->l2_size; j++) {
-            uint64_t e = GUINT64_FROM_BE(l2[j]);
-            if (!entry_has_cluster(s, e) || (e & QCOW_OFLAG_COPIED)) {
-                continue;
-            }
-            if (!shared &&
-                (!entry_has_cluster(s, GUINT64_FROM_BE(rl2[j])) ||
-                 ((GUINT64_FROM_BE(rl2[j]) ^ e) & L2E_OFFSET_MASK))) {
-                continue;
-            }
-            ret = rc_get(bs, &rr, (e & L2E_OFFSET_MASK) >> s->cluster_bits,
-                         &rc);
-            if (ret < 0) {
-                return ret;
-            }
-            if (rc == 2) {
-                dirty |= set_copied(l2, j, true);
-            }
-        }
-        if (dirty) {
-            qcow2_cache_mark_dirty(s->l2_cache, l2);
-        }
-    }
-    return 0;
-}
-
-/* COPIED in the active tree set exactly where the refcount is 1. */
-static int active_fix_copied(BlockDriverState *bs, bool *l1_changed)
-{
-    BDRVQcow2State *s = bs->opaque;
-    RcReader rr = { 0 };
-
-    for (uint32_t i = 0; i < s->l1_size; i++) {
-        uint64_t a = s->l1_table[i] & L1E_OFFSET_MASK, rc, *l2;
-        bool dirty = false;
-        int ret;
-
-        if (!a || (a & (s->cluster_size - 1))) {
-            continue;
-        }
-        ret = rc_get(bs, &rr, a >> s->cluster_bits, &rc);
-        if (ret < 0) {
-            return ret;
-        }
-        if ((rc == 1) != !!(s->l1_table[i] & QCOW_OFLAG_COPIED)) {
-            s->l1_table[i] ^= QCOW_OFLAG_COPIED;
-            *l1_changed = true;
-        }
-        ret = qcow2_cache_get(bs, s->l2_cache, a, (void **)&l2);
-        if (ret < 0) {
-            return ret;
-        }
-        for (uint32_t j = 0; j < s->l2_size; j++) {
-            uint64_t e = GUINT64_FROM_BE(l2[j]);
-            if (!entry_has_cluster(s, e)) {
-                continue;
-            }
-            ret = rc_get(bs, &rr, (e & L2E_OFFSET_MASK) >> s->cluster_bits,
-                         &rc);
-            if (ret < 0) {
-                return ret;
-            }
-            dirty |= set_copied(l2, j, rc == 1);
-        }
-        if (dirty) {
-            qcow2_cache_mark_dirty(s->l2_cache, l2);
-        }
-    }
-    return 0;
-}
-
-/* Writes dirty L2 tables (their refcounts first) and, if changed, the
- * active L1 in place; then syncs. */
-static int write_active_tree(BlockDriverState *bs, bool l1_changed)
-{
-    BDRVQcow2State *s = bs->opaque;
-    int ret = qcow2_cache_write(bs, s->l2_cache);
-
-    if (ret == 0 && l1_changed) {
-        ret = write_l1(bs, s->l1_table_offset, s->l1_table, s->l1_size);
-    }
-    if (ret == 0) {
-        ret = bdrv_flush(bs->file);
-    }
-    return ret;
-}
-
-/*
- * Releases a tree nothing points at any more (or never did): COPIED
- * preset, refcounts -1, the tree's own L1 clusters (l1_offset, may be 0)
- * freed, COPIED recomputed.  A failure leaks clusters, never loses data.
- */
-static int release_tree(BlockDriverState *bs, const uint64_t *l1,
-                        uint32_t l1_size, uint64_t l1_offset, GError **errp)
-{
-    BDRVQcow2State *s = bs->opaque;
-    bool l1_changed = false;
-    uint64_t done;
-    int ret;
-
-    ret = active_preset_copied(bs, l1, l1_size, &l1_changed);
-    if (ret == 0) {
-        ret = write_active_tree(bs, l1_changed);
-    }
-    if (ret < 0) {
-        /* refcounts untouched: at worst COPIED set early, which is what
-         * the end state wants anyway; the leak is the whole tree */
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not update the active L2 tables: %s",
-                    g_strerror(-ret));
-        return ret;
-    }
-    bdrv_debug_event(bs->file, "snapshot_refs_down");
-    ret = walk_refs(bs, l1, l1_size, -1, UINT64_MAX, &done, errp);
-    if (ret < 0) {
-        return ret;
-    }
-    ret = free_clusters(bs, l1_offset, (uint64_t)l1_size * 8);
-    if (ret == 0) {
-        ret = qcow2_cache_write(bs, s->refcount_cache);
-    }
-    l1_changed = false;
-    if (ret == 0) {
-        ret = active_fix_copied(bs, &l1_changed);
-    }
-    if (ret == 0) {
-        ret = write_active_tree(bs, l1_changed);
-    }
-    if (ret < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not free the clusters: %s", g_strerror(-ret));
-    }
-    return ret;
 }
 
 /* Reads a snapshot's L1 into an array of at least min_size entries
@@ -1404,7 +907,7 @@ int qcow2_snapshot_create_prepare(BlockDriverState *bs,
 
     /* 2. every cluster of the active tree gains the snapshot as owner;
      * the counts are durable before anything shows the sharing */
-    ret = tree_ref(bs, op->tree_l1, op->tree_l1_size, errp);
+    ret = qcow2_tree_ref(bs, op->tree_l1, op->tree_l1_size, errp);
     if (ret < 0) {
         goto fail;
     }
@@ -1418,14 +921,14 @@ int qcow2_snapshot_create_prepare(BlockDriverState *bs,
     }
 
     /* 3. COPIED off in the active tree, then the L1 copy */
-    ret = tree_clear_copied(bs, s->l1_table, s->l1_size, errp);
+    ret = qcow2_tree_clear_copied(bs, s->l1_table, s->l1_size, errp);
     if (ret < 0) {
         goto fail;
     }
     memcpy(op->tree_l1, s->l1_table, l1_bytes);
-    ret = write_active_tree(bs, true);
+    ret = qcow2_write_active_tree(bs, true);
     if (ret == 0) {
-        ret = write_l1(bs, copy_off, op->tree_l1, op->tree_l1_size);
+        ret = qcow2_write_l1_at(bs, copy_off, op->tree_l1, op->tree_l1_size);
     }
     if (ret < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
@@ -1449,13 +952,13 @@ int qcow2_snapshot_create_prepare(BlockDriverState *bs,
 fail:
     if (refs_taken) {
         g_autoptr(GError) err = NULL;
-        if (release_tree(bs, op->tree_l1, op->tree_l1_size, copy_off,
-                         &err) < 0) {
+        if (qcow2_tree_release(bs, op->tree_l1, op->tree_l1_size, copy_off,
+                               &err) < 0) {
             fprintf(stderr, "qcow2: undoing the snapshot failed (clusters "
                     "leak): %s\n", err->message);
         }
     } else {
-        free_clusters(bs, copy_off, l1_bytes);
+        qcow2_free_unreferenced(bs, copy_off, l1_bytes);
         qcow2_cache_write(bs, s->refcount_cache);
     }
     op_free(op);
@@ -1568,7 +1071,7 @@ int qcow2_snapshot_goto_prepare(BlockDriverState *bs, const char *id,
     }
 
     /* 1. the snapshot's tree gains the new active image as owner */
-    ret = tree_ref(bs, op->l1, op->l1_size, errp);
+    ret = qcow2_tree_ref(bs, op->l1, op->l1_size, errp);
     if (ret < 0) {
         goto fail;
     }
@@ -1581,7 +1084,7 @@ int qcow2_snapshot_goto_prepare(BlockDriverState *bs, const char *id,
         goto fail;
     }
     /* 2. COPIED off in its tables; the new active L1 in new clusters */
-    ret = tree_clear_copied(bs, op->l1, op->l1_size, errp);
+    ret = qcow2_tree_clear_copied(bs, op->l1, op->l1_size, errp);
     if (ret < 0) {
         goto fail;
     }
@@ -1596,7 +1099,7 @@ int qcow2_snapshot_goto_prepare(BlockDriverState *bs, const char *id,
     }
     ret = qcow2_cache_write(bs, s->l2_cache);
     if (ret == 0) {
-        ret = write_l1(bs, l1_off, op->l1, op->l1_size);
+        ret = qcow2_write_l1_at(bs, l1_off, op->l1, op->l1_size);
     }
     if (ret == 0) {
         ret = sync_refcounts(bs);
@@ -1616,7 +1119,7 @@ int qcow2_snapshot_goto_prepare(BlockDriverState *bs, const char *id,
 fail:
     if (refs_taken) {
         g_autoptr(GError) err = NULL;
-        if (release_tree(bs, op->l1, op->l1_size, l1_off, &err) < 0) {
+        if (qcow2_tree_release(bs, op->l1, op->l1_size, l1_off, &err) < 0) {
             fprintf(stderr, "qcow2: undoing the snapshot apply failed "
                     "(clusters leak): %s\n", err->message);
         }
@@ -1759,15 +1262,15 @@ int qcow2_snapshot_undo(BlockDriverState *bs, void *opaque, GError **errp)
     }
     switch (op->kind) {
     case OP_CREATE:
-        ret = release_tree(bs, op->tree_l1, op->tree_l1_size,
-                           op->tree_l1_offset, errp);
-        free_clusters(bs, op->offset, op->size);
+        ret = qcow2_tree_release(bs, op->tree_l1, op->tree_l1_size,
+                                 op->tree_l1_offset, errp);
+        qcow2_free_unreferenced(bs, op->offset, op->size);
         break;
     case OP_DELETE:
-        ret = free_clusters(bs, op->offset, op->size);
+        ret = qcow2_free_unreferenced(bs, op->offset, op->size);
         break;
     case OP_GOTO:
-        ret = release_tree(bs, op->l1, op->l1_size, op->l1_offset, errp);
+        ret = qcow2_tree_release(bs, op->l1, op->l1_size, op->l1_offset, errp);
         break;
     }
     if (ret == 0) {
@@ -1793,14 +1296,14 @@ int qcow2_snapshot_cleanup(BlockDriverState *bs, void *opaque, GError **errp)
     lock(s);
     g_assert(op->published);
     if (op->kind != OP_GOTO) {
-        ret = free_clusters(bs, op->old_offset, op->old_size);
+        ret = qcow2_free_unreferenced(bs, op->old_offset, op->old_size);
     }
     if (ret == 0 && op->kind == OP_DELETE) {
-        ret = release_tree(bs, op->tree_l1, op->tree_l1_size,
-                           op->tree_l1_offset, errp);
+        ret = qcow2_tree_release(bs, op->tree_l1, op->tree_l1_size,
+                                 op->tree_l1_offset, errp);
     } else if (ret == 0 && op->kind == OP_GOTO) {
         /* after publishing, op->l1 is the old active table */
-        ret = release_tree(bs, op->l1, op->l1_size, op->l1_offset, errp);
+        ret = qcow2_tree_release(bs, op->l1, op->l1_size, op->l1_offset, errp);
     }
     if (ret == 0) {
         ret = sync_refcounts(bs);
@@ -1828,6 +1331,65 @@ void qcow2_snapshot_close(BlockDriverState *bs)
             qcow2_snapshot_undo(bs, op, NULL);
         }
     }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Check */
+
+int qcow2_snapshot_check_table(BlockDriverState *bs, BdrvCheckResult *res,
+                               BdrvCheckMode fix)
+{
+    BDRVQcow2State *s = bs->opaque;
+    bool repair = (fix & BDRV_FIX_ERRORS) && !bs->read_only &&
+                  !s->snapshot_ops;
+    uint32_t bad = 0;
+    uint64_t off, size, old_off = s->snapshots_offset;
+    uint64_t old_size = s->snapshots_size;
+    g_autoptr(GError) err = NULL;
+    int ret;
+
+    if (s->version < 3) {
+        return 0;
+    }
+    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+        if (s->snapshots[i].extra_data_size < 16) {
+            fprintf(stderr, "%s snapshot table entry %u is incomplete\n",
+                    repair ? "Repairing" : "ERROR", i);
+            bad++;
+        }
+    }
+    if (!bad) {
+        return 0;
+    }
+    if (!repair) {
+        res->corruptions += bad;
+        return 0;
+    }
+    /* every entry is written with the full 24 bytes (disk size as read:
+     * the current size; no icount), like QEMU's repair */
+    ret = write_new_table(bs, s->snapshots, s->nb_snapshots, &off, &size,
+                          &err);
+    if (ret == 0) {
+        ret = write_table_header(bs, s->nb_snapshots, off);
+        if (ret < 0) {
+            qcow2_free_unreferenced(bs, off, size);
+        }
+    }
+    if (ret < 0) {
+        fprintf(stderr, "ERROR could not rewrite the snapshot table: %s\n",
+                err ? err->message : g_strerror(-ret));
+        res->corruptions += bad;
+        return 0;
+    }
+    s->snapshots_offset = off;
+    s->snapshots_size = size;
+    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+        s->snapshots[i].extra_data_size =
+            MAX(s->snapshots[i].extra_data_size, SNAP_EXTRA_KNOWN);
+    }
+    qcow2_free_unreferenced(bs, old_off, old_size);
+    res->corruptions_fixed += bad;
+    return 0;
 }
 
 /* ---------------------------------------------------------------------- */

@@ -262,6 +262,10 @@ void qcow2_free_snapshots(BDRVQcow2State *s);
 /* Open options snapshot.id / snapshot.name: load that snapshot read-only. */
 int qcow2_snapshot_open_options(BlockDriverState *bs, BlockOpts *options,
                                 int flags, GError **errp);
+/* For check, under the locks: version 3 entries without the disk size
+ * (extra data shorter than 16 bytes) are corrupt; fix rewrites them. */
+int qcow2_snapshot_check_table(BlockDriverState *bs, BdrvCheckResult *res,
+                               BdrvCheckMode fix);
 /* Ends operations left prepared (undo, or clean up if published). */
 void qcow2_snapshot_close(BlockDriverState *bs);
 int qcow2_snapshot_list(BlockDriverState *bs, BdrvSnapshotInfo **list,
@@ -282,6 +286,27 @@ int qcow2_snapshot_undo(BlockDriverState *bs, void *op, GError **errp);
 int qcow2_snapshot_cleanup(BlockDriverState *bs, void *op, GError **errp);
 int qcow2_snapshot_load_tmp(BlockDriverState *bs, const char *id,
                             const char *name, GError **errp);
+
+/* qcow2-snapshot-tree.c: sharing and releasing trees (under the locks) */
+/* Refcount of every L2 table and data cluster under l1 +1 (in the cache;
+ * all or nothing). */
+int qcow2_tree_ref(BlockDriverState *bs, const uint64_t *l1, uint32_t l1_size,
+                   GError **errp);
+/* COPIED cleared in the tree's L2 tables and in the l1 array itself. */
+int qcow2_tree_clear_copied(BlockDriverState *bs, uint64_t *l1,
+                            uint32_t l1_size, GError **errp);
+/* Releases a tree nothing points at: COPIED preset, refcounts -1, the
+ * L1 table's own clusters (l1_offset, 0: none) freed, COPIED recomputed. */
+int qcow2_tree_release(BlockDriverState *bs, const uint64_t *l1,
+                       uint32_t l1_size, uint64_t l1_offset, GError **errp);
+/* Dirty L2 tables written (refcounts first), the active L1 if changed,
+ * then a sync. */
+int qcow2_write_active_tree(BlockDriverState *bs, bool l1_changed);
+int qcow2_write_l1_at(BlockDriverState *bs, uint64_t offset,
+                      const uint64_t *l1, uint32_t n);
+/* Refcounts -1 for clusters nothing points at; a failure only leaks. */
+int qcow2_free_unreferenced(BlockDriverState *bs, uint64_t offset,
+                            uint64_t bytes);
 
 /* qcow2-check.c */
 int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);

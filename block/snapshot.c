@@ -79,9 +79,20 @@ static int check_writable(BlockDriverState *bs, bool (*has_op)(BlockDriver *),
     return 0;
 }
 
-static bool has_create(BlockDriver *drv) { return drv->snapshot_create_prepare; }
-static bool has_delete(BlockDriver *drv) { return drv->snapshot_delete_prepare; }
-static bool has_goto(BlockDriver *drv) { return drv->snapshot_goto_prepare; }
+static bool has_create(BlockDriver *drv)
+{
+    return drv->snapshot_create_prepare;
+}
+
+static bool has_delete(BlockDriver *drv)
+{
+    return drv->snapshot_delete_prepare;
+}
+
+static bool has_goto(BlockDriver *drv)
+{
+    return drv->snapshot_goto_prepare;
+}
 
 int bdrv_snapshot_list(BlockDriverState *bs, BdrvSnapshotInfo **list,
                        GError **errp)

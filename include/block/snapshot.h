@@ -59,7 +59,8 @@ typedef struct BdrvSnapshotInfo {
 } BdrvSnapshotInfo;
 
 void bdrv_snapshot_info_clear(BdrvSnapshotInfo *sn);
-void bdrv_snapshot_info_copy(BdrvSnapshotInfo *dst, const BdrvSnapshotInfo *src);
+void bdrv_snapshot_info_copy(BdrvSnapshotInfo *dst,
+                             const BdrvSnapshotInfo *src);
 void bdrv_snapshot_list_free(BdrvSnapshotInfo *list, int n);
 
 /* True if the node's format can hold internal snapshots. */

@@ -393,9 +393,305 @@ def io_family(ctx):
     return cases
 
 
-# Later families (snapshot, commit/rebase, ...) go here: one @family
-# function returning Case subclasses that prepare their chain of images and
-# score e.g. 1 / wall time.
+# Later families (snapshot, ...) go here: one @family function returning
+# Case subclasses that prepare their images and score e.g. 1 / wall time.
+
+
+# ---- family 'chain': commit, rebase, reads through a deep chain ----------
+
+def chain_sizes(ctx):
+    """(virtual size, data per image): 4 GiB holding 1 GiB, or a quarter
+    of that with --quick."""
+    return (1 * GiB, 256 * MiB) if ctx.quick else (4 * GiB, 1 * GiB)
+
+
+def qemu_io_batch(ctx, path, cmds, batch=512):
+    qemu_io = os.path.join(os.path.dirname(ctx.qemu), 'qemu-io')
+    if not os.access(qemu_io, os.X_OK):
+        qemu_io = shutil.which('qemu-io') or 'qemu-io'
+    for i in range(0, len(cmds), batch):
+        argv = [qemu_io, '-f', 'qcow2']
+        for c in cmds[i:i + batch]:
+            argv += ['-c', c]
+        run_checked(argv + [path])
+
+
+def chain_pristine(ctx):
+    """base.qcow2 (`data` bytes at its start) and top.qcow2 over it (as
+    much data in 1 MiB pieces, every other MiB over twice that range, so
+    half of it covers the base's data), created once by QEMU; plus an
+    empty new-base.qcow2 that rebase moves top onto."""
+    if 'chain-pristine' in ctx._shared:
+        return ctx._shared['chain-pristine']
+    size, data = chain_sizes(ctx)
+    d = ctx.path('chain-pristine')
+    os.makedirs(d, exist_ok=True)
+    base = os.path.join(d, 'base.qcow2')
+    top = os.path.join(d, 'top.qcow2')
+    new = os.path.join(d, 'new-base.qcow2')
+    log('  creating the commit/rebase chain (%d MiB of data per image)'
+        % (data // MiB))
+    ctx.create_qcow2(base, size)
+    qemu_io_batch(ctx, base, ['write -P 0x%02x %d %d' % (1 + i % 250, i * 64 * MiB,
+                                                       64 * MiB)
+                              for i in range(data // (64 * MiB))])
+    run_checked([ctx.qemu, 'create', '-q', '-f', 'qcow2', '-b', 'base.qcow2',
+                 '-F', 'qcow2', top, str(size)])
+    qemu_io_batch(ctx, top, ['write -P 0x%02x %d %d' % (1 + i % 250, 2 * i * MiB,
+                                                      MiB)
+                             for i in range(data // MiB)])
+    ctx.create_qcow2(new, size)
+    ctx._shared['chain-pristine'] = (base, top, new)
+    return ctx._shared['chain-pristine']
+
+
+class ChainOpCase(Case):
+    """`commit` or `rebase` of a fresh copy of the pristine chain; the
+    score is the overlay's data in MiB per second of wall time."""
+
+    unit = 'MiB/s'
+    verify_after = True
+
+    def __init__(self, ctx, op):
+        size, data = chain_sizes(ctx)
+        super().__init__('chain', 'chain/%s/%dG-over-%dG' % (
+            op, size // GiB, size // GiB), {
+                'Op': op, 'Image': '%d GiB overlay, %d MiB data, over %d GiB'
+                % (size // GiB, data // MiB, size // GiB)})
+        self.op = op
+        self.data = data
+
+    def prepare(self, ctx):
+        base, top, new = chain_pristine(ctx)
+        d = ctx.path('chain-work')
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        for src in (base, top, new):
+            shutil.copyfile(src, os.path.join(d, os.path.basename(src)))
+        return d
+
+    def args(self, ctx, state, count):
+        top = os.path.join(state, 'top.qcow2')
+        if self.op == 'commit':
+            return ['commit', '-q', '-f', 'qcow2', top]
+        return ['rebase', '-q', '-f', 'qcow2', '-b', 'new-base.qcow2',
+                '-F', 'qcow2', top]
+
+    def image_of(self, state):
+        return os.path.join(state, 'base.qcow2' if self.op == 'commit'
+                            else 'top.qcow2')
+
+    def score(self, ctx, result, count):
+        return self.data / MiB / max(result.wall, 1e-6)
+
+    def cleanup(self, ctx, state):
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def chain_deep(ctx, depth=10):
+    """A chain of `depth` images of image_size; layer i holds every
+    depth-th MiB starting at i, so reads visit every depth."""
+    key = 'chain-deep-%d' % depth
+    if key in ctx._shared:
+        return ctx._shared[key]
+    d = ctx.path(key)
+    os.makedirs(d, exist_ok=True)
+    log('  creating a chain of depth %d' % depth)
+    prev = None
+    for i in range(depth):
+        path = os.path.join(d, 'l%d.qcow2' % i)
+        argv = [ctx.qemu, 'create', '-q', '-f', 'qcow2']
+        if prev:
+            argv += ['-b', os.path.basename(prev), '-F', 'qcow2']
+        run_checked(argv + [path, str(ctx.image_size)])
+        qemu_io_batch(ctx, path, ['write -P 0x%02x %d %d' % (1 + i, off, MiB)
+                                  for off in range(i * MiB, ctx.image_size,
+                                                   depth * MiB)])
+        prev = path
+    ctx._shared[key] = prev
+    return prev
+
+
+class ChainReadCase(BenchCase):
+    """`bench` reads on the top of a chain of depth 10."""
+
+    def __init__(self, ctx, size, depth):
+        super().__init__(ctx, 'read', size, depth, 'writeback', 'chain10')
+        self.family = 'chain-read'
+        self.id = 'chain/read/%s/d%d/depth10' % (fmt_size(size), depth)
+        self.columns = {'Op': 'read', 'Size':
+                        fmt_size(size).replace('k', ' KiB'),
+                        'Depth': str(depth), 'Image':
+                        'top of 10 images of %d MiB' % (ctx.image_size // MiB)}
+
+    def prepare(self, ctx):
+        return chain_deep(ctx)
+
+
+@family('chain', 'Backing chains: `commit` and `rebase` of a 4 GiB overlay '
+        'holding 1 GiB of data over a 4 GiB base (rebase: onto an empty '
+        'image)')
+def chain_family(ctx):
+    return [ChainOpCase(ctx, 'commit'), ChainOpCase(ctx, 'rebase')]
+
+
+@family('chain-read', 'Backing chains: `bench` reads on the top of a chain '
+        'of depth 10')
+def chain_read_family(ctx):
+    return [ChainReadCase(ctx, 4 * KiB, depth) for depth in (1, 16)]
+
+
+# ---- family 'snapshot': qcow2 internal snapshots -------------------------
+
+def snap_qemu_io(ctx, path, cmds, batch=256):
+    qemu_io = os.path.join(os.path.dirname(ctx.qemu), 'qemu-io')
+    if not os.access(qemu_io, os.X_OK):
+        qemu_io = shutil.which('qemu-io') or 'qemu-io'
+    for i in range(0, len(cmds), batch):
+        argv = [qemu_io, '-f', 'qcow2']
+        for c in cmds[i:i + batch]:
+            argv += ['-c', c]
+        run_checked(argv + [path])
+
+
+def sparse_copy(src, dst):
+    """Copy only the data regions: a 64 GiB image with preallocated
+    metadata holds about 10 MiB."""
+    with open(src, 'rb') as fi, open(dst, 'wb') as fo:
+        size = os.fstat(fi.fileno()).st_size
+        fo.truncate(size)
+        off = 0
+        while off < size:
+            try:
+                data = os.lseek(fi.fileno(), off, os.SEEK_DATA)
+            except OSError:
+                break
+            hole = os.lseek(fi.fileno(), data, os.SEEK_HOLE)
+            fi.seek(data)
+            fo.seek(data)
+            left = hole - data
+            while left:
+                chunk = fi.read(min(left, 8 * MiB))
+                fo.write(chunk)
+                left -= len(chunk)
+            off = hole
+
+
+def snap_pristine(ctx, kind):
+    """Images made once by QEMU's tools (the list image's table by the
+    runner, see below):
+      big    64 GiB, preallocation=metadata (every cluster allocated, a
+             million of them), one snapshot 'bench'
+      many   1 GiB holding 64 MiB, 500 snapshots 'snap-1'..'snap-500'
+             (1 MiB rewritten between every 25), made by qemu-img
+      list   1000 snapshots: a table of 1000 entries without L1 tables
+             (as snapshots of an empty disk have), written by the runner:
+             creating 1000 snapshots with qemu-img would take minutes, and
+             listing reads only the table"""
+    key = 'snap-' + kind
+    if key in ctx._shared:
+        return ctx._shared[key]
+    path = ctx.path(key + '.qcow2')
+    if kind == 'big':
+        log('  creating a 64 GiB image with preallocated metadata')
+        ctx.create_qcow2(path, 64 * GiB, 'preallocation=metadata')
+        run_checked([ctx.qemu, 'snapshot', '-c', 'bench', path])
+    elif kind == 'many':
+        n = 100 if ctx.quick else 500
+        log('  creating an image with %d snapshots (qemu-img, one by one)'
+            % n)
+        ctx.create_qcow2(path, 1 * GiB)
+        snap_qemu_io(ctx, path, ['write -P 0x%02x %d 1M' % (1 + i, i * MiB)
+                                 for i in range(64)])
+        for i in range(1, n + 1):
+            if i % 25 == 0:
+                snap_qemu_io(ctx, path, ['write -P 0x%02x %d 1M'
+                                         % (i % 250, (i // 25 % 64) * MiB)])
+            run_checked([ctx.qemu, 'snapshot', '-c', 'snap-%d' % i, path])
+    else:
+        ctx.create_qcow2(path, 1 * GiB)
+        snap_table_image(path, 1000)
+    ctx._shared[key] = path
+    return path
+
+
+def snap_table_image(path, n):
+    """Appends a table of n entries (no L1: l1_size 0) in new clusters,
+    counts them in the first refcount block and points the header at it."""
+    import struct
+    with open(path, 'r+b') as f:
+        hdr = f.read(72)
+        cs = 1 << struct.unpack('>I', hdr[20:24])[0]
+        reft = struct.unpack('>Q', hdr[48:56])[0]
+        f.seek(reft)
+        rb = struct.unpack('>Q', f.read(8))[0]
+        blob = bytearray()
+        for i in range(n):
+            blob += b'\0' * (-len(blob) % 8)
+            sid, name = str(i + 1).encode(), ('snap-%d' % (i + 1)).encode()
+            blob += struct.pack('>QIHHIIQII', 0, 0, len(sid), len(name),
+                                1700000000 + i, 0, 0, 0, 24)
+            blob += struct.pack('>QQQ', 0, GiB, 0) + sid + name
+        size = os.fstat(f.fileno()).st_size
+        start = (size + cs - 1) // cs * cs
+        f.seek(start)
+        f.write(bytes(blob))
+        for c in range(start // cs, start // cs + (len(blob) + cs - 1) // cs):
+            f.seek(rb + 2 * c)          # 16-bit refcounts, block 0
+            f.write(struct.pack('>H', 1))
+        f.seek(60)
+        f.write(struct.pack('>IQ', n, start))
+
+
+class SnapshotCase(Case):
+    """`snapshot -c|-d|-a NAME` on a fresh copy of a pristine image, or
+    `snapshot -l` on the shared one; scored in operations per second of
+    wall time (the whole process: open, operation, close)."""
+
+    unit = 'op/s'
+
+    LABELS = {'big': '64 GiB, metadata preallocated (1M clusters)',
+              'many': '1 GiB, 64 MiB data, %d snapshots',
+              'list': '1000 snapshots'}
+
+    def __init__(self, ctx, op, kind):
+        n = 100 if ctx.quick else 500
+        super().__init__('snapshot', 'snapshot/%s/%s' % (op, kind), {
+            'Op': op, 'Image': self.LABELS[kind].replace('%d', str(n))})
+        self.op, self.kind, self.n = op, kind, n
+        self.verify_after = op != 'list'
+
+    def prepare(self, ctx):
+        pristine = snap_pristine(ctx, self.kind)
+        if self.op == 'list':
+            return pristine
+        work = ctx.path('snap-work.qcow2')
+        sparse_copy(pristine, work)
+        return work
+
+    def args(self, ctx, state, count):
+        if self.op == 'list':
+            return ['snapshot', '-l', state]
+        target = 'bench' if self.kind == 'big' else 'snap-%d' % (self.n // 2)
+        flag = {'create': '-c', 'delete': '-d', 'apply': '-a'}[self.op]
+        return ['snapshot', flag,
+                'bench-new' if self.op == 'create' else target, state]
+
+    def cleanup(self, ctx, state):
+        if self.op != 'list' and os.path.exists(state):
+            os.unlink(state)
+
+
+@family('snapshot', 'Internal snapshots: `snapshot -c/-d/-a` on a 64 GiB '
+        'image with every cluster allocated and on an image holding 500 '
+        'snapshots; `snapshot -l` of 1000 snapshots')
+def snapshot_family(ctx):
+    cases = []
+    for kind in ('big', 'many'):
+        for op in ('create', 'delete', 'apply'):
+            cases.append(SnapshotCase(ctx, op, kind))
+    cases.append(SnapshotCase(ctx, 'list', 'list'))
+    return cases
 
 
 # --------------------------------------------------------------------------

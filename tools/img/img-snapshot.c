@@ -204,7 +204,8 @@ int img_snapshot(int argc, char **argv)
     }
 
     switch (action) {
-    case SNAP_NONE:
+    case SNAP_NONE:            /* qemu-img opens the image, and that is all */
+        break;
     case SNAP_LIST:
         dump_snapshots(bs);
         break;
