@@ -310,8 +310,9 @@ static int qcow2_change_backing_file(BlockDriverState *bs,
 
 /*
  * Empties the active layer: every L1 entry is cleared, so reads go to the
- * backing file.  An L2 table only we reference has its clusters freed with
- * it; one shared with an internal snapshot only loses our reference.
+ * backing file.  Every data cluster the active tree reaches loses the
+ * active tree's reference; so does every L2 table (freed if only we had
+ * it, kept for the internal snapshots that share it otherwise).
  * Order: metadata written back first (so no dirty table is dropped), the
  * clusters to free are collected without changing anything, then the L1
  * table is written without pointers (the commit point), and only then do
@@ -338,14 +339,18 @@ static int qcow2_make_empty(BlockDriverState *bs, GError **errp)
         }
         g_array_append_val(frees, l2_off);
         ret = qcow2_get_refcount(bs, l2_off >> s->cluster_bits, &refcount);
-        if (ret < 0 || refcount != 1) {
-            continue;
+        if (ret < 0) {
+            break;
         }
+        /* The active tree counts once on every data cluster it reaches,
+         * even through a table shared with a snapshot: drop all those. */
         ret = qcow2_cache_get(bs, s->l2_cache, l2_off, (void **)&l2);
         if (ret < 0) {
             break;
         }
-        g_array_append_val(owned_l2, l2_off);
+        if (refcount == 1) {
+            g_array_append_val(owned_l2, l2_off);
+        }
         for (uint32_t j = 0; j < s->l2_size; j++) {
             uint64_t e = GUINT64_FROM_BE(l2[j]);
             uint64_t off, len;
