@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "block/backing.h"
 #include "block/blockjob.h"
 
 static GMutex jobs_lock;
@@ -354,4 +355,26 @@ void block_job_kick(BlockJob *job)
     g_mutex_lock(&job->lock);
     g_cond_broadcast(&job->cond);
     g_mutex_unlock(&job->lock);
+}
+
+BlockDriverState *block_job_resolve_top(BlockBackend *blk,
+                                        BlockDriverState *top, GError **errp)
+{
+    BlockDriverState *root = blk_bs(blk);
+
+    if (!root) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Device '%s' has no medium", blk_name(blk));
+        return NULL;
+    }
+    if (!top) {
+        return root;
+    }
+    if (!bdrv_chain_contains(root, top)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "'%s' is not in this backing file chain",
+                    bdrv_get_node_name(top));
+        return NULL;
+    }
+    return top;
 }

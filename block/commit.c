@@ -373,22 +373,11 @@ BlockJob *commit_start(const char *job_id, BlockBackend *blk,
                        BlockDriverState *top, BlockDriverState *base,
                        const CommitOptions *opts, GError **errp)
 {
-    BlockDriverState *root = blk_bs(blk);
     CommitJob *s;
     int64_t len;
 
-    if (!root) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Device '%s' has no medium", blk_name(blk));
-        return NULL;
-    }
+    top = block_job_resolve_top(blk, top, errp);
     if (!top) {
-        top = root;
-    }
-    if (!bdrv_chain_contains(root, top)) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "'%s' is not in this backing file chain",
-                    bdrv_get_node_name(top));
         return NULL;
     }
     if (!base) {
@@ -427,9 +416,9 @@ BlockJob *commit_start(const char *job_id, BlockBackend *blk,
     s->base = base;
     bdrv_ref(top);
     bdrv_ref(base);
-    s->active = top == root;
+    s->active = top == blk_bs(blk);
     if (!s->active) {
-        s->above = bdrv_find_overlay(root, top);
+        s->above = bdrv_find_overlay(blk_bs(blk), top);
         bdrv_ref(s->above);
     }
     s->len = len;

@@ -187,8 +187,6 @@ static int set_refcount(CheckState *c, uint64_t k, uint64_t want)
 static int compare_refcounts(CheckState *c, BdrvCheckMode fix,
                              uint64_t *highest)
 {
-    BDRVQcow2State *s = c->s;
-
     *highest = 0;
     for (uint64_t k = 0; k < c->nb_clusters; k++) {
         uint64_t stored;
@@ -226,7 +224,6 @@ static int compare_refcounts(CheckState *c, BdrvCheckMode fix,
             c->res->corruptions++;
         }
     }
-    (void)s;
     return 0;
 }
 

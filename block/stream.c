@@ -207,22 +207,11 @@ BlockJob *stream_start(const char *job_id, BlockBackend *blk,
                        BlockDriverState *top, BlockDriverState *base,
                        const StreamOptions *opts, GError **errp)
 {
-    BlockDriverState *root = blk_bs(blk);
     StreamJob *s;
     int64_t len;
 
-    if (!root) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Device '%s' has no medium", blk_name(blk));
-        return NULL;
-    }
+    top = block_job_resolve_top(blk, top, errp);
     if (!top) {
-        top = root;
-    }
-    if (!bdrv_chain_contains(root, top)) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "'%s' is not in this backing file chain",
-                    bdrv_get_node_name(top));
         return NULL;
     }
     if (base && (base == top || !bdrv_chain_contains(top, base))) {
@@ -256,7 +245,7 @@ BlockJob *stream_start(const char *job_id, BlockBackend *blk,
     if (base) {
         bdrv_ref(base);
     }
-    s->top_is_root = top == root;
+    s->top_is_root = top == blk_bs(blk);
     s->len = len;
     s->backing_file = g_strdup(opts ? opts->backing_file : NULL);
     s->buf = g_malloc(STREAM_CHUNK);

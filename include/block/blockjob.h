@@ -182,4 +182,9 @@ BlockJob *stream_start(const char *job_id, BlockBackend *blk,
 
 G_END_DECLS
 
+/* The top node a commit/stream job starts from: `top`, or the device's
+ * root when NULL; fails if the device is empty or top is not in its chain. */
+BlockDriverState *block_job_resolve_top(BlockBackend *blk,
+                                        BlockDriverState *top, GError **errp);
+
 #endif
