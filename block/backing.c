@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "block/backing.h"
+#include "block/log.h"
 #include "block/block_int.h"
 
 bool bdrv_chain_contains(BlockDriverState *top, BlockDriverState *bs)
@@ -200,7 +201,7 @@ bool bdrv_change_backing_file(BlockDriverState *bs, const char *name,
         g_autoptr(GError) local_err = NULL;
         /* Best effort: the header is written either way. */
         if (!bdrv_reopen_set_read_only(bs, true, &local_err)) {
-            g_warning("Could not reopen '%s' read-only: %s", bs->filename,
+            strata_warning("Could not reopen '%s' read-only: %s", bs->filename,
                       local_err->message);
         }
     }

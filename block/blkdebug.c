@@ -33,7 +33,7 @@
  *   inject-error.action=kill  instead of failing the request, kill the
  *                             process (SIGKILL) before it is done: a
  *                             crash at an exact point, for crash tests
- *   print-counts=on           at close, print to stderr how many reads,
+ *   print-counts=on           at close, log how many reads,
  *                             writes and flushes passed and whether an
  *                             error was injected:
  *                             "blkdebug: reads=R writes=W flushes=F
@@ -46,6 +46,7 @@
 #include <string.h>
 
 #include "block/blkdebug.h"
+#include "block/log.h"
 #include "block/block_int.h"
 #include "block/drivers.h"
 
@@ -163,9 +164,9 @@ static void blkdebug_close(BlockDriverState *bs)
     BDRVBlkdebugState *s = bs->opaque;
 
     if (s->print_counts) {
-        fprintf(stderr, "blkdebug: reads=%" G_GUINT64_FORMAT " writes=%"
+        strata_info("blkdebug: reads=%" G_GUINT64_FORMAT " writes=%"
                 G_GUINT64_FORMAT " flushes=%" G_GUINT64_FORMAT
-                " injected=%d\n", s->reads, s->writes, s->flushes,
+                " injected=%d", s->reads, s->writes, s->flushes,
                 s->injected);
     }
     g_free(s->event);

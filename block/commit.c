@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "block/backing.h"
+#include "block/log.h"
 #include "block/blockjob.h"
 #include "block/block_int.h"
 
@@ -347,7 +348,7 @@ static void commit_clean(BlockJob *job)
     if (s->base_made_rw && !s->pivoted) {
         g_autoptr(GError) err = NULL;
         if (!bdrv_reopen_set_read_only(s->base, true, &err)) {
-            g_warning("commit: could not reopen '%s' read-only: %s",
+            strata_warning("commit: could not reopen '%s' read-only: %s",
                       s->base->filename, err->message);
         }
     }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "block/backing.h"
+#include "block/log.h"
 #include "block/block_int.h"
 #include "block/blockjob.h"
 #include "block/external-snapshot.h"
@@ -446,7 +447,7 @@ static void add_error(GError **errp, GError *err)
     if (!err) {
         return;
     }
-    g_warning("external snapshot cancel: %s", err->message);
+    strata_warning("external snapshot cancel: %s", err->message);
     if (errp && !*errp) {
         g_propagate_error(errp, err);
     } else {

@@ -4,7 +4,7 @@
  * the header, the active and snapshot L1/L2 trees, the snapshot table, the
  * refcount table and the refcount blocks; compare with the stored counts;
  * verify the COPIED flags of the active tree; optionally repair leaks (and,
- * with -r all, counts that are too low).  Problem lines go to stderr with
+ * with -r all, counts that are too low).  Problem lines go to the log sink with
  * QEMU's wording so scripts that read qemu-img's output read ours.
  */
 #include <errno.h>
@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "qcow2.h"
+#include "block/log.h"
 
 /* More clusters than this and the check refuses (memory for the counts). */
 #define CHECK_MAX_CLUSTERS (1ULL << 28)
@@ -37,9 +38,9 @@ static void inc_refs(CheckState *c, uint64_t offset, uint64_t size)
     }
     if (offset + size > c->nb_clusters * cs + cs - 1 ||
         offset + size < offset) {
-        fprintf(stderr, "ERROR: counting reference for region exceeding the "
+        strata_error("ERROR: counting reference for region exceeding the "
                 "end of the file by one cluster or more: offset %#"
-                G_GINT64_MODIFIER "x size %#" G_GINT64_MODIFIER "x\n",
+                G_GINT64_MODIFIER "x size %#" G_GINT64_MODIFIER "x",
                 offset, size);
         c->res->corruptions++;
         return;
@@ -62,7 +63,7 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active)
 
     c->next_contiguous = 0; /* fragmentation is counted per L2 table */
     if (ret < 0) {
-        fprintf(stderr, "ERROR: I/O error in check_refcounts_l2\n");
+        strata_error("ERROR: I/O error in check_refcounts_l2");
         c->res->check_errors++;
         return ret;
     }
@@ -73,9 +74,9 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active)
         case QCOW2_CLUSTER_COMPRESSED: {
             uint64_t coff, clen;
             if (e & QCOW_OFLAG_COPIED) {
-                fprintf(stderr, "ERROR: coffset=%#" G_GINT64_MODIFIER "x: "
+                strata_error("ERROR: coffset=%#" G_GINT64_MODIFIER "x: "
                         "copied flag must never be set for compressed "
-                        "clusters\n", e & s->coffset_mask);
+                        "clusters", e & s->coffset_mask);
                 c->res->corruptions++;
             }
             qcow2_compressed_range(s, e, &coff, &clen);
@@ -91,14 +92,14 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active)
         case QCOW2_CLUSTER_NORMAL:
         case QCOW2_CLUSTER_ZERO_ALLOC:
             if (e & L2E_RESERVED_MASK) {
-                fprintf(stderr, "ERROR found l2 entry with reserved bits set: "
-                        "%" G_GINT64_MODIFIER "x\n", e);
+                strata_error("ERROR found l2 entry with reserved bits set: "
+                        "%" G_GINT64_MODIFIER "x", e);
                 c->res->corruptions++;
             }
             if (off & (s->cluster_size - 1)) {
-                fprintf(stderr, "ERROR offset=%" G_GINT64_MODIFIER "x: Data "
+                strata_error("ERROR offset=%" G_GINT64_MODIFIER "x: Data "
                         "cluster is not properly aligned; L2 entry "
-                        "corrupted.\n", off);
+                        "corrupted.", off);
                 c->res->corruptions++;
                 break;
             }
@@ -131,7 +132,7 @@ static int check_l1(CheckState *c, uint64_t l1_off, uint32_t l1_size,
         disk_l1 = g_new(uint64_t, MAX(l1_size, 1));
         int ret = bdrv_pread(c->bs->file, l1_off, (int64_t)l1_size * 8, disk_l1);
         if (ret < 0) {
-            fprintf(stderr, "ERROR: I/O error in check_refcounts_l1\n");
+            strata_error("ERROR: I/O error in check_refcounts_l1");
             c->res->check_errors++;
             return ret;
         }
@@ -146,13 +147,13 @@ static int check_l1(CheckState *c, uint64_t l1_off, uint32_t l1_size,
             continue;
         }
         if (active && (e & L1E_RESERVED_MASK)) {
-            fprintf(stderr, "ERROR found L1 entry with reserved bits set: %"
-                    G_GINT64_MODIFIER "x\n", e);
+            strata_error("ERROR found L1 entry with reserved bits set: %"
+                    G_GINT64_MODIFIER "x", e);
             c->res->corruptions++;
         }
         if (off & (s->cluster_size - 1)) {
-            fprintf(stderr, "ERROR l2_offset=%" G_GINT64_MODIFIER "x: Table "
-                    "is not cluster aligned; L1 entry corrupted\n", off);
+            strata_error("ERROR l2_offset=%" G_GINT64_MODIFIER "x: Table "
+                    "is not cluster aligned; L1 entry corrupted", off);
             c->res->corruptions++;
             continue;
         }
@@ -193,8 +194,8 @@ static int compare_refcounts(CheckState *c, BdrvCheckMode fix,
         uint64_t want = c->counts[k];
         int ret = qcow2_get_refcount(c->bs, k, &stored);
         if (ret < 0) {
-            fprintf(stderr, "Can't get refcount for cluster %" G_GUINT64_FORMAT
-                    ": %s\n", k, g_strerror(-ret));
+            strata_error("Can't get refcount for cluster %" G_GUINT64_FORMAT
+                    ": %s", k, g_strerror(-ret));
             c->res->check_errors++;
             continue;
         }
@@ -206,8 +207,8 @@ static int compare_refcounts(CheckState *c, BdrvCheckMode fix,
         }
         bool leak = stored > want;
         bool repair = leak ? (fix & BDRV_FIX_LEAKS) : (fix & BDRV_FIX_ERRORS);
-        fprintf(stderr, "%s cluster %" G_GUINT64_FORMAT " refcount=%"
-                G_GUINT64_FORMAT " reference=%" G_GUINT64_FORMAT "\n",
+        strata_error("%s cluster %" G_GUINT64_FORMAT " refcount=%"
+                G_GUINT64_FORMAT " reference=%" G_GUINT64_FORMAT "",
                 repair ? "Repairing" : leak ? "Leaked" : "ERROR",
                 k, stored, want);
         if (repair && (set_refcount(c, k, want) == 0)) {
@@ -253,9 +254,9 @@ static int check_copied(CheckState *c, BdrvCheckMode fix)
             continue;
         }
         if ((rc == 1) != !!(e & QCOW_OFLAG_COPIED)) {
-            fprintf(stderr, "%s OFLAG_COPIED L2 cluster: l1_index=%u "
+            strata_error("%s OFLAG_COPIED L2 cluster: l1_index=%u "
                     "l1_entry=%" G_GINT64_MODIFIER "x refcount=%"
-                    G_GUINT64_FORMAT "\n",
+                    G_GUINT64_FORMAT "",
                     (fix & BDRV_FIX_ERRORS) ? "Repairing" : "ERROR", i, e, rc);
             if (fix & BDRV_FIX_ERRORS) {
                 uint64_t ne = rc == 1 ? e | QCOW_OFLAG_COPIED
@@ -290,8 +291,8 @@ static int check_copied(CheckState *c, BdrvCheckMode fix)
                 continue;
             }
             if ((rc == 1) != !!(le & QCOW_OFLAG_COPIED)) {
-                fprintf(stderr, "%s OFLAG_COPIED data cluster: l2_entry=%"
-                        G_GINT64_MODIFIER "x refcount=%" G_GUINT64_FORMAT "\n",
+                strata_error("%s OFLAG_COPIED data cluster: l2_entry=%"
+                        G_GINT64_MODIFIER "x refcount=%" G_GUINT64_FORMAT "",
                         (fix & BDRV_FIX_ERRORS) ? "Repairing" : "ERROR", le, rc);
                 if (fix & BDRV_FIX_ERRORS) {
                     le = rc == 1 ? le | QCOW_OFLAG_COPIED
@@ -358,16 +359,16 @@ int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
     for (uint32_t i = 0; ret == 0 && i < s->nb_snapshots; i++) {
         Qcow2Snapshot *sn = &s->snapshots[i];
         if ((sn->l1_table_offset & (s->cluster_size - 1))) {
-            fprintf(stderr, "ERROR snapshot %s (%s) l1_offset=%#"
+            strata_error("ERROR snapshot %s (%s) l1_offset=%#"
                     G_GINT64_MODIFIER "x: L1 table is not cluster aligned; "
-                    "snapshot table entry corrupted\n", sn->id_str, sn->name,
+                    "snapshot table entry corrupted", sn->id_str, sn->name,
                     sn->l1_table_offset);
             res->corruptions++;
             continue;
         }
         if ((uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES) {
-            fprintf(stderr, "ERROR snapshot %s (%s) l1_size=%#x: L1 table is "
-                    "too large; snapshot table entry corrupted\n",
+            strata_error("ERROR snapshot %s (%s) l1_size=%#x: L1 table is "
+                    "too large; snapshot table entry corrupted",
                     sn->id_str, sn->name, sn->l1_size);
             res->corruptions++;
             continue;
@@ -386,13 +387,13 @@ int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
             continue;
         }
         if (off & (s->cluster_size - 1)) {
-            fprintf(stderr, "ERROR refcount block %u is not cluster aligned; "
-                    "refcount table entry corrupted\n", i);
+            strata_error("ERROR refcount block %u is not cluster aligned; "
+                    "refcount table entry corrupted", i);
             res->corruptions++;
             continue;
         }
         if ((off >> s->cluster_bits) >= c.nb_clusters) {
-            fprintf(stderr, "ERROR refcount block %u is outside image\n", i);
+            strata_error("ERROR refcount block %u is outside image", i);
             res->corruptions++;
             continue;
         }

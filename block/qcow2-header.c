@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "qcow2.h"
+#include "block/log.h"
 
 static uint32_t be32_at(const uint8_t *b, size_t off)
 {
@@ -54,12 +55,12 @@ void qcow2_signal_corruption(BlockDriverState *bs, const char *fmt, ...)
     msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     if (bs->read_only) {
-        fprintf(stderr, "qcow2: Image is corrupt: %s; further non-fatal "
-                "corruption events will be suppressed\n", msg);
+        strata_error("qcow2: Image is corrupt: %s; further non-fatal "
+                "corruption events will be suppressed", msg);
         return;
     }
-    fprintf(stderr, "qcow2: Marking image as corrupt: %s; further "
-            "corruption events will be suppressed\n", msg);
+    strata_error("qcow2: Marking image as corrupt: %s; further "
+            "corruption events will be suppressed", msg);
     s->incompatible_features |= QCOW2_INCOMPAT_CORRUPT;
     uint64_t be = GUINT64_TO_BE(s->incompatible_features);
     bdrv_pwrite(bs->file, QCOW2_HDR_INCOMPAT_OFF, 8, &be);

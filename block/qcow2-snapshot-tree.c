@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "qcow2.h"
+#include "block/log.h"
 
 /* Frees clusters nothing points at (any more); a failure only leaks. */
 int qcow2_free_unreferenced(BlockDriverState *bs, uint64_t offset,
@@ -319,8 +320,8 @@ int qcow2_tree_ref(BlockDriverState *bs, const uint64_t *l1, uint32_t l1_size,
     ret = walk_refs(bs, l1, l1_size, 1, UINT64_MAX, &done, errp);
     if (ret < 0 && done &&
         walk_refs(bs, l1, l1_size, -1, done, &undone, NULL) < 0) {
-        fprintf(stderr, "qcow2: could not take back %" G_GUINT64_FORMAT
-                " reference count increments; clusters leak\n", done);
+        strata_error("qcow2: could not take back %" G_GUINT64_FORMAT
+                " reference count increments; clusters leak", done);
     }
     return ret;
 }

@@ -49,6 +49,7 @@
 #include <string.h>
 
 #include "qcow2.h"
+#include "block/log.h"
 
 #define SNAP_HEADER_LEN 40
 #define SNAP_EXTRA_KNOWN 24   /* vm_state_size_large, disk_size, icount */
@@ -954,8 +955,8 @@ fail:
         g_autoptr(GError) err = NULL;
         if (qcow2_tree_release(bs, op->tree_l1, op->tree_l1_size, copy_off,
                                &err) < 0) {
-            fprintf(stderr, "qcow2: undoing the snapshot failed (clusters "
-                    "leak): %s\n", err->message);
+            strata_error("qcow2: undoing the snapshot failed (clusters "
+                    "leak): %s", err->message);
         }
     } else {
         qcow2_free_unreferenced(bs, copy_off, l1_bytes);
@@ -1120,8 +1121,8 @@ fail:
     if (refs_taken) {
         g_autoptr(GError) err = NULL;
         if (qcow2_tree_release(bs, op->l1, op->l1_size, l1_off, &err) < 0) {
-            fprintf(stderr, "qcow2: undoing the snapshot apply failed "
-                    "(clusters leak): %s\n", err->message);
+            strata_error("qcow2: undoing the snapshot apply failed "
+                    "(clusters leak): %s", err->message);
         }
     }
     if (op) {
@@ -1353,7 +1354,7 @@ int qcow2_snapshot_check_table(BlockDriverState *bs, BdrvCheckResult *res,
     }
     for (uint32_t i = 0; i < s->nb_snapshots; i++) {
         if (s->snapshots[i].extra_data_size < 16) {
-            fprintf(stderr, "%s snapshot table entry %u is incomplete\n",
+            strata_error("%s snapshot table entry %u is incomplete",
                     repair ? "Repairing" : "ERROR", i);
             bad++;
         }
@@ -1376,7 +1377,7 @@ int qcow2_snapshot_check_table(BlockDriverState *bs, BdrvCheckResult *res,
         }
     }
     if (ret < 0) {
-        fprintf(stderr, "ERROR could not rewrite the snapshot table: %s\n",
+        strata_error("ERROR could not rewrite the snapshot table: %s",
                 err ? err->message : g_strerror(-ret));
         res->corruptions += bad;
         return 0;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "block/backing.h"
+#include "block/log.h"
 #include "block/blockjob.h"
 #include "block/block_int.h"
 
@@ -184,7 +185,7 @@ static void stream_clean(BlockJob *job)
     if (s->top_made_rw) {
         g_autoptr(GError) err = NULL;
         if (!bdrv_reopen_set_read_only(s->top, true, &err)) {
-            g_warning("stream: could not reopen '%s' read-only: %s",
+            strata_warning("stream: could not reopen '%s' read-only: %s",
                       s->top->filename, err->message);
         }
     }

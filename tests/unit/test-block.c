@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "block/block_int.h"
+#include "block/log.h"
 
 static char *tmpdir;
 
@@ -196,6 +197,42 @@ START_TEST(test_open_errors)
 }
 END_TEST
 
+
+static void capture_log(StrataLogLevel level, const char *msg, void *opaque)
+{
+    g_ptr_array_add(opaque, g_strdup(msg));
+}
+
+/* The library reports through the sink only: nothing reaches a sink that
+ * is not installed, and an installed one gets whole lines. */
+START_TEST(test_log_sink)
+{
+    g_autoptr(GPtrArray) lines = g_ptr_array_new_with_free_func(g_free);
+    g_autofree char *path = g_build_filename(tmpdir, "log.raw", NULL);
+    GError *err = NULL;
+
+    ck_assert(g_file_set_contents(path, "0123456789abcdef", 16, NULL));
+    for (int with_sink = 0; with_sink < 2; with_sink++) {
+        if (with_sink) {
+            strata_log_set_sink(capture_log, lines);
+        }
+        BlockOpts *o = bdrv_opts_new();
+        bdrv_opts_set(o, "driver", "raw");
+        bdrv_opts_set(o, "file.driver", "blkdebug");
+        bdrv_opts_set(o, "file.print-counts", "on");
+        BlockDriverState *bs = bdrv_open(path, o, 0, &err);
+        ck_assert_msg(bs, "%s", err ? err->message : "");
+        char buf[4];
+        ck_assert_int_eq(bdrv_pread(bs, 0, 4, buf), 0);
+        bdrv_unref(bs);
+        ck_assert_uint_eq(lines->len, with_sink);
+    }
+    ck_assert_ptr_eq(strata_log_set_sink(NULL, NULL), capture_log);
+    ck_assert_str_eq(g_ptr_array_index(lines, 0),
+                     "blkdebug: reads=1 writes=0 flushes=0 injected=0");
+}
+END_TEST
+
 static Suite *block_suite(void)
 {
     Suite *s = suite_create("block");
@@ -207,6 +244,7 @@ static Suite *block_suite(void)
     tcase_add_test(tc, test_reopen_ro_rw);
     tcase_add_test(tc, test_drain_holds_requests);
     tcase_add_test(tc, test_open_errors);
+    tcase_add_test(tc, test_log_sink);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "img-common.h"
+#include "block/log.h"
 #include "img-snapshot.h"
 
 #ifndef STRATA_VERSION
@@ -159,6 +160,8 @@ int main(int argc, char **argv)
     g_autofree char *progname = g_path_get_basename(argv[0]);
     const char *cmdname;
     int c;
+
+    strata_log_set_sink(strata_log_to_stderr, NULL);
 
     img_progname = progname;
     if (argc < 2) {

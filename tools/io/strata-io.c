@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "io-cmds.h"
+#include "block/log.h"
 #include "io-util.h"
 
 #ifndef STRATA_VERSION
@@ -417,6 +418,8 @@ int main(int argc, char **argv)
     g_autofree char *prgname = g_path_get_basename(argv[0]);
     const char *format = NULL;
     int c, ret;
+
+    strata_log_set_sink(strata_log_to_stderr, NULL);
 
     g_set_prgname(prgname);
 
