@@ -3,9 +3,12 @@
  * BlockBackend: a device's handle on the top node of its chain.  Every
  * request enters the device (counted in flight, held while another
  * thread drains it), reads the root once and runs on it; switching the
- * root drains first, so the switch is atomic for the guest.
+ * root drains first, so the switch is atomic for the guest.  Before a
+ * request reaches the root it is checked against the device's size, and
+ * the device's write-cache and discard settings shape it on the way.
  */
 #include <errno.h>
+#include <stdatomic.h>
 
 #include "block/block-backend.h"
 
@@ -16,7 +19,11 @@ typedef struct WriteNotifier {
 
 struct BlockBackend {
     char *name;
+    uint64_t serial;             /* see blk_get_serial() */
     gint refcnt;
+    /* Settings; written by the owner between requests. */
+    bool write_cache;
+    bool ignore_discard;
 
     GMutex lock;                 /* everything below */
     GCond cond;
@@ -31,10 +38,13 @@ struct BlockBackend {
 
 BlockBackend *blk_new(const char *name, BlockDriverState *root)
 {
+    static atomic_uint_fast64_t next_serial;
     BlockBackend *blk = g_new0(BlockBackend, 1);
 
     blk->name = g_strdup(name);
+    blk->serial = atomic_fetch_add(&next_serial, 1) + 1;
     blk->refcnt = 1;
+    blk->write_cache = true;
     g_mutex_init(&blk->lock);
     g_cond_init(&blk->cond);
     blk->notifiers = g_array_new(FALSE, FALSE, sizeof(WriteNotifier));
@@ -71,12 +81,52 @@ const char *blk_name(BlockBackend *blk)
     return blk->name ? blk->name : "";
 }
 
+uint64_t blk_get_serial(BlockBackend *blk)
+{
+    return blk->serial;
+}
+
+void blk_set_enable_write_cache(BlockBackend *blk, bool enable)
+{
+    blk->write_cache = enable;
+}
+
+bool blk_enable_write_cache(BlockBackend *blk)
+{
+    return blk->write_cache;
+}
+
+void blk_set_ignore_discard(BlockBackend *blk, bool ignore)
+{
+    blk->ignore_discard = ignore;
+}
+
+bool blk_ignore_discard(BlockBackend *blk)
+{
+    return blk->ignore_discard;
+}
+
 BlockDriverState *blk_bs(BlockBackend *blk)
 {
     BlockDriverState *bs;
 
     g_mutex_lock(&blk->lock);
     bs = blk->root;
+    g_mutex_unlock(&blk->lock);
+    return bs;
+}
+
+/* The root is swapped under the lock and the old one dropped only after,
+ * so a reference taken under the lock is taken on a live node. */
+BlockDriverState *blk_get_root(BlockBackend *blk)
+{
+    BlockDriverState *bs;
+
+    g_mutex_lock(&blk->lock);
+    bs = blk->root;
+    if (bs) {
+        bdrv_ref(bs);
+    }
     g_mutex_unlock(&blk->lock);
     return bs;
 }
@@ -164,50 +214,131 @@ static void blk_notify_write(BlockBackend *blk, int64_t offset,
     }
 }
 
+/* The bounds check on the root the request entered with. */
+static int check_request(BlockDriverState *bs, int64_t offset, int64_t bytes)
+{
+    int64_t len;
+
+    if (!bs) {
+        return -ENOMEDIUM;
+    }
+    if (offset < 0 || bytes < 0) {
+        return -EIO;
+    }
+    len = bdrv_getlength(bs);
+    if (len < 0) {
+        return (int)len;
+    }
+    if (offset > len || len - offset < bytes) {
+        return -EIO;
+    }
+    return 0;
+}
+
+int blk_check_request(BlockBackend *blk, int64_t offset, int64_t bytes)
+{
+    BlockDriverState *bs = blk_enter(blk);
+    int ret = check_request(bs, offset, bytes);
+
+    blk_leave(blk, false);
+    return ret;
+}
+
+/*
+ * A write that changed the device: notifiers first (the data may have
+ * reached the node even if the flush below fails), then the flush that
+ * FUA or write-through asks for.
+ */
+static int finish_write(BlockBackend *blk, BlockDriverState *bs,
+                        int64_t offset, int64_t bytes, int flags)
+{
+    blk_notify_write(blk, offset, bytes);
+    if ((flags & BLK_REQ_FUA) || !blk->write_cache) {
+        return bdrv_flush(bs);
+    }
+    return 0;
+}
+
 int blk_pread(BlockBackend *blk, int64_t offset, int64_t bytes, void *buf)
 {
     BlockDriverState *bs = blk_enter(blk);
-    int ret = bs ? bdrv_pread(bs, offset, bytes, buf) : -ENOMEDIUM;
+    int ret = check_request(bs, offset, bytes);
 
+    if (ret == 0) {
+        ret = bdrv_pread(bs, offset, bytes, buf);
+    }
     blk_leave(blk, false);
+    return ret;
+}
+
+int blk_pwrite_flags(BlockBackend *blk, int64_t offset, int64_t bytes,
+                     const void *buf, int flags)
+{
+    BlockDriverState *bs = blk_enter(blk);
+    int ret = check_request(bs, offset, bytes);
+    bool wrote = false;
+
+    if (ret == 0) {
+        ret = bdrv_pwrite(bs, offset, bytes, buf);
+        wrote = ret == 0;
+    }
+    if (wrote) {
+        ret = finish_write(blk, bs, offset, bytes, flags);
+    }
+    blk_leave(blk, wrote);
     return ret;
 }
 
 int blk_pwrite(BlockBackend *blk, int64_t offset, int64_t bytes,
                const void *buf)
 {
-    BlockDriverState *bs = blk_enter(blk);
-    int ret = bs ? bdrv_pwrite(bs, offset, bytes, buf) : -ENOMEDIUM;
-
-    if (ret == 0) {
-        blk_notify_write(blk, offset, bytes);
-    }
-    blk_leave(blk, ret == 0);
-    return ret;
+    return blk_pwrite_flags(blk, offset, bytes, buf, 0);
 }
 
 int blk_pwrite_zeroes(BlockBackend *blk, int64_t offset, int64_t bytes,
                       int flags)
 {
     BlockDriverState *bs = blk_enter(blk);
-    int ret = bs ? bdrv_pwrite_zeroes(bs, offset, bytes, flags) : -ENOMEDIUM;
+    int ret = check_request(bs, offset, bytes);
+    bool wrote = false;
 
-    if (ret == 0) {
-        blk_notify_write(blk, offset, bytes);
+    if (blk->ignore_discard) {
+        flags &= ~BDRV_REQ_MAY_UNMAP;
     }
-    blk_leave(blk, ret == 0);
+    if (ret == 0) {
+        ret = bdrv_pwrite_zeroes(bs, offset, bytes, flags & ~BLK_REQ_FUA);
+        wrote = ret == 0;
+    }
+    if (wrote) {
+        ret = finish_write(blk, bs, offset, bytes, flags);
+    }
+    blk_leave(blk, wrote);
     return ret;
 }
 
+int blk_pwrite_compressed(BlockBackend *blk, int64_t offset, int64_t bytes,
+                          const void *buf)
+{
+    int ret = blk_check_request(blk, offset, bytes);
+
+    return ret < 0 ? ret : -ENOTSUP;
+}
+
+/* A discard is a hint: dropping it (discard=ignore) is a success. */
 int blk_pdiscard(BlockBackend *blk, int64_t offset, int64_t bytes)
 {
     BlockDriverState *bs = blk_enter(blk);
-    int ret = bs ? bdrv_pdiscard(bs, offset, bytes) : -ENOMEDIUM;
+    int ret = check_request(bs, offset, bytes);
+    bool wrote = false;
 
-    if (ret == 0) {
+    if (ret == 0 && !blk->ignore_discard) {
+        ret = bdrv_pdiscard(bs, offset, bytes);
+        wrote = ret == 0;
+    }
+    if (wrote) {
         blk_notify_write(blk, offset, bytes);
     }
-    blk_leave(blk, ret == 0);
+    blk_leave(blk, wrote);
     return ret;
 }
 
@@ -224,6 +355,15 @@ int64_t blk_getlength(BlockBackend *blk)
 {
     BlockDriverState *bs = blk_enter(blk);
     int64_t ret = bs ? bdrv_getlength(bs) : -ENOMEDIUM;
+
+    blk_leave(blk, false);
+    return ret;
+}
+
+int blk_truncate(BlockBackend *blk, int64_t size, GError **errp)
+{
+    BlockDriverState *bs = blk_enter(blk);
+    int ret = bs ? bdrv_truncate(bs, size, errp) : -ENOMEDIUM;
 
     blk_leave(blk, false);
     return ret;

@@ -627,3 +627,29 @@ int bdrv_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
     }
     return bs->drv->check(bs, res, fix);
 }
+
+/* ---- Every open node, for the registry in blockdev/ (issue 8) ---- */
+
+GPtrArray *bdrv_list_nodes(void)
+{
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)bdrv_unref);
+
+    g_mutex_lock(&nodes_lock);
+    /* all_nodes is newest first; callers get the nodes oldest first. */
+    for (GList *l = g_list_last(all_nodes); l; l = l->prev) {
+        BlockDriverState *bs = l->data;
+        gint ref = g_atomic_int_get(&bs->refcnt);
+
+        /* A node whose last reference is gone stays listed until its
+         * close finishes; it must not come back to life here. */
+        while (ref > 0 &&
+               !g_atomic_int_compare_and_exchange(&bs->refcnt, ref, ref + 1)) {
+            ref = g_atomic_int_get(&bs->refcnt);
+        }
+        if (ref > 0) {
+            g_ptr_array_add(out, bs);
+        }
+    }
+    g_mutex_unlock(&nodes_lock);
+    return out;
+}

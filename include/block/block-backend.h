@@ -8,6 +8,13 @@
  *
  * Write notifiers let a block job see every write that completed on the
  * device (active commit tracks dirty areas with them).
+ *
+ * The device also owns what a guest, an export or strata-io expects of a
+ * disk, whatever node is under it: requests outside the device fail with
+ * EIO before they reach a node, a device without write cache (write-
+ * through) or a request with BLK_REQ_FUA is on stable storage when the
+ * call returns, and a device set to ignore discards drops them (and the
+ * unmapping of zero writes).
  */
 #ifndef STRATA_BLOCK_BACKEND_H
 #define STRATA_BLOCK_BACKEND_H
@@ -27,9 +34,19 @@ void blk_unref(BlockBackend *blk);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(BlockBackend, blk_unref)
 
 const char *blk_name(BlockBackend *blk);
+/*
+ * A number no other device of this process has or will have, increasing
+ * with creation.  Devices are always drained in increasing serial order
+ * (see blockdev/registry.h), so two threads draining overlapping sets
+ * cannot wait for each other in a circle.
+ */
+uint64_t blk_get_serial(BlockBackend *blk);
 /* The current root; stable while the caller holds the device drained
  * (or is the only user). */
 BlockDriverState *blk_bs(BlockBackend *blk);
+/* The current root with a reference taken (NULL: no medium); safe
+ * against a concurrent blk_set_root(). */
+BlockDriverState *blk_get_root(BlockBackend *blk);
 /*
  * Switches the device to new_root (a reference is taken; the one to the
  * old root is dropped).  Drains the device around the switch: requests
@@ -38,17 +55,50 @@ BlockDriverState *blk_bs(BlockBackend *blk);
 void blk_set_root(BlockBackend *blk, BlockDriverState *new_root);
 
 /*
- * I/O on the current root; same contract as bdrv_pread() etc.  Returns
- * -ENOMEDIUM when the device has no root.
+ * Write cache: enabled (the default) means a completed write may still sit
+ * in a volatile cache until blk_flush(); disabled (write-through, what
+ * qemu-io and a guest without a cache use) flushes after every write.
+ */
+void blk_set_enable_write_cache(BlockBackend *blk, bool enable);
+bool blk_enable_write_cache(BlockBackend *blk);
+/*
+ * discard=ignore: discards succeed without reaching the node, and zero
+ * writes never unmap.  Off by default.
+ */
+void blk_set_ignore_discard(BlockBackend *blk, bool ignore);
+bool blk_ignore_discard(BlockBackend *blk);
+
+/*
+ * The check every request passes first: 0 if [offset, offset + bytes)
+ * lies inside the device, -EIO if not (or if either is negative),
+ * -ENOMEDIUM without a root, or the error of reading the length.
+ */
+int blk_check_request(BlockBackend *blk, int64_t offset, int64_t bytes);
+
+/* The write is on stable storage when the call returns (Force Unit
+ * Access).  A flag of the device layer: never passed to a node. */
+#define BLK_REQ_FUA 0x8000
+
+/*
+ * I/O on the current root; same contract as bdrv_pread() etc., after
+ * blk_check_request() and with the device's settings above applied.
+ * flags: BLK_REQ_FUA for writes; BDRV_REQ_* and BLK_REQ_FUA for zeroes.
  */
 int blk_pread(BlockBackend *blk, int64_t offset, int64_t bytes, void *buf);
 int blk_pwrite(BlockBackend *blk, int64_t offset, int64_t bytes,
                const void *buf);
+int blk_pwrite_flags(BlockBackend *blk, int64_t offset, int64_t bytes,
+                     const void *buf, int flags);
 int blk_pwrite_zeroes(BlockBackend *blk, int64_t offset, int64_t bytes,
                       int flags);
+/* Compressed writes are not in the block API yet: -ENOTSUP once the
+ * request passed its check. */
+int blk_pwrite_compressed(BlockBackend *blk, int64_t offset, int64_t bytes,
+                          const void *buf);
 int blk_pdiscard(BlockBackend *blk, int64_t offset, int64_t bytes);
 int blk_flush(BlockBackend *blk);
 int64_t blk_getlength(BlockBackend *blk);
+int blk_truncate(BlockBackend *blk, int64_t size, GError **errp);
 
 /*
  * Drain: waits for every request in flight on the device and holds new

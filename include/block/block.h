@@ -103,6 +103,9 @@ const char *bdrv_get_backing_filename(BlockDriverState *bs);
 char *bdrv_get_full_backing_filename(BlockDriverState *bs);
 const char *bdrv_get_backing_format(BlockDriverState *bs);
 BlockDriverState *bdrv_find_node(const char *node_name);
+/* Every open node, oldest first, each with a reference taken (the array
+ * drops them when freed).  For blockdev/'s registry. */
+GPtrArray *bdrv_list_nodes(void);
 
 /* Virtual size in bytes, or -errno. */
 int64_t bdrv_getlength(BlockDriverState *bs);
