@@ -67,14 +67,14 @@ static int is_allocated(BlockDriverState *bs, int64_t offset, int64_t bytes,
 
 static int flush_f(IoState *s, int argc, char **argv)
 {
-    return bdrv_flush(s->bs);
+    return blk_flush(s->blk);
 }
 
 static const IoCmd flush_cmd = {
     .name = "flush",
     .altname = "f",
     .func = flush_f,
-    .oneline = "flush all in-core file state to disk",
+    .oneline = "push cached writes to stable storage",
 };
 
 static int truncate_f(IoState *s, int argc, char **argv);
@@ -87,7 +87,7 @@ static const IoCmd truncate_cmd = {
     .argmax = 3,
     .flags = IO_CMD_WRITE,
     .args = "[-m prealloc_mode] off",
-    .oneline = "truncates the current file at the given offset",
+    .oneline = "resize the image to off bytes",
 };
 
 static int truncate_f(IoState *s, int argc, char **argv)
@@ -123,7 +123,7 @@ static int truncate_f(IoState *s, int argc, char **argv)
         io_error_report("Unsupported preallocation mode '%s'", mode);
         return -ENOTSUP;
     }
-    ret = bdrv_truncate(s->bs, offset, &err);
+    ret = blk_truncate(s->blk, offset, &err);
     if (ret < 0) {
         if (err) {
             io_error_report("%s", err->message);
@@ -137,7 +137,7 @@ static int truncate_f(IoState *s, int argc, char **argv)
 
 static int length_f(IoState *s, int argc, char **argv)
 {
-    int64_t size = bdrv_getlength(s->bs);
+    int64_t size = blk_getlength(s->blk);
     char str[64];
 
     if (size < 0) {
@@ -153,7 +153,7 @@ static const IoCmd length_cmd = {
     .name = "length",
     .altname = "l",
     .func = length_f,
-    .oneline = "gets the length of the current file",
+    .oneline = "print the size of the image",
 };
 
 /*
@@ -173,7 +173,8 @@ static int64_t qcow2_vm_state_offset(int64_t size, int64_t cluster_size,
 
 static int info_f(IoState *s, int argc, char **argv)
 {
-    const char *fmt = bdrv_get_format_name(s->bs);
+    BlockDriverState *bs = blk_bs(s->blk);
+    const char *fmt = bdrv_get_format_name(bs);
     BlockDriverInfo bdi;
     BlockSpecificInfo spec;
     int64_t vm_state = 0;
@@ -182,22 +183,22 @@ static int info_f(IoState *s, int argc, char **argv)
 
     if (fmt) {
         printf("format name: %s\n", fmt);
-        if (!bdrv_get_file(s->bs)) {
+        if (!bdrv_get_file(bs)) {
             /* a protocol node: QEMU prints its protocol name as well */
             printf("format name: %s\n", fmt);
         }
     }
-    ret = bdrv_get_info(s->bs, &bdi);
-    if (ret == -ENOTSUP && !bdrv_get_file(s->bs)) {
+    ret = bdrv_get_info(bs, &bdi);
+    if (ret == -ENOTSUP && !bdrv_get_file(bs)) {
         /* QEMU's file driver answers with an all-zero BlockDriverInfo */
         ret = 0;
     }
     if (ret) {
         return ret;
     }
-    bdrv_get_specific_info(s->bs, &spec);
+    bdrv_get_specific_info(bs, &spec);
     if (spec.type && !strcmp(spec.type, "qcow2")) {
-        vm_state = qcow2_vm_state_offset(bdrv_getlength(s->bs),
+        vm_state = qcow2_vm_state_offset(bdrv_getlength(bs),
                                          bdi.cluster_size, spec.extended_l2);
     }
     io_cvtstr(bdi.cluster_size, s1, sizeof(s1));
@@ -231,7 +232,7 @@ static const IoCmd info_cmd = {
     .name = "info",
     .altname = "i",
     .func = info_f,
-    .oneline = "prints information about the current file",
+    .oneline = "print format details of the image",
 };
 
 /* ---- alloc, map ---- */
@@ -259,7 +260,7 @@ static int alloc_f(IoState *s, int argc, char **argv)
 
     remaining = count;
     while (remaining) {
-        ret = is_allocated(s->bs, offset, remaining, &num);
+        ret = is_allocated(blk_bs(s->blk), offset, remaining, &num);
         if (ret < 0) {
             printf("is_allocated failed: %s\n", strerror(-ret));
             return ret;
@@ -288,7 +289,7 @@ static const IoCmd alloc_cmd = {
     .argmin = 1,
     .argmax = 2,
     .args = "offset [count]",
-    .oneline = "checks if offset is allocated in the file",
+    .oneline = "count allocated bytes from offset on",
 };
 
 /* Allocation status at offset and the length of the run sharing it. */
@@ -322,13 +323,13 @@ static int map_f(IoState *s, int argc, char **argv)
     char s1[64], s2[64];
     int ret;
 
-    bytes = bdrv_getlength(s->bs);
+    bytes = blk_getlength(s->blk);
     if (bytes < 0) {
         io_error_report("Failed to query image length: %s", strerror(-bytes));
         return (int)bytes;
     }
     while (bytes) {
-        ret = allocation_run(s->bs, offset, bytes, &num);
+        ret = allocation_run(blk_bs(s->blk), offset, bytes, &num);
         if (ret < 0) {
             io_error_report("Failed to get allocation status: %s",
                             strerror(-ret));
@@ -354,7 +355,7 @@ static const IoCmd map_cmd = {
     .argmin = 0,
     .argmax = 0,
     .args = "",
-    .oneline = "prints the allocated areas of a file",
+    .oneline = "list the image as allocated and unallocated runs",
 };
 
 /* ---- reopen ---- */
@@ -363,15 +364,15 @@ static void reopen_help(void)
 {
     printf(
 "\n"
-" Changes the open options of an already opened image\n"
+" Applies new options to the open image without closing it.  strata can\n"
+" switch between read-only and read-write and change write-through; any\n"
+" other option that would change is refused.\n"
+" Example: 'reopen -r' drops write access.\n"
 "\n"
-" Example:\n"
-" 'reopen -o lazy-refcounts=on' - activates lazy refcount writeback on a qcow2 image\n"
-"\n"
-" -r, -- Reopen the image read-only\n"
-" -w, -- Reopen the image read-write\n"
-" -c, -- Change the cache mode to the given value\n"
-" -o, -- Changes block driver options (cf. 'open' command)\n"
+"  -r           make the image read-only\n"
+"  -w           make the image writable\n"
+"  -c mode      a cache mode, as for 'open -t'\n"
+"  -o options   key=value pairs, as for 'open -o'\n"
 "\n");
 }
 
@@ -383,7 +384,7 @@ static const IoCmd reopen_cmd = {
     .argmin = 0,
     .argmax = -1,
     .args = "[(-r|-w)] [-c cache] [-o options]",
-    .oneline = "reopens an image with new options",
+    .oneline = "change the open options of the image",
     .help = reopen_help,
 };
 
@@ -402,14 +403,16 @@ static bool take_bool(BlockOpts *opts, const char *key, bool *val)
 
 /*
  * The block API can switch a node between read-only and read-write; the
- * write-through setting lives here.  Other options cannot change.
+ * write-through setting belongs to the device.  Other options cannot
+ * change.
  */
 static int reopen_f(IoState *s, int argc, char **argv)
 {
     g_autoptr(GHashTable) opts = bdrv_opts_new();
-    bool read_only = bdrv_is_read_only(s->bs);
+    BlockDriverState *bs = blk_bs(s->blk);
+    bool read_only = bdrv_is_read_only(bs);
     bool nocache = s->nocache, no_flush = s->no_flush;
-    bool writethrough = s->writethrough;
+    bool writethrough = !blk_enable_write_cache(s->blk);
     bool has_rw = false, has_cache = false;
     GHashTableIter it;
     gpointer key;
@@ -455,7 +458,7 @@ static int reopen_f(IoState *s, int argc, char **argv)
 
     /* qemu-io gives up write permission when the new flags are
      * read-only, before looking at the options */
-    if (has_rw ? read_only : bdrv_is_read_only(s->bs)) {
+    if (has_rw ? read_only : bdrv_is_read_only(bs)) {
         s->write_perm = false;
     }
     if (bdrv_opts_get(opts, "read-only")) {
@@ -497,17 +500,17 @@ static int reopen_f(IoState *s, int argc, char **argv)
 
     if (read_only && s->write_perm) {
         io_error_report("Read-only block node '%s' cannot support read-write "
-                        "users", bdrv_get_node_name(s->bs));
+                        "users", bdrv_get_node_name(bs));
         return -EINVAL;
     }
-    if (read_only != bdrv_is_read_only(s->bs)) {
+    if (read_only != bdrv_is_read_only(bs)) {
         g_autoptr(GError) err = NULL;
-        if (!bdrv_reopen_set_read_only(s->bs, read_only, &err)) {
+        if (!bdrv_reopen_set_read_only(bs, read_only, &err)) {
             io_error_report("%s", err ? err->message : "Could not reopen");
             return -EINVAL;
         }
     }
-    s->writethrough = writethrough;
+    blk_set_enable_write_cache(s->blk, !writethrough);
     return 0;
 }
 
@@ -544,8 +547,7 @@ static const IoCmd break_cmd = {
     .argmin = 2,
     .argmax = 2,
     .args = "event tag",
-    .oneline = "sets a breakpoint on event and tags the stopped "
-               "request as tag",
+    .oneline = "stop the next request at event, calling it tag",
 };
 
 static const IoCmd remove_break_cmd = {
@@ -554,7 +556,7 @@ static const IoCmd remove_break_cmd = {
     .argmin = 1,
     .argmax = 1,
     .args = "tag",
-    .oneline = "remove a breakpoint by tag",
+    .oneline = "forget the breakpoint called tag",
 };
 
 static const IoCmd resume_cmd = {
@@ -563,7 +565,7 @@ static const IoCmd resume_cmd = {
     .argmin = 1,
     .argmax = 1,
     .args = "tag",
-    .oneline = "resumes the request tagged as tag",
+    .oneline = "let the request called tag go on",
 };
 
 static const IoCmd wait_break_cmd = {
@@ -572,7 +574,7 @@ static const IoCmd wait_break_cmd = {
     .argmin = 1,
     .argmax = 1,
     .args = "tag",
-    .oneline = "waits for the suspension of a request",
+    .oneline = "block until a request stops at a breakpoint",
 };
 
 /* ---- abort, sigraise, sleep ---- */
@@ -586,20 +588,16 @@ static const IoCmd abort_cmd = {
     .name = "abort",
     .func = abort_f,
     .flags = IO_CMD_NOFILE_OK,
-    .oneline = "simulate a program crash using abort(3)",
+    .oneline = "crash on purpose with abort(3)",
 };
 
 static void sigraise_help(void)
 {
     printf(
 "\n"
-" raises the given signal\n"
-"\n"
-" Example:\n"
-" 'sigraise %i' - raises SIGTERM\n"
-"\n"
-" Invokes raise(signal), where \"signal\" is the mandatory integer argument\n"
-" given to sigraise.\n"
+" Sends signal number SIGNAL to strata-io, with output flushed first, so\n"
+" a test can see how a process killed at this point leaves the image.\n"
+" Example: 'sigraise %i' (SIGTERM).\n"
 "\n", SIGTERM);
 }
 
@@ -629,7 +627,7 @@ static const IoCmd sigraise_cmd = {
     .argmax = 1,
     .flags = IO_CMD_NOFILE_OK,
     .args = "signal",
-    .oneline = "raises a signal",
+    .oneline = "send a signal to strata-io itself",
     .help = sigraise_help,
 };
 
@@ -652,7 +650,7 @@ static const IoCmd sleep_cmd = {
     .argmin = 1,
     .argmax = 1,
     .flags = IO_CMD_NOFILE_OK,
-    .oneline = "waits for the given value in milliseconds",
+    .oneline = "pause for a number of milliseconds",
 };
 
 /* ---- help ---- */
@@ -674,7 +672,7 @@ static int help_f(IoState *s, int argc, char **argv)
         for (int i = 0; i < ncmds; i++) {
             help_oneline(cmdtab[i].name, &cmdtab[i]);
         }
-        printf("\nUse 'help commandname' for extended help.\n");
+        printf("\nType 'help NAME' to read about one command.\n");
         return 0;
     }
     cmd = find_command(argv[1]);
@@ -697,14 +695,14 @@ static const IoCmd help_cmd = {
     .argmax = 1,
     .flags = IO_CMD_GLOBAL,
     .args = "[command]",
-    .oneline = "help for one or all commands",
+    .oneline = "list the commands, or describe one",
 };
 
 /* ---- dispatch ---- */
 
 static int run(IoState *s, const IoCmd *cmd, int argc, char **argv)
 {
-    if (!(cmd->flags & (IO_CMD_GLOBAL | IO_CMD_NOFILE_OK)) && !s->bs) {
+    if (!(cmd->flags & (IO_CMD_GLOBAL | IO_CMD_NOFILE_OK)) && !s->blk) {
         fprintf(stderr, "no file open, try 'help open'\n");
         return -EINVAL;
     }
@@ -724,8 +722,8 @@ static int run(IoState *s, const IoCmd *cmd, int argc, char **argv)
         return -EINVAL;
     }
     /* qemu-io asks for write permission here, before parsing anything */
-    if ((cmd->flags & IO_CMD_WRITE) && s->bs) {
-        if (bdrv_is_read_only(s->bs)) {
+    if ((cmd->flags & IO_CMD_WRITE) && s->blk) {
+        if (bdrv_is_read_only(blk_bs(s->blk))) {
             io_error_report("Block node is read-only");
             return -EPERM;
         }

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * strata-io's command table and the state the commands share: the open
- * node and the BlockBackend-like settings qemu-io keeps beside it
- * (write-through, discard mode).
+ * strata-io's command table and the state the commands share: the device
+ * of the open image (its write-cache and discard settings live there, as
+ * for any other user of a device) and the open options strata-io keeps
+ * beside it.
  */
 #ifndef STRATA_IO_CMDS_H
 #define STRATA_IO_CMDS_H
@@ -10,12 +11,10 @@
 #include <stdbool.h>
 
 #include "block/block.h"
+#include "block/block-backend.h"
 
 typedef struct IoState {
-    BlockDriverState *bs;   /* NULL when no file is open */
-    /* What qemu-io's BlockBackend does above the node: */
-    bool writethrough;      /* flush after every write (qemu-io default) */
-    bool discard_ignore;    /* -d ignore: discards and unmaps are dropped */
+    BlockBackend *blk;      /* NULL when no file is open */
     bool nocache;           /* opened with cache.direct=on */
     bool no_flush;          /* opened with cache.no-flush=on */
     bool write_perm;        /* qemu-io's BlockBackend holds write permission */

@@ -1,12 +1,17 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * strata-io's data commands: read, readv, write, writev, aio_read,
- * aio_write, aio_flush and discard, with the part of a BlockBackend that
- * qemu-io relies on: requests reaching past the end of the image fail
- * with EIO, write-through mode (qemu-io's default) flushes after every
- * write, and discard=ignore drops discards.  Names, options, messages
- * and output are qemu-io's (QEMU 7.2).  Requests are synchronous; the
- * aio_* commands only hold back what they print (see below).
+ * strata-io's data commands: read, readv, aio_read, write, writev,
+ * aio_write, discard and aio_flush.  They share one core: a table entry
+ * per command says which options it takes, how its lengths are given
+ * (one, or several that are added up) and whether its result is printed
+ * at once or held back like an asynchronous completion; parsing,
+ * checking, the request and the report are the same code for all of
+ * them.  The device (BlockBackend) does what qemu-io's device does:
+ * bounds checks, write-through, FUA and discard=ignore.
+ *
+ * Command names, synopses, messages and output are qemu-io's (QEMU 7.2):
+ * scripts and tests compare the two tools' output.  The help texts are
+ * our own.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,436 +24,279 @@
 #include "io-cmds.h"
 #include "io-util.h"
 
-/* ---- The BlockBackend layer qemu-io has above the node ---- */
+typedef enum RwOp {
+    RW_READ = 1,
+    RW_WRITE = 2,
+    RW_DISCARD = 4,
+} RwOp;
 
-static int check_byte_request(IoState *s, int64_t offset, int64_t bytes)
+/* How a command gives its lengths and reports. */
+typedef enum RwShape {
+    RW_SINGLE,      /* off len */
+    RW_VECTOR,      /* off len [len..]: one request of the sum */
+    RW_AIO,         /* like RW_VECTOR; printed later, never fails on I/O */
+} RwShape;
+
+typedef struct RwKind {
+    RwOp op;
+    RwShape shape;
+    const char *optstring;      /* getopt(3) */
+    const char *fail_label;     /* "<label> failed: <strerror>" */
+    const IoCmd *cmd;
+    const char *summary;        /* help */
+    const char *example;
+} RwKind;
+
+/* Everything the options and arguments of one command line say. */
+typedef struct RwArgs {
+    bool terse;                 /* -C */
+    bool quiet;                 /* -q */
+    bool dump;                  /* -v */
+    bool has_pattern;           /* -P */
+    int pattern;
+    bool has_verify_off;        /* read -s */
+    int64_t verify_off;
+    bool has_verify_len;        /* read -l */
+    int64_t verify_len;
+    const char *source;         /* write -s */
+    bool vmstate;               /* -b */
+    bool compressed;            /* -c */
+    bool fua;                   /* -f */
+    bool zeroes;                /* -z */
+    int zero_flags;             /* -n, -u */
+    int64_t offset;
+    int64_t bytes;
+} RwArgs;
+
+/* ---- Parsing ---- */
+
+static int64_t parse_num(const char *arg)
 {
-    int64_t len;
+    int64_t v = io_cvtnum(arg);
 
-    if (bytes < 0 || offset < 0) {
-        return -EIO;
+    if (v < 0) {
+        io_print_cvtnum_err(v, arg);
     }
-    len = bdrv_getlength(s->bs);
-    if (len < 0) {
-        return (int)len;
-    }
-    if (offset > len || len - offset < bytes) {
-        return -EIO;
+    return v;
+}
+
+/*
+ * The options.  Returns 0, a negative errno after printing why, or 1 when
+ * the command is done already (aio -i).
+ */
+static int parse_options(const RwKind *k, RwArgs *a, int argc, char **argv)
+{
+    int c;
+
+    while ((c = getopt(argc, argv, k->optstring)) != -1) {
+        switch (c) {
+        case 'b':
+            a->vmstate = true;
+            break;
+        case 'c':
+            a->compressed = true;
+            break;
+        case 'C':
+            a->terse = true;
+            break;
+        case 'f':
+            a->fua = true;
+            break;
+        case 'i':
+            printf("injecting invalid %s request\n",
+                   k->op == RW_READ ? "read" : "write");
+            return 1;
+        case 'l':
+            a->has_verify_len = true;
+            a->verify_len = parse_num(optarg);
+            if (a->verify_len < 0) {
+                return (int)a->verify_len;
+            }
+            break;
+        case 'n':
+            a->zero_flags |= BDRV_REQ_NO_FALLBACK;
+            break;
+        case 'p':
+            break;              /* accepted for old scripts */
+        case 'P':
+            a->has_pattern = true;
+            a->pattern = io_parse_pattern(optarg);
+            if (a->pattern < 0) {
+                return -EINVAL;
+            }
+            break;
+        case 'q':
+            a->quiet = true;
+            break;
+        case 's':
+            if (k->op == RW_READ) {
+                a->has_verify_off = true;
+                a->verify_off = parse_num(optarg);
+                if (a->verify_off < 0) {
+                    return (int)a->verify_off;
+                }
+            } else {
+                a->source = optarg;
+            }
+            break;
+        case 'u':
+            a->zero_flags |= BDRV_REQ_MAY_UNMAP;
+            break;
+        case 'v':
+            a->dump = true;
+            break;
+        case 'z':
+            a->zeroes = true;
+            break;
+        default:
+            io_command_usage(k->cmd);
+            return -EINVAL;
+        }
     }
     return 0;
 }
 
-static int do_pread(IoState *s, void *buf, int64_t offset, int64_t bytes)
+/* Options that exclude or need each other, in qemu-io's order. */
+static bool options_consistent(const RwKind *k, const RwArgs *a, int nlens)
 {
-    int ret = check_byte_request(s, offset, bytes);
+    bool unmap = a->zero_flags & BDRV_REQ_MAY_UNMAP;
+    bool no_fallback = a->zero_flags & BDRV_REQ_NO_FALLBACK;
 
-    return ret < 0 ? ret : bdrv_pread(s->bs, offset, bytes, buf);
-}
-
-/* Write-through (and -f, FUA) is a flush after the write. */
-static int finish_write(IoState *s, int ret, bool fua)
-{
-    if (ret == 0 && (fua || s->writethrough)) {
-        ret = bdrv_flush(s->bs);
+    if (a->vmstate && a->zeroes) {
+        printf("-b and -z cannot be specified at the same time\n");
+    } else if (a->fua && (a->vmstate || a->compressed)) {
+        printf("-f and -b or -c cannot be specified at the same time\n");
+    } else if (no_fallback && !a->zeroes) {
+        printf("-n requires -z to be specified\n");
+    } else if (a->zeroes && nlens != 1) {
+        printf("-z supports only a single length parameter\n");
+    } else if (unmap && !a->zeroes) {
+        printf("-u requires -z to be specified\n");
+    } else if (k->shape == RW_SINGLE &&
+               a->zeroes + a->has_pattern + !!a->source > 1) {
+        /* (aio_write -z -P is let through, as by qemu-io) */
+        printf("Only one of -z, -P, and -s "
+               "can be specified at the same time\n");
+    } else {
+        return true;
     }
-    return ret;
+    return false;
 }
 
-static int do_pwrite(IoState *s, const void *buf, int64_t offset,
-                     int64_t bytes, bool fua)
+/* The sum of several lengths, each and the sum within the request limit. */
+static int parse_length_list(char **argv, int n, int64_t *total)
 {
-    int ret = check_byte_request(s, offset, bytes);
-
-    if (ret < 0) {
-        return ret;
-    }
-    return finish_write(s, bdrv_pwrite(s->bs, offset, bytes, buf), fua);
-}
-
-static int do_pwrite_zeroes(IoState *s, int64_t offset, int64_t bytes,
-                            int flags, bool fua)
-{
-    int ret = check_byte_request(s, offset, bytes);
-
-    if (ret < 0) {
-        return ret;
-    }
-    if (s->discard_ignore) {
-        flags &= ~BDRV_REQ_MAY_UNMAP;
-    }
-    return finish_write(s, bdrv_pwrite_zeroes(s->bs, offset, bytes, flags),
-                        fua);
-}
-
-static int do_pdiscard(IoState *s, int64_t offset, int64_t bytes)
-{
-    int ret = check_byte_request(s, offset, bytes);
-
-    if (ret < 0 || s->discard_ignore) {
-        return ret;
-    }
-    return bdrv_pdiscard(s->bs, offset, bytes);
-}
-
-/* 1 if this layer (not a backing file) decides the content, 0 if not. */
-static void now(struct timespec *t)
-{
-    clock_gettime(CLOCK_MONOTONIC, t);
-}
-
-/* Bytes all equal to pattern? */
-static bool matches_pattern(const uint8_t *buf, int64_t len, int pattern)
-{
-    for (int64_t i = 0; i < len; i++) {
-        if (buf[i] != pattern) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/*
- * The lengths of readv/writev/aio_*: their sum into *total.  Prints
- * qemu-io's message and returns false on a bad one.
- */
-static bool parse_lengths(char **argv, int n, int64_t *total)
-{
-    int64_t count = 0;
+    int64_t sum = 0;
 
     for (int i = 0; i < n; i++) {
-        int64_t len = io_cvtnum(argv[i]);
+        int64_t len = parse_num(argv[i]);
 
         if (len < 0) {
-            io_print_cvtnum_err(len, argv[i]);
-            return false;
+            return (int)len;
         }
         if (len > IO_REQUEST_MAX_BYTES) {
             printf("Argument '%s' exceeds maximum size %" PRIu64 "\n",
                    argv[i], (uint64_t)IO_REQUEST_MAX_BYTES);
-            return false;
+            return -EINVAL;
         }
-        if (count > IO_REQUEST_MAX_BYTES - len) {
+        if (sum > IO_REQUEST_MAX_BYTES - len) {
             printf("The total number of bytes exceed the maximum size %"
                    PRIu64 "\n", (uint64_t)IO_REQUEST_MAX_BYTES);
-            return false;
+            return -EINVAL;
         }
-        count += len;
+        sum += len;
     }
-    *total = count;
+    *total = sum;
+    return 0;
+}
+
+static int parse_length(const RwKind *k, RwArgs *a, char **argv, int n)
+{
+    if (k->shape != RW_SINGLE && !a->zeroes) {
+        return parse_length_list(argv, n, &a->bytes);
+    }
+    a->bytes = parse_num(argv[0]);
+    if (a->bytes < 0) {
+        return (int)a->bytes;
+    }
+    /* Zero writes allocate no buffer: only -n lifts their limit (and an
+     * aio zero write has none). */
+    if (k->shape != RW_SINGLE || a->bytes <= IO_REQUEST_MAX_BYTES) {
+        return 0;
+    }
+    if (k->op != RW_WRITE) {
+        printf("length cannot exceed %" PRIu64 ", given %s\n",
+               (uint64_t)IO_REQUEST_MAX_BYTES, argv[0]);
+        return -EINVAL;
+    }
+    if (!(a->zero_flags & BDRV_REQ_NO_FALLBACK)) {
+        printf("length cannot exceed %" PRIu64 " without -n, given %s\n",
+               (uint64_t)IO_REQUEST_MAX_BYTES, argv[0]);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static bool sector_aligned(int64_t value, const char *what)
+{
+    if (value % BDRV_SECTOR_SIZE) {
+        printf("%" PRId64 " is not a sector-aligned value for '%s'\n", value,
+               what);
+        return false;
+    }
     return true;
 }
 
-/* ---- read ---- */
-
-static void read_help(void)
+/*
+ * The whole command line into *a.  Returns 0, a negative errno after
+ * printing why, or 1 when there is nothing left to do.
+ */
+static int parse_command(const RwKind *k, RwArgs *a, int argc, char **argv)
 {
-    printf(
-"\n"
-" reads a range of bytes from the given offset\n"
-"\n"
-" Example:\n"
-" 'read -v 512 1k' - dumps 1 kilobyte read from 512 bytes into the file\n"
-"\n"
-" Reads a segment of the currently open file, optionally dumping it to the\n"
-" standard output stream (with -v option) for subsequent inspection.\n"
-" -b, -- read from the VM state rather than the virtual disk\n"
-" -C, -- report statistics in a machine parsable format\n"
-" -l, -- length for pattern verification (only with -P)\n"
-" -p, -- ignored for backwards compatibility\n"
-" -P, -- use a pattern to verify read data\n"
-" -q, -- quiet mode, do not show I/O statistics\n"
-" -s, -- start offset for pattern verification (only with -P)\n"
-" -v, -- dump buffer to standard output\n"
-"\n");
-}
+    int ret = parse_options(k, a, argc, argv);
+    int nlens;
 
-static int read_f(IoState *s, int argc, char **argv);
-
-static const IoCmd read_cmd = {
-    .name = "read",
-    .altname = "r",
-    .func = read_f,
-    .argmin = 2,
-    .argmax = -1,
-    .args = "[-abCqv] [-P pattern [-s off] [-l len]] off len",
-    .oneline = "reads a number of bytes at a specified offset",
-    .help = read_help,
-};
-
-static int read_f(IoState *s, int argc, char **argv)
-{
-    bool cflag = false, qflag = false, vflag = false;
-    bool pflag = false, sflag = false, lflag = false, bflag = false;
-    int64_t offset, count, poff = 0, pcount = 0;
-    int c, ret, pattern = 0;
-    struct timespec t1, t2;
-    char *buf;
-
-    while ((c = getopt(argc, argv, "bCl:pP:qs:v")) != -1) {
-        switch (c) {
-        case 'b':
-            bflag = true;
-            break;
-        case 'C':
-            cflag = true;
-            break;
-        case 'l':
-            lflag = true;
-            pcount = io_cvtnum(optarg);
-            if (pcount < 0) {
-                io_print_cvtnum_err(pcount, optarg);
-                return (int)pcount;
-            }
-            break;
-        case 'p':
-            break; /* ignored, as in qemu-io */
-        case 'P':
-            pflag = true;
-            pattern = io_parse_pattern(optarg);
-            if (pattern < 0) {
-                return -EINVAL;
-            }
-            break;
-        case 'q':
-            qflag = true;
-            break;
-        case 's':
-            sflag = true;
-            poff = io_cvtnum(optarg);
-            if (poff < 0) {
-                io_print_cvtnum_err(poff, optarg);
-                return (int)poff;
-            }
-            break;
-        case 'v':
-            vflag = true;
-            break;
-        default:
-            io_command_usage(&read_cmd);
-            return -EINVAL;
-        }
+    if (ret != 0) {
+        return ret;
     }
-    if (optind != argc - 2) {
-        io_command_usage(&read_cmd);
+    nlens = argc - optind - 1;
+    if (nlens < 1 || (k->shape == RW_SINGLE && nlens != 1)) {
+        io_command_usage(k->cmd);
         return -EINVAL;
     }
-    offset = io_cvtnum(argv[optind]);
-    if (offset < 0) {
-        io_print_cvtnum_err(offset, argv[optind]);
-        return (int)offset;
-    }
-    optind++;
-    count = io_cvtnum(argv[optind]);
-    if (count < 0) {
-        io_print_cvtnum_err(count, argv[optind]);
-        return (int)count;
-    } else if (count > IO_REQUEST_MAX_BYTES) {
-        printf("length cannot exceed %" PRIu64 ", given %s\n",
-               (uint64_t)IO_REQUEST_MAX_BYTES, argv[optind]);
+    if (!options_consistent(k, a, nlens)) {
         return -EINVAL;
     }
-    if (!pflag && (lflag || sflag)) {
-        io_command_usage(&read_cmd);
+    a->offset = parse_num(argv[optind]);
+    if (a->offset < 0) {
+        return (int)a->offset;
+    }
+    ret = parse_length(k, a, &argv[optind + 1], nlens);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!a->has_pattern && (a->has_verify_len || a->has_verify_off)) {
+        io_command_usage(k->cmd);
         return -EINVAL;
     }
-    if (!lflag) {
-        pcount = count - poff;
+    if (!a->has_verify_len) {
+        a->verify_len = a->bytes - a->verify_off;
     }
-    if (pcount < 0 || pcount + poff > count) {
+    if (a->verify_len < 0 || a->verify_len + a->verify_off > a->bytes) {
         printf("pattern verification range exceeds end of read data\n");
         return -EINVAL;
     }
-    if (bflag) {
-        if (offset % BDRV_SECTOR_SIZE) {
-            printf("%" PRId64 " is not a sector-aligned value for 'offset'\n",
-                   offset);
-            return -EINVAL;
-        }
-        if (count % BDRV_SECTOR_SIZE) {
-            printf("%" PRId64 " is not a sector-aligned value for 'count'\n",
-                   count);
-            return -EINVAL;
-        }
-    }
-
-    buf = io_alloc(count, 0xab);
-    now(&t1);
-    /* No VM state area in strata images. */
-    ret = bflag ? -ENOTSUP : do_pread(s, buf, offset, count);
-    now(&t2);
-    if (ret < 0) {
-        printf("read failed: %s\n", strerror(-ret));
-        goto out;
-    }
-    ret = 0;
-    if (pflag && !matches_pattern((uint8_t *)buf + poff, pcount, pattern)) {
-        printf("Pattern verification failed at offset %" PRId64 ", %"
-               PRId64 " bytes\n", offset + poff, pcount);
-        ret = -EINVAL;
-    }
-    if (qflag) {
-        goto out;
-    }
-    if (vflag) {
-        io_dump_buffer(stdout, buf, offset, count);
-    }
-    t2 = io_tsub(t2, t1);
-    io_print_report(stdout, "read", &t2, offset, count, count, 1, cflag);
-out:
-    io_free(buf);
-    return ret;
-}
-
-/* ---- readv ---- */
-
-static void readv_help(void)
-{
-    printf(
-"\n"
-" reads a range of bytes from the given offset into multiple buffers\n"
-"\n"
-" Example:\n"
-" 'readv -v 512 1k 1k ' - dumps 2 kilobytes read from 512 bytes into the file\n"
-"\n"
-" Reads a segment of the currently open file, optionally dumping it to the\n"
-" standard output stream (with -v option) for subsequent inspection.\n"
-" Uses multiple iovec buffers if more than one byte range is specified.\n"
-" -C, -- report statistics in a machine parsable format\n"
-" -P, -- use a pattern to verify read data\n"
-" -v, -- dump buffer to standard output\n"
-" -q, -- quiet mode, do not show I/O statistics\n"
-"\n");
-}
-
-static int readv_f(IoState *s, int argc, char **argv);
-
-static const IoCmd readv_cmd = {
-    .name = "readv",
-    .func = readv_f,
-    .argmin = 2,
-    .argmax = -1,
-    .args = "[-Cqv] [-P pattern] off len [len..]",
-    .oneline = "reads a number of bytes at a specified offset",
-    .help = readv_help,
-};
-
-static int readv_f(IoState *s, int argc, char **argv)
-{
-    bool cflag = false, qflag = false, vflag = false, pflag = false;
-    int c, ret, pattern = 0;
-    int64_t offset, size;
-    struct timespec t1, t2;
-    char *buf;
-
-    while ((c = getopt(argc, argv, "CP:qv")) != -1) {
-        switch (c) {
-        case 'C':
-            cflag = true;
-            break;
-        case 'P':
-            pflag = true;
-            pattern = io_parse_pattern(optarg);
-            if (pattern < 0) {
-                return -EINVAL;
-            }
-            break;
-        case 'q':
-            qflag = true;
-            break;
-        case 'v':
-            vflag = true;
-            break;
-        default:
-            io_command_usage(&readv_cmd);
-            return -EINVAL;
-        }
-    }
-    if (optind > argc - 2) {
-        io_command_usage(&readv_cmd);
+    if ((a->vmstate || a->compressed) &&
+        (!sector_aligned(a->offset, "offset") ||
+         !sector_aligned(a->bytes, "count"))) {
         return -EINVAL;
     }
-    offset = io_cvtnum(argv[optind]);
-    if (offset < 0) {
-        io_print_cvtnum_err(offset, argv[optind]);
-        return (int)offset;
-    }
-    optind++;
-    if (!parse_lengths(&argv[optind], argc - optind, &size)) {
-        return -EINVAL;
-    }
-
-    buf = io_alloc(size, 0xab);
-    now(&t1);
-    ret = do_pread(s, buf, offset, size);
-    now(&t2);
-    if (ret < 0) {
-        printf("readv failed: %s\n", strerror(-ret));
-        goto out;
-    }
-    ret = 0;
-    if (pflag && !matches_pattern((uint8_t *)buf, size, pattern)) {
-        printf("Pattern verification failed at offset %" PRId64 ", %"
-               PRId64 " bytes\n", offset, size);
-        ret = -EINVAL;
-    }
-    if (qflag) {
-        goto out;
-    }
-    if (vflag) {
-        io_dump_buffer(stdout, buf, offset, size);
-    }
-    t2 = io_tsub(t2, t1);
-    io_print_report(stdout, "read", &t2, offset, size, size, 1, cflag);
-out:
-    io_free(buf);
-    return ret;
+    return 0;
 }
 
-/* ---- write ---- */
+/* ---- Buffers ---- */
 
-static void write_help(void)
-{
-    printf(
-"\n"
-" writes a range of bytes from the given offset\n"
-"\n"
-" Example:\n"
-" 'write 512 1k' - writes 1 kilobyte at 512 bytes into the open file\n"
-"\n"
-" Writes into a segment of the currently open file, using a buffer\n"
-" filled with a set pattern (0xcdcdcdcd).\n"
-" -b, -- write to the VM state rather than the virtual disk\n"
-" -c, -- write compressed data with blk_write_compressed\n"
-" -f, -- use Force Unit Access semantics\n"
-" -n, -- with -z, don't allow slow fallback\n"
-" -p, -- ignored for backwards compatibility\n"
-" -P, -- use different pattern to fill file\n"
-" -s, -- use a pattern file to fill the write buffer\n"
-" -C, -- report statistics in a machine parsable format\n"
-" -q, -- quiet mode, do not show I/O statistics\n"
-" -u, -- with -z, allow unmapping\n"
-" -z, -- write zeroes using blk_co_pwrite_zeroes\n"
-"\n");
-}
-
-static int write_f(IoState *s, int argc, char **argv);
-
-static const IoCmd write_cmd = {
-    .name = "write",
-    .altname = "w",
-    .func = write_f,
-    .argmin = 2,
-    .argmax = -1,
-    .flags = IO_CMD_WRITE,
-    .args = "[-bcCfnquz] [-P pattern | -s source_file] off len",
-    .oneline = "writes a number of bytes at a specified offset",
-    .help = write_help,
-};
-
-/*
- * A buffer of len bytes holding the file's content, repeated as often as
- * needed to fill it (write -s).
- */
+/* len bytes of the file's content, repeated as often as needed (write -s). */
 static char *alloc_from_file(size_t len, const char *name)
 {
     FILE *f = fopen(name, "r");
@@ -481,289 +329,46 @@ fail:
     return NULL;
 }
 
-static int write_f(IoState *s, int argc, char **argv)
-{
-    bool cflag = false, qflag = false, bflag = false, fua = false;
-    bool pflag = false, zflag = false, compress = false, sflag = false;
-    int zero_flags = 0;
-    int64_t offset, count;
-    int c, ret, pattern = 0xcd;
-    const char *file_name = NULL;
-    struct timespec t1, t2;
-    char *buf = NULL;
-
-    while ((c = getopt(argc, argv, "bcCfnpP:qs:uz")) != -1) {
-        switch (c) {
-        case 'b':
-            bflag = true;
-            break;
-        case 'c':
-            compress = true;
-            break;
-        case 'C':
-            cflag = true;
-            break;
-        case 'f':
-            fua = true;
-            break;
-        case 'n':
-            zero_flags |= BDRV_REQ_NO_FALLBACK;
-            break;
-        case 'p':
-            break; /* ignored, as in qemu-io */
-        case 'P':
-            pflag = true;
-            pattern = io_parse_pattern(optarg);
-            if (pattern < 0) {
-                return -EINVAL;
-            }
-            break;
-        case 'q':
-            qflag = true;
-            break;
-        case 's':
-            sflag = true;
-            file_name = optarg;
-            break;
-        case 'u':
-            zero_flags |= BDRV_REQ_MAY_UNMAP;
-            break;
-        case 'z':
-            zflag = true;
-            break;
-        default:
-            io_command_usage(&write_cmd);
-            return -EINVAL;
-        }
-    }
-    if (optind != argc - 2) {
-        io_command_usage(&write_cmd);
-        return -EINVAL;
-    }
-    if (bflag && zflag) {
-        printf("-b and -z cannot be specified at the same time\n");
-        return -EINVAL;
-    }
-    if (fua && (bflag || compress)) {
-        printf("-f and -b or -c cannot be specified at the same time\n");
-        return -EINVAL;
-    }
-    if ((zero_flags & BDRV_REQ_NO_FALLBACK) && !zflag) {
-        printf("-n requires -z to be specified\n");
-        return -EINVAL;
-    }
-    if ((zero_flags & BDRV_REQ_MAY_UNMAP) && !zflag) {
-        printf("-u requires -z to be specified\n");
-        return -EINVAL;
-    }
-    if (zflag + pflag + sflag > 1) {
-        printf("Only one of -z, -P, and -s "
-               "can be specified at the same time\n");
-        return -EINVAL;
-    }
-    offset = io_cvtnum(argv[optind]);
-    if (offset < 0) {
-        io_print_cvtnum_err(offset, argv[optind]);
-        return (int)offset;
-    }
-    optind++;
-    count = io_cvtnum(argv[optind]);
-    if (count < 0) {
-        io_print_cvtnum_err(count, argv[optind]);
-        return (int)count;
-    } else if (count > IO_REQUEST_MAX_BYTES &&
-               !(zero_flags & BDRV_REQ_NO_FALLBACK)) {
-        printf("length cannot exceed %" PRIu64 " without -n, given %s\n",
-               (uint64_t)IO_REQUEST_MAX_BYTES, argv[optind]);
-        return -EINVAL;
-    }
-    if (bflag || compress) {
-        if (offset % BDRV_SECTOR_SIZE) {
-            printf("%" PRId64 " is not a sector-aligned value for 'offset'\n",
-                   offset);
-            return -EINVAL;
-        }
-        if (count % BDRV_SECTOR_SIZE) {
-            printf("%" PRId64 " is not a sector-aligned value for 'count'\n",
-                   count);
-            return -EINVAL;
-        }
-    }
-    if (!zflag) {
-        if (sflag) {
-            buf = alloc_from_file(count, file_name);
-            if (!buf) {
-                return -EINVAL;
-            }
-        } else {
-            buf = io_alloc(count, pattern);
-        }
-    }
-
-    now(&t1);
-    if (bflag) {
-        ret = -ENOTSUP;         /* no VM state area */
-    } else if (zflag) {
-        ret = do_pwrite_zeroes(s, offset, count, zero_flags, fua);
-    } else if (compress) {
-        /* The block API has no compressed write. */
-        ret = check_byte_request(s, offset, count);
-        ret = ret < 0 ? ret : -ENOTSUP;
-    } else {
-        ret = do_pwrite(s, buf, offset, count, fua);
-    }
-    now(&t2);
-    if (ret < 0) {
-        printf("write failed: %s\n", strerror(-ret));
-        goto out;
-    }
-    ret = 0;
-    if (qflag) {
-        goto out;
-    }
-    t2 = io_tsub(t2, t1);
-    io_print_report(stdout, "wrote", &t2, offset, count, count, 1, cflag);
-out:
-    io_free(buf);
-    return ret;
-}
-
-/* ---- writev ---- */
-
-static void writev_help(void)
-{
-    printf(
-"\n"
-" writes a range of bytes from the given offset source from multiple buffers\n"
-"\n"
-" Example:\n"
-" 'writev 512 1k 1k' - writes 2 kilobytes at 512 bytes into the open file\n"
-"\n"
-" Writes into a segment of the currently open file, using a buffer\n"
-" filled with a set pattern (0xcdcdcdcd).\n"
-" -P, -- use different pattern to fill file\n"
-" -C, -- report statistics in a machine parsable format\n"
-" -f, -- use Force Unit Access semantics\n"
-" -q, -- quiet mode, do not show I/O statistics\n"
-"\n");
-}
-
-static int writev_f(IoState *s, int argc, char **argv);
-
-static const IoCmd writev_cmd = {
-    .name = "writev",
-    .func = writev_f,
-    .argmin = 2,
-    .argmax = -1,
-    .flags = IO_CMD_WRITE,
-    .args = "[-Cfq] [-P pattern] off len [len..]",
-    .oneline = "writes a number of bytes at a specified offset",
-    .help = writev_help,
-};
-
-static int writev_f(IoState *s, int argc, char **argv)
-{
-    bool cflag = false, qflag = false, fua = false;
-    int c, ret, pattern = 0xcd;
-    int64_t offset, size;
-    struct timespec t1, t2;
-    char *buf;
-
-    while ((c = getopt(argc, argv, "CfqP:")) != -1) {
-        switch (c) {
-        case 'C':
-            cflag = true;
-            break;
-        case 'f':
-            fua = true;
-            break;
-        case 'q':
-            qflag = true;
-            break;
-        case 'P':
-            pattern = io_parse_pattern(optarg);
-            if (pattern < 0) {
-                return -EINVAL;
-            }
-            break;
-        default:
-            io_command_usage(&writev_cmd);
-            return -EINVAL;
-        }
-    }
-    if (optind > argc - 2) {
-        io_command_usage(&writev_cmd);
-        return -EINVAL;
-    }
-    offset = io_cvtnum(argv[optind]);
-    if (offset < 0) {
-        io_print_cvtnum_err(offset, argv[optind]);
-        return (int)offset;
-    }
-    optind++;
-    if (!parse_lengths(&argv[optind], argc - optind, &size)) {
-        return -EINVAL;
-    }
-
-    buf = io_alloc(size, pattern);
-    now(&t1);
-    ret = do_pwrite(s, buf, offset, size, fua);
-    now(&t2);
-    if (ret < 0) {
-        printf("writev failed: %s\n", strerror(-ret));
-        goto out;
-    }
-    ret = 0;
-    if (qflag) {
-        goto out;
-    }
-    t2 = io_tsub(t2, t1);
-    io_print_report(stdout, "wrote", &t2, offset, size, size, 1, cflag);
-out:
-    io_free(buf);
-    return ret;
-}
-
-/* ---- aio_read / aio_write / aio_flush ---- */
+/* ---- Held-back output of the aio_* commands ---- */
 
 /*
- * The I/O of an aio_* command is done at once, but what it prints is
- * held back until a point where qemu-io would have seen the request
- * complete: aio_flush, closing the image, or exit.  Output then comes
- * in the same order as qemu-io's for the usual "aio_...; aio_flush".
+ * An aio_* request runs at once, but what it prints waits until qemu-io
+ * would have seen it complete: aio_flush, closing the image, or exit.
+ * A request that fails its bounds check never reaches a node; qemu-io
+ * completes those at its next poll, which is as good as now.
  */
 static GString *aio_pending;
-static char *aio_text;
-static size_t aio_text_len;
 
-/*
- * Where the completion of a request reports.  One that fails its bounds
- * check never reaches the disk; qemu-io completes those at its next
- * poll, which is as good as now.
- */
-static FILE *aio_completion_begin(IoState *s, int64_t offset, int64_t bytes)
-{
+typedef struct RwOutput {
     FILE *f;
+    char *text;
+    size_t len;
+} RwOutput;
 
-    if (check_byte_request(s, offset, bytes) < 0) {
-        return stdout;
+static void output_begin(IoState *s, const RwKind *k, const RwArgs *a,
+                         RwOutput *out)
+{
+    out->f = stdout;
+    if (k->shape == RW_AIO &&
+        blk_check_request(s->blk, a->offset, a->bytes) == 0) {
+        FILE *mem = open_memstream(&out->text, &out->len);
+        if (mem) {
+            out->f = mem;
+        }
     }
-    f = open_memstream(&aio_text, &aio_text_len);
-    return f ? f : stdout;
 }
 
-static void aio_completion_end(FILE *f)
+static void output_end(RwOutput *out)
 {
-    if (f == stdout) {
+    if (out->f == stdout) {
         return;
     }
-    fclose(f);
+    fclose(out->f);
     if (!aio_pending) {
         aio_pending = g_string_new(NULL);
     }
-    g_string_append_len(aio_pending, aio_text, aio_text_len);
-    free(aio_text);
-    aio_text = NULL;
+    g_string_append_len(aio_pending, out->text, out->len);
+    free(out->text);
 }
 
 void io_aio_drain(void)
@@ -774,253 +379,276 @@ void io_aio_drain(void)
     }
 }
 
+/* ---- The request ---- */
 
-static void aio_read_help(void)
+static bool all_bytes_are(const uint8_t *buf, int64_t len, int pattern)
 {
-    printf(
-"\n"
-" asynchronously reads a range of bytes from the given offset\n"
-"\n"
-" Example:\n"
-" 'aio_read -v 512 1k 1k ' - dumps 2 kilobytes read from 512 bytes into the file\n"
-"\n"
-" Reads a segment of the currently open file, optionally dumping it to the\n"
-" standard output stream (with -v option) for subsequent inspection.\n"
-" The read is performed asynchronously and the aio_flush command must be\n"
-" used to ensure all outstanding aio requests have been completed.\n"
-" Note that due to its asynchronous nature, this command will be\n"
-" considered successful once the request is submitted, independently\n"
-" of potential I/O errors or pattern mismatches.\n"
-" -C, -- report statistics in a machine parsable format\n"
-" -P, -- use a pattern to verify read data\n"
-" -i, -- treat request as invalid, for exercising stats\n"
-" -v, -- dump buffer to standard output\n"
-" -q, -- quiet mode, do not show I/O statistics\n"
-"\n");
-}
-
-static int aio_read_f(IoState *s, int argc, char **argv);
-
-static const IoCmd aio_read_cmd = {
-    .name = "aio_read",
-    .func = aio_read_f,
-    .argmin = 2,
-    .argmax = -1,
-    .args = "[-Ciqv] [-P pattern] off len [len..]",
-    .oneline = "asynchronously reads a number of bytes",
-    .help = aio_read_help,
-};
-
-/* Like readv, except that a failed request does not fail the command:
- * qemu-io only learns about it after the command has returned. */
-static int aio_read_f(IoState *s, int argc, char **argv)
-{
-    bool cflag = false, qflag = false, vflag = false, pflag = false;
-    int c, ret, pattern = 0;
-    int64_t offset, size;
-    struct timespec t1, t2;
-    FILE *out;
-    char *buf;
-
-    while ((c = getopt(argc, argv, "CP:iqv")) != -1) {
-        switch (c) {
-        case 'C':
-            cflag = true;
-            break;
-        case 'P':
-            pflag = true;
-            pattern = io_parse_pattern(optarg);
-            if (pattern < 0) {
-                return -EINVAL;
-            }
-            break;
-        case 'i':
-            printf("injecting invalid read request\n");
-            return 0;
-        case 'q':
-            qflag = true;
-            break;
-        case 'v':
-            vflag = true;
-            break;
-        default:
-            io_command_usage(&aio_read_cmd);
-            return -EINVAL;
+    for (int64_t i = 0; i < len; i++) {
+        if (buf[i] != pattern) {
+            return false;
         }
     }
-    if (optind > argc - 2) {
-        io_command_usage(&aio_read_cmd);
-        return -EINVAL;
-    }
-    offset = io_cvtnum(argv[optind]);
-    if (offset < 0) {
-        io_print_cvtnum_err(offset, argv[optind]);
-        return (int)offset;
-    }
-    optind++;
-    if (!parse_lengths(&argv[optind], argc - optind, &size)) {
-        return -EINVAL;
-    }
-
-    buf = io_alloc(size, 0xab);
-    now(&t1);
-    ret = do_pread(s, buf, offset, size);
-    now(&t2);
-    out = aio_completion_begin(s, offset, size);
-    if (ret < 0) {
-        fprintf(out, "readv failed: %s\n", strerror(-ret));
-        goto out;
-    }
-    if (pflag && !matches_pattern((uint8_t *)buf, size, pattern)) {
-        fprintf(out, "Pattern verification failed at offset %" PRId64 ", %"
-                PRId64 " bytes\n", offset, size);
-    }
-    if (qflag) {
-        goto out;
-    }
-    if (vflag) {
-        io_dump_buffer(out, buf, offset, size);
-    }
-    t2 = io_tsub(t2, t1);
-    io_print_report(out, "read", &t2, offset, size, size, 1, cflag);
-out:
-    aio_completion_end(out);
-    io_free(buf);
-    return 0;
+    return true;
 }
 
-static void aio_write_help(void)
+static int submit(IoState *s, const RwKind *k, const RwArgs *a, char *buf)
 {
-    printf(
-"\n"
-" asynchronously writes a range of bytes from the given offset source\n"
-" from multiple buffers\n"
-"\n"
-" Example:\n"
-" 'aio_write 512 1k 1k' - writes 2 kilobytes at 512 bytes into the open file\n"
-"\n"
-" Writes into a segment of the currently open file, using a buffer\n"
-" filled with a set pattern (0xcdcdcdcd).\n"
-" The write is performed asynchronously and the aio_flush command must be\n"
-" used to ensure all outstanding aio requests have been completed.\n"
-" Note that due to its asynchronous nature, this command will be\n"
-" considered successful once the request is submitted, independently\n"
-" of potential I/O errors or pattern mismatches.\n"
-" -P, -- use different pattern to fill file\n"
-" -C, -- report statistics in a machine parsable format\n"
-" -f, -- use Force Unit Access semantics\n"
-" -i, -- treat request as invalid, for exercising stats\n"
-" -q, -- quiet mode, do not show I/O statistics\n"
-" -u, -- with -z, allow unmapping\n"
-" -z, -- write zeroes using blk_aio_pwrite_zeroes\n"
-"\n");
+    int fua = a->fua ? BLK_REQ_FUA : 0;
+
+    if (a->vmstate) {
+        return -ENOTSUP;        /* strata images have no VM state area */
+    }
+    switch (k->op) {
+    case RW_READ:
+        return blk_pread(s->blk, a->offset, a->bytes, buf);
+    case RW_DISCARD:
+        return blk_pdiscard(s->blk, a->offset, a->bytes);
+    case RW_WRITE:
+        break;
+    }
+    if (a->zeroes) {
+        return blk_pwrite_zeroes(s->blk, a->offset, a->bytes,
+                                 a->zero_flags | fua);
+    }
+    if (a->compressed) {
+        return blk_pwrite_compressed(s->blk, a->offset, a->bytes, buf);
+    }
+    return blk_pwrite_flags(s->blk, a->offset, a->bytes, buf, fua);
 }
 
-static int aio_write_f(IoState *s, int argc, char **argv);
-
-static const IoCmd aio_write_cmd = {
-    .name = "aio_write",
-    .func = aio_write_f,
-    .argmin = 2,
-    .argmax = -1,
-    .flags = IO_CMD_WRITE,
-    .args = "[-Cfiquz] [-P pattern] off len [len..]",
-    .oneline = "asynchronously writes a number of bytes",
-    .help = aio_write_help,
-};
-
-static int aio_write_f(IoState *s, int argc, char **argv)
+static void now(struct timespec *t)
 {
-    bool cflag = false, qflag = false, zflag = false, fua = false;
-    int zero_flags = 0;
-    int c, ret, pattern = 0xcd;
-    int64_t offset, size;
+    clock_gettime(CLOCK_MONOTONIC, t);
+}
+
+static int run_request(IoState *s, const RwKind *k, const RwArgs *a)
+{
+    static const char *const report_label[] = {
+        [RW_READ] = "read", [RW_WRITE] = "wrote", [RW_DISCARD] = "discard",
+    };
     struct timespec t1, t2;
-    FILE *out;
+    RwOutput out;
     char *buf = NULL;
+    int ret;
 
-    while ((c = getopt(argc, argv, "CfiqP:uz")) != -1) {
-        switch (c) {
-        case 'C':
-            cflag = true;
-            break;
-        case 'f':
-            fua = true;
-            break;
-        case 'q':
-            qflag = true;
-            break;
-        case 'u':
-            zero_flags |= BDRV_REQ_MAY_UNMAP;
-            break;
-        case 'P':
-            pattern = io_parse_pattern(optarg);
-            if (pattern < 0) {
-                return -EINVAL;
-            }
-            break;
-        case 'i':
-            printf("injecting invalid write request\n");
-            return 0;
-        case 'z':
-            zflag = true;
-            break;
-        default:
-            io_command_usage(&aio_write_cmd);
+    if (k->op == RW_READ) {
+        buf = io_alloc(a->bytes, 0xab);
+    } else if (k->op == RW_WRITE && !a->zeroes) {
+        buf = a->source ? alloc_from_file(a->bytes, a->source)
+                        : io_alloc(a->bytes, a->has_pattern ? a->pattern
+                                                            : 0xcd);
+        if (!buf) {
             return -EINVAL;
         }
     }
-    if (optind > argc - 2) {
-        io_command_usage(&aio_write_cmd);
-        return -EINVAL;
-    }
-    if (zflag && optind != argc - 2) {
-        printf("-z supports only a single length parameter\n");
-        return -EINVAL;
-    }
-    if ((zero_flags & BDRV_REQ_MAY_UNMAP) && !zflag) {
-        printf("-u requires -z to be specified\n");
-        return -EINVAL;
-    }
-    offset = io_cvtnum(argv[optind]);
-    if (offset < 0) {
-        io_print_cvtnum_err(offset, argv[optind]);
-        return (int)offset;
-    }
-    optind++;
-    if (zflag) {
-        size = io_cvtnum(argv[optind]);
-        if (size < 0) {
-            io_print_cvtnum_err(size, argv[optind]);
-            return (int)size;
-        }
-        now(&t1);
-        ret = do_pwrite_zeroes(s, offset, size, zero_flags, fua);
-        now(&t2);
-    } else {
-        if (!parse_lengths(&argv[optind], argc - optind, &size)) {
-            return -EINVAL;
-        }
-        buf = io_alloc(size, pattern);
-        now(&t1);
-        ret = do_pwrite(s, buf, offset, size, fua);
-        now(&t2);
-    }
-    out = aio_completion_begin(s, offset, size);
+
+    now(&t1);
+    ret = MIN(submit(s, k, a, buf), 0);
+    now(&t2);
+
+    output_begin(s, k, a, &out);
     if (ret < 0) {
-        fprintf(out, "aio_write failed: %s\n", strerror(-ret));
-        goto out;
+        fprintf(out.f, "%s failed: %s\n", k->fail_label, strerror(-ret));
+        goto done;
     }
-    if (qflag) {
-        goto out;
+    if (k->op == RW_READ && a->has_pattern &&
+        !all_bytes_are((uint8_t *)buf + a->verify_off, a->verify_len,
+                       a->pattern)) {
+        fprintf(out.f, "Pattern verification failed at offset %" PRId64
+                ", %" PRId64 " bytes\n", a->offset + a->verify_off,
+                a->verify_len);
+        ret = -EINVAL;
     }
-    t2 = io_tsub(t2, t1);
-    io_print_report(out, "wrote", &t2, offset, size, size, 1, cflag);
-out:
-    aio_completion_end(out);
+    if (!a->quiet) {
+        if (a->dump) {
+            io_dump_buffer(out.f, buf, a->offset, a->bytes);
+        }
+        t2 = io_tsub(t2, t1);
+        io_print_report(out.f, report_label[k->op], &t2, a->offset, a->bytes,
+                        a->bytes, 1, a->terse);
+    }
+done:
+    output_end(&out);
     io_free(buf);
-    return 0;
+    /* An aio command has done its part once the request is issued. */
+    return k->shape == RW_AIO ? 0 : ret;
 }
+
+static int rw_command(IoState *s, const RwKind *k, int argc, char **argv)
+{
+    RwArgs a = { 0 };
+    int ret = parse_command(k, &a, argc, argv);
+
+    if (ret != 0) {
+        return ret < 0 ? ret : 0;
+    }
+    return run_request(s, k, &a);
+}
+
+/* ---- Help, built from the option letters each command takes ---- */
+
+typedef struct RwOptionHelp {
+    char letter;
+    int ops;                    /* RwOp mask the text applies to */
+    const char *arg;
+    const char *text;
+} RwOptionHelp;
+
+static const RwOptionHelp option_help[] = {
+    { 'b', RW_READ | RW_WRITE, NULL,
+      "use the VM state area (strata images have none: fails)" },
+    { 'c', RW_WRITE, NULL, "store the data compressed (not available yet)" },
+    { 'C', RW_READ | RW_WRITE | RW_DISCARD, NULL,
+      "print the timing on one comma-separated line" },
+    { 'f', RW_WRITE, NULL,
+      "Force Unit Access: on stable storage when the command ends" },
+    { 'i', RW_READ | RW_WRITE, NULL,
+      "issue nothing, only say an invalid request was injected" },
+    { 'l', RW_READ, "len", "with -P: compare only len bytes" },
+    { 'n', RW_WRITE, NULL, "with -z: fail rather than write zero buffers" },
+    { 'p', RW_READ | RW_WRITE, NULL, "no effect; old scripts still pass it" },
+    { 'P', RW_READ, "pattern", "fail unless every byte equals pattern" },
+    { 'P', RW_WRITE, "pattern", "the byte to write (default 0xcd)" },
+    { 'q', RW_READ | RW_WRITE | RW_DISCARD, NULL,
+      "print nothing when it works" },
+    { 's', RW_READ, "off", "with -P: start comparing off bytes in" },
+    { 's', RW_WRITE, "file", "write the bytes of file, repeated to fill" },
+    { 'u', RW_WRITE, NULL, "with -z: the range may be deallocated" },
+    { 'v', RW_READ, NULL, "show the bytes as hex and text" },
+    { 'z', RW_WRITE, NULL, "write zeroes without sending a buffer" },
+};
+
+static void rw_help(const RwKind *k)
+{
+    printf("\n%s\n Example: %s\n", k->summary, k->example);
+    if (k->shape == RW_AIO) {
+        printf("\n strata-io runs the request at once but holds its report"
+               " back until\n aio_flush, close or exit.  The command itself"
+               " succeeds even if the\n request then fails.\n");
+    }
+    printf("\n");
+    for (const char *p = k->optstring; *p; p++) {
+        for (size_t i = 0; i < G_N_ELEMENTS(option_help); i++) {
+            const RwOptionHelp *h = &option_help[i];
+            if (h->letter == *p && (h->ops & k->op)) {
+                g_autofree char *lhs = g_strdup_printf(
+                    "-%c%s%s", h->letter, h->arg ? " " : "",
+                    h->arg ? h->arg : "");
+                printf("  %-12s %s\n", lhs, h->text);
+            }
+        }
+    }
+    printf("\n");
+}
+
+/* ---- The commands ---- */
+
+static const RwKind read_kind, readv_kind, aio_read_kind;
+static const RwKind write_kind, writev_kind, aio_write_kind, discard_kind;
+
+#define RW_WRAPPERS(k)                                                  \
+    static int k##_f(IoState *s, int argc, char **argv)                 \
+    {                                                                   \
+        return rw_command(s, &k##_kind, argc, argv);                    \
+    }                                                                   \
+    static void k##_help(void)                                          \
+    {                                                                   \
+        rw_help(&k##_kind);                                             \
+    }
+
+RW_WRAPPERS(read)
+RW_WRAPPERS(readv)
+RW_WRAPPERS(aio_read)
+RW_WRAPPERS(write)
+RW_WRAPPERS(writev)
+RW_WRAPPERS(aio_write)
+RW_WRAPPERS(discard)
+
+static const IoCmd read_cmd = {
+    .name = "read", .altname = "r", .func = read_f, .help = read_help,
+    .argmin = 2, .argmax = -1,
+    .args = "[-abCqv] [-P pattern [-s off] [-l len]] off len",
+    .oneline = "read one byte range",
+};
+static const IoCmd readv_cmd = {
+    .name = "readv", .func = readv_f, .help = readv_help,
+    .argmin = 2, .argmax = -1,
+    .args = "[-Cqv] [-P pattern] off len [len..]",
+    .oneline = "read a byte range given as several lengths",
+};
+static const IoCmd aio_read_cmd = {
+    .name = "aio_read", .func = aio_read_f, .help = aio_read_help,
+    .argmin = 2, .argmax = -1,
+    .args = "[-Ciqv] [-P pattern] off len [len..]",
+    .oneline = "read now, report at the next aio_flush",
+};
+static const IoCmd write_cmd = {
+    .name = "write", .altname = "w", .func = write_f, .help = write_help,
+    .argmin = 2, .argmax = -1, .flags = IO_CMD_WRITE,
+    .args = "[-bcCfnquz] [-P pattern | -s source_file] off len",
+    .oneline = "write one byte range",
+};
+static const IoCmd writev_cmd = {
+    .name = "writev", .func = writev_f, .help = writev_help,
+    .argmin = 2, .argmax = -1, .flags = IO_CMD_WRITE,
+    .args = "[-Cfq] [-P pattern] off len [len..]",
+    .oneline = "write a byte range given as several lengths",
+};
+static const IoCmd aio_write_cmd = {
+    .name = "aio_write", .func = aio_write_f, .help = aio_write_help,
+    .argmin = 2, .argmax = -1, .flags = IO_CMD_WRITE,
+    .args = "[-Cfiquz] [-P pattern] off len [len..]",
+    .oneline = "write now, report at the next aio_flush",
+};
+static const IoCmd discard_cmd = {
+    .name = "discard", .altname = "d", .func = discard_f,
+    .help = discard_help, .argmin = 2, .argmax = -1, .flags = IO_CMD_WRITE,
+    .args = "[-Cq] off len",
+    .oneline = "tell the image a byte range is no longer needed",
+};
+
+static const RwKind read_kind = {
+    RW_READ, RW_SINGLE, "bCl:pP:qs:v", "read", &read_cmd,
+    " Reads len bytes at byte offset off of the image and prints how long\n"
+    " that took.  Numbers take the suffixes k, M, G, T, P and E.",
+    "'read -P 0 -v 1M 16' checks that 16 bytes at 1 MiB are zero and shows\n"
+    " them.",
+};
+static const RwKind readv_kind = {
+    RW_READ, RW_VECTOR, "CP:qv", "readv", &readv_cmd,
+    " Reads the sum of the lengths at byte offset off, as one request.",
+    "'readv 0 4k 4k' reads the first 8 KiB.",
+};
+static const RwKind aio_read_kind = {
+    RW_READ, RW_AIO, "CP:iqv", "readv", &aio_read_cmd,
+    " Reads the sum of the lengths at byte offset off, as one request.",
+    "'aio_read 0 64k' then 'aio_flush'.",
+};
+static const RwKind write_kind = {
+    RW_WRITE, RW_SINGLE, "bcCfnpP:qs:uz", "write", &write_cmd,
+    " Writes len bytes at byte offset off of the image, every byte 0xcd\n"
+    " unless -P, -s or -z says otherwise, and prints how long that took.",
+    "'write -P 0x55 2M 64k' fills 64 KiB at 2 MiB with 0x55.",
+};
+static const RwKind writev_kind = {
+    RW_WRITE, RW_VECTOR, "CfqP:", "writev", &writev_cmd,
+    " Writes the sum of the lengths at byte offset off, as one request of\n"
+    " 0xcd bytes unless -P gives another value.",
+    "'writev 1M 512 512' writes 1 KiB at 1 MiB.",
+};
+static const RwKind aio_write_kind = {
+    RW_WRITE, RW_AIO, "CfiqP:uz", "aio_write", &aio_write_cmd,
+    " Writes the sum of the lengths at byte offset off, as one request of\n"
+    " 0xcd bytes unless -P gives another value (-z takes one length).",
+    "'aio_write -z 0 1M' then 'aio_flush'.",
+};
+static const RwKind discard_kind = {
+    RW_DISCARD, RW_SINGLE, "Cq", "discard", &discard_cmd,
+    " Discards len bytes at byte offset off: the image may drop them, and\n"
+    " what reads return there afterwards depends on the format.  With\n"
+    " discard=ignore the request succeeds without reaching the image.",
+    "'discard 0 1M'.",
+};
 
 static int aio_flush_f(IoState *s, int argc, char **argv)
 {
@@ -1031,93 +659,8 @@ static int aio_flush_f(IoState *s, int argc, char **argv)
 static const IoCmd aio_flush_cmd = {
     .name = "aio_flush",
     .func = aio_flush_f,
-    .oneline = "completes all outstanding aio requests",
+    .oneline = "print what the aio_* requests reported",
 };
-
-/* ---- discard ---- */
-
-static void discard_help(void)
-{
-    printf(
-"\n"
-" discards a range of bytes from the given offset\n"
-"\n"
-" Example:\n"
-" 'discard 512 1k' - discards 1 kilobyte from 512 bytes into the file\n"
-"\n"
-" Discards a segment of the currently open file.\n"
-" -C, -- report statistics in a machine parsable format\n"
-" -q, -- quiet mode, do not show I/O statistics\n"
-"\n");
-}
-
-static int discard_f(IoState *s, int argc, char **argv);
-
-static const IoCmd discard_cmd = {
-    .name = "discard",
-    .altname = "d",
-    .func = discard_f,
-    .argmin = 2,
-    .argmax = -1,
-    .flags = IO_CMD_WRITE,
-    .args = "[-Cq] off len",
-    .oneline = "discards a number of bytes at a specified offset",
-    .help = discard_help,
-};
-
-static int discard_f(IoState *s, int argc, char **argv)
-{
-    bool cflag = false, qflag = false;
-    int64_t offset, bytes;
-    struct timespec t1, t2;
-    int c, ret;
-
-    while ((c = getopt(argc, argv, "Cq")) != -1) {
-        switch (c) {
-        case 'C':
-            cflag = true;
-            break;
-        case 'q':
-            qflag = true;
-            break;
-        default:
-            io_command_usage(&discard_cmd);
-            return -EINVAL;
-        }
-    }
-    if (optind != argc - 2) {
-        io_command_usage(&discard_cmd);
-        return -EINVAL;
-    }
-    offset = io_cvtnum(argv[optind]);
-    if (offset < 0) {
-        io_print_cvtnum_err(offset, argv[optind]);
-        return (int)offset;
-    }
-    optind++;
-    bytes = io_cvtnum(argv[optind]);
-    if (bytes < 0) {
-        io_print_cvtnum_err(bytes, argv[optind]);
-        return (int)bytes;
-    } else if (bytes > IO_REQUEST_MAX_BYTES) {
-        printf("length cannot exceed %" PRIu64 ", given %s\n",
-               (uint64_t)IO_REQUEST_MAX_BYTES, argv[optind]);
-        return -EINVAL;
-    }
-
-    now(&t1);
-    ret = do_pdiscard(s, offset, bytes);
-    now(&t2);
-    if (ret < 0) {
-        printf("discard failed: %s\n", strerror(-ret));
-        return ret;
-    }
-    if (!qflag) {
-        t2 = io_tsub(t2, t1);
-        io_print_report(stdout, "discard", &t2, offset, bytes, bytes, 1, cflag);
-    }
-    return 0;
-}
 
 void io_rw_init_commands(void)
 {

@@ -48,7 +48,7 @@ static int open_image(const char *name, BlockOpts *opts, const OpenMode *m)
     bool probed, read_only, force_share;
     int flags = 0;
 
-    if (state.bs) {
+    if (state.blk) {
         io_error_report("file open already, try 'help close'");
         if (opts) {
             g_hash_table_unref(opts);
@@ -137,10 +137,12 @@ static int open_image(const char *name, BlockOpts *opts, const OpenMode *m)
                 "         Specify the 'raw' format explicitly to remove "
                 "the restrictions.\n", bdrv_get_filename(bs));
     }
-    state.bs = bs;
     state.write_perm = !bdrv_is_read_only(bs);
-    state.writethrough = m->writethrough;
-    state.discard_ignore = m->discard_ignore;
+    /* The device owns write-through and discard=ignore. */
+    state.blk = blk_new(NULL, bs);
+    bdrv_unref(bs);
+    blk_set_enable_write_cache(state.blk, !m->writethrough);
+    blk_set_ignore_discard(state.blk, m->discard_ignore);
     state.nocache = m->nocache;
     state.no_flush = m->no_flush;
     return 0;
@@ -149,10 +151,9 @@ static int open_image(const char *name, BlockOpts *opts, const OpenMode *m)
 static void close_image(void)
 {
     io_aio_drain();
-    if (state.bs) {
-        bdrv_flush(state.bs);
-        bdrv_unref(state.bs);
-        state.bs = NULL;
+    if (state.blk) {
+        blk_flush(state.blk);
+        g_clear_pointer(&state.blk, blk_unref);
     }
 }
 
@@ -166,29 +167,28 @@ static const IoCmd close_cmd = {
     .name = "close",
     .altname = "c",
     .func = close_f,
-    .oneline = "close the current open file",
+    .oneline = "close the image (pending aio output is printed)",
 };
 
 static void open_help(void)
 {
     printf(
 "\n"
-" opens a new file in the requested mode\n"
+" Makes path the image the other commands work on (one at a time: 'close'\n"
+" the current one first).  With --image-opts, path is an option string.\n"
+" Example: 'open -r -o driver=qcow2 disk.img' opens disk.img without\n"
+" write access.\n"
 "\n"
-" Example:\n"
-" 'open -n -o driver=raw /tmp/data' - opens raw data file read-write, uncached\n"
-"\n"
-" Opens a file for subsequent use by all of the other qemu-io commands.\n"
-" -r, -- open file read-only\n"
-" -s, -- use snapshot file\n"
-" -C, -- use copy-on-read\n"
-" -n, -- disable host cache, short for -t none\n"
-" -U, -- force shared permissions\n"
-" -k, -- use kernel AIO implementation (Linux only, prefer use of -i)\n"
-" -i, -- use AIO mode (threads, native or io_uring)\n"
-" -t, -- use the given cache mode for the image\n"
-" -d, -- use the given discard mode for the image\n"
-" -o, -- options to be given to the block driver"
+"  -r           no write access\n"
+"  -s           temporary overlay (not in strata: refused)\n"
+"  -C           copy-on-read (not in strata: refused)\n"
+"  -n           bypass the host page cache (same as -t none)\n"
+"  -U           allow others to write meanwhile (only with -r)\n"
+"  -k           same as -i native\n"
+"  -i mode      threads, native or io_uring (all run the same way here)\n"
+"  -t mode      none, writeback, writethrough, directsync or unsafe\n"
+"  -d mode      ignore or unmap: what discard requests do\n"
+"  -o options   key=value pairs for the driver, comma separated\n"
 "\n");
 }
 
@@ -202,7 +202,7 @@ static const IoCmd open_cmd = {
     .argmax = -1,
     .flags = IO_CMD_NOFILE_OK,
     .args = "[-rsCnkU] [-t cache] [-d discard] [-o options] [path]",
-    .oneline = "open the file specified by path",
+    .oneline = "open an image",
     .help = open_help,
 };
 
@@ -304,35 +304,34 @@ static const IoCmd quit_cmd = {
     .argmin = -1,
     .argmax = -1,
     .flags = IO_CMD_GLOBAL,
-    .oneline = "exit the program",
+    .oneline = "leave strata-io",
 };
 
 static void usage(const char *name)
 {
     printf(
 "Usage: %s [OPTIONS]... [-c STRING]... [file]\n"
-"strata disk exerciser, command-line compatible with qemu-io\n"
+"Runs commands against one disk image; the commands and what they print\n"
+"are those of qemu-io.\n"
 "\n"
-"  --image-opts         treat file as option string\n"
-"  -c, --cmd STRING     execute command with its arguments\n"
-"                       from the given string\n"
-"  -f, --format FMT     specifies the block driver to use\n"
-"  -r, --read-only      export read-only\n"
-"  -n, --nocache        disable host cache, short for -t none\n"
-"  -m, --misalign       misalign allocations for O_DIRECT\n"
-"  -k, --native-aio     like -i native\n"
-"  -i, --aio=MODE       threads, native or io_uring; all use the same\n"
-"                       synchronous I/O, native requires -t none\n"
-"  -t, --cache=MODE     use the given cache mode for the image\n"
-"                       (none, writeback, writethrough, directsync, unsafe)\n"
-"  -d, --discard=MODE   use the given discard mode for the image\n"
-"                       (ignore or unmap)\n"
-"  -T, --trace ...      accepted for compatibility; ignored\n"
-"  -U, --force-share    force shared permissions (read-only opens only)\n"
-"  -h, --help           display this help and exit\n"
-"  -V, --version        output version information and exit\n"
+"  --image-opts         file is a key=value option string, not a name\n"
+"  -c, --cmd STRING     a command to run; repeat for more (without any,\n"
+"                       commands come from standard input)\n"
+"  -f, --format FMT     the image format (default: guessed from the file)\n"
+"  -r, --read-only      no write access\n"
+"  -n, --nocache        bypass the host page cache (same as -t none)\n"
+"  -m, --misalign       hand the drivers buffers that are not aligned\n"
+"  -k, --native-aio     same as -i native\n"
+"  -i, --aio=MODE       threads, native or io_uring; all run the same way\n"
+"                       here, and native needs -t none\n"
+"  -t, --cache=MODE     none, writeback, writethrough, directsync or unsafe\n"
+"  -d, --discard=MODE   ignore or unmap: what discard requests do\n"
+"  -T, --trace ...      accepted and ignored (strata has no trace events)\n"
+"  -U, --force-share    allow others to write meanwhile (only with -r)\n"
+"  -h, --help           print this text\n"
+"  -V, --version        print the version\n"
 "\n"
-"See '%s -c help' for information on available commands.\n",
+"'%s -c help' lists the commands.\n",
            name, name);
 }
 
