@@ -547,7 +547,7 @@ static const IoCmd break_cmd = {
     .argmin = 2,
     .argmax = 2,
     .args = "event tag",
-    .oneline = "stop the next request at event, calling it tag",
+    .oneline = "stop a request at event as tag (unsupported)",
 };
 
 static const IoCmd remove_break_cmd = {

@@ -611,8 +611,7 @@ static const RwKind read_kind = {
     RW_READ, RW_SINGLE, "bCl:pP:qs:v", "read", &read_cmd,
     " Reads len bytes at byte offset off of the image and prints how long\n"
     " that took.  Numbers take the suffixes k, M, G, T, P and E.",
-    "'read -P 0 -v 1M 16' checks that 16 bytes at 1 MiB are zero and shows\n"
-    " them.",
+    "'read -P 0 -v 1M 16' checks 16 bytes at 1 MiB for zeroes, shows them.",
 };
 static const RwKind readv_kind = {
     RW_READ, RW_VECTOR, "CP:qv", "readv", &readv_cmd,
