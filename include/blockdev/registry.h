@@ -99,7 +99,10 @@ bool blockdev_check_node_name(const char *name, GError **errp);
  * "file.node-name", "backing.node-name", ...) checked first by
  * blockdev_check_node_name(), and with no device able to take one of
  * those names while the open runs.  options is consumed, as by
- * bdrv_open().
+ * bdrv_open().  Nodes opened with bdrv_open() directly (the tools, jobs,
+ * an external snapshot's overlay) get only block.c's checks, which do not
+ * know device names: code that gives a node a user's name should open it
+ * here or call blockdev_check_node_name() first.
  */
 BlockDriverState *blockdev_open_node(const char *filename, BlockOpts *options,
                                      int flags, GError **errp);
