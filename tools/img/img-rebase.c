@@ -267,6 +267,7 @@ int img_rebase(int argc, char **argv)
             quiet = true;
             break;
         case 'U':
+            src_flags |= BDRV_O_FORCE_SHARE;
             break;
         case OPT_OBJECT:
             img_error("--object is not supported");
