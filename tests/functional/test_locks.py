@@ -9,10 +9,11 @@ qemu-storage-daemon (stopped with SIGTERM).  Against it:
 - the lock bytes in /proc/locks that strata-io holds for each kind of open
   (read-write and read-only qcow2 and raw, -U, a qcow2 or raw backing
   file) are exactly the ones qemu-io holds for the same open;
-- a writer (strata-io, strata-img snapshot/check -r/convert -n/commit) on
-  an image QEMU holds for writing is refused with qemu-io's or qemu-img's
-  exact message and exit status, and the image is unchanged; a reader
-  without -U is refused too ("shared" variant), a -U reader works;
+- a writer (strata-io, strata-img snapshot/check -r/create/convert -n/
+  commit) on an image QEMU holds is refused with qemu-io's or qemu-img's
+  exact message and exit status, and the image is unchanged; while QEMU
+  writes, a reader without -U is refused too ("shared" variant); a -U
+  reader works;
 - QEMU's tools are refused the same way by an image strata-io holds, and
   a second strata process by the first;
 - read-only opens coexist both ways; a reopen to read-write is refused
@@ -294,6 +295,9 @@ def refused_while_held(path, holder_writes):
                      want=write_lock_msg(path))
     same_img_failure(['check', '-r', 'all', path], path,
                      want=write_lock_msg(path))
+    for fmt in ('qcow2', 'raw'):
+        same_img_failure(['create', '-q', '-f', fmt, path, '8M'], path,
+                         want=write_lock_msg(path))
     if holder_writes:
         # readers that do not share write: refused with the shared variant
         same_io_failure(['read 0 4k'], path, extra=['-r'],
@@ -403,7 +407,8 @@ def case_strata_writer_qsd():
             res = common.run([qsd, '--blockdev',
                               'driver=file,filename=%s,node-name=f' % img,
                               '--blockdev',
-                              'driver=qcow2,file=f,node-name=q'], rc=1)
+                              'driver=qcow2,file=f,node-name=q'], rc=1,
+                             timeout=30)
             check(write_lock_msg(img) in res.err, res.describe())
             check(common.sha256(img) == before, 'the held image changed')
 
