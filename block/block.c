@@ -341,7 +341,7 @@ static bool bdrv_open_cache_flags(BlockOpts *options, int *flags,
              (direct ? BDRV_O_NOCACHE : 0) | (no_flush ? BDRV_O_NO_FLUSH : 0) |
              (ro ? 0 : BDRV_O_RDWR);
     /* Children inherit the cache modes through the flags. */
-    return true;
+    return bdrv_perm_parse_options(options, flags, errp);
 }
 
 static BlockDriverState *bdrv_open_common(const char *filename,
@@ -413,6 +413,12 @@ static BlockDriverState *bdrv_open_common(const char *filename,
     link.depth = saved_chain ? saved_chain->depth + 1 : 0;
 
     bs->drv = drv;
+    /* Image locks before the format reads or writes its file (qcow2 may
+     * write at open); protocol drivers take theirs as they open. */
+    if (bs->file && !bdrv_perm_apply(bs, flags, errp)) {
+        bs->drv = NULL;
+        goto fail_opts;
+    }
     bs->opaque = drv->instance_size ? g_malloc0(drv->instance_size) : NULL;
     if (drv->open(bs, options, flags, errp) < 0) {
         g_free(bs->opaque);
@@ -495,8 +501,8 @@ void bdrv_unref(BlockDriverState *bs)
     g_free(bs);
 }
 
-bool bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only,
-                               GError **errp)
+static bool bdrv_reopen_node(BlockDriverState *bs, bool read_only,
+                             GError **errp)
 {
     if (bs->read_only == read_only) {
         return true;
@@ -508,7 +514,7 @@ bool bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only,
         bs->drv->reopen(bs, true, errp) < 0) {
         goto fail;
     }
-    if (bs->file && !bdrv_reopen_set_read_only(bs->file, read_only, errp)) {
+    if (bs->file && !bdrv_reopen_node(bs->file, read_only, errp)) {
         if (read_only && bs->drv->reopen) {
             bs->drv->reopen(bs, false, NULL);
         }
@@ -517,7 +523,7 @@ bool bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only,
     if (!read_only && bs->drv->reopen &&
         bs->drv->reopen(bs, false, errp) < 0) {
         if (bs->file) {
-            bdrv_reopen_set_read_only(bs->file, true, NULL);
+            bdrv_reopen_node(bs->file, true, NULL);
         }
         goto fail;
     }
@@ -533,6 +539,38 @@ bool bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only,
 fail:
     bdrv_drained_end(bs);
     return false;
+}
+
+/* The node and its file children, with the image locks of the new mode:
+ * write locks are taken before anything can write, dropped after. */
+bool bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only,
+                               GError **errp)
+{
+    int old_flags = bs->open_flags;
+    int new_flags = read_only ? (old_flags & ~BDRV_O_RDWR)
+                              : (old_flags | BDRV_O_RDWR);
+
+    if (bs->read_only == read_only) {
+        return true;
+    }
+    if (!read_only && (old_flags & BDRV_O_FORCE_SHARE)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "force-share=on can only be used with read-only images");
+        return false;
+    }
+    if (!read_only && !bdrv_perm_apply(bs, new_flags, errp)) {
+        return false;
+    }
+    if (!bdrv_reopen_node(bs, read_only, errp)) {
+        if (!read_only) {
+            bdrv_perm_apply(bs, old_flags, NULL);
+        }
+        return false;
+    }
+    if (read_only) {
+        bdrv_perm_apply(bs, new_flags, NULL);
+    }
+    return true;
 }
 
 bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The "file" protocol driver: a POSIX regular file, optionally with
- * O_DIRECT (cache.direct=on), flushed with fdatasync.
+ * O_DIRECT (cache.direct=on), flushed with fdatasync, and locked the way
+ * QEMU 7.2's file-posix driver locks it (see "Image locks" below).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -12,12 +13,234 @@
 
 #include "block/block_int.h"
 #include "block/drivers.h"
+#include "block/log.h"
 
 typedef struct BDRVFileState {
     int fd;
     bool direct;
     bool no_flush;
+    bool use_lock;              /* file.locking: on, or auto with OFD locks */
+    uint64_t perm;              /* what our user holds (BLK_PERM_*) */
+    uint64_t shared;            /* what it lets others hold */
+    uint64_t locked_perm;       /* bits whose byte 100 + bit is locked on fd */
+    uint64_t locked_unshared;   /* bits whose byte 200 + bit is locked on fd */
 } BDRVFileState;
+
+/*
+ * Image locks, compatible with QEMU's: for each permission bit b held, a
+ * shared (read) lock on byte 100 + b of the file; for each bit NOT shared
+ * with others, a shared lock on byte 200 + b.  Before holding b we test
+ * that nobody locked 200 + b (nobody refuses it to us), and before
+ * refusing b that nobody locked 100 + b (nobody holds it).  The locks are
+ * open file description (OFD) locks, so they belong to our descriptor:
+ * two opens of one file in one process conflict like two processes, and
+ * closing the descriptor releases them.  All of this happens at open,
+ * reopen and close, never per request.
+ */
+#define LOCK_PERM_BASE   100
+#define LOCK_SHARED_BASE 200
+#define LOCK_BITS        4      /* BLK_PERM_ALL has four bits in QEMU 7.2 */
+
+static int lock_cmd_set = F_OFD_SETLK;
+static int lock_cmd_get = F_OFD_GETLK;
+
+/* True if the kernel has OFD locks (Linux 3.15+); probed once. */
+static bool have_ofd_locks(void)
+{
+    static gsize done;
+    static bool have;
+
+    if (g_once_init_enter(&done)) {
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        struct flock fl = { .l_whence = SEEK_SET, .l_start = 0, .l_len = 0,
+                            .l_type = F_RDLCK };
+
+        have = fd >= 0 && fcntl(fd, F_OFD_GETLK, &fl) == 0;
+        if (fd >= 0) {
+            close(fd);
+        }
+        g_once_init_leave(&done, 1);
+    }
+    return have;
+}
+
+static int lock_byte(int fd, int offset, bool lock)
+{
+    struct flock fl = { .l_whence = SEEK_SET, .l_start = offset, .l_len = 1,
+                        .l_type = lock ? F_RDLCK : F_UNLCK };
+
+    return fcntl(fd, lock_cmd_set, &fl) < 0 ? -errno : 0;
+}
+
+/* 0 if no other descriptor holds a lock on the byte, -EAGAIN if one does. */
+static int test_byte(int fd, int offset)
+{
+    struct flock fl = { .l_whence = SEEK_SET, .l_start = offset, .l_len = 1,
+                        .l_type = F_WRLCK };
+
+    if (fcntl(fd, lock_cmd_get, &fl) < 0) {
+        return -errno;
+    }
+    return fl.l_type == F_UNLCK ? 0 : -EAGAIN;
+}
+
+/* QEMU words a byte someone else holds without an errno. */
+static void set_lock_error(GError **errp, int err, const char *msg)
+{
+    if (err == EAGAIN || err == EACCES) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC, "%s", msg);
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO, "%s: %s", msg,
+                    g_strerror(err));
+    }
+}
+
+/*
+ * Makes the locks on s->fd those of (perm_bits, unshared_bits); with
+ * release false, locks are only added.  s->locked_* follow what succeeded.
+ */
+static int apply_locks(BDRVFileState *s, uint64_t perm_bits,
+                       uint64_t unshared_bits, bool release, GError **errp)
+{
+    struct {
+        int base;
+        uint64_t want;
+        uint64_t *have;
+    } sets[2] = {
+        { LOCK_PERM_BASE, perm_bits, &s->locked_perm },
+        { LOCK_SHARED_BASE, unshared_bits, &s->locked_unshared },
+    };
+
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < LOCK_BITS; i++) {
+            uint64_t bit = 1ULL << i;
+            bool want = sets[k].want & bit, have = *sets[k].have & bit;
+            int off = sets[k].base + i, ret;
+            g_autofree char *msg = NULL;
+
+            if (want == have || (!want && !release)) {
+                continue;
+            }
+            ret = lock_byte(s->fd, off, want);
+            if (ret < 0) {
+                msg = g_strdup_printf("Failed to %s byte %d",
+                                      want ? "lock" : "unlock", off);
+                set_lock_error(errp, -ret, msg);
+                return ret;
+            }
+            *sets[k].have ^= bit;
+        }
+    }
+    return 0;
+}
+
+/* Refuses perm if someone refuses it to us, and ~shared if someone holds
+ * part of it, with QEMU's texts. */
+static int check_locks(int fd, uint64_t perm, uint64_t shared, GError **errp)
+{
+    for (int i = 0; i < LOCK_BITS; i++) {
+        uint64_t bit = 1ULL << i;
+        int ret = (perm & bit) ? test_byte(fd, LOCK_SHARED_BASE + i) : 0;
+
+        if (ret < 0) {
+            g_autofree char *msg = g_strdup_printf("Failed to get \"%s\" lock",
+                                                   bdrv_perm_name(bit));
+            set_lock_error(errp, -ret, msg);
+            return ret;
+        }
+    }
+    for (int i = 0; i < LOCK_BITS; i++) {
+        uint64_t bit = 1ULL << i;
+        int ret = !(shared & bit) ? test_byte(fd, LOCK_PERM_BASE + i) : 0;
+
+        if (ret < 0) {
+            g_autofree char *msg =
+                g_strdup_printf("Failed to get shared \"%s\" lock",
+                                bdrv_perm_name(bit));
+            set_lock_error(errp, -ret, msg);
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Moves s->fd's locks to (perm, shared).  New rights are locked first
+ * (the old ones kept), then checked against other descriptors; only then
+ * is what is no longer needed released.  On failure the old set is back.
+ */
+static int update_locks(BDRVFileState *s, const char *filename,
+                        uint64_t perm, uint64_t shared, GError **errp)
+{
+    g_autoptr(GError) local_err = NULL;
+    int ret;
+
+    if (!s->use_lock) {
+        goto done;
+    }
+    if ((perm & ~s->perm) == 0 && (s->shared & ~shared) == 0) {
+        /* Giving up rights cannot conflict with anyone. */
+        if (apply_locks(s, perm, ~shared, true, &local_err) < 0) {
+            strata_warning("%s", local_err->message);
+        }
+        goto done;
+    }
+    ret = apply_locks(s, s->perm | perm, ~s->shared | ~shared, false, errp);
+    if (ret == 0) {
+        ret = check_locks(s->fd, perm, shared, &local_err);
+        if (ret == 0) {
+            apply_locks(s, perm, ~shared, true, NULL);
+            goto done;
+        }
+        /* QEMU's hint, on the line after the error */
+        g_set_error(errp, local_err->domain, local_err->code,
+                    "%s\nIs another process using the image [%s]?",
+                    local_err->message, filename);
+        g_clear_error(&local_err);
+    }
+    if (apply_locks(s, s->perm, ~s->shared, true, &local_err) < 0) {
+        strata_warning("%s", local_err->message);
+    }
+    return ret;
+
+done:
+    s->perm = perm;
+    s->shared = shared;
+    return 0;
+}
+
+static int file_set_perm(BlockDriverState *bs, uint64_t perm, uint64_t shared,
+                         GError **errp)
+{
+    return update_locks(bs->opaque, bs->filename, perm, shared, errp);
+}
+
+/* file.locking=on|off|auto (QEMU's default: auto, on where OFD locks work). */
+static bool parse_locking(BlockOpts *options, bool *use_lock, GError **errp)
+{
+    g_autofree char *mode = bdrv_opts_take(options, "locking");
+
+    if (!mode || !strcmp(mode, "auto")) {
+        *use_lock = have_ofd_locks();
+    } else if (!strcmp(mode, "on")) {
+        *use_lock = true;
+        if (!have_ofd_locks()) {
+            /* Process-wide POSIX locks: closing any descriptor of the file
+             * drops them all, as QEMU warns. */
+            lock_cmd_set = F_SETLK;
+            lock_cmd_get = F_GETLK;
+            strata_warning("File lock requested but OFD locking syscall is "
+                           "unavailable, falling back to POSIX file locks");
+        }
+    } else if (!strcmp(mode, "off")) {
+        *use_lock = false;
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "invalid parameter value: %s", mode);
+        return false;
+    }
+    return true;
+}
 
 static int file_open_fd(const char *filename, bool rw, bool direct,
                         GError **errp)
@@ -72,7 +295,8 @@ static int file_open(BlockDriverState *bs, BlockOpts *options, int flags,
 {
     BDRVFileState *s = bs->opaque;
     g_autofree char *fname = bdrv_opts_take(options, "filename");
-    int fd;
+    uint64_t perm, shared;
+    int fd, ret;
 
     if (fname && !*bs->filename) {
         g_free(bs->filename);
@@ -85,11 +309,26 @@ static int file_open(BlockDriverState *bs, BlockOpts *options, int flags,
     }
     s->direct = !!(flags & BDRV_O_NOCACHE);
     s->no_flush = !!(flags & BDRV_O_NO_FLUSH);
+    s->fd = -1;
+    if (!parse_locking(options, &s->use_lock, errp)) {
+        return -EINVAL;
+    }
     fd = file_open_fd(bs->filename, !!(flags & BDRV_O_RDWR), s->direct, errp);
     if (fd < 0) {
         return fd;
     }
     s->fd = fd;
+    /* Nothing held yet; then what our user asks (a format above us
+     * adjusts it before it reads or writes anything). */
+    s->perm = 0;
+    s->shared = BLK_PERM_ALL;
+    bdrv_perm_for_user(flags, &perm, &shared);
+    ret = update_locks(s, bs->filename, perm, shared, errp);
+    if (ret < 0) {
+        close(fd);
+        s->fd = -1;
+        return ret;
+    }
     if (s->direct) {
         bs->request_alignment = probe_direct_alignment(fd);
         bs->buf_alignment = bs->request_alignment;
@@ -110,10 +349,24 @@ static void file_close(BlockDriverState *bs)
 static int file_reopen(BlockDriverState *bs, bool read_only, GError **errp)
 {
     BDRVFileState *s = bs->opaque;
+    BDRVFileState moved = *s;
     int fd = file_open_fd(bs->filename, !read_only, s->direct, errp);
+    int ret;
 
     if (fd < 0) {
         return fd;
+    }
+    /* The new descriptor takes over the locks as they stand: the generic
+     * layer checked any new right before (and drops old ones after). */
+    if (s->use_lock) {
+        moved.fd = fd;
+        moved.locked_perm = moved.locked_unshared = 0;
+        ret = apply_locks(&moved, s->locked_perm, s->locked_unshared, false,
+                          errp);
+        if (ret < 0) {
+            close(fd);
+            return ret;
+        }
     }
     close(s->fd);
     s->fd = fd;
@@ -276,11 +529,17 @@ static int file_block_status(BlockDriverState *bs, int64_t offset,
     return ret;
 }
 
-/* Creates (or truncates) a host file of the given size. */
+/*
+ * Creates (or empties) a host file of the given size.  An existing file is
+ * emptied only after its locks show that nobody, in this process or
+ * another, has it open: `convert -O qcow2 x x` must not wipe x.
+ */
 bool file_create_with_size(const char *filename, uint64_t size,
                            GError **errp)
 {
-    int fd = open(filename, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    BDRVFileState s = { .shared = BLK_PERM_ALL,
+                        .use_lock = have_ofd_locks() };
+    int fd = open(filename, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 
     if (fd < 0) {
         int err = errno;
@@ -288,7 +547,14 @@ bool file_create_with_size(const char *filename, uint64_t size,
                     filename, g_strerror(err));
         return false;
     }
-    if (ftruncate(fd, (off_t)size) < 0) {
+    /* As QEMU: we write and resize; others may not resize meanwhile. */
+    s.fd = fd;
+    if (update_locks(&s, filename, BLK_PERM_WRITE | BLK_PERM_RESIZE,
+                     BLK_PERM_ALL & ~BLK_PERM_RESIZE, errp) < 0) {
+        close(fd);
+        return false;
+    }
+    if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0) {
         int err = errno;
         close(fd);
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
@@ -316,6 +582,7 @@ BlockDriver bdrv_file = {
     .open = file_open,
     .close = file_close,
     .reopen = file_reopen,
+    .set_perm = file_set_perm,
     .create = file_create,
     .pread = file_pread,
     .pwrite = file_pwrite,

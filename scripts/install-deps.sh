@@ -4,9 +4,10 @@
 # those that are missing, so a prepared machine pays nothing.
 set -e
 
-# build: compiler, meson/ninja, libraries; tests: Check, qemu oracles, python3
+# build: compiler, meson/ninja, libraries; tests: Check, qemu oracles
+# (qemu-system-common has qemu-storage-daemon), python3
 PKGS="gcc pkg-config meson ninja-build libglib2.0-dev libjson-glib-dev
-check zlib1g-dev qemu-utils python3"
+check zlib1g-dev qemu-utils qemu-system-common python3"
 
 missing=""
 for p in $PKGS; do

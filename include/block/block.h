@@ -38,6 +38,12 @@ typedef enum {
 #define BDRV_O_NO_BACKING  0x0100 /* do not open the backing chain */
 #define BDRV_O_CHECK       0x1000 /* opened by check: tolerate what check reports */
 #define BDRV_O_NO_FLUSH    0x0200 /* cache.no-flush=on: flush is a no-op */
+/* force-share=on (-U): a read-only open that lets others hold any
+ * permission, so it ignores their image locks (refused on writable opens) */
+#define BDRV_O_FORCE_SHARE 0x4000
+/* The user lets nobody else write or resize the image while it reads
+ * (qemu-img convert's sources) */
+#define BDRV_O_NO_SHARE    0x8000
 
 /*
  * Options are flat string maps with QEMU's dotted keys: "driver",
@@ -70,6 +76,11 @@ bool strata_parse_size(const char *str, uint64_t *out);
 
 /*
  * Opens filename (may be NULL when options carry "file.filename").
+ * The file driver takes QEMU's image locks (option file.locking=on|off|auto);
+ * when another process holds a conflicting one, the open fails with QEMU's
+ * message plus a hint line: "Failed to get \"write\" lock\nIs another
+ * process using the image [NAME]?" (a program that shows one line, such as
+ * a QMP reply, keeps the text before the newline).
  * options may be NULL; it is consumed (unref'd) by the call.  The format is
  * options' "driver", else probed from the file's contents.
  */

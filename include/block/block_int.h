@@ -87,6 +87,14 @@ struct BlockDriver {
     int (*snapshot_load_tmp)(BlockDriverState *bs, const char *id,
                              const char *name, GError **errp);
 
+    /* Image locking (see block/perm.c): takes the permissions `perm` and
+     * refuses to others what is not in `shared` (BLK_PERM_* masks), or
+     * fails with errp set and nothing changed.  Only nodes that talk to
+     * the host implement it; the generic layer passes a node's
+     * permissions on to its file child. */
+    int (*set_perm)(BlockDriverState *bs, uint64_t perm, uint64_t shared,
+                    GError **errp);
+
     /* Fault injection: a format announces named points of its metadata
      * updates to its file child with bdrv_debug_event(); the blkdebug
      * filter can fail the request that follows one. */
@@ -149,6 +157,29 @@ bool bdrv_open_backing(BlockDriverState *bs, BlockOpts *options, int flags,
 /* Directory-relative resolution of a backing name, like QEMU. */
 char *bdrv_resolve_backing_name(const char *overlay_filename,
                                 const char *backing_name);
+
+/*
+ * Permissions a user holds on a node and which it shares with other users
+ * (QEMU 7.2's BLK_PERM_* bits; the file driver turns them into the byte
+ * locks QEMU takes, so both refuse each other's conflicting writers).
+ */
+#define BLK_PERM_CONSISTENT_READ 0x01
+#define BLK_PERM_WRITE           0x02
+#define BLK_PERM_WRITE_UNCHANGED 0x04
+#define BLK_PERM_RESIZE          0x08
+#define BLK_PERM_ALL             0x0f
+/* Names as QEMU prints them in "Failed to get \"%s\" lock". */
+const char *bdrv_perm_name(uint64_t one_perm);
+/* Reads "force-share" from options into BDRV_O_FORCE_SHARE in *flags and
+ * refuses it on a writable open. */
+bool bdrv_perm_parse_options(BlockOpts *options, int *flags, GError **errp);
+/* What a user that opened a node with `flags` holds and shares (a tool,
+ * a device; also what an overlay asks of its backing node, which is opened
+ * read-only).  The file driver takes these at open. */
+void bdrv_perm_for_user(int flags, uint64_t *perm, uint64_t *shared);
+/* Gives bs (and through it its file child) the permissions of a user that
+ * opened it with `flags`: at open, and before/after a reopen. */
+bool bdrv_perm_apply(BlockDriverState *bs, int flags, GError **errp);
 
 /* The maximum backing chain depth opened. */
 #define BDRV_MAX_CHAIN_DEPTH 64

@@ -198,13 +198,16 @@ def rebase_case():
                      ['backing format must be specified'], d)
         expect_error([t.img, 'rebase', top], ['Must specify backing file'], d)
         if not t.are_qemu:
-            # rebasing base onto top would make a loop
+            # rebasing base onto top would make a loop (the safe mode meets
+            # the image lock first, with qemu-img's message)
             expect_error([t.img, 'rebase', '-b', 'top.qcow2', '-F', 'qcow2',
-                          base], ['loop'], d)
+                          base], ['Failed to get shared "write" lock'], d)
             expect_error([t.img, 'rebase', '-u', '-b', 'top.qcow2', '-F',
                           'qcow2', base], ['loop'], d)
             expect_error([t.img, 'rebase', '-b', 'top.qcow2', '-F', 'qcow2',
-                          top], ['loop'], d)
+                          top], ['Failed to get shared "write" lock'], d)
+            expect_error([t.img, 'rebase', '-u', '-b', 'top.qcow2', '-F',
+                          'qcow2', top], ['loop'], d)
 
 
 def commit_args_case():

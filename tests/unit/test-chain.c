@@ -1167,7 +1167,9 @@ START_TEST(test_job_bad_args)
     g_clear_error(&err);
     {
         BlockJob *job = commit_start("same", blk, mid, NULL, NULL, &err);
-        BlockBackend *blk2 = device_on(top);
+        /* another image: the first device's image is locked for writing */
+        g_autofree char *other = make_chain("jb", 1, sizes, 5);
+        BlockBackend *blk2 = device_on(other);
         ck_assert_ptr_nonnull(job);
         ck_assert_ptr_null(stream_start("same", blk2, NULL, NULL, NULL, &err));
         ck_assert_str_eq(err->message, "Job ID 'same' already in use");

@@ -340,6 +340,7 @@ int img_bench(int argc, char **argv)
             b.write = true;
             break;
         case 'U':
+            flags |= BDRV_O_FORCE_SHARE;
             break;
         case OPT_FLUSH_INTERVAL:
             if (!parse_int(optarg, &b.flush_interval)) {

@@ -192,9 +192,18 @@ BlockDriverState *img_open(bool image_opts, const char *filename,
     BlockDriverState *bs;
 
     if (image_opts) {
+        const char *fs;
+
         if (!bdrv_opts_parse(opts, filename, NULL, &err)) {
             g_hash_table_unref(opts);
             img_error("%s", err->message);
+            return NULL;
+        }
+        /* -U and the option string must agree, as in qemu-img. */
+        fs = bdrv_opts_get(opts, "force-share");
+        if ((flags & BDRV_O_FORCE_SHARE) && fs && strcmp(fs, "on")) {
+            g_hash_table_unref(opts);
+            img_error("--force-share/-U conflicts with image options");
             return NULL;
         }
         bs = bdrv_open(NULL, opts, flags, &err);

@@ -76,7 +76,9 @@ bool img_parse_cache_mode(const char *mode, int *flags, bool *writethrough);
 /*
  * Opens an image like qemu-img: `filename` is a file name with optional
  * format, or (image_opts) an option string "driver=..,file.filename=..".
- * On failure prints "Could not open 'X': why" and returns NULL.
+ * flags may carry BDRV_O_FORCE_SHARE (-U) and BDRV_O_NO_SHARE.
+ * On failure prints "Could not open 'X': why" and returns NULL; an image
+ * another process holds gives QEMU's lock error and its hint line.
  */
 BlockDriverState *img_open(bool image_opts, const char *filename,
                            const char *fmt, int flags, bool quiet);

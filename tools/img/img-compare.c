@@ -260,6 +260,7 @@ int img_compare(int argc, char **argv)
             strict = true;
             break;
         case 'U':
+            flags |= BDRV_O_FORCE_SHARE;
             break;
         case OPT_OBJECT:
             img_error("--object is not supported");

@@ -501,7 +501,7 @@ int img_convert(int argc, char **argv)
     };
     bool progress = false, quiet = false, skip_create = false;
     bool image_opts = false, tgt_image_opts = false, target_is_zero = false;
-    int src_flags = 0, flags = BDRV_O_RDWR;
+    int src_flags = BDRV_O_NO_SHARE, flags = BDRV_O_RDWR; /* as qemu-img */
     int64_t sval;
     long long lval;
     int ret = 1, c;
@@ -584,6 +584,7 @@ int img_convert(int argc, char **argv)
             s.wr_in_order = false;
             break;
         case 'U':
+            src_flags |= BDRV_O_FORCE_SHARE;
             break;
         case 'r':
             if (!img_cvtnum("rate limit", optarg, &sval)) {

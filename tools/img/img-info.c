@@ -13,6 +13,9 @@
 #include "img-json.h"
 #include "img-snapshot.h"
 
+/* -U: every image of the chain is opened with force-share. */
+static int info_open_flags;
+
 static void add_string(JsonBuilder *b, const char *key, const char *value)
 {
     json_builder_set_member_name(b, key);
@@ -164,8 +167,8 @@ static GPtrArray *collect_image_info_list(bool image_opts,
         }
         g_hash_table_add(seen, g_strdup(next_name));
 
-        bs = img_open(image_opts, next_name, next_fmt, BDRV_O_NO_BACKING,
-                      false);
+        bs = img_open(image_opts, next_name, next_fmt,
+                      BDRV_O_NO_BACKING | info_open_flags, false);
         if (!bs) {
             return NULL;
         }
@@ -375,7 +378,7 @@ int img_info(int argc, char **argv)
             fmt = optarg;
             break;
         case 'U':
-            /* strata takes no image locks: nothing to override. */
+            info_open_flags |= BDRV_O_FORCE_SHARE;
             break;
         case OPT_OUTPUT:
             output = optarg;

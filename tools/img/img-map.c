@@ -193,7 +193,7 @@ int img_map(int argc, char **argv)
     int64_t start_offset = 0, max_length = -1, length;
     MapEntry curr = { 0 }, next;
     bool ok = true;
-    int c, ret;
+    int c, ret, flags = 0;
 
     while ((c = getopt_long(argc, argv, ":f:s:l:hU", long_options,
                             NULL)) != -1) {
@@ -208,6 +208,7 @@ int img_map(int argc, char **argv)
             fmt = optarg;
             break;
         case 'U':
+            flags |= BDRV_O_FORCE_SHARE;
             break;
         case OPT_OUTPUT:
             output = optarg;
@@ -246,7 +247,7 @@ int img_map(int argc, char **argv)
         return 1;
     }
 
-    bs = img_open(image_opts, argv[optind], fmt, 0, false);
+    bs = img_open(image_opts, argv[optind], fmt, flags, false);
     if (!bs) {
         return 1;
     }

@@ -267,6 +267,7 @@ int img_rebase(int argc, char **argv)
             quiet = true;
             break;
         case 'U':
+            src_flags |= BDRV_O_FORCE_SHARE;
             break;
         case OPT_OBJECT:
             img_error("--object is not supported");
@@ -324,7 +325,10 @@ int img_rebase(int argc, char **argv)
         BlockOpts *o = bdrv_opts_new();
 
         bdrv_opts_set(o, "driver", out_basefmt);
-        new_bs = bdrv_open(full, o, src_flags & ~BDRV_O_RDWR, &err);
+        /* Unsafe mode reads only the chain's headers, for the loop check:
+         * it must not trip over the lock that bs holds on its own file. */
+        new_bs = bdrv_open(full, o, (src_flags & ~BDRV_O_RDWR) |
+                           (unsafe ? BDRV_O_FORCE_SHARE : 0), &err);
         if (!new_bs && !unsafe) {
             img_error("Could not open new backing file '%s': %s",
                       out_baseimg, err->message);

@@ -180,6 +180,7 @@ int img_snapshot(int argc, char **argv)
             quiet = true;
             break;
         case 'U':
+            flags |= BDRV_O_FORCE_SHARE;
             break;
         case OPT_OBJECT:
             img_error("--object is not supported");

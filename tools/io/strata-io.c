@@ -60,9 +60,9 @@ static int open_image(const char *name, BlockOpts *opts, const OpenMode *m)
     }
 
     /*
-     * force-share (-U) relaxes image locking in QEMU, which allows it on
-     * read-only opens only.  strata takes no locks, but refuses the same
-     * combinations so that scripts behave the same with both tools.
+     * force-share (-U): a read-only open that ignores other users' image
+     * locks and refuses nothing to them.  Checked here as qemu-io does, so
+     * the messages name the device like qemu-io's.
      */
     fs_opt = bdrv_opts_take(opts, "force-share");
     if (m->force_share && fs_opt && strcmp(fs_opt, "on")) {
@@ -113,6 +113,9 @@ static int open_image(const char *name, BlockOpts *opts, const OpenMode *m)
     }
     if (m->no_flush) {
         flags |= BDRV_O_NO_FLUSH;
+    }
+    if (force_share) {
+        flags |= BDRV_O_FORCE_SHARE;
     }
     bs = bdrv_open(open_name, opts, flags, &err);
     if (!bs) {
