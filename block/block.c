@@ -63,43 +63,62 @@ const char *const *bdrv_format_names(void)
     return names;
 }
 
-/* Picks the format whose probe scores highest on the file's first bytes. */
-static BlockDriver *bdrv_probe(BlockDriverState *file, GError **errp)
+BlockDriver *bdrv_probe_all(const uint8_t *buf, int buf_size,
+                            const char *filename)
 {
-    uint8_t buf[2048];
-    int64_t len = bdrv_getlength(file);
-    int n, best = 0, ret;
+    int best = 0;
     BlockDriver *best_drv = NULL;
 
-    if (len < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not determine image size: %s", g_strerror(-len));
-        return NULL;
-    }
-    n = (int)MIN(len, (int64_t)sizeof(buf));
-    memset(buf, 0, sizeof(buf));
-    ret = bdrv_pread(file, 0, n, buf);
-    if (ret < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not read image for determining its format: %s",
-                    g_strerror(-ret));
-        return NULL;
-    }
+    bdrv_init_once();
     for (guint i = 0; i < drivers->len; i++) {
         BlockDriver *drv = g_ptr_array_index(drivers, i);
         if (drv->probe && !drv->is_protocol) {
-            int score = drv->probe(buf, n, file->filename);
+            int score = drv->probe(buf, buf_size, filename);
             if (score > best) {
                 best = score;
                 best_drv = drv;
             }
         }
     }
-    if (!best_drv) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Could not determine image format");
-    }
     return best_drv;
+}
+
+/*
+ * Picks the format of the image in file.  Always exactly
+ * BDRV_PROBE_BUF_SIZE bytes are probed, padded with zeroes, so the answer
+ * depends only on block 0: that is what lets a probed raw node keep its
+ * format by vetting writes to block 0 alone.  An empty file is raw
+ * without a look, as in QEMU.
+ */
+static BlockDriver *bdrv_probe(BlockDriverState *file, GError **errp)
+{
+    uint8_t buf[BDRV_PROBE_BUF_SIZE] = { 0 };
+    int64_t len = bdrv_getlength(file);
+    BlockDriver *drv;
+    int ret;
+
+    if (len < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not determine image size: %s", g_strerror(-len));
+        return NULL;
+    }
+    if (len == 0) {
+        return bdrv_find_format("raw");
+    }
+    ret = bdrv_pread(file, 0, sizeof(buf), buf);
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not read image for determining its format: %s",
+                    g_strerror(-ret));
+        return NULL;
+    }
+    drv = bdrv_probe_all(buf, sizeof(buf), file->filename);
+    if (!drv) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Could not determine image format: No compatible driver "
+                    "found");
+    }
+    return drv;
 }
 
 static BlockDriverState *bdrv_new(void)
@@ -356,11 +375,13 @@ static BlockDriverState *bdrv_open_common(const char *filename,
     ChainLink link = { 0 };
     const ChainLink *saved_chain = opening_chain;
     struct stat st;
+    bool probed = false;
 
     bdrv_init_once();
     if (!options) {
         options = bdrv_opts_new();
     }
+    flags &= ~BDRV_O_PROBED;
     if (!bdrv_open_cache_flags(options, &flags, errp)) {
         goto fail_opts;
     }
@@ -401,6 +422,7 @@ static BlockDriverState *bdrv_open_common(const char *filename,
             if (!drv) {
                 goto fail_opts;
             }
+            probed = true;
         }
     }
 
@@ -414,7 +436,8 @@ static BlockDriverState *bdrv_open_common(const char *filename,
 
     bs->drv = drv;
     bs->opaque = drv->instance_size ? g_malloc0(drv->instance_size) : NULL;
-    if (drv->open(bs, options, flags, errp) < 0) {
+    if (drv->open(bs, options, flags | (probed ? BDRV_O_PROBED : 0),
+                  errp) < 0) {
         g_free(bs->opaque);
         bs->opaque = NULL;
         bs->drv = NULL;

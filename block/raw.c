@@ -2,11 +2,26 @@
 /*
  * The "raw" format driver: guest bytes are the file's bytes.  It passes
  * everything to its file child; probing picks it when nothing else fits.
+ *
+ * A raw image whose format was probed is guarded, as in QEMU: whoever
+ * writes to it (a guest, an export, a tool) could otherwise put another
+ * format's header in block 0, and the next probing open would read the
+ * file as that format -- with a backing file of the writer's choosing,
+ * any host file.  So a write that would make block 0 probe as anything
+ * but raw fails with EPERM, and the node is aligned to whole blocks so
+ * that every write touching block 0 carries all of it and concurrent
+ * partial writes cannot assemble a header between them.
  */
 #include <errno.h>
+#include <string.h>
 
 #include "block/block_int.h"
 #include "block/drivers.h"
+#include "block/log.h"
+
+typedef struct BDRVRawState {
+    bool probed;                 /* format guessed: block 0 is guarded */
+} BDRVRawState;
 
 static int raw_probe(const uint8_t *buf, int buf_size, const char *filename)
 {
@@ -16,7 +31,33 @@ static int raw_probe(const uint8_t *buf, int buf_size, const char *filename)
 static int raw_open(BlockDriverState *bs, BlockOpts *options, int flags,
                     GError **errp)
 {
+    BDRVRawState *s = bs->opaque;
+
+    s->probed = !!(flags & BDRV_O_PROBED);
+    if (!s->probed) {
+        return 0;
+    }
+    /* Whole blocks only: the generic layer turns a partial write into a
+     * serialised read-modify-write here, so raw_pwrite sees the block 0
+     * that would land on disk. */
+    bs->request_alignment = MAX(BDRV_PROBE_BUF_SIZE,
+                                bs->file->request_alignment);
+    if (flags & BDRV_O_RDWR) {
+        strata_warning("WARNING: Image format was not specified for '%s' "
+                       "and probing guessed raw.", bs->file->filename);
+        strata_warning("         Automatically detecting the format is "
+                       "dangerous for raw images, write operations on "
+                       "block 0 will be restricted.");
+        strata_warning("         Specify the 'raw' format explicitly to "
+                       "remove the restrictions.");
+    }
     return 0;
+}
+
+/* Whether block 0 may become sector0 (BDRV_PROBE_BUF_SIZE bytes). */
+static bool block0_allowed(BlockDriverState *bs, const uint8_t *sector0)
+{
+    return bdrv_probe_all(sector0, BDRV_PROBE_BUF_SIZE, NULL) == bs->drv;
 }
 
 static int raw_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
@@ -25,20 +66,76 @@ static int raw_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
     return bdrv_pread(bs->file, offset, bytes, buf);
 }
 
+/* A write on a probed node that touches block 0: vet it and write from
+ * the vetted copy, since the caller's buffer may change under us (a guest
+ * can rewrite it while the request is in flight). */
+static int raw_pwrite_block0(BlockDriverState *bs, int64_t bytes,
+                             const uint8_t *buf)
+{
+    uint8_t sector0[BDRV_PROBE_BUF_SIZE];
+    int ret;
+
+    /* request_alignment guarantees a write at 0 of whole blocks. */
+    if (bytes < BDRV_PROBE_BUF_SIZE) {
+        return -EINVAL;
+    }
+    memcpy(sector0, buf, sizeof(sector0));
+    if (!block0_allowed(bs, sector0)) {
+        return -EPERM;
+    }
+    ret = bdrv_pwrite(bs->file, 0, sizeof(sector0), sector0);
+    if (ret < 0 || bytes == BDRV_PROBE_BUF_SIZE) {
+        return ret;
+    }
+    return bdrv_pwrite(bs->file, BDRV_PROBE_BUF_SIZE,
+                       bytes - BDRV_PROBE_BUF_SIZE,
+                       buf + BDRV_PROBE_BUF_SIZE);
+}
+
 static int raw_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
                       const void *buf)
 {
+    BDRVRawState *s = bs->opaque;
+
+    if (s->probed && offset < BDRV_PROBE_BUF_SIZE) {
+        if (offset != 0) {
+            return -EINVAL;
+        }
+        return raw_pwrite_block0(bs, bytes, buf);
+    }
     return bdrv_pwrite(bs->file, offset, bytes, buf);
 }
 
+/* A zero write reaches the driver in whole blocks (the partial edges
+ * come as data writes, vetted above), so on block 0 it leaves an all-zero
+ * block 0: allowed as long as that probes as raw. */
 static int raw_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
                              int64_t bytes, int flags)
 {
+    static const uint8_t zero_block[BDRV_PROBE_BUF_SIZE];
+    BDRVRawState *s = bs->opaque;
+
+    if (s->probed && offset < BDRV_PROBE_BUF_SIZE &&
+        !block0_allowed(bs, zero_block)) {
+        return -EPERM;
+    }
     return bdrv_pwrite_zeroes(bs->file, offset, bytes, flags);
 }
 
+/* A discard may clear any part of block 0, leaving a mix nobody vetted;
+ * discards are advisory, so a guarded node simply keeps block 0. */
 static int raw_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
 {
+    BDRVRawState *s = bs->opaque;
+
+    if (s->probed && offset < BDRV_PROBE_BUF_SIZE) {
+        int64_t skip = MIN(bytes, BDRV_PROBE_BUF_SIZE - offset);
+        offset += skip;
+        bytes -= skip;
+        if (bytes == 0) {
+            return 0;
+        }
+    }
     return bdrv_pdiscard(bs->file, offset, bytes);
 }
 
@@ -87,6 +184,7 @@ static bool raw_create(const char *filename, BlockOpts *opts, GError **errp)
 
 BlockDriver bdrv_raw = {
     .format_name = "raw",
+    .instance_size = sizeof(BDRVRawState),
     .probe = raw_probe,
     .open = raw_open,
     .create = raw_create,

@@ -38,6 +38,10 @@ typedef enum {
 #define BDRV_O_NO_BACKING  0x0100 /* do not open the backing chain */
 #define BDRV_O_CHECK       0x1000 /* opened by check: tolerate what check reports */
 #define BDRV_O_NO_FLUSH    0x0200 /* cache.no-flush=on: flush is a no-op */
+/* Set by the generic layer, only in the flags a format driver's open
+ * receives, when the format was probed rather than named; callers' own
+ * use of it is ignored.  A probed raw node restricts writes to block 0. */
+#define BDRV_O_PROBED      0x80000
 
 /*
  * Options are flat string maps with QEMU's dotted keys: "driver",
@@ -87,6 +91,15 @@ bool bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only,
 bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,
                  GError **errp);
 BlockDriver *bdrv_find_format(const char *format_name);
+/*
+ * Probing, as QEMU does it: the first BDRV_PROBE_BUF_SIZE bytes of the
+ * file (zeroes past its end) are shown to every format's probe and the
+ * highest score wins, the first registered on a tie; raw scores 1 on
+ * anything.  Returns NULL only if no format scores.
+ */
+#define BDRV_PROBE_BUF_SIZE 512
+BlockDriver *bdrv_probe_all(const uint8_t *buf, int buf_size,
+                            const char *filename);
 /* NULL-terminated list of registered format names (static storage). */
 const char *const *bdrv_format_names(void);
 
