@@ -84,6 +84,111 @@ BlockDriver *bdrv_probe_all(const uint8_t *buf, int buf_size,
 }
 
 /*
+ * Formats QEMU 7.2 probes that strata has no driver for.  They matter for
+ * the block-0 rule only: an image strata guards as raw may later be
+ * opened by QEMU, which must not find one of these headers there either
+ * (a vmdk descriptor names extent files, qcow and qed name backing files:
+ * any host file).  Each test is the condition under which QEMU's probe
+ * for that format scores above raw's 1, on a zero-padded 512-byte block.
+ */
+static uint32_t be32_at(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3];
+}
+
+static uint32_t le32_at(const uint8_t *p)
+{
+    return (uint32_t)p[3] << 24 | p[2] << 16 | p[1] << 8 | p[0];
+}
+
+/* vmdk text descriptor: blank or comment lines, then "version=1|2|3"
+ * ending in LF or CRLF. */
+static bool looks_like_vmdk_descriptor(const uint8_t *buf, int size)
+{
+    const char *p = (const char *)buf, *end = p + size;
+
+    while (p < end) {
+        if (*p == '#') {
+            while (p < end && *p != '\n') {
+                p++;
+            }
+            p++;
+            continue;
+        }
+        if (*p == ' ') {
+            while (p < end && *p == ' ') {
+                p++;
+            }
+            if (p < end && *p == '\r') {
+                p++;
+            }
+            if (p == end || *p != '\n') {
+                return false;
+            }
+            p++;
+            continue;
+        }
+        if (end - p >= 10 && !strncmp(p, "version=", 8) &&
+            p[8] >= '1' && p[8] <= '3' &&
+            (p[9] == '\n' || (end - p >= 11 && p[9] == '\r' &&
+                              p[10] == '\n'))) {
+            return true;
+        }
+        return false;
+    }
+    return false;
+}
+
+const char *bdrv_probe_foreign(const uint8_t *buf, int size)
+{
+    static const char cloop_v2[] =
+        "#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t "
+        "iso9660 /dev/cloop $1\n";
+
+    if (size < 8) {
+        return NULL;
+    }
+    if (size >= 48 && be32_at(buf) == 0x514649fb && be32_at(buf + 4) == 1) {
+        return "qcow";
+    }
+    if (size >= 64 && !memcmp(buf, "QED", 4)) {
+        return "qed";
+    }
+    if (!memcmp(buf, "COWD", 4) || !memcmp(buf, "KDMV", 4) ||
+        looks_like_vmdk_descriptor(buf, size)) {
+        return "vmdk";
+    }
+    if (size >= 512 && le32_at(buf + 64) == 0xbeda107f) {
+        return "vdi";
+    }
+    if (!memcmp(buf, "conectix", 8)) {
+        return "vpc";
+    }
+    if (!memcmp(buf, "vhdxfile", 8)) {
+        return "vhdx";
+    }
+    if (size >= 64 && (!memcmp(buf, "WithoutFreeSpace", 16) ||
+                       !memcmp(buf, "WithouFreSpacExt", 16)) &&
+        le32_at(buf + 16) == 2) {
+        return "parallels";
+    }
+    if (!memcmp(buf, "LUKS\xba\xbe", 6) && buf[6] == 0 && buf[7] == 1) {
+        return "luks";
+    }
+    if (size >= 512 && !strcmp((const char *)buf, "Bochs Virtual HD Image") &&
+        !strcmp((const char *)buf + 32, "Redolog") &&
+        !strcmp((const char *)buf + 48, "Growing") &&
+        (le32_at(buf + 64) == 0x00020000 || le32_at(buf + 64) == 0x00010000)) {
+        return "bochs";
+    }
+    if (size >= (int)sizeof(cloop_v2) - 1 &&
+        !memcmp(buf, cloop_v2, sizeof(cloop_v2) - 1)) {
+        return "cloop";
+    }
+    return NULL;
+}
+
+/*
  * Picks the format of the image in file.  Always exactly
  * BDRV_PROBE_BUF_SIZE bytes are probed, padded with zeroes, so the answer
  * depends only on block 0: that is what lets a probed raw node keep its
@@ -95,6 +200,7 @@ static BlockDriver *bdrv_probe(BlockDriverState *file, GError **errp)
     uint8_t buf[BDRV_PROBE_BUF_SIZE] = { 0 };
     int64_t len = bdrv_getlength(file);
     BlockDriver *drv;
+    const char *foreign;
     int ret;
 
     if (len < 0) {
@@ -117,6 +223,17 @@ static BlockDriver *bdrv_probe(BlockDriverState *file, GError **errp)
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Could not determine image format: No compatible driver "
                     "found");
+        return NULL;
+    }
+    /* QEMU would open this as a format we lack; reading it as raw would
+     * silently show its metadata as guest data.  Say so instead. */
+    foreign = bdrv_probe_foreign(buf, sizeof(buf));
+    if (drv->probe(buf, sizeof(buf), file->filename) <= 1 && foreign) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Image is in '%s' format, which is not supported; "
+                    "specify the format explicitly to open it as raw",
+                    foreign);
+        return NULL;
     }
     return drv;
 }

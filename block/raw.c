@@ -21,6 +21,9 @@
 
 typedef struct BDRVRawState {
     bool probed;                 /* format guessed: block 0 is guarded */
+    /* Held while block 0 is vetted and changed, so that what was vetted
+     * is what lands (a partial discard reads block 0 to vet the result). */
+    GMutex block0_lock;
 } BDRVRawState;
 
 static int raw_probe(const uint8_t *buf, int buf_size, const char *filename)
@@ -33,6 +36,7 @@ static int raw_open(BlockDriverState *bs, BlockOpts *options, int flags,
 {
     BDRVRawState *s = bs->opaque;
 
+    g_mutex_init(&s->block0_lock);
     s->probed = !!(flags & BDRV_O_PROBED);
     if (!s->probed) {
         return 0;
@@ -54,10 +58,20 @@ static int raw_open(BlockDriverState *bs, BlockOpts *options, int flags,
     return 0;
 }
 
-/* Whether block 0 may become sector0 (BDRV_PROBE_BUF_SIZE bytes). */
+static void raw_close(BlockDriverState *bs)
+{
+    BDRVRawState *s = bs->opaque;
+
+    g_mutex_clear(&s->block0_lock);
+}
+
+/* Whether block 0 may become sector0 (BDRV_PROBE_BUF_SIZE bytes): it
+ * must still probe as raw, for us and for QEMU's other formats too (the
+ * image may be opened by QEMU next). */
 static bool block0_allowed(BlockDriverState *bs, const uint8_t *sector0)
 {
-    return bdrv_probe_all(sector0, BDRV_PROBE_BUF_SIZE, NULL) == bs->drv;
+    return bdrv_probe_all(sector0, BDRV_PROBE_BUF_SIZE, NULL) == bs->drv &&
+           !bdrv_probe_foreign(sector0, BDRV_PROBE_BUF_SIZE);
 }
 
 static int raw_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
@@ -72,6 +86,7 @@ static int raw_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
 static int raw_pwrite_block0(BlockDriverState *bs, int64_t bytes,
                              const uint8_t *buf)
 {
+    BDRVRawState *s = bs->opaque;
     uint8_t sector0[BDRV_PROBE_BUF_SIZE];
     int ret;
 
@@ -80,10 +95,10 @@ static int raw_pwrite_block0(BlockDriverState *bs, int64_t bytes,
         return -EINVAL;
     }
     memcpy(sector0, buf, sizeof(sector0));
-    if (!block0_allowed(bs, sector0)) {
-        return -EPERM;
-    }
-    ret = bdrv_pwrite(bs->file, 0, sizeof(sector0), sector0);
+    g_mutex_lock(&s->block0_lock);
+    ret = block0_allowed(bs, sector0) ?
+          bdrv_pwrite(bs->file, 0, sizeof(sector0), sector0) : -EPERM;
+    g_mutex_unlock(&s->block0_lock);
     if (ret < 0 || bytes == BDRV_PROBE_BUF_SIZE) {
         return ret;
     }
@@ -122,19 +137,40 @@ static int raw_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
     return bdrv_pwrite_zeroes(bs->file, offset, bytes, flags);
 }
 
-/* A discard may clear any part of block 0, leaving a mix nobody vetted;
- * discards are advisory, so a guarded node simply keeps block 0. */
+/* A discard of part of block 0 leaves those bytes reading as zeroes
+ * (hole punching): the block that results is vetted like a write.
+ * Stricter than QEMU, which lets byte-granular discards through unvetted
+ * (an NBD client can send those). */
+static int raw_pdiscard_block0(BlockDriverState *bs, int64_t offset,
+                               int64_t bytes)
+{
+    BDRVRawState *s = bs->opaque;
+    uint8_t sector0[BDRV_PROBE_BUF_SIZE];
+    int ret;
+
+    g_mutex_lock(&s->block0_lock);
+    ret = bdrv_pread(bs->file, 0, sizeof(sector0), sector0);
+    if (ret == 0) {
+        memset(sector0 + offset, 0, bytes);
+        ret = block0_allowed(bs, sector0) ?
+              bdrv_pdiscard(bs->file, offset, bytes) : -EPERM;
+    }
+    g_mutex_unlock(&s->block0_lock);
+    return ret;
+}
+
 static int raw_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
 {
     BDRVRawState *s = bs->opaque;
 
     if (s->probed && offset < BDRV_PROBE_BUF_SIZE) {
-        int64_t skip = MIN(bytes, BDRV_PROBE_BUF_SIZE - offset);
-        offset += skip;
-        bytes -= skip;
-        if (bytes == 0) {
-            return 0;
+        int64_t n = MIN(bytes, BDRV_PROBE_BUF_SIZE - offset);
+        int ret = raw_pdiscard_block0(bs, offset, n);
+        if (ret < 0 || n == bytes) {
+            return ret;
         }
+        offset += n;
+        bytes -= n;
     }
     return bdrv_pdiscard(bs->file, offset, bytes);
 }
@@ -187,6 +223,7 @@ BlockDriver bdrv_raw = {
     .instance_size = sizeof(BDRVRawState),
     .probe = raw_probe,
     .open = raw_open,
+    .close = raw_close,
     .create = raw_create,
     .pread = raw_pread,
     .pwrite = raw_pwrite,

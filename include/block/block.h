@@ -100,6 +100,10 @@ BlockDriver *bdrv_find_format(const char *format_name);
 #define BDRV_PROBE_BUF_SIZE 512
 BlockDriver *bdrv_probe_all(const uint8_t *buf, int buf_size,
                             const char *filename);
+/* The name of a format QEMU 7.2 would probe buf as that strata has no
+ * driver for (vmdk, qcow, qed, vdi, vpc, vhdx, parallels, luks, bochs,
+ * cloop), or NULL.  Used to keep such headers out of guarded raw images. */
+const char *bdrv_probe_foreign(const uint8_t *buf, int size);
 /* NULL-terminated list of registered format names (static storage). */
 const char *const *bdrv_format_names(void);
 
