@@ -675,10 +675,73 @@ fail:
     return false;
 }
 
+static BlockOpts *opts_copy(BlockOpts *opts)
+{
+    BlockOpts *copy = bdrv_opts_new();
+    GHashTableIter it;
+    gpointer k, v;
+
+    if (opts) {
+        g_hash_table_iter_init(&it, opts);
+        while (g_hash_table_iter_next(&it, &k, &v)) {
+            bdrv_opts_set(copy, k, v);
+        }
+    }
+    return copy;
+}
+
+/*
+ * Creates the image once in a scratch file beside filename (same
+ * directory, so relative backing names resolve alike) and deletes it:
+ * whatever makes this create fail -- bad options, a size the format
+ * cannot hold, a missing backing file -- is found before the existing
+ * file is truncated.  Returns false with errp set if the create fails;
+ * true if it works or if no scratch file can be made there (then the
+ * caller goes ahead as QEMU does).
+ */
+static bool bdrv_create_rehearse(BlockDriver *drv, const char *filename,
+                                 BlockOpts *opts, GError **errp)
+{
+    g_autofree char *dir = g_path_get_dirname(filename);
+    g_autofree char *base = g_path_get_basename(filename);
+    g_autofree char *scratch = g_strdup_printf("%s/.%s.create-XXXXXX", dir,
+                                               base);
+    g_autoptr(GError) local_err = NULL;
+    BlockOpts *copy;
+    bool ok;
+    int fd = g_mkstemp(scratch);
+
+    if (fd < 0) {
+        return true;
+    }
+    close(fd);
+    copy = opts_copy(opts);
+    ok = drv->create(scratch, copy, &local_err);
+    g_hash_table_unref(copy);
+    unlink(scratch);
+    if (!ok) {
+        /* Messages name the file the user asked for, not the scratch. */
+        g_autoptr(GString) msg = g_string_new(local_err->message);
+        g_string_replace(msg, scratch, filename, 0);
+        g_set_error_literal(errp, local_err->domain, local_err->code,
+                            msg->str);
+    }
+    return ok;
+}
+
+/*
+ * A failed create changes nothing on disk: a file it created is removed,
+ * and an existing file is only truncated once a rehearsal has shown the
+ * create will work.  QEMU instead deletes the image file after a failed
+ * create, even one that existed before (and leaves an empty file behind
+ * when a raw create fails); strata leaves the disk as it found it.
+ */
 bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,
                  GError **errp)
 {
     BlockDriver *drv = bdrv_find_format(fmt);
+    struct stat st;
+    bool existed;
 
     if (!drv) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
@@ -691,7 +754,18 @@ bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,
                     fmt);
         return false;
     }
-    return drv->create(filename, opts, errp);
+    existed = lstat(filename, &st) == 0;
+    if (existed && S_ISREG(st.st_mode) &&
+        !bdrv_create_rehearse(drv, filename, opts, errp)) {
+        return false;
+    }
+    if (!drv->create(filename, opts, errp)) {
+        if (!existed) {
+            unlink(filename);
+        }
+        return false;
+    }
+    return true;
 }
 
 const char *bdrv_get_node_name(BlockDriverState *bs) { return bs->node_name; }

@@ -458,6 +458,15 @@ int bdrv_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
     request_begin(bs, NULL, offset, bytes, false);
     ret = bs->drv->block_status(bs, offset, bytes, pnum, &m, &f);
     request_end(bs, NULL);
+    if (ret >= 0 && *pnum == 0) {
+        /* Nothing to say inside our length: we are past the end of the
+         * child (a raw file whose size is not a whole number of sectors
+         * is read as whole sectors), and that tail reads as zeroes. */
+        *pnum = bytes;
+        ret = BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED;
+        m = 0;
+        f = NULL;
+    }
     if (ret >= 0 && *pnum > bytes) {
         *pnum = bytes;
     }

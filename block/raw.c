@@ -194,7 +194,18 @@ static int raw_block_status(BlockDriverState *bs, int64_t offset,
                             int64_t bytes, int64_t *pnum, int64_t *map,
                             BlockDriverState **file)
 {
-    return bdrv_block_status(bs->file, offset, bytes, pnum, map, file);
+    int ret = bdrv_block_status(bs->file, offset, bytes, pnum, map, file);
+
+    if (ret >= 0 && *pnum == 0) {
+        /* The padding after a file that ends mid-sector: zeroes, at the
+         * same offset in the file (as QEMU maps it). */
+        *pnum = bytes;
+        *map = offset;
+        *file = bs->file;
+        return BDRV_BLOCK_ZERO | BDRV_BLOCK_OFFSET_VALID |
+               BDRV_BLOCK_ALLOCATED;
+    }
+    return ret;
 }
 
 static int raw_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
