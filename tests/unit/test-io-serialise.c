@@ -10,7 +10,8 @@
  * the model of its own bytes, checks them in every read (whatever range
  * the read covers) and the main thread checks the whole image at the end
  * and after a reopen.  A watchdog fails the test if the threads do not
- * finish within a bound instead of letting a deadlock hang it.
+ * finish within a bound instead of letting a deadlock hang it.  Also the
+ * block-0 guard of a probed raw node against two racing half-headers.
  *
  * Run with "direct" or "buffered": with "direct", exit status 77 (a
  * counted skip) when neither $TMPDIR nor /tmp accepts O_DIRECT.
@@ -345,6 +346,101 @@ START_TEST(test_qcow2_512)
 }
 END_TEST
 
+/*
+ * The block-0 guard under concurrency: on a probed raw node one thread
+ * keeps writing a qcow2 magic into bytes 0..3 and clearing it, another a
+ * version into bytes 4..7 and clearing it.  Each write alone is harmless;
+ * together they are a qcow2 header.  Whichever completes the header must
+ * be refused (EPERM), so a reader never sees magic and version at once.
+ */
+typedef struct Block0Race {
+    BlockDriverState *bs;
+    int half;                  /* 0: magic, 1: version */
+    int refused;
+    int done;
+    gint *ready;               /* start together, or one may finish first */
+    char *failure;
+} Block0Race;
+
+static gpointer block0_writer(gpointer p)
+{
+    Block0Race *r = p;
+    static const uint8_t magic[4] = { 'Q', 'F', 'I', 0xfb };
+    static const uint8_t version[4] = { 0, 0, 0, 3 };
+    static const uint8_t zero[4];
+
+    g_atomic_int_inc(r->ready);
+    while (g_atomic_int_get(r->ready) < 2) {
+        g_thread_yield();
+    }
+    for (int i = 0; i < 2000 && !r->failure; i++) {
+        const uint8_t *data = i % 2 ? zero : (r->half ? version : magic);
+        int ret = bdrv_pwrite(r->bs, r->half * 4, 4, data);
+        if (ret == -EPERM && data != zero) {
+            r->refused++;
+        } else if (ret < 0) {
+            r->failure = g_strdup_printf("half %d: write failed: %s",
+                                         r->half, g_strerror(-ret));
+        }
+    }
+    g_atomic_int_set(&r->done, 1);
+    return NULL;
+}
+
+START_TEST(test_block0_race)
+{
+    g_autofree char *path = g_build_filename(tmpdir, "b0", NULL);
+    BlockOpts *o = bdrv_opts_new();
+    GError *err = NULL;
+    Block0Race r[2];
+    GThread *t[2];
+    gint64 deadline = g_get_monotonic_time() +
+                      WATCHDOG_SECONDS * G_TIME_SPAN_SECOND;
+    int headers_seen = 0, reads = 0;
+    gint ready = 0;
+    uint8_t buf[8];
+    BlockDriverState *bs;
+
+    unlink(path);
+    bdrv_opts_set(o, "size", "64K");
+    ck_assert_msg(bdrv_create("raw", path, o, &err), "create: %s",
+                  err ? err->message : "");
+    g_hash_table_unref(o);
+    bs = open_node(path, NULL, true);
+    ck_assert_str_eq(bdrv_get_format_name(bs), "raw");
+    for (int i = 0; i < 2; i++) {
+        r[i] = (Block0Race){ .bs = bs, .half = i, .ready = &ready };
+        t[i] = g_thread_new("b0", block0_writer, &r[i]);
+    }
+    while (!g_atomic_int_get(&r[0].done) || !g_atomic_int_get(&r[1].done)) {
+        ck_assert_msg(g_get_monotonic_time() < deadline,
+                      "block-0 writers still running after %d s",
+                      WATCHDOG_SECONDS);
+        ck_assert_int_eq(bdrv_pread(bs, 0, 8, buf), 0);
+        reads++;
+        if (!memcmp(buf, "QFI\xfb", 4) && buf[7] == 3) {
+            headers_seen++;
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        g_thread_join(t[i]);
+        ck_assert_msg(!r[i].failure, "%s", r[i].failure);
+    }
+    ck_assert_int_eq(bdrv_pread(bs, 0, 8, buf), 0);
+    ck_assert_msg(headers_seen == 0 && !(!memcmp(buf, "QFI\xfb", 4) &&
+                                         buf[7] == 3),
+                  "a qcow2 header appeared in block 0 (%d of %d reads)",
+                  headers_seen, reads);
+    /* Otherwise the writers never overlapped and nothing was tested. */
+    ck_assert_int_gt(r[0].refused + r[1].refused, 0);
+    g_print("block-0 race%s: %d + %d writes refused, %d reads\n",
+            use_direct ? " O_DIRECT" : "", r[0].refused, r[1].refused,
+            reads);
+    bdrv_unref(bs);
+    unlink(path);
+}
+END_TEST
+
 /* A directory under base where O_DIRECT works (or, for buffered runs,
  * any directory); NULL if none. */
 static char *make_tmpdir(const char *base)
@@ -406,6 +502,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, test_qcow2_64k);
     tcase_add_test(tc, test_qcow2_4k);
     tcase_add_test(tc, test_qcow2_512);
+    tcase_add_test(tc, test_block0_race);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
