@@ -63,43 +63,179 @@ const char *const *bdrv_format_names(void)
     return names;
 }
 
-/* Picks the format whose probe scores highest on the file's first bytes. */
-static BlockDriver *bdrv_probe(BlockDriverState *file, GError **errp)
+BlockDriver *bdrv_probe_all(const uint8_t *buf, int buf_size,
+                            const char *filename)
 {
-    uint8_t buf[2048];
-    int64_t len = bdrv_getlength(file);
-    int n, best = 0, ret;
+    int best = 0;
     BlockDriver *best_drv = NULL;
 
-    if (len < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not determine image size: %s", g_strerror(-len));
-        return NULL;
-    }
-    n = (int)MIN(len, (int64_t)sizeof(buf));
-    memset(buf, 0, sizeof(buf));
-    ret = bdrv_pread(file, 0, n, buf);
-    if (ret < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not read image for determining its format: %s",
-                    g_strerror(-ret));
-        return NULL;
-    }
+    bdrv_init_once();
     for (guint i = 0; i < drivers->len; i++) {
         BlockDriver *drv = g_ptr_array_index(drivers, i);
         if (drv->probe && !drv->is_protocol) {
-            int score = drv->probe(buf, n, file->filename);
+            int score = drv->probe(buf, buf_size, filename);
             if (score > best) {
                 best = score;
                 best_drv = drv;
             }
         }
     }
-    if (!best_drv) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Could not determine image format");
-    }
     return best_drv;
+}
+
+/*
+ * Formats QEMU 7.2 probes that strata has no driver for.  They matter for
+ * the block-0 rule only: an image strata guards as raw may later be
+ * opened by QEMU, which must not find one of these headers there either
+ * (a vmdk descriptor names extent files, qcow and qed name backing files:
+ * any host file).  Each test is the condition under which QEMU's probe
+ * for that format scores above raw's 1, on a zero-padded 512-byte block.
+ */
+static uint32_t be32_at(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3];
+}
+
+static uint32_t le32_at(const uint8_t *p)
+{
+    return (uint32_t)p[3] << 24 | p[2] << 16 | p[1] << 8 | p[0];
+}
+
+/* vmdk text descriptor: blank or comment lines, then "version=1|2|3"
+ * ending in LF or CRLF. */
+static bool looks_like_vmdk_descriptor(const uint8_t *buf, int size)
+{
+    const char *p = (const char *)buf, *end = p + size;
+
+    while (p < end) {
+        if (*p == '#') {
+            while (p < end && *p != '\n') {
+                p++;
+            }
+            p++;
+            continue;
+        }
+        if (*p == ' ') {
+            while (p < end && *p == ' ') {
+                p++;
+            }
+            if (p < end && *p == '\r') {
+                p++;
+            }
+            if (p == end || *p != '\n') {
+                return false;
+            }
+            p++;
+            continue;
+        }
+        if (end - p >= 10 && !strncmp(p, "version=", 8) &&
+            p[8] >= '1' && p[8] <= '3' &&
+            (p[9] == '\n' || (end - p >= 11 && p[9] == '\r' &&
+                              p[10] == '\n'))) {
+            return true;
+        }
+        return false;
+    }
+    return false;
+}
+
+const char *bdrv_probe_foreign(const uint8_t *buf, int size)
+{
+    static const char cloop_v2[] =
+        "#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t "
+        "iso9660 /dev/cloop $1\n";
+
+    if (size < 8) {
+        return NULL;
+    }
+    if (size >= 48 && be32_at(buf) == 0x514649fb && be32_at(buf + 4) == 1) {
+        return "qcow";
+    }
+    if (size >= 64 && !memcmp(buf, "QED", 4)) {
+        return "qed";
+    }
+    if (!memcmp(buf, "COWD", 4) || !memcmp(buf, "KDMV", 4) ||
+        looks_like_vmdk_descriptor(buf, size)) {
+        return "vmdk";
+    }
+    if (size >= 512 && le32_at(buf + 64) == 0xbeda107f) {
+        return "vdi";
+    }
+    if (!memcmp(buf, "conectix", 8)) {
+        return "vpc";
+    }
+    if (!memcmp(buf, "vhdxfile", 8)) {
+        return "vhdx";
+    }
+    if (size >= 64 && (!memcmp(buf, "WithoutFreeSpace", 16) ||
+                       !memcmp(buf, "WithouFreSpacExt", 16)) &&
+        le32_at(buf + 16) == 2) {
+        return "parallels";
+    }
+    if (!memcmp(buf, "LUKS\xba\xbe", 6) && buf[6] == 0 && buf[7] == 1) {
+        return "luks";
+    }
+    if (size >= 512 && !strcmp((const char *)buf, "Bochs Virtual HD Image") &&
+        !strcmp((const char *)buf + 32, "Redolog") &&
+        !strcmp((const char *)buf + 48, "Growing") &&
+        (le32_at(buf + 64) == 0x00020000 || le32_at(buf + 64) == 0x00010000)) {
+        return "bochs";
+    }
+    if (size >= (int)sizeof(cloop_v2) - 1 &&
+        !memcmp(buf, cloop_v2, sizeof(cloop_v2) - 1)) {
+        return "cloop";
+    }
+    return NULL;
+}
+
+/*
+ * Picks the format of the image in file.  Always exactly
+ * BDRV_PROBE_BUF_SIZE bytes are probed, padded with zeroes, so the answer
+ * depends only on block 0: that is what lets a probed raw node keep its
+ * format by vetting writes to block 0 alone.  An empty file is raw
+ * without a look, as in QEMU.
+ */
+static BlockDriver *bdrv_probe(BlockDriverState *file, GError **errp)
+{
+    uint8_t buf[BDRV_PROBE_BUF_SIZE] = { 0 };
+    int64_t len = bdrv_getlength(file);
+    BlockDriver *drv;
+    const char *foreign;
+    int ret;
+
+    if (len < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not determine image size: %s", g_strerror(-len));
+        return NULL;
+    }
+    if (len == 0) {
+        return bdrv_find_format("raw");
+    }
+    ret = bdrv_pread(file, 0, sizeof(buf), buf);
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not read image for determining its format: %s",
+                    g_strerror(-ret));
+        return NULL;
+    }
+    drv = bdrv_probe_all(buf, sizeof(buf), file->filename);
+    if (!drv) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Could not determine image format: No compatible driver "
+                    "found");
+        return NULL;
+    }
+    /* QEMU would open this as a format we lack; reading it as raw would
+     * silently show its metadata as guest data.  Say so instead. */
+    foreign = bdrv_probe_foreign(buf, sizeof(buf));
+    if (drv->probe(buf, sizeof(buf), file->filename) <= 1 && foreign) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Image is in '%s' format, which is not supported; "
+                    "specify the format explicitly to open it as raw",
+                    foreign);
+        return NULL;
+    }
+    return drv;
 }
 
 static BlockDriverState *bdrv_new(void)
@@ -356,11 +492,13 @@ static BlockDriverState *bdrv_open_common(const char *filename,
     ChainLink link = { 0 };
     const ChainLink *saved_chain = opening_chain;
     struct stat st;
+    bool probed = false;
 
     bdrv_init_once();
     if (!options) {
         options = bdrv_opts_new();
     }
+    flags &= ~BDRV_O_PROBED;
     if (!bdrv_open_cache_flags(options, &flags, errp)) {
         goto fail_opts;
     }
@@ -401,6 +539,7 @@ static BlockDriverState *bdrv_open_common(const char *filename,
             if (!drv) {
                 goto fail_opts;
             }
+            probed = true;
         }
     }
 
@@ -420,7 +559,8 @@ static BlockDriverState *bdrv_open_common(const char *filename,
         goto fail_opts;
     }
     bs->opaque = drv->instance_size ? g_malloc0(drv->instance_size) : NULL;
-    if (drv->open(bs, options, flags, errp) < 0) {
+    if (drv->open(bs, options, flags | (probed ? BDRV_O_PROBED : 0),
+                  errp) < 0) {
         g_free(bs->opaque);
         bs->opaque = NULL;
         bs->drv = NULL;
@@ -573,10 +713,73 @@ bool bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only,
     return true;
 }
 
+static BlockOpts *opts_copy(BlockOpts *opts)
+{
+    BlockOpts *copy = bdrv_opts_new();
+    GHashTableIter it;
+    gpointer k, v;
+
+    if (opts) {
+        g_hash_table_iter_init(&it, opts);
+        while (g_hash_table_iter_next(&it, &k, &v)) {
+            bdrv_opts_set(copy, k, v);
+        }
+    }
+    return copy;
+}
+
+/*
+ * Creates the image once in a scratch file beside filename (same
+ * directory, so relative backing names resolve alike) and deletes it:
+ * whatever makes this create fail -- bad options, a size the format
+ * cannot hold, a missing backing file -- is found before the existing
+ * file is truncated.  Returns false with errp set if the create fails;
+ * true if it works or if no scratch file can be made there (then the
+ * caller goes ahead as QEMU does).
+ */
+static bool bdrv_create_rehearse(BlockDriver *drv, const char *filename,
+                                 BlockOpts *opts, GError **errp)
+{
+    g_autofree char *dir = g_path_get_dirname(filename);
+    g_autofree char *base = g_path_get_basename(filename);
+    g_autofree char *scratch = g_strdup_printf("%s/.%s.create-XXXXXX", dir,
+                                               base);
+    g_autoptr(GError) local_err = NULL;
+    BlockOpts *copy;
+    bool ok;
+    int fd = g_mkstemp(scratch);
+
+    if (fd < 0) {
+        return true;
+    }
+    close(fd);
+    copy = opts_copy(opts);
+    ok = drv->create(scratch, copy, &local_err);
+    g_hash_table_unref(copy);
+    unlink(scratch);
+    if (!ok) {
+        /* Messages name the file the user asked for, not the scratch. */
+        g_autoptr(GString) msg = g_string_new(local_err->message);
+        g_string_replace(msg, scratch, filename, 0);
+        g_set_error_literal(errp, local_err->domain, local_err->code,
+                            msg->str);
+    }
+    return ok;
+}
+
+/*
+ * A failed create changes nothing on disk: a file it created is removed,
+ * and an existing file is only truncated once a rehearsal has shown the
+ * create will work.  QEMU instead deletes the image file after a failed
+ * create, even one that existed before (and leaves an empty file behind
+ * when a raw create fails); strata leaves the disk as it found it.
+ */
 bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,
                  GError **errp)
 {
     BlockDriver *drv = bdrv_find_format(fmt);
+    struct stat st;
+    bool existed;
 
     if (!drv) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
@@ -589,7 +792,18 @@ bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,
                     fmt);
         return false;
     }
-    return drv->create(filename, opts, errp);
+    existed = lstat(filename, &st) == 0;
+    if (existed && S_ISREG(st.st_mode) &&
+        !bdrv_create_rehearse(drv, filename, opts, errp)) {
+        return false;
+    }
+    if (!drv->create(filename, opts, errp)) {
+        if (!existed) {
+            unlink(filename);
+        }
+        return false;
+    }
+    return true;
 }
 
 const char *bdrv_get_node_name(BlockDriverState *bs) { return bs->node_name; }

@@ -27,10 +27,18 @@ static void bs_wait(BlockDriverState *bs)
     bs->waiters--;
 }
 
+/*
+ * Whether req must wait: an overlapping request is in flight and one of
+ * the two is serialising.  Only requests in bs->tracked count, and a
+ * request joins that list only once it stops waiting: two waiting
+ * requests never wait for each other (that was a deadlock between
+ * concurrent read-modify-writes sharing a block), and whichever wakes
+ * first goes while the other sees it in flight and keeps waiting.
+ */
 static bool tracked_conflicts(BlockDriverState *bs, BdrvTrackedRequest *req)
 {
     for (BdrvTrackedRequest *r = bs->tracked; r; r = r->next) {
-        if (r != req && (r->serialising || req->serialising) &&
+        if ((r->serialising || req->serialising) &&
             ranges_overlap(r->offset, r->bytes, req->offset, req->bytes)) {
             return true;
         }
@@ -40,7 +48,9 @@ static bool tracked_conflicts(BlockDriverState *bs, BdrvTrackedRequest *req)
 
 /*
  * Enters a request: waits while bs is drained (unless we are the drainer)
- * and, on nodes that need alignment, while a serialising request overlaps.
+ * and, on nodes that need alignment, while an overlapping request that
+ * conflicts with it is in flight.  The tracked range is widened to whole
+ * blocks, the unit a read-modify-write rewrites.
  */
 static void request_begin(BlockDriverState *bs, BdrvTrackedRequest *req,
                           int64_t offset, int64_t bytes, bool serialising)
@@ -51,17 +61,19 @@ static void request_begin(BlockDriverState *bs, BdrvTrackedRequest *req,
     while (bs->quiesce_counter > 0 && bs->drain_owner != self) {
         bs_wait(bs);
     }
+    /* Counted from here: a drain waits for us, including while we wait
+     * for a conflict, which can only be a request already in flight. */
     bs->in_flight++;
     if (req) {
         uint32_t al = bs->request_alignment;
         req->offset = offset / al * al;
         req->bytes = (offset + bytes + al - 1) / al * al - req->offset;
         req->serialising = serialising;
-        req->next = bs->tracked;
-        bs->tracked = req;
         while (tracked_conflicts(bs, req)) {
             bs_wait(bs);
         }
+        req->next = bs->tracked;
+        bs->tracked = req;
     }
     g_mutex_unlock(&bs->lock);
 }
@@ -109,6 +121,17 @@ void bdrv_drained_end(BlockDriverState *bs)
         g_cond_broadcast(&bs->cond);
     }
     g_mutex_unlock(&bs->lock);
+}
+
+/*
+ * Requests are tracked only where read-modify-write happens (alignment
+ * above one byte): there every request that changes or reads blocks a
+ * read-modify-write touches must be visible to it, including zero writes
+ * and discards, or the RMW could write back stale bytes over them.
+ */
+static bool tracks_requests(BlockDriverState *bs)
+{
+    return bs->request_alignment > 1;
 }
 
 static int check_request(BlockDriverState *bs, int64_t offset, int64_t bytes)
@@ -197,6 +220,8 @@ static int write_unaligned(BlockDriverState *bs, int64_t offset,
 int bdrv_pread(BlockDriverState *bs, int64_t offset, int64_t bytes, void *buf)
 {
     int ret = check_request(bs, offset, bytes);
+    BdrvTrackedRequest req;
+    BdrvTrackedRequest *preq = tracks_requests(bs) ? &req : NULL;
 
     if (ret < 0 || bytes == 0) {
         return ret;
@@ -204,20 +229,30 @@ int bdrv_pread(BlockDriverState *bs, int64_t offset, int64_t bytes, void *buf)
     if (!bs->drv->pread) {
         return -ENOTSUP;
     }
-    if (bs->request_alignment == 1 && bs->buf_alignment == 1) {
-        request_begin(bs, NULL, offset, bytes, false);
-        ret = bs->drv->pread(bs, offset, bytes, buf);
-        request_end(bs, NULL);
-        return ret;
-    }
-    BdrvTrackedRequest req;
-    request_begin(bs, &req, offset, bytes, false);
+    request_begin(bs, preq, offset, bytes, false);
     if (is_aligned(bs, offset, bytes, buf)) {
         ret = bs->drv->pread(bs, offset, bytes, buf);
     } else {
         ret = read_unaligned(bs, offset, bytes, buf);
     }
-    request_end(bs, &req);
+    request_end(bs, preq);
+    return ret;
+}
+
+/* Copies a block-aligned request from a misaligned buffer: no read needed,
+ * so nothing to serialise. */
+static int write_bounced(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                         const void *buf)
+{
+    void *bounce = aligned_alloc_buf(bs, bytes);
+    int ret;
+
+    if (!bounce) {
+        return -ENOMEM;
+    }
+    memcpy(bounce, buf, bytes);
+    ret = bs->drv->pwrite(bs, offset, bytes, bounce);
+    free(bounce);
     return ret;
 }
 
@@ -225,6 +260,12 @@ int bdrv_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
                 const void *buf)
 {
     int ret = check_request(bs, offset, bytes);
+    BdrvTrackedRequest req;
+    BdrvTrackedRequest *preq = tracks_requests(bs) ? &req : NULL;
+    uint32_t al = bs->request_alignment;
+    /* Only a read-modify-write serialises: it must not interleave with
+     * anything else touching the blocks it rewrites. */
+    bool rmw = offset % al != 0 || bytes % al != 0;
 
     if (ret < 0 || bytes == 0) {
         return ret;
@@ -235,32 +276,15 @@ int bdrv_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
     if (!bs->drv->pwrite) {
         return -ENOTSUP;
     }
-    if (bs->request_alignment == 1 && bs->buf_alignment == 1) {
-        request_begin(bs, NULL, offset, bytes, false);
-        ret = bs->drv->pwrite(bs, offset, bytes, buf);
-        request_end(bs, NULL);
-        return ret;
-    }
-    BdrvTrackedRequest req;
-    bool aligned = is_aligned(bs, offset, bytes, buf);
-    request_begin(bs, &req, offset, bytes, !aligned);
-    if (aligned) {
-        ret = bs->drv->pwrite(bs, offset, bytes, buf);
-    } else if (offset % bs->request_alignment == 0 &&
-               bytes % bs->request_alignment == 0) {
-        /* Only the buffer is misaligned: copy, no read needed. */
-        void *bounce = aligned_alloc_buf(bs, bytes);
-        if (!bounce) {
-            ret = -ENOMEM;
-        } else {
-            memcpy(bounce, buf, bytes);
-            ret = bs->drv->pwrite(bs, offset, bytes, bounce);
-            free(bounce);
-        }
-    } else {
+    request_begin(bs, preq, offset, bytes, rmw);
+    if (rmw) {
         ret = write_unaligned(bs, offset, bytes, buf);
+    } else if (is_aligned(bs, offset, bytes, buf)) {
+        ret = bs->drv->pwrite(bs, offset, bytes, buf);
+    } else {
+        ret = write_bounced(bs, offset, bytes, buf);
     }
-    request_end(bs, &req);
+    request_end(bs, preq);
     return ret;
 }
 
@@ -320,9 +344,11 @@ int bdrv_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
     tail = bytes % al;
     bytes -= tail;
     if (bytes) {
-        request_begin(bs, NULL, offset, bytes, false);
+        BdrvTrackedRequest req;
+        BdrvTrackedRequest *preq = tracks_requests(bs) ? &req : NULL;
+        request_begin(bs, preq, offset, bytes, false);
         ret = bs->drv->pwrite_zeroes(bs, offset, bytes, flags);
-        request_end(bs, NULL);
+        request_end(bs, preq);
         if (ret == -ENOTSUP && !(flags & BDRV_REQ_NO_FALLBACK)) {
             ret = write_zeroes_fallback(bs, offset, bytes);
         }
@@ -349,9 +375,11 @@ int bdrv_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
     if (!bs->drv->pdiscard) {
         return 0; /* discard is advisory */
     }
-    request_begin(bs, NULL, offset, bytes, false);
+    BdrvTrackedRequest req;
+    BdrvTrackedRequest *preq = tracks_requests(bs) ? &req : NULL;
+    request_begin(bs, preq, offset, bytes, false);
     ret = bs->drv->pdiscard(bs, offset, bytes);
-    request_end(bs, NULL);
+    request_end(bs, preq);
     return ret;
 }
 
@@ -430,6 +458,15 @@ int bdrv_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
     request_begin(bs, NULL, offset, bytes, false);
     ret = bs->drv->block_status(bs, offset, bytes, pnum, &m, &f);
     request_end(bs, NULL);
+    if (ret >= 0 && *pnum == 0) {
+        /* Nothing to say inside our length: we are past the end of the
+         * child (a raw file whose size is not a whole number of sectors
+         * is read as whole sectors), and that tail reads as zeroes. */
+        *pnum = bytes;
+        ret = BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED;
+        m = 0;
+        f = NULL;
+    }
     if (ret >= 0 && *pnum > bytes) {
         *pnum = bytes;
     }

@@ -44,6 +44,10 @@ typedef enum {
 /* The user lets nobody else write or resize the image while it reads
  * (qemu-img convert's sources) */
 #define BDRV_O_NO_SHARE    0x8000
+/* Set by the generic layer, only in the flags a format driver's open
+ * receives, when the format was probed rather than named; callers' own
+ * use of it is ignored.  A probed raw node restricts writes to block 0. */
+#define BDRV_O_PROBED      0x80000
 
 /*
  * Options are flat string maps with QEMU's dotted keys: "driver",
@@ -98,6 +102,19 @@ bool bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only,
 bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,
                  GError **errp);
 BlockDriver *bdrv_find_format(const char *format_name);
+/*
+ * Probing, as QEMU does it: the first BDRV_PROBE_BUF_SIZE bytes of the
+ * file (zeroes past its end) are shown to every format's probe and the
+ * highest score wins, the first registered on a tie; raw scores 1 on
+ * anything.  Returns NULL only if no format scores.
+ */
+#define BDRV_PROBE_BUF_SIZE 512
+BlockDriver *bdrv_probe_all(const uint8_t *buf, int buf_size,
+                            const char *filename);
+/* The name of a format QEMU 7.2 would probe buf as that strata has no
+ * driver for (vmdk, qcow, qed, vdi, vpc, vhdx, parallels, luks, bochs,
+ * cloop), or NULL.  Used to keep such headers out of guarded raw images. */
+const char *bdrv_probe_foreign(const uint8_t *buf, int size);
 /* NULL-terminated list of registered format names (static storage). */
 const char *const *bdrv_format_names(void);
 

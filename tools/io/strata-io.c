@@ -45,7 +45,7 @@ static int open_image(const char *name, BlockOpts *opts, const OpenMode *m)
     g_autofree char *file_name = NULL;
     const char *open_name = name;
     BlockDriverState *bs;
-    bool probed, read_only, force_share;
+    bool read_only, force_share;
     int flags = 0;
 
     if (state.blk) {
@@ -103,7 +103,6 @@ static int open_image(const char *name, BlockOpts *opts, const OpenMode *m)
         file_name = bdrv_opts_take(opts, "file.filename");
         open_name = file_name;
     }
-    probed = !bdrv_opts_get(opts, "driver");
 
     if (!m->read_only) {
         flags |= BDRV_O_RDWR;
@@ -130,16 +129,7 @@ static int open_image(const char *name, BlockOpts *opts, const OpenMode *m)
         bdrv_unref(bs);
         return 1;
     }
-    if (probed && !g_strcmp0(bdrv_get_format_name(bs), "raw")) {
-        fprintf(stderr,
-                "WARNING: Image format was not specified for '%s' and "
-                "probing guessed raw.\n"
-                "         Automatically detecting the format is dangerous "
-                "for raw images, write operations on block 0 will be "
-                "restricted.\n"
-                "         Specify the 'raw' format explicitly to remove "
-                "the restrictions.\n", bdrv_get_filename(bs));
-    }
+    /* A probed raw image's warning comes from the library (raw_open). */
     state.write_perm = !bdrv_is_read_only(bs);
     /* The device owns write-through and discard=ignore. */
     state.blk = blk_new(NULL, bs);
