@@ -504,7 +504,9 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
                     "L1 table is too small");
         return -EINVAL;
     }
-    if (ranges_overlap(s->l1_table_offset, (uint64_t)s->l1_size * 8,
+    /* check -r all rebuilds a refcount table that lies on the L1 table */
+    if (!check &&
+        ranges_overlap(s->l1_table_offset, (uint64_t)s->l1_size * 8,
                        s->refcount_table_offset,
                        (uint64_t)reftable_clusters * s->cluster_size)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
