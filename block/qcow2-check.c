@@ -80,7 +80,34 @@ static int stored_refcount(CheckState *c, uint64_t k, uint64_t *rc)
     return qcow2_get_refcount(c->bs, k, rc);
 }
 
-static int check_l2(CheckState *c, uint64_t l2_off, bool active)
+/*
+ * -r all: an allocated-zero entry whose offset is unaligned holds no data;
+ * like QEMU, make it a plain zero entry (one 8-byte write) rather than
+ * count a cluster nobody can use.
+ */
+static int fix_l2_entry_by_zero(CheckState *c, uint64_t l2_off, uint32_t i)
+{
+    uint64_t be = GUINT64_TO_BE(QCOW_OFLAG_ZERO);
+    int ret = bdrv_pwrite(c->bs->file, l2_off + i * 8ULL, 8, &be);
+
+    if (ret == 0) {
+        ret = bdrv_flush(c->bs->file);
+    }
+    /* A cached copy of the table is stale now. */
+    qcow2_cache_discard(c->s->l2_cache, l2_off);
+    if (ret < 0) {
+        strata_error("ERROR: Failed to overwrite L2 table entry: %s",
+                g_strerror(-ret));
+        c->res->check_errors++;
+        return ret;
+    }
+    c->res->corruptions--;
+    c->res->corruptions_fixed++;
+    return 0;
+}
+
+static int check_l2(CheckState *c, uint64_t l2_off, bool active,
+                    BdrvCheckMode fix)
 {
     BDRVQcow2State *s = c->s;
     g_autofree uint64_t *l2 = g_malloc(s->cluster_size);
@@ -95,7 +122,14 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active)
     for (uint32_t i = 0; i < s->l2_size; i++) {
         uint64_t e = GUINT64_FROM_BE(l2[i]);
         uint64_t off = e & L2E_OFFSET_MASK;
-        switch (qcow2_get_cluster_type(e)) {
+        Qcow2ClusterType type = qcow2_get_cluster_type(e);
+
+        if (type != QCOW2_CLUSTER_COMPRESSED && (e & L2E_RESERVED_MASK)) {
+            strata_error("ERROR found l2 entry with reserved bits set: "
+                    "%" G_GINT64_MODIFIER "x", e);
+            c->res->corruptions++;
+        }
+        switch (type) {
         case QCOW2_CLUSTER_COMPRESSED: {
             uint64_t coff, clen;
             if (e & QCOW_OFLAG_COPIED) {
@@ -116,18 +150,24 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active)
         }
         case QCOW2_CLUSTER_NORMAL:
         case QCOW2_CLUSTER_ZERO_ALLOC:
-            if (e & L2E_RESERVED_MASK) {
-                strata_error("ERROR found l2 entry with reserved bits set: "
-                        "%" G_GINT64_MODIFIER "x", e);
-                c->res->corruptions++;
-            }
             if (off & (s->cluster_size - 1)) {
-                strata_error("ERROR offset=%" G_GINT64_MODIFIER "x: Data "
-                        "cluster is not properly aligned; L2 entry "
-                        "corrupted.", off);
                 c->res->corruptions++;
-                break;
+                if (type == QCOW2_CLUSTER_NORMAL) {
+                    strata_error("ERROR offset=%" G_GINT64_MODIFIER "x: Data "
+                            "cluster is not properly aligned; L2 entry "
+                            "corrupted.", off);
+                } else {
+                    bool repair = fix & BDRV_FIX_ERRORS;
+                    strata_error("%s offset=%" G_GINT64_MODIFIER "x: "
+                            "Preallocated cluster is not properly aligned; "
+                            "L2 entry corrupted.",
+                            repair ? "Repairing" : "ERROR", off);
+                    if (repair && fix_l2_entry_by_zero(c, l2_off, i) == 0) {
+                        continue; /* nothing to count any more */
+                    }
+                }
             }
+            /* Counted even when unaligned, as QEMU counts it. */
             if (active) {
                 c->res->allocated_clusters++;
                 if (c->next_contiguous && off != c->next_contiguous) {
@@ -146,7 +186,7 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active)
 
 /* Walks one L1 table (the active one from memory, snapshots from disk). */
 static int check_l1(CheckState *c, uint64_t l1_off, uint32_t l1_size,
-                    const uint64_t *mem_l1, bool active)
+                    const uint64_t *mem_l1, bool active, BdrvCheckMode fix)
 {
     BDRVQcow2State *s = c->s;
     g_autofree uint64_t *disk_l1 = NULL;
@@ -168,25 +208,27 @@ static int check_l1(CheckState *c, uint64_t l1_off, uint32_t l1_size,
     }
     for (uint32_t i = 0; i < l1_size; i++) {
         uint64_t e = l1[i], off = e & L1E_OFFSET_MASK;
-        if (!off) {
+        if (!e) {
             continue;
         }
-        if (active && (e & L1E_RESERVED_MASK)) {
+        if (e & L1E_RESERVED_MASK) {
             strata_error("ERROR found L1 entry with reserved bits set: %"
                     G_GINT64_MODIFIER "x", e);
             c->res->corruptions++;
         }
+        /* QEMU's order: count the table, then complain about it. */
+        inc_refs(c, off, s->cluster_size);
         if (off & (s->cluster_size - 1)) {
             strata_error("ERROR l2_offset=%" G_GINT64_MODIFIER "x: Table "
                     "is not cluster aligned; L1 entry corrupted", off);
             c->res->corruptions++;
-            continue;
         }
-        inc_refs(c, off, s->cluster_size);
+        /* An entry with flags but offset 0 makes QEMU read the header as
+         * an L2 table; so do we, so that both count the same. */
         if (off >= c->file_len) {
             continue; /* reported by inc_refs if far past the end */
         }
-        int ret = check_l2(c, off, active);
+        int ret = check_l2(c, off, active, fix);
         if (ret < 0) {
             return ret;
         }
@@ -417,7 +459,8 @@ static int calculate_refcounts(CheckState *c, BdrvCheckMode fix)
     int ret;
 
     inc_refs(c, 0, s->cluster_size);
-    ret = check_l1(c, s->l1_table_offset, s->l1_size, s->l1_table, true);
+    ret = check_l1(c, s->l1_table_offset, s->l1_size, s->l1_table, true,
+                   fix);
     for (uint32_t i = 0; ret == 0 && i < s->nb_snapshots; i++) {
         Qcow2Snapshot *sn = &s->snapshots[i];
         if ((sn->l1_table_offset & (s->cluster_size - 1))) {
@@ -435,7 +478,8 @@ static int calculate_refcounts(CheckState *c, BdrvCheckMode fix)
             c->res->corruptions++;
             continue;
         }
-        ret = check_l1(c, sn->l1_table_offset, sn->l1_size, NULL, false);
+        ret = check_l1(c, sn->l1_table_offset, sn->l1_size, NULL, false,
+                       fix);
     }
     if (ret < 0) {
         return ret;
