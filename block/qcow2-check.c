@@ -321,21 +321,24 @@ static void compare_refcounts(CheckState *c, BdrvCheckMode fix,
  * Like QEMU, -r leaks repairs COPIED too when nothing else is wrong: the
  * refcounts are right then, and a crash in the middle of a snapshot
  * operation leaves COPIED flags that only a leaked reference made wrong.
+ * Every non-zero entry is looked at, aligned or not, as QEMU does (an
+ * offset past every refcount block has refcount 0).
  */
 static int check_copied(CheckState *c, BdrvCheckMode fix)
 {
     BDRVQcow2State *s = c->s;
     g_autofree uint64_t *l2 = g_malloc(s->cluster_size);
-
-    if ((fix & BDRV_FIX_LEAKS) && !c->res->corruptions && !c->res->leaks &&
-        !c->res->check_errors) {
-        fix |= BDRV_FIX_ERRORS;
-    }
+    bool repair = (fix & BDRV_FIX_ERRORS) ||
+                  ((fix & BDRV_FIX_LEAKS) && !c->res->corruptions &&
+                   !c->res->leaks && !c->res->check_errors);
 
     for (uint32_t i = 0; i < s->l1_size; i++) {
         uint64_t e = s->l1_table[i], off = e & L1E_OFFSET_MASK, rc;
+        /* Only a real table is rewritten: one that is unaligned or past
+         * the end of the file would overlap something else. */
+        bool table_ok = !(off & (s->cluster_size - 1)) && off < c->file_len;
         bool dirty = false;
-        if (!off || (off & (s->cluster_size - 1)) || off >= c->file_len) {
+        if (!off) {
             continue;
         }
         if (stored_refcount(c, off >> s->cluster_bits, &rc) < 0) {
@@ -344,45 +347,55 @@ static int check_copied(CheckState *c, BdrvCheckMode fix)
         if ((rc == 1) != !!(e & QCOW_OFLAG_COPIED)) {
             strata_error("%s OFLAG_COPIED L2 cluster: l1_index=%u "
                     "l1_entry=%" G_GINT64_MODIFIER "x refcount=%"
-                    G_GUINT64_FORMAT "",
-                    (fix & BDRV_FIX_ERRORS) ? "Repairing" : "ERROR", i, e, rc);
-            if (fix & BDRV_FIX_ERRORS) {
+                    G_GUINT64_FORMAT "", repair ? "Repairing" : "ERROR",
+                    i, e, rc);
+            c->res->corruptions++;
+            if (repair) {
                 uint64_t ne = rc == 1 ? e | QCOW_OFLAG_COPIED
                                       : e & ~QCOW_OFLAG_COPIED;
                 uint64_t be = GUINT64_TO_BE(ne);
                 if (bdrv_pwrite(c->bs->file, s->l1_table_offset + i * 8ULL,
-                                8, &be) == 0) {
-                    s->l1_table[i] = ne;
-                    c->res->corruptions_fixed++;
-                } else {
-                    c->res->corruptions++;
+                                8, &be) < 0) {
+                    c->res->check_errors++;
+                    return 0;
                 }
-            } else {
-                c->res->corruptions++;
+                s->l1_table[i] = ne;
+                c->res->corruptions--;
+                c->res->corruptions_fixed++;
             }
         }
-        /* Through the cache, so repairs and cached writes agree. */
-        uint64_t *t;
-        if (qcow2_cache_get(c->bs, s->l2_cache, off, (void **)&t) < 0) {
-            continue;
+        if (table_ok) {
+            /* Through the cache, so repairs and cached writes agree. */
+            uint64_t *t;
+            if (qcow2_cache_get(c->bs, s->l2_cache, off, (void **)&t) < 0) {
+                strata_error("ERROR: Could not read L2 table: %s",
+                        g_strerror(EIO));
+                c->res->check_errors++;
+                return 0;
+            }
+            memcpy(l2, t, s->cluster_size);
+        } else if (bdrv_pread(c->bs->file, off, s->cluster_size, l2) < 0) {
+            strata_error("ERROR: Could not read L2 table: %s",
+                    g_strerror(EIO));
+            c->res->check_errors++;
+            return 0;
         }
-        memcpy(l2, t, s->cluster_size);
         for (uint32_t j = 0; j < s->l2_size; j++) {
             uint64_t le = GUINT64_FROM_BE(l2[j]);
             Qcow2ClusterType ty = qcow2_get_cluster_type(le);
             uint64_t doff = le & L2E_OFFSET_MASK;
-            if ((ty != QCOW2_CLUSTER_NORMAL && ty != QCOW2_CLUSTER_ZERO_ALLOC) ||
-                (doff & (s->cluster_size - 1))) {
+            if (ty != QCOW2_CLUSTER_NORMAL && ty != QCOW2_CLUSTER_ZERO_ALLOC) {
                 continue;
             }
             if (stored_refcount(c, doff >> s->cluster_bits, &rc) < 0) {
                 continue;
             }
             if ((rc == 1) != !!(le & QCOW_OFLAG_COPIED)) {
+                bool fix_it = repair && table_ok;
                 strata_error("%s OFLAG_COPIED data cluster: l2_entry=%"
                         G_GINT64_MODIFIER "x refcount=%" G_GUINT64_FORMAT "",
-                        (fix & BDRV_FIX_ERRORS) ? "Repairing" : "ERROR", le, rc);
-                if (fix & BDRV_FIX_ERRORS) {
+                        fix_it ? "Repairing" : "ERROR", le, rc);
+                if (fix_it) {
                     le = rc == 1 ? le | QCOW_OFLAG_COPIED
                                  : le & ~QCOW_OFLAG_COPIED;
                     l2[j] = GUINT64_TO_BE(le);
@@ -394,10 +407,13 @@ static int check_copied(CheckState *c, BdrvCheckMode fix)
             }
         }
         if (dirty) {
-            if (qcow2_cache_get(c->bs, s->l2_cache, off, (void **)&t) == 0) {
-                memcpy(t, l2, s->cluster_size);
-                qcow2_cache_mark_dirty(s->l2_cache, t);
+            uint64_t *t;
+            if (qcow2_cache_get(c->bs, s->l2_cache, off, (void **)&t) < 0) {
+                c->res->check_errors++;
+                return 0;
             }
+            memcpy(t, l2, s->cluster_size);
+            qcow2_cache_mark_dirty(s->l2_cache, t);
         }
     }
     return 0;
