@@ -3,8 +3,12 @@
  * qcow2 consistency check (qemu-img check): recount every reference from
  * the header, the active and snapshot L1/L2 trees, the snapshot table, the
  * refcount table and the refcount blocks; compare with the stored counts;
- * verify the COPIED flags of the active tree; optionally repair leaks (and,
- * with -r all, counts that are too low).  Problem lines go to the log sink with
+ * verify the COPIED flags of the active tree.  Repairs, in QEMU's order:
+ * -r leaks sets counts that are too high, -r all also those too low (each
+ * in one write of the whole difference); when the structure itself cannot
+ * be trusted (a refcount block that is unaligned, outside the file or
+ * also used as something else, a used cluster counted 0), -r all builds a
+ * new one (qcow2-check-rebuild.c).  Problem lines go to the log sink with
  * QEMU's wording so scripts that read qemu-img's output read ours.
  */
 #include <errno.h>
@@ -71,7 +75,8 @@ static int stored_refcount(CheckState *c, uint64_t k, uint64_t *rc)
     if (!off) {
         return 0;
     }
-    if ((off & (s->cluster_size - 1)) || off > (uint64_t)INT64_MAX - s->cluster_size) {
+    if ((off & (s->cluster_size - 1)) ||
+        off > (uint64_t)INT64_MAX - s->cluster_size) {
         return -EIO;
     }
     if (off >= c->file_len) {
@@ -85,10 +90,39 @@ static int stored_refcount(CheckState *c, uint64_t k, uint64_t *rc)
  * like QEMU, make it a plain zero entry (one 8-byte write) rather than
  * count a cluster nobody can use.
  */
+static bool overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+    return alen && blen && a < b + blen && b < a + alen;
+}
+
+/*
+ * Whether a repair may write [off, off+len): not on the header, the
+ * active L1 table, the refcount table or the snapshot table, whatever
+ * damaged pointer led there (QEMU asks its overlap check the same).
+ */
+static bool repair_may_write(CheckState *c, uint64_t off, uint64_t len)
+{
+    BDRVQcow2State *s = c->s;
+
+    return !overlap(off, len, 0, s->cluster_size) &&
+           !overlap(off, len, s->l1_table_offset, (uint64_t)s->l1_size * 8) &&
+           !overlap(off, len, s->refcount_table_offset,
+                    (uint64_t)s->refcount_table_size * 8) &&
+           !overlap(off, len, s->snapshots_offset, s->snapshots_size);
+}
+
 static int fix_l2_entry_by_zero(CheckState *c, uint64_t l2_off, uint32_t i)
 {
     uint64_t be = GUINT64_TO_BE(QCOW_OFLAG_ZERO);
-    int ret = bdrv_pwrite(c->bs->file, l2_off + i * 8ULL, 8, &be);
+    int ret;
+
+    if ((l2_off & (c->s->cluster_size - 1)) ||
+        !repair_may_write(c, l2_off + i * 8ULL, 8)) {
+        strata_error("ERROR: Overlap check failed");
+        c->res->check_errors++;
+        return -EIO;
+    }
+    ret = bdrv_pwrite(c->bs->file, l2_off + i * 8ULL, 8, &be);
 
     if (ret == 0) {
         ret = bdrv_flush(c->bs->file);
@@ -336,7 +370,8 @@ static int check_copied(CheckState *c, BdrvCheckMode fix)
         uint64_t e = s->l1_table[i], off = e & L1E_OFFSET_MASK, rc;
         /* Only a real table is rewritten: one that is unaligned or past
          * the end of the file would overlap something else. */
-        bool table_ok = !(off & (s->cluster_size - 1)) && off < c->file_len;
+        bool table_ok = !(off & (s->cluster_size - 1)) && off < c->file_len &&
+                        repair_may_write(c, off, s->cluster_size);
         bool dirty = false;
         if (!off) {
             continue;
