@@ -3,30 +3,20 @@
  * qcow2 consistency check (qemu-img check): recount every reference from
  * the header, the active and snapshot L1/L2 trees, the snapshot table, the
  * refcount table and the refcount blocks; compare with the stored counts;
- * verify the COPIED flags of the active tree; optionally repair leaks (and,
- * with -r all, counts that are too low).  Problem lines go to the log sink with
+ * verify the COPIED flags of the active tree.  Repairs, in QEMU's order:
+ * -r leaks sets counts that are too high, -r all also those too low (each
+ * in one write of the whole difference); when the structure itself cannot
+ * be trusted (a refcount block that is unaligned, outside the file or
+ * also used as something else, a used cluster counted 0), -r all builds a
+ * new one (qcow2-check-rebuild.c).  Problem lines go to the log sink with
  * QEMU's wording so scripts that read qemu-img's output read ours.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "qcow2.h"
+#include "qcow2-check.h"
 #include "block/log.h"
-
-/* More clusters than this and the check refuses (memory for the counts). */
-#define CHECK_MAX_CLUSTERS (1ULL << 28)
-
-
-typedef struct CheckState {
-    BlockDriverState *bs;
-    BDRVQcow2State *s;
-    BdrvCheckResult *res;
-    uint32_t *counts;       /* computed references per host cluster */
-    uint64_t nb_clusters;   /* clusters the file spans */
-    uint64_t file_len;
-    uint64_t next_contiguous;
-} CheckState;
 
 /* Counts one reference to each cluster of [offset, offset+size). */
 static void inc_refs(CheckState *c, uint64_t offset, uint64_t size)
@@ -49,13 +39,109 @@ static void inc_refs(CheckState *c, uint64_t offset, uint64_t size)
         if (k >= c->nb_clusters) {
             continue; /* within the tolerated last partial cluster */
         }
+        /* One more reference than the width can store: QEMU's verdict
+         * (the count stays at the maximum). */
+        if (c->counts[k] >= c->s->refcount_max) {
+            strata_error("ERROR: overflow cluster offset=%#"
+                    G_GINT64_MODIFIER "x", k * cs);
+            strata_error("Use qemu-img amend to increase the refcount entry "
+                    "width or qemu-img convert to create a clean copy if the "
+                    "image cannot be opened for writing");
+            c->res->corruptions++;
+            continue;
+        }
         if (c->counts[k] != UINT32_MAX) {
             c->counts[k]++;
         }
     }
 }
 
-static int check_l2(CheckState *c, uint64_t l2_off, bool active)
+/*
+ * The stored refcount of cluster k.  A refcount-table entry that is
+ * unaligned or beyond any file size is not followed (QEMU fails such a
+ * lookup with EIO too; the caller reports it); a block past the end of
+ * the file reads as zeros.
+ */
+static int stored_refcount(CheckState *c, uint64_t k, uint64_t *rc)
+{
+    BDRVQcow2State *s = c->s;
+    uint64_t t = k >> s->refblock_bits, off;
+
+    *rc = 0;
+    if (t >= s->refcount_table_size) {
+        return 0;
+    }
+    off = s->refcount_table[t] & REFT_OFFSET_MASK;
+    if (!off) {
+        return 0;
+    }
+    if ((off & (s->cluster_size - 1)) ||
+        off > (uint64_t)INT64_MAX - s->cluster_size) {
+        return -EIO;
+    }
+    if (off >= c->file_len) {
+        return 0; /* reads as zeros, as in QEMU */
+    }
+    return qcow2_get_refcount(c->bs, k, rc);
+}
+
+/*
+ * -r all: an allocated-zero entry whose offset is unaligned holds no data;
+ * like QEMU, make it a plain zero entry (one 8-byte write) rather than
+ * count a cluster nobody can use.
+ */
+static bool overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+    return alen && blen && a < b + blen && b < a + alen;
+}
+
+/*
+ * Whether a repair may write [off, off+len): not on the header, the
+ * active L1 table, the refcount table or the snapshot table, whatever
+ * damaged pointer led there (QEMU asks its overlap check the same).
+ */
+static bool repair_may_write(CheckState *c, uint64_t off, uint64_t len)
+{
+    BDRVQcow2State *s = c->s;
+
+    return !overlap(off, len, 0, s->cluster_size) &&
+           !overlap(off, len, s->l1_table_offset, (uint64_t)s->l1_size * 8) &&
+           !overlap(off, len, s->refcount_table_offset,
+                    (uint64_t)s->refcount_table_size * 8) &&
+           !overlap(off, len, s->snapshots_offset, s->snapshots_size);
+}
+
+static int fix_l2_entry_by_zero(CheckState *c, uint64_t l2_off, uint32_t i)
+{
+    uint64_t be = GUINT64_TO_BE(QCOW_OFLAG_ZERO);
+    int ret;
+
+    if ((l2_off & (c->s->cluster_size - 1)) ||
+        !repair_may_write(c, l2_off + i * 8ULL, 8)) {
+        strata_error("ERROR: Overlap check failed");
+        c->res->check_errors++;
+        return -EIO;
+    }
+    ret = bdrv_pwrite(c->bs->file, l2_off + i * 8ULL, 8, &be);
+
+    if (ret == 0) {
+        ret = bdrv_flush(c->bs->file);
+    }
+    /* A cached copy of the table is stale now. */
+    qcow2_cache_discard(c->s->l2_cache, l2_off);
+    if (ret < 0) {
+        strata_error("ERROR: Failed to overwrite L2 table entry: %s",
+                g_strerror(-ret));
+        c->res->check_errors++;
+        return ret;
+    }
+    c->res->corruptions--;
+    c->res->corruptions_fixed++;
+    return 0;
+}
+
+static int check_l2(CheckState *c, uint64_t l2_off, bool active,
+                    BdrvCheckMode fix)
 {
     BDRVQcow2State *s = c->s;
     g_autofree uint64_t *l2 = g_malloc(s->cluster_size);
@@ -70,7 +156,14 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active)
     for (uint32_t i = 0; i < s->l2_size; i++) {
         uint64_t e = GUINT64_FROM_BE(l2[i]);
         uint64_t off = e & L2E_OFFSET_MASK;
-        switch (qcow2_get_cluster_type(e)) {
+        Qcow2ClusterType type = qcow2_get_cluster_type(e);
+
+        if (type != QCOW2_CLUSTER_COMPRESSED && (e & L2E_RESERVED_MASK)) {
+            strata_error("ERROR found l2 entry with reserved bits set: "
+                    "%" G_GINT64_MODIFIER "x", e);
+            c->res->corruptions++;
+        }
+        switch (type) {
         case QCOW2_CLUSTER_COMPRESSED: {
             uint64_t coff, clen;
             if (e & QCOW_OFLAG_COPIED) {
@@ -91,18 +184,24 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active)
         }
         case QCOW2_CLUSTER_NORMAL:
         case QCOW2_CLUSTER_ZERO_ALLOC:
-            if (e & L2E_RESERVED_MASK) {
-                strata_error("ERROR found l2 entry with reserved bits set: "
-                        "%" G_GINT64_MODIFIER "x", e);
-                c->res->corruptions++;
-            }
             if (off & (s->cluster_size - 1)) {
-                strata_error("ERROR offset=%" G_GINT64_MODIFIER "x: Data "
-                        "cluster is not properly aligned; L2 entry "
-                        "corrupted.", off);
                 c->res->corruptions++;
-                break;
+                if (type == QCOW2_CLUSTER_NORMAL) {
+                    strata_error("ERROR offset=%" G_GINT64_MODIFIER "x: Data "
+                            "cluster is not properly aligned; L2 entry "
+                            "corrupted.", off);
+                } else {
+                    bool repair = fix & BDRV_FIX_ERRORS;
+                    strata_error("%s offset=%" G_GINT64_MODIFIER "x: "
+                            "Preallocated cluster is not properly aligned; "
+                            "L2 entry corrupted.",
+                            repair ? "Repairing" : "ERROR", off);
+                    if (repair && fix_l2_entry_by_zero(c, l2_off, i) == 0) {
+                        continue; /* nothing to count any more */
+                    }
+                }
             }
+            /* Counted even when unaligned, as QEMU counts it. */
             if (active) {
                 c->res->allocated_clusters++;
                 if (c->next_contiguous && off != c->next_contiguous) {
@@ -121,7 +220,7 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active)
 
 /* Walks one L1 table (the active one from memory, snapshots from disk). */
 static int check_l1(CheckState *c, uint64_t l1_off, uint32_t l1_size,
-                    const uint64_t *mem_l1, bool active)
+                    const uint64_t *mem_l1, bool active, BdrvCheckMode fix)
 {
     BDRVQcow2State *s = c->s;
     g_autofree uint64_t *disk_l1 = NULL;
@@ -143,25 +242,27 @@ static int check_l1(CheckState *c, uint64_t l1_off, uint32_t l1_size,
     }
     for (uint32_t i = 0; i < l1_size; i++) {
         uint64_t e = l1[i], off = e & L1E_OFFSET_MASK;
-        if (!off) {
+        if (!e) {
             continue;
         }
-        if (active && (e & L1E_RESERVED_MASK)) {
+        if (e & L1E_RESERVED_MASK) {
             strata_error("ERROR found L1 entry with reserved bits set: %"
                     G_GINT64_MODIFIER "x", e);
             c->res->corruptions++;
         }
+        /* QEMU's order: count the table, then complain about it. */
+        inc_refs(c, off, s->cluster_size);
         if (off & (s->cluster_size - 1)) {
             strata_error("ERROR l2_offset=%" G_GINT64_MODIFIER "x: Table "
                     "is not cluster aligned; L1 entry corrupted", off);
             c->res->corruptions++;
-            continue;
         }
-        inc_refs(c, off, s->cluster_size);
+        /* An entry with flags but offset 0 makes QEMU read the header as
+         * an L2 table; so do we, so that both count the same. */
         if (off >= c->file_len) {
             continue; /* reported by inc_refs if far past the end */
         }
-        int ret = check_l2(c, off, active);
+        int ret = check_l2(c, off, active, fix);
         if (ret < 0) {
             return ret;
         }
@@ -169,30 +270,51 @@ static int check_l1(CheckState *c, uint64_t l1_off, uint32_t l1_size,
     return 0;
 }
 
+/*
+ * Stores `want` as cluster k's refcount in one step (QEMU too repairs a
+ * count by its whole difference: stepping from 2^64-1 would never end).
+ * Only called where the stored count is non-zero, so k's refcount block
+ * exists and was just read.
+ */
 static int set_refcount(CheckState *c, uint64_t k, uint64_t want)
 {
-    uint64_t cur;
-    int ret = qcow2_get_refcount(c->bs, k, &cur);
+    BDRVQcow2State *s = c->s;
+    uint64_t off = s->refcount_table[k >> s->refblock_bits] & REFT_OFFSET_MASK;
+    void *rb;
+    int ret = qcow2_cache_get(c->bs, s->refcount_cache, off, &rb);
 
     if (ret < 0) {
         return ret;
     }
-    while (ret == 0 && cur != want) {
-        int step = cur < want ? 1 : -1;
-        ret = qcow2_update_cluster_refcount(c->bs, k, step, &cur);
+    qcow2_refblock_set(s, rb, k & (s->refblock_size - 1), want);
+    qcow2_cache_mark_dirty(s->refcount_cache, rb);
+    if (want == 0) {
+        /* Freed: no cached copy of it may be written back over whatever
+         * the allocator puts there next. */
+        qcow2_cache_discard(s->l2_cache, k << s->cluster_bits);
+        qcow2_cache_discard(s->refcount_cache, k << s->cluster_bits);
+        if (k < s->free_cluster_index) {
+            s->free_cluster_index = k;
+        }
     }
-    return ret;
+    return 0;
 }
 
-/* Compares computed and stored counts; repairs what `fix` allows. */
-static int compare_refcounts(CheckState *c, BdrvCheckMode fix,
-                             uint64_t *highest)
+/*
+ * Compares computed and stored counts; repairs what `fix` allows.  A used
+ * cluster whose stored count is 0 cannot be repaired by setting a count
+ * (its refcount block may be missing or be something else): it asks for
+ * a rebuild instead, as in QEMU.
+ */
+static void compare_refcounts(CheckState *c, BdrvCheckMode fix,
+                              uint64_t *highest)
 {
     *highest = 0;
     for (uint64_t k = 0; k < c->nb_clusters; k++) {
         uint64_t stored;
-        uint64_t want = c->counts[k];
-        int ret = qcow2_get_refcount(c->bs, k, &stored);
+        uint64_t want = MIN((uint64_t)c->counts[k], c->s->refcount_max);
+        int *num_fixed = NULL;
+        int ret = stored_refcount(c, k, &stored);
         if (ret < 0) {
             strata_error("Can't get refcount for cluster %" G_GUINT64_FORMAT
                     ": %s", k, g_strerror(-ret));
@@ -205,27 +327,27 @@ static int compare_refcounts(CheckState *c, BdrvCheckMode fix,
         if (stored == want) {
             continue;
         }
-        bool leak = stored > want;
-        bool repair = leak ? (fix & BDRV_FIX_LEAKS) : (fix & BDRV_FIX_ERRORS);
+        if (stored == 0) {
+            c->rebuild = true;
+        } else if (stored > want && (fix & BDRV_FIX_LEAKS)) {
+            num_fixed = &c->res->leaks_fixed;
+        } else if (stored < want && (fix & BDRV_FIX_ERRORS)) {
+            num_fixed = &c->res->corruptions_fixed;
+        }
         strata_error("%s cluster %" G_GUINT64_FORMAT " refcount=%"
                 G_GUINT64_FORMAT " reference=%" G_GUINT64_FORMAT "",
-                repair ? "Repairing" : leak ? "Leaked" : "ERROR",
+                num_fixed ? "Repairing" : stored < want ? "ERROR" : "Leaked",
                 k, stored, want);
-        if (repair && (set_refcount(c, k, want) == 0)) {
-            if (leak) {
-                c->res->leaks_fixed++;
-            } else {
-                c->res->corruptions_fixed++;
-            }
+        if (num_fixed && set_refcount(c, k, want) == 0) {
+            (*num_fixed)++;
             continue;
         }
-        if (leak) {
-            c->res->leaks++;
-        } else {
+        if (stored < want) {
             c->res->corruptions++;
+        } else {
+            c->res->leaks++;
         }
     }
-    return 0;
 }
 
 /*
@@ -233,68 +355,82 @@ static int compare_refcounts(CheckState *c, BdrvCheckMode fix,
  * Like QEMU, -r leaks repairs COPIED too when nothing else is wrong: the
  * refcounts are right then, and a crash in the middle of a snapshot
  * operation leaves COPIED flags that only a leaked reference made wrong.
+ * Every non-zero entry is looked at, aligned or not, as QEMU does (an
+ * offset past every refcount block has refcount 0).
  */
 static int check_copied(CheckState *c, BdrvCheckMode fix)
 {
     BDRVQcow2State *s = c->s;
     g_autofree uint64_t *l2 = g_malloc(s->cluster_size);
-
-    if ((fix & BDRV_FIX_LEAKS) && !c->res->corruptions && !c->res->leaks &&
-        !c->res->check_errors) {
-        fix |= BDRV_FIX_ERRORS;
-    }
+    bool repair = (fix & BDRV_FIX_ERRORS) ||
+                  ((fix & BDRV_FIX_LEAKS) && !c->res->corruptions &&
+                   !c->res->leaks && !c->res->check_errors);
 
     for (uint32_t i = 0; i < s->l1_size; i++) {
         uint64_t e = s->l1_table[i], off = e & L1E_OFFSET_MASK, rc;
+        /* Only a real table is rewritten: one that is unaligned or past
+         * the end of the file would overlap something else. */
+        bool table_ok = !(off & (s->cluster_size - 1)) && off < c->file_len &&
+                        repair_may_write(c, off, s->cluster_size);
         bool dirty = false;
-        if (!off || (off & (s->cluster_size - 1)) || off >= c->file_len) {
+        if (!off) {
             continue;
         }
-        if (qcow2_get_refcount(c->bs, off >> s->cluster_bits, &rc) < 0) {
+        if (stored_refcount(c, off >> s->cluster_bits, &rc) < 0) {
             continue;
         }
         if ((rc == 1) != !!(e & QCOW_OFLAG_COPIED)) {
             strata_error("%s OFLAG_COPIED L2 cluster: l1_index=%u "
                     "l1_entry=%" G_GINT64_MODIFIER "x refcount=%"
-                    G_GUINT64_FORMAT "",
-                    (fix & BDRV_FIX_ERRORS) ? "Repairing" : "ERROR", i, e, rc);
-            if (fix & BDRV_FIX_ERRORS) {
+                    G_GUINT64_FORMAT "", repair ? "Repairing" : "ERROR",
+                    i, e, rc);
+            c->res->corruptions++;
+            if (repair) {
                 uint64_t ne = rc == 1 ? e | QCOW_OFLAG_COPIED
                                       : e & ~QCOW_OFLAG_COPIED;
                 uint64_t be = GUINT64_TO_BE(ne);
                 if (bdrv_pwrite(c->bs->file, s->l1_table_offset + i * 8ULL,
-                                8, &be) == 0) {
-                    s->l1_table[i] = ne;
-                    c->res->corruptions_fixed++;
-                } else {
-                    c->res->corruptions++;
+                                8, &be) < 0) {
+                    c->res->check_errors++;
+                    return 0;
                 }
-            } else {
-                c->res->corruptions++;
+                s->l1_table[i] = ne;
+                c->res->corruptions--;
+                c->res->corruptions_fixed++;
             }
         }
-        /* Through the cache, so repairs and cached writes agree. */
-        uint64_t *t;
-        if (qcow2_cache_get(c->bs, s->l2_cache, off, (void **)&t) < 0) {
-            continue;
+        if (table_ok) {
+            /* Through the cache, so repairs and cached writes agree. */
+            uint64_t *t;
+            if (qcow2_cache_get(c->bs, s->l2_cache, off, (void **)&t) < 0) {
+                strata_error("ERROR: Could not read L2 table: %s",
+                        g_strerror(EIO));
+                c->res->check_errors++;
+                return 0;
+            }
+            memcpy(l2, t, s->cluster_size);
+        } else if (bdrv_pread(c->bs->file, off, s->cluster_size, l2) < 0) {
+            strata_error("ERROR: Could not read L2 table: %s",
+                    g_strerror(EIO));
+            c->res->check_errors++;
+            return 0;
         }
-        memcpy(l2, t, s->cluster_size);
         for (uint32_t j = 0; j < s->l2_size; j++) {
             uint64_t le = GUINT64_FROM_BE(l2[j]);
             Qcow2ClusterType ty = qcow2_get_cluster_type(le);
             uint64_t doff = le & L2E_OFFSET_MASK;
-            if ((ty != QCOW2_CLUSTER_NORMAL && ty != QCOW2_CLUSTER_ZERO_ALLOC) ||
-                (doff & (s->cluster_size - 1))) {
+            if (ty != QCOW2_CLUSTER_NORMAL && ty != QCOW2_CLUSTER_ZERO_ALLOC) {
                 continue;
             }
-            if (qcow2_get_refcount(c->bs, doff >> s->cluster_bits, &rc) < 0) {
+            if (stored_refcount(c, doff >> s->cluster_bits, &rc) < 0) {
                 continue;
             }
             if ((rc == 1) != !!(le & QCOW_OFLAG_COPIED)) {
+                bool fix_it = repair && table_ok;
                 strata_error("%s OFLAG_COPIED data cluster: l2_entry=%"
                         G_GINT64_MODIFIER "x refcount=%" G_GUINT64_FORMAT "",
-                        (fix & BDRV_FIX_ERRORS) ? "Repairing" : "ERROR", le, rc);
-                if (fix & BDRV_FIX_ERRORS) {
+                        fix_it ? "Repairing" : "ERROR", le, rc);
+                if (fix_it) {
                     le = rc == 1 ? le | QCOW_OFLAG_COPIED
                                  : le & ~QCOW_OFLAG_COPIED;
                     l2[j] = GUINT64_TO_BE(le);
@@ -306,37 +442,270 @@ static int check_copied(CheckState *c, BdrvCheckMode fix)
             }
         }
         if (dirty) {
-            if (qcow2_cache_get(c->bs, s->l2_cache, off, (void **)&t) == 0) {
-                memcpy(t, l2, s->cluster_size);
-                qcow2_cache_mark_dirty(s->l2_cache, t);
+            uint64_t *t;
+            if (qcow2_cache_get(c->bs, s->l2_cache, off, (void **)&t) < 0) {
+                c->res->check_errors++;
+                return 0;
             }
+            memcpy(t, l2, s->cluster_size);
+            qcow2_cache_mark_dirty(s->l2_cache, t);
         }
     }
     return 0;
 }
 
-int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
+/*
+ * Accounts for each refcount block (each must be referenced exactly
+ * once: by the table).  Entries that cannot be followed make the
+ * structure untrustworthy; -r all rebuilds it.
+ */
+static void check_refblocks(CheckState *c, BdrvCheckMode fix)
 {
-    BDRVQcow2State *s = bs->opaque;
-    int64_t file_len = bdrv_getlength(bs->file);
-    CheckState c = { .bs = bs, .s = s, .res = res };
-    uint64_t highest = 0;
+    BDRVQcow2State *s = c->s;
+
+    for (uint32_t i = 0; i < s->refcount_table_size; i++) {
+        uint64_t e = s->refcount_table[i], off = e & REFT_OFFSET_MASK;
+        uint64_t k = off >> s->cluster_bits;
+
+        if (e & REFT_RESERVED_MASK) {
+            strata_error("ERROR refcount table entry %u has reserved bits "
+                    "set", i);
+            c->res->corruptions++;
+            c->rebuild = true;
+            continue;
+        }
+        if (off & (s->cluster_size - 1)) {
+            strata_error("ERROR refcount block %u is not cluster aligned; "
+                    "refcount table entry corrupted", i);
+            c->res->corruptions++;
+            c->rebuild = true;
+            continue;
+        }
+        if (k >= c->nb_clusters) {
+            /* QEMU grows the file to cover the block, whose zeros then
+             * ask for a rebuild; the rebuild alone replaces the entry. */
+            strata_error("%s refcount block %u is outside image",
+                    (fix & BDRV_FIX_ERRORS) ? "Repairing" : "ERROR", i);
+            c->res->corruptions++;
+            c->rebuild = true;
+            continue;
+        }
+        if (!off) {
+            continue;
+        }
+        inc_refs(c, off, s->cluster_size);
+        if (c->counts[k] != 1) {
+            strata_error("ERROR refcount block %u refcount=%" G_GUINT32_FORMAT,
+                    i, c->counts[k]);
+            c->res->corruptions++;
+            c->rebuild = true;
+        }
+    }
+}
+
+/* Counts every reference the image makes, into a zeroed counts[]. */
+static int calculate_refcounts(CheckState *c, BdrvCheckMode fix)
+{
+    BDRVQcow2State *s = c->s;
+    int ret;
+
+    inc_refs(c, 0, s->cluster_size);
+    ret = check_l1(c, s->l1_table_offset, s->l1_size, s->l1_table, true,
+                   fix);
+    for (uint32_t i = 0; ret == 0 && i < s->nb_snapshots; i++) {
+        Qcow2Snapshot *sn = &s->snapshots[i];
+        if ((sn->l1_table_offset & (s->cluster_size - 1))) {
+            strata_error("ERROR snapshot %s (%s) l1_offset=%#"
+                    G_GINT64_MODIFIER "x: L1 table is not cluster aligned; "
+                    "snapshot table entry corrupted", sn->id_str, sn->name,
+                    sn->l1_table_offset);
+            c->res->corruptions++;
+            continue;
+        }
+        if ((uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES) {
+            strata_error("ERROR snapshot %s (%s) l1_size=%#x: L1 table is "
+                    "too large; snapshot table entry corrupted",
+                    sn->id_str, sn->name, sn->l1_size);
+            c->res->corruptions++;
+            continue;
+        }
+        ret = check_l1(c, sn->l1_table_offset, sn->l1_size, NULL, false,
+                       fix);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    inc_refs(c, s->snapshots_offset, s->snapshots_size);
+    inc_refs(c, s->refcount_table_offset,
+             (uint64_t)s->refcount_table_size * 8);
+    check_refblocks(c, fix);
+    return 0;
+}
+
+/* (Re)sizes counts[] to the file and zeroes it. */
+static int reset_counts(CheckState *c)
+{
+    int64_t file_len = bdrv_getlength(c->bs->file);
     int ret;
 
     if (file_len < 0) {
         return (int)file_len;
     }
+    c->file_len = file_len;
+    c->nb_clusters = qcow2_align_up(file_len, c->s->cluster_size) >>
+                     c->s->cluster_bits;
+    if (c->nb_clusters > CHECK_MAX_CLUSTERS) {
+        return -ENOMEM;
+    }
+    ret = qcow2_check_counts_grow(c, MAX(c->nb_clusters, 1));
+    if (ret < 0) {
+        return ret;
+    }
+    memset(c->counts, 0, c->nb_counts * sizeof(*c->counts));
+    return 0;
+}
+
+/*
+ * -r all on a structure that cannot be trusted: rebuild it, count again,
+ * free the old structure (now leaked) and account for what the rebuild
+ * fixed, the way QEMU reports it.
+ */
+static int rebuild_and_recount(CheckState *c, BdrvCheckMode fix,
+                               uint64_t *highest)
+{
+    BdrvCheckResult *res = c->res;
+    BdrvCheckResult old_res = *res;
+    g_autoptr(GError) err = NULL;
+    int fresh_leaks = 0;
+    int ret;
+
+    strata_error("Rebuilding refcount structure");
+    ret = qcow2_check_rebuild_refcounts(c, &err);
+    if (ret < 0) {
+        strata_error("%s", err->message);
+        res->check_errors++;
+        return ret;
+    }
+    res->corruptions = 0;
+    res->leaks = 0;
+    c->rebuild = false;
+    ret = reset_counts(c);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = calculate_refcounts(c, BDRV_FIX_NONE);
+    /* The second walk counted the guest clusters again. */
+    res->allocated_clusters = old_res.allocated_clusters;
+    res->fragmented_clusters = old_res.fragmented_clusters;
+    res->compressed_clusters = old_res.compressed_clusters;
+    if (ret < 0) {
+        return ret;
+    }
+    if (fix & BDRV_FIX_LEAKS) {
+        BdrvCheckResult saved = *res;
+        *res = (BdrvCheckResult){ 0 };
+        compare_refcounts(c, BDRV_FIX_LEAKS, highest);
+        if (c->rebuild) {
+            strata_error("ERROR rebuilt refcount structure is still broken");
+        }
+        /* Leaks that remain came from the rebuild itself. */
+        fresh_leaks = res->leaks;
+        *res = saved;
+    }
+    if (res->corruptions < old_res.corruptions) {
+        res->corruptions_fixed += old_res.corruptions - res->corruptions;
+    }
+    if (res->leaks < old_res.leaks) {
+        res->leaks_fixed += old_res.leaks - res->leaks;
+    }
+    res->leaks += fresh_leaks;
+    return 0;
+}
+
+/* The refcount part of the check, QEMU's order: count, compare without
+ * repairing, then either rebuild or compare again repairing. */
+static int check_refcounts(CheckState *c, BdrvCheckMode fix)
+{
+    BdrvCheckResult *res = c->res;
+    BdrvCheckResult pre_compare;
+    uint64_t highest = 0;
+    int ret;
+
+    ret = reset_counts(c);
+    if (ret < 0) {
+        res->check_errors++;
+        return ret;
+    }
+    ret = calculate_refcounts(c, fix);
+    if (ret < 0) {
+        return ret;
+    }
+    pre_compare = *res;
+    compare_refcounts(c, BDRV_FIX_NONE, &highest);
+
+    if (c->rebuild && (fix & BDRV_FIX_ERRORS)) {
+        ret = rebuild_and_recount(c, fix, &highest);
+        if (ret < 0) {
+            return ret;
+        }
+    } else if (fix) {
+        if (c->rebuild) {
+            strata_error("ERROR need to rebuild refcount structures");
+            res->check_errors++;
+            return -EIO;
+        }
+        if (res->leaks || res->corruptions) {
+            *res = pre_compare;
+            compare_refcounts(c, fix, &highest);
+        }
+    }
+    ret = check_copied(c, fix);
+    if (ret < 0) {
+        return ret;
+    }
+    res->image_end_offset = (int64_t)(highest + 1) << c->s->cluster_bits;
+    return 0;
+}
+
+/* After a repair that left nothing wrong, the image is neither dirty nor
+ * corrupt any more (QEMU clears both bits the same way). */
+static int mark_consistent(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t bits = QCOW2_INCOMPAT_CORRUPT | QCOW2_INCOMPAT_DIRTY;
+    uint64_t be;
+    int ret;
+
+    if (s->version < 3 || !(s->incompatible_features & bits)) {
+        return 0;
+    }
+    be = GUINT64_TO_BE(s->incompatible_features & ~bits);
+    ret = qcow2_write_header_bytes(bs, QCOW2_HDR_INCOMPAT_OFF, &be, 8);
+    if (ret == 0) {
+        s->incompatible_features &= ~bits;
+        s->corrupt_reported = false;
+    }
+    return ret;
+}
+
+static void add_result(BdrvCheckResult *to, const BdrvCheckResult *from)
+{
+    to->corruptions += from->corruptions;
+    to->leaks += from->leaks;
+    to->check_errors += from->check_errors;
+    to->corruptions_fixed += from->corruptions_fixed;
+    to->leaks_fixed += from->leaks_fixed;
+}
+
+int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
+{
+    BDRVQcow2State *s = bs->opaque;
+    BdrvCheckResult snap_res = { 0 };
+    CheckState c = { .bs = bs, .s = s, .res = res };
+    int ret;
+
     if (bs->read_only) {
         fix = BDRV_FIX_NONE;
-    }
-    c.file_len = file_len;
-    c.nb_clusters = qcow2_align_up(file_len, s->cluster_size) >> s->cluster_bits;
-    if (c.nb_clusters > CHECK_MAX_CLUSTERS) {
-        return -ENOMEM;
-    }
-    c.counts = g_try_new0(uint32_t, MAX(c.nb_clusters, 1));
-    if (!c.counts) {
-        return -ENOMEM;
     }
 
     g_rw_lock_writer_lock(&s->free_lock);
@@ -350,63 +719,28 @@ int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
                           s->cluster_bits;
     res->has_allocation_info = true;
 
-    ret = qcow2_snapshot_check_table(bs, res, fix);
-    if (ret < 0) {
-        goto out;
-    }
-    inc_refs(&c, 0, s->cluster_size);
-    ret = check_l1(&c, s->l1_table_offset, s->l1_size, s->l1_table, true);
-    for (uint32_t i = 0; ret == 0 && i < s->nb_snapshots; i++) {
-        Qcow2Snapshot *sn = &s->snapshots[i];
-        if ((sn->l1_table_offset & (s->cluster_size - 1))) {
-            strata_error("ERROR snapshot %s (%s) l1_offset=%#"
-                    G_GINT64_MODIFIER "x: L1 table is not cluster aligned; "
-                    "snapshot table entry corrupted", sn->id_str, sn->name,
-                    sn->l1_table_offset);
-            res->corruptions++;
-            continue;
+    /* Reported first; repaired only once the refcounts can be trusted,
+     * since rewriting the table allocates clusters. */
+    if (!fix) {
+        ret = qcow2_snapshot_check_table(bs, &snap_res, fix);
+        if (ret < 0) {
+            goto out;
         }
-        if ((uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES) {
-            strata_error("ERROR snapshot %s (%s) l1_size=%#x: L1 table is "
-                    "too large; snapshot table entry corrupted",
-                    sn->id_str, sn->name, sn->l1_size);
-            res->corruptions++;
-            continue;
-        }
-        ret = check_l1(&c, sn->l1_table_offset, sn->l1_size, NULL, false);
     }
-    if (ret < 0) {
-        goto out;
-    }
-    inc_refs(&c, s->snapshots_offset, s->snapshots_size);
-    inc_refs(&c, s->refcount_table_offset,
-             (uint64_t)s->refcount_table_size * 8);
-    for (uint32_t i = 0; i < s->refcount_table_size; i++) {
-        uint64_t off = s->refcount_table[i] & REFT_OFFSET_MASK;
-        if (!off) {
-            continue;
-        }
-        if (off & (s->cluster_size - 1)) {
-            strata_error("ERROR refcount block %u is not cluster aligned; "
-                    "refcount table entry corrupted", i);
-            res->corruptions++;
-            continue;
-        }
-        if ((off >> s->cluster_bits) >= c.nb_clusters) {
-            strata_error("ERROR refcount block %u is outside image", i);
-            res->corruptions++;
-            continue;
-        }
-        inc_refs(&c, off, s->cluster_size);
-    }
-    ret = compare_refcounts(&c, fix, &highest);
-    if (ret == 0) {
-        ret = check_copied(&c, fix);
-    }
+    ret = check_refcounts(&c, fix);
     if (ret == 0 && fix) {
         ret = qcow2_write_back_metadata(bs);
     }
-    res->image_end_offset = (int64_t)(highest + 1) << s->cluster_bits;
+    if (ret == 0 && fix) {
+        ret = qcow2_snapshot_check_table(bs, &snap_res, fix);
+    }
+    add_result(res, &snap_res);
+    if (ret == 0 && fix) {
+        ret = qcow2_write_back_metadata(bs);
+    }
+    if (ret == 0 && fix && !res->check_errors && !res->corruptions) {
+        ret = mark_consistent(bs);
+    }
 
 out:
     g_mutex_unlock(&s->lock);

@@ -466,7 +466,8 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
     s->nb_snapshots = be32_at(hdr, 60);
     s->snapshots_offset = be64_at(hdr, 64);
 
-    if (reftable_clusters == 0) {
+    /* check -r all builds one; QEMU opens such an image for checks too */
+    if (reftable_clusters == 0 && !check) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Image does not contain a reference count table");
         return -EINVAL;
@@ -474,7 +475,7 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
     if (!validate_table(s, s->refcount_table_offset,
                         (uint64_t)reftable_clusters * s->cluster_size / 8, 8,
                         QCOW2_MAX_REFTABLE_BYTES, file_end,
-                        "Reference count table", true, errp)) {
+                        "Reference count table", !check, errp)) {
         return -EINVAL;
     }
     s->refcount_table_size = (uint64_t)reftable_clusters * s->cluster_size / 8;
@@ -504,7 +505,9 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
                     "L1 table is too small");
         return -EINVAL;
     }
-    if (ranges_overlap(s->l1_table_offset, (uint64_t)s->l1_size * 8,
+    /* check -r all rebuilds a refcount table that lies on the L1 table */
+    if (!check &&
+        ranges_overlap(s->l1_table_offset, (uint64_t)s->l1_size * 8,
                        s->refcount_table_offset,
                        (uint64_t)reftable_clusters * s->cluster_size)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
