@@ -473,6 +473,48 @@ START_TEST(test_goto_resizes)
 }
 END_TEST
 
+/* ---- the phases driven by hand ---- */
+
+#define STEP_OK(fn, op)                                                   \
+    do {                                                                  \
+        GError *e_ = NULL;                                                \
+        int r_ = fn(op, &e_);                                             \
+        ck_assert_msg(r_ == 0, "%s: %s", #fn, e_ ? e_->message : "");     \
+    } while (0)
+
+/* The step is refused with -EBUSY and a message containing `why`. */
+#define STEP_REFUSED(fn, op, why)                                         \
+    do {                                                                  \
+        GError *e_ = NULL;                                                \
+        int r_ = fn(op, &e_);                                             \
+        ck_assert_msg(r_ == -EBUSY && e_ && strstr(e_->message, why),     \
+                      "%s: got %d (%s), want -EBUSY (%s)", #fn, r_,       \
+                      e_ ? e_->message : "no error", why);                \
+        g_clear_error(&e_);                                               \
+    } while (0)
+
+static BdrvSnapshotOp *check_create(BlockDriverState *bs, const char *name)
+{
+    BdrvSnapshotInfo t = tmpl_of(name);
+    GError *err = NULL;
+    BdrvSnapshotOp *op = bdrv_snapshot_create_check(bs, &t, 0, &err);
+
+    ck_assert_msg(op, "check create %s: %s", name, err ? err->message : "");
+    return op;
+}
+
+static BdrvSnapshotOp *check_delete(BlockDriverState *bs, const char *name)
+{
+    GError *err = NULL;
+    BdrvSnapshotOp *op = bdrv_snapshot_delete_check(bs, NULL, name, &err);
+
+    ck_assert_msg(op, "check delete %s: %s", name, err ? err->message : "");
+    return op;
+}
+
+/* The snapshot names and every content, read through a second node. */
+static char *state_of(const char *path);
+
 START_TEST(test_split_steps)
 {
     g_autofree char *path = tmp_path("h.qcow2");
@@ -486,114 +528,367 @@ START_TEST(test_split_steps)
     fill(bs, 0, 2 * MiB, 0x41);
     snap_create(bs, "base");
 
-    /* two prepared creates, then undone newest first: nothing changes */
-    bdrv_drained_begin(bs);
-    t = tmpl_of("a");
-    a = bdrv_snapshot_create_prepare(bs, &t, 0, &err);
-    ck_assert_msg(a, "%s", err ? err->message : "");
+    /* two creates: the second check sees the first (duplicate, next ID);
+     * done, then cancelled newest first: nothing changes */
+    a = check_create(bs, "a");
     ck_assert_str_eq(bdrv_snapshot_op_info(a)->id_str, "2");
-    b = bdrv_snapshot_create_prepare(bs, &t, 0, &err);  /* sees a */
-    ck_assert_ptr_null(b);
+    t = tmpl_of("a");
+    ck_assert_ptr_null(bdrv_snapshot_create_check(bs, &t, 0, &err));
+    ck_assert_str_eq(err->message, "Snapshot with name 'a' already exists");
     g_clear_error(&err);
-    t = tmpl_of("b");
-    b = bdrv_snapshot_create_prepare(bs, &t, 0, &err);
-    ck_assert_msg(b, "%s", err ? err->message : "");
+    b = check_create(bs, "b");
     ck_assert_str_eq(bdrv_snapshot_op_info(b)->id_str, "3");
-    /* nothing visible yet */
+    g = bdrv_snapshot_goto_check(bs, NULL, "base", &err);
+    ck_assert_ptr_null(g);
+    ck_assert_msg(strstr(err->message, "an apply must be the only"), "%s",
+                  err->message);
+    g_clear_error(&err);
+    bdrv_drained_begin(bs);
+    STEP_OK(bdrv_snapshot_op_do, a);
+    STEP_OK(bdrv_snapshot_op_do, b);
     {
         g_autofree char *names = names_of(bs);
-        ck_assert_str_eq(names, "base");
+        ck_assert_str_eq(names, "base");     /* nothing visible yet */
     }
-    g = bdrv_snapshot_goto_prepare(bs, NULL, "base", &err);
-    ck_assert_ptr_null(g);
-    g_clear_error(&err);
-    ck_assert_int_eq(bdrv_snapshot_op_undo(b, NULL), 0);
-    ck_assert_int_eq(bdrv_snapshot_op_undo(a, NULL), 0);
+    STEP_OK(bdrv_snapshot_op_cancel, b);
+    STEP_OK(bdrv_snapshot_op_cancel, a);
     bdrv_drained_end(bs);
+    STEP_OK(bdrv_snapshot_op_clean, b);
+    STEP_OK(bdrv_snapshot_op_clean, a);
     assert_clean(bs);
 
-    /* published in order, cleaned up in order */
+    /* done and invalidated in order, cleaned oldest first */
+    a = check_create(bs, "a");
+    b = check_create(bs, "b");
     bdrv_drained_begin(bs);
-    t = tmpl_of("a");
-    a = bdrv_snapshot_create_prepare(bs, &t, 0, NULL);
-    t = tmpl_of("b");
-    b = bdrv_snapshot_create_prepare(bs, &t, 0, NULL);
-    ck_assert(a && b);
-    ck_assert_int_eq(bdrv_snapshot_op_publish(a, NULL), 0);
-    ck_assert_int_eq(bdrv_snapshot_op_publish(b, NULL), 0);
-    ck_assert_int_eq(bdrv_snapshot_op_cleanup(a, NULL), 0);
-    ck_assert_int_eq(bdrv_snapshot_op_cleanup(b, NULL), 0);
+    STEP_OK(bdrv_snapshot_op_do, a);
+    STEP_OK(bdrv_snapshot_op_do, b);
+    STEP_OK(bdrv_snapshot_op_invalidate, a);
+    STEP_OK(bdrv_snapshot_op_invalidate, b);
     bdrv_drained_end(bs);
+    STEP_OK(bdrv_snapshot_op_clean, a);
+    STEP_OK(bdrv_snapshot_op_clean, b);
     {
         g_autofree char *names = names_of(bs);
         ck_assert_str_eq(names, "base,a,b");
     }
     assert_clean(bs);
 
-    /* a delete and a create, published, then unpublished and undone */
+    /* a delete and a create, invalidated, then cancelled newest first
+     * (each cancel writes its header back first) */
     fill(bs, 0, 64 * KiB, 0x42);
+    d = check_delete(bs, "a");
+    b = check_create(bs, "c");
     bdrv_drained_begin(bs);
-    d = bdrv_snapshot_delete_prepare(bs, NULL, "a", NULL);
-    t = tmpl_of("c");
-    b = bdrv_snapshot_create_prepare(bs, &t, 0, NULL);
-    ck_assert(d && b);
-    ck_assert_int_eq(bdrv_snapshot_op_publish(d, NULL), 0);
-    ck_assert_int_eq(bdrv_snapshot_op_publish(b, NULL), 0);
+    STEP_OK(bdrv_snapshot_op_do, d);
+    STEP_OK(bdrv_snapshot_op_do, b);
+    STEP_OK(bdrv_snapshot_op_invalidate, d);
+    STEP_OK(bdrv_snapshot_op_invalidate, b);
     {
         g_autofree char *names = names_of(bs);
         ck_assert_str_eq(names, "base,b,c");
     }
-    ck_assert_int_eq(bdrv_snapshot_op_unpublish(b, NULL), 0);
-    ck_assert_int_eq(bdrv_snapshot_op_unpublish(d, NULL), 0);
-    ck_assert_int_eq(bdrv_snapshot_op_undo(b, NULL), 0);
-    ck_assert_int_eq(bdrv_snapshot_op_undo(d, NULL), 0);
+    STEP_OK(bdrv_snapshot_op_cancel, b);
+    STEP_OK(bdrv_snapshot_op_cancel, d);
     bdrv_drained_end(bs);
+    STEP_OK(bdrv_snapshot_op_clean, b);
+    STEP_OK(bdrv_snapshot_op_clean, d);
     {
         g_autofree char *names = names_of(bs);
         ck_assert_str_eq(names, "base,a,b");
     }
     assert_clean(bs);
 
-    /* a create and the delete of the same snapshot in one go */
+    /* a create and the delete of the same snapshot in one go: the delete
+     * is checked against the create that is only checked */
+    a = check_create(bs, "tmp");
+    d = check_delete(bs, "tmp");
     bdrv_drained_begin(bs);
-    t = tmpl_of("tmp");
-    a = bdrv_snapshot_create_prepare(bs, &t, 0, NULL);
-    d = bdrv_snapshot_delete_prepare(bs, NULL, "tmp", NULL);
-    ck_assert(a && d);
-    ck_assert_int_eq(bdrv_snapshot_op_publish(a, NULL), 0);
-    ck_assert_int_eq(bdrv_snapshot_op_publish(d, NULL), 0);
-    ck_assert_int_eq(bdrv_snapshot_op_cleanup(a, NULL), 0);
-    ck_assert_int_eq(bdrv_snapshot_op_cleanup(d, NULL), 0);
+    STEP_OK(bdrv_snapshot_op_do, a);
+    STEP_OK(bdrv_snapshot_op_do, d);
+    STEP_OK(bdrv_snapshot_op_invalidate, a);
+    STEP_OK(bdrv_snapshot_op_invalidate, d);
     bdrv_drained_end(bs);
+    STEP_OK(bdrv_snapshot_op_clean, a);
+    STEP_OK(bdrv_snapshot_op_clean, d);
+    {
+        g_autofree char *names = names_of(bs);
+        ck_assert_str_eq(names, "base,a,b");
+    }
     assert_clean(bs);
 
-    /* an apply, published then undone */
-    bdrv_drained_begin(bs);
-    g = bdrv_snapshot_goto_prepare(bs, NULL, "base", &err);
+    /* an apply, invalidated then cancelled; alone on its node */
+    g = bdrv_snapshot_goto_check(bs, NULL, "base", &err);
     ck_assert_msg(g, "%s", err ? err->message : "");
     t = tmpl_of("x");
-    ck_assert_ptr_null(bdrv_snapshot_create_prepare(bs, &t, 0, NULL));
-    ck_assert_int_eq(bdrv_snapshot_op_publish(g, NULL), 0);
+    ck_assert_ptr_null(bdrv_snapshot_create_check(bs, &t, 0, &err));
+    ck_assert_msg(strstr(err->message, "an apply must be the only"), "%s",
+                  err->message);
+    g_clear_error(&err);
+    bdrv_drained_begin(bs);
+    STEP_OK(bdrv_snapshot_op_do, g);
+    STEP_OK(bdrv_snapshot_op_invalidate, g);
     expect(bs, 0, 64 * KiB, 0x41);
-    ck_assert_int_eq(bdrv_snapshot_op_undo(g, NULL), 0);
+    STEP_OK(bdrv_snapshot_op_cancel, g);
     bdrv_drained_end(bs);
+    STEP_OK(bdrv_snapshot_op_clean, g);
     expect(bs, 0, 64 * KiB, 0x42);
     assert_clean(bs);
     bdrv_unref(bs);
 
     /* an op holds a reference to its node: it outlives our reference */
     bs = open_ok(path, true, NULL);
-    t = tmpl_of("left");
-    a = bdrv_snapshot_create_prepare(bs, &t, 0, NULL);
-    ck_assert_ptr_nonnull(a);
+    a = check_create(bs, "left");
     bdrv_unref(bs);
-    ck_assert_int_eq(bdrv_snapshot_op_undo(a, NULL), 0);
+    bdrv_drained_begin(bdrv_snapshot_op_bs(a));
+    STEP_OK(bdrv_snapshot_op_do, a);
+    STEP_OK(bdrv_snapshot_op_cancel, a);
+    bdrv_drained_end(bdrv_snapshot_op_bs(a));
+    STEP_OK(bdrv_snapshot_op_clean, a);
     bs = open_ok(path, false, NULL);
     {
         g_autofree char *names = names_of(bs);
         ck_assert_str_eq(names, "base,a,b");
     }
     assert_clean(bs);
+    bdrv_unref(bs);
+}
+END_TEST
+
+/* What the image holds, read with *bs closed; *bs is reopened. */
+static char *state_reopen(BlockDriverState **bs, const char *path)
+{
+    char *st;
+
+    bdrv_unref(*bs);
+    st = state_of(path);
+    *bs = open_ok(path, true, NULL);
+    return st;
+}
+
+/* The image, closed and read again, has not changed, and checks clean;
+ * *bs is reopened (one open at a time: images are locked like QEMU's). */
+static void assert_unchanged(BlockDriverState **bs, const char *path,
+                             const char *before, const char *what)
+{
+    g_autofree char *now = NULL;
+
+    bdrv_unref(*bs);
+    now = state_of(path);
+    ck_assert_msg(!strcmp(now, before), "%s changed the image:\n%s\n%s",
+                  what, before, now);
+    *bs = open_ok(path, true, NULL);
+    assert_clean(*bs);
+}
+
+/*
+ * Every wrong order on one node is refused, and the image is as before:
+ * the reproduction from the issue (two creates done, cancelled oldest
+ * first) first.
+ */
+START_TEST(test_wrong_orders)
+{
+    g_autofree char *path = tmp_path("order.qcow2");
+    g_autofree char *before = NULL;
+    BlockDriverState *bs;
+    BdrvSnapshotOp *a, *b, *g;
+    GError *err = NULL;
+
+    make_image(path, "4M", "65536", "16");
+    bs = open_ok(path, true, NULL);
+    fill(bs, 0, 2 * MiB, 0x51);
+    snap_create(bs, "base");
+    fill(bs, MiB, 64 * KiB, 0x52);
+    before = state_reopen(&bs, path);
+
+    /* the issue: two creates done, cancelled oldest first */
+    a = check_create(bs, "a");
+    b = check_create(bs, "b");
+    bdrv_drained_begin(bs);
+    STEP_OK(bdrv_snapshot_op_do, a);
+    STEP_OK(bdrv_snapshot_op_do, b);
+    STEP_REFUSED(bdrv_snapshot_op_cancel, a, "must be cancelled first");
+    /* a step twice, a phase skipped, a done op cleaned */
+    STEP_REFUSED(bdrv_snapshot_op_do, b, "it is done");
+    STEP_REFUSED(bdrv_snapshot_op_clean, b, "invalidate or cancel it first");
+    /* invalidated out of order */
+    STEP_REFUSED(bdrv_snapshot_op_invalidate, b, "is done (operations on a "
+                 "node are invalidated in the order");
+    STEP_OK(bdrv_snapshot_op_invalidate, a);
+    STEP_REFUSED(bdrv_snapshot_op_invalidate, a, "it is invalidated");
+    STEP_REFUSED(bdrv_snapshot_op_cancel, a, "must be cancelled first");
+    STEP_OK(bdrv_snapshot_op_invalidate, b);
+    /* cleaned newest first */
+    STEP_REFUSED(bdrv_snapshot_op_clean, b, "cleaned oldest first");
+    /* the right order puts it all back */
+    STEP_OK(bdrv_snapshot_op_cancel, b);
+    STEP_REFUSED(bdrv_snapshot_op_cancel, b, "it is cancelled");
+    STEP_REFUSED(bdrv_snapshot_op_invalidate, b, "it is cancelled");
+    STEP_OK(bdrv_snapshot_op_cancel, a);
+    bdrv_drained_end(bs);
+    STEP_OK(bdrv_snapshot_op_clean, a);
+    STEP_OK(bdrv_snapshot_op_clean, b);
+    assert_unchanged(&bs, path, before, "cancelled creates");
+
+    /* phases before do; done out of check order; cancel of a checked op */
+    a = check_create(bs, "a");
+    b = check_delete(bs, "base");
+    bdrv_drained_begin(bs);
+    STEP_REFUSED(bdrv_snapshot_op_invalidate, a, "it is checked");
+    STEP_REFUSED(bdrv_snapshot_op_cancel, a, "it is checked");
+    STEP_REFUSED(bdrv_snapshot_op_do, b, "checked before it, is checked");
+    STEP_OK(bdrv_snapshot_op_do, a);
+    bdrv_drained_end(bs);
+    /* not drained, or drained by nobody: do, invalidate, cancel refuse */
+    STEP_REFUSED(bdrv_snapshot_op_do, b, "does not hold the node drained");
+    STEP_REFUSED(bdrv_snapshot_op_invalidate, a,
+                 "does not hold the node drained");
+    STEP_REFUSED(bdrv_snapshot_op_cancel, a, "does not hold the node drained");
+    bdrv_drained_begin(bs);
+    STEP_OK(bdrv_snapshot_op_cancel, a);
+    bdrv_drained_end(bs);
+    /* b was checked against a, which will never happen */
+    STEP_OK(bdrv_snapshot_op_clean, a);
+    bdrv_drained_begin(bs);
+    STEP_REFUSED(bdrv_snapshot_op_do, b, "was abandoned");
+    bdrv_drained_end(bs);
+    STEP_OK(bdrv_snapshot_op_clean, b);
+    assert_unchanged(&bs, path, before, "refused phases");
+
+    /* an abandoned check makes the ones after it stale */
+    a = check_create(bs, "x");
+    b = check_delete(bs, "x");
+    STEP_OK(bdrv_snapshot_op_clean, a);
+    bdrv_drained_begin(bs);
+    STEP_REFUSED(bdrv_snapshot_op_do, b, "was abandoned");
+    bdrv_drained_end(bs);
+    STEP_OK(bdrv_snapshot_op_clean, b);
+
+    /* an apply is alone, both ways; a failed do leaves only clean */
+    g = bdrv_snapshot_goto_check(bs, NULL, "base", &err);
+    ck_assert_msg(g, "%s", err ? err->message : "");
+    ck_assert_ptr_null(bdrv_snapshot_delete_check(bs, NULL, "base", &err));
+    ck_assert_msg(strstr(err->message, "an apply must be the only"), "%s",
+                  err->message);
+    g_clear_error(&err);
+    bdrv_drained_begin(bs);
+    STEP_OK(bdrv_snapshot_op_do, g);
+    STEP_REFUSED(bdrv_snapshot_op_do, g, "it is done");
+    STEP_OK(bdrv_snapshot_op_cancel, g);
+    bdrv_drained_end(bs);
+    STEP_OK(bdrv_snapshot_op_clean, g);
+    assert_unchanged(&bs, path, before, "an apply cancelled");
+    bdrv_unref(bs);
+}
+END_TEST
+
+/* Two nodes: the rules are per node, the drain is per node. */
+START_TEST(test_wrong_orders_two_nodes)
+{
+    g_autofree char *p1 = tmp_path("n1.qcow2");
+    g_autofree char *p2 = tmp_path("n2.qcow2");
+    g_autofree char *before1 = NULL, *before2 = NULL;
+    BlockDriverState *b1, *b2;
+    BdrvSnapshotOp *a1, *c1, *a2, *g2;
+
+    make_image(p1, "4M", "65536", "16");
+    make_image(p2, "4M", "4096", "16");
+    b1 = open_ok(p1, true, NULL);
+    b2 = open_ok(p2, true, NULL);
+    fill(b1, 0, MiB, 0x61);
+    fill(b2, 0, MiB, 0x62);
+    snap_create(b2, "s");
+    fill(b2, 0, 4 * KiB, 0x63);
+    before1 = state_reopen(&b1, p1);
+    before2 = state_reopen(&b2, p2);
+
+    a1 = check_create(b1, "t");
+    c1 = check_create(b1, "u");
+    a2 = check_create(b2, "t");        /* same name on another node: fine */
+    bdrv_drained_begin(b1);
+    /* node 1's drain is not node 2's */
+    STEP_REFUSED(bdrv_snapshot_op_do, a2, "does not hold the node drained");
+    STEP_OK(bdrv_snapshot_op_do, a1);
+    bdrv_drained_begin(b2);
+    STEP_OK(bdrv_snapshot_op_do, a2);
+    STEP_OK(bdrv_snapshot_op_do, c1);
+    /* an operation on another node does not order these ... */
+    STEP_OK(bdrv_snapshot_op_invalidate, a2);
+    STEP_OK(bdrv_snapshot_op_invalidate, a1);
+    /* ... but each node keeps its own order */
+    STEP_REFUSED(bdrv_snapshot_op_cancel, a1, "must be cancelled first");
+    STEP_OK(bdrv_snapshot_op_cancel, a2);
+    STEP_OK(bdrv_snapshot_op_cancel, c1);
+    STEP_OK(bdrv_snapshot_op_cancel, a1);
+    bdrv_drained_end(b2);
+    bdrv_drained_end(b1);
+    STEP_OK(bdrv_snapshot_op_clean, a1);
+    STEP_OK(bdrv_snapshot_op_clean, c1);
+    STEP_OK(bdrv_snapshot_op_clean, a2);
+    assert_unchanged(&b1, p1, before1, "node 1");
+    assert_unchanged(&b2, p2, before2, "node 2");
+
+    /* an apply on node 2 does not make node 1 wait */
+    g2 = bdrv_snapshot_goto_check(b2, NULL, "s", NULL);
+    ck_assert_ptr_nonnull(g2);
+    a1 = check_create(b1, "t");
+    bdrv_drained_begin(b1);
+    bdrv_drained_begin(b2);
+    STEP_OK(bdrv_snapshot_op_do, g2);
+    STEP_OK(bdrv_snapshot_op_do, a1);
+    STEP_OK(bdrv_snapshot_op_invalidate, a1);
+    STEP_OK(bdrv_snapshot_op_cancel, g2);
+    STEP_OK(bdrv_snapshot_op_cancel, a1);
+    bdrv_drained_end(b2);
+    bdrv_drained_end(b1);
+    STEP_OK(bdrv_snapshot_op_clean, g2);
+    STEP_OK(bdrv_snapshot_op_clean, a1);
+    assert_unchanged(&b1, p1, before1, "node 1");
+    assert_unchanged(&b2, p2, before2, "node 2");
+    bdrv_unref(b1);
+    bdrv_unref(b2);
+}
+END_TEST
+
+/* check writes nothing, also when it refuses, and validates what do
+ * would otherwise find out by writing */
+START_TEST(test_check_no_side_effects)
+{
+    g_autofree char *path = tmp_path("chk.qcow2");
+    g_autofree char *before = NULL, *file_before = NULL, *file_after = NULL;
+    BlockDriverState *bs;
+    BdrvSnapshotOp *op[3];
+    BdrvSnapshotInfo t;
+    GError *err = NULL;
+    gsize len;
+
+    make_image(path, "4M", "65536", "2");     /* refcounts up to 3 */
+    bs = open_ok(path, true, NULL);
+    fill(bs, 0, MiB, 0x71);
+    snap_create(bs, "s1");                     /* data clusters at 2 */
+    before = state_reopen(&bs, path);
+    ck_assert(g_file_get_contents(path, &file_before, &len, NULL));
+
+    op[0] = check_create(bs, "n1");
+    op[1] = check_delete(bs, "s1");
+    op[2] = bdrv_snapshot_delete_check(bs, NULL, "s1", &err);  /* pending */
+    ck_assert_ptr_null(op[2]);
+    ck_assert_str_eq(err->message, "Snapshot with name 's1' does not exist");
+    g_clear_error(&err);
+    t = tmpl_of("n1");
+    ck_assert_ptr_null(bdrv_snapshot_create_check(bs, &t, 0, &err));
+    g_clear_error(&err);
+    /* refcount width: n1 takes them to 3, a fourth owner does not fit */
+    t = tmpl_of("n2");
+    ck_assert_ptr_null(bdrv_snapshot_create_check(bs, &t, 0, &err));
+    ck_assert_msg(strstr(err->message, "refcount_bits=2"), "%s",
+                  err->message);
+    g_clear_error(&err);
+    STEP_OK(bdrv_snapshot_op_clean, op[1]);
+    STEP_OK(bdrv_snapshot_op_clean, op[0]);
+    ck_assert(g_file_get_contents(path, &file_after, &len, NULL));
+    ck_assert(memcmp(file_before, file_after, len) == 0);
+    assert_unchanged(&bs, path, before, "checks");
     bdrv_unref(bs);
 }
 END_TEST
@@ -1045,6 +1340,9 @@ static Suite *snapshot_suite(void)
     add_case(s, "lookup_semantics", test_lookup_semantics, 0);
     add_case(s, "goto_resizes", test_goto_resizes, 0);
     add_case(s, "split_steps", test_split_steps, 0);
+    add_case(s, "wrong_orders", test_wrong_orders, 0);
+    add_case(s, "wrong_orders_two_nodes", test_wrong_orders_two_nodes, 0);
+    add_case(s, "check_no_side_effects", test_check_no_side_effects, 0);
     add_case(s, "refcount_bits_1", test_refcount_bits_1, 0);
     add_case(s, "model", test_model, 3);
     add_case(s, "faults", test_faults, 6);
