@@ -7,7 +7,7 @@
  *   do:         overlay file created (fresh name, or a temporary name
  *               beside an existing file), flushed, opened without backing
  *   invalidate: old top flushed and reopened read-only; then the one
- *               publishing write -- rename of the temporary file over the
+ *               commit-point write -- rename of the temporary file over the
  *               existing one, or the backing link written into an
  *               existing overlay that lacks it -- which is the commit
  *               point; then the in-memory switch (cannot fail)
@@ -61,7 +61,7 @@ struct ExternalSnapshot {
     bool needs_backing_link;     /* existing overlay records no backing */
     bool wrote_backing_link;
     bool old_made_ro;
-    bool published;
+    bool switched;               /* the device is on the overlay */
     ExternalSnapshotState state;
     bool do_failed;
 };
@@ -523,7 +523,7 @@ static bool restore_replaced(ExternalSnapshot *es, GError **errp)
     return true;
 }
 
-/* The publishing write: rename over the existing file. */
+/* The commit point: rename over the existing file. */
 static bool replace_target(ExternalSnapshot *es, GError **errp)
 {
     int err;
@@ -557,7 +557,7 @@ static bool invalidate(ExternalSnapshot *es, GError **errp)
     blk_drained_begin(es->blk);
     if (blk_bs(es->blk) != es->old_top) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Device '%s' changed while the snapshot was prepared",
+                    "Device '%s' changed between do and invalidate",
                     device_name(es));
         goto out;
     }
@@ -584,7 +584,7 @@ static bool invalidate(ExternalSnapshot *es, GError **errp)
     }
     bdrv_set_backing(es->overlay, es->old_top);
     blk_set_root(es->blk, es->overlay);
-    es->published = true;
+    es->switched = true;
     ok = true;
     goto out;
 
@@ -622,7 +622,7 @@ static bool cancel(ExternalSnapshot *es, GError **errp)
 {
     GError *err = NULL;
     bool ok = true;
-    if (es->published) {
+    if (es->switched) {
         blk_drained_begin(es->blk);
         blk_set_root(es->blk, es->old_top);
         bdrv_set_backing(es->overlay, NULL);
@@ -638,7 +638,7 @@ static bool cancel(ExternalSnapshot *es, GError **errp)
             err = NULL;
             ok = false;
         }
-        es->published = false;
+        es->switched = false;
         blk_drained_end(es->blk);
     }
     if (es->old_made_ro) {
@@ -701,7 +701,7 @@ bool external_snapshot_cancel(ExternalSnapshot *es, GError **errp)
 
 void external_snapshot_clean(ExternalSnapshot *es)
 {
-    if (es->backup_file && es->published) {
+    if (es->backup_file && es->switched) {
         unlink(es->backup_file);
     }
     if (es->overlay) {

@@ -2,8 +2,8 @@
 /*
  * The qcow2 snapshot table: reading it (through a small window, every
  * entry and every snapshot L1 placement validated, nothing trusted),
- * writing a new one to fresh clusters, the header fields that publish a
- * table or an active L1, reading one snapshot's L1, lookups, and the
+ * writing a new one to fresh clusters, the header fields whose one write
+ * makes a table or an active L1 visible, reading one snapshot's L1, lookups, and the
  * check/repair of entries that lack the disk size.  The operations that
  * use all this (create, delete, apply) are in qcow2-snapshot.c.  Entry
  * layout: QEMU's docs/interop/qcow2.txt, "Snapshots".

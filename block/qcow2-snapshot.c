@@ -45,7 +45,7 @@
  * list and content, and every refcount right or too high (a leak).  A
  * COPIED flag can be wrong only on a cluster whose refcount is too high
  * (set while the count still includes the leaked reference, or cleared
- * for a snapshot that was never published): harmless either way, and
+ * for a snapshot that never became visible): harmless either way, and
  * `qemu-img check -r leaks` (ours too) repairs both.  No order avoids
  * that window: the flag and the count live in different clusters.
  * Cancel puts everything back, leaking nothing when its own writes

@@ -34,7 +34,7 @@ int qcow2_sn_sync_refcounts(BlockDriverState *bs);
 int qcow2_sn_write_table(BlockDriverState *bs, const Qcow2Snapshot *sn,
                          uint32_t nb, uint64_t *offset, uint64_t *size,
                          GError **errp);
-/* The publishing writes: header bytes 60..71, or 24..47 (size and
+/* The commit-point writes: header bytes 60..71, or 24..47 (size and
  * active L1 together). */
 int qcow2_sn_write_table_header(BlockDriverState *bs, uint32_t nb,
                                 uint64_t offset);

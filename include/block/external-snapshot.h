@@ -13,8 +13,8 @@
  *               passes, which check adds the target to)
  *   do          creates the overlay file (or opens an existing one) and
  *               opens it; nothing the device or the chain on disk shows
- *   invalidate  publishes: old top reopened read-only, the one publishing
- *               write if any (see below), overlay put on top of the chain,
+ *   invalidate  makes it visible: old top reopened read-only, the one
+ *               commit-point write if any (see below), overlay put on top of the chain,
  *               device switched to it -- all with the device drained
  *   cancel      undoes do, and invalidate if it ran (while the device is
  *               still held by the transaction): the device writes to the
@@ -33,13 +33,13 @@
  *  - the new overlay records the old image by its absolute path;
  *  - a file that already exists under the snapshot-file name is not
  *    touched before invalidate: the overlay is created under a temporary
- *    name beside it and renamed over it in invalidate (the publishing
+ *    name beside it and renamed over it in invalidate (the commit
  *    write); the replaced file is kept as a hidden hard link until clean,
  *    so cancel can put it back;
  *  - mode existing (and an overlay node) must not be smaller than the
  *    device, and its recorded backing file, if any, must be the device's
  *    current image; if it records none, invalidate writes the link into
- *    its header (the publishing write), so the chain on disk is complete.
+ *    its header (the commit point), so the chain on disk is complete.
  */
 #ifndef STRATA_EXTERNAL_SNAPSHOT_H
 #define STRATA_EXTERNAL_SNAPSHOT_H

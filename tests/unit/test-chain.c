@@ -2,8 +2,9 @@
 /*
  * Unit tests of backing chains: opening them (relative names, the
  * explicit "backing" option, read-only backing nodes, bad input), the
- * external snapshot phases and every undo path (also under a concurrent
- * writer), and the commit and stream jobs (depths 2, 3, 5; overlays
+ * external snapshot phases and every cancel path (also under a concurrent
+ * writer; the phases refused out of order, targets in use, I/O errors
+ * inside a cancel), and the commit and stream jobs (depths 2, 3, 5; overlays
  * larger and smaller than their backing file; cancel; concurrent writes).
  * Content is compared with what the chain read before; images are
  * checked with our own check and, when it is installed, qemu-img check.
@@ -620,7 +621,7 @@ static int count_files(void)
     return n;
 }
 
-/* After an undo: the device writes to the old image, which is writable. */
+/* After a cancel: the device writes to the old image, which is writable. */
 static void assert_device_on(BlockBackend *blk, BlockDriverState *old)
 {
     uint8_t buf[512];
@@ -633,11 +634,11 @@ static void assert_device_on(BlockBackend *blk, BlockDriverState *old)
 }
 
 /*
- * Undo after each phase, for a new file, an existing file replaced at the
+ * Cancel after each phase, for a new file, an existing file replaced at the
  * commit point, and mode existing without a backing link.
  * phase: 0 = after check, 1 = after do, 2 = after invalidate.
  */
-static void undo_case(int kind, int phase)
+static void es_cancel_case(int kind, int phase)
 {
     g_autofree char *bname = g_strdup_printf("ud%d%d-base.qcow2", kind, phase);
     g_autofree char *oname = g_strdup_printf("ud%d%d-ov.qcow2", kind, phase);
@@ -706,9 +707,9 @@ static void undo_case(int kind, int phase)
     check_clean(base);
 }
 
-START_TEST(test_snapshot_undo)
+START_TEST(test_snapshot_cancel_each_phase)
 {
-    undo_case(_i / 3, _i % 3);
+    es_cancel_case(_i / 3, _i % 3);
 }
 END_TEST
 
@@ -1535,7 +1536,7 @@ static Suite *chain_suite(void)
 
     tcase_add_test(snap, test_snapshot_basic);
     tcase_add_test(snap, test_snapshot_concurrent_writer);
-    tcase_add_loop_test(snap, test_snapshot_undo, 0, 9);
+    tcase_add_loop_test(snap, test_snapshot_cancel_each_phase, 0, 9);
     tcase_add_test(snap, test_snapshot_replace_existing);
     tcase_add_test(snap, test_snapshot_bad_input);
     tcase_add_test(snap, test_snapshot_existing_with_link);

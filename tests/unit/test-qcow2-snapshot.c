@@ -2,8 +2,9 @@
 /*
  * Unit tests of qcow2 internal snapshots through include/block/snapshot.h:
  * create / list / find / delete / apply (content, refcounts and COPIED
- * flags), names and IDs, resizing apply, the split steps (several prepared
- * operations, undo, unpublish), read-only load, a seeded model test with
+ * flags), names and IDs, resizing apply, the phases (check, do,
+ * invalidate, cancel, clean: several operations on a node, every wrong
+ * order refused, check without side effects), read-only load, a seeded model test with
  * small clusters (cache eviction inside the walks), and fault injection
  * through the blkdebug filter at every write and flush an operation does,
  * once and "always" (a disk that dies), checking that the image is left in
@@ -945,13 +946,13 @@ static void run_model(const char *cs, const char *rb, int64_t size,
     uint8_t *active = g_malloc0(size);
     int64_t cur_size = size;
     BlockDriverState *bs;
-    int counter = 0;
+    int counter = 0, n_create = 0, n_delete = 0, n_goto = 0;
 
     make_image(path, sz, cs, rb);
     bs = open_ok(path, true, NULL);
     for (int op = 0; op < nops; op++) {
         int kind = g_rand_int_range(r, 0, 100);
-        if (kind < 50 || snaps->len == 0) {
+        if (kind < 50) {
             int64_t len = g_rand_int_range(r, 1, 3 * 64 * KiB);
             int64_t off;
             int byte = g_rand_int_range(r, 1, 256);
@@ -965,18 +966,20 @@ static void run_model(const char *cs, const char *rb, int64_t size,
                 fill(bs, off, len, byte);
                 memset(active + off, byte, len);
             }
-        } else if (kind < 70 && snaps->len < 8) {
+        } else if ((kind < 70 && snaps->len < 8) || snaps->len == 0) {
             ModelSnap *m = g_new0(ModelSnap, 1);
             m->name = g_strdup_printf("m%d", counter++);
             m->data = g_memdup2(active, cur_size);
             m->size = cur_size;
             snap_create(bs, m->name);
             g_ptr_array_add(snaps, m);
+            n_create++;
         } else if (kind < 85) {
             guint i = g_rand_int_range(r, 0, snaps->len);
             ModelSnap *m = g_ptr_array_index(snaps, i);
             snap_delete(bs, m->name);
             g_ptr_array_remove_index(snaps, i);
+            n_delete++;
             g_free(m->name);
             g_free(m->data);
             g_free(m);
@@ -986,6 +989,7 @@ static void run_model(const char *cs, const char *rb, int64_t size,
             snap_goto(bs, m->name);
             memcpy(active, m->data, m->size);
             cur_size = m->size;
+            n_goto++;
         }
         if (op % 5 == 4 || op == nops - 1) {
             model_verify(bs, active, cur_size);
@@ -993,6 +997,12 @@ static void run_model(const char *cs, const char *rb, int64_t size,
         }
     }
     bdrv_unref(bs);
+    /* the model exercised what it claims to: each kind many times, and
+     * the image ends with snapshots to read back */
+    ck_assert_msg(n_create >= nops / 10 && n_delete >= nops / 20 &&
+                  n_goto >= nops / 20 && snaps->len > 0,
+                  "seed %u: %d creates, %d deletes, %d applies, %u left",
+                  seed, n_create, n_delete, n_goto, snaps->len);
     /* every snapshot reads back as the model says */
     for (guint i = 0; i < snaps->len; i++) {
         ModelSnap *m = g_ptr_array_index(snaps, i);
@@ -1118,16 +1128,12 @@ static void check_after_fault(const char *path, bool leaks_ok, const char *why)
     bdrv_unref(bs);
 }
 
-static void run_faults(FaultOp op, bool once)
+/* 4 KiB clusters, 4 MiB: two L2 tables, a few refcount blocks; two
+ * snapshots and data written around them */
+static void make_fault_base(const char *base)
 {
-    g_autofree char *base = tmp_path("fbase.qcow2");
-    g_autofree char *work = tmp_path("fwork.qcow2");
-    g_autofree char *old_state = NULL, *new_state = NULL;
     BlockDriverState *bs;
-    BlkdebugCounts before, after;
-    uint64_t first, last, n_fail = 0;
 
-    /* 4 KiB clusters, 4 MiB: two L2 tables, a few refcount blocks */
     make_image(base, "4M", "4096", "16");
     bs = open_ok(base, true, NULL);
     fill(bs, 0, 1536 * KiB, 0x61);
@@ -1136,6 +1142,18 @@ static void run_faults(FaultOp op, bool once)
     snap_create(bs, "s2");
     fill(bs, 3 * MiB, 512 * KiB, 0x63);
     bdrv_unref(bs);
+}
+
+static void run_faults(FaultOp op, bool once)
+{
+    g_autofree char *base = tmp_path("fbase.qcow2");
+    g_autofree char *work = tmp_path("fwork.qcow2");
+    g_autofree char *old_state = NULL, *new_state = NULL;
+    BlockDriverState *bs;
+    BlkdebugCounts before, after;
+    uint64_t first, last, n_old = 0, n_new = 0;
+
+    make_fault_base(base);
     old_state = state_of(base);
 
     /* the op without faults: its result, and its writes and flushes */
@@ -1170,14 +1188,133 @@ static void run_faults(FaultOp op, bool once)
         ck_assert_msg(!strcmp(st, old_state) || !strcmp(st, new_state),
                       "%s: state in between:\n%s\nold %s\nnew %s", why, st,
                       old_state, new_state);
-        /* once: an undone operation leaks nothing; a published one may
+        /* once: a cancelled operation leaks nothing; a visible one may
          * leak what the failed write was to free.  always: the disk died
          * in the middle, like a crash. */
         check_after_fault(work, !once || !strcmp(st, new_state), why);
-        n_fail++;
+        if (!strcmp(st, old_state)) {
+            n_old++;
+        } else {
+            n_new++;
+        }
     }
-    ck_assert_uint_eq(n_fail, last - first + 1);
+    /* faults landed on both sides of the commit point */
+    ck_assert_msg(n_old > 0 && n_new > 0, "old %" G_GUINT64_FORMAT
+                  ", new %" G_GUINT64_FORMAT, n_old, n_new);
 }
+
+/* check, do and invalidate of op, by hand (the node drained). */
+static BdrvSnapshotOp *op_to_invalidated(BlockDriverState *bs, FaultOp op)
+{
+    BdrvSnapshotOp *o;
+    GError *err = NULL;
+
+    switch (op) {
+    case F_CREATE:
+        o = check_create(bs, "new");
+        break;
+    case F_DELETE:
+        o = check_delete(bs, "s1");
+        break;
+    default:
+        o = bdrv_snapshot_goto_check(bs, NULL, "s1", &err);
+        ck_assert_msg(o, "%s", err ? err->message : "");
+        break;
+    }
+    STEP_OK(bdrv_snapshot_op_do, o);
+    STEP_OK(bdrv_snapshot_op_invalidate, o);
+    return o;
+}
+
+/*
+ * Cancel after invalidate, with a fault at each write and flush the
+ * cancel makes: the cancel reports it, and the image is the old one (the
+ * header went back; at worst what the release was to free leaks) or the
+ * new one (the header could not be written back), never in between, and
+ * never corrupt.
+ */
+static void run_cancel_faults(FaultOp op, bool once)
+{
+    g_autofree char *base = tmp_path("cbase.qcow2");
+    g_autofree char *work = tmp_path("cwork.qcow2");
+    g_autofree char *old_state = NULL, *new_state = NULL;
+    BlockDriverState *bs;
+    BdrvSnapshotOp *o;
+    BlkdebugCounts c;
+    uint64_t at_inv, at_end, n_old = 0, n_new = 0;
+
+    make_fault_base(base);
+    old_state = state_of(base);
+
+    /* without faults: cancel puts everything back, leaking nothing */
+    copy_file(base, work);
+    bs = open_faulty(work, 0, true);
+    bdrv_drained_begin(bs);
+    o = op_to_invalidated(bs, op);
+    ck_assert(blkdebug_get_counts(bdrv_get_file(bs), &c));
+    at_inv = c.writes + c.flushes;
+    STEP_OK(bdrv_snapshot_op_cancel, o);
+    ck_assert(blkdebug_get_counts(bdrv_get_file(bs), &c));
+    at_end = c.writes + c.flushes;
+    bdrv_drained_end(bs);
+    STEP_OK(bdrv_snapshot_op_clean, o);
+    bdrv_unref(bs);
+    {
+        g_autofree char *st = state_of(work);
+        ck_assert_str_eq(st, old_state);
+    }
+    check_after_fault(work, false, "cancel without faults");
+    ck_assert_uint_gt(at_end, at_inv);
+
+    /* the state the operation leaves when it takes effect */
+    copy_file(base, work);
+    bs = open_ok(work, true, NULL);
+    ck_assert_int_eq(do_op(bs, op, NULL), 0);
+    bdrv_unref(bs);
+    new_state = state_of(work);
+
+    for (uint64_t n = at_inv + 1; n <= at_end; n++) {
+        g_autofree char *why = g_strdup_printf(
+            "op %d, %s fault at I/O %" G_GUINT64_FORMAT " (cancel: %"
+            G_GUINT64_FORMAT "..%" G_GUINT64_FORMAT ")", op,
+            once ? "once" : "always", n, at_inv + 1, at_end);
+        g_autofree char *st = NULL;
+        GError *err = NULL;
+        int ret;
+
+        copy_file(base, work);
+        bs = open_faulty(work, n, once);
+        bdrv_drained_begin(bs);
+        o = op_to_invalidated(bs, op);
+        ret = bdrv_snapshot_op_cancel(o, &err);
+        ck_assert_msg(ret < 0 && err && *err->message,
+                      "%s: the cancel did not report the fault", why);
+        g_clear_error(&err);
+        bdrv_drained_end(bs);
+        bdrv_snapshot_op_clean(o, NULL);
+        bdrv_unref(bs);
+        st = state_of(work);
+        ck_assert_msg(!strcmp(st, old_state) || !strcmp(st, new_state),
+                      "%s: state in between:\n%s\nold %s\nnew %s", why, st,
+                      old_state, new_state);
+        check_after_fault(work, true, why);
+        if (!strcmp(st, old_state)) {
+            n_old++;
+        } else {
+            n_new++;
+        }
+    }
+    /* a fault at the header write-back leaves the new state; later ones
+     * the old */
+    ck_assert_msg(n_old > 0 && n_new > 0, "old %" G_GUINT64_FORMAT
+                  ", new %" G_GUINT64_FORMAT, n_old, n_new);
+}
+
+START_TEST(test_cancel_faults)
+{
+    run_cancel_faults(_i % 3, _i < 3);
+}
+END_TEST
 
 START_TEST(test_faults)
 {
@@ -1346,6 +1483,7 @@ static Suite *snapshot_suite(void)
     add_case(s, "refcount_bits_1", test_refcount_bits_1, 0);
     add_case(s, "model", test_model, 3);
     add_case(s, "faults", test_faults, 6);
+    add_case(s, "cancel_faults", test_cancel_faults, 6);
     add_case(s, "fault_event", test_fault_event, 0);
     add_case(s, "bad_tables", test_bad_tables, 0);
     return s;
