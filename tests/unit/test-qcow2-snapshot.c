@@ -1348,6 +1348,169 @@ START_TEST(test_fault_event)
 }
 END_TEST
 
+/* ---- COPIED flags when a tree is released ---- */
+
+static void poke(const char *path, uint64_t off, const void *data,
+                 size_t len);
+
+/* Every active L1 and L2 entry that holds a cluster of its own has COPIED
+ * exactly when the cluster's refcount is 1 (or, !exact, at least when it
+ * is 1: a crash may leave COPIED set on a cluster whose count is too
+ * high, never missing on one whose count is right). */
+static void assert_copied(BlockDriverState *bs, bool exact, const char *why)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autofree uint64_t *l2 = g_malloc(s->cluster_size);
+
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        uint64_t t = s->l1_table[i] & L1E_OFFSET_MASK;
+        if (!t) {
+            continue;
+        }
+        bool copied = s->l1_table[i] & QCOW_OFLAG_COPIED;
+        bool one = refcount(bs, t) == 1;
+        ck_assert_msg(exact ? copied == one : copied || !one,
+                      "%s: L1 entry %u: COPIED %d, refcount %"
+                      G_GUINT64_FORMAT, why, i, copied, refcount(bs, t));
+        ck_assert_int_eq(bdrv_pread(bs->file, t, s->cluster_size, l2), 0);
+        for (uint32_t j = 0; j < s->l2_size; j++) {
+            uint64_t e = GUINT64_FROM_BE(l2[j]), h = e & L2E_OFFSET_MASK;
+            if (!h) {
+                continue;
+            }
+            bool c2 = e & QCOW_OFLAG_COPIED, one2 = refcount(bs, h) == 1;
+            ck_assert_msg(exact ? c2 == one2 : c2 || !one2,
+                          "%s: L2 entry %u/%u: COPIED %d, refcount %"
+                          G_GUINT64_FORMAT, why, i, j, c2, refcount(bs, h));
+        }
+    }
+}
+
+/*
+ * A snapshot that shares the active image's L2 tables at other L1
+ * indices (legal qcow2, though neither QEMU nor we write it): deleting it
+ * drops every shared cluster to one owner, and only the recomputation of
+ * COPIED from the refcounts after the release (active L1 and active L2
+ * entries) can set their flags; the preset before the release compares
+ * same-index entries only.
+ */
+START_TEST(test_copied_shared_elsewhere)
+{
+    g_autofree char *path = tmp_path("swap.qcow2");
+    BlockDriverState *bs;
+    uint64_t sn_l1, swapped[2];
+
+    /* 512-byte clusters: 64 entries per L2 table, two tables for 64 KiB */
+    make_image(path, "64K", "512", "16");
+    bs = open_ok(path, true, NULL);
+    fill(bs, 0, 64 * KiB, 0x91);
+    snap_create(bs, "s");
+    {
+        BDRVQcow2State *s = bs->opaque;
+        ck_assert_uint_eq(s->l1_size, 2);
+        sn_l1 = s->snapshots[0].l1_table_offset;
+        swapped[0] = GUINT64_TO_BE(s->l1_table[1] & L1E_OFFSET_MASK);
+        swapped[1] = GUINT64_TO_BE(s->l1_table[0] & L1E_OFFSET_MASK);
+    }
+    bdrv_unref(bs);
+    poke(path, sn_l1, swapped, sizeof(swapped));
+    bs = open_ok(path, true, NULL);
+    assert_clean(bs);            /* the swap keeps every count right */
+    assert_copied(bs, true, "after");
+    snap_delete(bs, "s");
+    assert_copied(bs, true, "after");     /* all back to one owner, COPIED set */
+    assert_clean(bs);
+    expect(bs, 0, 64 * KiB, 0x91);
+    bdrv_unref(bs);
+}
+END_TEST
+
+/*
+ * Deleting the last snapshot, or cancelling a create, drops shared
+ * clusters back to one owner.  A fault that kills the disk at each write
+ * and flush of it ("always", like a crash there) must leave COPIED right
+ * or set only where a leaked reference keeps the count above 1, never
+ * missing where the count is 1 (which `check -r leaks` repairs, but a
+ * plain check calls corruption): that is what setting COPIED before the
+ * refcounts go down is for.
+ */
+static void run_copied_windows(bool cancel_create)
+{
+    g_autofree char *base = tmp_path("wbase.qcow2");
+    g_autofree char *work = tmp_path("wwork.qcow2");
+    BlockDriverState *bs;
+    BlkdebugCounts c0, c1;
+    uint64_t first, last;
+
+    make_image(base, "256K", "512", "16");
+    bs = open_ok(base, true, NULL);
+    fill(bs, 0, 256 * KiB, 0xa1);
+    if (!cancel_create) {
+        snap_create(bs, "last");
+        fill(bs, 0, 8 * KiB, 0xa2);        /* some clusters unshared */
+    }
+    bdrv_unref(bs);
+
+    copy_file(base, work);
+    bs = open_faulty(work, 0, true);
+    ck_assert(blkdebug_get_counts(bdrv_get_file(bs), &c0));
+    if (cancel_create) {
+        BdrvSnapshotOp *o;
+        bdrv_drained_begin(bs);
+        o = check_create(bs, "gone");
+        STEP_OK(bdrv_snapshot_op_do, o);
+        STEP_OK(bdrv_snapshot_op_invalidate, o);
+        ck_assert(blkdebug_get_counts(bdrv_get_file(bs), &c0));
+        STEP_OK(bdrv_snapshot_op_cancel, o);
+        bdrv_drained_end(bs);
+        STEP_OK(bdrv_snapshot_op_clean, o);
+    } else {
+        snap_delete(bs, "last");
+    }
+    ck_assert(blkdebug_get_counts(bdrv_get_file(bs), &c1));
+    assert_copied(bs, true, "after");
+    bdrv_unref(bs);
+    first = c0.writes + c0.flushes + 1;
+    last = c1.writes + c1.flushes;
+    ck_assert_uint_gt(last, first);
+
+    for (uint64_t n = first; n <= last; n++) {
+        g_autofree char *why = g_strdup_printf(
+            "%s, disk dead from I/O %" G_GUINT64_FORMAT " of %"
+            G_GUINT64_FORMAT, cancel_create ? "cancel create" : "delete",
+            n, last);
+        GError *err = NULL;
+
+        copy_file(base, work);
+        bs = open_faulty(work, n, false);
+        if (cancel_create) {
+            BdrvSnapshotOp *o;
+            bdrv_drained_begin(bs);
+            o = check_create(bs, "gone");
+            STEP_OK(bdrv_snapshot_op_do, o);
+            STEP_OK(bdrv_snapshot_op_invalidate, o);
+            ck_assert_int_lt(bdrv_snapshot_op_cancel(o, &err), 0);
+            bdrv_drained_end(bs);
+            bdrv_snapshot_op_clean(o, NULL);
+        } else {
+            ck_assert_int_lt(bdrv_snapshot_delete(bs, NULL, "last", NULL,
+                                                  &err), 0);
+        }
+        g_clear_error(&err);
+        bdrv_unref(bs);
+        bs = open_ok(work, false, NULL);
+        assert_copied(bs, false, why);
+        bdrv_unref(bs);
+        check_after_fault(work, true, why);
+    }
+}
+
+START_TEST(test_copied_windows)
+{
+    run_copied_windows(_i == 1);
+}
+END_TEST
+
 /* ---- malformed tables ---- */
 
 static void poke(const char *path, uint64_t off, const void *data, size_t len)
@@ -1485,6 +1648,8 @@ static Suite *snapshot_suite(void)
     add_case(s, "faults", test_faults, 6);
     add_case(s, "cancel_faults", test_cancel_faults, 6);
     add_case(s, "fault_event", test_fault_event, 0);
+    add_case(s, "copied_shared_elsewhere", test_copied_shared_elsewhere, 0);
+    add_case(s, "copied_windows", test_copied_windows, 2);
     add_case(s, "bad_tables", test_bad_tables, 0);
     return s;
 }
