@@ -647,6 +647,9 @@ static int run(BlockDriverState *bs, Kind kind, const BdrvSnapshotInfo *tmpl,
     if (ret == 0) {
         ret = run_op(op, out, errp);
     }
+    /* for fault injection: every I/O of the operation is behind us (a
+     * crash test kills only before this point) */
+    bdrv_debug_event(bs->file, "snapshot_done");
     bdrv_drained_end(bs);
     return ret;
 }

@@ -12,6 +12,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -780,6 +781,29 @@ START_TEST(test_wrong_orders)
     STEP_OK(bdrv_snapshot_op_clean, g);
     assert_unchanged(&bs, path, before, "an apply cancelled");
     bdrv_unref(bs);
+}
+END_TEST
+
+/*
+ * Below the generic layer the order is a programming error, asserted:
+ * the qcow2 driver's invalidate of an operation that was only checked
+ * must abort (the generic layer never lets it happen; a driver called
+ * directly must not write a header for a table it never wrote).
+ */
+START_TEST(test_driver_asserts_order)
+{
+    g_autofree char *path = tmp_path("assert.qcow2");
+    BlockDriverState *bs;
+    BdrvSnapshotInfo t = tmpl_of("x"), info = { 0 };
+    void *drv_op = NULL;
+
+    make_image(path, "1M", "65536", "16");
+    bs = open_ok(path, true, NULL);
+    ck_assert_int_eq(qcow2_snapshot_create_check(bs, &t, 0, &info, &drv_op,
+                                                 NULL), 0);
+    bdrv_snapshot_info_clear(&info);
+    qcow2_snapshot_invalidate(bs, drv_op, NULL);     /* aborts here */
+    ck_abort_msg("the driver accepted invalidate before do");
 }
 END_TEST
 
@@ -1643,6 +1667,11 @@ static Suite *snapshot_suite(void)
     add_case(s, "wrong_orders", test_wrong_orders, 0);
     add_case(s, "wrong_orders_two_nodes", test_wrong_orders_two_nodes, 0);
     add_case(s, "check_no_side_effects", test_check_no_side_effects, 0);
+    {
+        TCase *tc = tcase_create("driver_asserts_order");
+        tcase_add_test_raise_signal(tc, test_driver_asserts_order, SIGABRT);
+        suite_add_tcase(s, tc);
+    }
     add_case(s, "refcount_bits_1", test_refcount_bits_1, 0);
     add_case(s, "model", test_model, 3);
     add_case(s, "faults", test_faults, 6);
