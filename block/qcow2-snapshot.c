@@ -293,8 +293,11 @@ static int conflicts(BDRVQcow2State *s, bool is_goto, GError **errp)
  * or we write, so with `owners` trees (snapshots + active) and room for
  * owners + 1 nothing can overflow; otherwise the tree is read to find
  * its highest count, to which `extra` references taken before this one
- * (creates checked earlier) are added.  (An image that breaks the rule still fails
- * cleanly in do, which takes the references all or nothing.)
+ * (creates checked earlier) are added.  The walk reads through the
+ * metadata caches, so it may write back a table they already held dirty:
+ * the image's content and refcounts do not change.  (An image that
+ * breaks the rule still fails cleanly in do, which takes the references
+ * all or nothing.)
  */
 static int check_refcount_room(BlockDriverState *bs, const uint64_t *l1,
                                uint32_t l1_size, uint64_t owners,
