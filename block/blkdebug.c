@@ -37,7 +37,9 @@
  *                             writes and flushes passed and whether an
  *                             error was injected:
  *                             "blkdebug: reads=R writes=W flushes=F
- *                              injected=0|1"
+ *                              injected=0|1", and with inject-error.event
+ *                             " event_at=N": the writes and flushes that
+ *                             had passed when the event came (or "none")
  * A failed request does nothing (the child never sees it).
  */
 #include <errno.h>
@@ -62,6 +64,7 @@ typedef struct BDRVBlkdebugState {
 
     uint64_t reads, writes, flushes, anys, events_seen;
     bool armed;        /* the event happened: fail the next write/flush */
+    int64_t event_at;  /* anys when the event came; -1: not yet */
     bool injected;     /* an error was returned */
     bool dead;         /* once=off and injected: everything fails */
 } BDRVBlkdebugState;
@@ -116,6 +119,7 @@ static int blkdebug_open(BlockDriverState *bs, BlockOpts *options, int flags,
     s->once = once;
     s->print_counts = print;
     s->event = bdrv_opts_take(options, "inject-error.event");
+    s->event_at = -1;
     {
         g_autofree char *action = bdrv_opts_take(options,
                                                  "inject-error.action");
@@ -164,10 +168,13 @@ static void blkdebug_close(BlockDriverState *bs)
     BDRVBlkdebugState *s = bs->opaque;
 
     if (s->print_counts) {
+        g_autofree char *at = !s->event ? g_strdup("") :
+            s->event_at < 0 ? g_strdup(" event_at=none") :
+            g_strdup_printf(" event_at=%" G_GINT64_FORMAT, s->event_at);
         strata_info("blkdebug: reads=%" G_GUINT64_FORMAT " writes=%"
                 G_GUINT64_FORMAT " flushes=%" G_GUINT64_FORMAT
-                " injected=%d", s->reads, s->writes, s->flushes,
-                s->injected);
+                " injected=%d%s", s->reads, s->writes, s->flushes,
+                s->injected, at);
     }
     g_free(s->event);
     g_mutex_clear(&s->lock);
@@ -223,6 +230,7 @@ static void blkdebug_debug_event(BlockDriverState *bs, const char *event)
     if (s->event && !strcmp(s->event, event) &&
         ++s->events_seen == s->event_count) {
         s->armed = true;
+        s->event_at = (int64_t)s->anys;
     }
     g_mutex_unlock(&s->lock);
 }

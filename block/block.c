@@ -636,6 +636,9 @@ void bdrv_unref(BlockDriverState *bs)
     g_free(bs->filename);
     g_free(bs->backing_file);
     g_free(bs->backing_format);
+    if (bs->op_blockers) {
+        g_ptr_array_unref(bs->op_blockers);
+    }
     g_mutex_clear(&bs->lock);
     g_cond_clear(&bs->cond);
     g_free(bs);
@@ -904,4 +907,63 @@ GPtrArray *bdrv_list_nodes(void)
     }
     g_mutex_unlock(&nodes_lock);
     return out;
+}
+
+/* ---- drain and busy state, asked by block/snapshot.c, set by
+ * block/blockjob.c ---- */
+
+bool bdrv_is_drained(BlockDriverState *bs)
+{
+    bool drained;
+
+    g_mutex_lock(&bs->lock);
+    drained = bs->quiesce_counter > 0 && bs->drain_owner == g_thread_self();
+    g_mutex_unlock(&bs->lock);
+    return drained;
+}
+
+void bdrv_op_block(BlockDriverState *bs, const char *reason)
+{
+    g_mutex_lock(&bs->lock);
+    if (!bs->op_blockers) {
+        bs->op_blockers = g_ptr_array_new();
+    }
+    g_ptr_array_add(bs->op_blockers, (gpointer)reason);
+    g_mutex_unlock(&bs->lock);
+}
+
+void bdrv_op_unblock(BlockDriverState *bs, const char *reason)
+{
+    g_mutex_lock(&bs->lock);
+    if (bs->op_blockers) {
+        g_ptr_array_remove(bs->op_blockers, (gpointer)reason);
+    }
+    g_mutex_unlock(&bs->lock);
+}
+
+bool bdrv_op_is_blocked(BlockDriverState *bs, GError **errp)
+{
+    bool blocked;
+
+    g_mutex_lock(&bs->lock);
+    blocked = bs->op_blockers && bs->op_blockers->len;
+    if (blocked) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Node '%s' is busy: %s", bs->node_name,
+                    (const char *)g_ptr_array_index(bs->op_blockers, 0));
+    }
+    g_mutex_unlock(&bs->lock);
+    return blocked;
+}
+
+bool bdrv_any_node(BdrvNodePredicate *pred, void *opaque)
+{
+    bool found = false;
+
+    g_mutex_lock(&nodes_lock);
+    for (GList *l = all_nodes; l && !found; l = l->next) {
+        found = pred(l->data, opaque);
+    }
+    g_mutex_unlock(&nodes_lock);
+    return found;
 }

@@ -41,6 +41,32 @@ BlockJob *block_job_find(const char *id)
     return found;
 }
 
+/* Every node of the device's chain refuses snapshots while the job runs
+ * (QEMU blocks the nodes a job uses; a superset here). */
+static void block_nodes(BlockJob *job)
+{
+    job->blocker = g_strdup_printf("block device is in use by block job: %s",
+                                   job->driver->job_type);
+    job->blocked_nodes = g_ptr_array_new();
+    for (BlockDriverState *p = blk_bs(job->blk); p; p = bdrv_get_backing(p)) {
+        bdrv_ref(p);
+        bdrv_op_block(p, job->blocker);
+        g_ptr_array_add(job->blocked_nodes, p);
+    }
+}
+
+static void unblock_nodes(BlockJob *job)
+{
+    for (guint i = 0; job->blocked_nodes && i < job->blocked_nodes->len;
+         i++) {
+        BlockDriverState *p = g_ptr_array_index(job->blocked_nodes, i);
+        bdrv_op_unblock(p, job->blocker);
+        bdrv_unref(p);
+    }
+    g_clear_pointer(&job->blocked_nodes, g_ptr_array_unref);
+    g_clear_pointer(&job->blocker, g_free);
+}
+
 void *block_job_create(const char *job_id, const BlockJobDriver *drv,
                        BlockBackend *blk, const BlockJobOptions *opts,
                        GError **errp)
@@ -91,6 +117,7 @@ void *block_job_create(const char *job_id, const BlockJobDriver *drv,
     jobs = g_list_prepend(jobs, job);
     g_mutex_unlock(&jobs_lock);
     blk_set_job(blk, job);
+    block_nodes(job);
     return job;
 }
 
@@ -102,6 +129,7 @@ static void block_job_free(BlockJob *job)
     if (blk_get_job(job->blk) == job) {
         blk_set_job(job->blk, NULL);
     }
+    unblock_nodes(job);
     blk_unref(job->blk);
     g_clear_error(&job->error);
     g_mutex_clear(&job->lock);
@@ -146,6 +174,7 @@ static gpointer block_job_thread(gpointer opaque)
         job->driver->clean(job);
     }
     /* The device is free again before anyone hears the job ended. */
+    unblock_nodes(job);
     blk_set_job(job->blk, NULL);
     g_mutex_lock(&job->lock);
     job->ret = ret;

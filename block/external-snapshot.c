@@ -7,14 +7,16 @@
  *   do:         overlay file created (fresh name, or a temporary name
  *               beside an existing file), flushed, opened without backing
  *   invalidate: old top flushed and reopened read-only; then the one
- *               publishing write -- rename of the temporary file over the
+ *               commit-point write -- rename of the temporary file over the
  *               existing one, or the backing link written into an
  *               existing overlay that lacks it -- which is the commit
  *               point; then the in-memory switch (cannot fail)
  *   cancel:     the same steps backwards
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -24,6 +26,24 @@
 #include "block/block_int.h"
 #include "block/blockjob.h"
 #include "block/external-snapshot.h"
+
+typedef enum {
+    ES_NEW,
+    ES_CHECKED,
+    ES_FAILED,           /* check failed: only clean is left */
+    ES_DONE,             /* do ran (do_failed: it failed; cancel undoes) */
+    ES_INVALIDATED,
+    ES_CANCELLED,
+} ExternalSnapshotState;
+
+static const char *const es_state_names[] = {
+    [ES_NEW] = "not checked",
+    [ES_CHECKED] = "checked",
+    [ES_FAILED] = "refused by its check",
+    [ES_DONE] = "done",
+    [ES_INVALIDATED] = "invalidated",
+    [ES_CANCELLED] = "cancelled",
+};
 
 struct ExternalSnapshot {
     BlockBackend *blk;
@@ -41,9 +61,50 @@ struct ExternalSnapshot {
     bool needs_backing_link;     /* existing overlay records no backing */
     bool wrote_backing_link;
     bool old_made_ro;
-    bool published;
-    bool cancelled;
+    bool switched;               /* the device is on the overlay */
+    ExternalSnapshotState state;
+    bool do_failed;
 };
+
+/* What one set of operations (a transaction) has claimed as targets:
+ * files that exist by device and inode, new ones by their absolute name
+ * in a canonical directory. */
+struct ExternalSnapshotTargets {
+    GHashTable *ids;             /* char * -> NULL */
+};
+
+ExternalSnapshotTargets *external_snapshot_targets_new(void)
+{
+    ExternalSnapshotTargets *t = g_new0(ExternalSnapshotTargets, 1);
+
+    t->ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    return t;
+}
+
+void external_snapshot_targets_free(ExternalSnapshotTargets *t)
+{
+    if (t) {
+        g_hash_table_unref(t->ids);
+        g_free(t);
+    }
+}
+
+/* The identity of a target: "ino:DEV:INO" if it exists, else
+ * "new:<real directory>/<base name>". */
+static char *target_id(const char *path)
+{
+    g_autofree char *dir = g_path_get_dirname(path);
+    g_autofree char *base = g_path_get_basename(path);
+    g_autofree char *real = NULL;
+    struct stat st;
+
+    if (stat(path, &st) == 0) {
+        return g_strdup_printf("ino:%ju:%ju", (uintmax_t)st.st_dev,
+                               (uintmax_t)st.st_ino);
+    }
+    real = realpath(dir, NULL);
+    return g_strdup_printf("new:%s/%s", real ? real : dir, base);
+}
 
 ExternalSnapshot *external_snapshot_new(BlockBackend *blk,
                                         const ExternalSnapshotParams *p)
@@ -115,28 +176,89 @@ static bool check_overlay_node(ExternalSnapshot *es, BlockDriverState *ov,
     return true;
 }
 
-bool external_snapshot_check(ExternalSnapshot *es, GError **errp)
+/* Refuses a phase called out of order; the operation is left as is. */
+static bool refuse(ExternalSnapshot *es, const char *phase, GError **errp)
 {
-    BlockDriverState *root = blk_bs(es->blk);
-    BlockJob *job = blk_get_job(es->blk);
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                "Cannot %s the external snapshot of device '%s': it is %s%s",
+                phase, device_name(es), es_state_names[es->state],
+                es->do_failed ? " (and its do failed)" : "");
+    return false;
+}
+
+typedef struct InUse {
+    dev_t dev;
+    ino_t ino;
+    char *node;                  /* the node found */
+} InUse;
+
+static bool node_uses_file(BlockDriverState *bs, void *opaque)
+{
+    InUse *u = opaque;
+    const char *name = bdrv_get_filename(bs);
+    struct stat st;
+
+    if (!name || !*name || stat(name, &st) < 0 ||
+        st.st_dev != u->dev || st.st_ino != u->ino) {
+        return false;
+    }
+    u->node = g_strdup(bdrv_get_node_name(bs));
+    return true;
+}
+
+/*
+ * An existing target must not be an image open anywhere in this process
+ * (another device's image, a backing file of any chain, any node): it
+ * would be renamed over or written as an overlay while its user still
+ * writes to it.
+ */
+static bool check_not_open(ExternalSnapshot *es, const struct stat *st,
+                           GError **errp)
+{
+    InUse u = { st->st_dev, st->st_ino, NULL };
+
+    if (in_device_chain(es, es->snapshot_file)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "The overlay is already in use");
+        return false;
+    }
+    if (bdrv_any_node(node_uses_file, &u)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "The snapshot file '%s' is in use: node '%s' has it "
+                    "open", es->snapshot_file, u.node);
+        g_free(u.node);
+        return false;
+    }
+    return true;
+}
+
+/* The target must not be named twice in one set of operations. */
+static bool claim_target(ExternalSnapshot *es,
+                         ExternalSnapshotTargets *claimed, const char *path,
+                         GError **errp)
+{
+    char *id;
+
+    if (!claimed || !path || !*path) {
+        return true;
+    }
+    id = target_id(path);
+    if (g_hash_table_contains(claimed->ids, id)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "The snapshot file '%s' is named twice in the same "
+                    "set of operations", path);
+        g_free(id);
+        return false;
+    }
+    g_hash_table_add(claimed->ids, id);
+    return true;
+}
+
+static bool check_file(ExternalSnapshot *es, GError **errp)
+{
     BlockDriver *drv;
     struct stat st;
 
-    if (!root) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Device '%s' has no medium", device_name(es));
-        return false;
-    }
-    if (job) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Node '%s' is busy: block device is in use by block "
-                    "job: %s", bdrv_get_node_name(root),
-                    job->driver->job_type);
-        return false;
-    }
-    if (es->given_overlay) {
-        return check_overlay_node(es, es->given_overlay, errp);
-    }
     if (!es->snapshot_file || !*es->snapshot_file) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Parameter 'snapshot-file' is missing");
@@ -171,9 +293,7 @@ bool external_snapshot_check(ExternalSnapshot *es, GError **errp)
         }
         return true;            /* a new file */
     }
-    if (in_device_chain(es, es->snapshot_file)) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "The overlay is already in use");
+    if (!check_not_open(es, &st, errp)) {
         return false;
     }
     if (!S_ISREG(st.st_mode)) {
@@ -185,6 +305,43 @@ bool external_snapshot_check(ExternalSnapshot *es, GError **errp)
         return false;
     }
     return true;
+}
+
+static bool check(ExternalSnapshot *es, ExternalSnapshotTargets *claimed,
+                  GError **errp)
+{
+    BlockDriverState *root = blk_bs(es->blk);
+    BlockJob *job = blk_get_job(es->blk);
+
+    if (!root) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Device '%s' has no medium", device_name(es));
+        return false;
+    }
+    if (job) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Node '%s' is busy: block device is in use by block "
+                    "job: %s", bdrv_get_node_name(root),
+                    job->driver->job_type);
+        return false;
+    }
+    if (es->given_overlay) {
+        return check_overlay_node(es, es->given_overlay, errp) &&
+               claim_target(es, claimed,
+                            bdrv_get_filename(es->given_overlay), errp);
+    }
+    return check_file(es, errp) &&
+           claim_target(es, claimed, es->snapshot_file, errp);
+}
+
+bool external_snapshot_check(ExternalSnapshot *es,
+                             ExternalSnapshotTargets *claimed, GError **errp)
+{
+    if (es->state != ES_NEW) {
+        return refuse(es, "check", errp);
+    }
+    es->state = check(es, claimed, errp) ? ES_CHECKED : ES_FAILED;
+    return es->state == ES_CHECKED;
 }
 
 /* A free name beside path: "DIR/.BASE.TAG.PID.N". */
@@ -304,7 +461,7 @@ static bool check_existing_overlay(ExternalSnapshot *es, GError **errp)
     return true;
 }
 
-bool external_snapshot_do(ExternalSnapshot *es, GError **errp)
+static bool do_(ExternalSnapshot *es, GError **errp)
 {
     BlockDriverState *root = blk_bs(es->blk);
     int ret;
@@ -366,7 +523,7 @@ static bool restore_replaced(ExternalSnapshot *es, GError **errp)
     return true;
 }
 
-/* The publishing write: rename over the existing file. */
+/* The commit point: rename over the existing file. */
 static bool replace_target(ExternalSnapshot *es, GError **errp)
 {
     int err;
@@ -393,14 +550,14 @@ static bool replace_target(ExternalSnapshot *es, GError **errp)
     return true;
 }
 
-bool external_snapshot_invalidate(ExternalSnapshot *es, GError **errp)
+static bool invalidate(ExternalSnapshot *es, GError **errp)
 {
     bool ok = false;
 
     blk_drained_begin(es->blk);
     if (blk_bs(es->blk) != es->old_top) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Device '%s' changed while the snapshot was prepared",
+                    "Device '%s' changed between do and invalidate",
                     device_name(es));
         goto out;
     }
@@ -427,7 +584,7 @@ bool external_snapshot_invalidate(ExternalSnapshot *es, GError **errp)
     }
     bdrv_set_backing(es->overlay, es->old_top);
     blk_set_root(es->blk, es->overlay);
-    es->published = true;
+    es->switched = true;
     ok = true;
     goto out;
 
@@ -441,7 +598,13 @@ out:
     return ok;
 }
 
-/* Appends a cancel-time error after the first one. */
+/*
+ * A cancel-time error: every one is logged; the first goes to errp if
+ * errp holds none yet.  An error already in errp (the one that made the
+ * caller cancel, or an earlier cancel error) is never rewritten: the
+ * first error is the one reported (DESIGN.md, rule 3), and the engine
+ * adds the log's lines after it in its result.
+ */
 static void add_error(GError **errp, GError *err)
 {
     if (!err) {
@@ -451,23 +614,15 @@ static void add_error(GError **errp, GError *err)
     if (errp && !*errp) {
         g_propagate_error(errp, err);
     } else {
-        if (errp) {
-            char *msg = g_strdup_printf("%s; %s", (*errp)->message,
-                                        err->message);
-            g_free((*errp)->message);
-            (*errp)->message = msg;
-        }
         g_error_free(err);
     }
 }
 
-bool external_snapshot_cancel(ExternalSnapshot *es, GError **errp)
+static bool cancel(ExternalSnapshot *es, GError **errp)
 {
     GError *err = NULL;
     bool ok = true;
-
-    es->cancelled = true;
-    if (es->published) {
+    if (es->switched) {
         blk_drained_begin(es->blk);
         blk_set_root(es->blk, es->old_top);
         bdrv_set_backing(es->overlay, NULL);
@@ -483,7 +638,7 @@ bool external_snapshot_cancel(ExternalSnapshot *es, GError **errp)
             err = NULL;
             ok = false;
         }
-        es->published = false;
+        es->switched = false;
         blk_drained_end(es->blk);
     }
     if (es->old_made_ro) {
@@ -513,9 +668,40 @@ bool external_snapshot_cancel(ExternalSnapshot *es, GError **errp)
     return ok;
 }
 
+bool external_snapshot_do(ExternalSnapshot *es, GError **errp)
+{
+    if (es->state != ES_CHECKED) {
+        return refuse(es, "do", errp);
+    }
+    es->state = ES_DONE;
+    es->do_failed = !do_(es, errp);
+    return !es->do_failed;
+}
+
+bool external_snapshot_invalidate(ExternalSnapshot *es, GError **errp)
+{
+    if (es->state != ES_DONE || es->do_failed) {
+        return refuse(es, "invalidate", errp);
+    }
+    if (!invalidate(es, errp)) {
+        return false;           /* undone: still done, cancel next */
+    }
+    es->state = ES_INVALIDATED;
+    return true;
+}
+
+bool external_snapshot_cancel(ExternalSnapshot *es, GError **errp)
+{
+    if (es->state != ES_DONE && es->state != ES_INVALIDATED) {
+        return refuse(es, "cancel", errp);
+    }
+    es->state = ES_CANCELLED;
+    return cancel(es, errp);
+}
+
 void external_snapshot_clean(ExternalSnapshot *es)
 {
-    if (es->backup_file && es->published) {
+    if (es->backup_file && es->switched) {
         unlink(es->backup_file);
     }
     if (es->overlay) {
@@ -540,7 +726,7 @@ bool external_snapshot_run(BlockBackend *blk, const ExternalSnapshotParams *p,
                            GError **errp)
 {
     ExternalSnapshot *es = external_snapshot_new(blk, p);
-    bool ok = external_snapshot_check(es, errp);
+    bool ok = external_snapshot_check(es, NULL, errp);
 
     if (ok) {
         blk_drained_begin(blk);

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "qcow2.h"
+#include "qcow2-snapshot.h"
 #include "block/log.h"
 
 /* Frees clusters nothing points at (any more); a failure only leaks. */
@@ -304,6 +305,63 @@ static int walk_refs(BlockDriverState *bs, const uint64_t *l1,
                         errp);
         if (ret < 0) {
             return ret;
+        }
+    }
+    return 0;
+}
+
+/* Reads only (what a check may do): the highest refcount among the
+ * clusters the tree under l1 holds, and one cluster that has it. */
+int qcow2_tree_max_refcount(BlockDriverState *bs, const uint64_t *l1,
+                            uint32_t l1_size, uint64_t *max,
+                            uint64_t *cluster, GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autofree uint64_t *l2 = g_malloc(s->cluster_size);
+    RcReader rr = { 0 };
+    uint64_t rc;
+    int ret;
+
+    *max = 0;
+    *cluster = 0;
+    for (uint32_t i = 0; i < l1_size; i++) {
+        uint64_t l2_off = l1[i] & L1E_OFFSET_MASK;
+
+        if (!l2_off || (l2_off & (s->cluster_size - 1))) {
+            continue;             /* do reports a misaligned table */
+        }
+        ret = rc_get(bs, &rr, l2_off >> s->cluster_bits, &rc);
+        if (ret == 0) {
+            ret = read_l2_copy(bs, l2_off, l2);
+        }
+        if (ret < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Could not read the L2 table at %#" G_GINT64_MODIFIER
+                        "x: %s", l2_off, g_strerror(-ret));
+            return ret;
+        }
+        if (rc > *max) {
+            *max = rc;
+            *cluster = l2_off >> s->cluster_bits;
+        }
+        for (uint32_t j = 0; j < s->l2_size; j++) {
+            uint64_t first, n;
+            if (entry_clusters(s, GUINT64_FROM_BE(l2[j]), &first, &n) < 0) {
+                continue;
+            }
+            for (uint64_t k = 0; k < n; k++) {
+                ret = rc_get(bs, &rr, first + k, &rc);
+                if (ret < 0) {
+                    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                                "Could not read a reference count: %s",
+                                g_strerror(-ret));
+                    return ret;
+                }
+                if (rc > *max) {
+                    *max = rc;
+                    *cluster = first + k;
+                }
+            }
         }
     }
     return 0;

@@ -165,7 +165,7 @@ typedef struct BDRVQcow2State {
 
     bool corrupt_reported;
 
-    /* Internal snapshot operations prepared and not yet ended, oldest
+    /* Internal snapshot operations between check and clean, oldest
      * first (qcow2-snapshot.c); NULL when there are none. */
     GPtrArray *snapshot_ops;
     /* A snapshot was loaded read-only in place of the active image. */
@@ -256,7 +256,7 @@ int qcow2_write_header_bytes(BlockDriverState *bs, int offset,
 void qcow2_signal_corruption(BlockDriverState *bs, const char *fmt, ...)
     G_GNUC_PRINTF(2, 3);
 
-/* qcow2-snapshot.c */
+/* qcow2-snapshot-table.c, qcow2-snapshot.c */
 int qcow2_read_snapshots(BlockDriverState *bs, GError **errp);
 void qcow2_free_snapshots(BDRVQcow2State *s);
 /* Open options snapshot.id / snapshot.name: load that snapshot read-only. */
@@ -266,24 +266,27 @@ int qcow2_snapshot_open_options(BlockDriverState *bs, BlockOpts *options,
  * (extra data shorter than 16 bytes) are corrupt; fix rewrites them. */
 int qcow2_snapshot_check_table(BlockDriverState *bs, BdrvCheckResult *res,
                                BdrvCheckMode fix);
-/* Ends operations left prepared (undo, or clean up if published). */
+/* Ends operations left between check and clean (cancel what was done,
+ * clean the rest). */
 void qcow2_snapshot_close(BlockDriverState *bs);
 int qcow2_snapshot_list(BlockDriverState *bs, BdrvSnapshotInfo **list,
                         GError **errp);
-int qcow2_snapshot_create_prepare(BlockDriverState *bs,
-                                  const BdrvSnapshotInfo *tmpl, int flags,
-                                  BdrvSnapshotInfo *info, void **op,
-                                  GError **errp);
-int qcow2_snapshot_delete_prepare(BlockDriverState *bs, const char *id,
-                                  const char *name, BdrvSnapshotInfo *info,
-                                  void **op, GError **errp);
-int qcow2_snapshot_goto_prepare(BlockDriverState *bs, const char *id,
+/* The phases of include/block/snapshot.h (qcow2-snapshot.c). */
+int qcow2_snapshot_create_check(BlockDriverState *bs,
+                                const BdrvSnapshotInfo *tmpl, int flags,
+                                BdrvSnapshotInfo *info, void **op,
+                                GError **errp);
+int qcow2_snapshot_delete_check(BlockDriverState *bs, const char *id,
                                 const char *name, BdrvSnapshotInfo *info,
                                 void **op, GError **errp);
-int qcow2_snapshot_publish(BlockDriverState *bs, void *op, GError **errp);
-int qcow2_snapshot_unpublish(BlockDriverState *bs, void *op, GError **errp);
-int qcow2_snapshot_undo(BlockDriverState *bs, void *op, GError **errp);
-int qcow2_snapshot_cleanup(BlockDriverState *bs, void *op, GError **errp);
+int qcow2_snapshot_goto_check(BlockDriverState *bs, const char *id,
+                              const char *name, BdrvSnapshotInfo *info,
+                              void **op, GError **errp);
+int qcow2_snapshot_do(BlockDriverState *bs, void *op, BdrvSnapshotInfo *info,
+                      GError **errp);
+int qcow2_snapshot_invalidate(BlockDriverState *bs, void *op, GError **errp);
+int qcow2_snapshot_cancel(BlockDriverState *bs, void *op, GError **errp);
+int qcow2_snapshot_clean(BlockDriverState *bs, void *op, GError **errp);
 int qcow2_snapshot_load_tmp(BlockDriverState *bs, const char *id,
                             const char *name, GError **errp);
 

@@ -2,22 +2,40 @@
 /*
  * The generic internal-snapshot API (include/block/snapshot.h): argument
  * checks, lookups by ID and/or name with QEMU's per-entry-point semantics,
- * and the one-call operations, each of which drains the node and runs the
- * driver's prepare / publish / cleanup steps in sequence (undo on failure).
- * The driver does the work; nothing here knows a format.
+ * the phases of an operation with their rules enforced (order on a node,
+ * drain, busy node, an apply alone), and the one-call operations, each of
+ * which drains the node and runs check, do, invalidate and clean (cancel
+ * on failure).  The driver does the work; nothing here knows a format.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include "block/block_int.h"
 #include "block/snapshot.h"
 
+typedef enum {
+    OP_CHECKED,
+    OP_DONE,
+    OP_INVALIDATED,
+    OP_CANCELLED,
+    OP_FAILED,           /* do failed and undid itself: only clean is left */
+} OpState;
+
 struct BdrvSnapshotOp {
     BlockDriverState *bs;
     void *drv_op;
     BdrvSnapshotInfo info;
-    bool published;
+    const char *what;    /* "create", "delete", "apply" */
+    OpState state;
+    /* checked after an operation that was then abandoned: what it was
+     * validated against will not exist */
+    bool stale;
 };
+
+/* Per node, the operations between check and clean, oldest first. */
+static GMutex ops_lock;
+static GHashTable *node_ops;    /* BlockDriverState * -> GPtrArray * */
 
 void bdrv_snapshot_info_clear(BdrvSnapshotInfo *sn)
 {
@@ -44,7 +62,7 @@ void bdrv_snapshot_list_free(BdrvSnapshotInfo *list, int n)
 bool bdrv_can_snapshot(BlockDriverState *bs)
 {
     return bs && bs->drv && bs->drv->snapshot_list &&
-           bs->drv->snapshot_create_prepare;
+           bs->drv->snapshot_create_check;
 }
 
 static int no_medium(GError **errp)
@@ -68,6 +86,10 @@ static int check_writable(BlockDriverState *bs, bool (*has_op)(BlockDriver *),
     if (!bs->drv) {
         return no_medium(errp);
     }
+    /* QEMU's order: operation blockers before read-only and format */
+    if (bdrv_op_is_blocked(bs, errp)) {
+        return -EBUSY;
+    }
     if (!has_op(bs->drv)) {
         return not_supported(bs, errp);
     }
@@ -81,17 +103,17 @@ static int check_writable(BlockDriverState *bs, bool (*has_op)(BlockDriver *),
 
 static bool has_create(BlockDriver *drv)
 {
-    return drv->snapshot_create_prepare;
+    return drv->snapshot_create_check;
 }
 
 static bool has_delete(BlockDriver *drv)
 {
-    return drv->snapshot_delete_prepare;
+    return drv->snapshot_delete_check;
 }
 
 static bool has_goto(BlockDriver *drv)
 {
-    return drv->snapshot_goto_prepare;
+    return drv->snapshot_goto_check;
 }
 
 int bdrv_snapshot_list(BlockDriverState *bs, BdrvSnapshotInfo **list,
@@ -170,22 +192,97 @@ bool bdrv_snapshot_find_by_id_and_name(BlockDriverState *bs, const char *id,
     return find_in_list(bs, id, name, out, errp);
 }
 
-/* ---- the steps ---- */
+/* ---- the phases and their rules ---- */
 
-static BdrvSnapshotOp *op_new(BlockDriverState *bs, void *drv_op,
-                              BdrvSnapshotInfo *info)
+static const char *const state_names[] = {
+    [OP_CHECKED] = "checked",
+    [OP_DONE] = "done",
+    [OP_INVALIDATED] = "invalidated",
+    [OP_CANCELLED] = "cancelled",
+    [OP_FAILED] = "failed in do",
+};
+
+/* The node's list (created on demand), under ops_lock. */
+static GPtrArray *ops_of(BlockDriverState *bs)
 {
-    BdrvSnapshotOp *op = g_new0(BdrvSnapshotOp, 1);
+    GPtrArray *l;
 
-    bdrv_ref(bs);
-    op->bs = bs;
-    op->drv_op = drv_op;
-    op->info = *info;
-    return op;
+    if (!node_ops) {
+        node_ops = g_hash_table_new(NULL, NULL);
+    }
+    l = g_hash_table_lookup(node_ops, bs);
+    if (!l) {
+        l = g_ptr_array_new();
+        g_hash_table_insert(node_ops, bs, l);
+    }
+    return l;
+}
+
+static guint index_of(GPtrArray *l, BdrvSnapshotOp *op)
+{
+    guint i;
+
+    g_assert(g_ptr_array_find(l, op, &i));   /* an op that lives */
+    return i;
+}
+
+static BdrvSnapshotOp *op_at(GPtrArray *l, guint i)
+{
+    return g_ptr_array_index(l, i);
+}
+
+/* Refuses `step` on op, saying why; the operation is left as it was. */
+G_GNUC_PRINTF(4, 5)
+static int refuse(BdrvSnapshotOp *op, const char *step, GError **errp,
+                  const char *fmt, ...)
+{
+    g_autofree char *why = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    why = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                "Cannot %s the %s of snapshot '%s' on node '%s': %s", step,
+                op->what, op->info.name ? op->info.name : "",
+                bdrv_get_node_name(op->bs), why);
+    return -EBUSY;
+}
+
+static int refuse_state(BdrvSnapshotOp *op, const char *step, GError **errp)
+{
+    return refuse(op, step, errp, "it is %s", state_names[op->state]);
+}
+
+static int need_drained(BdrvSnapshotOp *op, const char *step, GError **errp)
+{
+    if (!bdrv_is_drained(op->bs)) {
+        return refuse(op, step, errp, "the caller does not hold the node "
+                      "drained");
+    }
+    return 0;
+}
+
+/* Operations checked after op were validated against what op would do;
+ * op will not do it now. */
+static void mark_newer_stale(GPtrArray *l, guint idx)
+{
+    for (guint i = idx + 1; i < l->len; i++) {
+        if (op_at(l, i)->state == OP_CHECKED) {
+            op_at(l, i)->stale = true;
+        }
+    }
 }
 
 static void op_free(BdrvSnapshotOp *op)
 {
+    GPtrArray *l = ops_of(op->bs);
+
+    g_ptr_array_remove(l, op);
+    if (l->len == 0) {
+        g_hash_table_remove(node_ops, op->bs);
+        g_ptr_array_unref(l);
+    }
     bdrv_snapshot_info_clear(&op->info);
     bdrv_unref(op->bs);
     g_free(op);
@@ -208,105 +305,125 @@ static int check_name(const char *name, GError **errp)
     return 0;
 }
 
-static int create_prepare(BlockDriverState *bs, const BdrvSnapshotInfo *tmpl,
-                          int flags, BdrvSnapshotOp **out, GError **errp)
+static int check_keys(const char *id, const char *name, GError **errp)
 {
+    if (!id && !name) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Name or id must be provided");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* An apply is the only operation on its node. */
+static int check_alone(BlockDriverState *bs, bool is_goto, const char *what,
+                       const char *name, GError **errp)
+{
+    GPtrArray *l = ops_of(bs);
+
+    for (guint i = 0; i < l->len; i++) {
+        if (is_goto || !strcmp(op_at(l, i)->what, "apply")) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "Cannot check the %s of snapshot '%s' on node '%s': "
+                        "the %s of snapshot '%s' is in progress there, and "
+                        "an apply must be the only snapshot operation on "
+                        "its node", what, name ? name : "",
+                        bdrv_get_node_name(bs), op_at(l, i)->what,
+                        op_at(l, i)->info.name);
+            return -EBUSY;
+        }
+    }
+    return 0;
+}
+
+typedef enum { K_CREATE, K_DELETE, K_GOTO } Kind;
+
+static int op_check(BlockDriverState *bs, Kind kind,
+                    const BdrvSnapshotInfo *tmpl, int flags, const char *id,
+                    const char *name, BdrvSnapshotOp **out, GError **errp)
+{
+    static const char *const whats[] = { "create", "delete", "apply" };
+    static bool (*const has[])(BlockDriver *) = {
+        has_create, has_delete, has_goto
+    };
     BdrvSnapshotInfo info = { 0 };
+    BdrvSnapshotOp *op = NULL;
     void *drv_op = NULL;
     int ret;
 
-    *out = NULL;
-    ret = check_writable(bs, has_create, errp);
+    ret = kind == K_CREATE ? 0 : check_keys(id, name, errp);
     if (ret == 0) {
+        ret = check_writable(bs, has[kind], errp);
+    }
+    if (ret == 0 && kind == K_CREATE) {
         ret = check_name(tmpl->name, errp);
     }
-    if (ret == 0) {
-        ret = bs->drv->snapshot_create_prepare(bs, tmpl, flags, &info,
-                                               &drv_op, errp);
-    }
-    if (ret == 0) {
-        *out = op_new(bs, drv_op, &info);
-    }
-    return ret;
-}
-
-static int delete_prepare(BlockDriverState *bs, const char *id,
-                          const char *name, BdrvSnapshotOp **out,
-                          GError **errp)
-{
-    BdrvSnapshotInfo info = { 0 };
-    void *drv_op = NULL;
-    int ret;
-
     *out = NULL;
-    if (!id && !name) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Name or id must be provided");
-        return -EINVAL;
+    if (ret < 0) {
+        return ret;
     }
-    ret = check_writable(bs, has_delete, errp);
+    g_mutex_lock(&ops_lock);
+    ret = check_alone(bs, kind == K_GOTO, whats[kind],
+                      kind == K_CREATE ? tmpl->name : name ? name : id,
+                      errp);
     if (ret == 0) {
-        ret = bs->drv->snapshot_delete_prepare(bs, id, name, &info, &drv_op,
+        switch (kind) {
+        case K_CREATE:
+            ret = bs->drv->snapshot_create_check(bs, tmpl, flags, &info,
+                                                 &drv_op, errp);
+            break;
+        case K_DELETE:
+            ret = bs->drv->snapshot_delete_check(bs, id, name, &info,
+                                                 &drv_op, errp);
+            break;
+        case K_GOTO:
+            ret = bs->drv->snapshot_goto_check(bs, id, name, &info, &drv_op,
                                                errp);
+            break;
+        }
     }
     if (ret == 0) {
-        *out = op_new(bs, drv_op, &info);
+        op = g_new0(BdrvSnapshotOp, 1);
+        bdrv_ref(bs);
+        op->bs = bs;
+        op->drv_op = drv_op;
+        op->info = info;
+        op->what = whats[kind];
+        op->state = OP_CHECKED;
+        g_ptr_array_add(ops_of(bs), op);
+        *out = op;
     }
+    g_mutex_unlock(&ops_lock);
     return ret;
 }
 
-static int goto_prepare(BlockDriverState *bs, const char *id,
-                        const char *name, BdrvSnapshotOp **out, GError **errp)
-{
-    BdrvSnapshotInfo info = { 0 };
-    void *drv_op = NULL;
-    int ret;
-
-    *out = NULL;
-    if (!id && !name) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Name or id must be provided");
-        return -EINVAL;
-    }
-    ret = check_writable(bs, has_goto, errp);
-    if (ret == 0) {
-        ret = bs->drv->snapshot_goto_prepare(bs, id, name, &info, &drv_op,
-                                             errp);
-    }
-    if (ret == 0) {
-        *out = op_new(bs, drv_op, &info);
-    }
-    return ret;
-}
-
-BdrvSnapshotOp *bdrv_snapshot_create_prepare(BlockDriverState *bs,
-                                             const BdrvSnapshotInfo *tmpl,
-                                             int flags, GError **errp)
+BdrvSnapshotOp *bdrv_snapshot_create_check(BlockDriverState *bs,
+                                           const BdrvSnapshotInfo *tmpl,
+                                           int flags, GError **errp)
 {
     BdrvSnapshotOp *op;
 
-    create_prepare(bs, tmpl, flags, &op, errp);
+    op_check(bs, K_CREATE, tmpl, flags, NULL, NULL, &op, errp);
     return op;
 }
 
-BdrvSnapshotOp *bdrv_snapshot_delete_prepare(BlockDriverState *bs,
-                                             const char *id,
-                                             const char *name,
-                                             GError **errp)
-{
-    BdrvSnapshotOp *op;
-
-    delete_prepare(bs, id, name, &op, errp);
-    return op;
-}
-
-BdrvSnapshotOp *bdrv_snapshot_goto_prepare(BlockDriverState *bs,
+BdrvSnapshotOp *bdrv_snapshot_delete_check(BlockDriverState *bs,
                                            const char *id, const char *name,
                                            GError **errp)
 {
     BdrvSnapshotOp *op;
 
-    goto_prepare(bs, id, name, &op, errp);
+    op_check(bs, K_DELETE, NULL, 0, id, name, &op, errp);
+    return op;
+}
+
+BdrvSnapshotOp *bdrv_snapshot_goto_check(BlockDriverState *bs,
+                                         const char *id, const char *name,
+                                         GError **errp)
+{
+    BdrvSnapshotOp *op;
+
+    op_check(bs, K_GOTO, NULL, 0, id, name, &op, errp);
     return op;
 }
 
@@ -320,135 +437,240 @@ BlockDriverState *bdrv_snapshot_op_bs(BdrvSnapshotOp *op)
     return op->bs;
 }
 
-int bdrv_snapshot_op_publish(BdrvSnapshotOp *op, GError **errp)
+static int may_do(BdrvSnapshotOp *op, GPtrArray *l, GError **errp)
 {
-    int ret;
+    guint idx = index_of(l, op);
 
-    g_assert(!op->published);
-    ret = op->bs->drv->snapshot_publish(op->bs, op->drv_op, errp);
-    if (ret == 0) {
-        op->published = true;
+    if (op->state != OP_CHECKED) {
+        return refuse_state(op, "do", errp);
     }
-    return ret;
-}
-
-int bdrv_snapshot_op_unpublish(BdrvSnapshotOp *op, GError **errp)
-{
-    int ret;
-
-    g_assert(op->published);
-    ret = op->bs->drv->snapshot_unpublish(op->bs, op->drv_op, errp);
-    if (ret == 0) {
-        op->published = false;
+    if (op->stale) {
+        return refuse(op, "do", errp, "an operation checked before it on "
+                      "the node was abandoned; check it again");
     }
-    return ret;
+    for (guint i = 0; i < idx; i++) {
+        BdrvSnapshotOp *o = op_at(l, i);
+        if (o->state != OP_DONE && o->state != OP_INVALIDATED) {
+            return refuse(op, "do", errp, "the %s of snapshot '%s', checked "
+                          "before it, is %s (operations on a node are done "
+                          "in the order they were checked)", o->what,
+                          o->info.name, state_names[o->state]);
+        }
+    }
+    if (need_drained(op, "do", errp) < 0) {
+        return -EBUSY;
+    }
+    if (bdrv_op_is_blocked(op->bs, errp)) {
+        return -EBUSY;
+    }
+    return 0;
 }
 
-int bdrv_snapshot_op_undo(BdrvSnapshotOp *op, GError **errp)
+int bdrv_snapshot_op_do(BdrvSnapshotOp *op, GError **errp)
 {
-    /* The driver unpublishes a published op itself (it knows whether
-     * the header can still be trusted). */
-    int ret = op->bs->drv->snapshot_undo(op->bs, op->drv_op, errp);
+    GPtrArray *l;
+    int ret;
 
-    op_free(op);
+    g_mutex_lock(&ops_lock);
+    l = ops_of(op->bs);
+    ret = may_do(op, l, errp);
+    if (ret == 0) {
+        ret = op->bs->drv->snapshot_do(op->bs, op->drv_op, &op->info, errp);
+        if (ret == 0) {
+            op->state = OP_DONE;
+        } else {
+            op->state = OP_FAILED;
+            mark_newer_stale(l, index_of(l, op));
+        }
+    }
+    g_mutex_unlock(&ops_lock);
     return ret;
 }
 
-int bdrv_snapshot_op_cleanup(BdrvSnapshotOp *op, GError **errp)
+static int may_invalidate(BdrvSnapshotOp *op, GPtrArray *l, GError **errp)
+{
+    guint idx = index_of(l, op);
+
+    if (op->state != OP_DONE) {
+        return refuse_state(op, "invalidate", errp);
+    }
+    for (guint i = 0; i < idx; i++) {
+        BdrvSnapshotOp *o = op_at(l, i);
+        if (o->state != OP_INVALIDATED) {
+            return refuse(op, "invalidate", errp, "the %s of snapshot '%s', "
+                          "done before it, is %s (operations on a node are "
+                          "invalidated in the order they were done)",
+                          o->what, o->info.name, state_names[o->state]);
+        }
+    }
+    if (need_drained(op, "invalidate", errp) < 0) {
+        return -EBUSY;
+    }
+    if (bdrv_op_is_blocked(op->bs, errp)) {
+        return -EBUSY;
+    }
+    return 0;
+}
+
+int bdrv_snapshot_op_invalidate(BdrvSnapshotOp *op, GError **errp)
 {
     int ret;
 
-    g_assert(op->published);
-    ret = op->bs->drv->snapshot_cleanup(op->bs, op->drv_op, errp);
+    g_mutex_lock(&ops_lock);
+    ret = may_invalidate(op, ops_of(op->bs), errp);
+    if (ret == 0) {
+        ret = op->bs->drv->snapshot_invalidate(op->bs, op->drv_op, errp);
+        if (ret == 0) {
+            op->state = OP_INVALIDATED;
+        }
+    }
+    g_mutex_unlock(&ops_lock);
+    return ret;
+}
+
+static int may_cancel(BdrvSnapshotOp *op, GPtrArray *l, GError **errp)
+{
+    guint idx = index_of(l, op);
+
+    if (op->state != OP_DONE && op->state != OP_INVALIDATED) {
+        return refuse_state(op, "cancel", errp);
+    }
+    for (guint i = l->len; i > idx + 1; i--) {
+        BdrvSnapshotOp *o = op_at(l, i - 1);
+        if (o->state == OP_DONE || o->state == OP_INVALIDATED) {
+            return refuse(op, "cancel", errp, "the %s of snapshot '%s', "
+                          "done after it, is %s and must be cancelled first "
+                          "(operations on a node are cancelled newest first)",
+                          o->what, o->info.name, state_names[o->state]);
+        }
+    }
+    return need_drained(op, "cancel", errp);
+}
+
+int bdrv_snapshot_op_cancel(BdrvSnapshotOp *op, GError **errp)
+{
+    GPtrArray *l;
+    int ret;
+
+    g_mutex_lock(&ops_lock);
+    l = ops_of(op->bs);
+    ret = may_cancel(op, l, errp);
+    if (ret == 0) {
+        /* the driver writes the header back first if invalidated */
+        ret = op->bs->drv->snapshot_cancel(op->bs, op->drv_op, errp);
+        op->state = OP_CANCELLED;
+        mark_newer_stale(l, index_of(l, op));
+    }
+    g_mutex_unlock(&ops_lock);
+    return ret;
+}
+
+int bdrv_snapshot_op_clean(BdrvSnapshotOp *op, GError **errp)
+{
+    GPtrArray *l;
+    guint idx;
+    int ret;
+
+    g_mutex_lock(&ops_lock);
+    l = ops_of(op->bs);
+    idx = index_of(l, op);
+    if (op->state == OP_DONE) {
+        ret = refuse(op, "clean", errp, "it is done; invalidate or cancel "
+                     "it first");
+        goto out;
+    }
+    if (op->state == OP_INVALIDATED && idx > 0) {
+        BdrvSnapshotOp *o = op_at(l, 0);
+        ret = refuse(op, "clean", errp, "the %s of snapshot '%s' before it "
+                     "is not cleaned yet (invalidated operations on a node "
+                     "are cleaned oldest first)", o->what, o->info.name);
+        goto out;
+    }
+    if (op->state != OP_INVALIDATED) {
+        mark_newer_stale(l, idx);   /* abandoned */
+    }
+    ret = op->bs->drv->snapshot_clean(op->bs, op->drv_op, errp);
     op_free(op);
+out:
+    g_mutex_unlock(&ops_lock);
     return ret;
 }
 
 /*
- * Publish, then clean up; undo if publishing fails.  A clean-up failure
- * is reported (the operation took effect, but clusters may leak), with
- * `what` saying what took effect.
+ * do, invalidate, clean; cancel and clean if do or invalidate fails.  A
+ * clean failure is reported (the operation took effect, but clusters may
+ * leak).  *out (if non-NULL) gets the snapshot's description.
  */
-static int run_op(BdrvSnapshotOp *op, const char *what, GError **errp)
+static int run_op(BdrvSnapshotOp *op, BdrvSnapshotInfo *out, GError **errp)
 {
     g_autoptr(GError) local = NULL;
-    g_autofree char *done = g_strdup_printf("Snapshot '%s' was %s",
-                                            op->info.name, what);
-    int ret = bdrv_snapshot_op_publish(op, errp);
+    BdrvSnapshotInfo info = { 0 };
+    const char *what;
+    int ret = bdrv_snapshot_op_do(op, errp);
 
+    if (ret == 0) {
+        ret = bdrv_snapshot_op_invalidate(op, errp);
+        if (ret < 0) {
+            bdrv_snapshot_op_cancel(op, NULL);
+        }
+    }
     if (ret < 0) {
-        bdrv_snapshot_op_undo(op, NULL);
+        bdrv_snapshot_op_clean(op, NULL);
         return ret;
     }
-    ret = bdrv_snapshot_op_cleanup(op, &local);
+    bdrv_snapshot_info_copy(&info, &op->info);
+    what = op->what;
+    ret = bdrv_snapshot_op_clean(op, &local);
     if (ret < 0) {
         g_set_error(errp, BDRV_ERROR, local->code,
-                    "%s, but freeing the clusters it no longer uses failed "
-                    "(they leak): %s", done, local->message);
+                    "The snapshot %s of '%s' took effect, but freeing the "
+                    "clusters it no longer uses failed (they leak): %s",
+                    what, info.name, local->message);
     }
+    if (ret == 0 && out) {
+        *out = info;
+    } else {
+        bdrv_snapshot_info_clear(&info);
+    }
+    return ret;
+}
+
+static int run(BlockDriverState *bs, Kind kind, const BdrvSnapshotInfo *tmpl,
+               int flags, const char *id, const char *name,
+               BdrvSnapshotInfo *out, GError **errp)
+{
+    BdrvSnapshotOp *op;
+    int ret;
+
+    bdrv_drained_begin(bs);
+    ret = op_check(bs, kind, tmpl, flags, id, name, &op, errp);
+    if (ret == 0) {
+        ret = run_op(op, out, errp);
+    }
+    /* for fault injection: every I/O of the operation is behind us (a
+     * crash test kills only before this point) */
+    bdrv_debug_event(bs->file, "snapshot_done");
+    bdrv_drained_end(bs);
     return ret;
 }
 
 int bdrv_snapshot_create(BlockDriverState *bs, const BdrvSnapshotInfo *tmpl,
                          int flags, BdrvSnapshotInfo *created, GError **errp)
 {
-    BdrvSnapshotOp *op;
-    int ret;
-
-    BdrvSnapshotInfo info = { 0 };
-
-    bdrv_drained_begin(bs);
-    ret = create_prepare(bs, tmpl, flags, &op, errp);
-    if (ret == 0) {
-        bdrv_snapshot_info_copy(&info, &op->info);
-        ret = run_op(op, "created", errp);
-    }
-    bdrv_drained_end(bs);
-    if (ret == 0 && created) {
-        *created = info;
-    } else {
-        bdrv_snapshot_info_clear(&info);
-    }
-    return ret;
+    return run(bs, K_CREATE, tmpl, flags, NULL, NULL, created, errp);
 }
 
 int bdrv_snapshot_delete(BlockDriverState *bs, const char *id,
                          const char *name, BdrvSnapshotInfo *deleted,
                          GError **errp)
 {
-    BdrvSnapshotOp *op;
-    int ret;
-
-    BdrvSnapshotInfo info = { 0 };
-
-    bdrv_drained_begin(bs);
-    ret = delete_prepare(bs, id, name, &op, errp);
-    if (ret == 0) {
-        bdrv_snapshot_info_copy(&info, &op->info);
-        ret = run_op(op, "deleted", errp);
-    }
-    bdrv_drained_end(bs);
-    if (ret == 0 && deleted) {
-        *deleted = info;
-    } else {
-        bdrv_snapshot_info_clear(&info);
-    }
-    return ret;
+    return run(bs, K_DELETE, NULL, 0, id, name, deleted, errp);
 }
 
 int bdrv_snapshot_goto_by_id_and_name(BlockDriverState *bs, const char *id,
                                       const char *name, GError **errp)
 {
-    BdrvSnapshotOp *op;
-    int ret;
-
-    bdrv_drained_begin(bs);
-    ret = goto_prepare(bs, id, name, &op, errp);
-    if (ret == 0) {
-        ret = run_op(op, "applied", errp);
-    }
-    bdrv_drained_end(bs);
-    return ret;
+    return run(bs, K_GOTO, NULL, 0, id, name, NULL, errp);
 }
 
 /* QEMU's goto lookup: the ID first, then the name. */

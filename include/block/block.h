@@ -181,6 +181,25 @@ int bdrv_block_status_above(BlockDriverState *bs, int64_t offset,
  */
 void bdrv_drained_begin(BlockDriverState *bs);
 void bdrv_drained_end(BlockDriverState *bs);
+/* True if the calling thread holds bs drained. */
+bool bdrv_is_drained(BlockDriverState *bs);
+
+/*
+ * Operation blockers (QEMU's op blockers, one kind): while a node has a
+ * reason, operations that change its image or graph (snapshots) refuse
+ * it with "Node '<name>' is busy: <reason>".  reason is the caller's
+ * string and must live until it is removed.
+ */
+void bdrv_op_block(BlockDriverState *bs, const char *reason);
+void bdrv_op_unblock(BlockDriverState *bs, const char *reason);
+bool bdrv_op_is_blocked(BlockDriverState *bs, GError **errp);
+
+/* True if pred is true for an open node (any node, formats and files
+ * alike); stops at the first.  pred runs under the node list's lock: it
+ * may read the node's fields, copy what it needs to opaque and call
+ * stat(), nothing that opens or finds nodes. */
+typedef bool BdrvNodePredicate(BlockDriverState *bs, void *opaque);
+bool bdrv_any_node(BdrvNodePredicate *pred, void *opaque);
 
 /* Facts about a format node, for info/check/convert. */
 typedef struct BlockDriverInfo {

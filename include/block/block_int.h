@@ -62,28 +62,32 @@ struct BlockDriver {
     int (*make_empty)(BlockDriverState *bs, GError **errp);
 
     /*
-     * Internal snapshots; include/block/snapshot.h describes the steps.
-     * A prepare returns 0 with *op set to the driver's own operation and
-     * *info describing the snapshot concerned, or -errno with errp set;
-     * the other steps take that op, and undo/cleanup free it.  The caller
-     * has drained bs.
+     * Internal snapshots, in the phases of include/block/snapshot.h,
+     * whose generic layer enforces their order, the drain and the busy
+     * rule before calling these.  A check validates without writing and
+     * returns 0 with *op set to the driver's own operation and *info
+     * describing the snapshot concerned, or -errno with errp set; it
+     * sees every operation checked on bs before it.  do may update
+     * *info (a create's date and size as taken); the other phases take
+     * the op, and clean frees it whatever its state.
      */
     int (*snapshot_list)(BlockDriverState *bs, BdrvSnapshotInfo **list,
                          GError **errp);
-    int (*snapshot_create_prepare)(BlockDriverState *bs,
-                                   const BdrvSnapshotInfo *tmpl, int flags,
-                                   BdrvSnapshotInfo *info, void **op,
-                                   GError **errp);
-    int (*snapshot_delete_prepare)(BlockDriverState *bs, const char *id,
-                                   const char *name, BdrvSnapshotInfo *info,
-                                   void **op, GError **errp);
-    int (*snapshot_goto_prepare)(BlockDriverState *bs, const char *id,
+    int (*snapshot_create_check)(BlockDriverState *bs,
+                                 const BdrvSnapshotInfo *tmpl, int flags,
+                                 BdrvSnapshotInfo *info, void **op,
+                                 GError **errp);
+    int (*snapshot_delete_check)(BlockDriverState *bs, const char *id,
                                  const char *name, BdrvSnapshotInfo *info,
                                  void **op, GError **errp);
-    int (*snapshot_publish)(BlockDriverState *bs, void *op, GError **errp);
-    int (*snapshot_unpublish)(BlockDriverState *bs, void *op, GError **errp);
-    int (*snapshot_undo)(BlockDriverState *bs, void *op, GError **errp);
-    int (*snapshot_cleanup)(BlockDriverState *bs, void *op, GError **errp);
+    int (*snapshot_goto_check)(BlockDriverState *bs, const char *id,
+                               const char *name, BdrvSnapshotInfo *info,
+                               void **op, GError **errp);
+    int (*snapshot_do)(BlockDriverState *bs, void *op, BdrvSnapshotInfo *info,
+                       GError **errp);
+    int (*snapshot_invalidate)(BlockDriverState *bs, void *op, GError **errp);
+    int (*snapshot_cancel)(BlockDriverState *bs, void *op, GError **errp);
+    int (*snapshot_clean)(BlockDriverState *bs, void *op, GError **errp);
     int (*snapshot_load_tmp)(BlockDriverState *bs, const char *id,
                              const char *name, GError **errp);
 
@@ -133,6 +137,10 @@ struct BlockDriverState {
     int quiesce_counter;
     GThread *drain_owner;
     BdrvTrackedRequest *tracked;
+
+    /* Why operations that change the image are refused (a block job
+     * uses the node): reasons added by block/blockjob.c, under lock. */
+    GPtrArray *op_blockers;
 };
 
 static inline void bdrv_debug_event(BlockDriverState *bs, const char *event)

@@ -113,6 +113,11 @@ struct BlockJob {
     void *opaque;
     int ret;
     GError *error;
+
+    /* The nodes of the device's chain, busy while the job lives (QEMU's
+     * op blocker text; references held), and why. */
+    char *blocker;
+    GPtrArray *blocked_nodes;
 };
 
 /*

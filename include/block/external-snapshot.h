@@ -4,12 +4,17 @@
  * device's chain, the old top becomes its read-only backing file, and the
  * guest keeps writing to the overlay.
  *
- * The operation comes in the phases of a transaction action (DESIGN.md):
- *   check       validates; no side effect at all
+ * The operation comes in the phases of a transaction action (DESIGN.md;
+ * the phases and their names are defined in include/block/snapshot.h):
+ *   check       validates; no side effect at all.  The target must not be
+ *               an image open anywhere in this process (any device's
+ *               chain, any node: compared by device and inode) nor named
+ *               twice in one set of operations (the set the caller
+ *               passes, which check adds the target to)
  *   do          creates the overlay file (or opens an existing one) and
  *               opens it; nothing the device or the chain on disk shows
- *   invalidate  publishes: old top reopened read-only, the one publishing
- *               write if any (see below), overlay put on top of the chain,
+ *   invalidate  makes it visible: old top reopened read-only, the one
+ *               commit-point write if any (see below), overlay put on top of the chain,
  *               device switched to it -- all with the device drained
  *   cancel      undoes do, and invalidate if it ran (while the device is
  *               still held by the transaction): the device writes to the
@@ -18,17 +23,23 @@
  *               left as it was
  *   clean       frees everything (also the ExternalSnapshot itself)
  *
+ * Each phase runs once, in order: check, do, invalidate, clean; or
+ * cancel after do (also a do that failed: cancel removes what it left)
+ * or after invalidate, then clean.  A phase out of order is refused with
+ * an error and changes nothing.  Several external snapshots in one set
+ * are cancelled newest first by the caller (the transaction engine).
+ *
  * Where strata does better than QEMU (reference README points 1-4):
  *  - the new overlay records the old image by its absolute path;
  *  - a file that already exists under the snapshot-file name is not
  *    touched before invalidate: the overlay is created under a temporary
- *    name beside it and renamed over it in invalidate (the publishing
+ *    name beside it and renamed over it in invalidate (the commit
  *    write); the replaced file is kept as a hidden hard link until clean,
  *    so cancel can put it back;
  *  - mode existing (and an overlay node) must not be smaller than the
  *    device, and its recorded backing file, if any, must be the device's
  *    current image; if it records none, invalidate writes the link into
- *    its header (the publishing write), so the chain on disk is complete.
+ *    its header (the commit point), so the chain on disk is complete.
  */
 #ifndef STRATA_EXTERNAL_SNAPSHOT_H
 #define STRATA_EXTERNAL_SNAPSHOT_H
@@ -55,12 +66,22 @@ typedef struct ExternalSnapshotParams {
 
 typedef struct ExternalSnapshot ExternalSnapshot;
 
+/* The targets claimed so far by one set of operations (a transaction). */
+typedef struct ExternalSnapshotTargets ExternalSnapshotTargets;
+ExternalSnapshotTargets *external_snapshot_targets_new(void);
+void external_snapshot_targets_free(ExternalSnapshotTargets *t);
+
 ExternalSnapshot *external_snapshot_new(BlockBackend *blk,
                                         const ExternalSnapshotParams *p);
-bool external_snapshot_check(ExternalSnapshot *es, GError **errp);
+/* claimed may be NULL (an operation on its own); on success the target
+ * is added to it. */
+bool external_snapshot_check(ExternalSnapshot *es,
+                             ExternalSnapshotTargets *claimed, GError **errp);
 bool external_snapshot_do(ExternalSnapshot *es, GError **errp);
 bool external_snapshot_invalidate(ExternalSnapshot *es, GError **errp);
-/* Reports an error only if something could not be put back. */
+/* Reports an error only if something could not be put back (or if
+ * called out of order); an error already in *errp is left as it was,
+ * and every cancel error is logged. */
 bool external_snapshot_cancel(ExternalSnapshot *es, GError **errp);
 void external_snapshot_clean(ExternalSnapshot *es);
 

@@ -6,28 +6,55 @@
  *
  * Two ways in:
  *  - one call per operation (bdrv_snapshot_create/delete/goto): the node
- *    is drained around it and the steps below run in sequence;
- *  - the steps themselves, for the transaction engine, which drains every
- *    node involved first and interleaves the steps of several nodes:
+ *    is drained around it and the phases below run in sequence;
+ *  - the phases themselves, for the transaction engine, which drains every
+ *    node involved and interleaves the phases of several operations.
  *
- *      prepare   may fail; does all the allocation and reference-count
- *                work and writes the new snapshot table to new clusters;
- *                nothing is visible yet (the image, if the process died
- *                now, reads exactly as before, at worst leaking clusters)
- *      publish   may fail only in its one header write: makes the result
- *                visible
- *      unpublish writes the header back as it was before publish
- *      undo      cancels a prepared operation (unpublishing it first if
- *                it was published); must not lose data
- *      cleanup   after a successful publish: frees what nobody uses any
- *                more; a failure here only leaks clusters
+ * The phases are the transaction's (../shared/DESIGN.md), the only names
+ * for them in strata; QEMU calls the same ideas prepare (our check + do),
+ * commit (invalidate), abort (cancel) and clean.
  *
- *    undo and cleanup end the operation and free it.  Several operations
- *    may be prepared on one node; each sees the ones prepared before it
- *    (a second create gets the next ID, a duplicate name is refused).
- *    Publish and clean them up in the order they were prepared; undo them
- *    newest first.  An apply (goto) must be the only prepared operation
- *    on its node.
+ *   check       validates everything that can be known before writing:
+ *               name rules, duplicates (also against the operations
+ *               checked before on the node), lookups, read-only node,
+ *               format support, refcount width, room in the table, a
+ *               block job using the node.  No side effect on the image;
+ *               the operation is registered on the node so the next
+ *               check sees it.  Needs no drain.
+ *   do          may fail (I/O); does all the allocation and refcount work
+ *               and writes the new snapshot table to new clusters;
+ *               nothing is visible yet (if the process died now the image
+ *               reads exactly as before, at worst leaking clusters).  A
+ *               failed do has undone itself; only clean is left.
+ *   invalidate  may fail only in its one header write: makes the result
+ *               visible.
+ *   cancel      undoes do; on an invalidated operation it writes the
+ *               header back first.  Must not lose data; an error means
+ *               clusters may leak.
+ *   clean       ends the operation and frees it, on both paths; after
+ *               invalidate it frees the clusters nothing uses any more (a
+ *               failure here only leaks).  The op pointer is gone after.
+ *
+ * The rules, enforced (a step that breaks one is refused with an error
+ * and changes nothing):
+ *  - do, invalidate and cancel need the node drained by the calling
+ *    thread (bdrv_drained_begin); check and clean do not (qcow2 excludes
+ *    guest I/O itself while it frees clusters);
+ *  - a node in use by a block job refuses check, do and invalidate with
+ *    QEMU's "Node '<node>' is busy: block device is in use by block job:
+ *    <type>";
+ *  - several operations on one node: each check sees the ones before it
+ *    (a second create gets the next ID, a duplicate name is refused);
+ *    they are done and invalidated in the order they were checked, and
+ *    cancelled newest first (an operation is cancelled only when no
+ *    operation after it on the node is done or invalidated); invalidated
+ *    ones are cleaned oldest first;
+ *  - an apply (goto) is the only operation on its node;
+ *  - each phase runs once, in order: check, do, invalidate, then clean;
+ *    or cancel after do or invalidate, then clean.  An operation checked
+ *    after one that was then abandoned (cleaned without taking effect, or
+ *    cancelled) refuses do: it was validated against a state that will
+ *    not exist.
  *
  * Lookup semantics follow QEMU's (they differ per entry point on purpose):
  * bdrv_snapshot_find() is name-only (qemu-img snapshot -d, delvm),
@@ -122,27 +149,31 @@ int bdrv_snapshot_load_tmp_by_id_or_name(BlockDriverState *bs,
                                          const char *id_or_name,
                                          GError **errp);
 
-/* The split steps (see the top of this file). */
+/* The phases (see the top of this file).  A check returns the new
+ * operation, or NULL with errp set. */
 typedef struct BdrvSnapshotOp BdrvSnapshotOp;
 
-BdrvSnapshotOp *bdrv_snapshot_create_prepare(BlockDriverState *bs,
-                                             const BdrvSnapshotInfo *tmpl,
-                                             int flags, GError **errp);
-BdrvSnapshotOp *bdrv_snapshot_delete_prepare(BlockDriverState *bs,
-                                             const char *id,
-                                             const char *name,
-                                             GError **errp);
-BdrvSnapshotOp *bdrv_snapshot_goto_prepare(BlockDriverState *bs,
+BdrvSnapshotOp *bdrv_snapshot_create_check(BlockDriverState *bs,
+                                           const BdrvSnapshotInfo *tmpl,
+                                           int flags, GError **errp);
+BdrvSnapshotOp *bdrv_snapshot_delete_check(BlockDriverState *bs,
                                            const char *id, const char *name,
                                            GError **errp);
-/* The snapshot created, deleted or applied (valid until the op ends). */
+BdrvSnapshotOp *bdrv_snapshot_goto_check(BlockDriverState *bs,
+                                         const char *id, const char *name,
+                                         GError **errp);
+/* The snapshot created, deleted or applied (valid until clean; a
+ * create's date and size are final once do has run). */
 const BdrvSnapshotInfo *bdrv_snapshot_op_info(BdrvSnapshotOp *op);
 BlockDriverState *bdrv_snapshot_op_bs(BdrvSnapshotOp *op);
-int bdrv_snapshot_op_publish(BdrvSnapshotOp *op, GError **errp);
-int bdrv_snapshot_op_unpublish(BdrvSnapshotOp *op, GError **errp);
-/* End the op (and free it); errors are only worth logging. */
-int bdrv_snapshot_op_undo(BdrvSnapshotOp *op, GError **errp);
-int bdrv_snapshot_op_cleanup(BdrvSnapshotOp *op, GError **errp);
+int bdrv_snapshot_op_do(BdrvSnapshotOp *op, GError **errp);
+int bdrv_snapshot_op_invalidate(BdrvSnapshotOp *op, GError **errp);
+int bdrv_snapshot_op_cancel(BdrvSnapshotOp *op, GError **errp);
+/* Ends the op; refused (returns -EBUSY, op kept) if it is done and
+ * neither invalidated nor cancelled, or invalidated while an operation
+ * before it on the node is not cleaned yet.  Other errors: clusters leak,
+ * the op is freed all the same. */
+int bdrv_snapshot_op_clean(BdrvSnapshotOp *op, GError **errp);
 
 G_END_DECLS
 

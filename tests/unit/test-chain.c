@@ -2,8 +2,9 @@
 /*
  * Unit tests of backing chains: opening them (relative names, the
  * explicit "backing" option, read-only backing nodes, bad input), the
- * external snapshot phases and every undo path (also under a concurrent
- * writer), and the commit and stream jobs (depths 2, 3, 5; overlays
+ * external snapshot phases and every cancel path (also under a concurrent
+ * writer; the phases refused out of order, targets in use, I/O errors
+ * inside a cancel), and the commit and stream jobs (depths 2, 3, 5; overlays
  * larger and smaller than their backing file; cancel; concurrent writes).
  * Content is compared with what the chain read before; images are
  * checked with our own check and, when it is installed, qemu-img check.
@@ -17,6 +18,9 @@
 #include <unistd.h>
 
 #include "block/backing.h"
+#include "block/blkdebug.h"
+#include "block/log.h"
+#include "block/snapshot.h"
 #include "block/block-backend.h"
 #include "block/blockjob.h"
 #include "block/external-snapshot.h"
@@ -617,7 +621,7 @@ static int count_files(void)
     return n;
 }
 
-/* After an undo: the device writes to the old image, which is writable. */
+/* After a cancel: the device writes to the old image, which is writable. */
 static void assert_device_on(BlockBackend *blk, BlockDriverState *old)
 {
     uint8_t buf[512];
@@ -630,11 +634,11 @@ static void assert_device_on(BlockBackend *blk, BlockDriverState *old)
 }
 
 /*
- * Undo after each phase, for a new file, an existing file replaced at the
+ * Cancel after each phase, for a new file, an existing file replaced at the
  * commit point, and mode existing without a backing link.
  * phase: 0 = after check, 1 = after do, 2 = after invalidate.
  */
-static void undo_case(int kind, int phase)
+static void es_cancel_case(int kind, int phase)
 {
     g_autofree char *bname = g_strdup_printf("ud%d%d-base.qcow2", kind, phase);
     g_autofree char *oname = g_strdup_printf("ud%d%d-ov.qcow2", kind, phase);
@@ -660,7 +664,7 @@ static void undo_case(int kind, int phase)
     blk = device_on(base);
     old = blk_bs(blk);
     es = external_snapshot_new(blk, &p);
-    ck_assert(external_snapshot_check(es, &err));
+    ck_assert(external_snapshot_check(es, NULL, &err));
     if (phase >= 1) {
         ck_assert_msg(external_snapshot_do(es, &err), "%s",
                       err ? err->message : "");
@@ -681,7 +685,15 @@ static void undo_case(int kind, int phase)
             ck_assert_ptr_nonnull(bdrv_get_backing_filename(top));
         }
     }
-    ck_assert(external_snapshot_cancel(es, &err));
+    if (phase == 0) {
+        /* cancel undoes a do: there is none */
+        ck_assert(!external_snapshot_cancel(es, &err));
+        ck_assert_msg(strstr(err->message, "it is checked"), "%s",
+                      err->message);
+        g_clear_error(&err);
+    } else {
+        ck_assert(external_snapshot_cancel(es, &err));
+    }
     external_snapshot_clean(es);
     assert_device_on(blk, old);
     blk_unref(blk);
@@ -695,9 +707,9 @@ static void undo_case(int kind, int phase)
     check_clean(base);
 }
 
-START_TEST(test_snapshot_undo)
+START_TEST(test_snapshot_cancel_each_phase)
 {
-    undo_case(_i / 3, _i % 3);
+    es_cancel_case(_i / 3, _i % 3);
 }
 END_TEST
 
@@ -828,6 +840,20 @@ START_TEST(test_snapshot_busy_device)
     GError *err = NULL;
     BlockJob *job;
 
+    BlockDriverState *root = blk_bs(blk), *below = bdrv_get_backing(root);
+    BdrvSnapshotInfo t = { .name = (char *)"s",
+                           .icount = BDRV_SNAPSHOT_NO_ICOUNT };
+    g_autofree char *want_root = g_strdup_printf(
+        "Node '%s' is busy: block device is in use by block job: commit",
+        bdrv_get_node_name(root));
+    g_autofree char *want_below = g_strdup_printf(
+        "Node '%s' is busy: block device is in use by block job: commit",
+        bdrv_get_node_name(below));
+    BdrvSnapshotOp *op;
+
+    /* an internal snapshot checked before the job starts */
+    op = bdrv_snapshot_create_check(root, &t, 0, &err);
+    ck_assert_msg(op, "%s", err ? err->message : "");
     job = commit_start("job0", blk, NULL, NULL, &co, &err);
     ck_assert_ptr_nonnull(job);
     ck_assert(!external_snapshot_run(blk, &p, &err));
@@ -836,9 +862,321 @@ START_TEST(test_snapshot_busy_device)
     g_clear_error(&err);
     ck_assert_ptr_null(commit_start("job1", blk, NULL, NULL, &co, &err));
     g_clear_error(&err);
+    /* internal snapshots on any node of the chain: QEMU's text */
+    ck_assert_int_eq(bdrv_snapshot_create(root, &t, 0, NULL, &err), -EBUSY);
+    ck_assert_str_eq(err->message, want_root);
+    g_clear_error(&err);
+    ck_assert_ptr_null(bdrv_snapshot_delete_check(below, NULL, "s", &err));
+    ck_assert_str_eq(err->message, want_below);
+    g_clear_error(&err);
+    bdrv_drained_begin(root);
+    ck_assert_int_eq(bdrv_snapshot_op_do(op, &err), -EBUSY);
+    bdrv_drained_end(root);
+    ck_assert_str_eq(err->message, want_root);
+    g_clear_error(&err);
+    ck_assert_int_eq(bdrv_snapshot_op_clean(op, NULL), 0);
     block_job_cancel(job);
     ck_assert_int_eq(block_job_wait(job, NULL), -ECANCELED);
+    /* free again once the job is over */
+    ck_assert_msg(bdrv_snapshot_create(blk_bs(blk), &t, 0, NULL, &err) == 0,
+                  "%s", err ? err->message : "");
+    {
+        BdrvSnapshotInfo *l;
+        int n = bdrv_snapshot_list(blk_bs(blk), &l, NULL);
+        ck_assert_int_eq(n, 1);
+        bdrv_snapshot_list_free(l, n);
+    }
     blk_unref(blk);
+}
+END_TEST
+
+static gint cmp_names(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Digests of every file in the scratch directory, sorted by name. */
+static char *dir_digest(void)
+{
+    GDir *d = g_dir_open(tmpdir, 0, NULL);
+    GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+    GString *g = g_string_new("");
+    const char *n;
+
+    while ((n = g_dir_read_name(d))) {
+        g_ptr_array_add(names, g_strdup(n));
+    }
+    g_dir_close(d);
+    g_ptr_array_sort(names, cmp_names);
+    for (guint i = 0; i < names->len; i++) {
+        const char *name = g_ptr_array_index(names, i);
+        g_autofree char *path = tmp_path(name);
+        if (g_file_test(path, G_FILE_TEST_IS_REGULAR)) {
+            g_autofree char *dg = file_digest(path);
+            g_string_append_printf(g, "%s=%s\n", name, dg);
+        } else {
+            g_string_append_printf(g, "%s\n", name);
+        }
+    }
+    g_ptr_array_unref(names);
+    return g_string_free(g, FALSE);
+}
+
+/*
+ * A target that is an image open anywhere in this process -- another
+ * device's image, a backing file of another chain, by another name -- or
+ * a target named twice in one set of operations: refused by check, and
+ * no file changes (none renamed, created or unlinked).
+ */
+START_TEST(test_snapshot_target_in_use)
+{
+    g_autofree char *a = tmp_path("iu-a.qcow2");
+    g_autofree char *bbase = tmp_path("iu-b-base.qcow2");
+    g_autofree char *btop = tmp_path("iu-b-top.qcow2");
+    g_autofree char *blink = tmp_path("iu-b-link.qcow2");
+    g_autofree char *spare = tmp_path("iu-spare.qcow2");
+    g_autofree char *x = tmp_path("iu-x.qcow2");
+    g_autofree char *x_other = g_strdup_printf("%s/./iu-x.qcow2", tmpdir);
+    g_autofree char *f = tmp_path("iu-f.qcow2");
+    g_autofree char *flink = tmp_path("iu-f-link.qcow2");
+    g_autofree char *before = NULL, *after = NULL;
+    BlockBackend *dev0, *dev1;
+    BlockDriverState *old0, *old1, *loose;
+    GError *err = NULL;
+    struct {
+        const char *file;
+        ExternalSnapshotMode mode;
+        const char *want;
+    } cases[] = {
+        { btop, EXTERNAL_SNAPSHOT_MODE_ABSOLUTE_PATHS, "is in use: node" },
+        { btop, EXTERNAL_SNAPSHOT_MODE_EXISTING, "is in use: node" },
+        { bbase, EXTERNAL_SNAPSHOT_MODE_ABSOLUTE_PATHS, "is in use: node" },
+        { bbase, EXTERNAL_SNAPSHOT_MODE_EXISTING, "is in use: node" },
+        { blink, EXTERNAL_SNAPSHOT_MODE_ABSOLUTE_PATHS, "is in use: node" },
+        { spare, EXTERNAL_SNAPSHOT_MODE_ABSOLUTE_PATHS, "is in use: node" },
+    };
+
+    create_img(a, 2 * MiB, NULL, NULL);
+    create_img(bbase, 2 * MiB, NULL, NULL);
+    create_img(btop, 2 * MiB, "iu-b-base.qcow2", "qcow2");
+    create_img(spare, 2 * MiB, NULL, NULL);
+    ck_assert_int_eq(link(btop, blink), 0);
+    ck_assert(g_file_set_contents(f, "keep me", -1, NULL));
+    ck_assert_int_eq(link(f, flink), 0);
+    dev0 = device_on(a);
+    dev1 = blk_new("dev1", open_img(btop, BDRV_O_RDWR));
+    bdrv_unref(blk_bs(dev1));
+    loose = open_img(spare, 0);       /* a node of no device */
+    old0 = blk_bs(dev0);
+    old1 = blk_bs(dev1);
+    before = dir_digest();
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        ExternalSnapshotParams p = { .snapshot_file = cases[i].file,
+                                     .mode = cases[i].mode };
+        ck_assert(!external_snapshot_run(dev0, &p, &err));
+        ck_assert_msg(strstr(err->message, cases[i].want),
+                      "case %zu: '%s' lacks '%s'", i, err->message,
+                      cases[i].want);
+        g_clear_error(&err);
+        /* (no write: the files are compared at the end) */
+        ck_assert_ptr_eq(blk_bs(dev0), old0);
+        ck_assert(!bdrv_is_read_only(old0));
+    }
+
+    /* one set of operations naming one target twice, by two names */
+    {
+        ExternalSnapshotTargets *set = external_snapshot_targets_new();
+        ExternalSnapshotParams p0 = { .snapshot_file = x };
+        ExternalSnapshotParams p1 = { .snapshot_file = x_other };
+        ExternalSnapshot *e0 = external_snapshot_new(dev0, &p0);
+        ExternalSnapshot *e1 = external_snapshot_new(dev1, &p1);
+
+        ck_assert_msg(external_snapshot_check(e0, set, &err), "%s",
+                      err ? err->message : "");
+        ck_assert(!external_snapshot_check(e1, set, &err));
+        ck_assert_msg(strstr(err->message, "is named twice"), "%s",
+                      err->message);
+        g_clear_error(&err);
+        /* a refused check leaves only clean */
+        ck_assert(!external_snapshot_do(e1, &err));
+        g_clear_error(&err);
+        external_snapshot_clean(e1);
+        external_snapshot_clean(e0);
+        external_snapshot_targets_free(set);
+    }
+    /* an existing file twice (through a hard link) */
+    {
+        ExternalSnapshotTargets *set = external_snapshot_targets_new();
+        ExternalSnapshotParams p0 = { .snapshot_file = f };
+        ExternalSnapshotParams p1 = { .snapshot_file = flink };
+        ExternalSnapshot *e0, *e1;
+
+        e0 = external_snapshot_new(dev0, &p0);
+        e1 = external_snapshot_new(dev1, &p1);
+        ck_assert(external_snapshot_check(e0, set, &err));
+        ck_assert(!external_snapshot_check(e1, set, &err));
+        ck_assert_msg(strstr(err->message, "is named twice"), "%s",
+                      err->message);
+        g_clear_error(&err);
+        external_snapshot_clean(e1);
+        external_snapshot_clean(e0);
+        external_snapshot_targets_free(set);
+    }
+    after = dir_digest();
+    if (strcmp(before, after)) {
+        g_auto(GStrv) b = g_strsplit(before, "\n", -1);
+        g_auto(GStrv) c = g_strsplit(after, "\n", -1);
+        for (int i = 0; b[i] && c[i]; i++) {
+            ck_assert_msg(!strcmp(b[i], c[i]), "changed: %.60s -> %.60s",
+                          b[i], c[i]);
+        }
+        ck_abort_msg("files appeared or went away");
+    }
+    assert_device_on(dev0, old0);
+    ck_assert_ptr_eq(blk_bs(dev1), old1);
+    bdrv_unref(loose);
+    blk_unref(dev0);
+    blk_unref(dev1);
+    check_clean(a);
+    check_clean(btop);
+    check_clean(bbase);
+}
+END_TEST
+
+/* Each phase once, in order; anything else is refused and changes
+ * nothing. */
+START_TEST(test_snapshot_phase_order)
+{
+    g_autofree char *base = tmp_path("po-base.qcow2");
+    g_autofree char *ov = tmp_path("po-ov.qcow2");
+    ExternalSnapshotParams p = { .snapshot_file = ov };
+    BlockBackend *blk;
+    BlockDriverState *old;
+    ExternalSnapshot *es;
+    GError *err = NULL;
+    int files;
+
+    create_img(base, 1 * MiB, NULL, NULL);
+    files = count_files();
+    blk = device_on(base);
+    old = blk_bs(blk);
+    es = external_snapshot_new(blk, &p);
+#define REFUSED(call, why)                                                \
+    do {                                                                  \
+        ck_assert(!(call));                                               \
+        ck_assert_msg(err && strstr(err->message, why), "%s: %s", #call,  \
+                      err ? err->message : "no error");                   \
+        g_clear_error(&err);                                              \
+    } while (0)
+    REFUSED(external_snapshot_do(es, &err), "it is not checked");
+    REFUSED(external_snapshot_invalidate(es, &err), "it is not checked");
+    REFUSED(external_snapshot_cancel(es, &err), "it is not checked");
+    ck_assert(external_snapshot_check(es, NULL, &err));
+    REFUSED(external_snapshot_check(es, NULL, &err), "it is checked");
+    REFUSED(external_snapshot_invalidate(es, &err), "it is checked");
+    REFUSED(external_snapshot_cancel(es, &err), "it is checked");
+    ck_assert_int_eq(count_files(), files);
+    ck_assert(external_snapshot_do(es, &err));
+    REFUSED(external_snapshot_do(es, &err), "it is done");
+    ck_assert(external_snapshot_invalidate(es, &err));
+    REFUSED(external_snapshot_invalidate(es, &err), "it is invalidated");
+    REFUSED(external_snapshot_do(es, &err), "it is invalidated");
+    ck_assert(external_snapshot_cancel(es, &err));
+    REFUSED(external_snapshot_cancel(es, &err), "it is cancelled");
+    REFUSED(external_snapshot_invalidate(es, &err), "it is cancelled");
+#undef REFUSED
+    external_snapshot_clean(es);
+    assert_device_on(blk, old);
+    blk_unref(blk);
+    ck_assert_int_eq(count_files(), files);
+    ck_assert(!g_file_test(ov, G_FILE_TEST_EXISTS));
+    check_clean(base);
+}
+END_TEST
+
+static void capture_log(StrataLogLevel level, const char *msg, void *opaque)
+{
+    g_string_append_printf(opaque, "%d:%s\n", level, msg);
+}
+
+/*
+ * Cancel after invalidate with an I/O error at each write and flush the
+ * cancel makes (blockdev-snapshot of an overlay node, whose backing link
+ * invalidate wrote and cancel takes back): the cancel reports it, the
+ * device is back on its old image all the same, the error the caller
+ * already held stays exactly as it was, and the cancel error is logged.
+ */
+START_TEST(test_snapshot_cancel_faults)
+{
+    g_autofree char *base = tmp_path("cf-base.qcow2");
+    g_autofree char *ov = tmp_path("cf-ov.qcow2");
+    uint64_t at_invalidate = 0, at_end = 0, tried = 0;
+
+    create_img(base, 1 * MiB, NULL, NULL);
+    for (uint64_t n = 0;; n++) {
+        g_autofree char *o = NULL;
+        g_autoptr(GString) log = g_string_new("");
+        BlockOpts *opts = bdrv_opts_new();
+        BlockBackend *blk;
+        BlockDriverState *old, *node;
+        ExternalSnapshot *es;
+        ExternalSnapshotParams p = { 0 };
+        BlkdebugCounts c;
+        StrataLogFunc *prev;
+        GError *err = NULL;
+        bool ok;
+
+        if (n > 0 && at_invalidate + n > at_end) {
+            break;
+        }
+        create_img(ov, 1 * MiB, NULL, NULL);
+        bdrv_opts_set(opts, "driver", "qcow2");
+        bdrv_opts_set(opts, "file.driver", "blkdebug");
+        if (n > 0) {
+            o = g_strdup_printf("%" G_GUINT64_FORMAT, at_invalidate + n);
+            bdrv_opts_set(opts, "file.inject-error.any", o);
+        }
+        node = bdrv_open(ov, opts, BDRV_O_RDWR, &err);
+        ck_assert_msg(node, "%s", err ? err->message : "");
+        p.overlay = node;
+        blk = device_on(base);
+        old = blk_bs(blk);
+        es = external_snapshot_new(blk, &p);
+        ck_assert(external_snapshot_check(es, NULL, &err));
+        ck_assert(external_snapshot_do(es, &err));
+        ck_assert_msg(external_snapshot_invalidate(es, &err), "%s",
+                      err ? err->message : "");
+        ck_assert(blkdebug_get_counts(bdrv_get_file(node), &c));
+        if (n == 0) {
+            at_invalidate = c.writes + c.flushes;
+        }
+        ck_assert_str_eq(bdrv_get_backing_filename(node), base);
+        /* the error that made the caller cancel */
+        g_set_error(&err, BDRV_ERROR, BDRV_ERROR_GENERIC, "the first error");
+        prev = strata_log_set_sink(capture_log, log);
+        ok = external_snapshot_cancel(es, &err);
+        strata_log_set_sink(prev, NULL);
+        ck_assert_str_eq(err->message, "the first error");
+        g_clear_error(&err);
+        ck_assert(blkdebug_get_counts(bdrv_get_file(node), &c));
+        if (n == 0) {
+            ck_assert(ok);
+            at_end = c.writes + c.flushes;
+            ck_assert_uint_gt(at_end, at_invalidate);   /* cancel writes */
+        } else {
+            ck_assert_msg(!ok && c.injected, "fault %" G_GUINT64_FORMAT
+                          " of the cancel not reported", n);
+            ck_assert_msg(strstr(log->str, "external snapshot cancel"),
+                          "not logged: %s", log->str);
+            tried++;
+        }
+        external_snapshot_clean(es);
+        assert_device_on(blk, old);
+        blk_unref(blk);
+        bdrv_unref(node);
+        check_clean(base);
+    }
+    ck_assert_uint_gt(tried, 0);
 }
 END_TEST
 
@@ -1200,11 +1538,14 @@ static Suite *chain_suite(void)
 
     tcase_add_test(snap, test_snapshot_basic);
     tcase_add_test(snap, test_snapshot_concurrent_writer);
-    tcase_add_loop_test(snap, test_snapshot_undo, 0, 9);
+    tcase_add_loop_test(snap, test_snapshot_cancel_each_phase, 0, 9);
     tcase_add_test(snap, test_snapshot_replace_existing);
     tcase_add_test(snap, test_snapshot_bad_input);
     tcase_add_test(snap, test_snapshot_existing_with_link);
     tcase_add_test(snap, test_snapshot_busy_device);
+    tcase_add_test(snap, test_snapshot_target_in_use);
+    tcase_add_test(snap, test_snapshot_phase_order);
+    tcase_add_test(snap, test_snapshot_cancel_faults);
     suite_add_tcase(s, snap);
 
     tcase_set_timeout(jobs, 240);

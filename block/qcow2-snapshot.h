@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Private to the qcow2 snapshot files: what the operations
+ * (qcow2-snapshot.c) use of the snapshot table (qcow2-snapshot-table.c).
+ * Everything here runs under the qcow2 locks.
+ */
+#ifndef STRATA_QCOW2_SNAPSHOT_H
+#define STRATA_QCOW2_SNAPSHOT_H
+
+#include "qcow2.h"
+
+#define SNAP_EXTRA_KNOWN 24   /* vm_state_size_large, disk_size, icount */
+
+void qcow2_sn_clear(Qcow2Snapshot *sn);
+void qcow2_sn_free_array(Qcow2Snapshot *sn, uint32_t nb);
+void qcow2_sn_copy(Qcow2Snapshot *dst, const Qcow2Snapshot *src);
+/* A copy of nb entries with room for `spare` more. */
+Qcow2Snapshot *qcow2_sn_dup_array(const Qcow2Snapshot *sn, uint32_t nb,
+                                  uint32_t spare);
+
+/* Bytes one entry takes as we write it (before the 8-byte padding). */
+uint64_t qcow2_sn_entry_bytes(size_t id_len, size_t name_len,
+                              uint32_t unknown_extra_size);
+/* Bytes of a whole table: entries 8-byte aligned, the last unpadded. */
+uint64_t qcow2_sn_table_bytes(const Qcow2Snapshot *sn, uint32_t nb);
+
+/* Clusters for `bytes` (0: none, offset 0), or -errno. */
+int64_t qcow2_sn_alloc_bytes(BlockDriverState *bs, uint64_t bytes);
+/* Refcount cache written and the file synced: new clusters' counts are
+ * durable before anything points at them. */
+int qcow2_sn_sync_refcounts(BlockDriverState *bs);
+/* Writes a table to new clusters, durable with their refcounts; nothing
+ * points at it yet; on failure its clusters are given back. */
+int qcow2_sn_write_table(BlockDriverState *bs, const Qcow2Snapshot *sn,
+                         uint32_t nb, uint64_t *offset, uint64_t *size,
+                         GError **errp);
+/* The commit-point writes: header bytes 60..71, or 24..47 (size and
+ * active L1 together). */
+int qcow2_sn_write_table_header(BlockDriverState *bs, uint32_t nb,
+                                uint64_t offset);
+int qcow2_sn_write_active_header(BlockDriverState *bs, uint64_t size,
+                                 uint32_t l1_size, uint64_t l1_offset);
+/* A snapshot's L1 (placement and every entry checked), zero-padded to at
+ * least min_size entries, COPIED stripped. */
+int qcow2_sn_read_l1(BlockDriverState *bs, const Qcow2Snapshot *sn,
+                     uint32_t min_size, uint64_t **out, uint32_t *out_size,
+                     GError **errp);
+
+/* qcow2-snapshot-tree.c: reads only.  The highest refcount among the
+ * clusters of the tree under l1, and a cluster that has it. */
+int qcow2_tree_max_refcount(BlockDriverState *bs, const uint64_t *l1,
+                            uint32_t l1_size, uint64_t *max,
+                            uint64_t *cluster, GError **errp);
+
+void qcow2_sn_to_info(const Qcow2Snapshot *sn, BdrvSnapshotInfo *info);
+/* The first entry matching id (if non-NULL) and name (if non-NULL), or -1. */
+int qcow2_sn_find(const Qcow2Snapshot *sn, uint32_t nb, const char *id,
+                  const char *name);
+void qcow2_sn_not_found(const char *id, const char *name, GError **errp);
+
+#endif
