@@ -108,16 +108,19 @@ static int l2_load(BlockDriverState *bs, uint64_t l1_index, bool for_write,
                                 "x)", old, l1_index);
         return -EIO;
     }
-    if (old && (!for_write || (l1e & QCOW_OFLAG_COPIED))) {
-        /* A table about to change must not be other metadata too: refuse
-         * before anything (a refcount, a data cluster) changes for it. */
-        if (for_write) {
-            ret = qcow2_overlap_check(bs, QCOW2_OL_ACTIVE_L2, old,
-                                      s->cluster_size);
-            if (ret < 0) {
-                return ret;
-            }
+    /* A table about to change, or to be copied and released, must not be
+     * other metadata too: refuse before anything (a refcount, a data
+     * cluster) changes for it. */
+    if (old && for_write) {
+        ret = qcow2_overlap_check(bs, QCOW2_OL_ACTIVE_L2 |
+                                  ((l1e & QCOW_OFLAG_COPIED) ? 0 :
+                                   QCOW2_OL_INACTIVE_L2),
+                                  old, s->cluster_size);
+        if (ret < 0) {
+            return ret;
         }
+    }
+    if (old && (!for_write || (l1e & QCOW_OFLAG_COPIED))) {
         ret = qcow2_cache_get(bs, s->l2_cache, old, &t);
         *l2 = t;
         return ret;

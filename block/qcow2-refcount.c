@@ -315,6 +315,22 @@ int qcow2_update_cluster_refcount(BlockDriverState *bs, uint64_t cluster_index,
         return -ERANGE;
     }
     nv = cur + addend;
+    if (nv == 0) {
+        /* Freeing what is still metadata would hand it out again. */
+        int hit = qcow2_overlap_find(bs, 0, cluster_index << s->cluster_bits,
+                                     s->cluster_size);
+        if (hit < 0) {
+            return hit;
+        }
+        if (hit > 0) {
+            qcow2_signal_corruption(bs, "Preventing invalid free of "
+                                    "cluster %#" G_GINT64_MODIFIER "x: it "
+                                    "holds metadata",
+                                    (uint64_t)cluster_index <<
+                                    s->cluster_bits);
+            return -EIO;
+        }
+    }
     ret = qcow2_cache_mark_dirty(s->refcount_cache, rb);
     if (ret < 0) {
         return ret;
@@ -481,6 +497,13 @@ int64_t qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb_clusters)
                               nb_clusters << s->cluster_bits);
     if (ret < 0) {
         return ret;
+    }
+    /* The header is never free, whatever its refcount says (and the
+     * caches take offset 0 for "no table"), even with overlap-check=none. */
+    if (start == 0) {
+        qcow2_signal_corruption(bs, "Preventing invalid allocation of "
+                                "cluster at offset 0");
+        return -EIO;
     }
     /* Metadata for the run goes after it; holes too small for this
      * request are skipped until a free lowers the index again. */
