@@ -66,6 +66,9 @@ void qcow2_signal_corruption(BlockDriverState *bs, const char *fmt, ...)
     strata_error("qcow2: Marking image as corrupt: %s; further "
             "corruption events will be suppressed", msg);
     s->incompatible_features |= QCOW2_INCOMPAT_CORRUPT;
+    if (s->version < 3) {
+        return;  /* no feature bits: offset 72 is an extension there */
+    }
     uint64_t be = GUINT64_TO_BE(s->incompatible_features);
     bdrv_pwrite(bs->file, QCOW2_HDR_INCOMPAT_OFF, 8, &be);
     bdrv_flush(bs->file);
