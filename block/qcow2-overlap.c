@@ -50,9 +50,21 @@ typedef struct Qcow2Layout {
 struct Qcow2Overlap {
     uint32_t checks;       /* QCOW2_OL_* types that are checked */
     GHashTable *index;     /* cluster number -> packed per-type counts */
+    /* A one-bit-per-slot filter in front of the index: clear bit = no
+     * metadata in any cluster hashing there (cluster number modulo the
+     * filter size).  Most data writes stop here, at one memory load. */
+    uint64_t *filter;
+    uint64_t filter_mask;  /* filter size in bits - 1 */
     bool stale;
     Qcow2Layout layout;
+    /* Clean verdicts on clusters that are metadata of the type being
+     * written (a refcount block updated again and again, the L2 table of
+     * a sequential writer): valid while gen is unchanged. */
+    uint64_t gen;          /* bumped on every change of the index */
+    struct { uint64_t cluster, gen; uint32_t ign; } memo[4];
 };
+
+#define OL_FILTER_MIN_BITS (1 << 16)
 
 /* QEMU's names, in its bit order: they appear in the messages. */
 static const char *const ol_names[QCOW2_OL_MAX_BITNR] = {
@@ -137,7 +149,9 @@ int qcow2_overlap_open_options(BlockDriverState *bs, BlockOpts *options,
     qcow2_overlap_free(s);
     s->overlap = g_new0(Qcow2Overlap, 1);
     s->overlap->checks = mask;
-    s->overlap->index = g_hash_table_new(g_direct_hash, g_direct_equal);
+    s->overlap->index = g_hash_table_new(NULL, NULL);  /* direct keys */
+    s->overlap->filter = g_new0(uint64_t, OL_FILTER_MIN_BITS / 64);
+    s->overlap->filter_mask = OL_FILTER_MIN_BITS - 1;
     s->overlap->stale = true;
     return 0;
 }
@@ -146,6 +160,7 @@ void qcow2_overlap_free(BDRVQcow2State *s)
 {
     if (s->overlap) {
         g_hash_table_destroy(s->overlap->index);
+        g_free(s->overlap->filter);
         g_free(s->overlap);
         s->overlap = NULL;
     }
@@ -216,6 +231,10 @@ static void index_update(BDRVQcow2State *s, int bit, uint64_t offset,
             continue;
         }
         v = (v & ~(0xffULL << (8 * bit))) | (n << (8 * bit));
+        o->gen++;
+        /* bits are only set here; a removal leaves a stale bit (a
+         * false positive the index answers) until the next rebuild */
+        o->filter[(c & o->filter_mask) >> 6] |= 1ULL << (c & 63);
         if (v) {
             g_hash_table_insert(o->index, key, (gpointer)(uintptr_t)v);
         } else {
@@ -278,6 +297,28 @@ static int add_inactive_l2(BlockDriverState *bs)
     return 0;
 }
 
+/* Sized for about one metadata cluster in 16 slots, so that few data
+ * clusters share a slot with metadata. */
+static void rebuild_filter(Qcow2Overlap *o)
+{
+    uint64_t bits = OL_FILTER_MIN_BITS;
+    GHashTableIter it;
+    gpointer key;
+
+    while (bits < 16 * (uint64_t)g_hash_table_size(o->index) &&
+           bits < (1ULL << 30)) {
+        bits <<= 1;
+    }
+    g_free(o->filter);
+    o->filter = g_new0(uint64_t, bits / 64);
+    o->filter_mask = bits - 1;
+    g_hash_table_iter_init(&it, o->index);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        uint64_t c = (uint64_t)(uintptr_t)key;
+        o->filter[(c & o->filter_mask) >> 6] |= 1ULL << (c & 63);
+    }
+}
+
 static int rebuild(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -313,6 +354,8 @@ static int rebuild(BlockDriverState *bs)
     if (o->checks & QCOW2_OL_INACTIVE_L2) {
         ret = add_inactive_l2(bs);
     }
+    rebuild_filter(o);
+    o->gen++;
     if (ret == 0) {
         layout_of(s, &o->layout);
         o->stale = false;
@@ -337,19 +380,31 @@ int qcow2_overlap_find(BlockDriverState *bs, uint32_t ign, uint64_t offset,
             return ret;
         }
     }
-    for (int bit = 0; bit < QCOW2_OL_MAX_BITNR; bit++) {
-        if (chk & (1U << bit)) {
-            want |= 0xffULL << (8 * bit);
-        }
-    }
     first = offset >> s->cluster_bits;
     last = (offset + bytes - 1) >> s->cluster_bits;
     for (uint64_t c = first; c <= last; c++) {
-        uint64_t v = (uint64_t)(uintptr_t)
+        uint64_t v;
+        unsigned slot = c & (G_N_ELEMENTS(o->memo) - 1);
+        if (!(o->filter[(c & o->filter_mask) >> 6] & (1ULL << (c & 63)))) {
+            continue;
+        }
+        if (o->memo[slot].cluster == c && o->memo[slot].ign == ign &&
+            o->memo[slot].gen == o->gen) {
+            continue;
+        }
+        if (!want) {
+            for (uint32_t m = chk; m; m &= m - 1) {
+                want |= 0xffULL << (8 * __builtin_ctz(m));
+            }
+        }
+        v = (uint64_t)(uintptr_t)
             g_hash_table_lookup(o->index, (gpointer)(uintptr_t)c) & want;
         if (v) {
             return 1 << (__builtin_ctzll(v) / 8);
         }
+        o->memo[slot].cluster = c;
+        o->memo[slot].ign = ign;
+        o->memo[slot].gen = o->gen;
     }
     return 0;
 }

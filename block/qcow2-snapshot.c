@@ -545,7 +545,7 @@ static int write_new_table(BlockDriverState *bs, const Qcow2Snapshot *sn,
         return (int)off;
     }
     bdrv_debug_event(bs->file, "snapshot_table_write");
-    ret = bdrv_pwrite(bs->file, off, bytes, buf);
+    ret = qcow2_overlap_pwrite(bs, 0, off, bytes, buf); /* overlap check */
     if (ret == 0) {
         ret = sync_refcounts(bs);
     }
