@@ -13,16 +13,22 @@
  *
  * The check must be cheap on the data path, so the metadata is kept as an
  * index: a hash from host cluster number to how many times each type of
- * metadata lives there (one byte per type, saturating).  A write looks up
- * each cluster it touches once: O(1) per cluster, never a walk over the
- * tables.  The index follows the in-memory tables two ways:
+ * metadata lives there (one byte per type, saturating), behind a bit
+ * filter that answers "no metadata here" for most clusters with one load.
+ * A write tests each cluster it touches once: O(1) per cluster, never a
+ * walk over the tables.  The index follows the in-memory tables two ways:
  *  - frequent changes (an L1 entry pointing at a new L2 table, a new
  *    refcount block) are applied incrementally by their callers;
  *  - wholesale changes (a new L1 or refcount table, a new snapshot table,
  *    a snapshot applied, a repair) are noticed by comparing a "layout"
  *    (table pointers, offsets, sizes) with the one the index was built
  *    from, and the index is rebuilt before the next check.  So the
- *    snapshot code needs no calls into this file.
+ *    snapshot code needs no calls into this file to keep the index
+ *    right; its own writes (snapshot table, L1 tables) only go through
+ *    qcow2_overlap_pwrite like every other write.
+ * Allocation asks too: a cluster whose refcount says "free" but that the
+ * index knows as metadata is never handed out, and a refcount never drops
+ * to 0 on a cluster that still holds metadata.
  */
 #include <errno.h>
 #include <string.h>
