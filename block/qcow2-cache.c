@@ -26,6 +26,7 @@ struct Qcow2Cache {
     int last;              /* slot of the latest get: mark_dirty's hint */
     GHashTable *index;     /* offset -> slot + 1 */
     int (*before_write)(BlockDriverState *bs);
+    uint32_t ol_type;      /* QCOW2_OL_* of the tables (overlap check) */
 };
 
 Qcow2Cache *qcow2_cache_new(int num_tables, uint32_t table_size,
@@ -39,6 +40,11 @@ Qcow2Cache *qcow2_cache_new(int num_tables, uint32_t table_size,
     c->index = g_hash_table_new(g_int64_hash, g_int64_equal);
     c->before_write = before_write;
     return c;
+}
+
+void qcow2_cache_set_overlap_type(Qcow2Cache *c, uint32_t type)
+{
+    c->ol_type = type;
 }
 
 void qcow2_cache_destroy(Qcow2Cache *c)
@@ -72,7 +78,8 @@ static int entry_write(BlockDriverState *bs, Qcow2Cache *c,
         /* Never overwrite the header, whatever the tables say. */
         return -EIO;
     }
-    ret = bdrv_pwrite(bs->file, e->offset, c->table_size, e->table);
+    ret = qcow2_overlap_pwrite(bs, c->ol_type, e->offset, c->table_size,
+                               e->table);
     if (ret < 0) {
         return ret;
     }
@@ -211,19 +218,21 @@ int qcow2_cache_get_empty(BlockDriverState *bs, Qcow2Cache *c,
     return cache_do_get(bs, c, offset, table, false);
 }
 
-void qcow2_cache_mark_dirty(Qcow2Cache *c, void *table)
+int qcow2_cache_mark_dirty(Qcow2Cache *c, void *table)
 {
     if (c->entries[c->last].table == table && c->entries[c->last].offset) {
         c->entries[c->last].dirty = true;
-        return;
+        return 0;
     }
     for (int i = 0; i < c->size; i++) {
         if (c->entries[i].table == table && c->entries[i].offset) {
             c->entries[i].dirty = true;
-            return;
+            return 0;
         }
     }
-    g_assert_not_reached();
+    /* The table went away under its user: only metadata pointing at
+     * itself (a cluster freed or reused while in use) gets here. */
+    return -EIO;
 }
 
 void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset)

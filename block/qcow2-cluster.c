@@ -108,6 +108,18 @@ static int l2_load(BlockDriverState *bs, uint64_t l1_index, bool for_write,
                                 "x)", old, l1_index);
         return -EIO;
     }
+    /* A table about to change, or to be copied and released, must not be
+     * other metadata too: refuse before anything (a refcount, a data
+     * cluster) changes for it. */
+    if (old && for_write) {
+        ret = qcow2_overlap_check(bs, QCOW2_OL_ACTIVE_L2 |
+                                  ((l1e & QCOW_OFLAG_COPIED) ? 0 :
+                                   QCOW2_OL_INACTIVE_L2),
+                                  old, s->cluster_size);
+        if (ret < 0) {
+            return ret;
+        }
+    }
     if (old && (!for_write || (l1e & QCOW_OFLAG_COPIED))) {
         ret = qcow2_cache_get(bs, s->l2_cache, old, &t);
         *l2 = t;
@@ -134,21 +146,26 @@ static int l2_load(BlockDriverState *bs, uint64_t l1_index, bool for_write,
     if (copy) {
         memcpy(t, copy, s->cluster_size);
     }
-    qcow2_cache_mark_dirty(s->l2_cache, t);
+    ret = qcow2_cache_mark_dirty(s->l2_cache, t);
     /* The table must be on disk before the L1 entry points at it. */
-    ret = qcow2_cache_write_table(bs, s->l2_cache, new_off);
+    if (ret == 0) {
+        ret = qcow2_cache_write_table(bs, s->l2_cache, new_off);
+    }
     if (ret < 0) {
         qcow2_cache_discard(s->l2_cache, new_off);
         goto undo;
     }
     be = GUINT64_TO_BE((uint64_t)new_off | QCOW_OFLAG_COPIED);
-    ret = bdrv_pwrite(bs->file, s->l1_table_offset + l1_index * 8, 8, &be);
+    ret = qcow2_overlap_pwrite(bs, QCOW2_OL_ACTIVE_L1,
+                               s->l1_table_offset + l1_index * 8, 8, &be);
     if (ret < 0) {
         qcow2_cache_discard(s->l2_cache, new_off);
         goto undo;
     }
     s->l1_table[l1_index] = (uint64_t)new_off | QCOW_OFLAG_COPIED;
+    qcow2_overlap_add(s, QCOW2_OL_ACTIVE_L2, new_off, s->cluster_size);
     if (old) {
+        qcow2_overlap_remove(s, QCOW2_OL_ACTIVE_L2, old, s->cluster_size);
         qcow2_free_cluster_deferred(bs, old);
     }
     ret = qcow2_cache_get(bs, s->l2_cache, new_off, &t);
@@ -201,6 +218,16 @@ static int lookup(BlockDriverState *bs, uint64_t off, uint64_t bytes,
     }
     first = GUINT64_FROM_BE(l2[l2i]);
     type = qcow2_get_cluster_type(first);
+    if (s->version < 3 && (type == QCOW2_CLUSTER_ZERO_PLAIN ||
+                           type == QCOW2_CLUSTER_ZERO_ALLOC)) {
+        /* version 2 has no zero flag: reading zeroes would hide data */
+        qcow2_signal_corruption(bs, "Zero cluster entry found in pre-v3 "
+                                "image (L2 offset: %#" G_GINT64_MODIFIER
+                                "x, L2 index: %#x)",
+                                (uint64_t)(s->l1_table[l1i] & L1E_OFFSET_MASK),
+                                (unsigned)l2i);
+        return -EIO;
+    }
     if ((type == QCOW2_CLUSTER_NORMAL || type == QCOW2_CLUSTER_ZERO_ALLOC) &&
         !l2_entry_offset_valid(s, first)) {
         qcow2_signal_corruption(bs, "Cluster allocation offset %#"
@@ -412,6 +439,11 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t bytes,
     if (host < 0) {
         return (int)host;
     }
+    /* Checked under the lock, before the data write that drops it. */
+    ret = qcow2_overlap_check(bs, 0, host, nb * cs);
+    if (ret < 0) {
+        return ret;
+    }
     me.next = s->inflight;
     s->inflight = &me;
     g_mutex_unlock(&s->lock);
@@ -458,9 +490,9 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t bytes,
         l2[l2i + i] = GUINT64_TO_BE((host + i * cs) | QCOW_OFLAG_COPIED);
         release_entry(bs, cur);
     }
-    qcow2_cache_mark_dirty(s->l2_cache, l2);
+    ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
     inflight_remove(s, &me);
-    return 0;
+    return ret;
 }
 
 static bool entry_writable_in_place(uint64_t e)
@@ -522,6 +554,11 @@ int qcow2_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
              QCOW_OFLAG_COPIED)) {
             uint64_t host = (entry & L2E_OFFSET_MASK) +
                             (offset & (s->cluster_size - 1));
+            /* Guest data over metadata: the entry is corrupt. */
+            ret = qcow2_overlap_check(bs, 0, host, n);
+            if (ret < 0) {
+                break;
+            }
             g_mutex_unlock(&s->lock);
             ret = bdrv_pwrite(bs->file, host, n, p);
             g_mutex_lock(&s->lock);
@@ -601,7 +638,10 @@ static int zero_clusters(BlockDriverState *bs, uint64_t off, uint64_t bytes,
             }
             l2[l2i + i] = GUINT64_TO_BE(ne);
         }
-        qcow2_cache_mark_dirty(s->l2_cache, l2);
+        ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
+        if (ret < 0) {
+            break;
+        }
         off += n << s->cluster_bits;
         bytes -= n << s->cluster_bits;
     }
@@ -693,7 +733,10 @@ int qcow2_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
                     l2[l2i + i] = GUINT64_TO_BE(ne);
                 }
             }
-            qcow2_cache_mark_dirty(s->l2_cache, l2);
+            ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
+            if (ret < 0) {
+                break;
+            }
         }
         a += n << s->cluster_bits;
     }
@@ -766,7 +809,7 @@ int qcow2_grow_l1_table(BlockDriverState *bs, uint64_t min_size)
     for (uint32_t i = 0; i < s->l1_size; i++) {
         t[i] = GUINT64_TO_BE(s->l1_table[i]);
     }
-    ret = bdrv_pwrite(bs->file, new_off, bytes, t);
+    ret = qcow2_overlap_pwrite(bs, 0, new_off, bytes, t);
     if (ret == 0) {
         ret = qcow2_cache_write(bs, s->refcount_cache);
     }
@@ -841,7 +884,10 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
                 qcow2_free_cluster_deferred(bs, host + i * cs);
             }
         }
-        qcow2_cache_mark_dirty(s->l2_cache, l2);
+        ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
+        if (ret < 0) {
+            return ret;
+        }
         host_end = MAX(host_end, host + n * cs);
         offset += n * cs;
     }

@@ -8,6 +8,7 @@
  * before it is known to fit in the file.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -47,6 +48,9 @@ void qcow2_signal_corruption(BlockDriverState *bs, const char *fmt, ...)
     g_autofree char *msg = NULL;
     va_list ap;
 
+    if (!bs->read_only) {
+        s->broken = true;   /* no more writes, as QEMU ejects the medium */
+    }
     if (s->corrupt_reported) {
         return;
     }
@@ -62,6 +66,9 @@ void qcow2_signal_corruption(BlockDriverState *bs, const char *fmt, ...)
     strata_error("qcow2: Marking image as corrupt: %s; further "
             "corruption events will be suppressed", msg);
     s->incompatible_features |= QCOW2_INCOMPAT_CORRUPT;
+    if (s->version < 3) {
+        return;  /* no feature bits: offset 72 is an extension there */
+    }
     uint64_t be = GUINT64_TO_BE(s->incompatible_features);
     bdrv_pwrite(bs->file, QCOW2_HDR_INCOMPAT_OFF, 8, &be);
     bdrv_flush(bs->file);
@@ -70,7 +77,7 @@ void qcow2_signal_corruption(BlockDriverState *bs, const char *fmt, ...)
 int qcow2_write_header_bytes(BlockDriverState *bs, int offset,
                              const void *buf, int len)
 {
-    int ret = bdrv_pwrite(bs->file, offset, len, buf);
+    int ret = qcow2_overlap_pwrite(bs, QCOW2_OL_MAIN_HEADER, offset, len, buf);
 
     if (ret == 0) {
         ret = bdrv_flush(bs->file);
@@ -178,6 +185,17 @@ static void unknown_ext_free(gpointer p)
     g_free(e);
 }
 
+static void unknown_ext_add(BDRVQcow2State *s, uint32_t magic,
+                            const uint8_t *data, uint32_t len)
+{
+    Qcow2UnknownExt *e = g_new0(Qcow2UnknownExt, 1);
+
+    e->magic = magic;
+    e->len = len;
+    e->data = g_memdup2(data, len);
+    g_ptr_array_add(s->unknown_exts, e);
+}
+
 /* Header extensions between the header and ext_end. */
 static bool parse_extensions(BlockDriverState *bs, const uint8_t *hdr,
                              uint32_t start, uint32_t ext_end, GError **errp)
@@ -217,14 +235,25 @@ static bool parse_extensions(BlockDriverState *bs, const uint8_t *hdr,
             break;
         case QCOW2_EXT_FEATURE_TABLE:
             break; /* we write our own */
-        default: {
-            Qcow2UnknownExt *e = g_new0(Qcow2UnknownExt, 1);
-            e->magic = magic;
-            e->len = len;
-            e->data = g_memdup2(hdr + off, len);
-            g_ptr_array_add(s->unknown_exts, e);
+        case QCOW2_EXT_CRYPTO:
+            /* encrypted images were refused before: this one is not */
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "CRYPTO header extension only expected with LUKS "
+                        "encryption method");
+            return false;
+        case QCOW2_EXT_BITMAPS:
+            if (len != QCOW2_BITMAPS_EXT_LEN) {
+                g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                            "bitmaps_ext: Invalid extension length");
+                return false;
+            }
+            /* kept as an unknown extension; the autoclear bit we clear
+             * tells QEMU the bitmaps are stale */
+            unknown_ext_add(s, magic, hdr + off, len);
             break;
-        }
+        default:
+            unknown_ext_add(s, magic, hdr + off, len);
+            break;
         }
         off += (len + 7ULL) & ~7ULL;
     }
@@ -302,8 +331,9 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
     int64_t file_len = bdrv_getlength(bs->file);
     uint8_t first[QCOW2_V3_HEADER_LENGTH];
     g_autofree uint8_t *hdr = NULL;
-    uint64_t backing_off, file_end, l1_needed;
+    uint64_t backing_off, file_end, l1_needed, header_size;
     uint32_t backing_len, ext_end, crypt, reftable_clusters;
+    uint32_t version, refcount_order = 0;
     int ret;
 
     if (file_len < 0) {
@@ -322,12 +352,13 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
                     "Image is not in qcow2 format");
         return -EINVAL;
     }
-    s->version = be32_at(first, 4);
-    if (s->version < 2 || s->version > 3) {
+    version = be32_at(first, 4);
+    if (version < 2 || version > 3) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "Unsupported qcow2 version %u", s->version);
+                    "Unsupported qcow2 version %" PRIu32, version);
         return -ENOTSUP;
     }
+    s->version = (int)version;
     s->cluster_bits = be32_at(first, 20);
     if (s->cluster_bits < QCOW2_MIN_CLUSTER_BITS ||
         s->cluster_bits > QCOW2_MAX_CLUSTER_BITS) {
@@ -352,12 +383,12 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
     }
     if (s->version == 2) {
         s->header_length = QCOW2_V2_HEADER_LENGTH;
-        s->refcount_order = 4;
+        refcount_order = 4;
     } else {
         s->incompatible_features = be64_at(hdr, 72);
         s->compatible_features = be64_at(hdr, 80);
         s->autoclear_features = be64_at(hdr, 88);
-        s->refcount_order = be32_at(hdr, 96);
+        refcount_order = be32_at(hdr, 96);
         s->header_length = be32_at(hdr, 100);
         if (s->header_length < QCOW2_V3_MIN_HEADER_LENGTH) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
@@ -433,12 +464,14 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
                     "'qemu-img check -r all' before opening it read/write");
         return -ENOTSUP;
     }
-    if (s->refcount_order > 6) {
+    /* Unsigned, as on disk: a huge value must not pass as negative. */
+    if (refcount_order > 6) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Reference count entry width too large; may not exceed "
                     "64 bits");
         return -EINVAL;
     }
+    s->refcount_order = (int)refcount_order;
     s->refcount_bits = 1 << s->refcount_order;
     s->refcount_max = s->refcount_bits == 64 ? UINT64_MAX :
                       (1ULL << s->refcount_bits) - 1;
@@ -458,7 +491,10 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
     }
 
     file_end = qcow2_align_up(file_len, s->cluster_size);
-    s->size = be64_at(hdr, 24);
+    /* Like QEMU, the disk has whole 512-byte sectors: a size that is not
+     * a multiple of 512 is rounded down (the L1 check uses it as is). */
+    header_size = be64_at(hdr, 24);
+    s->size = header_size & ~(uint64_t)(BDRV_SECTOR_SIZE - 1);
     s->l1_size = be32_at(hdr, 36);
     s->l1_table_offset = be64_at(hdr, 40);
     s->refcount_table_offset = be64_at(hdr, 48);
@@ -489,12 +525,13 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
                         true, errp)) {
         return -EINVAL;
     }
-    if (s->size > (uint64_t)INT64_MAX - s->cluster_size) {
+    if (header_size > (uint64_t)INT64_MAX - s->cluster_size) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Image size %" G_GUINT64_FORMAT " is too large", s->size);
+                    "Image size %" G_GUINT64_FORMAT " is too large",
+                    header_size);
         return -EFBIG;
     }
-    l1_needed = qcow2_l1_entries_for(s, s->size);
+    l1_needed = qcow2_l1_entries_for(s, header_size);
     if (l1_needed > QCOW2_MAX_L1_BYTES / 8) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Active L1 table too large");
@@ -656,7 +693,8 @@ int qcow2_write_header(BlockDriverState *bs, GError **errp)
         put_be64(buf, 8, off);
         put_be32(buf, 16, blen);
     }
-    ret = bdrv_pwrite(bs->file, 0, s->cluster_size, buf);
+    ret = qcow2_overlap_pwrite(bs, QCOW2_OL_MAIN_HEADER, 0, s->cluster_size,
+                               buf);
     if (ret == 0) {
         ret = bdrv_flush(bs->file);
     }

@@ -96,7 +96,8 @@ static int write_reftable_entry(BlockDriverState *bs, uint64_t t)
     BDRVQcow2State *s = bs->opaque;
     uint64_t be = GUINT64_TO_BE(s->refcount_table[t]);
 
-    return bdrv_pwrite(bs->file, s->refcount_table_offset + t * 8, 8, &be);
+    return qcow2_overlap_pwrite(bs, QCOW2_OL_REFCOUNT_TABLE,
+                                s->refcount_table_offset + t * 8, 8, &be);
 }
 
 /*
@@ -117,8 +118,10 @@ static int alloc_refblock_at(BlockDriverState *bs, uint64_t t, uint64_t at)
         return ret;
     }
     rb_set(s, rb, at & (s->refblock_size - 1), 1);
-    qcow2_cache_mark_dirty(s->refcount_cache, rb);
-    ret = qcow2_cache_write(bs, s->refcount_cache);
+    ret = qcow2_cache_mark_dirty(s->refcount_cache, rb);
+    if (ret == 0) {
+        ret = qcow2_cache_write(bs, s->refcount_cache);
+    }
     if (ret == 0) {
         ret = bdrv_flush(bs->file);
     }
@@ -127,9 +130,11 @@ static int alloc_refblock_at(BlockDriverState *bs, uint64_t t, uint64_t at)
         return ret;
     }
     s->refcount_table[t] = off;
+    qcow2_overlap_add(s, QCOW2_OL_REFCOUNT_BLOCK, off, s->cluster_size);
     ret = write_reftable_entry(bs, t);
     if (ret < 0) {
         s->refcount_table[t] = 0;
+        qcow2_overlap_remove(s, QCOW2_OL_REFCOUNT_BLOCK, off, s->cluster_size);
         qcow2_cache_discard(s->refcount_cache, off);
     }
     return ret;
@@ -149,8 +154,10 @@ static int alloc_refblock_elsewhere(BlockDriverState *bs, uint64_t t,
     if (ret < 0) {
         return ret;
     }
-    qcow2_cache_mark_dirty(s->refcount_cache, rb);
-    ret = qcow2_cache_write(bs, s->refcount_cache);
+    ret = qcow2_cache_mark_dirty(s->refcount_cache, rb);
+    if (ret == 0) {
+        ret = qcow2_cache_write(bs, s->refcount_cache);
+    }
     if (ret == 0) {
         ret = bdrv_flush(bs->file);
     }
@@ -159,9 +166,11 @@ static int alloc_refblock_elsewhere(BlockDriverState *bs, uint64_t t,
         return ret;
     }
     s->refcount_table[t] = off;
+    qcow2_overlap_add(s, QCOW2_OL_REFCOUNT_BLOCK, off, s->cluster_size);
     ret = write_reftable_entry(bs, t);
     if (ret < 0) {
         s->refcount_table[t] = 0;
+        qcow2_overlap_remove(s, QCOW2_OL_REFCOUNT_BLOCK, off, s->cluster_size);
         qcow2_cache_discard(s->refcount_cache, off);
     }
     return ret;
@@ -213,6 +222,11 @@ static int grow_refcount_table(BlockDriverState *bs, uint64_t at,
     if ((at + nb_blocks + table_clusters) * cs > QCOW2_MAX_HOST_OFFSET) {
         return -EFBIG;
     }
+    /* The area counts as free only if no refcount describes it. */
+    ret = qcow2_overlap_check(bs, 0, at * cs, (nb_blocks + table_clusters) * cs);
+    if (ret < 0) {
+        return ret;
+    }
 
     /* Build the blocks: each counts the area clusters it covers. */
     blocks = g_malloc0(nb_blocks * cs);
@@ -227,10 +241,10 @@ static int grow_refcount_table(BlockDriverState *bs, uint64_t at,
     for (uint64_t k = 0; k < nb_blocks; k++) {
         new_table[b0 + k] = GUINT64_TO_BE((at + k) * cs);
     }
-    ret = bdrv_pwrite(bs->file, at * cs, nb_blocks * cs, blocks);
+    ret = qcow2_overlap_pwrite(bs, 0, at * cs, nb_blocks * cs, blocks);
     if (ret == 0) {
-        ret = bdrv_pwrite(bs->file, (at + nb_blocks) * cs,
-                          table_clusters * cs, new_table);
+        ret = qcow2_overlap_pwrite(bs, 0, (at + nb_blocks) * cs,
+                                   table_clusters * cs, new_table);
     }
     if (ret == 0) {
         ret = bdrv_flush(bs->file);
@@ -281,6 +295,12 @@ int qcow2_update_cluster_refcount(BlockDriverState *bs, uint64_t cluster_index,
          * blocks exist; reaching here means a raw increment elsewhere. */
         return -EINVAL;
     }
+    /* A block that is other metadata too must not change at all. */
+    ret = qcow2_overlap_check(bs, QCOW2_OL_REFCOUNT_BLOCK, off,
+                              s->cluster_size);
+    if (ret < 0) {
+        return ret;
+    }
     ret = qcow2_cache_get(bs, s->refcount_cache, off, &rb);
     if (ret < 0) {
         return ret;
@@ -295,8 +315,27 @@ int qcow2_update_cluster_refcount(BlockDriverState *bs, uint64_t cluster_index,
         return -ERANGE;
     }
     nv = cur + addend;
+    if (nv == 0) {
+        /* Freeing what is still metadata would hand it out again. */
+        int hit = qcow2_overlap_find(bs, 0, cluster_index << s->cluster_bits,
+                                     s->cluster_size);
+        if (hit < 0) {
+            return hit;
+        }
+        if (hit > 0) {
+            qcow2_signal_corruption(bs, "Preventing invalid free of "
+                                    "cluster %#" G_GINT64_MODIFIER "x: it "
+                                    "holds metadata",
+                                    (uint64_t)cluster_index <<
+                                    s->cluster_bits);
+            return -EIO;
+        }
+    }
+    ret = qcow2_cache_mark_dirty(s->refcount_cache, rb);
+    if (ret < 0) {
+        return ret;
+    }
     rb_set(s, rb, cluster_index & (s->refblock_size - 1), nv);
-    qcow2_cache_mark_dirty(s->refcount_cache, rb);
     if (nv == 0) {
         uint64_t host = cluster_index << s->cluster_bits;
         qcow2_cache_discard(s->l2_cache, host);
@@ -365,6 +404,12 @@ static int create_refblock(BlockDriverState *bs, uint64_t t)
             continue;
         }
         if (block_missing(s, tt)) {
+            /* "free" only because no block counts it: not if in use */
+            ret = qcow2_overlap_check(bs, 0, idx << s->cluster_bits,
+                                      s->cluster_size);
+            if (ret < 0) {
+                return ret;
+            }
             ret = alloc_refblock_at(bs, tt, idx);
             if (ret < 0) {
                 return ret;
@@ -382,6 +427,11 @@ static int create_refblock(BlockDriverState *bs, uint64_t t)
         s->free_cluster_index = idx + 1;
         if (rc != 0) {
             continue;
+        }
+        ret = qcow2_overlap_check(bs, 0, idx << s->cluster_bits,
+                                  s->cluster_size);
+        if (ret < 0) {
+            return ret;
         }
         ret = qcow2_update_cluster_refcount(bs, idx, 1, NULL);
         if (ret < 0) {
@@ -440,6 +490,20 @@ int64_t qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb_clusters)
     start = find_free_run(bs, nb_clusters);
     if (start < 0) {
         return start;
+    }
+    /* Refcount 0 on metadata in use (a corrupt image) must not hand it
+     * out: refused before any refcount changes. */
+    ret = qcow2_overlap_check(bs, 0, (uint64_t)start << s->cluster_bits,
+                              nb_clusters << s->cluster_bits);
+    if (ret < 0) {
+        return ret;
+    }
+    /* The header is never free, whatever its refcount says (and the
+     * caches take offset 0 for "no table"), even with overlap-check=none. */
+    if (start == 0) {
+        qcow2_signal_corruption(bs, "Preventing invalid allocation of "
+                                "cluster at offset 0");
+        return -EIO;
     }
     /* Metadata for the run goes after it; holes too small for this
      * request are skipped until a free lowers the index again. */

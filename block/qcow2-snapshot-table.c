@@ -517,7 +517,7 @@ int qcow2_sn_write_table(BlockDriverState *bs, const Qcow2Snapshot *sn,
         return (int)off;
     }
     bdrv_debug_event(bs->file, "snapshot_table_write");
-    ret = bdrv_pwrite(bs->file, off, bytes, buf);
+    ret = qcow2_overlap_pwrite(bs, 0, off, bytes, buf);
     if (ret == 0) {
         ret = qcow2_sn_sync_refcounts(bs);
     }

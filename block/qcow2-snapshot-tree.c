@@ -46,7 +46,10 @@ int qcow2_write_l1_at(BlockDriverState *bs, uint64_t offset,
         be[i] = GUINT64_TO_BE(l1[i]);
     }
     bdrv_debug_event(bs->file, "snapshot_l1_write");
-    return bdrv_pwrite(bs->file, offset, (int64_t)n * 8, be);
+    /* overlap check (qcow2-overlap.c): only the active L1 may be there */
+    return qcow2_overlap_pwrite(bs, offset == ((BDRVQcow2State *)bs->opaque)
+                                ->l1_table_offset ? QCOW2_OL_ACTIVE_L1 : 0,
+                                offset, (int64_t)n * 8, be);
 }
 
 /* The clusters an L2 entry holds a reference to: [*first, *first + *n).

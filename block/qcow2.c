@@ -16,10 +16,18 @@
 #define QCOW2_MIN_CACHE_TABLES 16
 
 
+static uint32_t probe_be32(const uint8_t *b)
+{
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
+           (uint32_t)b[2] << 8 | b[3];
+}
+
+/* Like QEMU: the magic and any version from 2 up (all 32 bits of it), so
+ * an unsupported version is refused by open instead of probing as raw. */
 static int qcow2_probe(const uint8_t *buf, int buf_size, const char *filename)
 {
-    if (buf_size >= 8 && ((uint32_t)buf[0] << 24 | buf[1] << 16 | buf[2] << 8 |
-                          buf[3]) == QCOW_MAGIC && buf[7] >= 2) {
+    if (buf_size >= 8 && probe_be32(buf) == QCOW_MAGIC &&
+        probe_be32(buf + 4) >= 2) {
         return 100;
     }
     return 0;
@@ -31,6 +39,7 @@ static void qcow2_free_state(BDRVQcow2State *s)
     qcow2_cache_destroy(s->refcount_cache);
     s->l2_cache = s->refcount_cache = NULL;
     qcow2_free_snapshots(s);
+    qcow2_overlap_free(s);
     g_free(s->l1_table);
     g_free(s->refcount_table);
     g_free(s->unknown_header_fields);
@@ -61,6 +70,8 @@ static void qcow2_init_caches(BDRVQcow2State *s)
     s->refcount_cache = qcow2_cache_new(MAX(nr, QCOW2_MIN_CACHE_TABLES),
                                         s->cluster_size,
                                         qcow2_before_refblock_write);
+    qcow2_cache_set_overlap_type(s->l2_cache, QCOW2_OL_ACTIVE_L2);
+    qcow2_cache_set_overlap_type(s->refcount_cache, QCOW2_OL_REFCOUNT_BLOCK);
 }
 
 static int qcow2_open(BlockDriverState *bs, BlockOpts *options, int flags,
@@ -75,6 +86,10 @@ static int qcow2_open(BlockDriverState *bs, BlockOpts *options, int flags,
     s->pending_frees = g_array_new(FALSE, FALSE, sizeof(uint64_t));
 
     ret = qcow2_read_header(bs, flags, errp);
+    if (ret < 0) {
+        goto fail;
+    }
+    ret = qcow2_overlap_open_options(bs, options, errp);
     if (ret < 0) {
         goto fail;
     }
@@ -374,14 +389,15 @@ static int qcow2_make_empty(BlockDriverState *bs, GError **errp)
     }
     if (ret == 0) {
         l1 = g_new0(uint64_t, MAX(s->l1_size, 1));
-        ret = bdrv_pwrite(bs->file, s->l1_table_offset,
-                          (int64_t)s->l1_size * 8, l1);
+        ret = qcow2_overlap_pwrite(bs, QCOW2_OL_ACTIVE_L1, s->l1_table_offset,
+                                   (int64_t)s->l1_size * 8, l1);
     }
     if (ret == 0) {
         ret = bdrv_flush(bs->file);
     }
     if (ret == 0) {
         memset(s->l1_table, 0, (size_t)s->l1_size * 8);
+        qcow2_overlap_invalidate(s);
         for (guint i = 0; i < owned_l2->len; i++) {
             qcow2_cache_discard(s->l2_cache,
                                 g_array_index(owned_l2, uint64_t, i));
@@ -397,6 +413,19 @@ static int qcow2_make_empty(BlockDriverState *bs, GError **errp)
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                     "Could not empty the image: %s", g_strerror(-ret));
     }
+    return ret;
+}
+
+/* A repair may change any table in place: the overlap index follows. */
+static int qcow2_check_and_reindex(BlockDriverState *bs, BdrvCheckResult *res,
+                                   BdrvCheckMode fix)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret = qcow2_check(bs, res, fix);
+
+    g_mutex_lock(&s->lock);
+    qcow2_overlap_invalidate(s);
+    g_mutex_unlock(&s->lock);
     return ret;
 }
 
@@ -419,7 +448,7 @@ BlockDriver bdrv_qcow2 = {
     .block_status = qcow2_block_status,
     .get_info = qcow2_get_info,
     .get_specific_info = qcow2_get_specific_info,
-    .check = qcow2_check,
+    .check = qcow2_check_and_reindex,
     .snapshot_list = qcow2_snapshot_list,
     .snapshot_create_check = qcow2_snapshot_create_check,
     .snapshot_delete_check = qcow2_snapshot_delete_check,

@@ -55,6 +55,7 @@
 #define QCOW2_EXT_BITMAPS       0x23852875U
 #define QCOW2_EXT_CRYPTO        0x0537be77U
 #define QCOW2_EXT_DATA_FILE     0x44415441U
+#define QCOW2_BITMAPS_EXT_LEN   24  /* nb, reserved, dir size, dir offset */
 
 /* Header field offsets used for small atomic updates. */
 #define QCOW2_HDR_SIZE_OFF        24
@@ -95,6 +96,28 @@ typedef struct Qcow2Snapshot {
 } Qcow2Snapshot;
 
 typedef struct Qcow2Cache Qcow2Cache;
+typedef struct Qcow2Overlap Qcow2Overlap;
+
+/* Kinds of metadata the overlap check knows, in QEMU's bit order. */
+enum {
+    QCOW2_OL_MAIN_HEADER_BITNR,
+    QCOW2_OL_ACTIVE_L1_BITNR,
+    QCOW2_OL_ACTIVE_L2_BITNR,
+    QCOW2_OL_REFCOUNT_TABLE_BITNR,
+    QCOW2_OL_REFCOUNT_BLOCK_BITNR,
+    QCOW2_OL_SNAPSHOT_TABLE_BITNR,
+    QCOW2_OL_INACTIVE_L1_BITNR,
+    QCOW2_OL_INACTIVE_L2_BITNR,
+    QCOW2_OL_MAX_BITNR,
+};
+#define QCOW2_OL_MAIN_HEADER    (1U << QCOW2_OL_MAIN_HEADER_BITNR)
+#define QCOW2_OL_ACTIVE_L1      (1U << QCOW2_OL_ACTIVE_L1_BITNR)
+#define QCOW2_OL_ACTIVE_L2      (1U << QCOW2_OL_ACTIVE_L2_BITNR)
+#define QCOW2_OL_REFCOUNT_TABLE (1U << QCOW2_OL_REFCOUNT_TABLE_BITNR)
+#define QCOW2_OL_REFCOUNT_BLOCK (1U << QCOW2_OL_REFCOUNT_BLOCK_BITNR)
+#define QCOW2_OL_SNAPSHOT_TABLE (1U << QCOW2_OL_SNAPSHOT_TABLE_BITNR)
+#define QCOW2_OL_INACTIVE_L1    (1U << QCOW2_OL_INACTIVE_L1_BITNR)
+#define QCOW2_OL_INACTIVE_L2    (1U << QCOW2_OL_INACTIVE_L2_BITNR)
 
 /* A guest range whose clusters are being allocated outside the lock. */
 typedef struct Qcow2InflightAlloc {
@@ -164,6 +187,11 @@ typedef struct BDRVQcow2State {
     GArray *pending_frees;     /* uint64_t host cluster offsets to decrement */
 
     bool corrupt_reported;
+    /* Corruption was found while writable: like QEMU, the image takes no
+     * more writes (data or metadata) until it is reopened. */
+    bool broken;
+    /* Metadata overlap protection (qcow2-overlap.c); NULL: none yet. */
+    Qcow2Overlap *overlap;
 
     /* Internal snapshot operations between check and clean, oldest
      * first (qcow2-snapshot.c); NULL when there are none. */
@@ -202,7 +230,12 @@ int qcow2_cache_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
                     void **table);
 int qcow2_cache_get_empty(BlockDriverState *bs, Qcow2Cache *c,
                           uint64_t offset, void **table);
-void qcow2_cache_mark_dirty(Qcow2Cache *c, void *table);
+/* -EIO (and nothing marked) if the table is not in the cache: callers
+ * whose table was evicted or discarded under them get an error, not an
+ * abort. */
+int qcow2_cache_mark_dirty(Qcow2Cache *c, void *table);
+/* The overlap type its tables are (ignored when writing them back). */
+void qcow2_cache_set_overlap_type(Qcow2Cache *c, uint32_t type);
 int qcow2_cache_write(BlockDriverState *bs, Qcow2Cache *c);
 /* Writes one table (if cached and dirty), dependencies first. */
 int qcow2_cache_write_table(BlockDriverState *bs, Qcow2Cache *c,
@@ -310,6 +343,31 @@ int qcow2_write_l1_at(BlockDriverState *bs, uint64_t offset,
 /* Refcounts -1 for clusters nothing points at; a failure only leaks. */
 int qcow2_free_unreferenced(BlockDriverState *bs, uint64_t offset,
                             uint64_t bytes);
+
+/* qcow2-overlap.c: metadata overlap protection (QEMU's overlap-check).
+ * Reads overlap-check / overlap-check.template / overlap-check.<type>. */
+int qcow2_overlap_open_options(BlockDriverState *bs, BlockOpts *options,
+                               GError **errp);
+void qcow2_overlap_free(BDRVQcow2State *s);
+/* Before writing [offset, offset+bytes) or handing it out: 0 if it
+ * overlaps no checked metadata except the types in ign; else the image
+ * is marked corrupt (QEMU's message) and -EIO returned.  Under s->lock. */
+int qcow2_overlap_check(BlockDriverState *bs, uint32_t ign, uint64_t offset,
+                        uint64_t bytes);
+/* The same without reporting: the first QCOW2_OL_* type hit, or 0. */
+int qcow2_overlap_find(BlockDriverState *bs, uint32_t ign, uint64_t offset,
+                       uint64_t bytes);
+/* qcow2_overlap_check, then bdrv_pwrite to the image file. */
+int qcow2_overlap_pwrite(BlockDriverState *bs, uint32_t ign, int64_t offset,
+                         int64_t bytes, const void *buf);
+/* Metadata came or went where the index cannot see it by itself (an L1
+ * entry, a refcount-table entry changed in place). */
+void qcow2_overlap_add(BDRVQcow2State *s, uint32_t type, uint64_t offset,
+                       uint64_t bytes);
+void qcow2_overlap_remove(BDRVQcow2State *s, uint32_t type, uint64_t offset,
+                          uint64_t bytes);
+/* Tables changed wholesale in place: rebuild before the next check. */
+void qcow2_overlap_invalidate(BDRVQcow2State *s);
 
 /* qcow2-check.c */
 int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);

@@ -46,6 +46,10 @@ Usage examples:
     python3 tests/bench/run.py --ours /usr/bin/qemu-img --only 'write/4k/d1/'
     python3 tests/bench/run.py --build build --json bench.json
     python3 tests/bench/run.py --list
+    # cost of the qcow2 overlap check: ours (cached) against ours (none)
+    python3 tests/bench/run.py --build build --only '^io/' \
+        --versus build/tools/img/strata-img \
+        --ours-opts overlap-check=cached --versus-opts overlap-check=none
 """
 
 import argparse
@@ -210,8 +214,11 @@ class Context:
     """What every family needs: tool paths, scratch space, options."""
 
     def __init__(self, args, scratch, odirect):
-        self.tools = {'ours': args.ours, 'qemu': args.qemu}
+        # the second side is QEMU's tool unless --versus names another one
+        self.tools = {'ours': args.ours, 'qemu': args.versus or args.qemu}
         self.qemu = args.qemu           # reference tool, creates all images
+        # extra qcow2 open options per side (--ours-opts, --versus-opts)
+        self.side_opts = {'ours': args.ours_opts, 'qemu': args.versus_opts}
         self.scratch = scratch
         self.odirect = odirect
         self.quick = args.quick
@@ -706,12 +713,27 @@ def nice_count(x):
         else int(round(x))
 
 
+def with_open_opts(argv, state, opts):
+    """`-f qcow2 ... IMAGE` -> `--image-opts ... driver=qcow2,file.filename=
+    IMAGE,OPTS`, to bench one side with e.g. overlap-check=none."""
+    if not opts:
+        return argv
+    if argv[-1] != state or '-f' not in argv:
+        raise BenchError('open options need a case with -f FMT IMAGE: %s'
+                         % ' '.join(argv))
+    i = argv.index('-f')
+    fmt = argv[i + 1]
+    return (argv[:i] + ['--image-opts'] + argv[i + 2:-1] +
+            ['driver=%s,file.filename=%s,%s' % (fmt, state, opts)])
+
+
 def one_run(ctx, case, side, count):
     """Prepare, run one side once, verify, clean up; return (score, result)."""
     state = case.prepare(ctx)
     try:
         os.sync()           # do not let dirty pages of a previous run leak
-        argv = [ctx.tools[side]] + case.args(ctx, state, count)
+        argv = [ctx.tools[side]] + with_open_opts(
+            case.args(ctx, state, count), state, ctx.side_opts[side])
         res = run_measured(argv, ctx.timeout)
         if res.rc != 0 or res.timed_out:
             raise BenchError(res.describe_failure())
@@ -971,6 +993,18 @@ def parse_args(argv):
     p.add_argument('--qemu', default='qemu-img',
                    help="QEMU's tool, also used to create and check images "
                    '(default: qemu-img)')
+    p.add_argument('--versus', metavar='TOOL',
+                   help='run TOOL as the second side instead of --qemu '
+                   '(which still creates and checks the images); e.g. '
+                   'our own tool with other --versus-opts')
+    p.add_argument('--ours-opts', metavar='OPTS',
+                   help='extra qcow2 open options for our side, e.g. '
+                   '"overlap-check=cached" (the image is then opened with '
+                   '--image-opts)')
+    p.add_argument('--versus-opts', metavar='OPTS',
+                   help='the same for the second side, e.g. '
+                   '"overlap-check=none": with --versus BUILD/tools/img/'
+                   'strata-img the ratio is the cost of the overlap check')
     p.add_argument('--quick', action='store_true',
                    help='fewer cases (4 KiB only), 1 round, shorter runs')
     p.add_argument('--only', metavar='REGEX',
@@ -1021,6 +1055,8 @@ def main(argv=None):
     args.ours = resolve_tool(args.ours or os.path.join(
         args.build, 'tools', 'img', 'strata-img'))
     args.qemu = resolve_tool(args.qemu)
+    if args.versus:
+        args.versus = resolve_tool(args.versus)
 
     if args.list:
         ctx = Context(args, scratch='/nonexistent', odirect=True)
@@ -1080,7 +1116,8 @@ def main(argv=None):
             'ncpus': os.cpu_count(),
             'ours': args.ours, 'qemu': args.qemu,
             'ours_version': tool_version(args.ours),
-            'qemu_version': tool_version(args.qemu),
+            'qemu_version': tool_version(args.versus or args.qemu) + (
+                ' [%s]' % args.versus_opts if args.versus_opts else ''),
             'rounds': args.rounds, 'warmup': not args.no_warmup,
             'target_time': args.target_time,
             'fixed_count': args.count, 'scratch': scratch,

@@ -285,6 +285,29 @@ def truncate_to(n):
     return b
 
 
+def header_extension(magic, length):
+    """A header extension of a known type with `length` zero bytes."""
+    def b(img, d, path):
+        img.put('I', 112, magic)
+        img.put('I', 116, length)
+        img.put_bytes(120, bytes((length + 7) & ~7))
+    return b
+
+
+def v2_zero_flag(entry):
+    """A version 2 image (one 64K write at 0) whose L2 entry 0 is `entry`
+    ORed into the old one: the zero flag does not exist in version 2."""
+    def b(img, d, path):
+        _run([qemu_img(), 'create', '-q', '-f', 'qcow2', '-o', 'compat=0.10',
+              path, '64M'])
+        _run([qemu_io(), '-f', 'qcow2', '-c', 'write -P 0x11 0 64k', path])
+        v2 = Image(open(path, 'rb').read())
+        v2.put('Q', L2_AT, entry(v2.get('Q', L2_AT)))
+        v2.save(path)
+        return path
+    return b
+
+
 def huge_size_consistent_l1(img, d, path):
     """A size whose L1 needs 4Mi+1 entries (> 32 MiB), l1_size to match."""
     entries = 4 * MiB + 1
@@ -312,6 +335,12 @@ CASES = [
     ]),
     Case('version_4', field('I', VERSION, 4), 'Unsupported qcow2 version 4'),
     Case('version_huge', field('I', VERSION, 0xffffffff), 'Unsupported qcow2 version 4294967295'),
+    # the probe reads all 32 bits of the version (it used to read one byte
+    # and took these for raw images, opened writable)
+    Case('version_0x100', field('I', VERSION, 0x100), 'Unsupported qcow2 version 256'),
+    Case('version_0x80000000', field('I', VERSION, 0x80000000),
+         'Unsupported qcow2 version 2147483648'),
+    Case('version_0x10003', field('I', VERSION, 0x10003), 'Unsupported qcow2 version 65539'),
     Case('cluster_bits_8', field('I', CLUSTER_BITS, 8), 'Unsupported cluster size: 2^8'),
     Case('cluster_bits_22', field('I', CLUSTER_BITS, 22), 'Unsupported cluster size: 2^22'),
     Case('cluster_bits_huge', field('I', CLUSTER_BITS, 0xffffffff),
@@ -378,7 +407,37 @@ CASES = [
          'qcow2: Compression type incompatible feature bit must not be set'),
     Case('refcount_order_7', field('I', REFCOUNT_ORDER, 7),
          'Reference count entry width too large; may not exceed 64 bits'),
+    # read as unsigned: 2^31 used to pass the check as a negative int
+    Case('refcount_order_2_31', field('I', REFCOUNT_ORDER, 0x80000000),
+         'Reference count entry width too large; may not exceed 64 bits'),
+    Case('refcount_order_huge', field('I', REFCOUNT_ORDER, 0xffffffff),
+         'Reference count entry width too large; may not exceed 64 bits'),
     Case('crypt_method_3', field('I', CRYPT, 3), 'Unsupported encryption method 3'),
+    Case('crypto_ext_unencrypted', header_extension(0x0537BE77, 16),
+         'CRYPTO header extension only expected with LUKS encryption method'),
+    Case('bitmaps_ext_length_16', header_extension(0x23852875, 16),
+         'bitmaps_ext: Invalid extension length'),
+    Case('bitmaps_ext_length_0', header_extension(0x23852875, 0),
+         'bitmaps_ext: Invalid extension length'),
+    # version 2 has no zero flag: QEMU fails the read (corruption), and
+    # writes nothing (a v2 header has no corrupt bit)
+    Case('v2_zero_flag_alloc', v2_zero_flag(lambda e: e | 1), checks=[
+        io('Zero cluster entry found in pre-v3 image (L2 offset: 0x40000, '
+           'L2 index: 0)', prefixed=False),
+        io('Zero cluster entry found in pre-v3 image (L2 offset: 0x40000, '
+           'L2 index: 0)', prefixed=False, ro=True),
+        info(None),
+    ]),
+    Case('v2_zero_flag_plain', v2_zero_flag(lambda e: 1), checks=[
+        io('qcow2: Marking image as corrupt: Zero cluster entry found in '
+           'pre-v3 image (L2 offset: 0x40000, L2 index: 0); further '
+           'corruption events will be suppressed', prefixed=False),
+    ]),
+    # QEMU counts whole sectors: 1000 bytes is a 512-byte disk
+    Case('size_not_sector_multiple', field('Q', SIZE, 1000), checks=[
+        io(None),
+        info(None, out='virtual size: 512 B (512 bytes)'),
+    ]),
     # virtual size / L1 table
     Case('size_2_63', field('Q', SIZE, 1 << 63), re.compile(r'(?i)too (big|large)')),
     Case('size_needs_huge_l1', huge_size_consistent_l1, 'Active L1 table too large'),

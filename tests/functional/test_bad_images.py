@@ -3,10 +3,14 @@
 """Malformed qcow2 images get a clear error and are left untouched.
 
 For every case built by badimages.py (bad magic, versions, cluster sizes,
-header length, header extensions, backing file offset/name/loops, feature
-bits, corrupt bit, compression type, refcount order, encryption, virtual
-size, L1 table placement/size/entries, refcount table placement/size/
-entries, snapshot table count/offset, snapshot extra data): open it with
+header length, header extensions (including a CRYPTO extension without
+LUKS and a bitmaps extension of the wrong length), backing file offset/
+name/loops, feature bits, corrupt bit, compression type, refcount order
+(up to 2^32-1, read unsigned), encryption, virtual size (not a multiple
+of 512: rounded down), L1 table placement/size/entries, refcount table
+placement/size/entries, snapshot table count/offset, snapshot extra data,
+a zero flag in a version 2 image; versions such as 0x100 must probe as
+qcow2 and be refused, not be taken for raw): open it with
 `$STRATA_IO -c 'read 0 512'` (probing the format and with -f qcow2, and
 read-only where it matters) and with `$STRATA_IMG info`.  Each open must
 give the expected outcome: a non-zero exit with the tool's open-failure
