@@ -287,7 +287,10 @@ static int set_refcount(CheckState *c, uint64_t k, uint64_t want)
         return ret;
     }
     qcow2_refblock_set(s, rb, k & (s->refblock_size - 1), want);
-    qcow2_cache_mark_dirty(s->refcount_cache, rb);
+    ret = qcow2_cache_mark_dirty(s->refcount_cache, rb);
+    if (ret < 0) {
+        return ret;
+    }
     if (want == 0) {
         /* Freed: no cached copy of it may be written back over whatever
          * the allocator puts there next. */
@@ -448,7 +451,10 @@ static int check_copied(CheckState *c, BdrvCheckMode fix)
                 return 0;
             }
             memcpy(t, l2, s->cluster_size);
-            qcow2_cache_mark_dirty(s->l2_cache, t);
+            if (qcow2_cache_mark_dirty(s->l2_cache, t) < 0) {
+                c->res->check_errors++;
+                return 0;
+            }
         }
     }
     return 0;

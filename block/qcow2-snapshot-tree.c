@@ -186,7 +186,10 @@ static int update_run(BlockDriverState *bs, uint64_t first, uint64_t n,
         if (ret < 0) {
             return ret;
         }
-        qcow2_cache_mark_dirty(s->refcount_cache, rb);
+        ret = qcow2_cache_mark_dirty(s->refcount_cache, rb);
+        if (ret < 0) {
+            return ret;
+        }
         idx = first & (s->refblock_size - 1);
         m = MIN(n, s->refblock_size - idx);
         for (uint64_t k = 0; k < m; k++) {
@@ -417,7 +420,10 @@ int qcow2_tree_clear_copied(BlockDriverState *bs, uint64_t *l1,
             }
         }
         if (dirty) {
-            qcow2_cache_mark_dirty(s->l2_cache, l2);
+            ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
+            if (ret < 0) {
+                return ret;
+            }
         }
     }
     return 0;
@@ -502,7 +508,10 @@ static int active_preset_copied(BlockDriverState *bs, const uint64_t *rel,
             }
         }
         if (dirty) {
-            qcow2_cache_mark_dirty(s->l2_cache, l2);
+            ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
+            if (ret < 0) {
+                return ret;
+            }
         }
     }
     return 0;
@@ -547,7 +556,10 @@ static int active_fix_copied(BlockDriverState *bs, bool *l1_changed)
             dirty |= set_copied(l2, j, rc == 1);
         }
         if (dirty) {
-            qcow2_cache_mark_dirty(s->l2_cache, l2);
+            ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
+            if (ret < 0) {
+                return ret;
+            }
         }
     }
     return 0;
