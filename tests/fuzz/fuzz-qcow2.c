@@ -30,7 +30,8 @@
  *    corruption.
  * STRATA_FUZZ_ORACLES=metadata,data,repair (default: all) chooses them;
  * STRATA_FUZZ_VERBOSE=1 sends the library's log and a trace of the ops
- * to stderr.
+ * to stderr; STRATA_FUZZ_EXTRACT=FILE writes the decoded image there and
+ * runs nothing (for triage with qemu-img).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -80,6 +81,7 @@ static uint8_t *io_buf;
 static uint8_t *shadow;
 static uint8_t *known;
 static bool trace;
+static const char *extract_path;
 
 /* ---- process set-up: a private temp dir, reused by every input ---- */
 
@@ -170,6 +172,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         strata_log_set_sink(strata_log_to_stderr, NULL);
         trace = true;
     }
+    extract_path = getenv("STRATA_FUZZ_EXTRACT");
     /* allocated once: per-input buffers would only churn the allocator */
     io_buf = g_malloc(MAX_IO);
     shadow = g_malloc(SHADOW_SIZE);
@@ -583,6 +586,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     s.p = data + size - 1 - slen;
     s.len = slen;
     if (!write_image(data, size - 1 - slen)) {
+        return 0;
+    }
+    if (extract_path) {
+        /* triage: keep the decoded image (e.g. for qemu-img check) */
+        if (!copy_file(img_path, extract_path)) {
+            fprintf(stderr, "fuzz: cannot write %s\n", extract_path);
+        }
         return 0;
     }
 
