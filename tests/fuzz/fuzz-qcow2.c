@@ -31,7 +31,8 @@
  * STRATA_FUZZ_ORACLES=metadata,data,repair (default: all) chooses them;
  * STRATA_FUZZ_VERBOSE=1 sends the library's log and a trace of the ops
  * to stderr; STRATA_FUZZ_EXTRACT=FILE writes the decoded image there and
- * runs nothing (for triage with qemu-img).
+ * runs nothing (for triage with qemu-img); STRATA_FUZZ_SKIP=op,... skips
+ * those operations (names as in op_names[]).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -82,8 +83,11 @@ static uint8_t *shadow;
 static uint8_t *known;
 static bool trace;
 static const char *extract_path;
+static unsigned disabled_ops;   /* bit per entry of ops[] */
 
 /* ---- process set-up: a private temp dir, reused by every input ---- */
+
+static void parse_disabled_ops(void);
 
 static void remove_fuzz_dir(void)
 {
@@ -173,6 +177,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         trace = true;
     }
     extract_path = getenv("STRATA_FUZZ_EXTRACT");
+    parse_disabled_ops();
     /* allocated once: per-input buffers would only churn the allocator */
     io_buf = g_malloc(MAX_IO);
     shadow = g_malloc(SHADOW_SIZE);
@@ -556,12 +561,37 @@ static const char *const op_names[] = {
 };
 G_STATIC_ASSERT(G_N_ELEMENTS(ops) == G_N_ELEMENTS(op_names));
 
+/* STRATA_FUZZ_SKIP=op,op...: keeps a run from spending its time on a
+ * known defect (e.g. a repair that hangs) while looking for others. */
+static void parse_disabled_ops(void)
+{
+    const char *env = getenv("STRATA_FUZZ_SKIP");
+    g_auto(GStrv) words = env ? g_strsplit(env, ",", -1) : NULL;
+
+    for (int i = 0; words && words[i]; i++) {
+        bool found = false;
+        for (unsigned op = 0; op < G_N_ELEMENTS(op_names); op++) {
+            if (!strcmp(words[i], op_names[op])) {
+                disabled_ops |= 1u << op;
+                found = true;
+            }
+        }
+        if (!found && *words[i]) {
+            fprintf(stderr, "fuzz: unknown op '%s'\n", words[i]);
+            exit(2);
+        }
+    }
+}
+
 /* ---- one input ---- */
 
 static void run_script(Script *s, Run *r)
 {
     for (int n = 0; n < MAX_OPS && s->len && r->bs; n++) {
         unsigned op = get8(s) % G_N_ELEMENTS(ops);
+        if (disabled_ops & (1u << op)) {
+            continue;
+        }
         if (trace) {
             fprintf(stderr, "fuzz: op %d: %s\n", n, op_names[op]);
         }

@@ -80,6 +80,29 @@ def script_snapshot_cycle():
             r(9) + bytes([SNAP_DELETE, 1, CHECK, REPAIR, REOPEN]) + r(0))
 
 
+def be64(img, off):
+    return struct.unpack('>Q', img[off:off + 8])[0]
+
+
+def refblock_as_data(img):
+    """Guest cluster 1 mapped (without COPIED) onto refcount block 0, whose
+    refcount is raised to 2 to match: qemu-img check reports the overlap
+    ("refcount block 0 refcount=2"), strata's check does not (yet)."""
+    img = bytearray(img)
+    rb = be64(img, be64(img, 48)) & ~0x1ff
+    l2 = be64(img, be64(img, 40)) & 0x00fffffffffffe00
+    img[l2 + 8:l2 + 16] = struct.pack('>Q', rb)
+    img[rb + 2 * (rb // 512):rb + 2 * (rb // 512) + 2] = struct.pack('>H', 2)
+    return bytes(img)
+
+
+def script_refblock_as_data():
+    r = lambda blk, ln: struct.pack('<HBH', blk, 0, ln)
+    return (bytes([READ]) + r(1, 255) + bytes([WRITE, 0x66]) + r(1, 255) +
+            bytes([SNAP_CREATE, 1, 0, DISCARD]) + r(1, 255) +
+            bytes([WRITE, 0x77]) + r(100, 2000) + bytes([CHECK, REPAIR]))
+
+
 def encode_image(img):
     if len(img) <= RAW_LIMIT:
         return img
@@ -215,6 +238,10 @@ def main():
         g.emit('seed-empty-c65536', img, script_random(rnd, 40))
         img = g.make('e2', 512, 64)
         g.emit('seed-empty-noscript-c512', img, b'')
+        # hostile near-misses that strata's check passes today
+        img = g.make('h1', 512, 16, writes=data)
+        g.emit('seed-refblock-as-data-c512', refblock_as_data(img),
+               script_refblock_as_data())
     total = sum(os.path.getsize(os.path.join(args.out, f))
                 for f in os.listdir(args.out))
     print('gen-corpus: %d seeds, %d bytes in %s' % (g.n, total, args.out))
