@@ -81,6 +81,7 @@ static int oracles = ORACLE_METADATA | ORACLE_DATA | ORACLE_REPAIR;
 static uint8_t *io_buf;
 static uint8_t *shadow;
 static uint8_t *known;
+static int64_t known_end;       /* known[] is all zero from here on */
 static bool trace;
 static const char *extract_path;
 static unsigned disabled_ops;   /* bit per entry of ops[] */
@@ -181,7 +182,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     /* allocated once: per-input buffers would only churn the allocator */
     io_buf = g_malloc(MAX_IO);
     shadow = g_malloc(SHADOW_SIZE);
-    known = g_malloc(SHADOW_SIZE);
+    known = g_malloc0(SHADOW_SIZE);
     return 0;
 }
 
@@ -334,6 +335,14 @@ static void run_close(Run *r)
 
 /* ---- the shadow of guest data for the data oracle ---- */
 
+/* Clearing only what was used: a 1 MiB memset per input was the largest
+ * single cost of an execution. */
+static void shadow_reset(void)
+{
+    memset(known, 0, known_end);
+    known_end = 0;
+}
+
 static void shadow_forget(int64_t off, int64_t len)
 {
     if (off < SHADOW_SIZE) {
@@ -347,6 +356,7 @@ static void shadow_store(int64_t off, int64_t len, const uint8_t *buf)
         int64_t n = MIN(len, SHADOW_SIZE - off);
         memcpy(shadow + off, buf, n);
         memset(known + off, 1, n);
+        known_end = MAX(known_end, off + n);
     }
 }
 
@@ -522,7 +532,7 @@ static void op_snap_goto(Script *s, Run *r)
     snprintf(key, sizeof(key), sel & 0x80 ? "%d" : "s%d",
              sel & 0x80 ? sel & 0xf : sel % 8);
     if (bdrv_snapshot_goto(r->bs, key, NULL) == 0) {
-        memset(known, 0, SHADOW_SIZE);
+        shadow_reset();
         r->vsize = MAX(bdrv_getlength(r->bs), 0);
     }
 }
@@ -627,7 +637,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     clean_before = check_clean(img_path);
-    memset(known, 0, SHADOW_SIZE);
+    shadow_reset();
     run_open(&r);
     r.oracle_data = clean_before && (oracles & ORACLE_DATA);
     if (trace) {
