@@ -266,24 +266,39 @@ static bool write_image(const uint8_t *p, size_t len)
     return ok;
 }
 
+/* A guest write through a corrupt L2 entry may have grown the image to
+ * petabytes (sparse); such a file is not copied. */
+#define MAX_COPY_SIZE (64 << 20)
+
 /* No g_file_set_contents(): its fsync and rename cost more than the
  * check that follows. */
 static bool copy_file(const char *from, const char *to)
 {
-    g_autofree char *data = NULL;
-    gsize len;
-    int fd;
+    g_autofree uint8_t *data = NULL;
+    struct stat st;
+    int in, out;
     bool ok;
 
-    if (!g_file_get_contents(from, &data, &len, NULL)) {
+    in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0) {
         return false;
     }
-    fd = open(to, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
+    if (fstat(in, &st) < 0 || st.st_size > MAX_COPY_SIZE) {
+        close(in);
         return false;
     }
-    ok = write_all(fd, (const uint8_t *)data, len, 0);
-    close(fd);
+    data = g_malloc(st.st_size + 1);
+    ok = pread(in, data, st.st_size, 0) == st.st_size;
+    close(in);
+    out = open(to, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (!ok || out < 0) {
+        if (out >= 0) {
+            close(out);
+        }
+        return false;
+    }
+    ok = write_all(out, data, st.st_size, 0);
+    close(out);
     return ok;
 }
 
