@@ -25,6 +25,7 @@ export ASAN_OPTIONS UBSAN_OPTIONS
 status=0
 nice "$bin" -rss_limit_mb=100 -timeout=10 -max_total_time="$seconds" \
     -print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/" \
+    -dict="$here/qcow2.dict" \
     "$@" "$build/fuzz-corpus" "$here/corpus" >"$build/fuzz.log" 2>&1 ||
     status=$?
 
