@@ -11,11 +11,16 @@
  *                                   classic mode, @@-less); built with
  *                                   afl-clang-fast/lto it loops in
  *                                   persistent mode over shared memory
+ *
+ * STRATA_FUZZ_MAX_RSS_MB=N makes a replay fail when the process's peak
+ * RSS went over N MiB (every input closes everything it opened; the
+ * whole corpus must fit in what libFuzzer's -rss_limit_mb allows one).
  */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -78,6 +83,19 @@ static int run_dir(const char *dir, int *count)
     return fails;
 }
 
+static bool rss_within_limit(void)
+{
+    const char *env = getenv("STRATA_FUZZ_MAX_RSS_MB");
+    struct rusage ru;
+
+    if (!env || getrusage(RUSAGE_SELF, &ru) < 0) {
+        return true;
+    }
+    fprintf(stderr, "fuzz-qcow2-replay: peak RSS %ld MiB (limit %s MiB)\n",
+            ru.ru_maxrss / 1024, env);
+    return ru.ru_maxrss <= atol(env) * 1024L;
+}
+
 static int run_args(int argc, char **argv)
 {
     int fails = 0, count = 0;
@@ -92,7 +110,7 @@ static int run_args(int argc, char **argv)
     }
     fprintf(stderr, "fuzz-qcow2-replay: %d inputs, %d unreadable\n", count,
             fails);
-    return fails ? 1 : 0;
+    return fails || !rss_within_limit() ? 1 : 0;
 }
 
 #ifdef __AFL_FUZZ_TESTCASE_LEN
