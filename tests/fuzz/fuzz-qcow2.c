@@ -572,17 +572,91 @@ static void op_truncate(Script *s, Run *r)
     }
 }
 
+/* Read-only temporary load of a snapshot (qemu-img convert -l) on a
+ * read-only open, a few reads of it, then back to the active image. */
+static void op_snap_load_tmp(Script *s, Run *r)
+{
+    char name[16];
+    int nreads = get8(s) % 4;
+
+    snap_name(s, name, sizeof(name));
+    run_close(r);
+    r->bs = open_image(img_path, 0);
+    if (r->bs && bdrv_snapshot_load_tmp_by_id_or_name(r->bs, name,
+                                                      NULL) == 0) {
+        int64_t vsize = r->vsize;
+        r->vsize = MAX(bdrv_getlength(r->bs), 0);
+        for (int i = 0; i < nreads; i++) {
+            int64_t off, len;
+            pick_range(s, r, &off, &len);
+            /* the snapshot's content: not in the shadow */
+            bdrv_pread(r->bs, off, len, io_buf);
+        }
+        r->vsize = vsize;
+    }
+    run_close(r);
+    run_open(r);
+}
+
+/* Read-only and back, as a block job's target or a snapshot's base is. */
+static void op_reopen_ro_rw(Script *s, Run *r)
+{
+    int64_t off, len;
+
+    if (bdrv_is_read_only(r->bs) ||
+        !bdrv_reopen_set_read_only(r->bs, true, NULL)) {
+        return;
+    }
+    pick_range(s, r, &off, &len);
+    if (bdrv_pread(r->bs, off, len, io_buf) == 0 && r->oracle_data) {
+        shadow_verify(off, len, io_buf);
+    }
+    bdrv_reopen_set_read_only(r->bs, false, NULL);
+}
+
+/* What `info` and `map` ask. */
+static void op_info(Script *s, Run *r)
+{
+    BlockDriverInfo bdi;
+    BlockSpecificInfo si;
+    BdrvSnapshotInfo sn = { 0 };
+    char name[16];
+
+    bdrv_get_info(r->bs, &bdi);
+    bdrv_get_specific_info(r->bs, &si);
+    bdrv_get_allocated_file_size(r->bs);
+    snap_name(s, name, sizeof(name));
+    if (bdrv_snapshot_find(r->bs, name, &sn, NULL)) {
+        bdrv_snapshot_info_clear(&sn);
+    }
+}
+
+static void op_block_status_above(Script *s, Run *r)
+{
+    int64_t off, len, pnum = 0, map = 0;
+    BlockDriverState *file = NULL;
+    int depth = 0;
+
+    pick_range(s, r, &off, &len);
+    if (len > 0) {
+        bdrv_block_status_above(r->bs, off, len, &pnum, &map, &file, &depth);
+    }
+}
+
 typedef void OpFunc(Script *s, Run *r);
 
 static OpFunc *const ops[] = {
     op_read, op_write, op_read, op_write, op_zero, op_discard,
     op_block_status, op_flush, op_check, op_repair_copy, op_snap_list,
     op_snap_create, op_snap_delete, op_snap_goto, op_reopen, op_truncate,
+    /* appended: scripts using opcodes 0..15 keep their meaning */
+    op_snap_load_tmp, op_reopen_ro_rw, op_info, op_block_status_above,
 };
 static const char *const op_names[] = {
     "read", "write", "read", "write", "zero", "discard",
     "block_status", "flush", "check", "repair_copy", "snap_list",
     "snap_create", "snap_delete", "snap_goto", "reopen", "truncate",
+    "snap_load_tmp", "reopen_ro_rw", "info", "block_status_above",
 };
 G_STATIC_ASSERT(G_N_ELEMENTS(ops) == G_N_ELEMENTS(op_names));
 

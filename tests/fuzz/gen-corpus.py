@@ -35,10 +35,11 @@ RAW_LIMIT = 8 * 1024
 MAX_EXTENT = 0xFFFF
 GAP_MERGE = 16
 
-# op numbers, as in fuzz-qcow2.c's ops[] (op byte % 16)
+# op numbers, as in fuzz-qcow2.c's ops[] (op byte % 20)
 READ, WRITE, ZERO, DISCARD, STATUS, FLUSH, CHECK, REPAIR = 0, 1, 4, 5, 6, 7, 8, 9
 SNAP_LIST, SNAP_CREATE, SNAP_DELETE, SNAP_GOTO, REOPEN, TRUNCATE = (
     10, 11, 12, 13, 14, 15)
+SNAP_LOAD_TMP, REOPEN_RO_RW, INFO, STATUS_ABOVE = 16, 17, 18, 19
 
 
 def rng_args(rnd):
@@ -101,6 +102,16 @@ def script_refblock_as_data():
     return (bytes([READ]) + r(1, 255) + bytes([WRITE, 0x66]) + r(1, 255) +
             bytes([SNAP_CREATE, 1, 0, DISCARD]) + r(1, 255) +
             bytes([WRITE, 0x77]) + r(100, 2000) + bytes([CHECK, REPAIR]))
+
+
+def script_load_tmp_info():
+    """temporary load of s0 with reads, ro/rw reopen, info, status above"""
+    r = lambda blk, ln: struct.pack('<HBH', blk, 0, ln)
+    return (bytes([SNAP_LOAD_TMP, 3, 0]) + r(0, 1000) + r(2, 255) +
+            r(400, 2047) + bytes([WRITE, 0x44]) + r(2, 255) +
+            bytes([REOPEN_RO_RW]) + r(2, 255) + bytes([INFO, 1, STATUS_ABOVE]) +
+            r(0, 0xffff) + bytes([SNAP_LOAD_TMP, 1, 1]) + r(2, 255) +
+            bytes([READ]) + r(2, 255))
 
 
 def encode_image(img):
@@ -211,6 +222,8 @@ def main():
                    script_snapshot_cycle())
             g.emit('seed-snap2-c%d-%s-rnd' % (cs, compat), img,
                    script_random(rnd, 30))
+            g.emit('seed-snap2-c%d-%s-tmp' % (cs, compat), img,
+                   script_load_tmp_info())
         img = g.make('sn1', 512, 2, writes=data, snaps=('s0',))
         g.emit('seed-snap1-c512-r2', img, script_snapshot_cycle())
         # a backing file name that does not exist (never opened while fuzzing)
