@@ -2,12 +2,23 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Installs the Debian packages strata needs to build and test, but only
 # those that are missing, so a prepared machine pays nothing.
+#   install-deps.sh          what `make`, `make check`, `make demo` need
+#   install-deps.sh --fuzz   that plus clang with libFuzzer (`make fuzz`)
 set -e
 
 # build: compiler, meson/ninja, libraries; tests: Check, qemu oracles
 # (qemu-system-common has qemu-storage-daemon), python3
 PKGS="gcc pkg-config meson ninja-build libglib2.0-dev libjson-glib-dev
 check zlib1g-dev qemu-utils qemu-system-common python3"
+
+# `make fuzz` only: clang and its runtime libraries (libFuzzer, ASan, UBSan)
+fuzz_pkgs() {
+    echo "clang libclang-rt-dev"
+}
+
+if [ "$1" = "--fuzz" ]; then
+    PKGS="$PKGS $(fuzz_pkgs)"
+fi
 
 missing=""
 for p in $PKGS; do
