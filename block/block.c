@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "block/block_int.h"
+#include "byteorder.h"
 #include "block/drivers.h"
 
 static GPtrArray *drivers;
@@ -91,16 +92,6 @@ BlockDriver *bdrv_probe_all(const uint8_t *buf, int buf_size,
  * any host file).  Each test is the condition under which QEMU's probe
  * for that format scores above raw's 1, on a zero-padded 512-byte block.
  */
-static uint32_t be32_at(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3];
-}
-
-static uint32_t le32_at(const uint8_t *p)
-{
-    return (uint32_t)p[3] << 24 | p[2] << 16 | p[1] << 8 | p[0];
-}
-
 /* vmdk text descriptor: blank or comment lines, then "version=1|2|3"
  * ending in LF or CRLF. */
 static bool looks_like_vmdk_descriptor(const uint8_t *buf, int size)
@@ -148,7 +139,7 @@ const char *bdrv_probe_foreign(const uint8_t *buf, int size)
     if (size < 8) {
         return NULL;
     }
-    if (size >= 48 && be32_at(buf) == 0x514649fb && be32_at(buf + 4) == 1) {
+    if (size >= 48 && be32_read(buf) == 0x514649fb && be32_read(buf + 4) == 1) {
         return "qcow";
     }
     if (size >= 64 && !memcmp(buf, "QED", 4)) {
@@ -158,7 +149,7 @@ const char *bdrv_probe_foreign(const uint8_t *buf, int size)
         looks_like_vmdk_descriptor(buf, size)) {
         return "vmdk";
     }
-    if (size >= 512 && le32_at(buf + 64) == 0xbeda107f) {
+    if (size >= 512 && le32_read(buf + 64) == 0xbeda107f) {
         return "vdi";
     }
     if (!memcmp(buf, "conectix", 8)) {
@@ -169,7 +160,7 @@ const char *bdrv_probe_foreign(const uint8_t *buf, int size)
     }
     if (size >= 64 && (!memcmp(buf, "WithoutFreeSpace", 16) ||
                        !memcmp(buf, "WithouFreSpacExt", 16)) &&
-        le32_at(buf + 16) == 2) {
+        le32_read(buf + 16) == 2) {
         return "parallels";
     }
     if (!memcmp(buf, "LUKS\xba\xbe", 6) && buf[6] == 0 && buf[7] == 1) {
@@ -178,7 +169,7 @@ const char *bdrv_probe_foreign(const uint8_t *buf, int size)
     if (size >= 512 && !strcmp((const char *)buf, "Bochs Virtual HD Image") &&
         !strcmp((const char *)buf + 32, "Redolog") &&
         !strcmp((const char *)buf + 48, "Growing") &&
-        (le32_at(buf + 64) == 0x00020000 || le32_at(buf + 64) == 0x00010000)) {
+        (le32_read(buf + 64) == 0x00020000 || le32_read(buf + 64) == 0x00010000)) {
         return "bochs";
     }
     if (size >= (int)sizeof(cloop_v2) - 1 &&

@@ -14,33 +14,8 @@
 #include <string.h>
 
 #include "qcow2.h"
+#include "byteorder.h"
 #include "block/log.h"
-
-static uint32_t be32_at(const uint8_t *b, size_t off)
-{
-    uint32_t v;
-    memcpy(&v, b + off, 4);
-    return GUINT32_FROM_BE(v);
-}
-
-static uint64_t be64_at(const uint8_t *b, size_t off)
-{
-    uint64_t v;
-    memcpy(&v, b + off, 8);
-    return GUINT64_FROM_BE(v);
-}
-
-static void put_be32(uint8_t *b, size_t off, uint32_t v)
-{
-    v = GUINT32_TO_BE(v);
-    memcpy(b + off, &v, 4);
-}
-
-static void put_be64(uint8_t *b, size_t off, uint64_t v)
-{
-    v = GUINT64_TO_BE(v);
-    memcpy(b + off, &v, 8);
-}
 
 void qcow2_signal_corruption(BlockDriverState *bs, const char *fmt, ...)
 {
@@ -134,7 +109,7 @@ static char *feature_name(const uint8_t *hdr, uint32_t start, uint32_t end,
     uint32_t off = start;
 
     while (off + 8 <= end) {
-        uint32_t magic = be32_at(hdr, off), len = be32_at(hdr, off + 4);
+        uint32_t magic = be32_read(hdr + off), len = be32_read(hdr + off + 4);
         off += 8;
         if (magic == QCOW2_EXT_END || len > end - off) {
             break;
@@ -211,8 +186,8 @@ static bool parse_extensions(BlockDriverState *bs, const uint8_t *hdr,
                         "Header extension too large");
             return false;
         }
-        magic = be32_at(hdr, off);
-        len = be32_at(hdr, off + 4);
+        magic = be32_read(hdr + off);
+        len = be32_read(hdr + off + 4);
         off += 8;
         if (off > ext_end || len > ext_end - off) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
@@ -347,19 +322,19 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
                     "Could not read qcow2 header: %s", g_strerror(-ret));
         return ret;
     }
-    if (be32_at(first, 0) != QCOW_MAGIC) {
+    if (be32_read(first) != QCOW_MAGIC) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Image is not in qcow2 format");
         return -EINVAL;
     }
-    version = be32_at(first, 4);
+    version = be32_read(first + 4);
     if (version < 2 || version > 3) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
                     "Unsupported qcow2 version %" PRIu32, version);
         return -ENOTSUP;
     }
     s->version = (int)version;
-    s->cluster_bits = be32_at(first, 20);
+    s->cluster_bits = be32_read(first + 20);
     if (s->cluster_bits < QCOW2_MIN_CLUSTER_BITS ||
         s->cluster_bits > QCOW2_MAX_CLUSTER_BITS) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
@@ -385,11 +360,11 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
         s->header_length = QCOW2_V2_HEADER_LENGTH;
         refcount_order = 4;
     } else {
-        s->incompatible_features = be64_at(hdr, 72);
-        s->compatible_features = be64_at(hdr, 80);
-        s->autoclear_features = be64_at(hdr, 88);
-        refcount_order = be32_at(hdr, 96);
-        s->header_length = be32_at(hdr, 100);
+        s->incompatible_features = be64_read(hdr + 72);
+        s->compatible_features = be64_read(hdr + 80);
+        s->autoclear_features = be64_read(hdr + 88);
+        refcount_order = be32_read(hdr + 96);
+        s->header_length = be32_read(hdr + 100);
         if (s->header_length < QCOW2_V3_MIN_HEADER_LENGTH) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                         "qcow2 header too short");
@@ -406,8 +381,8 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
         s->unknown_header_fields = g_memdup2(hdr + QCOW2_V3_HEADER_LENGTH,
                                              s->unknown_header_fields_size);
     }
-    backing_off = be64_at(hdr, 8);
-    backing_len = be32_at(hdr, 16);
+    backing_off = be64_read(hdr + 8);
+    backing_len = be32_read(hdr + 16);
     if (backing_off > s->cluster_size) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Invalid backing file offset");
@@ -478,7 +453,7 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
     s->refblock_bits = s->cluster_bits + 3 - s->refcount_order;
     s->refblock_size = 1U << s->refblock_bits;
 
-    crypt = be32_at(hdr, 32);
+    crypt = be32_read(hdr + 32);
     if (crypt > 2) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Unsupported encryption method %d", crypt);
@@ -493,14 +468,14 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
     file_end = qcow2_align_up(file_len, s->cluster_size);
     /* Like QEMU, the disk has whole 512-byte sectors: a size that is not
      * a multiple of 512 is rounded down (the L1 check uses it as is). */
-    header_size = be64_at(hdr, 24);
+    header_size = be64_read(hdr + 24);
     s->size = header_size & ~(uint64_t)(BDRV_SECTOR_SIZE - 1);
-    s->l1_size = be32_at(hdr, 36);
-    s->l1_table_offset = be64_at(hdr, 40);
-    s->refcount_table_offset = be64_at(hdr, 48);
-    reftable_clusters = be32_at(hdr, 56);
-    s->nb_snapshots = be32_at(hdr, 60);
-    s->snapshots_offset = be64_at(hdr, 64);
+    s->l1_size = be32_read(hdr + 36);
+    s->l1_table_offset = be64_read(hdr + 40);
+    s->refcount_table_offset = be64_read(hdr + 48);
+    reftable_clusters = be32_read(hdr + 56);
+    s->nb_snapshots = be32_read(hdr + 60);
+    s->snapshots_offset = be64_read(hdr + 64);
 
     /* check -r all builds one; QEMU opens such an image for checks too */
     if (reftable_clusters == 0 && !check) {
@@ -610,8 +585,8 @@ static bool put_ext(uint8_t *buf, size_t *off, size_t limit, uint32_t magic,
     if (*off + 8 + padded > limit) {
         return false;
     }
-    put_be32(buf, *off, magic);
-    put_be32(buf, *off + 4, len);
+    be32_write(buf + *off, magic);
+    be32_write(buf + *off + 4, len);
     if (len) {
         memcpy(buf + *off + 8, data, len);
     }
@@ -636,23 +611,23 @@ int qcow2_write_header(BlockDriverState *bs, GError **errp)
     hlen = s->version >= 3 ? QCOW2_V3_HEADER_LENGTH +
                              s->unknown_header_fields_size
                            : QCOW2_V2_HEADER_LENGTH;
-    put_be32(buf, 0, QCOW_MAGIC);
-    put_be32(buf, 4, s->version);
-    put_be32(buf, 20, s->cluster_bits);
-    put_be64(buf, 24, s->size);
-    put_be32(buf, 36, s->l1_size);
-    put_be64(buf, 40, s->l1_table_offset);
-    put_be64(buf, 48, s->refcount_table_offset);
-    put_be32(buf, 56, (uint32_t)((uint64_t)s->refcount_table_size * 8 /
+    be32_write(buf + 0, QCOW_MAGIC);
+    be32_write(buf + 4, s->version);
+    be32_write(buf + 20, s->cluster_bits);
+    be64_write(buf + 24, s->size);
+    be32_write(buf + 36, s->l1_size);
+    be64_write(buf + 40, s->l1_table_offset);
+    be64_write(buf + 48, s->refcount_table_offset);
+    be32_write(buf + 56, (uint32_t)((uint64_t)s->refcount_table_size * 8 /
                                  s->cluster_size));
-    put_be32(buf, 60, s->nb_snapshots);
-    put_be64(buf, 64, s->snapshots_offset);
+    be32_write(buf + 60, s->nb_snapshots);
+    be64_write(buf + 64, s->snapshots_offset);
     if (s->version >= 3) {
-        put_be64(buf, 72, s->incompatible_features);
-        put_be64(buf, 80, s->compatible_features);
-        put_be64(buf, 88, s->autoclear_features);
-        put_be32(buf, 96, s->refcount_order);
-        put_be32(buf, 100, hlen);
+        be64_write(buf + 72, s->incompatible_features);
+        be64_write(buf + 80, s->compatible_features);
+        be64_write(buf + 88, s->autoclear_features);
+        be32_write(buf + 96, s->refcount_order);
+        be32_write(buf + 100, hlen);
         buf[104] = s->compression_type;
         if (s->unknown_header_fields_size) {
             memcpy(buf + QCOW2_V3_HEADER_LENGTH, s->unknown_header_fields,
@@ -690,8 +665,8 @@ int qcow2_write_header(BlockDriverState *bs, GError **errp)
     }
     if (blen) {
         memcpy(buf + off, bs->backing_file, blen);
-        put_be64(buf, 8, off);
-        put_be32(buf, 16, blen);
+        be64_write(buf + 8, off);
+        be32_write(buf + 16, blen);
     }
     ret = qcow2_overlap_pwrite(bs, QCOW2_OL_MAIN_HEADER, 0, s->cluster_size,
                                buf);

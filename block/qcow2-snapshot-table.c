@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "qcow2.h"
+#include "byteorder.h"
 #include "qcow2-snapshot.h"
 #include "block/log.h"
 
@@ -46,45 +47,6 @@ static int table_read(TableReader *r, uint64_t pos, uint32_t len, void *out)
     }
     memcpy(out, r->buf + (pos - r->win_start), len);
     return 0;
-}
-
-static uint16_t rd16(const uint8_t *b)
-{
-    uint16_t v;
-    memcpy(&v, b, 2);
-    return GUINT16_FROM_BE(v);
-}
-
-static uint32_t rd32(const uint8_t *b)
-{
-    uint32_t v;
-    memcpy(&v, b, 4);
-    return GUINT32_FROM_BE(v);
-}
-
-static uint64_t rd64(const uint8_t *b)
-{
-    uint64_t v;
-    memcpy(&v, b, 8);
-    return GUINT64_FROM_BE(v);
-}
-
-static void wr16(uint8_t *b, uint16_t v)
-{
-    v = GUINT16_TO_BE(v);
-    memcpy(b, &v, 2);
-}
-
-static void wr32(uint8_t *b, uint32_t v)
-{
-    v = GUINT32_TO_BE(v);
-    memcpy(b, &v, 4);
-}
-
-static void wr64(uint8_t *b, uint64_t v)
-{
-    v = GUINT64_TO_BE(v);
-    memcpy(b, &v, 8);
 }
 
 void qcow2_sn_clear(Qcow2Snapshot *sn)
@@ -185,15 +147,15 @@ static int read_one(BDRVQcow2State *s, TableReader *r, uint64_t *pos,
     if (ret < 0) {
         return ret;
     }
-    sn->l1_table_offset = rd64(h);
-    sn->l1_size = rd32(h + 8);
-    id_len = rd16(h + 12);
-    name_len = rd16(h + 14);
-    sn->date_sec = rd32(h + 16);
-    sn->date_nsec = rd32(h + 20);
-    sn->vm_clock_nsec = rd64(h + 24);
-    sn->vm_state_size = rd32(h + 32);
-    extra = rd32(h + 36);
+    sn->l1_table_offset = be64_read(h);
+    sn->l1_size = be32_read(h + 8);
+    id_len = be16_read(h + 12);
+    name_len = be16_read(h + 14);
+    sn->date_sec = be32_read(h + 16);
+    sn->date_nsec = be32_read(h + 20);
+    sn->vm_clock_nsec = be64_read(h + 24);
+    sn->vm_state_size = be32_read(h + 32);
+    extra = be32_read(h + 36);
     sn->extra_data_size = extra;
     *pos += SNAP_HEADER_LEN;
     if (extra > QCOW2_MAX_SNAPSHOT_EXTRA) {
@@ -209,10 +171,10 @@ static int read_one(BDRVQcow2State *s, TableReader *r, uint64_t *pos,
         return ret;
     }
     if (extra >= 8) {
-        sn->vm_state_size = rd64(known);
+        sn->vm_state_size = be64_read(known);
     }
-    sn->disk_size = extra >= 16 ? rd64(known + 8) : s->size;
-    sn->icount = extra >= 24 ? rd64(known + 16) : UINT64_MAX;
+    sn->disk_size = extra >= 16 ? be64_read(known + 8) : s->size;
+    sn->icount = extra >= 24 ? be64_read(known + 16) : UINT64_MAX;
     if (extra > SNAP_EXTRA_KNOWN) {
         sn->unknown_extra_size = extra - SNAP_EXTRA_KNOWN;
         sn->unknown_extra = g_malloc(sn->unknown_extra_size);
@@ -424,19 +386,19 @@ static void table_serialize(const Qcow2Snapshot *sn, uint32_t nb,
 
         pos = qcow2_align_up(pos, 8);
         p = buf + pos;
-        wr64(p, e->l1_table_offset);
-        wr32(p + 8, e->l1_size);
-        wr16(p + 12, id_len);
-        wr16(p + 14, name_len);
-        wr32(p + 16, e->date_sec);
-        wr32(p + 20, e->date_nsec);
-        wr64(p + 24, e->vm_clock_nsec);
+        be64_write(p, e->l1_table_offset);
+        be32_write(p + 8, e->l1_size);
+        be16_write(p + 12, id_len);
+        be16_write(p + 14, name_len);
+        be32_write(p + 16, e->date_sec);
+        be32_write(p + 20, e->date_nsec);
+        be64_write(p + 24, e->vm_clock_nsec);
         /* old readers see a disk-only snapshot if the size needs 64 bits */
-        wr32(p + 32, e->vm_state_size > UINT32_MAX ? 0 : e->vm_state_size);
-        wr32(p + 36, entry_extra(e));
-        wr64(p + 40, e->vm_state_size);
-        wr64(p + 48, e->disk_size);
-        wr64(p + 56, e->icount);
+        be32_write(p + 32, e->vm_state_size > UINT32_MAX ? 0 : e->vm_state_size);
+        be32_write(p + 36, entry_extra(e));
+        be64_write(p + 40, e->vm_state_size);
+        be64_write(p + 48, e->disk_size);
+        be64_write(p + 56, e->icount);
         p += SNAP_HEADER_LEN + SNAP_EXTRA_KNOWN;
         if (e->unknown_extra_size) {
             memcpy(p, e->unknown_extra, e->unknown_extra_size);
@@ -538,8 +500,8 @@ int qcow2_sn_write_table_header(BlockDriverState *bs, uint32_t nb,
 {
     uint8_t hdr[12];
 
-    wr32(hdr, nb);
-    wr64(hdr + 4, offset);
+    be32_write(hdr, nb);
+    be64_write(hdr + 4, offset);
     bdrv_debug_event(bs->file, "snapshot_header_update");
     return qcow2_write_header_bytes(bs, QCOW2_HDR_SNAPSHOTS_OFF, hdr, 12);
 }
@@ -551,10 +513,10 @@ int qcow2_sn_write_active_header(BlockDriverState *bs, uint64_t size,
 {
     uint8_t hdr[24];
 
-    wr64(hdr, size);
-    wr32(hdr + 8, 0);
-    wr32(hdr + 12, l1_size);
-    wr64(hdr + 16, l1_offset);
+    be64_write(hdr, size);
+    be32_write(hdr + 8, 0);
+    be32_write(hdr + 12, l1_size);
+    be64_write(hdr + 16, l1_offset);
     bdrv_debug_event(bs->file, "snapshot_header_update");
     return qcow2_write_header_bytes(bs, QCOW2_HDR_SIZE_OFF, hdr, 24);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "qcow2.h"
+#include "byteorder.h"
 #include "block/drivers.h"
 
 /* Cover up to 32 MiB of L2 tables, like QEMU's default on Linux. */
@@ -16,18 +17,12 @@
 #define QCOW2_MIN_CACHE_TABLES 16
 
 
-static uint32_t probe_be32(const uint8_t *b)
-{
-    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
-           (uint32_t)b[2] << 8 | b[3];
-}
-
 /* Like QEMU: the magic and any version from 2 up (all 32 bits of it), so
  * an unsupported version is refused by open instead of probing as raw. */
 static int qcow2_probe(const uint8_t *buf, int buf_size, const char *filename)
 {
-    if (buf_size >= 8 && probe_be32(buf) == QCOW_MAGIC &&
-        probe_be32(buf + 4) >= 2) {
+    if (buf_size >= 8 && be32_read(buf) == QCOW_MAGIC &&
+        be32_read(buf + 4) >= 2) {
         return 100;
     }
     return 0;
