@@ -254,9 +254,10 @@ int img_bench(int argc, char **argv)
         .bufsize = 4096,
         .drain_on_flush = true,
     };
-    const char *fmt = NULL, *filename;
-    bool quiet = false, image_opts = false, native_aio = false;
-    int flags = 0;
+    /* -t (not -T) is bench's cache mode, parsed at once below. */
+    ImgCommonOpts o = IMG_COMMON_OPTS_INIT(0);
+    const char *filename;
+    bool native_aio = false;
     int64_t sval;
     long long lval;
     int pattern = 0;
@@ -267,18 +268,12 @@ int img_bench(int argc, char **argv)
     g_autoptr(BlockDriverState) bs = NULL;
     int c;
 
-    if (!img_parse_cache_mode(IMG_DEFAULT_CACHE, &flags, &b.writethrough)) {
+    if (!img_parse_cache_mode(IMG_DEFAULT_CACHE, &o.flags, &b.writethrough)) {
         return 1;
     }
     while ((c = getopt_long(argc, argv, ":hc:d:f:ni:o:qs:S:t:wU",
                             long_options, NULL)) != -1) {
         switch (c) {
-        case ':':
-            img_missing_argument(argv[optind - 1]);
-        case '?':
-            img_unrecognized_option(argv[optind - 1]);
-        case 'h':
-            img_help();
         case 'c':
             if (!parse_int(optarg, &b.count)) {
                 img_error("Invalid request count specified");
@@ -291,9 +286,6 @@ int img_bench(int argc, char **argv)
                 img_error("Invalid queue depth specified");
                 return 1;
             }
-            break;
-        case 'f':
-            fmt = optarg;
             break;
         case 'n':
             native_aio = true;
@@ -314,9 +306,6 @@ int img_bench(int argc, char **argv)
                 return 1;
             }
             break;
-        case 'q':
-            quiet = true;
-            break;
         case 's':
             if (!img_cvtnum_full("buffer size", optarg, 0, INT_MAX, &sval)) {
                 return 1;
@@ -330,17 +319,14 @@ int img_bench(int argc, char **argv)
             step = (int)sval;
             break;
         case 't':
-            if (!img_parse_cache_mode(optarg, &flags, &b.writethrough)) {
+            if (!img_parse_cache_mode(optarg, &o.flags, &b.writethrough)) {
                 img_error("Invalid cache mode");
                 return 1;
             }
             break;
         case 'w':
-            flags |= BDRV_O_RDWR;
+            o.flags |= BDRV_O_RDWR;
             b.write = true;
-            break;
-        case 'U':
-            flags |= BDRV_O_FORCE_SHARE;
             break;
         case OPT_FLUSH_INTERVAL:
             if (!parse_int(optarg, &b.flush_interval)) {
@@ -358,8 +344,8 @@ int img_bench(int argc, char **argv)
         case OPT_NO_DRAIN:
             b.drain_on_flush = false;
             break;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
+        default:
+            img_common_opt(c, argv, &o);
             break;
         }
     }
@@ -376,18 +362,17 @@ int img_bench(int argc, char **argv)
         img_error("Flush interval can't be smaller than depth");
         return 1;
     }
-    if (native_aio && !(flags & BDRV_O_NOCACHE)) {
+    if (native_aio && !(o.flags & BDRV_O_NOCACHE)) {
         img_error("Could not open '%s': aio=native was specified, but it "
                   "requires cache.direct=on, which was not specified.",
                   filename);
         return 1;
     }
-    if (image_opts && fmt) {
-        img_error("--image-opts and --format are mutually exclusive");
+    if (!img_common_check_format(&o)) {
         return 1;
     }
 
-    bs = img_open(image_opts, filename, fmt, flags, quiet);
+    bs = img_open_common(&o, filename, 0);
     if (!bs) {
         return 1;
     }

@@ -132,15 +132,10 @@ int img_check(int argc, char **argv)
         { "force-share", no_argument, NULL, 'U' },
         { NULL, 0, NULL, 0 },
     };
-    const char *fmt = NULL;
-    const char *output = NULL;
-    const char *cache = IMG_DEFAULT_CACHE;
+    ImgCommonOpts o = IMG_COMMON_OPTS_INIT(BDRV_O_CHECK);
     const char *filename;
-    ImgOutputFormat output_format = OFORMAT_HUMAN;
-    int flags = BDRV_O_CHECK;
+    ImgOutputFormat output_format;
     int fix = BDRV_FIX_NONE;
-    bool quiet = false;
-    bool image_opts = false;
     g_autoptr(BlockDriverState) bs = NULL;
     ImageCheck check = { 0 };
     int ret, c;
@@ -148,17 +143,8 @@ int img_check(int argc, char **argv)
     while ((c = getopt_long(argc, argv, ":hf:r:T:qU", long_options,
                             NULL)) != -1) {
         switch (c) {
-        case ':':
-            img_missing_argument(argv[optind - 1]);
-        case '?':
-            img_unrecognized_option(argv[optind - 1]);
-        case 'h':
-            img_help();
-        case 'f':
-            fmt = optarg;
-            break;
         case 'r':
-            flags |= BDRV_O_RDWR;
+            o.flags |= BDRV_O_RDWR;
             if (!strcmp(optarg, "leaks")) {
                 fix = BDRV_FIX_LEAKS;
             } else if (!strcmp(optarg, "all")) {
@@ -168,23 +154,8 @@ int img_check(int argc, char **argv)
                                "(expecting 'leaks' or 'all'): %s", optarg);
             }
             break;
-        case OPT_OUTPUT:
-            output = optarg;
-            break;
-        case 'T':
-            cache = optarg;
-            break;
-        case 'q':
-            quiet = true;
-            break;
-        case 'U':
-            flags |= BDRV_O_FORCE_SHARE;
-            break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return 1;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
+        default:
+            img_common_opt(c, argv, &o);
             break;
         }
     }
@@ -193,24 +164,13 @@ int img_check(int argc, char **argv)
     }
     filename = argv[optind];
 
-    if (output && !strcmp(output, "json")) {
-        output_format = OFORMAT_JSON;
-    } else if (output && !strcmp(output, "human")) {
-        output_format = OFORMAT_HUMAN;
-    } else if (output) {
-        img_error("--output must be used with human or json as argument.");
-        return 1;
-    }
-    if (!img_parse_cache_mode(cache, &flags, NULL)) {
-        img_error("Invalid source cache option: %s", cache);
-        return 1;
-    }
-    if (image_opts && fmt) {
-        img_error("--image-opts and --format are mutually exclusive");
+    if (!img_parse_output_format(o.output, &output_format) ||
+        !img_common_apply_cache(&o, "source cache") ||
+        !img_common_check_format(&o)) {
         return 1;
     }
 
-    bs = img_open(image_opts, filename, fmt, flags, quiet);
+    bs = img_open_common(&o, filename, 0);
     if (!bs) {
         return 1;
     }
@@ -226,7 +186,7 @@ int img_check(int argc, char **argv)
         int leaks_fixed = check.r.leaks_fixed;
 
         if (output_format == OFORMAT_HUMAN) {
-            img_qprintf(quiet,
+            img_qprintf(o.quiet,
                         "The following inconsistencies were found and "
                         "repaired:\n\n"
                         "    %d leaked clusters\n"
@@ -243,9 +203,9 @@ int img_check(int argc, char **argv)
 
     if (ret == 0) {
         if (output_format == OFORMAT_HUMAN) {
-            dump_human_image_check(&check, quiet);
+            dump_human_image_check(&check, o.quiet);
         } else {
-            dump_json_image_check(&check, quiet);
+            dump_json_image_check(&check, o.quiet);
         }
     }
     if (ret < 0 || check.r.check_errors) {

@@ -39,8 +39,10 @@ int img_commit(int argc, char **argv)
         { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
         { NULL, 0, NULL, 0 },
     };
-    const char *fmt = NULL, *cache = IMG_DEFAULT_CACHE, *base = NULL;
-    bool progress = false, quiet = false, drop = false, image_opts = false;
+    /* commit's cache letter is -t: it sets o.cache below. */
+    ImgCommonOpts o = IMG_COMMON_OPTS_INIT(BDRV_O_RDWR);
+    const char *base = NULL;
+    bool progress = false, drop = false;
     g_autoptr(BlockDriverState) bs = NULL;
     g_autoptr(BlockBackend) blk = NULL;
     g_autoptr(GError) err = NULL;
@@ -48,23 +50,13 @@ int img_commit(int argc, char **argv)
     CommitOptions copts = { .auto_complete = true };
     BlockJob *job;
     int64_t rate = 0;
-    int flags = BDRV_O_RDWR;
     int c, ret;
 
     while ((c = getopt_long(argc, argv, ":f:ht:b:dpqr:", long_options,
                             NULL)) != -1) {
         switch (c) {
-        case ':':
-            img_missing_argument(argv[optind - 1]);
-        case '?':
-            img_unrecognized_option(argv[optind - 1]);
-        case 'h':
-            img_help();
-        case 'f':
-            fmt = optarg;
-            break;
         case 't':
-            cache = optarg;
+            o.cache = optarg;
             break;
         case 'b':
             base = optarg;
@@ -77,38 +69,28 @@ int img_commit(int argc, char **argv)
         case 'p':
             progress = true;
             break;
-        case 'q':
-            quiet = true;
-            break;
         case 'r':
             if (!img_cvtnum("rate limit", optarg, &rate)) {
                 return 1;
             }
             break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return 1;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
+        default:
+            img_common_opt(c, argv, &o);
             break;
         }
     }
-    if (quiet) {
+    if (o.quiet) {
         progress = false;
     }
     if (optind != argc - 1) {
         img_error_exit("Expecting one image file name");
     }
-    if (image_opts && fmt) {
-        img_error("--image-opts and --format are mutually exclusive");
-        return 1;
-    }
-    if (!img_parse_cache_mode(cache, &flags, NULL)) {
-        img_error("Invalid cache option: %s", cache);
+    if (!img_common_check_format(&o) ||
+        !img_common_apply_cache(&o, "cache")) {
         return 1;
     }
 
-    bs = img_open(image_opts, argv[optind], fmt, flags, quiet);
+    bs = img_open_common(&o, argv[optind], 0);
     if (!bs) {
         return 1;
     }
@@ -149,6 +131,6 @@ int img_commit(int argc, char **argv)
         img_error("%s", err ? err->message : g_strerror(-ret));
         return 1;
     }
-    img_qprintf(quiet, "Image committed.\n");
+    img_qprintf(o.quiet, "Image committed.\n");
     return 0;
 }

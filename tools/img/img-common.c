@@ -5,6 +5,7 @@
  * human-readable sizes and the -p progress line.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -217,6 +218,81 @@ BlockDriverState *img_open(bool image_opts, const char *filename,
         img_error("Could not open '%s': %s", filename, err->message);
     }
     return bs;
+}
+
+bool img_common_opt(int c, char **argv, ImgCommonOpts *o)
+{
+    switch (c) {
+    case ':':
+        img_missing_argument(argv[optind - 1]);
+    case '?':
+        img_unrecognized_option(argv[optind - 1]);
+    case 'h':
+        img_help();
+    case 'f':
+        o->fmt = optarg;
+        return true;
+    case 'q':
+        o->quiet = true;
+        return true;
+    case 'U':
+        o->flags |= BDRV_O_FORCE_SHARE;
+        return true;
+    case 'T':
+        o->cache = optarg;
+        return true;
+    case OPT_OUTPUT:
+        o->output = optarg;
+        return true;
+    case OPT_IMAGE_OPTS:
+        o->image_opts = true;
+        return true;
+    case OPT_OBJECT:
+        /* Refused, not ignored: the objects it defines (secrets,
+         * throttle groups) would change what the command does. */
+        img_error("--object is not supported");
+        exit(o->object_status);
+    default:
+        return false;
+    }
+}
+
+bool img_parse_output_format(const char *output, ImgOutputFormat *out)
+{
+    if (!output || !strcmp(output, "human")) {
+        *out = OFORMAT_HUMAN;
+    } else if (!strcmp(output, "json")) {
+        *out = OFORMAT_JSON;
+    } else {
+        img_error("--output must be used with human or json as argument.");
+        return false;
+    }
+    return true;
+}
+
+bool img_common_check_format(const ImgCommonOpts *o)
+{
+    if (o->image_opts && o->fmt) {
+        img_error("--image-opts and --format are mutually exclusive");
+        return false;
+    }
+    return true;
+}
+
+bool img_common_apply_cache(ImgCommonOpts *o, const char *what)
+{
+    if (!img_parse_cache_mode(o->cache, &o->flags, NULL)) {
+        img_error("Invalid %s option: %s", what, o->cache);
+        return false;
+    }
+    return true;
+}
+
+BlockDriverState *img_open_common(const ImgCommonOpts *o,
+                                  const char *filename, int extra_flags)
+{
+    return img_open(o->image_opts, filename, o->fmt, o->flags | extra_flags,
+                    o->quiet);
 }
 
 char *img_size_to_str(uint64_t val)

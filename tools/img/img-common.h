@@ -83,6 +83,55 @@ bool img_parse_cache_mode(const char *mode, int *flags, bool *writethrough);
 BlockDriverState *img_open(bool image_opts, const char *filename,
                            const char *fmt, int flags, bool quiet);
 
+/*
+ * The option prologue every subcommand shares.  A subcommand's getopt
+ * loop handles its own letters first and passes every other value to
+ * img_common_opt(), which knows the cases qemu-img repeats in each
+ * command: ':' and '?' (usage errors), -h, -f, -q, -U, -T (the source
+ * cache), --output, --object and --image-opts.  getopt only returns the
+ * letters a subcommand lists, so each keeps exactly the options it had.
+ */
+typedef struct ImgCommonOpts {
+    const char *fmt;        /* -f */
+    const char *output;     /* --output, parsed by img_parse_output_format */
+    const char *cache;      /* -T: the source cache mode */
+    bool image_opts;        /* --image-opts */
+    bool quiet;             /* -q */
+    int flags;              /* open flags; -U adds BDRV_O_FORCE_SHARE */
+    int object_status;      /* exit status when --object is given */
+} ImgCommonOpts;
+
+/* Defaults: no format, human output, qemu-img's default cache, exit 1. */
+#define IMG_COMMON_OPTS_INIT(open_flags) {                     \
+        .cache = IMG_DEFAULT_CACHE, .flags = (open_flags),     \
+        .object_status = 1,                                    \
+    }
+
+/*
+ * Handles one shared getopt value.  Usage errors, -h and --object end the
+ * process (with IMG_EXIT_USAGE, 0 and o->object_status respectively).
+ * argv is the subcommand's (for naming the offending option); the value
+ * comes from getopt's optarg.
+ * Returns false for a value that is not one of the shared options.
+ */
+bool img_common_opt(int c, char **argv, ImgCommonOpts *o);
+
+/* --output: human (also when absent) or json; else qemu-img's error. */
+bool img_parse_output_format(const char *output, ImgOutputFormat *out);
+
+/* "--image-opts and --format are mutually exclusive" if both are set. */
+bool img_common_check_format(const ImgCommonOpts *o);
+
+/*
+ * Applies o->cache to o->flags; on a bad mode prints
+ * "Invalid <what> option: <mode>" (what: "cache" or "source cache").
+ */
+bool img_common_apply_cache(ImgCommonOpts *o, const char *what);
+
+/* img_open with o's format, --image-opts, -q and flags | extra_flags. */
+BlockDriverState *img_open_common(const ImgCommonOpts *o,
+                                  const char *filename, int extra_flags);
+
 /* "64 MiB", "1.25 MiB", "0 B": qemu's size_to_str. */
 char *img_size_to_str(uint64_t val);
 

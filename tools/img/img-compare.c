@@ -222,56 +222,35 @@ int img_compare(int argc, char **argv)
         { "force-share", no_argument, NULL, 'U' },
         { NULL, 0, NULL, 0 },
     };
-    const char *fmt1 = NULL, *fmt2 = NULL;
-    const char *cache = IMG_DEFAULT_CACHE;
+    /* -f (o.fmt) names the first image's format, -F the second's. */
+    ImgCommonOpts o = IMG_COMMON_OPTS_INIT(0);
+    const char *fmt2 = NULL;
     const char *filename1, *filename2;
-    bool progress = false, quiet = false, strict = false;
-    bool image_opts = false;
+    bool progress = false, strict = false;
     g_autoptr(BlockDriverState) bs1 = NULL;
     g_autoptr(BlockDriverState) bs2 = NULL;
-    int flags = 0;
     int ret, c;
 
+    o.object_status = CMP_OPEN_ERROR;
     while ((c = getopt_long(argc, argv, ":hf:F:T:pqsU", long_options,
                             NULL)) != -1) {
         switch (c) {
-        case ':':
-            img_missing_argument(argv[optind - 1]);
-        case '?':
-            img_unrecognized_option(argv[optind - 1]);
-        case 'h':
-            img_help();
-        case 'f':
-            fmt1 = optarg;
-            break;
         case 'F':
             fmt2 = optarg;
-            break;
-        case 'T':
-            cache = optarg;
             break;
         case 'p':
             progress = true;
             break;
-        case 'q':
-            quiet = true;
-            break;
         case 's':
             strict = true;
             break;
-        case 'U':
-            flags |= BDRV_O_FORCE_SHARE;
-            break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return CMP_OPEN_ERROR;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
+        default:
+            img_common_opt(c, argv, &o);
             break;
         }
     }
     /* Progress output would only get in the way of quiet mode. */
-    if (quiet) {
+    if (o.quiet) {
         progress = false;
     }
     if (optind != argc - 2) {
@@ -280,26 +259,26 @@ int img_compare(int argc, char **argv)
     filename1 = argv[optind++];
     filename2 = argv[optind++];
 
-    if (!img_parse_cache_mode(cache, &flags, NULL)) {
-        img_error("Invalid source cache option: %s", cache);
+    if (!img_common_apply_cache(&o, "source cache")) {
         return CMP_OPEN_ERROR;
     }
-    if (image_opts && (fmt1 || fmt2)) {
+    /* Two formats: either one conflicts with --image-opts. */
+    if (o.image_opts && (o.fmt || fmt2)) {
         img_error("--image-opts and --format are mutually exclusive");
         return CMP_OPEN_ERROR;
     }
 
-    bs1 = img_open(image_opts, filename1, fmt1, flags, quiet);
+    bs1 = img_open_common(&o, filename1, 0);
     if (!bs1) {
         return CMP_OPEN_ERROR;
     }
-    bs2 = img_open(image_opts, filename2, fmt2, flags, quiet);
+    bs2 = img_open(o.image_opts, filename2, fmt2, o.flags, o.quiet);
     if (!bs2) {
         return CMP_OPEN_ERROR;
     }
 
     img_progress_init(progress, 2.0);
-    ret = compare_images(bs1, filename1, bs2, filename2, strict, quiet);
+    ret = compare_images(bs1, filename1, bs2, filename2, strict, o.quiet);
     img_progress_end();
     return ret;
 }

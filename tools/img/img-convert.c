@@ -486,8 +486,14 @@ int img_convert(int argc, char **argv)
         { "skip-broken-bitmaps", no_argument, NULL, OPT_SKIP_BROKEN },
         { NULL, 0, NULL, 0 },
     };
-    const char *fmt = NULL, *out_fmt = NULL;
-    const char *cache = "unsafe", *src_cache = IMG_DEFAULT_CACHE;
+    /*
+     * The shared options (-f, -T, -U, -q, --image-opts) describe the
+     * sources; the target keeps its own -O, -t, flags and
+     * --target-image-opts.
+     */
+    ImgCommonOpts src_opts = IMG_COMMON_OPTS_INIT(BDRV_O_NO_SHARE);
+    const char *out_fmt = NULL;
+    const char *cache = "unsafe";
     const char *out_baseimg = NULL, *backing_fmt = NULL;
     const char *out_filename;
     g_autofree char *options = NULL;
@@ -499,9 +505,9 @@ int img_convert(int argc, char **argv)
         .wr_in_order = true,
         .num_workers = 8,
     };
-    bool progress = false, quiet = false, skip_create = false;
-    bool image_opts = false, tgt_image_opts = false, target_is_zero = false;
-    int src_flags = BDRV_O_NO_SHARE, flags = BDRV_O_RDWR; /* as qemu-img */
+    bool progress = false, skip_create = false;
+    bool tgt_image_opts = false, target_is_zero = false;
+    int flags = BDRV_O_RDWR; /* as qemu-img */
     int64_t sval;
     long long lval;
     int ret = 1, c;
@@ -509,15 +515,6 @@ int img_convert(int argc, char **argv)
     while ((c = getopt_long(argc, argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:",
                             long_options, NULL)) != -1) {
         switch (c) {
-        case ':':
-            img_missing_argument(argv[optind - 1]);
-        case '?':
-            img_unrecognized_option(argv[optind - 1]);
-        case 'h':
-            img_help();
-        case 'f':
-            fmt = optarg;
-            break;
         case 'O':
             out_fmt = optarg;
             break;
@@ -563,12 +560,6 @@ int img_convert(int argc, char **argv)
         case 't':
             cache = optarg;
             break;
-        case 'T':
-            src_cache = optarg;
-            break;
-        case 'q':
-            quiet = true;
-            break;
         case 'n':
             skip_create = true;
             break;
@@ -583,20 +574,11 @@ int img_convert(int argc, char **argv)
         case 'W':
             s.wr_in_order = false;
             break;
-        case 'U':
-            src_flags |= BDRV_O_FORCE_SHARE;
-            break;
         case 'r':
             if (!img_cvtnum("rate limit", optarg, &sval)) {
                 return 1;
             }
             /* accepted for compatibility; strata does not throttle */
-            break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return 1;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
             break;
         case OPT_TARGET_IMAGE_OPTS:
             tgt_image_opts = true;
@@ -610,6 +592,9 @@ int img_convert(int argc, char **argv)
         case OPT_BITMAPS:
         case OPT_SKIP_BROKEN:
             /* strata images have no persistent bitmaps to copy */
+            break;
+        default:
+            img_common_opt(c, argv, &src_opts);
             break;
         }
     }
@@ -625,8 +610,7 @@ int img_convert(int argc, char **argv)
         img_error("--target-is-zero requires use of -n flag");
         return 1;
     }
-    if (image_opts && fmt) {
-        img_error("--image-opts and --format are mutually exclusive");
+    if (!img_common_check_format(&src_opts)) {
         return 1;
     }
 
@@ -639,8 +623,7 @@ int img_convert(int argc, char **argv)
         img_error("Must specify image file name");
         return 1;
     }
-    if (!img_parse_cache_mode(src_cache, &src_flags, NULL)) {
-        img_error("Invalid source cache option: %s", src_cache);
+    if (!img_common_apply_cache(&src_opts, "source cache")) {
         return 1;
     }
     if (!img_parse_cache_mode(cache, &flags, &s.writethrough)) {
@@ -648,7 +631,7 @@ int img_convert(int argc, char **argv)
         return 1;
     }
 
-    if (quiet) {
+    if (src_opts.quiet) {
         progress = false;
     }
     img_progress_init(progress, 1.0);
@@ -658,8 +641,7 @@ int img_convert(int argc, char **argv)
     s.src = src;
     for (int i = 0; i < s.src_num; i++) {
         src[i].filename = argv[optind + i];
-        src[i].bs = img_open(image_opts, src[i].filename, fmt, src_flags,
-                             quiet);
+        src[i].bs = img_open_common(&src_opts, src[i].filename, 0);
         if (!src[i].bs) {
             goto out;
         }
@@ -714,7 +696,7 @@ int img_convert(int argc, char **argv)
     }
 
     target = img_open(tgt_image_opts, out_filename,
-                      tgt_image_opts ? NULL : out_fmt, flags, quiet);
+                      tgt_image_opts ? NULL : out_fmt, flags, src_opts.quiet);
     if (!target) {
         goto out;
     }

@@ -173,33 +173,26 @@ int img_create(int argc, char **argv)
         { "object", required_argument, NULL, OPT_OBJECT },
         { NULL, 0, NULL, 0 },
     };
-    const char *fmt = "raw";
+    /* create opens nothing; only -f (default raw), -q and the usage
+     * cases of the shared options apply. */
+    ImgCommonOpts o = IMG_COMMON_OPTS_INIT(0);
     const char *base_fmt = NULL;
     const char *base_filename = NULL;
     const char *filename;
     g_autofree char *options = NULL;
     int64_t img_size = -1;
-    bool quiet = false;
     bool no_open = false;
     int c;
 
+    o.fmt = "raw";
     while ((c = getopt_long(argc, argv, ":F:b:f:ho:qu", long_options,
                             NULL)) != -1) {
         switch (c) {
-        case ':':
-            img_missing_argument(argv[optind - 1]);
-        case '?':
-            img_unrecognized_option(argv[optind - 1]);
-        case 'h':
-            img_help();
         case 'F':
             base_fmt = optarg;
             break;
         case 'b':
             base_filename = optarg;
-            break;
-        case 'f':
-            fmt = optarg;
             break;
         case 'o':
             if (!img_is_valid_option_list(optarg)) {
@@ -208,21 +201,18 @@ int img_create(int argc, char **argv)
             }
             img_accumulate_options(&options, optarg);
             break;
-        case 'q':
-            quiet = true;
-            break;
         case 'u':
             no_open = true;
             break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return 1;
+        default:
+            img_common_opt(c, argv, &o);
+            break;
         }
     }
 
     filename = optind < argc ? argv[optind] : NULL;
     if (options && img_has_help_option(options)) {
-        return img_print_create_option_help(filename, fmt);
+        return img_print_create_option_help(filename, o.fmt);
     }
     if (optind >= argc) {
         img_error_exit("Expecting image file name");
@@ -238,6 +228,6 @@ int img_create(int argc, char **argv)
         img_error_exit("Unexpected argument: %s", argv[optind]);
     }
 
-    return create_image(filename, fmt, base_filename, base_fmt, options,
-                        img_size, no_open, quiet) ? 0 : 1;
+    return create_image(filename, o.fmt, base_filename, base_fmt, options,
+                        img_size, no_open, o.quiet) ? 0 : 1;
 }

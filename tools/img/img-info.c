@@ -358,59 +358,33 @@ int img_info(int argc, char **argv)
         { "force-share", no_argument, NULL, 'U' },
         { NULL, 0, NULL, 0 },
     };
-    ImgOutputFormat output_format = OFORMAT_HUMAN;
-    const char *output = NULL;
-    const char *fmt = NULL;
+    ImgCommonOpts o = IMG_COMMON_OPTS_INIT(0);
+    ImgOutputFormat output_format;
     bool chain = false;
-    bool image_opts = false;
     g_autoptr(GPtrArray) list = NULL;
     int c;
 
     while ((c = getopt_long(argc, argv, ":f:hU", long_options, NULL)) != -1) {
         switch (c) {
-        case ':':
-            img_missing_argument(argv[optind - 1]);
-        case '?':
-            img_unrecognized_option(argv[optind - 1]);
-        case 'h':
-            img_help();
-        case 'f':
-            fmt = optarg;
-            break;
-        case 'U':
-            info_open_flags |= BDRV_O_FORCE_SHARE;
-            break;
-        case OPT_OUTPUT:
-            output = optarg;
-            break;
         case OPT_BACKING_CHAIN:
             chain = true;
             break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return 1;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
+        default:
+            img_common_opt(c, argv, &o);
             break;
         }
     }
     if (optind != argc - 1) {
         img_error_exit("Expecting one image file name");
     }
-    if (output && !strcmp(output, "json")) {
-        output_format = OFORMAT_JSON;
-    } else if (output && !strcmp(output, "human")) {
-        output_format = OFORMAT_HUMAN;
-    } else if (output) {
-        img_error("--output must be used with human or json as argument.");
+    if (!img_parse_output_format(o.output, &output_format) ||
+        !img_common_check_format(&o)) {
         return 1;
     }
-    if (image_opts && fmt) {
-        img_error("--image-opts and --format are mutually exclusive");
-        return 1;
-    }
+    /* Every image of the chain is opened with these flags (-U). */
+    info_open_flags = o.flags;
 
-    list = collect_image_info_list(image_opts, argv[optind], fmt, chain);
+    list = collect_image_info_list(o.image_opts, argv[optind], o.fmt, chain);
     if (!list) {
         return 1;
     }

@@ -186,33 +186,17 @@ int img_map(int argc, char **argv)
         { "max-length", required_argument, NULL, 'l' },
         { NULL, 0, NULL, 0 },
     };
-    ImgOutputFormat output_format = OFORMAT_HUMAN;
+    ImgCommonOpts o = IMG_COMMON_OPTS_INIT(0);
+    ImgOutputFormat output_format;
     g_autoptr(BlockDriverState) bs = NULL;
-    const char *output = NULL, *fmt = NULL;
-    bool image_opts = false;
     int64_t start_offset = 0, max_length = -1, length;
     MapEntry curr = { 0 }, next;
     bool ok = true;
-    int c, ret, flags = 0;
+    int c, ret;
 
     while ((c = getopt_long(argc, argv, ":f:s:l:hU", long_options,
                             NULL)) != -1) {
         switch (c) {
-        case ':':
-            img_missing_argument(argv[optind - 1]);
-        case '?':
-            img_unrecognized_option(argv[optind - 1]);
-        case 'h':
-            img_help();
-        case 'f':
-            fmt = optarg;
-            break;
-        case 'U':
-            flags |= BDRV_O_FORCE_SHARE;
-            break;
-        case OPT_OUTPUT:
-            output = optarg;
-            break;
         case 's':
             if (!img_cvtnum("start offset", optarg, &start_offset)) {
                 return 1;
@@ -223,31 +207,20 @@ int img_map(int argc, char **argv)
                 return 1;
             }
             break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return 1;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
+        default:
+            img_common_opt(c, argv, &o);
             break;
         }
     }
     if (optind != argc - 1) {
         img_error_exit("Expecting one image file name");
     }
-    if (output && !strcmp(output, "json")) {
-        output_format = OFORMAT_JSON;
-    } else if (output && !strcmp(output, "human")) {
-        output_format = OFORMAT_HUMAN;
-    } else if (output) {
-        img_error("--output must be used with human or json as argument.");
-        return 1;
-    }
-    if (image_opts && fmt) {
-        img_error("--image-opts and --format are mutually exclusive");
+    if (!img_parse_output_format(o.output, &output_format) ||
+        !img_common_check_format(&o)) {
         return 1;
     }
 
-    bs = img_open(image_opts, argv[optind], fmt, flags, false);
+    bs = img_open_common(&o, argv[optind], 0);
     if (!bs) {
         return 1;
     }

@@ -222,29 +222,26 @@ int img_rebase(int argc, char **argv)
         { "force-share", no_argument, NULL, 'U' },
         { NULL, 0, NULL, 0 },
     };
-    const char *fmt = NULL, *out_basefmt = NULL, *out_baseimg = NULL;
-    const char *cache = IMG_DEFAULT_CACHE, *src_cache = IMG_DEFAULT_CACHE;
-    bool progress = false, quiet = false, unsafe = false, image_opts = false;
+    /*
+     * The shared options describe the image being rebased, whose cache
+     * letter is -t; -T and -U apply to the backing files it reads, so
+     * rebase keeps those two itself (src_cache, src_flags).
+     */
+    ImgCommonOpts opts = IMG_COMMON_OPTS_INIT(BDRV_O_RDWR);
+    const char *out_basefmt = NULL, *out_baseimg = NULL;
+    const char *src_cache = IMG_DEFAULT_CACHE;
+    bool progress = false, unsafe = false;
     g_autoptr(BlockDriverState) bs = NULL;
     g_autoptr(BlockDriverState) new_bs = NULL;
     g_autoptr(GError) err = NULL;
     g_autofree uint8_t *buf1 = NULL, *buf2 = NULL;
     const char *filename;
-    int flags = BDRV_O_RDWR, src_flags = 0;
+    int src_flags = 0;
     int c, ret;
 
     while ((c = getopt_long(argc, argv, ":hf:F:b:upt:T:qU", long_options,
                             NULL)) != -1) {
         switch (c) {
-        case ':':
-            img_missing_argument(argv[optind - 1]);
-        case '?':
-            img_unrecognized_option(argv[optind - 1]);
-        case 'h':
-            img_help();
-        case 'f':
-            fmt = optarg;
-            break;
         case 'F':
             out_basefmt = optarg;
             break;
@@ -258,26 +255,20 @@ int img_rebase(int argc, char **argv)
             progress = true;
             break;
         case 't':
-            cache = optarg;
+            opts.cache = optarg;
             break;
         case 'T':
             src_cache = optarg;
             break;
-        case 'q':
-            quiet = true;
-            break;
         case 'U':
             src_flags |= BDRV_O_FORCE_SHARE;
             break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return 1;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
+        default:
+            img_common_opt(c, argv, &opts);
             break;
         }
     }
-    if (quiet) {
+    if (opts.quiet) {
         progress = false;
     }
     if (!unsafe && !out_baseimg) {
@@ -288,15 +279,13 @@ int img_rebase(int argc, char **argv)
         img_error_exit("Expecting one image file name");
     }
     filename = argv[optind];
-    if (image_opts && fmt) {
-        img_error("--image-opts and --format are mutually exclusive");
+    if (!img_common_check_format(&opts)) {
         return 1;
     }
     if (out_baseimg && !*out_baseimg) {
         out_baseimg = NULL;       /* "" removes the backing file */
     }
-    if (!img_parse_cache_mode(cache, &flags, NULL)) {
-        img_error("Invalid cache option: %s", cache);
+    if (!img_common_apply_cache(&opts, "cache")) {
         return 1;
     }
     if (!img_parse_cache_mode(src_cache, &src_flags, NULL)) {
@@ -313,8 +302,7 @@ int img_rebase(int argc, char **argv)
 
     img_progress_init(progress, 2.0);
     img_progress_print(0, 100);
-    bs = img_open(image_opts, filename, fmt,
-                  flags | (unsafe ? BDRV_O_NO_BACKING : 0), quiet);
+    bs = img_open_common(&opts, filename, unsafe ? BDRV_O_NO_BACKING : 0);
     if (!bs) {
         return 1;
     }

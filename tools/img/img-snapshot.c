@@ -143,25 +143,15 @@ int img_snapshot(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     SnapshotAction action = SNAP_NONE;
-    const char *name = NULL, *fmt = NULL, *filename;
-    bool quiet = false, image_opts = false;
+    ImgCommonOpts o = IMG_COMMON_OPTS_INIT(BDRV_O_RDWR);
+    const char *name = NULL, *filename;
     g_autoptr(BlockDriverState) bs = NULL;
     g_autoptr(GError) err = NULL;
-    int flags = BDRV_O_RDWR;
     int c, ret = 0;
 
     while ((c = getopt_long(argc, argv, ":la:c:d:f:hqU", long_options,
                             NULL)) != -1) {
         switch (c) {
-        case ':':
-            img_missing_argument(argv[optind - 1]);
-        case '?':
-            img_unrecognized_option(argv[optind - 1]);
-        case 'h':
-            img_help();
-        case 'f':
-            fmt = optarg;
-            break;
         case 'l':
         case 'a':
         case 'c':
@@ -173,20 +163,11 @@ int img_snapshot(int argc, char **argv)
                      c == 'c' ? SNAP_CREATE : SNAP_DELETE;
             name = optarg;
             if (c == 'l') {
-                flags &= ~BDRV_O_RDWR;
+                o.flags &= ~BDRV_O_RDWR;
             }
             break;
-        case 'q':
-            quiet = true;
-            break;
-        case 'U':
-            flags |= BDRV_O_FORCE_SHARE;
-            break;
-        case OPT_OBJECT:
-            img_error("--object is not supported");
-            return 1;
-        case OPT_IMAGE_OPTS:
-            image_opts = true;
+        default:
+            img_common_opt(c, argv, &o);
             break;
         }
     }
@@ -194,12 +175,11 @@ int img_snapshot(int argc, char **argv)
         img_error_exit("Expecting one image file name");
     }
     filename = argv[optind];
-    if (image_opts && fmt) {
-        img_error("--image-opts and --format are mutually exclusive");
+    if (!img_common_check_format(&o)) {
         return 1;
     }
 
-    bs = img_open(image_opts, filename, fmt, flags, quiet);
+    bs = img_open_common(&o, filename, 0);
     if (!bs) {
         return 1;
     }
