@@ -238,7 +238,20 @@ static bool qcow2_data_may_be_sparse(BlockDriverState *bs)
     end = (file_len + s->cluster_size - 1) / s->cluster_size;
     g_mutex_lock(&s->lock);
     for (int64_t i = 0; i < end && used < threshold; i++) {
+        uint64_t t = (uint64_t)i >> s->refblock_bits;
         uint64_t refcount = 0;
+
+        /* Only clusters with a refcount block can count, so the walk
+         * costs what the refcount structure holds, not the file's length
+         * (a guest write through a bad L2 entry can make a sparse file
+         * of petabytes). */
+        if (t >= s->refcount_table_size || end - i < threshold - used) {
+            break;
+        }
+        if (!(s->refcount_table[t] & REFT_OFFSET_MASK)) {
+            i = (int64_t)(((t + 1) << s->refblock_bits) - 1);
+            continue;
+        }
         if (qcow2_get_refcount(bs, i, &refcount) < 0) {
             break;
         }
