@@ -353,9 +353,17 @@ static int rebuild(BlockDriverState *bs)
         }
     }
     for (uint32_t i = 0; i < s->nb_snapshots; i++) {
-        index_update(s, QCOW2_OL_INACTIVE_L1_BITNR,
-                     s->snapshots[i].l1_table_offset,
-                     (uint64_t)s->snapshots[i].l1_size * 8, 1);
+        uint64_t off = s->snapshots[i].l1_table_offset;
+        uint64_t bytes = (uint64_t)s->snapshots[i].l1_size * 8;
+
+        /* An open for check keeps entries that check then reports as
+         * corrupt (misaligned or oversized L1); nothing reads them as a
+         * table, and indexing gigabytes of "L1" would cost gigabytes of
+         * memory, so they are left out. */
+        if ((off & (s->cluster_size - 1)) || bytes > QCOW2_MAX_L1_BYTES) {
+            continue;
+        }
+        index_update(s, QCOW2_OL_INACTIVE_L1_BITNR, off, bytes, 1);
     }
     if (o->checks & QCOW2_OL_INACTIVE_L2) {
         ret = add_inactive_l2(bs);
