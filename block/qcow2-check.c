@@ -716,6 +716,12 @@ int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
 
     g_rw_lock_writer_lock(&s->free_lock);
     g_mutex_lock(&s->lock);
+    /* A snapshot table the open for repair kept only in part: refused
+     * without -r all, else shortened before anything is counted. */
+    ret = qcow2_snapshot_check_damage(bs, fix);
+    if (ret < 0) {
+        goto out;
+    }
     /* Work from the on-disk state. */
     ret = qcow2_write_back_metadata(bs);
     if (ret < 0) {

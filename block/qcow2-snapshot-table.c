@@ -131,12 +131,12 @@ static int snapshot_l1_check(BDRVQcow2State *s, const Qcow2Snapshot *sn,
 
 static int read_one(BDRVQcow2State *s, TableReader *r, uint64_t *pos,
                     uint64_t table_end, uint32_t i, Qcow2Snapshot *sn,
-                    GError **errp)
+                    bool tolerate, GError **errp)
 {
     uint8_t h[SNAP_HEADER_LEN];
     uint8_t known[SNAP_EXTRA_KNOWN] = { 0 };
     uint16_t id_len, name_len;
-    uint32_t extra;
+    uint32_t extra, keep;
     int ret;
 
     *pos = qcow2_align_up(*pos, 8);
@@ -156,27 +156,40 @@ static int read_one(BDRVQcow2State *s, TableReader *r, uint64_t *pos,
     sn->vm_clock_nsec = be64_read(h + 24);
     sn->vm_state_size = be32_read(h + 32);
     extra = be32_read(h + 36);
-    sn->extra_data_size = extra;
+    keep = MIN(extra, (uint32_t)QCOW2_MAX_SNAPSHOT_EXTRA);
+    sn->extra_data_size = keep;
     *pos += SNAP_HEADER_LEN;
     if (extra > QCOW2_MAX_SNAPSHOT_EXTRA) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Too much extra metadata in snapshot table entry %u", i);
-        return -EFBIG;
+        if (!tolerate) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "Too much extra metadata in snapshot table entry %u",
+                        i);
+            return -EFBIG;
+        }
+        /* an open for repair keeps the first bytes; check rewrites it */
+        if (!s->sn_damage) {
+            s->sn_damage = g_strdup_printf("Too much extra metadata in "
+                                           "snapshot table entry %u", i);
+        }
+        if (s->sn_extra_cut++ < SN_CUT_LOGGED) {
+            s->sn_cut_entry[s->sn_extra_cut - 1] = i;
+            s->sn_cut_size[s->sn_extra_cut - 1] = extra;
+        }
     }
-    if (*pos + extra + id_len + name_len > table_end) {
+    if (*pos + keep + id_len + name_len > table_end) {
         goto past_end;
     }
-    ret = table_read(r, *pos, MIN(extra, (uint32_t)SNAP_EXTRA_KNOWN), known);
+    ret = table_read(r, *pos, MIN(keep, (uint32_t)SNAP_EXTRA_KNOWN), known);
     if (ret < 0) {
         return ret;
     }
-    if (extra >= 8) {
+    if (keep >= 8) {
         sn->vm_state_size = be64_read(known);
     }
-    sn->disk_size = extra >= 16 ? be64_read(known + 8) : s->size;
-    sn->icount = extra >= 24 ? be64_read(known + 16) : UINT64_MAX;
-    if (extra > SNAP_EXTRA_KNOWN) {
-        sn->unknown_extra_size = extra - SNAP_EXTRA_KNOWN;
+    sn->disk_size = keep >= 16 ? be64_read(known + 8) : s->size;
+    sn->icount = keep >= 24 ? be64_read(known + 16) : UINT64_MAX;
+    if (keep > SNAP_EXTRA_KNOWN) {
+        sn->unknown_extra_size = keep - SNAP_EXTRA_KNOWN;
         sn->unknown_extra = g_malloc(sn->unknown_extra_size);
         ret = table_read(r, *pos + SNAP_EXTRA_KNOWN, sn->unknown_extra_size,
                          sn->unknown_extra);
@@ -184,7 +197,7 @@ static int read_one(BDRVQcow2State *s, TableReader *r, uint64_t *pos,
             return ret;
         }
     }
-    *pos += extra;
+    *pos += keep;      /* as QEMU: a cut entry goes on after the kept bytes */
     sn->id_str = g_malloc0(id_len + 1);
     sn->name = g_malloc0(name_len + 1);
     ret = table_read(r, *pos, id_len, sn->id_str);
@@ -276,6 +289,22 @@ static int check_overlaps(BlockDriverState *bs, GError **errp)
     return 0;
 }
 
+/* Entries from `first` on are dropped from memory (check drops them from
+ * the header before it counts references). */
+static void drop_overhanging(BDRVQcow2State *s, uint32_t first)
+{
+    uint32_t nb = s->nb_snapshots;
+
+    if (!s->sn_damage) {
+        s->sn_damage = g_strdup("Snapshot table is too big");
+    }
+    for (uint32_t j = first; j < nb; j++) {
+        qcow2_sn_clear(&s->snapshots[j]);
+    }
+    s->sn_discarded = nb - first;
+    s->nb_snapshots = first;
+}
+
 int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -286,6 +315,9 @@ int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
      * snapshot whose L1 is bad is refused when it is loaded. */
     bool check_l1s = !(bs->open_flags & BDRV_O_CHECK) &&
                      (bs->open_flags & BDRV_O_RDWR);
+    /* only check -r opens a table it must repair */
+    bool tolerate = (bs->open_flags & BDRV_O_CHECK) &&
+                    (bs->open_flags & BDRV_O_RDWR);
     uint64_t file_end, table_end, pos;
     g_autofree TableReader *r = g_new0(TableReader, 1);
     int ret = 0;
@@ -309,7 +341,9 @@ int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
     pos = s->snapshots_offset;
     for (uint32_t i = 0; i < s->nb_snapshots; i++) {
         Qcow2Snapshot *sn = &s->snapshots[i];
-        ret = read_one(s, r, &pos, table_end, i, sn, errp);
+        uint64_t entry_start = pos;
+
+        ret = read_one(s, r, &pos, table_end, i, sn, tolerate, errp);
         if (ret < 0) {
             if (errp && !*errp) {
                 g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
@@ -319,6 +353,12 @@ int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
             break;
         }
         if (pos - s->snapshots_offset > QCOW2_MAX_SNAPSHOT_TABLE_BYTES) {
+            if (tolerate) {
+                /* an open for repair keeps the entries that fit */
+                drop_overhanging(s, i);
+                pos = entry_start;
+                break;
+            }
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                         "Snapshot table is too big");
             ret = -EFBIG;
@@ -613,6 +653,53 @@ void qcow2_sn_not_found(const char *id, const char *name, GError **errp)
 /* ---------------------------------------------------------------------- */
 /* Check */
 
+int qcow2_snapshot_check_damage(BlockDriverState *bs, BdrvCheckMode fix)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint32_t be;
+    int ret;
+
+    if (!s->sn_damage) {
+        return 0;
+    }
+    if (!(fix & BDRV_FIX_ERRORS)) {
+        strata_error("ERROR failed to read the snapshot table: %s",
+                     s->sn_damage);
+        if (s->sn_discarded) {
+            strata_error("You can force-remove all %u overhanging snapshots "
+                         "with qemu-img check -r all", s->sn_discarded);
+        } else {
+            strata_error("You can force-remove this extra metadata with "
+                         "qemu-img check -r all");
+        }
+        return -EFBIG;
+    }
+    for (uint32_t i = 0; i < MIN(s->sn_extra_cut, SN_CUT_LOGGED); i++) {
+        strata_error("Discarding too much extra metadata in snapshot table "
+                     "entry %u (%u > %u)", s->sn_cut_entry[i],
+                     s->sn_cut_size[i], QCOW2_MAX_SNAPSHOT_EXTRA);
+    }
+    if (s->sn_discarded) {
+        strata_error("Discarding %u overhanging snapshots (snapshot table "
+                     "is too big)", s->sn_discarded);
+        /* the kept entries are the table's first bytes: the shorter
+         * count alone publishes them, and what follows becomes a leak */
+        be = GUINT32_TO_BE(s->nb_snapshots);
+        ret = qcow2_write_header_bytes(bs, QCOW2_HDR_SNAPSHOTS_OFF, &be, 4);
+        if (ret == 0) {
+            ret = bdrv_flush(bs->file);
+        }
+        if (ret < 0) {
+            strata_error("ERROR could not shorten the snapshot table: %s",
+                         g_strerror(-ret));
+            return ret;
+        }
+        s->sn_discarded = 0;
+    }
+    g_clear_pointer(&s->sn_damage, g_free);
+    return 0;
+}
+
 int qcow2_snapshot_check_table(BlockDriverState *bs, BdrvCheckResult *res,
                                BdrvCheckMode fix)
 {
@@ -625,16 +712,15 @@ int qcow2_snapshot_check_table(BlockDriverState *bs, BdrvCheckResult *res,
     g_autoptr(GError) err = NULL;
     int ret;
 
-    if (s->version < 3) {
-        return 0;
-    }
-    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+    for (uint32_t i = 0; s->version >= 3 && i < s->nb_snapshots; i++) {
         if (s->snapshots[i].extra_data_size < 16) {
             strata_error("%s snapshot table entry %u is incomplete",
                     repair ? "Repairing" : "ERROR", i);
             bad++;
         }
     }
+    /* entries whose extra data an open for repair cut must be rewritten */
+    bad += s->sn_extra_cut;
     if (!bad) {
         return 0;
     }
@@ -665,6 +751,7 @@ int qcow2_snapshot_check_table(BlockDriverState *bs, BdrvCheckResult *res,
             MAX(s->snapshots[i].extra_data_size, SNAP_EXTRA_KNOWN);
     }
     qcow2_free_unreferenced(bs, old_off, old_size);
+    s->sn_extra_cut = 0;
     res->corruptions_fixed += bad;
     return 0;
 }

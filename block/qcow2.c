@@ -34,6 +34,7 @@ static void qcow2_free_state(BDRVQcow2State *s)
     qcow2_cache_destroy(s->refcount_cache);
     s->l2_cache = s->refcount_cache = NULL;
     qcow2_free_snapshots(s);
+    g_clear_pointer(&s->sn_damage, g_free);
     qcow2_overlap_free(s);
     g_free(s->l1_table);
     g_free(s->refcount_table);

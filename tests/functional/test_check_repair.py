@@ -234,6 +234,53 @@ named('reftable_on_l1_table', lambda img: poke(img, 48, 'Q', L1_AT),
       want_lines=('Rebuilding refcount structure',))
 
 
+def snapshot_extra_too_big(img):
+    """The first snapshot entry claims 2000 bytes of extra data (QEMU's
+    limit is 1024): any open refuses it, check -r all cuts it."""
+    common.run([common.tools().qemu_img, 'snapshot', '-c', 's1', img])
+    common.run([common.tools().qemu_img, 'snapshot', '-c', 's2', img])
+    table = peek(img, 64, 'Q')
+    poke(img, table + 36, 'I', 2000)
+
+
+named('snapshot_extra_data_too_big', snapshot_extra_too_big,
+      want_lines=('Discarding too much extra metadata in snapshot table '
+                  'entry 0 (2000 > 1024)',))
+
+
+@runner.case('snapshot_damage_needs_r_all')
+def snapshot_damage_needs_r_all():
+    """Without -r all, check refuses such a table as qemu-img does (exit
+    1, the same lines), and the file is unchanged."""
+    t = common.tools()
+    with common.TempDir() as d:
+        img = small_image(d)
+        snapshot_extra_too_big(img)
+        ours, theirs = img + '.ours', img + '.qemu'
+        shutil.copyfile(img, ours)
+        shutil.copyfile(img, theirs)
+        with open(ours, 'rb') as fh:
+            before = fh.read()
+        r_ours = common.run([t.img, 'check', '-r', 'leaks', '-f', 'qcow2',
+                             ours], rc=None)
+        r_qemu = common.run([t.qemu_img, 'check', '-r', 'leaks', '-f',
+                             'qcow2', theirs], rc=None)
+        common.check(r_ours.rc == r_qemu.rc == 1, 'exit codes: ours %d, '
+                     'QEMU %d\n%s\n%s' % (r_ours.rc, r_qemu.rc,
+                                           r_ours.describe(),
+                                           r_qemu.describe()))
+        for line in ('ERROR failed to read the snapshot table: Too much '
+                     'extra metadata in snapshot table entry 0',
+                     'You can force-remove this extra metadata with '
+                     'qemu-img check -r all', 'Check failed: File too large'):
+            common.check(line in r_ours.err and line in r_qemu.err,
+                         'expected %r from both:\n%s\n%s'
+                         % (line, r_ours.describe(), r_qemu.describe()))
+        with open(ours, 'rb') as fh:
+            common.check(fh.read() == before, 'the refused check changed '
+                         'the file')
+
+
 @runner.case('reftable_offset_unaligned')
 def reftable_offset_unaligned():
     """Neither opens it: the same message, and the file is unchanged."""
@@ -440,18 +487,16 @@ def mutate(rng, img, fields):
 
 # Images our check refuses to open where QEMU's opens them, listed as
 # known and counted as failures only with STRATA_REPAIR_STRICT=1:
-#  - snapshot-table damage that QEMU's check mode repairs while opening
-#    (extra data > 1024 bytes, too large a table): still refused by our
-#    open (qcow2-snapshot.c reads the table at open, check or not); to do;
-#    (the same for a table entry past the end of the file);
+#  - snapshot-table damage that QEMU's check repairs and ours does not
+#    yet: more than 65536 entries in the header ("Snapshot table too
+#    large"), and a table entry past the end of the file (extra data over
+#    1024 bytes and a table over 64 MiB are repaired as QEMU does);
 #  - an active L1 table on the header: deliberate, QEMU's "repair" then
 #    writes COPIED flags into the header;
 #  - an active L1 table past the end of the file: deliberate, QEMU reads
 #    it as empty and its leak repair frees every cluster the active tree
 #    had (a pointer fixed by hand later would find them reused).
-KNOWN_OPEN_REFUSALS = ('Too much extra metadata in snapshot table entry',
-                       'Snapshot table is too big',
-                       'Snapshot table too large',
+KNOWN_OPEN_REFUSALS = ('Snapshot table too large',
                        'extends past the end of the file',
                        'Active L1 table overlaps the image header',
                        'Active L1 table offset invalid: it lies past the end')
