@@ -333,8 +333,11 @@ int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
         return (int)file_len;
     }
     file_end = qcow2_align_up(file_len, s->cluster_size);
-    table_end = MIN(file_end, s->snapshots_offset +
-                    QCOW2_MAX_SNAPSHOT_TABLE_BYTES + 0ULL);
+    /* a repair reads on to the entry that crosses the limit, to drop it
+     * and the ones after it */
+    table_end = tolerate ? file_end
+                         : MIN(file_end, s->snapshots_offset +
+                               QCOW2_MAX_SNAPSHOT_TABLE_BYTES + 0ULL);
     r->bs = bs;
     r->win_len = 0;
     s->snapshots = g_new0(Qcow2Snapshot, s->nb_snapshots);

@@ -248,6 +248,32 @@ named('snapshot_extra_data_too_big', snapshot_extra_too_big,
                   'entry 0 (2000 > 1024)',))
 
 
+def snapshot_table_too_big(img):
+    """A table of 1,120 entries with 60,000-byte names: past QEMU's 64 MiB
+    limit after about 1,117 of them.  Any open refuses it; check -r all
+    drops the entries that overhang."""
+    name_len = 60000
+    with open(img, 'r+b') as fh:
+        fh.seek(0, 2)
+        table = (fh.tell() + 0xffff) & ~0xffff
+        fh.seek(table)
+        for i in range(1120):
+            ident = b'%d' % (i + 1)
+            entry = struct.pack('>QIHHIIQII', 0, 0, len(ident), name_len,
+                                0, 0, 0, 0, 24)
+            entry += struct.pack('>QQQ', 0, 64 << 20, (1 << 64) - 1)
+            entry += ident + b'n' * name_len
+            entry += b'\0' * (-len(entry) % 8)
+            fh.write(entry)
+    poke(img, 60, 'I', 1120)
+    poke(img, 64, 'Q', table)
+
+
+named('snapshot_table_too_big', snapshot_table_too_big,
+      want_lines=('Discarding 3 overhanging snapshots (snapshot table is '
+                  'too big)',))
+
+
 @runner.case('snapshot_damage_needs_r_all')
 def snapshot_damage_needs_r_all():
     """Without -r all, check refuses such a table as qemu-img does (exit
