@@ -637,21 +637,6 @@ int qcow2_sn_find(const Qcow2Snapshot *sn, uint32_t nb, const char *id,
     return -1;
 }
 
-void qcow2_sn_not_found(const char *id, const char *name, GError **errp)
-{
-    if (id && name) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
-                    "Snapshot with id '%s' and name '%s' does not exist",
-                    id, name);
-    } else if (id) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
-                    "Snapshot with id '%s' does not exist", id);
-    } else {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
-                    "Snapshot with name '%s' does not exist", name);
-    }
-}
-
 
 /* ---------------------------------------------------------------------- */
 /* Check */

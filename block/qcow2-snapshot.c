@@ -422,7 +422,7 @@ int qcow2_snapshot_delete_check(BlockDriverState *bs, const char *id,
     v = logical_view(s);
     idx = vfind(v, id, name);
     if (idx < 0) {
-        qcow2_sn_not_found(id, name, errp);
+        bdrv_snapshot_not_found(id, name, errp);
         ret = -ENOENT;
         goto out;
     }
@@ -469,7 +469,7 @@ int qcow2_snapshot_goto_check(BlockDriverState *bs, const char *id,
     }
     idx = qcow2_sn_find(s->snapshots, s->nb_snapshots, id, name);
     if (idx < 0) {
-        qcow2_sn_not_found(id, name, errp);
+        bdrv_snapshot_not_found(id, name, errp);
         ret = -ENOENT;
         goto out;
     }

@@ -56,6 +56,5 @@ void qcow2_sn_to_info(const Qcow2Snapshot *sn, BdrvSnapshotInfo *info);
 /* The first entry matching id (if non-NULL) and name (if non-NULL), or -1. */
 int qcow2_sn_find(const Qcow2Snapshot *sn, uint32_t nb, const char *id,
                   const char *name);
-void qcow2_sn_not_found(const char *id, const char *name, GError **errp);
 
 #endif

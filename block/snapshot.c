@@ -153,19 +153,24 @@ static bool find_in_list(BlockDriverState *bs, const char *id,
     }
     bdrv_snapshot_list_free(list, n);
     if (!found) {
-        if (id && name) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
-                        "Snapshot with id '%s' and name '%s' does not exist",
-                        id, name);
-        } else if (id) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
-                        "Snapshot with id '%s' does not exist", id);
-        } else {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
-                        "Snapshot with name '%s' does not exist", name);
-        }
+        bdrv_snapshot_not_found(id, name, errp);
     }
     return found;
+}
+
+void bdrv_snapshot_not_found(const char *id, const char *name, GError **errp)
+{
+    if (id && name) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
+                    "Snapshot with id '%s' and name '%s' does not exist",
+                    id, name);
+    } else if (id) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
+                    "Snapshot with id '%s' does not exist", id);
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
+                    "Snapshot with name '%s' does not exist", name);
+    }
 }
 
 bool bdrv_snapshot_find(BlockDriverState *bs, const char *name,

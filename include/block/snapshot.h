@@ -107,6 +107,9 @@ bool bdrv_snapshot_find(BlockDriverState *bs, const char *name,
 bool bdrv_snapshot_find_by_id(BlockDriverState *bs, const char *id,
                               BdrvSnapshotInfo *out, GError **errp);
 /* id and/or name (at least one); the first entry matching all given. */
+/* The error of a lookup by id and/or name that found nothing, in QEMU's
+ * words (shared by the generic lookups and the drivers' checks). */
+void bdrv_snapshot_not_found(const char *id, const char *name, GError **errp);
 bool bdrv_snapshot_find_by_id_and_name(BlockDriverState *bs, const char *id,
                                        const char *name,
                                        BdrvSnapshotInfo *out, GError **errp);
