@@ -6,12 +6,17 @@
  * Order of effects and the commit point:
  *   do:         overlay file created (fresh name, or a temporary name
  *               beside an existing file), flushed, opened without backing
- *   invalidate: old top flushed and reopened read-only; then the one
- *               commit-point write -- rename of the temporary file over the
- *               existing one, or the backing link written into an
- *               existing overlay that lacks it -- which is the commit
- *               point; then the in-memory switch (cannot fail)
+ *   invalidate: the one commit-point write -- rename of the temporary
+ *               file over the existing one, or the backing link written
+ *               into an existing overlay that lacks it -- then the
+ *               in-memory switch (cannot fail)
  *   cancel:     the same steps backwards
+ *   clean:      after success, the old top (now a backing file) reopened
+ *               read-only.  Not in invalidate: other actions of the same
+ *               transaction on the old top (an internal snapshot's clean
+ *               frees the clusters of its replaced table) still write to
+ *               it after every invalidate, and nothing else can, since
+ *               the device no longer points at it.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -52,15 +57,20 @@ struct ExternalSnapshot {
     ExternalSnapshotMode mode;
     char *node_name;
     BlockDriverState *given_overlay;
+    BlockDriverState *revert_to;  /* a node of the chain, or NULL */
+    BlockDriverState *set_base;   /* external_snapshot_set_base() */
+    char *set_base_name;
 
-    BlockDriverState *old_top;   /* references, from do on */
+    /* references, from do on: the node under the overlay, and the
+     * device's root the switch replaces (the same node unless reverting) */
+    BlockDriverState *old_top;
+    BlockDriverState *old_root;
     BlockDriverState *overlay;
     char *created_file;          /* a file we created: removed on cancel */
     bool replace_target;         /* created_file is a temporary name */
     char *backup_file;           /* link to the replaced file, until clean */
     bool needs_backing_link;     /* existing overlay records no backing */
     bool wrote_backing_link;
-    bool old_made_ro;
     bool switched;               /* the device is on the overlay */
     ExternalSnapshotState state;
     bool do_failed;
@@ -121,7 +131,40 @@ ExternalSnapshot *external_snapshot_new(BlockBackend *blk,
     if (p->overlay) {
         bdrv_ref(p->overlay);
     }
+    es->revert_to = p->revert_to;
+    if (p->revert_to) {
+        bdrv_ref(p->revert_to);
+    }
     return es;
+}
+
+void external_snapshot_set_base(ExternalSnapshot *es, BlockDriverState *base,
+                                const char *base_filename)
+{
+    g_assert(es->state == ES_CHECKED && !es->revert_to && !es->set_base);
+    bdrv_ref(base);
+    es->set_base = base;
+    es->set_base_name = g_strdup(base_filename);
+}
+
+char *external_snapshot_get_final_filename(ExternalSnapshot *es)
+{
+    if (es->given_overlay) {
+        return bdrv_get_absolute_filename(es->given_overlay);
+    }
+    if (g_path_is_absolute(es->snapshot_file)) {
+        return g_strdup(es->snapshot_file);
+    }
+    return g_canonicalize_filename(es->snapshot_file, NULL);
+}
+
+/* The name the overlay records for the node under it. */
+static char *base_filename(ExternalSnapshot *es)
+{
+    if (es->set_base_name) {
+        return g_strdup(es->set_base_name);
+    }
+    return bdrv_get_absolute_filename(es->old_top);
 }
 
 BlockDriverState *external_snapshot_get_overlay(ExternalSnapshot *es)
@@ -325,6 +368,12 @@ static bool check(ExternalSnapshot *es, ExternalSnapshotTargets *claimed,
                     job->driver->job_type);
         return false;
     }
+    if (es->revert_to && !bdrv_chain_contains(root, es->revert_to)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Node '%s' is not in the backing chain of device '%s'",
+                    bdrv_get_node_name(es->revert_to), device_name(es));
+        return false;
+    }
     if (es->given_overlay) {
         return check_overlay_node(es, es->given_overlay, errp) &&
                claim_target(es, claimed,
@@ -365,7 +414,7 @@ static char *sibling_name(const char *path, const char *tag)
 static bool create_overlay(ExternalSnapshot *es, GError **errp)
 {
     g_autoptr(GHashTable) opts = bdrv_opts_new();
-    g_autofree char *backing = bdrv_get_absolute_filename(es->old_top);
+    g_autofree char *backing = base_filename(es);
     g_autofree char *size = NULL;
     int64_t len = bdrv_getlength(es->old_top);
     const char *path = es->snapshot_file;
@@ -410,6 +459,21 @@ static BlockDriverState *open_overlay(ExternalSnapshot *es, const char *path,
     return bdrv_open(path, o, BDRV_O_RDWR, errp);
 }
 
+/* Two names of one file: the same canonical absolute path, or the same
+ * inode once both exist. */
+static bool same_file_name(const char *a, const char *b)
+{
+    g_autofree char *ca = g_canonicalize_filename(a, NULL);
+    g_autofree char *cb = g_canonicalize_filename(b, NULL);
+    struct stat sa, sb;
+
+    if (!strcmp(ca, cb)) {
+        return true;
+    }
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 &&
+           sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 /* mode existing / overlay node: size and recorded backing file. */
 static bool check_existing_overlay(ExternalSnapshot *es, GError **errp)
 {
@@ -441,11 +505,13 @@ static bool check_existing_overlay(ExternalSnapshot *es, GError **errp)
     if (recorded && *recorded) {
         g_autofree char *full =
             bdrv_get_full_backing_filename(es->overlay);
-        if (!bdrv_is_file(es->old_top, full)) {
+        g_autofree char *want = base_filename(es);
+        if (es->set_base_name ? !same_file_name(full, want)
+                              : !bdrv_is_file(es->old_top, full)) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                         "The overlay's backing file '%s' is not the current "
                         "image of device '%s' ('%s')", recorded,
-                        device_name(es), bdrv_get_filename(es->old_top));
+                        device_name(es), want);
             return false;
         }
         if (rec_fmt && *rec_fmt && strcmp(rec_fmt, fmt)) {
@@ -467,8 +533,12 @@ static bool do_(ExternalSnapshot *es, GError **errp)
     int ret;
 
     g_assert(root && !es->old_top);
-    es->old_top = root;
-    bdrv_ref(root);
+    /* What the device will be on when invalidate runs: its root now, or
+     * the overlay of an earlier external snapshot in the transaction. */
+    es->old_root = es->set_base ? es->set_base : root;
+    bdrv_ref(es->old_root);
+    es->old_top = es->revert_to ? es->revert_to : es->old_root;
+    bdrv_ref(es->old_top);
     if (!bdrv_is_read_only(root)) {
         ret = bdrv_flush(root);
         if (ret < 0) {
@@ -555,30 +625,24 @@ static bool invalidate(ExternalSnapshot *es, GError **errp)
     bool ok = false;
 
     blk_drained_begin(es->blk);
-    if (blk_bs(es->blk) != es->old_top) {
+    if (blk_bs(es->blk) != es->old_root) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Device '%s' changed between do and invalidate",
                     device_name(es));
         goto out;
     }
-    if (!bdrv_is_read_only(es->old_top)) {
-        if (!bdrv_reopen_set_read_only(es->old_top, true, errp)) {
-            goto out;
-        }
-        es->old_made_ro = true;
-    }
     if (es->replace_target && !replace_target(es, errp)) {
-        goto undo_ro;
+        goto out;
     }
     if (es->needs_backing_link) {
-        g_autofree char *name = bdrv_get_absolute_filename(es->old_top);
+        g_autofree char *name = base_filename(es);
         if (!bdrv_change_backing_file(es->overlay, name,
                                       bdrv_get_format_name(es->old_top),
                                       errp)) {
             if (es->backup_file) {
                 restore_replaced(es, NULL);
             }
-            goto undo_ro;
+            goto out;
         }
         es->wrote_backing_link = true;
     }
@@ -586,13 +650,6 @@ static bool invalidate(ExternalSnapshot *es, GError **errp)
     blk_set_root(es->blk, es->overlay);
     es->switched = true;
     ok = true;
-    goto out;
-
-undo_ro:
-    if (es->old_made_ro) {
-        bdrv_reopen_set_read_only(es->old_top, false, NULL);
-        es->old_made_ro = false;
-    }
 out:
     blk_drained_end(es->blk);
     return ok;
@@ -624,7 +681,7 @@ static bool cancel(ExternalSnapshot *es, GError **errp)
     bool ok = true;
     if (es->switched) {
         blk_drained_begin(es->blk);
-        blk_set_root(es->blk, es->old_top);
+        blk_set_root(es->blk, es->old_root);
         bdrv_set_backing(es->overlay, NULL);
         if (es->wrote_backing_link &&
             !bdrv_change_backing_file(es->overlay, NULL, NULL, &err)) {
@@ -640,14 +697,6 @@ static bool cancel(ExternalSnapshot *es, GError **errp)
         }
         es->switched = false;
         blk_drained_end(es->blk);
-    }
-    if (es->old_made_ro) {
-        if (!bdrv_reopen_set_read_only(es->old_top, false, &err)) {
-            add_error(errp, err);
-            err = NULL;
-            ok = false;
-        }
-        es->old_made_ro = false;
     }
     if (es->overlay) {
         bdrv_unref(es->overlay);
@@ -699,8 +748,29 @@ bool external_snapshot_cancel(ExternalSnapshot *es, GError **errp)
     return cancel(es, errp);
 }
 
+/* After success: the old top is a backing file now, and nothing writes
+ * to it any more; a failure costs nothing but the write lock it keeps. */
+static void make_old_top_read_only(ExternalSnapshot *es)
+{
+    GError *err = NULL;
+
+    if (es->old_top != es->old_root || bdrv_is_read_only(es->old_top)) {
+        return;
+    }
+    if (!bdrv_reopen_set_read_only(es->old_top, true, &err)) {
+        strata_warning("Could not reopen '%s' read-only after the external "
+                       "snapshot of device '%s': %s",
+                       bdrv_get_filename(es->old_top), device_name(es),
+                       err->message);
+        g_error_free(err);
+    }
+}
+
 void external_snapshot_clean(ExternalSnapshot *es)
 {
+    if (es->state == ES_INVALIDATED && es->switched) {
+        make_old_top_read_only(es);
+    }
     if (es->backup_file && es->switched) {
         unlink(es->backup_file);
     }
@@ -710,9 +780,19 @@ void external_snapshot_clean(ExternalSnapshot *es)
     if (es->old_top) {
         bdrv_unref(es->old_top);
     }
+    if (es->old_root) {
+        bdrv_unref(es->old_root);
+    }
     if (es->given_overlay) {
         bdrv_unref(es->given_overlay);
     }
+    if (es->revert_to) {
+        bdrv_unref(es->revert_to);
+    }
+    if (es->set_base) {
+        bdrv_unref(es->set_base);
+    }
+    g_free(es->set_base_name);
     blk_unref(es->blk);
     g_free(es->snapshot_file);
     g_free(es->format);

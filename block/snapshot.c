@@ -65,6 +65,13 @@ bool bdrv_can_snapshot(BlockDriverState *bs)
            bs->drv->snapshot_create_check;
 }
 
+bool bdrv_format_can_snapshot(const char *format)
+{
+    BlockDriver *drv = format ? bdrv_find_format(format) : NULL;
+
+    return drv && drv->snapshot_list && drv->snapshot_create_check;
+}
+
 static int no_medium(GError **errp)
 {
     g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC, "No medium inserted");
@@ -293,7 +300,7 @@ static void op_free(BdrvSnapshotOp *op)
     g_free(op);
 }
 
-static int check_name(const char *name, GError **errp)
+int bdrv_snapshot_check_name(const char *name, GError **errp)
 {
     size_t len = name ? strlen(name) : 0;
 
@@ -361,7 +368,7 @@ static int op_check(BlockDriverState *bs, Kind kind,
         ret = check_writable(bs, has[kind], errp);
     }
     if (ret == 0 && kind == K_CREATE) {
-        ret = check_name(tmpl->name, errp);
+        ret = bdrv_snapshot_check_name(tmpl->name, errp);
     }
     *out = NULL;
     if (ret < 0) {

@@ -13,15 +13,19 @@
  *               passes, which check adds the target to)
  *   do          creates the overlay file (or opens an existing one) and
  *               opens it; nothing the device or the chain on disk shows
- *   invalidate  makes it visible: old top reopened read-only, the one
- *               commit-point write if any (see below), overlay put on top of the chain,
- *               device switched to it -- all with the device drained
+ *   invalidate  makes it visible: the one commit-point write if any
+ *               (see below), overlay put on top of the chain, device
+ *               switched to it -- all with the device drained
  *   cancel      undoes do, and invalidate if it ran (while the device is
  *               still held by the transaction): the device writes to the
  *               old top again, which is writable as before; a file the
  *               operation created is removed, a file it did not create is
  *               left as it was
- *   clean       frees everything (also the ExternalSnapshot itself)
+ *   clean       after success reopens the old top read-only (it is a
+ *               backing file now; done here and not in invalidate so
+ *               that other operations of the same transaction on it can
+ *               still finish their clean); frees everything (also the
+ *               ExternalSnapshot itself)
  *
  * Each phase runs once, in order: check, do, invalidate, clean; or
  * cancel after do (also a do that failed: cancel removes what it left)
@@ -62,6 +66,10 @@ typedef struct ExternalSnapshotParams {
     /* blockdev-snapshot: an already open node as the overlay instead of
      * snapshot_file (it must have no backing node). */
     BlockDriverState *overlay;
+    /* An external revert: the overlay goes on top of this node of the
+     * device's chain instead of the device's current image, which is
+     * kept on disk as it is (strata extension; NULL: a snapshot). */
+    BlockDriverState *revert_to;
 } ExternalSnapshotParams;
 
 typedef struct ExternalSnapshot ExternalSnapshot;
@@ -84,6 +92,18 @@ bool external_snapshot_invalidate(ExternalSnapshot *es, GError **errp);
  * and every cancel error is logged. */
 bool external_snapshot_cancel(ExternalSnapshot *es, GError **errp);
 void external_snapshot_clean(ExternalSnapshot *es);
+
+/*
+ * Between check and do: the overlay goes on top of base instead of the
+ * device's current image, and records base_filename as its backing file.
+ * For a second external snapshot of one device in one transaction: base
+ * is the first one's overlay, which the device will be on when this one
+ * is invalidated (the transaction engine invalidates in list order).
+ */
+void external_snapshot_set_base(ExternalSnapshot *es, BlockDriverState *base,
+                                const char *base_filename);
+/* The absolute name the overlay has once the operation took effect. */
+char *external_snapshot_get_final_filename(ExternalSnapshot *es);
 
 /* The overlay node once do has run (no reference is passed). */
 BlockDriverState *external_snapshot_get_overlay(ExternalSnapshot *es);

@@ -92,6 +92,8 @@ void bdrv_snapshot_list_free(BdrvSnapshotInfo *list, int n);
 
 /* True if the node's format can hold internal snapshots. */
 bool bdrv_can_snapshot(BlockDriverState *bs);
+/* True if images of the format (by name) can hold internal snapshots. */
+bool bdrv_format_can_snapshot(const char *format);
 
 /*
  * The node's snapshots in table order: returns how many (>= 0) with
@@ -113,6 +115,11 @@ void bdrv_snapshot_not_found(const char *id, const char *name, GError **errp);
 bool bdrv_snapshot_find_by_id_and_name(BlockDriverState *bs, const char *id,
                                        const char *name,
                                        BdrvSnapshotInfo *out, GError **errp);
+
+/* The rule for a new snapshot's name: 1..BDRV_SNAPSHOT_NAME_MAX bytes
+ * ("Name is empty" otherwise, as QEMU; too long is refused).  0 or
+ * -EINVAL with errp set. */
+int bdrv_snapshot_check_name(const char *name, GError **errp);
 
 /* Create flags */
 #define BDRV_SNAPSHOT_ALLOW_DUPLICATE 0x1  /* what qemu-img -c allows */

@@ -1,0 +1,596 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The transaction engine: owns the order of the phases, the drain of every
+ * device involved, the first error and the freeing of actions.  Action
+ * types (blockdev/action-*.c) only fill in their phase callbacks; no type
+ * has its own copy of the loop or of the error handling.  The contract is
+ * in include/blockdev/transaction.h.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "block/log.h"
+#include "blockdev/transaction-int.h"
+
+typedef enum {
+    A_CHECKED,
+    A_DO_CALLED,     /* do was called (and may have failed) */
+    A_INVALIDATED,
+    A_CANCELLED,
+} ActionPhase;
+
+struct BlkAction {
+    BlkTransactionStates *t;
+    const BlkActionType *type;
+    guint index;
+    void *state;
+    ActionPhase phase;
+    bool do_failed;
+    GPtrArray *devices;          /* BlockBackend *, no references */
+
+    /* an external snapshot's new top (blk_action_set_new_top) */
+    bool changes_top;
+    ExternalSnapshot *new_top_es;
+    char *new_top_format;
+    BlockDriverState *new_top_node;
+
+    /* asynchronous do: guarded by the list's lock */
+    bool started;
+    bool completed;
+    GError *async_err;
+};
+
+/* What one list does to one device. */
+typedef struct TxnDevice {
+    BlockBackend *blk;           /* a reference */
+    GPtrArray *actions;          /* BlkAction *, list order */
+    bool alone;                  /* it holds a revert */
+} TxnDevice;
+
+struct BlkTransactionStates {
+    GPtrArray *actions;          /* BlkAction *, list order */
+    GPtrArray *devices;          /* TxnDevice *, order of first use */
+    GPtrArray *drained_nodes;    /* nodes drained by actions, a ref each */
+    ExternalSnapshotTargets *targets;
+    bool submitted;
+    int64_t hold_ns;
+    GMutex lock;
+    GCond cond;
+};
+
+/* Which list claims each device: one list per device at a time. */
+static GMutex claims_lock;
+static GHashTable *claims;       /* BlockBackend * -> BlkTransactionStates * */
+
+static struct {
+    BlkTransactionHook *paused;
+    BlkTransactionHook *resumed;
+    void *opaque;
+} hooks;
+
+void blk_transaction_set_hooks(BlkTransactionHook *paused,
+                               BlkTransactionHook *resumed, void *opaque)
+{
+    hooks.paused = paused;
+    hooks.resumed = resumed;
+    hooks.opaque = opaque;
+}
+
+static const char *device_name(BlockBackend *blk)
+{
+    BlockDriverState *bs = blk_bs(blk);
+
+    if (*blk_name(blk)) {
+        return blk_name(blk);
+    }
+    return bs ? bdrv_get_node_name(bs) : "";
+}
+
+/* ---- Devices ---- */
+
+static TxnDevice *find_txn_device(BlkTransactionStates *t, BlockBackend *blk)
+{
+    for (guint i = 0; i < t->devices->len; i++) {
+        TxnDevice *d = g_ptr_array_index(t->devices, i);
+        if (d->blk == blk) {
+            return d;
+        }
+    }
+    return NULL;
+}
+
+static bool claim(BlkTransactionStates *t, BlockBackend *blk, GError **errp)
+{
+    BlkTransactionStates *owner;
+    bool ok = true;
+
+    g_mutex_lock(&claims_lock);
+    if (!claims) {
+        claims = g_hash_table_new(NULL, NULL);
+    }
+    owner = g_hash_table_lookup(claims, blk);
+    if (owner && owner != t) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Device '%s' is already part of another transaction",
+                    device_name(blk));
+        ok = false;
+    } else {
+        g_hash_table_insert(claims, blk, t);
+    }
+    g_mutex_unlock(&claims_lock);
+    return ok;
+}
+
+static void unclaim(BlockBackend *blk)
+{
+    g_mutex_lock(&claims_lock);
+    g_hash_table_remove(claims, blk);
+    g_mutex_unlock(&claims_lock);
+}
+
+static bool use_device(BlkAction *a, BlockBackend *blk, bool alone,
+                       GError **errp)
+{
+    BlkTransactionStates *t = a->t;
+    TxnDevice *d = find_txn_device(t, blk);
+
+    if (d && d->alone) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Device '%s' is reverted earlier in this transaction; "
+                    "a revert must be the only action on its device",
+                    device_name(blk));
+        return false;
+    }
+    if (d && alone && d->actions->len > 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Device '%s' has other actions in this transaction; a "
+                    "revert must be the only action on its device",
+                    device_name(blk));
+        return false;
+    }
+    if (!d) {
+        if (!claim(t, blk, errp)) {
+            return false;
+        }
+        d = g_new0(TxnDevice, 1);
+        blk_ref(blk);
+        d->blk = blk;
+        d->actions = g_ptr_array_new();
+        g_ptr_array_add(t->devices, d);
+    }
+    if (!g_ptr_array_find(d->actions, a, NULL)) {
+        g_ptr_array_add(d->actions, a);
+        g_ptr_array_add(a->devices, blk);
+    }
+    d->alone |= alone;
+    return true;
+}
+
+bool blk_action_use_device(BlkAction *a, BlockBackend *blk, GError **errp)
+{
+    return use_device(a, blk, false, errp);
+}
+
+bool blk_action_use_device_alone(BlkAction *a, BlockBackend *blk,
+                                 GError **errp)
+{
+    return use_device(a, blk, true, errp);
+}
+
+static void txn_device_free(TxnDevice *d)
+{
+    unclaim(d->blk);
+    blk_unref(d->blk);
+    g_ptr_array_unref(d->actions);
+    g_free(d);
+}
+
+/* A refused add: the action leaves every device it declared; a device
+ * no other action uses leaves the list. */
+static void forget_action(BlkAction *a)
+{
+    BlkTransactionStates *t = a->t;
+
+    for (guint i = 0; i < a->devices->len; i++) {
+        TxnDevice *d = find_txn_device(t, g_ptr_array_index(a->devices, i));
+        g_ptr_array_remove(d->actions, a);
+        if (d->actions->len == 0) {
+            g_ptr_array_remove(t->devices, d);
+            txn_device_free(d);
+        }
+    }
+}
+
+/* ---- The new-top plan ---- */
+
+void blk_action_set_new_top(BlkAction *a, ExternalSnapshot *es,
+                            const char *format, BlockDriverState *node)
+{
+    g_assert(a->devices->len == 1 && !a->changes_top);
+    a->changes_top = true;
+    a->new_top_es = es;
+    a->new_top_format = g_strdup(format);
+    a->new_top_node = node;
+}
+
+BlkAction *blk_action_top_changer_before(BlkAction *a)
+{
+    TxnDevice *d;
+    BlkAction *found = NULL;
+
+    g_assert(a->devices->len >= 1);
+    d = find_txn_device(a->t, g_ptr_array_index(a->devices, 0));
+    for (guint i = 0; i < d->actions->len; i++) {
+        BlkAction *o = g_ptr_array_index(d->actions, i);
+        if (o == a) {
+            break;
+        }
+        if (o->changes_top) {
+            found = o;
+        }
+    }
+    return found;
+}
+
+ExternalSnapshot *blk_action_new_top_es(BlkAction *a)
+{
+    return a->new_top_es;
+}
+
+const char *blk_action_new_top_format(BlkAction *a)
+{
+    return a->new_top_format;
+}
+
+BlockDriverState *blk_action_new_top_node(BlkAction *a)
+{
+    return a->new_top_node;
+}
+
+ExternalSnapshotTargets *blk_action_external_targets(BlkAction *a)
+{
+    if (!a->t->targets) {
+        a->t->targets = external_snapshot_targets_new();
+    }
+    return a->t->targets;
+}
+
+void blk_action_drain_node(BlkAction *a, BlockDriverState *bs)
+{
+    bdrv_ref(bs);
+    bdrv_drained_begin(bs);
+    g_ptr_array_add(a->t->drained_nodes, bs);
+}
+
+/* ---- Lists and actions ---- */
+
+BlkTransactionStates *blk_transaction_new(void)
+{
+    BlkTransactionStates *t = g_new0(BlkTransactionStates, 1);
+
+    t->actions = g_ptr_array_new();
+    t->devices = g_ptr_array_new();
+    t->drained_nodes = g_ptr_array_new();
+    g_mutex_init(&t->lock);
+    g_cond_init(&t->cond);
+    return t;
+}
+
+guint blk_transaction_length(BlkTransactionStates *t)
+{
+    return t->actions->len;
+}
+
+int64_t blk_transaction_hold_ns(BlkTransactionStates *t)
+{
+    return t->hold_ns;
+}
+
+void *blk_action_state(BlkAction *a)
+{
+    return a->state;
+}
+
+const BlkActionType *blk_action_type(BlkAction *a)
+{
+    return a->type;
+}
+
+guint blk_action_index(BlkAction *a)
+{
+    return a->index;
+}
+
+static void action_free(BlkAction *a)
+{
+    if (a->async_err) {
+        g_error_free(a->async_err);
+    }
+    g_ptr_array_unref(a->devices);
+    g_free(a->new_top_format);
+    g_free(a->state);
+    g_free(a);
+}
+
+bool blk_transaction_add_custom(BlkTransactionStates *t,
+                                const BlkActionType *type,
+                                const void *params, GError **errp)
+{
+    BlkAction *a;
+
+    if (t->submitted) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "The transaction was submitted already; start a new "
+                    "one");
+        return false;
+    }
+    a = g_new0(BlkAction, 1);
+    a->t = t;
+    a->type = type;
+    a->index = t->actions->len;
+    a->state = g_malloc0(MAX(type->state_size, 1));
+    a->devices = g_ptr_array_new();
+    a->phase = A_CHECKED;
+    if (!type->check(a, params, errp)) {
+        forget_action(a);
+        if (type->clean) {
+            type->clean(a);
+        }
+        action_free(a);
+        return false;
+    }
+    g_ptr_array_add(t->actions, a);
+    return true;
+}
+
+bool blk_transaction_add(BlkTransactionStates *t,
+                         const BlkTransactionAction *action, GError **errp)
+{
+    const BlkActionType *type = blk_action_type_of_kind(action->kind);
+
+    if (!type) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Unknown transaction action type %d", (int)action->kind);
+        return false;
+    }
+    return blk_transaction_add_custom(t, type, &action->u, errp);
+}
+
+void blk_action_completed(BlkAction *a, GError *err)
+{
+    BlkTransactionStates *t = a->t;
+
+    g_mutex_lock(&t->lock);
+    g_assert(a->started && !a->completed);
+    a->completed = true;
+    a->async_err = err;
+    g_cond_broadcast(&t->cond);
+    g_mutex_unlock(&t->lock);
+}
+
+/* ---- Submit ---- */
+
+/* An error met while cancelling: logged, and appended to the first. */
+static void append_cancel_error(GError **first, BlkAction *a, GError *err)
+{
+    strata_warning("transaction rollback: %s (action %u) failed to cancel: "
+                   "%s", a->type->name, a->index, err->message);
+    if (first && *first) {
+        char *m = g_strdup_printf("%s; while rolling back, action %u (%s) "
+                                  "failed: %s", (*first)->message, a->index,
+                                  a->type->name, err->message);
+        g_free((*first)->message);
+        (*first)->message = m;
+        g_error_free(err);
+    } else {
+        g_propagate_error(first, err);
+    }
+}
+
+/* Waits for every asynchronous do that started; the first failure among
+ * them becomes the transaction's error if it has none yet. */
+static bool wait_async(BlkTransactionStates *t, GError **errp)
+{
+    bool ok = true;
+
+    g_mutex_lock(&t->lock);
+    for (guint i = 0; i < t->actions->len; i++) {
+        BlkAction *a = g_ptr_array_index(t->actions, i);
+        while (a->started && !a->completed) {
+            g_cond_wait(&t->cond, &t->lock);
+        }
+        if (a->async_err) {
+            a->do_failed = true;
+            if (ok && errp && !*errp) {
+                g_propagate_error(errp, a->async_err);
+            } else {
+                g_error_free(a->async_err);
+            }
+            a->async_err = NULL;
+            ok = false;
+        }
+    }
+    g_mutex_unlock(&t->lock);
+    return ok;
+}
+
+static bool run_do(BlkTransactionStates *t, GError **errp)
+{
+    for (guint i = 0; i < t->actions->len; i++) {
+        BlkAction *a = g_ptr_array_index(t->actions, i);
+        a->phase = A_DO_CALLED;
+        if (a->type->async) {
+            g_mutex_lock(&t->lock);
+            a->started = true;
+            g_mutex_unlock(&t->lock);
+        }
+        if (!a->type->do_(a, errp)) {
+            a->do_failed = true;
+            if (a->type->async) {
+                g_mutex_lock(&t->lock);
+                a->started = false;   /* it never started */
+                g_mutex_unlock(&t->lock);
+            }
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool run_invalidate(BlkTransactionStates *t, GError **errp)
+{
+    for (guint i = 0; i < t->actions->len; i++) {
+        BlkAction *a = g_ptr_array_index(t->actions, i);
+        if (a->type->invalidate && !a->type->invalidate(a, errp)) {
+            return false;
+        }
+        a->phase = A_INVALIDATED;
+    }
+    return true;
+}
+
+static void run_cancel(BlkTransactionStates *t, GError **errp)
+{
+    for (guint i = t->actions->len; i > 0; i--) {
+        BlkAction *a = g_ptr_array_index(t->actions, i - 1);
+        GError *err = NULL;
+
+        if (a->phase != A_DO_CALLED && a->phase != A_INVALIDATED) {
+            continue;
+        }
+        if (a->type->cancel && !a->type->cancel(a, &err)) {
+            append_cancel_error(errp, a, err ? err :
+                g_error_new(BDRV_ERROR, BDRV_ERROR_GENERIC,
+                            "cancel failed without a message"));
+        } else if (err) {
+            append_cancel_error(errp, a, err);
+        }
+        a->phase = A_CANCELLED;
+    }
+}
+
+static void run_clean(BlkTransactionStates *t)
+{
+    for (guint i = 0; i < t->actions->len; i++) {
+        BlkAction *a = g_ptr_array_index(t->actions, i);
+        if (a->type->clean) {
+            a->type->clean(a);
+        }
+    }
+}
+
+/* What the guests wrote so far goes to disk before the hold, so the
+ * flushes under it write only what arrives in between (DESIGN rule 6). */
+static bool flush_devices(BlkTransactionStates *t, GError **errp)
+{
+    for (guint i = 0; i < t->devices->len; i++) {
+        TxnDevice *d = g_ptr_array_index(t->devices, i);
+        int ret = blk_bs(d->blk) ? blk_flush(d->blk) : 0;
+        if (ret < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Could not flush device '%s': %s",
+                        device_name(d->blk), g_strerror(-ret));
+            return false;
+        }
+    }
+    return true;
+}
+
+static void release_nodes(BlkTransactionStates *t)
+{
+    for (guint i = t->drained_nodes->len; i > 0; i--) {
+        BlockDriverState *bs = g_ptr_array_index(t->drained_nodes, i - 1);
+        bdrv_drained_end(bs);
+        bdrv_unref(bs);
+    }
+    g_ptr_array_set_size(t->drained_nodes, 0);
+}
+
+/* The held part: do, invalidate, or cancel. */
+static bool run_held(BlkTransactionStates *t, GError **errp)
+{
+    GError *err = NULL;
+    bool ok = run_do(t, &err);
+
+    if (!wait_async(t, &err)) {
+        ok = false;
+    }
+    if (ok) {
+        ok = run_invalidate(t, &err);
+    }
+    if (!ok) {
+        run_cancel(t, &err);
+        g_propagate_error(errp, err);
+    }
+    return ok;
+}
+
+bool blk_transaction_submit(BlkTransactionStates *t, GError **errp)
+{
+    g_autofree BlockBackend **devs = NULL;
+    BlockdevDrainSet *set;
+    int64_t start;
+    bool ok;
+
+    if (t->submitted) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "The transaction was submitted already");
+        return false;
+    }
+    t->submitted = true;
+    if (t->actions->len == 0) {
+        return true;
+    }
+    if (!flush_devices(t, errp)) {
+        run_clean(t);
+        return false;
+    }
+    devs = g_new(BlockBackend *, t->devices->len);
+    for (guint i = 0; i < t->devices->len; i++) {
+        devs[i] = ((TxnDevice *)g_ptr_array_index(t->devices, i))->blk;
+    }
+    start = g_get_monotonic_time();
+    set = blockdev_drain_begin(devs, t->devices->len);
+    if (hooks.paused) {
+        hooks.paused(devs, t->devices->len, hooks.opaque);
+    }
+    ok = run_held(t, errp);
+    release_nodes(t);
+    blockdev_drain_end(set);
+    t->hold_ns = (g_get_monotonic_time() - start) * 1000;
+    if (hooks.resumed) {
+        hooks.resumed(devs, t->devices->len, hooks.opaque);
+    }
+    run_clean(t);
+    return ok;
+}
+
+void blk_transaction_free(BlkTransactionStates *t)
+{
+    if (!t) {
+        return;
+    }
+    if (!t->submitted) {
+        /* never run: abandoned, newest first */
+        for (guint i = t->actions->len; i > 0; i--) {
+            BlkAction *a = g_ptr_array_index(t->actions, i - 1);
+            if (a->type->clean) {
+                a->type->clean(a);
+            }
+        }
+    }
+    for (guint i = 0; i < t->actions->len; i++) {
+        action_free(g_ptr_array_index(t->actions, i));
+    }
+    for (guint i = 0; i < t->devices->len; i++) {
+        txn_device_free(g_ptr_array_index(t->devices, i));
+    }
+    g_assert(t->drained_nodes->len == 0);
+    external_snapshot_targets_free(t->targets);
+    g_ptr_array_unref(t->actions);
+    g_ptr_array_unref(t->devices);
+    g_ptr_array_unref(t->drained_nodes);
+    g_mutex_clear(&t->lock);
+    g_cond_clear(&t->cond);
+    g_free(t);
+}
