@@ -13,6 +13,7 @@
 
 #include "block/block_int.h"
 #include "block/drivers.h"
+#include "block/fault-inject.h"
 #include "block/log.h"
 
 typedef struct BDRVFileState {
@@ -379,6 +380,10 @@ static int file_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
     BDRVFileState *s = bs->opaque;
     uint8_t *p = buf;
 
+    if (fault_inject_hit(FAULT_READ) < 0) {
+        return -EIO;
+    }
+
     while (bytes > 0) {
         ssize_t n = pread(s->fd, p, bytes, offset);
         if (n < 0) {
@@ -405,6 +410,10 @@ static int file_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
     BDRVFileState *s = bs->opaque;
     const uint8_t *p = buf;
 
+    if (fault_inject_hit(FAULT_WRITE) < 0) {
+        return -EIO;
+    }
+
     while (bytes > 0) {
         ssize_t n = pwrite(s->fd, p, bytes, offset);
         if (n < 0) {
@@ -425,6 +434,10 @@ static int file_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
 {
     BDRVFileState *s = bs->opaque;
     struct stat st;
+
+    if (fault_inject_hit(FAULT_WRITE) < 0) {
+        return -EIO;
+    }
 
     if (fstat(s->fd, &st) < 0) {
         return -errno;
@@ -448,6 +461,10 @@ static int file_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
 {
     BDRVFileState *s = bs->opaque;
 
+    if (fault_inject_hit(FAULT_WRITE) < 0) {
+        return -EIO;
+    }
+
     if (fallocate(s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                   offset, bytes) < 0 && errno != EOPNOTSUPP) {
         return -errno;
@@ -458,6 +475,10 @@ static int file_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
 static int file_flush(BlockDriverState *bs)
 {
     BDRVFileState *s = bs->opaque;
+
+    if (fault_inject_hit(FAULT_FLUSH) < 0) {
+        return -EIO;
+    }
 
     if (s->no_flush) {
         return 0;
@@ -491,6 +512,11 @@ static int file_truncate(BlockDriverState *bs, int64_t size, GError **errp)
 {
     BDRVFileState *s = bs->opaque;
 
+    if (fault_inject_hit(FAULT_WRITE) < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Failed to resize the file: %s", g_strerror(EIO));
+        return -EIO;
+    }
     if (ftruncate(s->fd, size) < 0) {
         int err = errno;
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
