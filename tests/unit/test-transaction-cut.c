@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * A consistent cut under load.  Three threads write sequenced records to
+ * four devices: record s (a global sequence number) goes to device s % 4,
+ * and is written only once record s - 1 has completed, so the records
+ * have one global order.  Meanwhile transactions snapshot all four
+ * devices again and again, alternating internal snapshots and external
+ * ones.  For every snapshot set, the records found in the four snapshots
+ * must be exactly the records 1..M for some M: a set holding a record
+ * without one written before it would be a torn cut.
+ */
+#include <inttypes.h>
+
+#include "txntest.h"
+
+#define NDEV 4
+#define NWRITERS 3
+#define ROUNDS 12
+#define REC_SIZE 512
+#define REC_MAGIC "strata-cut-record"
+
+typedef struct Load {
+    TxnDevs *d;
+    GMutex lock;
+    GCond cond;
+    uint64_t claimed;           /* last sequence number handed out */
+    uint64_t completed;         /* last record whose write completed */
+    uint64_t max_seq;
+    gint stop;
+} Load;
+
+static int64_t slot_offset(uint64_t s)
+{
+    return (int64_t)(s / NDEV) * REC_SIZE;
+}
+
+static void make_record(uint64_t s, uint8_t *buf)
+{
+    memset(buf, 0, REC_SIZE);
+    snprintf((char *)buf, REC_SIZE, "%s %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT,
+             REC_MAGIC, s, s * 2654435761u);
+}
+
+/* The sequence number of the record in buf, or 0 if it holds none. */
+static uint64_t parse_record(const uint8_t *buf)
+{
+    uint64_t s = 0, check = 0;
+    char magic[32];
+
+    if (sscanf((const char *)buf, "%31s %" SCNu64 " %" SCNu64, magic, &s,
+               &check) != 3 || strcmp(magic, REC_MAGIC) ||
+        check != s * 2654435761u) {
+        return 0;
+    }
+    return s;
+}
+
+static gpointer writer(gpointer opaque)
+{
+    Load *l = opaque;
+    uint8_t buf[REC_SIZE];
+
+    for (;;) {
+        uint64_t s;
+
+        g_mutex_lock(&l->lock);
+        if (g_atomic_int_get(&l->stop) || l->claimed >= l->max_seq) {
+            g_mutex_unlock(&l->lock);
+            return NULL;
+        }
+        s = ++l->claimed;
+        while (l->completed != s - 1) {
+            g_cond_wait(&l->cond, &l->lock);
+        }
+        g_mutex_unlock(&l->lock);
+
+        make_record(s, buf);
+        ck_assert_int_eq(blk_pwrite(l->d->blk[s % NDEV], slot_offset(s),
+                                    REC_SIZE, buf), 0);
+
+        g_mutex_lock(&l->lock);
+        l->completed = s;
+        g_cond_broadcast(&l->cond);
+        g_mutex_unlock(&l->lock);
+    }
+}
+
+static char *file_of(TxnDevs *d, int i, int round)
+{
+    g_autofree char *name = round < 0 ? g_strdup_printf("d%d.qcow2", i)
+                                      : g_strdup_printf("d%d-c%d.qcow2", i,
+                                                        round);
+    return g_build_filename(d->dir, name, NULL);
+}
+
+static void snapshot_all(TxnDevs *d, int round)
+{
+    BlkTransactionStates *t = blk_transaction_new();
+    g_autofree char *name = g_strdup_printf("c%d", round);
+    GError *err = NULL;
+    char *files[NDEV] = { 0 };
+    char devs[NDEV][8];
+
+    for (int i = 0; i < NDEV; i++) {
+        snprintf(devs[i], sizeof(devs[i]), "d%d", i);
+        if (round % 2) {
+            files[i] = file_of(d, i, round);
+            txn_add_ok(t, txn_external(devs[i], files[i]));
+        } else {
+            txn_add_ok(t, txn_internal(devs[i], name));
+        }
+    }
+    ck_assert_msg(blk_transaction_submit(t, &err), "round %d: %s", round,
+                  err ? err->message : "");
+    blk_transaction_free(t);
+    for (int i = 0; i < NDEV; i++) {
+        g_free(files[i]);
+    }
+}
+
+/* The image that was each device's top while round r ran. */
+static char *top_during(TxnDevs *d, int i, int r)
+{
+    int last_ext = -1;
+
+    for (int k = 1; k < r; k += 2) {
+        last_ext = k;
+    }
+    return file_of(d, i, last_ext);
+}
+
+/* The records of one device's view of set r. */
+static void collect(TxnDevs *d, int i, int r, GHashTable *present)
+{
+    g_autofree char *path = top_during(d, i, r);
+    BlockDriverState *bs = open_img(path, 0);
+    g_autofree uint8_t *all = NULL;
+    g_autofree char *name = g_strdup_printf("c%d", r);
+
+    if (r % 2 == 0) {
+        GError *err = NULL;
+        ck_assert_msg(bdrv_snapshot_load_tmp(bs, NULL, name, &err) == 0,
+                      "%s: %s", path, err ? err->message : "");
+    }
+    /* (an external set is the old top's active content, frozen since) */
+    all = read_all(bs, TXN_IMG_SIZE);
+    for (int64_t off = 0; off < TXN_IMG_SIZE; off += REC_SIZE) {
+        uint64_t s = parse_record(all + off);
+        if (s) {
+            ck_assert_int_eq(s % NDEV, i);
+            ck_assert_int_eq(slot_offset(s), off);
+            g_hash_table_add(present, GSIZE_TO_POINTER(s));
+        }
+    }
+    bdrv_unref(bs);
+}
+
+START_TEST(test_consistent_cut)
+{
+    Load l = { 0 };
+    GThread *th[NWRITERS];
+    uint64_t prev_m = 0;
+    int distinct = 0;
+
+    l.d = txn_devs_new("cut", NDEV, 77);
+    l.max_seq = (TXN_IMG_SIZE / REC_SIZE) * NDEV - 1;
+    g_mutex_init(&l.lock);
+    g_cond_init(&l.cond);
+    /* records only: no random data that could look like one */
+    txn_devs_open(l.d, NULL);
+    for (int i = 0; i < NDEV; i++) {
+        ck_assert_int_eq(blk_pwrite_zeroes(l.d->blk[i], 0, TXN_IMG_SIZE, 0),
+                         0);
+    }
+    for (int k = 0; k < NWRITERS; k++) {
+        th[k] = g_thread_new("writer", writer, &l);
+    }
+    for (int r = 0; r < ROUNDS; r++) {
+        g_usleep(20 * 1000);
+        snapshot_all(l.d, r);
+    }
+    g_atomic_int_set(&l.stop, 1);
+    for (int k = 0; k < NWRITERS; k++) {
+        g_thread_join(th[k]);
+    }
+    txn_devs_close(l.d);
+
+    for (int r = 0; r < ROUNDS; r++) {
+        g_autoptr(GHashTable) present = g_hash_table_new(NULL, NULL);
+        uint64_t m = 0;
+
+        for (int i = 0; i < NDEV; i++) {
+            collect(l.d, i, r, present);
+        }
+        m = g_hash_table_size(present);
+        for (uint64_t s = 1; s <= m; s++) {
+            ck_assert_msg(g_hash_table_contains(present, GSIZE_TO_POINTER(s)),
+                          "set %d (%s) holds %" G_GUINT64_FORMAT " records "
+                          "but not record %" G_GUINT64_FORMAT ": a torn cut",
+                          r, r % 2 ? "external" : "internal", m, s);
+        }
+        ck_assert_msg(m >= prev_m, "set %d has fewer records than the one "
+                      "before", r);
+        distinct += m > prev_m;
+        prev_m = m;
+        printf("set %2d (%s): records 1..%" G_GUINT64_FORMAT "\n", r,
+               r % 2 ? "external" : "internal", m);
+    }
+    /* the writers really ran during the snapshots */
+    ck_assert_int_ge(distinct, ROUNDS / 2);
+    printf("%d sets, %" G_GUINT64_FORMAT " records written in all\n",
+           ROUNDS, l.completed);
+    txn_check_dir_clean(l.d->dir);
+    txn_devs_free(l.d);
+    g_mutex_clear(&l.lock);
+    g_cond_clear(&l.cond);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("transaction-cut");
+    TCase *tc = tcase_create("cut");
+
+    tcase_set_timeout(tc, 1200);
+    tcase_add_test(tc, test_consistent_cut);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    strata_log_set_sink(strata_log_to_stderr, NULL);
+    return chaintest_run(suite());
+}
