@@ -297,6 +297,30 @@ static bool claim_target(ExternalSnapshot *es,
     return true;
 }
 
+/* A new overlay file needs a directory it can be created in; found
+ * here so that do never fails for it. */
+static bool check_new_file_dir(ExternalSnapshot *es, GError **errp)
+{
+    g_autofree char *dir = g_path_get_dirname(es->snapshot_file);
+    struct stat st;
+    int err = 0;
+
+    if (stat(dir, &st) < 0) {
+        err = errno;
+    } else if (!S_ISDIR(st.st_mode)) {
+        err = ENOTDIR;
+    } else if (access(dir, W_OK | X_OK) < 0) {
+        err = errno;
+    }
+    if (err) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not create '%s': %s", es->snapshot_file,
+                    g_strerror(err));
+        return false;
+    }
+    return true;
+}
+
 static bool check_file(ExternalSnapshot *es, GError **errp)
 {
     BlockDriver *drv;
@@ -334,7 +358,7 @@ static bool check_file(ExternalSnapshot *es, GError **errp)
                         g_strerror(err));
             return false;
         }
-        return true;            /* a new file */
+        return check_new_file_dir(es, errp);
     }
     if (!check_not_open(es, &st, errp)) {
         return false;

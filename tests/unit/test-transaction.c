@@ -531,6 +531,151 @@ START_TEST(test_claims)
 }
 END_TEST
 
+/* ---- bad input ---- */
+
+typedef struct BadCase {
+    BlkTransactionAction first[2];   /* accepted first (kind ABORT: none) */
+    int nfirst;
+    BlkTransactionAction bad;
+    const char *want;                /* the add's error, or a part of it */
+    bool exact;
+} BadCase;
+
+static BlockBackend *extra_device(const char *name, const char *path,
+                                  const char *driver, int flags)
+{
+    BlockOpts *o = bdrv_opts_new();
+    GError *err = NULL;
+    BlockDriverState *bs;
+    BlockBackend *blk;
+
+    bdrv_opts_set(o, "driver", driver);
+    bs = bdrv_open(path, o, flags, &err);
+    ck_assert_msg(bs, "%s", err ? err->message : "");
+    blk = blk_new(name, bs);
+    bdrv_unref(bs);
+    ck_assert(blockdev_add_device(blk, &err));
+    return blk;
+}
+
+START_TEST(test_bad_input)
+{
+    TxnDevs *d = txn_devs_new("bad", 2, 21);
+    g_autofree char *ro_img = g_build_filename(d->dir, "ro.qcow2", NULL);
+    g_autofree char *raw_img = g_build_filename(d->dir, "r0.raw", NULL);
+    g_autofree char *jb_base = g_build_filename(d->dir, "jb-base.qcow2",
+                                                NULL);
+    g_autofree char *jb_top = g_build_filename(d->dir, "jb-top.qcow2", NULL);
+    g_autofree char *f = g_build_filename(d->dir, "new.qcow2", NULL);
+    g_autofree char *nodir = g_build_filename(d->dir, "no-such-dir",
+                                              "ov.qcow2", NULL);
+    g_autofree char *long_name = g_strnfill(256, 'n');
+    g_autofree char *want_nodir = g_strdup_printf(
+        "Could not create '%s': No such file or directory", nodir);
+    g_autofree char *want_twice = g_strdup_printf(
+        "The snapshot file '%s' is named twice in the same set of "
+        "operations", f);
+    g_autofree char *want_open = g_strdup_printf(
+        "The snapshot file '%s' is in use", d->base[1]);
+    BlockBackend *ro, *r0, *jb;
+    BlockJob *job;
+    StreamOptions so = { .job.speed = 1 };
+    TxnPicture *before;
+    GError *err = NULL;
+    BadCase cases[] = {
+        { .bad = txn_internal("nodev", "x"), .exact = true,
+          .want = "Cannot find device='nodev' nor node-name='nodev'" },
+        { .bad = txn_external("nodev", f), .exact = true,
+          .want = "Cannot find device='nodev' nor node-name=''" },
+        { .bad = txn_internal("ro", "x"), .exact = true,
+          .want = "Device 'ro' is read only" },
+        { .bad = txn_internal("r0", "x"), .exact = true,
+          .want = "Block format 'raw' used by device 'r0' does not support "
+                  "internal snapshots" },
+        { .bad = txn_internal("d0", ""), .exact = true,
+          .want = "Name is empty" },
+        { .bad = txn_internal("d0", long_name), .exact = true,
+          .want = "Snapshot name is too long (256 bytes; at most 255 are "
+                  "allowed)" },
+        { .bad = txn_internal("d0", "old1"), .exact = true,
+          .want = "Snapshot with name 'old1' already exists on device 'd0'" },
+        { .bad = txn_delete("d0", NULL, NULL), .exact = true,
+          .want = "Name or id must be provided" },
+        { .bad = txn_external("d0", nodir), .exact = true,
+          .want = want_nodir },
+        { .bad = txn_external("d0", d->base[1]), .want = want_open },
+        { .bad = txn_external("d0", d->base[0]), .exact = true,
+          .want = "The overlay is already in use" },
+        { .bad = txn_internal("jb", "x"),
+          .want = "is busy: block device is in use by block job: stream" },
+        { .bad = txn_external("jb", f),
+          .want = "is busy: block device is in use by block job: stream" },
+        /* one device twice, in ways that cannot both happen */
+        { .first = { txn_apply("d0", NULL, "old1") }, .nfirst = 1,
+          .bad = txn_internal("d0", "x"), .exact = true,
+          .want = "Device 'd0' is reverted earlier in this transaction; a "
+                  "revert must be the only action on its device" },
+        { .first = { txn_internal("d0", "x") }, .nfirst = 1,
+          .bad = txn_apply("d0", NULL, "old1"), .exact = true,
+          .want = "Device 'd0' has other actions in this transaction; a "
+                  "revert must be the only action on its device" },
+        { .first = { txn_internal("d1", "same") }, .nfirst = 1,
+          .bad = txn_internal("d1", "same"), .exact = true,
+          .want = "Snapshot with name 'same' already exists on device 'd1'" },
+        { .first = { txn_delete("d0", NULL, "old1") }, .nfirst = 1,
+          .bad = txn_delete("d0", NULL, "old1"), .exact = true,
+          .want = "Snapshot with id 'null' and name 'old1' does not exist "
+                  "on device 'd0'" },
+        { .first = { txn_external("d0", f) }, .nfirst = 1,
+          .bad = txn_external("d1", f), .exact = true, .want = want_twice },
+    };
+
+    create_img(ro_img, TXN_IMG_SIZE, NULL, NULL);
+    ck_assert(g_file_set_contents(raw_img, "", 0, NULL));
+    ck_assert_int_eq(truncate(raw_img, TXN_IMG_SIZE), 0);
+    create_img(jb_base, TXN_IMG_SIZE, NULL, NULL);
+    create_img(jb_top, TXN_IMG_SIZE, "jb-base.qcow2", "qcow2");
+    txn_devs_open(d, NULL);
+    ro = extra_device("ro", ro_img, "qcow2", 0);
+    r0 = extra_device("r0", raw_img, "raw", BDRV_O_RDWR);
+    jb = extra_device("jb", jb_top, "qcow2", BDRV_O_RDWR);
+    job = stream_start(NULL, jb, NULL, NULL, &so, &err);
+    ck_assert_msg(job, "%s", err ? err->message : "");
+
+    before = txn_picture(d);
+    for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+        BlkTransactionStates *t = blk_transaction_new();
+        TxnPicture *after;
+
+        for (int k = 0; k < cases[i].nfirst; k++) {
+            txn_add_ok(t, cases[i].first[k]);
+        }
+        ck_assert_msg(!blk_transaction_add(t, &cases[i].bad, &err),
+                      "case %u accepted", i);
+        ck_assert_msg(cases[i].exact ? !strcmp(err->message, cases[i].want)
+                                     : !!strstr(err->message, cases[i].want),
+                      "case %u: '%s', expected '%s'", i, err->message,
+                      cases[i].want);
+        g_clear_error(&err);
+        ck_assert_uint_eq(blk_transaction_length(t), cases[i].nfirst);
+        blk_transaction_free(t);
+        after = txn_picture(d);
+        txn_picture_assert_same(before, after, "after a refused add");
+        txn_picture_free(after);
+    }
+    txn_picture_free(before);
+    block_job_cancel(job);
+    block_job_wait(job, NULL);
+    blk_unref(ro);
+    blk_unref(r0);
+    blk_unref(jb);
+    txn_devs_close(d);
+    check_clean(d->base[0]);
+    check_clean(d->base[1]);
+    txn_devs_free(d);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("transaction");
@@ -543,6 +688,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_async);
     tcase_add_test(tc, test_hooks);
     tcase_add_test(tc, test_claims);
+    tcase_add_test(tc, test_bad_input);
     suite_add_tcase(s, tc);
     return s;
 }
