@@ -426,6 +426,77 @@ START_TEST(test_async)
 }
 END_TEST
 
+/* ---- an error while rolling back ---- */
+
+static bool badcancel_check(BlkAction *a, const void *params, GError **errp)
+{
+    return true;
+}
+
+static bool badcancel_do(BlkAction *a, GError **errp)
+{
+    return true;
+}
+
+static bool badcancel_cancel(BlkAction *a, GError **errp)
+{
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO, "cannot undo");
+    return false;
+}
+
+static const BlkActionType badcancel_type = {
+    .name = "test-bad-cancel",
+    .check = badcancel_check,
+    .do_ = badcancel_do,
+    .cancel = badcancel_cancel,
+};
+
+static GString *captured;
+
+static void capture(StrataLogLevel level, const char *msg, void *opaque)
+{
+    g_string_append_printf(captured, "%s\n", msg);
+}
+
+START_TEST(test_cancel_error_appended)
+{
+    TxnDevs *d = txn_devs_new("badcancel", 1, 17);
+    BlkTransactionStates *t;
+    TxnPicture *before;
+    GError *err = NULL;
+
+    txn_devs_open(d, NULL);
+    before = txn_picture(d);
+    captured = g_string_new(NULL);
+    strata_log_set_sink(capture, NULL);
+    t = blk_transaction_new();
+    txn_add_ok(t, txn_internal("d0", "x"));
+    ck_assert(blk_transaction_add_custom(t, &badcancel_type, NULL, &err));
+    txn_add_ok(t, txn_abort());
+    ck_assert(!blk_transaction_submit(t, &err));
+    /* the first error first, the cancel's after it, and in the log */
+    ck_assert_str_eq(err->message, "Transaction aborted using Abort action; "
+                     "while rolling back, action 1 (test-bad-cancel) "
+                     "failed: cannot undo");
+    ck_assert_msg(strstr(captured->str, "cannot undo"), "log: %s",
+                  captured->str);
+    g_clear_error(&err);
+    blk_transaction_free(t);
+    strata_log_set_sink(strata_log_to_stderr, NULL);
+    g_string_free(captured, TRUE);
+    {
+        /* the internal snapshot before it was still cancelled */
+        TxnPicture *after = txn_picture(d);
+        txn_picture_assert_same(before, after, "after a failed cancel");
+        txn_picture_free(after);
+    }
+    txn_picture_free(before);
+    txn_devs_close(d);
+    txn_check_dir_clean(d->dir);
+    txn_devs_free(d);
+}
+END_TEST
+
 /* ---- the hooks ---- */
 
 typedef struct HookLog {
@@ -689,6 +760,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_hooks);
     tcase_add_test(tc, test_claims);
     tcase_add_test(tc, test_bad_input);
+    tcase_add_test(tc, test_cancel_error_appended);
     suite_add_tcase(s, tc);
     return s;
 }
