@@ -148,7 +148,11 @@ static void case_free(Case *c)
 {
     case_close(c);
     txn_devs_free(c->d);
-    g_strfreev(c->tops);
+    /* (mostly NULL: not a NULL-terminated vector) */
+    for (int i = 0; i < NDEV; i++) {
+        g_free(c->tops[i]);
+    }
+    g_free(c->tops);
     g_free(c->ov1);
     g_free(c->rv4);
     g_free(c);
