@@ -215,8 +215,20 @@ START_TEST(test_reverts)
     bdrv_ref(base_node);
 
     rev.u.revert_external.device = "d1";
-    rev.u.revert_external.node = bdrv_get_node_name(base_node);
     rev.u.revert_external.snapshot_file = rv;
+    /* a node of another device's chain is refused */
+    rev.u.revert_external.node = bdrv_get_node_name(blk_bs(d->blk[0]));
+    t = blk_transaction_new();
+    ck_assert(!blk_transaction_add(t, &rev, &err));
+    {
+        g_autofree char *want = g_strdup_printf(
+            "Node '%s' is not in the backing chain of device 'd1'",
+            bdrv_get_node_name(blk_bs(d->blk[0])));
+        ck_assert_str_eq(err->message, want);
+    }
+    g_clear_error(&err);
+    blk_transaction_free(t);
+    rev.u.revert_external.node = bdrv_get_node_name(base_node);
     t = blk_transaction_new();
     txn_add_ok(t, txn_apply("d0", NULL, "old1"));
     txn_add_ok(t, rev);
