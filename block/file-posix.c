@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -20,6 +21,11 @@ typedef struct BDRVFileState {
     int fd;
     bool direct;
     bool no_flush;
+    /* Writes completed (a counter) and how far a finished fdatasync
+     * covers them: a flush with nothing new to sync costs nothing.  The
+     * first flush of an open always syncs (other opens may have written). */
+    _Atomic uint64_t write_gen;
+    _Atomic uint64_t synced_gen;
     bool use_lock;              /* file.locking: on, or auto with OFD locks */
     uint64_t perm;              /* what our user holds (BLK_PERM_*) */
     uint64_t shared;            /* what it lets others hold */
@@ -310,6 +316,8 @@ static int file_open(BlockDriverState *bs, BlockOpts *options, int flags,
     }
     s->direct = !!(flags & BDRV_O_NOCACHE);
     s->no_flush = !!(flags & BDRV_O_NO_FLUSH);
+    atomic_init(&s->write_gen, 1);
+    atomic_init(&s->synced_gen, 0);
     s->fd = -1;
     if (!parse_locking(options, &s->use_lock, errp)) {
         return -EINVAL;
@@ -404,8 +412,8 @@ static int file_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
     return 0;
 }
 
-static int file_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
-                       const void *buf)
+static int pwrite_all(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                      const void *buf)
 {
     BDRVFileState *s = bs->opaque;
     const uint8_t *p = buf;
@@ -429,8 +437,8 @@ static int file_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
     return 0;
 }
 
-static int file_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
-                              int64_t bytes, int flags)
+static int write_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                        int flags)
 {
     BDRVFileState *s = bs->opaque;
     struct stat st;
@@ -457,7 +465,7 @@ static int file_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
     return -ENOTSUP;
 }
 
-static int file_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
+static int punch_hole(BlockDriverState *bs, int64_t offset, int64_t bytes)
 {
     BDRVFileState *s = bs->opaque;
 
@@ -472,9 +480,48 @@ static int file_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
     return 0;
 }
 
+/*
+ * Every request that may have changed the file counts once it is over
+ * (also when it failed half way): a flush that starts afterwards must
+ * sync it, and one that finds nothing counted since the last completed
+ * sync need not call fdatasync at all.
+ */
+static int truncate_file(BlockDriverState *bs, int64_t size, GError **errp);
+
+static int counted(BlockDriverState *bs, int ret)
+{
+    BDRVFileState *s = bs->opaque;
+
+    atomic_fetch_add(&s->write_gen, 1);
+    return ret;
+}
+
+static int file_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                       const void *buf)
+{
+    return counted(bs, pwrite_all(bs, offset, bytes, buf));
+}
+
+static int file_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
+                              int64_t bytes, int flags)
+{
+    return counted(bs, write_zeroes(bs, offset, bytes, flags));
+}
+
+static int file_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
+{
+    return counted(bs, punch_hole(bs, offset, bytes));
+}
+
+static int file_truncate(BlockDriverState *bs, int64_t size, GError **errp)
+{
+    return counted(bs, truncate_file(bs, size, errp));
+}
+
 static int file_flush(BlockDriverState *bs)
 {
     BDRVFileState *s = bs->opaque;
+    uint64_t gen, synced;
 
     if (fault_inject_hit(FAULT_FLUSH) < 0) {
         return -EIO;
@@ -483,7 +530,19 @@ static int file_flush(BlockDriverState *bs)
     if (s->no_flush) {
         return 0;
     }
-    return fdatasync(s->fd) < 0 ? -errno : 0;
+    gen = atomic_load(&s->write_gen);
+    if (gen == atomic_load(&s->synced_gen)) {
+        return 0;
+    }
+    if (fdatasync(s->fd) < 0) {
+        return -errno;
+    }
+    /* covers every write counted before gen was read; never go back */
+    synced = atomic_load(&s->synced_gen);
+    while (synced < gen &&
+           !atomic_compare_exchange_weak(&s->synced_gen, &synced, gen)) {
+    }
+    return 0;
 }
 
 static int64_t file_getlength(BlockDriverState *bs)
@@ -508,7 +567,7 @@ static int64_t file_get_allocated_file_size(BlockDriverState *bs)
     return (int64_t)st.st_blocks * 512;
 }
 
-static int file_truncate(BlockDriverState *bs, int64_t size, GError **errp)
+static int truncate_file(BlockDriverState *bs, int64_t size, GError **errp)
 {
     BDRVFileState *s = bs->opaque;
 
