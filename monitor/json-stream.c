@@ -166,8 +166,9 @@ static JsonNode *parse_string(Parser *p, Token *t)
         case 'u': {
             gunichar c, lo;
             if (end - s < 5 || !read_hex4(s + 1, &c)) {
-                return fail(p, parse_error("invalid escape sequence in "
-                                           "string"));
+                return fail(p, parse_error("\\u%.*s is not a valid Unicode "
+                                           "character",
+                                           (int)MIN(4, end - s - 1), s + 1));
             }
             s += 4;
             if (c >= 0xd800 && c < 0xdc00 && end - s >= 7 && s[1] == '\\' &&
@@ -239,16 +240,18 @@ static JsonNode *parse_object(Parser *p)
         g_autoptr(JsonNode) key = NULL;
         JsonNode *value;
 
-        t = next(p);
-        if (!t) {
+        if (!peek(p)) {
             goto eoi;
         }
-        if (t->type != TOK_STRING) {
-            fail(p, parse_error("key is not a string in object"));
+        /* the key is read as any value first, as QEMU's parser does:
+         * "{1: 2}" is a key error, "{"a": 1,}" a missing value */
+        key = parse_value(p);
+        if (!key) {
             goto err;
         }
-        key = parse_string(p, t);
-        if (!key) {
+        if (!JSON_NODE_HOLDS_VALUE(key) ||
+            json_node_get_value_type(key) != G_TYPE_STRING) {
+            fail(p, parse_error("key is not a string in object"));
             goto err;
         }
         t = next(p);

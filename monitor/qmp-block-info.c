@@ -83,7 +83,11 @@ static JsonNode *image_info(BlockDriverState *bs, bool flat)
     if (actual >= 0) {
         json_object_set_int_member(o, "actual-size", actual);
     }
-    json_object_set_int_member(o, "virtual-size", bdrv_getlength(bs));
+    /* QEMU counts lengths in whole sectors: a file of odd size shows
+     * rounded up (qemu-img info shows the same) */
+    json_object_set_int_member(o, "virtual-size",
+                               (bdrv_getlength(bs) + BDRV_SECTOR_SIZE - 1) &
+                               ~(int64_t)(BDRV_SECTOR_SIZE - 1));
     if (bdi.cluster_size) {
         json_object_set_int_member(o, "cluster-size", bdi.cluster_size);
     }

@@ -320,6 +320,28 @@ static void drop_duplicate_devices(void)
     }
 }
 
+/* QEMU refuses an overlay that is the node itself by the graph cycle it
+ * would make, before its other checks. */
+static bool check_not_own_overlay(const BlkTransactionAction *a,
+                                  GError **errp)
+{
+    g_autoptr(BlockDriverState) node = NULL;
+    g_autoptr(BlockDriverState) overlay = NULL;
+
+    if (a->kind != BLK_ACTION_SNAPSHOT) {
+        return true;
+    }
+    node = blockdev_lookup_bs(a->u.snapshot.node, a->u.snapshot.node, NULL);
+    overlay = blockdev_lookup_bs(a->u.snapshot.overlay,
+                                 a->u.snapshot.overlay, NULL);
+    if (node && node == overlay) {
+        return fail(errp, "Making '%s' a backing child of '%s' would "
+                    "create a cycle", bdrv_get_node_name(node),
+                    bdrv_get_node_name(node));
+    }
+    return true;
+}
+
 static bool run_actions(const BlkTransactionAction *actions, guint n,
                         GError **errp)
 {
@@ -327,7 +349,8 @@ static bool run_actions(const BlkTransactionAction *actions, guint n,
     bool ok;
 
     for (guint i = 0; i < n; i++) {
-        if (!blk_transaction_add(t, &actions[i], errp)) {
+        if (!check_not_own_overlay(&actions[i], errp) ||
+            !blk_transaction_add(t, &actions[i], errp)) {
             return false;
         }
     }
@@ -404,7 +427,9 @@ JsonNode *qmp_blockdev_snapshot_delete_internal_sync(
     g_autoptr(BlockDriverState) bs = blockdev_get_root_bs(args->device, errp);
     BdrvSnapshotInfo sn = { 0 };
     BlkTransactionAction a = { .kind = BLK_ACTION_SNAPSHOT_DELETE_INTERNAL };
+    BdrvSnapshotInfo *list = NULL;
     JsonNode *ret;
+    int n;
 
     if (!bs) {
         return NULL;
@@ -414,7 +439,16 @@ JsonNode *qmp_blockdev_snapshot_delete_internal_sync(
         return NULL;
     }
     /* The entry as it is before the delete: the command returns it. */
-    if (!bdrv_snapshot_find_by_id_and_name(bs, id, name, &sn, errp)) {
+    n = bdrv_snapshot_list(bs, &list, NULL);
+    bdrv_snapshot_list_free(list, n > 0 ? n : 0);
+    if (n < 0) {
+        fail(errp, "Failed to get a snapshot list: %s", g_strerror(-n));
+        return NULL;
+    }
+    if (!bdrv_snapshot_find_by_id_and_name(bs, id, name, &sn, NULL)) {
+        fail(errp, "Snapshot with id '%s' and name '%s' does not exist on "
+             "device '%s'", id ? id : "null", name ? name : "null",
+             args->device);
         return NULL;
     }
     a.u.snapshot_delete_internal.device = args->device;

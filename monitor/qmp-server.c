@@ -9,6 +9,7 @@
  * daemon without limit.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -270,30 +271,39 @@ static bool sys_error(GError **errp, const char *what, const char *path)
 bool monitor_listen_unix(const char *path, GError **errp)
 {
     struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    g_autofree char *tmp = g_strdup_printf("%s.%d.tmp", path, (int)getpid());
     GSocket *sock;
-    int fd;
+    mode_t old_mask;
+    int fd, r;
 
-    if (strlen(path) >= sizeof(sun.sun_path)) {
+    if (strlen(tmp) >= sizeof(sun.sun_path)) {
         g_set_error(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC,
                     "UNIX socket path '%s' is too long", path);
         return false;
     }
-    strcpy(sun.sun_path, path);
+    strcpy(sun.sun_path, tmp);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         return sys_error(errp, "create", path);
     }
-    /* A stale socket of an earlier run is replaced, as QEMU does. */
-    unlink(path);
-    /* Mode 0600 from the start: no moment where others may connect. */
-    if (fchmod(fd, 0600) < 0 ||
-        bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+    /*
+     * Mode 0600 from the start (no moment where others may connect), and
+     * the socket appears under its name only once it listens (a client
+     * that sees the file can connect): bound and listening under a
+     * temporary name, then renamed over the path (which also replaces
+     * a stale socket of an earlier run, as QEMU does).
+     */
+    unlink(tmp);
+    old_mask = umask(0077);
+    r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+    umask(old_mask);
+    if (r < 0) {
         close(fd);
         return sys_error(errp, "bind", path);
     }
-    if (chmod(path, 0600) < 0 || listen(fd, 16) < 0) {
+    if (listen(fd, 16) < 0 || rename(tmp, path) < 0) {
         close(fd);
-        unlink(path);
+        unlink(tmp);
         return sys_error(errp, "listen on", path);
     }
     sock = g_socket_new_from_fd(fd, errp);
