@@ -301,7 +301,8 @@ bool monitor_listen_unix(const char *path, GError **errp)
         close(fd);
         return sys_error(errp, "bind", path);
     }
-    if (listen(fd, 16) < 0 || rename(tmp, path) < 0) {
+    if (chmod(tmp, 0600) < 0 || listen(fd, 16) < 0 ||
+        rename(tmp, path) < 0) {
         close(fd);
         unlink(tmp);
         return sys_error(errp, "listen on", path);

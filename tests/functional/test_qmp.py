@@ -691,6 +691,244 @@ add(Scenario('transaction_check_errors', **two_disks(), steps=[
 ]))
 
 
+# ---- the command line ----
+
+def run_cli(binary, args, cwd):
+    res = subprocess.run([binary] + args, cwd=cwd, capture_output=True,
+                         timeout=60, preexec_fn=common.limit_resources)
+    err = res.stderr.decode(errors='replace')
+    report = common.sanitizer_report(err)
+    check(not report, 'sanitizer report:\n%s' % report)
+    err = err.replace(binary, 'PROG').replace(cwd, '$DIR')
+    err = re.sub(r'^(qemu-storage-daemon|strata-daemon):', 'PROG:', err,
+                 flags=re.M)
+    return res.returncode, err
+
+
+def cli_case(args, differences=None):
+    """Both daemons refuse the same bad command line with the same text,
+    exit 1, and leave nothing behind (no socket, no pidfile, images
+    unchanged)."""
+    def run():
+        strata, qsd = daemon_paths()
+        tmp = common.TempDir('strata-qmp-cli-')
+        with tmp:
+            out = {}
+            for side, binary in (('qemu', qsd), ('strata', strata)):
+                d = tmp.join(side)
+                os.mkdir(d)
+                create_images(d, (('d0.qcow2', 'qcow2', ()),))
+                before = common.sha256(os.path.join(d, 'd0.qcow2'))
+                argv = [a.replace('{D}', d) for a in args]
+                out[side] = run_cli(binary, argv, d)
+                left = sorted(os.listdir(d))
+                if side == 'qemu' and 's.sock' in left:
+                    # qemu-storage-daemon opens each option as it reads
+                    # it: a later error leaves the socket of an earlier
+                    # --chardev behind.  strata checks the whole command
+                    # line before it creates anything.
+                    print('  difference: qemu left its socket behind')
+                    left.remove('s.sock')
+                check(left == ['d0.qcow2'],
+                      '%s left files: %s' % (side, os.listdir(d)))
+                check(common.sha256(os.path.join(d, 'd0.qcow2')) == before,
+                      '%s changed the image' % side)
+            check(out['qemu'][0] == 1 and out['strata'][0] == 1,
+                  'exit status: %s' % out)
+            if differences:
+                reason, want = differences
+                check(out['strata'][1] == want, 'strata said %r, want %r'
+                      % (out['strata'][1], want))
+                print('  difference (%s): qemu said %r' % (
+                    reason, out['qemu'][1]))
+            else:
+                check(out['qemu'][1] == out['strata'][1],
+                      'stderr:\n  qemu:   %r\n  strata: %r' % (
+                          out['qemu'][1], out['strata'][1]))
+    return run
+
+
+GOOD_BD = ('driver=qcow2,node-name=d0,file.driver=file,'
+           'file.filename={D}/d0.qcow2')
+SOCK = 'socket,id=c0,path={D}/s.sock,server=on,wait=off'
+CLI_CASES = {
+    'unknown_option': ['--bogus'],
+    'missing_argument': ['--blockdev'],
+    'unexpected_argument': ['foo'],
+    'blockdev_no_file': ['--blockdev', 'driver=qcow2'],
+    'blockdev_no_node_name': ['--blockdev', 'driver=qcow2,file.driver=file,'
+                              'file.filename={D}/d0.qcow2'],
+    'blockdev_unknown_key': ['--blockdev', GOOD_BD + ',bogus=1'],
+    'blockdev_bad_driver': ['--blockdev', 'driver=bogus,node-name=x'],
+    'blockdev_bad_bool': ['--blockdev', GOOD_BD + ',read-only=maybe'],
+    'blockdev_bad_cache': ['--blockdev', GOOD_BD + ',cache.direct=x'],
+    'blockdev_bad_enum': ['--blockdev', GOOD_BD + ',discard=bogus'],
+    'blockdev_missing_image': ['--blockdev', 'driver=qcow2,node-name=d0,'
+                               'file.driver=file,file.filename={D}/no.qcow2'],
+    'blockdev_bad_node_name': ['--blockdev', GOOD_BD.replace('=d0,', '=1d,')],
+    'blockdev_keyval_no_equals': ['--blockdev', GOOD_BD + ',a'],
+    'blockdev_keyval_inconsistent': ['--blockdev', 'driver=qcow2,file=x,'
+                                     'file.driver=file'],
+    'blockdev_keyval_empty_item': ['--blockdev', ',driver=qcow2'],
+    'blockdev_backing_null_keyval': ['--blockdev', GOOD_BD + ',backing=null'],
+    'blockdev_json_truncated': ['--blockdev', '{"driver":'],
+    'blockdev_json_no_file': ['--blockdev', '{"driver": "qcow2"}'],
+    'blockdev_json_not_object': ['--blockdev', '[1]'],
+    'blockdev_duplicate': ['--blockdev', GOOD_BD, '--blockdev',
+                           GOOD_BD.replace('{D}/d0', '{D}/../qemu/d0')],
+    'chardev_no_id': ['--chardev', 'socket,path={D}/s.sock,server=on,'
+                      'wait=off'],
+    'chardev_bad_id': ['--chardev', SOCK.replace('id=c0', 'id=0c')],
+    'chardev_unknown_key': ['--chardev', SOCK + ',bogus=1'],
+    'chardev_bad_backend': ['--chardev', 'bogus,id=c0'],
+    'chardev_no_address': ['--chardev', 'socket,id=c0'],
+    'chardev_bad_bool': ['--chardev', SOCK.replace('server=on',
+                                                   'server=maybe')],
+    'chardev_duplicate': ['--chardev', SOCK, '--chardev',
+                          SOCK.replace('s.sock', 't.sock')],
+    'monitor_no_chardev': ['--monitor', 'mode=control'],
+    'monitor_unknown_chardev': ['--monitor', 'chardev=nope'],
+    'monitor_unknown_key': ['--chardev', SOCK, '--monitor',
+                            'chardev=c0,bogus=on'],
+    'monitor_readline': ['--chardev', SOCK, '--monitor',
+                         'chardev=c0,mode=readline'],
+    'pidfile_missing_argument': ['--pidfile'],
+}
+for _name, _args in CLI_CASES.items():
+    runner.add('cli_' + _name, cli_case(_args))
+
+
+def start_strata(d, extra=()):
+    strata, _ = daemon_paths()
+    create_images(d, (('d0.qcow2', 'qcow2', ()),))
+    return Daemon(strata, ['--blockdev', GOOD_BD.replace('{D}', d),
+                           '--pidfile', os.path.join(d, 'pid')] +
+                  list(extra), d)
+
+
+def image_unlocked_and_clean(path):
+    """No daemon holds it: a writable open works, check is clean."""
+    common.run(['qemu-img', 'snapshot', '-c', 'probe', path])
+    common.run(['qemu-img', 'snapshot', '-d', 'probe', path])
+    common.qemu_check_clean(path)
+
+
+@runner.case('signal_term_and_int')
+def signal_quit():
+    """SIGTERM and SIGINT end the daemon like quit: exit 0, images
+    flushed, closed and unlocked, socket and pidfile removed."""
+    import signal
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with common.TempDir('strata-qmp-sig-') as d:
+            dm = start_strata(d)
+            check(open(os.path.join(d, 'pid')).read().strip() ==
+                  str(dm.proc.pid), 'pidfile does not hold the pid')
+            dm.send({'execute': 'qmp_capabilities'})
+            check(dm.send(cmd(INT, device='d0', name='before-signal')) ==
+                  [{'return': {}}], 'snapshot failed')
+            # the image is locked while the daemon runs
+            res = common.run(['qemu-img', 'snapshot', '-c', 'x',
+                              os.path.join(d, 'd0.qcow2')], rc=None)
+            check(res.rc != 0 and 'lock' in res.text,
+                  'image not locked: %s' % res.text)
+            dm.proc.send_signal(sig)
+            _, err = dm.proc.communicate(timeout=60)
+            check(dm.proc.returncode == 0, 'exit %s after %s: %s' % (
+                dm.proc.returncode, sig, err))
+            check(sorted(os.listdir(d)) == ['d0.qcow2'],
+                  'left behind: %s' % os.listdir(d))
+            path = os.path.join(d, 'd0.qcow2')
+            res = common.run(['qemu-img', 'snapshot', '-l', path])
+            check('before-signal' in res.out, res.out)
+            image_unlocked_and_clean(path)
+
+
+@runner.case('several_clients')
+def several_clients():
+    """Two clients at once: each its own negotiation, both answered; one
+    leaving mid-stream does not disturb the other."""
+    with common.TempDir('strata-qmp-multi-') as d:
+        dm = start_strata(d)
+        other = socket.socket(socket.AF_UNIX)
+        other.connect(dm.sock_path)
+        of = other.makefile('rb')
+        greeting = json.loads(of.readline())
+        check('QMP' in greeting, greeting)
+        check(dm.send({'execute': 'qmp_capabilities'}) == [{'return': {}}],
+              'first client')
+        other.sendall(b'{"execute": "query-version", "id": 1}\n')
+        r = json.loads(of.readline())
+        check(r['error']['class'] == 'CommandNotFound', r)
+        other.sendall(b'{"execute": "qmp_capabilities"}\n'
+                      b'{"execute": "blockdev-snapshot-internal-')
+        check(json.loads(of.readline()) == {'return': {}}, 'second client')
+        other.close()           # gone in the middle of a request
+        check(dm.send(cmd(INT, device='d0', name='after')) ==
+              [{'return': {}}], 'first client after the second left')
+        mode = os.stat(dm.sock_path).st_mode & 0o777
+        check(mode == 0o600, 'socket mode %o' % mode)
+        check(dm.quit() == 0, 'quit')
+
+
+@runner.case('bounds')
+def bounds():
+    """Nesting beyond 1024 is refused with QEMU's text (both daemons);
+    a string larger than strata's 8 MiB bound is refused without being
+    stored, and the connection keeps working."""
+    deep = b'[' * 1100 + b']' * 1100
+    strata, qsd = daemon_paths()
+    for binary in (qsd, strata):
+        with common.TempDir('strata-qmp-bounds-') as d:
+            create_images(d, (('d0.qcow2', 'qcow2', ()),))
+            dm = Daemon(binary, ['--blockdev', GOOD_BD.replace('{D}', d)], d)
+            dm.send({'execute': 'qmp_capabilities'})
+            replies = dm.send(deep)
+            check(replies and replies[0]['error']['desc'] ==
+                  'JSON nesting depth limit exceeded', str(replies)[:300])
+            if binary == strata:
+                big = b'{"execute": "' + b'x' * (9 << 20) + b'"}'
+                replies = dm.send(big)
+                check(replies[0]['error']['desc'] ==
+                      'JSON token size limit exceeded', str(replies)[:300])
+            check(dm.send(cmd('query-version'))[0]['return']['qemu']
+                  ['major'] == 7, 'not answering after the bounds')
+            check(dm.quit() == 0, 'quit')
+
+
+@runner.case('tcp_and_daemonize')
+def tcp_and_daemonize():
+    """--chardev host=,port= listens on loopback; --daemonize returns once
+    the daemon serves, with the pidfile written."""
+    strata, _ = daemon_paths()
+    with common.TempDir('strata-qmp-tcp-') as d:
+        create_images(d, (('d0.qcow2', 'qcow2', ()),))
+        probe = socket.socket()
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        pid = os.path.join(d, 'pid')
+        res = subprocess.run([strata, '--daemonize', '--pidfile', pid,
+                              '--blockdev', GOOD_BD.replace('{D}', d),
+                              '--chardev', 'socket,id=t0,host=127.0.0.1,'
+                              'port=%d,server=on,wait=off' % port,
+                              '--monitor', 'chardev=t0'],
+                             capture_output=True, timeout=60)
+        check(res.returncode == 0, 'daemonize: %s' % res.stderr)
+        check(os.path.exists(pid), 'no pidfile after --daemonize returned')
+        c = socket.create_connection(('127.0.0.1', port), timeout=30)
+        f = c.makefile('rb')
+        check('QMP' in json.loads(f.readline()), 'no greeting')
+        c.sendall(b'{"execute": "qmp_capabilities"}\n'
+                  b'{"execute": "quit"}\n')
+        check(json.loads(f.readline()) == {'return': {}}, 'negotiation')
+        check(json.loads(f.readline()) == {'return': {}}, 'quit')
+        deadline = time.monotonic() + 30
+        while os.path.exists(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        check(not os.path.exists(pid), 'pidfile not removed at exit')
+        image_unlocked_and_clean(os.path.join(d, 'd0.qcow2'))
+
+
 def main():
     try:
         daemon_paths()
