@@ -596,9 +596,20 @@ JsonNode *json_stream_parse_text(const char *text, GError **errp)
 
 static void write_string(GString *out, const char *s)
 {
+    const char *end = s + strlen(s);
+
     g_string_append_c(out, '"');
-    for (const char *p = s; *p; p = g_utf8_next_char(p)) {
-        gunichar c = g_utf8_get_char(p);
+    for (const char *p = s; *p;) {
+        gunichar c = g_utf8_get_char_validated(p, end - p);
+
+        /* Invalid UTF-8 (a stray byte quoted in an error message) comes
+         * out as U+FFFD, one per byte, never read past. */
+        if (c == (gunichar)-1 || c == (gunichar)-2) {
+            c = 0xfffd;
+            p++;
+        } else {
+            p = g_utf8_next_char(p);
+        }
 
         switch (c) {
         case '"': g_string_append(out, "\\\""); break;

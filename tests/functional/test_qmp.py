@@ -929,6 +929,81 @@ def tcp_and_daemonize():
         image_unlocked_and_clean(os.path.join(d, 'd0.qcow2'))
 
 
+def malformed_messages(rnd, n):
+    """n bad messages of every kind: random bytes, truncated JSON, huge
+    strings, deep nesting, wrong types, unknown commands."""
+    good = json.dumps(cmd(INT, device='d0', name='x')).encode()
+    kinds = [
+        lambda: bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 64))),
+        lambda: good[:rnd.randrange(1, len(good))],
+        lambda: b'{"execute": "' + b'y' * rnd.randrange(1 << 14, 1 << 18) +
+        b'"}',
+        lambda: b'[' * rnd.randrange(1, 3000) + b']' * rnd.randrange(3000),
+        lambda: json.dumps(cmd(INT, device=rnd.choice([1, None, [], {}]),
+                               name=rnd.choice([2.5, True, 'n']))).encode(),
+        lambda: json.dumps(cmd('no-such-%d' % rnd.randrange(1000))).encode(),
+        lambda: json.dumps({'execute': 'transaction', 'arguments': {
+            'actions': [{'type': rnd.choice(['abort', 'bogus', INT]),
+                         'data': rnd.choice([{}, [], 1])}] * 50}}).encode(),
+    ]
+    return [rnd.choice(kinds)() for _ in range(n)]
+
+
+def peak_rss_kib(pid):
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1])
+    return None
+
+
+# Peak memory allowed after the malformed flood (sanitizer builds carry
+# ASan's shadow memory and quarantine; a release build stays far below).
+PEAK_RSS_BOUND_KIB = int(os.environ.get('STRATA_QMP_PEAK_KIB', 1 << 20))
+
+
+@runner.case('malformed_flood')
+def malformed_flood():
+    """1,000 malformed messages on one connection: afterwards the daemon
+    answers a new client correctly, the image is untouched and clean, and
+    its peak memory stays under PEAK_RSS_BOUND_KIB."""
+    import threading
+    rnd = common.rng(11)
+    with common.TempDir('strata-qmp-flood-') as d:
+        dm = start_strata(d)
+        before = common.sha256(os.path.join(d, 'd0.qcow2'))
+        flood = socket.socket(socket.AF_UNIX)
+        flood.connect(dm.sock_path)
+        counted = []
+
+        def drain():
+            f = flood.makefile('rb')
+            for _ in f:
+                counted.append(1)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        flood.sendall(b'{"execute": "qmp_capabilities"}\n')
+        for msg in malformed_messages(rnd, 1000):
+            flood.sendall(msg + b'\n')
+        flood.shutdown(socket.SHUT_WR)
+        reader.join(300)
+        flood.close()
+        check(len(counted) > 1000, 'only %d replies to the flood'
+              % len(counted))
+        dm.send({'execute': 'qmp_capabilities'})
+        check(dm.send(cmd('query-version'))[0]['return']['qemu']['minor']
+              == 2, 'no answer after the flood')
+        peak = peak_rss_kib(dm.proc.pid)
+        print('  %d replies; peak RSS %d KiB (bound %d KiB)' % (
+            len(counted), peak, PEAK_RSS_BOUND_KIB))
+        check(peak < PEAK_RSS_BOUND_KIB, 'peak RSS %d KiB' % peak)
+        check(dm.quit() == 0, 'quit')
+        check(common.sha256(os.path.join(d, 'd0.qcow2')) == before,
+              'the flood changed the image')
+        common.qemu_check_clean(os.path.join(d, 'd0.qcow2'))
+
+
 def main():
     try:
         daemon_paths()

@@ -104,6 +104,19 @@ START_TEST(test_stream_errors)
     static const char *const stray[] = {
         "E:JSON parse error, stray '@'", "V:[1]",
     };
+    /* a stray non-UTF-8 byte: quoted in the message, which the writer
+     * must print without reading past it */
+    {
+        g_autoptr(GPtrArray) got = feed("\xff", 1);
+        g_autofree char *text = NULL;
+        g_autoptr(JsonNode) n = NULL;
+
+        ck_assert_uint_eq(got->len, 1);
+        n = json_node_init_string(json_node_alloc(),
+                                  (char *)got->pdata[0] + 2);
+        text = json_stream_to_string(n);
+        ck_assert_str_eq(text, "\"JSON parse error, stray '\\uFFFD'\"");
+    }
 
     assert_outputs("{\"execute\": }", missing, 1);
     assert_outputs("this is {\"ok\": 1}", words, 3);
