@@ -248,19 +248,32 @@ static bool find_parent(BlockDriverState *bs, void *opaque)
     return false;
 }
 
-/* Whether a device other than the node's own shows it (blockdev-snapshot
- * put it on top of another node's device). */
-static bool used_by_other_device(OwnedNode *on)
+/*
+ * The devices other than the node's own that show it: blockdev-snapshot
+ * put it on top of another node's device.  QEMU has no device there (the
+ * overlay has no parent but the monitor), so deleting the overlay is
+ * allowed and leaves the old node alone again: the device goes back to
+ * the overlay's backing node.  False ("in use") if some device cannot.
+ */
+static bool release_other_devices(OwnedNode *on, bool apply)
 {
     g_autoptr(GPtrArray) devs = blockdev_list_devices();
+    BlockDriverState *below = bdrv_get_backing(on->bs);
 
     for (guint i = 0; i < devs->len; i++) {
         BlockBackend *blk = g_ptr_array_index(devs, i);
-        if (blk != on->blk && blk_bs(blk) == on->bs) {
-            return true;
+
+        if (blk == on->blk || blk_bs(blk) != on->bs) {
+            continue;
+        }
+        if (*blk_name(blk) || !below) {
+            return false;       /* a named device really uses it */
+        }
+        if (apply) {
+            blk_set_root(blk, below);
         }
     }
-    return blk_bs(on->blk) != on->bs;
+    return true;
 }
 
 JsonNode *qmp_blockdev_del(const q_obj_blockdev_del_arg *args, GError **errp)
@@ -287,10 +300,11 @@ JsonNode *qmp_blockdev_del(const q_obj_blockdev_del_arg *args, GError **errp)
         g_free(p.backing_of);
         return NULL;
     }
-    if (p.file_of || used_by_other_device(on)) {
+    if (p.file_of || !release_other_devices(on, false)) {
         fail(errp, "Node %s is in use", args->node_name);
         return NULL;
     }
+    release_other_devices(on, true);
     g_hash_table_remove(owned, args->node_name);
     return qmp_empty_return();
 }

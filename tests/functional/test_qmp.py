@@ -602,6 +602,10 @@ add(Scenario('blockdev_snapshot', images=(
     cmd('blockdev-snapshot', node='d0', overlay='ov'),
     cmd('query-named-block-nodes', flat=True),
     cmd(INT, device='ov', name='top'),
+    cmd('blockdev-del', **{'node-name': 'd0'}),
+    cmd('blockdev-del', **{'node-name': 'ov'}),
+    cmd('query-named-block-nodes', flat=True),
+    cmd(INT, device='d0', name='after-del'),
 ], differences={7: (
     'blockdev-snapshot: strata records the backing link in the overlay\'s '
     'header (the chain on disk survives a restart); QEMU leaves the header '
