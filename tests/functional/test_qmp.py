@@ -695,6 +695,62 @@ add(Scenario('transaction_check_errors', **two_disks(), steps=[
 ]))
 
 
+for _pos in range(3):
+    _acts = [internal('d0', 'p0'), external('d1', 'e1.qcow2', 'e1'),
+             internal('d0', 'p2')]
+    # a real failure (the name exists already) at position _pos
+    _acts[_pos] = internal('d0', 'dup')
+    _left = {a['data']['snapshot-file'][4:]: 'a failed transaction leaves '
+             'no file it created (README difference 1)'
+             for a in _acts[:_pos] if a['type'] == 'blockdev-snapshot-sync'}
+    add(Scenario('transaction_fail_at_%d' % _pos, **two_disks(), steps=[
+        cmd(INT, device='d0', name='dup'),
+        cmd('transaction', actions=_acts),
+        cmd('query-named-block-nodes', flat=True),
+    ], leftovers=_left))
+
+
+def strata_extension(reason, check_reply):
+    def check_it(strata, qemu):
+        check(qemu[0]['error']['desc'].startswith(
+            "Parameter 'type' does not accept value"), str(qemu))
+        check_reply(strata)
+    return (reason, check_it)
+
+
+add(Scenario('transaction_strata_actions', **two_disks(), steps=[
+    cmd(INT, device='d0', name='s1'),
+    cmd('transaction', actions=[
+        {'type': DEL, 'data': {'device': 'd0', 'name': 's1'}},
+        internal('d1', 'k1')]),
+    cmd(INT, device='d0', name='s2'),
+    cmd('transaction', actions=[
+        {'type': '__org.strata_blockdev-snapshot-apply-internal',
+         'data': {'device': 'd0', 'name': 's2'}},
+        internal('d1', 'k2')]),
+    cmd('transaction', actions=[
+        {'type': DEL, 'data': {'device': 'd0', 'name': 'nosuch'}},
+        internal('d1', 'k3')]),
+], differences={
+    1: strata_extension('a snapshot delete is a transaction action in '
+                        'strata (README difference 7)',
+                        lambda s: check(s == [{'return': {}}], str(s))),
+    3: strata_extension('an internal apply is a transaction action in '
+                        'strata (__org.strata_, README difference 9)',
+                        lambda s: check(s == [{'return': {}}], str(s))),
+    4: strata_extension('the delete action refuses a missing snapshot and '
+                        'nothing else in the list happens',
+                        lambda s: check('error' in s[0], str(s))),
+}, image_differences={
+    'd0.qcow2': ('s1 deleted by the transaction', lambda s, q: check(
+        [x['name'] for x in s[0]['snapshots']] == ['s2'] and
+        [x['name'] for x in q[0]['snapshots']] == ['s1', 's2'], str(s))),
+    'd1.qcow2': ('k1, k2 taken with the strata actions', lambda s, q: check(
+        [x['name'] for x in s[0]['snapshots']] == ['k1', 'k2'] and
+        'snapshots' not in q[0], str(s))),
+}))
+
+
 # ---- the command line ----
 
 def run_cli(binary, args, cwd):
