@@ -903,6 +903,53 @@ def signal_quit():
             image_unlocked_and_clean(path)
 
 
+@runner.case('signal_during_transaction')
+def signal_during_transaction():
+    """SIGTERM right behind a transaction over 8 disks: the daemon exits
+    0, every image checks clean, and the transaction took effect on all
+    disks or on none (internal snapshots and overlays alike)."""
+    import signal
+    strata, _ = daemon_paths()
+    n = 8
+    for attempt in range(3):
+        with common.TempDir('strata-qmp-sigtx-') as d:
+            create_images(d, [('d%d.qcow2' % i, 'qcow2', ())
+                              for i in range(n)])
+            args = []
+            for i in range(n):
+                args += ['--blockdev', GOOD_BD.replace('d0', 'd%d' % i)
+                         .replace('{D}', d)]
+            dm = Daemon(strata, args, d)
+            dm.send({'execute': 'qmp_capabilities'})
+            actions = []
+            for i in range(n):
+                actions.append(internal('d%d' % i, 'cut'))
+                actions.append(external('d%d' % i, 'o%d.qcow2' % i,
+                                        'o%d' % i))
+            req = json.dumps(cmd('transaction', actions=actions))
+            dm.sock.sendall(req.replace('{D}', d).encode() + b'\n')
+            time.sleep(0.005 * attempt)
+            dm.proc.send_signal(signal.SIGTERM)
+            _, err = dm.proc.communicate(timeout=120)
+            check(dm.proc.returncode == 0, 'exit %s: %s' % (
+                dm.proc.returncode, err[-2000:]))
+            snaps = overlays = 0
+            for i in range(n):
+                base = os.path.join(d, 'd%d.qcow2' % i)
+                common.qemu_check_clean(base)
+                res = common.run(['qemu-img', 'snapshot', '-l', base])
+                snaps += ' cut ' in res.out
+                ov = os.path.join(d, 'o%d.qcow2' % i)
+                if os.path.exists(ov):
+                    overlays += 1
+                    common.qemu_check_clean(ov)
+            check(snaps in (0, n) and overlays == snaps,
+                  'torn transaction: %d snapshots, %d overlays of %d'
+                  % (snaps, overlays, n))
+            print('  attempt %d: transaction %s before the exit' % (
+                attempt, 'took effect' if snaps else 'did not run'))
+
+
 @runner.case('several_clients')
 def several_clients():
     """Two clients at once: each its own negotiation, both answered; one
