@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The control commands: qmp_capabilities, query-version, query-commands,
- * quit; and the greeting, which shares query-version's object.
+ * query-qmp-schema, quit; and the greeting, which shares query-version's object.
  */
 #include "monitor/monitor-int.h"
+#include "monitor/json-stream.h"
 #include "qapi-gen.h"
 
 JsonNode *qmp_version_info(void)
@@ -68,6 +69,12 @@ JsonNode *qmp_query_commands(GError **errp)
         json_array_add_object_element(arr, o);
     }
     return json_node_init_array(json_node_alloc(), arr);
+}
+
+JsonNode *qmp_query_qmp_schema(GError **errp)
+{
+    /* generated from the schema at build time: valid by construction */
+    return json_stream_parse_text(qapi_schema_json, errp);
 }
 
 JsonNode *qmp_quit(GError **errp)

@@ -11,8 +11,9 @@ types as [T]; optional members as '*name'), and the writer of two files:
               descriptor of every type and the prototype of every
               command's handler: JsonNode *qmp_<name>(const <Args> *, GError **)
   qapi-gen.c  the descriptors (member names, types, offsets) that
-              monitor/qapi-visit.c walks to check and convert input, and
-              the command table (name, argument type, handler).
+              monitor/qapi-visit.c walks to check and convert input, the
+              command table (name, argument type, handler), and the text
+              query-qmp-schema returns (QEMU's SchemaInfo list).
 
 The schema stays the one source of truth: no C code names a JSON member
 of a command's arguments by hand.
@@ -21,6 +22,7 @@ Usage: qapi-gen.py OUT_H OUT_C SCHEMA.json...
 """
 
 import ast
+import json
 import re
 import sys
 
@@ -238,13 +240,81 @@ def gen_struct(schema, name, members, h, c, union):
                 cn, cn, extra))
 
 
+BUILTIN_JSON_TYPE = {'str': 'string', 'int': 'int', 'bool': 'boolean',
+                     'null': 'null', 'any': 'value'}
+
+
+def introspect(schema):
+    """query-qmp-schema's SchemaInfo list, as QEMU builds it: commands by
+    name, every type they reach under a number (QEMU hides type names),
+    builtins by name.  Return types strata does not model in the schema
+    appear as 'any'."""
+    ids, out = {}, []
+
+    def ref(t):
+        if isinstance(t, list):
+            key = '[%s]' % ref(t[0])
+            if key not in ids:
+                ids[key] = key
+                out.append({'name': key, 'meta-type': 'array',
+                            'element-type': ref(t[0])})
+            return key
+        if t in BUILTIN:
+            if t not in ids:
+                ids[t] = t
+                out.append({'name': t, 'meta-type': 'builtin',
+                            'json-type': BUILTIN_JSON_TYPE[t]})
+            return t
+        if t in ids:
+            return ids[t]
+        ids[t] = str(len([k for k in ids if not k.startswith('[')
+                          and k not in BUILTIN]))
+        e = schema.types[t]
+        info = {'name': ids[t]}
+        out.append(info)
+        if e['meta'] == 'enum':
+            info.update({'meta-type': 'enum', 'values': e['data'],
+                         'members': [{'name': v} for v in e['data']]})
+        elif e['meta'] == 'alternate':
+            info.update({'meta-type': 'alternate', 'members': [
+                {'type': ref(a)} for a in e['data'].values()]})
+        else:
+            base = e['base'] if e['meta'] == 'union' else t
+            members = []
+            for name, typ, opt in schema.members(base):
+                m = {'name': name, 'type': ref(typ)}
+                if opt:
+                    m['default'] = None
+                members.append(m)
+            info.update({'meta-type': 'object', 'members': members})
+            if e['meta'] == 'union':
+                info['tag'] = e['discriminator']
+                info['variants'] = [{'case': v, 'type': ref(vt)}
+                                    for v, vt in e['data'].items()]
+        return ids[t]
+
+    empty = '__empty'
+    schema.types[empty] = {'meta': 'struct', 'data': {}, 'name': empty}
+    for c in schema.commands:
+        ret = c.get('returns')
+        out.append({'name': c['name'], 'meta-type': 'command',
+                    'arg-type': ref(c.get('data') or empty),
+                    'ret-type': ref(empty if ret is None else 'any')})
+    del schema.types[empty]
+    return out
+
+
 def main():
     out_h, out_c = sys.argv[1], sys.argv[2]
     schema = Schema()
     for path in sys.argv[3:]:
         for expr in read_exprs(path):
             schema.add(expr)
+    info = json.dumps(introspect(schema), separators=(',', ':'))
     h, c = gen(schema)
+    h = h.replace('\n#endif', '\n/* query-qmp-schema\'s JSON text. */\n'
+                  'extern const char qapi_schema_json[];\n\n#endif')
+    c += 'const char qapi_schema_json[] = %s;\n' % json.dumps(info)
     with open(out_h, 'w') as f:
         f.write(h)
     with open(out_c, 'w') as f:

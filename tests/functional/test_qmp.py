@@ -950,6 +950,88 @@ def signal_during_transaction():
                 attempt, 'took effect' if snaps else 'did not run'))
 
 
+def expand(schema, name, depth=0):
+    """A type of a SchemaInfo list as a comparable structure (the numbers
+    QEMU gives types differ between any two schemas)."""
+    if depth > 8:
+        return '...'
+    e = schema[name]
+    mt = e['meta-type']
+    if mt == 'builtin':
+        return e['json-type']
+    if mt == 'array':
+        return [expand(schema, e['element-type'], depth + 1)]
+    if mt == 'enum':
+        return ('enum', tuple(sorted(e['values'])))
+    if mt == 'alternate':
+        return ('alternate', tuple(sorted(
+            json.dumps(expand(schema, m['type'], depth + 1), sort_keys=True)
+            for m in e['members'])))
+    out = {m['name']: (expand(schema, m['type'], depth + 1),
+                       'default' in m) for m in e['members']}
+    for v in e.get('variants', []):
+        out['case ' + v['case']] = expand(schema, v['type'], depth + 1)
+    return out
+
+
+# Commands whose arguments strata takes exactly as QEMU 7.2 does.
+SAME_ARGUMENTS = ['qmp_capabilities', 'query-version', 'query-commands',
+                  'query-qmp-schema', 'quit', 'blockdev-del',
+                  'query-named-block-nodes', INT, DEL,
+                  'blockdev-snapshot-sync', 'blockdev-snapshot']
+
+
+@runner.case('qmp_schema')
+def qmp_schema():
+    """query-qmp-schema (generated from qapi/): strata's commands take the
+    same arguments as QEMU's, member for member and type for type; where
+    strata has a subset (blockdev-add's drivers, transaction's actions),
+    each member it has is QEMU's."""
+    strata, qsd = daemon_paths()
+    schemas = {}
+    for side, binary in (('qemu', qsd), ('strata', strata)):
+        with common.TempDir('strata-qmp-schema-') as d:
+            create_images(d, (('d0.qcow2', 'qcow2', ()),))
+            dm = Daemon(binary, ['--blockdev', GOOD_BD.replace('{D}', d)], d)
+            dm.send({'execute': 'qmp_capabilities'})
+            schemas[side] = {e['name']: e for e in
+                             dm.send(cmd('query-qmp-schema'))[0]['return']}
+            check(dm.quit() == 0, 'quit')
+    q, st = schemas['qemu'], schemas['strata']
+    ours = [n for n, e in st.items() if e['meta-type'] == 'command']
+    check(sorted(ours) == sorted(
+        c['name'] for c in json.loads(json.dumps(qapi_command_names()))),
+        'query-qmp-schema and query-commands disagree')
+    for name in SAME_ARGUMENTS:
+        a = expand(q, q[name]['arg-type'])
+        b = expand(st, st[name]['arg-type'])
+        check(a == b, '%s arguments:\n  qemu:   %s\n  strata: %s'
+              % (name, a, b))
+        if expand(q, q[name]['ret-type']) == {}:
+            check(expand(st, st[name]['ret-type']) == {},
+                  '%s returns something in strata' % name)
+    for name in ('blockdev-add', 'transaction'):
+        a = expand(q, q[name]['arg-type'])
+        b = expand(st, st[name]['arg-type'])
+        for member, value in b.items():
+            if member.startswith('case ') or member == 'driver':
+                continue
+            check(member in a, '%s: %s is not QEMU\'s' % (name, member))
+    print('  %d commands, %d with QEMU\'s exact arguments' % (
+        len(ours), len(SAME_ARGUMENTS)))
+
+
+def qapi_command_names():
+    """strata's query-commands, from a fresh daemon."""
+    strata, _ = daemon_paths()
+    with common.TempDir('strata-qmp-cmds-') as d:
+        dm = Daemon(strata, [], d)
+        dm.send({'execute': 'qmp_capabilities'})
+        names = dm.send(cmd('query-commands'))[0]['return']
+        check(dm.quit() == 0, 'quit')
+    return names
+
+
 @runner.case('several_clients')
 def several_clients():
     """Two clients at once: each its own negotiation, both answered; one
