@@ -46,6 +46,9 @@ static BlockBackend *device_by_name_locked(const char *name, guint *index)
     if (!devices) {
         return NULL;
     }
+    if (!*name) {
+        return NULL;    /* anonymous devices are not in the namespace */
+    }
     for (guint i = 0; i < devices->len; i++) {
         BlockBackend *blk = g_ptr_array_index(devices, i);
         if (!strcmp(blk_name(blk), name)) {
@@ -96,6 +99,9 @@ bool blockdev_add_device(BlockBackend *blk, GError **errp)
     bool ok = false;
 
     g_mutex_lock(&names_lock);
+    if (!*name) {
+        goto add;       /* anonymous: takes no name, conflicts with none */
+    }
     if (!blockdev_id_wellformed(name)) {
         g_set_error(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC,
                     "Invalid device name");
@@ -113,6 +119,7 @@ bool blockdev_add_device(BlockBackend *blk, GError **errp)
                     name);
         goto out;
     }
+add:
     g_mutex_lock(&devices_lock);
     if (!devices) {
         devices = g_ptr_array_new();
@@ -145,6 +152,19 @@ bool blockdev_remove_device(const char *name, GError **errp)
     /* Outside the lock: the last reference may close a whole chain. */
     blk_unref(blk);
     return true;
+}
+
+bool blockdev_remove_device_blk(BlockBackend *blk)
+{
+    bool found;
+
+    g_mutex_lock(&devices_lock);
+    found = devices && g_ptr_array_remove(devices, blk);
+    g_mutex_unlock(&devices_lock);
+    if (found) {
+        blk_unref(blk);     /* outside the lock, as above */
+    }
+    return found;
 }
 
 void blockdev_remove_all_devices(void)

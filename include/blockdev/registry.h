@@ -40,14 +40,22 @@ bool blockdev_id_wellformed(const char *id);
 /* ---- Devices ---- */
 
 /*
- * Registers blk under its name (blk_name(), must not be empty) and takes a
- * reference.  Refused: "Invalid device name", "Device with id '%s' already
- * exists", "Device name '%s' conflicts with an existing node name".
+ * Registers blk under its name (blk_name()) and takes a reference.
+ * Refused: "Invalid device name", "Device with id '%s' already exists",
+ * "Device name '%s' conflicts with an existing node name".
+ * A device without a name (blk_name() empty) is anonymous: accepted,
+ * listed by blockdev_list_devices() (so transactions find it by its root
+ * node), but never found by name nor conflicting with any name.  This is
+ * how strata-daemon, which like qemu-storage-daemon has nodes and no
+ * named devices, gives each top-level node a device.
  */
 bool blockdev_add_device(BlockBackend *blk, GError **errp);
 /* Unregisters a device and drops the registry's reference.
  * Refused (DeviceNotFound): "Device '%s' not found". */
 bool blockdev_remove_device(const char *name, GError **errp);
+/* Unregisters blk itself (the way to drop an anonymous device); false if
+ * it was not registered. */
+bool blockdev_remove_device_blk(BlockBackend *blk);
 /* Drops every device (for a program's exit and for tests). */
 void blockdev_remove_all_devices(void);
 

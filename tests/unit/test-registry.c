@@ -181,8 +181,6 @@ START_TEST(test_device_name_rules)
         const char *name;
         const char *want;
     } cases[] = {
-        { NULL, "Invalid device name" },          /* anonymous device */
-        { "", "Invalid device name" },
         { "0disk", "Invalid device name" },
         { "a b", "Invalid device name" },
         { "disk0", "Device with id 'disk0' already exists" },
@@ -210,6 +208,53 @@ START_TEST(test_device_name_rules)
         ck_assert(!blockdev_add_device(blk, &err));
         assert_error(err, BLOCKDEV_ERROR_GENERIC, "Invalid device name");
     }
+}
+END_TEST
+
+/* Anonymous devices (strata-daemon's, one per top-level node): listed,
+ * never found by name, never in the way of a name. */
+START_TEST(test_anonymous_device)
+{
+    g_autoptr(BlockDriverState) n1 = open_node_ok("node-name=n1");
+    g_autoptr(BlockDriverState) n2 = open_node_ok("node-name=n2");
+    g_autoptr(BlockBackend) a1 = blk_new(NULL, n1);
+    g_autoptr(BlockBackend) a2 = blk_new(NULL, n2);
+    g_autoptr(GPtrArray) devs = NULL;
+    g_autoptr(GError) err = NULL;
+    g_autoptr(BlockDriverState) root = NULL;
+
+    ck_assert(blockdev_add_device(a1, NULL));
+    ck_assert(blockdev_add_device(a2, NULL));   /* two without a name */
+    devs = blockdev_list_devices();
+    ck_assert_uint_eq(devs->len, 2);
+    ck_assert_ptr_eq(g_ptr_array_index(devs, 0), a1);
+    ck_assert_ptr_eq(g_ptr_array_index(devs, 1), a2);
+    ck_assert_ptr_null(blockdev_find_device(""));
+    ck_assert(!blockdev_remove_device("", &err));
+    assert_error(err, BLOCKDEV_ERROR_DEVICE_NOT_FOUND,
+                 "Device '' not found");
+    g_clear_error(&err);
+    /* lookups by "" do not reach a device's root */
+    ck_assert_ptr_null(blockdev_lookup_bs("", NULL, &err));
+    assert_error(err, BLOCKDEV_ERROR_GENERIC,
+                 "Cannot find device='' nor node-name=''");
+    /* the node is still found by its node-name, and is a root */
+    root = blockdev_get_root_bs("n1", NULL);
+    ck_assert_ptr_eq(root, n1);
+    /* names stay free: a named device and a node-name */
+    ck_assert(blockdev_check_node_name("disk9", NULL));
+    {
+        g_autoptr(BlockBackend) named = add_device("disk9", NULL);
+        g_autoptr(GPtrArray) all = blockdev_list_devices();
+        ck_assert_uint_eq(all->len, 3);
+    }
+    /* removal by pointer, once */
+    ck_assert(blockdev_remove_device_blk(a1));
+    ck_assert(!blockdev_remove_device_blk(a1));
+    g_ptr_array_unref(g_steal_pointer(&devs));
+    devs = blockdev_list_devices();
+    ck_assert_uint_eq(devs->len, 2);
+    ck_assert_ptr_eq(g_ptr_array_index(devs, 0), a2);
 }
 END_TEST
 
@@ -651,6 +696,7 @@ static Suite *registry_suite(void)
     tcase_add_test(names, test_node_name_rules);
     tcase_add_test(names, test_check_node_name_direct);
     tcase_add_test(names, test_device_name_rules);
+    tcase_add_test(names, test_anonymous_device);
     suite_add_tcase(s, names);
 
     tcase_add_checked_fixture(lookups, setup, teardown);

@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Inside the monitor: a client's session state, the request dispatcher
+ * (monitor/qmp-dispatch.c) and helpers the command files share.
+ */
+#ifndef STRATA_MONITOR_INT_H
+#define STRATA_MONITOR_INT_H
+
+#include "monitor/monitor.h"
+#include "monitor/qapi-visit.h"
+#include "block/block.h"
+
+typedef struct QmpSession {
+    bool negotiated;       /* qmp_capabilities done */
+    bool oob;              /* the oob capability enabled */
+} QmpSession;
+
+/* The reply to one request (or to a parse error) of session s. */
+JsonNode *qmp_dispatch(QmpSession *s, JsonNode *request, GError *parse_err);
+
+/* The session of the command running now (for qmp_capabilities). */
+QmpSession *qmp_current_session(void);
+
+/* {} */
+JsonNode *qmp_empty_return(void);
+
+/* The greeting a new client gets. */
+JsonNode *qmp_greeting(void);
+/* The version object of query-version and of the greeting. */
+JsonNode *qmp_version_info(void);
+
+/* BlockDeviceInfo of a node (query-named-block-nodes). */
+JsonNode *qmp_block_device_info(BlockDriverState *bs, bool flat);
+
+#endif

@@ -1,0 +1,560 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The block commands: blockdev-add and blockdev-del (the nodes the
+ * monitor owns, each with an anonymous device so that the transaction
+ * engine, which works on devices, finds it by its root node), the
+ * stand-alone snapshot commands (one-action transactions, as in QEMU)
+ * and transaction.
+ *
+ * Deliberate limits, named where they apply: "file" must be a definition
+ * (a reference to an existing node is refused: strata's nodes have one
+ * parent); "discard" and "auto-read-only" are accepted and have no effect
+ * (no exports yet, and strata opens read-write or fails).
+ */
+#include <string.h>
+
+#include "monitor/monitor-int.h"
+#include "blockdev/registry.h"
+#include "blockdev/transaction.h"
+#include "block/log.h"
+#include "block/snapshot.h"
+#include "qapi-gen.h"
+
+/* A node blockdev-add made, by node-name. */
+typedef struct OwnedNode {
+    BlockDriverState *bs;        /* a reference */
+    BlockBackend *blk;           /* its anonymous device, a reference */
+} OwnedNode;
+
+static GHashTable *owned;        /* node-name -> OwnedNode * */
+
+static void owned_free(gpointer p)
+{
+    OwnedNode *o = p;
+
+    blockdev_remove_device_blk(o->blk);
+    blk_unref(o->blk);
+    bdrv_unref(o->bs);
+    g_free(o);
+}
+
+static bool fail(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static bool fail(GError **errp, const char *fmt, ...)
+{
+    va_list ap;
+    g_autofree char *msg = NULL;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_set_error_literal(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC, msg);
+    return false;
+}
+
+/* ---- blockdev-add: BlockdevOptions to bdrv_open()'s flat options ---- */
+
+static bool flatten_options(const BlockdevOptions *o, const char *prefix,
+                            bool keyval, BlockOpts *opts, GError **errp);
+
+static void set_opt(BlockOpts *opts, const char *prefix, const char *key,
+                    const char *value)
+{
+    g_autofree char *k = g_strconcat(prefix, key, NULL);
+
+    bdrv_opts_set(opts, k, value);
+}
+
+static bool flatten_child(JsonNode *ref, const char *child, bool keyval,
+                          BlockOpts *opts, const char *prefix, GError **errp)
+{
+    g_autofree char *p = g_strdup_printf("%s%s.", prefix, child);
+    BlockdevOptions *sub;
+    bool ok;
+
+    if (JSON_NODE_HOLDS_OBJECT(ref)) {
+        sub = qapi_input(&qapi_type_BlockdevOptions, ref, keyval, errp);
+        if (!sub) {
+            return false;
+        }
+        ok = flatten_options(sub, p, keyval, opts, errp);
+        qapi_free(&qapi_type_BlockdevOptions, sub);
+        return ok;
+    }
+    {
+        const char *name = json_node_get_string(ref);
+        g_autoptr(BlockDriverState) bs = blockdev_find_node(name);
+
+        if (!bs) {
+            return fail(errp, "Cannot find device='%s' nor node-name='%s'",
+                        name, name);
+        }
+        /* strata: a node has one parent; 'file' must be a definition */
+        return fail(errp, "Node '%s' cannot be used as 'file': strata "
+                    "opens the file child with its parent", name);
+    }
+}
+
+static bool flatten_backing(JsonNode *ref, bool keyval, BlockOpts *opts,
+                            const char *prefix, GError **errp)
+{
+    const char *name;
+
+    if (JSON_NODE_HOLDS_NULL(ref)) {
+        set_opt(opts, prefix, "backing", "");
+        return true;
+    }
+    if (JSON_NODE_HOLDS_OBJECT(ref)) {
+        return flatten_child(ref, "backing", keyval, opts, prefix, errp);
+    }
+    name = json_node_get_string(ref);
+    if (!*name) {
+        strata_warning("Use of \"backing\": \"\" is deprecated; use "
+                       "\"backing\": null instead");
+        set_opt(opts, prefix, "backing", "");
+        return true;
+    }
+    {
+        g_autoptr(BlockDriverState) bs = blockdev_find_node(name);
+        if (!bs || !strcmp(name, "null")) {
+            return fail(errp, "Could not open backing file: Cannot find "
+                        "device='%s' nor node-name='%s'", name, name);
+        }
+    }
+    set_opt(opts, prefix, "backing", name);
+    return true;
+}
+
+static bool flatten_options(const BlockdevOptions *o, const char *prefix,
+                            bool keyval, BlockOpts *opts, GError **errp)
+{
+    set_opt(opts, prefix, "driver", qapi_type_BlockdevDriver.values[o->driver]);
+    if (o->has_node_name) {
+        set_opt(opts, prefix, "node-name", o->node_name);
+    }
+    if (o->has_read_only) {
+        set_opt(opts, prefix, "read-only", o->read_only ? "on" : "off");
+    }
+    if (o->has_force_share) {
+        set_opt(opts, prefix, "force-share", o->force_share ? "on" : "off");
+    }
+    if (o->has_cache && o->cache->has_direct) {
+        set_opt(opts, prefix, "cache.direct", o->cache->direct ? "on" : "off");
+    }
+    if (o->has_cache && o->cache->has_no_flush) {
+        set_opt(opts, prefix, "cache.no-flush",
+                o->cache->no_flush ? "on" : "off");
+    }
+    switch (o->driver) {
+    case BLOCKDEVDRIVER_FILE: {
+        const BlockdevOptionsFile *f = o->u;
+        set_opt(opts, prefix, "filename", f->filename);
+        if (f->has_locking) {
+            set_opt(opts, prefix, "locking",
+                    qapi_type_OnOffAuto.values[f->locking]);
+        }
+        return true;
+    }
+    case BLOCKDEVDRIVER_QCOW2: {
+        const BlockdevOptionsQcow2 *q = o->u;
+        return flatten_child(q->file, "file", keyval, opts, prefix, errp) &&
+               (!q->has_backing ||
+                flatten_backing(q->backing, keyval, opts, prefix, errp));
+    }
+    case BLOCKDEVDRIVER_RAW: {
+        const BlockdevOptionsGenericFormat *r = o->u;
+        return flatten_child(r->file, "file", keyval, opts, prefix, errp);
+    }
+    default:
+        return fail(errp, "Driver '%s' is not supported",
+                    qapi_type_BlockdevDriver.values[o->driver]);
+    }
+}
+
+static bool add_node(const BlockdevOptions *o, bool keyval, GError **errp)
+{
+    g_autoptr(GHashTable) opts = bdrv_opts_new();
+    g_autoptr(BlockDriverState) bs = NULL;
+    OwnedNode *on;
+
+    if (!o->has_node_name) {
+        return fail(errp, "'node-name' must be specified for the root node");
+    }
+    if (!flatten_options(o, "", keyval, opts, errp)) {
+        return false;
+    }
+    bs = blockdev_open_node(NULL, g_steal_pointer(&opts), BDRV_O_RDWR, errp);
+    if (!bs) {
+        return false;
+    }
+    on = g_new0(OwnedNode, 1);
+    on->blk = blk_new(NULL, bs);
+    if (!blockdev_add_device(on->blk, errp)) {
+        blk_unref(on->blk);
+        g_free(on);
+        return false;
+    }
+    on->bs = g_steal_pointer(&bs);
+    if (!owned) {
+        owned = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                      owned_free);
+    }
+    g_hash_table_insert(owned, g_strdup(o->node_name), on);
+    return true;
+}
+
+bool monitor_blockdev_add(JsonNode *options, bool keyval, GError **errp)
+{
+    BlockdevOptions *o = qapi_input(&qapi_type_BlockdevOptions, options,
+                                    keyval, errp);
+    bool ok;
+
+    if (!o) {
+        return false;
+    }
+    ok = add_node(o, keyval, errp);
+    qapi_free(&qapi_type_BlockdevOptions, o);
+    return ok;
+}
+
+void monitor_blockdev_close_all(void)
+{
+    /* Devices first (each drops its root), then the monitor's own
+     * references: the last one flushes and closes each image. */
+    g_clear_pointer(&owned, g_hash_table_unref);
+}
+
+JsonNode *qmp_blockdev_add(const BlockdevOptions *args, GError **errp)
+{
+    return add_node(args, false, errp) ? qmp_empty_return() : NULL;
+}
+
+/* ---- blockdev-del ---- */
+
+typedef struct Parent {
+    BlockDriverState *child;
+    char *backing_of;             /* name of a node it is the backing of */
+    bool file_of;                 /* some node's file child */
+} Parent;
+
+static bool find_parent(BlockDriverState *bs, void *opaque)
+{
+    Parent *p = opaque;
+
+    if (bdrv_get_backing(bs) == p->child) {
+        p->backing_of = g_strdup(bdrv_get_node_name(bs));
+        return true;
+    }
+    p->file_of |= bdrv_get_file(bs) == p->child;
+    return false;
+}
+
+/*
+ * The devices other than the node's own that show it: blockdev-snapshot
+ * put it on top of another node's device.  QEMU has no device there (the
+ * overlay has no parent but the monitor), so deleting the overlay is
+ * allowed and leaves the old node alone again: the device goes back to
+ * the overlay's backing node.  False ("in use") if some device cannot.
+ */
+static bool release_other_devices(OwnedNode *on, bool apply)
+{
+    g_autoptr(GPtrArray) devs = blockdev_list_devices();
+    BlockDriverState *below = bdrv_get_backing(on->bs);
+
+    for (guint i = 0; i < devs->len; i++) {
+        BlockBackend *blk = g_ptr_array_index(devs, i);
+
+        if (blk == on->blk || blk_bs(blk) != on->bs) {
+            continue;
+        }
+        if (*blk_name(blk) || !below) {
+            return false;       /* a named device really uses it */
+        }
+        if (apply) {
+            blk_set_root(blk, below);
+        }
+    }
+    return true;
+}
+
+JsonNode *qmp_blockdev_del(const q_obj_blockdev_del_arg *args, GError **errp)
+{
+    OwnedNode *on = owned ? g_hash_table_lookup(owned, args->node_name)
+                          : NULL;
+    Parent p = { 0 };
+
+    if (!on) {
+        g_autoptr(BlockDriverState) bs = blockdev_find_node(args->node_name);
+        if (bs) {
+            fail(errp, "Node %s is not owned by the monitor",
+                 args->node_name);
+        } else {
+            fail(errp, "Failed to find node with node-name='%s'",
+                 args->node_name);
+        }
+        return NULL;
+    }
+    p.child = on->bs;
+    if (bdrv_any_node(find_parent, &p)) {
+        fail(errp, "Node '%s' is busy: node is used as backing hd of '%s'",
+             args->node_name, p.backing_of);
+        g_free(p.backing_of);
+        return NULL;
+    }
+    if (p.file_of || !release_other_devices(on, false)) {
+        fail(errp, "Node %s is in use", args->node_name);
+        return NULL;
+    }
+    release_other_devices(on, true);
+    g_hash_table_remove(owned, args->node_name);
+    return qmp_empty_return();
+}
+
+/* ---- transactions ---- */
+
+/*
+ * After blockdev-snapshot an overlay blockdev-add made is the root of
+ * the device it was put on: its own anonymous device would show the same
+ * node twice, so it is dropped (the older device stays).
+ */
+static void drop_duplicate_devices(void)
+{
+    g_autoptr(GPtrArray) devs = blockdev_list_devices();
+
+    for (guint i = 1; i < devs->len; i++) {
+        BlockBackend *blk = g_ptr_array_index(devs, i);
+        if (*blk_name(blk)) {
+            continue;
+        }
+        for (guint j = 0; j < i; j++) {
+            if (blk_bs(g_ptr_array_index(devs, j)) == blk_bs(blk)) {
+                blockdev_remove_device_blk(blk);
+                break;
+            }
+        }
+    }
+}
+
+/* QEMU refuses an overlay that is the node itself by the graph cycle it
+ * would make, before its other checks. */
+static bool check_not_own_overlay(const BlkTransactionAction *a,
+                                  GError **errp)
+{
+    g_autoptr(BlockDriverState) node = NULL;
+    g_autoptr(BlockDriverState) overlay = NULL;
+
+    if (a->kind != BLK_ACTION_SNAPSHOT) {
+        return true;
+    }
+    node = blockdev_lookup_bs(a->u.snapshot.node, a->u.snapshot.node, NULL);
+    overlay = blockdev_lookup_bs(a->u.snapshot.overlay,
+                                 a->u.snapshot.overlay, NULL);
+    if (node && node == overlay) {
+        return fail(errp, "Making '%s' a backing child of '%s' would "
+                    "create a cycle", bdrv_get_node_name(node),
+                    bdrv_get_node_name(node));
+    }
+    return true;
+}
+
+static bool run_actions(const BlkTransactionAction *actions, guint n,
+                        GError **errp)
+{
+    g_autoptr(BlkTransactionStates) t = blk_transaction_new();
+    bool ok;
+
+    for (guint i = 0; i < n; i++) {
+        if (!check_not_own_overlay(&actions[i], errp) ||
+            !blk_transaction_add(t, &actions[i], errp)) {
+            return false;
+        }
+    }
+    ok = blk_transaction_submit(t, errp);
+    drop_duplicate_devices();
+    return ok;
+}
+
+static void fill_snapshot_sync(BlkActionSnapshotSync *d,
+                               const BlockdevSnapshotSync *a)
+{
+    d->device = a->has_device ? a->device : NULL;
+    d->node_name = a->has_node_name ? a->node_name : NULL;
+    d->snapshot_file = a->snapshot_file;
+    d->snapshot_node_name = a->has_snapshot_node_name ? a->snapshot_node_name
+                                                       : NULL;
+    d->format = a->has_format ? a->format : NULL;
+    d->mode_existing = a->has_mode && a->mode == NEWIMAGEMODE_EXISTING;
+}
+
+JsonNode *qmp_blockdev_snapshot_internal_sync(
+    const BlockdevSnapshotInternal *args, GError **errp)
+{
+    BlkTransactionAction a = { .kind = BLK_ACTION_SNAPSHOT_INTERNAL };
+
+    a.u.snapshot_internal.device = args->device;
+    a.u.snapshot_internal.name = args->name;
+    return run_actions(&a, 1, errp) ? qmp_empty_return() : NULL;
+}
+
+JsonNode *qmp_blockdev_snapshot_sync(const BlockdevSnapshotSync *args,
+                                     GError **errp)
+{
+    BlkTransactionAction a = { .kind = BLK_ACTION_SNAPSHOT_SYNC };
+
+    fill_snapshot_sync(&a.u.snapshot_sync, args);
+    return run_actions(&a, 1, errp) ? qmp_empty_return() : NULL;
+}
+
+JsonNode *qmp_blockdev_snapshot(const BlockdevSnapshot *args, GError **errp)
+{
+    BlkTransactionAction a = { .kind = BLK_ACTION_SNAPSHOT };
+
+    a.u.snapshot.node = args->node;
+    a.u.snapshot.overlay = args->overlay;
+    return run_actions(&a, 1, errp) ? qmp_empty_return() : NULL;
+}
+
+static JsonNode *snapshot_info(const BdrvSnapshotInfo *sn)
+{
+    JsonObject *o = json_object_new();
+
+    json_object_set_string_member(o, "id", sn->id_str);
+    json_object_set_string_member(o, "name", sn->name);
+    json_object_set_int_member(o, "vm-state-size", sn->vm_state_size);
+    json_object_set_int_member(o, "date-sec", sn->date_sec);
+    json_object_set_int_member(o, "date-nsec", sn->date_nsec);
+    json_object_set_int_member(o, "vm-clock-sec",
+                               sn->vm_clock_nsec / 1000000000);
+    json_object_set_int_member(o, "vm-clock-nsec",
+                               sn->vm_clock_nsec % 1000000000);
+    if (sn->icount != BDRV_SNAPSHOT_NO_ICOUNT) {
+        json_object_set_int_member(o, "icount", sn->icount);
+    }
+    return json_node_init_object(json_node_alloc(), o);
+}
+
+JsonNode *qmp_blockdev_snapshot_delete_internal_sync(
+    const q_obj_blockdev_snapshot_delete_internal_sync_arg *args,
+    GError **errp)
+{
+    const char *id = args->has_id ? args->id : NULL;
+    const char *name = args->has_name ? args->name : NULL;
+    g_autoptr(BlockDriverState) bs = blockdev_get_root_bs(args->device, errp);
+    BdrvSnapshotInfo sn = { 0 };
+    BlkTransactionAction a = { .kind = BLK_ACTION_SNAPSHOT_DELETE_INTERNAL };
+    BdrvSnapshotInfo *list = NULL;
+    JsonNode *ret;
+    int n;
+
+    if (!bs) {
+        return NULL;
+    }
+    if (!id && !name) {
+        fail(errp, "Name or id must be provided");
+        return NULL;
+    }
+    /* The entry as it is before the delete: the command returns it. */
+    n = bdrv_snapshot_list(bs, &list, NULL);
+    bdrv_snapshot_list_free(list, n > 0 ? n : 0);
+    if (n < 0) {
+        fail(errp, "Failed to get a snapshot list: %s", g_strerror(-n));
+        return NULL;
+    }
+    if (!bdrv_snapshot_find_by_id_and_name(bs, id, name, &sn, NULL)) {
+        fail(errp, "Snapshot with id '%s' and name '%s' does not exist on "
+             "device '%s'", id ? id : "null", name ? name : "null",
+             args->device);
+        return NULL;
+    }
+    a.u.snapshot_delete_internal.device = args->device;
+    a.u.snapshot_delete_internal.id = id;
+    a.u.snapshot_delete_internal.name = name;
+    ret = run_actions(&a, 1, errp) ? snapshot_info(&sn) : NULL;
+    bdrv_snapshot_info_clear(&sn);
+    return ret;
+}
+
+/* One schema action to the engine's; the strings stay the caller's. */
+static void fill_action(const TransactionAction *ta, BlkTransactionAction *a)
+{
+    const char *kind = qapi_type_TransactionActionKind.values[ta->type];
+
+    g_assert(blk_action_kind_from_name(kind, &a->kind));
+    switch (a->kind) {
+    case BLK_ACTION_ABORT:
+        break;
+    case BLK_ACTION_SNAPSHOT_INTERNAL: {
+        const BlockdevSnapshotInternal *d =
+            ((BlockdevSnapshotInternalWrapper *)ta->u)->data;
+        a->u.snapshot_internal.device = d->device;
+        a->u.snapshot_internal.name = d->name;
+        break;
+    }
+    case BLK_ACTION_SNAPSHOT_DELETE_INTERNAL: {
+        const BlockdevSnapshotDeleteInternal *d =
+            ((BlockdevSnapshotDeleteInternalWrapper *)ta->u)->data;
+        a->u.snapshot_delete_internal.device = d->device;
+        a->u.snapshot_delete_internal.id = d->has_id ? d->id : NULL;
+        a->u.snapshot_delete_internal.name = d->has_name ? d->name : NULL;
+        break;
+    }
+    case BLK_ACTION_SNAPSHOT_SYNC:
+        fill_snapshot_sync(&a->u.snapshot_sync,
+                           ((BlockdevSnapshotSyncWrapper *)ta->u)->data);
+        break;
+    case BLK_ACTION_SNAPSHOT: {
+        const BlockdevSnapshot *d = ((BlockdevSnapshotWrapper *)ta->u)->data;
+        a->u.snapshot.node = d->node;
+        a->u.snapshot.overlay = d->overlay;
+        break;
+    }
+    case BLK_ACTION_APPLY_INTERNAL: {
+        const __org_strata_BlockdevSnapshotApplyInternal *d =
+            ((BlockdevSnapshotApplyInternalWrapper *)ta->u)->data;
+        a->u.apply_internal.device = d->device;
+        a->u.apply_internal.id = d->has_id ? d->id : NULL;
+        a->u.apply_internal.name = d->has_name ? d->name : NULL;
+        break;
+    }
+    case BLK_ACTION_REVERT_EXTERNAL: {
+        const __org_strata_BlockdevSnapshotRevert *d =
+            ((BlockdevSnapshotRevertWrapper *)ta->u)->data;
+        a->u.revert_external.device = d->device;
+        a->u.revert_external.node = d->node;
+        a->u.revert_external.snapshot_file = d->snapshot_file;
+        a->u.revert_external.snapshot_node_name =
+            d->has_snapshot_node_name ? d->snapshot_node_name : NULL;
+        a->u.revert_external.format = d->has_format ? d->format : NULL;
+        break;
+    }
+    default:
+        g_assert_not_reached();
+    }
+}
+
+JsonNode *qmp_transaction(const q_obj_transaction_arg *args, GError **errp)
+{
+    guint n = args->actions->len;
+    g_autofree BlkTransactionAction *actions = g_new0(BlkTransactionAction,
+                                                      n ? n : 1);
+    bool grouped = args->has_properties &&
+                   args->properties->has_completion_mode &&
+                   args->properties->completion_mode ==
+                       ACTIONCOMPLETIONMODE_GROUPED;
+
+    for (guint i = 0; i < n; i++) {
+        fill_action(args->actions->pdata[i], &actions[i]);
+        /* QEMU: only backup actions take part in a grouped completion;
+         * every other action refuses it in its prepare (abort fails
+         * first with its own message). */
+        if (grouped && actions[i].kind != BLK_ACTION_ABORT) {
+            fail(errp, "Action '%s' does not support Transaction property "
+                 "completion-mode = grouped",
+                 blk_action_kind_name(actions[i].kind));
+            return NULL;
+        }
+        if (grouped) {
+            break;
+        }
+    }
+    return run_actions(actions, n, errp) ? qmp_empty_return() : NULL;
+}

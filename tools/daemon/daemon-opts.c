@@ -1,0 +1,491 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * strata-daemon's command line: getopt_long for the option names (so a
+ * misspelt option gets getopt's text, as qemu-storage-daemon's does),
+ * QEMU's keyval syntax for the option values, and the checks of each
+ * option with qemu-storage-daemon 7.2's error texts where it has one.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "daemon-opts.h"
+#include "monitor/json-stream.h"
+#include "monitor/qapi-visit.h"
+#include "blockdev/registry.h"
+#include "qapi-gen.h"
+
+#define PROG "strata-daemon"
+
+void daemon_report(const char *opt, const char *arg, const char *msg)
+{
+    if (opt) {
+        fprintf(stderr, PROG ": %s %s: %s\n", opt, arg, msg);
+    } else {
+        fprintf(stderr, PROG ": %s: %s\n", arg, msg);
+    }
+}
+
+static bool err_set(GError **errp, const char *fmt, const char *a)
+{
+    g_set_error(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC, fmt, a);
+    return false;
+}
+
+/* ---- keyval ---- */
+
+/* Stores value at the dotted key in obj, making the inner objects. */
+static bool keyval_store(JsonObject *obj, const char *key, const char *value,
+                         GError **errp)
+{
+    g_auto(GStrv) parts = g_strsplit(key, ".", -1);
+    guint n = g_strv_length(parts);
+
+    for (guint i = 0; i < n; i++) {
+        if (!*parts[i]) {
+            return err_set(errp, "Invalid parameter '%s'", key);
+        }
+    }
+    for (guint i = 0; i + 1 < n; i++) {
+        JsonNode *inner = json_object_get_member(obj, parts[i]);
+
+        if (!inner) {
+            json_object_set_object_member(obj, parts[i], json_object_new());
+            inner = json_object_get_member(obj, parts[i]);
+        } else if (!JSON_NODE_HOLDS_OBJECT(inner)) {
+            return err_set(errp, "Parameters '%s.*' used inconsistently",
+                           parts[i]);
+        }
+        obj = json_node_get_object(inner);
+    }
+    if (json_object_has_member(obj, parts[n - 1])) {
+        JsonNode *old = json_object_get_member(obj, parts[n - 1]);
+        if (JSON_NODE_HOLDS_OBJECT(old)) {
+            return err_set(errp, "Parameters '%s.*' used inconsistently",
+                           key);
+        }
+        /* QEMU's keyval: the last of repeated keys wins */
+    }
+    json_object_set_string_member(obj, parts[n - 1], value);
+    return true;
+}
+
+/* The next item of text up to an unescaped ',' (",," is a comma). */
+static char *keyval_item(const char **p)
+{
+    GString *out = g_string_new(NULL);
+
+    while (**p) {
+        if (**p == ',') {
+            if ((*p)[1] != ',') {
+                (*p)++;
+                break;
+            }
+            (*p)++;
+        }
+        g_string_append_c(out, **p);
+        (*p)++;
+    }
+    return g_string_free(out, FALSE);
+}
+
+JsonNode *daemon_keyval_parse(const char *text, const char *implied_key,
+                              GError **errp)
+{
+    JsonObject *obj = json_object_new();
+    JsonNode *node = json_node_init_object(json_node_alloc(), obj);
+    const char *p = text;
+    bool first = true;
+
+    json_object_unref(obj);
+    while (*p || first) {
+        g_autofree char *item = keyval_item(&p);
+        char *eq = strchr(item, '=');
+
+        if (!eq && first && implied_key && *item) {
+            json_object_set_string_member(obj, implied_key, item);
+        } else if (!eq) {
+            if (!*item && first && !*p) {
+                break;          /* an empty text: no parameters */
+            }
+            err_set(errp, *item ? "Expected '=' after parameter '%s'"
+                                : "Invalid parameter '%s'", item);
+            json_node_unref(node);
+            return NULL;
+        } else {
+            *eq = 0;
+            if (!keyval_store(obj, item, eq + 1, errp)) {
+                json_node_unref(node);
+                return NULL;
+            }
+        }
+        first = false;
+    }
+    return node;
+}
+
+/* ---- the options ---- */
+
+static void blockdev_free(DaemonBlockdev *b)
+{
+    g_free(b->arg);
+    json_node_unref(b->options);
+    g_free(b);
+}
+
+static void chardev_free(DaemonChardev *c)
+{
+    g_free(c->arg);
+    g_free(c->id);
+    g_free(c->path);
+    g_free(c->host);
+    g_free(c->port);
+    g_free(c);
+}
+
+static void monitor_free(DaemonMonitor *m)
+{
+    g_free(m->arg);
+    g_free(m);
+}
+
+void daemon_config_free(DaemonConfig *cfg)
+{
+    if (!cfg) {
+        return;
+    }
+    g_ptr_array_unref(cfg->blockdevs);
+    g_ptr_array_unref(cfg->chardevs);
+    g_ptr_array_unref(cfg->monitors);
+    g_free(cfg->pidfile);
+    g_free(cfg);
+}
+
+/* --blockdev: keyval or JSON, checked against BlockdevOptions now. */
+static bool parse_blockdev(DaemonConfig *cfg, const char *arg, GError **errp)
+{
+    bool keyval = arg[0] != '{';
+    g_autoptr(JsonNode) node = keyval
+        ? daemon_keyval_parse(arg, "driver", errp)
+        : json_stream_parse_text(arg, errp);
+    void *typed;
+    DaemonBlockdev *b;
+
+    if (!node) {
+        return false;
+    }
+    if (!JSON_NODE_HOLDS_OBJECT(node)) {
+        return err_set(errp, "%s", "JSON value must be an object");
+    }
+    typed = qapi_input(&qapi_type_BlockdevOptions, node, keyval, errp);
+    if (!typed) {
+        return false;
+    }
+    qapi_free(&qapi_type_BlockdevOptions, typed);
+    if (!json_object_has_member(json_node_get_object(node), "node-name")) {
+        return err_set(errp, "%s", "'node-name' must be specified for the "
+                       "root node");
+    }
+    b = g_new0(DaemonBlockdev, 1);
+    b->arg = g_strdup(arg);
+    b->options = g_steal_pointer(&node);
+    b->keyval = keyval;
+    g_ptr_array_add(cfg->blockdevs, b);
+    return true;
+}
+
+static DaemonChardev *find_chardev(DaemonConfig *cfg, const char *id)
+{
+    for (guint i = 0; i < cfg->chardevs->len; i++) {
+        DaemonChardev *c = g_ptr_array_index(cfg->chardevs, i);
+        if (!strcmp(c->id, id)) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+/* A string member of a keyval object; NULL if absent. */
+static const char *kv(JsonObject *o, const char *key)
+{
+    JsonNode *n = json_object_get_member(o, key);
+
+    return n && JSON_NODE_HOLDS_VALUE(n) ? json_node_get_string(n) : NULL;
+}
+
+static bool kv_bool(JsonObject *o, const char *key, bool def, bool *out,
+                    GError **errp)
+{
+    const char *v = kv(o, key);
+
+    if (!v) {
+        *out = def;
+    } else if (!strcmp(v, "on") || !strcmp(v, "true")) {
+        *out = true;
+    } else if (!strcmp(v, "off") || !strcmp(v, "false")) {
+        *out = false;
+    } else {
+        g_set_error(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC,
+                    "Parameter '%s' expects 'on' or 'off'", key);
+        return false;
+    }
+    return true;
+}
+
+/* --chardev socket,id=ID,path=P|host=H,port=N,server=on,wait=off */
+static bool parse_chardev(DaemonConfig *cfg, const char *arg, GError **errp)
+{
+    static const char *const known[] = {
+        "backend", "id", "path", "host", "port", "server", "wait", NULL,
+    };
+    g_autoptr(JsonNode) node = daemon_keyval_parse(arg, "backend", errp);
+    g_autoptr(GList) keys = NULL;
+    JsonObject *o;
+    DaemonChardev *c;
+    bool server, wait;
+
+    if (!node) {
+        return false;
+    }
+    o = json_node_get_object(node);
+    keys = json_object_get_members(o);
+    for (GList *l = keys; l; l = l->next) {
+        if (!g_strv_contains(known, l->data) ||
+            JSON_NODE_HOLDS_OBJECT(json_object_get_member(o, l->data))) {
+            return err_set(errp, "Invalid parameter '%s'", l->data);
+        }
+    }
+    if (!kv(o, "id")) {
+        return err_set(errp, "%s", "chardev: no id specified");
+    }
+    if (!blockdev_id_wellformed(kv(o, "id"))) {
+        return err_set(errp, "%s", "Parameter 'id' expects an identifier\n"
+                       "Identifiers consist of letters, digits, '-', '.', "
+                       "'_', starting with a letter.");
+    }
+    if (!kv(o, "backend") || strcmp(kv(o, "backend"), "socket")) {
+        return err_set(errp, "'%s' is not a valid char driver name",
+                       kv(o, "backend") ? kv(o, "backend") : "");
+    }
+    if (find_chardev(cfg, kv(o, "id"))) {
+        /* QEMU's text: its per-chardev "yank" registration refuses it */
+        return err_set(errp, "%s", "duplicate yank instance");
+    }
+    if (!kv_bool(o, "server", false, &server, errp) ||
+        !kv_bool(o, "wait", true, &wait, errp)) {
+        return false;
+    }
+    if (!kv(o, "path") && !kv(o, "host") && !kv(o, "port")) {
+        return err_set(errp, "%s", "Unable to parse FD number ");
+    }
+    if (kv(o, "path") && (kv(o, "host") || kv(o, "port"))) {
+        return err_set(errp, "%s", "'path' and 'host'/'port' cannot be "
+                       "used together");
+    }
+    if (!kv(o, "path") && !kv(o, "port")) {
+        return err_set(errp, "%s", "chardev: socket: no port given");
+    }
+    /* strata-daemon listens; it never connects out nor waits for a
+     * client before starting. */
+    if (!server) {
+        return err_set(errp, "%s", "strata-daemon supports only "
+                       "server=on sockets");
+    }
+    if (wait) {
+        return err_set(errp, "%s", "strata-daemon supports only wait=off "
+                       "server sockets");
+    }
+    c = g_new0(DaemonChardev, 1);
+    c->arg = g_strdup(arg);
+    c->id = g_strdup(kv(o, "id"));
+    c->path = g_strdup(kv(o, "path"));
+    c->host = g_strdup(kv(o, "host"));
+    c->port = g_strdup(kv(o, "port"));
+    g_ptr_array_add(cfg->chardevs, c);
+    return true;
+}
+
+/* --monitor [chardev=]ID[,mode=control][,pretty=off] */
+static bool parse_monitor(DaemonConfig *cfg, const char *arg, GError **errp)
+{
+    g_autoptr(JsonNode) node = daemon_keyval_parse(arg, "chardev", errp);
+    g_autoptr(GList) keys = NULL;
+    JsonObject *o;
+    DaemonMonitor *m;
+    DaemonChardev *c;
+    bool pretty;
+
+    if (!node) {
+        return false;
+    }
+    o = json_node_get_object(node);
+    keys = json_object_get_members(o);
+    for (GList *l = keys; l; l = l->next) {
+        static const char *const known[] = { "chardev", "mode", "pretty",
+                                             "id", NULL };
+        if (!g_strv_contains(known, l->data)) {
+            return err_set(errp, "Parameter '%s' is unexpected", l->data);
+        }
+    }
+    if (!kv(o, "chardev")) {
+        return err_set(errp, "%s", "Parameter 'chardev' is missing");
+    }
+    c = find_chardev(cfg, kv(o, "chardev"));
+    if (!c) {
+        return err_set(errp, "chardev \"%s\" not found", kv(o, "chardev"));
+    }
+    if (kv(o, "mode") && strcmp(kv(o, "mode"), "control")) {
+        return err_set(errp, "%s", "Only QMP is supported");
+    }
+    if (!kv_bool(o, "pretty", false, &pretty, errp)) {
+        return false;
+    }
+    if (pretty) {
+        return err_set(errp, "%s", "strata-daemon does not pretty-print "
+                       "QMP (pretty=on)");
+    }
+    m = g_new0(DaemonMonitor, 1);
+    m->arg = g_strdup(arg);
+    m->chardev = c;
+    g_ptr_array_add(cfg->monitors, m);
+    return true;
+}
+
+static void print_help(void)
+{
+    printf("Usage: " PROG " [options]\n"
+           "strata storage daemon: qemu-storage-daemon's block and QMP "
+           "interface\n"
+           "\n"
+           "  -h, --help             display this help and exit\n"
+           "  -V, --version          output version information and exit\n"
+           "\n"
+           "  --blockdev [driver=]<driver>,node-name=<N>[,read-only=on|off]\n"
+           "             [,cache.direct=on|off][,cache.no-flush=on|off]\n"
+           "             [,force-share=on|off][,driver specific "
+           "parameters...]\n"
+           "  --blockdev '{\"driver\": ..., \"node-name\": ...}'\n"
+           "                         open a block node (drivers: qcow2, "
+           "raw, file)\n"
+           "\n"
+           "  --chardev socket,id=<id>,path=<path>,server=on,wait=off\n"
+           "  --chardev socket,id=<id>,host=<addr>,port=<port>,server=on,"
+           "wait=off\n"
+           "                         a socket for a monitor (unix: mode "
+           "0600; tcp: loopback\n"
+           "                         unless host= names an address)\n"
+           "\n"
+           "  --daemonize            daemonize the process, and have the "
+           "parent exit\n"
+           "                         once startup is complete\n"
+           "\n"
+           "  --monitor [chardev=]<id>[,mode=control]\n"
+           "                         configure a QMP monitor\n"
+           "\n"
+           "  --pidfile <path>       write process ID to a file after "
+           "startup\n");
+}
+
+enum {
+    OPT_BLOCKDEV = 256, OPT_CHARDEV, OPT_MONITOR, OPT_PIDFILE,
+    OPT_DAEMONIZE, OPT_EXPORT, OPT_NBD_SERVER, OPT_OBJECT,
+};
+
+static const struct option long_options[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "version", no_argument, NULL, 'V' },
+    { "trace", required_argument, NULL, 'T' },
+    { "blockdev", required_argument, NULL, OPT_BLOCKDEV },
+    { "chardev", required_argument, NULL, OPT_CHARDEV },
+    { "monitor", required_argument, NULL, OPT_MONITOR },
+    { "pidfile", required_argument, NULL, OPT_PIDFILE },
+    { "daemonize", no_argument, NULL, OPT_DAEMONIZE },
+    { "export", required_argument, NULL, OPT_EXPORT },
+    { "nbd-server", required_argument, NULL, OPT_NBD_SERVER },
+    { "object", required_argument, NULL, OPT_OBJECT },
+    { NULL, 0, NULL, 0 },
+};
+
+static const char *option_name(int c)
+{
+    for (const struct option *o = long_options; o->name; o++) {
+        if (o->val == c) {
+            return o->name;
+        }
+    }
+    return "?";
+}
+
+/* One option with its argument; false (error printed) to stop. */
+static bool handle_option(DaemonConfig *cfg, int c, const char *arg)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree char *opt = g_strdup_printf("--%s", option_name(c));
+    bool ok;
+
+    switch (c) {
+    case OPT_BLOCKDEV:
+        ok = parse_blockdev(cfg, arg, &err);
+        break;
+    case OPT_CHARDEV:
+        ok = parse_chardev(cfg, arg, &err);
+        break;
+    case OPT_MONITOR:
+        ok = parse_monitor(cfg, arg, &err);
+        break;
+    case OPT_PIDFILE:
+        g_free(cfg->pidfile);
+        cfg->pidfile = g_strdup(arg);
+        return true;
+    case OPT_DAEMONIZE:
+        cfg->daemonize = true;
+        return true;
+    default:
+        /* qemu-storage-daemon options strata has no subsystem for */
+        daemon_report(opt, arg, "not supported by strata-daemon");
+        return false;
+    }
+    if (!ok) {
+        daemon_report(opt, arg, err->message);
+    }
+    return ok;
+}
+
+DaemonConfig *daemon_parse_args(int argc, char **argv, int *exit_status)
+{
+    g_autoptr(DaemonConfig) cfg = g_new0(DaemonConfig, 1);
+    int c;
+
+    cfg->blockdevs = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)blockdev_free);
+    cfg->chardevs = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)chardev_free);
+    cfg->monitors = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)monitor_free);
+    *exit_status = 1;
+    /* '-' first: non-options come back in order, as QEMU reports them */
+    while ((c = getopt_long(argc, argv, "-hVT:", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            print_help();
+            *exit_status = 0;
+            return NULL;
+        case 'V':
+            printf(PROG " version %s\n", STRATA_VERSION);
+            printf("QMP compatible with qemu-storage-daemon 7.2\n");
+            *exit_status = 0;
+            return NULL;
+        case 1:
+            daemon_report(NULL, optarg, "Unexpected argument");
+            return NULL;
+        case '?':
+            return NULL;        /* getopt printed why */
+        default:
+            if (!handle_option(cfg, c, optarg)) {
+                return NULL;
+            }
+        }
+    }
+    *exit_status = 0;
+    return g_steal_pointer(&cfg);
+}
