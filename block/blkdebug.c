@@ -413,6 +413,9 @@ static void blkdebug_debug_event(BlockDriverState *bs, const char *event)
     int64_t new_state;
     bool cleared = false;
 
+    if (!event) {
+        return;   /* a format's conditional event that did not happen */
+    }
     g_mutex_lock(&s->lock);
     if (s->event && !strcmp(s->event, event) &&
         ++s->events_seen == s->event_count) {
