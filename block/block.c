@@ -537,6 +537,12 @@ static BlockDriverState *bdrv_open_common(const char *filename,
                                           options, &plain_filename, errp)) {
             goto fail_opts;
         }
+        /* QEMU names a relative file that looks prefixed "./name" */
+        if (!strcmp(drv->format_name, "file") &&
+            bdrv_filename_has_protocol(plain_filename)) {
+            g_autofree char *dotted = plain_filename;
+            plain_filename = g_strconcat("./", dotted, NULL);
+        }
         filename = plain_filename;
     }
 
@@ -552,6 +558,11 @@ static BlockDriverState *bdrv_open_common(const char *filename,
         bs->file = bdrv_open_file_child(filename, options, flags, errp);
         if (!bs->file) {
             goto fail_opts;
+        }
+        /* "file:X" names the image X, as QEMU shows it */
+        if (g_str_has_prefix(bs->filename, "file:")) {
+            g_free(bs->filename);
+            bs->filename = g_strdup(bs->file->filename);
         }
         if (!drv) {
             drv = bdrv_probe(bs->file, errp);
@@ -813,6 +824,16 @@ bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,
                     "Format driver '%s' does not support image creation",
                     fmt);
         return false;
+    }
+    g_autofree char *plain = NULL;
+
+    /* QEMU's protocol prefix for plain files; "./" keeps a colon in the
+     * rest from reading as a prefix again */
+    if (g_str_has_prefix(filename, "file:")) {
+        plain = bdrv_filename_has_protocol(filename + 5)
+                ? g_strconcat("./", filename + 5, NULL)
+                : g_strdup(filename + 5);
+        filename = plain;
     }
     existed = lstat(filename, &st) == 0;
     if (existed && S_ISREG(st.st_mode) &&

@@ -18,8 +18,7 @@
 #include "block/block_int.h"
 #include "block/filename.h"
 
-/* QEMU's rule: a name has a protocol if a ':' comes before any '/'. */
-static bool has_protocol(const char *name)
+bool bdrv_filename_has_protocol(const char *name)
 {
     return name[strcspn(name, ":/")] == ':';
 }
@@ -213,7 +212,7 @@ bool bdrv_filename_pick_protocol(const char *filename, BlockOpts *options,
     if (bdrv_opts_get(options, "driver")) {
         return true;
     }
-    if (!has_protocol(filename)) {
+    if (!bdrv_filename_has_protocol(filename)) {
         bdrv_opts_set(options, "driver", "file");
         return true;
     }

@@ -11,6 +11,10 @@
 
 G_BEGIN_DECLS
 
+/* QEMU's rule: a name has a protocol prefix if a ':' comes before any
+ * '/' ("a:b", "nbd:x"; not "./a:b"). */
+bool bdrv_filename_has_protocol(const char *name);
+
 /* A JSON object of block options as flat dotted keys ({"file":
  * {"filename": "x"}} -> file.filename=x; arrays -> key.0, key.1).  NULL
  * with QEMU's message if text is not one JSON object. */
