@@ -7,7 +7,27 @@
  *   driver=qcow2,file.driver=blkdebug,file.filename=X,
  *       file.inject-error.write=3
  *
- * Options (all optional, keys of the blkdebug node):
+ * QEMU's syntax (block/blkdebug-rules.c reads the rules):
+ *
+ *   blkdebug:CONFIG:IMAGE     (block/filename.c turns it into these:)
+ *   config=FILE               rules in QEMU's ini format
+ *   inject-error.N.KEY=V      an [inject-error] rule: event, errno, once,
+ *                             immediately, sector, state, iotype
+ *   set-state.N.KEY=V         a [set-state] rule: event, state, new_state
+ *   x-image=FILE              the image (or image.* / filename below)
+ *   align=N                   requests reach the image aligned to N
+ *   max-transfer, opt-write-zero, max-write-zero, opt-discard,
+ *   max-discard               checked as QEMU checks them; strata does not
+ *                             split requests by them
+ *
+ * A rule of QEMU's kind becomes active when the format above announces
+ * its event (bdrv_debug_event(); "none" is announced when this node
+ * opens) and the node is in the rule's state (0: any; the node starts in
+ * state 1): from then on the requests it matches fail with its errno --
+ * only the first one if once=on -- until another event activates other
+ * rules.
+ *
+ * strata's older options, for its own tests (all optional):
  *   filename                  the image file, opened with the file driver
  *   image.*                   or else the child node's options (default
  *                             driver "file"), e.g. image.filename=X; the
@@ -24,7 +44,9 @@
  *                             bdrv_debug_event(); qcow2 snapshots announce
  *                             snapshot_refs_up, snapshot_l1_write,
  *                             snapshot_table_write, snapshot_header_update,
- *                             snapshot_refs_down)
+ *                             snapshot_refs_down).  A QEMU event name
+ *                             without the other options below makes a
+ *                             QEMU rule instead, as in QEMU.
  *   inject-error.event-count=N   which occurrence of the event (default 1)
  *   inject-error.once=on|off  on (default): only that one request fails;
  *                             off: it and every write and flush after it
@@ -48,6 +70,7 @@
 #include <string.h>
 
 #include "block/blkdebug.h"
+#include "block/blkdebug-rules.h"
 #include "block/log.h"
 #include "block/block_int.h"
 #include "block/drivers.h"
@@ -67,6 +90,12 @@ typedef struct BDRVBlkdebugState {
     int64_t event_at;  /* anys when the event came; -1: not yet */
     bool injected;     /* an error was returned */
     bool dead;         /* once=off and injected: everything fails */
+
+    /* QEMU's rules, in QEMU's insertion order (see blkdebug-rules.c) */
+    GPtrArray *rules;
+    GPtrArray *active; /* rules the last event activated, first first */
+    int64_t state;
+    uint64_t align;
 } BDRVBlkdebugState;
 
 static bool take_u64(BlockOpts *options, const char *key, uint64_t def,
@@ -88,15 +117,34 @@ static bool take_u64(BlockOpts *options, const char *key, uint64_t def,
     return true;
 }
 
-static int blkdebug_open(BlockDriverState *bs, BlockOpts *options, int flags,
-                         GError **errp)
+/*
+ * strata's older inject-error.* keys: any of these, or an event only
+ * strata announces, and the unnumbered inject-error.* keys keep their
+ * older meaning (counted requests, event-count, action=kill).
+ */
+static bool legacy_options(BlockOpts *options)
 {
-    BDRVBlkdebugState *s = bs->opaque;
-    BlockOpts *child_opts;
-    uint64_t err_no;
-    bool once, print;
+    static const char *const only_legacy[] = {
+        "inject-error.write", "inject-error.flush", "inject-error.any",
+        "inject-error.read", "inject-error.event-count",
+        "inject-error.action", NULL
+    };
+    const char *ev = bdrv_opts_get(options, "inject-error.event");
 
-    g_mutex_init(&s->lock);
+    for (int i = 0; only_legacy[i]; i++) {
+        if (bdrv_opts_get(options, only_legacy[i])) {
+            return true;
+        }
+    }
+    return ev && blkdebug_event_is_strata(ev);
+}
+
+static bool open_legacy(BDRVBlkdebugState *s, BlockOpts *options,
+                        GError **errp)
+{
+    uint64_t err_no;
+    bool once;
+
     if (!take_u64(options, "inject-error.write", 0, &s->fail_write, errp) ||
         !take_u64(options, "inject-error.flush", 0, &s->fail_flush, errp) ||
         !take_u64(options, "inject-error.any", 0, &s->fail_any, errp) ||
@@ -104,22 +152,19 @@ static int blkdebug_open(BlockDriverState *bs, BlockOpts *options, int flags,
         !take_u64(options, "inject-error.event-count", 1, &s->event_count,
                   errp) ||
         !take_u64(options, "inject-error.errno", EIO, &err_no, errp) ||
-        !bdrv_opts_get_bool(options, "inject-error.once", true, &once, errp) ||
-        !bdrv_opts_get_bool(options, "print-counts", false, &print, errp)) {
-        goto fail;
+        !bdrv_opts_get_bool(options, "inject-error.once", true, &once,
+                            errp)) {
+        return false;
     }
     g_hash_table_remove(options, "inject-error.once");
-    g_hash_table_remove(options, "print-counts");
     if (err_no == 0 || err_no > 4095) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "blkdebug: inject-error.errno must be 1..4095");
-        goto fail;
+        return false;
     }
     s->error = (int)err_no;
     s->once = once;
-    s->print_counts = print;
     s->event = bdrv_opts_take(options, "inject-error.event");
-    s->event_at = -1;
     {
         g_autofree char *action = bdrv_opts_take(options,
                                                  "inject-error.action");
@@ -127,22 +172,113 @@ static int blkdebug_open(BlockDriverState *bs, BlockOpts *options, int flags,
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                         "blkdebug: inject-error.action must be 'error' or "
                         "'kill'");
-            goto fail;
+            return false;
         }
         s->kill = action && !strcmp(action, "kill");
     }
+    return true;
+}
 
+/* QEMU's rules: the config file's, then those given as options. */
+static bool open_rules(BDRVBlkdebugState *s, BlockOpts *options,
+                       GError **errp)
+{
+    g_autofree char *config = bdrv_opts_take(options, "config");
+
+    if (config && !blkdebug_read_config(config, s->rules, errp)) {
+        return false;
+    }
+    return blkdebug_take_rule_options(options, s->rules, errp);
+}
+
+/*
+ * QEMU's request limits: align is honoured (the generic layer aligns
+ * requests to it); the others are checked like QEMU checks them, so the
+ * same option strings are accepted and refused.
+ */
+static bool open_limits(BlockDriverState *bs, BlockOpts *options,
+                        GError **errp)
+{
+    BDRVBlkdebugState *s = bs->opaque;
+    static const char *const names[] = {
+        "max-transfer", "opt-write-zero", "max-write-zero", "opt-discard",
+        "max-discard", NULL
+    };
+    uint64_t v[5], align;
+
+    if (!bdrv_opts_get_size(options, "align", 0, &s->align, errp)) {
+        return false;
+    }
+    g_hash_table_remove(options, "align");
+    if (s->align && (s->align >= INT32_MAX || (s->align & (s->align - 1)))) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Cannot meet constraints with align %" G_GUINT64_FORMAT,
+                    s->align);
+        return false;
+    }
+    align = MAX(s->align, bs->file->request_alignment);
+    for (int i = 0; names[i]; i++) {
+        /* max-write-zero and max-discard must be multiples of their
+         * optimum, if given, as well as of align */
+        uint64_t unit = (i == 2 || i == 4) ? MAX(v[i - 1], align) : align;
+
+        if (!bdrv_opts_get_size(options, names[i], 0, &v[i], errp)) {
+            return false;
+        }
+        g_hash_table_remove(options, names[i]);
+        if (v[i] && (v[i] >= INT32_MAX || v[i] % unit)) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "Cannot meet constraints with %s %" G_GUINT64_FORMAT,
+                        names[i], v[i]);
+            return false;
+        }
+    }
+    bs->request_alignment = align;
+    return true;
+}
+
+static void blkdebug_debug_event(BlockDriverState *bs, const char *event);
+
+static int blkdebug_open(BlockDriverState *bs, BlockOpts *options, int flags,
+                         GError **errp)
+{
+    BDRVBlkdebugState *s = bs->opaque;
+    BlockOpts *child_opts;
+    g_autofree char *x_image = NULL;
+    bool print;
+
+    g_mutex_init(&s->lock);
+    s->rules = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)blkdebug_rule_free);
+    s->active = g_ptr_array_new();
+    s->state = 1;
+    s->event_at = -1;
+    if (!bdrv_opts_get_bool(options, "print-counts", false, &print, errp)) {
+        goto fail;
+    }
+    g_hash_table_remove(options, "print-counts");
+    s->print_counts = print;
+    if (legacy_options(options) ? !open_legacy(s, options, errp)
+                                : !open_rules(s, options, errp)) {
+        goto fail;
+    }
+
+    x_image = bdrv_opts_take(options, "x-image");
     child_opts = bdrv_opts_extract_prefix(options, "image");
-    if (g_hash_table_size(child_opts) == 0 && *bs->filename) {
-        bdrv_opts_set(child_opts, "filename", bs->filename);
+    if (g_hash_table_size(child_opts) == 0) {
+        const char *name = x_image ? x_image : bs->filename;
+        if (*name) {
+            bdrv_opts_set(child_opts, "filename", name);
+        }
     }
     if (!bdrv_opts_get(child_opts, "driver")) {
         bdrv_opts_set(child_opts, "driver", "file");
     }
-    if (!bdrv_opts_get(child_opts, "filename")) {
+    if (!bdrv_opts_get(child_opts, "filename") &&
+        !strcmp(bdrv_opts_get(child_opts, "driver"), "file")) {
         g_hash_table_unref(child_opts);
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "blkdebug: no image to open (give image.filename=)");
+                    "A block device must be specified for \"image\"");
         goto fail;
     }
     bs->file = bdrv_open(NULL, child_opts, flags, errp);
@@ -151,14 +287,22 @@ static int blkdebug_open(BlockDriverState *bs, BlockOpts *options, int flags,
     }
     bs->request_alignment = bs->file->request_alignment;
     bs->buf_alignment = bs->file->buf_alignment;
+    if (!open_limits(bs, options, errp)) {
+        bdrv_unref(bs->file);
+        bs->file = NULL;
+        goto fail;
+    }
     if (!*bs->filename) {
         g_free(bs->filename);
         bs->filename = g_strdup(bs->file->filename);
     }
+    blkdebug_debug_event(bs, "none");
     return 0;
 
 fail:
     g_free(s->event);
+    g_ptr_array_unref(s->rules);
+    g_ptr_array_unref(s->active);
     g_mutex_clear(&s->lock);
     return -EINVAL;
 }
@@ -177,13 +321,50 @@ static void blkdebug_close(BlockDriverState *bs)
                 s->injected, at);
     }
     g_free(s->event);
+    g_ptr_array_unref(s->rules);
+    g_ptr_array_unref(s->active);
     g_mutex_clear(&s->lock);
 }
 
 typedef enum { REQ_READ, REQ_WRITE, REQ_FLUSH } ReqKind;
+/* A request no QEMU rule can match (no rule's iotype mask has bit 63). */
+#define IO_NONE ((BlkdebugIOType)63)
+
+/*
+ * QEMU's rules: the first active rule that matches the request's kind
+ * and (if it names a sector) its range decides; a rule with errno 0
+ * lets the request pass.  A once=on rule is gone after it failed one.
+ * Called with the lock held.
+ */
+static int rule_check(BDRVBlkdebugState *s, BlkdebugIOType type,
+                      int64_t offset, int64_t bytes)
+{
+    BlkdebugRule *rule = NULL;
+    int error;
+
+    for (guint i = 0; i < s->active->len; i++) {
+        BlkdebugRule *r = g_ptr_array_index(s->active, i);
+        if ((r->offset == -1 ||
+             (bytes && r->offset >= offset && r->offset < offset + bytes)) &&
+            (r->iotype_mask & (1ull << type))) {
+            rule = r;
+            break;
+        }
+    }
+    if (!rule || !rule->error) {
+        return 0;
+    }
+    error = rule->error;
+    if (rule->once) {
+        g_ptr_array_remove(s->active, rule);
+        g_ptr_array_remove(s->rules, rule);
+    }
+    return -error;
+}
 
 /* Counts a request; returns the error to inject, or 0 to pass it on. */
-static int account(BlockDriverState *bs, ReqKind kind)
+static int account(BlockDriverState *bs, ReqKind kind, BlkdebugIOType type,
+                   int64_t offset, int64_t bytes)
 {
     BDRVBlkdebugState *s = bs->opaque;
     int ret = 0;
@@ -217,6 +398,9 @@ static int account(BlockDriverState *bs, ReqKind kind)
         s->injected = true;
         s->dead = !s->once;
         ret = -s->error;
+    } else {
+        ret = rule_check(s, type, offset, bytes);
+        s->injected |= ret != 0;
     }
     g_mutex_unlock(&s->lock);
     return ret;
@@ -226,19 +410,48 @@ static void blkdebug_debug_event(BlockDriverState *bs, const char *event)
 {
     BDRVBlkdebugState *s = bs->opaque;
 
+    int64_t new_state;
+    bool cleared = false;
+
+    if (!event) {
+        return;   /* a format's conditional event that did not happen */
+    }
     g_mutex_lock(&s->lock);
     if (s->event && !strcmp(s->event, event) &&
         ++s->events_seen == s->event_count) {
         s->armed = true;
         s->event_at = (int64_t)s->anys;
     }
+    /*
+     * QEMU's order: the event's rules newest first; the first inject
+     * rule that applies replaces the active set, each later one goes in
+     * front, so the active set ends up oldest first.  The state changes
+     * only after all rules saw the old one.
+     */
+    new_state = s->state;
+    for (guint i = s->rules->len; i-- > 0;) {
+        BlkdebugRule *r = g_ptr_array_index(s->rules, i);
+        if (strcmp(r->event, event) || (r->state && r->state != s->state)) {
+            continue;
+        }
+        if (r->action == BLKDBG_RULE_SET_STATE) {
+            new_state = r->new_state;
+            continue;
+        }
+        if (!cleared) {
+            g_ptr_array_set_size(s->active, 0);
+            cleared = true;
+        }
+        g_ptr_array_insert(s->active, 0, r);
+    }
+    s->state = new_state;
     g_mutex_unlock(&s->lock);
 }
 
 static int blkdebug_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
                           void *buf)
 {
-    int ret = account(bs, REQ_READ);
+    int ret = account(bs, REQ_READ, BLKDBG_IO_READ, offset, bytes);
 
     return ret ? ret : bdrv_pread(bs->file, offset, bytes, buf);
 }
@@ -246,7 +459,7 @@ static int blkdebug_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
 static int blkdebug_pwrite(BlockDriverState *bs, int64_t offset,
                            int64_t bytes, const void *buf)
 {
-    int ret = account(bs, REQ_WRITE);
+    int ret = account(bs, REQ_WRITE, BLKDBG_IO_WRITE, offset, bytes);
 
     return ret ? ret : bdrv_pwrite(bs->file, offset, bytes, buf);
 }
@@ -254,7 +467,7 @@ static int blkdebug_pwrite(BlockDriverState *bs, int64_t offset,
 static int blkdebug_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
                                   int64_t bytes, int flags)
 {
-    int ret = account(bs, REQ_WRITE);
+    int ret = account(bs, REQ_WRITE, BLKDBG_IO_WRITE_ZEROES, offset, bytes);
 
     return ret ? ret : bdrv_pwrite_zeroes(bs->file, offset, bytes, flags);
 }
@@ -262,7 +475,7 @@ static int blkdebug_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
 static int blkdebug_pdiscard(BlockDriverState *bs, int64_t offset,
                              int64_t bytes)
 {
-    int ret = account(bs, REQ_WRITE);
+    int ret = account(bs, REQ_WRITE, BLKDBG_IO_DISCARD, offset, bytes);
 
     return ret ? ret : bdrv_pdiscard(bs->file, offset, bytes);
 }
@@ -270,13 +483,15 @@ static int blkdebug_pdiscard(BlockDriverState *bs, int64_t offset,
 /* The generic layer flushes the child after this returns 0. */
 static int blkdebug_flush(BlockDriverState *bs)
 {
-    return account(bs, REQ_FLUSH);
+    return account(bs, REQ_FLUSH, BLKDBG_IO_FLUSH, 0, 0);
 }
 
 static int blkdebug_truncate(BlockDriverState *bs, int64_t size,
                              GError **errp)
 {
-    int ret = account(bs, REQ_WRITE);
+    /* counted as a write by the older options; QEMU's rules leave
+     * truncates alone */
+    int ret = account(bs, REQ_WRITE, IO_NONE, size, 0);
 
     if (ret) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
@@ -296,7 +511,14 @@ static int blkdebug_block_status(BlockDriverState *bs, int64_t offset,
                                  int64_t bytes, int64_t *pnum, int64_t *map,
                                  BlockDriverState **file)
 {
-    return bdrv_block_status(bs->file, offset, bytes, pnum, map, file);
+    BDRVBlkdebugState *s = bs->opaque;
+    int ret;
+
+    g_mutex_lock(&s->lock);
+    ret = rule_check(s, BLKDBG_IO_BLOCK_STATUS, offset, bytes);
+    g_mutex_unlock(&s->lock);
+    return ret ? ret : bdrv_block_status(bs->file, offset, bytes, pnum, map,
+                                         file);
 }
 
 bool blkdebug_get_counts(BlockDriverState *bs, BlkdebugCounts *out)

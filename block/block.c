@@ -12,6 +12,7 @@
 #include "block/block_int.h"
 #include "byteorder.h"
 #include "block/drivers.h"
+#include "block/filename.h"
 
 static GPtrArray *drivers;
 static GMutex nodes_lock;
@@ -294,6 +295,9 @@ char *bdrv_resolve_backing_name(const char *overlay_filename,
     const char *colon = strchr(backing_name, ':');
     const char *first_slash = strchr(backing_name, '/');
 
+    /* "blkdebug::/a/img" names its image /a/img */
+    overlay_filename = bdrv_filename_plain(overlay_filename);
+
     /* Absolute names and "protocol:..." names (a colon before any slash)
      * are used as they are. */
     if (g_path_is_absolute(backing_name) || !overlay_filename ||
@@ -362,12 +366,6 @@ bool bdrv_open_backing(BlockDriverState *bs, BlockOpts *options, int flags,
     if (!bs->backing_file) {
         return true;
     }
-    if (g_str_has_prefix(bs->backing_file, "json:")) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "Could not open backing file: json: backing names are "
-                    "not supported");
-        return false;
-    }
     if (depth + 1 >= BDRV_MAX_CHAIN_DEPTH) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Could not open backing file: backing chain is deeper "
@@ -434,12 +432,26 @@ BlockDriverState *bdrv_open_file_child(const char *filename,
                                        GError **errp)
 {
     BlockOpts *fopts = bdrv_opts_extract_prefix(options, "file");
-    const char *drv = bdrv_opts_get(fopts, "driver");
 
-    if (!drv) {
+    /* QEMU's names: "json:{...}", "file:X", "blkdebug:C:X" (block/filename.c) */
+    if (filename && g_str_has_prefix(filename, "json:")) {
+        if (!bdrv_filename_merge_json(filename, fopts, errp)) {
+            g_hash_table_unref(fopts);
+            return NULL;
+        }
+        filename = NULL;
+    }
+    if (filename && !bdrv_opts_get(fopts, "filename") &&
+        !bdrv_filename_pick_protocol(filename, fopts, errp)) {
+        g_hash_table_unref(fopts);
+        return NULL;
+    }
+    if (!bdrv_opts_get(fopts, "driver")) {
         bdrv_opts_set(fopts, "driver", "file");
     }
-    if (!filename && !bdrv_opts_get(fopts, "filename")) {
+    /* a filter such as blkdebug may name its image with image.* instead */
+    if (!filename && !bdrv_opts_get(fopts, "filename") &&
+        !strcmp(bdrv_opts_get(fopts, "driver"), "file")) {
         g_hash_table_unref(fopts);
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "A block device must be specified for \"file\"");
@@ -479,6 +491,7 @@ static BlockDriverState *bdrv_open_common(const char *filename,
     g_autofree char *drvname = NULL;
     g_autofree char *node_name = NULL;
     g_autofree char *owned_filename = NULL;
+    g_autofree char *plain_filename = NULL;
     BlockDriver *drv = NULL;
     ChainLink link = { 0 };
     const ChainLink *saved_chain = opening_chain;
@@ -488,6 +501,13 @@ static BlockDriverState *bdrv_open_common(const char *filename,
     bdrv_init_once();
     if (!options) {
         options = bdrv_opts_new();
+    }
+    /* json:{...} names are options (block/filename.c) */
+    if (filename && g_str_has_prefix(filename, "json:")) {
+        if (!bdrv_filename_merge_json(filename, options, errp)) {
+            goto fail_opts;
+        }
+        filename = NULL;
     }
     flags &= ~BDRV_O_PROBED;
     if (!bdrv_open_cache_flags(options, &flags, errp)) {
@@ -511,6 +531,20 @@ static BlockDriverState *bdrv_open_common(const char *filename,
         }
         filename = owned_filename = g_strdup(f);
     }
+    /* A protocol driver opens what its prefix leaves ("file:X" -> X) */
+    if (drv && drv->is_protocol && filename) {
+        if (!bdrv_filename_strip_protocol(drv->format_name, filename,
+                                          options, &plain_filename, errp)) {
+            goto fail_opts;
+        }
+        /* QEMU names a relative file that looks prefixed "./name" */
+        if (!strcmp(drv->format_name, "file") &&
+            bdrv_filename_has_protocol(plain_filename)) {
+            g_autofree char *dotted = plain_filename;
+            plain_filename = g_strconcat("./", dotted, NULL);
+        }
+        filename = plain_filename;
+    }
 
     bs = bdrv_new();
     bs->open_flags = flags;
@@ -524,6 +558,11 @@ static BlockDriverState *bdrv_open_common(const char *filename,
         bs->file = bdrv_open_file_child(filename, options, flags, errp);
         if (!bs->file) {
             goto fail_opts;
+        }
+        /* "file:X" names the image X, as QEMU shows it */
+        if (g_str_has_prefix(bs->filename, "file:")) {
+            g_free(bs->filename);
+            bs->filename = g_strdup(bs->file->filename);
         }
         if (!drv) {
             drv = bdrv_probe(bs->file, errp);
@@ -785,6 +824,16 @@ bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,
                     "Format driver '%s' does not support image creation",
                     fmt);
         return false;
+    }
+    g_autofree char *plain = NULL;
+
+    /* QEMU's protocol prefix for plain files; "./" keeps a colon in the
+     * rest from reading as a prefix again */
+    if (g_str_has_prefix(filename, "file:")) {
+        plain = bdrv_filename_has_protocol(filename + 5)
+                ? g_strconcat("./", filename + 5, NULL)
+                : g_strdup(filename + 5);
+        filename = plain;
     }
     existed = lstat(filename, &st) == 0;
     if (existed && S_ISREG(st.st_mode) &&

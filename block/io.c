@@ -394,9 +394,11 @@ int bdrv_flush(BlockDriverState *bs)
         return 0;
     }
     request_begin(bs, NULL, 0, 0, false);
+    bdrv_debug_event(bs->file, "flush_to_os");  /* QEMU's blkdebug events */
     if (bs->drv->flush) {
         ret = bs->drv->flush(bs);
     }
+    bdrv_debug_event(bs->file, "flush_to_disk");
     if (ret == 0 && bs->file) {
         ret = bdrv_flush(bs->file);
     }

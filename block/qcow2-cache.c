@@ -78,6 +78,7 @@ static int entry_write(BlockDriverState *bs, Qcow2Cache *c,
         /* Never overwrite the header, whatever the tables say. */
         return -EIO;
     }
+    bdrv_debug_event(bs->file, c->ol_type == QCOW2_OL_ACTIVE_L2 ? "l2_update" : "refblock_update_part");
     ret = qcow2_overlap_pwrite(bs, c->ol_type, e->offset, c->table_size,
                                e->table);
     if (ret < 0) {
@@ -190,6 +191,7 @@ static int cache_do_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
         }
     }
     if (read_from_disk) {
+        bdrv_debug_event(bs->file, c->ol_type == QCOW2_OL_ACTIVE_L2 ? "l2_load" : "refblock_load");
         ret = bdrv_pread(bs->file, offset, c->table_size, e->table);
         if (ret < 0) {
             return ret;

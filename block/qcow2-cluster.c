@@ -60,6 +60,7 @@ int qcow2_decompress_cluster(BlockDriverState *bs, uint64_t l2_entry,
     qcow2_compressed_range(s, l2_entry, &off, &len);
     len = MIN(len, 2 * (uint64_t)s->cluster_size);
     in = g_malloc(len);
+    bdrv_debug_event(bs->file, "read_compressed");
     ret = bdrv_pread(bs->file, off, len, in);
     if (ret < 0) {
         return ret;
@@ -129,6 +130,7 @@ static int l2_load(BlockDriverState *bs, uint64_t l1_index, bool for_write,
         return 0;
     }
     if (old) {
+        bdrv_debug_event(bs->file, "l2_alloc_cow_read");
         ret = qcow2_cache_get(bs, s->l2_cache, old, &t);
         if (ret < 0) {
             return ret;
@@ -146,6 +148,7 @@ static int l2_load(BlockDriverState *bs, uint64_t l1_index, bool for_write,
     if (copy) {
         memcpy(t, copy, s->cluster_size);
     }
+    bdrv_debug_event(bs->file, "l2_alloc_write");
     ret = qcow2_cache_mark_dirty(s->l2_cache, t);
     /* The table must be on disk before the L1 entry points at it. */
     if (ret == 0) {
@@ -156,6 +159,7 @@ static int l2_load(BlockDriverState *bs, uint64_t l1_index, bool for_write,
         goto undo;
     }
     be = GUINT64_TO_BE((uint64_t)new_off | QCOW_OFLAG_COPIED);
+    bdrv_debug_event(bs->file, "l1_update");
     ret = qcow2_overlap_pwrite(bs, QCOW2_OL_ACTIVE_L1,
                                s->l1_table_offset + l1_index * 8, 8, &be);
     if (ret < 0) {
@@ -266,6 +270,7 @@ static int read_backing(BlockDriverState *bs, uint64_t off, uint64_t bytes,
     uint64_t n = 0;
 
     if (bs->backing) {
+        bdrv_debug_event(bs->file, "read_backing_aio");
         blen = bdrv_getlength(bs->backing);
         if (blen < 0) {
             return (int)blen;
@@ -311,6 +316,7 @@ static int read_run(BlockDriverState *bs, uint64_t entry, uint64_t off,
         return read_compressed(bs, entry, off, n, buf);
     case QCOW2_CLUSTER_NORMAL:
     default:
+        bdrv_debug_event(bs->file, "read_aio");
         return bdrv_pread(bs->file, (entry & L2E_OFFSET_MASK) +
                           (off & (s->cluster_size - 1)), n, buf);
     }
@@ -384,8 +390,10 @@ static int cow_fill(BlockDriverState *bs, uint64_t old_entry,
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t n = MIN((uint64_t)s->cluster_size, s->size - guest_cluster);
-    int ret = read_run(bs, old_entry, guest_cluster, n, cl);
+    int ret;
 
+    bdrv_debug_event(bs->file, "cow_read");
+    ret = read_run(bs, old_entry, guest_cluster, n, cl);
     memset(cl + n, 0, s->cluster_size - n);
     return ret;
 }
@@ -468,6 +476,8 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t bytes,
         }
     }
     if (ret == 0) {
+        bdrv_debug_event(bs->file, "write_aio");
+        bdrv_debug_event(bs->file, src != buf ? "cow_write" : NULL);
         ret = bdrv_pwrite(bs->file, host, nb * cs, src);
     }
     free(bounce);
@@ -560,6 +570,7 @@ int qcow2_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
                 break;
             }
             g_mutex_unlock(&s->lock);
+            bdrv_debug_event(bs->file, "write_aio");
             ret = bdrv_pwrite(bs->file, host, n, p);
             g_mutex_lock(&s->lock);
             if (ret < 0) {
@@ -800,6 +811,7 @@ int qcow2_grow_l1_table(BlockDriverState *bs, uint64_t min_size)
     if (bytes > QCOW2_MAX_L1_BYTES) {
         return -EFBIG;
     }
+    bdrv_debug_event(bs->file, "l1_grow_alloc_table");
     new_off = qcow2_alloc_clusters(bs, qcow2_align_up(bytes, s->cluster_size) /
                                    s->cluster_size);
     if (new_off < 0) {
@@ -809,6 +821,7 @@ int qcow2_grow_l1_table(BlockDriverState *bs, uint64_t min_size)
     for (uint32_t i = 0; i < s->l1_size; i++) {
         t[i] = GUINT64_TO_BE(s->l1_table[i]);
     }
+    bdrv_debug_event(bs->file, "l1_grow_write_table");
     ret = qcow2_overlap_pwrite(bs, 0, new_off, bytes, t);
     if (ret == 0) {
         ret = qcow2_cache_write(bs, s->refcount_cache);
@@ -823,6 +836,7 @@ int qcow2_grow_l1_table(BlockDriverState *bs, uint64_t min_size)
     uint64_t be_off = GUINT64_TO_BE((uint64_t)new_off);
     memcpy(hdr, &be_size, 4);
     memcpy(hdr + 4, &be_off, 8);
+    bdrv_debug_event(bs->file, "l1_grow_activate_table");
     ret = qcow2_write_header_bytes(bs, QCOW2_HDR_L1_OFF, hdr, 12);
     if (ret < 0) {
         goto fail;

@@ -548,6 +548,7 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
         }
     }
 
+    bdrv_debug_event(bs->file, "reftable_load");
     ret = read_table(bs, s->refcount_table_offset, s->refcount_table_size,
                      &s->refcount_table);
     if (ret == 0) {

@@ -96,6 +96,7 @@ static int write_reftable_entry(BlockDriverState *bs, uint64_t t)
     BDRVQcow2State *s = bs->opaque;
     uint64_t be = GUINT64_TO_BE(s->refcount_table[t]);
 
+    bdrv_debug_event(bs->file, "refblock_alloc_hookup");
     return qcow2_overlap_pwrite(bs, QCOW2_OL_REFCOUNT_TABLE,
                                 s->refcount_table_offset + t * 8, 8, &be);
 }
@@ -118,6 +119,7 @@ static int alloc_refblock_at(BlockDriverState *bs, uint64_t t, uint64_t at)
         return ret;
     }
     rb_set(s, rb, at & (s->refblock_size - 1), 1);
+    bdrv_debug_event(bs->file, "refblock_alloc_write");
     ret = qcow2_cache_mark_dirty(s->refcount_cache, rb);
     if (ret == 0) {
         ret = qcow2_cache_write(bs, s->refcount_cache);
@@ -154,6 +156,7 @@ static int alloc_refblock_elsewhere(BlockDriverState *bs, uint64_t t,
     if (ret < 0) {
         return ret;
     }
+    bdrv_debug_event(bs->file, "refblock_alloc_write");
     ret = qcow2_cache_mark_dirty(s->refcount_cache, rb);
     if (ret == 0) {
         ret = qcow2_cache_write(bs, s->refcount_cache);
@@ -201,6 +204,7 @@ static int grow_refcount_table(BlockDriverState *bs, uint64_t at,
     int ret;
 
     g_assert(b0 >= old_entries);
+    bdrv_debug_event(bs->file, "reftable_grow");
     for (int iter = 0; iter < 64; iter++) {
         uint64_t end = at + nb_blocks + table_clusters;
         uint64_t last_block = (end - 1) / E;
@@ -241,7 +245,9 @@ static int grow_refcount_table(BlockDriverState *bs, uint64_t at,
     for (uint64_t k = 0; k < nb_blocks; k++) {
         new_table[b0 + k] = GUINT64_TO_BE((at + k) * cs);
     }
+    bdrv_debug_event(bs->file, "refblock_alloc_write_blocks");
     ret = qcow2_overlap_pwrite(bs, 0, at * cs, nb_blocks * cs, blocks);
+    bdrv_debug_event(bs->file, "refblock_alloc_write_table");
     if (ret == 0) {
         ret = qcow2_overlap_pwrite(bs, 0, (at + nb_blocks) * cs,
                                    table_clusters * cs, new_table);
@@ -257,6 +263,7 @@ static int grow_refcount_table(BlockDriverState *bs, uint64_t at,
     uint32_t be_clusters = GUINT32_TO_BE((uint32_t)table_clusters);
     memcpy(hdr, &be_off, 8);
     memcpy(hdr + 8, &be_clusters, 4);
+    bdrv_debug_event(bs->file, "refblock_alloc_switch_table");
     ret = qcow2_write_header_bytes(bs, QCOW2_HDR_REFTABLE_OFF, hdr, 12);
     if (ret < 0) {
         return ret;
@@ -284,6 +291,7 @@ int qcow2_update_cluster_refcount(BlockDriverState *bs, uint64_t cluster_index,
     void *rb;
     int ret;
 
+    bdrv_debug_event(bs->file, "refblock_alloc");  /* where QEMU finds the block */
     if (t >= s->refcount_table_size ||
         !(off = s->refcount_table[t] & REFT_OFFSET_MASK)) {
         if (addend <= 0) {
@@ -487,6 +495,7 @@ int64_t qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb_clusters)
     int ret;
 
     g_assert(nb_clusters > 0);
+    bdrv_debug_event(bs->file, "cluster_alloc");
     start = find_free_run(bs, nb_clusters);
     if (start < 0) {
         return start;
@@ -597,6 +606,7 @@ static int apply_pending_frees(BlockDriverState *bs)
     BDRVQcow2State *s = bs->opaque;
     int first_err = 0;
 
+    bdrv_debug_event(bs->file, "cluster_free");
     for (guint i = 0; i < s->pending_frees->len; i++) {
         uint64_t off = g_array_index(s->pending_frees, uint64_t, i);
         int ret = qcow2_update_cluster_refcount(bs, off >> s->cluster_bits,

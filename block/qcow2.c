@@ -398,6 +398,7 @@ static int qcow2_make_empty(BlockDriverState *bs, GError **errp)
     }
     if (ret == 0) {
         l1 = g_new0(uint64_t, MAX(s->l1_size, 1));
+        bdrv_debug_event(bs->file, "l1_update");
         ret = qcow2_overlap_pwrite(bs, QCOW2_OL_ACTIVE_L1, s->l1_table_offset,
                                    (int64_t)s->l1_size * 8, l1);
     }

@@ -8,19 +8,16 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "block/backing.h"
 #include "img-common.h"
 #include "img-create-opts.h"
 
 /* The backing name as the new image will resolve it: relative names are
- * relative to the image's directory. */
+ * relative to the image's directory; json:{...} and other prefixed names
+ * are taken as they are (the library's rule). */
 static char *resolve_backing(const char *image, const char *backing)
 {
-    const char *slash = strrchr(image, '/');
-
-    if (g_path_is_absolute(backing) || !slash) {
-        return g_strdup(backing);
-    }
-    return g_strdup_printf("%.*s%s", (int)(slash - image + 1), image, backing);
+    return bdrv_resolve_backing_name(image, backing);
 }
 
 /* Prints "prog: filename: message" and, if any, the hint lines below. */

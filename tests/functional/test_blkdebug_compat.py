@@ -1,0 +1,334 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""The blkdebug fault-injection filter in QEMU's syntax.
+
+Each case gives the same blkdebug config file (QEMU's ini format) or the
+same driver=blkdebug options to qemu-io and to $STRATA_IO, each on a
+fresh image made the same way by qemu-img, and requires the same stdout
+and exit code.  After a failed write both images must pass qemu-img
+check without corruption (leaks are allowed: QEMU leaks there too).
+
+- blkdebug:CONFIG:IMAGE with an [inject-error] rule on each of QEMU's
+  qcow2 event names that a plain write or read makes fail in QEMU
+  (l1_update, l2_load, l2_alloc_write, l2_alloc_cow_read, write_aio,
+  read_aio, refblock_load, refblock_update_part, refblock_alloc,
+  refblock_alloc_hookup, refblock_alloc_write, cluster_alloc,
+  reftable_grow, refblock_alloc_write_blocks, refblock_alloc_write_table,
+  refblock_alloc_switch_table, flush_to_os), errno 5 once=on and errno
+  28 once=off: the command fails, with QEMU's error;
+- [set-state] rules: an inject rule that only applies in state 2 fires
+  only after the event that moves the node there;
+- sector= and iotype=: only requests covering that sector, of that kind,
+  fail;
+- driver=blkdebug options (inject-error.0.event=..., image.filename=,
+  config=) through --image-opts and open -o;
+- align=: unaligned writes through an aligned blkdebug node keep the
+  data right;
+- every way a config or option can be wrong (no such file, unknown
+  event, missing event, text outside a section, unknown section, unknown
+  key, unquoted value, no image path, bad align, unknown key in a
+  numbered rule): QEMU's message and exit code, image unchanged.
+"""
+
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+runner = common.Runner()
+
+RATE_RE = re.compile(r'(\d+ ops; ).*$', re.M)
+
+
+def mask(text, d, prog):
+    text = common.normalize_prog(text, prog)
+    return RATE_RE.sub(r'\1TIME', text.replace(d + '/', 'DIR/'))
+
+
+def write_conf(path, sections):
+    with open(path, 'w') as f:
+        for name, keys in sections:
+            f.write('[%s]\n' % name)
+            for k, v in keys:
+                f.write('%s = "%s"\n' % (k, v))
+            f.write('\n')
+
+
+def both(prepare, argv_of, check_image=True, compare_err=False):
+    """prepare(img) makes the image with the oracles; argv_of(img, d) is
+    the tool's arguments.  Returns strata's (rc, out, err)."""
+    t = common.tools()
+    got = []
+    with common.TempDir() as d:
+        for who, tool in (('theirs', t.qemu_io), ('ours', t.io)):
+            img = os.path.join(d, who + '.qcow2')
+            prepare(img)
+            before = common.sha256(img)
+            res = common.run([tool] + argv_of(img, d), rc=None)
+            prog = os.path.basename(tool)
+            out = mask(res.out, d, prog).replace(who + '.qcow2', 'IMG')
+            err = mask(res.err, d, prog).replace(who + '.qcow2', 'IMG')
+            got.append((res.rc, out, err, before, common.sha256(img)))
+            if check_image:
+                # the image stays consistent whatever failed
+                chk = common.run([t.qemu_img, 'check', img], rc=(0, 3))
+                common.check('corrupt' not in chk.out.lower() or
+                             '0 errors' in chk.out,
+                             '%s left a corrupt image:\n%s'
+                             % (who, chk.out))
+        (qrc, qout, qerr, _, _), (src, sout, serr, b, a) = got
+        same = (qrc, qout) == (src, sout)
+        if compare_err:
+            same = same and qerr == serr
+        common.check(same, 'differs from qemu-io\n--- qemu-io (exit %d)\n'
+                     '%s%s--- strata-io (exit %d)\n%s%s'
+                     % (qrc, qout, qerr, src, sout, serr))
+        return src, sout, serr, b == a
+
+
+def new_image(size='1G', cluster=1024, data=()):
+    def prepare(img):
+        t = common.tools()
+        common.run([t.qemu_img, 'create', '-q', '-f', 'qcow2', '-o',
+                    'cluster_size=%d' % cluster, img, size])
+        if data:
+            common.run([t.qemu_io] + common.io_args(data) + [img])
+    return prepare
+
+
+def conf_run(sections, cmds, prepare, fmt=None, check_image=True):
+    def argv_of(img, d):
+        conf = os.path.join(d, 'blkdebug.conf')
+        write_conf(conf, sections)
+        extra = ['-f', fmt] if fmt else []
+        return extra + common.io_args(cmds) + ['blkdebug:%s:%s' % (conf, img)]
+    return both(prepare, argv_of, check_image=check_image)
+
+
+def inject(event, errno, once, cmds, prepare):
+    rc, out, _, _ = conf_run([('inject-error', [('event', event),
+                                                ('errno', errno),
+                                                ('once', once)])],
+                             cmds, prepare)
+    return rc, out
+
+
+# (event, commands, image): each reaches the event with a plain request
+WRITE = ['write -P 0x11 0 128k']
+EVENTS = [
+    ('l1_update', WRITE, new_image()),
+    ('l2_alloc_write', WRITE, new_image()),
+    ('write_aio', WRITE, new_image()),
+    ('refblock_load', WRITE, new_image()),
+    ('refblock_update_part', WRITE, new_image()),
+    ('refblock_alloc', WRITE, new_image()),
+    ('cluster_alloc', WRITE, new_image()),
+    ('l2_load', ['read -P 0x11 0 4k'], new_image(data=['write -P 0x11 0 4k'])),
+    ('read_aio', ['read -P 0x11 0 4k'],
+     new_image(data=['write -P 0x11 0 4k'])),
+    # an L2 table shared with a snapshot is copied on the first write
+    ('l2_alloc_cow_read', ['write -P 0x22 0 512'], None),
+    # 64M in 512-byte clusters outgrows the first refcount table
+    ('reftable_grow', ['write 0 64M'], new_image(cluster=512)),
+    ('refblock_alloc_write_blocks', ['write 0 64M'], new_image(cluster=512)),
+    ('refblock_alloc_write_table', ['write 0 64M'], new_image(cluster=512)),
+    ('refblock_alloc_switch_table', ['write 0 64M'], new_image(cluster=512)),
+    ('refblock_alloc_hookup', ['write 0 64M'], new_image(cluster=512)),
+    ('refblock_alloc_write', ['write 0 64M'], new_image(cluster=512)),
+    ('flush_to_os', ['write 0 4k', 'flush'], new_image()),
+]
+
+
+def snapshot_image(img):
+    t = common.tools()
+    common.run([t.qemu_img, 'create', '-q', '-f', 'qcow2', '-o',
+                'cluster_size=1024', img, '1G'])
+    common.run([t.qemu_io, '-c', 'write -P 0x11 0 4k', img])
+    common.run([t.qemu_img, 'snapshot', '-c', 's1', img])
+
+
+def event_case(event, cmds, prepare, errno, once):
+    rc, out = inject(event, errno, once, cmds, prepare or snapshot_image)
+    # the rule must have done something, or the case proves nothing
+    common.check(rc == 1 and 'failed' in out,
+                 'no request failed after %s:\n%s' % (event, out))
+
+
+for _ev, _cmds, _prep in EVENTS:
+    for _errno, _once in (('5', 'on'), ('28', 'off')):
+        runner.add('event_%s_errno%s_once_%s' % (_ev, _errno, _once),
+                   event_case, _ev, _cmds, _prep, _errno, _once)
+
+
+@runner.case('set_state')
+def set_state():
+    """The write_aio rule applies in state 2 only, and l2_alloc_write
+    moves the node from state 1 to 2: a write into the existing L2 table
+    passes, a write that needs a new one fails, the next one passes."""
+    sections = [('set-state', [('event', 'l2_alloc_write'), ('state', '1'),
+                               ('new_state', '2')]),
+                ('inject-error', [('event', 'write_aio'), ('state', '2'),
+                                  ('once', 'on')])]
+    rc, out, _, _ = conf_run(sections, ['write -P 0x22 8k 4k',
+                                        'write -P 0x22 512M 4k',
+                                        'write -P 0x22 512M 4k',
+                                        'read -P 0x22 8k 4k'],
+                             new_image(data=['write -P 0x11 0 4k']))
+    common.check(out.count('wrote 4096') == 2 and
+                 out.index('wrote 4096') < out.index('write failed'),
+                 'the state machine did not fail the second write:\n' + out)
+
+
+@runner.case('state_never_reached')
+def state_never_reached():
+    sections = [('inject-error', [('event', 'write_aio'), ('state', '3')])]
+    rc, out, _, _ = conf_run(sections, ['write -P 0x11 0 4k',
+                                        'read -P 0x11 0 4k'], new_image())
+    common.check(rc == 0, 'a rule for state 3 fired in state 1:\n' + out)
+
+
+@runner.case('sector_and_iotype')
+def sector_and_iotype():
+    """event none (at open): reads covering sector 40 fail, writes there
+    and reads elsewhere pass."""
+    sections = [('inject-error', [('event', 'none'), ('sector', '40'),
+                                  ('iotype', 'read')])]
+    def prepare(img):
+        t = common.tools()
+        common.run([t.qemu_img, 'create', '-q', '-f', 'raw', img, '1M'])
+        common.run([t.qemu_io, '-f', 'raw', '-c', 'write -P 0x11 0 64k',
+                    img])
+    rc, out, _, _ = conf_run(sections, ['read -P 0x11 0 16k',
+                                        'read -P 0x11 16k 16k',
+                                        'write -P 0x22 16k 4k',
+                                        'read -P 0x11 32k 4k'],
+                             prepare, fmt='raw', check_image=False)
+    common.check(out.count('read failed') == 1 and 'wrote 4096' in out,
+                 'sector/iotype did not pick exactly one read:\n' + out)
+
+
+def opts_case(opts_of, cmds, extra=(), prepare=None):
+    def argv_of(img, d):
+        return list(extra) + common.io_args(cmds) + ['--image-opts',
+                                                      opts_of(img, d)]
+    return both(prepare or new_image(data=['write -P 0x11 0 4k']), argv_of)
+
+
+@runner.case('driver_blkdebug_numbered_rule')
+def numbered_rule():
+    rc, out, _, _ = opts_case(
+        lambda img, d: 'driver=qcow2,file.driver=blkdebug,'
+        'file.image.filename=%s,file.inject-error.0.event=l2_load' % img,
+        ['read -P 0x11 0 4k'])
+    common.check(rc == 1 and 'read failed' in out, out)
+
+
+@runner.case('driver_blkdebug_single_rule')
+def single_rule():
+    rc, out, _, _ = opts_case(
+        lambda img, d: 'driver=qcow2,file.driver=blkdebug,'
+        'file.image.filename=%s,file.inject-error.event=read_aio,'
+        'file.inject-error.errno=28,file.inject-error.once=on' % img,
+        ['read -P 0x11 0 4k', 'read -P 0x11 0 4k'])
+    common.check(out.count('read failed: No space left on device') == 1,
+                 out)
+
+
+@runner.case('driver_blkdebug_config_option')
+def config_option():
+    def opts_of(img, d):
+        conf = os.path.join(d, 'c.conf')
+        write_conf(conf, [('inject-error', [('event', 'write_aio'),
+                                            ('once', 'on')])])
+        return ('driver=qcow2,file.driver=blkdebug,file.config=%s,'
+                'file.image.filename=%s' % (conf, img))
+    rc, out, _, _ = opts_case(opts_of, ['write 0 4k', 'write 0 4k'])
+    common.check(out.count('write failed') == 1, out)
+
+
+@runner.case('open_o_with_blkdebug_prefix_and_align')
+def open_align():
+    """qemu-io's open -o with an aligned blkdebug node (tests 033/268):
+    unaligned writes land right."""
+    t = common.tools()
+
+    def argv_of(img, d):
+        return ['-c', 'open -o driver=qcow2,file.align=4k blkdebug::' + img,
+                '-c', 'write -P 0x22 512 1k', '-c', 'write -P 0x33 5k 3k',
+                '-c', 'read -P 0x11 0 512', '-c', 'read -P 0x22 512 1k',
+                '-c', 'read -P 0x11 1536 3584', '-c', 'read -P 0x33 5k 3k']
+    rc, out, _, _ = both(new_image(data=['write -P 0x11 0 64k']), argv_of)
+    common.check(rc == 0 and out.count('read ') == 4, out)
+    del t
+
+
+def refused_conf(content, text, name_of=None):
+    def argv_of(img, d):
+        conf = os.path.join(d, 'bad.conf')
+        if content is not None:
+            with open(conf, 'w') as f:
+                f.write(content)
+        name = name_of(img, conf) if name_of else \
+            'blkdebug:%s:%s' % (conf, img)
+        return ['-c', 'write -P 0x55 0 64k', name]
+    rc, _, err, unchanged = both(new_image(data=['write -P 0x11 0 4k']),
+                                 argv_of, compare_err=True)
+    common.check(rc == 1 and text in err and unchanged,
+                 'wanted exit 1, %r and the image unchanged; got exit %d:\n%s'
+                 % (text, rc, err))
+
+
+BAD_CONFS = [
+    ('no_config_file', None, 'Could not read blkdebug config file: No such '
+     'file or directory'),
+    ('unknown_event', '[inject-error]\nevent = "nosuch"\n',
+     'invalid parameter value: nosuch'),
+    ('missing_event', '[inject-error]\nerrno = "5"\n',
+     'Missing event name for rule'),
+    ('text_outside_section', 'garbage\n', 'no group defined'),
+    ('unknown_section', '[bogus]\nx = "1"\n',
+     "There is no option group 'bogus'"),
+    ('unknown_key', '[inject-error]\nevent = "l2_load"\nfoo = "1"\n',
+     "Invalid parameter 'foo'"),
+    ('unquoted_value', '[inject-error]\nevent = l2_load\n',
+     'invalid parameter value: \n'),
+    ('bad_number', '[inject-error]\nevent = "l2_load"\nerrno = "x"\n',
+     "Parameter 'errno' expects a number"),
+    ('bad_bool', '[inject-error]\nevent = "l2_load"\nonce = "maybe"\n',
+     "Parameter 'once' expects 'on' or 'off'"),
+    ('bad_iotype', '[inject-error]\nevent = "l2_load"\niotype = "x"\n',
+     'invalid parameter value: x'),
+]
+for _name, _content, _text in BAD_CONFS:
+    runner.add('bad_config_' + _name, refused_conf, _content, _text)
+
+runner.add('bad_name_no_image_path', refused_conf, '',
+           'blkdebug requires both config file and image path',
+           lambda img, conf: 'blkdebug:' + img)
+
+
+def refused_opts(suffix, text):
+    def argv_of(img, d):
+        return ['-c', 'write -P 0x55 0 64k', '--image-opts',
+                'driver=qcow2,file.driver=blkdebug,file.image.filename=%s,%s'
+                % (img, suffix)]
+    rc, _, err, unchanged = both(new_image(data=['write -P 0x11 0 4k']),
+                                 argv_of, compare_err=True)
+    common.check(rc == 1 and text in err and unchanged,
+                 'wanted exit 1, %r and the image unchanged; got exit %d:\n%s'
+                 % (text, rc, err))
+
+
+runner.add('bad_opt_align', refused_opts, 'file.align=3',
+           'Cannot meet constraints with align 3')
+runner.add('bad_opt_rule_key', refused_opts,
+           'file.inject-error.0.event=l2_load,file.inject-error.0.bogus=1',
+           "[inject-error] section doesn't support the option 'bogus'")
+runner.add('bad_opt_event', refused_opts, 'file.inject-error.event=nosuch',
+           'invalid parameter value: nosuch')
+
+
+if __name__ == '__main__':
+    sys.exit(runner.main())
