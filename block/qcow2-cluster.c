@@ -889,11 +889,22 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
 
 /* ---- For qcow2-compress.c: one L2 entry and the in-flight list ---- */
 
-int qcow2_l2_entry_get(BlockDriverState *bs, uint64_t off, uint64_t *entry)
+int qcow2_l2_entry_get(BlockDriverState *bs, uint64_t off, bool for_write,
+                       uint64_t *entry)
 {
-    uint64_t run;
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t l1i, l2i, *l2, run;
+    int ret;
 
-    return lookup(bs, off, 1, entry, &run);
+    if (!for_write) {
+        return lookup(bs, off, 1, entry, &run);
+    }
+    split_offset(s, off, &l1i, &l2i);
+    ret = l2_load(bs, l1i, true, &l2);
+    if (ret == 0) {
+        *entry = GUINT64_FROM_BE(l2[l2i]);
+    }
+    return ret;
 }
 
 int qcow2_l2_entry_set(BlockDriverState *bs, uint64_t off, uint64_t entry)

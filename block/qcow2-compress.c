@@ -399,32 +399,44 @@ static bool entry_takes_compressed(uint64_t e)
            qcow2_get_cluster_type(e) != QCOW2_CLUSTER_COMPRESSED;
 }
 
-/* Under s->lock: checks every target cluster, then allocates host bytes
- * for each; on error nothing is left allocated. */
+/* Under s->lock: the entry of cluster i, in a table of the active image
+ * alone if for_write; -EIO if it cannot take compressed data. */
+static int check_target(CompressedWrite *w, int i, bool for_write)
+{
+    BDRVQcow2State *s = w->bs->opaque;
+    uint64_t e;
+    int ret = qcow2_l2_entry_get(w->bs, w->offset +
+                                 ((uint64_t)i << s->cluster_bits),
+                                 for_write, &e);
+
+    if (ret == 0 && !entry_takes_compressed(e)) {
+        ret = -EIO;
+    }
+    return ret;
+}
+
+/* Under s->lock: checks every target cluster (a refusal changes nothing),
+ * then allocates host bytes for each; on error nothing is left
+ * allocated. */
 static int reserve_space(CompressedWrite *w)
 {
     BlockDriverState *bs = w->bs;
-    BDRVQcow2State *s = bs->opaque;
     int ret = 0;
 
-    for (int i = 0; i < w->n; i++) {
-        uint64_t e;
-        if (w->jobs[i].len < 0) {
-            continue;
-        }
-        ret = qcow2_l2_entry_get(bs, w->offset + ((uint64_t)i << s->cluster_bits),
-                                 &e);
-        if (ret < 0) {
-            return ret;
-        }
-        if (!entry_takes_compressed(e)) {
-            return -EIO;
+    for (int i = 0; i < w->n && ret == 0; i++) {
+        if (w->jobs[i].len >= 0) {
+            ret = check_target(w, i, false);
         }
     }
     for (int i = 0; i < w->n && ret == 0; i++) {
         int64_t off;
         if (w->jobs[i].len < 0) {
             continue;
+        }
+        /* Each L2 table before the data it maps, as QEMU lays them out. */
+        ret = check_target(w, i, true);
+        if (ret < 0) {
+            break;
         }
         off = alloc_bytes(bs, w->jobs[i].len);
         if (off < 0) {

@@ -294,10 +294,12 @@ int qcow2_decompress_cluster(BlockDriverState *bs, uint64_t l2_entry,
                              uint8_t *out);
 void qcow2_compressed_range(BDRVQcow2State *s, uint64_t l2_entry,
                             uint64_t *offset, uint64_t *length);
-/* Under s->lock, for compressed writes: the L2 entry of a guest offset;
+/* Under s->lock, for compressed writes: the L2 entry of a guest offset
+ * (for_write: in a table of the active image alone, allocated if need be);
  * replacing it (copying a shared table first, releasing what the old entry
  * pointed at); the list of guest ranges being allocated. */
-int qcow2_l2_entry_get(BlockDriverState *bs, uint64_t off, uint64_t *entry);
+int qcow2_l2_entry_get(BlockDriverState *bs, uint64_t off, bool for_write,
+                       uint64_t *entry);
 int qcow2_l2_entry_set(BlockDriverState *bs, uint64_t off, uint64_t entry);
 bool qcow2_inflight_overlaps(BDRVQcow2State *s, uint64_t start, uint64_t end);
 void qcow2_inflight_wait(BDRVQcow2State *s);
