@@ -55,6 +55,7 @@ int qcow2_decompress_cluster(BlockDriverState *bs, uint64_t l2_entry,
     qcow2_compressed_range(s, l2_entry, &off, &len);
     len = MIN(len, 2 * (uint64_t)s->cluster_size);
     in = g_malloc(len);
+    bdrv_debug_event(bs->file, "read_compressed");
     ret = bdrv_pread(bs->file, off, len, in);
     if (ret < 0) {
         return ret;

@@ -321,6 +321,7 @@ static int64_t alloc_bytes(BlockDriverState *bs, uint64_t size)
     int64_t fresh;
     int ret;
 
+    bdrv_debug_event(bs->file, "cluster_alloc_bytes");
     if (off) {
         ret = qcow2_get_refcount(bs, off >> s->cluster_bits, &rc);
         if (ret < 0) {
