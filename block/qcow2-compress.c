@@ -229,7 +229,7 @@ int qcow2_parse_compression_type(const char *value, int version,
 typedef struct CompressBatch {
     GMutex lock;
     GCond done;
-    int remaining;
+    int finished;
 } CompressBatch;
 
 typedef struct CompressJob {
@@ -255,9 +255,8 @@ static void pool_func(gpointer data, gpointer user_data)
     (void)user_data;
     compress_job(j);
     g_mutex_lock(&b->lock);
-    if (--b->remaining == 0) {
-        g_cond_signal(&b->done);
-    }
+    b->finished++;
+    g_cond_signal(&b->done);
     g_mutex_unlock(&b->lock);
 }
 
@@ -275,28 +274,35 @@ static GThreadPool *compress_pool(void)
     return pool;
 }
 
-/* Compresses every job; the calling thread takes the last one itself. */
+/*
+ * Compresses every job in the pool, with no more jobs queued than the
+ * pool has threads: a thread then takes each cluster as it wakes up,
+ * as QEMU's workers do.  Measured on a loaded machine, this matters:
+ * threads that wake up for every cluster keep their share of the CPU,
+ * while threads that run through a queue of clusters lose it to
+ * everything else, and the copy takes several times as long.
+ */
 static void compress_all(CompressJob *jobs, int n)
 {
-    GThreadPool *pool = n > 1 ? compress_pool() : NULL;
+    GThreadPool *pool;
     CompressBatch b;
+    int pushed = 0, window;
 
-    if (!pool) {
-        for (int i = 0; i < n; i++) {
-            compress_job(&jobs[i]);
-        }
+    if (n == 1) {
+        compress_job(&jobs[0]);
         return;
     }
+    pool = compress_pool();
+    window = MAX(1, g_thread_pool_get_max_threads(pool));
     g_mutex_init(&b.lock);
     g_cond_init(&b.done);
-    b.remaining = n - 1;
-    for (int i = 0; i < n - 1; i++) {
-        jobs[i].batch = &b;
-        g_thread_pool_push(pool, &jobs[i], NULL);
-    }
-    compress_job(&jobs[n - 1]);
+    b.finished = 0;
     g_mutex_lock(&b.lock);
-    while (b.remaining > 0) {
+    while (b.finished < n) {
+        while (pushed < n && pushed - b.finished < window) {
+            jobs[pushed].batch = &b;
+            g_thread_pool_push(pool, &jobs[pushed++], NULL);
+        }
         g_cond_wait(&b.done, &b.lock);
     }
     g_mutex_unlock(&b.lock);
