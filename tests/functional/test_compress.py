@@ -264,7 +264,8 @@ def write_c_refusals_match_qemu():
 
 @runner.case()
 def create_and_convert_refusals_match_qemu():
-    """compression_type values qemu-img refuses, and convert -c to raw."""
+    """compression_type values qemu-img refuses; convert -c to raw, and
+    with -C (copy offloading), refused with qemu-img's texts."""
     t = common.tools()
     with common.TempDir() as d:
         for opts in ('compression_type=foo', 'compression_type=zstd,compat=0.10'):
@@ -281,16 +282,20 @@ def create_and_convert_refusals_match_qemu():
                                                 outs['qemu']))
         src = os.path.join(d, 'src.raw')
         make_source(src, 1 * MiB, 64 * KiB, 5)
-        outs = {}
-        for label, tool in (('ours', t.img), ('qemu', t.qemu_img)):
-            out = os.path.join(d, label + '.raw')
-            res = run([tool, 'convert', '-c', '-f', 'raw', '-O', 'raw', src,
-                       out], rc=1)
-            outs[label] = common.normalize_prog(res.err,
-                                                os.path.basename(tool))
-        check(outs['ours'] == outs['qemu'],
-              'convert -c -O raw: ours %r, qemu-img %r'
-              % (outs['ours'], outs['qemu']))
+        for args in (['-c', '-O', 'raw'], ['-c', '-C', '-O', 'qcow2'],
+                     ['-C', '-S', '4k', '-O', 'qcow2']):
+            outs = {}
+            for label, tool in (('ours', t.img), ('qemu', t.qemu_img)):
+                out = os.path.join(d, label + '.out')
+                res = run([tool, 'convert', '-f', 'raw'] + args + [src, out],
+                          rc=1)
+                outs[label] = common.normalize_prog(res.err,
+                                                    os.path.basename(tool))
+                check(not os.path.exists(out), '%s: %s created the target'
+                      % (' '.join(args), label))
+            check(outs['ours'] == outs['qemu'],
+                  'convert %s: ours %r, qemu-img %r'
+                  % (' '.join(args), outs['ours'], outs['qemu']))
 
 
 if __name__ == '__main__':

@@ -583,7 +583,7 @@ int img_convert(int argc, char **argv)
     };
     bool progress = false, skip_create = false;
     bool tgt_image_opts = false, target_is_zero = false;
-    bool copy_range = false;
+    bool copy_range = false, explicit_sparse = false;
     int flags = BDRV_O_RDWR; /* as qemu-img */
     int64_t sval;
     long long lval;
@@ -631,6 +631,7 @@ int img_convert(int argc, char **argv)
                 return 1;
             }
             s.min_sparse = sval;
+            explicit_sparse = true;
             break;
         case 'p':
             progress = true;
@@ -680,6 +681,16 @@ int img_convert(int argc, char **argv)
     if (!out_fmt && !tgt_image_opts) {
         out_fmt = "raw";
     }
+    /* -C is accepted (strata always copies through memory), but refused
+     * with what qemu-img refuses it with */
+    if (s.compressed && copy_range) {
+        img_error("Cannot enable copy offloading when -c is used");
+        return 1;
+    }
+    if (explicit_sparse && copy_range) {
+        img_error("Cannot enable copy offloading when -S is used");
+        return 1;
+    }
     if (tgt_image_opts && !skip_create) {
         img_error("--target-image-opts requires use of -n flag");
         return 1;
@@ -689,10 +700,6 @@ int img_convert(int argc, char **argv)
         return 1;
     }
     if (!img_common_check_format(&src_opts)) {
-        return 1;
-    }
-    if (s.compressed && copy_range) {
-        img_error("Cannot enable copy offloading when -c is used");
         return 1;
     }
 
