@@ -9,6 +9,8 @@
   compressed data (no host offset) and the random data as ordinary
   clusters, and the file is the one qemu-img's own `convert -c` writes,
   byte for byte.
+- `convert -c` of two sources whose boundary falls inside a target
+  cluster: the cluster holds both (qemu-img's file byte for byte).
 - `write -c` with strata-io: qemu-io reads the data back, host clusters
   shared by several compressed clusters keep their counts through
   overwrites and discards (check finds no leak and no error).
@@ -128,6 +130,34 @@ def convert_case(ctype, cluster):
 for _ct in ('zlib', 'zstd'):
     for _cs in (512, 64 * KiB, 2 * MiB):
         runner.add('convert_%s_%d' % (_ct, _cs), convert_case, _ct, _cs)
+
+
+@runner.case()
+def convert_c_concatenated_sources():
+    """Two 1023 KiB sources: a 64 KiB target cluster holds the end of the
+    first and the start of the second, and is compressed whole."""
+    t = common.tools()
+    with common.TempDir() as d:
+        srcs = [os.path.join(d, 's%d.qcow2' % i) for i in (1, 2)]
+        for src in srcs:
+            run([t.qemu_img, 'create', '-f', 'qcow2', '-o',
+                 'cluster_size=1024', src, '1023k'])
+        run_io(t.qemu_io, srcs[0], ['write -P 0x11 16k 16k',
+                                    'write -P 0x33 1022k 1k'])
+        run_io(t.qemu_io, srcs[1], ['write -P 0x44 0 1k'])
+        outs = {}
+        for label, tool in (('ours', t.img), ('qemu', t.qemu_img)):
+            outs[label] = os.path.join(d, label + '.qcow2')
+            run([tool, 'convert', '-c', '-O', 'qcow2'] + srcs +
+                [outs[label]])
+        run_io(t.qemu_io, outs['ours'], ['read -P 0x11 16k 16k',
+                                         'read -P 0x33 1022k 1k',
+                                         'read -P 0x44 1023k 1k',
+                                         'read -P 0 1024k 1022k'])
+        common.qemu_check_clean(outs['ours'])
+        diff = common.files_equal(outs['ours'], outs['qemu'])
+        check(diff is None, 'not the file qemu-img convert -c writes: %s'
+              % diff)
 
 
 def write_c_case(ctype):

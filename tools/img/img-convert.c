@@ -343,20 +343,39 @@ static int write_compressed(ConvertState *s, int64_t offset, int64_t bytes,
     return pos > run ? write_data(s, offset + run, pos - run, buf + run) : 0;
 }
 
+/* The extent's bytes; with -c a target cluster may span the end of one
+ * source and the start of the next, so the read goes on across sources
+ * (each read as whole sectors, its padding as zeroes). */
 static int read_extent(ConvertState *s, const Extent *e, uint8_t *buf)
 {
-    ConvertSource *src = &s->src[e->src_index];
-    int64_t soff = e->offset - src->start;
-    int64_t n = MIN(e->bytes, MAX(src->len - soff, 0));
-    int ret = 0;
+    int64_t done = 0;
 
-    if (e->status == EXTENT_DATA && n > 0) {
-        ret = bdrv_pread(src->bs, soff, n, buf);
-    } else {
-        n = 0;
+    if (e->status != EXTENT_DATA) {
+        memset(buf, 0, e->bytes);
+        return 0;
     }
-    memset(buf + n, 0, e->bytes - n);
-    return ret;
+    while (done < e->bytes) {
+        int i = source_index(s, e->offset + done);
+        ConvertSource *src = &s->src[i];
+        int64_t soff = e->offset + done - src->start;
+        int64_t piece = MIN(e->bytes - done, src->padded - soff);
+        int64_t n = MIN(piece, MAX(src->len - soff, 0));
+        int ret = 0;
+
+        if (piece <= 0) {
+            piece = e->bytes - done;   /* past the last source */
+            n = 0;
+        }
+        if (n > 0) {
+            ret = bdrv_pread(src->bs, soff, n, buf + done);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        memset(buf + done + n, 0, piece - n);
+        done += piece;
+    }
+    return 0;
 }
 
 static int write_extent(ConvertState *s, const Extent *e, const uint8_t *buf)
