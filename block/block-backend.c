@@ -319,9 +319,19 @@ int blk_pwrite_zeroes(BlockBackend *blk, int64_t offset, int64_t bytes,
 int blk_pwrite_compressed(BlockBackend *blk, int64_t offset, int64_t bytes,
                           const void *buf)
 {
-    int ret = blk_check_request(blk, offset, bytes);
+    BlockDriverState *bs = blk_enter(blk);
+    int ret = check_request(bs, offset, bytes);
+    bool wrote = false;
 
-    return ret < 0 ? ret : -ENOTSUP;
+    if (ret == 0) {
+        ret = bdrv_pwrite_compressed(bs, offset, bytes, buf);
+        wrote = ret == 0 && bytes > 0;
+    }
+    if (wrote) {
+        ret = finish_write(blk, bs, offset, bytes, 0);
+    }
+    blk_leave(blk, wrote);
+    return ret;
 }
 
 /* A discard is a hint: dropping it (discard=ignore) is a success. */

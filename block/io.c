@@ -288,6 +288,33 @@ int bdrv_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
     return ret;
 }
 
+bool bdrv_driver_can_compress(BlockDriver *drv)
+{
+    return drv && drv->pwrite_compressed;
+}
+
+/* Passed to the driver as is: compressed data has no alignment to keep,
+ * and only the driver knows which requests it can compress. */
+int bdrv_pwrite_compressed(BlockDriverState *bs, int64_t offset,
+                           int64_t bytes, const void *buf)
+{
+    int ret = check_request(bs, offset, bytes);
+
+    if (ret < 0) {
+        return ret;
+    }
+    if (!bdrv_driver_can_compress(bs->drv)) {
+        return -ENOTSUP;
+    }
+    if (bs->read_only) {
+        return -EPERM;
+    }
+    request_begin(bs, NULL, offset, bytes, false);
+    ret = bs->drv->pwrite_compressed(bs, offset, bytes, buf);
+    request_end(bs, NULL);
+    return ret;
+}
+
 /* Writes zeroes with plain writes, for drivers that cannot do better. */
 static int write_zeroes_fallback(BlockDriverState *bs, int64_t offset,
                                  int64_t bytes)

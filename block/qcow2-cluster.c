@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "qcow2.h"
 
@@ -51,12 +50,8 @@ int qcow2_decompress_cluster(BlockDriverState *bs, uint64_t l2_entry,
     BDRVQcow2State *s = bs->opaque;
     uint64_t off, len;
     g_autofree uint8_t *in = NULL;
-    z_stream zs = { 0 };
-    int ret, zret;
+    int ret;
 
-    if (s->compression_type != 0) {
-        return -ENOTSUP; /* zstd is not built in */
-    }
     qcow2_compressed_range(s, l2_entry, &off, &len);
     len = MIN(len, 2 * (uint64_t)s->cluster_size);
     in = g_malloc(len);
@@ -65,18 +60,8 @@ int qcow2_decompress_cluster(BlockDriverState *bs, uint64_t l2_entry,
     if (ret < 0) {
         return ret;
     }
-    if (inflateInit2(&zs, -12) != Z_OK) {
-        return -ENOMEM;
-    }
-    zs.next_in = in;
-    zs.avail_in = len;
-    zs.next_out = out;
-    zs.avail_out = s->cluster_size;
-    zret = inflate(&zs, Z_FINISH);
-    ret = ((zret == Z_STREAM_END || (zret == Z_BUF_ERROR && zs.avail_out == 0))
-           && zs.total_out == s->cluster_size) ? 0 : -EIO;
-    inflateEnd(&zs);
-    return ret;
+    return qcow2_decompress(s->compression_type, out, s->cluster_size,
+                            in, len);
 }
 
 static bool l2_entry_offset_valid(BDRVQcow2State *s, uint64_t e)
@@ -914,4 +899,56 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
         }
     }
     return qcow2_write_back_metadata(bs);
+}
+
+/* ---- For qcow2-compress.c: one L2 entry and the in-flight list ---- */
+
+int qcow2_l2_entry_get(BlockDriverState *bs, uint64_t off, bool for_write,
+                       uint64_t *entry)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t l1i, l2i, *l2, run;
+    int ret;
+
+    if (!for_write) {
+        return lookup(bs, off, 1, entry, &run);
+    }
+    split_offset(s, off, &l1i, &l2i);
+    ret = l2_load(bs, l1i, true, &l2);
+    if (ret == 0) {
+        *entry = GUINT64_FROM_BE(l2[l2i]);
+    }
+    return ret;
+}
+
+int qcow2_l2_entry_set(BlockDriverState *bs, uint64_t off, uint64_t entry)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t l1i, l2i, *l2, old;
+    int ret;
+
+    split_offset(s, off, &l1i, &l2i);
+    ret = l2_load(bs, l1i, true, &l2);
+    if (ret < 0) {
+        return ret;
+    }
+    old = GUINT64_FROM_BE(l2[l2i]);
+    l2[l2i] = GUINT64_TO_BE(entry);
+    release_entry(bs, old);
+    return qcow2_cache_mark_dirty(s->l2_cache, l2);
+}
+
+bool qcow2_inflight_overlaps(BDRVQcow2State *s, uint64_t start, uint64_t end)
+{
+    return inflight_overlaps(s, start, end);
+}
+
+void qcow2_inflight_wait(BDRVQcow2State *s)
+{
+    wait_inflight(s);
+}
+
+void qcow2_inflight_remove(BDRVQcow2State *s, Qcow2InflightAlloc *a)
+{
+    inflight_remove(s, a);
 }

@@ -20,6 +20,7 @@ typedef struct Qcow2CreateOpts {
     const char *backing_file;
     const char *backing_fmt;
     bool prealloc_metadata;
+    int compression_type;
 } Qcow2CreateOpts;
 
 static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
@@ -68,11 +69,15 @@ static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
                     "greater)");
         return false;
     }
-    if (lazy || extl2 || (ctype && strcmp(ctype, "zlib"))) {
+    if (lazy || extl2) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
                     "%s is not supported by strata",
-                    lazy ? "lazy_refcounts=on" :
-                    extl2 ? "extended_l2=on" : "compression_type other than zlib");
+                    lazy ? "lazy_refcounts=on" : "extended_l2=on");
+        return false;
+    }
+    o->compression_type = qcow2_parse_compression_type(ctype, o->version,
+                                                       errp);
+    if (o->compression_type < 0) {
         return false;
     }
     if (!prealloc || !strcmp(prealloc, "off")) {
@@ -204,6 +209,10 @@ bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp)
     if (o.backing_file) {
         bs->backing_file = g_strdup(o.backing_file);
         bs->backing_format = g_strdup(o.backing_fmt);
+    }
+    if (o.compression_type != QCOW2_COMPRESSION_ZLIB) {
+        s->compression_type = o.compression_type;
+        s->incompatible_features |= QCOW2_INCOMPAT_COMPRESSION;
     }
     if (qcow2_write_header(bs, errp) < 0) {
         return false;

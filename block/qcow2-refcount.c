@@ -351,6 +351,10 @@ int qcow2_update_cluster_refcount(BlockDriverState *bs, uint64_t cluster_index,
         if (cluster_index < s->free_cluster_index) {
             s->free_cluster_index = cluster_index;
         }
+        /* no more compressed data goes into a cluster given back */
+        if ((s->free_byte_offset >> s->cluster_bits) == cluster_index) {
+            s->free_byte_offset = 0;
+        }
     }
     if (new_refcount) {
         *new_refcount = nv;

@@ -435,6 +435,7 @@ static int qcow2_check_and_reindex(BlockDriverState *bs, BdrvCheckResult *res,
 
     g_mutex_lock(&s->lock);
     qcow2_overlap_invalidate(s);
+    s->free_byte_offset = 0;   /* a repair may have freed its cluster */
     g_mutex_unlock(&s->lock);
     return ret;
 }
@@ -451,6 +452,7 @@ BlockDriver bdrv_qcow2 = {
     .pread = qcow2_pread,
     .pwrite = qcow2_pwrite,
     .pwrite_zeroes = qcow2_pwrite_zeroes,
+    .pwrite_compressed = qcow2_pwrite_compressed,
     .pdiscard = qcow2_pdiscard,
     .flush = qcow2_flush,
     .truncate = qcow2_truncate,

@@ -7,6 +7,8 @@
 #ifndef STRATA_QCOW2_H
 #define STRATA_QCOW2_H
 
+#include <sys/types.h>
+
 #include "block/block_int.h"
 
 #define QCOW_MAGIC 0x514649fbU  /* "QFI\xfb" */
@@ -193,6 +195,9 @@ typedef struct BDRVQcow2State {
     bool refcounts_unsynced;
 
     uint64_t free_cluster_index;
+    /* Where the next compressed cluster may go (inside a host cluster
+     * that compressed data fills part of); 0: start a new host cluster. */
+    uint64_t free_byte_offset;
     GArray *pending_frees;     /* uint64_t host cluster offsets to decrement */
 
     bool corrupt_reported;
@@ -289,6 +294,34 @@ int qcow2_decompress_cluster(BlockDriverState *bs, uint64_t l2_entry,
                              uint8_t *out);
 void qcow2_compressed_range(BDRVQcow2State *s, uint64_t l2_entry,
                             uint64_t *offset, uint64_t *length);
+/* Under s->lock, for compressed writes: the L2 entry of a guest offset
+ * (for_write: in a table of the active image alone, allocated if need be);
+ * replacing it (copying a shared table first, releasing what the old entry
+ * pointed at); the list of guest ranges being allocated. */
+int qcow2_l2_entry_get(BlockDriverState *bs, uint64_t off, bool for_write,
+                       uint64_t *entry);
+int qcow2_l2_entry_set(BlockDriverState *bs, uint64_t off, uint64_t entry);
+bool qcow2_inflight_overlaps(BDRVQcow2State *s, uint64_t start, uint64_t end);
+void qcow2_inflight_wait(BDRVQcow2State *s);
+void qcow2_inflight_remove(BDRVQcow2State *s, Qcow2InflightAlloc *a);
+
+/* qcow2-compress.c: compressed clusters */
+#define QCOW2_COMPRESSION_ZLIB 0
+#define QCOW2_COMPRESSION_ZSTD 1
+/* The compressed size, -ENOMEM if it does not fit in dst_size, -EIO. */
+ssize_t qcow2_compress(uint8_t type, void *dst, size_t dst_size,
+                       const void *src, size_t src_size);
+/* Exactly dst_size bytes from at most src_size: 0 or -EIO. */
+int qcow2_decompress(uint8_t type, void *dst, size_t dst_size,
+                     const void *src, size_t src_size);
+/* Whole clusters from a cluster-aligned offset (the last one may end at
+ * the end of the image); bytes == 0 pads the file to a whole sector. */
+int qcow2_pwrite_compressed(BlockDriverState *bs, int64_t offset,
+                            int64_t bytes, const void *buf);
+/* compression_type=zlib|zstd of a create: the header byte, or -1 and
+ * errp set. */
+int qcow2_parse_compression_type(const char *value, int version,
+                                 GError **errp);
 
 /* qcow2-header.c: parse, validate, and rewrite cluster 0 */
 int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp);

@@ -9,7 +9,7 @@ set -e
 # build: compiler, meson/ninja, libraries; tests: Check, qemu oracles
 # (qemu-system-common has qemu-storage-daemon), python3
 PKGS="gcc pkg-config meson ninja-build libglib2.0-dev libjson-glib-dev
-check zlib1g-dev qemu-utils qemu-system-common python3"
+check zlib1g-dev libzstd-dev qemu-utils qemu-system-common python3"
 
 # `make fuzz` only: clang and its runtime libraries (libFuzzer, ASan, UBSan)
 fuzz_pkgs() {

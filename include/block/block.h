@@ -152,6 +152,11 @@ int bdrv_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
                 const void *buf);
 int bdrv_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
                        int flags);
+/* Compressed write (qemu-img convert -c, qemu-io write -c); -ENOTSUP if
+ * the driver cannot compress.  bytes == 0 is the end-of-copy signal. */
+int bdrv_pwrite_compressed(BlockDriverState *bs, int64_t offset,
+                           int64_t bytes, const void *buf);
+bool bdrv_driver_can_compress(BlockDriver *drv);
 int bdrv_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
 int bdrv_flush(BlockDriverState *bs);
 int bdrv_truncate(BlockDriverState *bs, int64_t size, GError **errp);

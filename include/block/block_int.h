@@ -39,6 +39,10 @@ struct BlockDriver {
                   const void *buf);
     int (*pwrite_zeroes)(BlockDriverState *bs, int64_t offset, int64_t bytes,
                          int flags);
+    /* Stores the data compressed (QEMU: BDRV_REQ_WRITE_COMPRESSED); the
+     * driver says which requests are valid (qcow2: whole clusters). */
+    int (*pwrite_compressed)(BlockDriverState *bs, int64_t offset,
+                             int64_t bytes, const void *buf);
     int (*pdiscard)(BlockDriverState *bs, int64_t offset, int64_t bytes);
     int (*flush)(BlockDriverState *bs);
     int (*truncate)(BlockDriverState *bs, int64_t size, GError **errp);

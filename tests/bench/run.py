@@ -59,6 +59,7 @@ import math
 import mmap
 import os
 import platform
+import random
 import re
 import resource
 import shutil
@@ -546,6 +547,82 @@ def chain_family(ctx):
         'of depth 10')
 def chain_read_family(ctx):
     return [ChainReadCase(ctx, 4 * KiB, depth) for depth in (1, 16)]
+
+
+# ---- family 'compress': convert -c ---------------------------------------
+
+def compress_source(ctx):
+    """A qcow2 image of image_size (created once, by QEMU): three quarters
+    text-like data (words; deflate shrinks it to about a third), an eighth
+    random data (does not shrink: written uncompressed), an eighth left
+    unallocated."""
+    if 'compress-src' in ctx._shared:
+        return ctx._shared['compress-src']
+    size = ctx.image_size
+    raw = ctx.path('compress-src.raw')
+    log('  creating the convert -c source (%d MiB)' % (size // MiB))
+    rnd = random.Random(9)
+    words = [bytes(rnd.choice(b'abcdefghijklmnopqrstuvwxyz')
+                   for _ in range(rnd.randint(2, 10))) for _ in range(2000)]
+    text = bytearray()
+    while len(text) < 8 * MiB:
+        text += b' '.join(rnd.choice(words) for _ in range(16)) + b'\n'
+    text = bytes(text[:8 * MiB])
+    with open(raw, 'wb') as f:
+        for off in range(0, size * 3 // 4, len(text)):
+            f.write(text[:min(len(text), size * 3 // 4 - off)])
+        left = size // 8
+        while left > 0:
+            n = min(left, 8 * MiB)
+            f.write(rnd.randbytes(n))
+            left -= n
+        f.truncate(size)
+    path = ctx.path('compress-src.qcow2')
+    run_checked([ctx.qemu, 'convert', '-q', '-f', 'raw', '-O', 'qcow2', raw,
+                 path])
+    os.unlink(raw)
+    ctx._shared['compress-src'] = path
+    return path
+
+
+class CompressCase(Case):
+    """`convert -c` of the source into a new qcow2 image (zlib or zstd);
+    the score is source MiB per second of wall time."""
+
+    unit = 'MiB/s'
+    verify_after = True
+
+    def __init__(self, ctx, ctype):
+        super().__init__('compress', 'compress/convert-c/%s' % ctype, {
+            'Op': 'convert -c', 'Compression': ctype,
+            'Image': '%d MiB: 3/4 text, 1/8 random, 1/8 unallocated'
+            % (ctx.image_size // MiB)})
+        self.ctype = ctype
+
+    def prepare(self, ctx):
+        compress_source(ctx)
+        out = ctx.path('compressed.qcow2')
+        if os.path.exists(out):
+            os.unlink(out)
+        return out
+
+    def args(self, ctx, state, count):
+        return ['convert', '-c', '-f', 'qcow2', '-O', 'qcow2', '-o',
+                'compression_type=' + self.ctype, compress_source(ctx),
+                state]
+
+    def score(self, ctx, result, count):
+        return ctx.image_size / MiB / max(result.wall, 1e-6)
+
+    def cleanup(self, ctx, state):
+        if os.path.exists(state):
+            os.unlink(state)
+
+
+@family('compress', 'Compressed copy: `convert -c` of a 1 GiB qcow2 image '
+        '(64 KiB clusters)')
+def compress_family(ctx):
+    return [CompressCase(ctx, 'zlib'), CompressCase(ctx, 'zstd')]
 
 
 # ---- family 'snapshot': qcow2 internal snapshots -------------------------

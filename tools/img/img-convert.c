@@ -10,6 +10,10 @@
  * Zero extents and runs of at least -S bytes of zeroes inside data are not
  * written to a target that already reads as zeroes, which keeps the target
  * sparse.
+ *
+ * With -c every target cluster is written compressed: extents are whole
+ * target clusters (a partly allocated one is copied whole), and clusters
+ * that read as zeroes are left out, as qemu-img does.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -53,6 +57,8 @@ typedef struct {
     bool target_has_backing;
     bool wr_in_order;
     bool writethrough;
+    bool compressed;            /* -c */
+    int64_t cluster_size;       /* of the target, with -c */
     int num_workers;
 
     GMutex lock;
@@ -155,6 +161,18 @@ static int status_run(ConvertState *s, int64_t offset, ExtentStatus *status,
     return 0;
 }
 
+/* -c writes whole clusters: a run shorter than one is copied as data
+ * for the whole cluster (and the rest of the run with it, as qemu-img);
+ * a longer one stops at a cluster boundary. */
+static int64_t compressed_extent(ConvertState *s, int64_t n)
+{
+    if (n < s->cluster_size) {
+        s->status = EXTENT_DATA;
+        return MIN(s->cluster_size, s->total_size - s->next_offset);
+    }
+    return n / s->cluster_size * s->cluster_size;
+}
+
 /* Under s->lock: the next extent to copy; false when done or failed. */
 static bool plan_extent(ConvertState *s, Extent *e)
 {
@@ -182,6 +200,9 @@ static bool plan_extent(ConvertState *s, Extent *e)
         /* goes through a buffer */
         n = MIN(n, BUF_SIZE);
     }
+    if (s->compressed) {
+        n = compressed_extent(s, n);
+    }
     e->offset = s->next_offset;
     e->bytes = n;
     e->status = s->status;
@@ -204,7 +225,9 @@ static void set_error(ConvertState *s, int ret)
 static int write_data(ConvertState *s, int64_t offset, int64_t bytes,
                       const uint8_t *buf)
 {
-    int ret = bdrv_pwrite(s->target, offset, bytes, buf);
+    int ret = s->compressed ?
+              bdrv_pwrite_compressed(s->target, offset, bytes, buf) :
+              bdrv_pwrite(s->target, offset, bytes, buf);
 
     if (ret == 0 && s->writethrough) {
         ret = bdrv_flush(s->target);
@@ -292,20 +315,67 @@ static int write_sparse(ConvertState *s, int64_t offset, int64_t bytes,
     return 0;
 }
 
+/* -c: runs of clusters with data go compressed in one request (so they
+ * are compressed in parallel); clusters of zeroes are left out. */
+static int write_compressed(ConvertState *s, int64_t offset, int64_t bytes,
+                            const uint8_t *buf)
+{
+    int64_t pos = 0, run = 0;   /* data run: [run, pos) */
+    int ret;
+
+    while (pos < bytes) {
+        int64_t n = MIN(bytes - pos, s->cluster_size);
+        if (img_buffer_is_zero(buf + pos, n)) {
+            if (pos > run) {
+                ret = write_data(s, offset + run, pos - run, buf + run);
+                if (ret < 0) {
+                    return ret;
+                }
+            }
+            ret = write_zeroes(s, offset + pos, n);
+            if (ret < 0) {
+                return ret;
+            }
+            run = pos + n;
+        }
+        pos += n;
+    }
+    return pos > run ? write_data(s, offset + run, pos - run, buf + run) : 0;
+}
+
+/* The extent's bytes; with -c a target cluster may span the end of one
+ * source and the start of the next, so the read goes on across sources
+ * (each read as whole sectors, its padding as zeroes). */
 static int read_extent(ConvertState *s, const Extent *e, uint8_t *buf)
 {
-    ConvertSource *src = &s->src[e->src_index];
-    int64_t soff = e->offset - src->start;
-    int64_t n = MIN(e->bytes, MAX(src->len - soff, 0));
-    int ret = 0;
+    int64_t done = 0;
 
-    if (e->status == EXTENT_DATA && n > 0) {
-        ret = bdrv_pread(src->bs, soff, n, buf);
-    } else {
-        n = 0;
+    if (e->status != EXTENT_DATA) {
+        memset(buf, 0, e->bytes);
+        return 0;
     }
-    memset(buf + n, 0, e->bytes - n);
-    return ret;
+    while (done < e->bytes) {
+        int i = source_index(s, e->offset + done);
+        ConvertSource *src = &s->src[i];
+        int64_t soff = e->offset + done - src->start;
+        int64_t piece = MIN(e->bytes - done, src->padded - soff);
+        int64_t n = MIN(piece, MAX(src->len - soff, 0));
+        int ret = 0;
+
+        if (piece <= 0) {
+            piece = e->bytes - done;   /* past the last source */
+            n = 0;
+        }
+        if (n > 0) {
+            ret = bdrv_pread(src->bs, soff, n, buf + done);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        memset(buf + done + n, 0, piece - n);
+        done += piece;
+    }
+    return 0;
 }
 
 static int write_extent(ConvertState *s, const Extent *e, const uint8_t *buf)
@@ -323,6 +393,9 @@ static int write_extent(ConvertState *s, const Extent *e, const uint8_t *buf)
     default:
         if (!s->min_sparse) {
             return write_data(s, e->offset, e->bytes, buf);
+        }
+        if (s->compressed) {
+            return write_compressed(s, e->offset, e->bytes, buf);
         }
         return write_sparse(s, e->offset, e->bytes, buf);
     }
@@ -440,6 +513,28 @@ static int convert_do_copy(ConvertState *s, bool progress)
     return s->ret;
 }
 
+/* -c: the target must compress, and its cluster size fit our buffer. */
+static bool convert_compressed_setup(ConvertState *s)
+{
+    BlockDriverInfo bdi;
+
+    if (!bdrv_driver_can_compress(
+            bdrv_find_format(bdrv_get_format_name(s->target)))) {
+        img_error("Compression not supported for this file format");
+        return false;
+    }
+    if (bdrv_get_info(s->target, &bdi) < 0) {
+        img_error("could not get block driver info");
+        return false;
+    }
+    if (bdi.cluster_size <= 0 || bdi.cluster_size > BUF_SIZE) {
+        img_error("invalid cluster size");
+        return false;
+    }
+    s->cluster_size = bdi.cluster_size;
+    return true;
+}
+
 /* Builds the target's creation options from -o, -B and -F. */
 static ImgCreateOpts *target_create_opts(const char *out_fmt,
                                          const char *options,
@@ -507,6 +602,7 @@ int img_convert(int argc, char **argv)
     };
     bool progress = false, skip_create = false;
     bool tgt_image_opts = false, target_is_zero = false;
+    bool copy_range = false, explicit_sparse = false;
     int flags = BDRV_O_RDWR; /* as qemu-img */
     int64_t sval;
     long long lval;
@@ -523,10 +619,11 @@ int img_convert(int argc, char **argv)
             break;
         case 'C':
             /* copy offloading: strata always copies through memory */
+            copy_range = true;
             break;
         case 'c':
-            img_error("Compression not supported for this file format");
-            return 1;
+            s.compressed = true;
+            break;
         case 'F':
             backing_fmt = optarg;
             break;
@@ -553,6 +650,7 @@ int img_convert(int argc, char **argv)
                 return 1;
             }
             s.min_sparse = sval;
+            explicit_sparse = true;
             break;
         case 'p':
             progress = true;
@@ -601,6 +699,16 @@ int img_convert(int argc, char **argv)
 
     if (!out_fmt && !tgt_image_opts) {
         out_fmt = "raw";
+    }
+    /* -C is accepted (strata always copies through memory), but refused
+     * with what qemu-img refuses it with */
+    if (s.compressed && copy_range) {
+        img_error("Cannot enable copy offloading when -c is used");
+        return 1;
+    }
+    if (explicit_sparse && copy_range) {
+        img_error("Cannot enable copy offloading when -S is used");
+        return 1;
     }
     if (tgt_image_opts && !skip_create) {
         img_error("--target-image-opts requires use of -n flag");
@@ -684,6 +792,11 @@ int img_convert(int argc, char **argv)
         goto out;
     }
 
+    if (s.compressed && out_fmt &&
+        !bdrv_driver_can_compress(bdrv_find_format(out_fmt))) {
+        img_error("Compression not supported for this file format");
+        goto out;
+    }
     if (!skip_create) {
         g_autoptr(GError) err = NULL;
         g_autoptr(GHashTable) bopts = img_create_opts_to_block_opts(copts);
@@ -701,6 +814,9 @@ int img_convert(int argc, char **argv)
         goto out;
     }
     s.target = target;
+    if (s.compressed && !convert_compressed_setup(&s)) {
+        goto out;
+    }
 
     if (skip_create) {
         int64_t out_len = bdrv_getlength(target);
@@ -731,6 +847,10 @@ int img_convert(int argc, char **argv)
     s.num_workers = CLAMP(s.num_workers, 1, MAX_WORKERS);
 
     if (convert_do_copy(&s, progress) < 0) {
+        goto out;
+    }
+    /* -c packs data byte by byte: the end of the file to a whole sector */
+    if (s.compressed && bdrv_pwrite_compressed(target, 0, 0, NULL) < 0) {
         goto out;
     }
     {

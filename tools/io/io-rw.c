@@ -498,7 +498,8 @@ typedef struct RwOptionHelp {
 static const RwOptionHelp option_help[] = {
     { 'b', RW_READ | RW_WRITE, NULL,
       "use the VM state area (strata images have none: fails)" },
-    { 'c', RW_WRITE, NULL, "store the data compressed (not available yet)" },
+    { 'c', RW_WRITE, NULL,
+      "store the data compressed (whole clusters, unallocated ones)" },
     { 'C', RW_READ | RW_WRITE | RW_DISCARD, NULL,
       "print the timing on one comma-separated line" },
     { 'f', RW_WRITE, NULL,
