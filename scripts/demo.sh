@@ -3,7 +3,8 @@
 # The demo: strata's tools build a small set of qcow2 images (a base, an
 # overlay on it, an internal snapshot), and QEMU's tools verify every one:
 # qemu-img check finds them clean and qemu-io reads back what strata wrote.
-# It grows with the project (daemon, QMP transaction, HMP info snapshots).
+# Then strata-daemon takes three disks and QMP transactions snapshot them
+# all at once (one that succeeds, one that rolls back); HMP comes later.
 set -eu
 BUILD=${1:-build}
 IMG="$BUILD/tools/img/strata-img"
@@ -39,5 +40,33 @@ echo "$out"
 if echo "$out" | grep -q "verification failed"; then
     echo "demo: qemu-io read back something strata did not write" >&2
     exit 1
+fi
+DAEMON="$BUILD/tools/daemon/strata-daemon"
+if [ -x "$DAEMON" ]; then
+    step "strata-daemon holds three disks; QMP transactions over all of them"
+    for i in 0 1 2; do
+        "$IMG" create -q -f qcow2 "$D/disk$i.qcow2" 16M
+        "$IO" -c "write -P 0x1$i 0 1M" "$D/disk$i.qcow2" >/dev/null
+    done
+    python3 "$(dirname "$0")/demo-qmp.py" "$DAEMON" "$D"
+
+    step "qemu-img verifies the result: snapshots, chain, check"
+    qemu-img snapshot -l "$D/disk0.qcow2"
+    qemu-img snapshot -l "$D/disk1.qcow2"
+    qemu-img info --backing-chain "$D/disk2-ov.qcow2"
+    for f in disk0 disk1 disk2 disk2-ov; do
+        qemu-img check -q "$D/$f.qcow2"
+    done
+    for i in 0 1; do
+        if ! qemu-img snapshot -l "$D/disk$i.qcow2" | grep -q nightly ||
+           qemu-img snapshot -l "$D/disk$i.qcow2" | grep -q doomed; then
+            echo "demo: disk$i does not hold exactly the committed snapshot" >&2
+            exit 1
+        fi
+    done
+    if [ -e "$D/doomed.qcow2" ]; then
+        echo "demo: the rolled-back transaction left a file" >&2
+        exit 1
+    fi
 fi
 step "demo finished: every image checked clean by qemu-img"
