@@ -707,6 +707,20 @@ bool bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only,
     return true;
 }
 
+bool bdrv_reopen_options(BlockDriverState *bs, BlockOpts *opts, bool commit,
+                         GError **errp)
+{
+    int ret;
+
+    if (!bs->drv->reopen_options) {
+        return true;
+    }
+    bdrv_drained_begin(bs);
+    ret = bs->drv->reopen_options(bs, opts, commit, errp);
+    bdrv_drained_end(bs);
+    return ret == 0;
+}
+
 static BlockOpts *opts_copy(BlockOpts *opts)
 {
     BlockOpts *copy = bdrv_opts_new();

@@ -147,6 +147,11 @@ static int l2_load(BlockDriverState *bs, uint64_t l1_index, bool for_write,
         memcpy(t, copy, s->cluster_size);
     }
     ret = qcow2_cache_mark_dirty(s->l2_cache, t);
+    /* Lazy refcounts skip only data clusters' counts: a new table's own
+     * count is written first, as QEMU does. */
+    if (ret == 0 && s->rt.lazy_refcounts) {
+        ret = qcow2_cache_write(bs, s->refcount_cache);
+    }
     /* The table must be on disk before the L1 entry points at it. */
     if (ret == 0) {
         ret = qcow2_cache_write_table(bs, s->l2_cache, new_off);

@@ -94,6 +94,10 @@ void bdrv_ref(BlockDriverState *bs);
 void bdrv_unref(BlockDriverState *bs);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(BlockDriverState, bdrv_unref)
 
+/* The driver's runtime options in opts (the keys it knows are taken out
+ * of opts): validated only (commit false) or applied (commit true). */
+bool bdrv_reopen_options(BlockDriverState *bs, BlockOpts *opts, bool commit,
+                         GError **errp);
 /* Reopens the node (and not its backing chain) read-only or read-write. */
 bool bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only,
                                GError **errp);

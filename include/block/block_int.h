@@ -29,6 +29,12 @@ struct BlockDriver {
     /* Called before the node becomes read-only or read-write; a format
      * writes back its caches before going read-only. */
     int (*reopen)(BlockDriverState *bs, bool read_only, GError **errp);
+    /* Changes runtime options (qemu-io's reopen -o) of a drained node:
+     * takes the keys it knows out of opts; with commit false it only
+     * validates them, with commit true it applies them.  On error,
+     * errp is set and nothing changed. */
+    int (*reopen_options)(BlockDriverState *bs, BlockOpts *opts, bool commit,
+                          GError **errp);
 
     /* Requests arrive aligned to bs->request_alignment (offset and length,
      * except the length of a request that ends at EOF) and with buffers
