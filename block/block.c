@@ -721,6 +721,28 @@ bool bdrv_reopen_options(BlockDriverState *bs, BlockOpts *opts, bool commit,
     return ret == 0;
 }
 
+int bdrv_save_vmstate(BlockDriverState *bs, const void *buf, int64_t pos,
+                      int64_t size)
+{
+    for (; bs && bs->drv; bs = bs->file) {
+        if (bs->drv->save_vmstate) {
+            return bs->drv->save_vmstate(bs, buf, pos, size);
+        }
+    }
+    return -ENOTSUP;
+}
+
+int bdrv_load_vmstate(BlockDriverState *bs, void *buf, int64_t pos,
+                      int64_t size)
+{
+    for (; bs && bs->drv; bs = bs->file) {
+        if (bs->drv->load_vmstate) {
+            return bs->drv->load_vmstate(bs, buf, pos, size);
+        }
+    }
+    return -ENOTSUP;
+}
+
 static BlockOpts *opts_copy(BlockOpts *opts)
 {
     BlockOpts *copy = bdrv_opts_new();

@@ -325,12 +325,20 @@ int qcow2_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
                 void *buf)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint8_t *p = buf;
-    int ret = 0;
 
     if ((uint64_t)offset + bytes > s->size) {
         return -EIO;
     }
+    return qcow2_pread_any(bs, offset, bytes, buf);
+}
+
+int qcow2_pread_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                    void *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint8_t *p = buf;
+    int ret = 0;
+
     g_rw_lock_reader_lock(&s->free_lock);
     while (bytes > 0) {
         uint64_t entry, n;
@@ -540,12 +548,20 @@ int qcow2_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
                  const void *buf)
 {
     BDRVQcow2State *s = bs->opaque;
-    const uint8_t *p = buf;
-    int ret = 0;
 
     if ((uint64_t)offset + bytes > s->size) {
         return -EIO;
     }
+    return qcow2_pwrite_any(bs, offset, bytes, buf);
+}
+
+int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                     const void *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+    const uint8_t *p = buf;
+    int ret = 0;
+
     g_rw_lock_reader_lock(&s->free_lock);
     g_mutex_lock(&s->lock);
     while (bytes > 0) {

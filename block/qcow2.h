@@ -297,6 +297,12 @@ int qcow2_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
                 void *buf);
 int qcow2_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
                  const void *buf);
+/* The same past the disk's end (the VM state area); for writes the L1
+ * table must already reach the range. */
+int qcow2_pread_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                    void *buf);
+int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                     const void *buf);
 int qcow2_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
                         int flags);
 int qcow2_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
@@ -424,6 +430,12 @@ int qcow2_mark_clean(BlockDriverState *bs);
 int qcow2_lazy_write_back(BlockDriverState *bs);
 /* Open read-write of a dirty image: refcounts repaired (check -r all). */
 int qcow2_repair_dirty(BlockDriverState *bs, int flags, GError **errp);
+
+/* qcow2-vmstate.c: the VM state area past the disk (save/load_vmstate) */
+int qcow2_save_vmstate(BlockDriverState *bs, const void *buf, int64_t pos,
+                       int64_t size);
+int qcow2_load_vmstate(BlockDriverState *bs, void *buf, int64_t pos,
+                       int64_t size);
 
 /* qcow2-check.c */
 int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);

@@ -35,6 +35,12 @@ struct BlockDriver {
      * errp is set and nothing changed. */
     int (*reopen_options)(BlockDriverState *bs, BlockOpts *opts, bool commit,
                           GError **errp);
+    /* The VM state area (savevm; qemu-io read/write -b): size bytes at
+     * pos of it; 0 or -errno. */
+    int (*save_vmstate)(BlockDriverState *bs, const void *buf, int64_t pos,
+                        int64_t size);
+    int (*load_vmstate)(BlockDriverState *bs, void *buf, int64_t pos,
+                        int64_t size);
 
     /* Requests arrive aligned to bs->request_alignment (offset and length,
      * except the length of a request that ends at EOF) and with buffers
