@@ -32,6 +32,7 @@ typedef struct OpenMode {
     bool force_share;       /* -U */
     bool aio_native;        /* -k, -i native */
     bool snapshot;          /* -s: writes go to a temporary overlay */
+    bool copy_on_read;      /* -C */
 } OpenMode;
 
 /*
@@ -125,6 +126,12 @@ static int open_image(const char *name, BlockOpts *opts, const OpenMode *m)
                             NULL)) {
         read_only = m->read_only;
     }
+    if (m->copy_on_read && read_only) {
+        io_error_report("can't open%s%s: Can't use copy-on-read on read-only "
+                        "device", name ? " device " : "", name ? name : "");
+        g_hash_table_unref(opts);
+        return 1;
+    }
     if (force_share && !read_only) {
         io_error_report("can't open%s%s: force-share=on can only be used "
                         "with read-only images", name ? " device " : "",
@@ -192,6 +199,7 @@ static int open_image(const char *name, BlockOpts *opts, const OpenMode *m)
     bdrv_unref(bs);
     blk_set_enable_write_cache(state.blk, !m->writethrough);
     blk_set_ignore_discard(state.blk, m->discard_ignore);
+    blk_set_copy_on_read(state.blk, m->copy_on_read);
     state.nocache = m->nocache;
     state.no_flush = m->no_flush;
     return 0;
@@ -269,8 +277,8 @@ static int open_f(IoState *s, int argc, char **argv)
             m.snapshot = true;
             break;
         case 'C':
-            io_error_report("copy-on-read (-C) is not supported");
-            return -ENOTSUP;
+            m.copy_on_read = true;
+            break;
         case 'n':
             m.nocache = true;
             m.writethrough = false;
@@ -478,8 +486,8 @@ int main(int argc, char **argv)
             m.snapshot = true;
             break;
         case 'C':
-            io_error_report("copy-on-read (-C) is not supported");
-            exit(1);
+            m.copy_on_read = true;
+            break;
         case 'n':
             m.nocache = true;
             m.writethrough = false;
