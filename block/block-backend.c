@@ -124,7 +124,9 @@ static int copy_on_read(BlockDriverState *bs, int64_t offset, int64_t bytes)
     g_autofree uint8_t *buf = NULL;
     int ret;
 
-    if (!bdrv_get_backing(bs) || len < 0 || bytes == 0) {
+    /* Without a backing file too: unallocated clusters become zero
+     * clusters, as QEMU's copy-on-read leaves them. */
+    if (len < 0 || bytes == 0) {
         return len < 0 ? (int)len : 0;
     }
     cs = bdrv_get_info(bs, &bdi) == 0 && bdi.cluster_size > 0 ?
