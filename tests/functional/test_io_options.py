@@ -12,7 +12,9 @@
   qemu-io's text;
 - read -b / write -b: the VM state area is shared with QEMU both ways
   (written by one, read back by the other), is not guest-visible, and
-  qemu-img check stays clean.
+  qemu-img check stays clean;
+- zero writes and discards (whole and partial clusters, v2 and v3, with
+  and without backing data) leave the map qemu-io leaves.
 """
 
 import glob
@@ -142,6 +144,50 @@ def vmstate_area_shared_with_qemu():
             ends = [int(x) for x in re.findall(r'"start": (\d+)', m)]
             common.check(max(ends) < 3 << 20, 'vm state is guest-visible:\n'
                          + m)
+
+
+# Kept short: every case runs both tools on v2 and v3 images, with and
+# without backing data (this script must stay within its timeout).
+ZERO_CASES = [
+    ['write -z 0 128k'], ['write -z 0 1k'], ['write -z 32k 64k'],
+    ['write -z 60k 8k'], ['discard 0 256k'],
+    ['write -P 1 0 128k', 'write -z -u 0 128k'],
+    ['write -P 1 0 64k', 'write -z 4k 60k'],
+    ['write -z 1k 1k', 'write -P 3 2k 1k'],
+]
+BACKING_DATA = [None, 'write -P 7 60k 8k']
+
+
+@runner.case()
+def zero_write_policy_maps_like_qemu():
+    """Zero writes and discards, whole and partial clusters, v2 and v3,
+    with and without a backing file (holding data in various places):
+    the image maps as qemu-io leaves it and reads the same."""
+    t = common.tools()
+    with common.TempDir() as d:
+        base = os.path.join(d, 'base.qcow2')
+        for bdata in BACKING_DATA:
+            if bdata:
+                mkimg(base, '1M')
+                common.run_io(t.qemu_io, base, [bdata])
+            for compat in ('0.10', '1.1'):
+                for cmds in ZERO_CASES:
+                    got = []
+                    for tool in (t.qemu_io, t.io):
+                        img = os.path.join(d, os.path.basename(tool) + '.q')
+                        mkimg(img, '1M', opts='compat=' + compat,
+                              backing=base if bdata else None)
+                        common.run_io(tool, img, cmds)
+                        if tool == t.io:
+                            common.qemu_check_clean(img)
+                        got.append(common.run([t.qemu_img, 'map',
+                                               '--output=json', img]).out)
+                    what = '[%s, backing: %s] %s' % (compat, bdata, cmds)
+                    common.check(got[0] == got[1], '%s: maps differ:\n%s\n%s'
+                                 % (what, got[0], got[1]))
+                    res = common.run([t.qemu_img, 'compare', img,
+                                      os.path.join(d, 'qemu-io.q')])
+                    common.check('identical' in res.out, what)
 
 
 if __name__ == '__main__':
