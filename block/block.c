@@ -746,6 +746,42 @@ bool bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only,
     return true;
 }
 
+bool bdrv_reopen_options(BlockDriverState *bs, BlockOpts *opts, bool commit,
+                         GError **errp)
+{
+    int ret;
+
+    if (!bs->drv->reopen_options) {
+        return true;
+    }
+    bdrv_drained_begin(bs);
+    ret = bs->drv->reopen_options(bs, opts, commit, errp);
+    bdrv_drained_end(bs);
+    return ret == 0;
+}
+
+int bdrv_save_vmstate(BlockDriverState *bs, const void *buf, int64_t pos,
+                      int64_t size)
+{
+    for (; bs && bs->drv; bs = bs->file) {
+        if (bs->drv->save_vmstate) {
+            return bs->drv->save_vmstate(bs, buf, pos, size);
+        }
+    }
+    return -ENOTSUP;
+}
+
+int bdrv_load_vmstate(BlockDriverState *bs, void *buf, int64_t pos,
+                      int64_t size)
+{
+    for (; bs && bs->drv; bs = bs->file) {
+        if (bs->drv->load_vmstate) {
+            return bs->drv->load_vmstate(bs, buf, pos, size);
+        }
+    }
+    return -ENOTSUP;
+}
+
 static BlockOpts *opts_copy(BlockOpts *opts)
 {
     BlockOpts *copy = bdrv_opts_new();

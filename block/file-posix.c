@@ -650,6 +650,117 @@ bool file_create_with_size(const char *filename, uint64_t size,
     return true;
 }
 
+/* Writes zeroes over [off, off + len) of fd, in 1 MiB pieces. */
+static int write_zeroes_fd(int fd, off_t off, off_t len)
+{
+    const size_t chunk = 1024 * 1024;
+    g_autofree uint8_t *zero = g_malloc0(chunk);
+
+    while (len > 0) {
+        ssize_t n = pwrite(fd, zero, MIN((off_t)chunk, len), off);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+int file_preallocate(BlockDriverState *bs, int64_t len, bool full)
+{
+    BDRVFileState *s = bs->opaque;
+    off_t off = 0;
+
+    if (bs->drv != &bdrv_file) {
+        return -ENOTSUP;
+    }
+    if (!full) {
+        /* posix_fallocate allocates holes only, data stays */
+        int err = posix_fallocate(s->fd, 0, len);
+        return -err;
+    }
+    /* Only the holes: the range may already hold metadata (qcow2). */
+    while (off < len) {
+        off_t hole = lseek(s->fd, off, SEEK_HOLE);
+        off_t data;
+        int ret;
+
+        if (hole < 0 || hole >= len) {
+            break;
+        }
+        data = lseek(s->fd, hole, SEEK_DATA);
+        if (data < 0 || data > len) {
+            data = len;
+        }
+        ret = write_zeroes_fd(s->fd, hole, data - hole);
+        if (ret < 0) {
+            return ret;
+        }
+        off = data;
+    }
+    return fdatasync(s->fd) < 0 ? -errno : 0;
+}
+
+bool file_parse_prealloc(BlockOpts *opts, bool *on, bool *full,
+                         GError **errp)
+{
+    const char *v = bdrv_opts_get(opts, "preallocation");
+
+    *on = *full = false;
+    if (!v || !strcmp(v, "off")) {
+        return true;
+    }
+    if (!strcmp(v, "falloc") || !strcmp(v, "full")) {
+        *on = true;
+        *full = !strcmp(v, "full");
+        return true;
+    }
+    if (!strcmp(v, "metadata")) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Unsupported preallocation mode: %s", v);
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "invalid parameter value: %s", v);
+    }
+    return false;
+}
+
+/* A new host file of `size`, preallocated as opts say. */
+bool file_create_prealloc(const char *filename, BlockOpts *opts,
+                          uint64_t size, GError **errp)
+{
+    g_autoptr(BlockDriverState) bs = NULL;
+    BlockOpts *fopts;
+    bool on, full;
+    int ret;
+
+    if (!file_parse_prealloc(opts, &on, &full, errp) ||
+        !file_create_with_size(filename, size, errp)) {
+        return false;
+    }
+    if (!on || !size) {
+        return true;
+    }
+    fopts = bdrv_opts_new();
+    bdrv_opts_set(fopts, "driver", "file");
+    bs = bdrv_open(filename, fopts, BDRV_O_RDWR, errp);
+    if (!bs) {
+        return false;
+    }
+    ret = file_preallocate(bs, (int64_t)size, full);
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not preallocate data for the new file: %s",
+                    g_strerror(-ret));
+        return false;
+    }
+    return true;
+}
+
 static bool file_create(const char *filename, BlockOpts *opts, GError **errp)
 {
     uint64_t size;
@@ -657,7 +768,7 @@ static bool file_create(const char *filename, BlockOpts *opts, GError **errp)
     if (!bdrv_opts_get_size(opts, "size", 0, &size, errp)) {
         return false;
     }
-    return file_create_with_size(filename, size, errp);
+    return file_create_prealloc(filename, opts, size, errp);
 }
 
 BlockDriver bdrv_file = {

@@ -27,6 +27,11 @@ struct Qcow2Cache {
     GHashTable *index;     /* offset -> slot + 1 */
     int (*before_write)(BlockDriverState *bs);
     uint32_t ol_type;      /* QCOW2_OL_* of the tables (overlap check) */
+    /* cache-clean-interval: clean tables unused for a whole interval give
+     * their memory back (0: never). */
+    int64_t clean_interval_us;
+    int64_t last_clean_us;
+    uint64_t lru_at_last_clean;
 };
 
 Qcow2Cache *qcow2_cache_new(int num_tables, uint32_t table_size,
@@ -45,6 +50,45 @@ Qcow2Cache *qcow2_cache_new(int num_tables, uint32_t table_size,
 void qcow2_cache_set_overlap_type(Qcow2Cache *c, uint32_t type)
 {
     c->ol_type = type;
+}
+
+void qcow2_cache_set_clean_interval(Qcow2Cache *c, uint64_t seconds)
+{
+    c->clean_interval_us = (int64_t)MIN(seconds, (uint64_t)INT32_MAX) *
+                           G_USEC_PER_SEC;
+    c->last_clean_us = g_get_monotonic_time();
+    c->lru_at_last_clean = c->lru_counter;
+}
+
+/*
+ * QEMU cleans on a timer; we have no event loop, so the cache looks at
+ * the clock when it is used.  A clean table not used since the last
+ * clean is dropped and its memory freed; dirty ones stay until written.
+ */
+static void cache_clean_unused(Qcow2Cache *c)
+{
+    int64_t now;
+
+    if (!c->clean_interval_us) {
+        return;
+    }
+    now = g_get_monotonic_time();
+    if (now - c->last_clean_us < c->clean_interval_us) {
+        return;
+    }
+    for (int i = 0; i < c->size; i++) {
+        Qcow2CacheEntry *e = &c->entries[i];
+        if (e->offset && !e->dirty && e->lru <= c->lru_at_last_clean) {
+            g_hash_table_remove(c->index, &e->offset);
+            e->offset = 0;
+        }
+        if (!e->offset && e->table) {
+            free(e->table);
+            e->table = NULL;
+        }
+    }
+    c->last_clean_us = now;
+    c->lru_at_last_clean = c->lru_counter;
 }
 
 void qcow2_cache_destroy(Qcow2Cache *c)
@@ -168,10 +212,12 @@ static int cache_find_slot(BlockDriverState *bs, Qcow2Cache *c)
 static int cache_do_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
                         void **table, bool read_from_disk)
 {
-    gpointer slotp = g_hash_table_lookup(c->index, &offset);
+    gpointer slotp;
     Qcow2CacheEntry *e;
     int slot, ret;
 
+    cache_clean_unused(c);
+    slotp = g_hash_table_lookup(c->index, &offset);
     if (slotp) {
         c->last = GPOINTER_TO_INT(slotp) - 1;
         e = &c->entries[c->last];

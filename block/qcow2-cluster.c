@@ -135,6 +135,11 @@ static int l2_load(BlockDriverState *bs, uint64_t l1_index, bool for_write,
     }
     bdrv_debug_event(bs->file, "l2_alloc_write");
     ret = qcow2_cache_mark_dirty(s->l2_cache, t);
+    /* Lazy refcounts skip only data clusters' counts: a new table's own
+     * count is written first, as QEMU does. */
+    if (ret == 0 && s->rt.lazy_refcounts) {
+        ret = qcow2_cache_write(bs, s->refcount_cache);
+    }
     /* The table must be on disk before the L1 entry points at it. */
     if (ret == 0) {
         ret = qcow2_cache_write_table(bs, s->l2_cache, new_off);
@@ -311,12 +316,20 @@ int qcow2_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
                 void *buf)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint8_t *p = buf;
-    int ret = 0;
 
     if ((uint64_t)offset + bytes > s->size) {
         return -EIO;
     }
+    return qcow2_pread_any(bs, offset, bytes, buf);
+}
+
+int qcow2_pread_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                    void *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint8_t *p = buf;
+    int ret = 0;
+
     g_rw_lock_reader_lock(&s->free_lock);
     while (bytes > 0) {
         uint64_t entry, n;
@@ -530,12 +543,20 @@ int qcow2_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
                  const void *buf)
 {
     BDRVQcow2State *s = bs->opaque;
-    const uint8_t *p = buf;
-    int ret = 0;
 
     if ((uint64_t)offset + bytes > s->size) {
         return -EIO;
     }
+    return qcow2_pwrite_any(bs, offset, bytes, buf);
+}
+
+int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                     const void *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+    const uint8_t *p = buf;
+    int ret = 0;
+
     g_rw_lock_reader_lock(&s->free_lock);
     g_mutex_lock(&s->lock);
     while (bytes > 0) {
@@ -652,6 +673,89 @@ static int write_zero_bytes(BlockDriverState *bs, uint64_t off, uint64_t n)
     return qcow2_pwrite(bs, off, n, z);
 }
 
+/*
+ * QEMU's policy for a zero write that covers only part of a cluster: if
+ * the cluster reads as zeroes already (unallocated without a backing
+ * file, or a zero cluster), the whole cluster becomes a zero cluster (v3;
+ * v2 leaves it unallocated) instead of a new data cluster of zero bytes.
+ * *done false: the cluster holds other data, zero bytes must be written.
+ */
+/* The backing chain reads as zeroes over [off, off + len). */
+static bool backing_reads_zero(BlockDriverState *bs, int64_t off, int64_t len)
+{
+    int64_t blen = bdrv_getlength(bs->backing);
+
+    if (blen < 0) {
+        return false;
+    }
+    len = off >= blen ? 0 : MIN(len, blen - off);
+    while (len > 0) {
+        int64_t pnum = 0, map = 0;
+        BlockDriverState *file = NULL;
+        int depth = 0;
+        int st = bdrv_block_status_above(bs->backing, off, len, &pnum, &map,
+                                         &file, &depth);
+        if (st < 0 || !(st & BDRV_BLOCK_ZERO) || pnum <= 0) {
+            return false;
+        }
+        off += pnum;
+        len -= pnum;
+    }
+    return true;
+}
+
+static int zero_partial_cluster(BlockDriverState *bs, uint64_t off,
+                                uint64_t n, bool *done)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cstart = qcow2_cluster_start(s, off);
+    uint64_t cend = cstart + s->cluster_size;
+    uint64_t e = 0, run, l1i, l2i, *l2;
+    Qcow2ClusterType t;
+    int ret;
+
+    *done = false;
+    g_mutex_lock(&s->lock);
+    while (inflight_overlaps(s, cstart, cstart + s->cluster_size)) {
+        wait_inflight(s);
+    }
+    ret = lookup(bs, cstart, s->cluster_size, &e, &run);
+    t = qcow2_get_cluster_type(e);
+    /* With a backing file, only the rest of the cluster (outside the
+     * zeroed part) must read as zeroes there, as QEMU asks. */
+    if (ret == 0 && (t == QCOW2_CLUSTER_ZERO_PLAIN ||
+                     t == QCOW2_CLUSTER_ZERO_ALLOC ||
+                     (t == QCOW2_CLUSTER_UNALLOCATED &&
+                      (!bs->backing ||
+                       (s->version >= 3 &&
+                        backing_reads_zero(bs, cstart, off - cstart) &&
+                        backing_reads_zero(bs, off + n, cend - off - n)))))) {
+        *done = true;
+        if (t == QCOW2_CLUSTER_UNALLOCATED && s->version >= 3) {
+            split_offset(s, cstart, &l1i, &l2i);
+            ret = l2_load(bs, l1i, true, &l2);
+            if (ret == 0) {
+                l2[l2i] = GUINT64_TO_BE(QCOW_OFLAG_ZERO);
+                ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
+            }
+        }
+    }
+    g_mutex_unlock(&s->lock);
+    return ret;
+}
+
+/* Zeroes [off, off + n) inside one cluster. */
+static int zero_partial(BlockDriverState *bs, uint64_t off, uint64_t n)
+{
+    bool done;
+    int ret = zero_partial_cluster(bs, off, n, &done);
+
+    if (ret < 0 || done) {
+        return ret;
+    }
+    return write_zero_bytes(bs, off, n);
+}
+
 int qcow2_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
                         int flags)
 {
@@ -671,17 +775,22 @@ int qcow2_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
     a = qcow2_align_up(offset, cs);
     b = end == s->size ? qcow2_align_up(end, cs) : end / cs * cs;
     if (a >= b) {
-        return write_zero_bytes(bs, offset, bytes);
+        /* no whole cluster: one piece, or a head and a tail */
+        if ((uint64_t)offset / cs == (end - 1) / cs) {
+            return zero_partial(bs, offset, bytes);
+        }
+        ret = zero_partial(bs, offset, a - offset);
+        return ret < 0 ? ret : zero_partial(bs, a, end - a);
     }
     if ((uint64_t)offset < a) {
-        ret = write_zero_bytes(bs, offset, a - offset);
+        ret = zero_partial(bs, offset, a - offset);
         if (ret < 0) {
             return ret;
         }
     }
     ret = zero_clusters(bs, a, b - a, flags);
     if (ret == 0 && end > b) {
-        ret = write_zero_bytes(bs, b, end - b);
+        ret = zero_partial(bs, b, end - b);
     }
     return ret;
 }

@@ -21,7 +21,42 @@ typedef struct Qcow2CreateOpts {
     const char *backing_fmt;
     bool prealloc_metadata;
     int compression_type;
+    bool prealloc_data;        /* falloc or full: the file's clusters too */
+    bool prealloc_full;        /* full: written with zeroes */
+    bool lazy_refcounts;
 } Qcow2CreateOpts;
+
+/* lazy_refcounts=on needs the compatible feature bits of version 3. */
+static bool check_lazy_refcounts(const Qcow2CreateOpts *o, GError **errp)
+{
+    if (o->lazy_refcounts && o->version < 3) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Lazy refcounts only supported with compatibility level "
+                    "1.1 and above (use version=v3 or greater)");
+        return false;
+    }
+    return true;
+}
+
+/* preallocation: off, metadata, falloc, full (QEMU's text otherwise). */
+static bool parse_prealloc(const char *prealloc, Qcow2CreateOpts *o,
+                           GError **errp)
+{
+    if (!prealloc || !strcmp(prealloc, "off")) {
+        return true;
+    }
+    if (strcmp(prealloc, "metadata") && strcmp(prealloc, "falloc") &&
+        strcmp(prealloc, "full")) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Parameter 'preallocation' does not accept value '%s'",
+                    prealloc);
+        return false;
+    }
+    o->prealloc_metadata = true;
+    o->prealloc_data = strcmp(prealloc, "metadata") != 0;
+    o->prealloc_full = !strcmp(prealloc, "full");
+    return true;
+}
 
 static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
                               GError **errp)
@@ -30,12 +65,13 @@ static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
     const char *prealloc = bdrv_opts_get(opts, "preallocation");
     const char *ctype = bdrv_opts_get(opts, "compression_type");
     uint64_t cs, rb;
-    bool lazy, extl2;
+    bool extl2;
 
     if (!bdrv_opts_get_size(opts, "size", 0, &o->size, errp) ||
         !bdrv_opts_get_size(opts, "cluster_size", 65536, &cs, errp) ||
         !bdrv_opts_get_size(opts, "refcount_bits", 16, &rb, errp) ||
-        !bdrv_opts_get_bool(opts, "lazy_refcounts", false, &lazy, errp) ||
+        !bdrv_opts_get_bool(opts, "lazy_refcounts", false,
+                            &o->lazy_refcounts, errp) ||
         !bdrv_opts_get_bool(opts, "extended_l2", false, &extl2, errp)) {
         return false;
     }
@@ -69,10 +105,9 @@ static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
                     "greater)");
         return false;
     }
-    if (lazy || extl2) {
+    if (extl2) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "%s is not supported by strata",
-                    lazy ? "lazy_refcounts=on" : "extended_l2=on");
+                    "%s is not supported by strata", "extended_l2=on");
         return false;
     }
     o->compression_type = qcow2_parse_compression_type(ctype, o->version,
@@ -80,14 +115,8 @@ static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
     if (o->compression_type < 0) {
         return false;
     }
-    if (!prealloc || !strcmp(prealloc, "off")) {
-        o->prealloc_metadata = false;
-    } else if (!strcmp(prealloc, "metadata")) {
-        o->prealloc_metadata = true;
-    } else {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Parameter 'preallocation' does not accept value '%s'",
-                    prealloc);
+    if (!check_lazy_refcounts(o, errp) ||
+        !parse_prealloc(prealloc, o, errp)) {
         return false;
     }
     o->backing_file = bdrv_opts_get(opts, "backing_file");
@@ -135,6 +164,7 @@ static bool write_minimal_image(const char *filename, const Qcow2CreateOpts *o,
     PUT64(48, cs);          /* refcount table at cluster 1 */
     PUT32(56, 1);
     if (o->version >= 3) {
+        PUT64(80, o->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0);
         PUT32(96, order);
         PUT32(100, QCOW2_V3_HEADER_LENGTH);
     }
@@ -178,6 +208,24 @@ static int sync_file(const char *filename)
     ret = bdrv_flush(file);
     bdrv_unref(file);
     return ret;
+}
+
+/* falloc / full: the clusters that metadata preallocation mapped are
+ * allocated in the file too (full: written with zeroes). */
+static bool preallocate_data(BlockDriverState *bs, const Qcow2CreateOpts *o,
+                             GError **errp)
+{
+    int64_t len = bdrv_getlength(bs->file);
+    int ret = len < 0 ? (int)len : file_preallocate(bs->file, len,
+                                                    o->prealloc_full);
+
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not preallocate data for the new file: %s",
+                    g_strerror(-ret));
+        return false;
+    }
+    return true;
 }
 
 bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp)
@@ -230,6 +278,9 @@ bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp)
                         g_strerror(-ret));
             return false;
         }
+    }
+    if (o.prealloc_data && o.size && !preallocate_data(bs, &o, errp)) {
+        return false;
     }
     ret = bdrv_flush(bs);
     g_clear_pointer(&bs, bdrv_unref);   /* its lock goes with it */

@@ -432,13 +432,8 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
                     "qcow2: Image is corrupt; cannot be opened read/write");
         return -EACCES;
     }
-    if ((s->incompatible_features & QCOW2_INCOMPAT_DIRTY) && rw && !check) {
-        /* Lazy refcounts are not supported: counts may be stale. */
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "qcow2: Image is dirty (lazy refcounts); repair it with "
-                    "'qemu-img check -r all' before opening it read/write");
-        return -ENOTSUP;
-    }
+    /* A dirty image opened read/write has its refcounts repaired at the
+     * end of the open (qcow2_repair_dirty). */
     /* Unsigned, as on disk: a huge value must not pass as negative. */
     if (refcount_order > 6) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,

@@ -579,6 +579,11 @@ int qcow2_before_l2_write(BlockDriverState *bs)
     BDRVQcow2State *s = bs->opaque;
     int ret;
 
+    /* Lazy refcounts: once the dirty bit is on disk, the next open
+     * repairs the counts, so L2 tables need not wait for them. */
+    if (s->rt.lazy_refcounts && qcow2_mark_dirty(bs) == 0) {
+        return 0;
+    }
     if (qcow2_cache_has_dirty(s->refcount_cache)) {
         ret = qcow2_cache_write(bs, s->refcount_cache);
         if (ret < 0) {

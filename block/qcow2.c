@@ -12,10 +12,6 @@
 #include "byteorder.h"
 #include "block/drivers.h"
 
-/* Cover up to 32 MiB of L2 tables, like QEMU's default on Linux. */
-#define QCOW2_L2_CACHE_MAX_BYTES (32 * 1024 * 1024)
-#define QCOW2_MIN_CACHE_TABLES 16
-
 
 /* Like QEMU: the magic and any version from 2 up (all 32 bits of it), so
  * an unsupported version is refused by open instead of probing as raw. */
@@ -36,6 +32,7 @@ static void qcow2_free_state(BDRVQcow2State *s)
     qcow2_free_snapshots(s);
     g_clear_pointer(&s->sn_damage, g_free);
     qcow2_overlap_free(s);
+    qcow2_runtime_opts_free(s);
     g_free(s->l1_table);
     g_free(s->refcount_table);
     g_free(s->unknown_header_fields);
@@ -48,26 +45,6 @@ static void qcow2_free_state(BDRVQcow2State *s)
     g_mutex_clear(&s->lock);
     g_rw_lock_clear(&s->free_lock);
     g_cond_clear(&s->alloc_cond);
-}
-
-static void qcow2_init_caches(BDRVQcow2State *s)
-{
-    uint64_t l2_tables = qcow2_l1_entries_for(s, s->size);
-    uint64_t max_tables = QCOW2_L2_CACHE_MAX_BYTES / s->cluster_size;
-    int n = (int)CLAMP(l2_tables, QCOW2_MIN_CACHE_TABLES, max_tables);
-
-    /* Refcount blocks for every cluster the L2 tables can map, plus a
-     * few for the metadata: a walk over the whole image (snapshots) then
-     * reads each block once instead of cycling through too small an LRU. */
-    int nr = (int)MIN((uint64_t)n * s->refcount_bits / 64 + 4,
-                      (uint64_t)max_tables);
-
-    s->l2_cache = qcow2_cache_new(n, s->cluster_size, qcow2_before_l2_write);
-    s->refcount_cache = qcow2_cache_new(MAX(nr, QCOW2_MIN_CACHE_TABLES),
-                                        s->cluster_size,
-                                        qcow2_before_refblock_write);
-    qcow2_cache_set_overlap_type(s->l2_cache, QCOW2_OL_ACTIVE_L2);
-    qcow2_cache_set_overlap_type(s->refcount_cache, QCOW2_OL_REFCOUNT_BLOCK);
 }
 
 static int qcow2_open(BlockDriverState *bs, BlockOpts *options, int flags,
@@ -85,11 +62,10 @@ static int qcow2_open(BlockDriverState *bs, BlockOpts *options, int flags,
     if (ret < 0) {
         goto fail;
     }
-    ret = qcow2_overlap_open_options(bs, options, errp);
+    ret = qcow2_runtime_opts_open(bs, options, flags, errp);
     if (ret < 0) {
         goto fail;
     }
-    qcow2_init_caches(s);
     ret = qcow2_read_snapshots(bs, errp);
     if (ret < 0) {
         goto fail;
@@ -106,6 +82,10 @@ static int qcow2_open(BlockDriverState *bs, BlockOpts *options, int flags,
             goto fail;
         }
     }
+    ret = qcow2_repair_dirty(bs, flags, errp);
+    if (ret < 0) {
+        goto fail;
+    }
     return 0;
 
 fail:
@@ -113,7 +93,9 @@ fail:
     return ret;
 }
 
-static int qcow2_flush_metadata(BlockDriverState *bs)
+/* guest: a guest's flush (lazy refcounts may keep refcount blocks back);
+ * otherwise everything is written and a dirty bit we set is cleared. */
+static int qcow2_flush_metadata(BlockDriverState *bs, bool guest)
 {
     BDRVQcow2State *s = bs->opaque;
     int ret;
@@ -121,7 +103,10 @@ static int qcow2_flush_metadata(BlockDriverState *bs)
     /* free_lock first: applying frees must not race data requests. */
     g_rw_lock_writer_lock(&s->free_lock);
     g_mutex_lock(&s->lock);
-    ret = qcow2_write_back_metadata(bs);
+    ret = guest ? qcow2_lazy_write_back(bs) : qcow2_write_back_metadata(bs);
+    if (ret == 0 && !guest) {
+        ret = qcow2_mark_clean(bs);
+    }
     g_mutex_unlock(&s->lock);
     g_rw_lock_writer_unlock(&s->free_lock);
     return ret;
@@ -133,14 +118,14 @@ static void qcow2_close(BlockDriverState *bs)
 
     qcow2_snapshot_close(bs);
     if (!bs->read_only) {
-        qcow2_flush_metadata(bs);
+        qcow2_flush_metadata(bs, false);
     }
     qcow2_free_state(s);
 }
 
 static int qcow2_flush(BlockDriverState *bs)
 {
-    return qcow2_flush_metadata(bs);
+    return qcow2_flush_metadata(bs, true);
 }
 
 static int qcow2_reopen(BlockDriverState *bs, bool read_only, GError **errp)
@@ -156,7 +141,7 @@ static int qcow2_reopen(BlockDriverState *bs, bool read_only, GError **errp)
     }
 
     if (read_only) {
-        ret = qcow2_flush_metadata(bs);
+        ret = qcow2_flush_metadata(bs, false);
         if (ret < 0) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                         "Could not write back metadata: %s", g_strerror(-ret));
@@ -449,6 +434,9 @@ BlockDriver bdrv_qcow2 = {
     .close = qcow2_close,
     .create = qcow2_create,
     .reopen = qcow2_reopen,
+    .reopen_options = qcow2_runtime_opts_reopen,
+    .save_vmstate = qcow2_save_vmstate,
+    .load_vmstate = qcow2_load_vmstate,
     .pread = qcow2_pread,
     .pwrite = qcow2_pwrite,
     .pwrite_zeroes = qcow2_pwrite_zeroes,

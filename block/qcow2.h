@@ -128,6 +128,16 @@ typedef struct Qcow2InflightAlloc {
     struct Qcow2InflightAlloc *next;
 } Qcow2InflightAlloc;
 
+/* qcow2 runtime options (qcow2-options.c), as QEMU 7.2 names them. */
+typedef struct Qcow2RuntimeOpts {
+    int l2_tables;             /* L2 cache size in tables; 0: our default */
+    int refcount_tables;       /* refcount cache size in blocks; 0: default */
+    uint32_t l2_entry_size;    /* l2-cache-entry-size (validated only) */
+    uint64_t cache_clean_interval;  /* seconds; 0: never */
+    bool lazy_refcounts;
+    bool discard_request, discard_snapshot, discard_other;
+} Qcow2RuntimeOpts;
+
 typedef struct BDRVQcow2State {
     /*
      * lock protects every field below and all metadata I/O.  Data I/O to
@@ -212,6 +222,14 @@ typedef struct BDRVQcow2State {
     GPtrArray *snapshot_ops;
     /* A snapshot was loaded read-only in place of the active image. */
     bool snapshot_loaded;
+
+    /* Runtime options in force, and the option strings they came from
+     * (a reopen merges new options into these, as QEMU does). */
+    Qcow2RuntimeOpts rt;
+    BlockOpts *rt_opts;
+    /* This open set the dirty bit (lazy refcounts); a clean close or a
+     * switch to read-only clears it. */
+    bool dirtied_here;
 } BDRVQcow2State;
 
 static inline uint64_t qcow2_align_up(uint64_t x, uint64_t a)
@@ -238,6 +256,8 @@ Qcow2ClusterType qcow2_get_cluster_type(uint64_t l2_entry);
 Qcow2Cache *qcow2_cache_new(int num_tables, uint32_t table_size,
                             int (*before_write)(BlockDriverState *bs));
 void qcow2_cache_destroy(Qcow2Cache *c);
+/* cache-clean-interval in seconds (0: never drop unused clean tables). */
+void qcow2_cache_set_clean_interval(Qcow2Cache *c, uint64_t seconds);
 /* Tables are kept in on-disk (big-endian) byte order.  A pointer stays
  * valid until the next cache call, all under the qcow2 lock. */
 int qcow2_cache_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
@@ -282,6 +302,12 @@ int qcow2_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
                 void *buf);
 int qcow2_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
                  const void *buf);
+/* The same past the disk's end (the VM state area); for writes the L1
+ * table must already reach the range. */
+int qcow2_pread_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                    void *buf);
+int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                     const void *buf);
 int qcow2_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
                         int flags);
 int qcow2_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
@@ -415,6 +441,34 @@ void qcow2_overlap_remove(BDRVQcow2State *s, uint32_t type, uint64_t offset,
                           uint64_t bytes);
 /* Tables changed wholesale in place: rebuild before the next check. */
 void qcow2_overlap_invalidate(BDRVQcow2State *s);
+
+/* qcow2-options.c: the runtime options (cache sizes, cache-clean-interval,
+ * lazy-refcounts, pass-discard-*, overlap-check) at open and reopen. */
+/* At open: takes the runtime option keys out of options, validates them
+ * (QEMU's texts) and applies them: caches sized, overlap check set. */
+int qcow2_runtime_opts_open(BlockDriverState *bs, BlockOpts *options,
+                            int flags, GError **errp);
+/* At reopen (commit false: validate and take the keys it knows out of
+ * opts, nothing changes; commit true: apply, after a validation). */
+int qcow2_runtime_opts_reopen(BlockDriverState *bs, BlockOpts *opts,
+                              bool commit, GError **errp);
+void qcow2_runtime_opts_free(BDRVQcow2State *s);
+
+/* qcow2-lazy.c: lazy refcounts and the dirty bit */
+/* Sets the dirty bit on disk (synced) if it is not set yet. */
+int qcow2_mark_dirty(BlockDriverState *bs);
+/* Writes back all metadata, then clears the dirty bit (synced). */
+int qcow2_mark_clean(BlockDriverState *bs);
+/* A guest flush: with lazy refcounts only the L2 tables go to disk. */
+int qcow2_lazy_write_back(BlockDriverState *bs);
+/* Open read-write of a dirty image: refcounts repaired (check -r all). */
+int qcow2_repair_dirty(BlockDriverState *bs, int flags, GError **errp);
+
+/* qcow2-vmstate.c: the VM state area past the disk (save/load_vmstate) */
+int qcow2_save_vmstate(BlockDriverState *bs, const void *buf, int64_t pos,
+                       int64_t size);
+int qcow2_load_vmstate(BlockDriverState *bs, void *buf, int64_t pos,
+                       int64_t size);
 
 /* qcow2-check.c */
 int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);

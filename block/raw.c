@@ -226,7 +226,7 @@ static bool raw_create(const char *filename, BlockOpts *opts, GError **errp)
     if (!bdrv_opts_get_size(opts, "size", 0, &size, errp)) {
         return false;
     }
-    return file_create_with_size(filename, size, errp);
+    return file_create_prealloc(filename, opts, size, errp);
 }
 
 BlockDriver bdrv_raw = {

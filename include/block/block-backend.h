@@ -65,6 +65,9 @@ bool blk_enable_write_cache(BlockBackend *blk);
  * discard=ignore: discards succeed without reaching the node, and zero
  * writes never unmap.  Off by default.
  */
+/* copy-on-read (qemu-io -C): reads copy what the top node lacks up from
+ * its backing chain, whole clusters at a time.  Off by default. */
+void blk_set_copy_on_read(BlockBackend *blk, bool enable);
 void blk_set_ignore_discard(BlockBackend *blk, bool ignore);
 bool blk_ignore_discard(BlockBackend *blk);
 

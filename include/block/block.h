@@ -94,6 +94,16 @@ void bdrv_ref(BlockDriverState *bs);
 void bdrv_unref(BlockDriverState *bs);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(BlockDriverState, bdrv_unref)
 
+/* The driver's runtime options in opts (the keys it knows are taken out
+ * of opts): validated only (commit false) or applied (commit true). */
+bool bdrv_reopen_options(BlockDriverState *bs, BlockOpts *opts, bool commit,
+                         GError **errp);
+/* The VM state area of a node (the format's, else its file child's):
+ * 0 or -errno (-ENOTSUP where no driver has one). */
+int bdrv_save_vmstate(BlockDriverState *bs, const void *buf, int64_t pos,
+                      int64_t size);
+int bdrv_load_vmstate(BlockDriverState *bs, void *buf, int64_t pos,
+                      int64_t size);
 /* Reopens the node (and not its backing chain) read-only or read-write. */
 bool bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only,
                                GError **errp);

@@ -29,6 +29,18 @@ struct BlockDriver {
     /* Called before the node becomes read-only or read-write; a format
      * writes back its caches before going read-only. */
     int (*reopen)(BlockDriverState *bs, bool read_only, GError **errp);
+    /* Changes runtime options (qemu-io's reopen -o) of a drained node:
+     * takes the keys it knows out of opts; with commit false it only
+     * validates them, with commit true it applies them.  On error,
+     * errp is set and nothing changed. */
+    int (*reopen_options)(BlockDriverState *bs, BlockOpts *opts, bool commit,
+                          GError **errp);
+    /* The VM state area (savevm; qemu-io read/write -b): size bytes at
+     * pos of it; 0 or -errno. */
+    int (*save_vmstate)(BlockDriverState *bs, const void *buf, int64_t pos,
+                        int64_t size);
+    int (*load_vmstate)(BlockDriverState *bs, void *buf, int64_t pos,
+                        int64_t size);
 
     /* Requests arrive aligned to bs->request_alignment (offset and length,
      * except the length of a request that ends at EOF) and with buffers

@@ -401,10 +401,24 @@ static bool take_bool(BlockOpts *opts, const char *key, bool *val)
     return true;
 }
 
+static GHashTable *opts_dup(GHashTable *from)
+{
+    GHashTable *copy = bdrv_opts_new();
+    GHashTableIter it;
+    gpointer k, v;
+
+    g_hash_table_iter_init(&it, from);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        bdrv_opts_set(copy, k, v);
+    }
+    return copy;
+}
+
 /*
  * The block API can switch a node between read-only and read-write; the
- * write-through setting belongs to the device.  Other options cannot
- * change.
+ * write-through setting belongs to the device; the format driver takes
+ * its runtime options (qcow2: cache sizes, lazy-refcounts, overlap-check,
+ * ...).  Other options cannot change.
  */
 static int reopen_f(IoState *s, int argc, char **argv)
 {
@@ -481,6 +495,16 @@ static int reopen_f(IoState *s, int argc, char **argv)
             return -EINVAL;
         }
     }
+    /* The driver validates its options first (taking them out of opts),
+     * then what is left cannot change; only then do they apply. */
+    g_autoptr(GHashTable) drv_opts = opts_dup(opts);
+    {
+        g_autoptr(GError) err = NULL;
+        if (!bdrv_reopen_options(bs, opts, false, &err)) {
+            io_error_report("%s", err->message);
+            return -EINVAL;
+        }
+    }
     g_hash_table_iter_init(&it, opts);
     while (g_hash_table_iter_next(&it, &key, NULL)) {
         if (!bad || strcmp(key, bad) < 0) {
@@ -502,6 +526,13 @@ static int reopen_f(IoState *s, int argc, char **argv)
         io_error_report("Read-only block node '%s' cannot support read-write "
                         "users", bdrv_get_node_name(bs));
         return -EINVAL;
+    }
+    {
+        g_autoptr(GError) err = NULL;
+        if (!bdrv_reopen_options(bs, drv_opts, true, &err)) {
+            io_error_report("%s", err->message);
+            return -EINVAL;
+        }
     }
     if (read_only != bdrv_is_read_only(bs)) {
         g_autoptr(GError) err = NULL;

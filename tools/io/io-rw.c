@@ -396,7 +396,12 @@ static int submit(IoState *s, const RwKind *k, const RwArgs *a, char *buf)
     int fua = a->fua ? BLK_REQ_FUA : 0;
 
     if (a->vmstate) {
-        return -ENOTSUP;        /* strata images have no VM state area */
+        /* The format's VM state area (qcow2: past the disk's end). */
+        BlockDriverState *bs = blk_bs(s->blk);
+        return k->op == RW_READ ?
+               bdrv_load_vmstate(bs, buf, a->offset, a->bytes) :
+               k->op == RW_WRITE && !a->zeroes ?
+               bdrv_save_vmstate(bs, buf, a->offset, a->bytes) : -ENOTSUP;
     }
     switch (k->op) {
     case RW_READ:

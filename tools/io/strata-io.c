@@ -31,7 +31,58 @@ typedef struct OpenMode {
     bool discard_ignore;
     bool force_share;       /* -U */
     bool aio_native;        /* -k, -i native */
+    bool snapshot;          /* -s: writes go to a temporary overlay */
+    bool copy_on_read;      /* -C */
 } OpenMode;
+
+/*
+ * Snapshot mode (-s), as qemu-io's: the image is only read; a temporary
+ * qcow2 overlay over it, created under $TMPDIR (QEMU's /var/tmp), takes
+ * the writes and disappears with the process.  Returns the overlay's
+ * open node, or NULL with errp set.  base is consumed.
+ */
+static BlockDriverState *open_temp_overlay(BlockDriverState *base, int flags,
+                                           GError **errp)
+{
+    g_autofree char *tmp = NULL;
+    g_autofree char *abs = NULL;
+    g_autofree char *size = NULL;
+    g_autoptr(GHashTable) copts = bdrv_opts_new();
+    BlockOpts *oopts;
+    BlockDriverState *overlay;
+    int64_t len = bdrv_getlength(base);
+    int fd;
+
+    if (len < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not get image size: %s", g_strerror((int)-len));
+        bdrv_unref(base);
+        return NULL;
+    }
+    abs = g_canonicalize_filename(bdrv_get_filename(base), NULL);
+    size = g_strdup_printf("%" G_GINT64_FORMAT, len);
+    bdrv_opts_set(copts, "size", size);
+    bdrv_opts_set(copts, "backing_file", abs);
+    bdrv_opts_set(copts, "backing_fmt", bdrv_get_format_name(base));
+    /* Only its name and format were needed: the overlay opens it again,
+     * read-only, as its backing file. */
+    bdrv_unref(base);
+    fd = g_file_open_tmp("strata-io-snapshot-XXXXXX", &tmp, errp);
+    if (fd < 0) {
+        return NULL;
+    }
+    close(fd);
+    if (!bdrv_create("qcow2", tmp, copts, errp)) {
+        unlink(tmp);
+        return NULL;
+    }
+    oopts = bdrv_opts_new();
+    bdrv_opts_set(oopts, "driver", "qcow2");
+    overlay = bdrv_open(tmp, oopts, flags | BDRV_O_RDWR, errp);
+    /* Open (or not), the name is no longer needed. */
+    unlink(tmp);
+    return overlay;
+}
 
 /*
  * Opens name (or, with name NULL, what opts say) as the current image,
@@ -75,6 +126,12 @@ static int open_image(const char *name, BlockOpts *opts, const OpenMode *m)
                             NULL)) {
         read_only = m->read_only;
     }
+    if (m->copy_on_read && read_only) {
+        io_error_report("can't open%s%s: Can't use copy-on-read on read-only "
+                        "device", name ? " device " : "", name ? name : "");
+        g_hash_table_unref(opts);
+        return 1;
+    }
     if (force_share && !read_only) {
         io_error_report("can't open%s%s: force-share=on can only be used "
                         "with read-only images", name ? " device " : "",
@@ -116,7 +173,13 @@ static int open_image(const char *name, BlockOpts *opts, const OpenMode *m)
     if (force_share) {
         flags |= BDRV_O_FORCE_SHARE;
     }
+    if (m->snapshot) {
+        flags &= ~BDRV_O_RDWR;
+    }
     bs = bdrv_open(open_name, opts, flags, &err);
+    if (bs && m->snapshot) {
+        bs = open_temp_overlay(bs, flags, &err);
+    }
     if (!bs) {
         io_error_report("can't open%s%s: %s", name ? " device " : "",
                         name ? name : "", err ? err->message : "unknown error");
@@ -136,6 +199,7 @@ static int open_image(const char *name, BlockOpts *opts, const OpenMode *m)
     bdrv_unref(bs);
     blk_set_enable_write_cache(state.blk, !m->writethrough);
     blk_set_ignore_discard(state.blk, m->discard_ignore);
+    blk_set_copy_on_read(state.blk, m->copy_on_read);
     state.nocache = m->nocache;
     state.no_flush = m->no_flush;
     return 0;
@@ -210,11 +274,11 @@ static int open_f(IoState *s, int argc, char **argv)
     while ((c = getopt(argc, argv, "snCro:ki:t:d:U")) != -1) {
         switch (c) {
         case 's':
-            io_error_report("snapshot mode (-s) is not supported");
-            return -ENOTSUP;
+            m.snapshot = true;
+            break;
         case 'C':
-            io_error_report("copy-on-read (-C) is not supported");
-            return -ENOTSUP;
+            m.copy_on_read = true;
+            break;
         case 'n':
             m.nocache = true;
             m.writethrough = false;
@@ -419,11 +483,11 @@ int main(int argc, char **argv)
                             NULL)) != -1) {
         switch (c) {
         case 's':
-            io_error_report("snapshot mode (-s) is not supported");
-            exit(1);
+            m.snapshot = true;
+            break;
         case 'C':
-            io_error_report("copy-on-read (-C) is not supported");
-            exit(1);
+            m.copy_on_read = true;
+            break;
         case 'n':
             m.nocache = true;
             m.writethrough = false;
