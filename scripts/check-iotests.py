@@ -138,6 +138,8 @@ def read_list(path):
 def read_expected(path):
     """name -> reason (the rest of the line) from expected-failures.txt."""
     expected = {}
+    if not path.exists():
+        return expected
     for line in path.read_text().splitlines():
         if not line.strip() or line.lstrip().startswith('#'):
             continue
@@ -229,6 +231,8 @@ def main():
     ap.add_argument('--set', default='106', choices=sorted(SETS),
                     help='named test set (default 106, which holds plain)')
     ap.add_argument('--fetch-only', action='store_true')
+    ap.add_argument('--source', help='an extracted qemu source tree to use '
+                    'instead of fetching one')
     ap.add_argument('-j', '--jobs', type=int,
                     default=int(os.environ.get('IOTESTS_JOBS', '1')))
     ap.add_argument('tests', nargs='*', help='run these instead of a set')
@@ -237,7 +241,7 @@ def main():
     build = Path(args.build).resolve()
     workdir = build / 'iotests'
     workdir.mkdir(parents=True, exist_ok=True)
-    tree = fetch(workdir)
+    tree = Path(args.source).resolve() if args.source else fetch(workdir)
     if tree is None:
         log('SKIPPED: the qemu source package could not be fetched')
         return 77
