@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -513,9 +514,11 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
         return -EFBIG;
     }
     l1_needed = qcow2_l1_entries_for(s, header_size);
-    if (l1_needed > QCOW2_MAX_L1_BYTES / 8) {
+    /* QEMU's limit and text; a smaller excess is "L1 table is too small"
+     * below, since l1_size itself was checked against the 32 MiB limit */
+    if (l1_needed > INT_MAX) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Active L1 table too large");
+                    "Image is too big");
         return -EFBIG;
     }
     if (s->l1_size < l1_needed) {
