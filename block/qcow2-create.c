@@ -64,7 +64,7 @@ static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
     if (o->version == 2 && rb != 16) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Different refcount widths than 16 bits require "
-                    "compatibility level 1.1 or above (use compat=1.1 or "
+                    "compatibility level 1.1 or above (use version=v3 or "
                     "greater)");
         return false;
     }
