@@ -143,8 +143,8 @@ def read_expected(path):
     for line in path.read_text().splitlines():
         if not line.strip() or line.lstrip().startswith('#'):
             continue
-        name, _, reason = line.strip().partition(' ')
-        expected[name] = reason.strip()
+        name, *reason = line.split()
+        expected[name] = ' '.join(reason)
     return expected
 
 
