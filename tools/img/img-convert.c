@@ -507,6 +507,7 @@ int img_convert(int argc, char **argv)
     };
     bool progress = false, skip_create = false;
     bool tgt_image_opts = false, target_is_zero = false;
+    bool copy_range = false, explicit_sparse = false;
     int flags = BDRV_O_RDWR; /* as qemu-img */
     int64_t sval;
     long long lval;
@@ -522,7 +523,9 @@ int img_convert(int argc, char **argv)
             out_baseimg = optarg;
             break;
         case 'C':
-            /* copy offloading: strata always copies through memory */
+            /* copy offloading: strata always copies through memory, but
+             * the options QEMU refuses with it are refused alike */
+            copy_range = true;
             break;
         case 'c':
             img_error("Compression not supported for this file format");
@@ -553,6 +556,7 @@ int img_convert(int argc, char **argv)
                 return 1;
             }
             s.min_sparse = sval;
+            explicit_sparse = true;
             break;
         case 'p':
             progress = true;
@@ -601,6 +605,10 @@ int img_convert(int argc, char **argv)
 
     if (!out_fmt && !tgt_image_opts) {
         out_fmt = "raw";
+    }
+    if (explicit_sparse && copy_range) {
+        img_error("Cannot enable copy offloading when -S is used");
+        return 1;
     }
     if (tgt_image_opts && !skip_create) {
         img_error("--target-image-opts requires use of -n flag");
