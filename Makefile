@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Thin wrapper around meson, in the spirit of QEMU's: `make`, `make demo`,
-# `make check`, `make bench`.  Release tools live in build/, the sanitized
-# test build in build-check/.
+# `make check`, `make check-iotests`, `make bench`.  Release tools live in
+# build/, the sanitized test build in build-check/.
 
 BUILD       ?= build
 CHECK_BUILD ?= build-check
@@ -10,7 +10,8 @@ FUZZ_SECONDS ?= 600
 FUZZ_FLAGS  ?=
 MESON       ?= meson
 
-.PHONY: all deps demo check bench fuzz fuzz-deps clean
+.PHONY: all deps demo check check-iotests iotests-deps iotests-fetch bench \
+	fuzz fuzz-deps clean
 
 all: deps $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -30,6 +31,25 @@ demo: all
 check: deps $(CHECK_BUILD)/build.ninja
 	ninja -C $(CHECK_BUILD)
 	$(MESON) test -C $(CHECK_BUILD) --print-errorlogs --num-processes 2
+
+# QEMU's qemu-iotests (qcow2) with the release tools of $(BUILD) as qemu-img
+# and qemu-io; Debian's qemu source package is fetched into $(BUILD)/iotests.
+# IOTESTS_SET is plain or 106; IOTESTS="013 026" runs those tests instead;
+# IOTESTS_JOBS tests at a time.  Fails on a failure that is not listed in
+# tests/iotests/expected-failures.txt.
+IOTESTS_SET  ?= 106
+IOTESTS      ?=
+IOTESTS_JOBS ?= 1
+
+iotests-deps:
+	@sh scripts/install-deps.sh --iotests
+
+iotests-fetch: iotests-deps
+	python3 scripts/check-iotests.py --build $(BUILD) --fetch-only
+
+check-iotests: all iotests-deps
+	python3 scripts/check-iotests.py --build $(BUILD) --set $(IOTESTS_SET) \
+	    -j $(IOTESTS_JOBS) $(IOTESTS)
 
 # libFuzzer on the qcow2 target (clang, ASan+UBSan) for FUZZ_SECONDS;
 # FUZZ_FLAGS adds libFuzzer flags, e.g. "-fork=1 -ignore_crashes=1".

@@ -101,7 +101,7 @@ static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
     if (o->version == 2 && rb != 16) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Different refcount widths than 16 bits require "
-                    "compatibility level 1.1 or above (use compat=1.1 or "
+                    "compatibility level 1.1 or above (use version=v3 or "
                     "greater)");
         return false;
     }
@@ -138,6 +138,16 @@ static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
         return false;
     }
     o->size = qcow2_align_up(o->size, BDRV_SECTOR_SIZE);
+    /* Checked before anything is written; QEMU's generic text for a size
+     * the format cannot address (its hint: qcow2 always has a cluster
+     * size option) */
+    if (o->size &&
+        (o->size - 1) / (cs * (cs / 8)) + 1 > QCOW2_MAX_L1_BYTES / 8) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "The image size is too large for file format 'qcow2' "
+                    "(try using a larger cluster size)");
+        return false;
+    }
     return true;
 }
 

@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -102,55 +103,61 @@ static bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
     return alen && blen && a < b + blen && b < a + alen;
 }
 
-/* Finds the name the image's own feature table gives a bit, if any. */
-static char *feature_name(const uint8_t *hdr, uint32_t start, uint32_t end,
-                          int type, int bit)
+/*
+ * The image's own feature name table (the last one in the header, as QEMU
+ * reads it), zero-padded by two entries: a table cut short still names the
+ * bits its partial entries hold, and a zero entry always ends it.
+ */
+static uint8_t *feature_table(const uint8_t *hdr, uint32_t start,
+                              uint32_t end, uint32_t *len)
 {
+    uint8_t *table = NULL;
     uint32_t off = start;
 
     while (off + 8 <= end) {
-        uint32_t magic = be32_read(hdr + off), len = be32_read(hdr + off + 4);
+        uint32_t magic = be32_read(hdr + off), elen = be32_read(hdr + off + 4);
         off += 8;
-        if (magic == QCOW2_EXT_END || len > end - off) {
+        if (magic == QCOW2_EXT_END || elen > end - off) {
             break;
         }
         if (magic == QCOW2_EXT_FEATURE_TABLE) {
-            for (uint32_t i = 0; i + 48 <= len; i += 48) {
-                const uint8_t *e = hdr + off + i;
-                if (e[0] == type && e[1] == bit) {
-                    return g_strndup((const char *)e + 2, 46);
-                }
-            }
+            g_free(table);
+            table = g_malloc0(elen + 2 * 48);
+            memcpy(table, hdr + off, elen);
+            *len = elen;
         }
-        off += (len + 7) & ~7U;
+        off += (elen + 7) & ~7U;
     }
-    return NULL;
+    return table;
 }
 
+/*
+ * QEMU's wording: the incompatible bits the table names, in table order,
+ * then whatever is left of the mask as one hex number.
+ */
 static void report_unsupported(const uint8_t *hdr, uint32_t ext_start,
                                uint32_t ext_end, uint64_t mask, GError **errp)
 {
-    GString *msg = g_string_new("Unsupported qcow2 feature(s): ");
-    bool first = true;
+    g_autoptr(GString) msg = g_string_new("");
+    uint32_t len = 0;
+    g_autofree uint8_t *table = feature_table(hdr, ext_start, ext_end, &len);
 
-    for (int bit = 0; bit < 64; bit++) {
-        if (!(mask & (1ULL << bit))) {
+    for (uint32_t i = 0; table && i < len + 48 && table[i + 2]; i += 48) {
+        uint64_t bit = table[i + 1] < 64 ? 1ULL << table[i + 1] : 0;
+        if (table[i] != 0 || !(mask & bit)) {
             continue;
         }
-        g_autofree char *name = feature_name(hdr, ext_start, ext_end, 0, bit);
-        if (!first) {
-            g_string_append(msg, ", ");
-        }
-        first = false;
-        if (name) {
-            g_string_append(msg, name);
-        } else {
-            g_string_append_printf(msg, "Unknown incompatible feature: %"
-                                   G_GINT64_MODIFIER "x", (uint64_t)1 << bit);
-        }
+        g_string_append_printf(msg, "%s%.46s", msg->len ? ", " : "",
+                               (const char *)table + i + 2);
+        mask &= ~bit;
     }
-    g_set_error_literal(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED, msg->str);
-    g_string_free(msg, TRUE);
+    if (mask) {
+        g_string_append_printf(msg, "%sUnknown incompatible feature: %"
+                               G_GINT64_MODIFIER "x", msg->len ? ", " : "",
+                               mask);
+    }
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                "Unsupported qcow2 feature(s): %s", msg->str);
 }
 
 static void unknown_ext_free(gpointer p)
@@ -502,9 +509,11 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
         return -EFBIG;
     }
     l1_needed = qcow2_l1_entries_for(s, header_size);
-    if (l1_needed > QCOW2_MAX_L1_BYTES / 8) {
+    /* QEMU's limit and text; a smaller excess is "L1 table is too small"
+     * below, since l1_size itself was checked against the 32 MiB limit */
+    if (l1_needed > INT_MAX) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Active L1 table too large");
+                    "Image is too big");
         return -EFBIG;
     }
     if (s->l1_size < l1_needed) {

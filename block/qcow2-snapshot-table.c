@@ -315,9 +315,10 @@ int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
      * snapshot whose L1 is bad is refused when it is loaded. */
     bool check_l1s = !(bs->open_flags & BDRV_O_CHECK) &&
                      (bs->open_flags & BDRV_O_RDWR);
-    /* only check -r opens a table it must repair */
-    bool tolerate = (bs->open_flags & BDRV_O_CHECK) &&
-                    (bs->open_flags & BDRV_O_RDWR);
+    /* check opens a table it must repair (-r all) or report (QEMU's
+     * "ERROR failed to read the snapshot table" and its hint); only the
+     * read-write check writes anything */
+    bool tolerate = bs->open_flags & BDRV_O_CHECK;
     uint64_t file_end, table_end, pos;
     g_autofree TableReader *r = g_new0(TableReader, 1);
     int ret = 0;

@@ -4,6 +4,7 @@
 # those that are missing, so a prepared machine pays nothing.
 #   install-deps.sh          what `make`, `make check`, `make demo` need
 #   install-deps.sh --fuzz   that plus clang with libFuzzer (`make fuzz`)
+#   install-deps.sh --iotests   that plus what `make check-iotests` needs
 set -e
 
 # build: compiler, meson/ninja, libraries; tests: Check, qemu oracles
@@ -16,9 +17,16 @@ fuzz_pkgs() {
     echo "clang libclang-rt-dev"
 }
 
-if [ "$1" = "--fuzz" ]; then
-    PKGS="$PKGS $(fuzz_pkgs)"
-fi
+# `make check-iotests` only: dpkg-source (apt-get source) and the
+# qemu-system-x86_64 that QEMU's test runner insists on finding (QEMU_PROG)
+iotests_pkgs() {
+    echo "dpkg-dev qemu-system-x86"
+}
+
+case "$1" in
+    --fuzz) PKGS="$PKGS $(fuzz_pkgs)" ;;
+    --iotests) PKGS="$PKGS $(iotests_pkgs)" ;;
+esac
 
 missing=""
 for p in $PKGS; do

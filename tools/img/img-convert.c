@@ -618,7 +618,8 @@ int img_convert(int argc, char **argv)
             out_baseimg = optarg;
             break;
         case 'C':
-            /* copy offloading: strata always copies through memory */
+            /* copy offloading: strata always copies through memory, but
+             * the options QEMU refuses with it are refused alike */
             copy_range = true;
             break;
         case 'c':

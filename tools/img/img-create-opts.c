@@ -164,15 +164,16 @@ static bool parse_size_value(const char *value, uint64_t *out)
     return strata_parse_size(value, out);
 }
 
-static bool parse_number_value(const char *value, uint64_t *out)
+/* strtoull's rules, as QEMU's numbers: "-1" wraps to 2^64-1 (the driver
+ * then says what is wrong with it); *erange for a value past 2^64-1 */
+static bool parse_number_value(const char *value, uint64_t *out,
+                               bool *erange)
 {
     char *end;
 
-    if (!*value || value[0] == '-') {
-        return false;
-    }
     errno = 0;
     *out = g_ascii_strtoull(value, &end, 0);
+    *erange = errno == ERANGE;
     return !errno && end != value && !*end;
 }
 
@@ -195,6 +196,7 @@ static char *normalise_value(const OptDesc *d, const char *value,
                              GError **errp)
 {
     uint64_t v;
+    bool erange;
 
     switch (d->type) {
     case OPT_BOOL:
@@ -215,7 +217,12 @@ static char *normalise_value(const OptDesc *d, const char *value,
         }
         return g_strdup_printf("%" G_GUINT64_FORMAT, v);
     case OPT_NUMBER:
-        if (!parse_number_value(value, &v)) {
+        if (!parse_number_value(value, &v, &erange) && erange) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "Value '%s' is too large for parameter '%s'",
+                        value, d->name);
+            return NULL;
+        } else if (!parse_number_value(value, &v, &erange)) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                         "Parameter '%s' expects a number", d->name);
             return NULL;

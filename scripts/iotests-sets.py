@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Derives the named qemu-iotests sets of `make check-iotests` by scanning
+the test scripts of a qemu source tree; run once per QEMU version and commit
+the output (tests/iotests/set-106.txt, set-plain.txt).
+
+  106    tests that name qcow2 in their supported formats and start no
+         guest, daemon or NBD server: only qemu-img and qemu-io run (104 in
+         Debian's 7.2, by this scan 101); plus 197 and 215 (copy-on-read
+         through qemu-io; "generic" tests whose wrapper image is qcow2).
+  plain  those of 106 that neither inject faults (blkdebug, blkverify) nor
+         use json: names, nor edit image bytes behind the tools' back
+         (poke_file, qcow2.py, dd, truncate, -f raw or seek on the image),
+         nor create encrypted images (strata refuses encryption by design).
+
+Usage: iotests-sets.py QEMU_SOURCE_TREE {106|plain}
+"""
+
+import re
+import sys
+from pathlib import Path
+
+EXTRA_106 = ['197', '215']
+
+# anything that starts QEMU, the storage daemon or an NBD server
+NEEDS_GUEST = re.compile(
+    r'_launch_qemu|\$\{?QEMU\}?[\s"]|\$QEMU$|_qemu_with|\brun_qemu\b|'
+    r'iotests\.VM\b|\bVM\(|QEMU_NBD|qemu_nbd|qemu-nbd|_qemu_nbd|nbd_server|'
+    r'_launch_qsd|QSD|qsd|qemu_storage_daemon|QemuStorageDaemon|'
+    r'QEMU_PROG|qemu_prog', re.M)
+
+NOT_PLAIN = re.compile(
+    r'blkdebug|blkverify|json:|poke_file|qcow2\.py|qcow2_format|-f raw|'
+    r'\.seek\(|\bdd\b|truncate')
+
+NEEDS_ENCRYPTION = re.compile(
+    r'encrypt\.format|encryption=on|_require_working_luks|secret,id=|'
+    r'--object secret')
+
+
+def code(text):
+    """The script without its comment lines."""
+    return '\n'.join(ln for ln in text.split('\n')
+                     if not ln.lstrip().startswith('#'))
+
+
+def names_qcow2(text):
+    if text.startswith('#!/usr/bin/env python'):
+        fmts = re.findall(r'supported_fmts=\[([^\]]*)\]', text)
+        return any(re.search(r'[\'"]qcow2[\'"]', f) for f in fmts)
+    fmts = re.findall(r'^_supported_fmt\s+(.*)$', text, re.M)
+    return 'qcow2' in ' '.join(fmts).split()
+
+
+def set_106(suite):
+    out = []
+    for f in sorted(suite.iterdir()):
+        if not re.fullmatch(r'\d{3}', f.name):
+            continue
+        text = f.read_text(errors='replace')
+        if f.name in EXTRA_106 or (names_qcow2(text) and
+                                   not NEEDS_GUEST.search(code(text))):
+            out.append(f.name)
+    return out
+
+
+def set_plain(suite):
+    plain = []
+    for t in set_106(suite):
+        text = code((suite / t).read_text(errors='replace'))
+        if not NOT_PLAIN.search(text) and not NEEDS_ENCRYPTION.search(text):
+            plain.append(t)
+    return plain
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[2] not in ('106', 'plain'):
+        sys.exit(__doc__)
+    suite = Path(sys.argv[1]) / 'tests' / 'qemu-iotests'
+    tests = set_106(suite) if sys.argv[2] == '106' else set_plain(suite)
+    for t in tests:
+        print(t)
+
+
+if __name__ == '__main__':
+    main()
