@@ -901,3 +901,39 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
     }
     return qcow2_write_back_metadata(bs);
 }
+
+/*
+ * For a shrink (qcow2-resize.c): the entries of [offset, offset+bytes),
+ * cluster aligned, become unallocated and what they held is released
+ * (deferred); a missing L2 table stays missing, a shared one is copied
+ * first.  Under s->lock.
+ */
+int qcow2_discard_unmap(BlockDriverState *bs, uint64_t offset, uint64_t bytes)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t end = offset + bytes;
+
+    while (offset < end) {
+        uint64_t l1i, l2i, *l2, n;
+        int ret;
+
+        split_offset(s, offset, &l1i, &l2i);
+        n = MIN((end - offset) >> s->cluster_bits, s->l2_size - l2i);
+        if (l1i < s->l1_size && (s->l1_table[l1i] & L1E_OFFSET_MASK)) {
+            ret = l2_load(bs, l1i, true, &l2);
+            if (ret < 0) {
+                return ret;
+            }
+            for (uint64_t i = 0; i < n; i++) {
+                release_entry(bs, GUINT64_FROM_BE(l2[l2i + i]));
+                l2[l2i + i] = 0;
+            }
+            ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        offset += n << s->cluster_bits;
+    }
+    return 0;
+}

@@ -289,6 +289,8 @@ int qcow2_decompress_cluster(BlockDriverState *bs, uint64_t l2_entry,
                              uint8_t *out);
 void qcow2_compressed_range(BDRVQcow2State *s, uint64_t l2_entry,
                             uint64_t *offset, uint64_t *length);
+int qcow2_discard_unmap(BlockDriverState *bs, uint64_t offset,
+                        uint64_t bytes);
 
 /* qcow2-header.c: parse, validate, and rewrite cluster 0 */
 int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp);
@@ -391,5 +393,13 @@ bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp);
 
 /* qcow2.c */
 int qcow2_truncate(BlockDriverState *bs, int64_t size, GError **errp);
+
+/* qcow2-resize.c: grow (with a BdrvPreallocMode) and shrink */
+int qcow2_truncate_prealloc(BlockDriverState *bs, int64_t size, int prealloc,
+                            GError **errp);
+
+/* qcow2-amend.c: qemu-img amend */
+int qcow2_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
+                GError **errp);
 
 #endif

@@ -157,6 +157,24 @@ int bdrv_flush(BlockDriverState *bs);
 int bdrv_truncate(BlockDriverState *bs, int64_t size, GError **errp);
 
 /*
+ * Resize with preallocation of the added area (qemu-img resize
+ * --preallocation; QEMU's PreallocMode).  Growing over a longer backing
+ * file makes the new area read zeroes, not the backing data, as QEMU
+ * does.  A driver without the truncate_prealloc hook takes only OFF.
+ */
+typedef enum {
+    BDRV_PREALLOC_OFF,
+    BDRV_PREALLOC_METADATA,
+    BDRV_PREALLOC_FALLOC,
+    BDRV_PREALLOC_FULL,
+} BdrvPreallocMode;
+/* "off", "metadata", "falloc", "full" -> mode; -1 for anything else. */
+int bdrv_prealloc_parse(const char *name);
+const char *bdrv_prealloc_name(BdrvPreallocMode mode);
+int bdrv_truncate_prealloc(BlockDriverState *bs, int64_t size,
+                           BdrvPreallocMode prealloc, GError **errp);
+
+/*
  * Allocation status of [offset, offset+bytes): returns a mask of
  * BDRV_BLOCK_* (or -errno) valid for *pnum bytes (> 0 unless at EOF).
  * With OFFSET_VALID, *map is the host offset in *file.

@@ -42,6 +42,10 @@ struct BlockDriver {
     int (*pdiscard)(BlockDriverState *bs, int64_t offset, int64_t bytes);
     int (*flush)(BlockDriverState *bs);
     int (*truncate)(BlockDriverState *bs, int64_t size, GError **errp);
+    /* Resize with a preallocation mode (BdrvPreallocMode); drivers
+     * without it get truncate for BDRV_PREALLOC_OFF only. */
+    int (*truncate_prealloc)(BlockDriverState *bs, int64_t size,
+                             int prealloc, GError **errp);
     int64_t (*getlength)(BlockDriverState *bs);
     int64_t (*get_allocated_file_size)(BlockDriverState *bs);
     int (*block_status)(BlockDriverState *bs, int64_t offset, int64_t bytes,

@@ -161,5 +161,7 @@ int img_bench(int argc, char **argv);
 int img_commit(int argc, char **argv);
 int img_rebase(int argc, char **argv);
 int img_map(int argc, char **argv);
+/* resize, amend, measure, dd (img-resize.c, img-amend.c, ...) */
+int img_resize(int argc, char **argv);
 
 #endif

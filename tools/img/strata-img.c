@@ -57,6 +57,9 @@ static const ImgCommand img_cmds[] = {
       "rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] "
       "[-t cache] [-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] "
       "filename" },
+    { "resize", img_resize,
+      "resize [--object objectdef] [--image-opts] [-f fmt] "
+      "[--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size" },
     { "snapshot", img_snapshot,
       "snapshot [--object objectdef] [--image-opts] [-U] [-q] "
       "[-l | -a snapshot | -c snapshot | -d snapshot] filename" },

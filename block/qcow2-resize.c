@@ -1,0 +1,356 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * qcow2 resize (qemu-img resize, block_resize): growing, with QEMU's
+ * preallocation modes for the added area, and shrinking, which frees
+ * every cluster past the new end and gives the file's unused tail back.
+ * QEMU 7.2's rules and texts (block/qcow2.c: qcow2_co_truncate).
+ *
+ * Order of the writes of a shrink, so a crash leaves an openable image
+ * that at worst leaks clusters:
+ *   1. the cut entries of the last partial L2 table are cleared (table
+ *      written), then their clusters' refcounts go down;
+ *   2. the L1 entries past the new end are zeroed (L1 written and
+ *      synced), then the trees they held are released;
+ *   3. the header's size field: the commit point of the new size;
+ *   4. refcount blocks that count nothing but themselves are dropped
+ *      from the refcount table, and the file's tail cut.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "block/log.h"
+#include "qcow2.h"
+
+static int write_size_field(BlockDriverState *bs, uint64_t size)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t be = GUINT64_TO_BE(size);
+    int ret = qcow2_write_header_bytes(bs, QCOW2_HDR_SIZE_OFF, &be, 8);
+
+    if (ret == 0) {
+        s->size = size;
+    }
+    return ret;
+}
+
+/* Step 2: L1 entries from new_l1 on point at nothing; their trees go. */
+static int drop_l1_tail(BlockDriverState *bs, uint32_t new_l1, GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint32_t n = s->l1_size - new_l1;
+    g_autofree uint64_t *cut = NULL;
+    bool any = false;
+    int ret;
+
+    if (new_l1 >= s->l1_size) {
+        return 0;
+    }
+    cut = g_new0(uint64_t, n);
+    for (uint32_t i = 0; i < n; i++) {
+        cut[i] = s->l1_table[new_l1 + i];
+        any |= (cut[i] & L1E_OFFSET_MASK) != 0;
+        s->l1_table[new_l1 + i] = 0;
+    }
+    if (!any) {
+        return 0;
+    }
+    ret = qcow2_write_l1_at(bs, s->l1_table_offset, s->l1_table, s->l1_size);
+    if (ret == 0) {
+        ret = bdrv_flush(bs->file);
+    }
+    if (ret < 0) {
+        memcpy(s->l1_table + new_l1, cut, n * sizeof(uint64_t));
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Failed to reduce the number of L2 tables: %s",
+                    g_strerror(-ret));
+        return ret;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (cut[i] & L1E_OFFSET_MASK) {
+            qcow2_cache_discard(s->l2_cache, cut[i] & L1E_OFFSET_MASK);
+        }
+    }
+    qcow2_overlap_invalidate(s);
+    /* Pointers are gone on disk: what only they held may go now. */
+    return qcow2_tree_release(bs, cut, n, 0, errp);
+}
+
+/*
+ * A refcount block whose entries are all zero but, maybe, its own:
+ * nothing else needs it, as QEMU's qcow2_shrink_reftable decides.
+ */
+static int refblock_unused(BlockDriverState *bs, uint64_t t, bool *unused)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t off = s->refcount_table[t] & REFT_OFFSET_MASK;
+    uint64_t self = off >> s->cluster_bits;
+    void *rb;
+    int ret = qcow2_cache_get(bs, s->refcount_cache, off, &rb);
+
+    if (ret < 0) {
+        return ret;
+    }
+    *unused = true;
+    for (uint64_t i = 0; i < s->refblock_size && *unused; i++) {
+        uint64_t idx = (t << s->refblock_bits) + i;
+        uint64_t v = qcow2_refblock_get(s, rb, i);
+        *unused = v == 0 || (idx == self && v == 1);
+    }
+    return 0;
+}
+
+/* Step 4a: refcount table entries of unused blocks zeroed (one write of
+ * the table), then those blocks' own clusters released. */
+static int shrink_reftable(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autofree uint64_t *freed = g_new0(uint64_t, s->refcount_table_size);
+    g_autofree uint64_t *be = NULL;
+    uint32_t nfreed = 0;
+    int ret;
+
+    for (uint64_t t = 0; t < s->refcount_table_size; t++) {
+        uint64_t off = s->refcount_table[t] & REFT_OFFSET_MASK;
+        bool unused;
+
+        /* A block counting itself in another block stays: freeing it
+         * would change that other block too; QEMU keeps it as well. */
+        if (!off || (off >> (s->cluster_bits + s->refblock_bits)) != t) {
+            continue;
+        }
+        ret = refblock_unused(bs, t, &unused);
+        if (ret < 0) {
+            return ret;
+        }
+        if (unused) {
+            freed[nfreed++] = off;
+            s->refcount_table[t] = 0;
+        }
+    }
+    if (!nfreed) {
+        return 0;
+    }
+    be = g_new(uint64_t, s->refcount_table_size);
+    for (uint64_t t = 0; t < s->refcount_table_size; t++) {
+        be[t] = GUINT64_TO_BE(s->refcount_table[t]);
+    }
+    ret = qcow2_overlap_pwrite(bs, QCOW2_OL_REFCOUNT_TABLE,
+                               s->refcount_table_offset,
+                               (int64_t)s->refcount_table_size * 8, be);
+    if (ret == 0) {
+        ret = bdrv_flush(bs->file);
+    }
+    for (uint32_t i = 0; i < nfreed; i++) {
+        qcow2_cache_discard(s->refcount_cache, freed[i]);
+    }
+    qcow2_overlap_invalidate(s);
+    return ret;
+}
+
+/* Step 4b: the file ends after its last cluster in use. */
+static void cut_file_tail(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t file_len = bdrv_getlength(bs->file);
+    int64_t last = -1;
+    GError *err = NULL;
+
+    if (file_len < 0) {
+        return;
+    }
+    for (int64_t i = (file_len + s->cluster_size - 1) / s->cluster_size - 1;
+         i >= 0; i--) {
+        uint64_t rc = 0;
+        if (qcow2_get_refcount(bs, i, &rc) < 0) {
+            return;
+        }
+        if (rc) {
+            last = i;
+            break;
+        }
+    }
+    if (last >= 0 && (last + 1) * (int64_t)s->cluster_size < file_len &&
+        bdrv_truncate(bs->file, (last + 1) * (int64_t)s->cluster_size,
+                      &err) < 0) {
+        strata_warning("Failed to truncate the tail of the image: %s",
+                       err->message);
+        g_clear_error(&err);
+    }
+}
+
+static int do_shrink(BlockDriverState *bs, uint64_t size, GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t l2_span = cs * s->l2_size;
+    uint32_t new_l1 = (uint32_t)qcow2_l1_entries_for(s, size);
+    uint64_t from = qcow2_align_up(size, cs);
+    uint64_t to = MIN(qcow2_align_up(s->size, cs), (uint64_t)new_l1 * l2_span);
+    int ret;
+
+    ret = qcow2_write_back_metadata(bs);
+    if (ret == 0 && from < to) {
+        ret = qcow2_discard_unmap(bs, from, to - from);
+        if (ret == 0) {
+            ret = qcow2_write_back_metadata(bs);
+        }
+    }
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Failed to discard cropped clusters: %s",
+                    g_strerror(-ret));
+        return ret;
+    }
+    ret = drop_l1_tail(bs, new_l1, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = write_size_field(bs, size);
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Failed to update the image size: %s", g_strerror(-ret));
+        return ret;
+    }
+    ret = qcow2_write_back_metadata(bs);
+    if (ret == 0) {
+        ret = shrink_reftable(bs);
+    }
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Failed to discard unused refblocks: %s",
+                    g_strerror(-ret));
+        return ret;
+    }
+    cut_file_tail(bs);
+    return 0;
+}
+
+/*
+ * falloc / full: the file is first grown (reserved or zero-filled) by
+ * the clusters the new area needs, so that the data clusters the
+ * metadata preallocation hands out next lie in space already taken.
+ */
+static int reserve_file_space(BlockDriverState *bs, uint64_t old_size,
+                              uint64_t size, int prealloc, GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t data = (qcow2_align_up(size, cs) -
+                     qcow2_cluster_start(s, old_size)) / cs;
+    uint64_t tables = data / s->l2_size + 1;
+    int64_t file_len = bdrv_getlength(bs->file);
+    int ret;
+
+    if (file_len < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Failed to inquire current file length: %s",
+                    g_strerror((int)-file_len));
+        return (int)file_len;
+    }
+    ret = bdrv_truncate_prealloc(bs->file,
+                                 (int64_t)qcow2_align_up(file_len, cs) +
+                                 (int64_t)((data + tables) * cs),
+                                 prealloc, errp);
+    if (ret < 0) {
+        g_prefix_error(errp, "Failed to resize underlying file: ");
+    }
+    return ret;
+}
+
+static int do_grow(BlockDriverState *bs, uint64_t size, int prealloc,
+                   GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t old_size = s->size;
+    int ret;
+
+    ret = qcow2_grow_l1_table(bs, qcow2_l1_entries_for(s, size));
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Failed to grow the L1 table: %s", g_strerror(-ret));
+        return ret;
+    }
+    if (prealloc == BDRV_PREALLOC_FALLOC || prealloc == BDRV_PREALLOC_FULL) {
+        ret = reserve_file_space(bs, old_size, size, prealloc, errp);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (prealloc != BDRV_PREALLOC_OFF && size > old_size) {
+        ret = qcow2_preallocate_metadata(bs, old_size, size - old_size);
+        if (ret < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Could not preallocate metadata: %s",
+                        g_strerror(-ret));
+            return ret;
+        }
+    }
+    ret = write_size_field(bs, size);
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Failed to grow the image: %s", g_strerror(-ret));
+    }
+    return ret;
+}
+
+/* What QEMU refuses before touching anything. */
+static bool truncate_allowed(BlockDriverState *bs, int64_t size, int prealloc,
+                             GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    if (prealloc < BDRV_PREALLOC_OFF || prealloc > BDRV_PREALLOC_FULL) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Unsupported preallocation mode '%s'",
+                    bdrv_prealloc_name(prealloc));
+        return false;
+    }
+    if (size % BDRV_SECTOR_SIZE) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "The new size must be a multiple of 512");
+        return false;
+    }
+    if (s->version < 3 && s->nb_snapshots) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Can't resize a v2 image which has snapshots");
+        return false;
+    }
+    if ((uint64_t)size < s->size && prealloc != BDRV_PREALLOC_OFF) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Preallocation can't be used for shrinking an image");
+        return false;
+    }
+    if ((uint64_t)size > s->size &&
+        qcow2_l1_entries_for(s, size) > QCOW2_MAX_L1_BYTES / 8) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Failed to grow the L1 table: %s", g_strerror(EFBIG));
+        return false;
+    }
+    if (s->broken) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Image is corrupt; cannot be opened read/write");
+        return false;
+    }
+    return true;
+}
+
+int qcow2_truncate_prealloc(BlockDriverState *bs, int64_t size, int prealloc,
+                            GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    if (!truncate_allowed(bs, size, prealloc, errp)) {
+        return -EINVAL;
+    }
+    g_rw_lock_writer_lock(&s->free_lock);
+    g_mutex_lock(&s->lock);
+    if ((uint64_t)size < s->size) {
+        ret = do_shrink(bs, size, errp);
+    } else {
+        ret = do_grow(bs, size, prealloc, errp);
+    }
+    g_mutex_unlock(&s->lock);
+    g_rw_lock_writer_unlock(&s->free_lock);
+    return ret;
+}
