@@ -517,6 +517,33 @@ int bdrv_truncate_prealloc(BlockDriverState *bs, int64_t size,
     return ret < 0 ? ret : truncate_mask_backing(bs, old_size, size, errp);
 }
 
+bool bdrv_supports_amend(BlockDriverState *bs)
+{
+    return bs->drv && bs->drv->amend;
+}
+
+int bdrv_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
+               GError **errp)
+{
+    int ret;
+
+    if (!bdrv_supports_amend(bs)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Format driver '%s' does not support option amendment",
+                    bs->drv ? bs->drv->format_name : "?");
+        return -ENOTSUP;
+    }
+    if (bs->read_only) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Image is read-only");
+        return -EACCES;
+    }
+    bdrv_drained_begin(bs);
+    ret = bs->drv->amend(bs, opts, force, errp);
+    bdrv_drained_end(bs);
+    return ret;
+}
+
 int bdrv_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
                       int64_t *pnum, int64_t *map, BlockDriverState **file)
 {

@@ -415,6 +415,7 @@ BlockDriver bdrv_qcow2 = {
     .flush = qcow2_flush,
     .truncate = qcow2_truncate,
     .truncate_prealloc = qcow2_truncate_prealloc,
+    .amend = qcow2_amend,
     .getlength = qcow2_getlength,
     .block_status = qcow2_block_status,
     .get_info = qcow2_get_info,

@@ -174,6 +174,12 @@ const char *bdrv_prealloc_name(BdrvPreallocMode mode);
 int bdrv_truncate_prealloc(BlockDriverState *bs, int64_t size,
                            BdrvPreallocMode prealloc, GError **errp);
 
+/* qemu-img amend: whether the node's format can, and doing it (drained;
+ * opts holds creation option names: compat, lazy_refcounts, size...). */
+bool bdrv_supports_amend(BlockDriverState *bs);
+int bdrv_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
+               GError **errp);
+
 /*
  * Allocation status of [offset, offset+bytes): returns a mask of
  * BDRV_BLOCK_* (or -errno) valid for *pnum bytes (> 0 unless at EOF).

@@ -25,6 +25,9 @@ typedef struct {
 
 /* Keep alphabetical, as qemu-img's usage text is. */
 static const ImgCommand img_cmds[] = {
+    { "amend", img_amend,
+      "amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] "
+      "[-t cache] [--force] -o options filename" },
     { "bench", img_bench,
       "bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] "
       "[-i aio] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] "
