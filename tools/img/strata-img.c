@@ -49,6 +49,9 @@ static const ImgCommand img_cmds[] = {
     { "create", img_create,
       "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] "
       "[-o options] filename [size]" },
+    { "dd", img_dd,
+      "dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [bs=block_size] "
+      "[count=blocks] [skip=blocks] if=input of=output" },
     { "info", img_info,
       "info [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] [-U] "
       "filename" },
@@ -56,6 +59,10 @@ static const ImgCommand img_cmds[] = {
       "map [--object objectdef] [--image-opts] [-f fmt] "
       "[--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] "
       "filename" },
+    { "measure", img_measure,
+      "measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | "
+      "[--object objectdef] [--image-opts] [-f fmt] [-l snapshot_param] "
+      "filename]" },
     { "rebase", img_rebase,
       "rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] "
       "[-t cache] [-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] "
