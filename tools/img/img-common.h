@@ -166,5 +166,9 @@ int img_resize(int argc, char **argv);
 int img_amend(int argc, char **argv);
 int img_measure(int argc, char **argv);
 int img_dd(int argc, char **argv);
+/* -l (measure, convert): loads "snapshot.id=..,snapshot.name=.." or an
+ * ID or name read-only in place of the active image; false after
+ * qemu-img's "Failed to load snapshot: ..." message. */
+bool img_load_snapshot(BlockDriverState *bs, const char *sn);
 
 #endif

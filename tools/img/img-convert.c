@@ -472,6 +472,53 @@ static ImgCreateOpts *target_create_opts(const char *out_fmt,
     return g_steal_pointer(&o);
 }
 
+/* ---- convert -l (resize branch): an internal snapshot as the source ---- */
+
+/* "snapshot.id=..,snapshot.name=..": only those keys (qemu-img's text). */
+static bool convert_snapshot_param_ok(const char *param)
+{
+    g_autoptr(GHashTable) o = bdrv_opts_new();
+    g_autoptr(GError) err = NULL;
+    GHashTableIter it;
+    gpointer k;
+
+    if (!bdrv_opts_parse(o, param, NULL, &err)) {
+        img_error("Failed in parsing snapshot param '%s'", param);
+        return false;
+    }
+    g_hash_table_iter_init(&it, o);
+    while (g_hash_table_iter_next(&it, &k, NULL)) {
+        if (strcmp(k, "snapshot.id") && strcmp(k, "snapshot.name")) {
+            img_error("Invalid parameter '%s'", (const char *)k);
+            img_error("Failed in parsing snapshot param '%s'", param);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Loads the snapshot in place of the (single) source, as qemu-img does
+ * after taking the sources' sizes. */
+static bool convert_load_snapshot(ConvertState *s, const char *param)
+{
+    int64_t len;
+
+    if (s->src_num > 1 && !g_str_has_prefix(param, "snapshot.")) {
+        img_error("No support for concatenating multiple snapshot");
+        return false;
+    }
+    if (!img_load_snapshot(s->src[0].bs, param)) {
+        return false;
+    }
+    /* The target keeps the active image's size, as with qemu-img; what
+     * lies past a shorter snapshot's end reads as zeroes. */
+    len = bdrv_getlength(s->src[0].bs);
+    if (len >= 0 && len < s->src[0].len) {
+        s->src[0].len = len;
+    }
+    return true;
+}
+
 int img_convert(int argc, char **argv)
 {
     static const struct option long_options[] = {
@@ -506,6 +553,7 @@ int img_convert(int argc, char **argv)
         .num_workers = 8,
     };
     bool progress = false, skip_create = false;
+    const char *snapshot_param = NULL;   /* -l (resize branch) */
     bool tgt_image_opts = false, target_is_zero = false;
     int flags = BDRV_O_RDWR; /* as qemu-img */
     int64_t sval;
@@ -538,9 +586,13 @@ int img_convert(int argc, char **argv)
             img_accumulate_options(&options, optarg);
             break;
         case 'l':
-            /* Needs a snapshot API in include/block/block.h. */
-            img_error("Failed to load snapshot: snapshots are not supported");
-            return 1;
+            /* convert -l (resize branch): checked and loaded after open */
+            if (g_str_has_prefix(optarg, "snapshot.") &&
+                !convert_snapshot_param_ok(optarg)) {
+                return 1;
+            }
+            snapshot_param = optarg;
+            break;
         case 'S':
             if (!img_cvtnum("buffer size for sparse output", optarg, &sval)) {
                 return 1;
@@ -606,6 +658,11 @@ int img_convert(int argc, char **argv)
         img_error("--target-image-opts requires use of -n flag");
         return 1;
     }
+    /* convert -n rules (resize branch) */
+    if (skip_create && options) {
+        img_error("-o has no effect when skipping image creation");
+        return 1;
+    }
     if (target_is_zero && !skip_create) {
         img_error("--target-is-zero requires use of -n flag");
         return 1;
@@ -662,6 +719,11 @@ int img_convert(int argc, char **argv)
                 src[i].alignment = MAX(src[i].alignment, bdi.cluster_size);
             }
         }
+    }
+
+    /* convert -l (resize branch) */
+    if (snapshot_param && !convert_load_snapshot(&s, snapshot_param)) {
+        goto out;
     }
 
     if (!skip_create) {

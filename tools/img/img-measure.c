@@ -259,8 +259,9 @@ static void print_info(const MeasureInfo *info, ImgOutputFormat of)
     }
 }
 
-/* -l: "snapshot.id=..,snapshot.name=.." or an ID or name. */
-static bool load_snapshot(BlockDriverState *bs, const char *sn)
+/* -l of measure and convert: "snapshot.id=..,snapshot.name=.." or an ID
+ * or name, loaded read-only in place of the active image. */
+bool img_load_snapshot(BlockDriverState *bs, const char *sn)
 {
     g_autoptr(GError) err = NULL;
     int ret;
@@ -297,7 +298,7 @@ static int measure(ImgCommonOpts *o, const char *filename, const char *sn,
     }
     if (filename) {
         in = img_open_common(o, filename, 0);
-        if (!in || (sn && !load_snapshot(in, sn))) {
+        if (!in || (sn && !img_load_snapshot(in, sn))) {
             return 1;
         }
     }
