@@ -497,5 +497,51 @@ def convert_snapshot_and_n():
                   'convert %s changed the target' % args)
 
 
+@runner.case()
+def convert_salvage():
+    """A compressed cluster whose data is damaged cannot be read: plain
+    convert fails, --salvage warns for each unreadable sector (qemu-img's
+    texts, in its order), writes zeroes there and copies the rest; -q
+    silences the warnings; -C is refused with it."""
+    t = common.tools()
+    with common.TempDir() as d:
+        img = os.path.join(d, 'cz.qcow2')
+        run([t.qemu_img, 'create', '-q', '-f', 'qcow2', img, '1M'])
+        qemu_io(img, 'write -c -P 0x41 0 64k', 'write -P 0x42 64k 64k')
+        m = json.loads(run([t.qemu_img, 'map', '--output=json', img]).out)
+        check(m[0]['data'] and 'offset' not in m[0], 'not compressed')
+        # the compressed data lies in the cluster after the L2 table,
+        # refcount block and the other data cluster: find it by its flag
+        with open(img, 'r+b') as f:
+            l1 = int.from_bytes(f.read(48)[40:48], 'big')
+            f.seek(l1)
+            l2 = int.from_bytes(f.read(8), 'big') & ((1 << 56) - 512)
+            f.seek(l2)
+            entry = int.from_bytes(f.read(8), 'big')
+            check(entry & (1 << 62), 'first entry is not compressed')
+            host = entry & ((1 << 54) - 1)   # 64k clusters: 54 offset bits
+            f.seek(host)
+            f.write(b'\xff' * 16)
+        for extra in ([], ['--salvage'], ['--salvage', '-q'],
+                      ['--salvage', '-C']):
+            outs = []
+            res = []
+            for label, tool in (('ours', t.img), ('qemu', t.qemu_img)):
+                out = os.path.join(d, 's-%s.raw' % label)
+                if os.path.exists(out):
+                    os.unlink(out)
+                res.append(run([tool, 'convert'] + extra +
+                                ['-O', 'raw', img, out], rc=None))
+                outs.append(out)
+            o, q = res
+            check((o.rc, norm(o.out + o.err)) == (q.rc, norm(q.out + q.err)),
+                  'convert %s differs\n%s\n%s' % (extra, o.describe(),
+                                                    q.describe()))
+            if extra[:2] == ['--salvage'] or extra == ['--salvage', '-q']:
+                check(o.rc == 0, 'salvage failed')
+                diff = common.files_equal(*outs)
+                check(diff is None, 'salvaged copies differ: %s' % diff)
+
+
 if __name__ == '__main__':
     sys.exit(runner.main())
