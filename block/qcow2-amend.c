@@ -12,7 +12,12 @@
  * version 3 snapshot table to new clusters first; a downgrade turns
  * every zero cluster of the active image into data (or, without a
  * backing file, into unallocated clusters, which read zeroes too) before
- * the header says version 2.  refcount_bits changes are refused.
+ * the header says version 2.  A refcount_bits change writes complete
+ * new refcount structures (blocks and table) past the end of the file,
+ * where the old structures count nothing, switches to them with the one
+ * header write, and only then frees the old ones in the new structures:
+ * a crash before the switch leaves unused space past the end, after it
+ * at worst leaked old blocks.
  */
 #include <errno.h>
 #include <string.h>
@@ -389,6 +394,230 @@ static int set_lazy_refcounts(BlockDriverState *bs, const AmendRequest *r,
     return ret;
 }
 
+/* ---- refcount_bits: new refcount structures ---- */
+
+typedef struct RefcountRewrite {
+    uint64_t *counts;          /* per cluster, new structures included */
+    uint64_t nb_clusters;      /* entries of counts */
+    int order;                 /* the new refcount_order */
+    uint64_t block_entries;    /* refcounts per new block */
+    uint64_t first;            /* cluster index of the first new block */
+    uint64_t nb_blocks;
+    uint64_t table_clusters;
+    uint64_t *table;           /* new refcount table, host order */
+} RefcountRewrite;
+
+static void rewrite_free(RefcountRewrite *r)
+{
+    g_free(r->counts);
+    g_free(r->table);
+}
+
+/* Every cluster's refcount as the old structures say; -ERANGE (and the
+ * offending cluster) if one does not fit the new width. */
+static int read_old_counts(BlockDriverState *bs, RefcountRewrite *r,
+                           uint64_t nb, GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t max = r->order == 6 ? UINT64_MAX : (1ULL << (1 << r->order)) - 1;
+
+    r->counts = g_try_new0(uint64_t, nb);
+    if (!r->counts) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Could not allocate memory for the refcounts");
+        return -ENOMEM;
+    }
+    r->nb_clusters = nb;
+    for (uint64_t i = 0; i < nb; i++) {
+        int ret = qcow2_get_refcount(bs, i, &r->counts[i]);
+        if (ret < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Failed to read the refcounts: %s", g_strerror(-ret));
+            return ret;
+        }
+        if (r->counts[i] > max) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "Cannot decrease refcount entry width to %i bits: "
+                        "Cluster at offset %#" G_GINT64_MODIFIER "x has a "
+                        "refcount of %" G_GUINT64_FORMAT, 1 << r->order,
+                        (guint64)(i << s->cluster_bits), r->counts[i]);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* Where the new blocks and table go (past everything in use and the
+ * file's end), found as a fixed point: they count themselves too. */
+static void plan_layout(BDRVQcow2State *s, RefcountRewrite *r, uint64_t end)
+{
+    uint64_t blocks = 0, table = 0, total, last = 0;
+
+    r->block_entries = (uint64_t)s->cluster_size * 8 >> r->order;
+    r->first = end;
+    for (;;) {
+        total = end + blocks + table;
+        blocks = (total + r->block_entries - 1) / r->block_entries;
+        table = (blocks * 8 + s->cluster_size - 1) / s->cluster_size;
+        if (end + blocks + table == last) {
+            break;
+        }
+        last = end + blocks + table;
+    }
+    r->nb_blocks = blocks;
+    r->table_clusters = table;
+}
+
+/* Writes the new blocks and table; durable before the header switch. */
+static int write_new_structures(BlockDriverState *bs, RefcountRewrite *r)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t total = r->first + r->nb_blocks + r->table_clusters;
+    g_autofree BDRVQcow2State *layout = g_new0(BDRVQcow2State, 1);
+    g_autofree uint8_t *block = g_malloc(cs);
+    g_autofree uint64_t *be = NULL;
+    int ret;
+
+    layout->refcount_order = r->order;   /* qcow2_refblock_set's width */
+    r->counts = g_renew(uint64_t, r->counts, total);
+    for (uint64_t i = r->nb_clusters; i < total; i++) {
+        r->counts[i] = i >= r->first;
+    }
+    r->nb_clusters = total;
+    r->table = g_new0(uint64_t, r->table_clusters * cs / 8);
+    for (uint64_t b = 0; b < r->nb_blocks; b++) {
+        uint64_t off = (r->first + b) * cs;
+        memset(block, 0, cs);
+        for (uint64_t i = 0; i < r->block_entries; i++) {
+            uint64_t idx = b * r->block_entries + i;
+            if (idx < total) {
+                qcow2_refblock_set(layout, block, i, r->counts[idx]);
+            }
+        }
+        ret = bdrv_pwrite(bs->file, off, cs, block);
+        if (ret < 0) {
+            return ret;
+        }
+        r->table[b] = off;
+    }
+    be = g_new0(uint64_t, r->table_clusters * cs / 8);
+    for (uint64_t t = 0; t < r->nb_blocks; t++) {
+        be[t] = GUINT64_TO_BE(r->table[t]);
+    }
+    ret = bdrv_pwrite(bs->file, (r->first + r->nb_blocks) * cs,
+                      r->table_clusters * cs, be);
+    return ret < 0 ? ret : bdrv_flush(bs->file);
+}
+
+/* After the switch: the old blocks and table are counted by nothing. */
+static void free_old_structures(BlockDriverState *bs, uint64_t *old_table,
+                                uint64_t old_size, uint64_t old_offset)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret = 0;
+
+    for (uint64_t t = 0; t < old_size && ret == 0; t++) {
+        if (old_table[t] & REFT_OFFSET_MASK) {
+            ret = qcow2_update_refcount_range(bs, old_table[t] &
+                                              REFT_OFFSET_MASK,
+                                              s->cluster_size, -1);
+        }
+    }
+    if (ret == 0) {
+        ret = qcow2_update_refcount_range(bs, old_offset, old_size * 8, -1);
+    }
+    if (ret == 0) {
+        ret = qcow2_write_back_metadata(bs);
+    }
+    if (ret < 0) {
+        strata_warning("Could not free the old refcount structures "
+                       "(leaked clusters): %s", g_strerror(-ret));
+    }
+}
+
+/* The switch: one rewrite of the header, then the state follows it. */
+static int switch_structures(BlockDriverState *bs, RefcountRewrite *r,
+                             GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t *old_table = s->refcount_table;
+    uint64_t old_size = s->refcount_table_size;
+    uint64_t old_offset = s->refcount_table_offset;
+    int old_order = s->refcount_order;
+    int ret;
+
+    s->refcount_order = r->order;
+    s->refcount_table_offset = (r->first + r->nb_blocks) * s->cluster_size;
+    s->refcount_table_size = r->table_clusters * s->cluster_size / 8;
+    ret = rewrite_header(bs, errp);
+    if (ret < 0) {
+        s->refcount_order = old_order;
+        s->refcount_table_offset = old_offset;
+        s->refcount_table_size = old_size;
+        return ret;
+    }
+    qcow2_cache_discard_all(s->refcount_cache);
+    s->refcount_table = g_steal_pointer(&r->table);
+    s->refcount_bits = 1 << r->order;
+    s->refcount_max = s->refcount_bits == 64 ? UINT64_MAX :
+                      (1ULL << s->refcount_bits) - 1;
+    s->refblock_bits = s->cluster_bits + 3 - r->order;
+    s->refblock_size = 1U << s->refblock_bits;
+    s->free_cluster_index = 0;
+    qcow2_overlap_invalidate(s);
+    free_old_structures(bs, old_table, old_size, old_offset);
+    g_free(old_table);
+    return 0;
+}
+
+/* Under s->lock. */
+static int change_refcount_order(BlockDriverState *bs, int order,
+                                 GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t file_len;
+    uint64_t nb = 0, end;
+    RefcountRewrite r = { .order = order };
+    int ret = qcow2_write_back_metadata(bs);
+
+    file_len = bdrv_getlength(bs->file);
+    if (ret == 0 && file_len < 0) {
+        ret = (int)file_len;
+    }
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Failed to write back metadata: %s", g_strerror(-ret));
+        return ret;
+    }
+    /* Every block in the table, not only those inside the file. */
+    for (uint64_t t = 0; t < s->refcount_table_size; t++) {
+        if (s->refcount_table[t] & REFT_OFFSET_MASK) {
+            nb = (t + 1) << s->refblock_bits;
+        }
+    }
+    end = qcow2_align_up(file_len, s->cluster_size) >> s->cluster_bits;
+    ret = read_old_counts(bs, &r, nb, errp);
+    if (ret == 0) {
+        while (nb > end && r.counts[nb - 1] == 0) {
+            nb--;
+        }
+        r.nb_clusters = nb;
+        plan_layout(s, &r, MAX(nb, end));
+        ret = write_new_structures(bs, &r);
+        if (ret < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Failed to write the new refcount structures: %s",
+                        g_strerror(-ret));
+        }
+    }
+    if (ret == 0) {
+        ret = switch_structures(bs, &r, errp);
+    }
+    rewrite_free(&r);
+    return ret;
+}
+
 int qcow2_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
                 GError **errp)
 {
@@ -417,10 +646,13 @@ int qcow2_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
                         "or greater)");
             return -EINVAL;
         }
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "Changing refcount_bits of an existing image is not "
-                    "supported by strata");
-        return -ENOTSUP;
+        g_mutex_lock(&s->lock);
+        ret = change_refcount_order(bs, __builtin_ctzll(r.refcount_bits),
+                                    errp);
+        g_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            return ret;
+        }
     }
     if (r.backing_given &&
         (g_strcmp0(r.backing_file, bs->backing_file) ||
