@@ -868,7 +868,17 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
         if (ret < 0) {
             return ret;
         }
-        host = qcow2_alloc_clusters(bs, n);
+        /* only the entries still empty get a cluster: an allocated one
+         * (the old end's, on a resize) keeps its own */
+        uint64_t need = 0, k = 0;
+        for (uint64_t i = 0; i < n; i++) {
+            need += l2[l2i + i] == 0;
+        }
+        if (!need) {
+            offset += n * cs;
+            continue;
+        }
+        host = qcow2_alloc_clusters(bs, need);
         if (host < 0) {
             return (int)host;
         }
@@ -878,17 +888,20 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
             return ret;
         }
         for (uint64_t i = 0; i < n; i++) {
-            if (GUINT64_FROM_BE(l2[l2i + i]) == 0) {
-                l2[l2i + i] = GUINT64_TO_BE((host + i * cs) | QCOW_OFLAG_COPIED);
-            } else {
-                qcow2_free_cluster_deferred(bs, host + i * cs);
+            if (GUINT64_FROM_BE(l2[l2i + i]) == 0 && k < need) {
+                uint64_t e = (host + k * cs) | QCOW_OFLAG_COPIED;
+                l2[l2i + i] = GUINT64_TO_BE(e);
+                k++;
             }
+        }
+        while (k < need) {
+            qcow2_free_cluster_deferred(bs, host + k++ * cs);
         }
         ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
         if (ret < 0) {
             return ret;
         }
-        host_end = MAX(host_end, host + n * cs);
+        host_end = MAX(host_end, host + need * cs);
         offset += n * cs;
     }
     if (host_end && (int64_t)host_end > bdrv_getlength(bs->file)) {

@@ -227,29 +227,41 @@ static int do_shrink(BlockDriverState *bs, uint64_t size, GError **errp)
 
 /*
  * falloc / full: the file is first grown (reserved or zero-filled) by
- * the clusters the new area needs, so that the data clusters the
- * metadata preallocation hands out next lie in space already taken.
+ * exactly the clusters the new area needs -- its data clusters (the
+ * partial one at the old end only if it is not allocated yet) and the
+ * L2 tables still missing -- so that what the metadata preallocation
+ * hands out next lies in space already taken.  Under s->lock.
  */
 static int reserve_file_space(BlockDriverState *bs, uint64_t old_size,
-                              uint64_t size, int prealloc, GError **errp)
+                              uint64_t size, bool tail_allocated,
+                              int prealloc, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t cs = s->cluster_size;
-    uint64_t data = (qcow2_align_up(size, cs) -
-                     qcow2_cluster_start(s, old_size)) / cs;
-    uint64_t tables = data / s->l2_size + 1;
+    uint64_t span = cs * s->l2_size;
+    uint64_t first = tail_allocated ? qcow2_align_up(old_size, cs)
+                                    : qcow2_cluster_start(s, old_size);
+    uint64_t end = qcow2_align_up(size, cs);
+    uint64_t clusters = end > first ? (end - first) / cs : 0;
     int64_t file_len = bdrv_getlength(bs->file);
     int ret;
 
+    for (uint64_t i = first / span; clusters && i < (end + span - 1) / span;
+         i++) {
+        clusters += i >= s->l1_size || !(s->l1_table[i] & L1E_OFFSET_MASK);
+    }
     if (file_len < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                     "Failed to inquire current file length: %s",
                     g_strerror((int)-file_len));
         return (int)file_len;
     }
+    if (!clusters) {
+        return 0;
+    }
     ret = bdrv_truncate_prealloc(bs->file,
-                                 (int64_t)qcow2_align_up(file_len, cs) +
-                                 (int64_t)((data + tables) * cs),
+                                 (int64_t)(qcow2_align_up(file_len, cs) +
+                                           clusters * cs),
                                  prealloc, errp);
     if (ret < 0) {
         g_prefix_error(errp, "Failed to resize underlying file: ");
@@ -258,7 +270,7 @@ static int reserve_file_space(BlockDriverState *bs, uint64_t old_size,
 }
 
 static int do_grow(BlockDriverState *bs, uint64_t size, int prealloc,
-                   GError **errp)
+                   bool tail_allocated, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t old_size = s->size;
@@ -271,7 +283,8 @@ static int do_grow(BlockDriverState *bs, uint64_t size, int prealloc,
         return ret;
     }
     if (prealloc == BDRV_PREALLOC_FALLOC || prealloc == BDRV_PREALLOC_FULL) {
-        ret = reserve_file_space(bs, old_size, size, prealloc, errp);
+        ret = reserve_file_space(bs, old_size, size, tail_allocated,
+                                 prealloc, errp);
         if (ret < 0) {
             return ret;
         }
@@ -291,6 +304,45 @@ static int do_grow(BlockDriverState *bs, uint64_t size, int prealloc,
                     "Failed to grow the image: %s", g_strerror(-ret));
     }
     return ret;
+}
+
+/*
+ * A preallocating grow from inside a cluster that only the backing file
+ * fills: the cluster's head is copied into this layer first, so that
+ * preallocating it does not hide the backing data (QEMU copies it on
+ * allocation).  Called without the locks.
+ */
+static int copy_tail_cluster(BlockDriverState *bs, int prealloc)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t start = qcow2_cluster_start(s, s->size);
+    g_autofree uint8_t *buf = NULL;
+    int ret;
+
+    if (prealloc == BDRV_PREALLOC_OFF || !bs->backing ||
+        s->size % s->cluster_size == 0) {
+        return 0;
+    }
+    buf = g_malloc(s->size - start);
+    ret = qcow2_pread(bs, start, s->size - start, buf);
+    if (ret == 0) {
+        ret = qcow2_pwrite(bs, start, s->size - start, buf);
+    }
+    return ret;
+}
+
+/* Does this layer map the cluster the old end lies in?  Unlocked. */
+static bool tail_cluster_allocated(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t pnum, map;
+    BlockDriverState *file;
+
+    if (s->size % s->cluster_size == 0) {
+        return false;
+    }
+    return qcow2_block_status(bs, qcow2_cluster_start(s, s->size), 1, &pnum,
+                              &map, &file) > 0;
 }
 
 /* What QEMU refuses before touching anything. */
@@ -338,17 +390,24 @@ int qcow2_truncate_prealloc(BlockDriverState *bs, int64_t size, int prealloc,
                             GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
+    bool tail_allocated;
     int ret;
 
     if (!truncate_allowed(bs, size, prealloc, errp)) {
         return -EINVAL;
     }
+    if ((uint64_t)size > s->size && (ret = copy_tail_cluster(bs, prealloc))) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not preallocate metadata: %s", g_strerror(-ret));
+        return ret;
+    }
+    tail_allocated = tail_cluster_allocated(bs);
     g_rw_lock_writer_lock(&s->free_lock);
     g_mutex_lock(&s->lock);
     if ((uint64_t)size < s->size) {
         ret = do_shrink(bs, size, errp);
     } else {
-        ret = do_grow(bs, size, prealloc, errp);
+        ret = do_grow(bs, size, prealloc, tail_allocated, errp);
     }
     g_mutex_unlock(&s->lock);
     g_rw_lock_writer_unlock(&s->free_lock);

@@ -237,6 +237,29 @@ def resize_preallocation():
 
 
 @runner.case()
+def resize_prealloc_over_backing():
+    """A preallocating grow from inside a cluster the backing file fills
+    keeps the backing data below the old end, reads zeroes above it, and
+    takes as many clusters as qemu-img's (QEMU's test 125 expects 7)."""
+    def build(path, d, orig):
+        t = common.tools()
+        base = os.path.join(d, 'base.raw')
+        run([t.qemu_img, 'create', '-q', '-f', 'raw', base, '128k'])
+        qemu_io(base, 'write -P 1 0 128k', fmt='raw')
+        run([t.qemu_img, 'create', '-q', '-f', 'qcow2', '-F', 'raw', '-b',
+             base, '-o', 'cluster_size=64k', path, orig])
+    for orig in ('31k', '33k'):
+        for mode in ('metadata', 'full', 'falloc'):
+            with common.TempDir() as d:
+                tw = Twin(d, lambda p, dd: build(p, dd, orig))
+                tw.run(['resize', '--preallocation=' + mode, '@IMG@',
+                        '96k'], rc=0)
+                tw.same_result(file_length=True)
+                qemu_io(tw.paths['ours'], 'read -P 1 0 ' + orig,
+                        'read -P 0 %s 63k' % orig)
+
+
+@runner.case()
 def resize_raw():
     def build(path, d):
         with open(path, 'wb') as f:
