@@ -523,6 +523,7 @@ bool bdrv_supports_amend(BlockDriverState *bs)
 }
 
 int bdrv_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
+               BdrvAmendStatusCB *status_cb, void *cb_opaque,
                GError **errp)
 {
     int ret;
@@ -539,7 +540,7 @@ int bdrv_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
         return -EACCES;
     }
     bdrv_drained_begin(bs);
-    ret = bs->drv->amend(bs, opts, force, errp);
+    ret = bs->drv->amend(bs, opts, force, status_cb, cb_opaque, errp);
     bdrv_drained_end(bs);
     return ret;
 }

@@ -11,8 +11,11 @@
  * one piece), after everything it needs is durable: an upgrade writes the
  * version 3 snapshot table to new clusters first; a downgrade turns
  * every zero cluster of the active image into data (or, without a
- * backing file, into unallocated clusters, which read zeroes too) before
- * the header says version 2.  A refcount_bits change writes complete
+ * backing file, into unallocated clusters, which read zeroes too), in
+ * the snapshots' trees too, before
+ * the header says version 2 (each table rewritten in place after its new
+ * clusters are durable: every tree sharing it reads the same).  A
+ * refcount_bits change writes complete
  * new refcount structures (blocks and table) past the end of the file,
  * where the old structures count nothing, switches to them with the one
  * header write, and only then frees the old ones in the new structures:
@@ -162,126 +165,196 @@ static int upgrade(BlockDriverState *bs, GError **errp)
     return 0;
 }
 
-/* Is any entry of the L2 table at l2_off a zero cluster? */
-static int l2_has_zero(BlockDriverState *bs, uint64_t l2_off, bool *found)
+/* Progress of the zero-cluster expansion: L1 entries visited of all. */
+typedef struct AmendProgress {
+    BdrvAmendStatusCB *cb;
+    void *opaque;
+    int64_t done, total;
+} AmendProgress;
+
+static void progress_step(BlockDriverState *bs, AmendProgress *p)
+{
+    p->done++;
+    if (p->cb) {
+        p->cb(bs, p->done, p->total, p->opaque);
+    }
+}
+
+/* A reference the expansion dropped: applied once the table that no
+ * longer points there is on disk. */
+typedef struct DroppedRef {
+    uint64_t cluster;
+    uint64_t count;
+} DroppedRef;
+
+/*
+ * One zero entry of a table that l2_refcount trees share becomes data:
+ * a new cluster of zeroes (counted once per sharing tree) or, for a
+ * preallocated cluster only these trees reach, that cluster zeroed.  A
+ * preallocated cluster that other tables reach too (a snapshot taken
+ * before the zero write) is left alone and its references from this
+ * table are dropped later: QEMU 7.2 zeroes it in place, which changes
+ * the snapshot's data and leaves a wrong refcount.  Without a backing
+ * file a plain zero entry just becomes unallocated.  *e in host order.
+ */
+static int expand_entry(BlockDriverState *bs, uint64_t *e, uint64_t l2_refcount,
+                        GArray *dropped)
 {
     BDRVQcow2State *s = bs->opaque;
-    void *t;
-    int ret = qcow2_cache_get(bs, s->l2_cache, l2_off, &t);
+    bool plain = qcow2_get_cluster_type(*e) == QCOW2_CLUSTER_ZERO_PLAIN;
+    int64_t off = *e & L2E_OFFSET_MASK;
+    bool fresh = plain;
+    uint64_t data_refcount = 0;
+    int ret;
+
+    if (plain && !bs->backing) {
+        *e = 0;
+        return 0;
+    }
+    if (!plain) {
+        ret = qcow2_get_refcount(bs, off >> s->cluster_bits, &data_refcount);
+        if (ret < 0) {
+            return ret;
+        }
+        fresh = data_refcount > l2_refcount;
+    }
+    if (fresh) {
+        DroppedRef d = { (uint64_t)off >> s->cluster_bits, l2_refcount };
+        off = qcow2_alloc_clusters(bs, 1);
+        if (off < 0) {
+            return (int)off;
+        }
+        if (l2_refcount > 1) {
+            ret = qcow2_update_cluster_refcount(bs, off >> s->cluster_bits,
+                                                (int)(l2_refcount - 1), NULL);
+            if (ret < 0) {
+                qcow2_free_cluster_deferred(bs, off);
+                return ret;
+            }
+        }
+        if (!plain) {
+            g_array_append_val(dropped, d);
+        }
+    }
+    ret = qcow2_overlap_check(bs, 0, off, s->cluster_size);
+    if (ret == 0) {
+        ret = bdrv_pwrite_zeroes(bs->file, off, s->cluster_size, 0);
+    }
+    if (ret < 0) {
+        return ret;   /* a new cluster leaks: nothing points at it */
+    }
+    *e = off | (l2_refcount == 1 ? QCOW_OFLAG_COPIED : 0);
+    return 0;
+}
+
+/*
+ * The zero entries of the L2 table at l2_off, changed in a copy; the
+ * new clusters' counts and zeroes are durable before the table is
+ * written over in place (the change reads the same to every tree that
+ * shares it), and references it dropped go down only after that.
+ * Under s->lock, with the caches written back.
+ */
+static int expand_table(BlockDriverState *bs, uint64_t l2_off)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autofree uint64_t *t = g_malloc(s->cluster_size);
+    g_autoptr(GArray) dropped = g_array_new(FALSE, FALSE, sizeof(DroppedRef));
+    uint64_t l2_refcount;
+    bool dirty = false;
+    void *cached;
+    int ret = qcow2_cache_get(bs, s->l2_cache, l2_off, &cached);
 
     if (ret < 0) {
         return ret;
     }
-    *found = false;
-    for (uint32_t i = 0; i < s->l2_size && !*found; i++) {
-        uint64_t e = GUINT64_FROM_BE(((uint64_t *)t)[i]);
+    memcpy(t, cached, s->cluster_size);
+    ret = qcow2_get_refcount(bs, l2_off >> s->cluster_bits, &l2_refcount);
+    for (uint32_t j = 0; ret == 0 && j < s->l2_size; j++) {
+        uint64_t e = GUINT64_FROM_BE(t[j]);
         Qcow2ClusterType type = qcow2_get_cluster_type(e);
-        *found = type == QCOW2_CLUSTER_ZERO_PLAIN ||
-                 type == QCOW2_CLUSTER_ZERO_ALLOC;
-    }
-    return 0;
-}
 
-/*
- * Internal snapshots whose trees hold zero clusters would read wrong
- * data under version 2; QEMU expands those too, strata refuses.
- */
-static int snapshots_have_zero(BlockDriverState *bs, bool *found,
-                               GError **errp)
-{
-    BDRVQcow2State *s = bs->opaque;
-    int ret = 0;
-
-    *found = false;
-    for (uint32_t i = 0; i < s->nb_snapshots && !*found && ret == 0; i++) {
-        g_autofree uint64_t *l1 = NULL;
-        uint32_t n;
-
-        ret = qcow2_sn_read_l1(bs, &s->snapshots[i], 0, &l1, &n, errp);
-        for (uint32_t j = 0; ret == 0 && j < n && !*found; j++) {
-            if (l1[j] & L1E_OFFSET_MASK) {
-                ret = l2_has_zero(bs, l1[j] & L1E_OFFSET_MASK, found);
-            }
+        if (type != QCOW2_CLUSTER_ZERO_PLAIN &&
+            type != QCOW2_CLUSTER_ZERO_ALLOC) {
+            continue;
         }
+        ret = expand_entry(bs, &e, l2_refcount, dropped);
+        t[j] = GUINT64_TO_BE(e);
+        dirty = true;
+    }
+    if (ret < 0 || !dirty) {
+        return ret;
+    }
+    ret = qcow2_cache_write(bs, s->refcount_cache);
+    if (ret == 0) {
+        ret = bdrv_flush(bs->file);
+    }
+    if (ret == 0) {
+        ret = qcow2_overlap_pwrite(bs, QCOW2_OL_ACTIVE_L2 |
+                                   QCOW2_OL_INACTIVE_L2, l2_off,
+                                   s->cluster_size, t);
+    }
+    qcow2_cache_discard(s->l2_cache, l2_off);
+    if (ret == 0 && dropped->len) {
+        ret = bdrv_flush(bs->file);
+    }
+    for (guint i = 0; ret == 0 && i < dropped->len; i++) {
+        DroppedRef *d = &g_array_index(dropped, DroppedRef, i);
+        ret = qcow2_update_cluster_refcount(bs, d->cluster, -(int)d->count,
+                                            NULL);
     }
     return ret;
 }
 
-/* The guest offset of the first zero cluster of the active image at or
- * after *pos; *pos = UINT64_MAX when there is none. */
-static int next_zero_cluster(BlockDriverState *bs, uint64_t *pos)
+static int expand_l1(BlockDriverState *bs, const uint64_t *l1, uint32_t n,
+                     AmendProgress *p)
 {
-    BDRVQcow2State *s = bs->opaque;
-    uint64_t span = (uint64_t)s->cluster_size * s->l2_size;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t l2_off = l1[i] & L1E_OFFSET_MASK;
+        int ret = l2_off ? expand_table(bs, l2_off) : 0;
 
-    while (*pos < s->size) {
-        uint64_t l1i = *pos / span, l2_off;
-        void *t;
-        int ret;
-
-        l2_off = l1i < s->l1_size ? s->l1_table[l1i] & L1E_OFFSET_MASK : 0;
-        if (!l2_off) {
-            *pos = (l1i + 1) * span;
-            continue;
-        }
-        ret = qcow2_cache_get(bs, s->l2_cache, l2_off, &t);
         if (ret < 0) {
             return ret;
         }
-        for (uint64_t i = (*pos % span) >> s->cluster_bits; i < s->l2_size;
-             i++) {
-            uint64_t e = GUINT64_FROM_BE(((uint64_t *)t)[i]);
-            Qcow2ClusterType type = qcow2_get_cluster_type(e);
-            if (type == QCOW2_CLUSTER_ZERO_PLAIN ||
-                type == QCOW2_CLUSTER_ZERO_ALLOC) {
-                *pos = l1i * span + (i << s->cluster_bits);
-                return *pos < s->size ? 0 : (*pos = UINT64_MAX, 0);
-            }
-        }
-        *pos = (l1i + 1) * span;
+        progress_step(bs, p);
     }
-    *pos = UINT64_MAX;
     return 0;
 }
 
 /*
- * Version 2 has no zero flag: each zero cluster becomes unallocated
- * (nothing below it, so it still reads zeroes) or, over a backing file,
- * a data cluster of zeroes.  Called without the locks.
+ * Version 2 has no zero flag: every zero entry of the active image and
+ * of every snapshot becomes a data cluster of zeroes (or, with nothing
+ * below, an unallocated one), as QEMU's qcow2_expand_zero_clusters.
  */
-static int expand_zero_clusters(BlockDriverState *bs)
+static int expand_zero_clusters(BlockDriverState *bs, AmendProgress *p)
 {
     BDRVQcow2State *s = bs->opaque;
-    g_autofree uint8_t *zeroes = g_malloc0(s->cluster_size);
-    uint64_t pos = 0;
-    int ret = 0;
+    int ret;
 
-    for (;;) {
-        g_mutex_lock(&s->lock);
-        ret = next_zero_cluster(bs, &pos);
-        if (ret == 0 && pos != UINT64_MAX && !bs->backing) {
-            ret = qcow2_discard_unmap(bs, pos, s->cluster_size);
-        }
-        g_mutex_unlock(&s->lock);
-        if (ret < 0 || pos == UINT64_MAX) {
-            break;
-        }
-        if (bs->backing) {
-            ret = qcow2_pwrite(bs, pos, MIN(s->cluster_size, s->size - pos),
-                               zeroes);
-            if (ret < 0) {
-                break;
-            }
-        }
-        pos += s->cluster_size;
+    p->total = s->l1_size;
+    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+        p->total += s->snapshots[i].l1_size;
     }
     g_mutex_lock(&s->lock);
+    ret = qcow2_write_back_metadata(bs);
+    if (ret == 0) {
+        ret = expand_l1(bs, s->l1_table, s->l1_size, p);
+    }
+    for (uint32_t i = 0; ret == 0 && i < s->nb_snapshots; i++) {
+        g_autofree uint64_t *l1 = NULL;
+        uint32_t n = 0;
+
+        ret = qcow2_sn_read_l1(bs, &s->snapshots[i], 0, &l1, &n, NULL);
+        if (ret == 0) {
+            ret = expand_l1(bs, l1, s->snapshots[i].l1_size, p);
+        }
+    }
     if (ret == 0) {
         ret = qcow2_write_back_metadata(bs);
     }
     if (ret == 0) {
         ret = bdrv_flush(bs->file);
     }
+    qcow2_overlap_invalidate(s);
     g_mutex_unlock(&s->lock);
     return ret;
 }
@@ -289,8 +362,6 @@ static int expand_zero_clusters(BlockDriverState *bs)
 static int downgrade_checks(BlockDriverState *bs, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
-    bool zero = false;
-    int ret;
 
     if (s->refcount_order != 4) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
@@ -319,19 +390,10 @@ static int downgrade_checks(BlockDriverState *bs, GError **errp)
                     "and existing compressed clusters");
         return -ENOTSUP;
     }
-    g_mutex_lock(&s->lock);
-    ret = snapshots_have_zero(bs, &zero, errp);
-    g_mutex_unlock(&s->lock);
-    if (ret == 0 && zero) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "Cannot downgrade: internal snapshots hold zero "
-                    "clusters (not supported by strata)");
-        ret = -ENOTSUP;
-    }
-    return ret;
+    return 0;
 }
 
-static int downgrade(BlockDriverState *bs, GError **errp)
+static int downgrade(BlockDriverState *bs, AmendProgress *p, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t compat = s->compatible_features, autoclear = s->autoclear_features;
@@ -340,7 +402,7 @@ static int downgrade(BlockDriverState *bs, GError **errp)
     if (ret < 0) {
         return ret;
     }
-    ret = expand_zero_clusters(bs);
+    ret = expand_zero_clusters(bs, p);
     if (ret < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                     "Failed to turn zero into data clusters: %s",
@@ -619,8 +681,9 @@ static int change_refcount_order(BlockDriverState *bs, int order,
 }
 
 int qcow2_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
-                GError **errp)
+                BdrvAmendStatusCB *status_cb, void *cb_opaque, GError **errp)
 {
+    AmendProgress progress = { status_cb, cb_opaque, 0, 0 };
     BDRVQcow2State *s = bs->opaque;
     AmendRequest r = { 0 };
     int old_version = s->version;
@@ -672,7 +735,7 @@ int qcow2_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
         return ret;
     }
     if (r.version < old_version) {
-        return downgrade(bs, errp);
+        return downgrade(bs, &progress, errp);
     }
     return 0;
 }

@@ -400,6 +400,6 @@ int qcow2_truncate_prealloc(BlockDriverState *bs, int64_t size, int prealloc,
 
 /* qcow2-amend.c: qemu-img amend */
 int qcow2_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
-                GError **errp);
+                BdrvAmendStatusCB *status_cb, void *cb_opaque, GError **errp);
 
 #endif

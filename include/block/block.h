@@ -176,8 +176,13 @@ int bdrv_truncate_prealloc(BlockDriverState *bs, int64_t size,
 
 /* qemu-img amend: whether the node's format can, and doing it (drained;
  * opts holds creation option names: compat, lazy_refcounts, size...). */
+typedef void BdrvAmendStatusCB(BlockDriverState *bs, int64_t done,
+                               int64_t total, void *opaque);
 bool bdrv_supports_amend(BlockDriverState *bs);
+/* status_cb (may be NULL) hears how far a long step (a downgrade's
+ * zero-cluster expansion) is: done of total units. */
 int bdrv_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
+               BdrvAmendStatusCB *status_cb, void *cb_opaque,
                GError **errp);
 
 /*

@@ -49,6 +49,7 @@ struct BlockDriver {
     /* qemu-img amend: changes the options set in opts (names as for
      * create); force as QEMU's --force. */
     int (*amend)(BlockDriverState *bs, BlockOpts *opts, bool force,
+                 BdrvAmendStatusCB *status_cb, void *cb_opaque,
                  GError **errp);
     int64_t (*getlength)(BlockDriverState *bs);
     int64_t (*get_allocated_file_size)(BlockDriverState *bs);

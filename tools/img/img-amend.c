@@ -114,6 +114,12 @@ static BlockOpts *parse_amend_options(const char *fmt, const char *options)
     return img_create_opts_to_block_opts(co);
 }
 
+static void amend_status(BlockDriverState *bs, int64_t done, int64_t total,
+                         void *opaque)
+{
+    img_progress_print(100.f * done / total, 0);
+}
+
 int img_amend(int argc, char **argv)
 {
     static const struct option long_options[] = {
@@ -184,10 +190,8 @@ int img_amend(int argc, char **argv)
     }
     img_progress_init(progress && !o.quiet, 1.0);
     img_progress_print(0.f, 0);
-    ret = bdrv_amend(bs, opts, force, &err);
-    if (ret == 0) {
-        img_progress_print(100.f, 0);
-    }
+    ret = bdrv_amend(bs, opts, force, amend_status, NULL, &err);
+    img_progress_print(100.f, 0);
     img_progress_end();
     if (ret < 0) {
         img_error("%s", err->message);
