@@ -417,6 +417,9 @@ def amend_refusals():
         tw.refused(['amend', '@IMG@'])
         tw.refused(['amend', '-o', 'compat=1.1', '@IMG@', 'x'])
         tw.refused(['amend', '-f', 'raw', '-o', 'size=1M', '@IMG@'])
+        tw.refused(['amend', '-o', 'size=1M,', '-o', 'help', '@IMG@'])
+        tw.refused(['amend', '-o', 'size=1M', '-o', ',,', '@IMG@'])
+        tw.refused(['amend', '-f', 'bochs', '-o', 'help'])
         tw.run(['amend', '-f', 'qcow2', '-o', 'help'], rc=0)
     def v3_snap_other_size(path, d):
         qcow2_with_data()(path, d)
@@ -479,7 +482,7 @@ def measure_outputs():
             ['-O', 'qcow2', '-o', 'compat=0.10,refcount_bits=8', '--size',
              '1M'],
             ['-O', 'qcow2', '--size', '1E'], ['-O', 'nosuch', '--size', '1'],
-            ['--output=xml', '--size', '1M'],
+            ['--output=xml', '--size', '1M'], ['-o', ',', '--size', '1M'],
         ]
         for args in cases:
             o = run([t.img, 'measure'] + args, rc=None)
@@ -572,6 +575,7 @@ def convert_snapshot_and_n():
         for args in (['-l', 'snapshot.foo=s1', img],
                      ['-l', 'nosuch', img], ['-l', 's1', img, img],
                      ['-n', '-o', 'cluster_size=4k', img],
+                     ['-C', '-S', '4k', img], ['-C', '--salvage', img],
                      ['-n', '-O', 'raw', img + '.none']):
             o = run([t.img, 'convert', '-O', 'raw'] + args + [target],
                     rc=None)

@@ -53,10 +53,27 @@ static bool is_amend_option(const char *key)
     return false;
 }
 
+/* QEMU's formats that strata lacks, none of which can amend: qemu-img
+ * names them in its refusal rather than calling them unknown. */
+static const char *const qemu_only_formats[] = {
+    "bochs", "cloop", "dmg", "parallels", "qcow", "qed", "vdi", "vhdx",
+    "vmdk", "vpc", "vvfat", NULL,
+};
+
+static bool is_qemu_only_format(const char *fmt)
+{
+    for (int i = 0; qemu_only_formats[i]; i++) {
+        if (!strcmp(fmt, qemu_only_formats[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static int print_amend_help(const char *fmt)
 {
     if (strcmp(fmt, "qcow2")) {
-        if (!bdrv_find_format(fmt)) {
+        if (!bdrv_find_format(fmt) && !is_qemu_only_format(fmt)) {
             img_error("Unknown file format '%s'", fmt);
         } else {
             img_error("Format driver '%s' does not support option amendment",
@@ -142,6 +159,10 @@ int img_amend(int argc, char **argv)
                             NULL)) != -1) {
         switch (c) {
         case 'o':
+            if (!img_is_valid_option_list(optarg)) {
+                img_error("Invalid option list: %s", optarg);
+                return 1;
+            }
             img_accumulate_options(&options, optarg);
             break;
         case 't':

@@ -624,6 +624,7 @@ int img_convert(int argc, char **argv)
     bool progress = false, skip_create = false;
     const char *snapshot_param = NULL;   /* -l (resize branch) */
     bool copy_offload = false;           /* -C (resize branch) */
+    bool explicit_sparse = false;        /* -S given (resize branch) */
     bool tgt_image_opts = false, target_is_zero = false;
     int flags = BDRV_O_RDWR; /* as qemu-img */
     int64_t sval;
@@ -676,6 +677,7 @@ int img_convert(int argc, char **argv)
                 return 1;
             }
             s.min_sparse = sval;
+            explicit_sparse = true;   /* resize branch: -C rule */
             break;
         case 'p':
             progress = true;
@@ -730,6 +732,10 @@ int img_convert(int argc, char **argv)
         return 1;
     }
     /* --salvage and -C, convert -n rules (resize branch) */
+    if (explicit_sparse && copy_offload) {
+        img_error("Cannot enable copy offloading when -S is used");
+        return 1;
+    }
     if (copy_offload && s.salvage) {
         img_error("Cannot use copy offloading in salvaging mode");
         return 1;

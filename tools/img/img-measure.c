@@ -351,6 +351,10 @@ int img_measure(int argc, char **argv)
             out_fmt = optarg;
             break;
         case 'o':
+            if (!img_is_valid_option_list(optarg)) {
+                img_error("Invalid option list: %s", optarg);
+                return 1;
+            }
             img_accumulate_options(&options, optarg);
             break;
         case 'l':
