@@ -463,7 +463,11 @@ def measure_outputs():
         qemu_io(img, 'write -P 0x44 10M 5M')
         raw = os.path.join(d, 'img.raw')
         run([t.qemu_img, 'convert', '-O', 'raw', img, raw])
+        v2 = os.path.join(d, 'v2.qcow2')
+        run([t.qemu_img, 'convert', '-O', 'qcow2', '-o', 'compat=0.10', img,
+             v2])
         cases = [
+            ['-O', 'qcow2', v2],
             ['--size', '1G', '-O', 'qcow2'],
             ['--size', '1G'],
             ['--output=json', '-O', 'qcow2', img],

@@ -120,6 +120,19 @@ static bool allocated_bytes(BlockDriverState *in, uint64_t cs, int64_t len,
     return true;
 }
 
+/* Could the source hold persistent bitmaps (a version 3 qcow2)?  QEMU
+ * then prints their size (always 0 here: strata keeps no bitmaps). */
+static bool source_has_bitmap_room(BlockDriverState *in)
+{
+    BlockSpecificInfo si = { 0 };
+
+    if (strcmp(bdrv_get_format_name(in), "qcow2")) {
+        return false;
+    }
+    bdrv_get_specific_info(in, &si);
+    return si.compat && !strcmp(si.compat, "1.1");
+}
+
 /* The qcow2 creation options measure reads, with QEMU's checks. */
 static bool qcow2_measure_opts(ImgCreateOpts *co, uint64_t *cs,
                                int *version, int *refcount_order)
@@ -209,8 +222,7 @@ static bool measure_qcow2(ImgCreateOpts *co, BlockDriverState *in,
     }
     info->fully_allocated = qcow2_prealloc_size(vsize, cs, order);
     info->required = info->fully_allocated - vsize + required;
-    info->has_bitmaps = version >= 3 && in &&
-                        !strcmp(bdrv_get_format_name(in), "qcow2");
+    info->has_bitmaps = version >= 3 && in && source_has_bitmap_room(in);
     return true;
 }
 
