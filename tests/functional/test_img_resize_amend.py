@@ -487,6 +487,9 @@ def measure_outputs():
              '1M'],
             ['-O', 'qcow2', '--size', '1E'], ['-O', 'nosuch', '--size', '1'],
             ['--output=xml', '--size', '1M'], ['-o', ',', '--size', '1M'],
+            ['-l', 'snapshot.foo=bar'], ['--output', 'foo'], ['--size', '-1'],
+            ['--object', 'secret,id=sec0,data=MTIzNDU2,format=base64'],
+            ['-O', 'qcow2', '--size', '7E'], ['-O', 'qcow2', '--size', '0'],
         ]
         for args in cases:
             o = run([t.img, 'measure'] + args, rc=None)

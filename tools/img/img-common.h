@@ -170,5 +170,8 @@ int img_dd(int argc, char **argv);
  * ID or name read-only in place of the active image; false after
  * qemu-img's "Failed to load snapshot: ..." message. */
 bool img_load_snapshot(BlockDriverState *bs, const char *sn);
+/* At option time: a "snapshot.*" -l names only snapshot.id/.name
+ * (qemu-img's two messages otherwise); anything else is an ID or name. */
+bool img_check_snapshot_param(const char *param);
 
 #endif

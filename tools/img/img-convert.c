@@ -543,29 +543,6 @@ static ImgCreateOpts *target_create_opts(const char *out_fmt,
 
 /* ---- convert -l (resize branch): an internal snapshot as the source ---- */
 
-/* "snapshot.id=..,snapshot.name=..": only those keys (qemu-img's text). */
-static bool convert_snapshot_param_ok(const char *param)
-{
-    g_autoptr(GHashTable) o = bdrv_opts_new();
-    g_autoptr(GError) err = NULL;
-    GHashTableIter it;
-    gpointer k;
-
-    if (!bdrv_opts_parse(o, param, NULL, &err)) {
-        img_error("Failed in parsing snapshot param '%s'", param);
-        return false;
-    }
-    g_hash_table_iter_init(&it, o);
-    while (g_hash_table_iter_next(&it, &k, NULL)) {
-        if (strcmp(k, "snapshot.id") && strcmp(k, "snapshot.name")) {
-            img_error("Invalid parameter '%s'", (const char *)k);
-            img_error("Failed in parsing snapshot param '%s'", param);
-            return false;
-        }
-    }
-    return true;
-}
-
 /* Loads the snapshot in place of the (single) source, as qemu-img does
  * after taking the sources' sizes. */
 static bool convert_load_snapshot(ConvertState *s, const char *param)
@@ -659,8 +636,7 @@ int img_convert(int argc, char **argv)
             break;
         case 'l':
             /* convert -l (resize branch): checked and loaded after open */
-            if (g_str_has_prefix(optarg, "snapshot.") &&
-                !convert_snapshot_param_ok(optarg)) {
+            if (!img_check_snapshot_param(optarg)) {
                 return 1;
             }
             snapshot_param = optarg;
