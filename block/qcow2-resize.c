@@ -13,7 +13,8 @@
  *      synced), then the trees they held are released;
  *   3. the header's size field: the commit point of the new size;
  *   4. refcount blocks that count nothing but themselves are dropped
- *      from the refcount table, and the file's tail cut.
+ *      from the refcount table, the file's tail cut and the host space
+ *      of free clusters inside it punched out.
  */
 #include <errno.h>
 #include <string.h>
@@ -147,6 +148,33 @@ static int shrink_reftable(BlockDriverState *bs)
     return ret;
 }
 
+/*
+ * Step 4c: the host space of clusters nothing uses is given back (QEMU
+ * discards the clusters a shrink frees; a free cluster holds nothing,
+ * so punching every one is as safe).  Advisory: failures are ignored.
+ */
+static void punch_free_clusters(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t file_len = bdrv_getlength(bs->file);
+    int64_t n = file_len < 0 ? 0 : file_len / s->cluster_size;
+    int64_t run_start = -1;
+
+    for (int64_t i = 1; i <= n; i++) {
+        uint64_t rc = 1;
+        if (i < n && qcow2_get_refcount(bs, i, &rc) < 0) {
+            return;
+        }
+        if (rc == 0 && run_start < 0) {
+            run_start = i;
+        } else if (rc != 0 && run_start >= 0) {
+            bdrv_pdiscard(bs->file, run_start * (int64_t)s->cluster_size,
+                          (i - run_start) * (int64_t)s->cluster_size);
+            run_start = -1;
+        }
+    }
+}
+
 /* Step 4b: the file ends after its last cluster in use. */
 static void cut_file_tail(BlockDriverState *bs)
 {
@@ -222,6 +250,7 @@ static int do_shrink(BlockDriverState *bs, uint64_t size, GError **errp)
         return ret;
     }
     cut_file_tail(bs);
+    punch_free_clusters(bs);
     return 0;
 }
 

@@ -177,6 +177,30 @@ def resize_shrink_frees_tail():
 
 
 @runner.case()
+def resize_shrink_gives_space_back():
+    """QEMU's test 250: data of the end mapped to the file's start and
+    the other way round; a shrink must give the freed host space back
+    (holes punched where the file cannot be cut): the same drop in disk
+    usage as qemu-img's."""
+    def build(path, d):
+        t = common.tools()
+        run([t.qemu_img, 'create', '-q', '-f', 'qcow2', '-o',
+             'cluster_size=1M,preallocation=metadata', path, '100M'])
+        qemu_io(path, 'discard 0 10M', 'discard 90M 10M', 'write 90M 10M',
+                'write 0 10M')
+    with common.TempDir() as d:
+        tw = Twin(d, build)
+        before = {k: os.stat(p).st_blocks for k, p in tw.paths.items()}
+        tw.run(['resize', '--shrink', '@IMG@', '5M'], rc=0)
+        tw.same_result(file_length=True)
+        delta = {k: before[k] - os.stat(p).st_blocks
+                 for k, p in tw.paths.items()}
+        check(delta['ours'] == delta['theirs'] and delta['ours'] > 0,
+              'disk usage dropped by %d blocks, qemu-img\'s by %d'
+              % (delta['ours'], delta['theirs']))
+
+
+@runner.case()
 def resize_shrink_keeps_snapshot():
     """A v3 image shrinks under a snapshot; the snapshot keeps all of its
     data (its tree is shared, not freed)."""
