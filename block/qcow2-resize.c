@@ -374,6 +374,37 @@ static bool tail_cluster_allocated(BlockDriverState *bs)
                               &map, &file) > 0;
 }
 
+/*
+ * falloc / full over an allocated cluster at the old end: the part of
+ * it past the old end gets its host space too (it may be a hole of a
+ * metadata preallocation); those bytes read zeroes anyway.  Unlocked.
+ */
+static int prealloc_tail_cluster(BlockDriverState *bs, int prealloc)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t in = s->size % s->cluster_size;
+    int64_t pnum, map = 0;
+    BlockDriverState *file = NULL;
+    g_autofree uint8_t *zeroes = NULL;
+    int ret;
+
+    if ((prealloc != BDRV_PREALLOC_FALLOC && prealloc != BDRV_PREALLOC_FULL)
+        || !in) {
+        return 0;
+    }
+    ret = qcow2_block_status(bs, qcow2_cluster_start(s, s->size), 1, &pnum,
+                             &map, &file);
+    if (ret <= 0 || !(ret & BDRV_BLOCK_OFFSET_VALID) || file != bs->file) {
+        return ret < 0 ? ret : 0;
+    }
+    map = qcow2_cluster_start(s, map);
+    if (prealloc == BDRV_PREALLOC_FALLOC) {
+        return bdrv_pwrite_zeroes(bs->file, map + in, s->cluster_size - in, 0);
+    }
+    zeroes = g_malloc0(s->cluster_size - in);
+    return bdrv_pwrite(bs->file, map + in, s->cluster_size - in, zeroes);
+}
+
 /* What QEMU refuses before touching anything. */
 static bool truncate_allowed(BlockDriverState *bs, int64_t size, int prealloc,
                              GError **errp)
@@ -431,6 +462,12 @@ int qcow2_truncate_prealloc(BlockDriverState *bs, int64_t size, int prealloc,
         return ret;
     }
     tail_allocated = tail_cluster_allocated(bs);
+    if ((uint64_t)size > s->size && tail_allocated &&
+        (ret = prealloc_tail_cluster(bs, prealloc)) < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not preallocate new data: %s", g_strerror(-ret));
+        return ret;
+    }
     g_rw_lock_writer_lock(&s->free_lock);
     g_mutex_lock(&s->lock);
     if ((uint64_t)size < s->size) {

@@ -284,6 +284,33 @@ def resize_prealloc_over_backing():
 
 
 @runner.case()
+def resize_falloc_after_metadata_prealloc():
+    """QEMU's test 125: an image preallocated with metadata only, grown
+    from inside a cluster with falloc/full: writing the grown area takes
+    no new host space, and the file does not grow."""
+    t = common.tools()
+    size = 2 * 1024 * 1024 - 48 * 1024
+    for mode in ('falloc', 'full'):
+        with common.TempDir() as d:
+            img = os.path.join(d, 'img.qcow2')
+            run([t.qemu_img, 'create', '-q', '-f', 'qcow2', '-o',
+                 'preallocation=metadata,cluster_size=64k', img, str(size)])
+            run([t.img, 'resize', '-q', '--preallocation=' + mode, img,
+                 '+16K'])
+            qemu_io(img, 'write 0 %d' % size)
+            st1 = os.stat(img)
+            qemu_io(img, 'write %d 16k' % size)
+            st2 = os.stat(img)
+            check(st2.st_blocks <= st1.st_blocks and
+                  st2.st_size <= st1.st_size,
+                  '%s: the grown area was not preallocated (%d -> %d '
+                  'blocks, %d -> %d bytes)' % (mode, st1.st_blocks,
+                                               st2.st_blocks, st1.st_size,
+                                               st2.st_size))
+            common.qemu_check_clean(img)
+
+
+@runner.case()
 def resize_raw():
     def build(path, d):
         with open(path, 'wb') as f:
