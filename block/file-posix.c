@@ -585,6 +585,85 @@ static int truncate_file(BlockDriverState *bs, int64_t size, GError **errp)
     return 0;
 }
 
+/* Writes zeroes over [from, to) of fd: preallocation=full. */
+static int file_write_zeroes_to(int fd, int64_t from, int64_t to)
+{
+    g_autofree char *buf = g_malloc0(65536);
+
+    while (from < to) {
+        ssize_t n = pwrite(fd, buf, MIN(to - from, 65536), from);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return -errno;
+        }
+        from += n;
+    }
+    return fsync(fd) < 0 ? -errno : 0;
+}
+
+/*
+ * qemu-img resize --preallocation on a plain file: falloc reserves the
+ * new area, full writes zeroes over it; a failure puts the old length
+ * back so nothing changed.  QEMU's texts.
+ */
+static int file_truncate_prealloc(BlockDriverState *bs, int64_t size,
+                                  int prealloc, GError **errp)
+{
+    BDRVFileState *s = bs->opaque;
+    struct stat st;
+    int ret = 0;
+
+    if (prealloc == BDRV_PREALLOC_OFF) {
+        return file_truncate(bs, size, errp);
+    }
+    if (fstat(s->fd, &st) < 0) {
+        ret = -errno;
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not stat file: %s", g_strerror(-ret));
+        return ret;
+    }
+    if (st.st_size > size) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Cannot use preallocation for shrinking files");
+        return -ENOTSUP;
+    }
+    if (prealloc == BDRV_PREALLOC_FALLOC) {
+        if (size != st.st_size) {
+            ret = -posix_fallocate(s->fd, st.st_size, size - st.st_size);
+        }
+        if (ret < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Could not preallocate new data: %s",
+                        g_strerror(-ret));
+        }
+    } else if (prealloc == BDRV_PREALLOC_FULL) {
+        if (ftruncate(s->fd, size) < 0) {
+            ret = -errno;
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Could not resize file: %s", g_strerror(-ret));
+            return ret;
+        }
+        ret = file_write_zeroes_to(s->fd, st.st_size, size);
+        if (ret < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Could not write zeros for preallocation: %s",
+                        g_strerror(-ret));
+        }
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Unsupported preallocation mode: %s",
+                    bdrv_prealloc_name(prealloc));
+        return -ENOTSUP;
+    }
+    if (ret < 0 && ftruncate(s->fd, st.st_size) < 0) {
+        strata_error("Failed to restore old file length: %s",
+                     g_strerror(errno));
+    }
+    return ret;
+}
+
 static int file_block_status(BlockDriverState *bs, int64_t offset,
                              int64_t bytes, int64_t *pnum, int64_t *map,
                              BlockDriverState **file)
@@ -786,6 +865,7 @@ BlockDriver bdrv_file = {
     .pdiscard = file_pdiscard,
     .flush = file_flush,
     .truncate = file_truncate,
+    .truncate_prealloc = file_truncate_prealloc,
     .getlength = file_getlength,
     .get_allocated_file_size = file_get_allocated_file_size,
     .block_status = file_block_status,

@@ -458,6 +458,122 @@ int bdrv_truncate(BlockDriverState *bs, int64_t size, GError **errp)
     return ret;
 }
 
+static const char *const prealloc_names[] = {
+    [BDRV_PREALLOC_OFF] = "off",
+    [BDRV_PREALLOC_METADATA] = "metadata",
+    [BDRV_PREALLOC_FALLOC] = "falloc",
+    [BDRV_PREALLOC_FULL] = "full",
+};
+
+int bdrv_prealloc_parse(const char *name)
+{
+    for (int i = 0; i < (int)G_N_ELEMENTS(prealloc_names); i++) {
+        if (name && !strcmp(name, prealloc_names[i])) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+const char *bdrv_prealloc_name(BdrvPreallocMode mode)
+{
+    return (unsigned)mode < G_N_ELEMENTS(prealloc_names) ?
+           prealloc_names[mode] : "?";
+}
+
+/*
+ * QEMU hides a longer backing file's data behind a grown area: the new
+ * bytes are zeroed, as they would be without a backing file.
+ */
+static int truncate_mask_backing(BlockDriverState *bs, int64_t old_size,
+                                 int64_t size, GError **errp)
+{
+    int64_t backing_len;
+    int ret;
+
+    if (size <= old_size || !bs->backing) {
+        return 0;
+    }
+    backing_len = bdrv_getlength(bs->backing);
+    if (backing_len < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not get backing file size: %s",
+                    g_strerror((int)-backing_len));
+        return (int)backing_len;
+    }
+    if (backing_len <= old_size) {
+        return 0;
+    }
+    ret = bdrv_pwrite_zeroes(bs, old_size, size - old_size, 0);
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Failed to zero out new clusters: %s", g_strerror(-ret));
+    }
+    return ret;
+}
+
+int bdrv_truncate_prealloc(BlockDriverState *bs, int64_t size,
+                           BdrvPreallocMode prealloc, GError **errp)
+{
+    int64_t old_size;
+    int ret;
+
+    if (!bs->drv || !bs->drv->truncate_prealloc) {
+        if (prealloc != BDRV_PREALLOC_OFF && bs->drv && bs->drv->truncate) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                        "Unsupported preallocation mode '%s'",
+                        bdrv_prealloc_name(prealloc));
+            return -ENOTSUP;
+        }
+        old_size = bdrv_getlength(bs);
+        ret = bdrv_truncate(bs, size, errp);
+        return ret < 0 ? ret : truncate_mask_backing(bs, old_size, size, errp);
+    }
+    if (bs->read_only) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Image is read-only");
+        return -EACCES;
+    }
+    if (size < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Image size cannot be negative");
+        return -EINVAL;
+    }
+    old_size = bdrv_getlength(bs);
+    bdrv_drained_begin(bs);
+    ret = bs->drv->truncate_prealloc(bs, size, prealloc, errp);
+    bdrv_drained_end(bs);
+    return ret < 0 ? ret : truncate_mask_backing(bs, old_size, size, errp);
+}
+
+bool bdrv_supports_amend(BlockDriverState *bs)
+{
+    return bs->drv && bs->drv->amend;
+}
+
+int bdrv_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
+               BdrvAmendStatusCB *status_cb, void *cb_opaque,
+               GError **errp)
+{
+    int ret;
+
+    if (!bdrv_supports_amend(bs)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Format driver '%s' does not support option amendment",
+                    bs->drv ? bs->drv->format_name : "?");
+        return -ENOTSUP;
+    }
+    if (bs->read_only) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Image is read-only");
+        return -EACCES;
+    }
+    bdrv_drained_begin(bs);
+    ret = bs->drv->amend(bs, opts, force, status_cb, cb_opaque, errp);
+    bdrv_drained_end(bs);
+    return ret;
+}
+
 int bdrv_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
                       int64_t *pnum, int64_t *map, BlockDriverState **file)
 {

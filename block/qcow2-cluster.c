@@ -976,7 +976,17 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
         if (ret < 0) {
             return ret;
         }
-        host = qcow2_alloc_clusters(bs, n);
+        /* only the entries still empty get a cluster: an allocated one
+         * (the old end's, on a resize) keeps its own */
+        uint64_t need = 0, k = 0;
+        for (uint64_t i = 0; i < n; i++) {
+            need += l2[l2i + i] == 0;
+        }
+        if (!need) {
+            offset += n * cs;
+            continue;
+        }
+        host = qcow2_alloc_clusters(bs, need);
         if (host < 0) {
             return (int)host;
         }
@@ -986,17 +996,20 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
             return ret;
         }
         for (uint64_t i = 0; i < n; i++) {
-            if (GUINT64_FROM_BE(l2[l2i + i]) == 0) {
-                l2[l2i + i] = GUINT64_TO_BE((host + i * cs) | QCOW_OFLAG_COPIED);
-            } else {
-                qcow2_free_cluster_deferred(bs, host + i * cs);
+            if (GUINT64_FROM_BE(l2[l2i + i]) == 0 && k < need) {
+                uint64_t e = (host + k * cs) | QCOW_OFLAG_COPIED;
+                l2[l2i + i] = GUINT64_TO_BE(e);
+                k++;
             }
+        }
+        while (k < need) {
+            qcow2_free_cluster_deferred(bs, host + k++ * cs);
         }
         ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
         if (ret < 0) {
             return ret;
         }
-        host_end = MAX(host_end, host + n * cs);
+        host_end = MAX(host_end, host + need * cs);
         offset += n * cs;
     }
     if (host_end && (int64_t)host_end > bdrv_getlength(bs->file)) {
@@ -1060,4 +1073,40 @@ void qcow2_inflight_wait(BDRVQcow2State *s)
 void qcow2_inflight_remove(BDRVQcow2State *s, Qcow2InflightAlloc *a)
 {
     inflight_remove(s, a);
+}
+
+/*
+ * For a shrink (qcow2-resize.c): the entries of [offset, offset+bytes),
+ * cluster aligned, become unallocated and what they held is released
+ * (deferred); a missing L2 table stays missing, a shared one is copied
+ * first.  Under s->lock.
+ */
+int qcow2_discard_unmap(BlockDriverState *bs, uint64_t offset, uint64_t bytes)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t end = offset + bytes;
+
+    while (offset < end) {
+        uint64_t l1i, l2i, *l2, n;
+        int ret;
+
+        split_offset(s, offset, &l1i, &l2i);
+        n = MIN((end - offset) >> s->cluster_bits, s->l2_size - l2i);
+        if (l1i < s->l1_size && (s->l1_table[l1i] & L1E_OFFSET_MASK)) {
+            ret = l2_load(bs, l1i, true, &l2);
+            if (ret < 0) {
+                return ret;
+            }
+            for (uint64_t i = 0; i < n; i++) {
+                release_entry(bs, GUINT64_FROM_BE(l2[l2i + i]));
+                l2[l2i + i] = 0;
+            }
+            ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        offset += n << s->cluster_bits;
+    }
+    return 0;
 }

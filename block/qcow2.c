@@ -157,49 +157,10 @@ static int64_t qcow2_getlength(BlockDriverState *bs)
     return (int64_t)s->size;
 }
 
+/* Grow or shrink without preallocation (qcow2-resize.c). */
 int qcow2_truncate(BlockDriverState *bs, int64_t size, GError **errp)
 {
-    BDRVQcow2State *s = bs->opaque;
-    uint64_t be;
-    int ret;
-
-    if (size % BDRV_SECTOR_SIZE) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "The new size must be a multiple of 512");
-        return -EINVAL;
-    }
-    if ((uint64_t)size < s->size) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "qcow2 doesn't support shrinking images yet");
-        return -ENOTSUP;
-    }
-    if (s->version < 3 && s->nb_snapshots) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Can't resize a v2 image which has snapshots");
-        return -ENOTSUP;
-    }
-    if (qcow2_l1_entries_for(s, size) > QCOW2_MAX_L1_BYTES / 8) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Image size is too big for the cluster size");
-        return -EFBIG;
-    }
-    g_rw_lock_writer_lock(&s->free_lock);
-    g_mutex_lock(&s->lock);
-    ret = qcow2_grow_l1_table(bs, qcow2_l1_entries_for(s, size));
-    if (ret == 0) {
-        be = GUINT64_TO_BE((uint64_t)size);
-        ret = qcow2_write_header_bytes(bs, QCOW2_HDR_SIZE_OFF, &be, 8);
-    }
-    if (ret == 0) {
-        s->size = size;
-    }
-    g_mutex_unlock(&s->lock);
-    g_rw_lock_writer_unlock(&s->free_lock);
-    if (ret < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Failed to grow the image: %s", g_strerror(-ret));
-    }
-    return ret;
+    return qcow2_truncate_prealloc(bs, size, BDRV_PREALLOC_OFF, errp);
 }
 
 /*
@@ -444,6 +405,8 @@ BlockDriver bdrv_qcow2 = {
     .pdiscard = qcow2_pdiscard,
     .flush = qcow2_flush,
     .truncate = qcow2_truncate,
+    .truncate_prealloc = qcow2_truncate_prealloc,
+    .amend = qcow2_amend,
     .getlength = qcow2_getlength,
     .block_status = qcow2_block_status,
     .get_info = qcow2_get_info,

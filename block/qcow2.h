@@ -348,6 +348,8 @@ int qcow2_pwrite_compressed(BlockDriverState *bs, int64_t offset,
  * errp set. */
 int qcow2_parse_compression_type(const char *value, int version,
                                  GError **errp);
+int qcow2_discard_unmap(BlockDriverState *bs, uint64_t offset,
+                        uint64_t bytes);
 
 /* qcow2-header.c: parse, validate, and rewrite cluster 0 */
 int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp);
@@ -478,5 +480,13 @@ bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp);
 
 /* qcow2.c */
 int qcow2_truncate(BlockDriverState *bs, int64_t size, GError **errp);
+
+/* qcow2-resize.c: grow (with a BdrvPreallocMode) and shrink */
+int qcow2_truncate_prealloc(BlockDriverState *bs, int64_t size, int prealloc,
+                            GError **errp);
+
+/* qcow2-amend.c: qemu-img amend */
+int qcow2_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
+                BdrvAmendStatusCB *status_cb, void *cb_opaque, GError **errp);
 
 #endif

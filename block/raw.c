@@ -190,6 +190,12 @@ static int raw_truncate(BlockDriverState *bs, int64_t size, GError **errp)
     return bdrv_truncate(bs->file, size, errp);
 }
 
+static int raw_truncate_prealloc(BlockDriverState *bs, int64_t size,
+                                 int prealloc, GError **errp)
+{
+    return bdrv_truncate_prealloc(bs->file, size, prealloc, errp);
+}
+
 static int raw_block_status(BlockDriverState *bs, int64_t offset,
                             int64_t bytes, int64_t *pnum, int64_t *map,
                             BlockDriverState **file)
@@ -242,6 +248,7 @@ BlockDriver bdrv_raw = {
     .pdiscard = raw_pdiscard,
     .getlength = raw_getlength,
     .truncate = raw_truncate,
+    .truncate_prealloc = raw_truncate_prealloc,
     .block_status = raw_block_status,
     .get_info = raw_get_info,
 };

@@ -172,6 +172,35 @@ int bdrv_flush(BlockDriverState *bs);
 int bdrv_truncate(BlockDriverState *bs, int64_t size, GError **errp);
 
 /*
+ * Resize with preallocation of the added area (qemu-img resize
+ * --preallocation; QEMU's PreallocMode).  Growing over a longer backing
+ * file makes the new area read zeroes, not the backing data, as QEMU
+ * does.  A driver without the truncate_prealloc hook takes only OFF.
+ */
+typedef enum {
+    BDRV_PREALLOC_OFF,
+    BDRV_PREALLOC_METADATA,
+    BDRV_PREALLOC_FALLOC,
+    BDRV_PREALLOC_FULL,
+} BdrvPreallocMode;
+/* "off", "metadata", "falloc", "full" -> mode; -1 for anything else. */
+int bdrv_prealloc_parse(const char *name);
+const char *bdrv_prealloc_name(BdrvPreallocMode mode);
+int bdrv_truncate_prealloc(BlockDriverState *bs, int64_t size,
+                           BdrvPreallocMode prealloc, GError **errp);
+
+/* qemu-img amend: whether the node's format can, and doing it (drained;
+ * opts holds creation option names: compat, lazy_refcounts, size...). */
+typedef void BdrvAmendStatusCB(BlockDriverState *bs, int64_t done,
+                               int64_t total, void *opaque);
+bool bdrv_supports_amend(BlockDriverState *bs);
+/* status_cb (may be NULL) hears how far a long step (a downgrade's
+ * zero-cluster expansion) is: done of total units. */
+int bdrv_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
+               BdrvAmendStatusCB *status_cb, void *cb_opaque,
+               GError **errp);
+
+/*
  * Allocation status of [offset, offset+bytes): returns a mask of
  * BDRV_BLOCK_* (or -errno) valid for *pnum bytes (> 0 unless at EOF).
  * With OFFSET_VALID, *map is the host offset in *file.

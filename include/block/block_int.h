@@ -58,6 +58,15 @@ struct BlockDriver {
     int (*pdiscard)(BlockDriverState *bs, int64_t offset, int64_t bytes);
     int (*flush)(BlockDriverState *bs);
     int (*truncate)(BlockDriverState *bs, int64_t size, GError **errp);
+    /* Resize with a preallocation mode (BdrvPreallocMode); drivers
+     * without it get truncate for BDRV_PREALLOC_OFF only. */
+    int (*truncate_prealloc)(BlockDriverState *bs, int64_t size,
+                             int prealloc, GError **errp);
+    /* qemu-img amend: changes the options set in opts (names as for
+     * create); force as QEMU's --force. */
+    int (*amend)(BlockDriverState *bs, BlockOpts *opts, bool force,
+                 BdrvAmendStatusCB *status_cb, void *cb_opaque,
+                 GError **errp);
     int64_t (*getlength)(BlockDriverState *bs);
     int64_t (*get_allocated_file_size)(BlockDriverState *bs);
     int (*block_status)(BlockDriverState *bs, int64_t offset, int64_t bytes,

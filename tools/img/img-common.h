@@ -161,5 +161,17 @@ int img_bench(int argc, char **argv);
 int img_commit(int argc, char **argv);
 int img_rebase(int argc, char **argv);
 int img_map(int argc, char **argv);
+/* resize, amend, measure, dd (img-resize.c, img-amend.c, ...) */
+int img_resize(int argc, char **argv);
+int img_amend(int argc, char **argv);
+int img_measure(int argc, char **argv);
+int img_dd(int argc, char **argv);
+/* -l (measure, convert): loads "snapshot.id=..,snapshot.name=.." or an
+ * ID or name read-only in place of the active image; false after
+ * qemu-img's "Failed to load snapshot: ..." message. */
+bool img_load_snapshot(BlockDriverState *bs, const char *sn);
+/* At option time: a "snapshot.*" -l names only snapshot.id/.name
+ * (qemu-img's two messages otherwise); anything else is an ID or name. */
+bool img_check_snapshot_param(const char *param);
 
 #endif

@@ -60,6 +60,8 @@ typedef struct {
     bool compressed;            /* -c */
     int64_t cluster_size;       /* of the target, with -c */
     int num_workers;
+    bool salvage;               /* --salvage (resize branch) */
+    bool salvage_quiet;         /* -q: no salvage warnings */
 
     GMutex lock;
     GCond cond;
@@ -93,6 +95,66 @@ static int source_index(ConvertState *s, int64_t offset)
     return s->src_num - 1;
 }
 
+/* ---- convert --salvage (resize branch) ---- */
+
+static void salvage_warn(ConvertState *s, const char *what, int64_t offset,
+                         int err)
+{
+    if (!s->salvage_quiet) {
+        fprintf(stderr, "%s: warning: error while reading %s%" G_GINT64_FORMAT
+                ": %s\n", img_progname, what, offset, g_strerror(err));
+    }
+}
+
+static int salvage_status_call(ConvertState *s, ConvertSource *src,
+                               int64_t soff, int64_t n, int64_t *count)
+{
+    if (s->target_has_backing) {
+        return bdrv_block_status(src->bs, soff, n, count, NULL, NULL);
+    }
+    return bdrv_block_status_above(src->bs, soff, n, count, NULL, NULL, NULL);
+}
+
+/*
+ * A block status that failed: asked again over a quarter of the range
+ * until one sector is left, which is then taken for data (its read may
+ * still succeed), as qemu-img --salvage does.
+ */
+static int salvage_status(ConvertState *s, ConvertSource *src, int64_t soff,
+                          int64_t n, int err, int64_t *count)
+{
+    int64_t sectors = (n + BDRV_SECTOR_SIZE - 1) / BDRV_SECTOR_SIZE;
+    int ret;
+
+    while (sectors > 1) {
+        sectors = (sectors + 3) / 4;
+        ret = salvage_status_call(s, src, soff,
+                                  MIN(sectors * BDRV_SECTOR_SIZE, n), count);
+        if (ret >= 0 && *count > 0) {
+            return ret;
+        }
+        err = ret < 0 ? -ret : EIO;
+    }
+    salvage_warn(s, "block status at offset ", soff, err);
+    *count = MIN(n, BDRV_SECTOR_SIZE);
+    return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+}
+
+/* A read that failed: sector by sector, the unreadable ones zeroed. */
+static int salvage_read(ConvertState *s, ConvertSource *src, int64_t soff,
+                        int64_t n, uint8_t *buf)
+{
+    for (int64_t i = 0; i < n; i += BDRV_SECTOR_SIZE) {
+        int64_t len = MIN(BDRV_SECTOR_SIZE, n - i);
+        int ret = bdrv_pread(src->bs, soff + i, len, buf + i);
+        if (ret < 0) {
+            salvage_warn(s, "offset ", soff + i, -ret);
+            memset(buf + i, 0, len);
+        }
+    }
+    return 0;
+}
+
 /*
  * The status of the source at target offset `offset` and how far it
  * holds (at most `max` bytes).  Prints qemu-img's message on error.
@@ -123,6 +185,10 @@ static int query_status(ConvertState *s, int64_t offset, int64_t max,
     }
     if (ret >= 0 && count <= 0) {
         ret = -EIO;
+    }
+    if (ret < 0 && s->salvage) {
+        ret = salvage_status(s, src, soff, MIN(n, src->len - soff), -ret,
+                             &count);
     }
     if (ret < 0) {
         img_error("error while reading block status at offset %"
@@ -368,6 +434,9 @@ static int read_extent(ConvertState *s, const Extent *e, uint8_t *buf)
         }
         if (n > 0) {
             ret = bdrv_pread(src->bs, soff, n, buf + done);
+            if (ret < 0 && s->salvage) {
+                ret = salvage_read(s, src, soff, n, buf + done);
+            }
             if (ret < 0) {
                 return ret;
             }
@@ -567,6 +636,30 @@ static ImgCreateOpts *target_create_opts(const char *out_fmt,
     return g_steal_pointer(&o);
 }
 
+/* ---- convert -l (resize branch): an internal snapshot as the source ---- */
+
+/* Loads the snapshot in place of the (single) source, as qemu-img does
+ * after taking the sources' sizes. */
+static bool convert_load_snapshot(ConvertState *s, const char *param)
+{
+    int64_t len;
+
+    if (s->src_num > 1 && !g_str_has_prefix(param, "snapshot.")) {
+        img_error("No support for concatenating multiple snapshot");
+        return false;
+    }
+    if (!img_load_snapshot(s->src[0].bs, param)) {
+        return false;
+    }
+    /* The target keeps the active image's size, as with qemu-img; what
+     * lies past a shorter snapshot's end reads as zeroes. */
+    len = bdrv_getlength(s->src[0].bs);
+    if (len >= 0 && len < s->src[0].len) {
+        s->src[0].len = len;
+    }
+    return true;
+}
+
 int img_convert(int argc, char **argv)
 {
     static const struct option long_options[] = {
@@ -601,6 +694,7 @@ int img_convert(int argc, char **argv)
         .num_workers = 8,
     };
     bool progress = false, skip_create = false;
+    const char *snapshot_param = NULL;   /* -l (resize branch) */
     bool tgt_image_opts = false, target_is_zero = false;
     bool copy_range = false, explicit_sparse = false;
     int flags = BDRV_O_RDWR; /* as qemu-img */
@@ -636,9 +730,12 @@ int img_convert(int argc, char **argv)
             img_accumulate_options(&options, optarg);
             break;
         case 'l':
-            /* Needs a snapshot API in include/block/block.h. */
-            img_error("Failed to load snapshot: snapshots are not supported");
-            return 1;
+            /* convert -l (resize branch): checked and loaded after open */
+            if (!img_check_snapshot_param(optarg)) {
+                return 1;
+            }
+            snapshot_param = optarg;
+            break;
         case 'S':
             if (!img_cvtnum("buffer size for sparse output", optarg, &sval)) {
                 return 1;
@@ -683,8 +780,8 @@ int img_convert(int argc, char **argv)
             tgt_image_opts = true;
             break;
         case OPT_SALVAGE:
-            img_error("--salvage is not supported");
-            return 1;
+            s.salvage = true;
+            break;
         case OPT_TARGET_IS_ZERO:
             target_is_zero = true;
             break;
@@ -711,8 +808,17 @@ int img_convert(int argc, char **argv)
         img_error("Cannot enable copy offloading when -S is used");
         return 1;
     }
+    if (copy_range && s.salvage) {
+        img_error("Cannot use copy offloading in salvaging mode");
+        return 1;
+    }
     if (tgt_image_opts && !skip_create) {
         img_error("--target-image-opts requires use of -n flag");
+        return 1;
+    }
+    /* convert -n rules (resize branch) */
+    if (skip_create && options) {
+        img_error("-o has no effect when skipping image creation");
         return 1;
     }
     if (target_is_zero && !skip_create) {
@@ -771,6 +877,11 @@ int img_convert(int argc, char **argv)
                 src[i].alignment = MAX(src[i].alignment, bdi.cluster_size);
             }
         }
+    }
+
+    /* convert -l (resize branch) */
+    if (snapshot_param && !convert_load_snapshot(&s, snapshot_param)) {
+        goto out;
     }
 
     if (!skip_create) {
@@ -846,6 +957,12 @@ int img_convert(int argc, char **argv)
         }
     }
     s.num_workers = CLAMP(s.num_workers, 1, MAX_WORKERS);
+    /* --salvage (resize branch): one worker, so that the warnings come
+     * in offset order */
+    if (s.salvage) {
+        s.num_workers = 1;
+        s.salvage_quiet = src_opts.quiet;
+    }
 
     if (convert_do_copy(&s, progress) < 0) {
         goto out;

@@ -25,6 +25,9 @@ typedef struct {
 
 /* Keep alphabetical, as qemu-img's usage text is. */
 static const ImgCommand img_cmds[] = {
+    { "amend", img_amend,
+      "amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] "
+      "[-t cache] [--force] -o options filename" },
     { "bench", img_bench,
       "bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] "
       "[-i aio] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] "
@@ -46,6 +49,9 @@ static const ImgCommand img_cmds[] = {
     { "create", img_create,
       "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] "
       "[-o options] filename [size]" },
+    { "dd", img_dd,
+      "dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [bs=block_size] "
+      "[count=blocks] [skip=blocks] if=input of=output" },
     { "info", img_info,
       "info [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] [-U] "
       "filename" },
@@ -53,10 +59,17 @@ static const ImgCommand img_cmds[] = {
       "map [--object objectdef] [--image-opts] [-f fmt] "
       "[--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] "
       "filename" },
+    { "measure", img_measure,
+      "measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | "
+      "[--object objectdef] [--image-opts] [-f fmt] [-l snapshot_param] "
+      "filename]" },
     { "rebase", img_rebase,
       "rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] "
       "[-t cache] [-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] "
       "filename" },
+    { "resize", img_resize,
+      "resize [--object objectdef] [--image-opts] [-f fmt] "
+      "[--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size" },
     { "snapshot", img_snapshot,
       "snapshot [--object objectdef] [--image-opts] [-U] [-q] "
       "[-l | -a snapshot | -c snapshot | -d snapshot] filename" },
