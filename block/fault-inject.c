@@ -48,6 +48,18 @@ uint64_t fault_inject_count(FaultKind kind)
     return n;
 }
 
+static gint64 syncs;
+
+uint64_t fault_inject_syncs(void)
+{
+    return (uint64_t)g_atomic_pointer_get(&syncs);
+}
+
+void fault_inject_note_sync(void)
+{
+    g_atomic_pointer_add(&syncs, 1);
+}
+
 int fault_inject_hit(FaultKind kind)
 {
     int ret = 0;

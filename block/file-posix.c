@@ -537,6 +537,7 @@ static int file_flush(BlockDriverState *bs)
     if (fdatasync(s->fd) < 0) {
         return -errno;
     }
+    fault_inject_note_sync();
     /* covers every write counted before gen was read; never go back */
     synced = atomic_load(&s->synced_gen);
     while (synced < gen &&

@@ -34,6 +34,15 @@ uint64_t fault_inject_count(FaultKind kind);
  * is the request to fail, else 0. */
 int fault_inject_hit(FaultKind kind);
 
+/*
+ * fdatasync calls the file driver really made, since the process started
+ * (armed or not).  Lets tests prove that a flush with nothing written
+ * since the last completed sync costs no sync.
+ */
+uint64_t fault_inject_syncs(void);
+/* Called by the file driver after each fdatasync it makes. */
+void fault_inject_note_sync(void);
+
 G_END_DECLS
 
 #endif

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "block/block_int.h"
+#include "block/fault-inject.h"
 #include "block/log.h"
 
 static char *tmpdir;
@@ -172,6 +173,38 @@ START_TEST(test_drain_holds_requests)
 }
 END_TEST
 
+/* A flush syncs exactly when something was written (or truncated) since
+ * the last sync: qcow2 create and the transaction engine flush often and
+ * count on repeated flushes being free. */
+START_TEST(test_flush_syncs_only_after_writes)
+{
+    g_autofree char *path = make_raw(tmpdir, "fl.raw", 65536);
+    GError *err = NULL;
+    BlockDriverState *bs = bdrv_open(path, NULL, BDRV_O_RDWR, &err);
+    uint8_t buf[512] = { 3 };
+    uint64_t before;
+
+    ck_assert_ptr_nonnull(bs);
+    ck_assert_int_eq(bdrv_pwrite(bs, 0, 512, buf), 0);
+    before = fault_inject_syncs();
+    ck_assert_int_eq(bdrv_flush(bs), 0);
+    ck_assert_uint_eq(fault_inject_syncs(), before + 1);
+    ck_assert_int_eq(bdrv_flush(bs), 0);
+    ck_assert_int_eq(bdrv_flush(bs), 0);
+    ck_assert_uint_eq(fault_inject_syncs(), before + 1);
+    ck_assert_int_eq(bdrv_pread(bs, 0, 512, buf), 0);
+    ck_assert_int_eq(bdrv_flush(bs), 0);
+    ck_assert_uint_eq(fault_inject_syncs(), before + 1);
+    ck_assert_int_eq(bdrv_pwrite(bs, 512, 512, buf), 0);
+    ck_assert_int_eq(bdrv_flush(bs), 0);
+    ck_assert_uint_eq(fault_inject_syncs(), before + 2);
+    ck_assert_int_eq(bdrv_truncate(bs, 131072, &err), 0);
+    ck_assert_int_eq(bdrv_flush(bs), 0);
+    ck_assert_uint_eq(fault_inject_syncs(), before + 3);
+    bdrv_unref(bs);
+}
+END_TEST
+
 START_TEST(test_open_errors)
 {
     GError *err = NULL;
@@ -243,6 +276,7 @@ static Suite *block_suite(void)
     tcase_add_test(tc, test_unaligned_direct);
     tcase_add_test(tc, test_reopen_ro_rw);
     tcase_add_test(tc, test_drain_holds_requests);
+    tcase_add_test(tc, test_flush_syncs_only_after_writes);
     tcase_add_test(tc, test_open_errors);
     tcase_add_test(tc, test_log_sink);
     suite_add_tcase(s, tc);
