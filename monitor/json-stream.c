@@ -2,7 +2,7 @@
 /*
  * QMP's JSON reader (a lexer, a streamer that cuts the token stream into
  * top-level values by counting brackets, and a recursive-descent parser
- * into json-glib nodes) and writer.  See include/monitor/json-stream.h.
+ * into json-glib nodes).  See include/monitor/json-stream.h.
  *
  * Our own parser rather than json-glib's because QMP needs what a
  * document parser does not give: values cut out of an endless stream,
@@ -590,112 +590,4 @@ JsonNode *json_stream_parse_text(const char *text, GError **errp)
         g_propagate_error(errp, o.err);
     }
     return o.value;
-}
-
-/* ---- the writer ---- */
-
-static void write_string(GString *out, const char *s)
-{
-    const char *end = s + strlen(s);
-
-    g_string_append_c(out, '"');
-    for (const char *p = s; *p;) {
-        gunichar c = g_utf8_get_char_validated(p, end - p);
-
-        /* Invalid UTF-8 (a stray byte quoted in an error message) comes
-         * out as U+FFFD, one per byte, never read past. */
-        if (c == (gunichar)-1 || c == (gunichar)-2) {
-            c = 0xfffd;
-            p++;
-        } else {
-            p = g_utf8_next_char(p);
-        }
-
-        switch (c) {
-        case '"': g_string_append(out, "\\\""); break;
-        case '\\': g_string_append(out, "\\\\"); break;
-        case '\b': g_string_append(out, "\\b"); break;
-        case '\f': g_string_append(out, "\\f"); break;
-        case '\n': g_string_append(out, "\\n"); break;
-        case '\r': g_string_append(out, "\\r"); break;
-        case '\t': g_string_append(out, "\\t"); break;
-        default:
-            if (c >= 0x20 && c < 0x7f) {
-                g_string_append_c(out, (char)c);
-            } else if (c < 0x10000) {
-                g_string_append_printf(out, "\\u%04X", c);
-            } else {
-                c -= 0x10000;
-                g_string_append_printf(out, "\\u%04X\\u%04X",
-                                       0xd800 + (c >> 10),
-                                       0xdc00 + (c & 0x3ff));
-            }
-        }
-    }
-    g_string_append_c(out, '"');
-}
-
-static void write_node(GString *out, JsonNode *node)
-{
-    switch (JSON_NODE_TYPE(node)) {
-    case JSON_NODE_OBJECT: {
-        JsonObject *obj = json_node_get_object(node);
-        g_autoptr(GList) names = json_object_get_members(obj);
-        bool first = true;
-
-        g_string_append_c(out, '{');
-        for (GList *l = names; l; l = l->next, first = false) {
-            g_string_append(out, first ? "" : ", ");
-            write_string(out, l->data);
-            g_string_append(out, ": ");
-            write_node(out, json_object_get_member(obj, l->data));
-        }
-        g_string_append_c(out, '}');
-        break;
-    }
-    case JSON_NODE_ARRAY: {
-        JsonArray *arr = json_node_get_array(node);
-
-        g_string_append_c(out, '[');
-        for (guint i = 0; i < json_array_get_length(arr); i++) {
-            g_string_append(out, i ? ", " : "");
-            write_node(out, json_array_get_element(arr, i));
-        }
-        g_string_append_c(out, ']');
-        break;
-    }
-    case JSON_NODE_NULL:
-        g_string_append(out, "null");
-        break;
-    case JSON_NODE_VALUE:
-        switch (json_node_get_value_type(node)) {
-        case G_TYPE_INT64:
-            g_string_append_printf(out, "%" G_GINT64_FORMAT,
-                                   json_node_get_int(node));
-            break;
-        case G_TYPE_DOUBLE: {
-            char buf[G_ASCII_DTOSTR_BUF_SIZE];
-            g_ascii_formatd(buf, sizeof(buf), "%.17g",
-                            json_node_get_double(node));
-            g_string_append(out, buf);
-            break;
-        }
-        case G_TYPE_BOOLEAN:
-            g_string_append(out, json_node_get_boolean(node) ? "true"
-                                                             : "false");
-            break;
-        default:
-            write_string(out, json_node_get_string(node));
-            break;
-        }
-        break;
-    }
-}
-
-char *json_stream_to_string(JsonNode *node)
-{
-    GString *out = g_string_new(NULL);
-
-    write_node(out, node);
-    return g_string_free(out, FALSE);
 }

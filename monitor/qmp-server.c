@@ -131,7 +131,7 @@ static gboolean client_output_ready(GSocket *sock, GIOCondition cond,
 
 static void client_send(Client *c, JsonNode *msg)
 {
-    g_autofree char *text = json_stream_to_string(msg);
+    g_autofree char *text = json_writer_line(msg);
 
     if (c->dead) {
         return;

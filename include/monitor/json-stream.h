@@ -10,8 +10,7 @@
  * refused with QEMU's limit messages and the bytes of it still to come
  * are read and dropped, never stored.
  *
- * The writer prints QEMU's way: ", " and ": " separators, ASCII only
- * (everything else as \uXXXX), doubles with 17 significant digits.
+ * Replies are written by the library's writer, block/json-writer.h.
  */
 #ifndef STRATA_MONITOR_JSON_STREAM_H
 #define STRATA_MONITOR_JSON_STREAM_H
@@ -19,6 +18,8 @@
 #include <stdbool.h>
 #include <glib.h>
 #include <json-glib/json-glib.h>
+
+#include "block/json-writer.h"
 
 G_BEGIN_DECLS
 
@@ -37,9 +38,6 @@ void json_stream_free(JsonStream *s);
 
 /* One value from a whole text (--blockdev '{...}'); NULL with errp set. */
 JsonNode *json_stream_parse_text(const char *text, GError **errp);
-
-/* The text of node, QEMU's layout, without a line end. */
-char *json_stream_to_string(JsonNode *node);
 
 G_END_DECLS
 

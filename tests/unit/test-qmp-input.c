@@ -24,7 +24,7 @@ static void collect(JsonNode *value, GError *err, void *opaque)
     Collected *c = opaque;
 
     if (value) {
-        g_autofree char *t = json_stream_to_string(value);
+        g_autofree char *t = json_writer_line(value);
         g_ptr_array_add(c->texts, g_strconcat("V:", t, NULL));
         json_node_unref(value);
     } else {
@@ -114,7 +114,7 @@ START_TEST(test_stream_errors)
         ck_assert_uint_eq(got->len, 1);
         n = json_node_init_string(json_node_alloc(),
                                   (char *)got->pdata[0] + 2);
-        text = json_stream_to_string(n);
+        text = json_writer_line(n);
         ck_assert_str_eq(text, "\"JSON parse error, stray '\\uFFFD'\"");
     }
 
@@ -279,7 +279,7 @@ static char *reply_to(const char *text)
     g_autoptr(JsonNode) req = json_stream_parse_text(text, &err);
     g_autoptr(JsonNode) reply = monitor_handle_request(req, err);
 
-    return json_stream_to_string(reply);
+    return json_writer_line(reply);
 }
 
 static void assert_reply(const char *req, const char *want)

@@ -209,7 +209,7 @@ static void dump_value(int indent, JsonNode *node);
 /* qemu's human dump of a QAPI object: "key with spaces: value". */
 static void dump_object(int indent, JsonObject *obj)
 {
-    g_autoptr(GPtrArray) names = img_json_members_ordered(obj);
+    g_autoptr(GPtrArray) names = json_writer_qdict_order(obj);
 
     for (guint i = 0; i < names->len; i++) {
         const char *name = g_ptr_array_index(names, i);

@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * JSON text for json-glib trees, written the way QEMU writes it: ASCII
+ * only (everything else as \uXXXX, invalid UTF-8 as U+FFFD per byte),
+ * QEMU's short escapes, doubles with 17 significant digits.  Two
+ * layouts: QMP's single line and qemu-img's pretty form.  Private to
+ * strata's own programs (not installed).
+ */
+#ifndef STRATA_BLOCK_JSON_WRITER_H
+#define STRATA_BLOCK_JSON_WRITER_H
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+G_BEGIN_DECLS
+
+/* QMP's layout: one line, ", " and ": " separators, members in the order
+ * they were added; no line end. */
+char *json_writer_line(JsonNode *node);
+
+/* qemu-img's --output=json layout: 4-space indents, one member or element
+ * per line, members in QEMU's QDict order; no final line end. */
+char *json_writer_pretty(JsonNode *node);
+
+/* The member names of obj in QEMU's QDict order: QEMU keeps objects in a
+ * hash table and prints them bucket by bucket.  Free the array only. */
+GPtrArray *json_writer_qdict_order(JsonObject *obj);
+
+G_END_DECLS
+
+#endif
