@@ -113,25 +113,13 @@ static const char *const *section_keys(BlkdebugRuleAction action)
     return action == BLKDBG_RULE_INJECT_ERROR ? inject_keys : set_state_keys;
 }
 
-/* QEMU's numbers: decimal, 0x hex or 0 octal, nothing after. */
-static bool get_number(BlockOpts *keys, const char *key, int64_t def,
-                       int64_t *out, GError **errp)
+/* A number key of a rule section (checked before, see below). */
+static int64_t get_number(BlockOpts *keys, const char *key, int64_t def)
 {
-    const char *v = bdrv_opts_get(keys, key);
-    char *end;
+    uint64_t n;
 
-    *out = def;
-    if (!v) {
-        return true;
-    }
-    errno = 0;
-    *out = (int64_t)g_ascii_strtoull(v, &end, 0);
-    if (!*v || *end || errno) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Parameter '%s' expects a number", key);
-        return false;
-    }
-    return true;
+    bdrv_opts_get_number(keys, key, (uint64_t)def, &n, NULL);
+    return (int64_t)n;
 }
 
 /* Checks the types of the keys a section knows, as QEMU does when it
@@ -142,11 +130,11 @@ static bool section_check_types(Section *sec, GError **errp)
         "state", "errno", "sector", "new_state", NULL
     };
     static const char *const bools[] = { "once", "immediately", NULL };
-    int64_t n;
+    uint64_t n;
     bool b;
 
     for (int i = 0; numbers[i]; i++) {
-        if (!get_number(sec->keys, numbers[i], 0, &n, errp)) {
+        if (!bdrv_opts_get_number(sec->keys, numbers[i], 0, &n, errp)) {
             return false;
         }
     }
@@ -180,18 +168,17 @@ static BlkdebugRule *section_to_rule(Section *sec, GError **errp)
     rule = g_new0(BlkdebugRule, 1);
     rule->event = g_strdup(event);
     rule->action = sec->action;
-    get_number(sec->keys, "state", 0, &rule->state, NULL);
+    rule->state = get_number(sec->keys, "state", 0);
     if (sec->action == BLKDBG_RULE_SET_STATE) {
-        get_number(sec->keys, "new_state", 0, &rule->new_state, NULL);
+        rule->new_state = get_number(sec->keys, "new_state", 0);
         return rule;
     }
-    get_number(sec->keys, "errno", EIO, &n, NULL);
-    rule->error = (int)n;
+    rule->error = (int)get_number(sec->keys, "errno", EIO);
     bdrv_opts_get_bool(sec->keys, "once", false, &b, NULL);
     rule->once = b;
     bdrv_opts_get_bool(sec->keys, "immediately", false, &b, NULL);
     rule->immediately = b;
-    get_number(sec->keys, "sector", -1, &n, NULL);
+    n = get_number(sec->keys, "sector", -1);
     rule->offset = n == -1 ? -1 : n * BDRV_SECTOR_SIZE;
     if (iotype) {
         int i = name_index(iotype_names, iotype);

@@ -178,6 +178,26 @@ bool bdrv_opts_get_size(BlockOpts *opts, const char *key, uint64_t def,
     return true;
 }
 
+bool bdrv_opts_get_number(BlockOpts *opts, const char *key, uint64_t def,
+                          uint64_t *out, GError **errp)
+{
+    const char *v = bdrv_opts_get(opts, key);
+    char *end;
+
+    if (!v) {
+        *out = def;
+        return true;
+    }
+    errno = 0;
+    *out = g_ascii_strtoull(v, &end, 0);
+    if (!*v || *end || errno) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Parameter '%s' expects a number", key);
+        return false;
+    }
+    return true;
+}
+
 BlockOpts *bdrv_opts_extract_prefix(BlockOpts *opts, const char *prefix)
 {
     BlockOpts *sub = bdrv_opts_new();

@@ -113,28 +113,6 @@ static bool get_size(BlockOpts *o, const char *key, uint64_t def,
     return true;
 }
 
-/* QEMU's number options: an unsigned 64-bit integer in C syntax, where a
- * leading minus wraps around (so -1 is simply too big later). */
-static bool get_number(BlockOpts *o, const char *key, uint64_t def,
-                       uint64_t *out, GError **errp)
-{
-    const char *v = bdrv_opts_get(o, key);
-    char *end;
-
-    if (!v) {
-        *out = def;
-        return true;
-    }
-    errno = 0;
-    *out = g_ascii_strtoull(v, &end, 0);
-    if (!*v || *end || errno) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Parameter '%s' expects a number", key);
-        return false;
-    }
-    return true;
-}
-
 /* Sizes in bytes from the three cache options, QEMU's rules and texts. */
 static bool read_cache_sizes(BDRVQcow2State *s, BlockOpts *o,
                              uint64_t *l2_bytes, uint64_t *entry_size,
@@ -261,7 +239,7 @@ static int parse_rt(BlockDriverState *bs, BlockOpts *o, int flags,
     } else {
         default_cache_tables(s, &r->l2_tables, &r->refcount_tables);
     }
-    if (!get_number(o, "cache-clean-interval", 600,
+    if (!bdrv_opts_get_number(o, "cache-clean-interval", 600,
                     &r->cache_clean_interval, errp)) {
         return -EINVAL;
     }

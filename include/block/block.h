@@ -70,6 +70,11 @@ bool bdrv_opts_get_bool(BlockOpts *opts, const char *key, bool def,
                         bool *out, GError **errp);
 bool bdrv_opts_get_size(BlockOpts *opts, const char *key, uint64_t def,
                         uint64_t *out, GError **errp);
+/* QEMU's number options: an unsigned 64-bit integer in C syntax (decimal,
+ * 0x hex, 0 octal), nothing after it; a leading minus wraps around as in
+ * strtoull, so "-1" reads as UINT64_MAX. */
+bool bdrv_opts_get_number(BlockOpts *opts, const char *key, uint64_t def,
+                          uint64_t *out, GError **errp);
 /* Moves every "prefix.x" key into a new map as "x". */
 BlockOpts *bdrv_opts_extract_prefix(BlockOpts *opts, const char *prefix);
 /* Fails naming the first key left over (an option nobody consumed). */
