@@ -11,8 +11,6 @@ either tool, and JSON helpers for `info --backing-chain` and `map`.
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 
 import common
 import workload
@@ -20,22 +18,9 @@ import workload
 MiB = 1 << 20
 
 
-class ShmDir:
-    """A scratch directory, in /dev/shm if possible (removed afterwards)."""
-
-    def __init__(self, prefix='strata-chain-'):
-        base = '/dev/shm' if os.path.isdir('/dev/shm') else None
-        self.path = tempfile.mkdtemp(prefix=prefix, dir=base)
-
-    def __enter__(self):
-        return self.path
-
-    def __exit__(self, *exc):
-        if os.environ.get('STRATA_KEEP_TMP'):
-            print('  (kept %s)' % self.path)
-        else:
-            shutil.rmtree(self.path, ignore_errors=True)
-        return False
+def ShmDir(prefix='strata-chain-'):
+    """A scratch directory in /dev/shm if possible (removed afterwards)."""
+    return common.TempDir(prefix, shm=True)
 
 
 def create(img_tool, path, size=None, backing=None, backing_fmt='qcow2',

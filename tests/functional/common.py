@@ -299,10 +299,13 @@ def normalize_prog(text, prog_name, generic='PROG'):
 
 
 class TempDir:
-    """mkdtemp that is removed afterwards (kept if STRATA_KEEP_TMP=1)."""
+    """mkdtemp that is removed afterwards (kept if STRATA_KEEP_TMP=1);
+    with shm=True in /dev/shm where there is one (fast, for tests that
+    write a lot and do not need a real file system's behaviour)."""
 
-    def __init__(self, prefix='strata-ft-'):
-        self.path = tempfile.mkdtemp(prefix=prefix)
+    def __init__(self, prefix='strata-ft-', shm=False):
+        base = '/dev/shm' if shm and os.path.isdir('/dev/shm') else None
+        self.path = tempfile.mkdtemp(prefix=prefix, dir=base)
 
     def __enter__(self):
         return self.path

@@ -11,31 +11,16 @@ through either tool; and the checks every step of these tests repeats
 
 import json
 import os
-import shutil
 import struct
-import tempfile
 
 import common
 
 MiB = 1 << 20
 
 
-class ShmDir:
-    """A scratch directory, in /dev/shm if possible (removed afterwards)."""
-
-    def __init__(self, prefix='strata-snap-'):
-        base = '/dev/shm' if os.path.isdir('/dev/shm') else None
-        self.path = tempfile.mkdtemp(prefix=prefix, dir=base)
-
-    def __enter__(self):
-        return self.path
-
-    def __exit__(self, *exc):
-        if os.environ.get('STRATA_KEEP_TMP'):
-            print('  (kept %s)' % self.path)
-        else:
-            shutil.rmtree(self.path, ignore_errors=True)
-        return False
+def ShmDir(prefix='strata-snap-'):
+    """A scratch directory in /dev/shm if possible (removed afterwards)."""
+    return common.TempDir(prefix, shm=True)
 
 
 # --------------------------------------------------------------------------
