@@ -2,7 +2,9 @@
 /*
  * The walker over the generated QAPI descriptors: checks JSON input (a
  * QMP command's arguments, a --blockdev option) against a type and builds
- * the typed C value the command receives; frees such values.
+ * the typed C value the command receives; serialises a typed C result
+ * (the reverse walk, behind the generated qapi_<T>_to_json); frees such
+ * values.
  *
  * The error texts and which name they carry follow QEMU 7.2's input
  * visitor: missing, unexpected and wrong-type errors name the full path
@@ -362,6 +364,11 @@ static void free_slot(const QapiType *t, void *slot)
     }
 }
 
+void qapi_free_value(const QapiType *type, void *slot)
+{
+    free_slot(type, slot);
+}
+
 static void free_members(const QapiMember *m, char *value)
 {
     for (; m && m->name; m++) {
@@ -390,6 +397,105 @@ void qapi_free(const QapiType *type, void *value)
     }
     free_members(type->members, v);
     g_free(v);
+}
+
+/* ---- output: typed C value to JSON ---- */
+
+/* The variant table entry of a union value (NULL: no variant members). */
+static const QapiType *union_variant(const QapiType *t, const char *v)
+{
+    for (const QapiMember *m = t->members; m->name; m++) {
+        if (!strcmp(m->name, t->discriminator)) {
+            return t->variants[*(const int *)(v + m->offset)];
+        }
+    }
+    g_assert_not_reached();
+}
+
+static void output_members(const QapiMember *m, const char *v,
+                           JsonObject *obj)
+{
+    for (; m && m->name; m++) {
+        if (m->optional && !*(const bool *)(v + m->has_offset)) {
+            continue;
+        }
+        json_object_set_member(obj, m->name,
+                               qapi_output_value(m->type, v + m->offset));
+    }
+}
+
+JsonNode *qapi_output(const QapiType *type, const void *value)
+{
+    const char *v = value;
+    JsonObject *obj = json_object_new();
+
+    g_assert(v && (type->kind == QAPI_KIND_STRUCT ||
+                   type->kind == QAPI_KIND_UNION));
+    output_members(type->members, v, obj);
+    if (type->kind == QAPI_KIND_UNION) {
+        const QapiType *variant = union_variant(type, v);
+        const char *u = *(char *const *)(v + type->variant_offset);
+
+        if (variant && u) {
+            output_members(variant->members, u, obj);
+        }
+    }
+    return json_node_init_object(json_node_alloc(), obj);
+}
+
+static JsonNode *output_list(const QapiType *t, const GPtrArray *list)
+{
+    JsonArray *arr = json_array_new();
+
+    for (guint i = 0; list && i < list->len; i++) {
+        if (t->elem->kind == QAPI_KIND_ENUM) {
+            /* enums live in the array as GINT_TO_POINTER, as qapi_input
+             * stores them */
+            int e = GPOINTER_TO_INT(list->pdata[i]);
+            json_array_add_element(arr, qapi_output_value(t->elem, &e));
+        } else {
+            json_array_add_element(arr, qapi_output_value(t->elem,
+                                                          &list->pdata[i]));
+        }
+    }
+    return json_node_init_array(json_node_alloc(), arr);
+}
+
+JsonNode *qapi_output_value(const QapiType *t, const void *slot)
+{
+    JsonNode *n = json_node_alloc();
+
+    switch (t->kind) {
+    case QAPI_KIND_STR:
+        g_assert(*(char *const *)slot);
+        return json_node_init_string(n, *(char *const *)slot);
+    case QAPI_KIND_INT:
+        return json_node_init_int(n, *(const int64_t *)slot);
+    case QAPI_KIND_BOOL:
+        return json_node_init_boolean(n, *(const bool *)slot);
+    case QAPI_KIND_NULL:
+        return json_node_init_null(n);
+    case QAPI_KIND_ENUM: {
+        int e = *(const int *)slot;
+
+        g_assert(e >= 0 && (size_t)e < t->n_values);
+        return json_node_init_string(n, t->values[e]);
+    }
+    case QAPI_KIND_ANY:
+    case QAPI_KIND_ALTERNATE:
+        json_node_free(n);
+        g_assert(*(JsonNode *const *)slot);
+        return json_node_copy(*(JsonNode *const *)slot);
+    case QAPI_KIND_STRUCT:
+    case QAPI_KIND_UNION:
+        json_node_free(n);
+        return qapi_output(t, *(void *const *)slot);
+    case QAPI_KIND_LIST:
+        json_node_free(n);
+        return output_list(t, *(GPtrArray *const *)slot);
+    default:
+        g_assert_not_reached();
+    }
 }
 
 const QapiCommand *qapi_find_command(const char *name)
