@@ -412,15 +412,52 @@ static const QapiType *union_variant(const QapiType *t, const char *v)
     g_assert_not_reached();
 }
 
-static void output_members(const QapiMember *m, const char *v,
-                           JsonObject *obj)
+/*
+ * QEMU builds a result as a QDict (a hash table of 512 buckets, each
+ * member put at the head of its bucket's list) and writes it bucket by
+ * bucket, so its members come out in an order fixed by their names.
+ * strata writes the same order, so that a reply is byte for byte QEMU's,
+ * not only the same JSON.  This is that bucket: gdbm's hash, as QEMU's
+ * qdict uses it.
+ */
+static unsigned qdict_bucket(const char *name)
+{
+    unsigned value = 0x238F13AFu * (unsigned)strlen(name);
+
+    for (unsigned i = 0; name[i]; i++) {
+        value += (unsigned)(unsigned char)name[i] << (i * 5 % 24);
+    }
+    return (1103515243u * value + 12345u) % 512u;
+}
+
+typedef struct OutMember {
+    const char *name;
+    JsonNode *value;
+    unsigned bucket;
+    unsigned seq;                /* schema order: QEMU's insertion order */
+} OutMember;
+
+static gint out_member_cmp(gconstpointer a, gconstpointer b)
+{
+    const OutMember *x = a, *y = b;
+
+    if (x->bucket != y->bucket) {
+        return x->bucket < y->bucket ? -1 : 1;
+    }
+    /* same bucket: the one put in last is first in QEMU's list */
+    return x->seq > y->seq ? -1 : 1;
+}
+
+static void collect_members(const QapiMember *m, const char *v, GArray *out)
 {
     for (; m && m->name; m++) {
+        OutMember om = { m->name, NULL, qdict_bucket(m->name), out->len };
+
         if (m->optional && !*(const bool *)(v + m->has_offset)) {
             continue;
         }
-        json_object_set_member(obj, m->name,
-                               qapi_output_value(m->type, v + m->offset));
+        om.value = qapi_output_value(m->type, v + m->offset);
+        g_array_append_val(out, om);
     }
 }
 
@@ -428,17 +465,27 @@ JsonNode *qapi_output(const QapiType *type, const void *value)
 {
     const char *v = value;
     JsonObject *obj = json_object_new();
+    g_autoptr(GArray) members = g_array_new(FALSE, FALSE, sizeof(OutMember));
 
-    g_assert(v && (type->kind == QAPI_KIND_STRUCT ||
-                   type->kind == QAPI_KIND_UNION));
-    output_members(type->members, v, obj);
+    g_assert(type->kind == QAPI_KIND_STRUCT || type->kind == QAPI_KIND_UNION);
+    /* a struct without members has no storage (g_malloc0(0) is NULL) */
+    g_assert(v || !type->members || !type->members->name);
+    if (!v) {
+        return json_node_init_object(json_node_alloc(), obj);
+    }
+    collect_members(type->members, v, members);
     if (type->kind == QAPI_KIND_UNION) {
         const QapiType *variant = union_variant(type, v);
         const char *u = *(char *const *)(v + type->variant_offset);
 
         if (variant && u) {
-            output_members(variant->members, u, obj);
+            collect_members(variant->members, u, members);
         }
+    }
+    g_array_sort(members, out_member_cmp);
+    for (guint i = 0; i < members->len; i++) {
+        OutMember *om = &g_array_index(members, OutMember, i);
+        json_object_set_member(obj, om->name, om->value);
     }
     return json_node_init_object(json_node_alloc(), obj);
 }

@@ -264,8 +264,8 @@ def gen_results(schema, h, c):
     names over the descriptor walker (qapi_output/qapi_free), so a
     handler fills a C struct and never spells a JSON member itself."""
     objects, lists = result_types(schema)
-    h.append('\n/* Result serialisers (members in schema order, optional '
-             'ones only when has_x) and destructors. */')
+    h.append('\n/* Result serialisers (members in QEMU\'s output order, '
+             'optional ones only when has_x) and destructors. */')
     for name in objects:
         cn = c_name(name)
         h.append('JsonNode *qapi_%s_to_json(const %s *value);' % (cn, cn))
@@ -393,13 +393,34 @@ def introspect(schema):
     return out
 
 
+def qdict_bucket(name):
+    """QEMU's QDict bucket of a member name (gdbm's hash, 512 buckets)."""
+    value = (0x238F13AF * len(name)) & 0xffffffff
+    for i, ch in enumerate(name.encode()):
+        value = (value + (ch << (i * 5 % 24))) & 0xffffffff
+    return ((1103515243 * value + 12345) & 0xffffffff) % 512
+
+
+def qemu_order(value):
+    """value with every object's members in the order QEMU writes them:
+    by QDict bucket, the later-inserted first within one (the same rule
+    as monitor/qapi-visit.c's output), so the text is QEMU's byte for
+    byte."""
+    if isinstance(value, list):
+        return [qemu_order(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    keys = sorted(enumerate(value), key=lambda p: (qdict_bucket(p[1]), -p[0]))
+    return {k: qemu_order(value[k]) for _, k in keys}
+
+
 def main():
     out_h, out_c = sys.argv[1], sys.argv[2]
     schema = Schema()
     for path in sys.argv[3:]:
         for expr in read_exprs(path):
             schema.add(expr)
-    info = json.dumps(introspect(schema), separators=(',', ':'))
+    info = json.dumps(qemu_order(introspect(schema)), separators=(',', ':'))
     h, c = gen(schema)
     h = h.replace('\n#endif', '\n/* query-qmp-schema\'s JSON text. */\n'
                   'extern const char qapi_schema_json[];\n\n#endif')

@@ -81,10 +81,12 @@ void qapi_free(const QapiType *type, void *value);
 
 /*
  * The JSON of a C value of a struct or union type (the reverse of
- * qapi_input): members in schema order, an optional member only when its
- * has_<name> is set, enums as their names, lists as arrays, a union's
- * variant members beside its base's.  Required strings and objects must
- * be set.  The result types' generated qapi_<T>_to_json() call this.
+ * qapi_input): an optional member only when its has_<name> is set, enums
+ * as their names, lists as arrays, a union's variant members beside its
+ * base's.  Members come in the order QEMU 7.2 writes them (its QDict's
+ * hash order, ties by schema order), so replies are byte for byte
+ * QEMU's.  Required strings and objects must be set.  The result types'
+ * generated qapi_<T>_to_json() call this.
  */
 JsonNode *qapi_output(const QapiType *type, const void *value);
 /* The same for the value in *slot, of any type (a list: GPtrArray **). */
