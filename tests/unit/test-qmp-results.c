@@ -14,14 +14,15 @@
 #include <unistd.h>
 
 #include "blockdev/registry.h"
-#include "monitor/json-stream.h"
+#include "monitor/json-stream.h"   /* json_stream_parse_text */
 #include "monitor/qapi-visit.h"
 #include "qapi-gen.h"
 
-/* The text of node (freed), QEMU's layout. */
+/* The text of node (freed): json-glib's compact layout, which keeps the
+ * members in the order the serialiser added them. */
 static char *text_of(JsonNode *node)
 {
-    char *t = json_stream_to_string(node);
+    char *t = json_to_string(node, FALSE);
 
     json_node_unref(node);
     return t;
@@ -95,23 +96,23 @@ START_TEST(test_struct_optional_nested)
     /* QEMU's member order (its QDict's), as qemu-storage-daemon writes
      * these objects in query-named-block-nodes */
     ck_assert_str_eq(got,
-        "{\"backing-image\": {\"virtual-size\": 1048576, \"filename\": "
-        "\"b.qcow2\", \"format\": \"qcow2\", \"format-specific\": "
-        "{\"type\": \"qcow2\", \"data\": {\"compat\": \"0.10\", "
-        "\"compression-type\": \"zlib\", \"refcount-bits\": 16}}}, "
-        "\"snapshots\": ["
-        "{\"icount\": 77, \"vm-clock-nsec\": 2, \"name\": \"a\", "
-        "\"date-sec\": 1700000000, \"date-nsec\": 5, \"vm-clock-sec\": 1, "
-        "\"id\": \"1\", \"vm-state-size\": 512}, "
-        "{\"vm-clock-nsec\": 2, \"name\": \"b\", "
-        "\"date-sec\": 1700000000, \"date-nsec\": 5, \"vm-clock-sec\": 1, "
-        "\"id\": \"2\", \"vm-state-size\": 512}], "
-        "\"virtual-size\": 4194304, \"filename\": \"t \\\"q\\\".qcow2\", "
-        "\"format\": \"qcow2\", \"actual-size\": 0, "
-        "\"format-specific\": {\"type\": \"qcow2\", \"data\": "
-        "{\"compat\": \"1.1\", \"compression-type\": \"zstd\", "
-        "\"lazy-refcounts\": true, \"refcount-bits\": 16, "
-        "\"corrupt\": false}}, \"backing-filename\": \"b.qcow2\"}");
+        "{\"backing-image\":{\"virtual-size\":1048576,\"filename\":"
+        "\"b.qcow2\",\"format\":\"qcow2\",\"format-specific\":"
+        "{\"type\":\"qcow2\",\"data\":{\"compat\":\"0.10\","
+        "\"compression-type\":\"zlib\",\"refcount-bits\":16}}},"
+        "\"snapshots\":["
+        "{\"icount\":77,\"vm-clock-nsec\":2,\"name\":\"a\","
+        "\"date-sec\":1700000000,\"date-nsec\":5,\"vm-clock-sec\":1,"
+        "\"id\":\"1\",\"vm-state-size\":512},"
+        "{\"vm-clock-nsec\":2,\"name\":\"b\","
+        "\"date-sec\":1700000000,\"date-nsec\":5,\"vm-clock-sec\":1,"
+        "\"id\":\"2\",\"vm-state-size\":512}],"
+        "\"virtual-size\":4194304,\"filename\":\"t \\\"q\\\".qcow2\","
+        "\"format\":\"qcow2\",\"actual-size\":0,"
+        "\"format-specific\":{\"type\":\"qcow2\",\"data\":"
+        "{\"compat\":\"1.1\",\"compression-type\":\"zstd\","
+        "\"lazy-refcounts\":true,\"refcount-bits\":16,"
+        "\"corrupt\":false}},\"backing-filename\":\"b.qcow2\"}");
 }
 END_TEST
 
@@ -133,8 +134,8 @@ START_TEST(test_lists_and_enums)
         g_ptr_array_add(cmds, c);
     }
     t2 = text_of(qapi_CommandInfoList_to_json(cmds));
-    ck_assert_str_eq(t2, "[{\"name\": \"cmd-0\"}, {\"name\": \"cmd-1\"}, "
-                         "{\"name\": \"cmd-2\"}]");
+    ck_assert_str_eq(t2, "[{\"name\":\"cmd-0\"},{\"name\":\"cmd-1\"},"
+                         "{\"name\":\"cmd-2\"}]");
     qapi_free_CommandInfoList(cmds);
 
     t3 = text_of(qapi_BlockInfoList_to_json(empty));
@@ -148,8 +149,8 @@ START_TEST(test_lists_and_enums)
     v->package = g_strdup("");
     t4 = text_of(qapi_VersionInfo_to_json(v));
     /* QEMU's greeting order: micro, minor, major */
-    ck_assert_str_eq(t4, "{\"qemu\": {\"micro\": -1, \"minor\": 2, "
-                         "\"major\": 7}, \"package\": \"\"}");
+    ck_assert_str_eq(t4, "{\"qemu\":{\"micro\":-1,\"minor\":2,"
+                         "\"major\":7},\"package\":\"\"}");
 }
 END_TEST
 
@@ -183,10 +184,10 @@ START_TEST(test_union_keywords)
     got = text_of(qapi_SchemaInfo_to_json(si));
     /* member order as qemu-storage-daemon's query-qmp-schema */
     ck_assert_str_eq(got,
-        "{\"name\": \"3\", \"tag\": \"driver\", \"variants\": "
-        "[{\"case\": \"qcow2\", \"type\": \"7\"}], \"members\": "
-        "[{\"name\": \"x\", \"default\": null, \"type\": \"int\"}], "
-        "\"meta-type\": \"object\"}");
+        "{\"name\":\"3\",\"tag\":\"driver\",\"variants\":"
+        "[{\"case\":\"qcow2\",\"type\":\"7\"}],\"members\":"
+        "[{\"name\":\"x\",\"default\":null,\"type\":\"int\"}],"
+        "\"meta-type\":\"object\"}");
 }
 END_TEST
 
@@ -216,7 +217,7 @@ START_TEST(test_round_trip)
         ck_assert_msg(value, "%s", err ? err->message : "");
         out = qapi_output(&qapi_type_q_obj_transaction_arg, value);
         qapi_free(&qapi_type_q_obj_transaction_arg, value);
-        got = json_stream_to_string(out);
+        got = json_to_string(out, FALSE);
         ck_assert_msg(json_node_equal(in, out), "%s became %s", texts[i],
                       got);
     }
