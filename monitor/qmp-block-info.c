@@ -169,8 +169,12 @@ static BlockDeviceInfo *block_device_info(BlockDriverState *bs, bool flat)
     }
     info->detect_zeroes = BLOCKDEVDETECTZEROESOPTIONS_OFF;
     info->image = image_info(bs, flat);
+    /* writeback is a device's setting; a node (and strata's anonymous
+     * devices) always caches writes, as QEMU reports for a bare node */
     info->cache = g_new0(BlockdevCacheInfo, 1);
     info->cache->writeback = true;
+    info->cache->direct = bdrv_get_open_flags(bs) & BDRV_O_NOCACHE;
+    info->cache->no_flush = bdrv_get_open_flags(bs) & BDRV_O_NO_FLUSH;
     return info;
 }
 

@@ -288,6 +288,39 @@ add(OrderedScenario('query_block_after_snapshots', images=(
 ]))
 
 
+def tmp_accepts_o_direct():
+    with common.TempDir('strata-odirect-') as d:
+        try:
+            fd = os.open(os.path.join(d, 'probe'),
+                         os.O_CREAT | os.O_RDWR | os.O_DIRECT, 0o600)
+        except OSError:
+            return False
+        os.close(fd)
+        return True
+
+
+def cache_scenario():
+    """BlockdevCacheInfo: the node's own cache options (and its file
+    child's, which inherits them), as QEMU reports them."""
+    direct = tmp_accepts_o_direct()
+    if not direct:
+        print('  (the temporary directory refuses O_DIRECT: cache.direct '
+              'is not exercised)')
+    cache = {'no-flush': True}
+    if direct:
+        cache['direct'] = True
+    OrderedScenario('cache_info', blockdevs=[], steps=[
+        cmd('blockdev-add', driver='qcow2', cache=cache, **{
+            'node-name': 'c0',
+            'file': {'driver': 'file', 'filename': '{D}/d0.qcow2'}}),
+        cmd(NODES, flat=True),
+        cmd(NODES),
+    ]).run()
+
+
+runner.add('cache_info', cache_scenario)
+
+
 # ---- blockdev-snapshot-delete-internal-sync's SnapshotInfo ----
 
 add(OrderedScenario('snapshot_delete_results', images=chain_images(),
