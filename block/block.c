@@ -888,6 +888,8 @@ bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,
 const char *bdrv_get_node_name(BlockDriverState *bs) { return bs->node_name; }
 const char *bdrv_get_filename(BlockDriverState *bs) { return bs->filename; }
 bool bdrv_is_read_only(BlockDriverState *bs) { return bs->read_only; }
+/* the BDRV_O_* flags the node was opened with (QMP's cache info) */
+int bdrv_get_open_flags(BlockDriverState *bs) { return bs->open_flags; }
 BlockDriverState *bdrv_get_file(BlockDriverState *bs) { return bs->file; }
 BlockDriverState *bdrv_get_backing(BlockDriverState *bs) { return bs->backing; }
 

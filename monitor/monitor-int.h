@@ -26,10 +26,9 @@ JsonNode *qmp_empty_return(void);
 
 /* The greeting a new client gets. */
 JsonNode *qmp_greeting(void);
-/* The version object of query-version and of the greeting. */
-JsonNode *qmp_version_info(void);
-
-/* BlockDeviceInfo of a node (query-named-block-nodes). */
-JsonNode *qmp_block_device_info(BlockDriverState *bs, bool flat);
+/* The SnapshotInfo result of a snapshot (monitor/qmp-block-info.c). */
+typedef struct SnapshotInfo SnapshotInfo;
+typedef struct BdrvSnapshotInfo BdrvSnapshotInfo;
+SnapshotInfo *qmp_snapshot_info(const BdrvSnapshotInfo *sn);
 
 #endif

@@ -2,7 +2,9 @@
 /*
  * The walker over the generated QAPI descriptors: checks JSON input (a
  * QMP command's arguments, a --blockdev option) against a type and builds
- * the typed C value the command receives; frees such values.
+ * the typed C value the command receives; serialises a typed C result
+ * (the reverse walk, behind the generated qapi_<T>_to_json); frees such
+ * values.
  *
  * The error texts and which name they carry follow QEMU 7.2's input
  * visitor: missing, unexpected and wrong-type errors name the full path
@@ -362,6 +364,11 @@ static void free_slot(const QapiType *t, void *slot)
     }
 }
 
+void qapi_free_value(const QapiType *type, void *slot)
+{
+    free_slot(type, slot);
+}
+
 static void free_members(const QapiMember *m, char *value)
 {
     for (; m && m->name; m++) {
@@ -390,6 +397,152 @@ void qapi_free(const QapiType *type, void *value)
     }
     free_members(type->members, v);
     g_free(v);
+}
+
+/* ---- output: typed C value to JSON ---- */
+
+/* The variant table entry of a union value (NULL: no variant members). */
+static const QapiType *union_variant(const QapiType *t, const char *v)
+{
+    for (const QapiMember *m = t->members; m->name; m++) {
+        if (!strcmp(m->name, t->discriminator)) {
+            return t->variants[*(const int *)(v + m->offset)];
+        }
+    }
+    g_assert_not_reached();
+}
+
+/*
+ * QEMU builds a result as a QDict (a hash table of 512 buckets, each
+ * member put at the head of its bucket's list) and writes it bucket by
+ * bucket, so its members come out in an order fixed by their names.
+ * strata writes the same order, so that a reply is byte for byte QEMU's,
+ * not only the same JSON.  This is that bucket: gdbm's hash, as QEMU's
+ * qdict uses it.
+ */
+static unsigned qdict_bucket(const char *name)
+{
+    unsigned value = 0x238F13AFu * (unsigned)strlen(name);
+
+    for (unsigned i = 0; name[i]; i++) {
+        value += (unsigned)(unsigned char)name[i] << (i * 5 % 24);
+    }
+    return (1103515243u * value + 12345u) % 512u;
+}
+
+typedef struct OutMember {
+    const char *name;
+    JsonNode *value;
+    unsigned bucket;
+    unsigned seq;                /* schema order: QEMU's insertion order */
+} OutMember;
+
+static gint out_member_cmp(gconstpointer a, gconstpointer b)
+{
+    const OutMember *x = a, *y = b;
+
+    if (x->bucket != y->bucket) {
+        return x->bucket < y->bucket ? -1 : 1;
+    }
+    /* same bucket: the one put in last is first in QEMU's list */
+    return x->seq > y->seq ? -1 : 1;
+}
+
+static void collect_members(const QapiMember *m, const char *v, GArray *out)
+{
+    for (; m && m->name; m++) {
+        OutMember om = { m->name, NULL, qdict_bucket(m->name), out->len };
+
+        if (m->optional && !*(const bool *)(v + m->has_offset)) {
+            continue;
+        }
+        om.value = qapi_output_value(m->type, v + m->offset);
+        g_array_append_val(out, om);
+    }
+}
+
+JsonNode *qapi_output(const QapiType *type, const void *value)
+{
+    const char *v = value;
+    JsonObject *obj = json_object_new();
+    g_autoptr(GArray) members = g_array_new(FALSE, FALSE, sizeof(OutMember));
+
+    g_assert(type->kind == QAPI_KIND_STRUCT || type->kind == QAPI_KIND_UNION);
+    /* a struct without members has no storage (g_malloc0(0) is NULL) */
+    g_assert(v || !type->members || !type->members->name);
+    if (!v) {
+        return json_node_init_object(json_node_alloc(), obj);
+    }
+    collect_members(type->members, v, members);
+    if (type->kind == QAPI_KIND_UNION) {
+        const QapiType *variant = union_variant(type, v);
+        const char *u = *(char *const *)(v + type->variant_offset);
+
+        if (variant && u) {
+            collect_members(variant->members, u, members);
+        }
+    }
+    g_array_sort(members, out_member_cmp);
+    for (guint i = 0; i < members->len; i++) {
+        OutMember *om = &g_array_index(members, OutMember, i);
+        json_object_set_member(obj, om->name, om->value);
+    }
+    return json_node_init_object(json_node_alloc(), obj);
+}
+
+static JsonNode *output_list(const QapiType *t, const GPtrArray *list)
+{
+    JsonArray *arr = json_array_new();
+
+    for (guint i = 0; list && i < list->len; i++) {
+        if (t->elem->kind == QAPI_KIND_ENUM) {
+            /* enums live in the array as GINT_TO_POINTER, as qapi_input
+             * stores them */
+            int e = GPOINTER_TO_INT(list->pdata[i]);
+            json_array_add_element(arr, qapi_output_value(t->elem, &e));
+        } else {
+            json_array_add_element(arr, qapi_output_value(t->elem,
+                                                          &list->pdata[i]));
+        }
+    }
+    return json_node_init_array(json_node_alloc(), arr);
+}
+
+JsonNode *qapi_output_value(const QapiType *t, const void *slot)
+{
+    JsonNode *n = json_node_alloc();
+
+    switch (t->kind) {
+    case QAPI_KIND_STR:
+        g_assert(*(char *const *)slot);
+        return json_node_init_string(n, *(char *const *)slot);
+    case QAPI_KIND_INT:
+        return json_node_init_int(n, *(const int64_t *)slot);
+    case QAPI_KIND_BOOL:
+        return json_node_init_boolean(n, *(const bool *)slot);
+    case QAPI_KIND_NULL:
+        return json_node_init_null(n);
+    case QAPI_KIND_ENUM: {
+        int e = *(const int *)slot;
+
+        g_assert(e >= 0 && (size_t)e < t->n_values);
+        return json_node_init_string(n, t->values[e]);
+    }
+    case QAPI_KIND_ANY:
+    case QAPI_KIND_ALTERNATE:
+        json_node_free(n);
+        g_assert(*(JsonNode *const *)slot);
+        return json_node_copy(*(JsonNode *const *)slot);
+    case QAPI_KIND_STRUCT:
+    case QAPI_KIND_UNION:
+        json_node_free(n);
+        return qapi_output(t, *(void *const *)slot);
+    case QAPI_KIND_LIST:
+        json_node_free(n);
+        return output_list(t, *(GPtrArray *const *)slot);
+    default:
+        g_assert_not_reached();
+    }
 }
 
 const QapiCommand *qapi_find_command(const char *name)

@@ -1,168 +1,237 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * query-named-block-nodes: a BlockDeviceInfo per open node, with its
- * ImageInfo (snapshots, backing names, qcow2's format-specific facts,
- * the backing image's info nested unless "flat"), named and typed as
- * QEMU 7.2's.  strata has no I/O throttling and no write threshold:
- * those members are the zeroes QEMU shows when they are off.
+ * query-block and query-named-block-nodes: the typed results (BlockInfo,
+ * BlockDeviceInfo, ImageInfo with its snapshots, backing names, qcow2's
+ * format-specific facts and the backing image nested unless "flat")
+ * filled from the block layer and serialised by the generated
+ * qapi_<T>_to_json (schema: qapi/block-core.json).  Also the SnapshotInfo
+ * that blockdev-snapshot-delete-internal-sync returns.
+ *
+ * strata has no I/O throttling and no write threshold: those members are
+ * the zeroes QEMU shows when they are off.  Every struct, string and
+ * list here is heap-allocated because the generated qapi_free_<T> frees
+ * them all.
  */
 #include "monitor/monitor-int.h"
 #include "block/snapshot.h"
 #include "blockdev/registry.h"
 #include "qapi-gen.h"
 
-static JsonNode *snapshot_list(BlockDriverState *bs)
+#define NSEC_PER_SEC 1000000000LL
+
+SnapshotInfo *qmp_snapshot_info(const BdrvSnapshotInfo *sn)
+{
+    SnapshotInfo *info = g_new0(SnapshotInfo, 1);
+
+    info->id = g_strdup(sn->id_str);
+    info->name = g_strdup(sn->name);
+    info->vm_state_size = sn->vm_state_size;
+    info->date_sec = sn->date_sec;
+    info->date_nsec = sn->date_nsec;
+    info->vm_clock_sec = sn->vm_clock_nsec / NSEC_PER_SEC;
+    info->vm_clock_nsec = sn->vm_clock_nsec % NSEC_PER_SEC;
+    /* QEMU leaves icount out when the snapshot recorded none */
+    info->has_icount = sn->icount != BDRV_SNAPSHOT_NO_ICOUNT;
+    info->icount = info->has_icount ? sn->icount : 0;
+    return info;
+}
+
+/* The node's snapshots, or NULL when it has none (QEMU then omits the
+ * member). */
+static GPtrArray *snapshot_list(BlockDriverState *bs)
 {
     BdrvSnapshotInfo *list = NULL;
     int n = bdrv_snapshot_list(bs, &list, NULL);
-    JsonArray *arr;
+    GPtrArray *out = NULL;
 
-    if (n <= 0) {
-        bdrv_snapshot_list_free(list, n > 0 ? n : 0);
-        return NULL;            /* omitted when empty, as QEMU */
-    }
-    arr = json_array_new();
-    for (int i = 0; i < n; i++) {
-        JsonObject *o = json_object_new();
-        const BdrvSnapshotInfo *sn = &list[i];
-
-        json_object_set_string_member(o, "id", sn->id_str);
-        json_object_set_string_member(o, "name", sn->name);
-        json_object_set_int_member(o, "vm-state-size", sn->vm_state_size);
-        json_object_set_int_member(o, "date-sec", sn->date_sec);
-        json_object_set_int_member(o, "date-nsec", sn->date_nsec);
-        json_object_set_int_member(o, "vm-clock-sec",
-                                   sn->vm_clock_nsec / 1000000000);
-        json_object_set_int_member(o, "vm-clock-nsec",
-                                   sn->vm_clock_nsec % 1000000000);
-        if (sn->icount != BDRV_SNAPSHOT_NO_ICOUNT) {
-            json_object_set_int_member(o, "icount", sn->icount);
+    if (n > 0) {
+        out = g_ptr_array_new();
+        for (int i = 0; i < n; i++) {
+            g_ptr_array_add(out, qmp_snapshot_info(&list[i]));
         }
-        json_array_add_object_element(arr, o);
     }
-    bdrv_snapshot_list_free(list, n);
-    return json_node_init_array(json_node_alloc(), arr);
-}
-
-static JsonObject *format_specific(BlockDriverState *bs)
-{
-    BlockSpecificInfo si = { 0 };
-    JsonObject *data, *out;
-
-    bdrv_get_specific_info(bs, &si);
-    if (!si.type) {
-        return NULL;
-    }
-    data = json_object_new();
-    json_object_set_string_member(data, "compat", si.compat);
-    json_object_set_string_member(data, "compression-type",
-                                  si.compression_type);
-    json_object_set_boolean_member(data, "lazy-refcounts", si.lazy_refcounts);
-    json_object_set_int_member(data, "refcount-bits", si.refcount_bits);
-    json_object_set_boolean_member(data, "corrupt", si.corrupt);
-    json_object_set_boolean_member(data, "extended-l2", si.extended_l2);
-    out = json_object_new();
-    json_object_set_string_member(out, "type", si.type);
-    json_object_set_object_member(out, "data", data);
+    bdrv_snapshot_list_free(list, n > 0 ? n : 0);
     return out;
 }
 
-static JsonNode *image_info(BlockDriverState *bs, bool flat)
+static int compression_type(const char *name)
 {
-    JsonObject *o = json_object_new();
-    BlockDriverInfo bdi = { 0 };
+    for (size_t i = 0; i < qapi_type_Qcow2CompressionType.n_values; i++) {
+        if (!g_strcmp0(qapi_type_Qcow2CompressionType.values[i], name)) {
+            return (int)i;
+        }
+    }
+    return QCOW2COMPRESSIONTYPE_ZLIB;   /* a v2 image: QEMU's default */
+}
+
+static ImageInfoSpecific *format_specific(BlockDriverState *bs)
+{
+    BlockSpecificInfo si = { 0 };
+    ImageInfoSpecific *spec;
+    ImageInfoSpecificQCow2Wrapper *w;
+    ImageInfoSpecificQCow2 *q;
+    bool v3;
+
+    bdrv_get_specific_info(bs, &si);
+    if (g_strcmp0(si.type, "qcow2")) {
+        return NULL;            /* only qcow2 has format-specific facts */
+    }
+    /* QEMU shows the feature bits only for compat 1.1: a 0.10 header has
+     * no feature fields to report */
+    v3 = g_strcmp0(si.compat, "0.10") != 0;
+    q = g_new0(ImageInfoSpecificQCow2, 1);
+    q->compat = g_strdup(si.compat);
+    q->refcount_bits = si.refcount_bits;
+    q->compression_type = compression_type(si.compression_type);
+    q->has_lazy_refcounts = q->has_corrupt = q->has_extended_l2 = v3;
+    q->lazy_refcounts = v3 && si.lazy_refcounts;
+    q->corrupt = v3 && si.corrupt;
+    q->extended_l2 = v3 && si.extended_l2;
+    w = g_new0(ImageInfoSpecificQCow2Wrapper, 1);
+    w->data = q;
+    spec = g_new0(ImageInfoSpecific, 1);
+    spec->type = IMAGEINFOSPECIFICKIND_QCOW2;
+    spec->u = w;
+    return spec;
+}
+
+static void set_backing_names(ImageInfo *info, BlockDriverState *bs)
+{
     const char *backing = bdrv_get_backing_filename(bs);
-    JsonNode *snaps = snapshot_list(bs);
-    JsonObject *fs = format_specific(bs);
+    char *full;
+
+    if (!backing) {
+        return;
+    }
+    info->has_backing_filename = true;
+    info->backing_filename = g_strdup(backing);
+    full = bdrv_get_full_backing_filename(bs);
+    info->has_full_backing_filename = full != NULL;
+    info->full_backing_filename = full;
+    if (bdrv_get_backing_format(bs)) {
+        info->has_backing_filename_format = true;
+        info->backing_filename_format = g_strdup(bdrv_get_backing_format(bs));
+    }
+}
+
+static ImageInfo *image_info(BlockDriverState *bs, bool flat)
+{
+    ImageInfo *info = g_new0(ImageInfo, 1);
+    BlockDriverInfo bdi = { 0 };
     int64_t actual = bdrv_get_allocated_file_size(bs);
 
     bdrv_get_info(bs, &bdi);
-    json_object_set_string_member(o, "filename", bdrv_get_filename(bs));
-    json_object_set_string_member(o, "format", bdrv_get_format_name(bs));
-    json_object_set_boolean_member(o, "dirty-flag", bdi.is_dirty);
-    if (actual >= 0) {
-        json_object_set_int_member(o, "actual-size", actual);
-    }
+    info->filename = g_strdup(bdrv_get_filename(bs));
+    info->format = g_strdup(bdrv_get_format_name(bs));
+    info->has_dirty_flag = true;
+    info->dirty_flag = bdi.is_dirty;
+    info->has_actual_size = actual >= 0;
+    info->actual_size = actual >= 0 ? actual : 0;
     /* QEMU counts lengths in whole sectors: a file of odd size shows
      * rounded up (qemu-img info shows the same) */
-    json_object_set_int_member(o, "virtual-size",
-                               (bdrv_getlength(bs) + BDRV_SECTOR_SIZE - 1) &
-                               ~(int64_t)(BDRV_SECTOR_SIZE - 1));
-    if (bdi.cluster_size) {
-        json_object_set_int_member(o, "cluster-size", bdi.cluster_size);
-    }
-    if (backing) {
-        g_autofree char *full = bdrv_get_full_backing_filename(bs);
-
-        json_object_set_string_member(o, "backing-filename", backing);
-        if (full) {
-            json_object_set_string_member(o, "full-backing-filename", full);
-        }
-        if (bdrv_get_backing_format(bs)) {
-            json_object_set_string_member(o, "backing-filename-format",
-                                          bdrv_get_backing_format(bs));
-        }
-    }
-    if (snaps) {
-        json_object_set_member(o, "snapshots", snaps);
-    }
-    if (fs) {
-        json_object_set_object_member(o, "format-specific", fs);
-    }
+    info->virtual_size = (bdrv_getlength(bs) + BDRV_SECTOR_SIZE - 1) &
+                         ~(int64_t)(BDRV_SECTOR_SIZE - 1);
+    info->has_cluster_size = bdi.cluster_size != 0;
+    info->cluster_size = bdi.cluster_size;
+    set_backing_names(info, bs);
+    info->snapshots = snapshot_list(bs);
+    info->has_snapshots = info->snapshots != NULL;
+    info->format_specific = format_specific(bs);
+    info->has_format_specific = info->format_specific != NULL;
     if (!flat && bdrv_get_backing(bs)) {
-        json_object_set_member(o, "backing-image",
-                               image_info(bdrv_get_backing(bs), false));
+        info->has_backing_image = true;
+        info->backing_image = image_info(bdrv_get_backing(bs), false);
     }
-    return json_node_init_object(json_node_alloc(), o);
+    return info;
 }
 
-JsonNode *qmp_block_device_info(BlockDriverState *bs, bool flat)
+static BlockDeviceInfo *block_device_info(BlockDriverState *bs, bool flat)
 {
-    static const char *const zero_members[] = {
-        "bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr",
-        "write_threshold",
-    };
-    JsonObject *o = json_object_new();
-    JsonObject *cache = json_object_new();
-    const char *backing = bdrv_get_backing_filename(bs);
-    int depth = 0;
+    BlockDeviceInfo *info = g_new0(BlockDeviceInfo, 1);
+    BlockDriverState *backing = bdrv_get_backing(bs);
 
-    for (BlockDriverState *b = bdrv_get_backing(bs); b;
+    info->file = g_strdup(bdrv_get_filename(bs));
+    info->has_node_name = true;
+    info->node_name = g_strdup(bdrv_get_node_name(bs));
+    info->ro = bdrv_is_read_only(bs);
+    info->drv = g_strdup(bdrv_get_format_name(bs));
+    /* the backing node's own file name, as QEMU: not the (possibly
+     * relative) name the image header records */
+    if (backing) {
+        info->has_backing_file = true;
+        info->backing_file = g_strdup(bdrv_get_filename(backing));
+    }
+    /* QEMU counts the chain it describes: flat describes no backing
+     * image, so the depth is 0 there */
+    for (BlockDriverState *b = backing; b && !flat;
          b = bdrv_get_backing(b)) {
-        depth++;
+        info->backing_file_depth++;
     }
-    json_object_set_string_member(o, "file", bdrv_get_filename(bs));
-    json_object_set_string_member(o, "node-name", bdrv_get_node_name(bs));
-    json_object_set_boolean_member(o, "ro", bdrv_is_read_only(bs));
-    json_object_set_string_member(o, "drv", bdrv_get_format_name(bs));
-    if (backing && bdrv_get_backing(bs)) {
-        json_object_set_string_member(o, "backing_file", backing);
-    }
-    json_object_set_int_member(o, "backing_file_depth", depth);
-    json_object_set_boolean_member(o, "encrypted", false);
-    json_object_set_string_member(o, "detect_zeroes", "off");
-    for (size_t i = 0; i < G_N_ELEMENTS(zero_members); i++) {
-        json_object_set_int_member(o, zero_members[i], 0);
-    }
-    json_object_set_boolean_member(cache, "writeback", true);
-    json_object_set_boolean_member(cache, "direct", false);
-    json_object_set_boolean_member(cache, "no-flush", false);
-    json_object_set_object_member(o, "cache", cache);
-    json_object_set_member(o, "image", image_info(bs, flat));
-    return json_node_init_object(json_node_alloc(), o);
+    info->detect_zeroes = BLOCKDEVDETECTZEROESOPTIONS_OFF;
+    info->image = image_info(bs, flat);
+    /* writeback is a device's setting; a node (and strata's anonymous
+     * devices) always caches writes, as QEMU reports for a bare node */
+    info->cache = g_new0(BlockdevCacheInfo, 1);
+    info->cache->writeback = true;
+    info->cache->direct = bdrv_get_open_flags(bs) & BDRV_O_NOCACHE;
+    info->cache->no_flush = bdrv_get_open_flags(bs) & BDRV_O_NO_FLUSH;
+    return info;
 }
 
 JsonNode *qmp_query_named_block_nodes(
     const q_obj_query_named_block_nodes_arg *args, GError **errp)
 {
     g_autoptr(GPtrArray) nodes = blockdev_list_nodes();
-    JsonArray *arr = json_array_new();
+    GPtrArray *list = g_ptr_array_new();
     bool flat = args->has_flat && args->flat;
+    JsonNode *ret;
 
     /* newest first, as QEMU lists them */
     for (guint i = nodes->len; i > 0; i--) {
-        json_array_add_element(arr, qmp_block_device_info(
-                                   g_ptr_array_index(nodes, i - 1), flat));
+        g_ptr_array_add(list, block_device_info(
+                            g_ptr_array_index(nodes, i - 1), flat));
     }
-    return json_node_init_array(json_node_alloc(), arr);
+    ret = qapi_BlockDeviceInfoList_to_json(list);
+    qapi_free_BlockDeviceInfoList(list);
+    return ret;
+}
+
+/*
+ * QEMU lists the block backends that have a name or a guest device.  The
+ * devices blockdev-add gives strata's nodes are anonymous and there are
+ * no guest devices, so in strata-daemon, as in qemu-storage-daemon, the
+ * list is empty; a named device (made through the library) appears as a
+ * backend without a device model: removable, not locked, no tray.
+ */
+static BlockInfo *block_info(BlockBackend *blk)
+{
+    BlockInfo *info = g_new0(BlockInfo, 1);
+    BlockDriverState *bs = blk_bs(blk);
+
+    info->device = g_strdup(blk_name(blk));
+    info->type = g_strdup("unknown");
+    info->removable = true;
+    if (bs) {
+        info->has_inserted = true;
+        info->inserted = block_device_info(bs, false);
+    }
+    return info;
+}
+
+JsonNode *qmp_query_block(GError **errp)
+{
+    g_autoptr(GPtrArray) devs = blockdev_list_devices();
+    GPtrArray *list = g_ptr_array_new();
+    JsonNode *ret;
+
+    for (guint i = 0; i < devs->len; i++) {
+        BlockBackend *blk = g_ptr_array_index(devs, i);
+
+        if (*blk_name(blk)) {
+            g_ptr_array_add(list, block_info(blk));
+        }
+    }
+    ret = qapi_BlockInfoList_to_json(list);
+    qapi_free_BlockInfoList(list);
+    return ret;
 }

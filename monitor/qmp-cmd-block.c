@@ -413,25 +413,6 @@ JsonNode *qmp_blockdev_snapshot(const BlockdevSnapshot *args, GError **errp)
     return run_actions(&a, 1, errp) ? qmp_empty_return() : NULL;
 }
 
-static JsonNode *snapshot_info(const BdrvSnapshotInfo *sn)
-{
-    JsonObject *o = json_object_new();
-
-    json_object_set_string_member(o, "id", sn->id_str);
-    json_object_set_string_member(o, "name", sn->name);
-    json_object_set_int_member(o, "vm-state-size", sn->vm_state_size);
-    json_object_set_int_member(o, "date-sec", sn->date_sec);
-    json_object_set_int_member(o, "date-nsec", sn->date_nsec);
-    json_object_set_int_member(o, "vm-clock-sec",
-                               sn->vm_clock_nsec / 1000000000);
-    json_object_set_int_member(o, "vm-clock-nsec",
-                               sn->vm_clock_nsec % 1000000000);
-    if (sn->icount != BDRV_SNAPSHOT_NO_ICOUNT) {
-        json_object_set_int_member(o, "icount", sn->icount);
-    }
-    return json_node_init_object(json_node_alloc(), o);
-}
-
 JsonNode *qmp_blockdev_snapshot_delete_internal_sync(
     const q_obj_blockdev_snapshot_delete_internal_sync_arg *args,
     GError **errp)
@@ -442,7 +423,7 @@ JsonNode *qmp_blockdev_snapshot_delete_internal_sync(
     BdrvSnapshotInfo sn = { 0 };
     BlkTransactionAction a = { .kind = BLK_ACTION_SNAPSHOT_DELETE_INTERNAL };
     BdrvSnapshotInfo *list = NULL;
-    JsonNode *ret;
+    JsonNode *ret = NULL;
     int n;
 
     if (!bs) {
@@ -468,7 +449,11 @@ JsonNode *qmp_blockdev_snapshot_delete_internal_sync(
     a.u.snapshot_delete_internal.device = args->device;
     a.u.snapshot_delete_internal.id = id;
     a.u.snapshot_delete_internal.name = name;
-    ret = run_actions(&a, 1, errp) ? snapshot_info(&sn) : NULL;
+    if (run_actions(&a, 1, errp)) {
+        g_autoptr(SnapshotInfo) info = qmp_snapshot_info(&sn);
+
+        ret = qapi_SnapshotInfo_to_json(info);
+    }
     bdrv_snapshot_info_clear(&sn);
     return ret;
 }

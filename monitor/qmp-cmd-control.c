@@ -1,41 +1,42 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The control commands: qmp_capabilities, query-version, query-commands,
- * query-qmp-schema, quit; and the greeting, which shares query-version's object.
+ * query-qmp-schema, quit; and the greeting, which shares query-version's
+ * VersionInfo.  Results are the schema's types (qapi/control.json)
+ * serialised by the generated qapi_<T>_to_json.
  */
 #include "monitor/monitor-int.h"
 #include "monitor/json-stream.h"
 #include "qapi-gen.h"
 
-JsonNode *qmp_version_info(void)
+/* query-version's VersionInfo: the QEMU version whose QMP strata
+ * implements, and strata's own package name. */
+static VersionInfo *version_info(void)
 {
-    g_autoptr(JsonBuilder) b = json_builder_new();
+    VersionInfo *info = g_new0(VersionInfo, 1);
 
-    json_builder_begin_object(b);
-    json_builder_set_member_name(b, "qemu");
-    json_builder_begin_object(b);
-    json_builder_set_member_name(b, "micro");
-    json_builder_add_int_value(b, MONITOR_QEMU_MICRO);
-    json_builder_set_member_name(b, "minor");
-    json_builder_add_int_value(b, MONITOR_QEMU_MINOR);
-    json_builder_set_member_name(b, "major");
-    json_builder_add_int_value(b, MONITOR_QEMU_MAJOR);
-    json_builder_end_object(b);
-    json_builder_set_member_name(b, "package");
-    json_builder_add_string_value(b, monitor_get_package());
-    json_builder_end_object(b);
-    return json_builder_get_root(b);
+    info->qemu = g_new0(VersionTriple, 1);
+    info->qemu->major = MONITOR_QEMU_MAJOR;
+    info->qemu->minor = MONITOR_QEMU_MINOR;
+    info->qemu->micro = MONITOR_QEMU_MICRO;
+    info->package = g_strdup(monitor_get_package());
+    return info;
 }
 
+/* The greeting is no schema type in QEMU either: its two members are a
+ * VersionInfo and the capability list, each serialised as typed. */
 JsonNode *qmp_greeting(void)
 {
+    g_autoptr(VersionInfo) version = version_info();
+    g_autoptr(GPtrArray) caps = g_ptr_array_new();
     JsonObject *qmp = json_object_new();
     JsonObject *top = json_object_new();
-    JsonArray *caps = json_array_new();
 
-    json_array_add_string_element(caps, "oob");
-    json_object_set_member(qmp, "version", qmp_version_info());
-    json_object_set_array_member(qmp, "capabilities", caps);
+    g_ptr_array_add(caps, GINT_TO_POINTER(QMPCAPABILITY_OOB));
+    json_object_set_member(qmp, "version", qapi_VersionInfo_to_json(version));
+    json_object_set_member(qmp, "capabilities",
+                           qapi_output_value(&qapi_list_of_QMPCapability,
+                                             &caps));
     json_object_set_object_member(top, "QMP", qmp);
     return json_node_init_object(json_node_alloc(), top);
 }
@@ -56,19 +57,25 @@ JsonNode *qmp_qmp_capabilities(const q_obj_qmp_capabilities_arg *args,
 
 JsonNode *qmp_query_version(GError **errp)
 {
-    return qmp_version_info();
+    g_autoptr(VersionInfo) info = version_info();
+
+    return qapi_VersionInfo_to_json(info);
 }
 
 JsonNode *qmp_query_commands(GError **errp)
 {
-    JsonArray *arr = json_array_new();
+    GPtrArray *list = g_ptr_array_new();
+    JsonNode *ret;
 
     for (const QapiCommand *c = qapi_commands; c->name; c++) {
-        JsonObject *o = json_object_new();
-        json_object_set_string_member(o, "name", c->name);
-        json_array_add_object_element(arr, o);
+        CommandInfo *info = g_new0(CommandInfo, 1);
+
+        info->name = g_strdup(c->name);
+        g_ptr_array_add(list, info);
     }
-    return json_node_init_array(json_node_alloc(), arr);
+    ret = qapi_CommandInfoList_to_json(list);
+    qapi_free_CommandInfoList(list);
+    return ret;
 }
 
 JsonNode *qmp_query_qmp_schema(GError **errp)

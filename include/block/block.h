@@ -138,6 +138,7 @@ const char *bdrv_get_node_name(BlockDriverState *bs);
 const char *bdrv_get_filename(BlockDriverState *bs);
 const char *bdrv_get_format_name(BlockDriverState *bs);
 bool bdrv_is_read_only(BlockDriverState *bs);
+int bdrv_get_open_flags(BlockDriverState *bs);             /* BDRV_O_* */
 BlockDriverState *bdrv_get_file(BlockDriverState *bs);     /* protocol child */
 BlockDriverState *bdrv_get_backing(BlockDriverState *bs);  /* backing child */
 /* The backing file name as recorded in the image, or NULL. */

@@ -2,7 +2,8 @@
 /*
  * The descriptors scripts/qapi-gen.py generates from the schema (qapi/), and the
  * one walker that checks a command's JSON arguments against them and
- * builds the typed C arguments (monitor/qapi-visit.c).  Errors are QEMU
+ * builds the typed C arguments, and that serialises typed results
+ * (monitor/qapi-visit.c).  Errors are QEMU
  * 7.2's texts: "Parameter 'x' is missing", "Parameter 'x' is unexpected",
  * "Invalid parameter type for 'x', expected: string", "Parameter 'x' does
  * not accept value 'y'", with QEMU's paths ("actions[0].data.name").
@@ -77,6 +78,21 @@ extern const QapiType qapi_type_str, qapi_type_int, qapi_type_bool,
 void *qapi_input(const QapiType *type, JsonNode *node, bool keyval,
                  GError **errp);
 void qapi_free(const QapiType *type, void *value);
+
+/*
+ * The JSON of a C value of a struct or union type (the reverse of
+ * qapi_input): an optional member only when its has_<name> is set, enums
+ * as their names, lists as arrays, a union's variant members beside its
+ * base's.  Members come in the order QEMU 7.2 writes them (its QDict's
+ * hash order, ties by schema order), so replies are byte for byte
+ * QEMU's.  Required strings and objects must be set.  The result types'
+ * generated qapi_<T>_to_json() call this.
+ */
+JsonNode *qapi_output(const QapiType *type, const void *value);
+/* The same for the value in *slot, of any type (a list: GPtrArray **). */
+JsonNode *qapi_output_value(const QapiType *type, const void *slot);
+/* Frees what *slot holds (a list: its elements and the array). */
+void qapi_free_value(const QapiType *type, void *slot);
 
 /* The command called name, or NULL. */
 const QapiCommand *qapi_find_command(const char *name);
