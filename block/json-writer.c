@@ -251,3 +251,19 @@ char *json_writer_pretty(JsonNode *node)
 
     return write_text(node, &pretty);
 }
+
+JsonNode *json_node_new_taking_object(JsonObject *obj)
+{
+    JsonNode *node = json_node_new(JSON_NODE_OBJECT);
+
+    json_node_take_object(node, obj);
+    return node;
+}
+
+JsonNode *json_node_new_taking_array(JsonArray *arr)
+{
+    JsonNode *node = json_node_new(JSON_NODE_ARRAY);
+
+    json_node_take_array(node, arr);
+    return node;
+}

@@ -8,6 +8,7 @@
 
 #include "monitor/monitor.h"
 #include "monitor/qapi-visit.h"
+#include "block/json-writer.h"
 #include "block/block.h"
 
 typedef struct QmpSession {

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/json-writer.h"
 #include "monitor/qapi-visit.h"
 #include "blockdev/registry.h"
 
@@ -320,8 +321,7 @@ void *qapi_input(const QapiType *type, JsonNode *node, bool keyval,
     void *out = NULL;
 
     if (!node) {
-        node = empty = json_node_init_object(json_node_alloc(),
-                                             json_object_new());
+        node = empty = json_node_new_taking_object(json_object_new());
     }
     if (!visit_value(type, node, "", "", keyval, &out, errp)) {
         qapi_free(type, out);
@@ -471,7 +471,7 @@ JsonNode *qapi_output(const QapiType *type, const void *value)
     /* a struct without members has no storage (g_malloc0(0) is NULL) */
     g_assert(v || !type->members || !type->members->name);
     if (!v) {
-        return json_node_init_object(json_node_alloc(), obj);
+        return json_node_new_taking_object(obj);
     }
     collect_members(type->members, v, members);
     if (type->kind == QAPI_KIND_UNION) {
@@ -487,7 +487,7 @@ JsonNode *qapi_output(const QapiType *type, const void *value)
         OutMember *om = &g_array_index(members, OutMember, i);
         json_object_set_member(obj, om->name, om->value);
     }
-    return json_node_init_object(json_node_alloc(), obj);
+    return json_node_new_taking_object(obj);
 }
 
 static JsonNode *output_list(const QapiType *t, const GPtrArray *list)
@@ -505,7 +505,7 @@ static JsonNode *output_list(const QapiType *t, const GPtrArray *list)
                                                           &list->pdata[i]));
         }
     }
-    return json_node_init_array(json_node_alloc(), arr);
+    return json_node_new_taking_array(arr);
 }
 
 JsonNode *qapi_output_value(const QapiType *t, const void *slot)

@@ -38,7 +38,7 @@ JsonNode *qmp_greeting(void)
                            qapi_output_value(&qapi_list_of_QMPCapability,
                                              &caps));
     json_object_set_object_member(top, "QMP", qmp);
-    return json_node_init_object(json_node_alloc(), top);
+    return json_node_new_taking_object(top);
 }
 
 JsonNode *qmp_qmp_capabilities(const q_obj_qmp_capabilities_arg *args,

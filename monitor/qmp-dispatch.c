@@ -23,7 +23,7 @@ QmpSession *qmp_current_session(void)
 
 JsonNode *qmp_empty_return(void)
 {
-    return json_node_init_object(json_node_alloc(), json_object_new());
+    return json_node_new_taking_object(json_object_new());
 }
 
 /* QEMU's class name for an error. */
@@ -74,7 +74,7 @@ static JsonNode *return_reply(JsonNode *id, JsonNode *value)
     if (id) {
         json_object_set_member(obj, "id", json_node_copy(id));
     }
-    return json_node_init_object(json_node_alloc(), obj);
+    return json_node_new_taking_object(obj);
 }
 
 static bool generic(GError **errp, const char *fmt, const char *arg)

@@ -26,6 +26,12 @@ char *json_writer_pretty(JsonNode *node);
  * hash table and prints them bucket by bucket.  Free the array only. */
 GPtrArray *json_writer_qdict_order(JsonObject *obj);
 
+/* A node owning obj (or arr): the caller's reference moves into it.
+ * json_node_init_object() takes a reference of its own instead, which
+ * leaks the caller's when the caller does not drop it. */
+JsonNode *json_node_new_taking_object(JsonObject *obj);
+JsonNode *json_node_new_taking_array(JsonArray *arr);
+
 G_END_DECLS
 
 #endif

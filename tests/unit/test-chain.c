@@ -894,7 +894,7 @@ START_TEST(test_snapshot_cancel_faults)
     for (uint64_t n = 0;; n++) {
         g_autofree char *o = NULL;
         g_autoptr(GString) log = g_string_new("");
-        BlockOpts *opts = bdrv_opts_new();
+        BlockOpts *opts;
         BlockBackend *blk;
         BlockDriverState *old, *node;
         ExternalSnapshot *es;
@@ -908,6 +908,7 @@ START_TEST(test_snapshot_cancel_faults)
             break;
         }
         create_img(ov, 1 * MiB, NULL, NULL);
+        opts = bdrv_opts_new();
         bdrv_opts_set(opts, "driver", "qcow2");
         bdrv_opts_set(opts, "file.driver", "blkdebug");
         if (n > 0) {
