@@ -125,6 +125,21 @@ static void unblock_nodes(BlockJob *job)
     g_clear_pointer(&job->blocker, g_free);
 }
 
+/* QEMU's rule for ids a user gives: a letter, then letters, digits,
+ * '-', '.' and '_'. */
+static bool job_id_wellformed(const char *id)
+{
+    if (!g_ascii_isalpha(id[0])) {
+        return false;
+    }
+    for (const char *p = id + 1; *p; p++) {
+        if (!g_ascii_isalnum(*p) && !strchr("-._", *p)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 void *block_job_create(const char *job_id, const BlockJobDriver *drv,
                        BlockBackend *blk, const BlockJobOptions *opts,
                        GError **errp)
@@ -144,10 +159,9 @@ void *block_job_create(const char *job_id, const BlockJobDriver *drv,
     }
     if (!id) {
         id = *blk_name(blk) ? blk_name(blk) : drv->job_type;
-    }
-    if (opts && opts->speed < 0) {
+    } else if (!job_id_wellformed(id)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Parameter 'speed' expects a non-negative value");
+                    "Invalid job ID '%s'", id);
         return NULL;
     }
     g_mutex_lock(&jobs_lock);
@@ -158,6 +172,12 @@ void *block_job_create(const char *job_id, const BlockJobDriver *drv,
                         "Job ID '%s' already in use", id);
             return NULL;
         }
+    }
+    if (opts && opts->speed < 0) {
+        g_mutex_unlock(&jobs_lock);
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Parameter 'speed' expects a non-negative value");
+        return NULL;
     }
     job = g_malloc0(drv->instance_size);
     job->driver = drv;
@@ -323,7 +343,7 @@ void block_job_get_info(BlockJob *job, BlockJobInfo *info)
     info->manual_finalize = job->manual_finalize;
     info->manual_dismiss = job->manual_dismiss;
     info->error = NULL;
-    if (job->status == BLOCK_JOB_STATUS_CONCLUDED && job->ret < 0) {
+    if (job->ret < 0) {
         info->error = job->error ? job->error->message
                                  : g_strerror(-job->ret);
     }
