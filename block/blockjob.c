@@ -52,7 +52,7 @@ static const bool verb_allowed[][BLOCK_JOB_STATUS_NULL + 1] = {
     [VERB_PAUSE]   = {1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
     [VERB_RESUME]  = {1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
     [VERB_SET_SPEED] = {1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
-    [VERB_COMPLETE] = {0, 0, 0, 1, 0, 0, 0, 0, 0, 0},
+    [VERB_COMPLETE] = {0, 0, 0, 1, 1, 0, 0, 0, 0, 0},
     [VERB_FINALIZE] = {0, 0, 0, 0, 0, 0, 1, 0, 0, 0},
     [VERB_DISMISS] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 0},
 };
@@ -336,7 +336,9 @@ void block_job_get_info(BlockJob *job, BlockJobInfo *info)
     info->ready = job->status == BLOCK_JOB_STATUS_READY ||
                   job->status == BLOCK_JOB_STATUS_STANDBY;
     info->paused = job->pause_count > 0;
+    /* A ready job only follows the device's writes: idle, as QEMU's. */
     info->busy = !job->sleeping &&
+                 job->status != BLOCK_JOB_STATUS_READY &&
                  job->status != BLOCK_JOB_STATUS_CONCLUDED &&
                  job->status != BLOCK_JOB_STATUS_PAUSED &&
                  job->status != BLOCK_JOB_STATUS_STANDBY;

@@ -660,8 +660,13 @@ void monitor_jobs_shutdown(void)
     }
     /* Their events out, and the auto-dismissed ones freed. */
     qmp_events_flush();
+    /* QEMU dismisses the concluded jobs that were kept, too. */
     left = block_job_list();
     for (guint i = 0; i < left->len; i++) {
-        block_job_wait(g_ptr_array_index(left, i), NULL);
+        BlockJob *job = g_ptr_array_index(left, i);
+        g_autofree char *id = g_strdup(block_job_id(job));
+
+        block_job_wait(job, NULL);
+        qmp_event_emit("JOB_STATUS_CHANGE", status_change_data(id, "null"));
     }
 }

@@ -53,8 +53,10 @@ static void enqueue(QueuedItem *item)
     g_queue_push_tail(&queue, item);
     if (!delivery_scheduled) {
         delivery_scheduled = true;
-        /* g_idle_add() attaches to the default context, from any thread */
-        g_idle_add(deliver, NULL);
+        /* Attaches to the default context, from any thread; at the
+         * priority of client input, so that a client sending command
+         * after command does not hold the events back. */
+        g_idle_add_full(G_PRIORITY_DEFAULT, deliver, NULL, NULL);
     }
     g_mutex_unlock(&queue_lock);
 }

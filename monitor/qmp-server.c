@@ -158,6 +158,8 @@ static void client_got_value(JsonNode *value, GError *err, void *opaque)
     if (err) {
         g_error_free(err);
     }
+    /* Events the command caused go out before its reply, as QEMU's. */
+    qmp_events_flush();
     client_send(c, reply);
 }
 
