@@ -281,7 +281,11 @@ static gpointer block_job_thread(gpointer opaque)
                     g_strerror(-ret));
     }
     if (ret < 0) {
+        /* The outcome is known before "aborting" is reported, so that
+         * the owner can tell an error from a cancel there. */
         g_mutex_lock(&job->lock);
+        job->ret = ret;
+        job->error = g_steal_pointer(&err);
         set_status_locked(job, BLOCK_JOB_STATUS_ABORTING);
         g_mutex_unlock(&job->lock);
         if (job->driver->abort) {
@@ -296,7 +300,9 @@ static gpointer block_job_thread(gpointer opaque)
     blk_set_job(job->blk, NULL);
     g_mutex_lock(&job->lock);
     job->ret = ret;
-    job->error = err;
+    if (err) {
+        job->error = err;
+    }
     g_mutex_unlock(&job->lock);
     /* QEMU's order: the event, then the status. */
     emit(job, ret == -ECANCELED ? BLOCK_JOB_EVENT_CANCELLED
@@ -344,6 +350,7 @@ void block_job_get_info(BlockJob *job, BlockJobInfo *info)
                  job->status != BLOCK_JOB_STATUS_STANDBY;
     info->manual_finalize = job->manual_finalize;
     info->manual_dismiss = job->manual_dismiss;
+    info->ret = job->ret;
     info->error = NULL;
     if (job->ret < 0) {
         info->error = job->error ? job->error->message

@@ -14,6 +14,7 @@
  * (auto-dismiss through the event queue, job-dismiss, shutdown), so a
  * job found by a command stays valid for the whole command.
  */
+#include <errno.h>
 #include <string.h>
 
 #include "monitor/monitor-int.h"
@@ -21,6 +22,7 @@
 #include "blockdev/registry.h"
 #include "block/backing.h"
 #include "block/blockjob.h"
+#include "block/log.h"
 #include "qapi-gen.h"
 
 /* How long a command that QEMU runs to the end synchronously (finalize,
@@ -65,10 +67,18 @@ static void auto_dismiss(void *opaque)
     qmp_event_emit("JOB_STATUS_CHANGE", status_change_data(id, "null"));
 }
 
+static void emit_block_job_error(const char *id, const char *msg);
+
 /* Job's thread (or the main loop), with the job's lock held. */
 static void job_status_changed(BlockJob *job, BlockJobStatus status,
                                void *opaque)
 {
+    /* QEMU reports the I/O error (on-error "report") before aborting. */
+    if (status == BLOCK_JOB_STATUS_ABORTING && job->ret != -ECANCELED &&
+        job->error) {
+        strata_warning("block job '%s': %s", job->id, job->error->message);
+        emit_block_job_error(job->id, job->error->message);
+    }
     qmp_event_emit("JOB_STATUS_CHANGE",
                    status_change_data(job->id,
                                       block_job_status_name(status)));
@@ -95,19 +105,26 @@ static const char *error_operation(const char *msg)
     return strstr(msg, "read") && !strstr(msg, "write") ? "read" : "write";
 }
 
-static void emit_block_job_error(const BlockJobInfo *info)
+static void emit_block_job_error(const char *id, const char *msg)
 {
     g_autoptr(JsonBuilder) b = json_builder_new();
 
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "device");
-    json_builder_add_string_value(b, info->id);
+    json_builder_add_string_value(b, id);
     json_builder_set_member_name(b, "operation");
-    json_builder_add_string_value(b, error_operation(info->error));
+    json_builder_add_string_value(b, error_operation(msg));
     json_builder_set_member_name(b, "action");
     json_builder_add_string_value(b, "report");
     json_builder_end_object(b);
     qmp_event_emit("BLOCK_JOB_ERROR", json_builder_get_root(b));
+}
+
+/* QEMU's text for a job's error: the errno's (the detailed message went
+ * to the log). */
+static const char *job_error_text(const BlockJobInfo *info)
+{
+    return info->ret < 0 ? g_strerror(-info->ret) : NULL;
 }
 
 /* Job's thread, without the job's lock. */
@@ -120,9 +137,6 @@ static void job_event(BlockJob *job, BlockJobEvent ev, void *opaque)
                        ? "BLOCK_JOB_CANCELLED" : "BLOCK_JOB_COMPLETED";
 
     block_job_get_info(job, &info);
-    if (ev == BLOCK_JOB_EVENT_COMPLETED && info.error) {
-        emit_block_job_error(&info);
-    }
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "device");
     json_builder_add_string_value(b, info.id);
@@ -134,9 +148,9 @@ static void job_event(BlockJob *job, BlockJobEvent ev, void *opaque)
     json_builder_add_int_value(b, info.speed);
     json_builder_set_member_name(b, "type");
     json_builder_add_string_value(b, info.type);
-    if (ev == BLOCK_JOB_EVENT_COMPLETED && info.error) {
+    if (ev == BLOCK_JOB_EVENT_COMPLETED && job_error_text(&info)) {
         json_builder_set_member_name(b, "error");
-        json_builder_add_string_value(b, info.error);
+        json_builder_add_string_value(b, job_error_text(&info));
     }
     json_builder_end_object(b);
     qmp_event_emit(name, json_builder_get_root(b));
@@ -457,9 +471,9 @@ static JsonNode *block_job_info_to_json(BlockJob *job)
     json_builder_add_boolean_value(b, info.ready);
     json_builder_set_member_name(b, "type");
     json_builder_add_string_value(b, info.type);
-    if (info.error) {
+    if (job_error_text(&info)) {
         json_builder_set_member_name(b, "error");
-        json_builder_add_string_value(b, info.error);
+        json_builder_add_string_value(b, job_error_text(&info));
     }
     json_builder_end_object(b);
     return json_builder_get_root(b);
@@ -483,9 +497,9 @@ static JsonNode *job_info_to_json(BlockJob *job)
     json_builder_add_string_value(b, info.type);
     json_builder_set_member_name(b, "id");
     json_builder_add_string_value(b, info.id);
-    if (info.error) {
+    if (job_error_text(&info)) {
         json_builder_set_member_name(b, "error");
-        json_builder_add_string_value(b, info.error);
+        json_builder_add_string_value(b, job_error_text(&info));
     }
     json_builder_end_object(b);
     return json_builder_get_root(b);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "monitor/qmp-events.h"
+#include "blockdev/registry.h"
 
 typedef struct QueuedItem {
     JsonNode *event;                 /* a complete event message, or */
@@ -114,4 +115,39 @@ void qmp_event_shutdown(const char *reason)
     json_builder_add_string_value(b, reason);
     json_builder_end_object(b);
     qmp_event_emit("SHUTDOWN", json_builder_get_root(b));
+}
+
+/* Any thread (the one whose I/O found the corruption). */
+static void corruption_found(BlockDriverState *bs, const char *msg,
+                             bool fatal, void *opaque)
+{
+    g_autoptr(JsonBuilder) b = json_builder_new();
+    g_autoptr(GPtrArray) devs = blockdev_list_devices();
+    const char *device = "";
+
+    /* QEMU names the device the node is attached to ("" for none, as
+     * every node of qemu-storage-daemon). */
+    for (guint i = 0; i < devs->len; i++) {
+        BlockBackend *blk = g_ptr_array_index(devs, i);
+        if (blk_bs(blk) == bs && *blk_name(blk)) {
+            device = blk_name(blk);
+            break;
+        }
+    }
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "device");
+    json_builder_add_string_value(b, device);
+    json_builder_set_member_name(b, "node-name");
+    json_builder_add_string_value(b, bdrv_get_node_name(bs));
+    json_builder_set_member_name(b, "msg");
+    json_builder_add_string_value(b, msg);
+    json_builder_set_member_name(b, "fatal");
+    json_builder_add_boolean_value(b, fatal);
+    json_builder_end_object(b);
+    qmp_event_emit("BLOCK_IMAGE_CORRUPTED", json_builder_get_root(b));
+}
+
+void qmp_events_watch_corruption(void)
+{
+    bdrv_set_corruption_notifier(corruption_found, NULL);
 }

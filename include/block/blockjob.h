@@ -66,6 +66,7 @@ typedef struct BlockJobInfo {
     bool manual_finalize;
     bool manual_dismiss;
     const char *error;           /* after an error or cancel, else NULL */
+    int ret;                     /* 0, or the -errno it ended with */
 } BlockJobInfo;
 
 /* Called in the job's thread; must not wait for the job. */

@@ -152,6 +152,7 @@ static int run(DaemonConfig *cfg)
         daemonize(&report_fd);
     }
     monitor_set_package(package);
+    qmp_events_watch_corruption();
     if (!open_blockdevs(cfg) || !open_monitors(cfg) ||
         (cfg->pidfile && !write_pidfile(cfg->pidfile))) {
         startup_done(report_fd, 1);
