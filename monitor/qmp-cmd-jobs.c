@@ -167,6 +167,22 @@ static void job_options(BlockJobOptions *o, bool has_speed, int64_t speed,
     o->manual_dismiss = has_auto_dismiss && !auto_dismiss;
 }
 
+/* strata's jobs report an I/O error and stop ('report'; 'auto' differs
+ * only on a full disk, which is reported too); pausing or ignoring on an
+ * error is not implemented, and saying so beats pretending. */
+static bool check_on_error(bool has, int on_error, GError **errp)
+{
+    static const char *const names[] = { "report", "ignore", "enospc",
+                                         "stop", "auto" };
+
+    if (!has || on_error == BLOCKDEVONERROR_REPORT ||
+        on_error == BLOCKDEVONERROR_AUTO) {
+        return true;
+    }
+    return fail(errp, "on-error '%s' is not supported by strata (only "
+                "'report' and 'auto')", names[on_error]);
+}
+
 /*
  * QEMU creates the job (JOB_STATUS_CHANGE "created") before it applies
  * the speed, and so reports a negative speed after a created/null pair.
@@ -339,8 +355,9 @@ JsonNode *qmp_block_commit(const q_obj_block_commit_arg *a, GError **errp)
              "layer");
         return NULL;
     }
-    if (a->has_filter_node_name &&
-        !blockdev_check_node_name(a->filter_node_name, errp)) {
+    if (!check_on_error(a->has_on_error, a->on_error, errp) ||
+        (a->has_filter_node_name &&
+         !blockdev_check_node_name(a->filter_node_name, errp))) {
         return NULL;
     }
     job_options(&opts.job, a->has_speed, a->speed, a->has_auto_finalize,
@@ -416,8 +433,9 @@ JsonNode *qmp_block_stream(const q_obj_block_stream_arg *a, GError **errp)
              "chain");
         return NULL;
     }
-    if (a->has_filter_node_name &&
-        !blockdev_check_node_name(a->filter_node_name, errp)) {
+    if (!check_on_error(a->has_on_error, a->on_error, errp) ||
+        (a->has_filter_node_name &&
+         !blockdev_check_node_name(a->filter_node_name, errp))) {
         return NULL;
     }
     blk = device_of(bs, false);

@@ -621,6 +621,35 @@ def shutdown_case(how):
                     os.path.join(d, 'top.qcow2')])
 
 
+@runner.case('on_error_policies')
+def on_error_policies():
+    """Difference: QEMU pauses or ignores on an I/O error when asked;
+    strata's jobs only report, so the other policies are refused rather
+    than silently treated as 'report'."""
+    tmp = common.TempDir('strata-qmpjobs-')
+    with tmp:
+        d = tmp.join('w')
+        os.mkdir(d)
+        dm = strata_daemon(d)
+        dm.send(cmd('qmp_capabilities'))
+        for policy in ('ignore', 'stop', 'enospc'):
+            for req in (commit('c1', **{'on-error': policy}),
+                        stream('s1', **{'on-error': policy})):
+                reply = dm.send(req)
+                check(reply == [{'error': {
+                    'class': 'GenericError', 'desc':
+                    "on-error '%s' is not supported by strata (only "
+                    "'report' and 'auto')" % policy}}],
+                    '%s: %s' % (req, reply))
+        check(dm.send(cmd('query-jobs')) == [{'return': []}], 'no job')
+        check(dm.events == [], 'events %s' % dm.events)
+        check(dm.send(stream('s1', **{'on-error': 'auto'})) ==
+              [{'return': {}}], 'auto accepted')
+        wait_event(dm, 'JOB_STATUS_CHANGE', 0, {'status': 'null'})
+        check(dm.quit() == 0, 'quit')
+        common.qemu_check_clean(os.path.join(d, 'top.qcow2'))
+
+
 runner.add('sigterm_during_throttled_job', shutdown_case, 'signal')
 runner.add('quit_during_throttled_job', shutdown_case, 'quit')
 
