@@ -1045,3 +1045,22 @@ bool bdrv_any_node(BdrvNodePredicate *pred, void *opaque)
     g_mutex_unlock(&nodes_lock);
     return found;
 }
+
+/* ---- corruption notices (see block.h) ---- */
+
+static BdrvCorruptionFunc *corruption_fn;
+static void *corruption_opaque;
+
+void bdrv_set_corruption_notifier(BdrvCorruptionFunc *fn, void *opaque)
+{
+    corruption_fn = fn;
+    corruption_opaque = opaque;
+}
+
+void bdrv_report_corruption(BlockDriverState *bs, const char *msg,
+                            bool fatal)
+{
+    if (corruption_fn) {
+        corruption_fn(bs, msg, fatal, corruption_opaque);
+    }
+}

@@ -15,14 +15,72 @@ static GList *jobs;             /* BlockJob *, under jobs_lock */
 
 #define RATE_SLICE_US 100000    /* speed accounting window: 100 ms */
 
-static const char *status_name(BlockJobStatus s)
+static const char *const status_names[] = {
+    [BLOCK_JOB_STATUS_CREATED] = "created",
+    [BLOCK_JOB_STATUS_RUNNING] = "running",
+    [BLOCK_JOB_STATUS_PAUSED] = "paused",
+    [BLOCK_JOB_STATUS_READY] = "ready",
+    [BLOCK_JOB_STATUS_STANDBY] = "standby",
+    [BLOCK_JOB_STATUS_WAITING] = "waiting",
+    [BLOCK_JOB_STATUS_PENDING] = "pending",
+    [BLOCK_JOB_STATUS_ABORTING] = "aborting",
+    [BLOCK_JOB_STATUS_CONCLUDED] = "concluded",
+    [BLOCK_JOB_STATUS_NULL] = "null",
+};
+
+const char *block_job_status_name(BlockJobStatus status)
 {
-    switch (s) {
-    case BLOCK_JOB_STATUS_CREATED: return "created";
-    case BLOCK_JOB_STATUS_RUNNING: return "running";
-    case BLOCK_JOB_STATUS_READY: return "ready";
-    default: return "concluded";
+    return status < G_N_ELEMENTS(status_names) ? status_names[status]
+                                               : "undefined";
+}
+
+typedef enum {
+    VERB_CANCEL, VERB_PAUSE, VERB_RESUME, VERB_SET_SPEED, VERB_COMPLETE,
+    VERB_FINALIZE, VERB_DISMISS,
+} JobVerb;
+
+static const char *const verb_names[] = {
+    "cancel", "pause", "resume", "set-speed", "complete", "finalize",
+    "dismiss",
+};
+
+/* Which verb each state accepts: QEMU's table (job.c), which management
+ * tools rely on, in our enum's order. */
+static const bool verb_allowed[][BLOCK_JOB_STATUS_NULL + 1] = {
+    /*                C  R  P  Y  S  W  D  X  E  N */
+    [VERB_CANCEL]  = {1, 1, 1, 1, 1, 1, 1, 1, 0, 0},
+    [VERB_PAUSE]   = {1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
+    [VERB_RESUME]  = {1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
+    [VERB_SET_SPEED] = {1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
+    [VERB_COMPLETE] = {0, 0, 0, 1, 1, 0, 0, 0, 0, 0},
+    [VERB_FINALIZE] = {0, 0, 0, 0, 0, 0, 1, 0, 0, 0},
+    [VERB_DISMISS] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 0},
+};
+
+/* Under job->lock. */
+static bool verb_check_locked(BlockJob *job, JobVerb verb, GError **errp)
+{
+    if (verb_allowed[verb][job->status]) {
+        return true;
     }
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                "Job '%s' in state '%s' cannot accept command verb '%s'",
+                job->id, block_job_status_name(job->status),
+                verb_names[verb]);
+    return false;
+}
+
+/* Under job->lock: the status changes and the owner hears of it. */
+static void set_status_locked(BlockJob *job, BlockJobStatus status)
+{
+    if (job->status == status) {
+        return;
+    }
+    job->status = status;
+    if (job->status_cb) {
+        job->status_cb(job, status, job->opaque);
+    }
+    g_cond_broadcast(&job->cond);
 }
 
 BlockJob *block_job_find(const char *id)
@@ -67,6 +125,21 @@ static void unblock_nodes(BlockJob *job)
     g_clear_pointer(&job->blocker, g_free);
 }
 
+/* QEMU's rule for ids a user gives: a letter, then letters, digits,
+ * '-', '.' and '_'. */
+static bool job_id_wellformed(const char *id)
+{
+    if (!g_ascii_isalpha(id[0])) {
+        return false;
+    }
+    for (const char *p = id + 1; *p; p++) {
+        if (!g_ascii_isalnum(*p) && !strchr("-._", *p)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 void *block_job_create(const char *job_id, const BlockJobDriver *drv,
                        BlockBackend *blk, const BlockJobOptions *opts,
                        GError **errp)
@@ -86,10 +159,9 @@ void *block_job_create(const char *job_id, const BlockJobDriver *drv,
     }
     if (!id) {
         id = *blk_name(blk) ? blk_name(blk) : drv->job_type;
-    }
-    if (opts && opts->speed < 0) {
+    } else if (!job_id_wellformed(id)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Parameter 'speed' expects a non-negative value");
+                    "Invalid job ID '%s'", id);
         return NULL;
     }
     g_mutex_lock(&jobs_lock);
@@ -100,6 +172,12 @@ void *block_job_create(const char *job_id, const BlockJobDriver *drv,
                         "Job ID '%s' already in use", id);
             return NULL;
         }
+    }
+    if (opts && opts->speed < 0) {
+        g_mutex_unlock(&jobs_lock);
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Parameter 'speed' expects a non-negative value");
+        return NULL;
     }
     job = g_malloc0(drv->instance_size);
     job->driver = drv;
@@ -112,10 +190,18 @@ void *block_job_create(const char *job_id, const BlockJobDriver *drv,
     if (opts) {
         job->speed = opts->speed;
         job->event_cb = opts->event_cb;
+        job->status_cb = opts->status_cb;
         job->opaque = opts->opaque;
+        job->manual_finalize = opts->manual_finalize;
+        job->manual_dismiss = opts->manual_dismiss;
     }
-    jobs = g_list_prepend(jobs, job);
+    jobs = g_list_append(jobs, job);
     g_mutex_unlock(&jobs_lock);
+    if (job->status_cb) {
+        g_mutex_lock(&job->lock);
+        job->status_cb(job, BLOCK_JOB_STATUS_CREATED, job->opaque);
+        g_mutex_unlock(&job->lock);
+    }
     blk_set_job(blk, job);
     block_nodes(job);
     return job;
@@ -154,21 +240,57 @@ static void emit(BlockJob *job, BlockJobEvent ev)
     }
 }
 
+/*
+ * After run() succeeded: waiting, pending, and (manual_finalize) the wait
+ * for block_job_finalize(); then the driver's prepare() makes the result
+ * visible.  A cancel before that point still cancels.
+ */
+static int block_job_finish(BlockJob *job, GError **errp)
+{
+    bool cancelled;
+
+    g_mutex_lock(&job->lock);
+    set_status_locked(job, BLOCK_JOB_STATUS_WAITING);
+    set_status_locked(job, BLOCK_JOB_STATUS_PENDING);
+    job->sleeping = true;
+    while (job->manual_finalize && !job->finalize_requested &&
+           !job->cancelled) {
+        g_cond_wait(&job->cond, &job->lock);
+    }
+    job->sleeping = false;
+    cancelled = job->cancelled;
+    g_mutex_unlock(&job->lock);
+    if (cancelled) {
+        return -ECANCELED;
+    }
+    return job->driver->prepare ? job->driver->prepare(job, errp) : 0;
+}
+
 static gpointer block_job_thread(gpointer opaque)
 {
     BlockJob *job = opaque;
     GError *err = NULL;
     int ret;
 
-    /* A cancel that comes after run() did its final graph change is too
-     * late: the job counts as completed. */
     ret = job->driver->run(job, &err);
+    if (ret == 0) {
+        ret = block_job_finish(job, &err);
+    }
     if (ret < 0 && ret != -ECANCELED && !err) {
         g_set_error(&err, BDRV_ERROR, BDRV_ERROR_IO, "%s",
                     g_strerror(-ret));
     }
-    if (ret < 0 && job->driver->abort) {
-        job->driver->abort(job);
+    if (ret < 0) {
+        /* The outcome is known before "aborting" is reported, so that
+         * the owner can tell an error from a cancel there. */
+        g_mutex_lock(&job->lock);
+        job->ret = ret;
+        job->error = g_steal_pointer(&err);
+        set_status_locked(job, BLOCK_JOB_STATUS_ABORTING);
+        g_mutex_unlock(&job->lock);
+        if (job->driver->abort) {
+            job->driver->abort(job);
+        }
     }
     if (job->driver->clean) {
         job->driver->clean(job);
@@ -178,19 +300,25 @@ static gpointer block_job_thread(gpointer opaque)
     blk_set_job(job->blk, NULL);
     g_mutex_lock(&job->lock);
     job->ret = ret;
-    job->error = err;
-    job->status = BLOCK_JOB_STATUS_CONCLUDED;
-    g_cond_broadcast(&job->cond);
+    if (err) {
+        job->error = err;
+    }
     g_mutex_unlock(&job->lock);
+    /* QEMU's order: the event, then the status. */
     emit(job, ret == -ECANCELED ? BLOCK_JOB_EVENT_CANCELLED
                                 : BLOCK_JOB_EVENT_COMPLETED);
+    g_mutex_lock(&job->lock);
+    set_status_locked(job, BLOCK_JOB_STATUS_CONCLUDED);
+    g_mutex_unlock(&job->lock);
     return NULL;
 }
 
 void block_job_start(BlockJob *job)
 {
     g_assert(job->status == BLOCK_JOB_STATUS_CREATED);
-    job->status = BLOCK_JOB_STATUS_RUNNING;
+    g_mutex_lock(&job->lock);
+    set_status_locked(job, BLOCK_JOB_STATUS_RUNNING);
+    g_mutex_unlock(&job->lock);
     job->rate_slice_start = g_get_monotonic_time();
     job->thread = g_thread_new(job->driver->job_type, block_job_thread, job);
 }
@@ -211,8 +339,46 @@ void block_job_get_info(BlockJob *job, BlockJobInfo *info)
     info->len = MAX(job->progress_total, job->progress_done);
     info->speed = job->speed;
     info->cancelled = job->cancelled;
-    info->ready = job->status == BLOCK_JOB_STATUS_READY;
+    info->ready = job->status == BLOCK_JOB_STATUS_READY ||
+                  job->status == BLOCK_JOB_STATUS_STANDBY;
+    info->paused = job->pause_count > 0;
+    /* A ready job only follows the device's writes: idle, as QEMU's. */
+    info->busy = !job->sleeping &&
+                 job->status != BLOCK_JOB_STATUS_READY &&
+                 job->status != BLOCK_JOB_STATUS_CONCLUDED &&
+                 job->status != BLOCK_JOB_STATUS_PAUSED &&
+                 job->status != BLOCK_JOB_STATUS_STANDBY;
+    info->manual_finalize = job->manual_finalize;
+    info->manual_dismiss = job->manual_dismiss;
+    info->ret = job->ret;
+    info->error = NULL;
+    if (job->ret < 0) {
+        info->error = job->error ? job->error->message
+                                 : g_strerror(-job->ret);
+    }
     g_mutex_unlock(&job->lock);
+}
+
+BlockJobStatus block_job_get_status(BlockJob *job)
+{
+    BlockJobStatus s;
+
+    g_mutex_lock(&job->lock);
+    s = job->status;
+    g_mutex_unlock(&job->lock);
+    return s;
+}
+
+GPtrArray *block_job_list(void)
+{
+    GPtrArray *list = g_ptr_array_new();
+
+    g_mutex_lock(&jobs_lock);
+    for (GList *l = jobs; l; l = l->next) {
+        g_ptr_array_add(list, l->data);
+    }
+    g_mutex_unlock(&jobs_lock);
+    return list;
 }
 
 void block_job_cancel(BlockJob *job)
@@ -223,33 +389,128 @@ void block_job_cancel(BlockJob *job)
     g_mutex_unlock(&job->lock);
 }
 
+bool block_job_user_cancel(BlockJob *job, bool force, GError **errp)
+{
+    bool ok;
+
+    g_mutex_lock(&job->lock);
+    ok = verb_check_locked(job, VERB_CANCEL, errp);
+    if (ok && !force && (job->status == BLOCK_JOB_STATUS_READY ||
+                         job->status == BLOCK_JOB_STATUS_STANDBY)) {
+        /* QEMU: a synced mirror (active commit) "cancelled" without force
+         * completes and leaves the device where it is. */
+        job->skip_pivot = true;
+        job->complete_requested = true;
+        job->pause_count = 0;
+    } else if (ok) {
+        job->cancelled = true;
+    }
+    g_cond_broadcast(&job->cond);
+    g_mutex_unlock(&job->lock);
+    return ok;
+}
+
+bool block_job_pause(BlockJob *job, GError **errp)
+{
+    bool ok;
+
+    g_mutex_lock(&job->lock);
+    ok = verb_check_locked(job, VERB_PAUSE, errp);
+    if (ok && job->pause_count > 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Job is already paused");
+        ok = false;
+    }
+    if (ok) {
+        job->pause_count++;
+        g_cond_broadcast(&job->cond);
+    }
+    g_mutex_unlock(&job->lock);
+    return ok;
+}
+
+bool block_job_resume(BlockJob *job, GError **errp)
+{
+    bool ok;
+
+    g_mutex_lock(&job->lock);
+    ok = verb_check_locked(job, VERB_RESUME, errp);
+    if (ok && job->pause_count == 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Can't resume a job that was not paused");
+        ok = false;
+    }
+    if (ok) {
+        job->pause_count--;
+        /* A resume starts a new speed window: the pause is not paid
+         * back by a burst. */
+        job->rate_slice_start = g_get_monotonic_time();
+        job->rate_slice_bytes = 0;
+        g_cond_broadcast(&job->cond);
+    }
+    g_mutex_unlock(&job->lock);
+    return ok;
+}
+
+bool block_job_finalize(BlockJob *job, GError **errp)
+{
+    bool ok;
+
+    g_mutex_lock(&job->lock);
+    ok = verb_check_locked(job, VERB_FINALIZE, errp);
+    if (ok) {
+        job->finalize_requested = true;
+        g_cond_broadcast(&job->cond);
+    }
+    g_mutex_unlock(&job->lock);
+    return ok;
+}
+
+bool block_job_dismiss(BlockJob *job, GError **errp)
+{
+    bool ok;
+
+    g_mutex_lock(&job->lock);
+    ok = verb_check_locked(job, VERB_DISMISS, errp);
+    g_mutex_unlock(&job->lock);
+    if (ok) {
+        block_job_wait(job, NULL);
+    }
+    return ok;
+}
+
 bool block_job_complete(BlockJob *job, GError **errp)
 {
     bool ok;
 
     g_mutex_lock(&job->lock);
-    ok = job->status == BLOCK_JOB_STATUS_READY && !job->cancelled;
+    ok = verb_check_locked(job, VERB_COMPLETE, errp);
+    if (ok && job->cancelled) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Job '%s' has been cancelled", job->id);
+        ok = false;
+    }
     if (ok) {
         job->complete_requested = true;
         g_cond_broadcast(&job->cond);
     }
     g_mutex_unlock(&job->lock);
-    if (!ok) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Job '%s' in state '%s' cannot accept command verb "
-                    "'complete'", job->id, status_name(job->status));
-    }
     return ok;
 }
 
 bool block_job_set_speed(BlockJob *job, int64_t speed, GError **errp)
 {
+    g_mutex_lock(&job->lock);
+    if (!verb_check_locked(job, VERB_SET_SPEED, errp)) {
+        g_mutex_unlock(&job->lock);
+        return false;
+    }
     if (speed < 0) {
+        g_mutex_unlock(&job->lock);
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Parameter 'speed' expects a non-negative value");
         return false;
     }
-    g_mutex_lock(&job->lock);
     job->speed = speed;
     g_cond_broadcast(&job->cond);
     g_mutex_unlock(&job->lock);
@@ -327,23 +588,65 @@ void block_job_progress_add_total(BlockJob *job, int64_t more)
     g_mutex_unlock(&job->lock);
 }
 
+/* Under job->lock: waits while a pause is asked for (and the job is not
+ * cancelled), as paused (or standby when ready), then back. */
+static void pause_point_locked(BlockJob *job)
+{
+    while (job->pause_count > 0 && !job->cancelled) {
+        BlockJobStatus was = job->status;
+
+        set_status_locked(job, was == BLOCK_JOB_STATUS_READY
+                               ? BLOCK_JOB_STATUS_STANDBY
+                               : BLOCK_JOB_STATUS_PAUSED);
+        job->sleeping = true;
+        while (job->pause_count > 0 && !job->cancelled) {
+            g_cond_wait(&job->cond, &job->lock);
+        }
+        job->sleeping = false;
+        set_status_locked(job, was);
+    }
+}
+
+void block_job_pause_point(BlockJob *job)
+{
+    g_mutex_lock(&job->lock);
+    pause_point_locked(job);
+    g_mutex_unlock(&job->lock);
+}
+
+bool block_job_should_pivot(BlockJob *job)
+{
+    bool pivot;
+
+    g_mutex_lock(&job->lock);
+    pivot = !job->skip_pivot;
+    g_mutex_unlock(&job->lock);
+    return pivot;
+}
+
 void block_job_rate_limit(BlockJob *job, int64_t bytes)
 {
     g_mutex_lock(&job->lock);
     job->rate_slice_bytes += bytes;
-    while (job->speed > 0 && !job->cancelled) {
-        int64_t now = g_get_monotonic_time();
-        int64_t allowed = job->speed * (now - job->rate_slice_start) /
-                          G_USEC_PER_SEC;
-        int64_t wait_us;
+    for (;;) {
+        int64_t now, allowed, wait_us;
 
+        pause_point_locked(job);
+        if (job->speed <= 0 || job->cancelled) {
+            break;
+        }
+        now = g_get_monotonic_time();
+        allowed = job->speed * (now - job->rate_slice_start) /
+                  G_USEC_PER_SEC;
         if (job->rate_slice_bytes <= allowed) {
             break;
         }
         wait_us = (job->rate_slice_bytes - allowed) * G_USEC_PER_SEC /
                   job->speed;
+        job->sleeping = true;
         g_cond_wait_until(&job->cond, &job->lock,
                           now + MIN(MAX(wait_us, 1), RATE_SLICE_US));
+        job->sleeping = false;
     }
     /* Start a new window now and then so a pause is not paid back. */
     if (g_get_monotonic_time() - job->rate_slice_start > 10 * RATE_SLICE_US) {
@@ -360,7 +663,7 @@ void block_job_set_ready(BlockJob *job)
     g_mutex_lock(&job->lock);
     changed = job->status == BLOCK_JOB_STATUS_RUNNING;
     if (changed) {
-        job->status = BLOCK_JOB_STATUS_READY;
+        set_status_locked(job, BLOCK_JOB_STATUS_READY);
     }
     g_mutex_unlock(&job->lock);
     if (changed) {
@@ -373,8 +676,11 @@ void block_job_wait_event(BlockJob *job, int64_t timeout_us)
     int64_t end = g_get_monotonic_time() + timeout_us;
 
     g_mutex_lock(&job->lock);
+    pause_point_locked(job);
     if (!job->cancelled && !job->complete_requested) {
+        job->sleeping = true;
         g_cond_wait_until(&job->cond, &job->lock, end);
+        job->sleeping = false;
     }
     g_mutex_unlock(&job->lock);
 }

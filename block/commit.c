@@ -12,8 +12,10 @@
  *    then the graph follows and the merged layers are dropped;
  *  - active commit: the device's writes are tracked in a dirty bitmap
  *    while the bulk copy runs, re-copied until the copy converges
- *    (READY), then the device is drained, the rest copied, base flushed
- *    and the device switched to base.  top's file is left as it is (a
+ *    (READY); once completed (and finalized) the device is drained, the
+ *    rest copied, base flushed and the device switched to base.
+ * Both final steps run in the job's prepare(), so a job that waits for
+ * job-finalize has changed nothing visible yet.  top's file is left as it is (a
  *    chain that still reads the same); the caller may empty it.
  */
 #include <errno.h>
@@ -277,6 +279,7 @@ static int commit_run(BlockJob *job, GError **errp)
         s->notifier_added = true;
     }
     for (off = 0; off < s->len; off += n) {
+        block_job_pause_point(job);
         if (block_job_is_cancelled(job)) {
             return -ECANCELED;
         }
@@ -289,7 +292,7 @@ static int commit_run(BlockJob *job, GError **errp)
         block_job_rate_limit(job, n);
     }
     if (!s->active) {
-        return commit_finish_intermediate(s, errp);
+        return 0;               /* commit_prepare() publishes */
     }
 
     /* Active commit: follow the device's writes until asked to pivot. */
@@ -317,6 +320,28 @@ static int commit_run(BlockJob *job, GError **errp)
         }
     }
 
+    return 0;                   /* commit_prepare() pivots */
+}
+
+/*
+ * The step that makes the result visible, once the job may finalize
+ * (QEMU's prepare): an intermediate commit rewrites the image above top;
+ * an active commit drains the device, copies what was written since,
+ * flushes base and switches the device to it -- unless a cancel without
+ * force asked to finish without the pivot.
+ */
+static int commit_prepare(BlockJob *job, GError **errp)
+{
+    CommitJob *s = (CommitJob *)job;
+    int64_t off, n;
+    int ret;
+
+    if (!s->active) {
+        return commit_finish_intermediate(s, errp);
+    }
+    if (!block_job_should_pivot(job)) {
+        return 0;
+    }
     blk_drained_begin(job->blk);
     while (dirty_take(s, &off, &n)) {
         ret = commit_copy(s, off, n, errp);
@@ -367,6 +392,7 @@ static const BlockJobDriver commit_job_driver = {
     .job_type = "commit",
     .instance_size = sizeof(CommitJob),
     .run = commit_run,
+    .prepare = commit_prepare,
     .clean = commit_clean,
 };
 

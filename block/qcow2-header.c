@@ -34,6 +34,7 @@ void qcow2_signal_corruption(BlockDriverState *bs, const char *fmt, ...)
     va_start(ap, fmt);
     msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
+    bdrv_report_corruption(bs, msg, !bs->read_only);
     if (bs->read_only) {
         strata_error("qcow2: Image is corrupt: %s; further non-fatal "
                 "corruption events will be suppressed", msg);

@@ -125,7 +125,6 @@ status_error:
 static int stream_run(BlockJob *job, GError **errp)
 {
     StreamJob *s = (StreamJob *)job;
-    g_autofree char *name = NULL;
     int64_t off, n = 0;
     int ret;
 
@@ -135,6 +134,7 @@ static int stream_run(BlockJob *job, GError **errp)
         return 0;               /* nothing between top and base */
     }
     for (off = 0; off < s->len; off += n) {
+        block_job_pause_point(job);
         if (block_job_is_cancelled(job)) {
             return -ECANCELED;
         }
@@ -151,7 +151,20 @@ static int stream_run(BlockJob *job, GError **errp)
         block_job_progress_add(job, n);
         block_job_rate_limit(job, n);
     }
+    return 0;                   /* stream_prepare() publishes */
+}
 
+/* Once the job may finalize: top flushed, then its one header write that
+ * names base (the commit point), then the graph follows. */
+static int stream_prepare(BlockJob *job, GError **errp)
+{
+    StreamJob *s = (StreamJob *)job;
+    g_autofree char *name = NULL;
+    int ret;
+
+    if (s->top->backing == s->base) {
+        return 0;
+    }
     ret = bdrv_flush(s->top);
     if (ret < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
@@ -201,6 +214,7 @@ static const BlockJobDriver stream_job_driver = {
     .job_type = "stream",
     .instance_size = sizeof(StreamJob),
     .run = stream_run,
+    .prepare = stream_prepare,
     .clean = stream_clean,
 };
 

@@ -33,6 +33,10 @@ static const char *error_class(const GError *err)
         err->code == MONITOR_ERROR_COMMAND_NOT_FOUND) {
         return "CommandNotFound";
     }
+    if (err->domain == MONITOR_ERROR &&
+        err->code == MONITOR_ERROR_DEVICE_NOT_ACTIVE) {
+        return "DeviceNotActive";
+    }
     if (err->domain == BLOCKDEV_ERROR &&
         err->code == BLOCKDEV_ERROR_DEVICE_NOT_FOUND) {
         return "DeviceNotFound";

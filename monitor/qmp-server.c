@@ -19,6 +19,7 @@
 
 #include "monitor/monitor-int.h"
 #include "monitor/json-stream.h"
+#include "monitor/qmp-events.h"
 #include "blockdev/registry.h"
 #include "block/log.h"
 
@@ -157,7 +158,22 @@ static void client_got_value(JsonNode *value, GError *err, void *opaque)
     if (err) {
         g_error_free(err);
     }
+    /* Events the command caused go out before its reply, as QEMU's. */
+    qmp_events_flush();
     client_send(c, reply);
+}
+
+/* Events go to the clients that have negotiated capabilities (QEMU
+ * sends none before). */
+void monitor_broadcast(JsonNode *msg)
+{
+    for (guint i = 0; clients && i < clients->len; i++) {
+        Client *c = g_ptr_array_index(clients, i);
+
+        if (c->session.negotiated) {
+            client_send(c, msg);
+        }
+    }
 }
 
 static void client_drop(Client *c)

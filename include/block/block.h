@@ -299,6 +299,18 @@ typedef struct BdrvCheckResult {
  * each problem go to stderr as qemu-img prints them. */
 int bdrv_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);
 
+/*
+ * Corruption notices (QMP's BLOCK_IMAGE_CORRUPTED): a format driver that
+ * finds its image corrupt reports it once; the embedding program may set
+ * one notifier, called in whichever thread found it (fatal: the image
+ * was marked corrupt and refuses writes from now on).
+ */
+typedef void BdrvCorruptionFunc(BlockDriverState *bs, const char *msg,
+                                bool fatal, void *opaque);
+void bdrv_set_corruption_notifier(BdrvCorruptionFunc *fn, void *opaque);
+void bdrv_report_corruption(BlockDriverState *bs, const char *msg,
+                            bool fatal);
+
 G_END_DECLS
 
 #endif

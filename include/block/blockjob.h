@@ -7,10 +7,18 @@
  *
  * Life cycle: *_start() validates and creates the job (errors are
  * reported there, before anything changes), starts its thread and marks
- * the device busy; the owner may cancel it, complete it once READY (jobs
- * that need a pivot, i.e. active commit), and must finally call
+ * the device busy; the owner may cancel it, pause and resume it, complete
+ * it once READY (jobs that need a pivot, i.e. active commit), finalize it
+ * when it asked for manual finalization, and must finally call
  * block_job_wait(), which joins the thread, returns the outcome and frees
- * the job.
+ * the job (QMP's "dismiss").
+ *
+ * The states are QEMU's as a management tool sees them:
+ *   created -> running <-> paused, running -> ready <-> standby,
+ *   running/ready -> waiting -> pending -> concluded (success: the driver's
+ *   prepare() makes the result visible between pending and concluded),
+ *   any -> aborting -> concluded (error or cancel).
+ * "null" is what QMP reports once the owner has freed the job.
  */
 #ifndef STRATA_BLOCKJOB_H
 #define STRATA_BLOCKJOB_H
@@ -23,9 +31,18 @@ G_BEGIN_DECLS
 typedef enum {
     BLOCK_JOB_STATUS_CREATED,
     BLOCK_JOB_STATUS_RUNNING,
+    BLOCK_JOB_STATUS_PAUSED,
     BLOCK_JOB_STATUS_READY,      /* may be completed (pivot) */
+    BLOCK_JOB_STATUS_STANDBY,    /* paused while ready */
+    BLOCK_JOB_STATUS_WAITING,    /* work done, before pending */
+    BLOCK_JOB_STATUS_PENDING,    /* waits for finalize (manual_finalize) */
+    BLOCK_JOB_STATUS_ABORTING,
     BLOCK_JOB_STATUS_CONCLUDED,
+    BLOCK_JOB_STATUS_NULL,       /* only for the owner's reports */
 } BlockJobStatus;
+
+/* QEMU's name of a status ("running", "concluded", ...). */
+const char *block_job_status_name(BlockJobStatus status);
 
 typedef enum {
     BLOCK_JOB_EVENT_READY,
@@ -44,17 +61,35 @@ typedef struct BlockJobInfo {
     int64_t speed;               /* bytes/s, 0: unlimited */
     bool cancelled;
     bool ready;
+    bool paused;                 /* paused, or asked to pause */
+    bool busy;                   /* not sleeping (QEMU's "busy") */
+    bool manual_finalize;
+    bool manual_dismiss;
+    const char *error;           /* after an error or cancel, else NULL */
+    int ret;                     /* 0, or the -errno it ended with */
 } BlockJobInfo;
 
 /* Called in the job's thread; must not wait for the job. */
 typedef void BlockJobEventFunc(BlockJob *job, BlockJobEvent event,
                                void *opaque);
 
+/* Called in whichever thread changes the status, with the job's lock
+ * held: must not call block_job_* functions; copy what it needs. */
+typedef void BlockJobStatusFunc(BlockJob *job, BlockJobStatus status,
+                                void *opaque);
+
 /* Common options of every job. */
 typedef struct BlockJobOptions {
     int64_t speed;               /* bytes/s, 0: unlimited */
     BlockJobEventFunc *event_cb;
-    void *opaque;
+    BlockJobStatusFunc *status_cb;   /* every status change (optional) */
+    void *opaque;                /* for both callbacks */
+    /* Stop in PENDING until block_job_finalize() (QMP auto-finalize
+     * false): the result is made visible only then. */
+    bool manual_finalize;
+    /* Recorded for the owner's reports (QMP auto-dismiss false); the
+     * library never frees a job by itself either way. */
+    bool manual_dismiss;
 } BlockJobOptions;
 
 const char *block_job_id(BlockJob *job);
@@ -65,6 +100,25 @@ BlockJob *block_job_find(const char *id);
 /* Asks the job to stop; it undoes nothing that is visible (a cancelled
  * commit or stream leaves a chain that reads the same). */
 void block_job_cancel(BlockJob *job);
+/*
+ * QEMU's block-job-cancel: without force, a READY job that would pivot
+ * (active commit) completes without the pivot instead (the device stays
+ * on top, which reads the same); everything else is block_job_cancel().
+ * Refused on a concluded job, with QEMU's text.
+ */
+bool block_job_user_cancel(BlockJob *job, bool force, GError **errp);
+/* Pause at the job's next pause point / resume (QEMU's texts when the job
+ * is already paused, not paused, or past the point where it can). */
+bool block_job_pause(BlockJob *job, GError **errp);
+bool block_job_resume(BlockJob *job, GError **errp);
+/* Lets a PENDING job of manual_finalize make its result visible. */
+bool block_job_finalize(BlockJob *job, GError **errp);
+/* block_job_wait() for a CONCLUDED job (QEMU's text otherwise): frees it. */
+bool block_job_dismiss(BlockJob *job, GError **errp);
+/* Every job, oldest first (no references: a job lives until its owner
+ * calls block_job_wait(), so only the owner's thread may use the list). */
+GPtrArray *block_job_list(void);
+BlockJobStatus block_job_get_status(BlockJob *job);
 /* Asks a READY job to finish (pivot). */
 bool block_job_complete(BlockJob *job, GError **errp);
 bool block_job_set_speed(BlockJob *job, int64_t speed, GError **errp);
@@ -86,7 +140,11 @@ typedef struct BlockJobDriver {
     /* The work, in the job's thread: 0, -ECANCELED, or -errno + errp.
      * Includes the final graph change on success. */
     int (*run)(BlockJob *job, GError **errp);
-    /* After run failed or was cancelled: undo what is not visible. */
+    /* Optional, after run() succeeded and once the job may finalize:
+     * makes the result visible (the graph change); 0 or -errno + errp. */
+    int (*prepare)(BlockJob *job, GError **errp);
+    /* After run or prepare failed or was cancelled: undo what is not
+     * visible. */
     void (*abort)(BlockJob *job);
     /* Always, last: release what the job holds. */
     void (*clean)(BlockJob *job);
@@ -103,6 +161,12 @@ struct BlockJob {
     BlockJobStatus status;
     bool cancelled;
     bool complete_requested;
+    bool skip_pivot;             /* cancel of a READY job without force */
+    int pause_count;
+    bool finalize_requested;
+    bool manual_finalize;
+    bool manual_dismiss;
+    bool sleeping;
     int64_t progress_done;
     int64_t progress_total;
     int64_t speed;
@@ -110,6 +174,7 @@ struct BlockJob {
     int64_t rate_slice_bytes;
 
     BlockJobEventFunc *event_cb;
+    BlockJobStatusFunc *status_cb;
     void *opaque;
     int ret;
     GError *error;
@@ -146,6 +211,12 @@ void block_job_set_ready(BlockJob *job);
  * block_job_kick(). */
 void block_job_wait_event(BlockJob *job, int64_t timeout_us);
 void block_job_kick(BlockJob *job);
+/* Where the job may pause: waits while a pause is requested (unless
+ * cancelled), reporting paused/standby and back. */
+void block_job_pause_point(BlockJob *job);
+/* For a driver's prepare(): false when a cancel of a READY job without
+ * force asked to finish without the pivot. */
+bool block_job_should_pivot(BlockJob *job);
 
 /* ------------------------------------------------------------------ */
 /* The jobs. */

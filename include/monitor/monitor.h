@@ -29,6 +29,7 @@ G_BEGIN_DECLS
 GQuark monitor_error_quark(void);
 typedef enum {
     MONITOR_ERROR_COMMAND_NOT_FOUND,  /* QMP CommandNotFound */
+    MONITOR_ERROR_DEVICE_NOT_ACTIVE,  /* QMP DeviceNotActive (no such job) */
 } MonitorErrorCode;
 
 /* "strata <version>", set once by the program before listening. */

@@ -5,8 +5,9 @@
  * command line (tools/daemon/daemon-opts.c), daemonize if asked, open the
  * --blockdev nodes, listen on the monitors' sockets, write the pidfile,
  * run the GLib main loop until quit or SIGTERM/SIGINT, then close
- * everything: images flushed and closed, locks released, sockets and
- * pidfile removed.
+ * everything: running jobs cancelled (their events and SHUTDOWN still
+ * reach the clients), images flushed and closed, locks released, sockets
+ * and pidfile removed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,10 +19,13 @@
 
 #include "daemon-opts.h"
 #include "monitor/monitor.h"
+#include "monitor/qmp-events.h"
 #include "blockdev/registry.h"
 #include "block/log.h"
 
 static GMainLoop *loop;
+/* SHUTDOWN's reason, QEMU's names. */
+static const char *quit_reason = "host-qmp-quit";
 
 static void quit_loop(void *opaque)
 {
@@ -30,6 +34,7 @@ static void quit_loop(void *opaque)
 
 static gboolean on_signal(gpointer opaque)
 {
+    quit_reason = "host-signal";
     g_main_loop_quit(loop);
     return G_SOURCE_CONTINUE;
 }
@@ -147,6 +152,7 @@ static int run(DaemonConfig *cfg)
         daemonize(&report_fd);
     }
     monitor_set_package(package);
+    qmp_events_watch_corruption();
     if (!open_blockdevs(cfg) || !open_monitors(cfg) ||
         (cfg->pidfile && !write_pidfile(cfg->pidfile))) {
         startup_done(report_fd, 1);
@@ -160,6 +166,10 @@ static int run(DaemonConfig *cfg)
     startup_done(report_fd, 0);
     g_main_loop_run(loop);
     g_main_loop_unref(loop);
+    /* Jobs end before the images close; clients hear of it. */
+    monitor_jobs_shutdown();
+    qmp_event_shutdown(quit_reason);
+    qmp_events_flush();
     if (cfg->pidfile) {
         unlink(cfg->pidfile);
     }
