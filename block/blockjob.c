@@ -328,7 +328,7 @@ const char *block_job_id(BlockJob *job)
     return job->id;
 }
 
-void block_job_get_info(BlockJob *job, BlockJobInfo *info)
+void block_job_get_info(BlockJob *job, BlockJobState *info)
 {
     g_mutex_lock(&job->lock);
     info->id = job->id;

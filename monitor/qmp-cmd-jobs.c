@@ -122,7 +122,7 @@ static void emit_block_job_error(const char *id, const char *msg)
 
 /* QEMU's text for a job's error: the errno's (the detailed message went
  * to the log). */
-static const char *job_error_text(const BlockJobInfo *info)
+static const char *job_error_text(const BlockJobState *info)
 {
     return info->ret < 0 ? g_strerror(-info->ret) : NULL;
 }
@@ -131,7 +131,7 @@ static const char *job_error_text(const BlockJobInfo *info)
 static void job_event(BlockJob *job, BlockJobEvent ev, void *opaque)
 {
     g_autoptr(JsonBuilder) b = json_builder_new();
-    BlockJobInfo info;
+    BlockJobState info;
     const char *name = ev == BLOCK_JOB_EVENT_READY ? "BLOCK_JOB_READY"
                        : ev == BLOCK_JOB_EVENT_CANCELLED
                        ? "BLOCK_JOB_CANCELLED" : "BLOCK_JOB_COMPLETED";
@@ -228,7 +228,7 @@ static BlockBackend *device_of(BlockDriverState *bs, bool root_only)
  * (QEMU frees it at once; here the main loop does so a moment later). */
 static bool job_visible(BlockJob *job)
 {
-    BlockJobInfo info;
+    BlockJobState info;
 
     block_job_get_info(job, &info);
     return info.status != BLOCK_JOB_STATUS_CONCLUDED ||
@@ -457,95 +457,90 @@ JsonNode *qmp_block_stream(const q_obj_block_stream_arg *a, GError **errp)
 
 /* ---- queries ---- */
 
-/* result: BlockJobInfo (qapi/job.json) */
-static JsonNode *block_job_info_to_json(BlockJob *job)
+/* The schema's value of an enum named as the library names it. */
+static int enum_value(const QapiType *t, const char *name)
 {
-    g_autoptr(JsonBuilder) b = json_builder_new();
-    BlockJobInfo info;
-
-    block_job_get_info(job, &info);
-    json_builder_begin_object(b);
-    json_builder_set_member_name(b, "auto-finalize");
-    json_builder_add_boolean_value(b, !info.manual_finalize);
-    json_builder_set_member_name(b, "io-status");
-    json_builder_add_string_value(b, "ok");
-    json_builder_set_member_name(b, "device");
-    json_builder_add_string_value(b, info.id);
-    json_builder_set_member_name(b, "auto-dismiss");
-    json_builder_add_boolean_value(b, !info.manual_dismiss);
-    json_builder_set_member_name(b, "busy");
-    json_builder_add_boolean_value(b, info.busy);
-    json_builder_set_member_name(b, "len");
-    json_builder_add_int_value(b, info.len);
-    json_builder_set_member_name(b, "offset");
-    json_builder_add_int_value(b, info.offset);
-    json_builder_set_member_name(b, "status");
-    json_builder_add_string_value(b, block_job_status_name(info.status));
-    json_builder_set_member_name(b, "paused");
-    json_builder_add_boolean_value(b, info.paused);
-    json_builder_set_member_name(b, "speed");
-    json_builder_add_int_value(b, info.speed);
-    json_builder_set_member_name(b, "ready");
-    json_builder_add_boolean_value(b, info.ready);
-    json_builder_set_member_name(b, "type");
-    json_builder_add_string_value(b, info.type);
-    if (job_error_text(&info)) {
-        json_builder_set_member_name(b, "error");
-        json_builder_add_string_value(b, job_error_text(&info));
+    for (int i = 0; t->values[i]; i++) {
+        if (!strcmp(t->values[i], name)) {
+            return i;
+        }
     }
-    json_builder_end_object(b);
-    return json_builder_get_root(b);
+    g_assert_not_reached();
 }
 
-/* result: JobInfo (qapi/job.json) */
-static JsonNode *job_info_to_json(BlockJob *job)
+static void *block_job_info(BlockJob *job)
 {
-    g_autoptr(JsonBuilder) b = json_builder_new();
-    BlockJobInfo info;
+    BlockJobInfo *r = g_new0(BlockJobInfo, 1);
+    BlockJobState st;
 
-    block_job_get_info(job, &info);
-    json_builder_begin_object(b);
-    json_builder_set_member_name(b, "current-progress");
-    json_builder_add_int_value(b, info.offset);
-    json_builder_set_member_name(b, "status");
-    json_builder_add_string_value(b, block_job_status_name(info.status));
-    json_builder_set_member_name(b, "total-progress");
-    json_builder_add_int_value(b, info.len);
-    json_builder_set_member_name(b, "type");
-    json_builder_add_string_value(b, info.type);
-    json_builder_set_member_name(b, "id");
-    json_builder_add_string_value(b, info.id);
-    if (job_error_text(&info)) {
-        json_builder_set_member_name(b, "error");
-        json_builder_add_string_value(b, job_error_text(&info));
-    }
-    json_builder_end_object(b);
-    return json_builder_get_root(b);
+    block_job_get_info(job, &st);
+    r->type = g_strdup(st.type);
+    r->device = g_strdup(st.id);
+    r->len = st.len;
+    r->offset = st.offset;
+    r->busy = st.busy;
+    r->paused = st.paused;
+    r->speed = st.speed;
+    r->io_status = BLOCKDEVICEIOSTATUS_OK;
+    r->ready = st.ready;
+    r->status = enum_value(&qapi_type_JobStatus,
+                           block_job_status_name(st.status));
+    r->auto_finalize = !st.manual_finalize;
+    r->auto_dismiss = !st.manual_dismiss;
+    r->has_error = job_error_text(&st) != NULL;
+    r->error = g_strdup(job_error_text(&st));
+    return r;
 }
 
-static JsonNode *list_jobs(JsonNode *(*to_json)(BlockJob *job))
+static void *job_info(BlockJob *job)
+{
+    JobInfo *r = g_new0(JobInfo, 1);
+    BlockJobState st;
+
+    block_job_get_info(job, &st);
+    r->id = g_strdup(st.id);
+    r->type = enum_value(&qapi_type_JobType, st.type);
+    r->status = enum_value(&qapi_type_JobStatus,
+                           block_job_status_name(st.status));
+    r->current_progress = st.offset;
+    r->total_progress = st.len;
+    r->has_error = job_error_text(&st) != NULL;
+    r->error = g_strdup(job_error_text(&st));
+    return r;
+}
+
+/* The visible jobs, each as the result type make_info builds. */
+static GPtrArray *list_jobs(void *(*make_info)(BlockJob *job))
 {
     g_autoptr(GPtrArray) jobs = block_job_list();
-    JsonArray *arr = json_array_new();
+    GPtrArray *out = g_ptr_array_new();
 
     for (guint i = 0; i < jobs->len; i++) {
         BlockJob *job = g_ptr_array_index(jobs, i);
 
         if (job_visible(job)) {
-            json_array_add_element(arr, to_json(job));
+            g_ptr_array_add(out, make_info(job));
         }
     }
-    return json_node_init_array(json_node_alloc(), arr);
+    return out;
 }
 
 JsonNode *qmp_query_block_jobs(GError **errp)
 {
-    return list_jobs(block_job_info_to_json);
+    GPtrArray *list = list_jobs(block_job_info);
+    JsonNode *ret = qapi_BlockJobInfoList_to_json(list);
+
+    qapi_free_BlockJobInfoList(list);
+    return ret;
 }
 
 JsonNode *qmp_query_jobs(GError **errp)
 {
-    return list_jobs(job_info_to_json);
+    GPtrArray *list = list_jobs(job_info);
+    JsonNode *ret = qapi_JobInfoList_to_json(list);
+
+    qapi_free_JobInfoList(list);
+    return ret;
 }
 
 /* ---- verbs ---- */

@@ -51,7 +51,7 @@ typedef enum {
 } BlockJobEvent;
 
 /* A snapshot of a job's state (QMP query-block-jobs). */
-typedef struct BlockJobInfo {
+typedef struct BlockJobState {
     const char *id;
     const char *type;            /* "commit", "stream" */
     const char *device;
@@ -67,7 +67,7 @@ typedef struct BlockJobInfo {
     bool manual_dismiss;
     const char *error;           /* after an error or cancel, else NULL */
     int ret;                     /* 0, or the -errno it ended with */
-} BlockJobInfo;
+} BlockJobState;
 
 /* Called in the job's thread; must not wait for the job. */
 typedef void BlockJobEventFunc(BlockJob *job, BlockJobEvent event,
@@ -93,7 +93,7 @@ typedef struct BlockJobOptions {
 } BlockJobOptions;
 
 const char *block_job_id(BlockJob *job);
-void block_job_get_info(BlockJob *job, BlockJobInfo *info);
+void block_job_get_info(BlockJob *job, BlockJobState *info);
 /* The job with this id, or NULL. */
 BlockJob *block_job_find(const char *id);
 

@@ -134,7 +134,7 @@ START_TEST(test_pause_resume)
     g_autofree char *top_path = make_chain("pause", 3, sizes, 8);
     BlockBackend *blk = device_on(top_path);
     StreamOptions so = { .job.speed = 1 };
-    BlockJobInfo a, b;
+    BlockJobState a, b;
     GError *err = NULL;
     BlockJob *job = stream_start("p", blk, NULL, NULL, &so, &err);
 

@@ -165,7 +165,7 @@ static void cancel_case(bool commit, bool active)
     g_autofree uint8_t *got = NULL;
     BlockDriverState *root = blk_bs(blk);
     BlockDriverState *bottom = layer(root, 3, 0);
-    BlockJobInfo info;
+    BlockJobState info;
     GError *err = NULL;
     BlockJob *job;
 
@@ -222,7 +222,7 @@ typedef struct EventLog {
 static void log_event(BlockJob *job, BlockJobEvent ev, void *opaque)
 {
     EventLog *l = opaque;
-    BlockJobInfo info;
+    BlockJobState info;
 
     block_job_get_info(job, &info);
     switch (ev) {
@@ -272,7 +272,7 @@ static void writer_case(bool commit)
     }
     ck_assert_msg(job, "%s", err ? err->message : "");
     if (commit) {
-        BlockJobInfo info;
+        BlockJobState info;
         do {
             g_usleep(10000);
             block_job_get_info(job, &info);

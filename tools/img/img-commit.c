@@ -20,7 +20,7 @@
 /* Runs the job to its end, printing progress; returns its outcome. */
 static int run_job(BlockJob *job, bool progress, GError **errp)
 {
-    BlockJobInfo info;
+    BlockJobState info;
 
     while (!block_job_wait_concluded(job, PROGRESS_POLL_US)) {
         block_job_get_info(job, &info);
