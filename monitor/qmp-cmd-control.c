@@ -5,6 +5,7 @@
  */
 #include "monitor/monitor-int.h"
 #include "monitor/json-stream.h"
+#include "monitor/qmp-cmd-test.h"
 #include "qapi-gen.h"
 
 JsonNode *qmp_version_info(void)
@@ -68,13 +69,19 @@ JsonNode *qmp_query_commands(GError **errp)
         json_object_set_string_member(o, "name", c->name);
         json_array_add_object_element(arr, o);
     }
+    /* env-gated test commands (monitor/qmp-cmd-test.c) */
+    for (const QapiCommand *c = qmp_test_command_table(); c->name; c++) {
+        JsonObject *o = json_object_new();
+        json_object_set_string_member(o, "name", c->name);
+        json_array_add_object_element(arr, o);
+    }
     return json_node_init_array(json_node_alloc(), arr);
 }
 
 JsonNode *qmp_query_qmp_schema(GError **errp)
 {
     /* generated from the schema at build time: valid by construction */
-    return json_stream_parse_text(qapi_schema_json, errp);
+    return json_stream_parse_text(qmp_test_schema_text(), errp);
 }
 
 JsonNode *qmp_quit(GError **errp)
