@@ -11,6 +11,8 @@
  * transaction must hold exactly records 1..M for some M.  The writes go
  * through the devices (BlockBackends), so they follow a device onto a new
  * overlay and are held by the transaction's drain like a guest's.
+ * The writers hold a reference on each device until they stop: a node
+ * blockdev-del'ed meanwhile stays open until then.
  */
 #include <stdlib.h>
 #include <string.h>

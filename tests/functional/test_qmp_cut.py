@@ -374,6 +374,71 @@ def quit_while_writing():
             check(n > 0, '%s: no record reached the disks' % how)
 
 
+def check_prefix(present, what):
+    m = len(present)
+    missing = sorted(set(range(1, m + 1)) - present)
+    check(not missing, '%s holds %d records but not record %d: a torn cut'
+          % (what, m, missing[0] if missing else 0))
+    return m
+
+
+@runner.case('sigterm_during_32_disk_transaction')
+def sigterm_during_transaction():
+    """SIGTERM right behind a transaction over 32 disks (an internal
+    snapshot and an external one of each: 64 actions) while the writers
+    write to all of them: the daemon exits 0, every image checks clean,
+    the transaction took effect on all disks or on none, and where it did
+    the internal snapshots are a consistent cut."""
+    n = 32
+    outcomes = []
+    for delay in (0, 0.02):
+        with common.TempDir('strata-qmp-sig32-') as d:
+            dm = start_daemon(d, n, '1')
+            ok(dm, cmd(START, devices=['d%d' % i for i in range(n)]))
+            time.sleep(0.05)
+            acts = []
+            for i in range(n):
+                acts.append({'type': 'blockdev-snapshot-internal-sync',
+                             'data': {'device': 'd%d' % i, 'name': 'cut'}})
+                acts.append({'type': 'blockdev-snapshot-sync',
+                             'data': {'node-name': 'd%d' % i,
+                                      'snapshot-file': os.path.join(
+                                          d, 'o%d.qcow2' % i),
+                                      'snapshot-node-name': 'o%d' % i,
+                                      'format': 'qcow2'}})
+            dm.sock.sendall(json.dumps(cmd('transaction', actions=acts))
+                            .encode() + b'\n')
+            time.sleep(delay)
+            dm.proc.send_signal(signal.SIGTERM)
+            _, err = dm.proc.communicate(timeout=300)
+            dm.sock.close()
+            check(dm.proc.returncode == 0, 'exit %s: %s' % (
+                dm.proc.returncode, err[-2000:]))
+            report = common.sanitizer_report(err.decode(errors='replace'))
+            check(not report, 'sanitizer report:\n%s' % report)
+            check_all_clean(d)
+            snaps = overlays = 0
+            present = set()
+            for i in range(n):
+                base = 'd%d.qcow2' % i
+                res = common.run(['qemu-img', 'snapshot', '-l',
+                                  os.path.join(d, base)])
+                if ' cut ' in res.out:
+                    snaps += 1
+                    present |= records(read_view(d, base, 'cut'), i, n)
+                overlays += os.path.exists(os.path.join(d, 'o%d.qcow2' % i))
+            check(snaps in (0, n) and overlays == snaps,
+                  'torn transaction: %d snapshots, %d overlays of %d'
+                  % (snaps, overlays, n))
+            if snaps:
+                m = check_prefix(present, 'the 32-disk set')
+                outcomes.append('took effect (records 1..%d)' % m)
+            else:
+                outcomes.append('did not run')
+            print('  SIGTERM %.0f ms after sending: the transaction %s'
+                  % (delay * 1000, outcomes[-1]))
+
+
 def main():
     try:
         strata_daemon()
