@@ -16,8 +16,8 @@ the same socket and JSON costs.
     (blockdev-snapshot-sync), median of --rounds fresh daemons on fresh
     copies; every image is checked with `qemu-img check` afterwards;
   * memory: VmHWM (peak resident set) of each daemon with 32 devices
-    open, read from /proc after the round trips, and again after a
-    32-device external transaction.
+    open, read from /proc right after the open, after the round trips,
+    and after a 32-device external transaction.
 
 The Markdown tables go to stdout, progress to stderr.  A ratio is QEMU's
 time / strata's: above 1.00 strata is faster.
@@ -119,11 +119,13 @@ def transaction_round(binary, kind, template, d):
 
 def round_trips(binary, template, d, calls):
     """Mean ms per call of each query, and VmHWM (KiB) with the devices
-    open and after an external transaction over all of them."""
+    open, after the queries and after an external transaction over all
+    of them."""
     paths = fresh_copy(template, d)
     dm = Daemon(binary, paths, d)
     out = {}
     try:
+        hwm = [dm.vm_hwm_kib()]
         have = dm.commands()
         for name in ("query-version", "query-named-block-nodes",
                      "query-block"):
@@ -134,13 +136,13 @@ def round_trips(binary, template, d, calls):
             for _ in range(calls):
                 dm.qmp.cmd(name)
             out[name] = (time.monotonic() - start) * 1000 / calls
-        hwm_open = dm.vm_hwm_kib()
+        hwm.append(dm.vm_hwm_kib())
         dm.timed("transaction", {"actions": actions("external", paths)})
-        hwm_txn = dm.vm_hwm_kib()
+        hwm.append(dm.vm_hwm_kib())
     finally:
         dm.quit()
     check_all(d)
-    return out, hwm_open, hwm_txn
+    return out, hwm
 
 
 def main():
@@ -172,9 +174,8 @@ def main():
         for side, binary in sides:
             log("%s: %d round trips of each query, %d devices open"
                 % (side, args.calls, MEM_DEVICES))
-            rt[side], h_open, h_txn = round_trips(
+            rt[side], mem[side] = round_trips(
                 binary, template[:MEM_DEVICES], run_dir, args.calls)
-            mem[side] = (h_open, h_txn)
 
         txn = {}
         for n in NS:
@@ -213,13 +214,14 @@ def main():
         print("| %s | %d | %.1f | %.1f | %.2f |" % (
             kind, n, t["strata"], t["qemu"], t["qemu"] / t["strata"]))
     print("\nPeak memory (VmHWM), %d devices open:\n" % MEM_DEVICES)
-    print("| daemon | open, after the queries | after a %d-device external "
-          "transaction |" % MEM_DEVICES)
-    print("| --- | ---: | ---: |")
+    print("| daemon | after the open | after %d calls of each query | "
+          "after a %d-device external transaction |" % (args.calls,
+                                                       MEM_DEVICES))
+    print("| --- | ---: | ---: | ---: |")
     for side, _ in sides:
-        print("| %s | %.1f MiB | %.1f MiB |" % (
+        print("| %s | %.1f MiB | %.1f MiB | %.1f MiB |" % (
             "strata-daemon" if side == "strata" else "qemu-storage-daemon",
-            mem[side][0] / 1024, mem[side][1] / 1024))
+            mem[side][0] / 1024, mem[side][1] / 1024, mem[side][2] / 1024))
     return 0
 
 
