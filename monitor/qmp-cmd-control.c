@@ -7,6 +7,7 @@
  */
 #include "monitor/monitor-int.h"
 #include "monitor/json-stream.h"
+#include "monitor/qmp-cmd-test.h"
 #include "qapi-gen.h"
 
 /* query-version's VersionInfo: the QEMU version whose QMP strata
@@ -62,16 +63,25 @@ JsonNode *qmp_query_version(GError **errp)
     return qapi_VersionInfo_to_json(info);
 }
 
+static void add_command_info(GPtrArray *list, const char *name)
+{
+    CommandInfo *info = g_new0(CommandInfo, 1);
+
+    info->name = g_strdup(name);
+    g_ptr_array_add(list, info);
+}
+
 JsonNode *qmp_query_commands(GError **errp)
 {
     GPtrArray *list = g_ptr_array_new();
     JsonNode *ret;
 
     for (const QapiCommand *c = qapi_commands; c->name; c++) {
-        CommandInfo *info = g_new0(CommandInfo, 1);
-
-        info->name = g_strdup(c->name);
-        g_ptr_array_add(list, info);
+        add_command_info(list, c->name);
+    }
+    /* env-gated test commands (monitor/qmp-cmd-test.c) */
+    for (const QapiCommand *c = qmp_test_command_table(); c->name; c++) {
+        add_command_info(list, c->name);
     }
     ret = qapi_CommandInfoList_to_json(list);
     qapi_free_CommandInfoList(list);
@@ -81,7 +91,7 @@ JsonNode *qmp_query_commands(GError **errp)
 JsonNode *qmp_query_qmp_schema(GError **errp)
 {
     /* generated from the schema at build time: valid by construction */
-    return json_stream_parse_text(qapi_schema_json, errp);
+    return json_stream_parse_text(qmp_test_schema_text(), errp);
 }
 
 JsonNode *qmp_quit(GError **errp)

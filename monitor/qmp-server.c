@@ -22,6 +22,7 @@
 #include "monitor/qmp-events.h"
 #include "blockdev/registry.h"
 #include "block/log.h"
+#include "monitor/qmp-cmd-test.h"
 
 /* Replies a client has not read yet, at most. */
 #define CLIENT_OUTPUT_MAX (64u << 20)
@@ -382,4 +383,6 @@ void monitor_shutdown(void)
     }
     g_clear_pointer(&listeners, g_ptr_array_unref);
     g_clear_pointer(&package, g_free);
+    /* test writers (monitor/qmp-cmd-test.c) end before the images close */
+    qmp_test_shutdown();
 }

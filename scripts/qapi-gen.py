@@ -18,7 +18,9 @@ types as [T]; optional members as '*name'), and the writer of two files:
               monitor/qapi-visit.c walks to check and convert input and to
               serialise results, the command table (name, argument type,
               handler), and the text query-qmp-schema returns (QEMU's
-              SchemaInfo list, return types included).
+              SchemaInfo list, return types included); commands with the
+              feature __org.strata_test-only (qapi/test.json) go to a
+              second table and text, enabled at run time only.
 
 The schema stays the one source of truth: no C code names a JSON member
 of a command's arguments or results by hand.
@@ -199,7 +201,7 @@ def gen(schema):
                  % (c_name(t), '[' + t + ']', type_ref(t)))
     # commands
     h.append('/* Command handlers (monitor/qmp-cmd-*.c). */')
-    rows = []
+    rows, test_rows = [], []
     for cmd in schema.commands:
         fn = 'qmp_' + c_name(cmd['name']).replace('-', '_')
         args = cmd.get('data')
@@ -209,18 +211,24 @@ def gen(schema):
             c.append('static JsonNode *dispatch_%s(const void *args, '
                      'GError **errp)\n{\n    return %s(args, errp);\n}'
                      % (fn, fn))
-            rows.append('    { "%s", %s, dispatch_%s },'
-                        % (cmd['name'], type_ref(args), fn))
+            table_of(cmd, rows, test_rows).append(
+                '    { "%s", %s, dispatch_%s },'
+                % (cmd['name'], type_ref(args), fn))
         else:
             h.append('JsonNode *%s(GError **errp);' % fn)
             c.append('static JsonNode *dispatch_%s(const void *args, '
                      'GError **errp)\n{\n    return %s(errp);\n}' % (fn, fn))
-            rows.append('    { "%s", NULL, dispatch_%s },'
-                        % (cmd['name'], fn))
+            table_of(cmd, rows, test_rows).append(
+                '    { "%s", NULL, dispatch_%s },' % (cmd['name'], fn))
     c.append('const QapiCommand qapi_commands[] = {')
     c.extend(rows)
     c.append('    { NULL, NULL, NULL },\n};')
     gen_results(schema, h, c)
+    # test-only commands: a table of their own, gated at run time
+    h.append('extern const QapiCommand qapi_test_commands[];')
+    c.append('const QapiCommand qapi_test_commands[] = {')
+    c.extend(test_rows)
+    c.append('    { NULL, NULL, NULL },\n};')
     h.append('\n#endif')
     return '\n'.join(h) + '\n', '\n'.join(c) + '\n'
 
@@ -290,6 +298,17 @@ def gen_results(schema, h, c):
         c.append('void qapi_free_%sList(GPtrArray *list)\n{\n'
                  '    qapi_free_value(&qapi_list_of_%s, &list);\n}'
                  % (cn, cn))
+TEST_ONLY = '__org.strata_test-only'
+
+
+def test_only(cmd):
+    """A command of qapi/test.json: in qapi_test_commands[], not in
+    qapi_commands[], and in the schema text only when enabled."""
+    return TEST_ONLY in cmd.get('features', [])
+
+
+def table_of(cmd, rows, test_rows):
+    return test_rows if test_only(cmd) else rows
 
 
 def gen_struct(schema, name, members, h, c, union):
@@ -334,7 +353,7 @@ BUILTIN_JSON_TYPE = {'str': 'string', 'int': 'int', 'bool': 'boolean',
                      'null': 'null', 'any': 'value'}
 
 
-def introspect(schema):
+def introspect(schema, with_test=False):
     """query-qmp-schema's SchemaInfo list, as QEMU builds it: commands by
     name, every type they reach under a number (QEMU hides type names),
     builtins by name; a command's ret-type names its result's entry."""
@@ -385,6 +404,8 @@ def introspect(schema):
     empty = '__empty'
     schema.types[empty] = {'meta': 'struct', 'data': {}, 'name': empty}
     for c in schema.commands:
+        if test_only(c) and not with_test:
+            continue
         ret = c.get('returns')
         out.append({'name': c['name'], 'meta-type': 'command',
                     'arg-type': ref(c.get('data') or empty),
@@ -425,6 +446,11 @@ def main():
     h = h.replace('\n#endif', '\n/* query-qmp-schema\'s JSON text. */\n'
                   'extern const char qapi_schema_json[];\n\n#endif')
     c += 'const char qapi_schema_json[] = %s;\n' % json.dumps(info)
+    # the same with the test-only commands (monitor/qmp-cmd-test.c)
+    info = json.dumps(introspect(schema, True), separators=(',', ':'))
+    h = h.replace('\n#endif', 'extern const char qapi_schema_test_json[];'
+                  '\n\n#endif')
+    c += 'const char qapi_schema_test_json[] = %s;\n' % json.dumps(info)
     with open(out_h, 'w') as f:
         f.write(h)
     with open(out_c, 'w') as f:

@@ -9,15 +9,13 @@
  * must be exactly the records 1..M for some M: a set holding a record
  * without one written before it would be a torn cut.
  */
-#include <inttypes.h>
-
 #include "txntest.h"
+#include "blockdev/cut-record.h"
 
 #define NDEV 4
 #define NWRITERS 3
 #define ROUNDS 12
 #define REC_SIZE 512
-#define REC_MAGIC "strata-cut-record"
 
 typedef struct Load {
     TxnDevs *d;
@@ -29,30 +27,10 @@ typedef struct Load {
     gint stop;
 } Load;
 
+/* The record format is shared with strata-daemon's test writers. */
 static int64_t slot_offset(uint64_t s)
 {
-    return (int64_t)(s / NDEV) * REC_SIZE;
-}
-
-static void make_record(uint64_t s, uint8_t *buf)
-{
-    memset(buf, 0, REC_SIZE);
-    snprintf((char *)buf, REC_SIZE, "%s %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT,
-             REC_MAGIC, s, s * 2654435761u);
-}
-
-/* The sequence number of the record in buf, or 0 if it holds none. */
-static uint64_t parse_record(const uint8_t *buf)
-{
-    uint64_t s = 0, check = 0;
-    char magic[32];
-
-    if (sscanf((const char *)buf, "%31s %" SCNu64 " %" SCNu64, magic, &s,
-               &check) != 3 || strcmp(magic, REC_MAGIC) ||
-        check != s * 2654435761u) {
-        return 0;
-    }
-    return s;
+    return cut_record_offset(s, NDEV, REC_SIZE);
 }
 
 static gpointer writer(gpointer opaque)
@@ -74,7 +52,7 @@ static gpointer writer(gpointer opaque)
         }
         g_mutex_unlock(&l->lock);
 
-        make_record(s, buf);
+        cut_record_make(s, buf, REC_SIZE);
         ck_assert_int_eq(blk_pwrite(l->d->blk[s % NDEV], slot_offset(s),
                                     REC_SIZE, buf), 0);
 
@@ -145,7 +123,7 @@ static void collect(TxnDevs *d, int i, int r, GHashTable *present)
     /* (an external set is the old top's active content, frozen since) */
     all = read_all(bs, TXN_IMG_SIZE);
     for (int64_t off = 0; off < TXN_IMG_SIZE; off += REC_SIZE) {
-        uint64_t s = parse_record(all + off);
+        uint64_t s = cut_record_parse(all + off, REC_SIZE);
         if (s) {
             ck_assert_int_eq(s % NDEV, i);
             ck_assert_int_eq(slot_offset(s), off);
