@@ -175,6 +175,7 @@ typedef struct BDRVQcow2State {
     uint8_t *unknown_header_fields;
     uint32_t unknown_header_fields_size;
     GPtrArray *unknown_exts;   /* Qcow2UnknownExt * */
+    struct Qcow2IntentInfo *intent;  /* qcow2-intent.c: what open found */
 
     uint64_t *l1_table;        /* host byte order */
     uint32_t l1_size;
@@ -477,6 +478,11 @@ int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);
 
 /* qcow2-create.c */
 bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp);
+
+/* qcow2-intent.c: the strata intent extension at open (before the header
+ * is parsed: recovery may rewrite it) and at close */
+int qcow2_intent_open(BlockDriverState *bs, int flags, GError **errp);
+void qcow2_intent_close(BlockDriverState *bs);
 
 /* qcow2.c */
 int qcow2_truncate(BlockDriverState *bs, int64_t size, GError **errp);
