@@ -125,6 +125,13 @@ void power_cut_arm(PowerCutMode mode, uint64_t n)
     g_mutex_unlock(&pc_lock);
 }
 
+void power_cut_now(void)
+{
+    g_mutex_lock(&pc_lock);
+    pc_limit = pc_writes;
+    g_mutex_unlock(&pc_lock);
+}
+
 uint64_t power_cut_writes(void)
 {
     uint64_t n;

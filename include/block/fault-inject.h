@@ -72,6 +72,9 @@ typedef enum {
 /* Starts counting writes; writes after the nth are dropped (n = 0: every
  * write is dropped). */
 void power_cut_arm(PowerCutMode mode, uint64_t n);
+/* Cuts the power now: every later write is dropped (a test reaching a
+ * chosen phase of an operation). */
+void power_cut_now(void);
 /* Write requests seen since the arm (dropped ones included). */
 uint64_t power_cut_writes(void);
 /* Whether a write has been dropped since the arm. */
