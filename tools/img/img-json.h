@@ -17,4 +17,17 @@ void img_json_print(JsonNode *node);
 /* The member names of obj in qemu's order (free the array only). */
 GPtrArray *img_json_members_ordered(JsonObject *obj);
 
+/* ---- strata's pending-transaction report (issue 14) ---- */
+#include "block/block.h"
+
+/* The JSON member check and info add for an image that took part in an
+ * unfinished crash-atomic transaction (extension naming per QAPI's
+ * downstream rule). */
+#define IMG_JSON_INTENT_MEMBER "__org.strata_intent"
+/* Adds {"transaction", "journal", "state", "detail"} under
+ * IMG_JSON_INTENT_MEMBER when bs has anything to say; returns whether. */
+bool img_json_add_intent(JsonBuilder *b, BlockDriverState *bs);
+/* The one-line human sentence for it, NULL when there is none. */
+char *img_intent_sentence(BlockDriverState *bs);
+
 #endif
