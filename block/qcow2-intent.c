@@ -195,8 +195,12 @@ bool qcow2_intent_strip(uint8_t *hdr, size_t len, bool set_dirty)
     /* c.pos + 8 <= end: what was kept is smaller than what was there */
     memset(hdr + start, 0, end - start);
     memcpy(hdr + start, area, c.pos - start);   /* END: the zeroes after */
-    if (set_dirty && be32_read(hdr + 4) >= 3) {
-        be64_write(hdr + 72, be64_read(hdr + 72) | QCOW2_INCOMPAT_DIRTY);
+    if (be32_read(hdr + 4) >= 3) {
+        be64_write(hdr + 88, be64_read(hdr + 88) &
+                   ~QCOW2_AUTOCLEAR_STRATA_INTENT);
+        if (set_dirty) {
+            be64_write(hdr + 72, be64_read(hdr + 72) | QCOW2_INCOMPAT_DIRTY);
+        }
     }
     return true;
 }
@@ -210,6 +214,7 @@ static bool is_qcow2(BlockDriverState *bs)
 
 static void remove_ext(BDRVQcow2State *s)
 {
+    s->autoclear_features &= ~QCOW2_AUTOCLEAR_STRATA_INTENT;
     for (guint i = s->unknown_exts ? s->unknown_exts->len : 0; i-- > 0;) {
         Qcow2UnknownExt *e = g_ptr_array_index(s->unknown_exts, i);
         if (e->magic == QCOW2_EXT_STRATA_INTENT) {
@@ -236,15 +241,24 @@ int qcow2_intent_set(BlockDriverState *bs, const Qcow2Intent *in,
         return -EACCES;
     }
     s = bs->opaque;
+    if (s->version < 3) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Crash-atomic transactions need qcow2 version 3 images "
+                    "(compat=1.1)");
+        return -ENOTSUP;
+    }
     g_mutex_lock(&s->lock);
     remove_ext(s);
+    s->autoclear_features |= QCOW2_AUTOCLEAR_STRATA_INTENT;
     e = g_new0(Qcow2UnknownExt, 1);
     e->magic = QCOW2_EXT_STRATA_INTENT;
     e->data = qcow2_intent_encode(in, &e->len);
     g_ptr_array_add(s->unknown_exts, e);
     ret = qcow2_write_header(bs, errp);
     if (ret < 0) {
-        remove_ext(s);   /* what is on disk is unknown; memory stays clean */
+        /* what is on disk is unknown; memory stays clean */
+        remove_ext(s);
+        s->autoclear_features &= ~QCOW2_AUTOCLEAR_STRATA_INTENT;
     }
     g_mutex_unlock(&s->lock);
     return ret;
@@ -403,8 +417,10 @@ int qcow2_intent_open(BlockDriverState *bs, int flags, GError **errp)
         return 0;
     }
     info->detail = g_strdup(err->message);
-    /* A check reports it; a read-only open shows the image as it is. */
-    if (!rw || (flags & BDRV_O_CHECK)) {
+    /* A read-only open (a check without -r too) shows the image as it is.
+     * A read-write one is refused even for a repair: reclaiming the
+     * prepared clusters as leaks could lose a committed transaction. */
+    if (!rw) {
         strata_warning("qcow2: '%s' is part of unfinished transaction %s "
                        "that cannot be recovered: %s", bs->filename,
                        info->txid, err->message);

@@ -846,6 +846,17 @@ static bool carries(int fd, const uint8_t *txid)
            memcmp(in->txid, txid, QCOW2_INTENT_ID_LEN) == 0;
 }
 
+/* Whether fd's header carries txid's extension but lost the autoclear
+ * bit that went with it: someone else opened it read-write since. */
+static bool foreign_write(int fd, const uint8_t *txid)
+{
+    size_t len = 0;
+    g_autofree uint8_t *hdr = read_header_fd(fd, &len);
+
+    return hdr && carries(fd, txid) && be32_read(hdr + 4) >= 3 &&
+           !(be64_read(hdr + 88) & QCOW2_AUTOCLEAR_STRATA_INTENT);
+}
+
 /* Removes txid's extension from fd's header (the extension area only);
  * discard also sets the dirty bit. */
 static int strip_fd(int fd, const uint8_t *txid, bool discard)
@@ -864,9 +875,8 @@ static int strip_fd(int fd, const uint8_t *txid, bool discard)
         !qcow2_intent_strip(hdr, len, discard)) {
         return -EINVAL;
     }
-    if (discard) {
-        start = 72;   /* the incompatible features too, in the same write */
-    }
+    /* the feature bits (dirty, our autoclear bit) in the same write */
+    start = 72;
     ret = hooked_pwrite(fd, hdr + start, end - start, start);
     return ret < 0 ? ret : hooked_sync(fd);
 }
@@ -975,6 +985,22 @@ static int roll_forward(const IntentRecord *rec, const char *beside,
                            "not found; its record is kept until it is "
                            "opened", txid, img->path);
             missing++;
+            continue;
+        }
+        if (foreign_write(fd, rec->txid)) {
+            /* its prepared clusters may be gone: publish nothing there */
+            strata_warning("intent recovery: '%s' was opened read-write by "
+                           "a program that does not know transaction %s "
+                           "(its autoclear bit is clear); left as it is",
+                           path, txid);
+            ret = strip_fd(fd, rec->txid, true);
+            close(fd);
+            if (ret < 0) {
+                g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_IO,
+                            "intent recovery: could not complete '%s': %s",
+                            path, g_strerror(-ret));
+                return ret;
+            }
             continue;
         }
         for (guint j = 0; ret == 0 && j < img->ops->len; j++) {

@@ -31,6 +31,16 @@
 G_BEGIN_DECLS
 
 #define QCOW2_EXT_STRATA_INTENT 0x5354494cU
+/*
+ * Set together with the extension: an autoclear feature bit, which QEMU
+ * (and any writer that does not know it) clears when it opens the image
+ * read-write.  Found cleared beside the extension, it means someone else
+ * wrote to the image mid-transaction (a `qemu-img check -r leaks` may even
+ * have freed the prepared clusters), so recovery does not trust what the
+ * image had prepared: it leaves that image's header alone.  Version 3
+ * images only (version 2 has no feature bits).
+ */
+#define QCOW2_AUTOCLEAR_STRATA_INTENT (1ULL << 63)
 #define QCOW2_INTENT_ID_LEN 16
 
 typedef struct Qcow2Intent {

@@ -258,11 +258,11 @@ char *img_intent_sentence(BlockDriverState *bs)
         if (info.detail && (!strcmp(info.detail, "roll forward") ||
                             !strcmp(info.detail, "discard"))) {
             out = g_strdup_printf("Image is part of unfinished transaction "
-                                  "%s (journal %s); recovery will %s it "
+                                  "%s (journal %s); recovery will %s "
                                   "(strata-img check -r all).", info.txid,
                                   info.journal_dir,
                                   !strcmp(info.detail, "discard") ?
-                                  "discard" : "roll forward");
+                                  "discard it" : "roll it forward");
         } else {
             out = g_strdup_printf("Image is part of unfinished transaction "
                                   "%s (journal %s) that cannot be "
