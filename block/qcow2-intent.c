@@ -412,8 +412,10 @@ int qcow2_intent_open(BlockDriverState *bs, int flags, GError **errp)
     if (ret == 0) {
         info->detail = g_strdup(decision_name(d));
         strata_warning("qcow2: '%s' is part of unfinished transaction %s "
-                       "(recovery will %s it); opened read-only as it is",
-                       bs->filename, info->txid, info->detail);
+                       "(recovery will %s); opened read-only as it is",
+                       bs->filename, info->txid,
+                       d == INTENT_DECIDE_ROLL_FORWARD ? "roll it forward"
+                                                       : "discard it");
         return 0;
     }
     info->detail = g_strdup(err->message);
