@@ -625,6 +625,40 @@ START_TEST(test_bad_journal)
 }
 END_TEST
 
+/* An overlay created under a temporary name: publishing renames it.
+ * Recovery renames it whether it is opened under the temporary name
+ * (crash before the rename) or the final one (crash after it). */
+START_TEST(test_rename_roll_forward)
+{
+    for (int renamed = 0; renamed <= 1; renamed++) {
+        g_autofree char *jdir = tmp_path(renamed ? "rn-j1" : "rn-j0");
+        g_autofree char *tmp = tmp_path(renamed ? "rn1.tmp" : "rn0.tmp");
+        g_autofree char *fin = tmp_path(renamed ? "rn1.qcow2" : "rn0.qcow2");
+        g_autoptr(IntentLog) log = intent_log_open(jdir, NULL);
+        g_autoptr(IntentRecord) rec = intent_record_begin(log);
+        g_autoptr(Qcow2Intent) ext = intent_record_extension(rec);
+        BlockDriverState *bs;
+
+        create_img(tmp, IMG_SIZE, NULL, NULL);
+        bs = open_img(tmp, BDRV_O_RDWR);
+        ck_assert_int_eq(qcow2_intent_set(bs, ext, NULL), 0);
+        bdrv_unref(bs);
+        ck_assert_int_eq(intent_record_add_image(rec, tmp, NULL), 0);
+        ck_assert(intent_record_add_rename(rec, 0, tmp, fin, NULL));
+        ck_assert_int_eq(intent_record_commit(rec, NULL), 0);
+        if (renamed) {
+            ck_assert_int_eq(rename(tmp, fin), 0);
+        }
+        ck_assert_int_eq(open_state(renamed ? fin : tmp, BDRV_O_RDWR),
+                         QCOW2_INTENT_ROLLED_FORWARD);
+        ck_assert(!g_file_test(tmp, G_FILE_TEST_EXISTS));
+        ck_assert_int_eq(open_state(fin, 0), QCOW2_INTENT_NONE);
+        ck_assert(!intent_log_read_record(jdir, rec->txid, NULL));
+        check_clean(fin);
+    }
+}
+END_TEST
+
 /* ---- power cuts ---- */
 
 /* The transaction with the power cut after its nth write, for every n,
@@ -788,6 +822,7 @@ static Suite *intent_suite(void)
     tcase_add_test(recov, test_discard);
     tcase_add_test(recov, test_moved_images);
     tcase_add_test(recov, test_bad_journal);
+    tcase_add_test(recov, test_rename_roll_forward);
     tcase_add_test(cut, test_recovery_cut);
     tcase_add_test(cut, test_power_cut);
     tcase_set_timeout(rec, 300);
