@@ -36,7 +36,17 @@ typedef struct Case {
     char *paths[MAX_IMGS];
     uint8_t *data[MAX_IMGS];        /* the active content, never changes */
     uint8_t hdr_new[MAX_IMGS][12];  /* bytes 60..71 once "s1" is there */
+    /* mixed cases: odd images get an external snapshot instead, an
+     * overlay created as DIR/dI.tmp and published by renaming it to
+     * DIR/dI.ovl.qcow2 */
+    bool mixed;
+    char *tmp[MAX_IMGS], *ovl[MAX_IMGS];
 } Case;
+
+static bool is_external(const Case *c, int i)
+{
+    return c->mixed && (i & 1);
+}
 
 static void write_file(const char *path, const void *buf, size_t len)
 {
@@ -92,7 +102,8 @@ static void predict_header(const char *path, uint8_t *out)
     unlink(copy);
 }
 
-static Case *case_new(const char *tag, int n, unsigned seed)
+static Case *case_new_mixed(const char *tag, int n, unsigned seed,
+                            bool mixed)
 {
     Case *c = g_new0(Case, 1);
     g_autoptr(GRand) r = g_rand_new_with_seed(seed);
@@ -110,9 +121,19 @@ static Case *case_new(const char *tag, int n, unsigned seed)
         fill_random(bs, r, 6);
         c->data[i] = read_all(bs, IMG_SIZE);
         bdrv_unref(bs);
-        predict_header(c->paths[i], c->hdr_new[i]);
+        c->mixed = mixed;
+        c->tmp[i] = g_strdup_printf("%s/d%d.tmp", c->dir, i);
+        c->ovl[i] = g_strdup_printf("%s/d%d.ovl.qcow2", c->dir, i);
+        if (!is_external(c, i)) {
+            predict_header(c->paths[i], c->hdr_new[i]);
+        }
     }
     return c;
+}
+
+static Case *case_new(const char *tag, int n, unsigned seed)
+{
+    return case_new_mixed(tag, n, seed, false);
 }
 
 static void case_free(Case *c)
@@ -125,6 +146,8 @@ static void case_free(Case *c)
     for (int i = 0; i < c->n; i++) {
         g_free(c->paths[i]);
         g_free(c->data[i]);
+        g_free(c->tmp[i]);
+        g_free(c->ovl[i]);
     }
     g_free(c->dir);
     g_free(c->jdir);
@@ -166,6 +189,30 @@ static void run_txn(Case *c, StopAt stop)
     rec = intent_record_begin(log);
     ext = intent_record_extension(rec);
     for (int i = 0; i < c->n; i++) {
+        if (is_external(c, i)) {
+            /* do: the overlay, under its temporary name, marked */
+            BlockOpts *o = bdrv_opts_new();
+            g_autofree char *sz = g_strdup_printf("%lld", IMG_SIZE);
+            bool made;
+
+            bdrv_opts_set(o, "size", sz);
+            bdrv_opts_set(o, "backing_file", c->paths[i]);
+            bdrv_opts_set(o, "backing_fmt", "qcow2");
+            made = bdrv_create("qcow2", c->tmp[i], o, NULL);
+            g_hash_table_unref(o);
+            ck_assert(made || power_cut_fired());
+            bs[i] = bdrv_open(c->tmp[i], NULL,
+                              BDRV_O_RDWR | BDRV_O_NO_BACKING, NULL);
+            ck_assert(bs[i] || power_cut_fired());
+            STEP(intent_record_add_image(rec, c->tmp[i], errp));
+            if (bs[i]) {
+                STEP(qcow2_intent_set(bs[i], ext, errp));
+            }
+            ck_assert(intent_record_add_rename(rec, i, c->tmp[i], c->ovl[i],
+                                               NULL) || power_cut_fired());
+            op[i] = NULL;
+            continue;
+        }
         bs[i] = open_img(c->paths[i], BDRV_O_RDWR);
         ck_assert_int_eq(intent_record_add_image(rec, c->paths[i], NULL), i);
         STEP(qcow2_intent_set(bs[i], ext, errp));
@@ -175,18 +222,30 @@ static void run_txn(Case *c, StopAt stop)
     }
     for (int i = 0; i < c->n; i++) {
         uint8_t old[12];
+        if (is_external(c, i)) {
+            continue;
+        }
         hdr_bytes(c->paths[i], old);
         STEP(bdrv_snapshot_op_do(op[i], errp));
         /* the record says "complete": what it points to must be durable */
         STEP(bdrv_flush(bs[i]));
         ck_assert(intent_record_add_header(rec, i, 60, old, c->hdr_new[i],
-                                           12, NULL));
+                                           12, NULL) || power_cut_fired());
     }
     maybe_cut(stop, STOP_AFTER_DO);
     STEP(intent_record_commit(rec, errp));
     maybe_cut(stop, STOP_AFTER_COMMIT);
     for (int i = 0; i < c->n; i++) {
         uint8_t now[12];
+        if (is_external(c, i)) {
+            /* publish: the rename, as a directory change the filter
+             * counts (the engine will fsync the directory after it) */
+            if (!power_cut_dir_op()) {
+                ck_assert_int_eq(rename(c->tmp[i], c->ovl[i]), 0);
+            }
+            maybe_cut(stop, STOP_AFTER_FIRST);
+            continue;
+        }
         STEP(bdrv_snapshot_op_invalidate(op[i], errp));
         if (!power_cut_fired()) {
             hdr_bytes(c->paths[i], now);
@@ -197,13 +256,19 @@ static void run_txn(Case *c, StopAt stop)
         maybe_cut(stop, STOP_AFTER_FIRST);
     }
     for (int i = 0; i < c->n; i++) {
-        STEP(qcow2_intent_clear(bs[i], errp));
+        if (bs[i]) {
+            STEP(qcow2_intent_clear(bs[i], errp));
+        }
     }
     STEP(intent_record_done(rec, errp));
     for (int i = 0; i < c->n; i++) {
-        STEP(bdrv_snapshot_op_clean(op[i], errp));
-        bdrv_drained_end(bs[i]);
-        bdrv_unref(bs[i]);
+        if (op[i]) {
+            STEP(bdrv_snapshot_op_clean(op[i], errp));
+            bdrv_drained_end(bs[i]);
+        }
+        if (bs[i]) {
+            bdrv_unref(bs[i]);
+        }
     }
 }
 
@@ -241,15 +306,59 @@ static Qcow2IntentState open_state(const char *path, int flags)
  * extension is left, and each checks clean with no leak (ours and
  * qemu-img's).  Returns whether the transaction happened.
  */
+static bool record_present(Case *c)
+{
+    g_autoptr(GDir) d = g_dir_open(c->jdir, 0, NULL);
+    const char *name;
+
+    while (d && (name = g_dir_read_name(d))) {
+        if (g_str_has_suffix(name, ".rec")) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static bool assert_all_or_nothing(Case *c, const char *what)
 {
     int with = 0;
 
     for (int i = 0; i < c->n; i++) {
-        BlockDriverState *bs = open_img(c->paths[i], BDRV_O_RDWR);
-        g_autofree uint8_t *now = read_all(bs, IMG_SIZE);
+        BlockDriverState *bs;
+        g_autofree uint8_t *now = NULL;
         Qcow2IntentInfo info;
 
+        if (is_external(c, i)) {
+            if (g_file_test(c->tmp[i], G_FILE_TEST_EXISTS)) {
+                /* recovers: renames it (roll forward) or discards */
+                BlockDriverState *t = bdrv_open(c->tmp[i], NULL,
+                                                BDRV_O_RDWR |
+                                                BDRV_O_NO_BACKING, NULL);
+                if (t) {
+                    bdrv_unref(t);
+                } else {
+                    /* a torn overlay is only acceptable when no record
+                     * could ever publish it */
+                    ck_assert_msg(!record_present(c), "%s: overlay %d "
+                                  "unreadable with a record", what, i);
+                }
+            }
+            if (!g_file_test(c->ovl[i], G_FILE_TEST_EXISTS)) {
+                check_clean(c->paths[i]);
+                continue;           /* the old state: no overlay */
+            }
+            with++;
+            bs = open_img(c->ovl[i], BDRV_O_RDWR);
+            now = read_all(bs, IMG_SIZE);
+            assert_same(c->data[i], now, IMG_SIZE, what);
+            ck_assert_int_eq(open_state(c->ovl[i], 0), QCOW2_INTENT_NONE);
+            bdrv_unref(bs);
+            check_clean(c->ovl[i]);
+            check_clean(c->paths[i]);
+            continue;
+        }
+        bs = open_img(c->paths[i], BDRV_O_RDWR);
+        now = read_all(bs, IMG_SIZE);
         with += has_s1(bs);
         assert_same(c->data[i], now, IMG_SIZE, what);
         bdrv_unref(bs);
@@ -663,13 +772,13 @@ END_TEST
 
 /* The transaction with the power cut after its nth write, for every n,
  * in one model of the filter; returns how many cut points ran. */
-static int cut_everywhere(int n, PowerCutMode mode, int *olds, int *news,
-                          int64_t *lost)
+static int cut_everywhere(int n, bool mixed, PowerCutMode mode, int *olds,
+                          int *news, int64_t *lost)
 {
     int points = 0;
 
     for (uint64_t cut = 0;; cut++) {
-        Case *c = case_new("cut", n, 100 + (unsigned)cut);
+        Case *c = case_new_mixed("cut", n, 100 + (unsigned)cut, mixed);
         g_autofree char *what = g_strdup_printf("%d images, mode %d, cut "
                                                 "after write %" PRIu64,
                                                 n, mode, cut);
@@ -700,21 +809,21 @@ START_TEST(test_power_cut)
 {
     int total = 0;
 
-    for (int n = 2; n <= 4; n += 2) {
+    /* 2 and 4 internal snapshots; 4 images with 2 internal and 2
+     * external snapshots */
+    for (int k = 0; k < 3; k++) {
+        int n = k == 0 ? 2 : 4;
+        bool mixed = k == 2;
         for (int mode = 0; mode < 2; mode++) {
             int olds = 0, news = 0;
             int64_t lost = 0;
-            int points = cut_everywhere(n, mode, &olds, &news, &lost);
+            int points = cut_everywhere(n, mixed, mode, &olds, &news, &lost);
             /* both outcomes occur: the cut points straddle the commit */
             ck_assert_int_gt(olds, 0);
             ck_assert_int_gt(news, 0);
-            strata_info("test-intent-log: power cut, %d images, %s: %d cut "
-                        "points (%d old, %d new)", n,
-                        mode ? "unflushed writes lost" : "unflushed kept",
-                        points, olds, news);
-            fprintf(stderr, "power cut, %d images, %s: %d cut points "
+            fprintf(stderr, "power cut, %d images%s, %s: %d cut points "
                     "(%d all-old, %d all-new; %" PRId64 " unflushed writes "
-                    "rolled back)\n", n,
+                    "rolled back)\n", n, mixed ? " (2 external)" : "",
                     mode ? "unflushed writes lost" : "unflushed kept",
                     points, olds, news, lost);
             total += points;
