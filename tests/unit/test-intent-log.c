@@ -768,6 +768,48 @@ START_TEST(test_rename_roll_forward)
 }
 END_TEST
 
+/* Image 0 was published and lost its extension before the crash, then
+ * got another snapshot (no recovery runs for it: it is not pending).
+ * Recovery from image 1 must not write image 0's recorded header bytes
+ * over the newer table (the compare-and-swap). */
+START_TEST(test_published_then_changed)
+{
+    Case *c = case_new("pubchg", 2, 41);
+    BdrvSnapshotInfo tmpl = { .name = (char *)"s2" };
+    BlockDriverState *bs;
+    gsize len;
+    g_autofree uint8_t *hdr = NULL;
+    BdrvSnapshotInfo *list = NULL;
+    int n;
+
+    power_cut_arm(POWER_CUT_KEEP_UNFLUSHED, UINT64_MAX);
+    run_txn(c, STOP_AFTER_COMMIT);
+    ck_assert_int_ge(power_cut_restore(), 0);
+    /* what publishing and clearing image 0 would have written */
+    hdr = file_bytes(c->paths[0], &len);
+    memcpy(hdr + 60, c->hdr_new[0], 12);
+    ck_assert(qcow2_intent_strip(hdr, MIN(len, 65536), false));
+    write_file(c->paths[0], hdr, len);
+    ck_assert_int_eq(open_state(c->paths[0], 0), QCOW2_INTENT_NONE);
+    bs = open_img(c->paths[0], BDRV_O_RDWR);
+    ck_assert_int_eq(bdrv_snapshot_create(bs, &tmpl, 0, NULL, NULL), 0);
+    bdrv_unref(bs);
+
+    ck_assert_int_eq(open_state(c->paths[1], BDRV_O_RDWR),
+                     QCOW2_INTENT_ROLLED_FORWARD);
+    bs = open_img(c->paths[0], 0);
+    n = bdrv_snapshot_list(bs, &list, NULL);
+    ck_assert_int_eq(n, 2);
+    ck_assert_str_eq(list[0].name, "s1");
+    ck_assert_str_eq(list[1].name, "s2");
+    bdrv_snapshot_list_free(list, n);
+    bdrv_unref(bs);
+    check_clean(c->paths[0]);
+    check_clean(c->paths[1]);
+    case_free(c);
+}
+END_TEST
+
 /* ---- power cuts ---- */
 
 /* The transaction with the power cut after its nth write, for every n,
@@ -932,6 +974,7 @@ static Suite *intent_suite(void)
     tcase_add_test(recov, test_moved_images);
     tcase_add_test(recov, test_bad_journal);
     tcase_add_test(recov, test_rename_roll_forward);
+    tcase_add_test(recov, test_published_then_changed);
     tcase_add_test(cut, test_recovery_cut);
     tcase_add_test(cut, test_power_cut);
     tcase_set_timeout(rec, 300);
