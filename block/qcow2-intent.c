@@ -254,7 +254,7 @@ int qcow2_intent_set(BlockDriverState *bs, const Qcow2Intent *in,
     e->magic = QCOW2_EXT_STRATA_INTENT;
     e->data = qcow2_intent_encode(in, &e->len);
     g_ptr_array_add(s->unknown_exts, e);
-    ret = qcow2_write_header(bs, errp);
+    ret = qcow2_write_header_nosync(bs, errp);
     if (ret < 0) {
         /* what is on disk is unknown; memory stays clean */
         remove_ext(s);
@@ -288,7 +288,7 @@ int qcow2_intent_clear(BlockDriverState *bs, GError **errp)
     s = bs->opaque;
     g_mutex_lock(&s->lock);
     remove_ext(s);
-    ret = qcow2_write_header(bs, errp);
+    ret = qcow2_write_header_nosync(bs, errp);
     g_mutex_unlock(&s->lock);
     return ret;
 }

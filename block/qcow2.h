@@ -355,6 +355,8 @@ int qcow2_discard_unmap(BlockDriverState *bs, uint64_t offset,
 /* qcow2-header.c: parse, validate, and rewrite cluster 0 */
 int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp);
 int qcow2_write_header(BlockDriverState *bs, GError **errp);
+/* The same without the flush (qcow2-intent.c: a later flush covers it). */
+int qcow2_write_header_nosync(BlockDriverState *bs, GError **errp);
 int qcow2_write_header_bytes(BlockDriverState *bs, int offset,
                              const void *buf, int len);
 void qcow2_signal_corruption(BlockDriverState *bs, const char *fmt, ...)

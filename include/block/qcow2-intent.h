@@ -79,14 +79,19 @@ uint8_t *qcow2_intent_encode(const Qcow2Intent *in, uint32_t *len);
 
 /* ---- on an open qcow2 node (the engine's prepare and publish) ---- */
 
-/* Adds the extension (replacing one there) and writes cluster 0: one
- * synced write. */
+/* Adds the extension (replacing one there) and the autoclear bit, and
+ * writes cluster 0, WITHOUT a flush: the engine flushes every image after
+ * its do, before the record is committed, and that flush makes the
+ * extension durable too (one sync per image saved). */
 int qcow2_intent_set(BlockDriverState *bs, const Qcow2Intent *in,
                      GError **errp);
 /* Drops the extension from the node's header in memory only: the next
  * header rewrite leaves it out. */
 void qcow2_intent_forget(BlockDriverState *bs);
-/* Drops the extension and writes cluster 0 (one synced write). */
+/* Drops the extension and writes cluster 0, without a flush: if a crash
+ * loses that write after the record is done, the next open finds the
+ * extension without a record and discards, which only drops it again
+ * (and rebuilds the refcounts); the published state stays. */
 int qcow2_intent_clear(BlockDriverState *bs, GError **errp);
 
 /* What the last open of a qcow2 node found and did. */
