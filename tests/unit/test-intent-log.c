@@ -354,8 +354,8 @@ static bool assert_all_or_nothing(Case *c, const char *what)
             bs = open_img(c->ovl[i], BDRV_O_RDWR);
             now = read_all(bs, IMG_SIZE);
             assert_same(c->data[i], now, IMG_SIZE, what);
-            ck_assert_int_eq(open_state(c->ovl[i], 0), QCOW2_INTENT_NONE);
             bdrv_unref(bs);
+            ck_assert_int_eq(open_state(c->ovl[i], 0), QCOW2_INTENT_NONE);
             check_clean(c->ovl[i]);
             check_clean(c->paths[i]);
             continue;
