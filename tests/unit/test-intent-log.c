@@ -820,6 +820,37 @@ START_TEST(test_published_then_changed)
 }
 END_TEST
 
+/* Start-up (the daemon's): every complete record is rolled forward
+ * without opening any image; a torn .tmp is listed and left alone. */
+START_TEST(test_recover_all)
+{
+    Case *c = case_new("all", 4, 51);
+    g_autoptr(IntentLog) log = NULL;
+    g_autoptr(GPtrArray) scan = NULL;
+    g_autofree char *torn = NULL;
+    GError *err = NULL;
+
+    power_cut_arm(POWER_CUT_KEEP_UNFLUSHED, UINT64_MAX);
+    run_txn(c, STOP_AFTER_COMMIT);
+    ck_assert_int_ge(power_cut_restore(), 0);
+    torn = g_build_filename(c->jdir, "00112233445566778899aabbccddeeff.rec.tmp",
+                            NULL);
+    write_file(torn, "STRATAIR", 8);
+    log = intent_log_open(c->jdir, &err);
+    ck_assert_msg(log, "%s", err ? err->message : "");
+    scan = intent_log_scan(log, NULL);
+    ck_assert_int_eq(scan->len, 2);
+    ck_assert_int_eq(intent_log_recover_all(log, &err), 1);
+    ck_assert(!record_present(c));
+    ck_assert(g_file_test(torn, G_FILE_TEST_EXISTS));
+    for (int i = 0; i < c->n; i++) {
+        ck_assert_int_eq(open_state(c->paths[i], 0), QCOW2_INTENT_NONE);
+    }
+    ck_assert(assert_all_or_nothing(c, "recover all"));
+    case_free(c);
+}
+END_TEST
+
 /* ---- power cuts ---- */
 
 /* The transaction with the power cut after its nth write, for every n,
@@ -985,6 +1016,7 @@ static Suite *intent_suite(void)
     tcase_add_test(recov, test_bad_journal);
     tcase_add_test(recov, test_rename_roll_forward);
     tcase_add_test(recov, test_published_then_changed);
+    tcase_add_test(recov, test_recover_all);
     tcase_add_test(cut, test_recovery_cut);
     tcase_add_test(cut, test_power_cut);
     tcase_set_timeout(rec, 300);
