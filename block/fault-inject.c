@@ -4,6 +4,7 @@
  * include/block/fault-inject.h).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -88,7 +89,7 @@ int fault_inject_hit(FaultKind kind)
 typedef struct UndoRecord {
     dev_t dev;
     ino_t ino;
-    int fd;                 /* a dup: the caller may close its own */
+    int fd;                 /* our own: the caller may close its fd */
     int64_t off;
     int64_t old_size;
     GBytes *old;
@@ -105,7 +106,9 @@ static void undo_free(gpointer p)
 {
     UndoRecord *u = p;
 
-    close(u->fd);
+    if (u->fd >= 0) {
+        close(u->fd);
+    }
     g_bytes_unref(u->old);
     g_free(u);
 }
@@ -152,6 +155,18 @@ bool power_cut_fired(void)
     return f;
 }
 
+/*
+ * A new open file description of fd's file: not a dup, which would share
+ * the caller's byte-range locks (OFD locks belong to the description)
+ * and keep them alive after the caller closed its fd.
+ */
+static int reopen_fd(int fd)
+{
+    g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", fd);
+
+    return open(path, O_WRONLY | O_CLOEXEC);
+}
+
 /* Reads what [off, off + len) of fd holds now, up to its end. */
 static UndoRecord *undo_capture(int fd, const struct stat *st, int64_t off,
                                 int64_t len)
@@ -171,7 +186,7 @@ static UndoRecord *undo_capture(int fd, const struct stat *st, int64_t off,
     }
     u->dev = st->st_dev;
     u->ino = st->st_ino;
-    u->fd = dup(fd);
+    u->fd = reopen_fd(fd);
     u->off = off;
     u->old_size = st->st_size;
     u->old = g_bytes_new_take(buf, done);
