@@ -1021,7 +1021,7 @@ static Suite *intent_suite(void)
     tcase_add_test(cut, test_power_cut);
     tcase_set_timeout(rec, 300);
     tcase_set_timeout(recov, 600);
-    tcase_set_timeout(cut, 1200);
+    tcase_set_timeout(cut, 2400);
     suite_add_tcase(s, rec);
     suite_add_tcase(s, recov);
     suite_add_tcase(s, cut);
