@@ -421,6 +421,9 @@ static int pwrite_all(BlockDriverState *bs, int64_t offset, int64_t bytes,
     if (fault_inject_hit(FAULT_WRITE) < 0) {
         return -EIO;
     }
+    if (power_cut_write(s->fd, offset, bytes)) {
+        return 0;   /* power-cut filter: the write never reaches the file */
+    }
 
     while (bytes > 0) {
         ssize_t n = pwrite(s->fd, p, bytes, offset);
@@ -445,6 +448,9 @@ static int write_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
 
     if (fault_inject_hit(FAULT_WRITE) < 0) {
         return -EIO;
+    }
+    if (power_cut_write(s->fd, offset, bytes)) {
+        return 0;   /* power-cut filter */
     }
 
     if (fstat(s->fd, &st) < 0) {
@@ -471,6 +477,9 @@ static int punch_hole(BlockDriverState *bs, int64_t offset, int64_t bytes)
 
     if (fault_inject_hit(FAULT_WRITE) < 0) {
         return -EIO;
+    }
+    if (power_cut_write(s->fd, offset, bytes)) {
+        return 0;   /* power-cut filter */
     }
 
     if (fallocate(s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
@@ -534,6 +543,9 @@ static int file_flush(BlockDriverState *bs)
     if (gen == atomic_load(&s->synced_gen)) {
         return 0;
     }
+    if (power_cut_flush(s->fd)) {
+        return 0;   /* power-cut filter: nothing more becomes durable */
+    }
     if (fdatasync(s->fd) < 0) {
         return -errno;
     }
@@ -576,6 +588,9 @@ static int truncate_file(BlockDriverState *bs, int64_t size, GError **errp)
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                     "Failed to resize the file: %s", g_strerror(EIO));
         return -EIO;
+    }
+    if (power_cut_write(s->fd, size, -1)) {
+        return 0;   /* power-cut filter */
     }
     if (ftruncate(s->fd, size) < 0) {
         int err = errno;

@@ -603,9 +603,10 @@ static bool put_ext(uint8_t *buf, size_t *off, size_t limit, uint32_t magic,
 /*
  * Rewrites all of cluster 0 from the in-memory state, in one write:
  * header, unknown header fields, backing format, feature table, unknown
- * extensions, end marker, then the backing file name.
+ * extensions, end marker, then the backing file name.  sync: flush the
+ * file after it (the intent extension relies on a later flush instead).
  */
-int qcow2_write_header(BlockDriverState *bs, GError **errp)
+static int write_header(BlockDriverState *bs, bool sync, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     g_autofree uint8_t *buf = g_malloc0(s->cluster_size);
@@ -676,7 +677,7 @@ int qcow2_write_header(BlockDriverState *bs, GError **errp)
     }
     ret = qcow2_overlap_pwrite(bs, QCOW2_OL_MAIN_HEADER, 0, s->cluster_size,
                                buf);
-    if (ret == 0) {
+    if (ret == 0 && sync) {
         ret = bdrv_flush(bs->file);
     }
     if (ret < 0) {
@@ -684,4 +685,14 @@ int qcow2_write_header(BlockDriverState *bs, GError **errp)
                     "Could not write qcow2 header: %s", g_strerror(-ret));
     }
     return ret;
+}
+
+int qcow2_write_header(BlockDriverState *bs, GError **errp)
+{
+    return write_header(bs, true, errp);
+}
+
+int qcow2_write_header_nosync(BlockDriverState *bs, GError **errp)
+{
+    return write_header(bs, false, errp);
 }

@@ -24,8 +24,9 @@ static int qcow2_probe(const uint8_t *buf, int buf_size, const char *filename)
     return 0;
 }
 
-static void qcow2_free_state(BDRVQcow2State *s)
+static void qcow2_free_state(BlockDriverState *bs, BDRVQcow2State *s)
 {
+    qcow2_intent_close(bs);
     qcow2_cache_destroy(s->l2_cache);
     qcow2_cache_destroy(s->refcount_cache);
     s->l2_cache = s->refcount_cache = NULL;
@@ -58,6 +59,12 @@ static int qcow2_open(BlockDriverState *bs, BlockOpts *options, int flags,
     g_cond_init(&s->alloc_cond);
     s->pending_frees = g_array_new(FALSE, FALSE, sizeof(uint64_t));
 
+    /* A pending crash-atomic transaction is completed (or dropped) first:
+     * recovery may rewrite the header the rest of the open reads. */
+    ret = qcow2_intent_open(bs, flags, errp);
+    if (ret < 0) {
+        goto fail;
+    }
     ret = qcow2_read_header(bs, flags, errp);
     if (ret < 0) {
         goto fail;
@@ -89,7 +96,7 @@ static int qcow2_open(BlockDriverState *bs, BlockOpts *options, int flags,
     return 0;
 
 fail:
-    qcow2_free_state(s);
+    qcow2_free_state(bs, s);
     return ret;
 }
 
@@ -120,7 +127,7 @@ static void qcow2_close(BlockDriverState *bs)
     if (!bs->read_only) {
         qcow2_flush_metadata(bs, false);
     }
-    qcow2_free_state(s);
+    qcow2_free_state(bs, s);
 }
 
 static int qcow2_flush(BlockDriverState *bs)

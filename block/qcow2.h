@@ -175,6 +175,7 @@ typedef struct BDRVQcow2State {
     uint8_t *unknown_header_fields;
     uint32_t unknown_header_fields_size;
     GPtrArray *unknown_exts;   /* Qcow2UnknownExt * */
+    struct Qcow2IntentInfo *intent;  /* qcow2-intent.c: what open found */
 
     uint64_t *l1_table;        /* host byte order */
     uint32_t l1_size;
@@ -354,6 +355,8 @@ int qcow2_discard_unmap(BlockDriverState *bs, uint64_t offset,
 /* qcow2-header.c: parse, validate, and rewrite cluster 0 */
 int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp);
 int qcow2_write_header(BlockDriverState *bs, GError **errp);
+/* The same without the flush (qcow2-intent.c: a later flush covers it). */
+int qcow2_write_header_nosync(BlockDriverState *bs, GError **errp);
 int qcow2_write_header_bytes(BlockDriverState *bs, int offset,
                              const void *buf, int len);
 void qcow2_signal_corruption(BlockDriverState *bs, const char *fmt, ...)
@@ -477,6 +480,11 @@ int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);
 
 /* qcow2-create.c */
 bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp);
+
+/* qcow2-intent.c: the strata intent extension at open (before the header
+ * is parsed: recovery may rewrite it) and at close */
+int qcow2_intent_open(BlockDriverState *bs, int flags, GError **errp);
+void qcow2_intent_close(BlockDriverState *bs);
 
 /* qcow2.c */
 int qcow2_truncate(BlockDriverState *bs, int64_t size, GError **errp);

@@ -20,6 +20,7 @@ typedef struct {
     const char *filename;
     const char *format;
     BdrvCheckResult r;
+    BlockDriverState *bs;       /* for strata's pending-transaction line */
 } ImageCheck;
 
 static int collect_image_check(BlockDriverState *bs, ImageCheck *check,
@@ -32,6 +33,7 @@ static int collect_image_check(BlockDriverState *bs, ImageCheck *check,
     }
     check->filename = filename;
     check->format = bdrv_get_format_name(bs);
+    check->bs = bs;
     if (!check->r.has_allocation_info) {
         check->r.total_clusters = 0;
         check->r.allocated_clusters = 0;
@@ -76,6 +78,13 @@ static void dump_human_image_check(const ImageCheck *check, bool quiet)
         img_qprintf(quiet, "Image end offset: %" G_GINT64_FORMAT "\n",
                     r->image_end_offset);
     }
+    /* strata: an unfinished crash-atomic transaction (issue 14) */
+    {
+        g_autofree char *intent = img_intent_sentence(check->bs);
+        if (intent) {
+            img_qprintf(quiet, "%s\n", intent);
+        }
+    }
 }
 
 /* Zero counters are left out, as qemu leaves out its optional members;
@@ -113,6 +122,7 @@ static void dump_json_image_check(const ImageCheck *check, bool quiet)
             json_builder_add_int_value(b, optional[i].value);
         }
     }
+    img_json_add_intent(b, check->bs);   /* strata: issue 14 */
     json_builder_end_object(b);
     root = json_builder_get_root(b);
     if (!quiet) {

@@ -133,6 +133,7 @@ static JsonNode *query_image_info(BlockDriverState *bs, char **errmsg)
     }
 
     add_format_specific(b, bs);
+    img_json_add_intent(b, bs);   /* strata: issue 14 */
     json_builder_end_object(b);
     return json_builder_get_root(b);
 }
@@ -336,6 +337,18 @@ static void dump_human_image_info(JsonObject *info)
     }
     if (json_object_has_member(info, "snapshots")) {
         dump_snapshot_list(json_object_get_array_member(info, "snapshots"));
+    }
+    if (json_object_has_member(info, IMG_JSON_INTENT_MEMBER)) {
+        /* strata: an unfinished crash-atomic transaction (issue 14) */
+        JsonObject *in = json_object_get_object_member(info,
+                                                       IMG_JSON_INTENT_MEMBER);
+        printf("unfinished transaction: %s (journal %s, %s%s%s)\n",
+               json_object_get_string_member(in, "transaction"),
+               json_object_get_string_member(in, "journal"),
+               json_object_get_string_member(in, "state"),
+               json_object_has_member(in, "detail") ? ": " : "",
+               json_object_has_member(in, "detail") ?
+               json_object_get_string_member(in, "detail") : "");
     }
     if (json_object_has_member(info, "format-specific")) {
         JsonObject *fs = json_object_get_object_member(info, "format-specific");

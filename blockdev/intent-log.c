@@ -1,0 +1,1150 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The intent log of crash-atomic transactions: records (build, encode,
+ * parse with checksum), the journal directory (commit, done, scan) and
+ * recovery (roll forward or discard).  Format and rules are in
+ * include/blockdev/intent-log.h.
+ *
+ * Every write, flush and directory change here goes through the file
+ * driver's fault injector and power-cut filter hooks, so a test's power
+ * cut counts the journal's writes and recovery's writes with the images'.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "blockdev/intent-log.h"
+#include "block/fault-inject.h"
+#include "block/log.h"
+#include "block/byteorder.h"
+
+#define REC_MAGIC "STRATAIR"
+#define REC_VERSION 1
+#define REC_SUM_LEN 32        /* SHA-256 */
+#define REC_MAX_BYTES (64u << 20)
+#define ID_FILE "journal-id"
+
+G_DEFINE_QUARK(strata-intent-log-error-quark, intent_log_error)
+
+struct IntentLog {
+    char *dir;
+    uint8_t id[QCOW2_INTENT_ID_LEN];
+};
+
+static char *search_dir;
+
+/* ---- durable file operations, through the fault hooks ---- */
+
+static int hooked_pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+    const uint8_t *p = buf;
+
+    if (fault_inject_hit(FAULT_WRITE) < 0) {
+        return -EIO;
+    }
+    if (power_cut_write(fd, off, (int64_t)len)) {
+        return 0;
+    }
+    while (len > 0) {
+        ssize_t n = pwrite(fd, p, len, off);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return -errno;
+        }
+        p += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int hooked_sync(int fd)
+{
+    if (fault_inject_hit(FAULT_FLUSH) < 0) {
+        return -EIO;
+    }
+    if (power_cut_flush(fd)) {
+        return 0;
+    }
+    return fsync(fd) < 0 ? -errno : 0;
+}
+
+static int sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int ret;
+
+    if (fd < 0) {
+        return -errno;
+    }
+    ret = hooked_sync(fd);
+    close(fd);
+    return ret;
+}
+
+static int hooked_rename(const char *from, const char *to)
+{
+    if (fault_inject_hit(FAULT_WRITE) < 0) {
+        return -EIO;
+    }
+    if (power_cut_dir_op()) {
+        return 0;
+    }
+    return rename(from, to) < 0 ? -errno : 0;
+}
+
+static int hooked_unlink(const char *path)
+{
+    if (fault_inject_hit(FAULT_WRITE) < 0) {
+        return -EIO;
+    }
+    if (power_cut_dir_op()) {
+        return 0;
+    }
+    return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+/* Writes name in dir with exactly data: a .tmp written and synced, renamed
+ * into place, the directory synced.  A crash leaves the old file (or
+ * none) or the new one, never a torn one under name. */
+static int write_durably(const char *dir, const char *name, const void *data,
+                         size_t len)
+{
+    g_autofree char *path = g_build_filename(dir, name, NULL);
+    g_autofree char *tmp = g_strconcat(path, ".tmp", NULL);
+    int fd, ret;
+
+    if (fault_inject_hit(FAULT_WRITE) < 0) {
+        return -EIO;
+    }
+    if (power_cut_dir_op()) {
+        return 0;     /* the power is off: nothing more reaches the disk */
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        return -errno;
+    }
+    ret = hooked_pwrite(fd, data, len, 0);
+    if (ret == 0) {
+        ret = hooked_sync(fd);
+    }
+    close(fd);
+    if (ret == 0) {
+        ret = hooked_rename(tmp, path);
+    }
+    if (ret == 0) {
+        ret = sync_dir(dir);
+    }
+    if (ret < 0) {
+        unlink(tmp);
+    }
+    return ret;
+}
+
+static bool random_id(uint8_t *id)
+{
+    size_t got = 0;
+
+    while (got < QCOW2_INTENT_ID_LEN) {
+        ssize_t n = getrandom(id + got, QCOW2_INTENT_ID_LEN - got, 0);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return false;
+        }
+        got += n;
+    }
+    return true;
+}
+
+static bool parse_hex_id(const char *s, uint8_t *id)
+{
+    for (int i = 0; i < QCOW2_INTENT_ID_LEN; i++) {
+        int hi = g_ascii_xdigit_value(s[2 * i]);
+        int lo = hi < 0 ? -1 : g_ascii_xdigit_value(s[2 * i + 1]);
+        if (lo < 0) {
+            return false;
+        }
+        id[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return true;
+}
+
+/* Reads DIR/journal-id into id. */
+static bool read_journal_id(const char *dir, uint8_t *id, GError **errp)
+{
+    g_autofree char *path = g_build_filename(dir, ID_FILE, NULL);
+    g_autofree char *text = NULL;
+    gsize len = 0;
+    g_autoptr(GError) err = NULL;
+
+    if (!g_file_get_contents(path, &text, &len, &err)) {
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_NO_JOURNAL,
+                    "intent journal '%s' cannot be read: %s", dir,
+                    err->message);
+        return false;
+    }
+    if (len < 2 * QCOW2_INTENT_ID_LEN || !parse_hex_id(text, id)) {
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_NO_JOURNAL,
+                    "intent journal '%s' has a malformed %s", dir, ID_FILE);
+        return false;
+    }
+    return true;
+}
+
+/* ---- the journal ---- */
+
+IntentLog *intent_log_open(const char *dir, GError **errp)
+{
+    g_autofree char *abs = g_canonicalize_filename(dir, NULL);
+    g_autoptr(GError) err = NULL;
+    IntentLog *log;
+
+    intent_log_install();
+    if (g_mkdir_with_parents(abs, 0700) < 0) {
+        int e = errno;
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_IO,
+                    "Could not create intent journal '%s': %s", abs,
+                    g_strerror(e));
+        return NULL;
+    }
+    log = g_new0(IntentLog, 1);
+    log->dir = g_steal_pointer(&abs);
+    if (!read_journal_id(log->dir, log->id, &err)) {
+        g_autofree char *path = g_build_filename(log->dir, ID_FILE, NULL);
+        char hex[34];
+        int ret;
+
+        if (g_file_test(path, G_FILE_TEST_EXISTS)) {
+            /* a damaged identity is not silently replaced: images name it */
+            g_propagate_error(errp, g_steal_pointer(&err));
+            intent_log_close(log);
+            return NULL;
+        }
+        if (!random_id(log->id)) {
+            g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_IO,
+                        "Could not get random bytes: %s", g_strerror(errno));
+            intent_log_close(log);
+            return NULL;
+        }
+        qcow2_intent_id_hex(log->id, hex);
+        hex[32] = '\n';
+        ret = write_durably(log->dir, ID_FILE, hex, 33);
+        if (ret < 0) {
+            g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_IO,
+                        "Could not write '%s': %s", path, g_strerror(-ret));
+            intent_log_close(log);
+            return NULL;
+        }
+    }
+    return log;
+}
+
+void intent_log_close(IntentLog *log)
+{
+    if (log) {
+        g_free(log->dir);
+        g_free(log);
+    }
+}
+
+const char *intent_log_dir(IntentLog *log)
+{
+    return log->dir;
+}
+
+void intent_log_set_search_dir(const char *dir)
+{
+    g_free(search_dir);
+    search_dir = dir ? g_canonicalize_filename(dir, NULL) : NULL;
+}
+
+/* ---- records ---- */
+
+static void op_free(gpointer p)
+{
+    IntentOp *op = p;
+
+    g_free(op->old_bytes);
+    g_free(op->new_bytes);
+    g_free(op->from);
+    g_free(op->to);
+    g_free(op);
+}
+
+static void image_free(gpointer p)
+{
+    IntentImage *img = p;
+
+    g_free(img->path);
+    g_ptr_array_free(img->ops, TRUE);
+    g_free(img);
+}
+
+static IntentRecord *record_new(void)
+{
+    IntentRecord *rec = g_new0(IntentRecord, 1);
+
+    rec->images = g_ptr_array_new_with_free_func(image_free);
+    return rec;
+}
+
+IntentRecord *intent_record_begin(IntentLog *log)
+{
+    IntentRecord *rec = record_new();
+
+    if (!random_id(rec->txid)) {
+        /* getrandom does not fail for 16 bytes once the pool is ready */
+        for (int i = 0; i < QCOW2_INTENT_ID_LEN; i++) {
+            rec->txid[i] = (uint8_t)g_random_int();
+        }
+    }
+    memcpy(rec->journal_id, log->id, QCOW2_INTENT_ID_LEN);
+    rec->dir = g_strdup(log->dir);
+    return rec;
+}
+
+void intent_record_free(IntentRecord *rec)
+{
+    if (rec) {
+        g_ptr_array_free(rec->images, TRUE);
+        g_free(rec->dir);
+        g_free(rec);
+    }
+}
+
+Qcow2Intent *intent_record_extension(const IntentRecord *rec)
+{
+    Qcow2Intent *in = g_new0(Qcow2Intent, 1);
+
+    memcpy(in->txid, rec->txid, QCOW2_INTENT_ID_LEN);
+    memcpy(in->journal_id, rec->journal_id, QCOW2_INTENT_ID_LEN);
+    in->journal_dir = g_strdup(rec->dir);
+    return in;
+}
+
+static bool check_open(IntentRecord *rec, GError **errp)
+{
+    if (rec->committed) {
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_GENERIC,
+                    "The intent record is already committed");
+        return false;
+    }
+    return true;
+}
+
+int intent_record_add_image(IntentRecord *rec, const char *path,
+                            GError **errp)
+{
+    g_autofree char *abs = g_canonicalize_filename(path, NULL);
+    IntentImage *img;
+    struct stat st;
+
+    if (!check_open(rec, errp)) {
+        return -EINVAL;
+    }
+    if (stat(abs, &st) < 0) {
+        int e = errno;
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_IO,
+                    "Could not stat '%s': %s", abs, g_strerror(e));
+        return -e;
+    }
+    for (guint i = 0; i < rec->images->len; i++) {
+        IntentImage *o = g_ptr_array_index(rec->images, i);
+        if (o->dev == (uint64_t)st.st_dev && o->ino == (uint64_t)st.st_ino) {
+            g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_GENERIC,
+                        "'%s' is already in the intent record", abs);
+            return -EEXIST;
+        }
+    }
+    img = g_new0(IntentImage, 1);
+    img->dev = st.st_dev;
+    img->ino = st.st_ino;
+    img->path = g_steal_pointer(&abs);
+    img->ops = g_ptr_array_new_with_free_func(op_free);
+    g_ptr_array_add(rec->images, img);
+    return (int)rec->images->len - 1;
+}
+
+static IntentImage *image_at(IntentRecord *rec, int image, GError **errp)
+{
+    if (!check_open(rec, errp)) {
+        return NULL;
+    }
+    if (image < 0 || (guint)image >= rec->images->len) {
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_GENERIC,
+                    "No image %d in the intent record", image);
+        return NULL;
+    }
+    return g_ptr_array_index(rec->images, image);
+}
+
+bool intent_record_add_header(IntentRecord *rec, int image, uint64_t offset,
+                              const void *old_bytes, const void *new_bytes,
+                              uint32_t len, GError **errp)
+{
+    IntentImage *img = image_at(rec, image, errp);
+    IntentOp *op;
+
+    if (!img) {
+        return false;
+    }
+    /* header ops live in cluster 0, at most 2 MiB */
+    if (len == 0 || len > (2u << 20) || offset > (2u << 20) - len) {
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_GENERIC,
+                    "Header update of %" PRIu32 " bytes at %" PRIu64
+                    " is outside the header cluster", len, offset);
+        return false;
+    }
+    op = g_new0(IntentOp, 1);
+    op->type = INTENT_OP_HEADER;
+    op->offset = offset;
+    op->len = len;
+    op->old_bytes = g_memdup2(old_bytes, len);
+    op->new_bytes = g_memdup2(new_bytes, len);
+    g_ptr_array_add(img->ops, op);
+    return true;
+}
+
+bool intent_record_add_rename(IntentRecord *rec, int image, const char *from,
+                              const char *to, GError **errp)
+{
+    IntentImage *img = image_at(rec, image, errp);
+    IntentOp *op;
+
+    if (!img) {
+        return false;
+    }
+    op = g_new0(IntentOp, 1);
+    op->type = INTENT_OP_RENAME;
+    op->from = g_canonicalize_filename(from, NULL);
+    op->to = g_canonicalize_filename(to, NULL);
+    g_ptr_array_add(img->ops, op);
+    return true;
+}
+
+/* ---- encoding ---- */
+
+static void put32(GByteArray *b, uint32_t v)
+{
+    uint8_t x[4];
+
+    be32_write(x, v);
+    g_byte_array_append(b, x, 4);
+}
+
+static void put64(GByteArray *b, uint64_t v)
+{
+    uint8_t x[8];
+
+    be64_write(x, v);
+    g_byte_array_append(b, x, 8);
+}
+
+static void putstr(GByteArray *b, const char *s)
+{
+    put32(b, (uint32_t)strlen(s));
+    g_byte_array_append(b, (const uint8_t *)s, strlen(s));
+}
+
+static void sha256(const uint8_t *data, size_t len, uint8_t *out)
+{
+    g_autoptr(GChecksum) c = g_checksum_new(G_CHECKSUM_SHA256);
+    gsize n = REC_SUM_LEN;
+
+    g_checksum_update(c, data, len);
+    g_checksum_get_digest(c, out, &n);
+}
+
+GBytes *intent_record_serialize(const IntentRecord *rec)
+{
+    GByteArray *b = g_byte_array_new();
+    uint8_t sum[REC_SUM_LEN];
+
+    g_byte_array_append(b, (const uint8_t *)REC_MAGIC, 8);
+    put32(b, REC_VERSION);
+    put32(b, 0);        /* body length, filled in below */
+    g_byte_array_append(b, rec->txid, QCOW2_INTENT_ID_LEN);
+    g_byte_array_append(b, rec->journal_id, QCOW2_INTENT_ID_LEN);
+    put32(b, rec->images->len);
+    for (guint i = 0; i < rec->images->len; i++) {
+        IntentImage *img = g_ptr_array_index(rec->images, i);
+        put64(b, img->dev);
+        put64(b, img->ino);
+        putstr(b, img->path);
+        put32(b, img->ops->len);
+        for (guint j = 0; j < img->ops->len; j++) {
+            IntentOp *op = g_ptr_array_index(img->ops, j);
+            put32(b, op->type);
+            if (op->type == INTENT_OP_HEADER) {
+                put64(b, op->offset);
+                put32(b, op->len);
+                g_byte_array_append(b, op->old_bytes, op->len);
+                g_byte_array_append(b, op->new_bytes, op->len);
+            } else {
+                putstr(b, op->from);
+                putstr(b, op->to);
+            }
+        }
+    }
+    be32_write(b->data + 12, b->len - 16);
+    sha256(b->data, b->len, sum);
+    g_byte_array_append(b, sum, REC_SUM_LEN);
+    return g_byte_array_free_to_bytes(b);
+}
+
+/* A bounds-checked reader over the body. */
+typedef struct {
+    const uint8_t *p;
+    size_t left;
+    bool bad;
+} Reader;
+
+static const uint8_t *take(Reader *r, size_t n)
+{
+    const uint8_t *p = r->p;
+
+    if (r->bad || n > r->left) {
+        r->bad = true;
+        return NULL;
+    }
+    r->p += n;
+    r->left -= n;
+    return p;
+}
+
+static uint32_t get32(Reader *r)
+{
+    const uint8_t *p = take(r, 4);
+    return p ? be32_read(p) : 0;
+}
+
+static uint64_t get64(Reader *r)
+{
+    const uint8_t *p = take(r, 8);
+    return p ? be64_read(p) : 0;
+}
+
+static char *getstr(Reader *r)
+{
+    uint32_t n = get32(r);
+    const uint8_t *p = take(r, n);
+
+    if (!p || n == 0 || n > 4096 || memchr(p, 0, n)) {
+        r->bad = true;
+        return NULL;
+    }
+    return g_strndup((const char *)p, n);
+}
+
+static bool parse_op(Reader *r, IntentImage *img)
+{
+    IntentOp *op = g_new0(IntentOp, 1);
+    const uint8_t *o, *n;
+
+    g_ptr_array_add(img->ops, op);
+    op->type = get32(r);
+    if (op->type == INTENT_OP_HEADER) {
+        op->offset = get64(r);
+        op->len = get32(r);
+        if (op->len == 0 || op->len > (2u << 20) ||
+            op->offset > (2u << 20) - op->len) {
+            return false;
+        }
+        o = take(r, op->len);
+        n = take(r, op->len);
+        if (!o || !n) {
+            return false;
+        }
+        op->old_bytes = g_memdup2(o, op->len);
+        op->new_bytes = g_memdup2(n, op->len);
+        return true;
+    }
+    if (op->type == INTENT_OP_RENAME) {
+        op->from = getstr(r);
+        op->to = getstr(r);
+        return !r->bad;
+    }
+    return false;
+}
+
+IntentRecord *intent_record_parse(const void *buf, size_t len, GError **errp)
+{
+    g_autoptr(IntentRecord) rec = record_new();
+    const uint8_t *b = buf;
+    uint8_t sum[REC_SUM_LEN];
+    Reader r;
+    uint32_t body, nimg;
+
+    if (len < 16 + REC_SUM_LEN || memcmp(b, REC_MAGIC, 8) != 0) {
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_CORRUPT,
+                    "not an intent record");
+        return NULL;
+    }
+    body = be32_read(b + 12);
+    if (be32_read(b + 8) != REC_VERSION) {
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_CORRUPT,
+                    "unknown intent record version %u", be32_read(b + 8));
+        return NULL;
+    }
+    if (body != len - 16 - REC_SUM_LEN) {
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_CORRUPT,
+                    "intent record is truncated (%zu of %u bytes)", len,
+                    body + 16 + REC_SUM_LEN);
+        return NULL;
+    }
+    sha256(b, len - REC_SUM_LEN, sum);
+    if (memcmp(sum, b + len - REC_SUM_LEN, REC_SUM_LEN) != 0) {
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_CORRUPT,
+                    "intent record checksum mismatch");
+        return NULL;
+    }
+    r = (Reader) { .p = b + 16, .left = body };
+    memcpy(rec->txid, take(&r, 16), 16);
+    memcpy(rec->journal_id, take(&r, 16), 16);
+    nimg = get32(&r);
+    for (uint32_t i = 0; i < nimg && !r.bad; i++) {
+        IntentImage *img = g_new0(IntentImage, 1);
+        uint32_t nops;
+
+        img->ops = g_ptr_array_new_with_free_func(op_free);
+        g_ptr_array_add(rec->images, img);
+        img->dev = get64(&r);
+        img->ino = get64(&r);
+        img->path = getstr(&r);
+        nops = get32(&r);
+        for (uint32_t j = 0; j < nops && !r.bad; j++) {
+            if (!parse_op(&r, img)) {
+                r.bad = true;
+            }
+        }
+    }
+    if (r.bad || r.left) {
+        /* the checksum matched: a writer bug, still never guessed at */
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_CORRUPT,
+                    "intent record is malformed");
+        return NULL;
+    }
+    rec->committed = true;
+    return g_steal_pointer(&rec);
+}
+
+static char *record_name(const uint8_t *txid, const char *suffix)
+{
+    char hex[33];
+
+    qcow2_intent_id_hex(txid, hex);
+    return g_strconcat(hex, suffix, NULL);
+}
+
+int intent_record_commit(IntentRecord *rec, GError **errp)
+{
+    g_autoptr(GBytes) bytes = NULL;
+    g_autofree char *name = record_name(rec->txid, ".rec");
+    gsize len;
+    const void *data;
+    int ret;
+
+    if (!check_open(rec, errp)) {
+        return -EINVAL;
+    }
+    bytes = intent_record_serialize(rec);
+    data = g_bytes_get_data(bytes, &len);
+    ret = write_durably(rec->dir, name, data, len);
+    if (ret < 0) {
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_IO,
+                    "Could not write intent record '%s/%s': %s", rec->dir,
+                    name, g_strerror(-ret));
+        return ret;
+    }
+    rec->committed = true;
+    return 0;
+}
+
+static int remove_record(const char *dir, const uint8_t *txid)
+{
+    g_autofree char *name = record_name(txid, ".rec");
+    g_autofree char *path = g_build_filename(dir, name, NULL);
+    int ret = hooked_unlink(path);
+
+    return ret < 0 ? ret : sync_dir(dir);
+}
+
+int intent_record_done(IntentRecord *rec, GError **errp)
+{
+    int ret;
+
+    if (!rec->committed || rec->done) {
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_GENERIC,
+                    "The intent record is %s", rec->done ? "already done" :
+                    "not committed");
+        return -EINVAL;
+    }
+    ret = remove_record(rec->dir, rec->txid);
+    if (ret < 0) {
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_IO,
+                    "Could not remove the intent record: %s",
+                    g_strerror(-ret));
+        return ret;
+    }
+    rec->done = true;
+    return 0;
+}
+
+IntentRecord *intent_log_read_record(const char *dir, const uint8_t *txid,
+                                     GError **errp)
+{
+    g_autofree char *name = record_name(txid, ".rec");
+    g_autofree char *path = g_build_filename(dir, name, NULL);
+    g_autofree char *data = NULL;
+    g_autoptr(GError) err = NULL;
+    IntentRecord *rec;
+    gsize len;
+
+    if (!g_file_get_contents(path, &data, &len, &err)) {
+        if (!g_error_matches(err, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
+            g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_IO,
+                        "Could not read intent record '%s': %s", path,
+                        err->message);
+        }
+        return NULL;
+    }
+    rec = intent_record_parse(data, len, &err);
+    if (rec && memcmp(rec->txid, txid, QCOW2_INTENT_ID_LEN) != 0) {
+        intent_record_free(rec);
+        rec = NULL;
+        g_set_error(&err, INTENT_LOG_ERROR, INTENT_LOG_ERROR_CORRUPT,
+                    "it names another transaction");
+    }
+    if (!rec) {
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_CORRUPT,
+                    "Intent record '%s' is corrupt: %s", path, err->message);
+        return NULL;
+    }
+    rec->dir = g_strdup(dir);
+    return rec;
+}
+
+static void scan_entry_free(gpointer p)
+{
+    IntentScanEntry *e = p;
+
+    g_free(e->path);
+    g_free(e->error);
+    intent_record_free(e->rec);
+    g_free(e);
+}
+
+GPtrArray *intent_log_scan(IntentLog *log, GError **errp)
+{
+    g_autoptr(GDir) d = g_dir_open(log->dir, 0, errp);
+    GPtrArray *out;
+    const char *name;
+
+    if (!d) {
+        return NULL;
+    }
+    out = g_ptr_array_new_with_free_func(scan_entry_free);
+    while ((name = g_dir_read_name(d))) {
+        bool tmp = g_str_has_suffix(name, ".rec.tmp");
+        IntentScanEntry *e;
+        uint8_t txid[QCOW2_INTENT_ID_LEN];
+        g_autoptr(GError) err = NULL;
+
+        if ((!tmp && !g_str_has_suffix(name, ".rec")) ||
+            strlen(name) < 32 || !parse_hex_id(name, txid)) {
+            continue;
+        }
+        e = g_new0(IntentScanEntry, 1);
+        memcpy(e->txid, name, 32);
+        e->path = g_build_filename(log->dir, name, NULL);
+        e->incomplete = tmp;
+        if (!tmp) {
+            e->rec = intent_log_read_record(log->dir, txid, &err);
+            if (!e->rec) {
+                e->error = g_strdup(err ? err->message : "vanished");
+            }
+        }
+        g_ptr_array_add(out, e);
+    }
+    return out;
+}
+
+/* ---- recovery ---- */
+
+/* The journal directory the image names, checked by its identity; the
+ * search directory stands in when that one is gone or another. */
+static char *find_journal(const Qcow2Intent *in, GError **errp)
+{
+    uint8_t id[QCOW2_INTENT_ID_LEN];
+    g_autoptr(GError) err = NULL;
+    char want[33];
+
+    if (read_journal_id(in->journal_dir, id, &err) &&
+        memcmp(id, in->journal_id, QCOW2_INTENT_ID_LEN) == 0) {
+        return g_strdup(in->journal_dir);
+    }
+    if (search_dir && read_journal_id(search_dir, id, NULL) &&
+        memcmp(id, in->journal_id, QCOW2_INTENT_ID_LEN) == 0) {
+        return g_strdup(search_dir);
+    }
+    qcow2_intent_id_hex(in->journal_id, want);
+    if (err) {
+        g_propagate_error(errp, g_steal_pointer(&err));
+    } else {
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_NO_JOURNAL,
+                    "intent journal '%s' is not journal %s", in->journal_dir,
+                    want);
+    }
+    return NULL;
+}
+
+/* Cluster 0 of an open file (up to its cluster size). */
+static uint8_t *read_header_fd(int fd, size_t *len)
+{
+    uint8_t first[104];
+    uint32_t cbits;
+    struct stat st;
+    uint8_t *buf;
+    ssize_t n;
+
+    if (fstat(fd, &st) < 0 ||
+        pread(fd, first, sizeof(first), 0) != (ssize_t)sizeof(first)) {
+        return NULL;
+    }
+    cbits = be32_read(first + 20);
+    if (cbits < 9 || cbits > 21) {
+        return NULL;
+    }
+    *len = MIN((size_t)1 << cbits, (size_t)st.st_size);
+    buf = g_malloc0(*len);
+    n = pread(fd, buf, *len, 0);
+    if (n < (ssize_t)sizeof(first)) {
+        g_free(buf);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/* Whether fd's header carries the extension of txid. */
+static bool carries(int fd, const uint8_t *txid)
+{
+    size_t len = 0;
+    g_autofree uint8_t *hdr = read_header_fd(fd, &len);
+    g_autoptr(Qcow2Intent) in = NULL;
+
+    return hdr && qcow2_intent_parse(hdr, len, &in, NULL) == 1 &&
+           memcmp(in->txid, txid, QCOW2_INTENT_ID_LEN) == 0;
+}
+
+/* Whether fd's header carries txid's extension but lost the autoclear
+ * bit that went with it: someone else opened it read-write since. */
+static bool foreign_write(int fd, const uint8_t *txid)
+{
+    size_t len = 0;
+    g_autofree uint8_t *hdr = read_header_fd(fd, &len);
+
+    return hdr && carries(fd, txid) && be32_read(hdr + 4) >= 3 &&
+           !(be64_read(hdr + 88) & QCOW2_AUTOCLEAR_STRATA_INTENT);
+}
+
+/* Removes txid's extension from fd's header (the extension area only);
+ * discard also sets the dirty bit. */
+static int strip_fd(int fd, const uint8_t *txid, bool discard)
+{
+    size_t len = 0;
+    g_autofree uint8_t *hdr = read_header_fd(fd, &len);
+    g_autoptr(Qcow2Intent) in = NULL;
+    uint32_t start, end;
+    int ret;
+
+    if (!hdr || qcow2_intent_parse(hdr, len, &in, NULL) != 1 ||
+        memcmp(in->txid, txid, QCOW2_INTENT_ID_LEN) != 0) {
+        return 0;   /* not there (any more): nothing to do */
+    }
+    if (!qcow2_intent_ext_area(hdr, len, &start, &end) ||
+        !qcow2_intent_strip(hdr, len, discard)) {
+        return -EINVAL;
+    }
+    /* the feature bits (dirty, our autoclear bit) in the same write */
+    start = 72;
+    ret = hooked_pwrite(fd, hdr + start, end - start, start);
+    return ret < 0 ? ret : hooked_sync(fd);
+}
+
+/* Opens the file holding img: the path, a rename's target, or the same
+ * name beside the image being opened; accepted when it is the same
+ * inode, or carries the transaction's extension. */
+static int open_image(const IntentRecord *rec, const IntentImage *img,
+                      const char *beside, char **found)
+{
+    g_autoptr(GPtrArray) cands = g_ptr_array_new_with_free_func(g_free);
+    g_autofree char *bdir = g_path_get_dirname(beside);
+
+    g_ptr_array_add(cands, g_strdup(img->path));
+    for (guint i = 0; i < img->ops->len; i++) {
+        IntentOp *op = g_ptr_array_index(img->ops, i);
+        if (op->type == INTENT_OP_RENAME) {
+            g_ptr_array_add(cands, g_strdup(op->to));
+            g_ptr_array_add(cands, g_strdup(op->from));
+        }
+    }
+    for (guint i = 0, n = cands->len; i < n; i++) {
+        g_autofree char *base =
+            g_path_get_basename(g_ptr_array_index(cands, i));
+        g_ptr_array_add(cands, g_build_filename(bdir, base, NULL));
+    }
+    for (guint i = 0; i < cands->len; i++) {
+        const char *p = g_ptr_array_index(cands, i);
+        struct stat st;
+        int fd = open(p, O_RDWR | O_CLOEXEC);
+
+        if (fd < 0) {
+            continue;
+        }
+        if (fstat(fd, &st) == 0 &&
+            ((uint64_t)st.st_dev == img->dev &&
+             (uint64_t)st.st_ino == img->ino)) {
+            *found = g_strdup(p);
+            return fd;
+        }
+        if (carries(fd, rec->txid)) {
+            *found = g_strdup(p);
+            return fd;
+        }
+        close(fd);
+    }
+    return -ENOENT;
+}
+
+static int apply_header(int fd, const char *path, const IntentOp *op)
+{
+    g_autofree uint8_t *cur = g_malloc0(op->len);
+    ssize_t n = pread(fd, cur, op->len, op->offset);
+
+    if (n != (ssize_t)op->len) {
+        return n < 0 ? -errno : -EIO;
+    }
+    if (memcmp(cur, op->new_bytes, op->len) == 0) {
+        return 0;       /* published before the crash */
+    }
+    if (memcmp(cur, op->old_bytes, op->len) != 0) {
+        strata_warning("intent recovery: '%s' changed since the transaction "
+                       "(header bytes %" PRIu64 "+%u are neither the old nor "
+                       "the new ones); left as it is", path, op->offset,
+                       op->len);
+        return 0;
+    }
+    n = hooked_pwrite(fd, op->new_bytes, op->len, op->offset);
+    return n < 0 ? (int)n : hooked_sync(fd);
+}
+
+static int apply_rename(const IntentOp *op, int fd)
+{
+    struct stat st, fst;
+    g_autofree char *dir = g_path_get_dirname(op->to);
+    int ret;
+
+    if (stat(op->to, &st) == 0 && fstat(fd, &fst) == 0 &&
+        st.st_dev == fst.st_dev && st.st_ino == fst.st_ino) {
+        return 0;       /* renamed before the crash */
+    }
+    if (stat(op->from, &st) < 0) {
+        return -errno;
+    }
+    ret = hooked_rename(op->from, op->to);
+    return ret < 0 ? ret : sync_dir(dir);
+}
+
+/* Every op of every image, then every extension; then the record goes.
+ * Returns 0, or -ENOENT when an image was found nowhere (the record is
+ * kept for it), or another -errno. */
+static int roll_forward(const IntentRecord *rec, const char *beside,
+                        GError **errp)
+{
+    g_autofree char *txid = record_name(rec->txid, "");
+    int missing = 0;
+
+    for (guint i = 0; i < rec->images->len; i++) {
+        IntentImage *img = g_ptr_array_index(rec->images, i);
+        g_autofree char *path = NULL;
+        int fd = open_image(rec, img, beside, &path);
+        int ret = 0;
+
+        if (fd < 0) {
+            strata_warning("intent recovery: transaction %s: image '%s' "
+                           "not found; its record is kept until it is "
+                           "opened", txid, img->path);
+            missing++;
+            continue;
+        }
+        if (foreign_write(fd, rec->txid)) {
+            /* its prepared clusters may be gone: publish nothing there */
+            strata_warning("intent recovery: '%s' was opened read-write by "
+                           "a program that does not know transaction %s "
+                           "(its autoclear bit is clear); left as it is",
+                           path, txid);
+            ret = strip_fd(fd, rec->txid, true);
+            close(fd);
+            if (ret < 0) {
+                g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_IO,
+                            "intent recovery: could not complete '%s': %s",
+                            path, g_strerror(-ret));
+                return ret;
+            }
+            continue;
+        }
+        for (guint j = 0; ret == 0 && j < img->ops->len; j++) {
+            IntentOp *op = g_ptr_array_index(img->ops, j);
+            ret = op->type == INTENT_OP_HEADER ? apply_header(fd, path, op)
+                                               : apply_rename(op, fd);
+        }
+        if (ret == 0) {
+            ret = strip_fd(fd, rec->txid, false);
+        }
+        close(fd);
+        if (ret < 0) {
+            g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_IO,
+                        "intent recovery: transaction %s: could not "
+                        "complete '%s': %s", txid, path, g_strerror(-ret));
+            return ret;
+        }
+    }
+    if (missing) {
+        return -ENOENT;
+    }
+    return remove_record(rec->dir, rec->txid);
+}
+
+/* Which image of the record the file being opened is. */
+static bool names_image(const IntentRecord *rec, const char *filename)
+{
+    g_autofree char *base = g_path_get_basename(filename);
+    struct stat st;
+
+    if (stat(filename, &st) < 0) {
+        return false;
+    }
+    for (guint i = 0; i < rec->images->len; i++) {
+        IntentImage *img = g_ptr_array_index(rec->images, i);
+        if ((uint64_t)st.st_dev == img->dev &&
+            (uint64_t)st.st_ino == img->ino) {
+            return true;
+        }
+        for (guint j = 0; j < img->ops->len; j++) {
+            IntentOp *op = g_ptr_array_index(img->ops, j);
+            g_autofree char *tb = op->type == INTENT_OP_RENAME ?
+                                  g_path_get_basename(op->to) : NULL;
+            if (tb && strcmp(tb, base) == 0) {
+                return true;
+            }
+        }
+        g_autofree char *ib = g_path_get_basename(img->path);
+        if (strcmp(ib, base) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int intent_log_recover_image(const char *filename, const Qcow2Intent *in,
+                             bool apply, IntentDecision *decision,
+                             GError **errp)
+{
+    g_autofree char *dir = find_journal(in, errp);
+    g_autoptr(IntentRecord) rec = NULL;
+    g_autoptr(GError) err = NULL;
+    int fd, ret;
+
+    if (!dir) {
+        return -ENOENT;
+    }
+    rec = intent_log_read_record(dir, in->txid, &err);
+    if (!rec && err) {
+        g_propagate_error(errp, g_steal_pointer(&err));
+        return -EINVAL;
+    }
+    if (rec && !names_image(rec, filename)) {
+        char hex[33];
+        qcow2_intent_id_hex(in->txid, hex);
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_CORRUPT,
+                    "intent record of transaction %s does not name '%s'",
+                    hex, filename);
+        return -EINVAL;
+    }
+    *decision = rec ? INTENT_DECIDE_ROLL_FORWARD : INTENT_DECIDE_DISCARD;
+    if (!apply) {
+        return 0;
+    }
+    if (rec) {
+        ret = roll_forward(rec, filename, errp);
+        /* an image found nowhere keeps the record, not this open back */
+        return ret == -ENOENT ? 0 : ret;
+    }
+    fd = open(filename, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        ret = -errno;
+    } else {
+        ret = strip_fd(fd, in->txid, true);
+        close(fd);
+    }
+    if (ret < 0) {
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_IO,
+                    "intent recovery: could not discard '%s': %s", filename,
+                    g_strerror(-ret));
+    }
+    return ret;
+}
+
+int intent_log_recover_all(IntentLog *log, GError **errp)
+{
+    g_autoptr(GPtrArray) entries = intent_log_scan(log, errp);
+    int done = 0;
+
+    if (!entries) {
+        return -EIO;
+    }
+    for (guint i = 0; i < entries->len; i++) {
+        IntentScanEntry *e = g_ptr_array_index(entries, i);
+        int ret;
+
+        if (e->incomplete) {
+            continue;   /* its images discard themselves when opened */
+        }
+        if (!e->rec) {
+            g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_CORRUPT,
+                        "%s", e->error);
+            return -EINVAL;
+        }
+        g_autofree char *beside = g_build_filename(log->dir, "-", NULL);
+        ret = roll_forward(e->rec, beside, errp);
+        if (ret == -ENOENT) {
+            continue;
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        done++;
+    }
+    return done;
+}
+
+void intent_log_install(void)
+{
+    qcow2_intent_set_recovery(intent_log_recover_image);
+}
+
+/* Any program this file is linked into recovers images at open. */
+__attribute__((constructor)) static void intent_log_ctor(void)
+{
+    intent_log_install();
+}
