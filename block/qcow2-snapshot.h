@@ -52,6 +52,11 @@ int qcow2_tree_max_refcount(BlockDriverState *bs, const uint64_t *l1,
                             uint32_t l1_size, uint64_t *max,
                             uint64_t *cluster, GError **errp);
 
+/* The clusters an L2 entry holds a reference to: [*first, *first + *n)
+ * (0 for none); -EINVAL for an entry no valid image has. */
+int qcow2_entry_clusters(BDRVQcow2State *s, uint64_t e, uint64_t *first,
+                         uint64_t *n);
+
 void qcow2_sn_to_info(const Qcow2Snapshot *sn, BdrvSnapshotInfo *info);
 /* The first entry matching id (if non-NULL) and name (if non-NULL), or -1. */
 int qcow2_sn_find(const Qcow2Snapshot *sn, uint32_t nb, const char *id,
