@@ -393,7 +393,7 @@ int qcow2_precopy_start(BlockDriverState *bs, Qcow2Precopy **out,
         g_mutex_unlock(&s->lock);
     }
     if (ret == 0) {
-        bool allocated;
+        bool allocated = false;
         g_autoptr(GArray) idx = NULL;
 
         step(bs, &steps);
@@ -564,7 +564,7 @@ int qcow2_precopy_seal(BlockDriverState *bs, Qcow2Precopy *pc,
     /* Allocating changes live refcount blocks (and may grow the live
      * table): allocate until nothing new is needed, then compute. */
     for (int rounds = 0; more; rounds++) {
-        bool a1, a2;
+        bool a1 = false, a2 = false;
         if (rounds > 8) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                         "The refcount structures kept growing");
@@ -632,7 +632,8 @@ int qcow2_precopy_seal(BlockDriverState *bs, Qcow2Precopy *pc,
 
 static int write_switch(BlockDriverState *bs, uint32_t l1_size,
                         uint64_t l1_off, uint64_t rt_off,
-                        uint32_t rt_clusters, uint32_t nb, uint64_t sn_off)
+                        uint32_t rt_clusters, uint32_t nb, uint64_t sn_off,
+                        bool sync)
 {
     uint8_t h[36];
     uint32_t v32;
@@ -650,6 +651,11 @@ static int write_switch(BlockDriverState *bs, uint32_t l1_size,
     memcpy(h + 24, &v32, 4);
     v64 = GUINT64_TO_BE(sn_off);
     memcpy(h + 28, &v64, 8);
+    bdrv_debug_event(bs->file, "snapshot_header_update");
+    if (!sync) {
+        return qcow2_overlap_pwrite(bs, QCOW2_OL_MAIN_HEADER,
+                                    QCOW2_HDR_L1_OFF, sizeof(h), h);
+    }
     return qcow2_write_header_bytes(bs, QCOW2_HDR_L1_OFF, h, sizeof(h));
 }
 
@@ -677,13 +683,17 @@ int qcow2_precopy_publish(BlockDriverState *bs, Qcow2Precopy *pc,
                             qcow2_align_up(s->refcount_table_size * 8,
                                            s->cluster_size) >>
                                 s->cluster_bits,
-                            nb_snapshots, snapshots_offset);
+                            nb_snapshots, snapshots_offset, true);
     }
     g_assert(pc->sealed);
     g_assert(!qcow2_cache_has_dirty(s->l2_cache) &&
              !qcow2_cache_has_dirty(s->refcount_cache));
+    /* Not synced here: the hold would pay one more sync per image.  The
+     * old structures stay allocated until qcow2_precopy_free_replaced(),
+     * which syncs first, so nothing the old header points at is reused
+     * before the new header is durable; a guest flush syncs it too. */
     ret = write_switch(bs, pc->l1_size, pc->a_off, pc->rt_off,
-                       pc->rt_clusters, nb_snapshots, snapshots_offset);
+                       pc->rt_clusters, nb_snapshots, snapshots_offset, false);
     if (ret < 0) {
         return ret;
     }
@@ -719,7 +729,7 @@ int qcow2_precopy_unpublish(BlockDriverState *bs, Qcow2Precopy *pc,
                             qcow2_align_up(s->refcount_table_size * 8,
                                            s->cluster_size) >>
                                 s->cluster_bits,
-                            nb_snapshots, snapshots_offset);
+                            nb_snapshots, snapshots_offset, true);
     }
     ret = qcow2_write_back_metadata(bs);
     if (ret == 0) {
@@ -727,7 +737,7 @@ int qcow2_precopy_unpublish(BlockDriverState *bs, Qcow2Precopy *pc,
                            pc->old_rt_off,
                            qcow2_align_up(pc->old_rt_size * 8,
                                           s->cluster_size) >> s->cluster_bits,
-                           nb_snapshots, snapshots_offset);
+                           nb_snapshots, snapshots_offset, true);
     }
     if (ret < 0) {
         return ret;
@@ -797,6 +807,11 @@ int qcow2_precopy_free_replaced(BlockDriverState *bs, Qcow2Precopy *pc)
     int ret;
 
     g_assert(pc->published);
+    /* the publishing header durable before what it replaced is reused */
+    ret = bdrv_flush(bs->file);
+    if (ret < 0) {
+        return ret;
+    }
     ret = qcow2_free_unreferenced(bs, pc->old_l1_off,
                                   (uint64_t)pc->old_l1_size * 8);
     g_hash_table_iter_init(&it, pc->rbs);

@@ -664,8 +664,9 @@ static int create_do_precopy(BlockDriverState *bs, Qcow2SnapshotOp *op,
     ret = qcow2_precopy_prepare(bs, op->pc, &sn->l1_table_offset,
                                 &sn->l1_size, errp);
     if (ret == 0) {
-        ret = qcow2_sn_write_table(bs, op->table, op->nb, &op->offset,
-                                   &op->size, errp);
+        /* seal syncs it with everything else */
+        ret = qcow2_sn_write_table_unsynced(bs, op->table, op->nb,
+                                            &op->offset, &op->size, errp);
         if (ret == 0) {
             ret = qcow2_precopy_seal(bs, op->pc, errp);
             if (ret < 0) {

@@ -34,6 +34,12 @@ int qcow2_sn_sync_refcounts(BlockDriverState *bs);
 int qcow2_sn_write_table(BlockDriverState *bs, const Qcow2Snapshot *sn,
                          uint32_t nb, uint64_t *offset, uint64_t *size,
                          GError **errp);
+/* The same, not synced: for a caller that syncs once for several writes
+ * before anything points at them (the pre-copy's seal). */
+int qcow2_sn_write_table_unsynced(BlockDriverState *bs,
+                                  const Qcow2Snapshot *sn, uint32_t nb,
+                                  uint64_t *offset, uint64_t *size,
+                                  GError **errp);
 /* The commit-point writes: header bytes 60..71, or 24..47 (size and
  * active L1 together). */
 int qcow2_sn_write_table_header(BlockDriverState *bs, uint32_t nb,
