@@ -70,6 +70,15 @@ struct Qcow2Precopy {
 
     GHashTable *rbs;      /* refblock index -> RbCopy * */
 
+    /* Allocated and written in phase 1, so that phase 2 allocates
+     * nothing (an allocation dirties a refcount block, whose copy must
+     * then be written again) and rewrites only what changed since. */
+    uint64_t area_off;    /* clusters for the caller's snapshot table */
+    uint64_t area_bytes;
+    uint64_t *sn_l1_written;  /* what the snapshot's L1 holds */
+    uint64_t *a_written;      /* what the new active L1 holds */
+    uint64_t *rt_written;     /* what the new refcount table holds */
+
     /* phase 2 */
     uint64_t sn_l1_off;   /* the snapshot's L1 */
     uint64_t a_off;       /* the new active L1 */
@@ -89,6 +98,12 @@ struct Qcow2Precopy {
     uint64_t old_rt_size;
     uint64_t old_rt_off;
 };
+
+static int refresh_tables(BlockDriverState *bs, Qcow2Precopy *pc,
+                          GError **errp);
+static int write_l1s(BlockDriverState *bs, Qcow2Precopy *pc, GError **errp);
+static int write_refcounts(BlockDriverState *bs, Qcow2Precopy *pc,
+                           GError **errp);
 
 static Qcow2PrecopyHook *step_hook;
 static void *step_opaque;
@@ -365,8 +380,8 @@ static void step(BlockDriverState *bs, unsigned *n)
     }
 }
 
-int qcow2_precopy_start(BlockDriverState *bs, Qcow2Precopy **out,
-                        GError **errp)
+int qcow2_precopy_start(BlockDriverState *bs, uint64_t area_bytes,
+                        Qcow2Precopy **out, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     Qcow2Precopy *pc = g_new0(Qcow2Precopy, 1);
@@ -392,6 +407,31 @@ int qcow2_precopy_start(BlockDriverState *bs, Qcow2Precopy **out,
         }
         g_mutex_unlock(&s->lock);
     }
+    /* what phase 2 would otherwise allocate: the L1s, the table's area,
+     * the refcount copies; then the refcount copies written */
+    if (ret == 0) {
+        step(bs, &steps);
+        g_mutex_lock(&s->lock);
+        ret = refresh_tables(bs, pc, errp);
+        if (ret == 0) {
+            ret = write_l1s(bs, pc, errp);
+        }
+        if (ret == 0 && area_bytes) {
+            int64_t off = qcow2_alloc_clusters(
+                bs, qcow2_align_up(area_bytes, s->cluster_size) >>
+                        s->cluster_bits);
+            if (off < 0) {
+                ret = (int)off;
+                g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                            "Could not allocate the snapshot table: %s",
+                            g_strerror(-ret));
+            } else {
+                pc->area_off = off;
+                pc->area_bytes = area_bytes;
+            }
+        }
+        g_mutex_unlock(&s->lock);
+    }
     if (ret == 0) {
         bool allocated = false;
         g_autoptr(GArray) idx = NULL;
@@ -411,6 +451,20 @@ int qcow2_precopy_start(BlockDriverState *bs, Qcow2Precopy **out,
                                 errp);
             g_mutex_unlock(&s->lock);
         }
+    }
+    if (ret == 0) {
+        /* what those allocations changed, the table */
+        step(bs, &steps);
+        g_mutex_lock(&s->lock);
+        ret = qcow2_write_back_metadata(bs);
+        if (ret < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Could not write back metadata: %s",
+                        g_strerror(-ret));
+        } else {
+            ret = write_refcounts(bs, pc, errp);
+        }
+        g_mutex_unlock(&s->lock);
     }
     step(bs, &steps);
     return ret;
@@ -441,18 +495,16 @@ static int alloc_l1(BlockDriverState *bs, uint32_t l1_size, uint64_t *off,
     return 0;
 }
 
-int qcow2_precopy_prepare(BlockDriverState *bs, Qcow2Precopy *pc,
-                          uint64_t *sn_l1_offset, uint32_t *sn_l1_size,
+/* Copies again the L2 tables that changed, appeared or went away. */
+static int refresh_tables(BlockDriverState *bs, Qcow2Precopy *pc,
                           GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
-    g_autofree uint64_t *sn_l1 = NULL;
     uint32_t n = MAX(s->l1_size, pc->n);
-    int ret;
 
-    /* the L2 tables that changed, appeared or went away */
     for (uint32_t i = 0; i < n; i++) {
         uint64_t t = i < s->l1_size ? s->l1_table[i] & L1E_OFFSET_MASK : 0;
+        int ret;
         if (i < pc->n && t == pc->seen[i] && (!t || !is_dirty(pc, t))) {
             continue;
         }
@@ -461,34 +513,107 @@ int qcow2_precopy_prepare(BlockDriverState *bs, Qcow2Precopy *pc,
             return ret;
         }
     }
-    /* the snapshot's L1: the active one as it is, COPIED stripped */
-    pc->l1_size = s->l1_size;
-    ret = alloc_l1(bs, pc->l1_size, &pc->sn_l1_off, errp);
-    if (ret == 0) {
-        ret = alloc_l1(bs, pc->l1_size, &pc->a_off, errp);
+    return 0;
+}
+
+/* Writes an L1 table (n entries) at off unless it already holds it. */
+static int write_l1_if_changed(BlockDriverState *bs, uint64_t off,
+                               const uint64_t *l1, uint32_t n,
+                               uint64_t **written, GError **errp)
+{
+    int ret;
+
+    if (*written && !memcmp(*written, l1, (size_t)n * 8)) {
+        return 0;
     }
+    ret = qcow2_write_l1_at(bs, off, l1, n);
     if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not write an L1 table: %s", g_strerror(-ret));
         return ret;
     }
+    g_free(*written);
+    *written = g_memdup2(l1, MAX((size_t)n * 8, 8));
+    return 0;
+}
+
+/* The snapshot's L1 (the active one, COPIED stripped) and the new active
+ * L1 (the copies, COPIED set: they have one owner), written where they
+ * changed; their clusters (re)allocated if the L1 size changed. */
+static int write_l1s(BlockDriverState *bs, Qcow2Precopy *pc, GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autofree uint64_t *sn_l1 = NULL;
+    uint64_t l1_bytes = (uint64_t)pc->l1_size * 8;
+    int ret;
+
+    if (pc->l1_size != s->l1_size || (!pc->sn_l1_off && s->l1_size)) {
+        qcow2_free_unreferenced(bs, pc->sn_l1_off, l1_bytes);
+        qcow2_free_unreferenced(bs, pc->a_off, l1_bytes);
+        pc->sn_l1_off = pc->a_off = 0;
+        g_clear_pointer(&pc->sn_l1_written, g_free);
+        g_clear_pointer(&pc->a_written, g_free);
+        pc->l1_size = s->l1_size;
+        ret = alloc_l1(bs, pc->l1_size, &pc->sn_l1_off, errp);
+        if (ret == 0) {
+            ret = alloc_l1(bs, pc->l1_size, &pc->a_off, errp);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+    }
     sn_l1 = g_new0(uint64_t, MAX(pc->l1_size, 1));
+    g_free(pc->new_l1);
     pc->new_l1 = g_new0(uint64_t, MAX(pc->l1_size, 1));
     for (uint32_t i = 0; i < pc->l1_size; i++) {
         sn_l1[i] = s->l1_table[i] & ~QCOW_OFLAG_COPIED;
         if (s->l1_table[i] & L1E_OFFSET_MASK) {
-            /* the copy has one owner: the active image */
             pc->new_l1[i] = pc->copy_off[i] | QCOW_OFLAG_COPIED;
         }
     }
-    ret = qcow2_write_l1_at(bs, pc->sn_l1_off, sn_l1, pc->l1_size);
+    if (!pc->l1_size) {
+        return 0;
+    }
+    ret = write_l1_if_changed(bs, pc->sn_l1_off, sn_l1, pc->l1_size,
+                              &pc->sn_l1_written, errp);
+    if (ret == 0) {
+        ret = write_l1_if_changed(bs, pc->a_off, pc->new_l1, pc->l1_size,
+                                  &pc->a_written, errp);
+    }
+    return ret;
+}
+
+int qcow2_precopy_prepare(BlockDriverState *bs, Qcow2Precopy *pc,
+                          uint64_t *sn_l1_offset, uint32_t *sn_l1_size,
+                          GError **errp)
+{
+    int ret = refresh_tables(bs, pc, errp);
+
+    if (ret == 0) {
+        ret = write_l1s(bs, pc, errp);
+    }
     if (ret < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not write the snapshot's L1 table: %s",
-                    g_strerror(-ret));
         return ret;
     }
     *sn_l1_offset = pc->sn_l1_off;
     *sn_l1_size = pc->l1_size;
     return 0;
+}
+
+bool qcow2_precopy_take_area(BlockDriverState *bs, Qcow2Precopy *pc,
+                             uint64_t bytes, uint64_t *offset)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    if (!pc->area_off || !bytes ||
+        qcow2_align_up(bytes, s->cluster_size) !=
+        qcow2_align_up(pc->area_bytes, s->cluster_size)) {
+        return false;
+    }
+    *offset = pc->area_off;
+    pc->area_off = 0;
+    pc->area_bytes = 0;
+    return true;
 }
 
 /* The new refcount table's clusters, sized for the live table; false in
@@ -509,6 +634,7 @@ static int alloc_rt(BlockDriverState *bs, Qcow2Precopy *pc, bool *allocated,
         qcow2_free_unreferenced(bs, pc->rt_off,
                                 (uint64_t)pc->rt_clusters << s->cluster_bits);
         pc->rt_off = 0;
+        g_clear_pointer(&pc->rt_written, g_free);
     }
     off = qcow2_alloc_clusters(bs, need);
     if (off < 0) {
@@ -541,10 +667,17 @@ static int write_rt(BlockDriverState *bs, Qcow2Precopy *pc, GError **errp)
         RbCopy *rb = v;
         pc->new_rt[GPOINTER_TO_SIZE(k) - 1] = rb->copy_off;
     }
+    if (pc->rt_written && !memcmp(pc->rt_written, pc->new_rt, entries * 8)) {
+        return 0;
+    }
     for (uint64_t i = 0; i < entries; i++) {
         be[i] = GUINT64_TO_BE(pc->new_rt[i]);
     }
+    g_clear_pointer(&pc->rt_written, g_free);
     ret = qcow2_overlap_pwrite(bs, 0, pc->rt_off, entries * 8, be);
+    if (ret == 0) {
+        pc->rt_written = g_memdup2(pc->new_rt, entries * 8);
+    }
     if (ret < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                     "Could not write the new refcount table: %s",
@@ -553,8 +686,11 @@ static int write_rt(BlockDriverState *bs, Qcow2Precopy *pc, GError **errp)
     return ret;
 }
 
-int qcow2_precopy_seal(BlockDriverState *bs, Qcow2Precopy *pc,
-                       GError **errp)
+/* The refcount side: copies for every block that gains references and
+ * a table, allocated until nothing more is needed; then the blocks that
+ * changed copied again and the table written if it changed. */
+static int write_refcounts(BlockDriverState *bs, Qcow2Precopy *pc,
+                           GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     g_autoptr(GArray) idx = NULL;
@@ -602,15 +738,14 @@ int qcow2_precopy_seal(BlockDriverState *bs, Qcow2Precopy *pc,
             }
         }
     }
-    ret = write_rt(bs, pc, errp);
-    if (ret == 0) {
-        ret = qcow2_write_l1_at(bs, pc->a_off, pc->new_l1, pc->l1_size);
-        if (ret < 0) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                        "Could not write the new active L1 table: %s",
-                        g_strerror(-ret));
-        }
-    }
+    return write_rt(bs, pc, errp);
+}
+
+int qcow2_precopy_seal(BlockDriverState *bs, Qcow2Precopy *pc,
+                       GError **errp)
+{
+    int ret = write_refcounts(bs, pc, errp);
+
     if (ret == 0) {
         /* the caches hold what the live structures say: on disk too */
         ret = qcow2_write_back_metadata(bs);
@@ -789,7 +924,8 @@ void qcow2_precopy_discard(BlockDriverState *bs, Qcow2Precopy *pc)
                                    s->cluster_bits);
     ret |= qcow2_free_unreferenced(bs, pc->sn_l1_off, l1_bytes);
     ret |= qcow2_free_unreferenced(bs, pc->a_off, l1_bytes);
-    pc->rt_off = pc->sn_l1_off = pc->a_off = 0;
+    ret |= qcow2_free_unreferenced(bs, pc->area_off, pc->area_bytes);
+    pc->rt_off = pc->sn_l1_off = pc->a_off = pc->area_off = 0;
     if (ret == 0) {
         ret = qcow2_write_back_metadata(bs);
     }
@@ -814,6 +950,10 @@ int qcow2_precopy_free_replaced(BlockDriverState *bs, Qcow2Precopy *pc)
     }
     ret = qcow2_free_unreferenced(bs, pc->old_l1_off,
                                   (uint64_t)pc->old_l1_size * 8);
+    if (ret == 0) {
+        /* a table area the snapshot table did not fit */
+        ret = qcow2_free_unreferenced(bs, pc->area_off, pc->area_bytes);
+    }
     g_hash_table_iter_init(&it, pc->rbs);
     while (ret == 0 && g_hash_table_iter_next(&it, NULL, &v)) {
         RbCopy *rb = v;
@@ -846,5 +986,8 @@ void qcow2_precopy_free(Qcow2Precopy *pc)
     g_free(pc->new_rt);
     g_free(pc->old_l1);
     g_free(pc->old_rt);
+    g_free(pc->sn_l1_written);
+    g_free(pc->a_written);
+    g_free(pc->rt_written);
     g_free(pc);
 }

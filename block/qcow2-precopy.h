@@ -12,10 +12,15 @@
 typedef struct Qcow2Precopy Qcow2Precopy;
 
 /* Phase 1, guest I/O running: takes s->lock for one step at a time (one
- * L2 table, one refcount block).  On failure *out is still set when
- * something was allocated: qcow2_precopy_discard() gives it back. */
-int qcow2_precopy_start(BlockDriverState *bs, Qcow2Precopy **out,
-                        GError **errp);
+ * L2 table, one refcount block).  area_bytes: room for the snapshot table
+ * phase 2 will write (allocated now).  On failure *out is still set:
+ * qcow2_precopy_discard() gives back what it allocated. */
+int qcow2_precopy_start(BlockDriverState *bs, uint64_t area_bytes,
+                        Qcow2Precopy **out, GError **errp);
+/* Phase 2: the area allocated in phase 1 for a table of `bytes`, if it
+ * has exactly the clusters they need (then it is the caller's). */
+bool qcow2_precopy_take_area(BlockDriverState *bs, Qcow2Precopy *pc,
+                             uint64_t bytes, uint64_t *offset);
 
 /*
  * Phase 2, drained, under the qcow2 locks, metadata written back:

@@ -554,6 +554,29 @@ int qcow2_sn_write_table_unsynced(BlockDriverState *bs,
     return write_table(bs, sn, nb, offset, size, false, errp);
 }
 
+int qcow2_sn_write_table_at(BlockDriverState *bs, const Qcow2Snapshot *sn,
+                            uint32_t nb, uint64_t offset, GError **errp)
+{
+    uint64_t bytes = qcow2_sn_table_bytes(sn, nb);
+    g_autofree uint8_t *buf = g_try_malloc0(MAX(bytes, 1));
+    int ret;
+
+    if (!buf) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Could not allocate memory for the snapshot table");
+        return -ENOMEM;
+    }
+    table_serialize(sn, nb, buf);
+    bdrv_debug_event(bs->file, "snapshot_table_write");
+    ret = qcow2_overlap_pwrite(bs, 0, offset, bytes, buf);
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not write the snapshot table: %s",
+                    g_strerror(-ret));
+    }
+    return ret;
+}
+
 int qcow2_sn_write_table_header(BlockDriverState *bs, uint32_t nb,
                               uint64_t offset)
 {

@@ -664,18 +664,27 @@ static int create_do_precopy(BlockDriverState *bs, Qcow2SnapshotOp *op,
     ret = qcow2_precopy_prepare(bs, op->pc, &sn->l1_table_offset,
                                 &sn->l1_size, errp);
     if (ret == 0) {
-        /* seal syncs it with everything else */
-        ret = qcow2_sn_write_table_unsynced(bs, op->table, op->nb,
-                                            &op->offset, &op->size, errp);
+        /* in the clusters phase 1 set aside if it fits (nothing
+         * allocated under the hold); seal syncs it with the rest */
+        uint64_t bytes = qcow2_sn_table_bytes(op->table, op->nb);
+        uint64_t at;
+        if (qcow2_precopy_take_area(bs, op->pc, bytes, &at)) {
+            ret = qcow2_sn_write_table_at(bs, op->table, op->nb, at, errp);
+            op->offset = at;
+            op->size = bytes;
+        } else {
+            ret = qcow2_sn_write_table_unsynced(bs, op->table, op->nb,
+                                                &op->offset, &op->size,
+                                                errp);
+        }
         if (ret == 0) {
             ret = qcow2_precopy_seal(bs, op->pc, errp);
-            if (ret < 0) {
-                qcow2_free_unreferenced(bs, op->offset, op->size);
-            }
         }
     }
     if (ret < 0) {
-        /* everything the pre-copy allocated goes back now */
+        /* the table's clusters and everything the pre-copy allocated go
+         * back now */
+        qcow2_free_unreferenced(bs, op->offset, op->size);
         qcow2_precopy_discard(bs, op->pc);
         g_clear_pointer(&op->pc, qcow2_precopy_free);
         qcow2_sn_free_array(op->table, op->nb);
@@ -838,6 +847,7 @@ int qcow2_snapshot_pre_do(BlockDriverState *bs, void *opaque, GError **errp)
     BDRVQcow2State *s = bs->opaque;
     Qcow2SnapshotOp *op = opaque;
     Qcow2Precopy *pc = NULL;
+    uint64_t area = 0;
     bool eligible;
     int ret;
 
@@ -847,11 +857,20 @@ int qcow2_snapshot_pre_do(BlockDriverState *bs, void *opaque, GError **errp)
     eligible = op->kind == OP_CREATE && n_ops(s) == 1 &&
                !s->rt.lazy_refcounts && !s->snapshot_loaded &&
                !s->broken && !bs->read_only;
+    if (eligible) {
+        /* the table the create will write: the one visible plus its
+         * entry (nothing else is pending on the image) */
+        Qcow2Snapshot *t = qcow2_sn_dup_array(s->snapshots, s->nb_snapshots,
+                                              1);
+        qcow2_sn_copy(&t[s->nb_snapshots], &op->entry);
+        area = qcow2_sn_table_bytes(t, s->nb_snapshots + 1);
+        qcow2_sn_free_array(t, s->nb_snapshots + 1);
+    }
     g_mutex_unlock(&s->lock);
     if (!eligible) {
         return 0;
     }
-    ret = qcow2_precopy_start(bs, &pc, errp);
+    ret = qcow2_precopy_start(bs, area, &pc, errp);
     lock(s);
     if (ret < 0) {
         qcow2_precopy_discard(bs, pc);

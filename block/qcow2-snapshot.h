@@ -40,6 +40,9 @@ int qcow2_sn_write_table_unsynced(BlockDriverState *bs,
                                   const Qcow2Snapshot *sn, uint32_t nb,
                                   uint64_t *offset, uint64_t *size,
                                   GError **errp);
+/* Writes a table into clusters already allocated (not synced). */
+int qcow2_sn_write_table_at(BlockDriverState *bs, const Qcow2Snapshot *sn,
+                            uint32_t nb, uint64_t offset, GError **errp);
 /* The commit-point writes: header bytes 60..71, or 24..47 (size and
  * active L1 together). */
 int qcow2_sn_write_table_header(BlockDriverState *bs, uint32_t nb,
