@@ -801,7 +801,10 @@ static void forget_cached(BlockDriverState *bs)
 
     qcow2_cache_discard_all(s->l2_cache);
     qcow2_cache_discard_all(s->refcount_cache);
-    s->free_cluster_index = 0;
+    /* free_cluster_index stays: no cluster below it is free in the new
+     * counts either (they only add references), and going back it at
+     * worst skips a hole; a reset would make the next allocation scan
+     * every refcount block of the image */
     qcow2_overlap_invalidate(s);
 }
 
