@@ -30,6 +30,7 @@ typedef struct Load {
     uint64_t claimed;           /* last sequence number handed out */
     uint64_t completed;         /* last record whose write completed */
     uint64_t max_seq;
+    uint64_t limit;             /* records released so far (see below) */
     gint stop;
 } Load;
 
@@ -68,6 +69,10 @@ static gpointer writer(gpointer opaque)
         uint64_t s;
 
         g_mutex_lock(&l->lock);
+        while (!g_atomic_int_get(&l->stop) && l->claimed >= l->limit &&
+               l->claimed < l->max_seq) {
+            g_cond_wait(&l->cond, &l->lock);
+        }
         if (g_atomic_int_get(&l->stop) || l->claimed >= l->max_seq) {
             g_mutex_unlock(&l->lock);
             return NULL;
@@ -203,9 +208,20 @@ START_TEST(test_consistent_cut)
     }
     for (int r = 0; r < ROUNDS; r++) {
         g_usleep(20 * 1000);
+        /* Records are released one share per round, as its transaction
+         * starts: the writers run during every transaction (its pre-copy
+         * included) and cannot use up the image's record slots before the
+         * last rounds on a machine where transactions are slow. */
+        g_mutex_lock(&l.lock);
+        l.limit = MIN(l.max_seq, (r + 1) * (l.max_seq / ROUNDS + 1));
+        g_cond_broadcast(&l.cond);
+        g_mutex_unlock(&l.lock);
         snapshot_all(l.d, r);
     }
+    g_mutex_lock(&l.lock);
     g_atomic_int_set(&l.stop, 1);
+    g_cond_broadcast(&l.cond);
+    g_mutex_unlock(&l.lock);
     for (int k = 0; k < NWRITERS; k++) {
         g_thread_join(th[k]);
     }
