@@ -12,20 +12,25 @@
  *     is copied to a new cluster with COPIED cleared (after the snapshot
  *     every cluster it maps is shared); the references the copies add
  *     are counted per refcount block, and each refcount block that
- *     gains references is copied to a new cluster with them added.  A
- *     dirty log (the metadata caches report every table they mark dirty)
- *     records the L2 tables and refcount blocks the guest changed after
- *     they were read.
+ *     gains references is copied to a new cluster with them added.  The
+ *     snapshot's L1 (the active one, COPIED stripped), the new active L1
+ *     (pointing at the copies, COPIED set: they have one owner), clusters
+ *     for the new snapshot table and a new refcount table (pointing at
+ *     the block copies, sharing every block that gains nothing) are
+ *     allocated and written too, so phase 2 allocates nothing.  A dirty
+ *     log (the metadata caches report every table they mark dirty)
+ *     records the L2 tables and refcount blocks changed after they were
+ *     read.
  *   phase 2 (drained; prepare, then the caller writes the new snapshot
- *     table, then seal): dirty or new L2 tables copied again; the
- *     snapshot's L1 (the active one, COPIED stripped) and the new active
- *     L1 (pointing at the copies, COPIED set: they have one owner) in new
- *     clusters; after the last allocation, dirty refcount-block copies
- *     redone from the live blocks and a new refcount table that points
- *     at the copies (and shares every block that gains nothing); sync.
+ *     table, then seal): L2 tables that are dirty, new or gone copied
+ *     again; the L1s, refcount-block copies and refcount table rewritten
+ *     only where they changed; one sync.
  *   publish: ONE write of header bytes 36..71 -- active L1 size and
  *     offset, refcount table offset and size, snapshot count and offset
- *     -- switches everything at once (commit point).
+ *     -- switches everything at once (commit point).  Not synced under
+ *     the hold: clean syncs it before anything it replaced is freed, so
+ *     nothing the old header points at is reused before the new header
+ *     is durable (and a guest flush after the resume syncs it too).
  *   clean: the old active L1, the old refcount table and the refcount
  *     blocks that were copied are freed through the new structures.
  *

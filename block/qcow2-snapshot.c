@@ -31,6 +31,10 @@
  *            invalidate: header bytes 24..47 (size, crypt method, l1_size,
  *                        l1_table_offset) -- commit
  *            clean:      the old active tree released, its L1 freed.
+ *   create with a pre-copy (pre_do ran; a create alone on its image in a
+ *            transaction): see qcow2-precopy.c -- the active L1, the
+ *            refcount table and the snapshot table switch with ONE write
+ *            of header bytes 36..71; nothing live is written before it.
  *   cancel:  after invalidate, the old header bytes written back first;
  *            then what do wrote is released (create, apply: the tree's
  *            new references; create, delete: the new table's clusters).
