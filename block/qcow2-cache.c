@@ -32,7 +32,22 @@ struct Qcow2Cache {
     int64_t clean_interval_us;
     int64_t last_clean_us;
     uint64_t lru_at_last_clean;
+    /* a snapshot pre-copy's dirty log (qcow2-precopy.c): offsets of the
+     * tables changed since it looked at them; NULL: none */
+    GHashTable *dirty_log;
 };
+
+void qcow2_cache_set_dirty_log(Qcow2Cache *c, GHashTable *log)
+{
+    c->dirty_log = log;
+}
+
+static void log_dirty(Qcow2Cache *c, Qcow2CacheEntry *e)
+{
+    if (c->dirty_log) {
+        g_hash_table_add(c->dirty_log, g_memdup2(&e->offset, 8));
+    }
+}
 
 Qcow2Cache *qcow2_cache_new(int num_tables, uint32_t table_size,
                             int (*before_write)(BlockDriverState *bs))
@@ -270,11 +285,13 @@ int qcow2_cache_mark_dirty(Qcow2Cache *c, void *table)
 {
     if (c->entries[c->last].table == table && c->entries[c->last].offset) {
         c->entries[c->last].dirty = true;
+        log_dirty(c, &c->entries[c->last]);
         return 0;
     }
     for (int i = 0; i < c->size; i++) {
         if (c->entries[i].table == table && c->entries[i].offset) {
             c->entries[i].dirty = true;
+            log_dirty(c, &c->entries[i]);
             return 0;
         }
     }

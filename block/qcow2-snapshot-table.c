@@ -488,9 +488,9 @@ int qcow2_sn_sync_refcounts(BlockDriverState *bs)
  * of its clusters.  Nothing points at it yet; on failure its clusters are
  * given back.
  */
-int qcow2_sn_write_table(BlockDriverState *bs, const Qcow2Snapshot *sn,
-                           uint32_t nb, uint64_t *offset, uint64_t *size,
-                           GError **errp)
+static int write_table(BlockDriverState *bs, const Qcow2Snapshot *sn,
+                       uint32_t nb, uint64_t *offset, uint64_t *size,
+                       bool sync, GError **errp)
 {
     uint64_t bytes = qcow2_sn_table_bytes(sn, nb);
     g_autofree uint8_t *buf = NULL;
@@ -524,7 +524,7 @@ int qcow2_sn_write_table(BlockDriverState *bs, const Qcow2Snapshot *sn,
     }
     bdrv_debug_event(bs->file, "snapshot_table_write");
     ret = qcow2_overlap_pwrite(bs, 0, off, bytes, buf);
-    if (ret == 0) {
+    if (ret == 0 && sync) {
         ret = qcow2_sn_sync_refcounts(bs);
     }
     if (ret < 0) {
@@ -537,6 +537,44 @@ int qcow2_sn_write_table(BlockDriverState *bs, const Qcow2Snapshot *sn,
     *offset = off;
     *size = bytes;
     return 0;
+}
+
+int qcow2_sn_write_table(BlockDriverState *bs, const Qcow2Snapshot *sn,
+                         uint32_t nb, uint64_t *offset, uint64_t *size,
+                         GError **errp)
+{
+    return write_table(bs, sn, nb, offset, size, true, errp);
+}
+
+int qcow2_sn_write_table_unsynced(BlockDriverState *bs,
+                                  const Qcow2Snapshot *sn, uint32_t nb,
+                                  uint64_t *offset, uint64_t *size,
+                                  GError **errp)
+{
+    return write_table(bs, sn, nb, offset, size, false, errp);
+}
+
+int qcow2_sn_write_table_at(BlockDriverState *bs, const Qcow2Snapshot *sn,
+                            uint32_t nb, uint64_t offset, GError **errp)
+{
+    uint64_t bytes = qcow2_sn_table_bytes(sn, nb);
+    g_autofree uint8_t *buf = g_try_malloc0(MAX(bytes, 1));
+    int ret;
+
+    if (!buf) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Could not allocate memory for the snapshot table");
+        return -ENOMEM;
+    }
+    table_serialize(sn, nb, buf);
+    bdrv_debug_event(bs->file, "snapshot_table_write");
+    ret = qcow2_overlap_pwrite(bs, 0, offset, bytes, buf);
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not write the snapshot table: %s",
+                    g_strerror(-ret));
+    }
+    return ret;
 }
 
 int qcow2_sn_write_table_header(BlockDriverState *bs, uint32_t nb,

@@ -54,8 +54,8 @@ int qcow2_write_l1_at(BlockDriverState *bs, uint64_t offset,
 
 /* The clusters an L2 entry holds a reference to: [*first, *first + *n).
  * -EINVAL for an entry no valid image has. */
-static int entry_clusters(BDRVQcow2State *s, uint64_t e, uint64_t *first,
-                          uint64_t *n)
+int qcow2_entry_clusters(BDRVQcow2State *s, uint64_t e, uint64_t *first,
+                         uint64_t *n)
 {
     uint64_t off, len;
 
@@ -277,7 +277,7 @@ static int walk_refs(BlockDriverState *bs, const uint64_t *l1,
         /* consecutive host clusters are counted as one run */
         for (uint32_t j = 0; j < s->l2_size; j++) {
             uint64_t e = GUINT64_FROM_BE(l2[j]), first, n;
-            if (entry_clusters(s, e, &first, &n) < 0) {
+            if (qcow2_entry_clusters(s, e, &first, &n) < 0) {
                 g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                             "L2 entry %#" G_GINT64_MODIFIER "x (L2 table %#"
                             G_GINT64_MODIFIER "x, index %u) points at an "
@@ -352,7 +352,7 @@ int qcow2_tree_max_refcount(BlockDriverState *bs, const uint64_t *l1,
         }
         for (uint32_t j = 0; j < s->l2_size; j++) {
             uint64_t first, n;
-            if (entry_clusters(s, GUINT64_FROM_BE(l2[j]), &first, &n) < 0) {
+            if (qcow2_entry_clusters(s, GUINT64_FROM_BE(l2[j]), &first, &n) < 0) {
                 continue;
             }
             for (uint64_t k = 0; k < n; k++) {

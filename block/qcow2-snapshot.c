@@ -31,6 +31,10 @@
  *            invalidate: header bytes 24..47 (size, crypt method, l1_size,
  *                        l1_table_offset) -- commit
  *            clean:      the old active tree released, its L1 freed.
+ *   create with a pre-copy (pre_do ran; a create alone on its image in a
+ *            transaction): see qcow2-precopy.c -- the active L1, the
+ *            refcount table and the snapshot table switch with ONE write
+ *            of header bytes 36..71; nothing live is written before it.
  *   cancel:  after invalidate, the old header bytes written back first;
  *            then what do wrote is released (create, apply: the tree's
  *            new references; create, delete: the new table's clusters).
@@ -58,6 +62,7 @@
 
 #include "qcow2.h"
 #include "qcow2-snapshot.h"
+#include "qcow2-precopy.h"
 #include "block/log.h"
 
 typedef enum { OP_CREATE, OP_DELETE, OP_GOTO } OpKind;
@@ -101,10 +106,16 @@ typedef struct Qcow2SnapshotOp {
     uint32_t l1_size;
     uint64_t l1_offset;
     uint64_t disk_size;
+
+    /* create with a pre-copy (pre_do ran): do, invalidate, cancel and
+     * clean go through qcow2-precopy.c, which switches the active L1,
+     * the refcount table and the snapshot table in one header write */
+    Qcow2Precopy *pc;
 } Qcow2SnapshotOp;
 
 static void op_free(Qcow2SnapshotOp *op)
 {
+    qcow2_precopy_free(op->pc);
     qcow2_sn_clear(&op->entry);
     qcow2_sn_free_array(op->table, op->nb);
     g_free(op->tree_l1);
@@ -624,6 +635,70 @@ fail:
     return ret;
 }
 
+/*
+ * create with a pre-copy: phase 2 (qcow2-precopy.c) around the new table.
+ * Write order: dirty L2 copies, the snapshot's and the new active L1,
+ * the new snapshot table, the refcount block copies and the new refcount
+ * table, sync; invalidate then switches all of it with one header write.
+ */
+static int create_do_precopy(BlockDriverState *bs, Qcow2SnapshotOp *op,
+                             GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    const Qcow2Snapshot *cur;
+    uint32_t nb;
+    uint64_t cur_offset, cur_size;
+    Qcow2Snapshot *sn;
+    int ret;
+
+    view(s, &cur, &nb, &cur_offset, &cur_size);
+    op->old_nb = nb;
+    op->old_offset = cur_offset;
+    op->old_size = cur_size;
+    op->table = qcow2_sn_dup_array(cur, nb, 1);
+    op->nb = nb + 1;
+    sn = &op->table[nb];
+    qcow2_sn_copy(sn, &op->entry);
+    if (op->date_now) {
+        int64_t now = g_get_real_time();
+        sn->date_sec = now / G_USEC_PER_SEC;
+        sn->date_nsec = (now % G_USEC_PER_SEC) * 1000;
+    }
+    sn->disk_size = s->size;
+    ret = qcow2_precopy_prepare(bs, op->pc, &sn->l1_table_offset,
+                                &sn->l1_size, errp);
+    if (ret == 0) {
+        /* in the clusters phase 1 set aside if it fits (nothing
+         * allocated under the hold); seal syncs it with the rest */
+        uint64_t bytes = qcow2_sn_table_bytes(op->table, op->nb);
+        uint64_t at;
+        if (qcow2_precopy_take_area(bs, op->pc, bytes, &at)) {
+            ret = qcow2_sn_write_table_at(bs, op->table, op->nb, at, errp);
+            op->offset = at;
+            op->size = bytes;
+        } else {
+            ret = qcow2_sn_write_table_unsynced(bs, op->table, op->nb,
+                                                &op->offset, &op->size,
+                                                errp);
+        }
+        if (ret == 0) {
+            ret = qcow2_precopy_seal(bs, op->pc, errp);
+        }
+    }
+    if (ret < 0) {
+        /* the table's clusters and everything the pre-copy allocated go
+         * back now */
+        qcow2_free_unreferenced(bs, op->offset, op->size);
+        qcow2_precopy_discard(bs, op->pc);
+        g_clear_pointer(&op->pc, qcow2_precopy_free);
+        qcow2_sn_free_array(op->table, op->nb);
+        op->table = NULL;
+        op->nb = 0;
+        op->offset = op->size = 0;
+    }
+    return ret;
+}
+
 static int delete_do(BlockDriverState *bs, Qcow2SnapshotOp *op,
                      GError **errp)
 {
@@ -743,7 +818,8 @@ int qcow2_snapshot_do(BlockDriverState *bs, void *opaque,
     if (ret == 0) {
         switch (op->kind) {
         case OP_CREATE:
-            ret = create_do(bs, op, errp);
+            ret = op->pc ? create_do_precopy(bs, op, errp)
+                         : create_do(bs, op, errp);
             break;
         case OP_DELETE:
             ret = delete_do(bs, op, errp);
@@ -763,6 +839,64 @@ int qcow2_snapshot_do(BlockDriverState *bs, void *opaque,
     }
     unlock(s);
     return ret;
+}
+
+/* ---------------------------------------------------------------------- */
+/* pre_do: a create that is the only operation on its image copies its
+ * metadata before the drain (qcow2-precopy.c); any other operation does
+ * all of its work in do */
+
+int qcow2_snapshot_pre_do(BlockDriverState *bs, void *opaque, GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2SnapshotOp *op = opaque;
+    Qcow2Precopy *pc = NULL;
+    uint64_t area = 0;
+    bool eligible;
+    int ret;
+
+    g_mutex_lock(&s->lock);
+    g_assert(op->state == ST_CHECKED && !op->pc);
+    /* lazy refcounts leave counts behind the tables: not copied live */
+    eligible = op->kind == OP_CREATE && n_ops(s) == 1 &&
+               !s->rt.lazy_refcounts && !s->snapshot_loaded &&
+               !s->broken && !bs->read_only;
+    if (eligible) {
+        /* the table the create will write: the one visible plus its
+         * entry (nothing else is pending on the image) */
+        Qcow2Snapshot *t = qcow2_sn_dup_array(s->snapshots, s->nb_snapshots,
+                                              1);
+        qcow2_sn_copy(&t[s->nb_snapshots], &op->entry);
+        area = qcow2_sn_table_bytes(t, s->nb_snapshots + 1);
+        qcow2_sn_free_array(t, s->nb_snapshots + 1);
+    }
+    g_mutex_unlock(&s->lock);
+    if (!eligible) {
+        return 0;
+    }
+    ret = qcow2_precopy_start(bs, area, &pc, errp);
+    lock(s);
+    if (ret < 0) {
+        qcow2_precopy_discard(bs, pc);
+        qcow2_precopy_free(pc);
+    } else {
+        op->pc = pc;
+    }
+    unlock(s);
+    return ret;
+}
+
+void qcow2_snapshot_pre_cancel(BlockDriverState *bs, void *opaque)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2SnapshotOp *op = opaque;
+
+    lock(s);
+    if (op->state == ST_CHECKED && op->pc) {
+        qcow2_precopy_discard(bs, op->pc);
+        g_clear_pointer(&op->pc, qcow2_precopy_free);
+    }
+    unlock(s);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -807,6 +941,16 @@ static int write_header_state(BlockDriverState *bs, Qcow2SnapshotOp *op,
     BDRVQcow2State *s = bs->opaque;
     bool invalidated = op->state == ST_INVALIDATED;
 
+    if (op->pc) {
+        /* the active L1 and refcount table switch with the table */
+        if (new_state) {
+            return qcow2_precopy_publish(
+                bs, op->pc, invalidated ? s->nb_snapshots : op->nb,
+                invalidated ? s->snapshots_offset : op->offset);
+        }
+        return qcow2_precopy_unpublish(bs, op->pc, op->old_nb,
+                                       op->old_offset);
+    }
     if (op->kind == OP_GOTO) {
         /* before invalidate the op holds the new state, after it the old */
         if (new_state == invalidated) {
@@ -887,6 +1031,13 @@ int qcow2_snapshot_cancel(BlockDriverState *bs, void *opaque, GError **errp)
     }
     switch (op->kind) {
     case OP_CREATE:
+        if (op->pc) {
+            /* nothing live changed: what it allocated goes back */
+            qcow2_precopy_discard(bs, op->pc);
+            g_clear_pointer(&op->pc, qcow2_precopy_free);
+            ret = qcow2_free_unreferenced(bs, op->offset, op->size);
+            break;
+        }
         ret = qcow2_tree_release(bs, op->tree_l1, op->tree_l1_size,
                                  op->tree_l1_offset, errp);
         qcow2_free_unreferenced(bs, op->offset, op->size);
@@ -921,6 +1072,9 @@ static int free_replaced(BlockDriverState *bs, Qcow2SnapshotOp *op,
     if (op->kind != OP_GOTO) {
         ret = qcow2_free_unreferenced(bs, op->old_offset, op->old_size);
     }
+    if (ret == 0 && op->pc) {
+        ret = qcow2_precopy_free_replaced(bs, op->pc);
+    }
     if (ret == 0 && op->kind == OP_DELETE) {
         ret = qcow2_tree_release(bs, op->tree_l1, op->tree_l1_size,
                                  op->tree_l1_offset, errp);
@@ -949,6 +1103,13 @@ int qcow2_snapshot_clean(BlockDriverState *bs, void *opaque, GError **errp)
     g_assert(op->state != ST_DONE);
     if (op->state == ST_INVALIDATED) {
         ret = free_replaced(bs, op, errp);
+    } else if (op->pc && op->state == ST_CHECKED) {
+        /* pre-done, never done */
+        qcow2_precopy_discard(bs, op->pc);
+    }
+    if (op->pc) {
+        qcow2_cache_set_dirty_log(s->l2_cache, NULL);
+        qcow2_cache_set_dirty_log(s->refcount_cache, NULL);
     }
     pop_op(s, op);
     op_free(op);

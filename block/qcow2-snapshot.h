@@ -34,6 +34,15 @@ int qcow2_sn_sync_refcounts(BlockDriverState *bs);
 int qcow2_sn_write_table(BlockDriverState *bs, const Qcow2Snapshot *sn,
                          uint32_t nb, uint64_t *offset, uint64_t *size,
                          GError **errp);
+/* The same, not synced: for a caller that syncs once for several writes
+ * before anything points at them (the pre-copy's seal). */
+int qcow2_sn_write_table_unsynced(BlockDriverState *bs,
+                                  const Qcow2Snapshot *sn, uint32_t nb,
+                                  uint64_t *offset, uint64_t *size,
+                                  GError **errp);
+/* Writes a table into clusters already allocated (not synced). */
+int qcow2_sn_write_table_at(BlockDriverState *bs, const Qcow2Snapshot *sn,
+                            uint32_t nb, uint64_t offset, GError **errp);
 /* The commit-point writes: header bytes 60..71, or 24..47 (size and
  * active L1 together). */
 int qcow2_sn_write_table_header(BlockDriverState *bs, uint32_t nb,
@@ -51,6 +60,11 @@ int qcow2_sn_read_l1(BlockDriverState *bs, const Qcow2Snapshot *sn,
 int qcow2_tree_max_refcount(BlockDriverState *bs, const uint64_t *l1,
                             uint32_t l1_size, uint64_t *max,
                             uint64_t *cluster, GError **errp);
+
+/* The clusters an L2 entry holds a reference to: [*first, *first + *n)
+ * (0 for none); -EINVAL for an entry no valid image has. */
+int qcow2_entry_clusters(BDRVQcow2State *s, uint64_t e, uint64_t *first,
+                         uint64_t *n);
 
 void qcow2_sn_to_info(const Qcow2Snapshot *sn, BdrvSnapshotInfo *info);
 /* The first entry matching id (if non-NULL) and name (if non-NULL), or -1. */

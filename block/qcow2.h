@@ -276,6 +276,9 @@ int qcow2_cache_write(BlockDriverState *bs, Qcow2Cache *c);
 int qcow2_cache_write_table(BlockDriverState *bs, Qcow2Cache *c,
                             uint64_t offset);
 void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset);
+/* Every table marked dirty from now on adds its offset (a g_malloc'd
+ * uint64_t) to log, a set with g_int64 hash and equality; NULL stops. */
+void qcow2_cache_set_dirty_log(Qcow2Cache *c, GHashTable *log);
 void qcow2_cache_discard_all(Qcow2Cache *c);
 bool qcow2_cache_has_dirty(Qcow2Cache *c);
 
@@ -393,6 +396,9 @@ int qcow2_snapshot_delete_check(BlockDriverState *bs, const char *id,
 int qcow2_snapshot_goto_check(BlockDriverState *bs, const char *id,
                               const char *name, BdrvSnapshotInfo *info,
                               void **op, GError **errp);
+/* Optional, before the drain (guest I/O running): a create's pre-copy. */
+int qcow2_snapshot_pre_do(BlockDriverState *bs, void *op, GError **errp);
+void qcow2_snapshot_pre_cancel(BlockDriverState *bs, void *op);
 int qcow2_snapshot_do(BlockDriverState *bs, void *op, BdrvSnapshotInfo *info,
                       GError **errp);
 int qcow2_snapshot_invalidate(BlockDriverState *bs, void *op, GError **errp);

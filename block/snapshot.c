@@ -478,6 +478,30 @@ static int may_do(BdrvSnapshotOp *op, GPtrArray *l, GError **errp)
     return 0;
 }
 
+/* pre_do (issue 15): no drain needed, so no ops_lock held while the
+ * driver copies; the state is checked under it. */
+int bdrv_snapshot_op_pre_do(BdrvSnapshotOp *op, GError **errp)
+{
+    int ret = 0;
+
+    g_mutex_lock(&ops_lock);
+    if (op->state != OP_CHECKED || op->stale) {
+        ret = refuse_state(op, "pre_do", errp);
+    }
+    g_mutex_unlock(&ops_lock);
+    if (ret == 0 && op->bs->drv->snapshot_pre_do) {
+        ret = op->bs->drv->snapshot_pre_do(op->bs, op->drv_op, errp);
+    }
+    return ret;
+}
+
+void bdrv_snapshot_op_pre_cancel(BdrvSnapshotOp *op)
+{
+    if (op->bs->drv->snapshot_pre_cancel) {
+        op->bs->drv->snapshot_pre_cancel(op->bs, op->drv_op);
+    }
+}
+
 int bdrv_snapshot_op_do(BdrvSnapshotOp *op, GError **errp)
 {
     GPtrArray *l;

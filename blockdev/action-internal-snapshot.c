@@ -239,6 +239,37 @@ static bool internal_do(BlkAction *a, GError **errp)
     return true;
 }
 
+/* A create checked on the device's node runs its pre-copy here, guest
+ * I/O still running; an action on a node made earlier in the list (no op
+ * yet) has nothing to pre-do. */
+static bool internal_pre_do(BlkAction *a, GError **errp)
+{
+    InternalState *s = blk_action_state(a);
+    GError *err = NULL;
+
+    if (!s->op) {
+        return true;
+    }
+    if (bdrv_snapshot_op_pre_do(s->op, &err) < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Failed to %s snapshot '%s' on device '%s': %s",
+                    kind_verbs[s->kind], bdrv_snapshot_op_info(s->op)->name,
+                    s->device, err->message);
+        g_error_free(err);
+        return false;
+    }
+    return true;
+}
+
+static void internal_pre_cancel(BlkAction *a)
+{
+    InternalState *s = blk_action_state(a);
+
+    if (s->op) {
+        bdrv_snapshot_op_pre_cancel(s->op);
+    }
+}
+
 static bool internal_invalidate(BlkAction *a, GError **errp)
 {
     InternalState *s = blk_action_state(a);
@@ -281,6 +312,8 @@ const BlkActionType blk_action_snapshot_internal_type = {
     .name = "blockdev-snapshot-internal-sync",
     .state_size = sizeof(InternalState),
     .check = create_check,
+    .pre_do = internal_pre_do,
+    .pre_cancel = internal_pre_cancel,
     .do_ = internal_do,
     .invalidate = internal_invalidate,
     .cancel = internal_cancel,

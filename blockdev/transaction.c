@@ -14,6 +14,7 @@
 
 typedef enum {
     A_CHECKED,
+    A_PRE_DONE,      /* pre_do was called (and may have failed) */
     A_DO_CALLED,     /* do was called (and may have failed) */
     A_INVALIDATED,
     A_CANCELLED,
@@ -469,6 +470,38 @@ static void run_cancel(BlkTransactionStates *t, GError **errp)
     }
 }
 
+/* pre_do of every action that has one, undrained, in list order. */
+static bool run_pre_do(BlkTransactionStates *t, GError **errp)
+{
+    for (guint i = 0; i < t->actions->len; i++) {
+        BlkAction *a = g_ptr_array_index(t->actions, i);
+        if (!a->type->pre_do) {
+            continue;
+        }
+        a->phase = A_PRE_DONE;
+        if (!a->type->pre_do(a, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Actions pre-done that never reached do, newest first (what a do
+ * consumed is its cancel's). */
+static void run_pre_cancel(BlkTransactionStates *t)
+{
+    for (guint i = t->actions->len; i > 0; i--) {
+        BlkAction *a = g_ptr_array_index(t->actions, i - 1);
+        if (a->phase != A_PRE_DONE) {
+            continue;
+        }
+        if (a->type->pre_cancel) {
+            a->type->pre_cancel(a);
+        }
+        a->phase = A_CANCELLED;
+    }
+}
+
 static void run_clean(BlkTransactionStates *t)
 {
     for (guint i = 0; i < t->actions->len; i++) {
@@ -541,7 +574,8 @@ bool blk_transaction_submit(BlkTransactionStates *t, GError **errp)
     if (t->actions->len == 0) {
         return true;
     }
-    if (!flush_devices(t, errp)) {
+    if (!run_pre_do(t, errp) || !flush_devices(t, errp)) {
+        run_pre_cancel(t);
         run_clean(t);
         return false;
     }
@@ -560,6 +594,10 @@ bool blk_transaction_submit(BlkTransactionStates *t, GError **errp)
     t->hold_ns = (g_get_monotonic_time() - start) * 1000;
     if (hooks.resumed) {
         hooks.resumed(devs, t->devices->len, hooks.opaque);
+    }
+    if (!ok) {
+        /* outside the hold: the guests run again */
+        run_pre_cancel(t);
     }
     run_clean(t);
     return ok;

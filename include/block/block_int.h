@@ -108,6 +108,9 @@ struct BlockDriver {
     int (*snapshot_goto_check)(BlockDriverState *bs, const char *id,
                                const char *name, BdrvSnapshotInfo *info,
                                void **op, GError **errp);
+    /* optional: work before the drain, guest I/O running (issue 15) */
+    int (*snapshot_pre_do)(BlockDriverState *bs, void *op, GError **errp);
+    void (*snapshot_pre_cancel)(BlockDriverState *bs, void *op);
     int (*snapshot_do)(BlockDriverState *bs, void *op, BdrvSnapshotInfo *info,
                        GError **errp);
     int (*snapshot_invalidate)(BlockDriverState *bs, void *op, GError **errp);

@@ -176,6 +176,11 @@ BdrvSnapshotOp *bdrv_snapshot_goto_check(BlockDriverState *bs,
  * create's date and size are final once do has run). */
 const BdrvSnapshotInfo *bdrv_snapshot_op_info(BdrvSnapshotOp *op);
 BlockDriverState *bdrv_snapshot_op_bs(BdrvSnapshotOp *op);
+/* Optional, undrained, before do (issue 15: a create's pre-copy); a
+ * driver without it does nothing.  pre_cancel undoes it for an op that
+ * will not be done (the op stays checked). */
+int bdrv_snapshot_op_pre_do(BdrvSnapshotOp *op, GError **errp);
+void bdrv_snapshot_op_pre_cancel(BdrvSnapshotOp *op);
 int bdrv_snapshot_op_do(BdrvSnapshotOp *op, GError **errp);
 int bdrv_snapshot_op_invalidate(BdrvSnapshotOp *op, GError **errp);
 int bdrv_snapshot_op_cancel(BdrvSnapshotOp *op, GError **errp);

@@ -20,13 +20,22 @@
  *               current state and the actions before it in the list; no
  *               side effect on any image.  A failed add leaves the list
  *               as it was.
+ *   pre_do      (optional) at submit, before the devices are flushed and
+ *               drained, guest I/O still running: work that does not have
+ *               to be held (a pre-copy), invisible and undoable; in list
+ *               order.  A failure ends the transaction with nothing
+ *               drained.
  *   do          after every device involved is drained: the work, undoable
  *               and invisible; in list order.  An asynchronous action's do
  *               only starts the work, and the engine waits for it.
  *   invalidate  publishes each action (its one publishing write), in list
  *               order.
  *   cancel      after the first failure of a do or an invalidate: every
- *               action whose do was called, newest first.
+ *               action whose do was called, newest first (it undoes the
+ *               pre_do too).
+ *   pre_cancel  (optional) after a failure: every action whose pre_do was
+ *               called but whose do was not, newest first, once the
+ *               devices run again.
  *   clean       every action, in list order, after the devices resumed.
  *
  * Guarantees: the first error is the one returned; errors during cancel
@@ -166,6 +175,11 @@ typedef struct BlkActionType {
     size_t state_size;
     bool async;
     bool (*check)(BlkAction *a, const void *params, GError **errp);
+    /* Optional: runs undrained before the hold; pre_cancel undoes it for
+     * an action that never reached do (also when pre_do itself failed);
+     * once do was called, cancel owns what pre_do left. */
+    bool (*pre_do)(BlkAction *a, GError **errp);
+    void (*pre_cancel)(BlkAction *a);
     bool (*do_)(BlkAction *a, GError **errp);
     bool (*invalidate)(BlkAction *a, GError **errp);
     bool (*cancel)(BlkAction *a, GError **errp);

@@ -1,0 +1,345 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Internal snapshot create with pre-copy (issue 15; block/qcow2-precopy.c)
+ * through the transaction engine.
+ *
+ * model: a randomized test against a model.  A qcow2 image with 512-byte
+ *   clusters (so many L2 tables and refcount blocks), random data, an
+ *   older snapshot (so some clusters are shared and some L2 tables too)
+ *   and writes after it.  A transaction takes snapshot "new"; between
+ *   every two steps of phase 1 the step hook runs guest operations --
+ *   writes to clusters whose table is already copied or not yet, writes
+ *   to unallocated areas (new clusters, new L2 tables), discards, zero
+ *   writes with and without unmap -- on a model too.  After it: the
+ *   snapshot reads exactly as the model did at the drain, the older
+ *   snapshot as before, the active image as the model after more writes,
+ *   qemu-img reads the snapshot the same (convert -l), and the image
+ *   checks clean with no leaks (ours and qemu-img's).
+ * faults: the Nth read, write or flush of the image fails, for every N
+ *   until the transaction succeeds: each failure leaves the snapshot
+ *   list and the content as they were and the image clean with no leak.
+ */
+#include "block/fault-inject.h"
+#include "block/qcow2-precopy.h"
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "txntest.h"
+
+#define P_SIZE (2 * MiB)
+#define P_CLUSTER 512
+
+typedef struct Guest {
+    BlockBackend *blk;
+    uint8_t *model;
+    GRand *r;
+    unsigned steps;
+    unsigned ops;
+    int per_step;
+} Guest;
+
+static void make_image(const char *path)
+{
+    BlockOpts *o = bdrv_opts_new();
+    g_autofree char *sz = g_strdup_printf("%d", (int)P_SIZE);
+    g_autofree char *cs = g_strdup_printf("%d", P_CLUSTER);
+    GError *err = NULL;
+
+    bdrv_opts_set(o, "size", sz);
+    bdrv_opts_set(o, "cluster_size", cs);
+    ck_assert_msg(bdrv_create("qcow2", path, o, &err), "create: %s",
+                  err ? err->message : "");
+    g_hash_table_unref(o);
+}
+
+/* One random guest operation on the device and the model. */
+static void guest_op(Guest *g)
+{
+    int kind = g_rand_int_range(g->r, 0, 10);
+    int64_t len = g_rand_int_range(g->r, 1, 5) * P_CLUSTER;
+    int64_t off = g_rand_int_range(g->r, 0, (P_SIZE - len) / P_CLUSTER) *
+                  (int64_t)P_CLUSTER;
+
+    if (kind < 6) {
+        /* sub-cluster offsets and lengths too: COW inside clusters */
+        uint8_t *buf;
+        int64_t o2 = off + g_rand_int_range(g->r, 0, P_CLUSTER);
+        int64_t l2 = MIN(len, P_SIZE - o2);
+        buf = g_malloc(l2);
+        for (int64_t i = 0; i < l2; i++) {
+            buf[i] = g_rand_int(g->r);
+        }
+        ck_assert_int_eq(blk_pwrite(g->blk, o2, l2, buf), 0);
+        memcpy(g->model + o2, buf, l2);
+        g_free(buf);
+    } else if (kind < 8) {
+        ck_assert_int_eq(blk_pdiscard(g->blk, off, len), 0);
+        memset(g->model + off, 0, len);
+    } else {
+        ck_assert_int_eq(blk_pwrite_zeroes(g->blk, off, len,
+                                           kind == 8 ? BDRV_REQ_MAY_UNMAP
+                                                     : 0), 0);
+        memset(g->model + off, 0, len);
+    }
+    g->ops++;
+}
+
+static void step_hook(BlockDriverState *bs, unsigned step, void *opaque)
+{
+    Guest *g = opaque;
+
+    g->steps++;
+    for (int i = 0; i < g->per_step; i++) {
+        guest_op(g);
+    }
+}
+
+static void snapshot_content(const char *path, const char *name,
+                             uint8_t **out)
+{
+    BlockDriverState *bs = open_img(path, 0);
+    GError *err = NULL;
+
+    if (name) {
+        ck_assert_msg(bdrv_snapshot_load_tmp(bs, NULL, name, &err) == 0,
+                      "load %s: %s", name, err ? err->message : "");
+    }
+    *out = read_all(bs, P_SIZE);
+    bdrv_unref(bs);
+}
+
+/* qemu-img's reading of snapshot name equals want (skipped without
+ * qemu-img). */
+static void qemu_snapshot_equals(const char *path, const char *name,
+                                 const uint8_t *want)
+{
+    g_autofree char *qemu_img = g_find_program_in_path("qemu-img");
+    g_autofree char *raw = g_strconcat(path, ".", name, ".raw", NULL);
+    g_autofree char *opt = g_strconcat("snapshot.name=", name, NULL);
+    g_autofree char *got = NULL;
+    gsize len = 0;
+    int status = 0;
+    const char *argv[] = { qemu_img, "convert", "-U", "-f", "qcow2", "-O",
+                           "raw", "-l", opt, path, raw, NULL };
+
+    if (!qemu_img) {
+        return;
+    }
+    ck_assert(g_spawn_sync(NULL, (char **)argv, NULL, 0, NULL, NULL, NULL,
+                           NULL, &status, NULL));
+    ck_assert_msg(status == 0, "qemu-img convert -l %s failed", name);
+    ck_assert(g_file_get_contents(raw, &got, &len, NULL));
+    ck_assert_int_eq(len, P_SIZE);
+    assert_same((const uint8_t *)got, want, P_SIZE, "qemu-img's snapshot");
+    unlink(raw);
+}
+
+static BlockBackend *open_device(const char *path, const char *name)
+{
+    BlockDriverState *bs = open_img(path, BDRV_O_RDWR);
+    BlockBackend *blk = blk_new(name, bs);
+    GError *err = NULL;
+
+    bdrv_unref(bs);
+    ck_assert_msg(blockdev_add_device(blk, &err), "%s",
+                  err ? err->message : "");
+    return blk;
+}
+
+static void close_device(BlockBackend *blk)
+{
+    blockdev_remove_all_devices();
+    blk_unref(blk);
+}
+
+/* Random data, snapshot "old", more writes: some clusters and tables
+ * shared with "old", some not. */
+static void prepare(const char *path, Guest *g, uint8_t **old_model)
+{
+    BlkTransactionStates *t;
+    GError *err = NULL;
+
+    make_image(path);
+    g->blk = open_device(path, "p0");
+    g->model = g_malloc0(P_SIZE);
+    for (int i = 0; i < 150; i++) {
+        guest_op(g);
+    }
+    t = blk_transaction_new();
+    txn_add_ok(t, txn_internal("p0", "old"));
+    ck_assert_msg(blk_transaction_submit(t, &err), "%s",
+                  err ? err->message : "");
+    blk_transaction_free(t);
+    *old_model = g_memdup2(g->model, P_SIZE);
+    for (int i = 0; i < 60; i++) {
+        guest_op(g);
+    }
+}
+
+START_TEST(test_model)
+{
+    g_autofree char *dir = g_dir_make_tmp("strata-precopy-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "p.qcow2", NULL);
+    g_autofree uint8_t *old_model = NULL, *at_drain = NULL;
+    g_autofree uint8_t *got = NULL;
+    Guest g = { .r = g_rand_new_with_seed(1000 + _i), .per_step = 1 + _i % 3 };
+    BlkTransactionStates *t;
+    GError *err = NULL;
+
+    prepare(path, &g, &old_model);
+    qcow2_precopy_set_step_hook(step_hook, &g);
+    t = blk_transaction_new();
+    txn_add_ok(t, txn_internal("p0", "new"));
+    ck_assert_msg(blk_transaction_submit(t, &err), "%s",
+                  err ? err->message : "");
+    blk_transaction_free(t);
+    qcow2_precopy_set_step_hook(NULL, NULL);
+    /* the pre-copy ran (the hook is called only there), with the guest
+     * busy between its steps: more steps than L2 tables in the image */
+    ck_assert_uint_ge(g.steps, P_SIZE / P_CLUSTER / (P_CLUSTER / 8));
+    at_drain = g_memdup2(g.model, P_SIZE);
+    for (int i = 0; i < 80; i++) {
+        guest_op(&g);
+    }
+    got = blk_read_all(g.blk, P_SIZE);
+    assert_same(got, g.model, P_SIZE, "active image");
+    g_clear_pointer(&got, g_free);
+    close_device(g.blk);
+
+    snapshot_content(path, "new", &got);
+    assert_same(got, at_drain, P_SIZE, "snapshot new (the drain)");
+    g_clear_pointer(&got, g_free);
+    snapshot_content(path, "old", &got);
+    assert_same(got, old_model, P_SIZE, "snapshot old");
+    g_clear_pointer(&got, g_free);
+    snapshot_content(path, NULL, &got);
+    assert_same(got, g.model, P_SIZE, "active image reopened");
+    qemu_snapshot_equals(path, "new", at_drain);
+    qemu_snapshot_equals(path, "old", old_model);
+    check_clean(path);
+    printf("seed %d: %u phase-1 steps, %u guest operations\n", _i, g.steps,
+           g.ops);
+    g_free(g.model);
+    g_rand_free(g.r);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
+/* ---- faults ---- */
+
+static const char *const kind_names[] = { "read", "write", "flush" };
+
+/* qemu-img check: no corruption; leaks only if allowed (exit 3). */
+static void qemu_check(const char *path, bool leaks_ok)
+{
+    g_autofree char *qemu_img = g_find_program_in_path("qemu-img");
+    g_autofree char *out = NULL;
+    const char *argv[] = { qemu_img, "check", "-U", path, NULL };
+    int status = 0;
+
+    if (!qemu_img) {
+        return;
+    }
+    ck_assert(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_STDERR_TO_DEV_NULL,
+                           NULL, NULL, &out, NULL, &status, NULL));
+    ck_assert_msg(WIFEXITED(status) && (WEXITSTATUS(status) == 0 ||
+                  (leaks_ok && WEXITSTATUS(status) == 3)),
+                  "qemu-img check %s: exit %d\n%s", path,
+                  WEXITSTATUS(status), out);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    g_autofree char *data = NULL;
+    gsize len;
+
+    ck_assert(g_file_get_contents(from, &data, &len, NULL));
+    ck_assert(g_file_set_contents(to, data, len, NULL));
+}
+
+START_TEST(test_faults)
+{
+    FaultKind kind = _i;
+    g_autofree char *dir = g_dir_make_tmp("strata-precopy-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "p.qcow2", NULL);
+    g_autofree char *pristine = g_build_filename(dir, "pristine.img", NULL);
+    g_autofree uint8_t *old_model = NULL;
+    Guest g = { .r = g_rand_new_with_seed(77) };
+    unsigned failures = 0, late = 0;
+    bool done = false, injected = true;
+
+    prepare(path, &g, &old_model);
+    close_device(g.blk);
+    copy_file(path, pristine);
+    for (uint64_t n = 1; !done || injected; n++) {
+        g_autofree char *names = NULL;
+        g_autofree uint8_t *got = NULL;
+        BlkTransactionStates *t;
+        BlockDriverState *bs;
+        GError *err = NULL;
+
+        ck_assert_uint_lt(n, 20000);
+        copy_file(pristine, path);
+        g.blk = open_device(path, "p0");
+        t = blk_transaction_new();
+        txn_add_ok(t, txn_internal("p0", "new"));
+        fault_inject_arm(kind, n);
+        done = blk_transaction_submit(t, &err);
+        blk_transaction_free(t);   /* clean may still do I/O here */
+        injected = fault_inject_disarm();
+        ck_assert(done || injected);
+        if (done) {
+            ck_assert_msg(!err, "%s", err->message);
+            /* a fault after the publishing write, freeing what it
+             * replaced: the snapshot stands, clusters may leak */
+            late += injected;
+        } else {
+            ck_assert_msg(err, "failed without an error");
+            g_clear_error(&err);
+            failures++;
+        }
+        bs = blk_bs(g.blk);
+        names = txn_snapshot_names(bs);
+        ck_assert_str_eq(names, done ? "old,new" : "old");
+        got = blk_read_all(g.blk, P_SIZE);
+        assert_same(got, g.model, P_SIZE, "active image after a fault");
+        close_device(g.blk);
+        if (done && injected) {
+            qemu_check(path, true);
+        } else {
+            check_clean(path);
+        }
+    }
+    ck_assert_uint_gt(failures, 0);
+    {
+        g_autofree uint8_t *got = NULL;
+        snapshot_content(path, "new", &got);
+        assert_same(got, g.model, P_SIZE, "snapshot new");
+    }
+    printf("%s faults: %u failed transactions, %u faults after the "
+           "commit, then success\n", kind_names[kind], failures, late);
+    g_free(g.model);
+    g_rand_free(g.r);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("precopy");
+    TCase *tc = tcase_create("core");
+
+    tcase_set_timeout(tc, 1200);
+    tcase_add_loop_test(tc, test_model, 0, 6);
+    tcase_add_loop_test(tc, test_faults, FAULT_READ, FAULT__MAX);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    strata_log_set_sink(strata_log_to_stderr, NULL);
+    return chaintest_run(suite());
+}
