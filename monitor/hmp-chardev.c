@@ -6,16 +6,18 @@
  * (monitor/hmp.c) and prints the result with CRLF line ends.
  *
  * On a terminal the line editing and history are libedit's (BSD
- * licence, readline's API; GNU readline is GPL and strata is LGPL),
- * through its callback interface so the main loop keeps running.
+ * licence, readline's API; GNU readline is GPL and strata is LGPL), in
+ * a reader thread; the commands still run on the main loop.
  * Elsewhere (a pipe, a socket) lines are read plainly and each line is
  * echoed after the prompt, which is what a transcript of QEMU's monitor
  * shows once its character-by-character redrawing is stripped.
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 #include <gio/gio.h>
 #include <gio/gunixsocketaddress.h>
@@ -42,6 +44,8 @@ typedef struct HmpClient {
 static GSource *stdio_src;
 static GString *stdio_line;
 static bool stdio_editing;
+static bool tty_saved;
+static struct termios tty_orig;
 static GPtrArray *services;      /* GSocketService * */
 static GPtrArray *unix_paths;    /* char *, unlinked at shutdown */
 static GPtrArray *clients;       /* HmpClient * */
@@ -70,12 +74,6 @@ static void stdout_write(const char *s)
 
 static void stdio_stop(void)
 {
-#ifdef HAVE_LIBEDIT
-    if (stdio_editing) {
-        rl_callback_handler_remove();
-        stdio_editing = false;
-    }
-#endif
     if (stdio_src) {
         g_source_destroy(stdio_src);
         g_source_unref(stdio_src);
@@ -83,24 +81,93 @@ static void stdio_stop(void)
     }
 }
 
-#ifdef HAVE_LIBEDIT
-static void edited_line(char *line)
+static void tty_restore(void)
 {
-    g_autofree char *out = NULL;
+    if (tty_saved) {
+        tcsetattr(STDIN_FILENO, TCSANOW, &tty_orig);
+    }
+}
 
-    if (!line) {
-        /* End of input (Ctrl-D): the terminal monitor ends, the daemon
-         * goes on (it may serve other monitors). */
-        stdout_write("\r\n");
-        stdio_stop();
-        return;
+#ifdef HAVE_LIBEDIT
+/*
+ * With libedit the terminal is read by a thread of its own, blocked in
+ * readline(): libedit then owns the terminal exactly while a line is
+ * typed (raw mode, its echo and editing) and prints the prompt after the
+ * previous output, as in any readline program.  Each line runs on the
+ * main loop's thread, like every other command, and the reader waits
+ * for its output.
+ */
+typedef struct LineJob {
+    char *line;
+    char *out;
+    bool done;
+} LineJob;
+
+static GMutex job_lock;
+static GCond job_cond;
+static bool quit_seen;
+
+static gboolean job_run(gpointer opaque)
+{
+    LineJob *job = opaque;
+    char *out = run_line(job->line);
+
+    g_mutex_lock(&job_lock);
+    job->out = out;
+    job->done = true;
+    g_cond_signal(&job_cond);
+    g_mutex_unlock(&job_lock);
+    return G_SOURCE_REMOVE;
+}
+
+static bool is_quit(const char *line)
+{
+    g_autofree char *w = g_strstrip(g_strdup(line));
+
+    return !strcmp(w, "quit") || !strcmp(w, "q");
+}
+
+static gpointer reader_main(gpointer opaque)
+{
+    char *line;
+
+    while (!quit_seen && (line = readline(HMP_PROMPT))) {
+        LineJob job = { .line = line };
+
+        if (*line) {
+            add_history(line);
+        }
+        /* the daemon ends after quit: no prompt after it */
+        quit_seen = is_quit(line);
+        g_main_context_invoke(NULL, job_run, &job);
+        g_mutex_lock(&job_lock);
+        while (!job.done) {
+            g_cond_wait(&job_cond, &job_lock);
+        }
+        g_mutex_unlock(&job_lock);
+        stdout_write(job.out);
+        g_free(job.out);
+        free(line);
     }
-    if (*line) {
-        add_history(line);
+    return NULL;
+}
+
+static bool start_editing(GError **errp)
+{
+    GThread *t;
+
+    if (tcgetattr(STDIN_FILENO, &tty_orig) == 0) {
+        tty_saved = true;       /* given back at exit, whatever state */
     }
-    out = run_line(line);
-    free(line);
-    stdout_write(out);
+    using_history();
+    t = g_thread_try_new("hmp-tty", reader_main, NULL, errp);
+    if (!t) {
+        return false;
+    }
+    /* Not joined: at exit it may be blocked reading the terminal. */
+    g_thread_unref(t);
+    stdio_editing = true;
+    return true;
 }
 #endif
 
@@ -127,19 +194,14 @@ static void plain_lines(void)
 static gboolean stdin_ready(gint fd, GIOCondition cond, gpointer opaque)
 {
     char buf[4096];
-    ssize_t n;
+    ssize_t n = read(fd, buf, sizeof(buf));
 
-#ifdef HAVE_LIBEDIT
-    if (stdio_editing) {
-        rl_callback_read_char();
-        return G_SOURCE_CONTINUE;
-    }
-#endif
-    n = read(fd, buf, sizeof(buf));
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
         return G_SOURCE_CONTINUE;
     }
     if (n <= 0) {
+        /* End of input: the monitor ends, the daemon goes on (it may
+         * serve other monitors). */
         g_source_unref(stdio_src);
         stdio_src = NULL;
         return G_SOURCE_REMOVE;
@@ -153,7 +215,7 @@ bool hmp_monitor_stdio(GError **errp)
 {
     g_autofree char *b = banner();
 
-    if (stdio_src) {
+    if (stdio_src || stdio_editing) {
         g_set_error(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC,
                     "cannot use stdio by multiple character devices");
         return false;
@@ -162,14 +224,10 @@ bool hmp_monitor_stdio(GError **errp)
     stdout_write(b);
 #ifdef HAVE_LIBEDIT
     if (isatty(STDIN_FILENO)) {
-        using_history();
-        rl_callback_handler_install(HMP_PROMPT, edited_line);
-        stdio_editing = true;
+        return start_editing(errp);
     }
 #endif
-    if (!stdio_editing) {
-        stdout_write(HMP_PROMPT);
-    }
+    stdout_write(HMP_PROMPT);
     stdio_src = g_unix_fd_source_new(STDIN_FILENO, G_IO_IN | G_IO_HUP);
     g_source_set_callback(stdio_src, G_SOURCE_FUNC(stdin_ready), NULL, NULL);
     g_source_attach(stdio_src, NULL);
@@ -326,6 +384,7 @@ bool hmp_listen_tcp(const char *host, const char *port, GError **errp)
 void hmp_shutdown(void)
 {
     stdio_stop();
+    tty_restore();
     if (stdio_line) {
         g_string_free(stdio_line, TRUE);
         stdio_line = NULL;

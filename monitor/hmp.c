@@ -296,7 +296,11 @@ void hmp_help(GString *out, GHashTable *args)
         help_table(out, "", hmp_cmds);
         return;
     }
-    words = g_strsplit_set(g_strstrip(g_strdup(what)), " \t", -1);
+    {
+    g_autofree char *text = g_strstrip(g_strdup(what));
+
+    words = g_strsplit_set(text, " \t", -1);
+    }
     c = find_command(hmp_cmds, words[0]);
     if (c && c->sub && words[1] && *words[1]) {
         const HmpCommand *s = find_command(c->sub, words[1]);
