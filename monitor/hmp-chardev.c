@@ -355,6 +355,9 @@ bool hmp_listen_unix(const char *path, GError **errp)
     ok = listen_on(addr, errp);
     umask(old_mask);
     if (ok) {
+        chmod(path, 0600);      /* owner-only (0700) already; as QMP's */
+    }
+    if (ok) {
         if (!unix_paths) {
             unix_paths = g_ptr_array_new_with_free_func(g_free);
         }

@@ -318,7 +318,8 @@ static void print_partial(GString *out, DiskSnapshots *d)
 void hmp_info_snapshots(GString *out, GHashTable *args)
 {
     g_autoptr(GPtrArray) disks = hmp_snapshot_disks();
-    g_autoptr(GPtrArray) roots = hmp_snapshot_disks_all();
+    /* QEMU lists the disks it can snapshot: read-only ones are not */
+    GPtrArray *roots = disks;
     BlockDriverState *vm = vmstate_disk(disks);
     g_autofree DiskSnapshots *ds = NULL;
     guint nds = 0, total = 0;

@@ -373,12 +373,20 @@ static char *to_crlf(const char *text)
 JsonNode *qmp_human_monitor_command(
     const q_obj_human_monitor_command_arg *args, GError **errp)
 {
-    g_autofree char *text = hmp_execute(args->command_line);
-    g_autofree char *crlf = to_crlf(text);
-    JsonNode *ret = json_node_new(JSON_NODE_VALUE);
+    g_autofree char *text = NULL;
+    g_autofree char *crlf = NULL;
+    JsonNode *ret;
 
-    /* cpu-index selects a vCPU in QEMU; strata-daemon has none, and no
-     * command of ours depends on one, so any index is accepted. */
+    /* cpu-index selects a vCPU; strata-daemon has none, as QEMU -M none
+     * has none, and both refuse every index alike. */
+    if (args->has_cpu_index) {
+        g_set_error(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC,
+                    "Parameter 'cpu-index' expects a CPU number");
+        return NULL;
+    }
+    text = hmp_execute(args->command_line);
+    crlf = to_crlf(text);
+    ret = json_node_new(JSON_NODE_VALUE);
     json_node_set_string(ret, crlf);
     return ret;
 }
