@@ -18,18 +18,19 @@
  * the rest; we keep the same bound so the same lines mean the same. */
 #define HMP_ARG_MAX 1023
 
-/* The help texts are QEMU's (they are output `help` prints). */
+/* The help texts are QEMU's (they are output `help` prints); the
+ * commands in QEMU's order, by name. */
 static const HmpCommand hmp_cmds[] = {
+    { "delvm", "name:s", "tag", "delete a VM snapshot from its tag",
+      hmp_delvm, NULL },
     { "help|?", "name:S?", "[cmd]", "show the help", hmp_help, NULL },
     { "info", "item:s?", "[subcommand]", "show various information about "
       "the system state", NULL, hmp_info_cmds },
-    { "q|quit", "", "", "quit the emulator", hmp_quit, NULL },
-    { "savevm", "name:s?", "tag", "save a VM snapshot. If no tag is "
-      "provided, a new snapshot is created", hmp_savevm, NULL },
     { "loadvm", "name:s", "tag", "restore a VM snapshot from its tag",
       hmp_loadvm, NULL },
-    { "delvm", "name:s", "tag", "delete a VM snapshot from its tag",
-      hmp_delvm, NULL },
+    { "quit|q", "", "", "quit the emulator", hmp_quit, NULL },
+    { "savevm", "name:s?", "tag", "save a VM snapshot. If no tag is "
+      "provided, a new snapshot is created", hmp_savevm, NULL },
     { "snapshot_blkdev", "reuse:-n,device:B,snapshot-file:s?,format:s?",
       "[-n] device [new-image-file] [format]",
       "initiates a live snapshot\n\t\t\t"
