@@ -129,7 +129,7 @@ static GPtrArray *usable_disks(GError **errp)
         if (!bdrv_can_snapshot(bs)) {
             g_set_error(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC,
                         "Device '%s' is writable but does not support "
-                        "snapshots", bdrv_get_node_name(bs));
+                        "snapshots", hmp_disk_name(bs));
             return NULL;
         }
     }
@@ -141,6 +141,20 @@ static GPtrArray *usable_disks(GError **errp)
     return g_steal_pointer(&disks);
 }
 
+const char *hmp_disk_name(BlockDriverState *bs)
+{
+    g_autoptr(GPtrArray) devs = blockdev_list_devices();
+
+    for (guint i = 0; i < devs->len; i++) {
+        BlockBackend *blk = g_ptr_array_index(devs, i);
+        if (blk_bs(blk) == bs && *blk_name(blk)) {
+            /* the registry keeps the name while the device exists */
+            return blk_name(blk);
+        }
+    }
+    return bdrv_get_node_name(bs);
+}
+
 /* Appends one transaction action {type, data: {device, name[, id]}}. */
 static void add_action(JsonArray *actions, const char *type,
                        BlockDriverState *bs, const char *name,
@@ -149,7 +163,7 @@ static void add_action(JsonArray *actions, const char *type,
     JsonObject *action = json_object_new();
     JsonObject *data = json_object_new();
 
-    json_object_set_string_member(data, "device", bdrv_get_node_name(bs));
+    json_object_set_string_member(data, "device", hmp_disk_name(bs));
     json_object_set_string_member(data, "name", name);
     if (id) {
         json_object_set_string_member(data, "id", id);
@@ -235,7 +249,7 @@ static bool check_no_vm_state(GPtrArray *disks, const char *tag,
                         "Snapshot '%s' on '%s' holds VM state, which "
                         "strata-daemon cannot restore; it is not loaded "
                         "disk-only", tag,
-                        bdrv_get_node_name(g_ptr_array_index(disks, i)));
+                        hmp_disk_name(g_ptr_array_index(disks, i)));
             return false;
         }
     }

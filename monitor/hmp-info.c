@@ -338,7 +338,7 @@ void hmp_info_snapshots(GString *out, GHashTable *args)
         if (n <= 0) {
             bdrv_snapshot_list_free(list, 0);
         } else {
-            ds[nds].name = bdrv_get_node_name(bs);
+            ds[nds].name = hmp_disk_name(bs);
             ds[nds].list = list;
             ds[nds].n = n;
             ds[nds].shown = g_new0(bool, n);

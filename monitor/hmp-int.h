@@ -51,6 +51,9 @@ JsonNode *hmp_call_qmp(const char *command, JsonObject *args, GError **errp);
  * disks": the root node of every device that is writable.  Each with a
  * reference; the array drops them. */
 GPtrArray *hmp_snapshot_disks(void);
+/* A disk's name in messages and actions: its device's name, else (the
+ * daemon's devices have none) its node-name, as QEMU names them. */
+const char *hmp_disk_name(BlockDriverState *bs);
 /* Same with the read-only ones too (every device's root node). */
 GPtrArray *hmp_snapshot_disks_all(void);
 
