@@ -295,13 +295,19 @@ void hmp_loadvm(GString *out, GHashTable *args)
 void hmp_delvm(GString *out, GHashTable *args)
 {
     const char *tag = g_hash_table_lookup(args, "name");
-    g_autoptr(GError) err = NULL;
-    g_autoptr(GPtrArray) disks = usable_disks(&err);
+    g_autoptr(GPtrArray) disks = hmp_snapshot_disks();
     JsonArray *actions;
 
-    if (!disks) {
-        hmp_print_error(out, err);
-        return;
+    /* QEMU's check that every disk can hold snapshots; no disk at all
+     * is not an error here (the tag exists nowhere, below). */
+    for (guint i = 0; i < disks->len; i++) {
+        if (!bdrv_can_snapshot(g_ptr_array_index(disks, i))) {
+            g_string_append_printf(out, "Error: Device '%s' is writable but "
+                                   "does not support snapshots\n",
+                                   hmp_disk_name(g_ptr_array_index(disks,
+                                                                   i)));
+            return;
+        }
     }
     actions = json_array_new();
     for (guint i = 0; i < disks->len; i++) {

@@ -464,6 +464,120 @@ def commands_match_qemu():
               'state), QEMU stores its machine state on the first disk')
 
 
+def side_by_side(name, make_disks, commands, differences=None):
+    """commands on QEMU and on strata (human-monitor-command), each on
+    its own copy of the images made by make_disks(d) -> blockdevs;
+    outputs equal after normalisation; after(dq, ds) compares the
+    images."""
+    with common.TempDir('strata-hmp-') as tmp:
+        outs = {}
+        dirs = {}
+        for side, cls in (('qemu', QemuVM), ('strata', StrataQMP)):
+            d = dirs[side] = os.path.join(tmp, side)
+            os.mkdir(d)
+            disks = make_disks(d)
+            outs[side] = [o.replace(d, '$DIR') for o in
+                          run_commands(cls(disks, d),
+                                       [c.replace('{D}', d)
+                                        for c in commands])]
+        for i, c in enumerate(commands):
+            q = outs['qemu'][i].replace('\r\n', '\n')
+            s = outs['strata'][i].replace('\r\n', '\n')
+            if differences and c in differences:
+                want, reason = differences[c]
+                check(s == want, '%s %r: %r, want %r' % (name, c, s, want))
+                print('  difference at %r (%s): QEMU %r' % (c, reason, q))
+                continue
+            check(normalise(s) == normalise(q),
+                  '%s %r:\n  qemu:   %r\n  strata: %r' % (name, c, q, s))
+
+
+@runner.case('no_snapshot_capable_disk')
+def no_snapshot_capable_disk():
+    """No disk at all, and a writable raw disk: QEMU's refusals of
+    savevm/loadvm/delvm and info snapshots' text (qemu-iotests 267)."""
+    cmds = ['info snapshots', 'savevm s0', 'loadvm s0', 'delvm s0',
+            'info snapshots']
+    nowhere = {'delvm s0': ("Error: Could not delete snapshot 's0': "
+                            "snapshot not found\n",
+                            'deliberate difference 8: delvm of a tag that '
+                            'exists nowhere is an error')}
+    side_by_side('no disk', lambda d: [], cmds, nowhere)
+
+    def raw_disk(d):
+        path = os.path.join(d, 'r.raw')
+        common.run(['qemu-img', 'create', '-q', '-f', 'raw', path,
+                    str(SIZE)])
+        return [json.dumps({'driver': 'raw', 'node-name': 'rw',
+                            'file': {'driver': 'file', 'filename': path}})]
+    side_by_side('raw disk', raw_disk, cmds + [
+        'snapshot_blkdev_internal rw s0'])
+
+
+@runner.case('snapshot_blkdev_external')
+def snapshot_blkdev_external():
+    """snapshot_blkdev names a device (a BlockBackend); neither QEMU -M
+    none nor strata-daemon has named devices, so both refuse it with the
+    same text, and change nothing; the QMP command it stands for, on the
+    node, then makes the same chains on both."""
+    def disks(d):
+        make_image(os.path.join(d, 'a.qcow2'))
+        make_image(os.path.join(d, 'b.qcow2'))
+        make_image(os.path.join(d, 'b-ov.qcow2'),
+                   ['-b', os.path.join(d, 'b.qcow2'), '-F', 'qcow2'])
+        return [blockdev('da', os.path.join(d, 'a.qcow2')),
+                blockdev('db', os.path.join(d, 'b.qcow2'))]
+    outs = {}
+    with common.TempDir('strata-hmp-') as tmp:
+        dirs = {}
+        for side, cls in (('qemu', QemuVM), ('strata', StrataQMP)):
+            d = dirs[side] = os.path.join(tmp, side)
+            os.mkdir(d)
+            vm = cls(disks(d), d)
+            try:
+                outs[side] = [vm.text(c % d) for c in (
+                    'snapshot_blkdev da %s/a-ov.qcow2',
+                    'snapshot_blkdev -n db %s/b-ov.qcow2 qcow2')]
+                check(not os.path.exists(os.path.join(d, 'a-ov.qcow2')),
+                      '%s created the overlay' % side)
+                for req in ({'node-name': 'da', 'format': 'qcow2',
+                             'snapshot-node-name': 'ova',
+                             'snapshot-file': d + '/a-ov.qcow2'},
+                            {'node-name': 'db', 'format': 'qcow2',
+                             'snapshot-node-name': 'ovb',
+                             'mode': 'existing',
+                             'snapshot-file': d + '/b-ov.qcow2'}):
+                    r = vm.qmp({'execute': 'blockdev-snapshot-sync',
+                                'arguments': req})
+                    check(r == {'return': {}}, '%s: %s' % (side, r))
+            finally:
+                vm.quit()
+        check(outs['qemu'] == outs['strata'] == [
+            "Error: Cannot find device='da' nor node-name=''\n",
+            "Error: Cannot find device='db' nor node-name=''\n"],
+            repr(outs))
+        for f in ('a-ov.qcow2', 'b-ov.qcow2'):
+            facts = [qemu_img_chain(os.path.join(d, f), d)
+                     for d in dirs.values()]
+            check(facts[0] == facts[1], '%s:\n  qemu:   %s\n  strata: %s'
+                  % (f, facts[0], facts[1]))
+            for d in dirs.values():
+                common.qemu_check_clean(os.path.join(d, f))
+
+
+def qemu_img_chain(path, d):
+    res = common.run(['qemu-img', 'info', '--output=json',
+                      '--backing-chain', '-U', path])
+    out = []
+    for img in json.loads(res.out):
+        out.append({k: (v.replace(d, '$DIR') if isinstance(v, str) else v)
+                    for k, v in img.items()
+                    if k in ('filename', 'format', 'virtual-size',
+                             'backing-filename', 'full-backing-filename',
+                             'backing-filename-format')})
+    return out
+
+
 @runner.case('human_monitor_command_qmp')
 def human_monitor_command_qmp():
     """The QMP command itself: exact replies equal to QEMU's (CRLF text,
