@@ -775,6 +775,38 @@ def strata_images_load_in_qemu():
         print('  QEMU on strata\'s savevm: %s' % out.strip())
 
 
+@runner.case('terminal_editing')
+def terminal_editing():
+    """On the terminal, libedit edits the line (cursor keys, insertion)
+    and keeps a history (up arrow recalls the last line)."""
+    with common.TempDir('strata-hmp-') as d:
+        a = os.path.join(d, 'a.qcow2')
+        make_image(a)
+        term = StrataTerminal([blockdev('da', a)], d)
+        try:
+            check(term.banner.endswith(b"monitor - type 'help' for more "
+                                       b"information\r\r\n") or
+                  term.banner.endswith(b"monitor - type 'help' for more "
+                                       b"information\r\n"),
+                  repr(term.banner))
+            # "savevm ab", two steps left (between "savevm " and "ab"),
+            # "x": the line is "savevm xab"
+            term.type(b'savevm ab\x1b[D\x1b[Dx\r')
+            term.until_prompt()
+            # up arrow recalls "savevm xab", cursor at its end; "2"
+            term.type(b'\x1b[A')
+            time.sleep(0.2)
+            term.type(b'2\r')
+            term.until_prompt()
+            out = term.hmp('info snapshots')
+        finally:
+            term.quit()
+        check('\n--        xab ' in out and '\n--        xab2 ' in out,
+              repr(out))
+        check([n for _, n in snapshot_names(a)] == ['xab', 'xab2'],
+              snapshot_names(a))
+
+
 @runner.case('socket_monitor')
 def socket_monitor():
     """--monitor chardev=ID,mode=readline on a unix socket: banner,
@@ -844,6 +876,8 @@ def command_line():
          "Parameter 'mode' does not accept value 'bogus'"),
         (['--chardev', 'stdio,id=m,path=/x'],
          'Invalid parameter for a stdio chardev'),
+        (['--chardev', 'stdio,id=m', '--monitor', 'chardev=m,mode=readline',
+          '--daemonize'], 'cannot use stdio with -daemonize'),
     ]
     for args, want in cases:
         res = subprocess.run([strata] + args, capture_output=True,

@@ -528,6 +528,15 @@ DaemonConfig *daemon_parse_args(int argc, char **argv, int *exit_status)
             }
         }
     }
+    for (guint i = 0; cfg->daemonize && i < cfg->chardevs->len; i++) {
+        DaemonChardev *ch = g_ptr_array_index(cfg->chardevs, i);
+        if (ch->stdio) {
+            /* a daemon has no terminal (QEMU's refusal and text) */
+            daemon_report("--chardev", ch->arg,
+                          "cannot use stdio with -daemonize");
+            return NULL;
+        }
+    }
     *exit_status = 0;
     return g_steal_pointer(&cfg);
 }
