@@ -181,6 +181,14 @@ static void usage_error(GString *out, const HmpCommand *cmd,
     g_string_append_printf(out, "%s: %s\n", name, what);
 }
 
+/* Whether -c is one of the command's flags (some "key:-c" item). */
+static bool is_flag_of(const HmpCommand *cmd, char c)
+{
+    g_autofree char *pattern = g_strdup_printf(":-%c", c);
+
+    return c && strstr(cmd->args_type, pattern);
+}
+
 /* One "key:T" item of args_type against the line at *pp. */
 static bool parse_item(GString *out, const HmpCommand *cmd,
                        const char *item, const char **pp, GHashTable *args)
@@ -194,7 +202,8 @@ static bool parse_item(GString *out, const HmpCommand *cmd,
         if (p[0] == '-' && p[1] == type[1]) {
             g_hash_table_insert(args, g_steal_pointer(&key), g_strdup("on"));
             *pp = p + 2;
-        } else if (p[0] == '-' && !strchr(cmd->args_type, p[1])) {
+        } else if (p[0] == '-' && p[1] && !is_flag_of(cmd, p[1])) {
+            /* (a lone "-" is a word, as in QEMU) */
             g_autofree char *m = g_strdup_printf("unsupported option -%c",
                                                  p[1]);
             usage_error(out, cmd, m);
