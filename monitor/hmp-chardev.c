@@ -351,12 +351,9 @@ bool hmp_listen_unix(const char *path, GError **errp)
     bool ok;
 
     unlink(path);               /* a stale socket of an earlier run */
-    old_mask = umask(0077);     /* mode 0600 from the start */
+    old_mask = umask(0177);     /* mode 0600 from the start */
     ok = listen_on(addr, errp);
     umask(old_mask);
-    if (ok) {
-        chmod(path, 0600);      /* owner-only (0700) already; as QMP's */
-    }
     if (ok) {
         if (!unix_paths) {
             unix_paths = g_ptr_array_new_with_free_func(g_free);
