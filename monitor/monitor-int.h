@@ -31,5 +31,8 @@ JsonNode *qmp_greeting(void);
 typedef struct SnapshotInfo SnapshotInfo;
 typedef struct BdrvSnapshotInfo BdrvSnapshotInfo;
 SnapshotInfo *qmp_snapshot_info(const BdrvSnapshotInfo *sn);
+/* A node's BlockDeviceInfo, as query-named-block-nodes gives it. */
+typedef struct BlockDeviceInfo BlockDeviceInfo;
+BlockDeviceInfo *qmp_block_device_info(BlockDriverState *bs, bool flat);
 
 #endif

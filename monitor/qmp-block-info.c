@@ -145,7 +145,7 @@ static ImageInfo *image_info(BlockDriverState *bs, bool flat)
     return info;
 }
 
-static BlockDeviceInfo *block_device_info(BlockDriverState *bs, bool flat)
+BlockDeviceInfo *qmp_block_device_info(BlockDriverState *bs, bool flat)
 {
     BlockDeviceInfo *info = g_new0(BlockDeviceInfo, 1);
     BlockDriverState *backing = bdrv_get_backing(bs);
@@ -188,7 +188,7 @@ JsonNode *qmp_query_named_block_nodes(
 
     /* newest first, as QEMU lists them */
     for (guint i = nodes->len; i > 0; i--) {
-        g_ptr_array_add(list, block_device_info(
+        g_ptr_array_add(list, qmp_block_device_info(
                             g_ptr_array_index(nodes, i - 1), flat));
     }
     ret = qapi_BlockDeviceInfoList_to_json(list);
@@ -213,7 +213,7 @@ static BlockInfo *block_info(BlockBackend *blk)
     info->removable = true;
     if (bs) {
         info->has_inserted = true;
-        info->inserted = block_device_info(bs, false);
+        info->inserted = qmp_block_device_info(bs, false);
     }
     return info;
 }

@@ -11,6 +11,7 @@ set -e
 # (qemu-system-common has qemu-storage-daemon), python3
 PKGS="gcc pkg-config meson ninja-build libglib2.0-dev libjson-glib-dev
 check zlib1g-dev libzstd-dev qemu-utils qemu-system-common python3"
+PKGS="$PKGS libedit-dev"    # strata-daemon's terminal monitor (HMP)
 
 # `make fuzz` only: clang and its runtime libraries (libFuzzer, ASan, UBSan)
 fuzz_pkgs() {

@@ -232,6 +232,34 @@ static bool kv_bool(JsonObject *o, const char *key, bool def, bool *out,
     return true;
 }
 
+/* --chardev stdio,id=ID: the terminal (for a readline monitor); one. */
+static bool add_stdio_chardev(DaemonConfig *cfg, const char *arg,
+                              JsonObject *o, GError **errp)
+{
+    DaemonChardev *c;
+
+    if (kv(o, "path") || kv(o, "host") || kv(o, "port") ||
+        kv(o, "server") || kv(o, "wait")) {
+        return err_set(errp, "%s", "Invalid parameter for a stdio "
+                       "chardev");
+    }
+    if (find_chardev(cfg, kv(o, "id"))) {
+        return err_set(errp, "%s", "duplicate yank instance");
+    }
+    for (guint i = 0; i < cfg->chardevs->len; i++) {
+        if (((DaemonChardev *)g_ptr_array_index(cfg->chardevs, i))->stdio) {
+            return err_set(errp, "%s", "cannot use stdio by multiple "
+                           "character devices");
+        }
+    }
+    c = g_new0(DaemonChardev, 1);
+    c->arg = g_strdup(arg);
+    c->id = g_strdup(kv(o, "id"));
+    c->stdio = true;
+    g_ptr_array_add(cfg->chardevs, c);
+    return true;
+}
+
 /* --chardev socket,id=ID,path=P|host=H,port=N,server=on,wait=off */
 static bool parse_chardev(DaemonConfig *cfg, const char *arg, GError **errp)
 {
@@ -262,6 +290,9 @@ static bool parse_chardev(DaemonConfig *cfg, const char *arg, GError **errp)
         return err_set(errp, "%s", "Parameter 'id' expects an identifier\n"
                        "Identifiers consist of letters, digits, '-', '.', "
                        "'_', starting with a letter.");
+    }
+    if (kv(o, "backend") && !strcmp(kv(o, "backend"), "stdio")) {
+        return add_stdio_chardev(cfg, arg, o, errp);
     }
     if (!kv(o, "backend") || strcmp(kv(o, "backend"), "socket")) {
         return err_set(errp, "'%s' is not a valid char driver name",
@@ -305,7 +336,7 @@ static bool parse_chardev(DaemonConfig *cfg, const char *arg, GError **errp)
     return true;
 }
 
-/* --monitor [chardev=]ID[,mode=control][,pretty=off] */
+/* --monitor [chardev=]ID[,mode=control|readline][,pretty=off] */
 static bool parse_monitor(DaemonConfig *cfg, const char *arg, GError **errp)
 {
     g_autoptr(JsonNode) node = daemon_keyval_parse(arg, "chardev", errp);
@@ -313,7 +344,7 @@ static bool parse_monitor(DaemonConfig *cfg, const char *arg, GError **errp)
     JsonObject *o;
     DaemonMonitor *m;
     DaemonChardev *c;
-    bool pretty;
+    bool pretty, readline;
 
     if (!node) {
         return false;
@@ -334,8 +365,15 @@ static bool parse_monitor(DaemonConfig *cfg, const char *arg, GError **errp)
     if (!c) {
         return err_set(errp, "chardev \"%s\" not found", kv(o, "chardev"));
     }
-    if (kv(o, "mode") && strcmp(kv(o, "mode"), "control")) {
-        return err_set(errp, "%s", "Only QMP is supported");
+    if (kv(o, "mode") && strcmp(kv(o, "mode"), "control") &&
+        strcmp(kv(o, "mode"), "readline")) {
+        return err_set(errp, "Parameter 'mode' does not accept value "
+                       "'%s'", kv(o, "mode"));
+    }
+    readline = kv(o, "mode") && !strcmp(kv(o, "mode"), "readline");
+    if (c->stdio && !readline) {
+        return err_set(errp, "%s", "strata-daemon supports QMP on sockets "
+                       "only; use mode=readline on stdio");
     }
     if (!kv_bool(o, "pretty", false, &pretty, errp)) {
         return false;
@@ -347,6 +385,7 @@ static bool parse_monitor(DaemonConfig *cfg, const char *arg, GError **errp)
     m = g_new0(DaemonMonitor, 1);
     m->arg = g_strdup(arg);
     m->chardev = c;
+    m->readline = readline;
     g_ptr_array_add(cfg->monitors, m);
     return true;
 }
@@ -371,6 +410,7 @@ static void print_help(void)
            "  --chardev socket,id=<id>,path=<path>,server=on,wait=off\n"
            "  --chardev socket,id=<id>,host=<addr>,port=<port>,server=on,"
            "wait=off\n"
+           "  --chardev stdio,id=<id>\n"
            "                         a socket for a monitor (unix: mode "
            "0600; tcp: loopback\n"
            "                         unless host= names an address)\n"
@@ -379,8 +419,10 @@ static void print_help(void)
            "parent exit\n"
            "                         once startup is complete\n"
            "\n"
-           "  --monitor [chardev=]<id>[,mode=control]\n"
-           "                         configure a QMP monitor\n"
+           "  --monitor [chardev=]<id>[,mode=control|readline]\n"
+           "                         configure a QMP monitor (control) or "
+           "a human\n"
+           "                         monitor (readline)\n"
            "\n"
            "  --pidfile <path>       write process ID to a file after "
            "startup\n");
@@ -484,6 +526,15 @@ DaemonConfig *daemon_parse_args(int argc, char **argv, int *exit_status)
             if (!handle_option(cfg, c, optarg)) {
                 return NULL;
             }
+        }
+    }
+    for (guint i = 0; cfg->daemonize && i < cfg->chardevs->len; i++) {
+        DaemonChardev *ch = g_ptr_array_index(cfg->chardevs, i);
+        if (ch->stdio) {
+            /* a daemon has no terminal (QEMU's refusal and text) */
+            daemon_report("--chardev", ch->arg,
+                          "cannot use stdio with -daemonize");
+            return NULL;
         }
     }
     *exit_status = 0;

@@ -2,7 +2,8 @@
 /*
  * strata-daemon's command line, qemu-storage-daemon 7.2's options that
  * strata shares: --blockdev (keyval or JSON), --chardev socket (unix or
- * tcp, server=on,wait=off), --monitor, --pidfile, --daemonize, --help,
+ * tcp, server=on,wait=off) or stdio, --monitor (mode=control: QMP;
+ * mode=readline: the human monitor), --pidfile, --daemonize, --help,
  * --version.  Everything is parsed and checked (the --blockdev options
  * against the schema) before anything is opened.
  */
@@ -24,11 +25,13 @@ typedef struct DaemonChardev {
     char *id;
     char *path;                /* unix; or NULL */
     char *host, *port;         /* tcp */
+    bool stdio;                /* --chardev stdio: the terminal */
 } DaemonChardev;
 
 typedef struct DaemonMonitor {
     char *arg;
     DaemonChardev *chardev;    /* one of DaemonConfig.chardevs */
+    bool readline;             /* mode=readline: the human monitor */
 } DaemonMonitor;
 
 typedef struct DaemonConfig {

@@ -20,6 +20,7 @@
 #include "daemon-opts.h"
 #include "monitor/monitor.h"
 #include "monitor/qmp-events.h"
+#include "monitor/hmp.h"
 #include "blockdev/registry.h"
 #include "block/log.h"
 
@@ -58,14 +59,30 @@ static bool open_blockdevs(DaemonConfig *cfg)
     return true;
 }
 
+/* A human monitor (mode=readline) on its chardev. */
+static bool open_hmp(DaemonChardev *c, GError **errp)
+{
+    if (c->stdio) {
+        return hmp_monitor_stdio(errp);
+    }
+    return c->path ? hmp_listen_unix(c->path, errp)
+                   : hmp_listen_tcp(c->host, c->port, errp);
+}
+
 static bool open_monitors(DaemonConfig *cfg)
 {
     for (guint i = 0; i < cfg->monitors->len; i++) {
         DaemonMonitor *m = g_ptr_array_index(cfg->monitors, i);
         DaemonChardev *c = m->chardev;
         g_autoptr(GError) err = NULL;
-        bool ok = c->path ? monitor_listen_unix(c->path, &err)
-                          : monitor_listen_tcp(c->host, c->port, &err);
+        bool ok;
+
+        if (m->readline) {
+            ok = open_hmp(c, &err);
+        } else {
+            ok = c->path ? monitor_listen_unix(c->path, &err)
+                         : monitor_listen_tcp(c->host, c->port, &err);
+        }
 
         if (!ok) {
             daemon_report("--chardev", c->arg, err->message);
@@ -190,6 +207,7 @@ int main(int argc, char **argv)
     /* Clients and sockets first, then the nodes: each image is flushed
      * and closed and its locks released. */
     monitor_shutdown();
+    hmp_shutdown();
     monitor_blockdev_close_all();
     blockdev_remove_all_devices();
     return status;

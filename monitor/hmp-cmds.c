@@ -1,0 +1,332 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The human monitor's commands, each a thin layer over a QMP command:
+ * the snapshot_blkdev* commands call the QMP snapshot commands, and
+ * savevm, loadvm and delvm build ONE QMP transaction over every disk, so
+ * each is all or nothing (QEMU's are not: its savevm can leave the
+ * snapshot on some disks, its loadvm can revert some disks and fail).
+ *
+ * "Every disk" is QEMU's set: the root node of every device that is
+ * writable (read-only ones are skipped).  strata-daemon has no VM state:
+ * savevm stores none (vm-state-size 0, a disk-only snapshot), loadvm
+ * reverts disk-only snapshots, and refuses a snapshot that carries VM
+ * state (one QEMU saved), which it could only revert disk-only.
+ */
+#include <string.h>
+
+#include "monitor/hmp-int.h"
+#include "monitor/monitor.h"
+#include "blockdev/registry.h"
+#include "block/snapshot.h"
+#include "block/block-backend.h"
+
+/* Runs a QMP command and prints its error, if any; true on success. */
+static bool run_qmp(GString *out, const char *command, JsonObject *args)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(JsonNode) ret = hmp_call_qmp(command, args, &err);
+
+    if (!ret) {
+        hmp_print_error(out, err);
+        return false;
+    }
+    return true;
+}
+
+void hmp_quit(GString *out, GHashTable *args)
+{
+    monitor_request_quit();
+}
+
+void hmp_snapshot_blkdev(GString *out, GHashTable *args)
+{
+    JsonObject *a = json_object_new();
+    const char *file = g_hash_table_lookup(args, "snapshot-file");
+    const char *format = g_hash_table_lookup(args, "format");
+    bool reuse = g_hash_table_contains(args, "reuse");
+
+    json_object_set_string_member(a, "device",
+                                  g_hash_table_lookup(args, "device"));
+    /* Without a file QMP's own check answers ("Parameter
+     * 'snapshot-file' is missing"), as in QEMU. */
+    if (file) {
+        json_object_set_string_member(a, "snapshot-file", file);
+    }
+    json_object_set_string_member(a, "format", format ? format : "qcow2");
+    json_object_set_string_member(a, "mode", reuse ? "existing"
+                                                   : "absolute-paths");
+    run_qmp(out, "blockdev-snapshot-sync", a);
+}
+
+void hmp_snapshot_blkdev_internal(GString *out, GHashTable *args)
+{
+    JsonObject *a = json_object_new();
+
+    json_object_set_string_member(a, "device",
+                                  g_hash_table_lookup(args, "device"));
+    json_object_set_string_member(a, "name",
+                                  g_hash_table_lookup(args, "name"));
+    run_qmp(out, "blockdev-snapshot-internal-sync", a);
+}
+
+void hmp_snapshot_delete_blkdev_internal(GString *out, GHashTable *args)
+{
+    JsonObject *a = json_object_new();
+    const char *id = g_hash_table_lookup(args, "id");
+
+    json_object_set_string_member(a, "device",
+                                  g_hash_table_lookup(args, "device"));
+    json_object_set_string_member(a, "name",
+                                  g_hash_table_lookup(args, "name"));
+    if (id) {
+        json_object_set_string_member(a, "id", id);
+    }
+    run_qmp(out, "blockdev-snapshot-delete-internal-sync", a);
+}
+
+/* ---- the disks of savevm, loadvm, delvm, info snapshots ---- */
+
+static GPtrArray *device_roots(bool writable_only)
+{
+    g_autoptr(GPtrArray) devs = blockdev_list_devices();
+    GPtrArray *disks = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)bdrv_unref);
+
+    for (guint i = 0; i < devs->len; i++) {
+        BlockDriverState *bs = blk_get_root(g_ptr_array_index(devs, i));
+
+        if (!bs) {
+            continue;
+        }
+        if ((writable_only && bdrv_is_read_only(bs)) ||
+            g_ptr_array_find(disks, bs, NULL)) {
+            bdrv_unref(bs);
+            continue;
+        }
+        g_ptr_array_add(disks, bs);
+    }
+    return disks;
+}
+
+GPtrArray *hmp_snapshot_disks(void)
+{
+    return device_roots(true);
+}
+
+GPtrArray *hmp_snapshot_disks_all(void)
+{
+    return device_roots(false);
+}
+
+/* The disks, all able to hold snapshots; NULL with errp set (QEMU's
+ * texts) when one cannot or there is none. */
+static GPtrArray *usable_disks(GError **errp)
+{
+    g_autoptr(GPtrArray) disks = hmp_snapshot_disks();
+
+    for (guint i = 0; i < disks->len; i++) {
+        BlockDriverState *bs = g_ptr_array_index(disks, i);
+        if (!bdrv_can_snapshot(bs)) {
+            g_set_error(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC,
+                        "Device '%s' is writable but does not support "
+                        "snapshots", hmp_disk_name(bs));
+            return NULL;
+        }
+    }
+    if (!disks->len) {
+        g_set_error(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC,
+                    "no block device can store vmstate for snapshot");
+        return NULL;
+    }
+    return g_steal_pointer(&disks);
+}
+
+const char *hmp_disk_name(BlockDriverState *bs)
+{
+    g_autoptr(GPtrArray) devs = blockdev_list_devices();
+
+    for (guint i = 0; i < devs->len; i++) {
+        BlockBackend *blk = g_ptr_array_index(devs, i);
+        if (blk_bs(blk) == bs && *blk_name(blk)) {
+            /* the registry keeps the name while the device exists */
+            return blk_name(blk);
+        }
+    }
+    return bdrv_get_node_name(bs);
+}
+
+/* Appends one transaction action {type, data: {device, name[, id]}}. */
+static void add_action(JsonArray *actions, const char *type,
+                       BlockDriverState *bs, const char *name,
+                       const char *id)
+{
+    JsonObject *action = json_object_new();
+    JsonObject *data = json_object_new();
+
+    json_object_set_string_member(data, "device", hmp_disk_name(bs));
+    json_object_set_string_member(data, "name", name);
+    if (id) {
+        json_object_set_string_member(data, "id", id);
+    }
+    json_object_set_string_member(action, "type", type);
+    json_object_set_object_member(action, "data", data);
+    json_array_add_object_element(actions, action);
+}
+
+static bool run_transaction(GString *out, JsonArray *actions)
+{
+    JsonObject *a = json_object_new();
+
+    json_object_set_array_member(a, "actions", actions);
+    return run_qmp(out, "transaction", a);
+}
+
+/* QEMU's name for a savevm without a tag: the local time to the second. */
+static char *default_tag(void)
+{
+    g_autoptr(GDateTime) now = g_date_time_new_now_local();
+
+    return g_date_time_format(now, "vm-%Y%m%d%H%M%S");
+}
+
+void hmp_savevm(GString *out, GHashTable *args)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GPtrArray) disks = usable_disks(&err);
+    g_autofree char *tag = NULL;
+    JsonArray *actions;
+
+    if (!disks) {
+        hmp_print_error(out, err);
+        return;
+    }
+    tag = g_strdup(g_hash_table_lookup(args, "name"));
+    if (!tag) {
+        tag = default_tag();
+    }
+    /* An existing snapshot of that name is replaced on every disk: its
+     * delete is an action of the same transaction, undone if any
+     * create fails (QEMU deletes first, for good). */
+    actions = json_array_new();
+    for (guint i = 0; i < disks->len; i++) {
+        BlockDriverState *bs = g_ptr_array_index(disks, i);
+        BdrvSnapshotInfo sn = { 0 };
+
+        if (bdrv_snapshot_find(bs, tag, &sn, NULL)) {
+            add_action(actions, "blockdev-snapshot-delete-internal-sync", bs,
+                       tag, sn.id_str);
+            bdrv_snapshot_info_clear(&sn);
+        }
+        add_action(actions, "blockdev-snapshot-internal-sync", bs, tag,
+                   NULL);
+    }
+    run_transaction(out, actions);
+}
+
+/* The snapshot called tag on every disk (name-only lookup, as QEMU's
+ * check); fills infos[i].  False with errp set if one lacks it. */
+static bool find_on_all(GPtrArray *disks, const char *tag,
+                        BdrvSnapshotInfo *infos, GError **errp)
+{
+    for (guint i = 0; i < disks->len; i++) {
+        if (!bdrv_snapshot_find(g_ptr_array_index(disks, i), tag, &infos[i],
+                                NULL)) {
+            g_set_error(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC,
+                        "Snapshot '%s' does not exist in one or more "
+                        "devices", tag);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool check_no_vm_state(GPtrArray *disks, const char *tag,
+                              const BdrvSnapshotInfo *infos, GError **errp)
+{
+    for (guint i = 0; i < disks->len; i++) {
+        if (infos[i].vm_state_size) {
+            g_set_error(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC,
+                        "Snapshot '%s' on '%s' holds VM state, which "
+                        "strata-daemon cannot restore; it is not loaded "
+                        "disk-only", tag,
+                        hmp_disk_name(g_ptr_array_index(disks, i)));
+            return false;
+        }
+    }
+    return true;
+}
+
+void hmp_loadvm(GString *out, GHashTable *args)
+{
+    const char *tag = g_hash_table_lookup(args, "name");
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GPtrArray) disks = usable_disks(&err);
+    g_autofree BdrvSnapshotInfo *infos = NULL;
+    JsonArray *actions;
+    bool ok;
+
+    if (!disks) {
+        hmp_print_error(out, err);
+        return;
+    }
+    infos = g_new0(BdrvSnapshotInfo, disks->len);
+    ok = find_on_all(disks, tag, infos, &err) &&
+         check_no_vm_state(disks, tag, infos, &err);
+    if (ok) {
+        /* The entry the check found, by its ID and name: QEMU reverts by
+         * ID first, which picks another snapshot when the tag is some
+         * other snapshot's ID. */
+        actions = json_array_new();
+        for (guint i = 0; i < disks->len; i++) {
+            add_action(actions,
+                       "__org.strata_blockdev-snapshot-apply-internal",
+                       g_ptr_array_index(disks, i), infos[i].name,
+                       infos[i].id_str);
+        }
+        run_transaction(out, actions);
+    } else {
+        hmp_print_error(out, err);
+    }
+    for (guint i = 0; i < disks->len; i++) {
+        bdrv_snapshot_info_clear(&infos[i]);
+    }
+}
+
+void hmp_delvm(GString *out, GHashTable *args)
+{
+    const char *tag = g_hash_table_lookup(args, "name");
+    g_autoptr(GPtrArray) disks = hmp_snapshot_disks();
+    JsonArray *actions;
+
+    /* QEMU's check that every disk can hold snapshots; no disk at all
+     * is not an error here (the tag exists nowhere, below). */
+    for (guint i = 0; i < disks->len; i++) {
+        if (!bdrv_can_snapshot(g_ptr_array_index(disks, i))) {
+            g_string_append_printf(out, "Error: Device '%s' is writable but "
+                                   "does not support snapshots\n",
+                                   hmp_disk_name(g_ptr_array_index(disks,
+                                                                   i)));
+            return;
+        }
+    }
+    actions = json_array_new();
+    for (guint i = 0; i < disks->len; i++) {
+        BlockDriverState *bs = g_ptr_array_index(disks, i);
+        BdrvSnapshotInfo sn = { 0 };
+
+        if (bdrv_snapshot_find(bs, tag, &sn, NULL)) {
+            add_action(actions, "blockdev-snapshot-delete-internal-sync", bs,
+                       tag, sn.id_str);
+            bdrv_snapshot_info_clear(&sn);
+        }
+    }
+    if (!json_array_get_length(actions)) {
+        /* QEMU accepts this silently; a typo should not look like a
+         * successful delete.  qemu-img's words for the same case. */
+        json_array_unref(actions);
+        g_string_append_printf(out, "Error: Could not delete snapshot "
+                               "'%s': snapshot not found\n", tag);
+        return;
+    }
+    run_transaction(out, actions);
+}
