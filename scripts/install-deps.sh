@@ -12,16 +12,17 @@ set -e
 PKGS="gcc pkg-config meson ninja-build libglib2.0-dev libjson-glib-dev
 check zlib1g-dev libzstd-dev qemu-utils qemu-system-common python3"
 PKGS="$PKGS libedit-dev"    # strata-daemon's terminal monitor (HMP)
+# the HMP oracle: qemu-system-x86_64 -M none runs savevm, info snapshots...
+PKGS="$PKGS qemu-system-x86"
 
 # `make fuzz` only: clang and its runtime libraries (libFuzzer, ASan, UBSan)
 fuzz_pkgs() {
     echo "clang libclang-rt-dev"
 }
 
-# `make check-iotests` only: dpkg-source (apt-get source) and the
-# qemu-system-x86_64 that QEMU's test runner insists on finding (QEMU_PROG)
+# `make check-iotests` only: dpkg-source (apt-get source)
 iotests_pkgs() {
-    echo "dpkg-dev qemu-system-x86"
+    echo "dpkg-dev"
 }
 
 case "$1" in
