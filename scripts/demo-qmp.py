@@ -85,6 +85,14 @@ def main():
         ok &= r.get("error", {}).get("desc") == \
             "Transaction aborted using Abort action"
         ok &= not os.path.exists(os.path.join(d, "doomed.qcow2"))
+        print("\n== HMP over QMP: savevm on every disk at once, then "
+              "info snapshots", flush=True)
+        ok &= q.cmd("human-monitor-command",
+                    {"command-line": "savevm demo-vm"}).get("return") == ""
+        r = q.cmd("human-monitor-command",
+                  {"command-line": "info snapshots"})
+        print(r.get("return", ""), end="", flush=True)
+        ok &= "demo-vm" in r.get("return", "")
         q.cmd("quit")
     finally:
         proc.wait(timeout=60)

@@ -53,6 +53,7 @@ if [ -x "$DAEMON" ]; then
     step "qemu-img verifies the result: snapshots, chain, check"
     qemu-img snapshot -l "$D/disk0.qcow2"
     qemu-img snapshot -l "$D/disk1.qcow2"
+    qemu-img snapshot -l "$D/disk2-ov.qcow2"
     qemu-img info --backing-chain "$D/disk2-ov.qcow2"
     for f in disk0 disk1 disk2 disk2-ov; do
         qemu-img check -q "$D/$f.qcow2"
@@ -61,6 +62,12 @@ if [ -x "$DAEMON" ]; then
         if ! qemu-img snapshot -l "$D/disk$i.qcow2" | grep -q nightly ||
            qemu-img snapshot -l "$D/disk$i.qcow2" | grep -q doomed; then
             echo "demo: disk$i does not hold exactly the committed snapshot" >&2
+            exit 1
+        fi
+    done
+    for f in disk0 disk1 disk2-ov; do
+        if ! qemu-img snapshot -l "$D/$f.qcow2" | grep -q demo-vm; then
+            echo "demo: savevm did not reach $f" >&2
             exit 1
         fi
     done
