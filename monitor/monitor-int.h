@@ -25,6 +25,10 @@ QmpSession *qmp_current_session(void);
 /* {} */
 JsonNode *qmp_empty_return(void);
 
+/* Sets a GenericError with a formatted text; returns false, so a check
+ * reads `return qmp_fail(errp, ...)`. */
+bool qmp_fail(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
 /* The greeting a new client gets. */
 JsonNode *qmp_greeting(void);
 /* The SnapshotInfo result of a snapshot (monitor/qmp-block-info.c). */

@@ -38,19 +38,6 @@ static void owned_free(gpointer p)
     g_free(o);
 }
 
-static bool fail(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-static bool fail(GError **errp, const char *fmt, ...)
-{
-    va_list ap;
-    g_autofree char *msg = NULL;
-
-    va_start(ap, fmt);
-    msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_set_error_literal(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC, msg);
-    return false;
-}
-
 /* ---- blockdev-add: BlockdevOptions to bdrv_open()'s flat options ---- */
 
 static bool flatten_options(const BlockdevOptions *o, const char *prefix,
@@ -85,11 +72,11 @@ static bool flatten_child(JsonNode *ref, const char *child, bool keyval,
         g_autoptr(BlockDriverState) bs = blockdev_find_node(name);
 
         if (!bs) {
-            return fail(errp, "Cannot find device='%s' nor node-name='%s'",
+            return qmp_fail(errp, "Cannot find device='%s' nor node-name='%s'",
                         name, name);
         }
         /* strata: a node has one parent; 'file' must be a definition */
-        return fail(errp, "Node '%s' cannot be used as 'file': strata "
+        return qmp_fail(errp, "Node '%s' cannot be used as 'file': strata "
                     "opens the file child with its parent", name);
     }
 }
@@ -116,7 +103,7 @@ static bool flatten_backing(JsonNode *ref, bool keyval, BlockOpts *opts,
     {
         g_autoptr(BlockDriverState) bs = blockdev_find_node(name);
         if (!bs || !strcmp(name, "null")) {
-            return fail(errp, "Could not open backing file: Cannot find "
+            return qmp_fail(errp, "Could not open backing file: Cannot find "
                         "device='%s' nor node-name='%s'", name, name);
         }
     }
@@ -165,7 +152,7 @@ static bool flatten_options(const BlockdevOptions *o, const char *prefix,
         return flatten_child(r->file, "file", keyval, opts, prefix, errp);
     }
     default:
-        return fail(errp, "Driver '%s' is not supported",
+        return qmp_fail(errp, "Driver '%s' is not supported",
                     qapi_type_BlockdevDriver.values[o->driver]);
     }
 }
@@ -177,7 +164,7 @@ static bool add_node(const BlockdevOptions *o, bool keyval, GError **errp)
     OwnedNode *on;
 
     if (!o->has_node_name) {
-        return fail(errp, "'node-name' must be specified for the root node");
+        return qmp_fail(errp, "'node-name' must be specified for the root node");
     }
     if (!flatten_options(o, "", keyval, opts, errp)) {
         return false;
@@ -285,23 +272,23 @@ JsonNode *qmp_blockdev_del(const q_obj_blockdev_del_arg *args, GError **errp)
     if (!on) {
         g_autoptr(BlockDriverState) bs = blockdev_find_node(args->node_name);
         if (bs) {
-            fail(errp, "Node %s is not owned by the monitor",
+            qmp_fail(errp, "Node %s is not owned by the monitor",
                  args->node_name);
         } else {
-            fail(errp, "Failed to find node with node-name='%s'",
+            qmp_fail(errp, "Failed to find node with node-name='%s'",
                  args->node_name);
         }
         return NULL;
     }
     p.child = on->bs;
     if (bdrv_any_node(find_parent, &p)) {
-        fail(errp, "Node '%s' is busy: node is used as backing hd of '%s'",
+        qmp_fail(errp, "Node '%s' is busy: node is used as backing hd of '%s'",
              args->node_name, p.backing_of);
         g_free(p.backing_of);
         return NULL;
     }
     if (p.file_of || !release_other_devices(on, false)) {
-        fail(errp, "Node %s is in use", args->node_name);
+        qmp_fail(errp, "Node %s is in use", args->node_name);
         return NULL;
     }
     release_other_devices(on, true);
@@ -349,7 +336,7 @@ static bool check_not_own_overlay(const BlkTransactionAction *a,
     overlay = blockdev_lookup_bs(a->u.snapshot.overlay,
                                  a->u.snapshot.overlay, NULL);
     if (node && node == overlay) {
-        return fail(errp, "Making '%s' a backing child of '%s' would "
+        return qmp_fail(errp, "Making '%s' a backing child of '%s' would "
                     "create a cycle", bdrv_get_node_name(node),
                     bdrv_get_node_name(node));
     }
@@ -430,18 +417,18 @@ JsonNode *qmp_blockdev_snapshot_delete_internal_sync(
         return NULL;
     }
     if (!id && !name) {
-        fail(errp, "Name or id must be provided");
+        qmp_fail(errp, "Name or id must be provided");
         return NULL;
     }
     /* The entry as it is before the delete: the command returns it. */
     n = bdrv_snapshot_list(bs, &list, NULL);
     bdrv_snapshot_list_free(list, n > 0 ? n : 0);
     if (n < 0) {
-        fail(errp, "Failed to get a snapshot list: %s", g_strerror(-n));
+        qmp_fail(errp, "Failed to get a snapshot list: %s", g_strerror(-n));
         return NULL;
     }
     if (!bdrv_snapshot_find_by_id_and_name(bs, id, name, &sn, NULL)) {
-        fail(errp, "Snapshot with id '%s' and name '%s' does not exist on "
+        qmp_fail(errp, "Snapshot with id '%s' and name '%s' does not exist on "
              "device '%s'", id ? id : "null", name ? name : "null",
              args->device);
         return NULL;
@@ -532,7 +519,7 @@ JsonNode *qmp_transaction(const q_obj_transaction_arg *args, GError **errp)
          * every other action refuses it in its prepare (abort fails
          * first with its own message). */
         if (grouped && actions[i].kind != BLK_ACTION_ABORT) {
-            fail(errp, "Action '%s' does not support Transaction property "
+            qmp_fail(errp, "Action '%s' does not support Transaction property "
                  "completion-mode = grouped",
                  blk_action_kind_name(actions[i].kind));
             return NULL;

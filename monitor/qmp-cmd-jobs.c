@@ -29,19 +29,6 @@
  * cancel) waits for the job to conclude. */
 #define SYNC_WAIT_US (30 * G_USEC_PER_SEC)
 
-static bool fail(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-static bool fail(GError **errp, const char *fmt, ...)
-{
-    va_list ap;
-    g_autofree char *msg = NULL;
-
-    va_start(ap, fmt);
-    msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_set_error_literal(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC, msg);
-    return false;
-}
-
 /* ---- events ---- */
 
 static JsonNode *status_change_data(const char *id, const char *status)
@@ -179,7 +166,7 @@ static bool check_on_error(bool has, int on_error, GError **errp)
         on_error == BLOCKDEVONERROR_AUTO) {
         return true;
     }
-    return fail(errp, "on-error '%s' is not supported by strata (only "
+    return qmp_fail(errp, "on-error '%s' is not supported by strata (only "
                 "'report' and 'auto')", names[on_error]);
 }
 
@@ -252,7 +239,7 @@ static BlockJob *find_job(const char *id, GError **errp)
     BlockJob *job = block_job_find(id);
 
     if (!job || !job_visible(job)) {
-        fail(errp, "Job not found");
+        qmp_fail(errp, "Job not found");
         return NULL;
     }
     return job;
@@ -265,7 +252,7 @@ static bool commit_top(const q_obj_block_commit_arg *a, BlockDriverState *bs,
                        BlockDriverState **top, GError **errp)
 {
     if (a->has_top_node && a->has_top) {
-        return fail(errp, "'top-node' and 'top' are mutually exclusive");
+        return qmp_fail(errp, "'top-node' and 'top' are mutually exclusive");
     }
     if (a->has_top_node) {
         g_autoptr(BlockDriverState) t = blockdev_lookup_bs(NULL, a->top_node,
@@ -274,7 +261,7 @@ static bool commit_top(const q_obj_block_commit_arg *a, BlockDriverState *bs,
             return false;
         }
         if (!bdrv_chain_contains(bs, t)) {
-            return fail(errp, "'%s' is not in this backing file chain",
+            return qmp_fail(errp, "'%s' is not in this backing file chain",
                         a->top_node);
         }
         *top = t;               /* the chain holds it */
@@ -282,7 +269,7 @@ static bool commit_top(const q_obj_block_commit_arg *a, BlockDriverState *bs,
         *top = bdrv_is_file(bs, a->top) ? bs
                : bdrv_find_backing_image(bs, a->top);
         if (!*top) {
-            return fail(errp, "Top image file %s not found", a->top);
+            return qmp_fail(errp, "Top image file %s not found", a->top);
         }
     } else {
         *top = bs;
@@ -295,7 +282,7 @@ static bool commit_base(const q_obj_block_commit_arg *a,
                         GError **errp)
 {
     if (a->has_base_node && a->has_base) {
-        return fail(errp, "'base-node' and 'base' are mutually exclusive");
+        return qmp_fail(errp, "'base-node' and 'base' are mutually exclusive");
     }
     if (a->has_base_node) {
         g_autoptr(BlockDriverState) b = blockdev_lookup_bs(
@@ -304,14 +291,14 @@ static bool commit_base(const q_obj_block_commit_arg *a,
             return false;
         }
         if (!bdrv_chain_contains(top, b)) {
-            return fail(errp, "'%s' is not in this backing file chain",
+            return qmp_fail(errp, "'%s' is not in this backing file chain",
                         a->base_node);
         }
         *base = b;
     } else if (a->has_base) {
         *base = bdrv_find_backing_image(top, a->base);
         if (!*base) {
-            return fail(errp, "Can't find '%s' in the backing chain",
+            return qmp_fail(errp, "Can't find '%s' in the backing chain",
                         a->base);
         }
     } else {
@@ -344,14 +331,14 @@ JsonNode *qmp_block_commit(const q_obj_block_commit_arg *a, GError **errp)
     /* QEMU: a running job is a parent of the node, which is then no
      * root any more. */
     if (!blk || blk_get_job(blk)) {
-        fail(errp, "Need a root block node");
+        qmp_fail(errp, "Need a root block node");
         return NULL;
     }
     if (!commit_top(a, bs, &top, errp) || !commit_base(a, top, &base, errp)) {
         return NULL;
     }
     if (top == bs && a->has_backing_file) {
-        fail(errp, "'backing-file' specified, but 'top' is the active "
+        qmp_fail(errp, "'backing-file' specified, but 'top' is the active "
              "layer");
         return NULL;
     }
@@ -380,7 +367,7 @@ static bool stream_base(const q_obj_block_stream_arg *a, BlockDriverState *bs,
     if (a->has_base) {
         *base = bdrv_find_backing_image(bs, a->base);
         if (!*base) {
-            return fail(errp, "Can't find '%s' in the backing chain",
+            return qmp_fail(errp, "Can't find '%s' in the backing chain",
                         a->base);
         }
     }
@@ -391,7 +378,7 @@ static bool stream_base(const q_obj_block_stream_arg *a, BlockDriverState *bs,
             return false;
         }
         if (b == bs || !bdrv_chain_contains(bs, b)) {
-            return fail(errp, "Node '%s' is not a backing image of '%s'",
+            return qmp_fail(errp, "Node '%s' is not a backing image of '%s'",
                         a->base_node, a->device);
         }
         *base = b;
@@ -409,12 +396,12 @@ JsonNode *qmp_block_stream(const q_obj_block_stream_arg *a, GError **errp)
     StreamOptions opts = { 0 };
 
     if (a->has_base && a->has_base_node) {
-        fail(errp, "'base' and 'base-node' cannot be specified at the same "
+        qmp_fail(errp, "'base' and 'base-node' cannot be specified at the same "
              "time");
         return NULL;
     }
     if (a->has_bottom && (a->has_base || a->has_base_node)) {
-        fail(errp, "'bottom' and '%s' cannot be specified at the same time",
+        qmp_fail(errp, "'bottom' and '%s' cannot be specified at the same time",
              a->has_base ? "base" : "base-node");
         return NULL;
     }
@@ -424,12 +411,12 @@ JsonNode *qmp_block_stream(const q_obj_block_stream_arg *a, GError **errp)
     }
     if (a->has_bottom) {
         /* strata: streams down to a base only (no filters to skip) */
-        fail(errp, "Parameter 'bottom' is not supported by strata; use "
+        qmp_fail(errp, "Parameter 'bottom' is not supported by strata; use "
              "'base-node'");
         return NULL;
     }
     if (!base && a->has_backing_file) {
-        fail(errp, "backing file specified, but streaming the entire "
+        qmp_fail(errp, "backing file specified, but streaming the entire "
              "chain");
         return NULL;
     }
@@ -440,7 +427,7 @@ JsonNode *qmp_block_stream(const q_obj_block_stream_arg *a, GError **errp)
     }
     blk = device_of(bs, false);
     if (!blk) {
-        fail(errp, "Node '%s' is not attached to a device",
+        qmp_fail(errp, "Node '%s' is not attached to a device",
              bdrv_get_node_name(bs));
         return NULL;
     }

@@ -84,19 +84,6 @@ typedef struct TestWriters {
 
 static TestWriters *writers;    /* touched by the monitor's thread only */
 
-static bool fail(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-static bool fail(GError **errp, const char *fmt, ...)
-{
-    va_list ap;
-    g_autofree char *msg = NULL;
-
-    va_start(ap, fmt);
-    msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_set_error_literal(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC, msg);
-    return false;
-}
-
 /* Claims the next record once the one before it completed; 0 when the
  * writers are to end. */
 static uint64_t claim_next(TestWriters *w)
@@ -196,7 +183,7 @@ static BlockBackend *device_of(const char *name, GError **errp)
             return blk;
         }
     }
-    fail(errp, "Node '%s' is not attached to a device", name);
+    qmp_fail(errp, "Node '%s' is not attached to a device", name);
     return NULL;
 }
 
@@ -212,7 +199,7 @@ static bool writers_open(TestWriters *w, GPtrArray *devices, GError **errp)
 
         for (int j = 0; j < i; j++) {
             if (!strcmp(w->names[j], name)) {
-                return fail(errp, "Device '%s' is listed twice", name);
+                return qmp_fail(errp, "Device '%s' is listed twice", name);
             }
         }
         w->names[i] = g_strdup(name);
@@ -222,22 +209,22 @@ static bool writers_open(TestWriters *w, GPtrArray *devices, GError **errp)
         }
         for (int j = 0; j < i; j++) {
             if (w->blk[j] == w->blk[i]) {
-                return fail(errp, "Device '%s' is listed twice", name);
+                return qmp_fail(errp, "Device '%s' is listed twice", name);
             }
         }
         if (bdrv_is_read_only(blk_bs(w->blk[i]))) {
-            return fail(errp, "Device '%s' is read-only", name);
+            return qmp_fail(errp, "Device '%s' is read-only", name);
         }
         len = blk_getlength(w->blk[i]);
         if (len < 0) {
-            return fail(errp, "Cannot get the length of device '%s': %s",
+            return qmp_fail(errp, "Cannot get the length of device '%s': %s",
                         name, g_strerror((int)-len));
         }
         slots = MIN(slots, len / (int64_t)w->rec_size);
     }
     /* record s lives in slot s / ndev; slot 0 of device 0 stays empty */
     if (slots < 2) {
-        return fail(errp, "The devices are too small for %zu-byte records",
+        return qmp_fail(errp, "The devices are too small for %zu-byte records",
                     w->rec_size);
     }
     w->max_seq = (uint64_t)slots * (uint64_t)w->ndev - 1;
@@ -253,24 +240,24 @@ JsonNode *qmp___org_strata_x_test_writers_start(
     TestWriters *w;
 
     if (writers) {
-        fail(errp, "The test writers are already running");
+        qmp_fail(errp, "The test writers are already running");
         return NULL;
     }
     if (args->devices->len == 0) {
-        fail(errp, "Parameter 'devices' must name at least one device");
+        qmp_fail(errp, "Parameter 'devices' must name at least one device");
         return NULL;
     }
     if (rec_size < CUT_RECORD_MIN_SIZE || rec_size > 1024 * 1024) {
-        fail(errp, "Parameter 'record-size' must be between %d and 1048576",
+        qmp_fail(errp, "Parameter 'record-size' must be between %d and 1048576",
              CUT_RECORD_MIN_SIZE);
         return NULL;
     }
     if (nthreads < 1 || nthreads > 64) {
-        fail(errp, "Parameter 'threads' must be between 1 and 64");
+        qmp_fail(errp, "Parameter 'threads' must be between 1 and 64");
         return NULL;
     }
     if (interval < 0 || interval > 1000000) {
-        fail(errp, "Parameter 'interval-us' must be between 0 and 1000000");
+        qmp_fail(errp, "Parameter 'interval-us' must be between 0 and 1000000");
         return NULL;
     }
     w = g_new0(TestWriters, 1);
@@ -313,13 +300,13 @@ JsonNode *qmp___org_strata_x_test_writers_stop(GError **errp)
     JsonNode *ret;
 
     if (!w) {
-        fail(errp, "The test writers are not running");
+        qmp_fail(errp, "The test writers are not running");
         return NULL;
     }
     writers = NULL;
     writers_join(w);
     if (w->error) {
-        fail(errp, "%s", w->error);
+        qmp_fail(errp, "%s", w->error);
         writers_free(w);
         return NULL;
     }

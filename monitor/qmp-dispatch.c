@@ -22,6 +22,18 @@ QmpSession *qmp_current_session(void)
     return current;
 }
 
+bool qmp_fail(GError **errp, const char *fmt, ...)
+{
+    va_list ap;
+    g_autofree char *msg = NULL;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_set_error_literal(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC, msg);
+    return false;
+}
+
 JsonNode *qmp_empty_return(void)
 {
     return json_node_new_taking_object(json_object_new());
