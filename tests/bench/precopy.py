@@ -54,34 +54,6 @@ def strata_round(bench, paths):
     return json.loads(r.stdout)
 
 
-def qemu_round(paths, d):
-    sock = os.path.join(d, "qmp.sock")
-    argv = ["qemu-storage-daemon",
-            "--chardev", "socket,path=%s,server=on,wait=off,id=m" % sock,
-            "--monitor", "chardev=m"]
-    for i, p in enumerate(paths):
-        argv += ["--blockdev", "driver=qcow2,node-name=d%d,file.driver=file,"
-                 "file.filename=%s,file.cache.direct=on" % (i, p)]
-    qsd = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE)
-    try:
-        q = transaction.Qmp(sock)
-        actions = [{"type": "blockdev-snapshot-internal-sync",
-                    "data": {"device": "d%d" % i, "name": "bench"}}
-                   for i in range(len(paths))]
-        start = transaction.time.monotonic()
-        q.cmd("transaction", {"actions": actions})
-        total = (transaction.time.monotonic() - start) * 1000
-        q.cmd("quit")
-    finally:
-        try:
-            qsd.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            qsd.kill()
-            qsd.wait()
-    return total
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", default="build")
@@ -111,7 +83,8 @@ def main():
                 res.append(strata_round(bench, paths))
                 transaction.check_all(d)
                 paths = transaction.fresh_copy(tpl, d)
-                qemu.append(qemu_round(paths, d))
+                qemu.append(transaction.qemu_round("internal", paths, d,
+                                                       direct=True))
                 transaction.check_all(d)
             med = {k: statistics.median(x[k] for x in res)
                    for k in ("hold_ms", "total_ms", "p99_ms", "max_ms")}

@@ -110,14 +110,17 @@ class Qmp:
         return r["return"]
 
 
-def qemu_round(kind, paths, d):
+def qemu_round(kind, paths, d, direct=False):
+    """One QMP transaction over paths in a fresh qemu-storage-daemon, in
+    ms; direct: the files opened with cache.direct=on."""
     sock = os.path.join(d, "qmp.sock")
     argv = ["qemu-storage-daemon",
             "--chardev", "socket,path=%s,server=on,wait=off,id=m" % sock,
             "--monitor", "chardev=m"]
     for i, p in enumerate(paths):
         argv += ["--blockdev", "driver=qcow2,node-name=d%d,file.driver=file,"
-                 "file.filename=%s" % (i, p)]
+                 "file.filename=%s%s" % (i, p, ",file.cache.direct=on"
+                                         if direct else "")]
     qsd = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
     try:
@@ -140,7 +143,7 @@ def qemu_round(kind, paths, d):
         q.cmd("quit")
     finally:
         try:
-            qsd.wait(timeout=60)
+            qsd.wait(timeout=120)
         except subprocess.TimeoutExpired:
             qsd.kill()
             qsd.wait()
