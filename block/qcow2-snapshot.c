@@ -529,18 +529,15 @@ static int start(BlockDriverState *bs, GError **errp)
     return ret;
 }
 
-static int create_do(BlockDriverState *bs, Qcow2SnapshotOp *op,
-                     GError **errp)
+/* The table a create writes: the current one (its place remembered for
+ * cancel) plus the new entry, dated now unless the caller dated it. */
+static Qcow2Snapshot *table_with_new_entry(BDRVQcow2State *s,
+                                           Qcow2SnapshotOp *op)
 {
-    BDRVQcow2State *s = bs->opaque;
     const Qcow2Snapshot *cur;
     uint32_t nb;
     uint64_t cur_offset, cur_size;
     Qcow2Snapshot *sn;
-    uint64_t l1_bytes = (uint64_t)s->l1_size * 8;
-    int64_t copy_off = 0;
-    bool refs_taken = false;
-    int ret;
 
     view(s, &cur, &nb, &cur_offset, &cur_size);
     op->old_nb = nb;
@@ -556,6 +553,20 @@ static int create_do(BlockDriverState *bs, Qcow2SnapshotOp *op,
         sn->date_nsec = (now % G_USEC_PER_SEC) * 1000;
     }
     sn->disk_size = s->size;
+    return sn;
+}
+
+static int create_do(BlockDriverState *bs, Qcow2SnapshotOp *op,
+                     GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2Snapshot *sn;
+    uint64_t l1_bytes = (uint64_t)s->l1_size * 8;
+    int64_t copy_off = 0;
+    bool refs_taken = false;
+    int ret;
+
+    sn = table_with_new_entry(s, op);
 
     /* 1. clusters for the copy of the active L1 */
     copy_off = qcow2_sn_alloc_bytes(bs, l1_bytes);
@@ -645,26 +656,10 @@ static int create_do_precopy(BlockDriverState *bs, Qcow2SnapshotOp *op,
                              GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
-    const Qcow2Snapshot *cur;
-    uint32_t nb;
-    uint64_t cur_offset, cur_size;
     Qcow2Snapshot *sn;
     int ret;
 
-    view(s, &cur, &nb, &cur_offset, &cur_size);
-    op->old_nb = nb;
-    op->old_offset = cur_offset;
-    op->old_size = cur_size;
-    op->table = qcow2_sn_dup_array(cur, nb, 1);
-    op->nb = nb + 1;
-    sn = &op->table[nb];
-    qcow2_sn_copy(sn, &op->entry);
-    if (op->date_now) {
-        int64_t now = g_get_real_time();
-        sn->date_sec = now / G_USEC_PER_SEC;
-        sn->date_nsec = (now % G_USEC_PER_SEC) * 1000;
-    }
-    sn->disk_size = s->size;
+    sn = table_with_new_entry(s, op);
     ret = qcow2_precopy_prepare(bs, op->pc, &sn->l1_table_offset,
                                 &sn->l1_size, errp);
     if (ret == 0) {
