@@ -347,11 +347,6 @@ int qcow2_snapshot_create_check(BlockDriverState *bs,
     uint64_t bytes;
     int ret;
 
-    if (tmpl->vm_state_size) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "Snapshots with VM state are not supported");
-        return -ENOTSUP;
-    }
     lock(s);
     ret = conflicts(s, false, errp);
     if (ret < 0) {
@@ -382,6 +377,9 @@ int qcow2_snapshot_create_check(BlockDriverState *bs,
     op->date_now = !tmpl->date_sec && !tmpl->date_nsec;
     sn->vm_clock_nsec = tmpl->vm_clock_nsec;
     sn->icount = tmpl->icount;
+    /* the state itself was written to the vm-state area beforehand
+     * (blockdev/vmstate.c); the L1 copy in do maps it */
+    sn->vm_state_size = tmpl->vm_state_size;
     sn->disk_size = s->size;
     sn->extra_data_size = SNAP_EXTRA_KNOWN;
     bytes = qcow2_align_up(vbytes(v), 8) +

@@ -21,6 +21,7 @@
 #include "block/log.h"
 #include "block/snapshot.h"
 #include "blockdev/transaction-int.h"
+#include "blockdev/vmstate-int.h"
 
 typedef enum { INT_CREATE, INT_DELETE, INT_APPLY } InternalKind;
 
@@ -110,6 +111,8 @@ static bool check_op(InternalState *s, BlockDriverState *bs, GError **errp)
         /* date 0: stamped in do; no VM, so no VM clock and no icount */
         BdrvSnapshotInfo tmpl = { .name = s->name,
                                   .icount = BDRV_SNAPSHOT_NO_ICOUNT };
+        /* savevm with a VM-state handler: the state's size (vmstate.c) */
+        tmpl.vm_state_size = blk_vmstate_pending_size(bs);
         s->op = bdrv_snapshot_create_check(bs, &tmpl, 0, &err);
         break;
     }

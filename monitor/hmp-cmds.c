@@ -7,10 +7,11 @@
  * snapshot on some disks, its loadvm can revert some disks and fail).
  *
  * "Every disk" is QEMU's set: the root node of every device that is
- * writable (read-only ones are skipped).  strata-daemon has no VM state:
- * savevm stores none (vm-state-size 0, a disk-only snapshot), loadvm
- * reverts disk-only snapshots, and refuses a snapshot that carries VM
- * state (one QEMU saved), which it could only revert disk-only.
+ * writable (read-only ones are skipped).  VM state (blockdev/vmstate.c):
+ * without a handler (strata-daemon) savevm stores none (vm-state-size 0,
+ * a disk-only snapshot), loadvm reverts disk-only snapshots and refuses
+ * one that carries VM state; with an embedder's handler, savevm stores
+ * the state on the first disk and loadvm reads it back (QEMU's rules).
  */
 #include <string.h>
 
@@ -19,6 +20,7 @@
 #include "blockdev/registry.h"
 #include "block/snapshot.h"
 #include "block/block-backend.h"
+#include "blockdev/vmstate-int.h"
 
 /* Runs a QMP command and prints its error, if any; true on success. */
 static bool run_qmp(GString *out, const char *command, JsonObject *args)
@@ -181,6 +183,38 @@ static bool run_transaction(GString *out, JsonArray *actions)
     return run_qmp(out, "transaction", a);
 }
 
+/* The transaction as the VM-state code's callback (blockdev/vmstate.c
+ * runs it between saving and after reverting). */
+static gboolean run_transaction_cb(void *opaque, GError **errp)
+{
+    JsonObject *a = json_object_new();
+    g_autoptr(JsonNode) ret = NULL;
+
+    json_object_set_array_member(a, "actions", opaque);
+    ret = hmp_call_qmp("transaction", a, errp);
+    return ret != NULL;
+}
+
+/* Runs actions (taken) around the VM state's save (load: vm_size the
+ * state's size) on the vmstate disk vm_bs; prints the error, if any. */
+static void run_with_vmstate(GString *out, JsonArray *actions,
+                             BlockDriverState *vm_bs, bool load,
+                             uint64_t vm_size)
+{
+    g_autoptr(GError) err = NULL;
+    gboolean ok;
+
+    json_array_ref(actions);
+    ok = load ? blk_vmstate_load_around(vm_bs, vm_size, run_transaction_cb,
+                                        actions, &err)
+              : blk_vmstate_save_around(vm_bs, run_transaction_cb, actions,
+                                        &err);
+    json_array_unref(actions);
+    if (!ok) {
+        hmp_print_error(out, err);
+    }
+}
+
 /* QEMU's name for a savevm without a tag: the local time to the second. */
 static char *default_tag(void)
 {
@@ -220,7 +254,8 @@ void hmp_savevm(GString *out, GHashTable *args)
         add_action(actions, "blockdev-snapshot-internal-sync", bs, tag,
                    NULL);
     }
-    run_transaction(out, actions);
+    /* QEMU's vmstate disk: the first one that can hold snapshots */
+    run_with_vmstate(out, actions, g_ptr_array_index(disks, 0), false, 0);
 }
 
 /* The snapshot called tag on every disk (name-only lookup, as QEMU's
@@ -240,16 +275,16 @@ static bool find_on_all(GPtrArray *disks, const char *tag,
     return true;
 }
 
-static bool check_no_vm_state(GPtrArray *disks, const char *tag,
-                              const BdrvSnapshotInfo *infos, GError **errp)
+/* The state lives on the vmstate disk, the first one (QEMU's rule);
+ * without a handler state found on any disk refuses the load. */
+static bool check_vm_state(GPtrArray *disks, const char *tag,
+                           const BdrvSnapshotInfo *infos, GError **errp)
 {
     for (guint i = 0; i < disks->len; i++) {
-        if (infos[i].vm_state_size) {
-            g_set_error(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC,
-                        "Snapshot '%s' on '%s' holds VM state, which "
-                        "strata-daemon cannot restore; it is not loaded "
-                        "disk-only", tag,
-                        hmp_disk_name(g_ptr_array_index(disks, i)));
+        if ((i == 0 || !blk_vmstate_has_handler()) &&
+            !blk_vmstate_check_load(tag,
+                                    hmp_disk_name(g_ptr_array_index(disks, i)),
+                                    infos[i].vm_state_size, errp)) {
             return false;
         }
     }
@@ -271,7 +306,7 @@ void hmp_loadvm(GString *out, GHashTable *args)
     }
     infos = g_new0(BdrvSnapshotInfo, disks->len);
     ok = find_on_all(disks, tag, infos, &err) &&
-         check_no_vm_state(disks, tag, infos, &err);
+         check_vm_state(disks, tag, infos, &err);
     if (ok) {
         /* The entry the check found, by its ID and name: QEMU reverts by
          * ID first, which picks another snapshot when the tag is some
@@ -283,7 +318,8 @@ void hmp_loadvm(GString *out, GHashTable *args)
                        g_ptr_array_index(disks, i), infos[i].name,
                        infos[i].id_str);
         }
-        run_transaction(out, actions);
+        run_with_vmstate(out, actions, g_ptr_array_index(disks, 0), true,
+                         infos[0].vm_state_size);
     } else {
         hmp_print_error(out, err);
     }

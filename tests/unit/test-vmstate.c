@@ -1,0 +1,294 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Unit tests of the VM-state handler (blockdev/vmstate.c) through the
+ * human monitor's savevm / loadvm / delvm on two disks: the handler's
+ * bytes land in the first disk's snapshot (vm-state-size recorded there
+ * only, as qemu-img lists it; qemu-img check clean), loadvm reverts the
+ * disks and hands back the very bytes; without a handler such a snapshot
+ * is refused with nothing reverted; with one a disk-only snapshot is
+ * refused (QEMU's rule); a failing handler leaves no snapshot anywhere.
+ */
+#include <check.h>
+#include <string.h>
+
+#include "block/log.h"
+#include "blockdev/vmstate.h"
+#include "monitor/hmp.h"
+#include "txntest.h"
+
+#define NDEV 2
+/* a few MiB and an odd tail, written in uneven chunks */
+#define STATE_LEN (3 * MiB + 4321)
+#define CHUNK 65521
+
+typedef struct Vm {
+    uint8_t *state;             /* what save writes */
+    uint8_t *loaded;            /* what load read back */
+    uint64_t loaded_size;
+    int saves, loads;
+    bool fail_save;
+} Vm;
+
+static gboolean vm_save(BlkVmStateWriter *w, void *opaque, GError **errp)
+{
+    Vm *vm = opaque;
+
+    vm->saves++;
+    if (vm->fail_save) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "the device model refused");
+        return FALSE;
+    }
+    for (size_t off = 0; off < STATE_LEN; off += CHUNK) {
+        if (!blk_vmstate_write(w, vm->state + off,
+                               MIN(CHUNK, STATE_LEN - off), errp)) {
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+static gboolean vm_load(BlkVmStateReader *r, uint64_t size, void *opaque,
+                        GError **errp)
+{
+    Vm *vm = opaque;
+    uint8_t extra;
+
+    vm->loads++;
+    vm->loaded_size = size;
+    g_free(vm->loaded);
+    vm->loaded = g_malloc(size);
+    for (uint64_t off = 0; off < size; off += CHUNK) {
+        if (!blk_vmstate_read(r, vm->loaded + off, MIN(CHUNK, size - off),
+                              errp)) {
+            return FALSE;
+        }
+    }
+    /* one byte past the recorded size must be refused */
+    ck_assert(!blk_vmstate_read(r, &extra, 1, NULL));
+    return TRUE;
+}
+
+static const BlkVmStateHandler handler = { vm_save, vm_load };
+
+static Vm *vm_new(void)
+{
+    Vm *vm = g_new0(Vm, 1);
+    GRand *r = g_rand_new_with_seed(4242);
+
+    vm->state = g_malloc(STATE_LEN);
+    for (size_t i = 0; i < STATE_LEN; i++) {
+        vm->state[i] = g_rand_int(r);
+    }
+    g_rand_free(r);
+    return vm;
+}
+
+static void vm_free(Vm *vm)
+{
+    g_free(vm->state);
+    g_free(vm->loaded);
+    g_free(vm);
+}
+
+static uint64_t vm_size_of(TxnDevs *d, int i, const char *tag)
+{
+    BdrvSnapshotInfo sn = { 0 };
+    uint64_t size;
+
+    ck_assert_msg(bdrv_snapshot_find(blk_bs(d->blk[i]), tag, &sn, NULL),
+                  "d%d has no %s", i, tag);
+    size = sn.vm_state_size;
+    bdrv_snapshot_info_clear(&sn);
+    return size;
+}
+
+static void expect_output(const char *line, const char *prefix)
+{
+    g_autofree char *out = hmp_execute(line);
+
+    ck_assert_msg(prefix ? g_str_has_prefix(out, prefix) : !*out,
+                  "%s: got %s", line, out);
+}
+
+static void scribble(TxnDevs *d, uint8_t byte)
+{
+    g_autofree uint8_t *buf = g_malloc(TXN_IMG_SIZE);
+
+    memset(buf, byte, TXN_IMG_SIZE);
+    for (int i = 0; i < NDEV; i++) {
+        ck_assert_int_ge(blk_pwrite(d->blk[i], 0, TXN_IMG_SIZE, buf), 0);
+    }
+}
+
+/* qemu-img's VM SIZE column of the snapshot row of tag ("" without
+ * qemu-img). */
+static char *qemu_vm_size(const char *path, const char *tag)
+{
+    g_autofree char *out = NULL;
+    const char *argv[] = { "qemu-img", "snapshot", "-l", path, NULL };
+    g_auto(GStrv) lines = NULL;
+    g_autofree char *prog = g_find_program_in_path("qemu-img");
+    int status;
+
+    if (!prog) {
+        return g_strdup("");
+    }
+    ck_assert(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH,
+                           NULL, NULL, &out, NULL, &status, NULL));
+    lines = g_strsplit(out, "\n", -1);
+    for (int i = 0; lines[i]; i++) {
+        if (strlen(lines[i]) > 35 && !strncmp(lines[i] + 10, tag,
+                                               strlen(tag)) &&
+            lines[i][10 + strlen(tag)] == ' ') {
+            return g_strstrip(g_strndup(lines[i] + 27, 9));
+        }
+    }
+    ck_abort_msg("qemu-img lists no %s in %s:\n%s", tag, path, out);
+    return NULL;
+}
+
+START_TEST(test_save_load_roundtrip)
+{
+    TxnDevs *d = txn_devs_new("vmstate-roundtrip", NDEV, 91);
+    Vm *vm = vm_new();
+    g_autofree uint8_t *disk0 = NULL, *disk1 = NULL;
+    g_autofree uint8_t *now0 = NULL, *now1 = NULL;
+    g_autofree char *size_col = NULL;
+
+    txn_devs_open(d, NULL);
+    blk_vmstate_set_handler(&handler, vm);
+    ck_assert(blk_vmstate_has_handler());
+    disk0 = blk_read_all(d->blk[0], TXN_IMG_SIZE);
+    disk1 = blk_read_all(d->blk[1], TXN_IMG_SIZE);
+    expect_output("savevm vs1", NULL);
+    ck_assert_int_eq(vm->saves, 1);
+    ck_assert_uint_eq(vm_size_of(d, 0, "vs1"), STATE_LEN);
+    ck_assert_uint_eq(vm_size_of(d, 1, "vs1"), 0);
+
+    /* the guest writes on; loadvm reverts both disks and hands back the
+     * state byte for byte */
+    scribble(d, 0xa5);
+    expect_output("loadvm vs1", NULL);
+    ck_assert_int_eq(vm->loads, 1);
+    ck_assert_uint_eq(vm->loaded_size, STATE_LEN);
+    ck_assert(!memcmp(vm->loaded, vm->state, STATE_LEN));
+    now0 = blk_read_all(d->blk[0], TXN_IMG_SIZE);
+    now1 = blk_read_all(d->blk[1], TXN_IMG_SIZE);
+    assert_same(disk0, now0, TXN_IMG_SIZE, "d0 after loadvm");
+    assert_same(disk1, now1, TXN_IMG_SIZE, "d1 after loadvm");
+
+    /* with a handler a disk-only snapshot is refused, as by QEMU */
+    expect_output("loadvm old1",
+                  "Error: This is a disk-only snapshot. Revert to it  "
+                  "offline using qemu-img");
+    ck_assert_int_eq(vm->loads, 1);
+
+    /* a save that replaces vs1 stores the state again */
+    expect_output("savevm vs1", NULL);
+    ck_assert_uint_eq(vm_size_of(d, 0, "vs1"), STATE_LEN);
+    blk_vmstate_set_handler(NULL, NULL);
+    ck_assert(!blk_vmstate_has_handler());
+    txn_devs_close(d);
+
+    size_col = qemu_vm_size(d->base[0], "vs1");
+    ck_assert_msg(!*size_col || !strcmp(size_col, "3 MiB"),
+                  "qemu-img VM SIZE '%s'", size_col);
+    txn_check_dir_clean(d->dir);
+    txn_devs_free(d);
+    vm_free(vm);
+}
+END_TEST
+
+START_TEST(test_without_handler_refused)
+{
+    TxnDevs *d = txn_devs_new("vmstate-nohandler", NDEV, 92);
+    Vm *vm = vm_new();
+    TxnPicture *before, *after;
+
+    txn_devs_open(d, NULL);
+    blk_vmstate_set_handler(&handler, vm);
+    expect_output("savevm vs1", NULL);
+    blk_vmstate_set_handler(NULL, NULL);
+    scribble(d, 0x3c);
+
+    /* nothing reverted, no handler called */
+    before = txn_picture(d);
+    expect_output("loadvm vs1",
+                  "Error: Snapshot 'vs1' on 'd0' holds VM state, which no "
+                  "VM state handler can restore");
+    after = txn_picture(d);
+    txn_picture_assert_same(before, after, "refused loadvm");
+    txn_picture_free(before);
+    txn_picture_free(after);
+    ck_assert_int_eq(vm->loads, 0);
+
+    /* disk-only snapshots still load without a handler (the daemon) */
+    expect_output("loadvm old1", NULL);
+    /* and a snapshot with state deletes fine */
+    expect_output("delvm vs1", NULL);
+    {
+        g_autofree char *names = txn_snapshot_names(blk_bs(d->blk[0]));
+        ck_assert_str_eq(names, "old1,old2");
+    }
+    txn_devs_close(d);
+    txn_check_dir_clean(d->dir);
+    txn_devs_free(d);
+    vm_free(vm);
+}
+END_TEST
+
+START_TEST(test_failing_save)
+{
+    TxnDevs *d = txn_devs_new("vmstate-failsave", NDEV, 93);
+    Vm *vm = vm_new();
+
+    txn_devs_open(d, NULL);
+    vm->fail_save = true;
+    blk_vmstate_set_handler(&handler, vm);
+    expect_output("savevm vs1", "Error: the device model refused");
+    ck_assert_int_eq(vm->saves, 1);
+    for (int i = 0; i < NDEV; i++) {
+        g_autofree char *names = txn_snapshot_names(blk_bs(d->blk[i]));
+        ck_assert_str_eq(names, "old1,old2");
+    }
+    /* a transaction that fails after the state was written (a name too
+     * long): no snapshot on any disk, and the images stay clean */
+    vm->fail_save = false;
+    {
+        g_autofree char *name = g_strnfill(300, 'x');
+        g_autofree char *line = g_strdup_printf("savevm %s", name);
+
+        expect_output(line, "Error: ");
+    }
+    ck_assert_int_eq(vm->saves, 2);
+    for (int i = 0; i < NDEV; i++) {
+        g_autofree char *names = txn_snapshot_names(blk_bs(d->blk[i]));
+        ck_assert_str_eq(names, "old1,old2");
+    }
+    blk_vmstate_set_handler(NULL, NULL);
+    txn_devs_close(d);
+    txn_check_dir_clean(d->dir);
+    txn_devs_free(d);
+    vm_free(vm);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("vmstate");
+    TCase *tc = tcase_create("handler");
+
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_save_load_roundtrip);
+    tcase_add_test(tc, test_without_handler_refused);
+    tcase_add_test(tc, test_failing_save);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    strata_log_set_sink(strata_log_to_stderr, NULL);
+    return chaintest_run(suite());
+}
