@@ -24,6 +24,7 @@
 #include "block/blockjob.h"
 #include "block/log.h"
 #include "qapi-gen.h"
+#include "monitor/snapshot-jobs.h"   /* hmp2: snapshot-save/-load/-delete */
 
 /* How long a command that QEMU runs to the end synchronously (finalize,
  * cancel) waits for the job to conclude. */
@@ -524,7 +525,10 @@ JsonNode *qmp_query_block_jobs(GError **errp)
 JsonNode *qmp_query_jobs(GError **errp)
 {
     GPtrArray *list = list_jobs(job_info);
-    JsonNode *ret = qapi_JobInfoList_to_json(list);
+    JsonNode *ret;
+
+    snapshot_jobs_add_info(list);   /* hmp2: the snapshot jobs, in front */
+    ret = qapi_JobInfoList_to_json(list);
 
     qapi_free_JobInfoList(list);
     return ret;
@@ -650,6 +654,9 @@ JsonNode *qmp_job_complete(const q_obj_job_complete_arg *a, GError **errp)
 
 JsonNode *qmp_job_dismiss(const q_obj_job_dismiss_arg *a, GError **errp)
 {
+    if (snapshot_job_exists(a->id)) {          /* hmp2 */
+        return snapshot_job_dismiss(a->id, errp);
+    }
     return do_dismiss(find_job(a->id, errp), errp);
 }
 
@@ -683,4 +690,5 @@ void monitor_jobs_shutdown(void)
         block_job_wait(job, NULL);
         qmp_event_emit("JOB_STATUS_CHANGE", status_change_data(id, "null"));
     }
+    snapshot_jobs_shutdown();                  /* hmp2 */
 }
