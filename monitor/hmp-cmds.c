@@ -13,6 +13,7 @@
  * one that carries VM state; with an embedder's handler, savevm stores
  * the state on the first disk and loadvm reads it back (QEMU's rules).
  */
+#include <errno.h>
 #include <string.h>
 
 #include "monitor/hmp-int.h"
@@ -21,6 +22,9 @@
 #include "block/snapshot.h"
 #include "block/block-backend.h"
 #include "blockdev/vmstate-int.h"
+#include "block/backing.h"
+#include "block/blockjob.h"
+#include "block/log.h"
 
 /* Runs a QMP command and prints its error, if any; true on success. */
 static bool run_qmp(GString *out, const char *command, JsonObject *args)
@@ -365,4 +369,77 @@ void hmp_delvm(GString *out, GHashTable *args)
         return;
     }
     run_transaction(out, actions);
+}
+
+/* ---- commit ---- */
+
+/*
+ * QEMU's HMP commit (its bdrv_commit): the device's image is merged into
+ * its backing file and then emptied, the device staying on it.  The merge
+ * is the library's commit job, run to the end on a private backend on the
+ * image (so the device is not switched to the base, as block-commit
+ * would), then the image is emptied, as qemu-img commit does.  0 or
+ * -errno (-ENOTSUP without a backing file, as QEMU).
+ */
+static int commit_image(BlockDriverState *top, GError **errp)
+{
+    BlockDriverState *base = bdrv_get_backing(top);
+    CommitOptions copts = { .auto_complete = true };
+    BlockBackend *tmp;
+    BlockJob *job;
+    int ret;
+
+    if (!base) {
+        return -ENOTSUP;
+    }
+    tmp = blk_new(NULL, top);
+    job = commit_start("strata-hmp-commit", tmp, top, base, &copts, errp);
+    ret = job ? block_job_wait(job, errp) : -EBUSY;
+    blk_unref(tmp);
+    if (ret == 0 && !bdrv_make_empty(top, errp)) {
+        ret = -EIO;
+    }
+    return ret;
+}
+
+static void commit_one(GString *out, const char *device,
+                       BlockDriverState *bs)
+{
+    g_autoptr(GError) err = NULL;
+    int ret = commit_image(bs, &err);
+
+    if (ret < 0) {
+        /* QEMU's text names the errno only; the detail is logged */
+        if (err) {
+            strata_warning("commit of '%s': %s", device, err->message);
+        }
+        g_string_append_printf(out, "'commit' error for '%s': %s\n", device,
+                               g_strerror(-ret));
+    }
+}
+
+void hmp_commit(GString *out, GHashTable *args)
+{
+    const char *device = g_hash_table_lookup(args, "device");
+    g_autoptr(GPtrArray) disks = hmp_snapshot_disks_all();
+
+    if (!strcmp(device, "all")) {
+        /* every device with a backing file, silently (QEMU's rule) */
+        for (guint i = 0; i < disks->len; i++) {
+            BlockDriverState *bs = g_ptr_array_index(disks, i);
+            if (bdrv_get_backing(bs)) {
+                commit_one(out, hmp_disk_name(bs), bs);
+            }
+        }
+        return;
+    }
+    for (guint i = 0; i < disks->len; i++) {
+        BlockDriverState *bs = g_ptr_array_index(disks, i);
+        if (!strcmp(hmp_disk_name(bs), device)) {
+            commit_one(out, device, bs);
+            return;
+        }
+    }
+    /* QEMU prints this one without "Error: " */
+    g_string_append_printf(out, "Device '%s' not found\n", device);
 }

@@ -2,8 +2,11 @@
 /*
  * The human monitor's "info" commands and their tables, in QEMU 7.2's
  * formats: info version, info block [-n] [-v] [device] (from QMP's
- * query-version and the nodes' BlockDeviceInfo), info snapshots (the
- * snapshots present on all disks, then each disk's partial ones).
+ * query-version and the nodes' BlockDeviceInfo; -v with the whole
+ * backing chain's images), info snapshots (the snapshots present on all
+ * disks, then each disk's partial ones), info block-jobs (from
+ * query-block-jobs) and info jobs (query-jobs; QEMU 7.2 has no such
+ * command, the format is ours).
  *
  * Where QEMU names a BlockBackend, strata-daemon's devices have no name
  * (they are the nodes --blockdev/blockdev-add made), so the node-name is
@@ -24,6 +27,10 @@ const HmpCommand hmp_info_cmds[] = {
     { "block", "nodes:-n,verbose:-v,device:B?", "[-n] [-v] [device]",
       "show info of one block device or all block devices (-n: show named "
       "nodes; -v: show details)", hmp_info_block, NULL },
+    { "block-jobs", "", "", "show progress of ongoing block device "
+      "operations", hmp_info_block_jobs, NULL },
+    /* not in QEMU 7.2's human monitor: query-jobs as text */
+    { "jobs", "", "", "show the jobs (query-jobs)", hmp_info_jobs, NULL },
     { "snapshots", "", "", "show the currently saved VM snapshots",
       hmp_info_snapshots, NULL },
     { "version", "", "", "show the version of QEMU", hmp_info_version,
@@ -195,6 +202,10 @@ static void dump_image(GString *out, JsonObject *img)
         dump_format_specific(out,
                              json_object_get_object_member(img,
                                                            "format-specific"));
+    }
+    /* QEMU prints the backing chain's images after it, one by one */
+    if (json_object_has_member(img, "backing-image")) {
+        dump_image(out, json_object_get_object_member(img, "backing-image"));
     }
 }
 
@@ -382,5 +393,83 @@ void hmp_info_snapshots(GString *out, GHashTable *args)
         print_partial(out, &ds[d]);
         bdrv_snapshot_list_free(ds[d].list, ds[d].n);
         g_free(ds[d].shown);
+    }
+}
+
+/* ---- info block-jobs, info jobs ---- */
+
+static JsonArray *query_list(GString *out, const char *command,
+                             JsonNode **keep)
+{
+    g_autoptr(GError) err = NULL;
+
+    *keep = hmp_call_qmp(command, NULL, &err);
+    if (!*keep) {
+        hmp_print_error(out, err);
+        return NULL;
+    }
+    return json_node_get_array(*keep);
+}
+
+void hmp_info_block_jobs(GString *out, GHashTable *args)
+{
+    g_autoptr(JsonNode) keep = NULL;
+    JsonArray *list = query_list(out, "query-block-jobs", &keep);
+
+    if (!list) {
+        return;
+    }
+    if (!json_array_get_length(list)) {
+        g_string_append(out, "No active jobs\n");
+        return;
+    }
+    for (guint i = 0; i < json_array_get_length(list); i++) {
+        JsonObject *j = json_array_get_object_element(list, i);
+        const char *type = json_object_get_string_member(j, "type");
+
+        /* QEMU words a stream job on its own */
+        if (!strcmp(type, "stream")) {
+            g_string_append_printf(out, "Streaming device %s",
+                                   member_str(j, "device"));
+        } else {
+            g_string_append_printf(out, "Type %s, device %s", type,
+                                   member_str(j, "device"));
+        }
+        g_string_append_printf(out, ": Completed %" G_GINT64_FORMAT " of %"
+                               G_GINT64_FORMAT " bytes, speed limit %"
+                               G_GINT64_FORMAT " bytes/s\n",
+                               json_object_get_int_member(j, "offset"),
+                               json_object_get_int_member(j, "len"),
+                               json_object_get_int_member(j, "speed"));
+    }
+}
+
+void hmp_info_jobs(GString *out, GHashTable *args)
+{
+    g_autoptr(JsonNode) keep = NULL;
+    JsonArray *list = query_list(out, "query-jobs", &keep);
+
+    if (!list) {
+        return;
+    }
+    if (!json_array_get_length(list)) {
+        g_string_append(out, "No active jobs\n");
+        return;
+    }
+    for (guint i = 0; i < json_array_get_length(list); i++) {
+        JsonObject *j = json_array_get_object_element(list, i);
+
+        g_string_append_printf(out, "Job %s: type %s, status %s, progress %"
+                               G_GINT64_FORMAT " of %" G_GINT64_FORMAT,
+                               member_str(j, "id"), member_str(j, "type"),
+                               member_str(j, "status"),
+                               json_object_get_int_member(j,
+                                                          "current-progress"),
+                               json_object_get_int_member(j,
+                                                          "total-progress"));
+        if (member_str(j, "error")) {
+            g_string_append_printf(out, ", error: %s", member_str(j, "error"));
+        }
+        g_string_append_c(out, '\n');
     }
 }

@@ -76,5 +76,8 @@ void hmp_delvm(GString *out, GHashTable *args);
 void hmp_info_version(GString *out, GHashTable *args);
 void hmp_info_block(GString *out, GHashTable *args);
 void hmp_info_snapshots(GString *out, GHashTable *args);
+void hmp_info_block_jobs(GString *out, GHashTable *args);
+void hmp_info_jobs(GString *out, GHashTable *args);
+void hmp_commit(GString *out, GHashTable *args);
 
 #endif

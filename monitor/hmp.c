@@ -21,6 +21,8 @@
 /* The help texts are QEMU's (they are output `help` prints); the
  * commands in QEMU's order, by name. */
 static const HmpCommand hmp_cmds[] = {
+    { "commit", "device:B", "device|all", "commit changes to the disk "
+      "images (if -snapshot is used) or backing files", hmp_commit, NULL },
     { "delvm", "name:s", "tag", "delete a VM snapshot from its tag",
       hmp_delvm, NULL },
     { "help|?", "name:S?", "[cmd]", "show the help", hmp_help, NULL },
