@@ -650,6 +650,77 @@ def human_monitor_command_qmp():
         check(got['strata'][1] == {'return': ''}, got['strata'][1])
 
 
+BLOCK_JOB_LINE = re.compile(r'Completed \d+ of \d+ bytes')
+
+
+@runner.case('chain_commit_and_jobs')
+def chain_commit_and_jobs():
+    """On a two-image chain: info block -v prints the backing image after
+    the top one as QEMU does; info block-jobs shows a running commit job
+    as QEMU's (progress figures normalised) and info jobs lists it; then
+    strata's commit merges the top into the backing file and empties it
+    (QEMU -M none has no BlockBackend to commit: its text is shown)."""
+    def disks(d):
+        base, top = os.path.join(d, 'base.qcow2'), os.path.join(d, 'a.qcow2')
+        make_image(base)
+        write(base, 5)
+        make_image(top, ['-b', base, '-F', 'qcow2'])
+        write(top, 7, off=65536)
+        return [blockdev('da', top)]
+    outs = {}
+    with common.TempDir('strata-hmp-') as tmp:
+        dirs = {}
+        for side, cls in (('qemu', QemuVM), ('strata', StrataQMP)):
+            d = dirs[side] = os.path.join(tmp, side)
+            os.mkdir(d)
+            vm = cls(disks(d), d)
+            try:
+                out = [vm.text('info block -v da'), vm.text('info block-jobs')]
+                r = vm.qmp({'execute': 'block-commit', 'arguments': {
+                    'device': 'da', 'job-id': 'c1', 'speed': 1}})
+                check(r == {'return': {}}, '%s: %s' % (side, r))
+                out.append(vm.text('info block-jobs'))
+                if side == 'strata':
+                    jobs = vm.text('info jobs')
+                    check(re.fullmatch(r'Job c1: type commit, status '
+                                       r'(running|ready), progress \d+ of '
+                                       r'\d+\n', jobs), repr(jobs))
+                r = vm.qmp({'execute': 'block-job-cancel', 'arguments': {
+                    'device': 'c1', 'force': True}})
+                check(r == {'return': {}}, '%s: %s' % (side, r))
+                deadline = time.monotonic() + 60
+                while vm.text('info block-jobs') != 'No active jobs\n':
+                    check(time.monotonic() < deadline, 'job stays')
+                    time.sleep(0.1)
+                out.append(vm.text('commit da'))
+            finally:
+                vm.quit()
+            outs[side] = [o.replace(d, '$DIR') for o in out]
+        q, s = outs['qemu'], outs['strata']
+        check(normalise(q[0][1:]) == normalise(s[0]) and
+              '\nimage: $DIR/base.qcow2\n' in s[0],
+              'info block -v:\n  qemu:   %r\n  strata: %r' % (q[0], s[0]))
+        check(q[1] == s[1] == 'No active jobs\n', repr((q[1], s[1])))
+        check(BLOCK_JOB_LINE.sub('Completed N of N bytes', q[2]) ==
+              BLOCK_JOB_LINE.sub('Completed N of N bytes', s[2]) ==
+              'Type commit, device c1: Completed N of N bytes, speed limit '
+              '1 bytes/s\n', repr((q[2], s[2])))
+        check(q[3] == "Device 'da' not found\n", repr(q[3]))
+        check(s[3] == '', 'strata commit: %r' % s[3])
+        print('  difference at \'commit da\': QEMU -M none %r, strata '
+              'commits' % q[3])
+        d = dirs['strata']
+        base, top = os.path.join(d, 'base.qcow2'), os.path.join(d, 'a.qcow2')
+        check(reads_as(base, 7, off=65536) and reads_as(base, 5),
+              'base does not hold the merged data')
+        res = common.run(['qemu-img', 'map', '--output=json', top])
+        check(all(e['depth'] > 0 for e in json.loads(res.out)),
+              'top not emptied: %s' % res.out)
+        check(reads_as(top, 7, off=65536), 'top reads differently')
+        for p in (base, top):
+            common.qemu_check_clean(p)
+
+
 def daemon_with(disks, d):
     return StrataQMP(disks, d)
 
