@@ -126,6 +126,12 @@ STEPS = [
     ('snapshot-load', 'j11', dict(tag='s2', vmstate='da',
                                   devices=['da', 'db'])),
     ('snapshot-delete', 'j12', dict(tag='s2', devices=['db'])),
+    # refused before any job exists
+    ('snapshot-save', 'j13', dict(vmstate='da', devices=['da'])),
+    ('snapshot-save', 'j14', dict(tag='s3', vmstate='da', devices=['da'],
+                                  bogus=1)),
+    ('snapshot-delete', 'j15', dict(tag='s3', devices='da')),
+    ('snapshot-delete', '-bad', dict(tag='s3', devices=['da'])),
 ]
 
 
