@@ -83,10 +83,12 @@ static void set_status(SnapJob *j, const char *status)
 /* ---- QEMU's checks, in its order ---- */
 
 /* The nodes named by devices (node-names, QEMU's bdrv_find_node), each
- * writable one able to hold snapshots; NULL + errp otherwise. */
+ * writable one able to hold snapshots, with references the array drops;
+ * NULL + errp otherwise. */
 static GPtrArray *job_nodes(SnapJob *j, GError **errp)
 {
-    g_autoptr(GPtrArray) nodes = g_ptr_array_new();
+    g_autoptr(GPtrArray) nodes = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)bdrv_unref);
 
     if (!j->devices[0]) {
         g_set_error(errp, BLOCKDEV_ERROR, BLOCKDEV_ERROR_GENERIC,

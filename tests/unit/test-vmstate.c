@@ -7,6 +7,8 @@
  * disks and hands back the very bytes; without a handler such a snapshot
  * is refused with nothing reverted; with one a disk-only snapshot is
  * refused (QEMU's rule); a failing handler leaves no snapshot anywhere.
+ * The QMP jobs snapshot-save / snapshot-load / snapshot-delete do the
+ * same with the state on the disk their `vmstate` names.
  */
 #include <check.h>
 #include <string.h>
@@ -14,6 +16,8 @@
 #include "block/log.h"
 #include "blockdev/vmstate.h"
 #include "monitor/hmp.h"
+#include "monitor/hmp-int.h"
+#include "monitor/qmp-events.h"
 #include "txntest.h"
 
 #define NDEV 2
@@ -274,6 +278,90 @@ START_TEST(test_failing_save)
 }
 END_TEST
 
+/* Runs a snapshot job through the QMP dispatcher to its end; returns
+ * its query-jobs entry's error, or NULL. */
+static char *run_job(const char *command, const char *id, const char *tag,
+                     const char *vmstate, TxnDevs *d)
+{
+    JsonObject *a = json_object_new();
+    JsonArray *devs = json_array_new();
+    g_autoptr(GError) err = NULL;
+    g_autoptr(JsonNode) ret = NULL;
+    g_autoptr(JsonNode) jobs = NULL;
+    JsonArray *list;
+
+    for (int i = 0; i < NDEV; i++) {
+        json_array_add_string_element(devs,
+                                      bdrv_get_node_name(blk_bs(d->blk[i])));
+    }
+    json_object_set_string_member(a, "job-id", id);
+    json_object_set_string_member(a, "tag", tag);
+    if (vmstate) {
+        json_object_set_string_member(a, "vmstate", vmstate);
+    }
+    json_object_set_array_member(a, "devices", devs);
+    ret = hmp_call_qmp(command, a, &err);
+    ck_assert_msg(ret, "%s: %s", command, err ? err->message : "");
+    qmp_events_flush();         /* the job runs from the event queue */
+    jobs = hmp_call_qmp("query-jobs", NULL, &err);
+    ck_assert(jobs);
+    list = json_node_get_array(jobs);
+    for (guint i = 0; i < json_array_get_length(list); i++) {
+        JsonObject *j = json_array_get_object_element(list, i);
+        if (!strcmp(json_object_get_string_member(j, "id"), id)) {
+            ck_assert_str_eq(json_object_get_string_member(j, "status"),
+                             "concluded");
+            return json_object_has_member(j, "error")
+                   ? g_strdup(json_object_get_string_member(j, "error"))
+                   : NULL;
+        }
+    }
+    ck_abort_msg("no job %s", id);
+    return NULL;
+}
+
+START_TEST(test_qmp_jobs)
+{
+    TxnDevs *d = txn_devs_new("vmstate-jobs", NDEV, 94);
+    Vm *vm = vm_new();
+    g_autofree uint8_t *disk1 = NULL, *now1 = NULL;
+    g_autofree char *e1 = NULL, *e2 = NULL, *e3 = NULL, *e4 = NULL;
+    const char *vm_node;
+
+    txn_devs_open(d, NULL);
+    vm_node = bdrv_get_node_name(blk_bs(d->blk[1]));
+    blk_vmstate_set_handler(&handler, vm);
+    disk1 = blk_read_all(d->blk[1], TXN_IMG_SIZE);
+    /* the state goes to the disk `vmstate` names, the second one here */
+    e1 = run_job("snapshot-save", "j1", "vs1", vm_node, d);
+    ck_assert_msg(!e1, "save: %s", e1);
+    ck_assert_uint_eq(vm_size_of(d, 0, "vs1"), 0);
+    ck_assert_uint_eq(vm_size_of(d, 1, "vs1"), STATE_LEN);
+    scribble(d, 0x77);
+    e2 = run_job("snapshot-load", "j2", "vs1", vm_node, d);
+    ck_assert_msg(!e2, "load: %s", e2);
+    ck_assert_int_eq(vm->loads, 1);
+    ck_assert(!memcmp(vm->loaded, vm->state, STATE_LEN));
+    now1 = blk_read_all(d->blk[1], TXN_IMG_SIZE);
+    assert_same(disk1, now1, TXN_IMG_SIZE, "d1 after snapshot-load");
+    /* with a handler, a disk-only snapshot is refused */
+    e3 = run_job("snapshot-load", "j3", "old1", vm_node, d);
+    ck_assert_str_eq(e3, "This is a disk-only snapshot. Revert to it  "
+                     "offline using qemu-img");
+    e4 = run_job("snapshot-delete", "j4", "vs1", NULL, d);
+    ck_assert_msg(!e4, "delete: %s", e4);
+    {
+        g_autofree char *names = txn_snapshot_names(blk_bs(d->blk[1]));
+        ck_assert_str_eq(names, "old1,old2");
+    }
+    blk_vmstate_set_handler(NULL, NULL);
+    txn_devs_close(d);
+    txn_check_dir_clean(d->dir);
+    txn_devs_free(d);
+    vm_free(vm);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("vmstate");
@@ -283,6 +371,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_save_load_roundtrip);
     tcase_add_test(tc, test_without_handler_refused);
     tcase_add_test(tc, test_failing_save);
+    tcase_add_test(tc, test_qmp_jobs);
     suite_add_tcase(s, tc);
     return s;
 }
