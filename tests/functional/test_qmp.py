@@ -141,6 +141,8 @@ add(Scenario('malformed_json', steps=[
 # QEMU's commands that its system emulator has and qemu-storage-daemon
 # lacks (test_hmp.py compares them with qemu-system-x86_64 -M none)
 QEMU_SYSTEM_ONLY = {'human-monitor-command'}
+# hmp2 (issue 12): the snapshot jobs (test_qmp_snapshot_jobs.py)
+QEMU_SYSTEM_ONLY |= {'snapshot-save', 'snapshot-load', 'snapshot-delete'}
 
 add(Scenario('query_commands_and_version', steps=[
     cmd('query-version'),
