@@ -194,7 +194,7 @@ static gboolean run_transaction_cb(void *opaque, GError **errp)
     JsonObject *a = json_object_new();
     g_autoptr(JsonNode) ret = NULL;
 
-    json_object_set_array_member(a, "actions", opaque);
+    json_object_set_array_member(a, "actions", json_array_ref(opaque));
     ret = hmp_call_qmp("transaction", a, errp);
     return ret != NULL;
 }
@@ -208,7 +208,6 @@ static void run_with_vmstate(GString *out, JsonArray *actions,
     g_autoptr(GError) err = NULL;
     gboolean ok;
 
-    json_array_ref(actions);
     ok = load ? blk_vmstate_load_around(vm_bs, vm_size, run_transaction_cb,
                                         actions, &err)
               : blk_vmstate_save_around(vm_bs, run_transaction_cb, actions,
