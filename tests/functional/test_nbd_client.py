@@ -227,6 +227,65 @@ def qcow2_over_nbd():
         common.run_io(t.qemu_io, raw, ['read -P 0x42 0 128k'], fmt='raw')
 
 
+@runner.case('daemon_blockdev_nbd')
+def daemon_blockdev_nbd():
+    """strata-daemon's --blockdev and QMP blockdev-add take driver=nbd
+    (QEMU's server.type/path/host/port and export): qcow2 over NBD,
+    snapshotted through QMP, seen by qemu-img on the file."""
+    t = common.tools()
+    qemu_nbd = need('qemu-nbd')
+    strata = os.environ.get('STRATA_DAEMON')
+    if not strata or not os.access(strata, os.X_OK):
+        raise Skip('STRATA_DAEMON is not set to strata-daemon')
+    from qmplib import Daemon, cmd
+    with common.TempDir('strata-nbdc-') as d:
+        need_nbd_driver(t, d)
+        imgs = []
+        for name in ('a', 'b'):
+            imgs.append(os.path.join(d, name + '.qcow2'))
+            common.run([t.qemu_img, 'create', '-q', '-f', 'qcow2', imgs[-1],
+                        '8M'])
+            os.truncate(imgs[-1], 16 << 20)
+        socks = [os.path.join(d, 'a.sock'), os.path.join(d, 'b.sock')]
+        port = free_port()
+        with Server([qemu_nbd, '-f', 'raw', '-x', 'ea', '-k', socks[0], '-t',
+                     imgs[0]], sock=socks[0]), \
+                Server([qemu_nbd, '-f', 'raw', '-x', 'eb', '-b',
+                        '127.0.0.1', '-p', str(port), '-t', imgs[1]],
+                       port=port):
+            dm = Daemon(os.path.abspath(strata), [
+                '--blockdev', 'driver=qcow2,node-name=na,file.driver=nbd,'
+                'file.server.type=unix,file.server.path=%s,file.export=ea'
+                % socks[0]], d)
+            try:
+                r = dm.send(cmd('qmp_capabilities'))
+                check(r == [{'return': {}}], 'negotiation: %s' % r)
+                r = dm.send(cmd('blockdev-add', **{
+                    'driver': 'qcow2', 'node-name': 'nb',
+                    'file': {'driver': 'nbd', 'export': 'eb',
+                             'server': {'type': 'inet',
+                                        'host': '127.0.0.1',
+                                        'port': str(port)}}}))
+                check(r == [{'return': {}}], 'blockdev-add nbd: %s' % r)
+                r = dm.send(cmd('transaction', actions=[
+                    {'type': 'blockdev-snapshot-internal-sync',
+                     'data': {'device': n, 'name': 'nsnap'}}
+                    for n in ('na', 'nb')]))
+                check(r == [{'return': {}}], 'transaction: %s' % r)
+                r = dm.send(cmd('blockdev-add', **{
+                    'driver': 'raw', 'node-name': 'bad',
+                    'file': {'driver': 'nbd',
+                             'server': {'type': 'vsock'}}}))
+                check('error' in r[0], 'a vsock server accepted: %s' % r)
+            finally:
+                rc = dm.quit()
+            check(rc == 0, 'strata-daemon exited %s' % rc)
+        for img in imgs:
+            lst = common.run([t.qemu_img, 'snapshot', '-l', img]).out
+            check(' nsnap ' in lst, '%s: %s' % (img, lst))
+            common.qemu_check_clean(img)
+
+
 @runner.case('bad_targets')
 def bad_targets():
     t = common.tools()
