@@ -510,7 +510,10 @@ START_TEST(test_errors)
         "driver=qcow2,node-name=e1,file.driver=file,file.filename=%s", path);
     StrataDevice *dev;
 
-    open_fails("{\"driver\": \"qcow2\", ", "");
+    open_fails("{\"driver\": \"qcow2\", ", "JSON parse error");
+    open_fails("{\"driver\": \"qcow2\", \"node-name\": \"j\"}",
+               "Parameter 'file' is missing");
+    open_fails("", "Parameter 'driver' is missing");
     open_fails("driver=nosuch,node-name=x",
                "Parameter 'driver' does not accept value 'nosuch'");
     open_fails("node-name,x", "Expected '=' after parameter 'x'");
