@@ -21,9 +21,11 @@
  *                        {"writes": [per disk], "pauses": P, "resumes": R}
  *                        (P, R: calls of the transaction pause hook)
  *   quit                 stops the guest, closes the disks, exits 0
- * Savevm (HMP through human-monitor-command) stores a disk-only snapshot:
- * the fake VM state needs the VM-state callbacks, which are compiled in
- * with -DMINIVM_VMSTATE once libstrata exports them.
+ * Savevm (HMP through human-monitor-command) stores a disk-only snapshot,
+ * unless minivm is compiled with -DMINIVM_VMSTATE (needs a libstrata
+ * that exports the VM-state callbacks of strata/vmstate.h): then savevm
+ * stores a small fake VM state (the guest's record counter) and loadvm
+ * reads it back.
  *
  * Build: cc minivm.c $(pkg-config --cflags --libs strata gio-2.0
  *                      json-glib-1.0) -o minivm
@@ -149,6 +151,44 @@ static void on_resumed(const char *const *nodes, size_t count, void *opaque)
 {
     g_atomic_int_inc(&vm.resumes);
 }
+
+#ifdef MINIVM_VMSTATE
+/*
+ * The fake VM state savevm stores: a magic line and the guest's
+ * counters (the disks are paused while it runs, so they are the
+ * counters of the cut).  loadvm reads it back and checks the magic.
+ */
+#define VMSTATE_MAGIC "minivm-vmstate-1\n"
+
+static bool vm_save(StrataVmStateWriter *w, void *opaque, GError **errp)
+{
+    g_autofree char *text = NULL;
+
+    g_mutex_lock(&vm.lock);
+    text = g_strdup_printf(VMSTATE_MAGIC "next_seq %" G_GUINT64_FORMAT "\n",
+                           vm.next_seq);
+    g_mutex_unlock(&vm.lock);
+    return strata_vmstate_write(w, text, strlen(text), errp);
+}
+
+static bool vm_load(StrataVmStateReader *r, uint64_t size, void *opaque,
+                    GError **errp)
+{
+    g_autofree char *text = g_malloc0(size + 1);
+
+    if (!strata_vmstate_read(r, text, size, errp)) {
+        return false;
+    }
+    if (!g_str_has_prefix(text, VMSTATE_MAGIC)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                    "not a minivm VM state");
+        return false;
+    }
+    printf("minivm: loaded VM state: %s", text + strlen(VMSTATE_MAGIC));
+    fflush(stdout);
+    return true;
+}
+#endif
 
 /* ---- the QMP socket ---- */
 
@@ -360,6 +400,14 @@ int main(int argc, char **argv)
     vm.clients = g_ptr_array_new_with_free_func((GDestroyNotify)client_free);
     strata_monitor_set_event_handler(on_event, NULL);
     strata_transaction_set_hooks(on_paused, on_resumed, NULL);
+#ifdef MINIVM_VMSTATE
+    {
+        static const StrataVmStateHandler handler = {
+            .save = vm_save, .load = vm_load,
+        };
+        strata_vmstate_set_handler(&handler, NULL);
+    }
+#endif
     unlink(qmp);
     svc = g_socket_service_new();
     addr = g_unix_socket_address_new(qmp);
