@@ -8,4 +8,7 @@ void bdrv_register_all(void)
     bdrv_register(&bdrv_raw);
     bdrv_register(&bdrv_qcow2);
     bdrv_register(&bdrv_blkdebug);
+#ifdef HAVE_LIBNBD
+    bdrv_register(&bdrv_nbd);      /* issue 13: NBD client on libnbd */
+#endif
 }

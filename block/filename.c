@@ -217,6 +217,12 @@ bool bdrv_filename_pick_protocol(const char *filename, BlockOpts *options,
         return true;
     }
     proto = g_strndup(filename, strchr(filename, ':') - filename);
+    /* issue 13: QEMU's NBD protocols, when the nbd driver is built */
+    if (bdrv_find_format("nbd") && (!strcmp(proto, "nbd") ||
+        !strcmp(proto, "nbd+unix") || !strcmp(proto, "nbd+tcp"))) {
+        bdrv_opts_set(options, "driver", "nbd");
+        return true;
+    }
     if (strcmp(proto, "file") && strcmp(proto, "blkdebug")) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Unknown protocol '%s'", proto);

@@ -111,6 +111,28 @@ static bool flatten_backing(JsonNode *ref, bool keyval, BlockOpts *opts,
     return true;
 }
 
+/* issue 13 (api): driver=nbd's server address and export */
+static void flatten_nbd(const BlockdevOptionsNbd *n, const char *prefix,
+                        BlockOpts *opts)
+{
+    const NbdClientAddress *a = n->server;
+
+    set_opt(opts, prefix, "server.type",
+            qapi_type_NbdClientAddressType.values[a->type]);
+    if (a->type == NBDCLIENTADDRESSTYPE_UNIX) {
+        set_opt(opts, prefix, "server.path",
+                ((const NbdClientUnix *)a->u)->path);
+    } else {
+        set_opt(opts, prefix, "server.host",
+                ((const NbdClientInet *)a->u)->host);
+        set_opt(opts, prefix, "server.port",
+                ((const NbdClientInet *)a->u)->port);
+    }
+    if (n->has_export) {
+        set_opt(opts, prefix, "export", n->export);
+    }
+}
+
 static bool flatten_options(const BlockdevOptions *o, const char *prefix,
                             bool keyval, BlockOpts *opts, GError **errp)
 {
@@ -151,6 +173,9 @@ static bool flatten_options(const BlockdevOptions *o, const char *prefix,
         const BlockdevOptionsGenericFormat *r = o->u;
         return flatten_child(r->file, "file", keyval, opts, prefix, errp);
     }
+    case BLOCKDEVDRIVER_NBD:   /* issue 13 (api): the NBD client */
+        flatten_nbd(o->u, prefix, opts);
+        return true;
     default:
         return qmp_fail(errp, "Driver '%s' is not supported",
                     qapi_type_BlockdevDriver.values[o->driver]);

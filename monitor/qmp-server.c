@@ -164,10 +164,24 @@ static void client_got_value(JsonNode *value, GError *err, void *opaque)
     client_send(c, reply);
 }
 
+/* issue 13 (api): the embedding program's event handler */
+static void (*event_sink)(JsonNode *msg, void *opaque);
+static void *event_sink_opaque;
+
+void monitor_set_event_sink(void (*fn)(JsonNode *msg, void *opaque),
+                            void *opaque)
+{
+    event_sink = fn;
+    event_sink_opaque = opaque;
+}
+
 /* Events go to the clients that have negotiated capabilities (QEMU
  * sends none before). */
 void monitor_broadcast(JsonNode *msg)
 {
+    if (event_sink) {
+        event_sink(msg, event_sink_opaque);
+    }
     for (guint i = 0; clients && i < clients->len; i++) {
         Client *c = g_ptr_array_index(clients, i);
 

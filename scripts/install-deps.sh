@@ -14,6 +14,9 @@ check zlib1g-dev libzstd-dev qemu-utils qemu-system-common python3"
 PKGS="$PKGS libedit-dev"    # strata-daemon's terminal monitor (HMP)
 # the HMP oracle: qemu-system-x86_64 -M none runs savevm, info snapshots...
 PKGS="$PKGS qemu-system-x86"
+# issue 13 (api): the NBD client driver (libnbd-dev), the NBD servers its
+# test runs against (nbdkit; qemu-nbd comes with qemu-utils), nbdinfo
+PKGS="$PKGS libnbd-dev nbdkit libnbd-bin"
 
 # `make fuzz` only: clang and its runtime libraries (libFuzzer, ASan, UBSan)
 fuzz_pkgs() {

@@ -12,6 +12,7 @@ extern BlockDriver bdrv_file;
 extern BlockDriver bdrv_raw;
 extern BlockDriver bdrv_qcow2;
 extern BlockDriver bdrv_blkdebug;
+extern BlockDriver bdrv_nbd;       /* block/nbd.c, with libnbd */
 
 void bdrv_register_all(void);
 

@@ -14,22 +14,9 @@
 
 G_BEGIN_DECLS
 
-typedef enum {
-    STRATA_LOG_ERROR,
-    STRATA_LOG_WARNING,
-    STRATA_LOG_INFO,
-} StrataLogLevel;
-
-/* Receives one message: a whole line without its trailing newline.  May
- * be called from any thread, one call at a time. */
-typedef void StrataLogFunc(StrataLogLevel level, const char *msg,
-                           void *opaque);
-
-/* Installs fn (NULL: drop messages again); returns the previous sink. */
-StrataLogFunc *strata_log_set_sink(StrataLogFunc *fn, void *opaque);
-/* A ready-made sink: the message and a newline on stderr. */
-void strata_log_to_stderr(StrataLogLevel level, const char *msg,
-                          void *opaque);
+/* The level, the sink type and the sink calls are the public API's
+ * (include/strata/log.h, installed): one definition for both. */
+#include "strata/log.h"
 
 void strata_log(StrataLogLevel level, const char *fmt, ...)
     G_GNUC_PRINTF(2, 3);

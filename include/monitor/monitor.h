@@ -63,6 +63,12 @@ void monitor_blockdev_close_all(void);
  * reply to one request on a fresh, already negotiated session. */
 JsonNode *monitor_handle_request(JsonNode *request, GError *parse_err);
 
+/* issue 13 (api): every event message is also given to fn (libstrata's
+ * strata_monitor_set_event_handler()), in the thread that delivers the
+ * event queue; NULL: none. */
+void monitor_set_event_sink(void (*fn)(JsonNode *msg, void *opaque),
+                            void *opaque);
+
 G_END_DECLS
 
 #endif
