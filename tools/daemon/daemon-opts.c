@@ -14,6 +14,7 @@
 #include "monitor/qapi-visit.h"
 #include "blockdev/registry.h"
 #include "qapi-gen.h"
+#include "monitor/qmp-export.h"
 
 #define PROG "strata-daemon"
 
@@ -157,6 +158,9 @@ void daemon_config_free(DaemonConfig *cfg)
     g_ptr_array_unref(cfg->blockdevs);
     g_ptr_array_unref(cfg->chardevs);
     g_ptr_array_unref(cfg->monitors);
+    if (cfg->nbd_opts) {
+        g_ptr_array_unref(cfg->nbd_opts);
+    }
     g_free(cfg->pidfile);
     g_free(cfg);
 }
@@ -390,6 +394,49 @@ static bool parse_monitor(DaemonConfig *cfg, const char *arg, GError **errp)
     return true;
 }
 
+/* ---- --nbd-server and --export (issue 13) ---- */
+
+static void nbd_opt_free(DaemonNbdOpt *o)
+{
+    g_free(o->arg);
+    json_node_unref(o->options);
+    g_free(o);
+}
+
+/* Keyval (or JSON for --export, as qemu-storage-daemon takes it),
+ * checked against the schema now, applied after the nodes are open. */
+static bool parse_nbd_opt(DaemonConfig *cfg, bool server, const char *arg,
+                          GError **errp)
+{
+    bool keyval = arg[0] != '{';
+    g_autoptr(JsonNode) node = keyval
+        ? daemon_keyval_parse(arg, server ? NULL : "type", errp)
+        : json_stream_parse_text(arg, errp);
+    DaemonNbdOpt *o;
+
+    if (!node) {
+        return false;
+    }
+    if (!JSON_NODE_HOLDS_OBJECT(node)) {
+        return err_set(errp, "%s", "JSON value must be an object");
+    }
+    if (server ? !monitor_nbd_server_check(node, keyval, errp)
+               : !monitor_export_check(node, keyval, errp)) {
+        return false;
+    }
+    if (!cfg->nbd_opts) {
+        cfg->nbd_opts = g_ptr_array_new_with_free_func(
+            (GDestroyNotify)nbd_opt_free);
+    }
+    o = g_new0(DaemonNbdOpt, 1);
+    o->opt = server ? "--nbd-server" : "--export";
+    o->arg = g_strdup(arg);
+    o->options = g_steal_pointer(&node);
+    o->keyval = keyval;
+    g_ptr_array_add(cfg->nbd_opts, o);
+    return true;
+}
+
 static void print_help(void)
 {
     printf("Usage: " PROG " [options]\n"
@@ -425,7 +472,22 @@ static void print_help(void)
            "                         monitor (readline)\n"
            "\n"
            "  --pidfile <path>       write process ID to a file after "
-           "startup\n");
+           "startup\n"
+           "\n"
+           "  --nbd-server addr.type=inet,addr.host=<host>,addr.port=<port>"
+           "\n"
+           "             [,max-connections=<n>]\n"
+           "  --nbd-server addr.type=unix,addr.path=<path>"
+           "[,max-connections=<n>]\n"
+           "                         start an NBD server (TCP: loopback "
+           "unless\n"
+           "                         addr.host names an address)\n"
+           "\n"
+           "  --export [type=]nbd,id=<id>,node-name=<node-name>"
+           "[,name=<export-name>]\n"
+           "           [,writable=on|off][,writethrough=on|off]"
+           "[,description=<text>]\n"
+           "                         export a block node over NBD\n");
 }
 
 enum {
@@ -482,6 +544,10 @@ static bool handle_option(DaemonConfig *cfg, int c, const char *arg)
     case OPT_DAEMONIZE:
         cfg->daemonize = true;
         return true;
+    case OPT_NBD_SERVER:
+    case OPT_EXPORT:
+        ok = parse_nbd_opt(cfg, c == OPT_NBD_SERVER, arg, &err);
+        break;
     default:
         /* qemu-storage-daemon options strata has no subsystem for */
         daemon_report(opt, arg, "not supported by strata-daemon");

@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * QMP commands of NBD exports (qapi/block-export.json): nbd-server-start,
+ * nbd-server-stop, block-export-add, block-export-del,
+ * query-block-exports, and the BLOCK_EXPORT_DELETED event; plus the
+ * command line's --nbd-server and --export, which take the same options
+ * in keyval form.  The server itself is nbd/.
+ */
+#include <string.h>
+
+#include "monitor/monitor-int.h"
+#include "monitor/qmp-events.h"
+#include "monitor/qmp-export.h"
+#include "nbd/server.h"
+#include "qapi-gen.h"
+
+/* From any thread: QEMU sends it when the export is really gone. */
+static void export_deleted(const char *id)
+{
+    JsonBuilder *b = json_builder_new();
+
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "id");
+    json_builder_add_string_value(b, id);
+    json_builder_end_object(b);
+    qmp_event_emit("BLOCK_EXPORT_DELETED", json_builder_get_root(b));
+    g_object_unref(b);
+}
+
+static void install_hook(void)
+{
+    nbd_set_export_deleted_hook(export_deleted);
+}
+
+static bool max_connections(bool has, int64_t n, uint32_t *out,
+                            GError **errp)
+{
+    if (has && (n < 0 || n > UINT32_MAX)) {
+        return qmp_fail(errp, "Parameter 'max-connections' expects uint32");
+    }
+    *out = has ? (uint32_t)n : 0;
+    return true;
+}
+
+JsonNode *qmp_nbd_server_start(const q_obj_nbd_server_start_arg *args,
+                               GError **errp)
+{
+    NbdServerAddr addr = { 0 };
+    uint32_t maxc;
+
+    if (args->addr->type == SOCKETADDRESSTYPE_UNIX) {
+        addr.unix_path = ((UnixSocketAddressWrapper *)args->addr->u)
+                         ->data->path;
+    } else {
+        InetSocketAddress *in = ((InetSocketAddressWrapper *)args->addr->u)
+                                ->data;
+        addr.host = in->host;
+        addr.port = in->port;
+    }
+    if (!max_connections(args->has_max_connections, args->max_connections,
+                         &maxc, errp)) {
+        return NULL;
+    }
+    install_hook();
+    if (!nbd_server_start(&addr, maxc,
+                          args->has_tls_creds ? args->tls_creds : NULL,
+                          args->has_tls_authz ? args->tls_authz : NULL,
+                          errp)) {
+        return NULL;
+    }
+    return qmp_empty_return();
+}
+
+JsonNode *qmp_nbd_server_stop(GError **errp)
+{
+    return nbd_server_stop(errp) ? qmp_empty_return() : NULL;
+}
+
+static bool export_add(const BlockExportOptions *args, GError **errp)
+{
+    const BlockExportOptionsNbd *nbd = args->u;
+    NbdExportOptions o = {
+        .id = args->id,
+        .node_name = args->node_name,
+        .name = nbd && nbd->has_name ? nbd->name : NULL,
+        .description = nbd && nbd->has_description ? nbd->description
+                                                   : NULL,
+        .writable = args->has_writable && args->writable,
+        .writethrough = args->has_writethrough && args->writethrough,
+    };
+
+    if (args->has_iothread) {
+        /* strata has no iothreads: none can be found (QEMU's text) */
+        return qmp_fail(errp, "iothread \"%s\" not found", args->iothread);
+    }
+    install_hook();
+    return nbd_export_add(&o, errp);
+}
+
+JsonNode *qmp_block_export_add(const BlockExportOptions *args, GError **errp)
+{
+    return export_add(args, errp) ? qmp_empty_return() : NULL;
+}
+
+JsonNode *qmp_block_export_del(const q_obj_block_export_del_arg *args,
+                               GError **errp)
+{
+    NbdExportDelMode mode = args->has_mode &&
+                            args->mode == BLOCKEXPORTREMOVEMODE_HARD
+                            ? NBD_EXPORT_DEL_HARD : NBD_EXPORT_DEL_SAFE;
+
+    return nbd_export_del(args->id, mode, errp) ? qmp_empty_return() : NULL;
+}
+
+JsonNode *qmp_query_block_exports(GError **errp)
+{
+    g_autoptr(GPtrArray) list = nbd_export_list();
+    GPtrArray *out = g_ptr_array_new();
+    JsonNode *ret;
+
+    for (guint i = 0; i < list->len; i++) {
+        NbdExportInfo *e = g_ptr_array_index(list, i);
+        BlockExportInfo *info = g_new0(BlockExportInfo, 1);
+
+        info->id = g_strdup(e->id);
+        info->type = BLOCKEXPORTTYPE_NBD;
+        info->node_name = g_strdup(e->node_name);
+        info->shutting_down = e->shutting_down;
+        g_ptr_array_add(out, info);
+    }
+    ret = qapi_BlockExportInfoList_to_json(out);
+    qapi_free_BlockExportInfoList(out);
+    return ret;
+}
+
+/* ---- the command line ---- */
+
+bool monitor_nbd_server_check(JsonNode *options, bool keyval, GError **errp)
+{
+    NbdServerOptions *o = qapi_input(&qapi_type_NbdServerOptions, options,
+                                     keyval, errp);
+    uint32_t maxc;
+    bool ok;
+
+    if (!o) {
+        return false;
+    }
+    ok = max_connections(o->has_max_connections, o->max_connections, &maxc,
+                         errp);
+    qapi_free(&qapi_type_NbdServerOptions, o);
+    return ok;
+}
+
+bool monitor_export_check(JsonNode *options, bool keyval, GError **errp)
+{
+    void *o = qapi_input(&qapi_type_BlockExportOptions, options, keyval,
+                         errp);
+
+    if (!o) {
+        return false;
+    }
+    qapi_free(&qapi_type_BlockExportOptions, o);
+    return true;
+}
+
+bool monitor_nbd_server_start(JsonNode *options, bool keyval, GError **errp)
+{
+    NbdServerOptions *o = qapi_input(&qapi_type_NbdServerOptions, options,
+                                     keyval, errp);
+    NbdServerAddr addr = { 0 };
+    uint32_t maxc;
+    bool ok;
+
+    if (!o) {
+        return false;
+    }
+    if (o->addr->type == SOCKETADDRESSTYPE_UNIX) {
+        addr.unix_path = ((UnixSocketAddress *)o->addr->u)->path;
+    } else {
+        addr.host = ((InetSocketAddress *)o->addr->u)->host;
+        addr.port = ((InetSocketAddress *)o->addr->u)->port;
+    }
+    install_hook();
+    ok = max_connections(o->has_max_connections, o->max_connections, &maxc,
+                         errp) &&
+         nbd_server_start(&addr, maxc,
+                          o->has_tls_creds ? o->tls_creds : NULL,
+                          o->has_tls_authz ? o->tls_authz : NULL, errp);
+    qapi_free(&qapi_type_NbdServerOptions, o);
+    return ok;
+}
+
+bool monitor_export_add(JsonNode *options, bool keyval, GError **errp)
+{
+    BlockExportOptions *o = qapi_input(&qapi_type_BlockExportOptions,
+                                       options, keyval, errp);
+    bool ok;
+
+    if (!o) {
+        return false;
+    }
+    ok = export_add(o, errp);
+    qapi_free(&qapi_type_BlockExportOptions, o);
+    return ok;
+}
+
+void monitor_exports_shutdown(void)
+{
+    nbd_server_shutdown();
+}
