@@ -316,6 +316,36 @@ def export_follows_external_snapshot():
         check('Pattern verification failed' not in res.out, res.out)
 
 
+@runner.case()
+def libnbd_parallel_connections():
+    """libnbd from C (tests/functional/nbd-parallel.c): 4 connections,
+    16 requests in flight on each, every block checked from another
+    connection after one flush."""
+    helper = os.environ.get('STRATA_NBD_PARALLEL')
+    if not helper or not os.access(helper, os.X_OK):
+        raise Skip('STRATA_NBD_PARALLEL (the libnbd helper) not built')
+    with common.TempDir('strata-nbd-') as d:
+        img = os.path.join(d, 'a.qcow2')
+        make_image(img)
+        sock, args = export_args(d, img)
+        dm = Daemon(strata(), args, d)
+        common.run([helper, uri(sock, 'disk'), '4', '256', '4096'])
+        quit_ok(dm)
+        # every block is in the image, where its stamp says
+        raw = os.path.join(d, 'a.raw')
+        common.run(['qemu-img', 'convert', '-O', 'raw', img, raw])
+        with open(raw, 'rb') as f:
+            data = f.read()
+        for r in range(4):
+            for b in range(256):
+                off = (r * 256 + b) * 4096
+                want = b'conn %d block %d ' % (r, b)
+                check(data[off:off + len(want)] == want,
+                      'block %d of connection %d: %r' % (
+                          b, r, data[off:off + 32]))
+        common.qemu_check_clean(img)
+
+
 def main():
     for prog in ('qemu-img', 'qemu-io'):
         if not common.oracle(prog):
