@@ -14,6 +14,9 @@ check zlib1g-dev libzstd-dev qemu-utils qemu-system-common python3"
 PKGS="$PKGS libedit-dev"    # strata-daemon's terminal monitor (HMP)
 # the HMP oracle: qemu-system-x86_64 -M none runs savevm, info snapshots...
 PKGS="$PKGS qemu-system-x86"
+# NBD exports (issue 13): libnbd for the C test client, nbdinfo/nbdcopy
+# (libnbd-bin) as real clients in the tests; nbdkit for the client driver
+PKGS="$PKGS libnbd-dev libnbd-bin nbdkit"
 
 # `make fuzz` only: clang and its runtime libraries (libFuzzer, ASan, UBSan)
 fuzz_pkgs() {
