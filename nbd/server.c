@@ -275,6 +275,30 @@ bool nbd_export_del(const char *id, NbdExportDelMode mode, GError **errp)
     return true;
 }
 
+/* The node the export's device shows now (it moves with an external
+ * snapshot, as QEMU's export moves with its node). */
+static char *current_node_name(NbdExport *e)
+{
+    g_autoptr(BlockDriverState) bs = blk_get_root(e->blk);
+
+    return g_strdup(bs ? bdrv_get_node_name(bs) : e->node_name);
+}
+
+bool nbd_node_in_use(BlockDriverState *bs)
+{
+    bool used = false;
+
+    g_mutex_lock(&nbd_lock);
+    for (guint i = 0; exports && i < exports->len && !used; i++) {
+        NbdExport *e = g_ptr_array_index(exports, i);
+        g_autoptr(BlockDriverState) root = blk_get_root(e->blk);
+
+        used = root == bs;
+    }
+    g_mutex_unlock(&nbd_lock);
+    return used;
+}
+
 GPtrArray *nbd_export_list(void)
 {
     GPtrArray *out = g_ptr_array_new_with_free_func(
@@ -286,7 +310,7 @@ GPtrArray *nbd_export_list(void)
         NbdExportInfo *info = g_new0(NbdExportInfo, 1);
 
         info->id = g_strdup(e->id);
-        info->node_name = g_strdup(e->node_name);
+        info->node_name = current_node_name(e);
         info->shutting_down = !e->user_owned;
         g_ptr_array_add(out, info);
     }

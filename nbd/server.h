@@ -84,6 +84,11 @@ typedef struct NbdExportInfo {
 GPtrArray *nbd_export_list(void);
 void nbd_export_info_free(NbdExportInfo *info);
 
+/* Whether an export (even one shutting down) does its I/O on bs now:
+ * blockdev-del refuses such a node ("Node %s is in use"). */
+typedef struct BlockDriverState BlockDriverState;
+bool nbd_node_in_use(BlockDriverState *bs);
+
 /* Called with the id of each export when it is gone (any thread).
  * One hook; NULL removes it. */
 void nbd_set_export_deleted_hook(void (*fn)(const char *id));

@@ -224,6 +224,17 @@ def qmp_side_by_side():
         cmd('nbd-server-stop'),
         cmd('query-block-exports'),
         cmd('nbd-server-stop'),
+        cmd('nbd-server-start', addr={'type': 'unix', 'data': {
+            'path': '/nonexistent-dir/x.sock'}}),
+        cmd('nbd-server-start', addr={'type': 'inet', 'data': {
+            'host': '127.0.0.1', 'port': '0'}}),
+        add(id='e0', **{'node-name': 'd0'}),
+        add(id='e1', iothread='io0', **{'node-name': 'ro'}),
+        cmd('blockdev-del', **{'node-name': 'd0'}),
+        cmd('query-block-exports'),
+        cmd('nbd-server-stop'),
+        cmd('query-block-exports'),
+        cmd('blockdev-del', **{'node-name': 'd0'}),
     ]
     Scenario('nbd-qmp', steps,
              images=(('d0.qcow2', 'qcow2', ()), ('ro.qcow2', 'qcow2', ())),
