@@ -46,7 +46,7 @@ JsonNode *qmp_nbd_server_start(const q_obj_nbd_server_start_arg *args,
                                GError **errp)
 {
     NbdServerAddr addr = { 0 };
-    uint32_t maxc;
+    uint32_t maxc = 0;
 
     if (args->addr->type == SOCKETADDRESSTYPE_UNIX) {
         addr.unix_path = ((UnixSocketAddressWrapper *)args->addr->u)
@@ -139,7 +139,7 @@ bool monitor_nbd_server_check(JsonNode *options, bool keyval, GError **errp)
 {
     NbdServerOptions *o = qapi_input(&qapi_type_NbdServerOptions, options,
                                      keyval, errp);
-    uint32_t maxc;
+    uint32_t maxc = 0;
     bool ok;
 
     if (!o) {
@@ -168,7 +168,7 @@ bool monitor_nbd_server_start(JsonNode *options, bool keyval, GError **errp)
     NbdServerOptions *o = qapi_input(&qapi_type_NbdServerOptions, options,
                                      keyval, errp);
     NbdServerAddr addr = { 0 };
-    uint32_t maxc;
+    uint32_t maxc = 0;
     bool ok;
 
     if (!o) {
