@@ -204,7 +204,100 @@ bool monitor_export_add(JsonNode *options, bool keyval, GError **errp)
     return ok;
 }
 
+/* ---- --object tls-creds-x509 ---- */
+
+static const char *kv_str(JsonObject *o, const char *key)
+{
+    JsonNode *n = json_object_get_member(o, key);
+
+    return n && JSON_NODE_HOLDS_VALUE(n) &&
+           json_node_get_value_type(n) == G_TYPE_STRING
+           ? json_node_get_string(n) : NULL;
+}
+
+/* A bool given as keyval text or JSON; def if absent. */
+static bool kv_flag(JsonObject *o, const char *key, bool def, bool *out,
+                    GError **errp)
+{
+    JsonNode *n = json_object_get_member(o, key);
+    const char *v;
+
+    if (!n) {
+        *out = def;
+        return true;
+    }
+    if (JSON_NODE_HOLDS_VALUE(n) &&
+        json_node_get_value_type(n) == G_TYPE_BOOLEAN) {
+        *out = json_node_get_boolean(n);
+        return true;
+    }
+    v = kv_str(o, key);
+    if (v && (!strcmp(v, "on") || !strcmp(v, "true"))) {
+        *out = true;
+    } else if (v && (!strcmp(v, "off") || !strcmp(v, "false"))) {
+        *out = false;
+    } else {
+        return qmp_fail(errp, "Parameter '%s' expects 'on' or 'off'", key);
+    }
+    return true;
+}
+
+/* The checks of --object (all of them, without loading anything). */
+static bool object_check(JsonNode *options, GError **errp)
+{
+    static const char *const known[] = { "qom-type", "id", "dir", "endpoint",
+                                         "verify-peer", NULL };
+    JsonObject *o = json_node_get_object(options);
+    g_autoptr(GList) keys = json_object_get_members(o);
+    const char *type = kv_str(o, "qom-type");
+    bool verify;
+
+    if (!type) {
+        return qmp_fail(errp, "Parameter 'qom-type' is missing");
+    }
+    if (strcmp(type, "tls-creds-x509")) {
+        return qmp_fail(errp, "strata-daemon supports only --object "
+                        "tls-creds-x509, not '%s'", type);
+    }
+    for (GList *l = keys; l; l = l->next) {
+        if (!g_strv_contains(known, l->data)) {
+            return qmp_fail(errp, "Property 'tls-creds-x509.%s' not found",
+                            (const char *)l->data);
+        }
+    }
+    if (!kv_str(o, "id")) {
+        return qmp_fail(errp, "Parameter 'id' is missing");
+    }
+    if (!kv_str(o, "dir")) {
+        return qmp_fail(errp, "Parameter 'dir' is missing");
+    }
+    if (kv_str(o, "endpoint") && strcmp(kv_str(o, "endpoint"), "server")) {
+        return qmp_fail(errp, "strata-daemon supports only endpoint=server "
+                        "TLS credentials");
+    }
+    return kv_flag(o, "verify-peer", true, &verify, errp);
+}
+
+bool monitor_object_check(JsonNode *options, bool keyval, GError **errp)
+{
+    return object_check(options, errp);
+}
+
+bool monitor_object_add(JsonNode *options, bool keyval, GError **errp)
+{
+    JsonObject *o = json_node_get_object(options);
+    bool verify = true;
+
+    if (!object_check(options, errp) ||
+        !kv_flag(o, "verify-peer", true, &verify, errp)) {
+        return false;
+    }
+    return nbd_tls_creds_add(kv_str(o, "id"), kv_str(o, "dir"), verify,
+                             errp);
+}
+
 void monitor_exports_shutdown(void)
 {
     nbd_server_shutdown();
+    nbd_tls_creds_remove_all();
 }

@@ -53,7 +53,7 @@ static void send_reply_iov(NbdClient *c, struct iovec *iov, int n)
     bool ok;
 
     g_mutex_lock(&c->send_lock);
-    ok = nbd_send_iov(c->fd, iov, n);
+    ok = nbd_send_iov(c, iov, n);
     g_mutex_unlock(&c->send_lock);
     if (!ok) {
         mark_dead(c);
@@ -343,7 +343,7 @@ static bool read_request(NbdClient *c, Request *r, int *err)
 {
     uint8_t h[NBD_REQUEST_SIZE];
 
-    if (!nbd_read_full(c->fd, h, sizeof(h)) ||
+    if (!nbd_read_full(c, h, sizeof(h)) ||
         nbd_get32(h) != NBD_REQUEST_MAGIC) {
         return false;
     }
@@ -364,9 +364,9 @@ static bool read_request(NbdClient *c, Request *r, int *err)
         r->buf = g_try_malloc(r->len ? r->len : 1);
         if (!r->buf) {
             *err = ENOMEM;
-            return nbd_discard_input(c->fd, r->len);
+            return nbd_discard_input(c, r->len);
         }
-        if (!nbd_read_full(c->fd, r->buf, r->len)) {
+        if (!nbd_read_full(c, r->buf, r->len)) {
             return false;      /* vanished mid-payload: nothing written */
         }
     }

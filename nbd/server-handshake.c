@@ -38,8 +38,8 @@ static bool send_reply(NbdClient *c, uint32_t opt, uint32_t type,
     nbd_put32(hdr + 8, opt);
     nbd_put32(hdr + 12, type);
     nbd_put32(hdr + 16, len);
-    return nbd_write_full(c->fd, hdr, sizeof(hdr)) &&
-           (!len || nbd_write_full(c->fd, data, len));
+    return nbd_write_full(c, hdr, sizeof(hdr)) &&
+           (!len || nbd_write_full(c, data, len));
 }
 
 static bool send_ack(NbdClient *c, uint32_t opt)
@@ -220,7 +220,7 @@ static bool opt_export_name(NbdClient *c, const Option *o)
     c->meta_base_allocation = false;
     nbd_put64(b, (uint64_t)c->exp->size);
     nbd_put16(b + 8, c->exp->tflags);
-    return nbd_write_full(c->fd, b, c->no_zeroes ? 10 : sizeof(b));
+    return nbd_write_full(c, b, c->no_zeroes ? 10 : sizeof(b));
 }
 
 static bool opt_list(NbdClient *c, const Option *o)
@@ -330,7 +330,7 @@ static bool read_option(NbdClient *c, Option *o)
 {
     uint8_t hdr[16];
 
-    if (!nbd_read_full(c->fd, hdr, sizeof(hdr)) ||
+    if (!nbd_read_full(c, hdr, sizeof(hdr)) ||
         nbd_get64(hdr) != NBD_OPTS_MAGIC) {
         return false;
     }
@@ -341,17 +341,46 @@ static bool read_option(NbdClient *c, Option *o)
     }
     if (o->len > MAX_OPTION_DATA) {
         o->data = NULL;
-        return nbd_discard_input(c->fd, o->len);
+        return nbd_discard_input(c, o->len);
     }
     o->data = g_malloc(o->len + 1);
     o->data[o->len] = 0;
-    return nbd_read_full(c->fd, o->data, o->len);
+    return nbd_read_full(c, o->data, o->len);
+}
+
+/* Before TLS on a server that requires it: STARTTLS, ABORT, nothing
+ * else.  false to close. */
+static bool option_before_tls(NbdClient *c, const Option *o,
+                              NbdTlsCreds *creds)
+{
+    switch (o->code) {
+    case NBD_OPT_STARTTLS:
+        if (o->len) {
+            return send_error(c, o->code, NBD_REP_ERR_INVALID,
+                              "NBD_OPT_STARTTLS should not have length");
+        }
+        /* the acknowledgement is the last byte in the clear */
+        return send_ack(c, o->code) && nbd_tls_start(c, creds);
+    case NBD_OPT_EXPORT_NAME:
+        return false;          /* no error reply possible: just close */
+    case NBD_OPT_ABORT:
+        send_ack(c, o->code);
+        return false;
+    default:
+        return send_error(c, o->code, NBD_REP_ERR_TLS_REQD,
+                          "Option 0x%x not permitted before TLS", o->code);
+    }
 }
 
 /* One option; false to close.  *done when transmission begins. */
 static bool handle_option(NbdClient *c, const Option *o, bool fixed,
                           char **meta_export, bool *done)
 {
+    NbdTlsCreds *creds = nbd_server_tls_creds();
+
+    if (creds && !c->tls && o->data) {
+        return fixed && option_before_tls(c, o, creds);
+    }
     if (!o->data) {
         return send_error(c, o->code, NBD_REP_ERR_TOO_BIG,
                           "option of %u bytes is too large", o->len);
@@ -374,6 +403,10 @@ static bool handle_option(NbdClient *c, const Option *o, bool fixed,
     case NBD_OPT_SET_META_CONTEXT:
         return opt_meta(c, o, meta_export);
     case NBD_OPT_STARTTLS:
+        if (c->tls) {
+            return send_error(c, o->code, NBD_REP_ERR_INVALID,
+                              "TLS already enabled");
+        }
         return send_error(c, o->code, NBD_REP_ERR_POLICY,
                           "TLS not configured");
     default:
@@ -404,8 +437,8 @@ bool nbd_handshake(NbdClient *c)
     nbd_put64(hello, NBD_MAGIC);
     nbd_put64(hello + 8, NBD_OPTS_MAGIC);
     nbd_put16(hello + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
-    if (!nbd_write_full(c->fd, hello, sizeof(hello)) ||
-        !nbd_read_full(c->fd, cflags, sizeof(cflags))) {
+    if (!nbd_write_full(c, hello, sizeof(hello)) ||
+        !nbd_read_full(c, cflags, sizeof(cflags))) {
         return false;
     }
     flags = nbd_get32(cflags);

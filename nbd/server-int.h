@@ -29,6 +29,7 @@ typedef struct NbdExport {
 
 typedef struct NbdClient {
     int fd;
+    void *tls;                 /* gnutls_session_t once STARTTLS is done */
     NbdExport *exp;            /* a reference, once the handshake chose it */
     /* negotiated; written by the reader thread before workers exist */
     bool structured;
@@ -64,14 +65,26 @@ bool nbd_handshake(NbdClient *c);
 /* nbd/server-conn.c: the transmission phase until the client leaves. */
 void nbd_transmission(NbdClient *c);
 
-/* nbd/server-io.c: whole reads and writes on a blocking socket; false on
- * EOF or error.  Writes never raise SIGPIPE. */
-bool nbd_read_full(int fd, void *buf, size_t len);
-bool nbd_write_full(int fd, const void *buf, size_t len);
-bool nbd_discard_input(int fd, uint64_t len);
+/* nbd/server-io.c: whole reads and writes on the client's blocking
+ * socket, through its TLS session once there is one; false on EOF or
+ * error.  Writes never raise SIGPIPE.  One thread may read while another
+ * writes (GnuTLS allows that too). */
+bool nbd_read_full(NbdClient *c, void *buf, size_t len);
+bool nbd_write_full(NbdClient *c, const void *buf, size_t len);
+bool nbd_discard_input(NbdClient *c, uint64_t len);
 /* The n vectors, whole (iov is changed). */
 struct iovec;
-bool nbd_send_iov(int fd, struct iovec *iov, int n);
+bool nbd_send_iov(NbdClient *c, struct iovec *iov, int n);
+
+/* nbd/server-tls.c */
+NbdTlsCreds *nbd_tls_creds_find(const char *id);
+/* The server's credentials (NULL: no TLS). */
+NbdTlsCreds *nbd_server_tls_creds(void);
+/* After STARTTLS was acknowledged: the TLS handshake on c's socket, the
+ * client's certificate checked if the credentials ask for it.  false:
+ * close (the reason is logged). */
+bool nbd_tls_start(NbdClient *c, NbdTlsCreds *creds);
+void nbd_tls_end(NbdClient *c);
 /* Host errno (positive) to the NBD error number. */
 uint32_t nbd_errno_to_wire(int err);
 

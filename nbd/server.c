@@ -28,6 +28,7 @@ typedef struct NbdServer {
     int wake[2];               /* a byte here ends the accept thread */
     char *unix_path;           /* unlinked at stop */
     uint32_t max_connections;
+    NbdTlsCreds *tls;          /* NULL: no TLS */
     GThread *thread;
 } NbdServer;
 
@@ -391,6 +392,16 @@ GPtrArray *nbd_export_names(void)
     return out;
 }
 
+NbdTlsCreds *nbd_server_tls_creds(void)
+{
+    NbdTlsCreds *t;
+
+    g_mutex_lock(&nbd_lock);
+    t = server ? server->tls : NULL;
+    g_mutex_unlock(&nbd_lock);
+    return t;
+}
+
 uint32_t nbd_server_max_connections(void)
 {
     uint32_t n;
@@ -418,6 +429,7 @@ static gpointer client_thread(gpointer opaque)
     if (nbd_handshake(c)) {
         nbd_transmission(c);
     }
+    nbd_tls_end(c);
     if (c->exp) {
         export_detach(c);
     }
@@ -567,9 +579,12 @@ bool nbd_server_start(const NbdServerAddr *addr, uint32_t max_connections,
     if (s) {
         return fail(errp, "NBD server already running");
     }
-    if (tls_creds || tls_authz) {
-        return fail(errp, "TLS is not supported by strata-daemon's NBD "
-                    "server yet");
+    if (tls_creds && !nbd_tls_creds_find(tls_creds)) {
+        return fail(errp, "No TLS credentials with id '%s'", tls_creds);
+    }
+    if (tls_authz) {
+        return fail(errp, "tls-authz is not supported by strata-daemon's "
+                    "NBD server");
     }
     fd = addr->unix_path ? listen_unix(addr->unix_path, errp)
                          : listen_inet(addr->host, addr->port, errp);
@@ -585,6 +600,7 @@ bool nbd_server_start(const NbdServerAddr *addr, uint32_t max_connections,
     }
     s->unix_path = g_strdup(addr->unix_path);
     s->max_connections = max_connections;
+    s->tls = tls_creds ? nbd_tls_creds_find(tls_creds) : NULL;
     g_mutex_lock(&nbd_lock);
     if (!all_clients) {
         all_clients = g_ptr_array_new();

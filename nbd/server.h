@@ -30,9 +30,23 @@ typedef struct NbdServerAddr {
 } NbdServerAddr;
 
 /*
- * Starts listening.  max_connections 0 means no limit.  tls_creds and
- * tls_authz: ids of --object's; not supported yet (refused).
- * Errors: "NBD server already running", socket errors.
+ * TLS credentials, QEMU's --object tls-creds-x509,id=ID,dir=DIR,
+ * endpoint=server[,verify-peer=on|off]: DIR holds ca-cert.pem,
+ * server-cert.pem and server-key.pem (and ca-crl.pem if present);
+ * verify-peer (QEMU's default: on) requires a client certificate signed
+ * by that CA.  Loaded at once: errors name the file.
+ */
+typedef struct NbdTlsCreds NbdTlsCreds;
+bool nbd_tls_creds_add(const char *id, const char *dir, bool verify_peer,
+                       GError **errp);
+void nbd_tls_creds_remove_all(void);
+
+/*
+ * Starts listening.  max_connections 0 means no limit.  tls_creds: the
+ * id of credentials added above (then clients must STARTTLS before
+ * anything else); tls_authz is not supported (refused).
+ * Errors: "NBD server already running", QEMU's "No TLS credentials with
+ * id '%s'", socket errors.
  */
 bool nbd_server_start(const NbdServerAddr *addr, uint32_t max_connections,
                       const char *tls_creds, const char *tls_authz,

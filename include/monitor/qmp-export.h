@@ -20,6 +20,10 @@ bool monitor_export_check(JsonNode *options, bool keyval, GError **errp);
 /* --nbd-server / --export: checks and acts. */
 bool monitor_nbd_server_start(JsonNode *options, bool keyval, GError **errp);
 bool monitor_export_add(JsonNode *options, bool keyval, GError **errp);
+/* --object tls-creds-x509,id=ID,dir=DIR,endpoint=server[,verify-peer=B]
+ * (the only object type strata-daemon has): check, and load. */
+bool monitor_object_check(JsonNode *options, bool keyval, GError **errp);
+bool monitor_object_add(JsonNode *options, bool keyval, GError **errp);
 /* At exit: every export closed (clients disconnected), server stopped. */
 void monitor_exports_shutdown(void);
 

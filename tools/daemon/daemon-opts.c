@@ -403,14 +403,18 @@ static void nbd_opt_free(DaemonNbdOpt *o)
     g_free(o);
 }
 
-/* Keyval (or JSON for --export, as qemu-storage-daemon takes it),
+/* --nbd-server, --export and --object tls-creds-x509 (the NBD server's
+ * TLS credentials): keyval (or JSON, as qemu-storage-daemon takes it),
  * checked against the schema now, applied after the nodes are open. */
-static bool parse_nbd_opt(DaemonConfig *cfg, bool server, const char *arg,
-                          GError **errp)
+static bool parse_nbd_opt(DaemonConfig *cfg, const char *opt,
+                          const char *arg, GError **errp)
 {
+    bool server = !strcmp(opt, "--nbd-server");
+    bool object = !strcmp(opt, "--object");
     bool keyval = arg[0] != '{';
     g_autoptr(JsonNode) node = keyval
-        ? daemon_keyval_parse(arg, server ? NULL : "type", errp)
+        ? daemon_keyval_parse(arg, server ? NULL : object ? "qom-type"
+                                                          : "type", errp)
         : json_stream_parse_text(arg, errp);
     DaemonNbdOpt *o;
 
@@ -420,8 +424,9 @@ static bool parse_nbd_opt(DaemonConfig *cfg, bool server, const char *arg,
     if (!JSON_NODE_HOLDS_OBJECT(node)) {
         return err_set(errp, "%s", "JSON value must be an object");
     }
-    if (server ? !monitor_nbd_server_check(node, keyval, errp)
-               : !monitor_export_check(node, keyval, errp)) {
+    if (object ? !monitor_object_check(node, keyval, errp)
+        : server ? !monitor_nbd_server_check(node, keyval, errp)
+                 : !monitor_export_check(node, keyval, errp)) {
         return false;
     }
     if (!cfg->nbd_opts) {
@@ -429,7 +434,7 @@ static bool parse_nbd_opt(DaemonConfig *cfg, bool server, const char *arg,
             (GDestroyNotify)nbd_opt_free);
     }
     o = g_new0(DaemonNbdOpt, 1);
-    o->opt = server ? "--nbd-server" : "--export";
+    o->opt = object ? "--object" : server ? "--nbd-server" : "--export";
     o->arg = g_strdup(arg);
     o->options = g_steal_pointer(&node);
     o->keyval = keyval;
@@ -479,6 +484,7 @@ static void print_help(void)
            "             [,max-connections=<n>]\n"
            "  --nbd-server addr.type=unix,addr.path=<path>"
            "[,max-connections=<n>]\n"
+           "             [,tls-creds=<id>]\n"
            "                         start an NBD server (TCP: loopback "
            "unless\n"
            "                         addr.host names an address)\n"
@@ -487,7 +493,12 @@ static void print_help(void)
            "[,name=<export-name>]\n"
            "           [,writable=on|off][,writethrough=on|off]"
            "[,description=<text>]\n"
-           "                         export a block node over NBD\n");
+           "                         export a block node over NBD\n"
+           "\n"
+           "  --object tls-creds-x509,id=<id>,dir=<dir>,endpoint=server"
+           "[,verify-peer=on|off]\n"
+           "                         TLS credentials for --nbd-server "
+           "tls-creds=<id>\n");
 }
 
 enum {
@@ -546,7 +557,8 @@ static bool handle_option(DaemonConfig *cfg, int c, const char *arg)
         return true;
     case OPT_NBD_SERVER:
     case OPT_EXPORT:
-        ok = parse_nbd_opt(cfg, c == OPT_NBD_SERVER, arg, &err);
+    case OPT_OBJECT:
+        ok = parse_nbd_opt(cfg, opt, arg, &err);
         break;
     default:
         /* qemu-storage-daemon options strata has no subsystem for */

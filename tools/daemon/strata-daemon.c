@@ -67,9 +67,11 @@ static bool open_nbd(DaemonConfig *cfg)
         DaemonNbdOpt *o = g_ptr_array_index(cfg->nbd_opts, i);
         g_autoptr(GError) err = NULL;
         bool server = !strcmp(o->opt, "--nbd-server");
+        bool object = !strcmp(o->opt, "--object");
 
-        if (!(server ? monitor_nbd_server_start(o->options, o->keyval, &err)
-                     : monitor_export_add(o->options, o->keyval, &err))) {
+        if (!(object ? monitor_object_add(o->options, o->keyval, &err)
+              : server ? monitor_nbd_server_start(o->options, o->keyval, &err)
+                       : monitor_export_add(o->options, o->keyval, &err))) {
             daemon_report(o->opt, o->arg, err->message);
             return false;
         }
