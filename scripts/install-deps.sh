@@ -17,6 +17,8 @@ PKGS="$PKGS qemu-system-x86"
 # NBD exports (issue 13): libnbd for the C test client, nbdinfo/nbdcopy
 # (libnbd-bin) as real clients in the tests; nbdkit for the client driver
 PKGS="$PKGS libnbd-dev libnbd-bin nbdkit"
+# TLS on NBD exports: GnuTLS, and certtool to make the tests' certificates
+PKGS="$PKGS libgnutls28-dev gnutls-bin"
 
 # `make fuzz` only: clang and its runtime libraries (libFuzzer, ASan, UBSan)
 fuzz_pkgs() {
