@@ -451,23 +451,28 @@ static void accept_one(NbdServer *s)
     if (fd < 0) {
         return;
     }
-    g_mutex_lock(&nbd_lock);
-    if (s->max_connections && all_clients->len >= s->max_connections) {
-        /* QEMU stops listening at the limit; a client over it gets a
-         * closed connection, which is what it would see there too */
-        g_mutex_unlock(&nbd_lock);
-        close(fd);
-        return;
-    }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c = g_new0(NbdClient, 1);
     c->fd = fd;
     g_mutex_init(&c->send_lock);
     g_mutex_init(&c->lock);
     g_cond_init(&c->cond);
+    g_mutex_lock(&nbd_lock);
     g_ptr_array_add(all_clients, c);
     g_mutex_unlock(&nbd_lock);
     g_thread_unref(g_thread_new("nbd-client", client_thread, c));
+}
+
+/* At max-connections, QEMU stops accepting: a new client waits in the
+ * listen backlog until another one leaves. */
+static bool at_limit(NbdServer *s)
+{
+    bool full;
+
+    g_mutex_lock(&nbd_lock);
+    full = s->max_connections && all_clients->len >= s->max_connections;
+    g_mutex_unlock(&nbd_lock);
+    return full;
 }
 
 static gpointer accept_thread(gpointer opaque)
@@ -479,7 +484,13 @@ static gpointer accept_thread(gpointer opaque)
     };
 
     for (;;) {
-        if (poll(p, 2, -1) < 0) {
+        bool full = at_limit(s);
+        int n;
+
+        /* when full, look again now and then for a slot */
+        p[0].events = full ? 0 : POLLIN;
+        n = poll(p, 2, full ? 50 : -1);
+        if (n < 0) {
             if (errno == EINTR) {
                 continue;
             }

@@ -24,6 +24,7 @@ and nbdcopy (libnbd-bin) for their cases.  Skips (77) without them.
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -297,6 +298,39 @@ def delete_with_client_connected():
           'qemu %s\nstrata %s' % (q, s))
     check(s[1] is True and s[2] == {'id': 'e0'},
           'client not disconnected or no event: %s' % (s,))
+
+
+def greeted(c, timeout):
+    c.sock.settimeout(timeout)
+    try:
+        c.hello()
+        return True
+    except socket.timeout:
+        return False
+
+
+@runner.case()
+def max_connections_one():
+    """At the limit a new client waits (QEMU stops accepting) and is
+    served once the other one leaves; the same on both daemons."""
+    _, qsd = daemon_paths()
+    for side, binary in (('qemu', qsd), ('strata', strata())):
+        with common.TempDir('strata-nbd-') as d:
+            img = os.path.join(d, 'a.qcow2')
+            make_image(img)
+            sock, args = export_args(d, img)
+            args[args.index('--nbd-server') + 1] += ',max-connections=1'
+            dm = Daemon(binary, args, d)
+            a = nbdwire.Client(sock)
+            check(a.go('disk') == nbdwire.REP_ACK, 'GO')
+            b = nbdwire.Client(sock)
+            check(not greeted(b, 1), '%s: a second client was served over '
+                  'max-connections=1' % side)
+            a.disconnect()
+            check(greeted(b, 20), '%s: the waiting client was not served '
+                  'after the first left' % side)
+            b.close()
+            quit_ok(dm)
 
 
 @runner.case()
