@@ -242,6 +242,28 @@ static bool kv_flag(JsonObject *o, const char *key, bool def, bool *out,
     return true;
 }
 
+/* authz-simple,id=ID,identity=DN */
+static bool authz_check(JsonObject *o, GError **errp)
+{
+    static const char *const known[] = { "qom-type", "id", "identity",
+                                         NULL };
+    g_autoptr(GList) keys = json_object_get_members(o);
+
+    for (GList *l = keys; l; l = l->next) {
+        if (!g_strv_contains(known, l->data)) {
+            return qmp_fail(errp, "Property 'authz-simple.%s' not found",
+                            (const char *)l->data);
+        }
+    }
+    if (!kv_str(o, "id")) {
+        return qmp_fail(errp, "Parameter 'id' is missing");
+    }
+    if (!kv_str(o, "identity")) {
+        return qmp_fail(errp, "Parameter 'identity' is missing");
+    }
+    return true;
+}
+
 /* The checks of --object (all of them, without loading anything). */
 static bool object_check(JsonNode *options, GError **errp)
 {
@@ -255,9 +277,12 @@ static bool object_check(JsonNode *options, GError **errp)
     if (!type) {
         return qmp_fail(errp, "Parameter 'qom-type' is missing");
     }
+    if (!strcmp(type, "authz-simple")) {
+        return authz_check(o, errp);
+    }
     if (strcmp(type, "tls-creds-x509")) {
         return qmp_fail(errp, "strata-daemon supports only --object "
-                        "tls-creds-x509, not '%s'", type);
+                        "tls-creds-x509 and authz-simple, not '%s'", type);
     }
     for (GList *l = keys; l; l = l->next) {
         if (!g_strv_contains(known, l->data)) {
@@ -288,8 +313,13 @@ bool monitor_object_add(JsonNode *options, bool keyval, GError **errp)
     JsonObject *o = json_node_get_object(options);
     bool verify = true;
 
-    if (!object_check(options, errp) ||
-        !kv_flag(o, "verify-peer", true, &verify, errp)) {
+    if (!object_check(options, errp)) {
+        return false;
+    }
+    if (!strcmp(kv_str(o, "qom-type"), "authz-simple")) {
+        return nbd_authz_add(kv_str(o, "id"), kv_str(o, "identity"), errp);
+    }
+    if (!kv_flag(o, "verify-peer", true, &verify, errp)) {
         return false;
     }
     return nbd_tls_creds_add(kv_str(o, "id"), kv_str(o, "dir"), verify,

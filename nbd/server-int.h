@@ -84,6 +84,10 @@ NbdTlsCreds *nbd_server_tls_creds(void);
  * client's certificate checked if the credentials ask for it.  false:
  * close (the reason is logged). */
 bool nbd_tls_start(NbdClient *c, NbdTlsCreds *creds);
+/* The identity of an authz-simple object, or NULL. */
+const char *nbd_authz_find(const char *id);
+/* The identity the server's tls-authz requires (NULL: any), a copy. */
+char *nbd_server_authz_identity(void);
 void nbd_tls_end(NbdClient *c);
 /* Host errno (positive) to the NBD error number. */
 uint32_t nbd_errno_to_wire(int err);

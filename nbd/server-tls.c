@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 
 #include "nbd/server-int.h"
 #include "blockdev/registry.h"
@@ -22,6 +23,7 @@ struct NbdTlsCreds {
 };
 
 static GPtrArray *all_creds;   /* NbdTlsCreds *; the monitor's thread */
+static GHashTable *authz;      /* id -> identity; the monitor's thread */
 
 static bool tls_fail(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 static bool tls_fail(GError **errp, const char *fmt, ...)
@@ -143,6 +145,51 @@ bool nbd_tls_creds_add(const char *id, const char *dir, bool verify_peer,
 void nbd_tls_creds_remove_all(void)
 {
     g_clear_pointer(&all_creds, g_ptr_array_unref);
+    g_clear_pointer(&authz, g_hash_table_unref);
+}
+
+bool nbd_authz_add(const char *id, const char *identity, GError **errp)
+{
+    if (!authz) {
+        authz = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                      g_free);
+    }
+    if (g_hash_table_contains(authz, id) || nbd_tls_creds_find(id)) {
+        return tls_fail(errp, "attempt to add duplicate property '%s' to "
+                        "object (type 'container')", id);
+    }
+    g_hash_table_insert(authz, g_strdup(id), g_strdup(identity));
+    return true;
+}
+
+const char *nbd_authz_find(const char *id)
+{
+    return authz ? g_hash_table_lookup(authz, id) : NULL;
+}
+
+/* tls-authz: the peer's distinguished name must be the identity. */
+static bool check_identity(gnutls_session_t s, const char *identity)
+{
+    unsigned int n = 0;
+    const gnutls_datum_t *certs = gnutls_certificate_get_peers(s, &n);
+    gnutls_x509_crt_t crt;
+    char dn[1024];
+    size_t len = sizeof(dn);
+    bool ok = false;
+
+    if (!certs || !n || gnutls_x509_crt_init(&crt) < 0) {
+        strata_warning("NBD client refused: no certificate to authorize");
+        return false;
+    }
+    if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) >= 0 &&
+        gnutls_x509_crt_get_dn(crt, dn, &len) >= 0) {
+        ok = !strcmp(dn, identity);
+        if (!ok) {
+            strata_warning("NBD client refused: '%s' is not authorized", dn);
+        }
+    }
+    gnutls_x509_crt_deinit(crt);
+    return ok;
 }
 
 /* The peer's certificate, checked against the CA (verify-peer). */
@@ -171,6 +218,7 @@ static bool check_peer(gnutls_session_t s)
 
 bool nbd_tls_start(NbdClient *c, NbdTlsCreds *creds)
 {
+    g_autofree char *identity = NULL;
     gnutls_session_t s;
     int ret;
 
@@ -196,7 +244,9 @@ bool nbd_tls_start(NbdClient *c, NbdTlsCreds *creds)
         gnutls_deinit(s);
         return false;
     }
-    if (creds->verify_peer && !check_peer(s)) {
+    identity = nbd_server_authz_identity();
+    if ((creds->verify_peer && !check_peer(s)) ||
+        (identity && !check_identity(s, identity))) {
         gnutls_deinit(s);
         return false;
     }

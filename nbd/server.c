@@ -29,6 +29,7 @@ typedef struct NbdServer {
     char *unix_path;           /* unlinked at stop */
     uint32_t max_connections;
     NbdTlsCreds *tls;          /* NULL: no TLS */
+    char *authz_identity;      /* tls-authz's; NULL: any certificate */
     GThread *thread;
 } NbdServer;
 
@@ -402,6 +403,16 @@ NbdTlsCreds *nbd_server_tls_creds(void)
     return t;
 }
 
+char *nbd_server_authz_identity(void)
+{
+    char *id;
+
+    g_mutex_lock(&nbd_lock);
+    id = server ? g_strdup(server->authz_identity) : NULL;
+    g_mutex_unlock(&nbd_lock);
+    return id;
+}
+
 uint32_t nbd_server_max_connections(void)
 {
     uint32_t n;
@@ -593,9 +604,12 @@ bool nbd_server_start(const NbdServerAddr *addr, uint32_t max_connections,
     if (tls_creds && !nbd_tls_creds_find(tls_creds)) {
         return fail(errp, "No TLS credentials with id '%s'", tls_creds);
     }
-    if (tls_authz) {
-        return fail(errp, "tls-authz is not supported by strata-daemon's "
-                    "NBD server");
+    if (tls_authz && !tls_creds) {
+        return fail(errp, "tls-authz is not supported without tls-creds");
+    }
+    if (tls_authz && !nbd_authz_find(tls_authz)) {
+        return fail(errp, "No authorization object with id '%s'",
+                    tls_authz);
     }
     fd = addr->unix_path ? listen_unix(addr->unix_path, errp)
                          : listen_inet(addr->host, addr->port, errp);
@@ -612,6 +626,8 @@ bool nbd_server_start(const NbdServerAddr *addr, uint32_t max_connections,
     s->unix_path = g_strdup(addr->unix_path);
     s->max_connections = max_connections;
     s->tls = tls_creds ? nbd_tls_creds_find(tls_creds) : NULL;
+    s->authz_identity = g_strdup(tls_authz ? nbd_authz_find(tls_authz)
+                                           : NULL);
     g_mutex_lock(&nbd_lock);
     if (!all_clients) {
         all_clients = g_ptr_array_new();
@@ -686,6 +702,7 @@ bool nbd_server_stop(GError **errp)
         unlink(s->unix_path);
     }
     g_free(s->unix_path);
+    g_free(s->authz_identity);
     g_free(s);
     close_all();
     return true;

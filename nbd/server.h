@@ -40,11 +40,18 @@ typedef struct NbdTlsCreds NbdTlsCreds;
 bool nbd_tls_creds_add(const char *id, const char *dir, bool verify_peer,
                        GError **errp);
 void nbd_tls_creds_remove_all(void);
+/*
+ * QEMU's --object authz-simple,id=ID,identity=DN: with tls-authz=ID only
+ * a client whose certificate's distinguished name (as GnuTLS prints it,
+ * which is what QEMU compares) is DN gets past TLS.
+ */
+bool nbd_authz_add(const char *id, const char *identity, GError **errp);
 
 /*
  * Starts listening.  max_connections 0 means no limit.  tls_creds: the
  * id of credentials added above (then clients must STARTTLS before
- * anything else); tls_authz is not supported (refused).
+ * anything else); tls_authz: the id of an authz-simple object (needs
+ * tls_creds).
  * Errors: "NBD server already running", QEMU's "No TLS credentials with
  * id '%s'", socket errors.
  */

@@ -124,20 +124,26 @@ def free_port():
 
 
 class TlsServer:
-    def __init__(self, d, dirs):
+    def __init__(self, d, dirs, identity=None):
         self.img = os.path.join(d, 'a.qcow2')
         common.run(['qemu-img', 'create', '-q', '-f', 'qcow2', self.img,
                     str(SIZE)])
         common.run(['qemu-io', '-f', 'qcow2', '-c',
                     'write -P 0xab 0 %d' % SIZE, self.img])
         self.port = free_port()
+        authz = []
+        if identity:
+            # keyval: a comma in a value is written twice
+            authz = ['--object', 'authz-simple,id=a0,identity=%s'
+                     % identity.replace(',', ',,')]
         self.dm = Daemon(strata(), [
             '--object', 'tls-creds-x509,id=t0,dir=%s,endpoint=server'
-            % dirs['server'],
+            % dirs['server']] + authz + [
             '--blockdev', 'driver=qcow2,node-name=d0,file.driver=file,'
             'file.filename=%s' % self.img,
             '--nbd-server', 'addr.type=inet,addr.host=127.0.0.1,'
-            'addr.port=%d,tls-creds=t0' % self.port,
+            'addr.port=%d,tls-creds=t0%s' % (
+                self.port, ',tls-authz=a0' if identity else ''),
             '--export', 'type=nbd,id=e0,node-name=d0,name=disk,writable=on'],
             d)
 
@@ -234,6 +240,24 @@ def refused_without_tls_or_with_wrong_ca():
 
 
 @runner.case()
+def tls_authz_identity():
+    """tls-authz with authz-simple: the client's certificate name (as
+    GnuTLS prints it, QEMU's comparison) must be the identity."""
+    dirs = shared_pki()
+    for identity, allowed in (('O=strata,CN=client', True),
+                              ('O=strata,CN=someone-else', False)):
+        with common.TempDir('strata-nbdtls-') as d:
+            srv = TlsServer(d, dirs, identity)
+            try:
+                res = srv.io(dirs['client'], ['read -P 0xab 0 512'],
+                             rc=0 if allowed else 1)
+                check(('read 512' in res.out) == allowed,
+                      '%s: %s' % (identity, res.text))
+            finally:
+                srv.quit()
+
+
+@runner.case()
 def bad_tls_arguments():
     with common.TempDir('strata-nbdtls-') as d:
         binary = strata()
@@ -248,6 +272,9 @@ def bad_tls_arguments():
             (['--object', 'tls-creds-x509,id=t0,dir=%s,bogus=1' % empty],
              "Property 'tls-creds-x509.bogus' not found"),
             (['--object', 'secret,id=s0,data=x'], 'tls-creds-x509'),
+            (['--nbd-server', 'addr.type=inet,addr.host=127.0.0.1,'
+              'addr.port=%d,tls-authz=a0' % free_port()],
+             'tls-authz is not supported without tls-creds'),
         ]
         for args, text in cases:
             p = subprocess.run([binary] + args, capture_output=True,

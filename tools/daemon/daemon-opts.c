@@ -484,7 +484,7 @@ static void print_help(void)
            "             [,max-connections=<n>]\n"
            "  --nbd-server addr.type=unix,addr.path=<path>"
            "[,max-connections=<n>]\n"
-           "             [,tls-creds=<id>]\n"
+           "             [,tls-creds=<id>][,tls-authz=<id>]\n"
            "                         start an NBD server (TCP: loopback "
            "unless\n"
            "                         addr.host names an address)\n"
@@ -498,7 +498,10 @@ static void print_help(void)
            "  --object tls-creds-x509,id=<id>,dir=<dir>,endpoint=server"
            "[,verify-peer=on|off]\n"
            "                         TLS credentials for --nbd-server "
-           "tls-creds=<id>\n");
+           "tls-creds=<id>\n"
+           "  --object authz-simple,id=<id>,identity=<DN>\n"
+           "                         the only client --nbd-server "
+           "tls-authz=<id> admits\n");
 }
 
 enum {
