@@ -89,6 +89,11 @@ static bool export_add(const BlockExportOptions *args, GError **errp)
         .writethrough = args->has_writethrough && args->writethrough,
     };
 
+    if (args->type != BLOCKEXPORTTYPE_NBD) {
+        /* QEMU's text when it was built without that export type */
+        return qmp_fail(errp, "No driver found for the requested export "
+                        "type");
+    }
     if (args->has_iothread) {
         /* strata has no iothreads: none can be found (QEMU's text) */
         return qmp_fail(errp, "iothread \"%s\" not found", args->iothread);
