@@ -39,6 +39,9 @@ def strata():
     return path
 
 
+_DAEMON = {}
+
+
 @contextlib.contextmanager
 def served():
     """A daemon exporting 'disk' (writable) and 'ro' (read-only) of one
@@ -57,6 +60,7 @@ def served():
             '--nbd-server', 'addr.type=unix,addr.path=%s' % sock,
             '--export', 'type=nbd,id=e0,node-name=d0,name=disk,writable=on',
             '--export', 'type=nbd,id=e1,node-name=d0,name=ro'], d)
+        _DAEMON['dm'] = dm
         try:
             yield sock
         finally:
@@ -323,6 +327,44 @@ def pipelined_requests():
         check(data == b''.join(bytes([i + 1]) * 8192 for i in range(32)),
               'pipelined writes')
         c.disconnect()
+
+
+@runner.case()
+def stop_and_delete_with_requests_in_flight():
+    """nbd-server-stop and a hard block-export-del while clients have
+    writes in flight: the commands return, the clients are disconnected,
+    the daemon keeps answering, and the image checks clean."""
+    for how in ('stop', 'hard-del'):
+        with served() as sock:
+            dm = _DAEMON['dm']
+            check(dm.send(cmd('qmp_capabilities')) == [{'return': {}}],
+                  'negotiation')
+            clients = []
+            for _ in range(3):
+                c = w.Client(sock)
+                check(c.go('disk') == w.REP_ACK, 'GO')
+                for i in range(16):
+                    c.request(w.CMD_WRITE, (i % 16) * 65536, 65536,
+                              data=bytes([i + 1]) * 65536)
+                clients.append(c)
+            req = cmd('nbd-server-stop') if how == 'stop' else \
+                cmd('block-export-del', id='e0', mode='hard')
+            r = dm.send(req)
+            check(r == [{'return': {}}], '%s: %s' % (how, r))
+            for c in clients:
+                c.sock.settimeout(20)
+                try:
+                    while True:
+                        c.reply()    # replies of what completed, then EOF
+                except socket.timeout:
+                    check(False, '%s: a client was not disconnected' % how)
+                except (w.Closed, ConnectionResetError):
+                    pass
+                c.close()
+            r = dm.send(cmd('query-block-exports'))
+            check(len(r) == 1 and 'return' in r[0], 'query: %s' % r)
+            ids = [e['id'] for e in r[0]['return']]
+            check('e0' not in ids, '%s: e0 still listed: %s' % (how, ids))
 
 
 def main():
