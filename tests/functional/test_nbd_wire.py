@@ -18,6 +18,7 @@ import os
 import socket
 import struct
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -361,6 +362,14 @@ def stop_and_delete_with_requests_in_flight():
                 except (w.Closed, ConnectionResetError):
                     pass
                 c.close()
+            # a hard delete returns at once; the export goes (and the
+            # event comes) when its requests in flight are done
+            deadline = time.monotonic() + 30
+            while how == 'hard-del' and not any(
+                    e['event'] == 'BLOCK_EXPORT_DELETED' for e in dm.events):
+                check(time.monotonic() < deadline, 'no BLOCK_EXPORT_DELETED')
+                dm.send(cmd('query-version'))
+                time.sleep(0.05)
             r = dm.send(cmd('query-block-exports'))
             check(len(r) == 1 and 'return' in r[0], 'query: %s' % r)
             ids = [e['id'] for e in r[0]['return']]
