@@ -87,16 +87,16 @@ static bool export_add(const BlockExportOptions *args, GError **errp)
                                                    : NULL,
         .writable = args->has_writable && args->writable,
         .writethrough = args->has_writethrough && args->writethrough,
+        .iothread = args->has_iothread ? args->iothread : NULL,
     };
 
+    if (!nbd_export_check_id(args->id, errp)) {
+        return false;
+    }
     if (args->type != BLOCKEXPORTTYPE_NBD) {
         /* QEMU's text when it was built without that export type */
         return qmp_fail(errp, "No driver found for the requested export "
                         "type");
-    }
-    if (args->has_iothread) {
-        /* strata has no iothreads: none can be found (QEMU's text) */
-        return qmp_fail(errp, "iothread \"%s\" not found", args->iothread);
     }
     install_hook();
     return nbd_export_add(&o, errp);

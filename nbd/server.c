@@ -195,6 +195,10 @@ static bool export_add_locked(const NbdExportOptions *o, GError **errp)
     if (bdrv_is_read_only(bs) && o->writable) {
         return fail(errp, "Cannot export read-only node as writable");
     }
+    if (o->iothread) {
+        /* strata has no iothreads: none can be found (QEMU's text) */
+        return fail(errp, "iothread \"%s\" not found", o->iothread);
+    }
     if (!check_nbd_export(name, o->description, errp)) {
         return false;
     }
@@ -220,6 +224,16 @@ static bool export_add_locked(const NbdExportOptions *o, GError **errp)
     e->clients = g_ptr_array_new();
     g_ptr_array_add(exports, e);
     return true;
+}
+
+bool nbd_export_check_id(const char *id, GError **errp)
+{
+    bool ok;
+
+    g_mutex_lock(&nbd_lock);
+    ok = check_export_id(id, errp);
+    g_mutex_unlock(&nbd_lock);
+    return ok;
 }
 
 bool nbd_export_add(const NbdExportOptions *o, GError **errp)

@@ -75,7 +75,13 @@ typedef struct NbdExportOptions {
     const char *description;  /* NULL: none */
     bool writable;
     bool writethrough;        /* every write FUA */
+    const char *iothread;     /* strata has none: refused if given */
 } NbdExportOptions;
+
+/* QEMU's first two checks, "Invalid block export id" and "Block export
+ * id '%s' is already in use", for a caller that checks the export type
+ * next, as QEMU does. */
+bool nbd_export_check_id(const char *id, GError **errp);
 
 /* QEMU's checks and texts, in its order ("Invalid block export id",
  * "Block export id '%s' is already in use", the node lookup, "Cannot

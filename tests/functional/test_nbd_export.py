@@ -231,6 +231,8 @@ def qmp_side_by_side():
             'host': '127.0.0.1', 'port': '0'}}),
         add(id='e0', **{'node-name': 'd0'}),
         add(id='e1', iothread='io0', **{'node-name': 'ro'}),
+        add(id='e1', iothread='io0', **{'node-name': 'nope'}),
+        add(id='e0', iothread='io0', **{'node-name': 'nope'}),
         cmd('blockdev-del', **{'node-name': 'd0'}),
         cmd('query-block-exports'),
         cmd('nbd-server-stop'),
