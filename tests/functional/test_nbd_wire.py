@@ -100,6 +100,19 @@ def handshake_bad_magic():
 
 
 @runner.case()
+def handshake_silent_client_times_out():
+    """A client that connects and never answers the greeting blocks no
+    one, and is dropped after the 10 s handshake limit."""
+    with served() as sock:
+        silent = w.Client(sock)
+        silent.recv_exact(18)          # the greeting; no answer follows
+        still_serving(sock)
+        check(silent.is_closed(timeout=20),
+              'a silent client was not dropped after the handshake limit')
+        silent.close()
+
+
+@runner.case()
 def handshake_unknown_client_flags():
     with served() as sock:
         c = w.Client(sock)
