@@ -19,6 +19,7 @@
 #include "block/log.h"
 #include "block/snapshot.h"
 #include "qapi-gen.h"
+#include "nbd/server.h"          /* nbd_node_in_use (issue 13) */
 
 /* A node blockdev-add made, by node-name. */
 typedef struct OwnedNode {
@@ -303,6 +304,10 @@ JsonNode *qmp_blockdev_del(const q_obj_blockdev_del_arg *args, GError **errp)
             qmp_fail(errp, "Failed to find node with node-name='%s'",
                  args->node_name);
         }
+        return NULL;
+    }
+    if (nbd_node_in_use(on->bs)) {      /* an NBD export's (issue 13) */
+        qmp_fail(errp, "Node %s is in use", args->node_name);
         return NULL;
     }
     p.child = on->bs;

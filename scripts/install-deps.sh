@@ -14,9 +14,12 @@ check zlib1g-dev libzstd-dev qemu-utils qemu-system-common python3"
 PKGS="$PKGS libedit-dev"    # strata-daemon's terminal monitor (HMP)
 # the HMP oracle: qemu-system-x86_64 -M none runs savevm, info snapshots...
 PKGS="$PKGS qemu-system-x86"
-# issue 13 (api): the NBD client driver (libnbd-dev), the NBD servers its
-# test runs against (nbdkit; qemu-nbd comes with qemu-utils), nbdinfo
-PKGS="$PKGS libnbd-dev nbdkit libnbd-bin"
+# NBD (issue 13): libnbd for the NBD client driver and the C test client,
+# nbdinfo/nbdcopy (libnbd-bin) as real clients of our exports, nbdkit as a
+# server for the client driver (qemu-nbd comes with qemu-utils)
+PKGS="$PKGS libnbd-dev libnbd-bin nbdkit"
+# TLS on NBD exports: GnuTLS, and certtool to make the tests' certificates
+PKGS="$PKGS libgnutls28-dev gnutls-bin"
 
 # `make fuzz` only: clang and its runtime libraries (libFuzzer, ASan, UBSan)
 fuzz_pkgs() {

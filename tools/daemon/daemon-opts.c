@@ -15,6 +15,7 @@
 #include "monitor/qapi-visit.h"
 #include "blockdev/registry.h"
 #include "qapi-gen.h"
+#include "monitor/qmp-export.h"
 
 #define PROG "strata-daemon"
 
@@ -76,6 +77,9 @@ void daemon_config_free(DaemonConfig *cfg)
     g_ptr_array_unref(cfg->blockdevs);
     g_ptr_array_unref(cfg->chardevs);
     g_ptr_array_unref(cfg->monitors);
+    if (cfg->nbd_opts) {
+        g_ptr_array_unref(cfg->nbd_opts);
+    }
     g_free(cfg->pidfile);
     g_free(cfg);
 }
@@ -309,6 +313,54 @@ static bool parse_monitor(DaemonConfig *cfg, const char *arg, GError **errp)
     return true;
 }
 
+/* ---- --nbd-server and --export (issue 13) ---- */
+
+static void nbd_opt_free(DaemonNbdOpt *o)
+{
+    g_free(o->arg);
+    json_node_unref(o->options);
+    g_free(o);
+}
+
+/* --nbd-server, --export and --object tls-creds-x509 (the NBD server's
+ * TLS credentials): keyval (or JSON, as qemu-storage-daemon takes it),
+ * checked against the schema now, applied after the nodes are open. */
+static bool parse_nbd_opt(DaemonConfig *cfg, const char *opt,
+                          const char *arg, GError **errp)
+{
+    bool server = !strcmp(opt, "--nbd-server");
+    bool object = !strcmp(opt, "--object");
+    bool keyval = arg[0] != '{';
+    g_autoptr(JsonNode) node = keyval
+        ? daemon_keyval_parse(arg, server ? NULL : object ? "qom-type"
+                                                          : "type", errp)
+        : json_stream_parse_text(arg, errp);
+    DaemonNbdOpt *o;
+
+    if (!node) {
+        return false;
+    }
+    if (!JSON_NODE_HOLDS_OBJECT(node)) {
+        return err_set(errp, "%s", "JSON value must be an object");
+    }
+    if (object ? !monitor_object_check(node, keyval, errp)
+        : server ? !monitor_nbd_server_check(node, keyval, errp)
+                 : !monitor_export_check(node, keyval, errp)) {
+        return false;
+    }
+    if (!cfg->nbd_opts) {
+        cfg->nbd_opts = g_ptr_array_new_with_free_func(
+            (GDestroyNotify)nbd_opt_free);
+    }
+    o = g_new0(DaemonNbdOpt, 1);
+    o->opt = object ? "--object" : server ? "--nbd-server" : "--export";
+    o->arg = g_strdup(arg);
+    o->options = g_steal_pointer(&node);
+    o->keyval = keyval;
+    g_ptr_array_add(cfg->nbd_opts, o);
+    return true;
+}
+
 static void print_help(void)
 {
     printf("Usage: " PROG " [options]\n"
@@ -344,7 +396,31 @@ static void print_help(void)
            "                         monitor (readline)\n"
            "\n"
            "  --pidfile <path>       write process ID to a file after "
-           "startup\n");
+           "startup\n"
+           "\n"
+           "  --nbd-server addr.type=inet,addr.host=<host>,addr.port=<port>"
+           "\n"
+           "             [,max-connections=<n>]\n"
+           "  --nbd-server addr.type=unix,addr.path=<path>"
+           "[,max-connections=<n>]\n"
+           "             [,tls-creds=<id>][,tls-authz=<id>]\n"
+           "                         start an NBD server (TCP: loopback "
+           "unless\n"
+           "                         addr.host names an address)\n"
+           "\n"
+           "  --export [type=]nbd,id=<id>,node-name=<node-name>"
+           "[,name=<export-name>]\n"
+           "           [,writable=on|off][,writethrough=on|off]"
+           "[,description=<text>]\n"
+           "                         export a block node over NBD\n"
+           "\n"
+           "  --object tls-creds-x509,id=<id>,dir=<dir>,endpoint=server"
+           "[,verify-peer=on|off]\n"
+           "                         TLS credentials for --nbd-server "
+           "tls-creds=<id>\n"
+           "  --object authz-simple,id=<id>,identity=<DN>\n"
+           "                         the only client --nbd-server "
+           "tls-authz=<id> admits\n");
 }
 
 enum {
@@ -401,6 +477,11 @@ static bool handle_option(DaemonConfig *cfg, int c, const char *arg)
     case OPT_DAEMONIZE:
         cfg->daemonize = true;
         return true;
+    case OPT_NBD_SERVER:
+    case OPT_EXPORT:
+    case OPT_OBJECT:
+        ok = parse_nbd_opt(cfg, opt, arg, &err);
+        break;
     default:
         /* qemu-storage-daemon options strata has no subsystem for */
         daemon_report(opt, arg, "not supported by strata-daemon");

@@ -34,10 +34,20 @@ typedef struct DaemonMonitor {
     bool readline;             /* mode=readline: the human monitor */
 } DaemonMonitor;
 
+/* --nbd-server and --export (issue 13), applied in command line order
+ * after the --blockdev nodes are open. */
+typedef struct DaemonNbdOpt {
+    const char *opt;           /* "--nbd-server" or "--export" */
+    char *arg;
+    JsonNode *options;         /* NbdServerOptions / BlockExportOptions */
+    bool keyval;
+} DaemonNbdOpt;
+
 typedef struct DaemonConfig {
     GPtrArray *blockdevs;      /* DaemonBlockdev *, in command line order */
     GPtrArray *chardevs;       /* DaemonChardev * */
     GPtrArray *monitors;       /* DaemonMonitor * */
+    GPtrArray *nbd_opts;       /* DaemonNbdOpt * (NULL: none) */
     char *pidfile;
     bool daemonize;
 } DaemonConfig;

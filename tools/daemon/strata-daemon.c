@@ -23,6 +23,7 @@
 #include "monitor/hmp.h"
 #include "blockdev/registry.h"
 #include "block/log.h"
+#include "monitor/qmp-export.h"
 
 static GMainLoop *loop;
 /* SHUTDOWN's reason, QEMU's names. */
@@ -53,6 +54,25 @@ static bool open_blockdevs(DaemonConfig *cfg)
                 *nl = 0;     /* the lock hint is not part of QEMU's line */
             }
             daemon_report("--blockdev", b->arg, msg);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* --nbd-server and --export, in command line order (issue 13). */
+static bool open_nbd(DaemonConfig *cfg)
+{
+    for (guint i = 0; cfg->nbd_opts && i < cfg->nbd_opts->len; i++) {
+        DaemonNbdOpt *o = g_ptr_array_index(cfg->nbd_opts, i);
+        g_autoptr(GError) err = NULL;
+        bool server = !strcmp(o->opt, "--nbd-server");
+        bool object = !strcmp(o->opt, "--object");
+
+        if (!(object ? monitor_object_add(o->options, o->keyval, &err)
+              : server ? monitor_nbd_server_start(o->options, o->keyval, &err)
+                       : monitor_export_add(o->options, o->keyval, &err))) {
+            daemon_report(o->opt, o->arg, err->message);
             return false;
         }
     }
@@ -170,7 +190,7 @@ static int run(DaemonConfig *cfg)
     }
     monitor_set_package(package);
     qmp_events_watch_corruption();
-    if (!open_blockdevs(cfg) || !open_monitors(cfg) ||
+    if (!open_blockdevs(cfg) || !open_nbd(cfg) || !open_monitors(cfg) ||
         (cfg->pidfile && !write_pidfile(cfg->pidfile))) {
         startup_done(report_fd, 1);
         return 1;
@@ -208,6 +228,7 @@ int main(int argc, char **argv)
      * and closed and its locks released. */
     monitor_shutdown();
     hmp_shutdown();
+    monitor_exports_shutdown();     /* NBD clients go before the nodes */
     monitor_blockdev_close_all();
     blockdev_remove_all_devices();
     return status;

@@ -1,0 +1,408 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""NBD exports of strata-daemon against real NBD clients and beside
+qemu-storage-daemon.
+
+- qemu-io (-f raw nbd+unix://...) writes, zeroes and discards through
+  the export; the same commands run by qemu-io on a copy of the image
+  must leave an identical image (qemu-img compare) once the daemon quit,
+  and the exported image passes qemu-img check.
+- qemu-img convert from the export and into it; nbdcopy both ways.
+- nbdinfo --map of our export equals qemu-storage-daemon's export of a
+  copy of the same image.
+- The QMP commands (nbd-server-start/-stop, block-export-add/-del,
+  query-block-exports) side by side with qemu-storage-daemon, errors
+  included; safe and hard block-export-del with a client connected and
+  the BLOCK_EXPORT_DELETED event, on both daemons.
+- An export follows its node's device onto an external snapshot's
+  overlay, as QEMU's export follows its node.
+
+Needs $STRATA_DAEMON, qemu-img, qemu-io, qemu-storage-daemon; nbdinfo
+and nbdcopy (libnbd-bin) for their cases.  Skips (77) without them.
+"""
+
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+from common import Skip, check  # noqa: E402
+from qmplib import (Daemon, Scenario, cmd, daemon_paths,  # noqa: E402
+                    expect_error)
+import nbdwire  # noqa: E402
+
+runner = common.Runner()
+SIZE = 16 << 20
+MB = 1 << 20
+
+
+def uri(sock, name):
+    return 'nbd+unix:///%s?socket=%s' % (name, sock)
+
+
+def make_image(path, writes=()):
+    common.run(['qemu-img', 'create', '-q', '-f', 'qcow2', path, str(SIZE)])
+    if writes:
+        common.run(['qemu-io', '-f', 'qcow2'] +
+                   common.io_args(list(writes)) + [path])
+
+
+# Data, zero clusters and holes: what a map must tell apart.
+LAYOUT = ['write -P 0x11 0 1M', 'write -P 0x22 3M 64k',
+          'write -z 5M 1M', 'write -P 0x33 9M 2M', 'discard 9M 512k']
+
+
+def export_args(d, img, writable=True, name='disk', node='d0'):
+    sock = os.path.join(d, 'nbd.sock')
+    return sock, [
+        '--blockdev', 'driver=qcow2,node-name=%s,file.driver=file,'
+        'file.filename=%s' % (node, img),
+        '--nbd-server', 'addr.type=unix,addr.path=%s' % sock,
+        '--export', 'type=nbd,id=e0,node-name=%s,name=%s,writable=%s'
+        % (node, name, 'on' if writable else 'off')]
+
+
+def strata():
+    path, _ = daemon_paths()
+    return path
+
+
+def quit_ok(dm):
+    # quit needs a negotiated session (an error if already negotiated)
+    dm.send(cmd('qmp_capabilities'))
+    check(dm.quit() == 0, 'daemon exit status')
+
+
+def need(prog):
+    if not shutil.which(prog):
+        raise Skip('%s not found' % prog)
+
+
+@runner.case()
+def qemu_io_readwrite():
+    with common.TempDir('strata-nbd-') as d:
+        img, ref = os.path.join(d, 'a.qcow2'), os.path.join(d, 'ref.qcow2')
+        make_image(img, LAYOUT)
+        shutil.copy(img, ref)
+        sock, args = export_args(d, img)
+        dm = Daemon(strata(), args, d)
+        cmds = ['write -P 0x44 4097 3000', 'write -P 0x55 2M 1M',
+                'write -z 3M 4k', 'write -z -u 10M 1M', 'discard 64k 64k',
+                'aio_write -P 0x66 12M 64k', 'aio_write -P 0x67 13M 64k',
+                'aio_flush', 'write -f -P 0x68 14M 512']
+        reads = ['read -P 0x44 4097 3000', 'read -P 0x55 2M 1M',
+                 'read -P 0 3M 4k', 'read -P 0 10M 1M',
+                 'read -P 0x66 12M 64k', 'read -P 0x67 13M 64k',
+                 'read -P 0x68 14M 512', 'read -P 0x22 3149824 61440']
+        res = common.run(['qemu-io', '-f', 'raw'] +
+                         common.io_args(cmds + reads) + [uri(sock, 'disk')])
+        check('Pattern verification failed' not in res.out and
+              len(common.READ_RE.findall(res.out)) == len(reads) and
+              len(common.WROTE_RE.findall(res.out)) == len(cmds) - 2,
+              'through NBD:\n' + res.out)
+        quit_ok(dm)
+        common.run(['qemu-io', '-f', 'qcow2'] + common.io_args(cmds) + [ref])
+        common.run(['qemu-img', 'compare', '-f', 'qcow2', '-F', 'qcow2',
+                    img, ref])
+        common.qemu_check_clean(img)
+
+
+@runner.case()
+def qemu_img_convert():
+    with common.TempDir('strata-nbd-') as d:
+        img = os.path.join(d, 'a.qcow2')
+        make_image(img, LAYOUT)
+        sock, args = export_args(d, img)
+        out, src = os.path.join(d, 'out.raw'), os.path.join(d, 'src.raw')
+        dm = Daemon(strata(), args, d)
+        common.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'raw',
+                    uri(sock, 'disk'), out])
+        common.run(['qemu-img', 'compare', '-U', '-f', 'qcow2', '-F', 'raw',
+                    img, out])
+        with open(src, 'wb') as f:
+            f.write(os.urandom(SIZE // 2) + bytes(SIZE // 4) +
+                    os.urandom(SIZE // 4))
+        common.run(['qemu-img', 'convert', '-n', '-f', 'raw', '-O', 'raw',
+                    src, uri(sock, 'disk')])
+        quit_ok(dm)
+        common.run(['qemu-img', 'compare', '-f', 'qcow2', '-F', 'raw',
+                    img, src])
+        common.qemu_check_clean(img)
+
+
+@runner.case()
+def nbdcopy_both_ways():
+    need('nbdcopy')
+    with common.TempDir('strata-nbd-') as d:
+        img = os.path.join(d, 'a.qcow2')
+        make_image(img, LAYOUT)
+        sock, args = export_args(d, img)
+        out, src = os.path.join(d, 'out.raw'), os.path.join(d, 'src.raw')
+        dm = Daemon(strata(), args, d)
+        common.run(['nbdcopy', uri(sock, 'disk'), out])
+        common.run(['qemu-img', 'compare', '-U', '-f', 'qcow2', '-F', 'raw',
+                    img, out])
+        with open(src, 'wb') as f:
+            f.write(bytes(MB) + os.urandom(SIZE - 2 * MB) + bytes(MB))
+        # parallel requests on several connections
+        common.run(['nbdcopy', '--connections=4', '--requests=16', src,
+                    uri(sock, 'disk')])
+        quit_ok(dm)
+        common.run(['qemu-img', 'compare', '-f', 'qcow2', '-F', 'raw',
+                    img, src])
+        common.qemu_check_clean(img)
+
+
+def nbdinfo_map(sock, name):
+    res = common.run(['nbdinfo', '--map', '--json', uri(sock, name)])
+    return json.loads(res.out)
+
+
+@runner.case()
+def nbdinfo_map_as_qemu():
+    need('nbdinfo')
+    _, qsd = daemon_paths()
+    maps = {}
+    with common.TempDir('strata-nbd-') as d:
+        for side, binary in (('qemu', qsd), ('strata', strata())):
+            os.mkdir(os.path.join(d, side))
+            img = os.path.join(d, side, 'a.qcow2')
+            make_image(img, LAYOUT)
+            sock, args = export_args(os.path.join(d, side), img, writable=False)
+            dm = Daemon(binary, args, os.path.join(d, side))
+            maps[side] = nbdinfo_map(sock, 'disk')
+            info = json.loads(common.run(['nbdinfo', '--json',
+                                          uri(sock, 'disk')]).out)
+            maps[side + '-size'] = info['exports'][0]['export-size']
+            maps[side + '-ro'] = info['exports'][0]['is_read_only']
+            quit_ok(dm)
+    for k in ('', '-size', '-ro'):
+        check(maps['qemu' + k] == maps['strata' + k],
+              'nbdinfo%s:\n  qemu:   %s\n  strata: %s'
+              % (k, maps['qemu' + k], maps['strata' + k]))
+    check(any(e['type'] == 3 for e in maps['strata']) and
+          any(e['type'] == 0 for e in maps['strata']),
+          'the map shows no hole or no data: %s' % maps['strata'])
+
+
+NBD_DIR = tempfile.mkdtemp(prefix='strata-nbdsock-')
+NBD_SOCK = os.path.join(NBD_DIR, 'n.sock')
+UNIX = {'type': 'unix', 'data': {'path': NBD_SOCK}}
+
+
+def add(**kw):
+    kw.setdefault('type', 'nbd')
+    return cmd('block-export-add', **kw)
+
+
+@runner.case()
+def qmp_side_by_side():
+    steps = [
+        add(id='e0', **{'node-name': 'd0'}),
+        cmd('nbd-server-stop'),
+        cmd('nbd-server-start', addr=UNIX),
+        cmd('nbd-server-start', addr=UNIX),
+        add(id='e0', **{'node-name': 'd0'}),
+        add(id='e0', **{'node-name': 'd0'}),
+        add(id='e1', **{'node-name': 'nope'}),
+        add(id='e1', **{'node-name': 'd0'}),
+        add(id='e1', name='other', writable=True, **{'node-name': 'd0'}),
+        add(id='1bad', **{'node-name': 'd0'}),
+        add(id='e2', writable=True, **{'node-name': 'ro'}),
+        add(id='e2', name='ro', **{'node-name': 'ro'}),
+        add(id='e3', name='x' * 4097, **{'node-name': 'd0'}),
+        cmd('query-block-exports'),
+        cmd('block-export-del', id='nope'),
+        cmd('block-export-del', id='e1'),
+        cmd('block-export-del', id='e1'),
+        cmd('query-block-exports'),
+        cmd('block-export-del', id='e0', mode='hard'),
+        cmd('nbd-server-stop'),
+        cmd('query-block-exports'),
+        cmd('nbd-server-stop'),
+        cmd('nbd-server-start', addr={'type': 'unix', 'data': {
+            'path': '/nonexistent-dir/x.sock'}}),
+        cmd('nbd-server-start', addr={'type': 'inet', 'data': {
+            'host': '127.0.0.1', 'port': '0'}}),
+        add(id='e0', **{'node-name': 'd0'}),
+        add(id='e1', iothread='io0', **{'node-name': 'ro'}),
+        add(id='e1', iothread='io0', **{'node-name': 'nope'}),
+        add(id='e0', iothread='io0', **{'node-name': 'nope'}),
+        cmd('blockdev-del', **{'node-name': 'd0'}),
+        cmd('query-block-exports'),
+        cmd('nbd-server-stop'),
+        cmd('query-block-exports'),
+        cmd('blockdev-del', **{'node-name': 'd0'}),
+    ]
+    Scenario('nbd-qmp', steps,
+             images=(('d0.qcow2', 'qcow2', ()), ('ro.qcow2', 'qcow2', ())),
+             blockdevs=['driver=qcow2,node-name=d0,file.driver=file,'
+                        'file.filename={D}/d0.qcow2',
+                        'driver=qcow2,node-name=ro,read-only=on,'
+                        'file.driver=file,file.filename={D}/ro.qcow2']
+             ).run()
+
+
+def wait_event(dm, name, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for e in dm.events:
+            if e['event'] == name:
+                return e
+        dm.send(cmd('query-version'))
+        time.sleep(0.05)
+    return None
+
+
+def one(dm, req):
+    r = dm.send(req)
+    check(len(r) == 1, 'one reply expected: %s' % r)
+    return r[0]
+
+
+@runner.case()
+def delete_with_client_connected():
+    """Safe refuses, hard disconnects the client, the event follows; the
+    same on qemu-storage-daemon."""
+    _, qsd = daemon_paths()
+    seen = {}
+    with common.TempDir('strata-nbd-') as d:
+        for side, binary in (('qemu', qsd), ('strata', strata())):
+            os.mkdir(os.path.join(d, side))
+            img = os.path.join(d, side, 'a.qcow2')
+            make_image(img)
+            sock, args = export_args(os.path.join(d, side), img)
+            dm = Daemon(binary, args, os.path.join(d, side))
+            one(dm, cmd('qmp_capabilities'))
+            c = nbdwire.Client(sock)
+            check(c.go('disk') == nbdwire.REP_ACK, 'GO refused')
+            check(c.write(0, b'x' * 512) == 0, 'write failed')
+            r = [one(dm, cmd('block-export-del', id='e0')),
+                 one(dm, cmd('query-block-exports'))]
+            r.append(one(dm, cmd('block-export-del', id='e0', mode='hard')))
+            closed = c.is_closed()
+            ev = wait_event(dm, 'BLOCK_EXPORT_DELETED')
+            r.append(one(dm, cmd('query-block-exports')))
+            r.append(one(dm, cmd('block-export-del', id='e0')))
+            seen[side] = (r, closed, ev and ev['data'])
+            c.close()
+            quit_ok(dm)
+    q, s = seen['qemu'], seen['strata']
+    check(s[0][0].get('error', {}).get('desc') == "export 'e0' still in use",
+          'safe delete with a client: %s' % s[0][0])
+    check(s[1] == q[1] and s[0] == q[0] and s[2:] == q[2:] and
+          s[0][2:] == q[0][2:],
+          'qemu %s\nstrata %s' % (q, s))
+    check(s[1] is True and s[2] == {'id': 'e0'},
+          'client not disconnected or no event: %s' % (s,))
+
+
+def greeted(c, timeout):
+    c.sock.settimeout(timeout)
+    try:
+        c.hello()
+        return True
+    except socket.timeout:
+        return False
+
+
+@runner.case()
+def max_connections_one():
+    """At the limit a new client waits (QEMU stops accepting) and is
+    served once the other one leaves; the same on both daemons."""
+    _, qsd = daemon_paths()
+    for side, binary in (('qemu', qsd), ('strata', strata())):
+        with common.TempDir('strata-nbd-') as d:
+            img = os.path.join(d, 'a.qcow2')
+            make_image(img)
+            sock, args = export_args(d, img)
+            args[args.index('--nbd-server') + 1] += ',max-connections=1'
+            dm = Daemon(binary, args, d)
+            a = nbdwire.Client(sock)
+            check(a.go('disk') == nbdwire.REP_ACK, 'GO')
+            b = nbdwire.Client(sock)
+            check(not greeted(b, 1), '%s: a second client was served over '
+                  'max-connections=1' % side)
+            a.disconnect()
+            check(greeted(b, 20), '%s: the waiting client was not served '
+                  'after the first left' % side)
+            b.close()
+            quit_ok(dm)
+
+
+@runner.case()
+def export_follows_external_snapshot():
+    with common.TempDir('strata-nbd-') as d:
+        img = os.path.join(d, 'a.qcow2')
+        make_image(img, ['write -P 0x11 0 1M'])
+        sock, args = export_args(d, img)
+        dm = Daemon(strata(), args, d)
+        one(dm, cmd('qmp_capabilities'))
+        c = nbdwire.Client(sock)
+        check(c.go('disk') == nbdwire.REP_ACK, 'GO refused')
+        r = one(dm, cmd('blockdev-snapshot-sync', **{
+            'node-name': 'd0', 'snapshot-file': os.path.join(d, 'top.qcow2'),
+            'snapshot-node-name': 'top', 'format': 'qcow2'}))
+        check(r == {'return': {}}, 'snapshot: %s' % r)
+        check(c.write(0, b'\x77' * 4096) == 0, 'write after the snapshot')
+        err, data, _ = c.read(0, 8192)
+        check(err == 0 and data == b'\x77' * 4096 + b'\x11' * 4096,
+              'read after the snapshot')
+        c.disconnect()
+        quit_ok(dm)
+        # the write went to the overlay; the old top keeps its data
+        common.run(['qemu-io', '-f', 'qcow2', '-c', 'read -P 0x11 0 1M',
+                    img])
+        res = common.run(['qemu-io', '-f', 'qcow2', '-c',
+                          'read -P 0x77 0 4k', os.path.join(d, 'top.qcow2')])
+        check('Pattern verification failed' not in res.out, res.out)
+
+
+@runner.case()
+def libnbd_parallel_connections():
+    """libnbd from C (tests/functional/nbd-parallel.c): 4 connections,
+    16 requests in flight on each, every block checked from another
+    connection after one flush."""
+    helper = os.environ.get('STRATA_NBD_PARALLEL')
+    if not helper or not os.access(helper, os.X_OK):
+        raise Skip('STRATA_NBD_PARALLEL (the libnbd helper) not built')
+    with common.TempDir('strata-nbd-') as d:
+        img = os.path.join(d, 'a.qcow2')
+        make_image(img)
+        sock, args = export_args(d, img)
+        dm = Daemon(strata(), args, d)
+        common.run([helper, uri(sock, 'disk'), '4', '256', '4096'])
+        quit_ok(dm)
+        # every block is in the image, where its stamp says
+        raw = os.path.join(d, 'a.raw')
+        common.run(['qemu-img', 'convert', '-O', 'raw', img, raw])
+        with open(raw, 'rb') as f:
+            data = f.read()
+        for r in range(4):
+            for b in range(256):
+                off = (r * 256 + b) * 4096
+                want = b'conn %d block %d ' % (r, b)
+                check(data[off:off + len(want)] == want,
+                      'block %d of connection %d: %r' % (
+                          b, r, data[off:off + 32]))
+        common.qemu_check_clean(img)
+
+
+def main():
+    for prog in ('qemu-img', 'qemu-io'):
+        if not common.oracle(prog):
+            print('SKIP (whole script): %s not found' % prog)
+            return 77
+    try:
+        return runner.main()
+    finally:
+        shutil.rmtree(NBD_DIR, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
