@@ -278,3 +278,8 @@ def expect_error(desc):
     return check_it
 
 
+# Commands QEMU's system emulator has and qemu-storage-daemon lacks;
+# strata-daemon has them (test_hmp.py and test_qmp_snapshot_jobs.py
+# compare them with qemu-system-x86_64 -M none).
+QEMU_SYSTEM_ONLY = frozenset({'human-monitor-command', 'snapshot-save',
+                              'snapshot-load', 'snapshot-delete'})

@@ -33,6 +33,7 @@ import common  # noqa: E402
 from common import Skip, check  # noqa: E402
 
 from qmplib import (  # noqa: E402
+    QEMU_SYSTEM_ONLY,
     Daemon, Scenario, cmd, create_images, daemon_paths, expect_error,
     with_id)
 
@@ -137,12 +138,6 @@ add(Scenario('malformed_json', steps=[
          lambda s, q: check(s == [{'return': q[0]['return'],
                                    'id': 1.2345678901234567e+19}], str(s))),
 }))
-
-# QEMU's commands that its system emulator has and qemu-storage-daemon
-# lacks (test_hmp.py compares them with qemu-system-x86_64 -M none)
-QEMU_SYSTEM_ONLY = {'human-monitor-command'}
-# hmp2 (issue 12): the snapshot jobs (test_qmp_snapshot_jobs.py)
-QEMU_SYSTEM_ONLY |= {'snapshot-save', 'snapshot-load', 'snapshot-delete'}
 
 add(Scenario('query_commands_and_version', steps=[
     cmd('query-version'),

@@ -31,6 +31,7 @@ import common  # noqa: E402
 from common import Skip, check  # noqa: E402
 
 from qmplib import (  # noqa: E402
+    QEMU_SYSTEM_ONLY,
     Scenario, cmd, daemon_paths, expect_error, with_id)
 
 runner = common.Runner()
@@ -152,11 +153,6 @@ def compare_types(q, s, path, missing):
         return
     check(q == s, '%s: qemu %s, strata %s' % (path, q, s))
 
-
-# Commands QEMU's system emulator has and qemu-storage-daemon lacks:
-# strata-daemon has them for its human monitor (test_hmp.py compares
-# them with qemu-system-x86_64).
-QEMU_SYSTEM_ONLY = {'human-monitor-command'}
 
 
 def check_results_schema(strata, qemu):
