@@ -8,4 +8,7 @@ void bdrv_register_all(void)
     bdrv_register(&bdrv_raw);
     bdrv_register(&bdrv_qcow2);
     bdrv_register(&bdrv_blkdebug);
+#ifdef CONFIG_RBD
+    bdrv_register(&bdrv_rbd);
+#endif
 }

@@ -12,6 +12,9 @@ extern BlockDriver bdrv_file;
 extern BlockDriver bdrv_raw;
 extern BlockDriver bdrv_qcow2;
 extern BlockDriver bdrv_blkdebug;
+#ifdef CONFIG_RBD
+extern BlockDriver bdrv_rbd;
+#endif
 
 void bdrv_register_all(void);
 
