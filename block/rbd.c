@@ -357,7 +357,6 @@ static int rbd_open_node(BlockDriverState *bs, BlockOpts *options, int flags,
     RBDLocation loc = { 0 };
     int r;
 
-    rbd_snapshot_state_init(s);
     if (!rbd_take_location(bs->filename, options, &loc, errp)) {
         rbd_location_clear(&loc);
         return -EINVAL;
@@ -393,6 +392,7 @@ static int rbd_open_node(BlockDriverState *bs, BlockOpts *options, int flags,
     s->image_name = g_steal_pointer(&loc.image);
     s->snap = g_steal_pointer(&loc.snap);
     rbd_location_clear(&loc);
+    rbd_snapshot_state_init(s);
     bs->request_alignment = 1;
     return 0;
 }
