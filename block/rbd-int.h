@@ -19,6 +19,7 @@ typedef struct BDRVRBDState {
     char *namespace;
     char *image_name;
     char *snap;                  /* open on this snapshot (read-only) */
+    bool ro_handle;              /* image opened with rbd_open_read_only */
 
     /* Snapshot operations checked and not yet cleaned on this node:
      * a later check must see them (duplicate names).  Under lock. */

@@ -391,6 +391,7 @@ static int rbd_open_node(BlockDriverState *bs, BlockOpts *options, int flags,
     s->namespace = g_steal_pointer(&loc.namespace);
     s->image_name = g_steal_pointer(&loc.image);
     s->snap = g_steal_pointer(&loc.snap);
+    s->ro_handle = !(flags & BDRV_O_RDWR);
     rbd_location_clear(&loc);
     rbd_snapshot_state_init(s);
     bs->request_alignment = 1;
@@ -415,6 +416,41 @@ static void rbd_close_node(BlockDriverState *bs)
     g_free(s->namespace);
     g_free(s->image_name);
     g_free(s->snap);
+}
+
+/*
+ * Going read-only keeps the handle (nothing writes through it any more);
+ * going read-write needs a writable handle, never on a snapshot (QEMU's
+ * text).  The new handle is opened before the old one is closed, so a
+ * failure leaves the node as it was.
+ */
+static int rbd_reopen_node(BlockDriverState *bs, bool read_only,
+                           GError **errp)
+{
+    BDRVRBDState *s = bs->opaque;
+    rbd_image_t image;
+    int r;
+
+    if (read_only || !s->ro_handle) {
+        return 0;
+    }
+    if (s->snap) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Cannot change node '%s' to r/w when using RBD snapshot",
+                    bdrv_get_node_name(bs));
+        return -EACCES;
+    }
+    r = rbd_open(s->io, s->image_name, &image, NULL);
+    if (r < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "error reading header from %s: %s", s->image_name,
+                    g_strerror(-r));
+        return r;
+    }
+    rbd_close(s->image);
+    s->image = image;
+    s->ro_handle = false;
+    return 0;
 }
 
 /* ---- I/O: submit through librbd's aio calls, wait for our own ---- */
@@ -658,6 +694,7 @@ BlockDriver bdrv_rbd = {
     .is_protocol = true,
     .open = rbd_open_node,
     .close = rbd_close_node,
+    .reopen = rbd_reopen_node,
     .create = rbd_create_image,
     .pread = rbd_pread,
     .pwrite = rbd_pwrite,

@@ -196,6 +196,24 @@ def group_snapshots_not_listed():
     rbd('group', 'rm', g)
 
 
+@R.case()
+def reopen_read_write():
+    """A node opened read-only becomes writable (a new writable handle);
+    one on a snapshot refuses, with QEMU's text, and stays usable."""
+    t = rbdlib.setup()
+    name = rbdlib.new_name()
+    rbdlib.rbd_create(name, SIZE)
+    rbd('snap', 'create', '%s@s' % name)
+    run_io(t.io, uri(name), ['reopen -w', 'write -P 0x77 0 64k'], fmt='raw',
+           extra=['-r'])
+    run_io(t.qemu_io, uri(name), ['read -P 0x77 0 64k'], fmt='raw')
+    for tool in (t.io, t.qemu_io):
+        res = run([tool, '-r', '-f', 'raw', '-c', 'reopen -w', '-c',
+                   'read -P 0 0 64k', uri(name, 's')], rc=1)
+        check("to r/w when using RBD snapshot" in res.text and
+              'read 65536/65536' in res.out, res.describe())
+
+
 def expect_open_error(argv, text, limit):
     t0 = time.monotonic()
     res = run(argv, rc=1, timeout=limit + 60)
