@@ -197,6 +197,32 @@ def group_snapshots_not_listed():
 
 
 @R.case()
+def filename_form_like_qemu():
+    """The rbd: filename form: namespaces, Ceph settings, conf and id keys
+    and their errors read as QEMU reads them (same open error text)."""
+    t = rbdlib.setup()
+    name = rbdlib.new_name()
+    rbdlib.rbd_create(name, SIZE)
+    cases = [('rbd:%s/no-ns/%s' % (rbdlib.POOL, name), 1),
+             ('%s:no_such_key=1' % uri(name), 1),
+             ('%s:novalue' % uri(name), 1),
+             ('%s:rbd_cache=false:id=admin:conf=%s' % (uri(name),
+                                                        rbdlib.cluster()), 0),
+             ('rbd:%s/%s' % (rbdlib.POOL, name.replace('-', '\\-')), 0)]
+    for fname, rc in cases:
+        got = []
+        for tool in (t.io, t.qemu_io):
+            res = run([tool, '-f', 'raw', '-c', 'read -P 0 0 4k', fname],
+                      rc=rc)
+            err = [ln for ln in res.err.splitlines() if 'open' in ln]
+            got.append([common.normalize_prog(ln, os.path.basename(tool))
+                        for ln in err])
+        check(got[0] == got[1], '%s: strata %s, qemu %s' % (fname, got[0],
+                                                            got[1]))
+        check(rc == 0 or got[0], '%s: no error printed' % fname)
+
+
+@R.case()
 def reopen_read_write():
     """A node opened read-only becomes writable (a new writable handle);
     one on a snapshot refuses, with QEMU's text, and stays usable."""
