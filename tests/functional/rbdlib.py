@@ -12,6 +12,7 @@ import atexit
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,9 @@ def cluster():
              % (p.returncode, p.stderr.decode(errors='replace')[-3000:]))
     atexit.register(lambda: subprocess.run(['sh', SCRIPT, 'stop', d],
                                            timeout=120))
+    # meson's timeout sends SIGTERM: exit through atexit, so the cluster
+    # is stopped then too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     _conf = os.path.join(d, 'ceph.conf')
     os.environ['CEPH_CONF'] = _conf
     return _conf
