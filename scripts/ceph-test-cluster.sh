@@ -143,6 +143,7 @@ do_start() {
     mkdir -p "$D/mon.a" "$D/osd.0" "$D/run" "$D/log" "$D/crash"
     # a failed start leaves nothing running
     trap 'log "start failed"; do_stop' EXIT
+    trap 'exit 1' INT TERM
     fsid=$(cat /proc/sys/kernel/random/uuid)
     port=$(free_port)
     write_conf "$fsid" "$port"
@@ -173,7 +174,7 @@ do_start() {
     wait_until 60 "$D/osd.pid" sh -c "echo x | timeout 5 rados -c '$CONF' \
         -p '$POOL' put _probe - && timeout 5 rados -c '$CONF' -p '$POOL' \
         rm _probe"
-    trap - EXIT
+    trap - EXIT INT TERM
     echo "CEPH_CONF=$CONF"
 }
 

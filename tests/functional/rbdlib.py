@@ -36,23 +36,29 @@ def cluster():
         return _conf
     d = tempfile.mkdtemp(prefix='strata-ceph-')
     os.rmdir(d)                    # the script creates it
+
+    def stop():
+        # not interruptible: a second SIGTERM must not leave daemons behind
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        subprocess.run(['sh', SCRIPT, 'stop', d], timeout=120)
+
+    # meson's timeout sends SIGTERM: exit through atexit, so the cluster
+    # is stopped then too (also while it is starting)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    atexit.register(stop)
+    p = subprocess.Popen(['sh', SCRIPT, 'start', d], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        p = subprocess.run(['sh', SCRIPT, 'start', d], stdin=subprocess.DEVNULL,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           timeout=300)
-    except subprocess.TimeoutExpired:
-        subprocess.run(['sh', SCRIPT, 'stop', d], timeout=60)
-        fail('ceph-test-cluster.sh start timed out')
+        out, err = p.communicate(timeout=300)
+    except BaseException:
+        p.terminate()              # its EXIT trap stops what it started
+        p.wait()
+        raise
     if p.returncode == 77:
-        raise Skip('Ceph cannot run here: ' + p.stderr.decode()[-300:])
+        raise Skip('Ceph cannot run here: ' + err.decode()[-300:])
     if p.returncode != 0:
         fail('ceph-test-cluster.sh start failed (%d):\n%s'
-             % (p.returncode, p.stderr.decode(errors='replace')[-3000:]))
-    atexit.register(lambda: subprocess.run(['sh', SCRIPT, 'stop', d],
-                                           timeout=120))
-    # meson's timeout sends SIGTERM: exit through atexit, so the cluster
-    # is stopped then too
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+             % (p.returncode, err.decode(errors='replace')[-3000:]))
     _conf = os.path.join(d, 'ceph.conf')
     os.environ['CEPH_CONF'] = _conf
     return _conf
