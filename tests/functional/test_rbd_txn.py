@@ -146,5 +146,45 @@ def consistent_cut_under_writers():
         check(last > 0, 'no record in any snapshot')
 
 
+def hmp(dm, line):
+    return cut.ok(dm, cmd('human-monitor-command', **{'command-line': line}))
+
+
+@R.case()
+def hmp_savevm_loadvm():
+    """HMP savevm / info snapshots / loadvm / delvm on two RBD devices;
+    the data rolled back is checked with qemu-io over rbd:."""
+    t = rbdlib.setup()
+    images = [rbdlib.new_name('hmp') for _ in range(2)]
+    for im in images:
+        rbdlib.rbd_create(im, SIZE)
+        common.run_io(t.qemu_io, rbdlib.uri(im), ['write -P 0x11 0 64k'],
+                      fmt='raw')
+    with common.TempDir('strata-rbd-hmp-') as d:
+        dm = start(d, images)
+        try:
+            check(hmp(dm, 'savevm vm1') == '', 'savevm failed')
+            info = hmp(dm, 'info snapshots')
+            check('vm1' in info, 'info snapshots:\n' + info)
+        finally:
+            cut.quit_ok(dm)
+        check(user_snaps(images) == [['vm1']] * 2,
+              'rbd lists %s' % user_snaps(images))
+        for im in images:
+            common.run_io(t.qemu_io, rbdlib.uri(im), ['write -P 0x22 0 64k'],
+                          fmt='raw')
+        dm = start(d, images)
+        try:
+            check(hmp(dm, 'loadvm vm1') == '', 'loadvm failed')
+            check(hmp(dm, 'delvm vm1') == '', 'delvm failed')
+        finally:
+            cut.quit_ok(dm)
+    for im in images:
+        common.run_io(t.qemu_io, rbdlib.uri(im), ['read -P 0x11 0 64k'],
+                      fmt='raw')
+    check(user_snaps(images) == [[]] * 2, 'after delvm: %s'
+          % user_snaps(images))
+
+
 if __name__ == '__main__':
     sys.exit(R.main())
