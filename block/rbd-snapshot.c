@@ -44,6 +44,7 @@ typedef struct RBDSnapOp {
     char *name;                  /* the user's name */
     char *hidden;                /* the hidden name this op uses */
     bool done, invalidated, cancelled;
+    bool rolled;                 /* an apply's rollback was started */
 } RBDSnapOp;
 
 static void rbd_snap_op_free(gpointer p)
@@ -343,6 +344,7 @@ int rbd_snap_invalidate(BlockDriverState *bs, void *opaque,
         r = rbd_snap_rename(s->image, op->name, op->hidden);
         break;
     case RBD_OP_GOTO:
+        op->rolled = true;
         r = rbd_snap_rollback(s->image, op->name);
         break;
     }
@@ -372,8 +374,9 @@ int rbd_snap_cancel(BlockDriverState *bs, void *opaque, GError **errp)
         }
         break;
     case RBD_OP_GOTO:
-        /* a rollback that failed half-way is undone too */
-        r = rbd_snap_rollback(s->image, op->hidden);
+        /* a rollback that failed half-way is undone too; one never
+         * started has nothing to undo (a rollback copies every object) */
+        r = op->rolled ? rbd_snap_rollback(s->image, op->hidden) : 0;
         if (r == 0) {
             r = rbd_snap_remove(s->image, op->hidden);
         }
