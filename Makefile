@@ -71,6 +71,7 @@ bench: all
 	python3 tests/bench/qmp.py --build $(BUILD)
 	python3 tests/bench/precopy.py --build $(BUILD)
 	python3 tests/bench/nbd.py --build $(BUILD)
+	python3 tests/bench/rbd.py --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(CHECK_BUILD) $(FUZZ_BUILD)

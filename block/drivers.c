@@ -11,4 +11,7 @@ void bdrv_register_all(void)
 #ifdef HAVE_LIBNBD
     bdrv_register(&bdrv_nbd);      /* issue 13: NBD client on libnbd */
 #endif
+#ifdef CONFIG_RBD
+    bdrv_register(&bdrv_rbd);
+#endif
 }

@@ -223,7 +223,10 @@ bool bdrv_filename_pick_protocol(const char *filename, BlockOpts *options,
         bdrv_opts_set(options, "driver", "nbd");
         return true;
     }
-    if (strcmp(proto, "file") && strcmp(proto, "blkdebug")) {
+    /* other protocols: a registered protocol driver of that name (rbd) */
+    BlockDriver *pdrv = bdrv_find_format(proto);
+    if (strcmp(proto, "file") && strcmp(proto, "blkdebug") &&
+        !(pdrv && pdrv->is_protocol)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Unknown protocol '%s'", proto);
         return false;

@@ -17,6 +17,7 @@
 
 #include "block/block_int.h"
 #include "block/drivers.h"
+#include "block/filename.h"
 #include "block/log.h"
 
 typedef struct BDRVRawState {
@@ -231,6 +232,14 @@ static bool raw_create(const char *filename, BlockOpts *opts, GError **errp)
     }
     if (!bdrv_opts_get_size(opts, "size", 0, &size, errp)) {
         return false;
+    }
+    /* a protocol with its own create (rbd:pool/image) makes the image */
+    if (bdrv_filename_has_protocol(filename)) {
+        g_autofree char *proto = g_strndup(filename, strcspn(filename, ":"));
+        BlockDriver *pdrv = bdrv_find_format(proto);
+        if (pdrv && pdrv->is_protocol && pdrv->create && pdrv != &bdrv_file) {
+            return pdrv->create(filename, opts, errp);
+        }
     }
     return file_create_prealloc(filename, opts, size, errp);
 }

@@ -24,6 +24,7 @@ typedef enum {
 
 struct BdrvSnapshotOp {
     BlockDriverState *bs;
+    BlockDriverState *dbs;   /* whose driver holds the snapshots (snap_node) */
     void *drv_op;
     BdrvSnapshotInfo info;
     const char *what;    /* "create", "delete", "apply" */
@@ -59,8 +60,20 @@ void bdrv_snapshot_list_free(BdrvSnapshotInfo *list, int n)
     g_free(list);
 }
 
+/* As QEMU's fallback: a node whose format has no snapshots of its own
+ * (raw) passes them to its only child when that one has them (rbd). */
+static BlockDriverState *snap_node(BlockDriverState *bs)
+{
+    if (bs && bs->drv && !bs->drv->snapshot_list && bs->file &&
+        !bs->backing && bs->file->drv && bs->file->drv->snapshot_list) {
+        return bs->file;
+    }
+    return bs;
+}
+
 bool bdrv_can_snapshot(BlockDriverState *bs)
 {
+    bs = snap_node(bs);
     return bs && bs->drv && bs->drv->snapshot_list &&
            bs->drv->snapshot_create_check;
 }
@@ -97,7 +110,7 @@ static int check_writable(BlockDriverState *bs, bool (*has_op)(BlockDriver *),
     if (bdrv_op_is_blocked(bs, errp)) {
         return -EBUSY;
     }
-    if (!has_op(bs->drv)) {
+    if (!has_op(snap_node(bs)->drv)) {
         return not_supported(bs, errp);
     }
     if (bs->read_only) {
@@ -130,10 +143,10 @@ int bdrv_snapshot_list(BlockDriverState *bs, BdrvSnapshotInfo **list,
     if (!bs->drv) {
         return no_medium(errp);
     }
-    if (!bs->drv->snapshot_list) {
+    if (!snap_node(bs)->drv->snapshot_list) {
         return not_supported(bs, errp);
     }
-    return bs->drv->snapshot_list(bs, list, errp);
+    return snap_node(bs)->drv->snapshot_list(snap_node(bs), list, errp);
 }
 
 /* Finds in the list: by id (if non-NULL) and by name (if non-NULL). */
@@ -360,6 +373,7 @@ static int op_check(BlockDriverState *bs, Kind kind,
     };
     BdrvSnapshotInfo info = { 0 };
     BdrvSnapshotOp *op = NULL;
+    BlockDriverState *dbs;
     void *drv_op = NULL;
     int ret;
 
@@ -374,6 +388,7 @@ static int op_check(BlockDriverState *bs, Kind kind,
     if (ret < 0) {
         return ret;
     }
+    dbs = snap_node(bs);
     g_mutex_lock(&ops_lock);
     ret = check_alone(bs, kind == K_GOTO, whats[kind],
                       kind == K_CREATE ? tmpl->name : name ? name : id,
@@ -381,16 +396,16 @@ static int op_check(BlockDriverState *bs, Kind kind,
     if (ret == 0) {
         switch (kind) {
         case K_CREATE:
-            ret = bs->drv->snapshot_create_check(bs, tmpl, flags, &info,
-                                                 &drv_op, errp);
+            ret = dbs->drv->snapshot_create_check(dbs, tmpl, flags, &info,
+                                              &drv_op, errp);
             break;
         case K_DELETE:
-            ret = bs->drv->snapshot_delete_check(bs, id, name, &info,
-                                                 &drv_op, errp);
+            ret = dbs->drv->snapshot_delete_check(dbs, id, name, &info,
+                                              &drv_op, errp);
             break;
         case K_GOTO:
-            ret = bs->drv->snapshot_goto_check(bs, id, name, &info, &drv_op,
-                                               errp);
+            ret = dbs->drv->snapshot_goto_check(dbs, id, name, &info, &drv_op,
+                                            errp);
             break;
         }
     }
@@ -398,6 +413,7 @@ static int op_check(BlockDriverState *bs, Kind kind,
         op = g_new0(BdrvSnapshotOp, 1);
         bdrv_ref(bs);
         op->bs = bs;
+        op->dbs = dbs;
         op->drv_op = drv_op;
         op->info = info;
         op->what = whats[kind];
@@ -489,16 +505,16 @@ int bdrv_snapshot_op_pre_do(BdrvSnapshotOp *op, GError **errp)
         ret = refuse_state(op, "pre_do", errp);
     }
     g_mutex_unlock(&ops_lock);
-    if (ret == 0 && op->bs->drv->snapshot_pre_do) {
-        ret = op->bs->drv->snapshot_pre_do(op->bs, op->drv_op, errp);
+    if (ret == 0 && op->dbs->drv->snapshot_pre_do) {
+        ret = op->dbs->drv->snapshot_pre_do(op->dbs, op->drv_op, errp);
     }
     return ret;
 }
 
 void bdrv_snapshot_op_pre_cancel(BdrvSnapshotOp *op)
 {
-    if (op->bs->drv->snapshot_pre_cancel) {
-        op->bs->drv->snapshot_pre_cancel(op->bs, op->drv_op);
+    if (op->dbs->drv->snapshot_pre_cancel) {
+        op->dbs->drv->snapshot_pre_cancel(op->dbs, op->drv_op);
     }
 }
 
@@ -511,7 +527,7 @@ int bdrv_snapshot_op_do(BdrvSnapshotOp *op, GError **errp)
     l = ops_of(op->bs);
     ret = may_do(op, l, errp);
     if (ret == 0) {
-        ret = op->bs->drv->snapshot_do(op->bs, op->drv_op, &op->info, errp);
+        ret = op->dbs->drv->snapshot_do(op->dbs, op->drv_op, &op->info, errp);
         if (ret == 0) {
             op->state = OP_DONE;
         } else {
@@ -555,7 +571,7 @@ int bdrv_snapshot_op_invalidate(BdrvSnapshotOp *op, GError **errp)
     g_mutex_lock(&ops_lock);
     ret = may_invalidate(op, ops_of(op->bs), errp);
     if (ret == 0) {
-        ret = op->bs->drv->snapshot_invalidate(op->bs, op->drv_op, errp);
+        ret = op->dbs->drv->snapshot_invalidate(op->dbs, op->drv_op, errp);
         if (ret == 0) {
             op->state = OP_INVALIDATED;
         }
@@ -593,7 +609,7 @@ int bdrv_snapshot_op_cancel(BdrvSnapshotOp *op, GError **errp)
     ret = may_cancel(op, l, errp);
     if (ret == 0) {
         /* the driver writes the header back first if invalidated */
-        ret = op->bs->drv->snapshot_cancel(op->bs, op->drv_op, errp);
+        ret = op->dbs->drv->snapshot_cancel(op->dbs, op->drv_op, errp);
         op->state = OP_CANCELLED;
         mark_newer_stale(l, index_of(l, op));
     }
@@ -625,7 +641,7 @@ int bdrv_snapshot_op_clean(BdrvSnapshotOp *op, GError **errp)
     if (op->state != OP_INVALIDATED) {
         mark_newer_stale(l, idx);   /* abandoned */
     }
-    ret = op->bs->drv->snapshot_clean(op->bs, op->drv_op, errp);
+    ret = op->dbs->drv->snapshot_clean(op->dbs, op->drv_op, errp);
     op_free(op);
 out:
     g_mutex_unlock(&ops_lock);

@@ -134,6 +134,43 @@ static void flatten_nbd(const BlockdevOptionsNbd *n, const char *prefix,
     }
 }
 
+/* driver=rbd: the members as block/rbd.c reads them (server.N.host...) */
+static bool flatten_rbd(const BlockdevOptionsRbd *r, const char *prefix,
+                        BlockOpts *opts)
+{
+    set_opt(opts, prefix, "pool", r->pool);
+    set_opt(opts, prefix, "image", r->image);
+    if (r->has_namespace) {
+        set_opt(opts, prefix, "namespace", r->namespace);
+    }
+    if (r->has_conf) {
+        set_opt(opts, prefix, "conf", r->conf);
+    }
+    if (r->has_snapshot) {
+        set_opt(opts, prefix, "snapshot", r->snapshot);
+    }
+    if (r->has_user) {
+        set_opt(opts, prefix, "user", r->user);
+    }
+    if (r->has_key_secret) {
+        set_opt(opts, prefix, "key-secret", r->key_secret);
+    }
+    for (guint i = 0; r->has_auth_client_required &&
+         i < r->auth_client_required->len; i++) {
+        g_autofree char *k = g_strdup_printf("auth-client-required.%u", i);
+        int mode = GPOINTER_TO_INT(r->auth_client_required->pdata[i]);
+        set_opt(opts, prefix, k, qapi_type_RbdAuthMode.values[mode]);
+    }
+    for (guint i = 0; r->has_server && i < r->server->len; i++) {
+        const InetSocketAddressBase *a = r->server->pdata[i];
+        g_autofree char *h = g_strdup_printf("server.%u.host", i);
+        g_autofree char *p = g_strdup_printf("server.%u.port", i);
+        set_opt(opts, prefix, h, a->host);
+        set_opt(opts, prefix, p, a->port);
+    }
+    return true;
+}
+
 static bool flatten_options(const BlockdevOptions *o, const char *prefix,
                             bool keyval, BlockOpts *opts, GError **errp)
 {
@@ -177,6 +214,8 @@ static bool flatten_options(const BlockdevOptions *o, const char *prefix,
     case BLOCKDEVDRIVER_NBD:   /* issue 13 (api): the NBD client */
         flatten_nbd(o->u, prefix, opts);
         return true;
+    case BLOCKDEVDRIVER_RBD:
+        return flatten_rbd(o->u, prefix, opts);
     default:
         return qmp_fail(errp, "Driver '%s' is not supported",
                     qapi_type_BlockdevDriver.values[o->driver]);

@@ -5,6 +5,7 @@
 #   install-deps.sh          what `make`, `make check`, `make demo` need
 #   install-deps.sh --fuzz   that plus clang with libFuzzer (`make fuzz`)
 #   install-deps.sh --iotests   that plus what `make check-iotests` needs
+#   install-deps.sh --ceph   that plus the Ceph daemons of the RBD tests
 set -e
 
 # build: compiler, meson/ninja, libraries; tests: Check, qemu oracles
@@ -20,6 +21,10 @@ PKGS="$PKGS qemu-system-x86"
 PKGS="$PKGS libnbd-dev libnbd-bin nbdkit"
 # TLS on NBD exports: GnuTLS, and certtool to make the tests' certificates
 PKGS="$PKGS libgnutls28-dev gnutls-bin"
+# driver=rbd (block/rbd.c): librbd/librados headers (Debian 12 ships no
+# .pc for them); the RBD tests' throw-away cluster needs the daemons and
+# the rbd CLI (scripts/ceph-test-cluster.sh installs them itself if missing)
+PKGS="$PKGS librbd-dev librados-dev"
 
 # `make fuzz` only: clang and its runtime libraries (libFuzzer, ASan, UBSan)
 fuzz_pkgs() {
@@ -34,6 +39,7 @@ iotests_pkgs() {
 case "$1" in
     --fuzz) PKGS="$PKGS $(fuzz_pkgs)" ;;
     --iotests) PKGS="$PKGS $(iotests_pkgs)" ;;
+    --ceph) PKGS="$PKGS ceph-mon ceph-osd ceph-common" ;;
 esac
 
 missing=""

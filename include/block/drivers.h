@@ -13,6 +13,9 @@ extern BlockDriver bdrv_raw;
 extern BlockDriver bdrv_qcow2;
 extern BlockDriver bdrv_blkdebug;
 extern BlockDriver bdrv_nbd;       /* block/nbd.c, with libnbd */
+#ifdef CONFIG_RBD
+extern BlockDriver bdrv_rbd;
+#endif
 
 void bdrv_register_all(void);
 

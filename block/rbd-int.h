@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The rbd driver's private state, shared by block/rbd.c (connection, I/O,
+ * create, resize) and block/rbd-snapshot.c (internal snapshots).
+ */
+#ifndef STRATA_BLOCK_RBD_INT_H
+#define STRATA_BLOCK_RBD_INT_H
+
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+
+#include "block/block_int.h"
+
+typedef struct BDRVRBDState {
+    rados_t cluster;
+    rados_ioctx_t io;
+    rbd_image_t image;
+    char *pool;
+    char *namespace;
+    char *image_name;
+    char *snap;                  /* open on this snapshot (read-only) */
+    bool ro_handle;              /* image opened with rbd_open_read_only */
+
+    /* Snapshot operations checked and not yet cleaned on this node:
+     * a later check must see them (duplicate names).  Under lock. */
+    GMutex lock;
+    GPtrArray *pending;          /* of RBDSnapOp * */
+} BDRVRBDState;
+
+/* rbd-snapshot.c: the driver's snapshot callbacks (see block_int.h) */
+int rbd_snap_list_node(BlockDriverState *bs, BdrvSnapshotInfo **list,
+                       GError **errp);
+int rbd_snap_create_check(BlockDriverState *bs, const BdrvSnapshotInfo *tmpl,
+                          int flags, BdrvSnapshotInfo *info, void **opp,
+                          GError **errp);
+int rbd_snap_delete_check(BlockDriverState *bs, const char *id,
+                          const char *name, BdrvSnapshotInfo *info,
+                          void **opp, GError **errp);
+int rbd_snap_goto_check(BlockDriverState *bs, const char *id,
+                        const char *name, BdrvSnapshotInfo *info, void **opp,
+                        GError **errp);
+int rbd_snap_do(BlockDriverState *bs, void *op, BdrvSnapshotInfo *info,
+                GError **errp);
+int rbd_snap_invalidate(BlockDriverState *bs, void *op, GError **errp);
+int rbd_snap_cancel(BlockDriverState *bs, void *op, GError **errp);
+int rbd_snap_clean(BlockDriverState *bs, void *op, GError **errp);
+void rbd_snapshot_state_init(BDRVRBDState *s);
+void rbd_snapshot_state_clear(BDRVRBDState *s);
+
+/* The snapshots of the image in the user namespace (those a user made;
+ * group and trash snapshots are not the image's own).  Returns how many,
+ * or -errno. */
+int rbd_user_snap_list(rbd_image_t image, BdrvSnapshotInfo **list);
+
+#endif

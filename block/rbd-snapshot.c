@@ -1,0 +1,417 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Internal snapshots of an rbd node, in the generic phases of
+ * include/block/snapshot.h (check, do, invalidate, cancel, clean).
+ *
+ * An RBD snapshot is one atomic operation on the cluster, visible to every
+ * client at once, so "do" cannot simply create it: something outside the
+ * transaction would see it before invalidate.  Each operation therefore
+ * works under a hidden name and publishes with one rename:
+ *
+ *   create  do: snapshot under ".strata-new.<name>" (the cut is taken
+ *           here, under the drain); invalidate: rename it to <name>;
+ *           cancel: remove it (under whichever name it has).
+ *   delete  invalidate: rename <name> to ".strata-del.<name>" (it is gone
+ *           from every list); cancel: rename it back; clean after
+ *           invalidate: remove it (a failure there only leaks it).
+ *   apply   do: snapshot the current content as ".strata-undo.<name>"
+ *           (so the rollback can be undone); invalidate: roll back to
+ *           <name>; cancel: roll back to the undo snapshot; clean: remove
+ *           the undo snapshot.
+ *
+ * A process killed between phases leaves at most a hidden snapshot behind
+ * (space, never a wrong image content or a half-named snapshot); names
+ * with the ".strata-" prefix are left out of the lists.
+ *
+ * Snapshot IDs are the names (QEMU's rbd driver does the same: RBD has no
+ * user-visible IDs).  Snapshots in librbd's group and trash namespaces are
+ * not the image's own and are left out too (a group snapshot shows on each
+ * member image as ".group.<pool>_<group>_<snap>").
+ */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "block/log.h"
+#include "block/rbd-int.h"
+
+#define HIDDEN_PREFIX ".strata-"
+
+typedef enum { RBD_OP_CREATE, RBD_OP_DELETE, RBD_OP_GOTO } RBDOpKind;
+
+typedef struct RBDSnapOp {
+    RBDOpKind kind;
+    char *name;                  /* the user's name */
+    char *hidden;                /* the hidden name this op uses */
+    bool done, invalidated, cancelled;
+    bool rolled;                 /* an apply's rollback was started */
+} RBDSnapOp;
+
+static void rbd_snap_op_free(gpointer p)
+{
+    RBDSnapOp *op = p;
+
+    g_free(op->name);
+    g_free(op->hidden);
+    g_free(op);
+}
+
+void rbd_snapshot_state_init(BDRVRBDState *s)
+{
+    g_mutex_init(&s->lock);
+    s->pending = g_ptr_array_new();
+}
+
+void rbd_snapshot_state_clear(BDRVRBDState *s)
+{
+    /* ops are freed by their clean; an unclean one is a caller bug */
+    g_ptr_array_unref(s->pending);
+    g_mutex_clear(&s->lock);
+}
+
+/* ---- listing ---- */
+
+/* The snapshot info of an RBD snapshot, as the generic layer wants it. */
+static void fill_info(BdrvSnapshotInfo *sn, const char *name, uint64_t size)
+{
+    memset(sn, 0, sizeof(*sn));
+    sn->id_str = g_strdup(name);
+    sn->name = g_strdup(name);
+    sn->disk_size = size;
+    sn->icount = 0;             /* as QEMU lists them */
+}
+
+int rbd_user_snap_list(rbd_image_t image, BdrvSnapshotInfo **list)
+{
+    g_autofree rbd_snap_info_t *snaps = NULL;
+    int max = 16, n;
+    GArray *out;
+
+    do {
+        g_free(snaps);
+        snaps = g_new0(rbd_snap_info_t, max);
+        n = rbd_snap_list(image, snaps, &max);
+    } while (n == -ERANGE);
+    *list = NULL;
+    if (n < 0) {
+        return n;
+    }
+    out = g_array_new(FALSE, TRUE, sizeof(BdrvSnapshotInfo));
+    for (int i = 0; i < n; i++) {
+        rbd_snap_namespace_type_t type = RBD_SNAP_NAMESPACE_TYPE_USER;
+        BdrvSnapshotInfo sn;
+
+        if (rbd_snap_get_namespace_type(image, snaps[i].id, &type) < 0 ||
+            type != RBD_SNAP_NAMESPACE_TYPE_USER ||
+            g_str_has_prefix(snaps[i].name, HIDDEN_PREFIX)) {
+            continue;
+        }
+        fill_info(&sn, snaps[i].name, snaps[i].size);
+        g_array_append_val(out, sn);
+    }
+    rbd_snap_list_end(snaps);
+    n = out->len;
+    *list = (BdrvSnapshotInfo *)g_array_free(out, n == 0);
+    return n;
+}
+
+int rbd_snap_list_node(BlockDriverState *bs, BdrvSnapshotInfo **list,
+                              GError **errp)
+{
+    BDRVRBDState *s = bs->opaque;
+    int n = rbd_user_snap_list(s->image, list);
+
+    if (n < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not list the snapshots of %s: %s", s->image_name,
+                    g_strerror(-n));
+    }
+    return n;
+}
+
+/* Whether the image has a snapshot of any namespace called name. */
+static int snap_exists(BDRVRBDState *s, const char *name, bool *exists)
+{
+    return rbd_snap_exists(s->image, name, exists);
+}
+
+/* A pending (checked, not cleaned) op on the node about name, or NULL.
+ * Under s->lock. */
+static RBDSnapOp *pending_op(BDRVRBDState *s, const char *name)
+{
+    for (guint i = 0; i < s->pending->len; i++) {
+        RBDSnapOp *op = s->pending->pdata[i];
+        if (!strcmp(op->name, name) && !op->cancelled) {
+            return op;
+        }
+    }
+    return NULL;
+}
+
+static RBDSnapOp *new_op(BDRVRBDState *s, RBDOpKind kind, const char *name)
+{
+    static const char *const prefix[] = {
+        HIDDEN_PREFIX "new.", HIDDEN_PREFIX "del.", HIDDEN_PREFIX "undo."
+    };
+    RBDSnapOp *op = g_new0(RBDSnapOp, 1);
+
+    op->kind = kind;
+    op->name = g_strdup(name);
+    op->hidden = g_strconcat(prefix[kind], name, NULL);
+    g_mutex_lock(&s->lock);
+    g_ptr_array_add(s->pending, op);
+    g_mutex_unlock(&s->lock);
+    return op;
+}
+
+/* ---- check ---- */
+
+int rbd_snap_create_check(BlockDriverState *bs,
+                                 const BdrvSnapshotInfo *tmpl, int flags,
+                                 BdrvSnapshotInfo *info, void **opp,
+                                 GError **errp)
+{
+    BDRVRBDState *s = bs->opaque;
+    uint64_t size = 0;
+    bool exists = false, busy;
+    int r;
+
+    /* RBD snapshot names are their IDs (as QEMU's rbd driver) */
+    if (tmpl->id_str && *tmpl->id_str && strcmp(tmpl->id_str, tmpl->name)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "rbd do not support snapshot id, it should be NULL or "
+                    "equal to snapshot name");
+        return -EINVAL;
+    }
+    if (g_str_has_prefix(tmpl->name, HIDDEN_PREFIX)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Snapshot names starting with '" HIDDEN_PREFIX
+                    "' are reserved on rbd");
+        return -EINVAL;
+    }
+    r = snap_exists(s, tmpl->name, &exists);
+    if (r < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not look up snapshot '%s': %s", tmpl->name,
+                    g_strerror(-r));
+        return r;
+    }
+    g_mutex_lock(&s->lock);
+    busy = pending_op(s, tmpl->name) != NULL;
+    g_mutex_unlock(&s->lock);
+    /* RBD has one snapshot per name: duplicates are refused whatever the
+     * flags (qemu-img -c gets -EEXIST from librbd in QEMU) */
+    if (exists || busy) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Snapshot with name '%s' already exists", tmpl->name);
+        return -EEXIST;
+    }
+    rbd_get_size(s->image, &size);
+    fill_info(info, tmpl->name, size);
+    info->vm_clock_nsec = tmpl->vm_clock_nsec;
+    info->icount = tmpl->icount;
+    *opp = new_op(s, RBD_OP_CREATE, tmpl->name);
+    return 0;
+}
+
+/* The user snapshot matching id and/or name (IDs are names). */
+static int find_user_snap(BDRVRBDState *s, const char *id, const char *name,
+                          BdrvSnapshotInfo *out, GError **errp)
+{
+    BdrvSnapshotInfo *list = NULL;
+    int n, found = -1;
+
+    if (id && name && strcmp(id, name)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "rbd do not support snapshot id, it should be NULL or "
+                    "equal to snapshot name");
+        return -EINVAL;
+    }
+    n = rbd_user_snap_list(s->image, &list);
+    if (n < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not list the snapshots of %s: %s", s->image_name,
+                    g_strerror(-n));
+        return n;
+    }
+    for (int i = 0; i < n && found < 0; i++) {
+        if (!strcmp(list[i].name, name ? name : id)) {
+            found = i;
+        }
+    }
+    if (found >= 0) {
+        bdrv_snapshot_info_copy(out, &list[found]);
+    }
+    bdrv_snapshot_list_free(list, n);
+    if (found < 0) {
+        bdrv_snapshot_not_found(id, name, errp);
+        return -ENOENT;
+    }
+    return 0;
+}
+
+int rbd_snap_delete_check(BlockDriverState *bs, const char *id,
+                                 const char *name, BdrvSnapshotInfo *info,
+                                 void **opp, GError **errp)
+{
+    BDRVRBDState *s = bs->opaque;
+    bool busy;
+    int r = find_user_snap(s, id, name, info, errp);
+
+    if (r < 0) {
+        return r;
+    }
+    g_mutex_lock(&s->lock);
+    busy = pending_op(s, info->name) != NULL;
+    g_mutex_unlock(&s->lock);
+    if (busy) {
+        bdrv_snapshot_info_clear(info);
+        bdrv_snapshot_not_found(id, name, errp);
+        return -ENOENT;
+    }
+    *opp = new_op(s, RBD_OP_DELETE, info->name);
+    return 0;
+}
+
+int rbd_snap_goto_check(BlockDriverState *bs, const char *id,
+                               const char *name, BdrvSnapshotInfo *info,
+                               void **opp, GError **errp)
+{
+    BDRVRBDState *s = bs->opaque;
+    int r = find_user_snap(s, id, name, info, errp);
+
+    if (r < 0) {
+        return r;
+    }
+    *opp = new_op(s, RBD_OP_GOTO, info->name);
+    return 0;
+}
+
+/* ---- do, invalidate, cancel, clean ---- */
+
+static int fail(GError **errp, int r, const char *what, const char *name)
+{
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO, "%s '%s': %s", what, name,
+                g_strerror(-r));
+    return r;
+}
+
+int rbd_snap_do(BlockDriverState *bs, void *opaque,
+                       BdrvSnapshotInfo *info, GError **errp)
+{
+    BDRVRBDState *s = bs->opaque;
+    RBDSnapOp *op = opaque;
+    int r = 0;
+
+    switch (op->kind) {
+    case RBD_OP_CREATE:
+    case RBD_OP_GOTO:
+        /* what guests wrote so far belongs in the snapshot (or, for an
+         * apply, in the undo snapshot) */
+        r = rbd_flush(s->image);
+        if (r == 0) {
+            r = rbd_snap_create(s->image, op->hidden);
+        }
+        if (r < 0) {
+            return fail(errp, r, "Failed to create snapshot", op->name);
+        }
+        if (op->kind == RBD_OP_CREATE) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            info->date_sec = ts.tv_sec;
+            info->date_nsec = ts.tv_nsec;
+        }
+        break;
+    case RBD_OP_DELETE:
+        break;                   /* all of it is in invalidate and clean */
+    }
+    op->done = true;
+    return 0;
+}
+
+int rbd_snap_invalidate(BlockDriverState *bs, void *opaque,
+                               GError **errp)
+{
+    BDRVRBDState *s = bs->opaque;
+    RBDSnapOp *op = opaque;
+    int r = 0;
+
+    switch (op->kind) {
+    case RBD_OP_CREATE:
+        r = rbd_snap_rename(s->image, op->hidden, op->name);
+        break;
+    case RBD_OP_DELETE:
+        r = rbd_snap_rename(s->image, op->name, op->hidden);
+        break;
+    case RBD_OP_GOTO:
+        op->rolled = true;
+        r = rbd_snap_rollback(s->image, op->name);
+        break;
+    }
+    if (r < 0) {
+        return fail(errp, r, op->kind == RBD_OP_GOTO
+                    ? "Failed to roll back to snapshot"
+                    : "Failed to publish snapshot", op->name);
+    }
+    op->invalidated = true;
+    return 0;
+}
+
+int rbd_snap_cancel(BlockDriverState *bs, void *opaque, GError **errp)
+{
+    BDRVRBDState *s = bs->opaque;
+    RBDSnapOp *op = opaque;
+    int r = 0;
+
+    switch (op->kind) {
+    case RBD_OP_CREATE:
+        r = rbd_snap_remove(s->image,
+                            op->invalidated ? op->name : op->hidden);
+        break;
+    case RBD_OP_DELETE:
+        if (op->invalidated) {
+            r = rbd_snap_rename(s->image, op->hidden, op->name);
+        }
+        break;
+    case RBD_OP_GOTO:
+        /* a rollback that failed half-way is undone too; one never
+         * started has nothing to undo (a rollback copies every object) */
+        r = op->rolled ? rbd_snap_rollback(s->image, op->hidden) : 0;
+        if (r == 0) {
+            r = rbd_snap_remove(s->image, op->hidden);
+        }
+        break;
+    }
+    op->cancelled = true;
+    if (r < 0) {
+        return fail(errp, r, "Failed to cancel the operation on snapshot",
+                    op->name);
+    }
+    return 0;
+}
+
+int rbd_snap_clean(BlockDriverState *bs, void *opaque, GError **errp)
+{
+    BDRVRBDState *s = bs->opaque;
+    RBDSnapOp *op = opaque;
+    int r = 0;
+
+    /* after a successful delete or apply the hidden snapshot is garbage */
+    if (op->invalidated && !op->cancelled && op->kind != RBD_OP_CREATE) {
+        r = rbd_snap_remove(s->image, op->hidden);
+    } else if (op->done && !op->invalidated && !op->cancelled &&
+               op->kind != RBD_OP_DELETE) {
+        /* done and abandoned without cancel: not reached through the
+         * generic layer, which refuses that; removed all the same */
+        r = rbd_snap_remove(s->image, op->hidden);
+    }
+    g_mutex_lock(&s->lock);
+    g_ptr_array_remove(s->pending, op);
+    g_mutex_unlock(&s->lock);
+    if (r < 0) {
+        strata_warning("rbd: could not remove snapshot '%s' of %s: %s",
+                       op->hidden, s->image_name, g_strerror(-r));
+    }
+    rbd_snap_op_free(op);
+    return 0;
+}
