@@ -107,8 +107,16 @@ START_TEST(protocol_prefixes)
     ck_assert(!picked("b:c", &err));
     ck_assert_str_eq(err->message, "Unknown protocol 'b'");
     g_clear_error(&err);
-    ck_assert(!picked("nbd:localhost:10809", &err));
-    ck_assert_str_eq(err->message, "Unknown protocol 'nbd'");
+    /* a protocol QEMU has and strata has no driver for */
+    ck_assert(!picked("ssh://host/x", &err));
+    ck_assert_str_eq(err->message, "Unknown protocol 'ssh'");
+#ifdef HAVE_LIBNBD
+    ck_assert_str_eq(picked("nbd:localhost:10809", NULL), "nbd");
+    ck_assert_str_eq(picked("nbd+unix:///e?socket=/s", NULL), "nbd");
+#endif
+#ifdef CONFIG_RBD
+    ck_assert_str_eq(picked("rbd:pool/image", NULL), "rbd");
+#endif
 }
 END_TEST
 
