@@ -158,6 +158,7 @@ void daemon_config_free(DaemonConfig *cfg)
     g_ptr_array_unref(cfg->chardevs);
     g_ptr_array_unref(cfg->monitors);
     g_free(cfg->pidfile);
+    g_free(cfg->state_dir);
     g_free(cfg);
 }
 
@@ -425,12 +426,19 @@ static void print_help(void)
            "                         monitor (readline)\n"
            "\n"
            "  --pidfile <path>       write process ID to a file after "
-           "startup\n");
+           "startup\n"
+           "\n"
+           "  --state-dir <dir>      journal of crash-atomic transactions "
+           "(default:\n"
+           "                         /var/lib/strata for root, else "
+           "$XDG_STATE_HOME/strata;\n"
+           "                         '' for none)\n");
 }
 
 enum {
     OPT_BLOCKDEV = 256, OPT_CHARDEV, OPT_MONITOR, OPT_PIDFILE,
     OPT_DAEMONIZE, OPT_EXPORT, OPT_NBD_SERVER, OPT_OBJECT,
+    OPT_STATE_DIR,
 };
 
 static const struct option long_options[] = {
@@ -445,6 +453,7 @@ static const struct option long_options[] = {
     { "export", required_argument, NULL, OPT_EXPORT },
     { "nbd-server", required_argument, NULL, OPT_NBD_SERVER },
     { "object", required_argument, NULL, OPT_OBJECT },
+    { "state-dir", required_argument, NULL, OPT_STATE_DIR },
     { NULL, 0, NULL, 0 },
 };
 
@@ -481,6 +490,10 @@ static bool handle_option(DaemonConfig *cfg, int c, const char *arg)
         return true;
     case OPT_DAEMONIZE:
         cfg->daemonize = true;
+        return true;
+    case OPT_STATE_DIR:
+        g_free(cfg->state_dir);
+        cfg->state_dir = g_strdup(arg);
         return true;
     default:
         /* qemu-storage-daemon options strata has no subsystem for */

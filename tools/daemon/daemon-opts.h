@@ -40,6 +40,7 @@ typedef struct DaemonConfig {
     GPtrArray *monitors;       /* DaemonMonitor * */
     char *pidfile;
     bool daemonize;
+    char *state_dir;           /* --state-dir (issue 14); NULL: default */
 } DaemonConfig;
 
 /*
