@@ -138,7 +138,10 @@ static char **pictures(TxnDevs *d, Scenario sc)
         pics[i] = picture(d->blk[i]);
     }
     txn_devs_close(d);
-    g_strfreev(tops);
+    for (int i = 0; i < d->n; i++) {
+        g_free(tops[i]);        /* NULL between names: not a strv */
+    }
+    g_free(tops);
     return pics;
 }
 
@@ -355,13 +358,27 @@ static void cut_scenario(int n, Scenario sc, Totals *all)
     free_devs(tmpl);
 }
 
+/*
+ * make check runs 2 disks of creates and 4 of deletes (internal group)
+ * and 4 disks of the mix (external group: a create, a delete, an
+ * external snapshot, an external snapshot plus a create on its overlay);
+ * INTENT_ENGINE_FULL=1 runs every scenario on 2 and 4 disks (about 4x
+ * as long).
+ */
+static bool full(void)
+{
+    return g_getenv("INTENT_ENGINE_FULL") != NULL;
+}
+
 START_TEST(test_engine_cut_internal)
 {
     Totals all = { 0 };
 
     cut_scenario(2, S_CREATE, &all);
-    cut_scenario(4, S_CREATE, &all);
-    cut_scenario(2, S_DELETE, &all);
+    if (full()) {
+        cut_scenario(4, S_CREATE, &all);
+        cut_scenario(2, S_DELETE, &all);
+    }
     cut_scenario(4, S_DELETE, &all);
     fprintf(stderr, "engine power cut (internal): %d cut points in all\n",
             all.points);
@@ -372,8 +389,11 @@ START_TEST(test_engine_cut_external)
 {
     Totals all = { 0 };
 
-    cut_scenario(2, S_EXTERNAL, &all);
-    cut_scenario(4, S_EXTERNAL, &all);
+    if (full()) {
+        cut_scenario(2, S_EXTERNAL, &all);
+        cut_scenario(4, S_EXTERNAL, &all);
+        cut_scenario(2, S_MIX, &all);
+    }
     cut_scenario(4, S_MIX, &all);
     fprintf(stderr, "engine power cut (external, mix): %d cut points in "
             "all\n", all.points);
