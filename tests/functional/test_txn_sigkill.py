@@ -111,9 +111,16 @@ class Disks:
         self.cache = {}
 
     def _chain(self, top):
+        """One qemu-img call: the chain's files and their snapshots."""
         out = qemu_img('info', '-U', '--backing-chain', '--output=json',
                        self.path(top)).out
-        return [os.path.basename(e['filename']) for e in json.loads(out)]
+        chain = []
+        for e in json.loads(out):
+            f = os.path.basename(e['filename'])
+            chain.append(f)
+            self.cache[('snapshots', f)] = {
+                sn['name'] for sn in e.get('snapshots', [])}
+        return chain
 
     def snapshots(self, i):
         names = set()
@@ -228,23 +235,30 @@ class Disks:
         return m
 
     def snapshots_of(self, f):
-        key = ('snapshots', f)
-        if key not in self.cache:
-            out = qemu_img('snapshot', '-U', '-l', self.path(f)).out
-            self.cache[key] = {line.split()[1]
-                               for line in out.splitlines()[2:]
-                               if len(line.split()) > 1}
-        return self.cache[key]
+        return self.cache[('snapshots', f)]
 
     def chain_below(self, i, overlay):
         chain = self.chain(i)
         return chain[chain.index(overlay) + 1]
 
-    def check_images(self, allow_leaks):
-        for f in sorted(os.listdir(self.d)):
-            if f.endswith('.qcow2') and not f.startswith('.'):
-                common.run(['qemu-img', 'check', '-U', '-f', 'qcow2',
-                            self.path(f)], rc=(0, 3) if allow_leaks else 0)
+    def check_images(self, allow_leaks, tops_only=False):
+        files = ([self.top(i) for i in range(NDEV)] if tops_only else
+                 [f for f in sorted(os.listdir(self.d))
+                  if f.endswith('.qcow2') and not f.startswith('.')])
+        for f in files:
+            common.run(['qemu-img', 'check', '-U', '-f', 'qcow2',
+                        self.path(f)], rc=(0, 3) if allow_leaks else 0)
+
+
+T0 = [time.monotonic()]
+
+
+def trace(what):
+    """STRATA_TXN_TRACE=1: where the time goes."""
+    if os.environ.get('STRATA_TXN_TRACE'):
+        now = time.monotonic()
+        print('  %6.2fs %s' % (now - T0[0], what))
+        T0[0] = now
 
 
 def start(binary, disks, state):
@@ -314,17 +328,27 @@ def sigkill():
                 os.mkdir(d)
                 if disks:
                     totals['sent'] += len(disks.rounds)
+                    disks.check_images(allow_leaks=True)
                 disks = Disks(d)
+            trace('iteration %d' % k)
             dm = start(binary, disks, state)
             add_disks(dm, disks)
+            trace('started')
             totals['acked'] += kill_during_rounds(dm, disks, rng)
+            trace('killed')
             # the restart: the journal is completed, then the checks
             dm = start(binary, disks, state)
+            trace('restarted')
             try:
                 disks.forget()
-                disks.check_images(allow_leaks=True)
+                # the images a kill can leave mid-write; every file of
+                # the set when it is left (below)
+                disks.check_images(allow_leaks=True, tops_only=True)
+                trace('checked')
                 disks.verify()
+                trace('verified')
                 m = disks.verify_flushed()
+                trace('verified flushed')
                 totals['records'] += max(m, 0)
             finally:
                 check(dm.quit() == 0, 'the daemon did not quit cleanly')
