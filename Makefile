@@ -70,6 +70,7 @@ bench: all
 	python3 tests/bench/transaction.py --build $(BUILD)
 	python3 tests/bench/qmp.py --build $(BUILD)
 	python3 tests/bench/precopy.py --build $(BUILD)
+	python3 tests/bench/intent.py --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(CHECK_BUILD) $(FUZZ_BUILD)

@@ -947,11 +947,12 @@ static bool run_held(BlkTransactionStates *t, GError **errp)
     }
     if (ok) {
         ok = run_invalidate(t, &err);
-        if (ok) {
-            intent_done(t);
-        } else {
+        if (!ok) {
             intent_withdraw(t);
         }
+        /* on success the record goes after the resume (intent_done):
+         * what is published stays whatever happens, the guests need not
+         * wait for that */
     }
     if (!ok) {
         run_cancel(t, &err);
@@ -1002,6 +1003,8 @@ bool blk_transaction_submit(BlkTransactionStates *t, GError **errp)
     if (!ok) {
         /* outside the hold: the guests run again */
         run_pre_cancel(t);
+    } else {
+        intent_done(t);
     }
     run_clean(t);
     intent_drop(t);
