@@ -355,6 +355,8 @@ def sigkill():
             leftover = [f for f in os.listdir(state) if f.endswith('.rec')]
             check(not leftover, 'records left in the journal: %s'
                   % leftover)
+            print('  kill %d/%d: %d rounds acknowledged so far, last cut '
+                  '%d records' % (k + 1, kills, totals['acked'], m))
         totals['sent'] += len(disks.rounds)
         # a last clean run: opened read-write (rebuilds what a kill left),
         # quit normally, every image clean with no leak
