@@ -371,6 +371,48 @@ def sigkill():
                                       totals['sent'], totals['records']))
 
 
+@runner.case('state_dir_option')
+def state_dir_option():
+    """--state-dir: a directory is created with its journal identity and
+    the daemon's lock, and a transaction leaves no record in it; '' runs
+    without a journal; a path that cannot be a directory stops the daemon
+    at start with the option named."""
+    binary = strata_daemon()
+    with common.TempDir('strata-txn-state-') as root:
+        disks = Disks(root)
+        state = os.path.join(root, 'deep', 'state')
+        dm = start(binary, disks, state)
+        try:
+            add_disks(dm, disks)
+            r, actions = disks.plan()
+            check(dm.send(cmd('transaction', actions=actions)) ==
+                  [{'return': {}}], 'transaction failed')
+            check(sorted(os.listdir(state)) == ['daemon.lock', 'journal-id'],
+                  'state directory holds %s' % os.listdir(state))
+        finally:
+            check(dm.quit() == 0, 'the daemon did not quit cleanly')
+        disks.forget()
+        check(disks.verify() == 1, 'the round is not on the disks')
+        disks.check_images(allow_leaks=False)
+
+        before = sorted(os.listdir(root))
+        dm = Daemon(binary, ['--state-dir', ''], root)
+        try:
+            check(dm.send(cmd('qmp_capabilities')) == [{'return': {}}],
+                  'negotiation failed')
+        finally:
+            check(dm.quit() == 0, 'the daemon did not quit cleanly')
+        check(sorted(os.listdir(root)) == before,
+              "--state-dir '' created %s" % sorted(os.listdir(root)))
+
+        blocker = os.path.join(root, 'a-file')
+        with open(blocker, 'w') as f:
+            f.write('x')
+        res = common.run([binary, '--state-dir', blocker], rc=1)
+        check(res.err.startswith('strata-daemon: --state-dir %s: '
+                                 % blocker), 'error: %r' % res.err)
+
+
 def main():
     try:
         strata_daemon()
