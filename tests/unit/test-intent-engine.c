@@ -12,8 +12,9 @@
  * disk the old one, content intact, every image clean for ours and
  * qemu-img's check (no leak), no extension and no record left.
  *
- * Sizes: 1 MiB images with two snapshots each (txntest.c); one template
- * per scenario copied for each cut point.
+ * Sizes: 512 KiB images with two snapshots each and a few 64 KiB writes
+ * (light_devs_new); one template per scenario, copied for each cut
+ * point.
  */
 #include <inttypes.h>
 #include <glib/gstdio.h>
@@ -60,6 +61,56 @@ static void build(BlkTransactionStates *t, TxnDevs *d, Scenario sc)
             }
         }
     }
+}
+
+#define LIGHT_SIZE (512 * KiB)
+
+/* A few random 64 KiB writes (the images stay small: each cut point
+ * copies, recovers, reads and checks all of them). */
+static void light_writes(BlockDriverState *bs, GRand *r, int n)
+{
+    uint8_t *buf = g_malloc(64 * KiB);
+
+    for (int i = 0; i < n; i++) {
+        int64_t off = g_rand_int_range(r, 0, LIGHT_SIZE / (64 * KiB)) *
+                      64 * KiB;
+        memset(buf, g_rand_int_range(r, 1, 256), 64 * KiB);
+        ck_assert_int_eq(bdrv_pwrite(bs, off, 64 * KiB, buf), 0);
+    }
+    g_free(buf);
+}
+
+/* Like txn_devs_new (snapshots "old1" and "old2", different content
+ * in each and in the active layer), on 512 KiB images. */
+static TxnDevs *light_devs_new(const char *tag, int n, unsigned seed)
+{
+    TxnDevs *d = g_new0(TxnDevs, 1);
+    g_autoptr(GRand) r = g_rand_new_with_seed(seed);
+
+    d->n = n;
+    d->dir = tmp_path(tag);
+    ck_assert_int_eq(g_mkdir_with_parents(d->dir, 0700), 0);
+    d->base = g_new0(char *, n + 1);
+    d->blk = g_new0(BlockBackend *, n);
+    for (int i = 0; i < n; i++) {
+        BlockDriverState *bs;
+
+        d->base[i] = g_strdup_printf("%s/d%d.qcow2", d->dir, i);
+        create_img(d->base[i], LIGHT_SIZE, NULL, NULL);
+        bs = open_img(d->base[i], BDRV_O_RDWR);
+        for (int k = 0; k < 3; k++) {
+            light_writes(bs, r, 3);
+            if (k < 2) {
+                BdrvSnapshotInfo tmpl = { .name = k ? "old2" : "old1" };
+                GError *err = NULL;
+                ck_assert_msg(bdrv_snapshot_create(bs, &tmpl, 0, NULL,
+                                                   &err) == 0, "%s",
+                              err ? err->message : "");
+            }
+        }
+        bdrv_unref(bs);
+    }
+    return d;
 }
 
 static void run(const char *cmd)
@@ -325,7 +376,7 @@ static bool one_run(TxnDevs *tmpl, Scenario sc, PowerCutMode mode,
 static void cut_scenario(int n, Scenario sc, Totals *all)
 {
     g_autofree char *tag = g_strdup_printf("tmpl-%d-%d", n, sc);
-    TxnDevs *tmpl = txn_devs_new(tag, n, 7 + n * 10 + sc);
+    TxnDevs *tmpl = light_devs_new(tag, n, 7 + n * 10 + sc);
     char **old, **new = NULL;
 
     /* the two states: as the template is, and after the transaction */
