@@ -69,6 +69,7 @@ def main():
     ap.add_argument("--devices", default="1,8,32")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--size", type=int, default=1 << 30)
+    ap.add_argument("--kinds", default="internal,external")
     ap.add_argument("--scratch")
     args = ap.parse_args()
     bench = os.path.join(args.build, "tests", "bench", "txn-bench")
@@ -82,7 +83,7 @@ def main():
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
              "preallocation=metadata", template, str(args.size)])
         rows = []
-        for kind in ("internal", "external"):
+        for kind in args.kinds.split(","):
             for n in [int(x) for x in args.devices.split(",")]:
                 res = {False: [], True: []}
                 for r in range(args.rounds):
