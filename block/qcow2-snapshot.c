@@ -1007,7 +1007,7 @@ int qcow2_snapshot_invalidate(BlockDriverState *bs, void *opaque,
  * op (the intent record holds it before it is written). */
 int qcow2_snapshot_publish_bytes(BlockDriverState *bs, void *opaque,
                                  uint64_t *offset, uint32_t *len,
-                                 uint8_t *out)
+                                 uint8_t *out, bool *synced)
 {
     BDRVQcow2State *s = bs->opaque;
     Qcow2SnapshotOp *op = opaque;
@@ -1017,6 +1017,9 @@ int qcow2_snapshot_publish_bytes(BlockDriverState *bs, void *opaque,
         unlock(s);
         return -EINVAL;
     }
+    /* the classic paths end do with a sync and write the header with
+     * qcow2_write_header_bytes (synced); the pre-copy's switch is not */
+    *synced = !op->pc;
     if (op->pc) {
         qcow2_precopy_publish_bytes(op->pc, op->nb, op->offset, out);
         *offset = QCOW2_HDR_L1_OFF;

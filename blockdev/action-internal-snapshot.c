@@ -328,6 +328,7 @@ static bool internal_intent_describe(BlkAction *a, GError **errp)
     uint8_t bytes[BDRV_SNAPSHOT_PUBLISH_MAX];
     uint64_t off;
     uint32_t len;
+    bool synced = false;
     int ret;
 
     if (!blk_action_intent_mark(a, bs, errp)) {
@@ -336,7 +337,7 @@ static bool internal_intent_describe(BlkAction *a, GError **errp)
     if (!blk_action_intent_active(a)) {
         return true;
     }
-    ret = bdrv_snapshot_op_publish_bytes(s->op, &off, &len, bytes);
+    ret = bdrv_snapshot_op_publish_bytes(s->op, &off, &len, bytes, &synced);
     if (ret < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Could not tell what the snapshot %s on device '%s' "
@@ -344,7 +345,7 @@ static bool internal_intent_describe(BlkAction *a, GError **errp)
                     g_strerror(-ret));
         return false;
     }
-    return blk_action_intent_header(a, bs, off, bytes, len, errp);
+    return blk_action_intent_header(a, bs, off, bytes, len, synced, errp);
 }
 
 const BlkActionType blk_action_snapshot_internal_type = {

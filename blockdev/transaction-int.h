@@ -70,10 +70,12 @@ bool blk_action_intent_mark(BlkAction *a, BlockDriverState *bs,
                             GError **errp);
 /* Invalidate will write these bytes at this offset of bs's file (bs
  * marked).  Several calls for one node merge into one compare-and-swap
- * whose old bytes are what the file holds before the first publish. */
+ * whose old bytes are what the file holds before the first publish.
+ * synced: do left its data durable and the publish syncs itself (no
+ * flush of the engine needed for this update). */
 bool blk_action_intent_header(BlkAction *a, BlockDriverState *bs,
                               uint64_t offset, const uint8_t *new_bytes,
-                              uint32_t len, GError **errp);
+                              uint32_t len, bool synced, GError **errp);
 /* Invalidate will rename bs's file from -> to (bs marked). */
 bool blk_action_intent_rename(BlkAction *a, BlockDriverState *bs,
                               const char *from, const char *to,

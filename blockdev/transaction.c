@@ -25,6 +25,9 @@ typedef struct IntentNode {
     uint8_t new_bytes[128];
     bool set[128];               /* which of new_bytes were given */
     char *rename_from, *rename_to;
+    /* every update of it is durable without an engine flush (see
+     * blk_action_intent_header); a rename or an unsynced one clears it */
+    bool self_synced;
 } IntentNode;
 
 /* The intent record of one submitted list. */
@@ -511,6 +514,7 @@ bool blk_action_intent_mark(BlkAction *a, BlockDriverState *bs,
     n = g_new0(IntentNode, 1);
     bdrv_ref(bs);
     n->bs = bs;
+    n->self_synced = true;
     g_ptr_array_add(in->nodes, n);
     idx = intent_record_add_image(in->rec,
                                   bdrv_get_filename(bdrv_get_file(bs)),
@@ -524,7 +528,7 @@ bool blk_action_intent_mark(BlkAction *a, BlockDriverState *bs,
 
 bool blk_action_intent_header(BlkAction *a, BlockDriverState *bs,
                               uint64_t offset, const uint8_t *new_bytes,
-                              uint32_t len, GError **errp)
+                              uint32_t len, bool synced, GError **errp)
 {
     TxnIntent *in = a->t->intent;
     IntentNode *n = in ? intent_node(in, bs) : NULL;
@@ -540,6 +544,7 @@ bool blk_action_intent_header(BlkAction *a, BlockDriverState *bs,
     }
     memcpy(n->new_bytes + offset, new_bytes, len);
     memset(n->set + offset, 1, len);
+    n->self_synced &= synced;
     if (n->hi == 0) {
         n->lo = offset;
         n->hi = offset + len;
@@ -567,6 +572,7 @@ bool blk_action_intent_rename(BlkAction *a, BlockDriverState *bs,
     }
     n->rename_from = g_strdup(from);
     n->rename_to = g_strdup(to);
+    n->self_synced = false;
     return true;
 }
 
@@ -682,7 +688,9 @@ static bool intent_commit(BlkTransactionStates *t, GError **errp)
     }
     for (guint i = 0; i < in->nodes->len; i++) {
         IntentNode *n = g_ptr_array_index(in->nodes, i);
-        ret = bdrv_flush(n->bs);
+        /* the extension was written before do, whose own sync covers it
+         * when self_synced */
+        ret = n->self_synced ? 0 : bdrv_flush(n->bs);
         if (ret == 0 && n->rename_from) {
             ret = sync_dir_of(n->rename_from);
         }
@@ -721,7 +729,7 @@ static void intent_done(BlkTransactionStates *t)
          * synced) must not outlive the record: else a power cut could
          * lose it after the record is gone, and that image alone would
          * come back old */
-        int ret = bdrv_flush(n->bs);
+        int ret = n->self_synced ? 0 : bdrv_flush(n->bs);
         if (ret == 0 && n->rename_to) {
             ret = sync_dir_of(n->rename_to);
         }

@@ -120,7 +120,7 @@ struct BlockDriver {
      * most 64 (bdrv_snapshot_op_publish_bytes) */
     int (*snapshot_publish_bytes)(BlockDriverState *bs, void *op,
                                   uint64_t *offset, uint32_t *len,
-                                  uint8_t *new_bytes);
+                                  uint8_t *new_bytes, bool *synced);
     int (*snapshot_load_tmp)(BlockDriverState *bs, const char *id,
                              const char *name, GError **errp);
 
