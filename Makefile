@@ -72,6 +72,7 @@ bench: all
 	python3 tests/bench/precopy.py --build $(BUILD)
 	python3 tests/bench/nbd.py --build $(BUILD)
 	python3 tests/bench/rbd.py --build $(BUILD)
+	python3 tests/bench/intent.py --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(CHECK_BUILD) $(FUZZ_BUILD)

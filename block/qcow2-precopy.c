@@ -52,6 +52,7 @@
 #include <string.h>
 
 #include "qcow2.h"
+#include "byteorder.h"
 #include "qcow2-precopy.h"
 #include "qcow2-snapshot.h"
 #include "block/log.h"
@@ -797,6 +798,18 @@ static int write_switch(BlockDriverState *bs, uint32_t l1_size,
                                     QCOW2_HDR_L1_OFF, sizeof(h), h);
     }
     return qcow2_write_header_bytes(bs, QCOW2_HDR_L1_OFF, h, sizeof(h));
+}
+
+void qcow2_precopy_publish_bytes(Qcow2Precopy *pc, uint32_t nb_snapshots,
+                                 uint64_t snapshots_offset, uint8_t *out)
+{
+    /* the layout of write_switch(), header bytes 36..71 */
+    be32_write(out, pc->l1_size);
+    be64_write(out + 4, pc->a_off);
+    be64_write(out + 12, pc->rt_off);
+    be32_write(out + 20, pc->rt_clusters);
+    be32_write(out + 24, nb_snapshots);
+    be64_write(out + 28, snapshots_offset);
 }
 
 /* The tables the caches hold belong to the other state now. */

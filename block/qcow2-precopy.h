@@ -52,6 +52,10 @@ void qcow2_precopy_discard(BlockDriverState *bs, Qcow2Precopy *pc);
  * are freed (a failure only leaks). */
 int qcow2_precopy_free_replaced(BlockDriverState *bs, Qcow2Precopy *pc);
 void qcow2_precopy_free(Qcow2Precopy *pc);
+/* The 36 bytes qcow2_precopy_publish() will write at header offset 36
+ * (issue 14: the intent record names them before they are written). */
+void qcow2_precopy_publish_bytes(Qcow2Precopy *pc, uint32_t nb_snapshots,
+                                 uint64_t snapshots_offset, uint8_t *out);
 
 /* For tests: called between the steps of phase 1, without any lock, with
  * the number of the step about to run; it may do guest I/O on bs. */

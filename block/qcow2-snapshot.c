@@ -63,6 +63,7 @@
 #include "qcow2.h"
 #include "qcow2-snapshot.h"
 #include "qcow2-precopy.h"
+#include "byteorder.h"
 #include "block/log.h"
 
 typedef enum { OP_CREATE, OP_DELETE, OP_GOTO } OpKind;
@@ -998,6 +999,44 @@ int qcow2_snapshot_invalidate(BlockDriverState *bs, void *opaque,
     ret = switch_header(bs, op, true, errp);
     unlock(s);
     return ret;
+}
+
+/* Issue 14: what write_header_state(bs, op, true) will write, for a done
+ * op (the intent record holds it before it is written). */
+int qcow2_snapshot_publish_bytes(BlockDriverState *bs, void *opaque,
+                                 uint64_t *offset, uint32_t *len,
+                                 uint8_t *out, bool *synced)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2SnapshotOp *op = opaque;
+
+    lock(s);
+    if (op->state != ST_DONE) {
+        unlock(s);
+        return -EINVAL;
+    }
+    /* the classic paths end do with a sync and write the header with
+     * qcow2_write_header_bytes (synced); the pre-copy's switch is not */
+    *synced = !op->pc;
+    if (op->pc) {
+        qcow2_precopy_publish_bytes(op->pc, op->nb, op->offset, out);
+        *offset = QCOW2_HDR_L1_OFF;
+        *len = 36;
+    } else if (op->kind == OP_GOTO) {
+        be64_write(out, op->disk_size);
+        be32_write(out + 8, 0);
+        be32_write(out + 12, op->l1_size);
+        be64_write(out + 16, op->l1_offset);
+        *offset = QCOW2_HDR_SIZE_OFF;
+        *len = 24;
+    } else {
+        be32_write(out, op->nb);
+        be64_write(out + 4, op->offset);
+        *offset = QCOW2_HDR_SNAPSHOTS_OFF;
+        *len = 12;
+    }
+    unlock(s);
+    return 0;
 }
 
 int qcow2_snapshot_cancel(BlockDriverState *bs, void *opaque, GError **errp)

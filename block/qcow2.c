@@ -429,6 +429,7 @@ BlockDriver bdrv_qcow2 = {
     .snapshot_invalidate = qcow2_snapshot_invalidate,
     .snapshot_cancel = qcow2_snapshot_cancel,
     .snapshot_clean = qcow2_snapshot_clean,
+    .snapshot_publish_bytes = qcow2_snapshot_publish_bytes,
     .snapshot_load_tmp = qcow2_snapshot_load_tmp,
     .change_backing_file = qcow2_change_backing_file,
     .make_empty = qcow2_make_empty,

@@ -404,6 +404,9 @@ int qcow2_snapshot_do(BlockDriverState *bs, void *op, BdrvSnapshotInfo *info,
 int qcow2_snapshot_invalidate(BlockDriverState *bs, void *op, GError **errp);
 int qcow2_snapshot_cancel(BlockDriverState *bs, void *op, GError **errp);
 int qcow2_snapshot_clean(BlockDriverState *bs, void *op, GError **errp);
+int qcow2_snapshot_publish_bytes(BlockDriverState *bs, void *op,
+                                 uint64_t *offset, uint32_t *len,
+                                 uint8_t *new_bytes, bool *synced);
 int qcow2_snapshot_load_tmp(BlockDriverState *bs, const char *id,
                             const char *name, GError **errp);
 

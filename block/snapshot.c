@@ -580,6 +580,21 @@ int bdrv_snapshot_op_invalidate(BdrvSnapshotOp *op, GError **errp)
     return ret;
 }
 
+int bdrv_snapshot_op_publish_bytes(BdrvSnapshotOp *op, uint64_t *offset,
+                                   uint32_t *len, uint8_t *new_bytes,
+                                   bool *synced)
+{
+    int ret = -ENOTSUP;
+
+    g_mutex_lock(&ops_lock);
+    if (op->state == OP_DONE && op->bs->drv->snapshot_publish_bytes) {
+        ret = op->bs->drv->snapshot_publish_bytes(op->bs, op->drv_op, offset,
+                                                  len, new_bytes, synced);
+    }
+    g_mutex_unlock(&ops_lock);
+    return ret;
+}
+
 static int may_cancel(BdrvSnapshotOp *op, GPtrArray *l, GError **errp)
 {
     guint idx = index_of(l, op);

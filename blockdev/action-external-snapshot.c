@@ -150,7 +150,31 @@ static bool external_do(BlkAction *a, GError **errp)
         external_snapshot_set_base(s->es, external_snapshot_get_overlay(pes),
                                    name);
     }
+    if (blk_action_intent_active(a)) {
+        /* the overlay appears under its name only at invalidate */
+        external_snapshot_set_staged(s->es);
+    }
     return external_snapshot_do(s->es, errp);
+}
+
+/* A created overlay: it joins the record, its publish is the rename from
+ * the temporary name (an existing overlay is not written by publish
+ * except for a missing backing link, which the record does not cover). */
+static bool external_intent_describe(BlkAction *a, GError **errp)
+{
+    ExternalState *s = blk_action_state(a);
+    const char *tmp = external_snapshot_get_staged_file(s->es);
+    BlockDriverState *ov = external_snapshot_get_overlay(s->es);
+    g_autofree char *final = NULL;
+
+    if (!tmp || !ov) {
+        return true;
+    }
+    if (!blk_action_intent_mark(a, ov, errp)) {
+        return false;
+    }
+    final = external_snapshot_get_final_filename(s->es);
+    return blk_action_intent_rename(a, ov, tmp, final, errp);
 }
 
 static bool external_invalidate(BlkAction *a, GError **errp)
@@ -193,6 +217,7 @@ const BlkActionType blk_action_snapshot_sync_type = {
     .invalidate = external_invalidate,
     .cancel = external_cancel,
     .clean = external_clean,
+    .intent_describe = external_intent_describe,
 };
 
 const BlkActionType blk_action_snapshot_type = {
@@ -203,6 +228,7 @@ const BlkActionType blk_action_snapshot_type = {
     .invalidate = external_invalidate,
     .cancel = external_cancel,
     .clean = external_clean,
+    .intent_describe = external_intent_describe,
 };
 
 const BlkActionType blk_action_revert_external_type = {
@@ -213,4 +239,5 @@ const BlkActionType blk_action_revert_external_type = {
     .invalidate = external_invalidate,
     .cancel = external_cancel,
     .clean = external_clean,
+    .intent_describe = external_intent_describe,
 };

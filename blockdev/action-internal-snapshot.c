@@ -311,6 +311,46 @@ static void internal_clean(BlkAction *a)
     g_free(s->name);
 }
 
+/* ---- crash-atomic transactions (issue 14) ---- */
+
+/* The image is known at check unless it is a new top made earlier in the
+ * list (then it is marked in describe, once it exists). */
+static bool internal_intent_mark(BlkAction *a, GError **errp)
+{
+    InternalState *s = blk_action_state(a);
+
+    return !s->op ||
+           blk_action_intent_mark(a, bdrv_snapshot_op_bs(s->op), errp);
+}
+
+/* The header write invalidate will make. */
+static bool internal_intent_describe(BlkAction *a, GError **errp)
+{
+    InternalState *s = blk_action_state(a);
+    BlockDriverState *bs = bdrv_snapshot_op_bs(s->op);
+    uint8_t bytes[BDRV_SNAPSHOT_PUBLISH_MAX];
+    uint64_t off;
+    uint32_t len;
+    bool synced = false;
+    int ret;
+
+    if (!blk_action_intent_mark(a, bs, errp)) {
+        return false;
+    }
+    if (!blk_action_intent_active(a)) {
+        return true;
+    }
+    ret = bdrv_snapshot_op_publish_bytes(s->op, &off, &len, bytes, &synced);
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Could not tell what the snapshot %s on device '%s' "
+                    "publishes: %s", kind_verbs[s->kind], s->device,
+                    g_strerror(-ret));
+        return false;
+    }
+    return blk_action_intent_header(a, bs, off, bytes, len, synced, errp);
+}
+
 const BlkActionType blk_action_snapshot_internal_type = {
     .name = "blockdev-snapshot-internal-sync",
     .state_size = sizeof(InternalState),
@@ -321,6 +361,8 @@ const BlkActionType blk_action_snapshot_internal_type = {
     .invalidate = internal_invalidate,
     .cancel = internal_cancel,
     .clean = internal_clean,
+    .intent_mark = internal_intent_mark,
+    .intent_describe = internal_intent_describe,
 };
 
 const BlkActionType blk_action_snapshot_delete_internal_type = {
@@ -331,6 +373,8 @@ const BlkActionType blk_action_snapshot_delete_internal_type = {
     .invalidate = internal_invalidate,
     .cancel = internal_cancel,
     .clean = internal_clean,
+    .intent_mark = internal_intent_mark,
+    .intent_describe = internal_intent_describe,
 };
 
 const BlkActionType blk_action_apply_internal_type = {
@@ -341,4 +385,6 @@ const BlkActionType blk_action_apply_internal_type = {
     .invalidate = internal_invalidate,
     .cancel = internal_cancel,
     .clean = internal_clean,
+    .intent_mark = internal_intent_mark,
+    .intent_describe = internal_intent_describe,
 };

@@ -1009,7 +1009,11 @@ static int roll_forward(const IntentRecord *rec, const char *beside,
                                                : apply_rename(op, fd);
         }
         if (ret == 0) {
-            ret = strip_fd(fd, rec->txid, false);
+            /* with the dirty bit: the process died before its clean
+             * freed what the old state used (a replaced snapshot table,
+             * a deleted snapshot's tree), so the next read-write open
+             * rebuilds the refcounts and reclaims those leaks */
+            ret = strip_fd(fd, rec->txid, true);
         }
         close(fd);
         if (ret < 0) {

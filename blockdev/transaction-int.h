@@ -58,6 +58,29 @@ BlockBackend *blk_action_find_device(const char *device,
                                      const char *node_name, bool root_only,
                                      GError **errp);
 
+/*
+ * Crash-atomic transactions (issue 14).  Whether the list being submitted
+ * writes an intent record (only meaningful from intent_mark on).
+ */
+bool blk_action_intent_active(BlkAction *a);
+/* The action will write to bs (a qcow2 node): it joins the record and
+ * carries the intent extension from now on.  Idempotent per node.  An
+ * image that cannot carry it turns the log off for this list (true). */
+bool blk_action_intent_mark(BlkAction *a, BlockDriverState *bs,
+                            GError **errp);
+/* Invalidate will write these bytes at this offset of bs's file (bs
+ * marked).  Several calls for one node merge into one compare-and-swap
+ * whose old bytes are what the file holds before the first publish.
+ * synced: do left its data durable and the publish syncs itself (no
+ * flush of the engine needed for this update). */
+bool blk_action_intent_header(BlkAction *a, BlockDriverState *bs,
+                              uint64_t offset, const uint8_t *new_bytes,
+                              uint32_t len, bool synced, GError **errp);
+/* Invalidate will rename bs's file from -> to (bs marked). */
+bool blk_action_intent_rename(BlkAction *a, BlockDriverState *bs,
+                              const char *from, const char *to,
+                              GError **errp);
+
 G_END_DECLS
 
 #endif

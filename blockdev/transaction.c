@@ -7,10 +7,36 @@
  * in include/blockdev/transaction.h.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "block/log.h"
+#include "block/qcow2-intent.h"
+#include "blockdev/intent-log.h"
 #include "blockdev/transaction-int.h"
+
+/* One image of an intent record (issue 14). */
+typedef struct IntentNode {
+    BlockDriverState *bs;        /* a reference */
+    int index;                   /* in the record */
+    /* header bytes invalidate will write: [lo, hi) of new_bytes */
+    uint32_t lo, hi;
+    uint8_t new_bytes[128];
+    bool set[128];               /* which of new_bytes were given */
+    char *rename_from, *rename_to;
+    /* every update of it is durable without an engine flush (see
+     * blk_action_intent_header); a rename or an unsynced one clears it */
+    bool self_synced;
+} IntentNode;
+
+/* The intent record of one submitted list. */
+typedef struct TxnIntent {
+    IntentRecord *rec;
+    Qcow2Intent *ext;
+    GPtrArray *nodes;            /* IntentNode * */
+    bool committed;
+} TxnIntent;
 
 typedef enum {
     A_CHECKED,
@@ -55,6 +81,7 @@ struct BlkTransactionStates {
     ExternalSnapshotTargets *targets;
     bool submitted;
     int64_t hold_ns;
+    TxnIntent *intent;           /* NULL: no intent record */
     GMutex lock;
     GCond cond;
 };
@@ -369,6 +396,381 @@ void blk_action_completed(BlkAction *a, GError *err)
     g_mutex_unlock(&t->lock);
 }
 
+/* ---- Crash-atomic transactions (issue 14) ---- */
+
+static GMutex intent_lock;
+static IntentLog *intent_log;    /* the journal, NULL: off */
+
+bool blk_transaction_set_state_dir(const char *dir, GError **errp)
+{
+    IntentLog *log = NULL;
+
+    if (dir) {
+        log = intent_log_open(dir, errp);
+        if (!log) {
+            return false;
+        }
+    }
+    g_mutex_lock(&intent_lock);
+    if (intent_log) {
+        intent_log_close(intent_log);
+    }
+    intent_log = log;
+    /* an image whose journal moved is looked for here too */
+    intent_log_set_search_dir(log ? intent_log_dir(log) : NULL);
+    g_mutex_unlock(&intent_lock);
+    return true;
+}
+
+const char *blk_transaction_get_state_dir(void)
+{
+    return intent_log ? intent_log_dir(intent_log) : NULL;
+}
+
+static void intent_node_free(gpointer p)
+{
+    IntentNode *n = p;
+
+    bdrv_unref(n->bs);
+    g_free(n->rename_from);
+    g_free(n->rename_to);
+    g_free(n);
+}
+
+static void intent_free(TxnIntent *in)
+{
+    if (!in) {
+        return;
+    }
+    g_ptr_array_unref(in->nodes);
+    intent_record_free(in->rec);
+    qcow2_intent_free(in->ext);
+    g_free(in);
+}
+
+bool blk_action_intent_active(BlkAction *a)
+{
+    return a->t->intent != NULL;
+}
+
+static IntentNode *intent_node(TxnIntent *in, BlockDriverState *bs)
+{
+    for (guint i = 0; i < in->nodes->len; i++) {
+        IntentNode *n = g_ptr_array_index(in->nodes, i);
+        if (n->bs == bs) {
+            return n;
+        }
+    }
+    return NULL;
+}
+
+/* Removes the extension from every image marked so far (no sync: an
+ * extension left without a record only makes the next open rebuild the
+ * refcounts) and ends the record without writing it. */
+static void intent_drop(BlkTransactionStates *t)
+{
+    TxnIntent *in = t->intent;
+
+    if (!in) {
+        return;
+    }
+    for (guint i = 0; i < in->nodes->len; i++) {
+        IntentNode *n = g_ptr_array_index(in->nodes, i);
+        GError *err = NULL;
+        if (qcow2_intent_clear(n->bs, &err) < 0) {
+            strata_warning("Could not remove the intent extension of '%s': "
+                           "%s", bdrv_get_filename(n->bs), err->message);
+            g_error_free(err);
+        }
+    }
+    intent_free(in);
+    t->intent = NULL;
+}
+
+bool blk_action_intent_mark(BlkAction *a, BlockDriverState *bs,
+                            GError **errp)
+{
+    TxnIntent *in = a->t->intent;
+    GError *err = NULL;
+    IntentNode *n;
+    int idx;
+
+    if (!in || intent_node(in, bs)) {
+        return true;
+    }
+    if (qcow2_intent_set(bs, in->ext, &err) < 0) {
+        if (g_error_matches(err, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED)) {
+            strata_info("Transaction runs without the intent log (not "
+                        "crash-atomic): '%s': %s", bdrv_get_filename(bs),
+                        err->message);
+            g_error_free(err);
+            intent_drop(a->t);
+            return true;
+        }
+        g_propagate_prefixed_error(errp, err, "Could not mark '%s' for the "
+                                   "intent log: ", bdrv_get_filename(bs));
+        return false;
+    }
+    n = g_new0(IntentNode, 1);
+    bdrv_ref(bs);
+    n->bs = bs;
+    n->self_synced = true;
+    g_ptr_array_add(in->nodes, n);
+    idx = intent_record_add_image(in->rec,
+                                  bdrv_get_filename(bdrv_get_file(bs)),
+                                  errp);
+    if (idx < 0) {
+        return false;
+    }
+    n->index = idx;
+    return true;
+}
+
+bool blk_action_intent_header(BlkAction *a, BlockDriverState *bs,
+                              uint64_t offset, const uint8_t *new_bytes,
+                              uint32_t len, bool synced, GError **errp)
+{
+    TxnIntent *in = a->t->intent;
+    IntentNode *n = in ? intent_node(in, bs) : NULL;
+
+    if (!in) {
+        return true;
+    }
+    if (!n || offset + len > sizeof(n->new_bytes)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Intent log: header update of '%s' outside what a "
+                    "record can hold", bdrv_get_filename(bs));
+        return false;
+    }
+    memcpy(n->new_bytes + offset, new_bytes, len);
+    memset(n->set + offset, 1, len);
+    n->self_synced &= synced;
+    if (n->hi == 0) {
+        n->lo = offset;
+        n->hi = offset + len;
+    } else {
+        n->lo = MIN(n->lo, (uint32_t)offset);
+        n->hi = MAX(n->hi, (uint32_t)(offset + len));
+    }
+    return true;
+}
+
+bool blk_action_intent_rename(BlkAction *a, BlockDriverState *bs,
+                              const char *from, const char *to,
+                              GError **errp)
+{
+    TxnIntent *in = a->t->intent;
+    IntentNode *n = in ? intent_node(in, bs) : NULL;
+
+    if (!in) {
+        return true;
+    }
+    if (!n || n->rename_from) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Intent log: rename of '%s' not recordable", from);
+        return false;
+    }
+    n->rename_from = g_strdup(from);
+    n->rename_to = g_strdup(to);
+    n->self_synced = false;
+    return true;
+}
+
+/* At submit, before any pre_do: a record is begun and every action
+ * names the images it will write (they get the extension now, so a
+ * crash from here on is recovered at their next open). */
+static bool intent_begin(BlkTransactionStates *t, GError **errp)
+{
+    TxnIntent *in;
+
+    g_mutex_lock(&intent_lock);
+    if (!intent_log) {
+        g_mutex_unlock(&intent_lock);
+        return true;
+    }
+    in = g_new0(TxnIntent, 1);
+    in->rec = intent_record_begin(intent_log);
+    g_mutex_unlock(&intent_lock);
+    in->ext = intent_record_extension(in->rec);
+    in->nodes = g_ptr_array_new_with_free_func(intent_node_free);
+    t->intent = in;
+    for (guint i = 0; i < t->actions->len && t->intent; i++) {
+        BlkAction *a = g_ptr_array_index(t->actions, i);
+        if (a->type->intent_mark && !a->type->intent_mark(a, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* fsync of the directory holding path (a rename's both ends). */
+static int sync_dir_of(const char *path)
+{
+    g_autofree char *dir = g_path_get_dirname(path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int ret = 0;
+
+    if (fd < 0) {
+        return -errno;
+    }
+    if (fsync(fd) < 0) {
+        ret = -errno;
+    }
+    close(fd);
+    return ret;
+}
+
+/* The bytes [lo, hi) of bs's file as they are now (before publish). */
+static int read_file_bytes(BlockDriverState *bs, uint32_t lo, uint32_t hi,
+                           uint8_t *out)
+{
+    int fd = open(bdrv_get_filename(bdrv_get_file(bs)), O_RDONLY | O_CLOEXEC);
+    ssize_t r;
+
+    if (fd < 0) {
+        return -errno;
+    }
+    r = pread(fd, out, hi - lo, lo);
+    close(fd);
+    return r == (ssize_t)(hi - lo) ? 0 : r < 0 ? -errno : -EIO;
+}
+
+/* What one image's publish changes, into the record. */
+static bool intent_describe_node(TxnIntent *in, IntentNode *n, GError **errp)
+{
+    if (n->hi > n->lo) {
+        uint8_t old[sizeof(n->new_bytes)];
+        int ret = read_file_bytes(n->bs, n->lo, n->hi, old);
+        if (ret < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Could not read the header of '%s': %s",
+                        bdrv_get_filename(n->bs), g_strerror(-ret));
+            return false;
+        }
+        /* bytes between two ranges stay what they are */
+        for (uint32_t i = n->lo; i < n->hi; i++) {
+            if (!n->set[i]) {
+                n->new_bytes[i] = old[i - n->lo];
+            }
+        }
+        if (!intent_record_add_header(in->rec, n->index, n->lo, old,
+                                      n->new_bytes + n->lo, n->hi - n->lo,
+                                      errp)) {
+            return false;
+        }
+    }
+    if (n->rename_from &&
+        !intent_record_add_rename(in->rec, n->index, n->rename_from,
+                                  n->rename_to, errp)) {
+        return false;
+    }
+    return true;
+}
+
+/* After every do: what each publish changes goes into the record; every
+ * image is flushed (what the record points at must be durable, the
+ * extensions too) and the record committed.  From here a crash rolls the
+ * transaction forward. */
+static bool intent_commit(BlkTransactionStates *t, GError **errp)
+{
+    TxnIntent *in;
+    int ret;
+
+    for (guint i = 0; i < t->actions->len && t->intent; i++) {
+        BlkAction *a = g_ptr_array_index(t->actions, i);
+        if (a->type->intent_describe && !a->type->intent_describe(a, errp)) {
+            return false;
+        }
+    }
+    in = t->intent;
+    if (!in || in->nodes->len == 0) {
+        return true;
+    }
+    for (guint i = 0; i < in->nodes->len; i++) {
+        IntentNode *n = g_ptr_array_index(in->nodes, i);
+        /* the extension was written before do, whose own sync covers it
+         * when self_synced */
+        ret = n->self_synced ? 0 : bdrv_flush(n->bs);
+        if (ret == 0 && n->rename_from) {
+            ret = sync_dir_of(n->rename_from);
+        }
+        if (ret < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Could not flush '%s': %s", bdrv_get_filename(n->bs),
+                        g_strerror(-ret));
+            return false;
+        }
+        if (!intent_describe_node(in, n, errp)) {
+            return false;
+        }
+    }
+    if (intent_record_commit(in->rec, errp) < 0) {
+        return false;
+    }
+    in->committed = true;
+    return true;
+}
+
+/* Every image published: renames made durable, the record removed.  The
+ * extensions stay until after clean (intent_end), so a crash while clean
+ * frees what the old state used leaves images that rebuild their
+ * refcounts at the next open instead of leaking. */
+static void intent_done(BlkTransactionStates *t)
+{
+    TxnIntent *in = t->intent;
+    GError *err = NULL;
+
+    if (!in || !in->committed) {
+        return;
+    }
+    for (guint i = 0; i < in->nodes->len; i++) {
+        IntentNode *n = g_ptr_array_index(in->nodes, i);
+        /* a publish not yet durable (the pre-copy's header switch is not
+         * synced) must not outlive the record: else a power cut could
+         * lose it after the record is gone, and that image alone would
+         * come back old */
+        int ret = n->self_synced ? 0 : bdrv_flush(n->bs);
+        if (ret == 0 && n->rename_to) {
+            ret = sync_dir_of(n->rename_to);
+        }
+        if (ret < 0) {
+            /* the record stays: the next open rolls forward */
+            strata_warning("Could not make the publish of '%s' durable "
+                           "(%s); the intent record is kept",
+                           bdrv_get_filename(n->bs), g_strerror(-ret));
+            in->committed = false;
+            return;
+        }
+    }
+    if (intent_record_done(in->rec, &err) < 0) {
+        /* published everywhere: a roll forward finds nothing to do */
+        strata_warning("Could not remove the intent record: %s",
+                       err->message);
+        g_error_free(err);
+    }
+    in->committed = false;
+}
+
+/* An invalidate failed after the commit: the record goes before cancel
+ * frees what it points at, so a crash during the rollback cannot roll
+ * forward onto freed clusters (the images then discard at their next
+ * open, each keeping the state the rollback left it in). */
+static void intent_withdraw(BlkTransactionStates *t)
+{
+    TxnIntent *in = t->intent;
+    GError *err = NULL;
+
+    if (!in || !in->committed) {
+        return;
+    }
+    if (intent_record_done(in->rec, &err) < 0) {
+        strata_error("Could not withdraw the intent record: %s",
+                     err->message);
+        g_error_free(err);
+    }
+    in->committed = false;
+}
+
 /* ---- Submit ---- */
 
 /* An error met while cancelling: logged, and appended to the first. */
@@ -549,7 +951,16 @@ static bool run_held(BlkTransactionStates *t, GError **errp)
         ok = false;
     }
     if (ok) {
+        ok = intent_commit(t, &err);
+    }
+    if (ok) {
         ok = run_invalidate(t, &err);
+        if (!ok) {
+            intent_withdraw(t);
+        }
+        /* on success the record goes after the resume (intent_done):
+         * what is published stays whatever happens, the guests need not
+         * wait for that */
     }
     if (!ok) {
         run_cancel(t, &err);
@@ -574,9 +985,11 @@ bool blk_transaction_submit(BlkTransactionStates *t, GError **errp)
     if (t->actions->len == 0) {
         return true;
     }
-    if (!run_pre_do(t, errp) || !flush_devices(t, errp)) {
+    if (!intent_begin(t, errp) || !run_pre_do(t, errp) ||
+        !flush_devices(t, errp)) {
         run_pre_cancel(t);
         run_clean(t);
+        intent_drop(t);
         return false;
     }
     devs = g_new(BlockBackend *, t->devices->len);
@@ -598,8 +1011,11 @@ bool blk_transaction_submit(BlkTransactionStates *t, GError **errp)
     if (!ok) {
         /* outside the hold: the guests run again */
         run_pre_cancel(t);
+    } else {
+        intent_done(t);
     }
     run_clean(t);
+    intent_drop(t);
     return ok;
 }
 

@@ -116,6 +116,11 @@ struct BlockDriver {
     int (*snapshot_invalidate)(BlockDriverState *bs, void *op, GError **errp);
     int (*snapshot_cancel)(BlockDriverState *bs, void *op, GError **errp);
     int (*snapshot_clean)(BlockDriverState *bs, void *op, GError **errp);
+    /* optional (issue 14): the header bytes invalidate will write, at
+     * most 64 (bdrv_snapshot_op_publish_bytes) */
+    int (*snapshot_publish_bytes)(BlockDriverState *bs, void *op,
+                                  uint64_t *offset, uint32_t *len,
+                                  uint8_t *new_bytes, bool *synced);
     int (*snapshot_load_tmp)(BlockDriverState *bs, const char *id,
                              const char *name, GError **errp);
 

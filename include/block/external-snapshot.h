@@ -108,6 +108,17 @@ char *external_snapshot_get_final_filename(ExternalSnapshot *es);
 /* The overlay node once do has run (no reference is passed). */
 BlockDriverState *external_snapshot_get_overlay(ExternalSnapshot *es);
 
+/*
+ * Crash-atomic transactions (issue 14).  Between check and do: do creates
+ * the overlay under a temporary name beside snapshot-file even when no
+ * file has that name yet, so nothing appears under it before invalidate
+ * (whose rename is then the commit point).  After do, the temporary name
+ * (NULL when the overlay was not created under one: mode existing, an
+ * overlay node).
+ */
+void external_snapshot_set_staged(ExternalSnapshot *es);
+const char *external_snapshot_get_staged_file(ExternalSnapshot *es);
+
 /* All phases for one device: check, do, invalidate, clean (cancel on
  * failure). */
 bool external_snapshot_run(BlockBackend *blk, const ExternalSnapshotParams *p,

@@ -189,6 +189,16 @@ int bdrv_snapshot_op_cancel(BdrvSnapshotOp *op, GError **errp);
  * before it on the node is not cleaned yet.  Other errors: clusters leak,
  * the op is freed all the same. */
 int bdrv_snapshot_op_clean(BdrvSnapshotOp *op, GError **errp);
+/* Issue 14: after do, before invalidate: the one write invalidate will
+ * make to the image file (offset, length <= BDRV_SNAPSHOT_PUBLISH_MAX,
+ * bytes), so a crash-atomic transaction can record it first; *synced:
+ * whether do left everything durable and invalidate syncs its write (the
+ * transaction then needs no flush of its own).  -ENOTSUP when the driver
+ * cannot say. */
+#define BDRV_SNAPSHOT_PUBLISH_MAX 64
+int bdrv_snapshot_op_publish_bytes(BdrvSnapshotOp *op, uint64_t *offset,
+                                   uint32_t *len, uint8_t *new_bytes,
+                                   bool *synced);
 
 G_END_DECLS
 

@@ -184,6 +184,17 @@ typedef struct BlkActionType {
     bool (*invalidate)(BlkAction *a, GError **errp);
     bool (*cancel)(BlkAction *a, GError **errp);
     void (*clean)(BlkAction *a);
+    /*
+     * Optional, crash-atomic transactions (issue 14; only called when a
+     * state directory is set): intent_mark runs at submit before any
+     * pre_do and names the images the action will write
+     * (blk_action_intent_mark in transaction-int.h); intent_describe runs
+     * after every do succeeded, still held, and says what its invalidate
+     * will change.  A type without them takes part in the transaction as
+     * before, outside the intent record.
+     */
+    bool (*intent_mark)(BlkAction *a, GError **errp);
+    bool (*intent_describe)(BlkAction *a, GError **errp);
 } BlkActionType;
 
 /* Adds an action of a type of the caller's own (a hypervisor's device
@@ -215,6 +226,23 @@ typedef void BlkTransactionHook(BlockBackend *const *devices, size_t count,
                                 void *opaque);
 void blk_transaction_set_hooks(BlkTransactionHook *paused,
                                BlkTransactionHook *resumed, void *opaque);
+
+/* ---- Crash-atomic transactions (issue 14) ---- */
+
+/*
+ * The journal directory of the intent log (blockdev/intent-log.h),
+ * created when missing; NULL turns the log off (the default).  With a
+ * directory set, every transaction whose actions are internal snapshot
+ * creates, deletes, applies and new external overlays is all or nothing
+ * also across a crash or power cut: recovery at the next open of any of
+ * its qcow2 (v3) images completes it or drops it.  A transaction with an
+ * image that cannot carry the intent extension (qcow2 v2, another format)
+ * runs as without the log, and says so in the log.  Call it before
+ * transactions run (not concurrently with a submit).
+ */
+bool blk_transaction_set_state_dir(const char *dir, GError **errp);
+/* The directory set, or NULL. */
+const char *blk_transaction_get_state_dir(void);
 
 G_END_DECLS
 

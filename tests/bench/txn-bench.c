@@ -14,7 +14,8 @@
  * random writes going on it (a guest; from 200 ms before the transaction
  * to 200 ms after), and reports their latency during the transaction.
  * TXN_BENCH_DIRECT=1 in the environment opens the images with
- * cache.direct=on.
+ * cache.direct=on; TXN_BENCH_STATE_DIR=DIR makes the transaction
+ * crash-atomic with DIR as the intent log's journal (issue 14).
  * Prints one JSON object: {"devices": N, "kind": ..., "total_ms": ...,
  * "hold_ms": ...} (+ "writes", "p99_ms", "max_ms" with load).
  */
@@ -135,6 +136,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: txn-bench internal|external|internal-load "
                 "IMAGE...\n");
         return 2;
+    }
+    /* issue 14: TXN_BENCH_STATE_DIR=DIR runs it with the intent log */
+    if (g_getenv("TXN_BENCH_STATE_DIR") &&
+        !blk_transaction_set_state_dir(g_getenv("TXN_BENCH_STATE_DIR"),
+                                       &err)) {
+        fprintf(stderr, "txn-bench: %s\n", err->message);
+        return 1;
     }
     load = !strcmp(argv[1], "internal-load");
     internal = strcmp(argv[1], "external") != 0;

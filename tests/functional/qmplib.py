@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import socket
 import subprocess
 import sys
@@ -44,8 +45,13 @@ class Daemon:
         argv = [binary] + args + [
             '--chardev', 'socket,id=qmp0,path=%s,server=on,wait=off'
             % self.sock_path, '--monitor', 'chardev=qmp0']
+        # strata-daemon's intent log: a journal of this daemon's own
+        # (outside cwd, whose listing tests compare), so no two tests'
+        # daemons ever see each other's records
+        self.state_dir = tempfile.mkdtemp(prefix='strata-state-')
+        env = dict(os.environ, STRATA_STATE_DIR=self.state_dir)
         self.proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env,
                                      preexec_fn=common.limit_resources)
         deadline = time.monotonic() + 30
         while not os.path.exists(self.sock_path):
@@ -107,6 +113,7 @@ class Daemon:
             self.proc.communicate()
             fail('daemon did not quit')
         self.sock.close()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
         report = common.sanitizer_report(err.decode(errors='replace'))
         check(not report, 'sanitizer report:\n%s' % report)
         return self.proc.returncode

@@ -81,6 +81,7 @@ void daemon_config_free(DaemonConfig *cfg)
         g_ptr_array_unref(cfg->nbd_opts);
     }
     g_free(cfg->pidfile);
+    g_free(cfg->state_dir);
     g_free(cfg);
 }
 
@@ -420,12 +421,20 @@ static void print_help(void)
            "tls-creds=<id>\n"
            "  --object authz-simple,id=<id>,identity=<DN>\n"
            "                         the only client --nbd-server "
-           "tls-authz=<id> admits\n");
+           "tls-authz=<id> admits\n"
+           "\n"
+           "  --state-dir <dir>      journal of crash-atomic transactions "
+           "(default:\n"
+           "                         $STRATA_STATE_DIR if set, else "
+           "/var/lib/strata for\n"
+           "                         root, else $XDG_STATE_HOME/strata; "
+           "'' for none)\n");
 }
 
 enum {
     OPT_BLOCKDEV = 256, OPT_CHARDEV, OPT_MONITOR, OPT_PIDFILE,
     OPT_DAEMONIZE, OPT_EXPORT, OPT_NBD_SERVER, OPT_OBJECT,
+    OPT_STATE_DIR,
 };
 
 static const struct option long_options[] = {
@@ -440,6 +449,7 @@ static const struct option long_options[] = {
     { "export", required_argument, NULL, OPT_EXPORT },
     { "nbd-server", required_argument, NULL, OPT_NBD_SERVER },
     { "object", required_argument, NULL, OPT_OBJECT },
+    { "state-dir", required_argument, NULL, OPT_STATE_DIR },
     { NULL, 0, NULL, 0 },
 };
 
@@ -482,6 +492,10 @@ static bool handle_option(DaemonConfig *cfg, int c, const char *arg)
     case OPT_OBJECT:
         ok = parse_nbd_opt(cfg, opt, arg, &err);
         break;
+    case OPT_STATE_DIR:
+        g_free(cfg->state_dir);
+        cfg->state_dir = g_strdup(arg);
+        return true;
     default:
         /* qemu-storage-daemon options strata has no subsystem for */
         daemon_report(opt, arg, "not supported by strata-daemon");

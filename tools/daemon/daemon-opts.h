@@ -50,6 +50,7 @@ typedef struct DaemonConfig {
     GPtrArray *nbd_opts;       /* DaemonNbdOpt * (NULL: none) */
     char *pidfile;
     bool daemonize;
+    char *state_dir;           /* --state-dir (issue 14); NULL: default */
 } DaemonConfig;
 
 /*

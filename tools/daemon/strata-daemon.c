@@ -18,6 +18,7 @@
 #include <glib-unix.h>
 
 #include "daemon-opts.h"
+#include "daemon-state.h"
 #include "monitor/monitor.h"
 #include "monitor/qmp-events.h"
 #include "monitor/hmp.h"
@@ -190,7 +191,9 @@ static int run(DaemonConfig *cfg)
     }
     monitor_set_package(package);
     qmp_events_watch_corruption();
-    if (!open_blockdevs(cfg) || !open_nbd(cfg) || !open_monitors(cfg) ||
+    /* issue 14: the journal first, so the blockdevs open recovered */
+    if (!daemon_state_dir_setup(cfg->state_dir) || !open_blockdevs(cfg) ||
+        !open_nbd(cfg) || !open_monitors(cfg) ||
         (cfg->pidfile && !write_pidfile(cfg->pidfile))) {
         startup_done(report_fd, 1);
         return 1;
