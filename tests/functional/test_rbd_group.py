@@ -39,6 +39,9 @@ from qmplib import Daemon, cmd  # noqa: E402
 import test_qmp_cut as cut  # noqa: E402
 import test_rbd_txn as txnlib  # noqa: E402
 
+# test_rbd_txn turns the group path off for its own cases
+os.environ.pop('STRATA_RBD_GROUP', None)
+
 R = common.Runner()
 NDEV = 4
 SIZE = 8 << 20
