@@ -52,4 +52,22 @@ void rbd_snapshot_state_clear(BDRVRBDState *s);
  * or -errno. */
 int rbd_user_snap_list(rbd_image_t image, BdrvSnapshotInfo **list);
 
+/* Group snapshots (blockdev/rbd-group.c): the per-image phases of a
+ * create joined to a group call these instead of snapshotting alone. */
+typedef struct RBDSnapOp RBDSnapOp;
+typedef struct RBDGroupTxn RBDGroupTxn;
+RBDSnapOp *rbd_sole_pending_create(BDRVRBDState *s);
+const char *rbd_snap_op_name(RBDSnapOp *op);
+void rbd_snap_op_set_group(RBDSnapOp *op, RBDGroupTxn *g);
+int rbd_group_do(RBDGroupTxn *g, GError **errp);
+int rbd_group_invalidate(RBDGroupTxn *g, GError **errp);
+int rbd_group_cancel(RBDGroupTxn *g, GError **errp);
+void rbd_group_unref(RBDGroupTxn *g);
+/* The name under which a group-namespace snapshot is listed (a strata
+ * group's published snapshot), or NULL when it is not listed. */
+char *rbd_group_listed_name(rbd_image_t image, uint64_t snap_id);
+/* Sets an image opened without a snapshot to the group snapshot listed
+ * as name (rbd-snapshot.c); 0 or -errno (-ENOENT: none). */
+int rbd_snap_set_group(rbd_image_t image, const char *name);
+
 #endif

@@ -39,18 +39,22 @@
 
 typedef enum { RBD_OP_CREATE, RBD_OP_DELETE, RBD_OP_GOTO } RBDOpKind;
 
-typedef struct RBDSnapOp {
+struct RBDSnapOp {
     RBDOpKind kind;
     char *name;                  /* the user's name */
     char *hidden;                /* the hidden name this op uses */
     bool done, invalidated, cancelled;
     bool rolled;                 /* an apply's rollback was started */
-} RBDSnapOp;
+    RBDGroupTxn *group;          /* a create joined to a group snapshot */
+};
 
 static void rbd_snap_op_free(gpointer p)
 {
     RBDSnapOp *op = p;
 
+    if (op->group) {
+        rbd_group_unref(op->group);
+    }
     g_free(op->name);
     g_free(op->hidden);
     g_free(op);
@@ -101,12 +105,22 @@ int rbd_user_snap_list(rbd_image_t image, BdrvSnapshotInfo **list)
         rbd_snap_namespace_type_t type = RBD_SNAP_NAMESPACE_TYPE_USER;
         BdrvSnapshotInfo sn;
 
-        if (rbd_snap_get_namespace_type(image, snaps[i].id, &type) < 0 ||
-            type != RBD_SNAP_NAMESPACE_TYPE_USER ||
+        g_autofree char *group_name = NULL;
+
+        if (rbd_snap_get_namespace_type(image, snaps[i].id, &type) < 0) {
+            continue;
+        }
+        /* a strata transaction's group snapshot shows under the name
+         * the user gave it (blockdev/rbd-group.c) */
+        if (type == RBD_SNAP_NAMESPACE_TYPE_GROUP) {
+            group_name = rbd_group_listed_name(image, snaps[i].id);
+        }
+        if ((type != RBD_SNAP_NAMESPACE_TYPE_USER && !group_name) ||
             g_str_has_prefix(snaps[i].name, HIDDEN_PREFIX)) {
             continue;
         }
-        fill_info(&sn, snaps[i].name, snaps[i].size);
+        fill_info(&sn, group_name ? group_name : snaps[i].name,
+                  snaps[i].size);
         g_array_append_val(out, sn);
     }
     rbd_snap_list_end(snaps);
@@ -129,10 +143,26 @@ int rbd_snap_list_node(BlockDriverState *bs, BdrvSnapshotInfo **list,
     return n;
 }
 
-/* Whether the image has a snapshot of any namespace called name. */
+/* Whether the image has a snapshot called name: one of any namespace
+ * with that name, or a group snapshot listed under it. */
 static int snap_exists(BDRVRBDState *s, const char *name, bool *exists)
 {
-    return rbd_snap_exists(s->image, name, exists);
+    BdrvSnapshotInfo *list = NULL;
+    int r = rbd_snap_exists(s->image, name, exists);
+    int n;
+
+    if (r < 0 || *exists) {
+        return r;
+    }
+    n = rbd_user_snap_list(s->image, &list);
+    if (n < 0) {
+        return n;
+    }
+    for (int i = 0; i < n; i++) {
+        *exists |= !strcmp(list[i].name, name);
+    }
+    bdrv_snapshot_list_free(list, n);
+    return 0;
 }
 
 /* A pending (checked, not cleaned) op on the node about name, or NULL.
@@ -250,6 +280,25 @@ static int find_user_snap(BDRVRBDState *s, const char *id, const char *name,
     return 0;
 }
 
+/* A group snapshot is listed under the user's name but has no user
+ * snapshot of that name: librbd can neither roll back nor remove it on
+ * one image. */
+static int refuse_group_snap(BDRVRBDState *s, BdrvSnapshotInfo *info,
+                             GError **errp)
+{
+    bool user = false;
+
+    if (rbd_snap_exists(s->image, info->name, &user) < 0 || user) {
+        return 0;
+    }
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                "Snapshot '%s' of %s is part of an RBD group snapshot; "
+                "it can only be removed or rolled back for the whole group "
+                "(rbd group snap rm/rollback)", info->name, s->image_name);
+    bdrv_snapshot_info_clear(info);
+    return -ENOTSUP;
+}
+
 int rbd_snap_delete_check(BlockDriverState *bs, const char *id,
                                  const char *name, BdrvSnapshotInfo *info,
                                  void **opp, GError **errp)
@@ -258,6 +307,9 @@ int rbd_snap_delete_check(BlockDriverState *bs, const char *id,
     bool busy;
     int r = find_user_snap(s, id, name, info, errp);
 
+    if (r == 0) {
+        r = refuse_group_snap(s, info, errp);
+    }
     if (r < 0) {
         return r;
     }
@@ -280,6 +332,9 @@ int rbd_snap_goto_check(BlockDriverState *bs, const char *id,
     BDRVRBDState *s = bs->opaque;
     int r = find_user_snap(s, id, name, info, errp);
 
+    if (r == 0) {
+        r = refuse_group_snap(s, info, errp);
+    }
     if (r < 0) {
         return r;
     }
@@ -296,6 +351,15 @@ static int fail(GError **errp, int r, const char *what, const char *name)
     return r;
 }
 
+static void fill_date(BdrvSnapshotInfo *info)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    info->date_sec = ts.tv_sec;
+    info->date_nsec = ts.tv_nsec;
+}
+
 int rbd_snap_do(BlockDriverState *bs, void *opaque,
                        BdrvSnapshotInfo *info, GError **errp)
 {
@@ -306,6 +370,15 @@ int rbd_snap_do(BlockDriverState *bs, void *opaque,
     switch (op->kind) {
     case RBD_OP_CREATE:
     case RBD_OP_GOTO:
+        if (op->group) {
+            /* the first member's do snapshots every image */
+            r = rbd_group_do(op->group, errp);
+            if (r < 0) {
+                return r;
+            }
+            fill_date(info);
+            break;
+        }
         /* what guests wrote so far belongs in the snapshot (or, for an
          * apply, in the undo snapshot) */
         r = rbd_flush(s->image);
@@ -316,10 +389,7 @@ int rbd_snap_do(BlockDriverState *bs, void *opaque,
             return fail(errp, r, "Failed to create snapshot", op->name);
         }
         if (op->kind == RBD_OP_CREATE) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            info->date_sec = ts.tv_sec;
-            info->date_nsec = ts.tv_nsec;
+            fill_date(info);
         }
         break;
     case RBD_OP_DELETE:
@@ -338,6 +408,13 @@ int rbd_snap_invalidate(BlockDriverState *bs, void *opaque,
 
     switch (op->kind) {
     case RBD_OP_CREATE:
+        if (op->group) {
+            r = rbd_group_invalidate(op->group, errp);
+            if (r < 0) {
+                return r;
+            }
+            break;
+        }
         r = rbd_snap_rename(s->image, op->hidden, op->name);
         break;
     case RBD_OP_DELETE:
@@ -365,6 +442,10 @@ int rbd_snap_cancel(BlockDriverState *bs, void *opaque, GError **errp)
 
     switch (op->kind) {
     case RBD_OP_CREATE:
+        if (op->group) {
+            op->cancelled = true;
+            return rbd_group_cancel(op->group, errp);
+        }
         r = rbd_snap_remove(s->image,
                             op->invalidated ? op->name : op->hidden);
         break;
@@ -400,7 +481,7 @@ int rbd_snap_clean(BlockDriverState *bs, void *opaque, GError **errp)
     if (op->invalidated && !op->cancelled && op->kind != RBD_OP_CREATE) {
         r = rbd_snap_remove(s->image, op->hidden);
     } else if (op->done && !op->invalidated && !op->cancelled &&
-               op->kind != RBD_OP_DELETE) {
+               op->kind != RBD_OP_DELETE && !op->group) {
         /* done and abandoned without cancel: not reached through the
          * generic layer, which refuses that; removed all the same */
         r = rbd_snap_remove(s->image, op->hidden);
@@ -414,4 +495,54 @@ int rbd_snap_clean(BlockDriverState *bs, void *opaque, GError **errp)
     }
     rbd_snap_op_free(op);
     return 0;
+}
+
+/* ---- joining a group snapshot (blockdev/rbd-group.c) ---- */
+
+RBDSnapOp *rbd_sole_pending_create(BDRVRBDState *s)
+{
+    RBDSnapOp *op = NULL;
+
+    g_mutex_lock(&s->lock);
+    if (s->pending->len == 1) {
+        op = s->pending->pdata[0];
+        if (op->kind != RBD_OP_CREATE || op->done || op->group) {
+            op = NULL;
+        }
+    }
+    g_mutex_unlock(&s->lock);
+    return op;
+}
+
+const char *rbd_snap_op_name(RBDSnapOp *op)
+{
+    return op->name;
+}
+
+void rbd_snap_op_set_group(RBDSnapOp *op, RBDGroupTxn *g)
+{
+    op->group = g;
+}
+
+int rbd_snap_set_group(rbd_image_t image, const char *name)
+{
+    g_autofree rbd_snap_info_t *snaps = NULL;
+    int max = 16, n, r = -ENOENT;
+
+    do {
+        g_free(snaps);
+        snaps = g_new0(rbd_snap_info_t, max);
+        n = rbd_snap_list(image, snaps, &max);
+    } while (n == -ERANGE);
+    if (n < 0) {
+        return n;
+    }
+    for (int i = 0; i < n && r == -ENOENT; i++) {
+        g_autofree char *listed = rbd_group_listed_name(image, snaps[i].id);
+        if (listed && !strcmp(listed, name)) {
+            r = rbd_snap_set_by_id(image, snaps[i].id);
+        }
+    }
+    rbd_snap_list_end(snaps);
+    return r;
 }

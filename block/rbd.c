@@ -376,6 +376,18 @@ static int rbd_open_node(BlockDriverState *bs, BlockOpts *options, int flags,
     r = (flags & BDRV_O_RDWR)
         ? rbd_open(s->io, loc.image, &s->image, NULL)
         : rbd_open_read_only(s->io, loc.image, &s->image, loc.snap);
+    if (r == -ENOENT && loc.snap) {
+        /* @name may be a strata transaction's group snapshot, listed
+         * under the user's name (blockdev/rbd-group.c) */
+        r = rbd_open_read_only(s->io, loc.image, &s->image, NULL);
+        if (r == 0) {
+            r = rbd_snap_set_group(s->image, loc.snap);
+            if (r < 0) {
+                rbd_close(s->image);
+                s->image = NULL;
+            }
+        }
+    }
     if (r < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                     "error reading header from %s: %s", loc.image,

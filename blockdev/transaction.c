@@ -15,6 +15,7 @@
 #include "block/qcow2-intent.h"
 #include "blockdev/intent-log.h"
 #include "blockdev/transaction-int.h"
+#include "blockdev/rbd-group.h"   /* issue 16 */
 
 /* One image of an intent record (issue 14). */
 typedef struct IntentNode {
@@ -969,6 +970,21 @@ static bool run_held(BlkTransactionStates *t, GError **errp)
     return ok;
 }
 
+/* Issue 16: a list of internal snapshot creates, one per device, may
+ * run as one RBD group snapshot (blockdev/rbd-group.c decides). */
+static void plan_rbd_group(BlkTransactionStates *t, BlockBackend **devs)
+{
+    for (guint i = 0; i < t->actions->len; i++) {
+        BlkAction *a = g_ptr_array_index(t->actions, i);
+        if (a->type != &blk_action_snapshot_internal_type) {
+            return;
+        }
+    }
+    if (t->actions->len == t->devices->len) {
+        rbd_group_plan(devs, t->devices->len);
+    }
+}
+
 bool blk_transaction_submit(BlkTransactionStates *t, GError **errp)
 {
     g_autofree BlockBackend **devs = NULL;
@@ -1001,6 +1017,7 @@ bool blk_transaction_submit(BlkTransactionStates *t, GError **errp)
     if (hooks.paused) {
         hooks.paused(devs, t->devices->len, hooks.opaque);
     }
+    plan_rbd_group(t, devs);   /* issue 16 */
     ok = run_held(t, errp);
     release_nodes(t);
     blockdev_drain_end(set);

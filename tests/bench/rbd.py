@@ -13,7 +13,9 @@ scripts/ceph-test-cluster.sh (one mon, one memstore OSD on loopback) and:
   * snapshots: strata-daemon with 4 RBD devices, the time of one
     `transaction` snapshotting all 4 against 4 separate
     `blockdev-snapshot-internal-sync` calls (median of --rounds), both
-    through the same daemon and the same QMP connection.
+    through the same daemon and the same QMP connection; once with the
+    transaction as one RBD group snapshot (the default) and once on the
+    per-image path (STRATA_RBD_GROUP=off).  --snapshots-only skips I/O.
 
 The Markdown tables go to stdout, progress to stderr.
 """
@@ -109,14 +111,17 @@ class Qmp:
         return r['return']
 
 
-def bench_snapshots(daemon, images, rounds, d):
+def bench_snapshots(daemon, images, rounds, d, label, prefix):
     sock = os.path.join(d, 'qmp.sock')
     argv = [daemon, '--chardev', 'socket,path=%s,server=on,wait=off,id=m'
             % sock, '--monitor', 'chardev=m']
     for i, im in enumerate(images):
         argv += ['--blockdev', 'driver=raw,node-name=d%d,file.driver=rbd,'
                  'file.pool=rbd,file.image=%s' % (i, im)]
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    env = dict(os.environ)
+    if label == 'per-image path':
+        env['STRATA_RBD_GROUP'] = 'off'
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env)
     try:
         q = Qmp(sock)
         txn, sep = [], []
@@ -124,19 +129,21 @@ def bench_snapshots(daemon, images, rounds, d):
             t0 = time.monotonic()
             q.cmd('transaction', {'actions': [
                 {'type': 'blockdev-snapshot-internal-sync',
-                 'data': {'device': 'd%d' % i, 'name': 't%d' % r}}
+                 'data': {'device': 'd%d' % i,
+                          'name': '%st%d' % (prefix, r)}}
                 for i in range(len(images))]})
             txn.append(time.monotonic() - t0)
             t0 = time.monotonic()
             for i in range(len(images)):
                 q.cmd('blockdev-snapshot-internal-sync',
-                      {'device': 'd%d' % i, 'name': 's%d' % r})
+                      {'device': 'd%d' % i,
+                       'name': '%ss%d' % (prefix, r)})
             sep.append(time.monotonic() - t0)
         q.cmd('quit')
     finally:
         p.wait(timeout=60)
     t, s = statistics.median(txn) * 1000, statistics.median(sep) * 1000
-    print('| %d RBD images | ms |' % len(images))
+    print('| %d RBD images, %s | ms |' % (len(images), label))
     print('|---|---|')
     print('| one transaction of %d internal snapshots | %.1f |'
           % (len(images), t))
@@ -151,6 +158,7 @@ def main():
     ap.add_argument('--build', default='build')
     ap.add_argument('--rounds', type=int, default=3)
     ap.add_argument('--count', type=int, default=2000)
+    ap.add_argument('--snapshots-only', action='store_true')
     a = ap.parse_args()
     img = os.path.join(a.build, 'tools', 'img', 'strata-img')
     daemon = os.path.join(a.build, 'tools', 'daemon', 'strata-daemon')
@@ -164,17 +172,21 @@ def main():
         return 1
     os.environ['CEPH_CONF'] = os.path.join(cdir, 'ceph.conf')
     try:
-        sh(['rbd', 'create', '--size', '64M', 'rbd/bench'])
-        # reads of written data, not of holes
-        sh(['qemu-img', 'bench', '-f', 'raw', '-w', '-c', '1024', '-d', '32',
-            '-s', '64K', 'rbd:rbd/bench'])
-        log('rbd I/O')
-        bench_io(img, 'qemu-img', 'bench', a.rounds, a.count)
+        if not a.snapshots_only:
+            sh(['rbd', 'create', '--size', '64M', 'rbd/bench'])
+            # reads of written data, not of holes
+            sh(['qemu-img', 'bench', '-f', 'raw', '-w', '-c', '1024', '-d',
+                '32', '-s', '64K', 'rbd:rbd/bench'])
+            log('rbd I/O')
+            bench_io(img, 'qemu-img', 'bench', a.rounds, a.count)
         images = ['snap%d' % i for i in range(4)]
         for im in images:
             sh(['rbd', 'create', '--size', '64M', 'rbd/' + im])
         log('rbd snapshots')
-        bench_snapshots(daemon, images, max(a.rounds, 5), d)
+        bench_snapshots(daemon, images, max(a.rounds, 5), d,
+                        'group snapshot path', 'g')
+        bench_snapshots(daemon, images, max(a.rounds, 5), d,
+                        'per-image path', 'p')
     finally:
         subprocess.run(['sh', SCRIPT, 'stop', cdir])
         subprocess.run(['rm', '-rf', d])

@@ -24,6 +24,10 @@ from common import Skip, check  # noqa: E402
 from qmplib import Daemon, cmd  # noqa: E402
 import test_qmp_cut as cut  # noqa: E402
 
+# These cases test the per-image path; a transaction of creates over 4
+# RBD devices would otherwise run as one group snapshot (test_rbd_group.py)
+os.environ['STRATA_RBD_GROUP'] = 'off'
+
 R = common.Runner()
 NDEV = 4
 SIZE = 8 << 20

@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Transactions of internal snapshots over 4 RBD devices that run as one
+RBD group snapshot (blockdev/rbd-group.c), in strata-daemon:
+
+  * under the daemon's sequenced writers every snapshot set, read back
+    through strata-img over rbd:<image>@<name>, is a consistent cut; each
+    image has exactly one group-namespace snapshot per transaction (none
+    in the user namespace), `rbd snap ls --all` names the group snapshot
+    after the user's name, `qemu-img snapshot -l` lists it, strata lists
+    it under the user's name, and no image is left in a group;
+  * a failure injected at each step of the group path (group create, the
+    add of the first and last image, the group snapshot, the removal of
+    the first and last image, the publishing rename, and QEMU's 'abort'
+    action after every do) leaves no snapshot on any image and no new
+    group; then the transaction without a fault succeeds;
+  * SIGKILL of strata-daemon at varied moments of repeated group
+    transactions (KILLS kills): afterwards each transaction's snapshot is
+    listed on all four images or on none; a restarted daemon still runs
+    a group transaction on the same images (stale groups are cleared);
+  * a group snapshot cannot be deleted or applied on one image (clear
+    error, nothing changed), a duplicate name is refused, and a
+    one-device command keeps the per-image path (a user snapshot).
+
+Needs $STRATA_DAEMON and a Ceph that can run (scripts/ceph-test-cluster.sh);
+skips (77) without them."""
+import json
+import os
+import random
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import rbdlib  # noqa: E402
+from common import check  # noqa: E402
+from qmplib import Daemon, cmd  # noqa: E402
+import test_qmp_cut as cut  # noqa: E402
+import test_rbd_txn as txnlib  # noqa: E402
+
+# test_rbd_txn turns the group path off for its own cases
+os.environ.pop('STRATA_RBD_GROUP', None)
+
+R = common.Runner()
+NDEV = 4
+SIZE = 8 << 20
+KILLS = 4
+FAULT = 'STRATA_RBD_GROUP_FAULT'
+
+
+def start(d, images, test_commands=False, fault=None):
+    os.environ.pop(FAULT, None)
+    if fault:
+        os.environ[FAULT] = fault
+    try:
+        return txnlib.start(d, images, test_commands)
+    finally:
+        os.environ.pop(FAULT, None)
+
+
+def txn(name, n=NDEV, extra=()):
+    return txnlib.txn(name, n, extra)
+
+
+def all_snaps(image):
+    """(user names, [(group, group snap)]) of the image, as rbd lists."""
+    out = rbdlib.rbd('snap', 'ls', '--all', '--format', 'json', image).out
+    user, group = [], []
+    for s in json.loads(out or '[]'):
+        ns = s.get('namespace', {})
+        if ns.get('type') == 'group':
+            group.append((ns['group'], ns['group snap']))
+        else:
+            user.append(s['name'])
+    return sorted(user), sorted(group)
+
+
+def groups():
+    return set(json.loads(rbdlib.rbd('group', 'ls', '--format',
+                                     'json').out or '[]'))
+
+
+def image_group(image):
+    info = json.loads(rbdlib.rbd('info', '--format', 'json', image).out)
+    return info.get('group')
+
+
+def listed(image):
+    """strata's own list of the image's snapshots."""
+    t = common.tools()
+    out = common.run([t.img, 'snapshot', '-l', rbdlib.uri(image)]).out
+    return [ln.split()[1] for ln in out.splitlines()[2:] if ln.strip()]
+
+
+def new_images(prefix):
+    images = [rbdlib.new_name(prefix) for _ in range(NDEV)]
+    for im in images:
+        rbdlib.rbd_create(im, SIZE)
+    return images
+
+
+@R.case()
+def group_cut_under_writers():
+    t = rbdlib.setup()
+    images = new_images('gcut')
+    rounds = 4
+    with common.TempDir('strata-rbd-gcut-') as d:
+        dm = start(d, images, test_commands=True)
+        try:
+            cut.ok(dm, cmd(cut.START, devices=['d%d' % i
+                                               for i in range(NDEV)],
+                           **{'interval-us': 100}))
+            for r in range(rounds):
+                time.sleep(0.05)
+                cut.ok(dm, txn('c%d' % r))
+            counts = cut.ok(dm, cmd(cut.STOP))
+            check(all(c['writes'] > 0 for c in counts),
+                  'writers wrote nothing: %s' % counts)
+        finally:
+            cut.quit_ok(dm)
+        names = ['c%d' % r for r in range(rounds)]
+        gnames = None
+        for im in images:
+            user, grp = all_snaps(im)
+            check(user == [], 'user snapshots on %s: %s' % (im, user))
+            check(sorted(g[1] for g in grp) == names,
+                  'group snapshots of %s: %s' % (im, grp))
+            check(all(g[0].startswith('.strata-g.') for g in grp),
+                  'not strata groups: %s' % grp)
+            gnames = gnames or grp
+            check(grp == gnames, 'images in different groups: %s vs %s'
+                  % (grp, gnames))
+            check(image_group(im) is None, '%s left in group %s'
+                  % (im, image_group(im)))
+            check(listed(im) == names, 'strata lists %s' % listed(im))
+            q = common.run(['qemu-img', 'snapshot', '-l',
+                            rbdlib.uri(im)]).out
+            check(q.count('.group.') == 2 * rounds,
+                  'qemu-img snapshot -l:\n' + q)
+        last = 0
+        for r in range(rounds):
+            seen = set()
+            for i, im in enumerate(images):
+                out = os.path.join(d, 'view.raw')
+                common.run([t.img, 'convert', '-f', 'raw', '-O', 'raw',
+                            rbdlib.uri(im, 'c%d' % r), out])
+                seen |= cut.records(out, i)
+            m = max(seen) if seen else 0
+            check(seen == set(range(1, m + 1)),
+                  'group snapshot c%d is torn: %d records up to %d' %
+                  (r, len(seen), m))
+            check(m >= last, 'cut c%d before c%d' % (r, r - 1))
+            last = m
+        check(last > 0, 'no record in any snapshot')
+
+
+@R.case()
+def faults_leave_nothing():
+    rbdlib.setup()
+    images = new_images('gflt')
+    before = groups()
+    steps = ['create', 'add:3', 'snap', 'remove:0', 'rename', 'abort']
+    with common.TempDir('strata-rbd-gflt-') as d:
+        for step in steps:
+            dm = start(d, images, fault=None if step == 'abort' else step)
+            try:
+                extra = [{'type': 'abort', 'data': {}}] \
+                    if step == 'abort' else []
+                desc = cut.error_desc(dm, txn('s', extra=extra))
+                want = 'abort' if step == 'abort' else 'Input/output error'
+                check(want in desc, '%s: %s' % (step, desc))
+            finally:
+                cut.quit_ok(dm)
+            for im in images:
+                got = all_snaps(im)
+                check(got == ([], []), 'fault at %s left %s on %s'
+                      % (step, got, im))
+            # no new group: so no image is left in one either
+            check(groups() == before, 'fault at %s left groups %s'
+                  % (step, groups() - before))
+        dm = start(d, images)
+        try:
+            cut.ok(dm, txn('s'))
+        finally:
+            cut.quit_ok(dm)
+    for im in images:
+        check(listed(im) == ['s'], 'after success %s lists %s'
+              % (im, listed(im)))
+
+
+@R.case()
+def sigkill_all_or_none():
+    rbdlib.setup()
+    images = new_images('gkill')
+    rng = random.Random(1616)
+    seen_some = seen_none = 0
+    with common.TempDir('strata-rbd-gkill-') as d:
+        for k in range(KILLS):
+            dm = start(d, images)
+            # one whole transaction (timed), then one cut short by the
+            # kill at a moment spread over its expected length
+            t0 = time.monotonic()
+            cut.ok(dm, txn('k%d-0' % k))
+            took = time.monotonic() - t0
+            dm.sock.sendall(json.dumps(txn('k%d-x' % k)).encode() + b'\n')
+            time.sleep(rng.uniform(0.0, 1.2 * took))
+            dm.proc.send_signal(signal.SIGKILL)
+            dm.proc.communicate()
+            dm.sock.close()
+            # published group snapshots, as rbd lists them per image
+            sets = [set(g[1] for g in all_snaps(im)[1]
+                        if not g[1].startswith('.strata-'))
+                    for im in images]
+            name = 'k%d-x' % k
+            has = [name in s for s in sets]
+            check(all(has) or not any(has),
+                  'kill %d: %s on only %s' % (k, name, has))
+            seen_some += all(has)
+            seen_none += not any(has)
+            check(all('k%d-0' % k in s for s in sets),
+                  'kill %d lost k%d-0: %s' % (k, k, sets))
+        # a restarted daemon runs the same images in a group again
+        dm = start(d, images)
+        try:
+            cut.ok(dm, txn('after'))
+        finally:
+            cut.quit_ok(dm)
+    for im in images:
+        check('after' in listed(im), 'after the kills: %s' % listed(im))
+        check(image_group(im) is None, '%s left in %s'
+              % (im, image_group(im)))
+    sys.stderr.write('kills: %d, published at the kill %d, not %d\n'
+                     % (KILLS, seen_some, seen_none))
+
+
+@R.case()
+def per_image_rules():
+    rbdlib.setup()
+    images = new_images('grul')
+    with common.TempDir('strata-rbd-grul-') as d:
+        dm = start(d, images)
+        try:
+            cut.ok(dm, txn('g'))
+            desc = cut.error_desc(dm, cmd(
+                'blockdev-snapshot-delete-internal-sync', device='d0',
+                name='g'))
+            check('part of an RBD group snapshot' in desc, desc)
+            desc = cut.error_desc(dm, txn('g'))
+            check("Snapshot with name 'g' already exists" in desc, desc)
+            cut.ok(dm, cmd('blockdev-snapshot-internal-sync', device='d1',
+                           name='one'))
+        finally:
+            cut.quit_ok(dm)
+    check(all_snaps(images[1])[0] == ['one'],
+          'one-device snapshot: %s' % (all_snaps(images[1]),))
+    for im in images:
+        check(len(all_snaps(im)[1]) == 1, 'group snapshots of %s: %s'
+              % (im, all_snaps(im)))
+    t = common.tools()
+    res = common.run([t.img, 'snapshot', '-a', 'g', rbdlib.uri(images[0])],
+                     rc=1)
+    check('part of an RBD group snapshot' in res.err, res.err)
+
+
+if __name__ == '__main__':
+    sys.exit(R.main())
