@@ -696,5 +696,24 @@ def convert_salvage():
                 check(diff is None, 'salvaged copies differ: %s' % diff)
 
 
+@runner.case()
+def create_readonly_format_refusals():
+    """create and convert to a format QEMU has but cannot create (bochs,
+    dmg): qemu-img's "does not support image creation", with or without
+    -o help, and no file left behind; a format QEMU lacks stays unknown."""
+    with common.TempDir() as d:
+        tw = Twin(d, qcow2_with_data())
+        for fmt in ('bochs', 'dmg', 'nosuchfmt'):
+            tw.refused(['create', '-f', fmt, '-o', 'help'])
+            tw.refused(['create', '-f', fmt, '@DIR@/new.img', '1M'])
+            tw.refused(['convert', '-O', fmt, '-o', 'help'])
+            tw.refused(['convert', '-O', fmt, '@IMG@', '@DIR@/out.img'])
+            for side in tw.paths.values():
+                for leftover in ('new.img', 'out.img'):
+                    path = os.path.join(os.path.dirname(side), leftover)
+                    check(not os.path.exists(path),
+                          '%s left behind by a refused %s' % (path, fmt))
+
+
 if __name__ == '__main__':
     sys.exit(runner.main())
