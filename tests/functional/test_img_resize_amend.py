@@ -715,5 +715,41 @@ def create_readonly_format_refusals():
                           '%s left behind by a refused %s' % (path, fmt))
 
 
+@runner.case()
+def create_data_file_raw_alone():
+    """data_file_raw=on without data_file: qemu-img's refusal, no image."""
+    with common.TempDir() as d:
+        tw = Twin(d, qcow2_with_data())
+        tw.refused(['create', '-f', 'qcow2', '-o', 'data_file_raw=on',
+                    '@DIR@/new.qcow2', '1M'])
+        for side in tw.paths.values():
+            path = os.path.join(os.path.dirname(side), 'new.qcow2')
+            check(not os.path.exists(path), path + ' left behind')
+
+
+@runner.case()
+def create_data_file_refused():
+    """strata has no external data files: create and convert with
+    data_file fail with a clear error and write neither file (they used to
+    succeed and make an image without the data file)."""
+    common.skip_if_qemu_tools('QEMU creates external data files')
+    t = common.tools()
+    with common.TempDir() as d:
+        src = os.path.join(d, 'src.qcow2')
+        qcow2_with_data()(src, d)
+        img, data = os.path.join(d, 'new.qcow2'), os.path.join(d, 'new.data')
+        for argv in (['create', '-f', 'qcow2', '-o', 'data_file=' + data,
+                      img, '1M'],
+                     ['create', '-f', 'qcow2', '-o',
+                      'data_file=%s,data_file_raw=on' % data, img, '1M'],
+                     ['convert', '-O', 'qcow2', '-o', 'data_file=' + data,
+                      src, img]):
+            res = run([t.img] + argv, rc=1)
+            check('data_file is not supported by strata' in res.err,
+                  'unclear refusal\n' + res.describe())
+            check(not os.path.exists(img) and not os.path.exists(data),
+                  'files left behind by ' + ' '.join(argv))
+
+
 if __name__ == '__main__':
     sys.exit(runner.main())
