@@ -751,5 +751,34 @@ def create_data_file_refused():
                   'files left behind by ' + ' '.join(argv))
 
 
+@runner.case()
+def rebase_past_old_end_writes_zero_clusters():
+    """rebase onto a backing file where the old chain (here: none) reads
+    zeroes: the differing clusters become zero clusters, as with qemu-img,
+    not allocated clusters of zeroes (iotest 252)."""
+    t = common.tools()
+
+    def build(path, d):
+        run([t.qemu_img, 'create', '-q', '-f', 'qcow2', path, '384k'])
+        qemu_io(path, 'write -P 0x22 0 128k')
+        base = os.path.join(d, 'base.qcow2')
+        run([t.qemu_img, 'create', '-q', '-f', 'qcow2', base, '384k'])
+        qemu_io(base, 'write -P 0x11 128k 64k', 'write -P 0x11 256k 64k')
+    with common.TempDir() as d:
+        tw = Twin(d, build)
+        tw.run(['rebase', '-b', '@DIR@/base.qcow2', '-F', 'qcow2', '@IMG@'],
+               rc=0)
+        maps = {}
+        for side, path in tw.paths.items():
+            res = run([t.qemu_img, 'map', '--output=json', path])
+            maps[side] = [(e['start'], e['length'], e['depth'], e['zero'],
+                           e['data']) for e in json.loads(res.out)]
+        check(maps['ours'] == maps['theirs'],
+              'map differs from qemu-img\'s\n%s\n%s'
+              % (maps['ours'], maps['theirs']))
+        check(any(e[2] == 0 and e[3] and not e[4] for e in maps['ours']),
+              'no zero cluster in the image: %s' % maps['ours'])
+
+
 if __name__ == '__main__':
     sys.exit(runner.main())
