@@ -780,5 +780,39 @@ def rebase_past_old_end_writes_zero_clusters():
               'no zero cluster in the image: %s' % maps['ours'])
 
 
+def zero_refblocks(path):
+    """Refcount table entries pointing at an all-zero refcount block."""
+    import struct
+    with open(path, 'rb') as f:
+        d = f.read()
+    cs = 1 << struct.unpack('>I', d[20:24])[0]
+    rto, rtc = struct.unpack('>QI', d[48:60])
+    ents = struct.unpack('>%dQ' % (rtc * cs // 8), d[rto:rto + rtc * cs])
+    return [e for e in ents if e and not any(d[e:e + cs])]
+
+
+@runner.case()
+def resize_shrink_drops_refblocks_counted_elsewhere():
+    """Shrinking an image whose refcount blocks live outside the range
+    they count (512-byte clusters, 64-bit refcounts) drops the blocks left
+    empty, as qemu-img does: no table entry points at an all-zero block,
+    and the file is as long as qemu-img's (iotest 163)."""
+    t = common.tools()
+
+    def build(path, d):
+        run([t.qemu_img, 'create', '-q', '-f', 'qcow2', '-o',
+             'cluster_size=512,refcount_bits=64', path, '3M'])
+        qemu_io(path, *['write -P 0xff %d 256k' % (i * 262144)
+                        for i in range(12)])
+    with common.TempDir() as d:
+        tw = Twin(d, build)
+        tw.run(['resize', '-f', 'qcow2', '--shrink', '@IMG@', '1M'], rc=0)
+        tw.same_result(file_length=True)
+        for side, path in tw.paths.items():
+            zero = zero_refblocks(path)
+            check(not zero, '%s: empty refcount blocks still in the table '
+                  'at %s' % (side, zero))
+
+
 if __name__ == '__main__':
     sys.exit(runner.main())
