@@ -814,5 +814,33 @@ def resize_shrink_drops_refblocks_counted_elsewhere():
                   'at %s' % (side, zero))
 
 
+@runner.case()
+def commit_zeroes_frees_base_clusters():
+    """commit of an overlay written with zeroes (write -z) over a base full
+    of data: the base's clusters are freed, as with qemu-img (QEMU's mirror
+    unmaps), not kept allocated holding zeroes (iotest 313)."""
+    t = common.tools()
+
+    def build(path, d):
+        base = os.path.join(d, 'base.qcow2')
+        run([t.qemu_img, 'create', '-q', '-f', 'qcow2', base, '1M'])
+        qemu_io(base, 'write -P 1 0 1M')
+        run([t.qemu_img, 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b',
+             base, path])
+        qemu_io(path, 'write -z 0 1M')
+    with common.TempDir() as d:
+        tw = Twin(d, build)
+        tw.run(['commit', '@IMG@'], rc=0)
+        checks = {}
+        for side, path in tw.paths.items():
+            base = os.path.join(os.path.dirname(path), 'base.qcow2')
+            checks[side] = run([t.qemu_img, 'check', base]).out
+        check(checks['ours'] == checks['theirs'],
+              'base check differs from qemu-img\'s\n%s\n%s'
+              % (checks['ours'], checks['theirs']))
+        check('allocated' not in checks['ours'],
+              'base keeps allocated clusters:\n' + checks['ours'])
+
+
 if __name__ == '__main__':
     sys.exit(runner.main())
