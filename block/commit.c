@@ -129,7 +129,9 @@ static int commit_zero(CommitJob *s, int64_t off, int64_t bytes)
             ret = 0;
         }
         if (!(ret & BDRV_BLOCK_ZERO)) {
-            ret = bdrv_pwrite_zeroes(s->base, off, n, 0);
+            /* MAY_UNMAP: qemu-img commit (QEMU's mirror, unmap on)
+             * frees base clusters the top reads as zeroes (iotest 313) */
+            ret = bdrv_pwrite_zeroes(s->base, off, n, BDRV_REQ_MAY_UNMAP);
             if (ret < 0) {
                 return ret;
             }

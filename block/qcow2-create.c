@@ -58,6 +58,30 @@ static bool parse_prealloc(const char *prealloc, Qcow2CreateOpts *o,
     return true;
 }
 
+/* strata has no external data files: an image asked to have one is
+ * refused rather than created without it (which would put the guest's
+ * data somewhere the caller did not ask for).  data_file_raw alone is
+ * QEMU's own refusal. */
+static bool check_data_file(BlockOpts *opts, GError **errp)
+{
+    bool raw;
+
+    if (!bdrv_opts_get_bool(opts, "data_file_raw", false, &raw, errp)) {
+        return false;
+    }
+    if (bdrv_opts_get(opts, "data_file")) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "%s is not supported by strata", "data_file");
+        return false;
+    }
+    if (raw) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "data-file-raw requires data-file");
+        return false;
+    }
+    return true;
+}
+
 static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
                               GError **errp)
 {
@@ -108,6 +132,9 @@ static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
     if (extl2) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
                     "%s is not supported by strata", "extended_l2=on");
+        return false;
+    }
+    if (!check_data_file(opts, errp)) {
         return false;
     }
     o->compression_type = qcow2_parse_compression_type(ctype, o->version,

@@ -114,9 +114,7 @@ static int shrink_reftable(BlockDriverState *bs)
         uint64_t off = s->refcount_table[t] & REFT_OFFSET_MASK;
         bool unused;
 
-        /* A block counting itself in another block stays: freeing it
-         * would change that other block too; QEMU keeps it as well. */
-        if (!off || (off >> (s->cluster_bits + s->refblock_bits)) != t) {
+        if (!off) {
             continue;
         }
         ret = refblock_unused(bs, t, &unused);
@@ -145,6 +143,19 @@ static int shrink_reftable(BlockDriverState *bs)
         qcow2_cache_discard(s->refcount_cache, freed[i]);
     }
     qcow2_overlap_invalidate(s);
+    /* A block counted by itself vanished with its table entry; one
+     * counted in another (still used) block is released there, as QEMU
+     * does -- kept, it would stay in the table describing nothing. */
+    for (uint32_t i = 0; i < nfreed && ret == 0; i++) {
+        uint64_t c = freed[i] >> s->cluster_bits;
+
+        if (s->refcount_table[c >> s->refblock_bits]) {
+            ret = qcow2_update_cluster_refcount(bs, c, -1, NULL);
+        }
+    }
+    if (ret == 0) {
+        ret = qcow2_write_back_metadata(bs);
+    }
     return ret;
 }
 

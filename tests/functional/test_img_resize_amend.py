@@ -696,5 +696,151 @@ def convert_salvage():
                 check(diff is None, 'salvaged copies differ: %s' % diff)
 
 
+@runner.case()
+def create_readonly_format_refusals():
+    """create and convert to a format QEMU has but cannot create (bochs,
+    dmg): qemu-img's "does not support image creation", with or without
+    -o help, and no file left behind; a format QEMU lacks stays unknown."""
+    with common.TempDir() as d:
+        tw = Twin(d, qcow2_with_data())
+        for fmt in ('bochs', 'dmg', 'nosuchfmt'):
+            tw.refused(['create', '-f', fmt, '-o', 'help'])
+            tw.refused(['create', '-f', fmt, '@DIR@/new.img', '1M'])
+            tw.refused(['convert', '-O', fmt, '-o', 'help'])
+            tw.refused(['convert', '-O', fmt, '@IMG@', '@DIR@/out.img'])
+            for side in tw.paths.values():
+                for leftover in ('new.img', 'out.img'):
+                    path = os.path.join(os.path.dirname(side), leftover)
+                    check(not os.path.exists(path),
+                          '%s left behind by a refused %s' % (path, fmt))
+
+
+@runner.case()
+def create_data_file_raw_alone():
+    """data_file_raw=on without data_file: qemu-img's refusal, no image."""
+    with common.TempDir() as d:
+        tw = Twin(d, qcow2_with_data())
+        tw.refused(['create', '-f', 'qcow2', '-o', 'data_file_raw=on',
+                    '@DIR@/new.qcow2', '1M'])
+        for side in tw.paths.values():
+            path = os.path.join(os.path.dirname(side), 'new.qcow2')
+            check(not os.path.exists(path), path + ' left behind')
+
+
+@runner.case()
+def create_data_file_refused():
+    """strata has no external data files: create and convert with
+    data_file fail with a clear error and write neither file (they used to
+    succeed and make an image without the data file)."""
+    common.skip_if_qemu_tools('QEMU creates external data files')
+    t = common.tools()
+    with common.TempDir() as d:
+        src = os.path.join(d, 'src.qcow2')
+        qcow2_with_data()(src, d)
+        img, data = os.path.join(d, 'new.qcow2'), os.path.join(d, 'new.data')
+        for argv in (['create', '-f', 'qcow2', '-o', 'data_file=' + data,
+                      img, '1M'],
+                     ['create', '-f', 'qcow2', '-o',
+                      'data_file=%s,data_file_raw=on' % data, img, '1M'],
+                     ['convert', '-O', 'qcow2', '-o', 'data_file=' + data,
+                      src, img]):
+            res = run([t.img] + argv, rc=1)
+            check('data_file is not supported by strata' in res.err,
+                  'unclear refusal\n' + res.describe())
+            check(not os.path.exists(img) and not os.path.exists(data),
+                  'files left behind by ' + ' '.join(argv))
+
+
+@runner.case()
+def rebase_past_old_end_writes_zero_clusters():
+    """rebase onto a backing file where the old chain (here: none) reads
+    zeroes: the differing clusters become zero clusters, as with qemu-img,
+    not allocated clusters of zeroes (iotest 252)."""
+    t = common.tools()
+
+    def build(path, d):
+        run([t.qemu_img, 'create', '-q', '-f', 'qcow2', path, '384k'])
+        qemu_io(path, 'write -P 0x22 0 128k')
+        base = os.path.join(d, 'base.qcow2')
+        run([t.qemu_img, 'create', '-q', '-f', 'qcow2', base, '384k'])
+        qemu_io(base, 'write -P 0x11 128k 64k', 'write -P 0x11 256k 64k')
+    with common.TempDir() as d:
+        tw = Twin(d, build)
+        tw.run(['rebase', '-b', '@DIR@/base.qcow2', '-F', 'qcow2', '@IMG@'],
+               rc=0)
+        maps = {}
+        for side, path in tw.paths.items():
+            res = run([t.qemu_img, 'map', '--output=json', path])
+            maps[side] = [(e['start'], e['length'], e['depth'], e['zero'],
+                           e['data']) for e in json.loads(res.out)]
+        check(maps['ours'] == maps['theirs'],
+              'map differs from qemu-img\'s\n%s\n%s'
+              % (maps['ours'], maps['theirs']))
+        check(any(e[2] == 0 and e[3] and not e[4] for e in maps['ours']),
+              'no zero cluster in the image: %s' % maps['ours'])
+
+
+def zero_refblocks(path):
+    """Refcount table entries pointing at an all-zero refcount block."""
+    import struct
+    with open(path, 'rb') as f:
+        d = f.read()
+    cs = 1 << struct.unpack('>I', d[20:24])[0]
+    rto, rtc = struct.unpack('>QI', d[48:60])
+    ents = struct.unpack('>%dQ' % (rtc * cs // 8), d[rto:rto + rtc * cs])
+    return [e for e in ents if e and not any(d[e:e + cs])]
+
+
+@runner.case()
+def resize_shrink_drops_refblocks_counted_elsewhere():
+    """Shrinking an image whose refcount blocks live outside the range
+    they count (512-byte clusters, 64-bit refcounts) drops the blocks left
+    empty, as qemu-img does: no table entry points at an all-zero block,
+    and the file is as long as qemu-img's (iotest 163)."""
+    t = common.tools()
+
+    def build(path, d):
+        run([t.qemu_img, 'create', '-q', '-f', 'qcow2', '-o',
+             'cluster_size=512,refcount_bits=64', path, '3M'])
+        qemu_io(path, *['write -P 0xff %d 256k' % (i * 262144)
+                        for i in range(12)])
+    with common.TempDir() as d:
+        tw = Twin(d, build)
+        tw.run(['resize', '-f', 'qcow2', '--shrink', '@IMG@', '1M'], rc=0)
+        tw.same_result(file_length=True)
+        for side, path in tw.paths.items():
+            zero = zero_refblocks(path)
+            check(not zero, '%s: empty refcount blocks still in the table '
+                  'at %s' % (side, zero))
+
+
+@runner.case()
+def commit_zeroes_frees_base_clusters():
+    """commit of an overlay written with zeroes (write -z) over a base full
+    of data: the base's clusters are freed, as with qemu-img (QEMU's mirror
+    unmaps), not kept allocated holding zeroes (iotest 313)."""
+    t = common.tools()
+
+    def build(path, d):
+        base = os.path.join(d, 'base.qcow2')
+        run([t.qemu_img, 'create', '-q', '-f', 'qcow2', base, '1M'])
+        qemu_io(base, 'write -P 1 0 1M')
+        run([t.qemu_img, 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b',
+             base, path])
+        qemu_io(path, 'write -z 0 1M')
+    with common.TempDir() as d:
+        tw = Twin(d, build)
+        tw.run(['commit', '@IMG@'], rc=0)
+        checks = {}
+        for side, path in tw.paths.items():
+            base = os.path.join(os.path.dirname(path), 'base.qcow2')
+            checks[side] = run([t.qemu_img, 'check', base]).out
+        check(checks['ours'] == checks['theirs'],
+              'base check differs from qemu-img\'s\n%s\n%s'
+              % (checks['ours'], checks['theirs']))
+        check('allocated' not in checks['ours'],
+              'base keeps allocated clusters:\n' + checks['ours'])
+
+
 if __name__ == '__main__':
     sys.exit(runner.main())

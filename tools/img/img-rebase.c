@@ -92,6 +92,8 @@ static int rebase_compare(RebaseState *s, int64_t off, int64_t bytes,
         return ret;
     }
     int64_t run = -1;          /* start of a run of differing granules */
+    /* chain_zero never lets a range straddle the old end */
+    bool past_old_end = !s->old || off >= s->old_len;
 
     for (int64_t pos = 0; pos <= bytes;) {
         int64_t n = MIN(bytes - pos, s->granule - (off + pos) % s->granule);
@@ -101,7 +103,12 @@ static int rebase_compare(RebaseState *s, int64_t off, int64_t bytes,
         if (differ && run < 0) {
             run = pos;
         } else if (!differ && run >= 0) {
-            ret = bdrv_pwrite(s->bs, off + run, pos - run, s->old_buf + run);
+            /* Past the old backing file's end the old content is zeroes
+             * by definition: written as zeroes, as qemu-img does, so a
+             * qcow2 v3 image gets zero clusters rather than data ones. */
+            ret = past_old_end ?
+                  bdrv_pwrite_zeroes(s->bs, off + run, pos - run, 0) :
+                  bdrv_pwrite(s->bs, off + run, pos - run, s->old_buf + run);
             if (ret < 0) {
                 return ret;
             }
