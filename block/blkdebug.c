@@ -239,6 +239,21 @@ static bool open_limits(BlockDriverState *bs, BlockOpts *options,
 
 static void blkdebug_debug_event(BlockDriverState *bs, const char *event);
 
+/* Whether the child's options already name its own file child (file.*). */
+static bool child_has_file_opts(BlockOpts *child_opts)
+{
+    GHashTableIter it;
+    gpointer key;
+
+    g_hash_table_iter_init(&it, child_opts);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        if (!strcmp(key, "file") || g_str_has_prefix(key, "file.")) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static int blkdebug_open(BlockDriverState *bs, BlockOpts *options, int flags,
                          GError **errp)
 {
@@ -265,7 +280,14 @@ static int blkdebug_open(BlockDriverState *bs, BlockOpts *options, int flags,
 
     x_image = bdrv_opts_take(options, "x-image");
     child_opts = bdrv_opts_extract_prefix(options, "image");
-    if (g_hash_table_size(child_opts) == 0) {
+    /*
+     * The image's name (blkdebug:CONFIG:IMAGE, x-image or the filename)
+     * goes to the child whatever its driver, as in QEMU: "-o
+     * driver=blkdebug,image.driver=qcow2 blkdebug::X" opens qcow2 on X.
+     * Only a child whose file is already given by options keeps them.
+     */
+    if (!bdrv_opts_get(child_opts, "filename") &&
+        !child_has_file_opts(child_opts)) {
         const char *name = x_image ? x_image : bs->filename;
         if (*name) {
             bdrv_opts_set(child_opts, "filename", name);
