@@ -84,6 +84,9 @@ typedef struct BDRVBlkdebugState {
     bool kill;
     int error;
     bool print_counts;
+    /* QEMU skips a flush when no write came since the last good one
+     * (write_gen/flushed_gen); its rules never see such a flush. */
+    uint64_t write_gen, flushed_gen;
 
     uint64_t reads, writes, flushes, anys, events_seen;
     bool armed;        /* the event happened: fail the next write/flush */
@@ -239,6 +242,21 @@ static bool open_limits(BlockDriverState *bs, BlockOpts *options,
 
 static void blkdebug_debug_event(BlockDriverState *bs, const char *event);
 
+/* Whether the child's options already name its own file child (file.*). */
+static bool child_has_file_opts(BlockOpts *child_opts)
+{
+    GHashTableIter it;
+    gpointer key;
+
+    g_hash_table_iter_init(&it, child_opts);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        if (!strcmp(key, "file") || g_str_has_prefix(key, "file.")) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static int blkdebug_open(BlockDriverState *bs, BlockOpts *options, int flags,
                          GError **errp)
 {
@@ -265,7 +283,14 @@ static int blkdebug_open(BlockDriverState *bs, BlockOpts *options, int flags,
 
     x_image = bdrv_opts_take(options, "x-image");
     child_opts = bdrv_opts_extract_prefix(options, "image");
-    if (g_hash_table_size(child_opts) == 0) {
+    /*
+     * The image's name (blkdebug:CONFIG:IMAGE, x-image or the filename)
+     * goes to the child whatever its driver, as in QEMU: "-o
+     * driver=blkdebug,image.driver=qcow2 blkdebug::X" opens qcow2 on X.
+     * Only a child whose file is already given by options keeps them.
+     */
+    if (!bdrv_opts_get(child_opts, "filename") &&
+        !child_has_file_opts(child_opts)) {
         const char *name = x_image ? x_image : bs->filename;
         if (*name) {
             bdrv_opts_set(child_opts, "filename", name);
@@ -378,6 +403,7 @@ static int account(BlockDriverState *bs, ReqKind kind, BlkdebugIOType type,
         s->anys++;
         if (kind == REQ_WRITE) {
             s->writes++;
+            s->write_gen++;
             fail = s->fail_write && s->writes == s->fail_write;
         } else {
             s->flushes++;
@@ -483,7 +509,26 @@ static int blkdebug_pdiscard(BlockDriverState *bs, int64_t offset,
 /* The generic layer flushes the child after this returns 0. */
 static int blkdebug_flush(BlockDriverState *bs)
 {
-    return account(bs, REQ_FLUSH, BLKDBG_IO_FLUSH, 0, 0);
+    BDRVBlkdebugState *s = bs->opaque;
+    uint64_t gen;
+    bool skip;
+    int ret;
+
+    g_mutex_lock(&s->lock);
+    gen = s->write_gen;
+    skip = s->rules->len && gen == s->flushed_gen;
+    g_mutex_unlock(&s->lock);
+    if (skip) {
+        return 0;
+    }
+    /* (the generic layer flushes the child after this) */
+    ret = account(bs, REQ_FLUSH, BLKDBG_IO_FLUSH, 0, 0);
+    if (ret == 0) {
+        g_mutex_lock(&s->lock);
+        s->flushed_gen = gen;
+        g_mutex_unlock(&s->lock);
+    }
+    return ret;
 }
 
 static int blkdebug_truncate(BlockDriverState *bs, int64_t size,

@@ -21,7 +21,8 @@ check without corruption (leaks are allowed: QEMU leaks there too).
 - sector= and iotype=: only requests covering that sector, of that kind,
   fail;
 - driver=blkdebug options (inject-error.0.event=..., image.filename=,
-  config=) through --image-opts and open -o;
+  config=) through --image-opts and open -o; blkdebug on top of qcow2
+  (image.driver=qcow2 with blkdebug::IMG);
 - align=: unaligned writes through an aligned blkdebug node keep the
   data right;
 - every way a config or option can be wrong (no such file, unknown
@@ -262,6 +263,40 @@ def open_align():
     rc, out, _, _ = both(new_image(data=['write -P 0x11 0 64k']), argv_of)
     common.check(rc == 0 and out.count('read ') == 4, out)
     del t
+
+
+@runner.case('blkdebug_on_top_image_driver_qcow2')
+def blkdebug_on_top():
+    """driver=blkdebug,image.driver=qcow2 with blkdebug::IMG (tests 177,
+    197, 204): the image name goes to the qcow2 child, which opens its
+    own file on it; data written through the stack reads back."""
+    def argv_of(img, d):
+        return ['-c', 'open -o driver=blkdebug,image.driver=qcow2,align=4k '
+                'blkdebug::' + img,
+                '-c', 'write -P 0x22 1000 128k',
+                '-c', 'read -P 0x22 1000 128k', '-c', 'read -P 0x11 0 1000']
+    rc, out, err, _ = both(new_image(data=['write -P 0x11 0 4k']), argv_of)
+    common.check(rc == 0 and out.count('read ') == 2 and
+                 'wrote 131072' in out, out + err)
+
+
+@runner.case('close_reports_failed_cache_flush')
+def close_messages():
+    """once=off after l1_update (iotest 026): closing the image fails to
+    write the caches back and says so on stderr exactly as qemu-io does
+    (L2 table cache, then refcount block cache); after l2_load the write
+    never reached the file, so close flushes nothing and says nothing."""
+    for event, n in (('l1_update', 2), ('l2_load', 0)):
+        def argv_of(img, d, event=event):
+            conf = os.path.join(d, 'blkdebug.conf')
+            write_conf(conf, [('inject-error', [('event', event),
+                                                ('errno', '5'),
+                                                ('once', 'off')])])
+            return ['-c', 'write 0 128k', 'blkdebug:%s:%s' % (conf, img)]
+        prep = new_image(size='1G', cluster=65536,
+                         data=['write 0 64k'] if event == 'l2_load' else [])
+        _, _, err, _ = both(prep, argv_of, compare_err=True)
+        common.check(err.count('Failed to flush the') == n, err)
 
 
 def refused_conf(content, text, name_of=None):
