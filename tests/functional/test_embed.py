@@ -32,6 +32,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from common import Skip, check  # noqa: E402
+from test_qmp_cut import round_actions, top_during  # noqa: E402
 
 runner = common.Runner()
 
@@ -271,16 +272,6 @@ def view(d, image, snapshot=None):
     return out
 
 
-def top_during(r, i):
-    last = max([k for k in range(1, r, 2)], default=None)
-    return 'd%d.qcow2' % i if last is None else 'd%d-c%d.qcow2' % (i, last)
-
-
-def node_during(r, i):
-    last = max([k for k in range(1, r, 2)], default=None)
-    return 'd%d' % i if last is None else 'o%dc%d' % (i, last)
-
-
 @runner.case('minivm_cut')
 def minivm_cut():
     """minivm built against the installed library: transactions under
@@ -317,22 +308,7 @@ def minivm_cut():
             q.ok('qmp_capabilities')
             for r in range(ROUNDS):
                 time.sleep(0.15)
-                actions = []
-                for i in range(NDEV):
-                    node = node_during(r, i)
-                    if r % 2:
-                        actions.append({
-                            'type': 'blockdev-snapshot-sync',
-                            'data': {'node-name': node,
-                                     'snapshot-file': os.path.join(
-                                         d, 'd%d-c%d.qcow2' % (i, r)),
-                                     'snapshot-node-name': 'o%dc%d' % (i, r),
-                                     'format': 'qcow2'}})
-                    else:
-                        actions.append({
-                            'type': 'blockdev-snapshot-internal-sync',
-                            'data': {'device': node, 'name': 'c%d' % r}})
-                q.ok('transaction', actions=actions)
+                q.ok('transaction', actions=round_actions(d, r, NDEV))
                 if r == 0:
                     # HMP through QMP, forwarded like any command
                     hmp = q.ok('human-monitor-command',

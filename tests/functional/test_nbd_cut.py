@@ -28,8 +28,8 @@ import common  # noqa: E402
 from common import Skip, check  # noqa: E402
 from qmplib import Daemon, cmd, create_images  # noqa: E402
 import nbdwire  # noqa: E402
-from test_qmp_cut import (check_all_clean, check_prefix, node_during,  # noqa
-                          one, records, read_view, top_during)
+from test_qmp_cut import (check_all_clean, check_prefix,  # noqa: E402
+                          one, records, read_view, round_actions, top_during)
 
 runner = common.Runner()
 NDEV = 4
@@ -118,23 +118,6 @@ def strata():
     return path
 
 
-def actions_of(d, r):
-    actions = []
-    for i in range(NDEV):
-        node = node_during(r, i)
-        if r % 2:
-            actions.append({
-                'type': 'blockdev-snapshot-sync',
-                'data': {'node-name': node,
-                         'snapshot-file': os.path.join(
-                             d, 'd%d-c%d.qcow2' % (i, r)),
-                         'snapshot-node-name': 'o%dc%d' % (i, r),
-                         'format': 'qcow2'}})
-        else:
-            actions.append({
-                'type': 'blockdev-snapshot-internal-sync',
-                'data': {'device': node, 'name': 'c%d' % r}})
-    return actions
 
 
 @runner.case()
@@ -161,7 +144,7 @@ def consistent_cut_through_nbd():
             for r in range(ROUNDS):
                 time.sleep(0.15)
                 t0 = time.monotonic()
-                rep = one(dm, cmd('transaction', actions=actions_of(d, r)))
+                rep = one(dm, cmd('transaction', actions=round_actions(d, r)))
                 check(rep == {'return': {}}, 'transaction %d: %s' % (r, rep))
                 print('  transaction %d: %.1f ms, %d records so far' % (
                     r, (time.monotonic() - t0) * 1000, w.completed))

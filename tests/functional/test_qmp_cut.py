@@ -274,6 +274,28 @@ def node_during(r, i):
     return 'd%d' % i if last is None else 'o%dc%d' % (i, last)
 
 
+def round_actions(d, r, ndev=NDEV):
+    """Round r's transaction: an external snapshot of every disk in odd
+    rounds (overlay d<i>-c<r>.qcow2 in d), an internal one 'c<r>' in even
+    rounds."""
+    actions = []
+    for i in range(ndev):
+        node = node_during(r, i)
+        if r % 2:
+            actions.append({
+                'type': 'blockdev-snapshot-sync',
+                'data': {'node-name': node,
+                         'snapshot-file': os.path.join(
+                             d, 'd%d-c%d.qcow2' % (i, r)),
+                         'snapshot-node-name': 'o%dc%d' % (i, r),
+                         'format': 'qcow2'}})
+        else:
+            actions.append({
+                'type': 'blockdev-snapshot-internal-sync',
+                'data': {'device': node, 'name': 'c%d' % r}})
+    return actions
+
+
 @runner.case('consistent_cut')
 def consistent_cut():
     """Four disks, writers running inside the daemon, twelve QMP
@@ -288,23 +310,8 @@ def consistent_cut():
                           'interval-us': 100}))
             for r in range(ROUNDS):
                 time.sleep(0.1)
-                actions = []
-                for i in range(NDEV):
-                    node = node_during(r, i)
-                    if r % 2:
-                        actions.append({
-                            'type': 'blockdev-snapshot-sync',
-                            'data': {'node-name': node,
-                                     'snapshot-file': os.path.join(
-                                         d, 'd%d-c%d.qcow2' % (i, r)),
-                                     'snapshot-node-name': 'o%dc%d' % (i, r),
-                                     'format': 'qcow2'}})
-                    else:
-                        actions.append({
-                            'type': 'blockdev-snapshot-internal-sync',
-                            'data': {'device': node, 'name': 'c%d' % r}})
                 t0 = time.monotonic()
-                ok(dm, cmd('transaction', actions=actions))
+                ok(dm, cmd('transaction', actions=round_actions(d, r)))
                 print('  transaction %d: %.1f ms' % (
                     r, (time.monotonic() - t0) * 1000))
             counts = ok(dm, cmd(STOP))
