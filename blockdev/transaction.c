@@ -499,6 +499,16 @@ bool blk_action_intent_mark(BlkAction *a, BlockDriverState *bs,
     if (!in || intent_node(in, bs)) {
         return true;
     }
+    /* The record names images by inode and path: only an image in a
+     * local file can be found again after a crash (not one over NBD) */
+    if (!bdrv_get_file(bs) ||
+        g_strcmp0(bdrv_get_format_name(bdrv_get_file(bs)), "file")) {
+        strata_info("Transaction runs without the intent log (not "
+                    "crash-atomic): '%s' is not in a local file",
+                    bdrv_get_filename(bs));
+        intent_drop(a->t);
+        return true;
+    }
     if (qcow2_intent_set(bs, in->ext, &err) < 0) {
         if (g_error_matches(err, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED)) {
             strata_info("Transaction runs without the intent log (not "

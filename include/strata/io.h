@@ -62,7 +62,10 @@ bool strata_queue_submit(StrataQueue *q, StrataDevice *dev, StrataOp op,
 
 /*
  * A descriptor that is readable while completions wait to be reaped
- * (an eventfd).  Owned by the queue: do not read or close it.
+ * (an eventfd).  Owned by the queue: do not read or close it.  A wake-up
+ * can be spurious (a completion that became ready while a reap ran is
+ * reaped by it and still marks the fd readable): then the next
+ * strata_queue_reap() returns 0.  No completion is ever left unsignalled.
  */
 int strata_queue_get_fd(StrataQueue *q);
 
