@@ -280,25 +280,6 @@ def blkdebug_on_top():
                  'wrote 131072' in out, out + err)
 
 
-@runner.case('close_reports_failed_cache_flush')
-def close_messages():
-    """once=off after l1_update (iotest 026): closing the image fails to
-    write the caches back and says so on stderr exactly as qemu-io does
-    (L2 table cache, then refcount block cache); after l2_load the write
-    never reached the file, so close flushes nothing and says nothing."""
-    for event, n in (('l1_update', 2), ('l2_load', 0)):
-        def argv_of(img, d, event=event):
-            conf = os.path.join(d, 'blkdebug.conf')
-            write_conf(conf, [('inject-error', [('event', event),
-                                                ('errno', '5'),
-                                                ('once', 'off')])])
-            return ['-c', 'write 0 128k', 'blkdebug:%s:%s' % (conf, img)]
-        prep = new_image(size='1G', cluster=65536,
-                         data=['write 0 64k'] if event == 'l2_load' else [])
-        _, _, err, _ = both(prep, argv_of, compare_err=True)
-        common.check(err.count('Failed to flush the') == n, err)
-
-
 def refused_conf(content, text, name_of=None):
     def argv_of(img, d):
         conf = os.path.join(d, 'bad.conf')
