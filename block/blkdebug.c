@@ -84,9 +84,6 @@ typedef struct BDRVBlkdebugState {
     bool kill;
     int error;
     bool print_counts;
-    /* QEMU skips a flush when no write came since the last good one
-     * (write_gen/flushed_gen); its rules never see such a flush. */
-    uint64_t write_gen, flushed_gen;
 
     uint64_t reads, writes, flushes, anys, events_seen;
     bool armed;        /* the event happened: fail the next write/flush */
@@ -403,7 +400,6 @@ static int account(BlockDriverState *bs, ReqKind kind, BlkdebugIOType type,
         s->anys++;
         if (kind == REQ_WRITE) {
             s->writes++;
-            s->write_gen++;
             fail = s->fail_write && s->writes == s->fail_write;
         } else {
             s->flushes++;
@@ -509,26 +505,7 @@ static int blkdebug_pdiscard(BlockDriverState *bs, int64_t offset,
 /* The generic layer flushes the child after this returns 0. */
 static int blkdebug_flush(BlockDriverState *bs)
 {
-    BDRVBlkdebugState *s = bs->opaque;
-    uint64_t gen;
-    bool skip;
-    int ret;
-
-    g_mutex_lock(&s->lock);
-    gen = s->write_gen;
-    skip = s->rules->len && gen == s->flushed_gen;
-    g_mutex_unlock(&s->lock);
-    if (skip) {
-        return 0;
-    }
-    /* (the generic layer flushes the child after this) */
-    ret = account(bs, REQ_FLUSH, BLKDBG_IO_FLUSH, 0, 0);
-    if (ret == 0) {
-        g_mutex_lock(&s->lock);
-        s->flushed_gen = gen;
-        g_mutex_unlock(&s->lock);
-    }
-    return ret;
+    return account(bs, REQ_FLUSH, BLKDBG_IO_FLUSH, 0, 0);
 }
 
 static int blkdebug_truncate(BlockDriverState *bs, int64_t size,

@@ -11,7 +11,6 @@
 #include "qcow2.h"
 #include "byteorder.h"
 #include "block/drivers.h"
-#include "block/log.h"
 
 
 /* Like QEMU: the magic and any version from 2 up (all 32 bits of it), so
@@ -120,66 +119,13 @@ static int qcow2_flush_metadata(BlockDriverState *bs, bool guest)
     return ret;
 }
 
-/*
- * Close has no caller to return an error to, so a failed write-back is
- * said in QEMU's words (qemu-iotests 026 compares them): first the L2
- * tables (with the refcount blocks they depend on, written first), then
- * the refcount blocks.  The image stays dirty then; the next open or
- * check repairs it.
- */
-static void close_error(const char *what, int ret)
-{
-    /* QEMU's error_report() puts the program's name first. */
-    const char *prog = g_get_prgname();
-
-    strata_error("%s%sFailed to flush the %s: %s", prog ? prog : "",
-                 prog ? ": " : "", what, g_strerror(-ret));
-}
-
-static void qcow2_close_write_back(BlockDriverState *bs)
-{
-    BDRVQcow2State *s = bs->opaque;
-    int ret, result = 0;
-
-    g_rw_lock_writer_lock(&s->free_lock);
-    g_mutex_lock(&s->lock);
-    /* Each cache's write-back ends with a flush of the file, as QEMU's. */
-    ret = 0;
-    if (qcow2_cache_has_dirty(s->l2_cache)) {
-        ret = qcow2_cache_write(bs, s->refcount_cache);
-        if (ret == 0) {
-            ret = qcow2_cache_write(bs, s->l2_cache);
-        }
-    }
-    if (ret == 0) {
-        ret = bdrv_flush(bs->file);
-    }
-    if (ret < 0) {
-        close_error("L2 table cache", ret);
-        result = ret;
-    }
-    ret = qcow2_write_back_metadata(bs);
-    if (ret == 0) {
-        ret = bdrv_flush(bs->file);
-    }
-    if (ret < 0) {
-        close_error("refcount block cache", ret);
-        result = ret;
-    }
-    if (result == 0) {
-        qcow2_mark_clean(bs);
-    }
-    g_mutex_unlock(&s->lock);
-    g_rw_lock_writer_unlock(&s->free_lock);
-}
-
 static void qcow2_close(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
 
     qcow2_snapshot_close(bs);
     if (!bs->read_only) {
-        qcow2_close_write_back(bs);
+        qcow2_flush_metadata(bs, false);
     }
     qcow2_free_state(bs, s);
 }
