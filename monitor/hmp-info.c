@@ -411,16 +411,25 @@ static JsonArray *query_list(GString *out, const char *command,
     return json_node_get_array(*keep);
 }
 
+/* A job list, or NULL with "No active jobs" (or the error) already said */
+static JsonArray *query_jobs_list(GString *out, const char *command,
+                                  JsonNode **keep)
+{
+    JsonArray *list = query_list(out, command, keep);
+
+    if (list && !json_array_get_length(list)) {
+        g_string_append(out, "No active jobs\n");
+        return NULL;
+    }
+    return list;
+}
+
 void hmp_info_block_jobs(GString *out, GHashTable *args)
 {
     g_autoptr(JsonNode) keep = NULL;
-    JsonArray *list = query_list(out, "query-block-jobs", &keep);
+    JsonArray *list = query_jobs_list(out, "query-block-jobs", &keep);
 
     if (!list) {
-        return;
-    }
-    if (!json_array_get_length(list)) {
-        g_string_append(out, "No active jobs\n");
         return;
     }
     for (guint i = 0; i < json_array_get_length(list); i++) {
@@ -447,13 +456,9 @@ void hmp_info_block_jobs(GString *out, GHashTable *args)
 void hmp_info_jobs(GString *out, GHashTable *args)
 {
     g_autoptr(JsonNode) keep = NULL;
-    JsonArray *list = query_list(out, "query-jobs", &keep);
+    JsonArray *list = query_jobs_list(out, "query-jobs", &keep);
 
     if (!list) {
-        return;
-    }
-    if (!json_array_get_length(list)) {
-        g_string_append(out, "No active jobs\n");
         return;
     }
     for (guint i = 0; i < json_array_get_length(list); i++) {

@@ -41,12 +41,16 @@ static ssize_t raw_send(NbdClient *c, const void *p, size_t len)
     return send(c->fd, p, len, MSG_NOSIGNAL);
 }
 
-bool nbd_read_full(NbdClient *c, void *buf, size_t len)
+/*
+ * Moves all len bytes through one of the two raw calls: a short transfer
+ * goes on, EINTR on a plain socket is retried (GnuTLS retries its own),
+ * an error or end of stream fails.
+ */
+static bool nbd_transfer_full(NbdClient *c, uint8_t *p, size_t len,
+                              ssize_t (*xfer)(NbdClient *, uint8_t *, size_t))
 {
-    uint8_t *p = buf;
-
     while (len) {
-        ssize_t n = raw_recv(c, p, len);
+        ssize_t n = xfer(c, p, len);
 
         if (n < 0 && errno == EINTR && !c->tls) {
             continue;
@@ -60,23 +64,25 @@ bool nbd_read_full(NbdClient *c, void *buf, size_t len)
     return true;
 }
 
+static ssize_t recv_some(NbdClient *c, uint8_t *p, size_t len)
+{
+    return raw_recv(c, p, len);
+}
+
+static ssize_t send_some(NbdClient *c, uint8_t *p, size_t len)
+{
+    return raw_send(c, p, len);
+}
+
+bool nbd_read_full(NbdClient *c, void *buf, size_t len)
+{
+    return nbd_transfer_full(c, buf, len, recv_some);
+}
+
+/* send_some never writes through the buffer: the cast only shares the loop */
 bool nbd_write_full(NbdClient *c, const void *buf, size_t len)
 {
-    const uint8_t *p = buf;
-
-    while (len) {
-        ssize_t n = raw_send(c, p, len);
-
-        if (n < 0 && errno == EINTR && !c->tls) {
-            continue;
-        }
-        if (n <= 0) {
-            return false;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
+    return nbd_transfer_full(c, (uint8_t *)buf, len, send_some);
 }
 
 bool nbd_discard_input(NbdClient *c, uint64_t len)
