@@ -29,8 +29,12 @@ newest overlays, and:
 The disks start fresh for every kill (RESET): the writers start their
 sequence at 1 in every daemon, so records an earlier daemon wrote (and
 may legitimately have lost unflushed) would blur the cut check.  The number
-of kills is STRATA_TXN_KILLS (default 10 in make check; the long run is
-STRATA_TXN_KILLS=100, see docs-draft/intent2.md for its time).
+of kills is STRATA_TXN_KILLS (100 by default, as the issue asks).  To keep
+that affordable in make check, the daemon restarted after a kill goes on
+to carry the next round of writes and kills, and the chains, snapshot
+tables and contents are read in Python (read_chain); qemu-img checks every
+image after every kill, and at the end agree_with_qemu() proves that
+qemu-img reads the same chains, lists and bytes as the Python reader.
 
 Needs $STRATA_DAEMON and qemu-img; skips (77) without them.
 """
@@ -38,7 +42,9 @@ Needs $STRATA_DAEMON and qemu-img; skips (77) without them.
 import json
 import os
 import random
+import shutil
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -48,6 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from common import Skip, check  # noqa: E402
 
+import snaplib  # noqa: E402
 from qmplib import Daemon, cmd  # noqa: E402
 
 runner = common.Runner()
@@ -74,6 +81,75 @@ def qemu_img(*args, rc=0):
     return common.run(['qemu-img'] + list(args), rc=rc)
 
 
+OFFSET_MASK = 0x00fffffffffffe00
+
+
+def backing_name(path):
+    """The backing file named in a qcow2 header (relative to the image's
+    directory, as the tests write them absolute), or None."""
+    with open(path, 'rb') as f:
+        h = f.read(20)
+        off, size = struct.unpack('>QI', h[8:20])
+        if not off:
+            return None
+        f.seek(off)
+        return os.path.basename(f.read(size).decode())
+
+
+def read_clusters(path, l1, size, out, todo):
+    """Fills the clusters of out that todo lists from one qcow2 file's
+    tree (l1 = (offset, entries)); returns the clusters it left to the
+    backing file (unallocated ones)."""
+    h = snaplib.Header(path)
+    cs = h.cluster_size
+    per_l2 = cs // 8
+    left = []
+    l2s = {}
+    with open(path, 'rb') as f:
+        f.seek(l1[0])
+        l1e = struct.unpack('>%dQ' % l1[1], f.read(8 * l1[1]))
+        for c in todo:
+            i, j = divmod(c, per_l2)
+            l2_off = l1e[i] & OFFSET_MASK if i < len(l1e) else 0
+            if not l2_off:
+                left.append(c)
+                continue
+            if l2_off not in l2s:
+                f.seek(l2_off)
+                l2s[l2_off] = struct.unpack('>%dQ' % per_l2, f.read(cs))
+            e = l2s[l2_off][j]
+            check(not e & (1 << 62), '%s: compressed cluster' % path)
+            if e & 1:
+                continue                # reads as zeroes
+            if not e & OFFSET_MASK:
+                left.append(c)
+                continue
+            f.seek(e & OFFSET_MASK)
+            n = min(cs, size - c * cs)
+            out[c * cs:c * cs + n] = f.read(n).ljust(n, b'\0')
+    return left
+
+
+def read_chain(path, l1, size):
+    """A guest view in Python: the clusters one tree maps, the rest from
+    the backing files' active trees (zeroes past a shorter backing file).
+    The images here hold only plain data clusters (no compression)."""
+    out = bytearray(size)
+    cs = snaplib.Header(path).cluster_size
+    todo = list(range((size + cs - 1) // cs))
+    while todo and path:
+        todo = read_clusters(path, l1, size, out, todo)
+        nxt = backing_name(path)
+        if not nxt:
+            break
+        path = os.path.join(os.path.dirname(path), nxt)
+        h = snaplib.Header(path)
+        check(h.cluster_size == cs, 'mixed cluster sizes in a chain')
+        todo = [c for c in todo if c * cs < h.size]
+        l1 = (h.l1_offset, h.l1_size)
+    return bytes(out)
+
+
 class Disks:
     """The four disks, the rounds sent to them and what each round does
     to each disk: ('int', name) or ('ext', overlay file name)."""
@@ -85,9 +161,10 @@ class Disks:
         self.next_round = 0
         self.node = ['d%d' % i for i in range(NDEV)]  # current top nodes
         self.cache = {}
-        for i in range(NDEV):
-            qemu_img('create', '-q', '-f', 'qcow2', self.path('d%d.qcow2' % i),
-                     str(SIZE))
+        qemu_img('create', '-q', '-f', 'qcow2', self.path('d0.qcow2'),
+                 str(SIZE))
+        for i in range(1, NDEV):
+            shutil.copyfile(self.path('d0.qcow2'), self.path('d%d.qcow2' % i))
 
     def path(self, name):
         return os.path.join(self.d, name)
@@ -113,15 +190,16 @@ class Disks:
         self.cache = {}
 
     def _chain(self, top):
-        """One qemu-img call: the chain's files and their snapshots."""
-        out = qemu_img('info', '-U', '--backing-chain', '--output=json',
-                       self.path(top)).out
+        """The chain's files, read from the headers in Python, and each
+        file's snapshots (qemu-img's view of both is compared once at
+        the end: agree_with_qemu)."""
         chain = []
-        for e in json.loads(out):
-            f = os.path.basename(e['filename'])
+        f = top
+        while f:
             chain.append(f)
-            self.cache[('snapshots', f)] = {
-                sn['name'] for sn in e.get('snapshots', [])}
+            _, entries = snaplib.read_table(self.path(f))
+            self.cache[('snapshots', f)] = {e.name for e in entries}
+            f = backing_name(self.path(f))
         return chain
 
     def snapshots(self, i):
@@ -178,12 +256,10 @@ class Disks:
             present += all(have)
         return present
 
-    def records(self, raw, dev):
+    def records(self, data, dev):
         """The sequence numbers of the records in a raw view of disk dev,
         each checked to sit where the format puts it."""
         found = set()
-        with open(raw, 'rb') as f:
-            data = f.read()
         for off in range(0, len(data), REC):
             if not data.startswith(MAGIC, off):
                 check(not data[off:off + REC].strip(b'\0'),
@@ -199,12 +275,51 @@ class Disks:
         return found
 
     def view(self, image, snapshot=None):
+        """The guest view of a file of a disk's chain (or of one of its
+        snapshots), read in Python: a file with its backing files below."""
+        h, entries = snaplib.read_table(self.path(image))
+        l1 = (h.l1_offset, h.l1_size)
+        if snapshot:
+            e = [e for e in entries if e.name == snapshot][0]
+            l1 = (e.l1_offset, e.l1_size)
+        return read_chain(self.path(image), l1, h.size)
+
+    def qemu_view(self, image, snapshot=None):
+        """The same view as qemu-img converts it."""
         out = self.path('view.raw')
         argv = ['convert', '-U', '-f', 'qcow2', '-O', 'raw']
         if snapshot:
             argv += ['-l', 'snapshot.name=%s' % snapshot]
         qemu_img(*(argv + [self.path(image), out]))
-        return out
+        with open(out, 'rb') as f:
+            return f.read()
+
+    def agree_with_qemu(self):
+        """qemu-img sees the chains and snapshot lists that the Python
+        reader above sees, and reads the same bytes for each disk's
+        current view and its newest internal snapshot (checked once at
+        the end: qemu-img is the slow path)."""
+        for i in range(NDEV):
+            top = self.top(i)
+            out = json.loads(qemu_img('info', '-U', '--backing-chain',
+                                      '--output=json', self.path(top)).out)
+            chain = [os.path.basename(e['filename']) for e in out]
+            check(chain == self.chain(i), 'disk %d: qemu-img sees the '
+                  'chain %s, the reader %s' % (i, chain, self.chain(i)))
+            newest = None
+            for e in out:
+                f = os.path.basename(e['filename'])
+                names = [sn['name'] for sn in e.get('snapshots', [])]
+                check(set(names) == self.snapshots_of(f), '%s: qemu-img '
+                      'lists %s, the reader %s'
+                      % (f, names, sorted(self.snapshots_of(f))))
+                if names and not newest:
+                    newest = (f, names[-1])
+            views = [(top, None)] + ([newest] if newest else [])
+            for f, name in views:
+                check(self.view(f, name) == self.qemu_view(f, name),
+                      '%s (snapshot %s): the reader and qemu-img read '
+                      'different bytes' % (f, name))
 
     def verify_flushed(self):
         """The last acknowledged round's set is a consistent cut 1..M and
@@ -318,12 +433,13 @@ def kill_during_rounds(dm, disks, rng):
 @runner.case('sigkill_during_transactions')
 def sigkill():
     binary = strata_daemon()
-    kills = int(os.environ.get('STRATA_TXN_KILLS', '10'))
+    kills = int(os.environ.get('STRATA_TXN_KILLS', '100'))
     rng = random.Random(int(os.environ.get('STRATA_TXN_SEED', '14')))
     with common.TempDir('strata-txn-kill-') as root:
         state = os.path.join(root, 'state')
-        totals = {'acked': 0, 'present': 0, 'sent': 0, 'records': 0}
+        totals = {'acked': 0, 'sent': 0, 'records': 0, 'present': 0}
         disks = None
+        dm = None
         for k in range(kills):
             if k % RESET == 0:
                 d = os.path.join(root, 'disks%d' % k)
@@ -331,9 +447,12 @@ def sigkill():
                 if disks:
                     totals['sent'] += len(disks.rounds)
                     disks.check_images(allow_leaks=True)
+                    shutil.rmtree(disks.d)
                 disks = Disks(d)
             trace('iteration %d' % k)
-            dm = start(binary, disks, state)
+            if dm is None:
+                dm = start(binary, disks, state)
+            # else: the daemon restarted after the last kill goes on
             add_disks(dm, disks)
             trace('started')
             totals['acked'] += kill_during_rounds(dm, disks, rng)
@@ -341,36 +460,37 @@ def sigkill():
             # the restart: the journal is completed, then the checks
             dm = start(binary, disks, state)
             trace('restarted')
-            try:
-                disks.forget()
-                # the images a kill can leave mid-write; every file of
-                # the set when it is left (below)
-                disks.check_images(allow_leaks=True, tops_only=True)
-                trace('checked')
-                disks.verify()
-                trace('verified')
-                m = disks.verify_flushed()
-                trace('verified flushed')
-                totals['records'] += max(m, 0)
-            finally:
-                check(dm.quit() == 0, 'the daemon did not quit cleanly')
             leftover = [f for f in os.listdir(state) if f.endswith('.rec')]
-            check(not leftover, 'records left in the journal: %s'
-                  % leftover)
+            check(not leftover, 'records left in the journal after the '
+                  'restart: %s' % leftover)
+            disks.forget()
+            # the images a kill can leave mid-write; every file of the
+            # set when it is left (above)
+            disks.check_images(allow_leaks=True, tops_only=True)
+            trace('checked')
+            disks.verify()
+            trace('verified')
+            m = disks.verify_flushed()
+            trace('verified flushed')
+            totals['records'] += max(m, 0)
             print('  kill %d/%d: %d rounds acknowledged so far, last cut '
                   '%d records' % (k + 1, kills, totals['acked'], m))
         totals['sent'] += len(disks.rounds)
         # a last clean run: opened read-write (rebuilds what a kill left),
         # quit normally, every image clean with no leak
-        dm = start(binary, disks, state)
         add_disks(dm, disks)
         check(dm.quit() == 0, 'the daemon did not quit cleanly')
         disks.forget()
         disks.check_images(allow_leaks=False)
         totals['present'] = disks.verify()
-        print('%d kills: %d rounds acknowledged, %d sent; last cut checks '
-              'covered %d records' % (kills, totals['acked'],
-                                      totals['sent'], totals['records']))
+        disks.agree_with_qemu()
+        print('%d kills: %d rounds acknowledged, %d sent, %d on the last '
+              'disks; last cut checks covered %d records'
+              % (kills, totals['acked'], totals['sent'], totals['present'],
+                 totals['records']))
+        check(totals['acked'] >= kills // 2, 'only %d rounds acknowledged '
+              'in %d kills: the kills hardly ever landed between rounds'
+              % (totals['acked'], kills))
 
 
 @runner.case('state_dir_option')
