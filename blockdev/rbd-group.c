@@ -72,7 +72,8 @@ struct RBDGroupTxn {
  * Test hook: STRATA_RBD_GROUP_FAULT=<step> makes that step fail with EIO
  * as librbd could ("create", "add:K", "snap", "remove:K", "rename"; for a
  * whole-group delete "del-rename" (publishing) and "del-remove" (clean);
- * for an apply "rollback"), so a test can check what each failure leaves.
+ * for an apply "rollback"; a comma-separated list fails each), so a
+ * test can check what each failure leaves.
  * STRATA_RBD_GROUP=off turns the group path off (the per-image path's
  * tests and the benchmark's comparison).
  */
@@ -81,8 +82,14 @@ static bool fault(const char *step, int k)
     const char *f = getenv("STRATA_RBD_GROUP_FAULT");
     g_autofree char *want = k < 0 ? g_strdup(step)
                                   : g_strdup_printf("%s:%d", step, k);
+    g_auto(GStrv) steps = NULL;
 
-    return f && !strcmp(f, want);
+    if (!f) {
+        return false;
+    }
+    /* a comma-separated list: several steps fail */
+    steps = g_strsplit(f, ",", -1);
+    return g_strv_contains((const char *const *)steps, want);
 }
 
 static BDRVRBDState *rbd_state_of(BlockDriverState *bs)

@@ -263,5 +263,124 @@ def per_image_rules():
     check('part of an RBD group snapshot' in res.err, res.err)
 
 
+def hmp(dm, line):
+    return cut.ok(dm, cmd('human-monitor-command', **{'command-line': line}))
+
+
+def write_all(images, base, length='64k'):
+    for i, im in enumerate(images):
+        common.run_io('qemu-io', rbdlib.uri(im),
+                      ['write -P 0x%x 0 %s' % (base + i, length)], fmt='raw')
+
+
+def expect_all(images, base, what):
+    """Each image i reads pattern base+i at 0..64k (qemu-io over rbd:)."""
+    for i, im in enumerate(images):
+        res = common.run(['qemu-io', '-r', '-f', 'raw', '-c',
+                          'read -P 0x%x 0 64k' % (base + i),
+                          rbdlib.uri(im)])
+        check('Pattern verification failed' not in res.out and
+              'read 65536/65536' in res.out,
+              '%s: %s reads\n%s' % (what, im, res.out))
+
+
+def whole_txn(kind, name, n):
+    typ = {'delete': 'blockdev-snapshot-delete-internal-sync',
+           'apply': '__org.strata_blockdev-snapshot-apply-internal'}[kind]
+    return cmd('transaction', actions=[
+        {'type': typ, 'data': {'device': 'd%d' % i, 'name': name}}
+        for i in range(n)])
+
+
+def image_size(image):
+    return json.loads(rbdlib.rbd('info', '--format', 'json', image).out)[
+        'size']
+
+
+def device_size(dm, dev):
+    for b in cut.ok(dm, cmd('query-named-block-nodes')):
+        if b.get('node-name') == dev:
+            return b['image']['virtual-size']
+    check(False, 'no node %s in query-named-block-nodes' % dev)
+
+
+@R.case()
+def whole_group_delete_apply():
+    """HMP savevm/loadvm/delvm over 4 RBD devices as whole-group
+    operations: loadvm rolls every image back (content and size), delvm
+    removes the group snapshot from every image and its group; a delete
+    or apply of 3 of the 4 images is refused with nothing changed; a
+    fault at the rollback or at the delete's publishing rename changes
+    nothing; a stale empty strata group is removed by the next group
+    transaction, another group is not."""
+    rbdlib.setup()
+    images = new_images('gwho')
+    write_all(images, 0x10)
+    before = groups()
+    stale = '.strata-g.0000dead%08x' % os.getpid()
+    keep = rbdlib.new_name('keep')
+    rbdlib.rbd('group', 'create', stale)
+    rbdlib.rbd('group', 'create', keep)
+    with common.TempDir('strata-rbd-gwho-') as d:
+        dm = start(d, images)
+        try:
+            check(hmp(dm, 'savevm sv') == '', 'savevm failed')
+            # savevm's group transaction removed the stale group only
+            check(stale not in groups() and keep in groups(),
+                  'groups after savevm: %s' % groups())
+            grp = None
+            for im in images:
+                user, g = all_snaps(im)
+                check(user == [] and len(g) == 1 and g[0][1] == 'sv',
+                      'savevm left on %s: %s %s' % (im, user, g))
+                grp = grp or g[0][0]
+                check(g[0][0] == grp, 'two groups: %s %s' % (grp, g))
+            write_all(images, 0x20)
+            rbdlib.rbd('resize', '--size', '%dK' % (2 * SIZE // 1024),
+                       images[3])
+            check(device_size(dm, 'd3') == 2 * SIZE, 'resize not seen')
+            for kind in ('apply', 'delete'):
+                desc = cut.error_desc(dm, whole_txn(kind, 'sv', NDEV - 1))
+                check("Snapshot 'sv' of %s is part of an RBD group "
+                      "snapshot; it can only be removed or rolled back for "
+                      "the whole group" % images[0] in desc,
+                      '%s of 3 of 4: %s' % (kind, desc))
+            expect_all(images, 0x20, 'after the refused subsets')
+            for im in images:
+                check(all_snaps(im) == ([], [(grp, 'sv')]),
+                      'refused subset changed %s: %s' % (im, all_snaps(im)))
+            check(hmp(dm, 'loadvm sv') == '', 'loadvm failed')
+            check(device_size(dm, 'd3') == SIZE,
+                  'd3 size after loadvm: %d' % device_size(dm, 'd3'))
+        finally:
+            cut.quit_ok(dm)
+        expect_all(images, 0x10, 'after loadvm')
+        check(image_size(images[3]) == SIZE, 'size not rolled back')
+        write_all(images, 0x30)
+        dm = start(d, images, fault='rollback,del-rename')
+        try:
+            out = hmp(dm, 'loadvm sv')
+            check('Input/output error' in out, 'faulty loadvm: %r' % out)
+            out = hmp(dm, 'delvm sv')
+            check('Input/output error' in out, 'faulty delvm: %r' % out)
+        finally:
+            cut.quit_ok(dm)
+        expect_all(images, 0x30, 'after the failed loadvm')
+        for im in images:
+            check(all_snaps(im) == ([], [(grp, 'sv')]),
+                  'failed delvm changed %s: %s' % (im, all_snaps(im)))
+        dm = start(d, images)
+        try:
+            check(hmp(dm, 'delvm sv') == '', 'delvm failed')
+        finally:
+            cut.quit_ok(dm)
+    for im in images:
+        check(rbdlib.snaps(im, True) == [], 'delvm left on %s: %s'
+              % (im, rbdlib.snaps(im, True)))
+    check(grp not in groups(), 'delvm left the group %s' % grp)
+    check(groups() == before | {keep}, 'groups: %s' % (groups() - before))
+    rbdlib.rbd('group', 'rm', keep)
+
+
 if __name__ == '__main__':
     sys.exit(R.main())
