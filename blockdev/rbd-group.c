@@ -73,17 +73,25 @@ struct RBDGroupTxn {
  * as librbd could ("create", "add:K", "snap", "remove:K", "rename"; for a
  * whole-group delete "del-rename" (publishing) and "del-remove" (clean);
  * for an apply "rollback"; a comma-separated list fails each), so a
- * test can check what each failure leaves.
+ * test can check what each failure leaves.  STRATA_RBD_GROUP_FAULT_FILE
+ * names a file holding the same, read at every step.
  * STRATA_RBD_GROUP=off turns the group path off (the per-image path's
  * tests and the benchmark's comparison).
  */
 static bool fault(const char *step, int k)
 {
     const char *f = getenv("STRATA_RBD_GROUP_FAULT");
+    const char *path = getenv("STRATA_RBD_GROUP_FAULT_FILE");
     g_autofree char *want = k < 0 ? g_strdup(step)
                                   : g_strdup_printf("%s:%d", step, k);
+    g_autofree char *text = NULL;
     g_auto(GStrv) steps = NULL;
 
+    /* the file is read at every step, so one process can be made to
+     * fail now and then not (fewer daemon starts in the tests) */
+    if (!f && path && g_file_get_contents(path, &text, NULL, NULL)) {
+        f = g_strstrip(text);
+    }
     if (!f) {
         return false;
     }

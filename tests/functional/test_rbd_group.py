@@ -267,21 +267,16 @@ def hmp(dm, line):
     return cut.ok(dm, cmd('human-monitor-command', **{'command-line': line}))
 
 
-def write_all(images, base, length='64k'):
+def io_all(images, read=None, write=None):
+    """One qemu-io over rbd: per image i: reads pattern read+i at 0..64k
+    (checked), then writes pattern write+i there."""
     for i, im in enumerate(images):
-        common.run_io('qemu-io', rbdlib.uri(im),
-                      ['write -P 0x%x 0 %s' % (base + i, length)], fmt='raw')
-
-
-def expect_all(images, base, what):
-    """Each image i reads pattern base+i at 0..64k (qemu-io over rbd:)."""
-    for i, im in enumerate(images):
-        res = common.run(['qemu-io', '-r', '-f', 'raw', '-c',
-                          'read -P 0x%x 0 64k' % (base + i),
-                          rbdlib.uri(im)])
-        check('Pattern verification failed' not in res.out and
-              'read 65536/65536' in res.out,
-              '%s: %s reads\n%s' % (what, im, res.out))
+        cmds = []
+        if read is not None:
+            cmds.append('read -P 0x%x 0 64k' % (read + i))
+        if write is not None:
+            cmds.append('write -P 0x%x 0 64k' % (write + i))
+        common.run_io('qemu-io', rbdlib.uri(im), cmds, fmt='raw')
 
 
 def whole_txn(kind, name, n):
@@ -315,14 +310,19 @@ def whole_group_delete_apply():
     transaction, another group is not."""
     rbdlib.setup()
     images = new_images('gwho')
-    write_all(images, 0x10)
+    io_all(images, write=0x10)
     before = groups()
     stale = '.strata-g.0000dead%08x' % os.getpid()
     keep = rbdlib.new_name('keep')
     rbdlib.rbd('group', 'create', stale)
     rbdlib.rbd('group', 'create', keep)
     with common.TempDir('strata-rbd-gwho-') as d:
-        dm = start(d, images)
+        faults = os.path.join(d, 'faults')
+        os.environ['STRATA_RBD_GROUP_FAULT_FILE'] = faults
+        try:
+            dm = start(d, images)
+        finally:
+            del os.environ['STRATA_RBD_GROUP_FAULT_FILE']
         try:
             check(hmp(dm, 'savevm sv') == '', 'savevm failed')
             # savevm's group transaction removed the stale group only
@@ -335,7 +335,7 @@ def whole_group_delete_apply():
                       'savevm left on %s: %s %s' % (im, user, g))
                 grp = grp or g[0][0]
                 check(g[0][0] == grp, 'two groups: %s %s' % (grp, g))
-            write_all(images, 0x20)
+            io_all(images, write=0x20)
             rbdlib.rbd('resize', '--size', '%dK' % (2 * SIZE // 1024),
                        images[3])
             check(device_size(dm, 'd3') == 2 * SIZE, 'resize not seen')
@@ -345,32 +345,25 @@ def whole_group_delete_apply():
                       "snapshot; it can only be removed or rolled back for "
                       "the whole group" % images[0] in desc,
                       '%s of 3 of 4: %s' % (kind, desc))
-            expect_all(images, 0x20, 'after the refused subsets')
-            for im in images:
-                check(all_snaps(im) == ([], [(grp, 'sv')]),
-                      'refused subset changed %s: %s' % (im, all_snaps(im)))
+            # a wrong rollback would read 0x10+i (a wrong delete is seen
+            # after the faults below: the snapshot would be gone)
+            io_all(images, read=0x20)
             check(hmp(dm, 'loadvm sv') == '', 'loadvm failed')
             check(device_size(dm, 'd3') == SIZE,
                   'd3 size after loadvm: %d' % device_size(dm, 'd3'))
-        finally:
-            cut.quit_ok(dm)
-        expect_all(images, 0x10, 'after loadvm')
-        check(image_size(images[3]) == SIZE, 'size not rolled back')
-        write_all(images, 0x30)
-        dm = start(d, images, fault='rollback,del-rename')
-        try:
+            check(image_size(images[3]) == SIZE, 'size not rolled back')
+            io_all(images, read=0x10, write=0x30)
+            with open(faults, 'w') as f:
+                f.write('rollback,del-rename\n')
             out = hmp(dm, 'loadvm sv')
             check('Input/output error' in out, 'faulty loadvm: %r' % out)
             out = hmp(dm, 'delvm sv')
             check('Input/output error' in out, 'faulty delvm: %r' % out)
-        finally:
-            cut.quit_ok(dm)
-        expect_all(images, 0x30, 'after the failed loadvm')
-        for im in images:
-            check(all_snaps(im) == ([], [(grp, 'sv')]),
-                  'failed delvm changed %s: %s' % (im, all_snaps(im)))
-        dm = start(d, images)
-        try:
+            io_all(images, read=0x30)
+            for im in images:
+                check(all_snaps(im) == ([], [(grp, 'sv')]),
+                      'failed delvm changed %s: %s' % (im, all_snaps(im)))
+            os.unlink(faults)
             check(hmp(dm, 'delvm sv') == '', 'delvm failed')
         finally:
             cut.quit_ok(dm)
@@ -380,7 +373,6 @@ def whole_group_delete_apply():
     check(grp not in groups(), 'delvm left the group %s' % grp)
     check(groups() == before | {keep}, 'groups: %s' % (groups() - before))
     rbdlib.rbd('group', 'rm', keep)
-
 
 if __name__ == '__main__':
     sys.exit(R.main())
