@@ -20,7 +20,14 @@ RBD group snapshot (blockdev/rbd-group.c), in strata-daemon:
     a group transaction on the same images (stale groups are cleared);
   * a group snapshot cannot be deleted or applied on one image (clear
     error, nothing changed), a duplicate name is refused, and a
-    one-device command keeps the per-image path (a user snapshot).
+    one-device command keeps the per-image path (a user snapshot);
+  * HMP savevm, loadvm and delvm over the 4 devices run as whole-group
+    operations (one rbd_group_snap_rollback / one group snapshot delete):
+    loadvm restores every image's content (also over the daemon's own
+    writes) and size, delvm leaves no snapshot and no group; a delete or
+    apply of 3 of the 4 images is refused with nothing changed; faults at
+    the rollback and at the delete's rename change nothing; a stale
+    empty strata group is removed by the next group transaction.
 
 Needs $STRATA_DAEMON and a Ceph that can run (scripts/ceph-test-cluster.sh);
 skips (77) without them."""
@@ -267,15 +274,20 @@ def hmp(dm, line):
     return cut.ok(dm, cmd('human-monitor-command', **{'command-line': line}))
 
 
-def io_all(images, read=None, write=None):
-    """One qemu-io over rbd: per image i: reads pattern read+i at 0..64k
-    (checked), then writes pattern write+i there."""
+# where io_all works: far from the daemon's writers' records (from 0 on)
+AT = SIZE // 2
+
+
+def io_all(images, read=None, write=None, zero_head=False):
+    """One qemu-io over rbd: per image i: reads pattern read+i at AT
+    (checked), then writes pattern write+i there; zero_head: the first
+    64 KiB read as zeroes."""
     for i, im in enumerate(images):
-        cmds = []
+        cmds = ['read -P 0 0 64k'] if zero_head else []
         if read is not None:
-            cmds.append('read -P 0x%x 0 64k' % (read + i))
+            cmds.append('read -P 0x%x %d 64k' % (read + i, AT))
         if write is not None:
-            cmds.append('write -P 0x%x 0 64k' % (write + i))
+            cmds.append('write -P 0x%x %d 64k' % (write + i, AT))
         common.run_io('qemu-io', rbdlib.uri(im), cmds, fmt='raw')
 
 
@@ -302,7 +314,8 @@ def device_size(dm, dev):
 @R.case()
 def whole_group_delete_apply():
     """HMP savevm/loadvm/delvm over 4 RBD devices as whole-group
-    operations: loadvm rolls every image back (content and size), delvm
+    operations: loadvm rolls every image back (content and size, also
+    over the daemon's own writes just before it), delvm
     removes the group snapshot from every image and its group; a delete
     or apply of 3 of the 4 images is refused with nothing changed; a
     fault at the rollback or at the delete's publishing rename changes
@@ -320,7 +333,7 @@ def whole_group_delete_apply():
         faults = os.path.join(d, 'faults')
         os.environ['STRATA_RBD_GROUP_FAULT_FILE'] = faults
         try:
-            dm = start(d, images)
+            dm = start(d, images, test_commands=True)
         finally:
             del os.environ['STRATA_RBD_GROUP_FAULT_FILE']
         try:
@@ -348,11 +361,20 @@ def whole_group_delete_apply():
             # a wrong rollback would read 0x10+i (a wrong delete is seen
             # after the faults below: the snapshot would be gone)
             io_all(images, read=0x20)
+            # the daemon writes too (it then holds each image's exclusive
+            # lock, maybe with cached writes): the rollback replaces that
+            cut.ok(dm, cmd(cut.START, devices=['d%d' % i
+                                               for i in range(NDEV)],
+                           **{'interval-us': 100}))
+            time.sleep(0.3)
+            counts = cut.ok(dm, cmd(cut.STOP))
+            check(all(c['writes'] > 0 for c in counts),
+                  'writers wrote nothing: %s' % counts)
             check(hmp(dm, 'loadvm sv') == '', 'loadvm failed')
             check(device_size(dm, 'd3') == SIZE,
                   'd3 size after loadvm: %d' % device_size(dm, 'd3'))
             check(image_size(images[3]) == SIZE, 'size not rolled back')
-            io_all(images, read=0x10, write=0x30)
+            io_all(images, read=0x10, write=0x30, zero_head=True)
             with open(faults, 'w') as f:
                 f.write('rollback,del-rename\n')
             out = hmp(dm, 'loadvm sv')
