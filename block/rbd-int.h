@@ -59,8 +59,9 @@ typedef struct RBDSnapOp RBDSnapOp;
 typedef struct RBDGroupTxn RBDGroupTxn;
 /* The node's only pending op when it is not done nor joined, or NULL */
 RBDSnapOp *rbd_sole_pending_op(BDRVRBDState *s);
-/* Whether a pending delete/apply of a group snapshot waits to be joined */
-bool rbd_has_whole_group_op(BDRVRBDState *s);
+/* The name of a pending delete/apply of a group snapshot waiting to be
+ * joined (newly allocated), or NULL */
+char *rbd_whole_group_op_name(BDRVRBDState *s);
 int rbd_snap_op_kind(RBDSnapOp *op);          /* an RBDGroupKind */
 bool rbd_snap_op_whole_group(RBDSnapOp *op);
 const char *rbd_snap_op_name(RBDSnapOp *op);

@@ -528,17 +528,19 @@ RBDSnapOp *rbd_sole_pending_op(BDRVRBDState *s)
     return op;
 }
 
-bool rbd_has_whole_group_op(BDRVRBDState *s)
+char *rbd_whole_group_op_name(BDRVRBDState *s)
 {
-    bool found = false;
+    char *name = NULL;
 
     g_mutex_lock(&s->lock);
-    for (guint i = 0; i < s->pending->len; i++) {
+    for (guint i = 0; i < s->pending->len && !name; i++) {
         RBDSnapOp *op = s->pending->pdata[i];
-        found |= op->whole_group && !op->group && !op->done;
+        if (op->whole_group && !op->group && !op->done) {
+            name = g_strdup(op->name);
+        }
     }
     g_mutex_unlock(&s->lock);
-    return found;
+    return name;
 }
 
 int rbd_snap_op_kind(RBDSnapOp *op)

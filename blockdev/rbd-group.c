@@ -351,19 +351,19 @@ static bool plan_whole(BDRVRBDState *const *st, guint n, RBDGroupKind kind,
     g_autoptr(GPtrArray) ops = g_ptr_array_new();
     g_autofree char *group = NULL;
     g_autofree char *holder = NULL;
+    g_autofree char *first = NULL;
     const char *name = NULL, *image = NULL;
     RBDGroupTxn *g;
+    bool joinable = true;
     int r;
 
     /* the refusal names the first image holding a group snapshot op */
     for (guint i = 0; i < n && !image; i++) {
-        if (st[i] && rbd_has_whole_group_op(st[i])) {
-            RBDSnapOp *op = rbd_sole_pending_op(st[i]);
-            image = st[i]->image_name;
-            name = op ? rbd_snap_op_name(op) : NULL;
-        }
+        first = st[i] ? rbd_whole_group_op_name(st[i]) : NULL;
+        image = first ? st[i]->image_name : NULL;
     }
-    for (guint i = 0; i < n && name; i++) {
+    name = first;
+    for (guint i = 0; i < n && joinable; i++) {
         BDRVRBDState *s = st[i];
         RBDSnapOp *op = s ? rbd_sole_pending_op(s) : NULL;
         g_autofree char *gi = NULL;
@@ -375,7 +375,7 @@ static bool plan_whole(BDRVRBDState *const *st, guint n, RBDGroupKind kind,
             (i > 0 && !same_place(members->pdata[0], s)) ||
             is_member(members, s->image_name) ||
             !(gi = group_of(s, name)) || (group && strcmp(group, gi))) {
-            name = NULL;
+            joinable = false;
             break;
         }
         if (!group) {
@@ -384,7 +384,7 @@ static bool plan_whole(BDRVRBDState *const *st, guint n, RBDGroupKind kind,
         g_ptr_array_add(members, s);
         g_ptr_array_add(ops, op);
     }
-    if (name) {
+    if (joinable) {
         r = other_holder(st[0]->io, group, name, members, &holder);
         if (r < 0) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
@@ -393,8 +393,8 @@ static bool plan_whole(BDRVRBDState *const *st, guint n, RBDGroupKind kind,
             return false;
         }
     }
-    if (!name || holder) {
-        rbd_refuse_group_snap(errp, name ? name : "?", image);
+    if (!joinable || holder) {
+        rbd_refuse_group_snap(errp, name, image);
         return false;
     }
     g = g_new0(RBDGroupTxn, 1);
@@ -418,8 +418,11 @@ bool rbd_group_plan(BlockBackend *const *blks, guint n, RBDGroupKind kind,
     bool whole = false;
 
     for (guint i = 0; i < n; i++) {
+        g_autofree char *w = NULL;
+
         st[i] = rbd_state_of(blk_bs(blks[i]));
-        whole |= st[i] && rbd_has_whole_group_op(st[i]);
+        w = st[i] ? rbd_whole_group_op_name(st[i]) : NULL;
+        whole |= w != NULL;
     }
     if (whole) {
         return plan_whole(st, n, kind, errp);
