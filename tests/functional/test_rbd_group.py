@@ -169,25 +169,30 @@ def faults_leave_nothing():
     before = groups()
     steps = ['create', 'add:3', 'snap', 'remove:0', 'rename', 'abort']
     with common.TempDir('strata-rbd-gflt-') as d:
-        for step in steps:
-            dm = start(d, images, fault=None if step == 'abort' else step)
-            try:
+        # one daemon for every step: the hook file is read at each step
+        faults = os.path.join(d, 'faults')
+        os.environ['STRATA_RBD_GROUP_FAULT_FILE'] = faults
+        try:
+            dm = start(d, images)
+        finally:
+            del os.environ['STRATA_RBD_GROUP_FAULT_FILE']
+        try:
+            for step in steps:
+                with open(faults, 'w') as f:
+                    f.write('' if step == 'abort' else step)
                 extra = [{'type': 'abort', 'data': {}}] \
                     if step == 'abort' else []
                 desc = cut.error_desc(dm, txn('s', extra=extra))
                 want = 'abort' if step == 'abort' else 'Input/output error'
                 check(want in desc, '%s: %s' % (step, desc))
-            finally:
-                cut.quit_ok(dm)
-            for im in images:
-                got = all_snaps(im)
-                check(got == ([], []), 'fault at %s left %s on %s'
-                      % (step, got, im))
-            # no new group: so no image is left in one either
-            check(groups() == before, 'fault at %s left groups %s'
-                  % (step, groups() - before))
-        dm = start(d, images)
-        try:
+                for im in images:
+                    got = all_snaps(im)
+                    check(got == ([], []), 'fault at %s left %s on %s'
+                          % (step, got, im))
+                # no new group: so no image is left in one either
+                check(groups() == before, 'fault at %s left groups %s'
+                      % (step, groups() - before))
+            os.unlink(faults)
             cut.ok(dm, txn('s'))
         finally:
             cut.quit_ok(dm)
