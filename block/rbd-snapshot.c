@@ -26,7 +26,10 @@
  * Snapshot IDs are the names (QEMU's rbd driver does the same: RBD has no
  * user-visible IDs).  Snapshots in librbd's group and trash namespaces are
  * not the image's own and are left out too (a group snapshot shows on each
- * member image as ".group.<pool>_<group>_<snap>").
+ * member image as ".group.<pool>_<group>_<snap>").  A delete or apply of
+ * a strata group snapshot (listed under the user's name) is marked at
+ * check; blockdev/rbd-group.c joins it to a whole-group operation, and
+ * its do refuses it when nothing joined it (part of the group).
  */
 #include <errno.h>
 #include <string.h>

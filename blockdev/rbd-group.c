@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Transactions as one RBD group snapshot (issue 16).
+ * Transactions as one RBD group snapshot, and whole-group delete and
+ * apply of those (issue 16).
  *
  * When a transaction holds only internal snapshot creates, at least two,
  * one per device, every device an rbd image (under raw or alone) of one
@@ -33,10 +34,29 @@
  * and `@name` opens see the user's name.  `rbd snap ls --all` shows it as
  * "group (pool/.strata-g.X@name)" and qemu-img as ".group.<ids>".
  *
+ * Whole-group delete and apply: a delete or apply of a snapshot listed
+ * under the user's name that is a strata group snapshot passes its check
+ * (rbd-snapshot.c marks it), and the plan joins the transaction's ops
+ * when every action is such a delete (or every one such an apply) of one
+ * name, one per device, and the devices are exactly the images the group
+ * snapshot recorded; otherwise it refuses the transaction before any do.
+ *
+ *   delete      invalidate: rename <name> to ".strata-del.<name>" (one
+ *               header update: gone from every image at once); cancel:
+ *               rename back; clean: remove the group snapshot, and the
+ *               group with the stale ones.
+ *   apply       do: flush every image; invalidate: one
+ *               rbd_group_snap_rollback (librbd 16 rolls back every image
+ *               the snapshot recorded, members of the group or not, sizes
+ *               too), then every handle drops its cache.  The rollback is
+ *               the last step that can fail and cannot be undone.
+ *
  * A process killed inside do leaves at most a group whose snapshot is
  * hidden (never listed) and possibly images still in it; the next plan
  * that meets such an image takes it out of the stale group and removes
- * the group when none of its snapshots is published.
+ * the group when none of its snapshots is published.  After every group
+ * operation (clean) the pool's strata groups with no image and no
+ * published snapshot are removed.
  */
 #include <errno.h>
 #include <stdlib.h>
