@@ -26,8 +26,10 @@ RBD group snapshot (blockdev/rbd-group.c), in strata-daemon:
     loadvm restores every image's content (also over the daemon's own
     writes) and size, delvm leaves no snapshot and no group; a delete or
     apply of 3 of the 4 images is refused with nothing changed; faults at
-    the rollback and at the delete's rename change nothing; a stale
-    empty strata group is removed by the next group transaction.
+    the rollback and at the delete's rename change nothing; QMP
+    snapshot-load rolls the whole group back too; stale strata groups
+    (empty, or with only a hidden snapshot) are removed by the next group
+    transaction; other groups stay.
 
 Needs $STRATA_DAEMON and a Ceph that can run (scripts/ceph-test-cluster.sh);
 skips (77) without them."""
@@ -296,6 +298,20 @@ def io_all(images, read=None, write=None, zero_head=False):
         common.run_io('qemu-io', rbdlib.uri(im), cmds, fmt='raw')
 
 
+def wait_job(dm, job_id):
+    """The job's query-jobs entry once it has concluded."""
+    deadline = time.monotonic() + 60
+    while True:
+        mine = [j for j in cut.ok(dm, cmd('query-jobs'))
+                if j['id'] == job_id]
+        check(mine, 'no job %s' % job_id)
+        if mine[0]['status'] == 'concluded':
+            return mine[0]
+        check(time.monotonic() < deadline, 'job %s never concluded'
+              % job_id)
+        time.sleep(0.05)
+
+
 def whole_txn(kind, name, n):
     typ = {'delete': 'blockdev-snapshot-delete-internal-sync',
            'apply': '__org.strata_blockdev-snapshot-apply-internal'}[kind]
@@ -324,16 +340,23 @@ def whole_group_delete_apply():
     removes the group snapshot from every image and its group; a delete
     or apply of 3 of the 4 images is refused with nothing changed; a
     fault at the rollback or at the delete's publishing rename changes
-    nothing; a stale empty strata group is removed by the next group
-    transaction, another group is not."""
+    nothing; stale strata groups (empty, or with only a hidden snapshot)
+    are removed by the next group transaction, another program's group
+    and a strata group with a published snapshot are not; QMP
+    snapshot-load rolls the whole group back too."""
     rbdlib.setup()
     images = new_images('gwho')
     io_all(images, write=0x10)
     before = groups()
-    stale = '.strata-g.0000dead%08x' % os.getpid()
-    keep = rbdlib.new_name('keep')
-    rbdlib.rbd('group', 'create', stale)
-    rbdlib.rbd('group', 'create', keep)
+    # left by killed processes: empty, and with only a hidden snapshot;
+    # kept: another program's group, and a strata group whose snapshot
+    # is published
+    stale = ['.strata-g.0000dead%08x%d' % (os.getpid(), k) for k in (0, 1)]
+    keep = [rbdlib.new_name('keep'), '.strata-g.0000beef%08x' % os.getpid()]
+    for g in stale + keep:
+        rbdlib.rbd('group', 'create', g)
+    rbdlib.rbd('group', 'snap', 'create', stale[1] + '@.strata-new.x')
+    rbdlib.rbd('group', 'snap', 'create', keep[1] + '@published')
     with common.TempDir('strata-rbd-gwho-') as d:
         faults = os.path.join(d, 'faults')
         os.environ['STRATA_RBD_GROUP_FAULT_FILE'] = faults
@@ -343,9 +366,10 @@ def whole_group_delete_apply():
             del os.environ['STRATA_RBD_GROUP_FAULT_FILE']
         try:
             check(hmp(dm, 'savevm sv') == '', 'savevm failed')
-            # savevm's group transaction removed the stale group only
-            check(stale not in groups() and keep in groups(),
-                  'groups after savevm: %s' % groups())
+            # savevm's group transaction removed the stale groups only
+            now = groups()
+            check(not (set(stale) & now) and set(keep) <= now,
+                  'groups after savevm: %s' % now)
             grp = None
             for im in images:
                 user, g = all_snaps(im)
@@ -391,6 +415,14 @@ def whole_group_delete_apply():
                 check(all_snaps(im) == ([], [(grp, 'sv')]),
                       'failed delvm changed %s: %s' % (im, all_snaps(im)))
             os.unlink(faults)
+            # QMP's snapshot-load job takes the same whole-group path
+            devs = ['d%d' % i for i in range(NDEV)]
+            cut.ok(dm, cmd('snapshot-load', **{'job-id': 'jl', 'tag': 'sv',
+                                               'vmstate': 'd0',
+                                               'devices': devs}))
+            job = wait_job(dm, 'jl')
+            check('error' not in job, 'snapshot-load: %s' % job)
+            io_all(images, read=0x10)
             check(hmp(dm, 'delvm sv') == '', 'delvm failed')
         finally:
             cut.quit_ok(dm)
@@ -398,8 +430,10 @@ def whole_group_delete_apply():
         check(rbdlib.snaps(im, True) == [], 'delvm left on %s: %s'
               % (im, rbdlib.snaps(im, True)))
     check(grp not in groups(), 'delvm left the group %s' % grp)
-    check(groups() == before | {keep}, 'groups: %s' % (groups() - before))
-    rbdlib.rbd('group', 'rm', keep)
+    check(groups() == before | set(keep),
+          'groups: %s' % (groups() - before))
+    for g in keep:
+        rbdlib.rbd('group', 'rm', g)
 
 if __name__ == '__main__':
     sys.exit(R.main())
