@@ -10,6 +10,7 @@
 #include <rbd/librbd.h>
 
 #include "block/block_int.h"
+#include "blockdev/rbd-group.h"
 
 typedef struct BDRVRBDState {
     rados_t cluster;
@@ -56,12 +57,23 @@ int rbd_user_snap_list(rbd_image_t image, BdrvSnapshotInfo **list);
  * create joined to a group call these instead of snapshotting alone. */
 typedef struct RBDSnapOp RBDSnapOp;
 typedef struct RBDGroupTxn RBDGroupTxn;
-RBDSnapOp *rbd_sole_pending_create(BDRVRBDState *s);
+/* The node's only pending op when it is not done nor joined, or NULL */
+RBDSnapOp *rbd_sole_pending_op(BDRVRBDState *s);
+/* The name of a pending delete/apply of a group snapshot waiting to be
+ * joined (newly allocated), or NULL */
+char *rbd_whole_group_op_name(BDRVRBDState *s);
+int rbd_snap_op_kind(RBDSnapOp *op);          /* an RBDGroupKind */
+bool rbd_snap_op_whole_group(RBDSnapOp *op);
 const char *rbd_snap_op_name(RBDSnapOp *op);
 void rbd_snap_op_set_group(RBDSnapOp *op, RBDGroupTxn *g);
 int rbd_group_do(RBDGroupTxn *g, GError **errp);
 int rbd_group_invalidate(RBDGroupTxn *g, GError **errp);
 int rbd_group_cancel(RBDGroupTxn *g, GError **errp);
+/* After the transaction (each member's clean; runs once) */
+void rbd_group_clean(RBDGroupTxn *g);
+/* The refusal of a group snapshot's delete/apply on part of the group */
+void rbd_refuse_group_snap(GError **errp, const char *name,
+                           const char *image);
 void rbd_group_unref(RBDGroupTxn *g);
 /* The name under which a group-namespace snapshot is listed (a strata
  * group's published snapshot), or NULL when it is not listed. */

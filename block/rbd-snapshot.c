@@ -26,7 +26,10 @@
  * Snapshot IDs are the names (QEMU's rbd driver does the same: RBD has no
  * user-visible IDs).  Snapshots in librbd's group and trash namespaces are
  * not the image's own and are left out too (a group snapshot shows on each
- * member image as ".group.<pool>_<group>_<snap>").
+ * member image as ".group.<pool>_<group>_<snap>").  A delete or apply of
+ * a strata group snapshot (listed under the user's name) is marked at
+ * check; blockdev/rbd-group.c joins it to a whole-group operation, and
+ * its do refuses it when nothing joined it (part of the group).
  */
 #include <errno.h>
 #include <string.h>
@@ -45,7 +48,9 @@ struct RBDSnapOp {
     char *hidden;                /* the hidden name this op uses */
     bool done, invalidated, cancelled;
     bool rolled;                 /* an apply's rollback was started */
-    RBDGroupTxn *group;          /* a create joined to a group snapshot */
+    bool whole_group;            /* a delete/apply of a group snapshot:
+                                  * only the whole group can do it */
+    RBDGroupTxn *group;          /* joined to a group operation */
 };
 
 static void rbd_snap_op_free(gpointer p)
@@ -282,21 +287,21 @@ static int find_user_snap(BDRVRBDState *s, const char *id, const char *name,
 
 /* A group snapshot is listed under the user's name but has no user
  * snapshot of that name: librbd can neither roll back nor remove it on
- * one image. */
-static int refuse_group_snap(BDRVRBDState *s, BdrvSnapshotInfo *info,
-                             GError **errp)
+ * one image, only for the whole group (rbd-group.c joins such ops). */
+static bool is_group_snap(BDRVRBDState *s, const char *name)
 {
     bool user = false;
 
-    if (rbd_snap_exists(s->image, info->name, &user) < 0 || user) {
-        return 0;
-    }
+    return rbd_snap_exists(s->image, name, &user) == 0 && !user;
+}
+
+void rbd_refuse_group_snap(GError **errp, const char *name,
+                           const char *image)
+{
     g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                 "Snapshot '%s' of %s is part of an RBD group snapshot; "
                 "it can only be removed or rolled back for the whole group "
-                "(rbd group snap rm/rollback)", info->name, s->image_name);
-    bdrv_snapshot_info_clear(info);
-    return -ENOTSUP;
+                "(rbd group snap rm/rollback)", name, image);
 }
 
 int rbd_snap_delete_check(BlockDriverState *bs, const char *id,
@@ -305,11 +310,9 @@ int rbd_snap_delete_check(BlockDriverState *bs, const char *id,
 {
     BDRVRBDState *s = bs->opaque;
     bool busy;
+    RBDSnapOp *op;
     int r = find_user_snap(s, id, name, info, errp);
 
-    if (r == 0) {
-        r = refuse_group_snap(s, info, errp);
-    }
     if (r < 0) {
         return r;
     }
@@ -321,7 +324,9 @@ int rbd_snap_delete_check(BlockDriverState *bs, const char *id,
         bdrv_snapshot_not_found(id, name, errp);
         return -ENOENT;
     }
-    *opp = new_op(s, RBD_OP_DELETE, info->name);
+    op = new_op(s, RBD_OP_DELETE, info->name);
+    op->whole_group = is_group_snap(s, info->name);
+    *opp = op;
     return 0;
 }
 
@@ -330,15 +335,15 @@ int rbd_snap_goto_check(BlockDriverState *bs, const char *id,
                                void **opp, GError **errp)
 {
     BDRVRBDState *s = bs->opaque;
+    RBDSnapOp *op;
     int r = find_user_snap(s, id, name, info, errp);
 
-    if (r == 0) {
-        r = refuse_group_snap(s, info, errp);
-    }
     if (r < 0) {
         return r;
     }
-    *opp = new_op(s, RBD_OP_GOTO, info->name);
+    op = new_op(s, RBD_OP_GOTO, info->name);
+    op->whole_group = is_group_snap(s, info->name);
+    *opp = op;
     return 0;
 }
 
@@ -367,18 +372,26 @@ int rbd_snap_do(BlockDriverState *bs, void *opaque,
     RBDSnapOp *op = opaque;
     int r = 0;
 
+    if (op->whole_group && !op->group) {
+        /* not joined by the engine's plan: one image of a group alone */
+        rbd_refuse_group_snap(errp, op->name, s->image_name);
+        return -ENOTSUP;
+    }
+    if (op->group) {
+        /* the first member's do works for every image */
+        r = rbd_group_do(op->group, errp);
+        if (r < 0) {
+            return r;
+        }
+        if (op->kind == RBD_OP_CREATE) {
+            fill_date(info);
+        }
+        op->done = true;
+        return 0;
+    }
     switch (op->kind) {
     case RBD_OP_CREATE:
     case RBD_OP_GOTO:
-        if (op->group) {
-            /* the first member's do snapshots every image */
-            r = rbd_group_do(op->group, errp);
-            if (r < 0) {
-                return r;
-            }
-            fill_date(info);
-            break;
-        }
         /* what guests wrote so far belongs in the snapshot (or, for an
          * apply, in the undo snapshot) */
         r = rbd_flush(s->image);
@@ -406,15 +419,17 @@ int rbd_snap_invalidate(BlockDriverState *bs, void *opaque,
     RBDSnapOp *op = opaque;
     int r = 0;
 
+    if (op->group) {
+        /* the first member's call publishes for every image */
+        r = rbd_group_invalidate(op->group, errp);
+        if (r < 0) {
+            return r;
+        }
+        op->invalidated = true;
+        return 0;
+    }
     switch (op->kind) {
     case RBD_OP_CREATE:
-        if (op->group) {
-            r = rbd_group_invalidate(op->group, errp);
-            if (r < 0) {
-                return r;
-            }
-            break;
-        }
         r = rbd_snap_rename(s->image, op->hidden, op->name);
         break;
     case RBD_OP_DELETE:
@@ -440,12 +455,12 @@ int rbd_snap_cancel(BlockDriverState *bs, void *opaque, GError **errp)
     RBDSnapOp *op = opaque;
     int r = 0;
 
+    if (op->group) {
+        op->cancelled = true;
+        return rbd_group_cancel(op->group, errp);
+    }
     switch (op->kind) {
     case RBD_OP_CREATE:
-        if (op->group) {
-            op->cancelled = true;
-            return rbd_group_cancel(op->group, errp);
-        }
         r = rbd_snap_remove(s->image,
                             op->invalidated ? op->name : op->hidden);
         break;
@@ -477,11 +492,13 @@ int rbd_snap_clean(BlockDriverState *bs, void *opaque, GError **errp)
     RBDSnapOp *op = opaque;
     int r = 0;
 
-    /* after a successful delete or apply the hidden snapshot is garbage */
-    if (op->invalidated && !op->cancelled && op->kind != RBD_OP_CREATE) {
+    if (op->group) {
+        /* the whole group's garbage, once (a delete's hidden snapshot) */
+        rbd_group_clean(op->group);
+    } else if (op->invalidated && !op->cancelled && op->kind != RBD_OP_CREATE) {
         r = rbd_snap_remove(s->image, op->hidden);
     } else if (op->done && !op->invalidated && !op->cancelled &&
-               op->kind != RBD_OP_DELETE && !op->group) {
+               op->kind != RBD_OP_DELETE) {
         /* done and abandoned without cancel: not reached through the
          * generic layer, which refuses that; removed all the same */
         r = rbd_snap_remove(s->image, op->hidden);
@@ -499,19 +516,45 @@ int rbd_snap_clean(BlockDriverState *bs, void *opaque, GError **errp)
 
 /* ---- joining a group snapshot (blockdev/rbd-group.c) ---- */
 
-RBDSnapOp *rbd_sole_pending_create(BDRVRBDState *s)
+RBDSnapOp *rbd_sole_pending_op(BDRVRBDState *s)
 {
     RBDSnapOp *op = NULL;
 
     g_mutex_lock(&s->lock);
     if (s->pending->len == 1) {
         op = s->pending->pdata[0];
-        if (op->kind != RBD_OP_CREATE || op->done || op->group) {
+        if (op->done || op->group) {
             op = NULL;
         }
     }
     g_mutex_unlock(&s->lock);
     return op;
+}
+
+char *rbd_whole_group_op_name(BDRVRBDState *s)
+{
+    char *name = NULL;
+
+    g_mutex_lock(&s->lock);
+    for (guint i = 0; i < s->pending->len && !name; i++) {
+        RBDSnapOp *op = s->pending->pdata[i];
+        if (op->whole_group && !op->group && !op->done) {
+            name = g_strdup(op->name);
+        }
+    }
+    g_mutex_unlock(&s->lock);
+    return name;
+}
+
+int rbd_snap_op_kind(RBDSnapOp *op)
+{
+    return op->kind == RBD_OP_CREATE ? RBD_GROUP_CREATE
+         : op->kind == RBD_OP_DELETE ? RBD_GROUP_DELETE : RBD_GROUP_APPLY;
+}
+
+bool rbd_snap_op_whole_group(RBDSnapOp *op)
+{
+    return op->whole_group;
 }
 
 const char *rbd_snap_op_name(RBDSnapOp *op)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Transactions as one RBD group snapshot (issue 16).
+ * Transactions as one RBD group snapshot, and whole-group delete and
+ * apply of those (issue 16).
  *
  * When a transaction holds only internal snapshot creates, at least two,
  * one per device, every device an rbd image (under raw or alone) of one
@@ -33,10 +34,29 @@
  * and `@name` opens see the user's name.  `rbd snap ls --all` shows it as
  * "group (pool/.strata-g.X@name)" and qemu-img as ".group.<ids>".
  *
+ * Whole-group delete and apply: a delete or apply of a snapshot listed
+ * under the user's name that is a strata group snapshot passes its check
+ * (rbd-snapshot.c marks it), and the plan joins the transaction's ops
+ * when every action is such a delete (or every one such an apply) of one
+ * name, one per device, and the devices are exactly the images the group
+ * snapshot recorded; otherwise it refuses the transaction before any do.
+ *
+ *   delete      invalidate: rename <name> to ".strata-del.<name>" (one
+ *               header update: gone from every image at once); cancel:
+ *               rename back; clean: remove the group snapshot, and the
+ *               group with the stale ones.
+ *   apply       do: flush every image; invalidate: one
+ *               rbd_group_snap_rollback (librbd 16 rolls back every image
+ *               the snapshot recorded, members of the group or not, sizes
+ *               too), then every handle drops its cache.  The rollback is
+ *               the last step that can fail and cannot be undone.
+ *
  * A process killed inside do leaves at most a group whose snapshot is
  * hidden (never listed) and possibly images still in it; the next plan
  * that meets such an image takes it out of the stale group and removes
- * the group when none of its snapshots is published.
+ * the group when none of its snapshots is published.  After every group
+ * operation (clean) the pool's strata groups with no image and no
+ * published snapshot are removed.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -51,8 +71,10 @@
 
 #define GROUP_PREFIX ".strata-g."
 #define HIDDEN_NEW ".strata-new."
+#define HIDDEN_DEL ".strata-del."
 
 struct RBDGroupTxn {
+    RBDGroupKind kind;
     int refs;
     rados_ioctx_t io;            /* the first member's (alive while used) */
     char *group;
@@ -62,23 +84,40 @@ struct RBDGroupTxn {
     bool tried;                  /* do ran (its result is in do_ret) */
     int do_ret;
     char *do_msg;
-    bool published, cancelled;
+    bool published, cancelled, cleaned;
+    bool rolled;                 /* an apply's rollback was started */
 };
 
 /*
  * Test hook: STRATA_RBD_GROUP_FAULT=<step> makes that step fail with EIO
- * as librbd could ("create", "add:K", "snap", "remove:K", "rename"), so
- * a test can check that each failure leaves nothing behind.
+ * as librbd could ("create", "add:K", "snap", "remove:K", "rename"; for a
+ * whole-group delete "del-rename" (publishing) and "del-remove" (clean);
+ * for an apply "rollback"; a comma-separated list fails each), so a
+ * test can check what each failure leaves.  STRATA_RBD_GROUP_FAULT_FILE
+ * names a file holding the same, read at every step.
  * STRATA_RBD_GROUP=off turns the group path off (the per-image path's
  * tests and the benchmark's comparison).
  */
 static bool fault(const char *step, int k)
 {
     const char *f = getenv("STRATA_RBD_GROUP_FAULT");
+    const char *path = getenv("STRATA_RBD_GROUP_FAULT_FILE");
     g_autofree char *want = k < 0 ? g_strdup(step)
                                   : g_strdup_printf("%s:%d", step, k);
+    g_autofree char *text = NULL;
+    g_auto(GStrv) steps = NULL;
 
-    return f && !strcmp(f, want);
+    /* the file is read at every step, so one process can be made to
+     * fail now and then not (fewer daemon starts in the tests) */
+    if (!f && path && g_file_get_contents(path, &text, NULL, NULL)) {
+        f = g_strstrip(text);
+    }
+    if (!f) {
+        return false;
+    }
+    /* a comma-separated list: several steps fail */
+    steps = g_strsplit(f, ",", -1);
+    return g_strv_contains((const char *const *)steps, want);
 }
 
 static BDRVRBDState *rbd_state_of(BlockDriverState *bs)
@@ -149,7 +188,56 @@ static bool free_image(BDRVRBDState *s)
     return is_free;
 }
 
-void rbd_group_plan(BlockBackend *const *blks, guint n)
+/* Whether the group has no image and no published snapshot (a killed
+ * process's leftover, or one whose last snapshot went) */
+static bool group_is_stale(rados_ioctx_t io, const char *group)
+{
+    rbd_group_image_info_t imgs[4];
+    rbd_group_snap_info_t snaps[64];
+    size_t ni = G_N_ELEMENTS(imgs), ns = G_N_ELEMENTS(snaps);
+    bool published = false;
+
+    if (rbd_group_image_list(io, group, imgs, sizeof(imgs[0]), &ni) < 0) {
+        return false;            /* too many images counts as in use */
+    }
+    rbd_group_image_list_cleanup(imgs, sizeof(imgs[0]), ni);
+    if (ni > 0 ||
+        rbd_group_snap_list(io, group, snaps, sizeof(snaps[0]), &ns) < 0) {
+        return false;
+    }
+    for (size_t i = 0; i < ns; i++) {
+        published |= !g_str_has_prefix(snaps[i].name, ".strata-");
+    }
+    rbd_group_snap_list_cleanup(snaps, sizeof(snaps[0]), ns);
+    return !published;
+}
+
+/* Removes the pool's stale strata groups but own (their hidden
+ * snapshots go with them: no image lists those). */
+static void remove_stale_groups(rados_ioctx_t io, const char *own)
+{
+    g_autofree char *names = NULL;
+    size_t size = 1024;
+    int r;
+
+    do {
+        g_free(names);
+        names = g_malloc0(size + 1);
+        r = rbd_group_list(io, names, &size);
+    } while (r == -ERANGE);
+    for (char *p = names; r > 0 && p < names + r && *p;
+         p += strlen(p) + 1) {
+        if (g_str_has_prefix(p, GROUP_PREFIX) && strcmp(p, own) &&
+            group_is_stale(io, p)) {
+            strata_info("rbd: removing the stale group %s", p);
+            rbd_group_remove(io, p);
+        }
+    }
+}
+
+/* Creates: joined when every device qualifies; otherwise the per-image
+ * path, unchanged. */
+static void plan_creates(BDRVRBDState *const *st, guint n)
 {
     g_autoptr(GPtrArray) members = g_ptr_array_new();
     g_autoptr(GPtrArray) ops = g_ptr_array_new();
@@ -161,10 +249,11 @@ void rbd_group_plan(BlockBackend *const *blks, guint n)
         return;
     }
     for (guint i = 0; i < n; i++) {
-        BDRVRBDState *s = rbd_state_of(blk_bs(blks[i]));
-        RBDSnapOp *op = s ? rbd_sole_pending_create(s) : NULL;
+        BDRVRBDState *s = st[i];
+        RBDSnapOp *op = s ? rbd_sole_pending_op(s) : NULL;
 
-        if (!op || s->ro_handle || s->snap ||
+        if (!op || rbd_snap_op_kind(op) != RBD_GROUP_CREATE ||
+            s->ro_handle || s->snap ||
             (name && strcmp(name, rbd_snap_op_name(op))) ||
             (i > 0 && !same_place(members->pdata[0], s)) ||
             !free_image(s)) {
@@ -175,6 +264,7 @@ void rbd_group_plan(BlockBackend *const *blks, guint n)
         g_ptr_array_add(ops, op);
     }
     g = g_new0(RBDGroupTxn, 1);
+    g->kind = RBD_GROUP_CREATE;
     g->io = ((BDRVRBDState *)members->pdata[0])->io;
     g->group = g_strdup_printf(GROUP_PREFIX "%08x%08x", g_random_int(),
                                g_random_int());
@@ -185,6 +275,182 @@ void rbd_group_plan(BlockBackend *const *blks, guint n)
         g->refs++;
         rbd_snap_op_set_group(ops->pdata[i], g);
     }
+}
+
+/* The strata group whose published snapshot `name` the image holds
+ * (newly allocated), or NULL. */
+static char *group_of(BDRVRBDState *s, const char *name)
+{
+    g_autofree rbd_snap_info_t *snaps = NULL;
+    int max = 16, n;
+    char *group = NULL;
+
+    do {
+        g_free(snaps);
+        snaps = g_new0(rbd_snap_info_t, max);
+        n = rbd_snap_list(s->image, snaps, &max);
+    } while (n == -ERANGE);
+    for (int i = 0; i < n && !group; i++) {
+        rbd_snap_group_namespace_t ns = { 0 };
+
+        if (rbd_snap_get_group_namespace(s->image, snaps[i].id, &ns,
+                                         sizeof(ns)) < 0) {
+            continue;
+        }
+        if (ns.group_pool == rados_ioctx_get_id(s->io) &&
+            ns.group_name && g_str_has_prefix(ns.group_name, GROUP_PREFIX) &&
+            ns.group_snap_name && !strcmp(ns.group_snap_name, name)) {
+            group = g_strdup(ns.group_name);
+        }
+        rbd_snap_group_namespace_cleanup(&ns, sizeof(ns));
+    }
+    if (n >= 0) {
+        rbd_snap_list_end(snaps);
+    }
+    return group;
+}
+
+static bool is_member(GPtrArray *members, const char *image)
+{
+    for (guint i = 0; i < members->len; i++) {
+        if (!strcmp(((BDRVRBDState *)members->pdata[i])->image_name,
+                    image)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * librbd 16 keeps a group snapshot's images in the group's header but
+ * has no call that lists them, and rbd_group_snap_rollback/_remove act on
+ * every recorded image whatever the transaction named.  So the pool's
+ * other images are looked at: the name of one that holds the group
+ * snapshot too (newly allocated), NULL when there is none, or an error.
+ */
+static int other_holder(rados_ioctx_t io, const char *group,
+                        const char *name, GPtrArray *members, char **holder)
+{
+    g_autofree rbd_image_spec_t *specs = NULL;
+    size_t max = 64;
+    int r;
+
+    *holder = NULL;
+    do {
+        g_free(specs);
+        specs = g_new0(rbd_image_spec_t, max);
+        r = rbd_list2(io, specs, &max);
+    } while (r == -ERANGE);
+    if (r < 0) {
+        return r;
+    }
+    for (size_t i = 0; i < max && !*holder; i++) {
+        BDRVRBDState probe = { .io = io };
+        g_autofree char *in = NULL;
+
+        if (is_member(members, specs[i].name) ||
+            rbd_open_read_only(io, specs[i].name, &probe.image, NULL) < 0) {
+            continue;            /* gone meanwhile: it holds nothing */
+        }
+        in = group_of(&probe, name);
+        if (in && !strcmp(in, group)) {
+            *holder = g_strdup(specs[i].name);
+        }
+        rbd_close(probe.image);
+    }
+    rbd_image_spec_list_cleanup(specs, max);
+    return 0;
+}
+
+/* Deletes/applies of a group snapshot: joined when the transaction is
+ * exactly the whole group, refused (nothing changed) otherwise. */
+static bool plan_whole(BDRVRBDState *const *st, guint n, RBDGroupKind kind,
+                       GError **errp)
+{
+    g_autoptr(GPtrArray) members = g_ptr_array_new();
+    g_autoptr(GPtrArray) ops = g_ptr_array_new();
+    g_autofree char *group = NULL;
+    g_autofree char *holder = NULL;
+    g_autofree char *first = NULL;
+    const char *name = NULL, *image = NULL;
+    RBDGroupTxn *g;
+    bool joinable = true;
+    int r;
+
+    /* the refusal names the first image holding a group snapshot op */
+    for (guint i = 0; i < n && !image; i++) {
+        first = st[i] ? rbd_whole_group_op_name(st[i]) : NULL;
+        image = first ? st[i]->image_name : NULL;
+    }
+    name = first;
+    for (guint i = 0; i < n && joinable; i++) {
+        BDRVRBDState *s = st[i];
+        RBDSnapOp *op = s ? rbd_sole_pending_op(s) : NULL;
+        g_autofree char *gi = NULL;
+
+        if (!op || !rbd_snap_op_whole_group(op) ||
+            rbd_snap_op_kind(op) != (int)kind ||
+            (kind != RBD_GROUP_DELETE && kind != RBD_GROUP_APPLY) ||
+            strcmp(name, rbd_snap_op_name(op)) ||
+            (i > 0 && !same_place(members->pdata[0], s)) ||
+            is_member(members, s->image_name) ||
+            !(gi = group_of(s, name)) || (group && strcmp(group, gi))) {
+            joinable = false;
+            break;
+        }
+        if (!group) {
+            group = g_steal_pointer(&gi);
+        }
+        g_ptr_array_add(members, s);
+        g_ptr_array_add(ops, op);
+    }
+    if (joinable) {
+        r = other_holder(st[0]->io, group, name, members, &holder);
+        if (r < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Could not list the images of pool %s: %s",
+                        st[0]->pool, g_strerror(-r));
+            return false;
+        }
+    }
+    if (!joinable || holder) {
+        rbd_refuse_group_snap(errp, name, image);
+        return false;
+    }
+    g = g_new0(RBDGroupTxn, 1);
+    g->kind = kind;
+    g->io = st[0]->io;
+    g->group = g_steal_pointer(&group);
+    g->name = g_strdup(name);
+    g->hidden = g_strconcat(HIDDEN_DEL, name, NULL);
+    g->members = g_ptr_array_ref(members);
+    for (guint i = 0; i < ops->len; i++) {
+        g->refs++;
+        rbd_snap_op_set_group(ops->pdata[i], g);
+    }
+    return true;
+}
+
+bool rbd_group_plan(BlockBackend *const *blks, guint n, RBDGroupKind kind,
+                    GError **errp)
+{
+    g_autofree BDRVRBDState **st = g_new0(BDRVRBDState *, n);
+    bool whole = false;
+
+    for (guint i = 0; i < n; i++) {
+        g_autofree char *w = NULL;
+
+        st[i] = rbd_state_of(blk_bs(blks[i]));
+        w = st[i] ? rbd_whole_group_op_name(st[i]) : NULL;
+        whole |= w != NULL;
+    }
+    if (whole) {
+        return plan_whole(st, n, kind, errp);
+    }
+    if (kind == RBD_GROUP_CREATE) {
+        plan_creates(st, n);
+    }
+    return true;
 }
 
 static int step_fail(RBDGroupTxn *g, int r, const char *what)
@@ -265,16 +531,60 @@ static int group_do(RBDGroupTxn *g)
     return 0;
 }
 
+/* A whole-group apply: what the guests wrote goes to the cluster, so the
+ * rollback (in invalidate) replaces all of it; a delete has no do. */
+static int whole_do(RBDGroupTxn *g)
+{
+    for (guint i = 0; g->kind == RBD_GROUP_APPLY && i < g->members->len;
+         i++) {
+        BDRVRBDState *s = g->members->pdata[i];
+        int r = rbd_flush(s->image);
+        if (r < 0) {
+            g->do_ret = r;
+            g->do_msg = g_strdup_printf("Failed to flush %s: %s",
+                                        s->image_name, g_strerror(-r));
+            return r;
+        }
+    }
+    return 0;
+}
+
 int rbd_group_do(RBDGroupTxn *g, GError **errp)
 {
     if (!g->tried) {
         g->tried = true;
-        g->do_ret = group_do(g);
+        g->do_ret = g->kind == RBD_GROUP_CREATE ? group_do(g) : whole_do(g);
     }
     if (g->do_ret < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO, "%s", g->do_msg);
     }
     return g->do_ret;
+}
+
+/* The rollback of every image (librbd rolls back each image the group
+ * snapshot recorded, in turn), then each handle drops what it cached:
+ * content and size may differ now. */
+static int whole_rollback(RBDGroupTxn *g, GError **errp)
+{
+    int r;
+
+    g->rolled = true;
+    r = fault("rollback", -1) ? -EIO
+        : rbd_group_snap_rollback(g->io, g->group, g->name);
+    for (guint i = 0; i < g->members->len; i++) {
+        BDRVRBDState *s = g->members->pdata[i];
+        int r2 = rbd_invalidate_cache(s->image);
+        if (r2 < 0) {
+            strata_warning("rbd: could not drop the cache of %s: %s",
+                           s->image_name, g_strerror(-r2));
+        }
+    }
+    if (r < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Failed to roll back to group snapshot '%s' (group %s): "
+                    "%s", g->name, g->group, g_strerror(-r));
+    }
+    return r;
 }
 
 int rbd_group_invalidate(RBDGroupTxn *g, GError **errp)
@@ -284,16 +594,55 @@ int rbd_group_invalidate(RBDGroupTxn *g, GError **errp)
     if (g->published) {
         return 0;
     }
-    r = fault("rename", -1) ? -EIO
-        : rbd_group_snap_rename(g->io, g->group, g->hidden, g->name);
+    switch (g->kind) {
+    case RBD_GROUP_APPLY:
+        r = whole_rollback(g, errp);
+        g->published = r == 0;
+        return r;
+    case RBD_GROUP_DELETE:
+        /* one update of the group's header: gone from every list */
+        r = fault("del-rename", -1) ? -EIO
+            : rbd_group_snap_rename(g->io, g->group, g->name, g->hidden);
+        break;
+    default:
+        r = fault("rename", -1) ? -EIO
+            : rbd_group_snap_rename(g->io, g->group, g->hidden, g->name);
+        break;
+    }
     if (r < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Failed to publish group snapshot '%s': %s", g->name,
-                    g_strerror(-r));
+                    "Failed to %s group snapshot '%s': %s",
+                    g->kind == RBD_GROUP_DELETE ? "remove" : "publish",
+                    g->name, g_strerror(-r));
         return r;
     }
     g->published = true;
     return 0;
+}
+
+/* A whole-group delete's cancel renames the snapshot back; an apply's has
+ * nothing to undo unless librbd's rollback failed part way, which cannot
+ * be undone (said in the error). */
+static int whole_cancel(RBDGroupTxn *g, GError **errp)
+{
+    int r = 0;
+
+    if (g->kind == RBD_GROUP_DELETE && g->published) {
+        r = rbd_group_snap_rename(g->io, g->group, g->hidden, g->name);
+        if (r < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Failed to restore group snapshot '%s' (group %s): "
+                        "%s", g->name, g->group, g_strerror(-r));
+        }
+    } else if (g->kind == RBD_GROUP_APPLY && g->rolled) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "The rollback to group snapshot '%s' (group %s) "
+                    "failed; some images may be rolled back", g->name,
+                    g->group);
+        r = -EIO;
+    }
+    g->published = false;
+    return r;
 }
 
 int rbd_group_cancel(RBDGroupTxn *g, GError **errp)
@@ -305,6 +654,9 @@ int rbd_group_cancel(RBDGroupTxn *g, GError **errp)
         return 0;
     }
     g->cancelled = true;
+    if (g->kind != RBD_GROUP_CREATE) {
+        return whole_cancel(g, errp);
+    }
     r = remove_all(g, true, 0);
     if (r < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
@@ -312,6 +664,30 @@ int rbd_group_cancel(RBDGroupTxn *g, GError **errp)
                     g->name, g->group, g_strerror(-r));
     }
     return r;
+}
+
+void rbd_group_clean(RBDGroupTxn *g)
+{
+    int r;
+
+    if (g->cleaned) {
+        return;
+    }
+    g->cleaned = true;
+    if (g->kind == RBD_GROUP_DELETE && g->published && !g->cancelled) {
+        /* a failure here only leaks: the name is gone already, and the
+         * group, left without a published snapshot, is stale */
+        r = fault("del-remove", -1) ? -EIO
+            : rbd_group_snap_remove(g->io, g->group, g->hidden);
+        if (r < 0) {
+            strata_warning("rbd: could not remove group snapshot '%s' "
+                           "(group %s): %s", g->hidden, g->group,
+                           g_strerror(-r));
+        }
+    }
+    /* after the devices resumed: the pool's stale groups (this delete's
+     * now empty one too) */
+    remove_stale_groups(g->io, g->kind == RBD_GROUP_DELETE ? "" : g->group);
 }
 
 void rbd_group_unref(RBDGroupTxn *g)
@@ -346,10 +722,14 @@ char *rbd_group_listed_name(rbd_image_t image, uint64_t snap_id)
 
 #else /* !CONFIG_RBD */
 
-void rbd_group_plan(BlockBackend *const *blks, guint n)
+bool rbd_group_plan(BlockBackend *const *blks, guint n, RBDGroupKind kind,
+                    GError **errp)
 {
     (void)blks;
     (void)n;
+    (void)kind;
+    (void)errp;
+    return true;
 }
 
 #endif

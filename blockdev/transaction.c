@@ -980,19 +980,30 @@ static bool run_held(BlkTransactionStates *t, GError **errp)
     return ok;
 }
 
-/* Issue 16: a list of internal snapshot creates, one per device, may
- * run as one RBD group snapshot (blockdev/rbd-group.c decides). */
-static void plan_rbd_group(BlkTransactionStates *t, BlockBackend **devs)
+/* Issue 16: a list of internal snapshot creates (or deletes, or applies),
+ * one per device, may run as one RBD group operation (rbd-group.c
+ * decides; it refuses a delete/apply of part of a group snapshot). */
+static bool plan_rbd_group(BlkTransactionStates *t, BlockBackend **devs,
+                           GError **errp)
 {
+    const BlkActionType *type = NULL;
+    RBDGroupKind kind = RBD_GROUP_NONE;
+
     for (guint i = 0; i < t->actions->len; i++) {
         BlkAction *a = g_ptr_array_index(t->actions, i);
-        if (a->type != &blk_action_snapshot_internal_type) {
-            return;
+        type = i == 0 || a->type == type ? a->type : NULL;
+        if (!type) {
+            break;
         }
     }
     if (t->actions->len == t->devices->len) {
-        rbd_group_plan(devs, t->devices->len);
+        kind = type == &blk_action_snapshot_internal_type ? RBD_GROUP_CREATE
+             : type == &blk_action_snapshot_delete_internal_type
+               ? RBD_GROUP_DELETE
+             : type == &blk_action_apply_internal_type ? RBD_GROUP_APPLY
+             : RBD_GROUP_NONE;
     }
+    return rbd_group_plan(devs, t->devices->len, kind, errp);
 }
 
 bool blk_transaction_submit(BlkTransactionStates *t, GError **errp)
@@ -1027,8 +1038,7 @@ bool blk_transaction_submit(BlkTransactionStates *t, GError **errp)
     if (hooks.paused) {
         hooks.paused(devs, t->devices->len, hooks.opaque);
     }
-    plan_rbd_group(t, devs);   /* issue 16 */
-    ok = run_held(t, errp);
+    ok = plan_rbd_group(t, devs, errp) && run_held(t, errp); /* issue 16 */
     release_nodes(t);
     blockdev_drain_end(set);
     t->hold_ns = (g_get_monotonic_time() - start) * 1000;

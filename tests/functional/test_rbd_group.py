@@ -20,7 +20,16 @@ RBD group snapshot (blockdev/rbd-group.c), in strata-daemon:
     a group transaction on the same images (stale groups are cleared);
   * a group snapshot cannot be deleted or applied on one image (clear
     error, nothing changed), a duplicate name is refused, and a
-    one-device command keeps the per-image path (a user snapshot).
+    one-device command keeps the per-image path (a user snapshot);
+  * HMP savevm, loadvm and delvm over the 4 devices run as whole-group
+    operations (one rbd_group_snap_rollback / one group snapshot delete):
+    loadvm restores every image's content (also over the daemon's own
+    writes) and size, delvm leaves no snapshot and no group; a delete or
+    apply of 3 of the 4 images is refused with nothing changed; faults at
+    the rollback and at the delete's rename change nothing; QMP
+    snapshot-load rolls the whole group back too; stale strata groups
+    (empty, or with only a hidden snapshot) are removed by the next group
+    transaction; other groups stay.
 
 Needs $STRATA_DAEMON and a Ceph that can run (scripts/ceph-test-cluster.sh);
 skips (77) without them."""
@@ -162,25 +171,30 @@ def faults_leave_nothing():
     before = groups()
     steps = ['create', 'add:3', 'snap', 'remove:0', 'rename', 'abort']
     with common.TempDir('strata-rbd-gflt-') as d:
-        for step in steps:
-            dm = start(d, images, fault=None if step == 'abort' else step)
-            try:
+        # one daemon for every step: the hook file is read at each step
+        faults = os.path.join(d, 'faults')
+        os.environ['STRATA_RBD_GROUP_FAULT_FILE'] = faults
+        try:
+            dm = start(d, images)
+        finally:
+            del os.environ['STRATA_RBD_GROUP_FAULT_FILE']
+        try:
+            for step in steps:
+                with open(faults, 'w') as f:
+                    f.write('' if step == 'abort' else step)
                 extra = [{'type': 'abort', 'data': {}}] \
                     if step == 'abort' else []
                 desc = cut.error_desc(dm, txn('s', extra=extra))
                 want = 'abort' if step == 'abort' else 'Input/output error'
                 check(want in desc, '%s: %s' % (step, desc))
-            finally:
-                cut.quit_ok(dm)
-            for im in images:
-                got = all_snaps(im)
-                check(got == ([], []), 'fault at %s left %s on %s'
-                      % (step, got, im))
-            # no new group: so no image is left in one either
-            check(groups() == before, 'fault at %s left groups %s'
-                  % (step, groups() - before))
-        dm = start(d, images)
-        try:
+                for im in images:
+                    got = all_snaps(im)
+                    check(got == ([], []), 'fault at %s left %s on %s'
+                          % (step, got, im))
+                # no new group: so no image is left in one either
+                check(groups() == before, 'fault at %s left groups %s'
+                      % (step, groups() - before))
+            os.unlink(faults)
             cut.ok(dm, txn('s'))
         finally:
             cut.quit_ok(dm)
@@ -262,6 +276,164 @@ def per_image_rules():
                      rc=1)
     check('part of an RBD group snapshot' in res.err, res.err)
 
+
+def hmp(dm, line):
+    return cut.ok(dm, cmd('human-monitor-command', **{'command-line': line}))
+
+
+# where io_all works: far from the daemon's writers' records (from 0 on)
+AT = SIZE // 2
+
+
+def io_all(images, read=None, write=None, zero_head=False):
+    """One qemu-io over rbd: per image i: reads pattern read+i at AT
+    (checked), then writes pattern write+i there; zero_head: the first
+    64 KiB read as zeroes."""
+    for i, im in enumerate(images):
+        cmds = ['read -P 0 0 64k'] if zero_head else []
+        if read is not None:
+            cmds.append('read -P 0x%x %d 64k' % (read + i, AT))
+        if write is not None:
+            cmds.append('write -P 0x%x %d 64k' % (write + i, AT))
+        common.run_io('qemu-io', rbdlib.uri(im), cmds, fmt='raw')
+
+
+def wait_job(dm, job_id):
+    """The job's query-jobs entry once it has concluded."""
+    deadline = time.monotonic() + 60
+    while True:
+        mine = [j for j in cut.ok(dm, cmd('query-jobs'))
+                if j['id'] == job_id]
+        check(mine, 'no job %s' % job_id)
+        if mine[0]['status'] == 'concluded':
+            return mine[0]
+        check(time.monotonic() < deadline, 'job %s never concluded'
+              % job_id)
+        time.sleep(0.05)
+
+
+def whole_txn(kind, name, n):
+    typ = {'delete': 'blockdev-snapshot-delete-internal-sync',
+           'apply': '__org.strata_blockdev-snapshot-apply-internal'}[kind]
+    return cmd('transaction', actions=[
+        {'type': typ, 'data': {'device': 'd%d' % i, 'name': name}}
+        for i in range(n)])
+
+
+def image_size(image):
+    return json.loads(rbdlib.rbd('info', '--format', 'json', image).out)[
+        'size']
+
+
+def device_size(dm, dev):
+    for b in cut.ok(dm, cmd('query-named-block-nodes')):
+        if b.get('node-name') == dev:
+            return b['image']['virtual-size']
+    check(False, 'no node %s in query-named-block-nodes' % dev)
+
+
+@R.case()
+def whole_group_delete_apply():
+    """HMP savevm/loadvm/delvm over 4 RBD devices as whole-group
+    operations: loadvm rolls every image back (content and size, also
+    over the daemon's own writes just before it), delvm
+    removes the group snapshot from every image and its group; a delete
+    or apply of 3 of the 4 images is refused with nothing changed; a
+    fault at the rollback or at the delete's publishing rename changes
+    nothing; stale strata groups (empty, or with only a hidden snapshot)
+    are removed by the next group transaction, another program's group
+    and a strata group with a published snapshot are not; QMP
+    snapshot-load rolls the whole group back too."""
+    rbdlib.setup()
+    images = new_images('gwho')
+    io_all(images, write=0x10)
+    before = groups()
+    # left by killed processes: empty, and with only a hidden snapshot;
+    # kept: another program's group, and a strata group whose snapshot
+    # is published
+    stale = ['.strata-g.0000dead%08x%d' % (os.getpid(), k) for k in (0, 1)]
+    keep = [rbdlib.new_name('keep'), '.strata-g.0000beef%08x' % os.getpid()]
+    for g in stale + keep:
+        rbdlib.rbd('group', 'create', g)
+    rbdlib.rbd('group', 'snap', 'create', stale[1] + '@.strata-new.x')
+    rbdlib.rbd('group', 'snap', 'create', keep[1] + '@published')
+    with common.TempDir('strata-rbd-gwho-') as d:
+        faults = os.path.join(d, 'faults')
+        os.environ['STRATA_RBD_GROUP_FAULT_FILE'] = faults
+        try:
+            dm = start(d, images, test_commands=True)
+        finally:
+            del os.environ['STRATA_RBD_GROUP_FAULT_FILE']
+        try:
+            check(hmp(dm, 'savevm sv') == '', 'savevm failed')
+            # savevm's group transaction removed the stale groups only
+            now = groups()
+            check(not (set(stale) & now) and set(keep) <= now,
+                  'groups after savevm: %s' % now)
+            grp = None
+            for im in images:
+                user, g = all_snaps(im)
+                check(user == [] and len(g) == 1 and g[0][1] == 'sv',
+                      'savevm left on %s: %s %s' % (im, user, g))
+                grp = grp or g[0][0]
+                check(g[0][0] == grp, 'two groups: %s %s' % (grp, g))
+            io_all(images, write=0x20)
+            rbdlib.rbd('resize', '--size', '%dK' % (2 * SIZE // 1024),
+                       images[3])
+            check(device_size(dm, 'd3') == 2 * SIZE, 'resize not seen')
+            for kind in ('apply', 'delete'):
+                desc = cut.error_desc(dm, whole_txn(kind, 'sv', NDEV - 1))
+                check("Snapshot 'sv' of %s is part of an RBD group "
+                      "snapshot; it can only be removed or rolled back for "
+                      "the whole group" % images[0] in desc,
+                      '%s of 3 of 4: %s' % (kind, desc))
+            # a wrong rollback would read 0x10+i (a wrong delete is seen
+            # after the faults below: the snapshot would be gone)
+            io_all(images, read=0x20)
+            # the daemon writes too (it then holds each image's exclusive
+            # lock, maybe with cached writes): the rollback replaces that
+            cut.ok(dm, cmd(cut.START, devices=['d%d' % i
+                                               for i in range(NDEV)],
+                           **{'interval-us': 100}))
+            time.sleep(0.3)
+            counts = cut.ok(dm, cmd(cut.STOP))
+            check(all(c['writes'] > 0 for c in counts),
+                  'writers wrote nothing: %s' % counts)
+            check(hmp(dm, 'loadvm sv') == '', 'loadvm failed')
+            check(device_size(dm, 'd3') == SIZE,
+                  'd3 size after loadvm: %d' % device_size(dm, 'd3'))
+            check(image_size(images[3]) == SIZE, 'size not rolled back')
+            io_all(images, read=0x10, write=0x30, zero_head=True)
+            with open(faults, 'w') as f:
+                f.write('rollback,del-rename\n')
+            out = hmp(dm, 'loadvm sv')
+            check('Input/output error' in out, 'faulty loadvm: %r' % out)
+            out = hmp(dm, 'delvm sv')
+            check('Input/output error' in out, 'faulty delvm: %r' % out)
+            io_all(images, read=0x30)
+            for im in images:
+                check(all_snaps(im) == ([], [(grp, 'sv')]),
+                      'failed delvm changed %s: %s' % (im, all_snaps(im)))
+            os.unlink(faults)
+            # QMP's snapshot-load job takes the same whole-group path
+            devs = ['d%d' % i for i in range(NDEV)]
+            cut.ok(dm, cmd('snapshot-load', **{'job-id': 'jl', 'tag': 'sv',
+                                               'vmstate': 'd0',
+                                               'devices': devs}))
+            job = wait_job(dm, 'jl')
+            check('error' not in job, 'snapshot-load: %s' % job)
+            io_all(images, read=0x10)
+            check(hmp(dm, 'delvm sv') == '', 'delvm failed')
+        finally:
+            cut.quit_ok(dm)
+    for im in images:
+        check(rbdlib.snaps(im, True) == [], 'delvm left on %s: %s'
+              % (im, rbdlib.snaps(im, True)))
+    check(grp not in groups(), 'delvm left the group %s' % grp)
+    check(groups() == before | set(keep),
+          'groups: %s' % (groups() - before))
+    for g in keep:
+        rbdlib.rbd('group', 'rm', g)
 
 if __name__ == '__main__':
     sys.exit(R.main())
