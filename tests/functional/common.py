@@ -127,6 +127,25 @@ def tools():
     return _TOOLS
 
 
+def full_run():
+    """STRATA_TEST_FULL=1: the long forms of the sampled tests."""
+    return bool(os.environ.get('STRATA_TEST_FULL'))
+
+
+def format_matrix(cluster_sizes, refcount_bits):
+    """The (cluster size, refcount width) pairs a test runs: in make check
+    one pair per cluster size, the widths taken in turn so that every
+    width appears too (4 pairs instead of 12 for the usual lists; the
+    refcount code does not depend on the cluster size beyond what each
+    size's own pair exercises); STRATA_TEST_FULL=1 the whole product."""
+    if full_run():
+        return [(cs, rb) for cs in cluster_sizes for rb in refcount_bits]
+    check(len(cluster_sizes) >= len(refcount_bits),
+          'too few cluster sizes to cover every refcount width')
+    return [(cs, refcount_bits[i % len(refcount_bits)])
+            for i, cs in enumerate(cluster_sizes)]
+
+
 def skip_if_qemu_tools(reason):
     """For strata-only expectations (stricter than QEMU)."""
     if tools().are_qemu:

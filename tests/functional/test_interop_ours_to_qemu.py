@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Images written by us must be valid and identical in QEMU's eyes.
 
-For every cluster size (512, 4096, 65536, 2M) and refcount width (1, 16,
-64 bits): create a qcow2 image with $STRATA_IMG, apply a seeded random
+For every cluster size (512, 4096, 65536, 2M), each with one refcount
+width (1, 16, 64 bits in turn; every pair with STRATA_TEST_FULL=1): create a qcow2 image with $STRATA_IMG, apply a seeded random
 workload (pattern writes at aligned and unaligned offsets, overwrites,
 zero writes, writes touching the last byte) with $STRATA_IO while
 mirroring every op onto a raw shadow file; then `qemu-img check` must
@@ -82,9 +82,8 @@ def matrix_case(cs, rb):
         verify(img, verify_shadow.path)
 
 
-for _cs in CLUSTER_SIZES:
-    for _rb in REFCOUNT_BITS:
-        runner.add('cluster_size=%d,refcount_bits=%d' % (_cs, _rb), matrix_case, _cs, _rb)
+for _cs, _rb in common.format_matrix(CLUSTER_SIZES, REFCOUNT_BITS):
+    runner.add('cluster_size=%d,refcount_bits=%d' % (_cs, _rb), matrix_case, _cs, _rb)
 
 
 def compat010_case(cs):

@@ -3,7 +3,8 @@
 """Images written by QEMU must read back identically through our tools.
 
 Images are created and written by qemu-img / qemu-io only:
-  * every cluster size (512, 4096, 65536, 2M) x refcount width (1, 16, 64)
+  * every cluster size (512, 4096, 65536, 2M), each with one refcount
+    width (1, 16, 64 in turn; every pair with STRATA_TEST_FULL=1)
     with a seeded random workload (pattern writes, overwrites, zero writes);
   * compat=0.10 (version 2) images, where zero writes cannot use the zero
     flag;
@@ -187,10 +188,9 @@ def build_raw_backing(d, seed):
 
 
 FIXTURES = []
-for _cs in CLUSTER_SIZES:
-    for _rb in REFCOUNT_BITS:
-        FIXTURES.append(Fixture('cs=%d,rb=%d' % (_cs, _rb),
-                                lambda d, cs=_cs, rb=_rb: build_workload(d, cs, rb, 31 * cs + rb)))
+for _cs, _rb in common.format_matrix(CLUSTER_SIZES, REFCOUNT_BITS):
+    FIXTURES.append(Fixture('cs=%d,rb=%d' % (_cs, _rb),
+                            lambda d, cs=_cs, rb=_rb: build_workload(d, cs, rb, 31 * cs + rb)))
 for _cs in (512, 65536):
     FIXTURES.append(Fixture('compat=0.10,cs=%d' % _cs,
                             lambda d, cs=_cs: build_workload(d, cs, None, 7 + cs, ',compat=0.10')))
