@@ -6,8 +6,8 @@
 #ifndef STRATA_BLOCK_RBD_INT_H
 #define STRATA_BLOCK_RBD_INT_H
 
-#include <rados/librados.h>
-#include <rbd/librbd.h>
+/* librados/librbd, through the table that loads them on first use */
+#include "block/rbd-lib.h"
 
 #include "block/block_int.h"
 #include "blockdev/rbd-group.h"

@@ -264,6 +264,10 @@ static int rbd_connect(RBDLocation *loc, rados_t *cluster,
 
     *cluster = NULL;
     *io = NULL;
+    /* the first connection loads the Ceph libraries (block/rbd-lib.h) */
+    if (!rbd_lib_load(errp)) {
+        return -ENOTSUP;
+    }
     r = rados_create(cluster, loc->user);
     if (r < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
