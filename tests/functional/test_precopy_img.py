@@ -20,9 +20,10 @@ the Nth one reaches the file.  After each kill:
   - `qemu-img check -r leaks` makes it clean, and a create run again
     succeeds.
 
-Cases: 64 KiB clusters, 512-byte clusters (more L2 tables and refcount
-blocks, so more kill points between the pre-copy's steps), and an image
-with lazy_refcounts=on (whose create now takes the pre-copy too).
+Cases: 64 KiB clusters (every I/O), 512-byte clusters (many L2 tables
+and refcount blocks: a sample of the I/Os, both sides of the commit
+point included), and an image with lazy_refcounts=on (whose create now
+takes the pre-copy too; every I/O).
 """
 
 import os
@@ -75,16 +76,16 @@ def blkdebug(img):
     return 'driver=qcow2,file.driver=blkdebug,file.filename=%s' % img
 
 
-def operation_end(img):
-    """Writes + flushes before the create announced its end."""
+def event_at(img, event):
+    """Writes + flushes before the create announced event."""
     t = common.tools()
     r = common.run([t.img, 'snapshot', '--image-opts', '-c', 'new',
                     blkdebug(img) + ',file.print-counts=on,'
-                    'file.inject-error.event=snapshot_done'], rc=None)
+                    'file.inject-error.event=%s' % event], rc=None)
     m = [ln for ln in r.err.splitlines() if ln.startswith('blkdebug:')]
     common.check(m and 'event_at=' in m[-1], 'no counts:\n' + r.describe())
     at = m[-1].split('event_at=')[1].split()[0]
-    common.check(at.isdigit(), 'snapshot_done never came:\n' + r.describe())
+    common.check(at.isdigit(), '%s never came:\n%s' % (event, r.describe()))
     return int(at)
 
 
@@ -127,17 +128,31 @@ def check_clean(img, what):
                  % (what, r.describe()))
 
 
-def kill_every_write(opts):
+def kill_points(base, img, samples):
+    """1..end (the create's last I/O), or with samples: the first, the
+    last, both sides of the commit point (the header switch) and samples
+    more evenly in between."""
+    snaplib.sparse_copy(base, img)
+    end = event_at(img, 'snapshot_done')
+    if not samples:
+        return end, list(range(1, end + 1))
+    snaplib.sparse_copy(base, img)
+    commit = event_at(img, 'snapshot_header_update') + 1
+    pts = {1, end, commit - 1, commit, commit + 1}
+    pts |= {1 + (end - 1) * i // (samples + 1) for i in range(1, samples + 1)}
+    return end, sorted(p for p in pts if 1 <= p <= end)
+
+
+def kill_every_write(opts, samples=None):
     common.skip_if_qemu_tools('the blkdebug options are ours')
     t = common.tools()
     with snaplib.ShmDir() as d:
         base = os.path.join(d, 'base.qcow2')
         img = os.path.join(d, 'img.qcow2')
         make(base, opts)
-        snaplib.sparse_copy(base, img)
-        end = operation_end(img)
+        end, points = kill_points(base, img, samples)
         seen = {'old': 0, 'new': 0}
-        for n in range(1, end + 1):
+        for n in points:
             snaplib.sparse_copy(base, img)
             p = subprocess.run([t.img, 'snapshot', '--image-opts', '-c',
                                 'new', blkdebug(img) +
@@ -151,7 +166,8 @@ def kill_every_write(opts):
         common.check(seen['old'] and seen['new'],
                      'the kills did not reach both sides of the commit '
                      'point: %s' % seen)
-        print('  %s: %d kill points, %s' % (opts, end, seen))
+        print('  %s: %d I/Os, killed at %d of them: %s'
+              % (opts, end, len(points), seen))
 
 
 def output_as_qemu():
@@ -177,9 +193,10 @@ def output_as_qemu():
 
 runner.add('output', output_as_qemu)
 runner.add('kill/64k', kill_every_write, 'cluster_size=65536')
-runner.add('kill/512', kill_every_write, 'cluster_size=512')
+# 512-byte clusters: hundreds of I/Os, a sample of them
+runner.add('kill/512', kill_every_write, 'cluster_size=512', 10)
 runner.add('kill/lazy', kill_every_write,
-           'cluster_size=4096,lazy_refcounts=on')
+           'cluster_size=65536,lazy_refcounts=on')
 
 
 if __name__ == '__main__':
