@@ -13,7 +13,9 @@
  *   - the active image and "old" read as before, and "new" (if listed)
  *     exactly as the active image at the drain;
  *   - after `check -r leaks` the image is clean.
- * Kills must land on both sides of the commit point.
+ * Kills must land on both sides of the commit point.  Run twice: on a
+ * plain image and on one with lazy_refcounts=on (which took the classic
+ * path before issue 15's follow-up).
  *
  * Run by hand with `--classic` to see the same kills on a create without
  * pre-copy (bdrv_snapshot_create) fail the check.
