@@ -449,15 +449,16 @@ static bool set_copied(uint64_t *l2, uint32_t j, bool copied)
  * image QEMU or we write; anything else is caught by active_fix_copied.
  */
 static int active_preset_copied(BlockDriverState *bs, const uint64_t *rel,
-                                uint32_t rel_size, bool *l1_changed)
+                                uint32_t rel_size, uint32_t from, uint32_t to,
+                                bool *l1_changed, bool *l2_changed)
 {
     BDRVQcow2State *s = bs->opaque;
     g_autofree uint64_t *rl2 = g_malloc(s->cluster_size);
     RcReader rr = { 0 };
-    uint32_t n = MIN(s->l1_size, rel_size);
+    uint32_t n = MIN(MIN(s->l1_size, rel_size), to);
     int ret;
 
-    for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t i = from; i < n; i++) {
         uint64_t a = s->l1_table[i] & L1E_OFFSET_MASK;
         uint64_t r = rel[i] & L1E_OFFSET_MASK;
         uint64_t rc, *l2;
@@ -508,6 +509,7 @@ static int active_preset_copied(BlockDriverState *bs, const uint64_t *rel,
             }
         }
         if (dirty) {
+            *l2_changed = true;
             ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
             if (ret < 0) {
                 return ret;
@@ -517,13 +519,15 @@ static int active_preset_copied(BlockDriverState *bs, const uint64_t *rel,
     return 0;
 }
 
-/* COPIED in the active tree set exactly where the refcount is 1. */
-static int active_fix_copied(BlockDriverState *bs, bool *l1_changed)
+/* COPIED in the active tree's L1 entries [from, to) and their tables set
+ * exactly where the refcount is 1. */
+static int active_fix_copied(BlockDriverState *bs, uint32_t from, uint32_t to,
+                             bool *l1_changed, bool *l2_changed)
 {
     BDRVQcow2State *s = bs->opaque;
     RcReader rr = { 0 };
 
-    for (uint32_t i = 0; i < s->l1_size; i++) {
+    for (uint32_t i = from; i < MIN(s->l1_size, to); i++) {
         uint64_t a = s->l1_table[i] & L1E_OFFSET_MASK, rc, *l2;
         bool dirty = false;
         int ret;
@@ -556,6 +560,7 @@ static int active_fix_copied(BlockDriverState *bs, bool *l1_changed)
             dirty |= set_copied(l2, j, rc == 1);
         }
         if (dirty) {
+            *l2_changed = true;
             ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
             if (ret < 0) {
                 return ret;
@@ -591,11 +596,12 @@ int qcow2_tree_release(BlockDriverState *bs, const uint64_t *l1,
                        uint32_t l1_size, uint64_t l1_offset, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
-    bool l1_changed = false;
+    bool l1_changed = false, l2_changed = false;
     uint64_t done;
     int ret;
 
-    ret = active_preset_copied(bs, l1, l1_size, &l1_changed);
+    ret = active_preset_copied(bs, l1, l1_size, 0, UINT32_MAX, &l1_changed,
+                               &l2_changed);
     if (ret == 0) {
         ret = qcow2_write_active_tree(bs, l1_changed);
     }
@@ -618,7 +624,7 @@ int qcow2_tree_release(BlockDriverState *bs, const uint64_t *l1,
     }
     l1_changed = false;
     if (ret == 0) {
-        ret = active_fix_copied(bs, &l1_changed);
+        ret = active_fix_copied(bs, 0, UINT32_MAX, &l1_changed, &l2_changed);
     }
     if (ret == 0) {
         ret = qcow2_write_active_tree(bs, l1_changed);
@@ -630,3 +636,77 @@ int qcow2_tree_release(BlockDriverState *bs, const uint64_t *l1,
     return ret;
 }
 
+
+/* ---- the same in parts (a delete's clean, guest I/O running between) ---- */
+
+uint32_t qcow2_tree_part_entries(BDRVQcow2State *s)
+{
+    /* about one 64 KiB L2 table's worth of entries per part: a part
+     * costs well under a millisecond in memory (plus a sync if it
+     * changed COPIED flags) */
+    return MAX(1u, QCOW2_RELEASE_PART_L2_ENTRIES / s->l2_size);
+}
+
+/*
+ * qcow2_tree_release() for the L1 entries [from, to) of the tree: COPIED
+ * preset in the active entries at those indexes (written and synced
+ * first if any changed), then the refcounts of what those entries hold
+ * -1.  Each part leaves the image consistent on its own: what a crash
+ * between parts leaves is the unreleased rest of a tree nothing points
+ * at (leaks).
+ */
+int qcow2_tree_release_part(BlockDriverState *bs, const uint64_t *l1,
+                            uint32_t l1_size, uint32_t from, uint32_t to,
+                            GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    bool l1_changed = false, l2_changed = false;
+    uint64_t done;
+    int ret;
+
+    to = MIN(to, l1_size);
+    ret = active_preset_copied(bs, l1, l1_size, from, to, &l1_changed,
+                               &l2_changed);
+    if (ret == 0 && (l1_changed || l2_changed)) {
+        ret = qcow2_write_active_tree(bs, l1_changed);
+    }
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not update the active L2 tables: %s",
+                    g_strerror(-ret));
+        return ret;
+    }
+    if (from == 0) {
+        bdrv_debug_event(bs->file, "snapshot_refs_down");
+    }
+    if (from < to) {
+        ret = walk_refs(bs, l1 + from, to - from, -1, UINT64_MAX, &done,
+                        errp);
+    }
+    if (ret == 0) {
+        ret = qcow2_cache_write(bs, s->refcount_cache);
+        if (ret < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Could not free the clusters: %s", g_strerror(-ret));
+        }
+    }
+    return ret;
+}
+
+/* After the last part: COPIED recomputed in the active L1 entries
+ * [from, to) and their tables, written if it changed. */
+int qcow2_active_fix_copied_part(BlockDriverState *bs, uint32_t from,
+                                 uint32_t to, GError **errp)
+{
+    bool l1_changed = false, l2_changed = false;
+    int ret = active_fix_copied(bs, from, to, &l1_changed, &l2_changed);
+
+    if (ret == 0 && (l1_changed || l2_changed)) {
+        ret = qcow2_write_active_tree(bs, l1_changed);
+    }
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not free the clusters: %s", g_strerror(-ret));
+    }
+    return ret;
+}

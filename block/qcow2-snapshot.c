@@ -851,9 +851,13 @@ int qcow2_snapshot_pre_do(BlockDriverState *bs, void *opaque, GError **errp)
 
     g_mutex_lock(&s->lock);
     g_assert(op->state == ST_CHECKED && !op->pc);
-    /* lazy refcounts leave counts behind the tables: not copied live */
+    /* Lazy refcounts need nothing else: the pre-copy reads every
+     * refcount block through the cache, whose counts are exact (only the
+     * on-disk blocks may lag, under the dirty bit), and seal writes all
+     * of the cache back and syncs before the publishing write, so the
+     * structures the header switches to are exact on disk too. */
     eligible = op->kind == OP_CREATE && n_ops(s) == 1 &&
-               !s->rt.lazy_refcounts && !s->snapshot_loaded &&
+               !s->snapshot_loaded &&
                !s->broken && !bs->read_only;
     if (eligible) {
         /* the table the create will write: the one visible plus its
@@ -1095,6 +1099,90 @@ out:
     return ret;
 }
 
+/* For tests: called between the parts of a delete's frees, without any
+ * lock; part_entries, if not 0, replaces the L1 entries per part. */
+static Qcow2FreeHook *free_hook;
+static void *free_hook_opaque;
+static uint32_t free_hook_part_entries;
+
+void qcow2_snapshot_set_free_hook(Qcow2FreeHook *hook, void *opaque,
+                                  uint32_t part_entries)
+{
+    free_hook = hook;
+    free_hook_opaque = opaque;
+    free_hook_part_entries = part_entries;
+}
+
+/* Between two parts: the qcow2 locks let go, so guest requests waiting
+ * for them run. */
+static void let_guests_in(BlockDriverState *bs, unsigned *n)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    unlock(s);
+    if (free_hook) {
+        free_hook(bs, (*n)++, free_hook_opaque);
+    } else {
+        g_thread_yield();
+    }
+    lock(s);
+}
+
+/*
+ * A delete's clean, after the resume: its old snapshot table and the
+ * deleted tree freed.  The tree goes in parts of a bounded number of L1
+ * entries (qcow2_tree_part_entries), each under the qcow2 locks, which
+ * are let go between parts so a guest request waits for one part at
+ * most, not the whole tree.  Called and returns with the locks held.
+ *
+ * Why parts are safe: nothing points at the tree any more (the header
+ * without it is synced), so a part only lowers counts nobody else uses
+ * and presets COPIED where a count is about to reach 1; a guest write
+ * between parts that copies a cluster still shared with the tree drops
+ * the active image's reference, and the tree's own goes with its part.
+ * COPIED in the whole active tree is recomputed once every part is done
+ * (again in parts), for sharing at other indexes.  A crash between parts
+ * leaves the rest of the tree counted: leaks.
+ */
+static int delete_free_parts(BlockDriverState *bs, Qcow2SnapshotOp *op,
+                             GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint32_t per = free_hook_part_entries ? free_hook_part_entries
+                                          : qcow2_tree_part_entries(s);
+    unsigned n = 0;
+    int ret = qcow2_free_unreferenced(bs, op->old_offset, op->old_size);
+
+    for (uint32_t from = 0; ret == 0 && from < op->tree_l1_size;
+         from += per) {
+        if (from) {
+            let_guests_in(bs, &n);
+        }
+        ret = qcow2_tree_release_part(bs, op->tree_l1, op->tree_l1_size,
+                                      from, from + per, errp);
+    }
+    if (ret == 0) {
+        ret = qcow2_free_unreferenced(bs, op->tree_l1_offset,
+                                      (uint64_t)op->tree_l1_size * 8);
+    }
+    if (ret == 0) {
+        ret = qcow2_cache_write(bs, s->refcount_cache);
+    }
+    /* s->l1_size is read again each time: the lock was let go */
+    for (uint32_t from = 0; ret == 0 && from < s->l1_size; from += per) {
+        let_guests_in(bs, &n);
+        ret = qcow2_active_fix_copied_part(bs, from, from + per, errp);
+    }
+    if (ret == 0) {
+        ret = qcow2_sn_sync_refcounts(bs);
+    }
+    if (ret < 0 && errp && !*errp) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not free the clusters: %s", g_strerror(-ret));
+    }
+    return ret;
+}
+
 /* After invalidate: frees what nobody uses any more. */
 static int free_replaced(BlockDriverState *bs, Qcow2SnapshotOp *op,
                          GError **errp)
@@ -1133,7 +1221,9 @@ int qcow2_snapshot_clean(BlockDriverState *bs, void *opaque, GError **errp)
     lock(s);
     /* a done op is invalidated or cancelled first */
     g_assert(op->state != ST_DONE);
-    if (op->state == ST_INVALIDATED) {
+    if (op->state == ST_INVALIDATED && op->kind == OP_DELETE && !op->pc) {
+        ret = delete_free_parts(bs, op, errp);
+    } else if (op->state == ST_INVALIDATED) {
         ret = free_replaced(bs, op, errp);
     } else if (op->pc && op->state == ST_CHECKED) {
         /* pre-done, never done */

@@ -61,6 +61,26 @@ int qcow2_tree_max_refcount(BlockDriverState *bs, const uint64_t *l1,
                             uint32_t l1_size, uint64_t *max,
                             uint64_t *cluster, GError **errp);
 
+/* qcow2-snapshot-tree.c: qcow2_tree_release() in parts, so that a
+ * delete's clean can let guest requests in between them (the caller
+ * holds the qcow2 locks for each part, and calls the fix for every
+ * range of the active L1 once every part of the tree is released). */
+#define QCOW2_RELEASE_PART_L2_ENTRIES 8192
+
+/* For tests (qcow2-snapshot.c): called between the parts of a delete's
+ * frees with no lock held (guest requests may run in it); part_entries,
+ * if not 0, sets the L1 entries per part.  NULL: no hook. */
+typedef void Qcow2FreeHook(BlockDriverState *bs, unsigned part,
+                           void *opaque);
+void qcow2_snapshot_set_free_hook(Qcow2FreeHook *hook, void *opaque,
+                                  uint32_t part_entries);
+uint32_t qcow2_tree_part_entries(BDRVQcow2State *s);
+int qcow2_tree_release_part(BlockDriverState *bs, const uint64_t *l1,
+                            uint32_t l1_size, uint32_t from, uint32_t to,
+                            GError **errp);
+int qcow2_active_fix_copied_part(BlockDriverState *bs, uint32_t from,
+                                 uint32_t to, GError **errp);
+
 /* The clusters an L2 entry holds a reference to: [*first, *first + *n)
  * (0 for none); -EINVAL for an entry no valid image has. */
 int qcow2_entry_clusters(BDRVQcow2State *s, uint64_t e, uint64_t *first,

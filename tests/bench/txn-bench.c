@@ -13,6 +13,9 @@
  * internal-load: internal, while one thread per device keeps 4 KiB
  * random writes going on it (a guest; from 200 ms before the transaction
  * to 200 ms after), and reports their latency during the transaction.
+ * delete-load (issue 15): the same internal snapshot taken first (not
+ * measured), then, with the writers running, a transaction deleting it
+ * is measured the same way (its clean frees the whole tree).
  * TXN_BENCH_DIRECT=1 in the environment opens the images with
  * cache.direct=on; TXN_BENCH_STATE_DIR=DIR makes the transaction
  * crash-atomic with DIR as the intent log's journal (issue 14).
@@ -132,9 +135,10 @@ int main(int argc, char **argv)
     strata_log_set_sink(strata_log_to_stderr, NULL);
     if (argc < 3 || (strcmp(argv[1], "internal") &&
                      strcmp(argv[1], "external") &&
-                     strcmp(argv[1], "internal-load"))) {
-        fprintf(stderr, "usage: txn-bench internal|external|internal-load "
-                "IMAGE...\n");
+                     strcmp(argv[1], "internal-load") &&
+                     strcmp(argv[1], "delete-load"))) {
+        fprintf(stderr, "usage: txn-bench internal|external|internal-load"
+                "|delete-load IMAGE...\n");
         return 2;
     }
     /* issue 14: TXN_BENCH_STATE_DIR=DIR runs it with the intent log */
@@ -144,7 +148,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "txn-bench: %s\n", err->message);
         return 1;
     }
-    load = !strcmp(argv[1], "internal-load");
+    load = !strcmp(argv[1], "internal-load") ||
+           !strcmp(argv[1], "delete-load");
     internal = strcmp(argv[1], "external") != 0;
     devs = g_new(BlockBackend *, n);
     for (int i = 0; i < n; i++) {
@@ -162,6 +167,28 @@ int main(int argc, char **argv)
         g_usleep(200 * 1000);
     }
 
+    if (!strcmp(argv[1], "delete-load")) {
+        /* the snapshot to delete, taken before the measured part */
+        t = blk_transaction_new();
+        for (int i = 0; i < n; i++) {
+            char *dev = g_strdup_printf("d%d", i);
+            BlkTransactionAction a = {
+                .kind = BLK_ACTION_SNAPSHOT_INTERNAL,
+                .u.snapshot_internal = { .device = dev, .name = "bench" },
+            };
+            g_ptr_array_add(keep, dev);
+            if (!blk_transaction_add(t, &a, &err)) {
+                fprintf(stderr, "txn-bench: %s\n", err->message);
+                return 1;
+            }
+        }
+        if (!blk_transaction_submit(t, &err)) {
+            fprintf(stderr, "txn-bench: %s\n", err->message);
+            return 1;
+        }
+        blk_transaction_free(t);
+        g_usleep(200 * 1000);
+    }
     start = g_get_monotonic_time();
     t = blk_transaction_new();
     for (int i = 0; i < n; i++) {
@@ -169,7 +196,11 @@ int main(int argc, char **argv)
         char *dev = g_strdup_printf("d%d", i);
 
         g_ptr_array_add(keep, dev);
-        if (internal) {
+        if (!strcmp(argv[1], "delete-load")) {
+            a.kind = BLK_ACTION_SNAPSHOT_DELETE_INTERNAL;
+            a.u.snapshot_delete_internal.device = dev;
+            a.u.snapshot_delete_internal.name = "bench";
+        } else if (internal) {
             a.kind = BLK_ACTION_SNAPSHOT_INTERNAL;
             a.u.snapshot_internal.device = dev;
             a.u.snapshot_internal.name = "bench";

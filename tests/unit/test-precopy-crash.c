@@ -13,7 +13,9 @@
  *   - the active image and "old" read as before, and "new" (if listed)
  *     exactly as the active image at the drain;
  *   - after `check -r leaks` the image is clean.
- * Kills must land on both sides of the commit point.
+ * Kills must land on both sides of the commit point.  Run twice: on a
+ * plain image and on one with lazy_refcounts=on (which took the classic
+ * path before issue 15's follow-up).
  *
  * Run by hand with `--classic` to see the same kills on a create without
  * pre-copy (bdrv_snapshot_create) fail the check.
@@ -129,7 +131,7 @@ static uint8_t *content(const char *path, const char *snap)
     return buf;
 }
 
-static void make_pristine(const char *path)
+static void make_pristine(const char *path, bool lazy)
 {
     BlockOpts *o = bdrv_opts_new();
     g_autofree char *sz = g_strdup_printf("%d", (int)K_SIZE);
@@ -142,6 +144,9 @@ static void make_pristine(const char *path)
 
     bdrv_opts_set(o, "size", sz);
     bdrv_opts_set(o, "cluster_size", cs);
+    if (lazy) {
+        bdrv_opts_set(o, "lazy_refcounts", "on");
+    }
     ck_assert(bdrv_create("qcow2", path, o, &err));
     g_hash_table_unref(o);
     bs = open_img(path, BDRV_O_RDWR);
@@ -161,8 +166,11 @@ static void copy_file(const char *from, const char *to)
     ck_assert(g_file_set_contents(to, data, len, NULL));
 }
 
+/* _i: 1 for an image with lazy_refcounts=on (its create takes the
+ * pre-copy too) */
 START_TEST(test_kill_every_write)
 {
+    bool lazy = _i;
     g_autofree char *dir = g_dir_make_tmp("strata-pckill-XXXXXX", NULL);
     g_autofree char *path = g_build_filename(dir, "k.qcow2", NULL);
     g_autofree char *pristine = g_build_filename(dir, "pristine.img", NULL);
@@ -177,7 +185,7 @@ START_TEST(test_kill_every_write)
             printf("qemu-img not found: only our check runs\n");
         }
     }
-    make_pristine(pristine);
+    make_pristine(pristine, lazy);
     active = content(pristine, NULL);
     old = content(pristine, "old");
     for (n = 1; killed; n++) {
@@ -231,9 +239,10 @@ START_TEST(test_kill_every_write)
             ck_assert_str_eq(names, "old,new");
         }
     }
-    printf("%" G_GUINT64_FORMAT " kill points: %u left the old state, %u "
-           "the new one, %u with leaked clusters, %u with errors\n", n - 2,
-           seen_old, seen_new, leaks, errors);
+    printf("%s%" G_GUINT64_FORMAT " kill points: %u left the old state, "
+           "%u the new one, %u with leaked clusters, %u with errors\n",
+           lazy ? "lazy refcounts: " : "", n - 2, seen_old, seen_new, leaks,
+           errors);
     ck_assert_uint_eq(errors, 0);
     ck_assert_uint_gt(seen_old, 0);
     ck_assert_uint_gt(seen_new, 0);
@@ -249,7 +258,7 @@ static Suite *suite(void)
     TCase *tc = tcase_create("kill");
 
     tcase_set_timeout(tc, 1200);
-    tcase_add_test(tc, test_kill_every_write);
+    tcase_add_loop_test(tc, test_kill_every_write, 0, 2);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -15,12 +15,16 @@
  *   snapshot as before, the active image as the model after more writes,
  *   qemu-img reads the snapshot the same (convert -l), and the image
  *   checks clean with no leaks (ours and qemu-img's).
+ *   Seeds 6..8 do the same on images with lazy_refcounts=on.
+ * delete_model: a delete's clean frees the tree in parts with guest
+ *   operations between them (see the test).
  * faults: the Nth read, write or flush of the image fails, for every N
  *   until the transaction succeeds: each failure leaves the snapshot
  *   list and the content as they were and the image clean with no leak.
  */
 #include "block/fault-inject.h"
 #include "block/qcow2-precopy.h"
+#include "block/qcow2-snapshot.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,7 +42,10 @@ typedef struct Guest {
     int per_step;
 } Guest;
 
-static void make_image(const char *path)
+/* Seeds from this one on use an image with lazy_refcounts=on. */
+#define LAZY_FROM 6
+
+static void make_image(const char *path, bool lazy)
 {
     BlockOpts *o = bdrv_opts_new();
     g_autofree char *sz = g_strdup_printf("%d", (int)P_SIZE);
@@ -47,6 +54,9 @@ static void make_image(const char *path)
 
     bdrv_opts_set(o, "size", sz);
     bdrv_opts_set(o, "cluster_size", cs);
+    if (lazy) {
+        bdrv_opts_set(o, "lazy_refcounts", "on");
+    }
     ck_assert_msg(bdrv_create("qcow2", path, o, &err), "create: %s",
                   err ? err->message : "");
     g_hash_table_unref(o);
@@ -154,12 +164,13 @@ static void close_device(BlockBackend *blk)
 
 /* Random data, snapshot "old", more writes: some clusters and tables
  * shared with "old", some not. */
-static void prepare(const char *path, Guest *g, uint8_t **old_model)
+static void prepare(const char *path, Guest *g, uint8_t **old_model,
+                    bool lazy)
 {
     BlkTransactionStates *t;
     GError *err = NULL;
 
-    make_image(path);
+    make_image(path, lazy);
     g->blk = open_device(path, "p0");
     g->model = g_malloc0(P_SIZE);
     for (int i = 0; i < 150; i++) {
@@ -186,7 +197,7 @@ START_TEST(test_model)
     BlkTransactionStates *t;
     GError *err = NULL;
 
-    prepare(path, &g, &old_model);
+    prepare(path, &g, &old_model, _i >= LAZY_FROM);
     qcow2_precopy_set_step_hook(step_hook, &g);
     t = blk_transaction_new();
     txn_add_ok(t, txn_internal("p0", "new"));
@@ -195,7 +206,8 @@ START_TEST(test_model)
     blk_transaction_free(t);
     qcow2_precopy_set_step_hook(NULL, NULL);
     /* the pre-copy ran (the hook is called only there), with the guest
-     * busy between its steps: more steps than L2 tables in the image */
+     * busy between its steps: more steps than L2 tables in the image
+     * (lazy refcounts included: they took the classic path before) */
     ck_assert_uint_ge(g.steps, P_SIZE / P_CLUSTER / (P_CLUSTER / 8));
     at_drain = g_memdup2(g.model, P_SIZE);
     for (int i = 0; i < 80; i++) {
@@ -217,8 +229,86 @@ START_TEST(test_model)
     qemu_snapshot_equals(path, "new", at_drain);
     qemu_snapshot_equals(path, "old", old_model);
     check_clean(path);
-    printf("seed %d: %u phase-1 steps, %u guest operations\n", _i, g.steps,
-           g.ops);
+    printf("seed %d%s: %u phase-1 steps, %u guest operations\n", _i,
+           _i >= LAZY_FROM ? " (lazy refcounts)" : "", g.steps, g.ops);
+    g_free(g.model);
+    g_rand_free(g.r);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
+/* ---- delete: the frees in parts, guest operations between them ---- */
+
+static void free_hook(BlockDriverState *bs, unsigned part, void *opaque)
+{
+    step_hook(bs, part, opaque);
+}
+
+/*
+ * A transaction deletes "old" (which shares clusters and tables with the
+ * active image and with "mid"); its clean frees the tree in parts of 2
+ * L1 entries, and between every two parts the hook runs guest writes,
+ * discards and zero writes (on clusters still shared with the tree being
+ * freed, already freed, and new ones).  Afterwards: the frees were cut
+ * into parts (the hook ran), the active image reads as the model, "mid"
+ * as when it was taken, and both checks find no error and no leak (a
+ * count freed twice, or a cluster a guest got while the tree still held
+ * it, would show).
+ */
+START_TEST(test_delete_model)
+{
+    g_autofree char *dir = g_dir_make_tmp("strata-precopy-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "p.qcow2", NULL);
+    g_autofree uint8_t *old_model = NULL, *mid_model = NULL;
+    g_autofree uint8_t *got = NULL;
+    bool lazy = _i % 2;
+    Guest g = { .r = g_rand_new_with_seed(2000 + _i), .per_step = 1 + _i % 3 };
+    BlkTransactionStates *t;
+    GError *err = NULL;
+
+    prepare(path, &g, &old_model, lazy);
+    t = blk_transaction_new();
+    txn_add_ok(t, txn_internal("p0", "mid"));
+    ck_assert_msg(blk_transaction_submit(t, &err), "%s",
+                  err ? err->message : "");
+    blk_transaction_free(t);
+    mid_model = g_memdup2(g.model, P_SIZE);
+    for (int i = 0; i < 60; i++) {
+        guest_op(&g);
+    }
+    g.steps = 0;
+    qcow2_snapshot_set_free_hook(free_hook, &g, 2);
+    t = blk_transaction_new();
+    txn_add_ok(t, txn_delete("p0", NULL, "old"));
+    ck_assert_msg(blk_transaction_submit(t, &err), "%s",
+                  err ? err->message : "");
+    blk_transaction_free(t);
+    qcow2_snapshot_set_free_hook(NULL, NULL, 0);
+    /* the tree's 64 L1 entries in parts of 2, then the active tree's
+     * COPIED fix in parts of 2: the guest ran between them */
+    ck_assert_uint_ge(g.steps, P_SIZE / P_CLUSTER / (P_CLUSTER / 8) / 2);
+    {
+        g_autofree char *names = txn_snapshot_names(blk_bs(g.blk));
+        ck_assert_str_eq(names, "mid");
+    }
+    for (int i = 0; i < 40; i++) {
+        guest_op(&g);
+    }
+    got = blk_read_all(g.blk, P_SIZE);
+    assert_same(got, g.model, P_SIZE, "active image");
+    g_clear_pointer(&got, g_free);
+    close_device(g.blk);
+    snapshot_content(path, "mid", &got);
+    assert_same(got, mid_model, P_SIZE, "snapshot mid");
+    g_clear_pointer(&got, g_free);
+    snapshot_content(path, NULL, &got);
+    assert_same(got, g.model, P_SIZE, "active image reopened");
+    qemu_snapshot_equals(path, "mid", mid_model);
+    check_clean(path);
+    printf("delete seed %d%s: %u parts with guest operations between, "
+           "%u guest operations\n", _i, lazy ? " (lazy refcounts)" : "",
+           g.steps, g.ops);
     g_free(g.model);
     g_rand_free(g.r);
     unlink(path);
@@ -258,9 +348,12 @@ static void copy_file(const char *from, const char *to)
     ck_assert(g_file_set_contents(to, data, len, NULL));
 }
 
+/* _i: a fault kind, plus FAULT__MAX for the same on a lazy-refcount
+ * image */
 START_TEST(test_faults)
 {
-    FaultKind kind = _i;
+    FaultKind kind = _i % FAULT__MAX;
+    bool lazy = _i >= FAULT__MAX;
     g_autofree char *dir = g_dir_make_tmp("strata-precopy-XXXXXX", NULL);
     g_autofree char *path = g_build_filename(dir, "p.qcow2", NULL);
     g_autofree char *pristine = g_build_filename(dir, "pristine.img", NULL);
@@ -269,7 +362,7 @@ START_TEST(test_faults)
     unsigned failures = 0, late = 0;
     bool done = false, injected = true;
 
-    prepare(path, &g, &old_model);
+    prepare(path, &g, &old_model, lazy);
     close_device(g.blk);
     copy_file(path, pristine);
     for (uint64_t n = 1; !done || injected; n++) {
@@ -317,8 +410,9 @@ START_TEST(test_faults)
         snapshot_content(path, "new", &got);
         assert_same(got, g.model, P_SIZE, "snapshot new");
     }
-    printf("%s faults: %u failed transactions, %u faults after the "
-           "commit, then success\n", kind_names[kind], failures, late);
+    printf("%s faults%s: %u failed transactions, %u faults after the "
+           "commit, then success\n", kind_names[kind],
+           lazy ? " (lazy refcounts)" : "", failures, late);
     g_free(g.model);
     g_rand_free(g.r);
     unlink(path);
@@ -332,8 +426,9 @@ static Suite *suite(void)
     TCase *tc = tcase_create("core");
 
     tcase_set_timeout(tc, 1200);
-    tcase_add_loop_test(tc, test_model, 0, 6);
-    tcase_add_loop_test(tc, test_faults, FAULT_READ, FAULT__MAX);
+    tcase_add_loop_test(tc, test_model, 0, LAZY_FROM + 3);
+    tcase_add_loop_test(tc, test_delete_model, 0, 4);
+    tcase_add_loop_test(tc, test_faults, FAULT_READ, 2 * FAULT__MAX);
     suite_add_tcase(s, tc);
     return s;
 }

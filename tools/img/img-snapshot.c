@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "block/block_int.h"
 #include "block/snapshot.h"
 #include "img-common.h"
 #include "img-snapshot.h"
@@ -129,6 +130,63 @@ static void dump_snapshots(BlockDriverState *bs)
     }
 }
 
+/*
+ * -c through the phases rather than bdrv_snapshot_create(), so that the
+ * driver's pre-copy (pre_do) runs: a qcow2 create then changes nothing
+ * live before its one publishing header write, and a kill at any point
+ * leaves leaks at most.  bdrv_snapshot_create() rewrites COPIED flags in
+ * place, and a kill in the middle leaves flags that disagree with the
+ * refcounts (`qemu-img check` errors).  The messages are the ones
+ * bdrv_snapshot_create() gives.
+ */
+static int create_precopy(BlockDriverState *bs, const char *name,
+                          GError **errp)
+{
+    BdrvSnapshotInfo tmpl = {
+        .name = (char *)name,
+        .icount = 0,       /* what qemu-img records */
+    };
+    g_autoptr(GError) local = NULL;
+    BdrvSnapshotOp *op = bdrv_snapshot_create_check(bs, &tmpl, 0, errp);
+    int ret;
+
+    if (!op) {
+        return -EINVAL;
+    }
+    /* undrained, as the transaction engine runs it (nothing else does
+     * I/O here, so the drain only satisfies do's rule) */
+    ret = bdrv_snapshot_op_pre_do(op, errp);
+    if (ret < 0) {
+        bdrv_snapshot_op_pre_cancel(op);
+        bdrv_snapshot_op_clean(op, NULL);
+        return ret;
+    }
+    bdrv_drained_begin(bs);
+    ret = bdrv_snapshot_op_do(op, errp);
+    if (ret == 0) {
+        ret = bdrv_snapshot_op_invalidate(op, errp);
+        if (ret < 0) {
+            bdrv_snapshot_op_cancel(op, NULL);
+        }
+    }
+    bdrv_drained_end(bs);
+    if (ret < 0) {
+        bdrv_snapshot_op_clean(op, NULL);
+        return ret;
+    }
+    ret = bdrv_snapshot_op_clean(op, &local);
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, local->code,
+                    "The snapshot create of '%s' took effect, but freeing "
+                    "the clusters it no longer uses failed (they leak): %s",
+                    name, local->message);
+    }
+    /* for fault injection: the operation's last I/O is behind us (the
+     * crash tests kill only before this point) */
+    bdrv_debug_event(bs->file, "snapshot_done");
+    return ret;
+}
+
 typedef enum {
     SNAP_NONE, SNAP_LIST, SNAP_CREATE, SNAP_DELETE, SNAP_APPLY,
 } SnapshotAction;
@@ -190,18 +248,13 @@ int img_snapshot(int argc, char **argv)
     case SNAP_LIST:
         dump_snapshots(bs);
         break;
-    case SNAP_CREATE: {
-        BdrvSnapshotInfo tmpl = {
-            .name = (char *)name,
-            .icount = 0,       /* what qemu-img records */
-        };
-        ret = bdrv_snapshot_create(bs, &tmpl, 0, NULL, &err);
+    case SNAP_CREATE:
+        ret = create_precopy(bs, name, &err);
         if (ret < 0) {
             img_error("Could not create snapshot '%s': %s", name,
                       err->message);
         }
         break;
-    }
     case SNAP_APPLY:
         ret = bdrv_snapshot_goto(bs, name, &err);
         if (ret < 0) {
