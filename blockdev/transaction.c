@@ -774,7 +774,9 @@ static void intent_withdraw(BlkTransactionStates *t)
     if (!in || !in->committed) {
         return;
     }
-    if (intent_record_done(in->rec, &err) < 0) {
+    /* synced, unlike done: the rollback is about to free clusters the
+     * record points at, and the images still carry the extension */
+    if (intent_record_withdraw(in->rec, &err) < 0) {
         strata_error("Could not withdraw the intent record: %s",
                      err->message);
         g_error_free(err);

@@ -226,6 +226,25 @@ static char **pictures(TxnDevs *d, Scenario sc)
     return pics;
 }
 
+/* Whether name in jdir holds an unfinished record: a first-format
+ * <txid>.rec, or a slot that starts with the record magic. */
+static bool live_record_file(const char *jdir, const char *name)
+{
+    g_autofree char *path = NULL;
+    g_autofree char *data = NULL;
+    gsize len = 0;
+
+    if (g_str_has_suffix(name, ".rec")) {
+        return true;
+    }
+    if (!g_str_has_prefix(name, "slot-")) {
+        return false;
+    }
+    path = g_build_filename(jdir, name, NULL);
+    return g_file_get_contents(path, &data, &len, NULL) && len >= 8 &&
+           memcmp(data, "STRATAIR", 8) == 0;
+}
+
 static int count_records(const char *jdir)
 {
     g_autoptr(GDir) dir = g_dir_open(jdir, 0, NULL);
@@ -233,7 +252,7 @@ static int count_records(const char *jdir)
     int n = 0;
 
     while (dir && (name = g_dir_read_name(dir))) {
-        n += g_str_has_suffix(name, ".rec");
+        n += live_record_file(jdir, name);
     }
     return n;
 }
