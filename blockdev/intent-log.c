@@ -1313,7 +1313,7 @@ static int roll_forward(const IntentRecord *rec, const char *beside,
              * freed what the old state used (a replaced snapshot table,
              * a deleted snapshot's tree), so the next read-write open
              * rebuilds the refcounts and reclaims those leaks */
-            ret = strip_fd(fd, rec->txid, true);
+            ret = strip_fd(fd, rec->txid, img->ops->len > 0);
         }
         close(fd);
         if (ret < 0) {

@@ -89,8 +89,12 @@ def one(bench, kind, paths, journal):
 
 def count_syncs(bench, kind, paths, journal, out):
     """fsync and fdatasync calls of one txn-bench run (strace -c)."""
+    env = bench_env(journal)
+    # LeakSanitizer cannot run under ptrace (a sanitizer build)
+    env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") +
+                           ":detect_leaks=0").lstrip(":")
     run(["strace", "-f", "-c", "-e", "trace=fsync,fdatasync", "-o", out,
-         bench, kind] + paths, env=bench_env(journal))
+         bench, kind] + paths, env=env)
     counts = {"fsync": 0, "fdatasync": 0}
     with open(out) as fh:
         for line in fh:

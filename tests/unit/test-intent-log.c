@@ -207,6 +207,9 @@ static void run_txn(Case *c, StopAt stop)
             STEP(intent_record_add_image(rec, c->tmp[i], errp));
             if (bs[i]) {
                 STEP(qcow2_intent_set(bs[i], ext, errp));
+                /* as the engine: every extension is durable before the
+                 * commit (recovery acts only on images carrying it) */
+                STEP(bdrv_flush(bs[i]));
             }
             ck_assert(intent_record_add_rename(rec, i, c->tmp[i], c->ovl[i],
                                                NULL) || power_cut_fired());
