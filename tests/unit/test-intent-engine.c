@@ -609,6 +609,86 @@ START_TEST(test_engine_external_old_image)
 }
 END_TEST
 
+/*
+ * Issue 14, the mix with an action the record does not cover: an
+ * internal snapshot of d0 and blockdev-snapshot-sync mode=existing of d1
+ * onto an overlay made beforehand (its backing link already set), cut at
+ * every write.  The existing overlay is never marked nor written (its
+ * publish is the in-memory switch only), so whatever the cut it stays
+ * byte for byte what it was; d0 alone follows the record (all or
+ * nothing for the logged part), and checks clean after recovery.
+ */
+START_TEST(test_engine_mix_existing_overlay)
+{
+    TxnDevs *tmpl = light_devs_new("exist-tmpl", 2, 73);
+    g_autofree char *jdir = tmp_path("exist-journal");
+    int olds = 0, news = 0;
+
+    {
+        g_autofree char *ovl = overlay_path(tmpl, 1);
+        /* relative: the clones are copies in other directories */
+        create_img(ovl, LIGHT_SIZE, "d1.qcow2", "qcow2");
+    }
+    for (uint64_t cut = 0;; cut++) {
+        TxnDevs *d = clone_devs(tmpl, "exist");
+        g_autofree char *ovl = overlay_path(d, 1);
+        g_autoptr(BlkTransactionStates) t = NULL;
+        BlkTransactionAction ex = txn_external("d1", ovl);
+        gsize blen, alen;
+        g_autofree char *before = NULL, *after = NULL;
+        g_autofree char *names = NULL;
+        GError *err = NULL;
+        BlockDriverState *bs;
+        bool fired;
+
+        ck_assert(g_file_get_contents(ovl, &before, &blen, NULL));
+        rm_dir(jdir);
+        ck_assert(blk_transaction_set_state_dir(jdir, NULL));
+        txn_devs_open(d, NULL);
+        t = blk_transaction_new();
+        txn_add_ok(t, txn_internal("d0", "new"));
+        ex.u.snapshot_sync.mode_existing = true;
+        txn_add_ok(t, ex);
+        power_cut_arm(POWER_CUT_LOSE_UNFLUSHED, cut);
+        ck_assert_msg(blk_transaction_submit(t, &err) || power_cut_fired(),
+                      "%s", err ? err->message : "");
+        g_clear_error(&err);
+        fired = power_cut_fired();
+        g_clear_pointer(&t, blk_transaction_free);
+        txn_devs_close(d);
+        ck_assert_int_ge(power_cut_restore(), 0);
+        ck_assert(blk_transaction_set_state_dir(NULL, NULL));
+
+        ck_assert(g_file_get_contents(ovl, &after, &alen, NULL));
+        ck_assert_msg(alen == blen && memcmp(before, after, blen) == 0,
+                      "cut %" PRIu64 ": the existing overlay was written",
+                      cut);
+        recover(d, jdir);
+        ck_assert_int_eq(count_records(jdir), 0);
+        bs = open_img(d->base[0], 0);
+        names = txn_snapshot_names(bs);
+        bdrv_unref(bs);
+        if (strstr(names, "new")) {
+            news++;
+        } else {
+            olds++;
+        }
+        assert_no_extension(d);
+        txn_check_dir_clean(d->dir);
+        free_devs(d);
+        if (!fired) {
+            break;
+        }
+    }
+    fprintf(stderr, "mix with an existing overlay: %d cut points (%d old, "
+            "%d new on the logged disk)\n", olds + news, olds, news);
+    ck_assert_int_gt(olds, 0);
+    ck_assert_int_gt(news, 0);
+    rm_dir(jdir);
+    free_devs(tmpl);
+}
+END_TEST
+
 static Suite *engine_suite(void)
 {
     /* CK_RUN_CASE=internal|external|basic runs one group */
@@ -619,6 +699,7 @@ static Suite *engine_suite(void)
 
     tcase_add_test(basic, test_engine_no_state_dir);
     tcase_add_test(basic, test_engine_external_old_image);
+    tcase_add_test(basic, test_engine_mix_existing_overlay);
     tcase_add_test(in, test_engine_cut_internal);
     tcase_add_test(ex, test_engine_cut_external);
     tcase_set_timeout(basic, 300);
