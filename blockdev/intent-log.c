@@ -1329,6 +1329,61 @@ static int roll_forward(const IntentRecord *rec, const char *beside,
     return finish_record((IntentRecord *)rec, true);
 }
 
+/*
+ * roll_forward under the record slot's lock: with must_lock (the
+ * start-up scan), a slot locked by another open file description is a
+ * transaction in flight in a live process (-EBUSY: not ours to
+ * complete); once locked, the slot is read again,
+ * and a record finished meanwhile is left alone.  Holding the lock
+ * keeps another process from reusing the slot under us.
+ */
+static int roll_forward_locked(IntentRecord *rec, const char *beside,
+                               bool must_lock, GError **errp)
+{
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    uint8_t head[16 + QCOW2_INTENT_ID_LEN];
+    int fd, ret;
+
+    if (!rec->slot || rec->slot_fd >= 0) {
+        return roll_forward(rec, beside, errp);
+    }
+    fd = open(rec->slot, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        ret = -errno;
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_IO,
+                    "Could not open intent record '%s': %s", rec->slot,
+                    g_strerror(-ret));
+        return ret;
+    }
+    if (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
+        char hex[33];
+        ret = errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
+        close(fd);
+        if (!must_lock) {
+            /* an image being opened: its own file locks already keep
+             * a live writer out (and a test's in-process "crash" holds
+             * the slot it left behind) */
+            return roll_forward(rec, beside, errp);
+        }
+        qcow2_intent_id_hex(rec->txid, hex);
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_GENERIC,
+                    "transaction %s is in progress in another process "
+                    "(its record slot '%s' is locked)", hex, rec->slot);
+        return ret;
+    }
+    if (pread(fd, head, sizeof(head), 0) != (ssize_t)sizeof(head) ||
+        memcmp(head, REC_MAGIC, 8) != 0 ||
+        memcmp(head + 16, rec->txid, QCOW2_INTENT_ID_LEN) != 0) {
+        close(fd);
+        return 0;           /* finished meanwhile */
+    }
+    rec->slot_fd = fd;
+    ret = roll_forward(rec, beside, errp);
+    close(fd);
+    rec->slot_fd = -1;
+    return ret;
+}
+
 /* Which image of the record the file being opened is. */
 static bool names_image(const IntentRecord *rec, const char *filename)
 {
@@ -1390,7 +1445,7 @@ int intent_log_recover_image(const char *filename, const Qcow2Intent *in,
         return 0;
     }
     if (rec) {
-        ret = roll_forward(rec, filename, errp);
+        ret = roll_forward_locked(rec, filename, false, errp);
         /* an image found nowhere keeps the record, not this open back */
         return ret == -ENOENT ? 0 : ret;
     }
@@ -1430,9 +1485,13 @@ int intent_log_recover_all(IntentLog *log, GError **errp)
             return -EINVAL;
         }
         g_autofree char *beside = g_build_filename(log->dir, "-", NULL);
-        ret = roll_forward(e->rec, beside, errp);
-        if (ret == -ENOENT) {
-            continue;
+        g_autoptr(GError) rf_err = NULL;
+        ret = roll_forward_locked(e->rec, beside, true, &rf_err);
+        if (ret == -ENOENT || ret == -EBUSY) {
+            continue;       /* kept / another process's, in flight */
+        }
+        if (ret < 0) {
+            g_propagate_error(errp, g_steal_pointer(&rf_err));
         }
         if (ret < 0) {
             return ret;

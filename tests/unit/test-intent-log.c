@@ -919,6 +919,14 @@ START_TEST(test_slots_concurrent)
     d1 = intent_log_read_record(jdir, r[1]->txid, NULL);
     ck_assert_ptr_nonnull(d0);
     ck_assert_ptr_nonnull(d1);
+    /* a record in flight (its slot locked) is not recovery's to
+     * complete: the daemon's start-up scan leaves it alone */
+    ck_assert_int_eq(intent_log_recover_all(log, NULL), 0);
+    {
+        g_autoptr(IntentRecord) still =
+            intent_log_read_record(jdir, r[1]->txid, NULL);
+        ck_assert_ptr_nonnull(still);
+    }
     ck_assert_int_eq(intent_record_done(r[0], NULL), 0);
     ck_assert_int_eq(intent_record_commit(r[2], NULL), 0);
     ck_assert_str_eq(r[2]->slot, d0->slot);      /* reused */
