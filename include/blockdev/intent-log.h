@@ -194,7 +194,9 @@ int intent_log_recover_image(const char *filename, const Qcow2Intent *in,
                              GError **errp);
 void intent_log_install(void);
 /* Rolls forward every complete record of the journal (daemon start-up):
- * returns how many were completed, or -errno on the first failure. */
+ * returns how many were completed, or -errno on the first failure.  A
+ * record whose slot another open file description has locked is a
+ * transaction in flight in a live process: skipped. */
 int intent_log_recover_all(IntentLog *log, GError **errp);
 
 G_END_DECLS
