@@ -217,6 +217,7 @@ static bool read_journal_id(const char *dir, uint8_t *id, GError **errp)
 }
 
 static int slot_acquire(const char *dir, char **path);
+static GPtrArray *list_slots(const char *dir);
 
 /* ---- the journal ---- */
 
@@ -264,10 +265,12 @@ IntentLog *intent_log_open(const char *dir, GError **errp)
         }
     }
     /* a slot ready before the first transaction, so its commit is one
-     * overwrite in place: no file created, no directory synced */
+     * overwrite in place: no file created, no directory synced (only
+     * when there is none: another process may hold slot-0) */
     {
+        g_autoptr(GPtrArray) slots = list_slots(log->dir);
         g_autofree char *slot = NULL;
-        int fd = slot_acquire(log->dir, &slot);
+        int fd = slots->len ? -1 : slot_acquire(log->dir, &slot);
         if (fd >= 0) {
             close(fd);
         }
