@@ -174,6 +174,20 @@ BlockDriverState *external_snapshot_get_overlay(ExternalSnapshot *es)
     return es->overlay;
 }
 
+BlockDriverState *external_snapshot_get_old_top(ExternalSnapshot *es)
+{
+    return es->old_top;
+}
+
+BlockDriverState *external_snapshot_get_witness(ExternalSnapshot *es)
+{
+    if (es->mode == EXTERNAL_SNAPSHOT_MODE_EXISTING || es->given_overlay ||
+        es->revert_to || es->set_base || es->old_top) {
+        return NULL;
+    }
+    return blk_bs(es->blk);
+}
+
 /* ---- crash-atomic transactions (issue 14) ---- */
 
 void external_snapshot_set_staged(ExternalSnapshot *es)

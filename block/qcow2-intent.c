@@ -212,6 +212,20 @@ static bool is_qcow2(BlockDriverState *bs)
     return bs && bs->drv && strcmp(bs->drv->format_name, "qcow2") == 0;
 }
 
+static bool has_ext(BDRVQcow2State *s)
+{
+    if (s->autoclear_features & QCOW2_AUTOCLEAR_STRATA_INTENT) {
+        return true;
+    }
+    for (guint i = 0; s->unknown_exts && i < s->unknown_exts->len; i++) {
+        Qcow2UnknownExt *e = g_ptr_array_index(s->unknown_exts, i);
+        if (e->magic == QCOW2_EXT_STRATA_INTENT) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static void remove_ext(BDRVQcow2State *s)
 {
     s->autoclear_features &= ~QCOW2_AUTOCLEAR_STRATA_INTENT;
@@ -287,6 +301,12 @@ int qcow2_intent_clear(BlockDriverState *bs, GError **errp)
     }
     s = bs->opaque;
     g_mutex_lock(&s->lock);
+    if (!has_ext(s)) {
+        /* already cleared (a witness, blk_action_intent_witness): no
+         * write, which a node reopened read-only could not take */
+        g_mutex_unlock(&s->lock);
+        return 0;
+    }
     remove_ext(s);
     ret = qcow2_write_header_nosync(bs, errp);
     g_mutex_unlock(&s->lock);

@@ -157,6 +157,19 @@ static bool external_do(BlkAction *a, GError **errp)
     return external_snapshot_do(s->es, errp);
 }
 
+/* Issue 14: the device's image under a new overlay carries the record's
+ * extension too, so opening it alone completes the transaction; marked
+ * before the devices' flush, which makes it durable at no extra sync. */
+static bool external_intent_mark(BlkAction *a, GError **errp)
+{
+    ExternalState *s = blk_action_state(a);
+
+    if (!s->prev && !s->revert_to) {
+        blk_action_intent_witness(a, external_snapshot_get_witness(s->es));
+    }
+    return true;
+}
+
 /* A created overlay: it joins the record, its publish is the rename from
  * the temporary name (an existing overlay is not written by publish
  * except for a missing backing link, which the record does not cover). */
@@ -173,6 +186,8 @@ static bool external_intent_describe(BlkAction *a, GError **errp)
     if (!blk_action_intent_mark(a, ov, errp)) {
         return false;
     }
+    /* issue 14: opening the old image alone must find the record too */
+    blk_action_intent_witness(a, external_snapshot_get_old_top(s->es));
     final = external_snapshot_get_final_filename(s->es);
     return blk_action_intent_rename(a, ov, tmp, final, errp);
 }
@@ -217,6 +232,7 @@ const BlkActionType blk_action_snapshot_sync_type = {
     .invalidate = external_invalidate,
     .cancel = external_cancel,
     .clean = external_clean,
+    .intent_mark = external_intent_mark,
     .intent_describe = external_intent_describe,
 };
 

@@ -28,6 +28,10 @@
 #define REC_SUM_LEN 32        /* SHA-256 */
 #define REC_MAX_BYTES (64u << 20)
 #define ID_FILE "journal-id"
+/* Record slots: DIR/slot-K, overwritten in place (see the header). */
+#define SLOT_PREFIX "slot-"
+#define SLOT_PREALLOC 4096
+#define REC_DONE_MAGIC "STRATAID"
 
 G_DEFINE_QUARK(strata-intent-log-error-quark, intent_log_error)
 
@@ -74,6 +78,18 @@ static int hooked_sync(int fd)
         return 0;
     }
     return fsync(fd) < 0 ? -errno : 0;
+}
+
+/* fdatasync: a slot's in-place overwrite needs its data (and size) only */
+static int hooked_datasync(int fd)
+{
+    if (fault_inject_hit(FAULT_FLUSH) < 0) {
+        return -EIO;
+    }
+    if (power_cut_flush(fd)) {
+        return 0;
+    }
+    return fdatasync(fd) < 0 ? -errno : 0;
 }
 
 static int sync_dir(const char *dir)
@@ -200,6 +216,9 @@ static bool read_journal_id(const char *dir, uint8_t *id, GError **errp)
     return true;
 }
 
+static int slot_acquire(const char *dir, char **path);
+static GPtrArray *list_slots(const char *dir);
+
 /* ---- the journal ---- */
 
 IntentLog *intent_log_open(const char *dir, GError **errp)
@@ -243,6 +262,17 @@ IntentLog *intent_log_open(const char *dir, GError **errp)
                         "Could not write '%s': %s", path, g_strerror(-ret));
             intent_log_close(log);
             return NULL;
+        }
+    }
+    /* a slot ready before the first transaction, so its commit is one
+     * overwrite in place: no file created, no directory synced (only
+     * when there is none: another process may hold slot-0) */
+    {
+        g_autoptr(GPtrArray) slots = list_slots(log->dir);
+        g_autofree char *slot = NULL;
+        int fd = slots->len ? -1 : slot_acquire(log->dir, &slot);
+        if (fd >= 0) {
+            close(fd);
         }
     }
     return log;
@@ -289,11 +319,14 @@ static void image_free(gpointer p)
     g_free(img);
 }
 
+static void slot_release(IntentRecord *rec);
+
 static IntentRecord *record_new(void)
 {
     IntentRecord *rec = g_new0(IntentRecord, 1);
 
     rec->images = g_ptr_array_new_with_free_func(image_free);
+    rec->slot_fd = -1;
     return rec;
 }
 
@@ -315,6 +348,13 @@ IntentRecord *intent_record_begin(IntentLog *log)
 void intent_record_free(IntentRecord *rec)
 {
     if (rec) {
+        /* a committed record not ended (its publish could not be made
+         * durable) keeps its slot locked for the life of the process, so
+         * no later transaction overwrites what recovery needs */
+        if (!(rec->committed && !rec->done)) {
+            slot_release(rec);
+        }
+        g_free(rec->slot);
         g_ptr_array_free(rec->images, TRUE);
         g_free(rec->dir);
         g_free(rec);
@@ -645,10 +685,80 @@ static char *record_name(const uint8_t *txid, const char *suffix)
     return g_strconcat(hex, suffix, NULL);
 }
 
+/* ---- record slots ---- */
+
+/*
+ * Takes a slot for this process: the first DIR/slot-K that no other open
+ * file description has locked (OFD write lock, so two transactions of one
+ * process, or of two processes, never share a slot; the kernel drops the
+ * lock when its holder dies).  A new slot is created, preallocated and
+ * made durable (file and directory synced) only when every one is busy,
+ * so the steady state writes no directory entry.  Returns the fd (locked)
+ * and *path, or -errno.
+ */
+static int slot_acquire(const char *dir, char **path)
+{
+    for (unsigned k = 0; k < 4096; k++) {
+        g_autofree char *p = g_strdup_printf("%s/" SLOT_PREFIX "%u", dir, k);
+        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+        bool created = false;
+        int fd = open(p, O_RDWR | O_CLOEXEC);
+
+        if (fd < 0 && errno == ENOENT) {
+            fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+            created = fd >= 0;
+            if (fd < 0 && errno == EEXIST) {
+                k--;        /* another process created it: look again */
+                continue;
+            }
+        }
+        if (fd < 0) {
+            return -errno;
+        }
+        if (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
+            int e = errno;
+            close(fd);
+            if (e == EAGAIN || e == EACCES) {
+                continue;   /* in use */
+            }
+            return -e;
+        }
+        if (created) {
+            g_autofree uint8_t *zero = g_malloc0(SLOT_PREALLOC);
+            int ret = hooked_pwrite(fd, zero, SLOT_PREALLOC, 0);
+
+            ret = ret < 0 ? ret : hooked_sync(fd);
+            ret = ret < 0 ? ret : sync_dir(dir);
+            if (ret < 0) {
+                close(fd);
+                return ret;
+            }
+        }
+        *path = g_steal_pointer(&p);
+        return fd;
+    }
+    return -ENOSPC;
+}
+
+/* Marks the record in fd's slot finished: its magic overwritten. */
+static int slot_mark_done(int fd, bool sync)
+{
+    int ret = hooked_pwrite(fd, REC_DONE_MAGIC, 8, 0);
+
+    return ret < 0 || !sync ? ret : hooked_datasync(fd);
+}
+
+static void slot_release(IntentRecord *rec)
+{
+    if (rec->slot_fd >= 0) {
+        close(rec->slot_fd);     /* drops the lock */
+        rec->slot_fd = -1;
+    }
+}
+
 int intent_record_commit(IntentRecord *rec, GError **errp)
 {
     g_autoptr(GBytes) bytes = NULL;
-    g_autofree char *name = record_name(rec->txid, ".rec");
     gsize len;
     const void *data;
     int ret;
@@ -658,27 +768,70 @@ int intent_record_commit(IntentRecord *rec, GError **errp)
     }
     bytes = intent_record_serialize(rec);
     data = g_bytes_get_data(bytes, &len);
-    ret = write_durably(rec->dir, name, data, len);
+    if (rec->slot_fd < 0) {
+        g_free(rec->slot);
+        rec->slot = NULL;
+        ret = slot_acquire(rec->dir, &rec->slot);
+        if (ret < 0) {
+            g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_IO,
+                        "Could not take a record slot in intent journal "
+                        "'%s': %s", rec->dir, g_strerror(-ret));
+            return ret;
+        }
+        rec->slot_fd = ret;
+    }
+    /* the one synced write of the transaction: a torn one fails its
+     * checksum (or still carries the slot's old, finished record) */
+    ret = hooked_pwrite(rec->slot_fd, data, len, 0);
+    ret = ret < 0 ? ret : hooked_datasync(rec->slot_fd);
     if (ret < 0) {
         g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_IO,
-                    "Could not write intent record '%s/%s': %s", rec->dir,
-                    name, g_strerror(-ret));
+                    "Could not write intent record '%s': %s", rec->slot,
+                    g_strerror(-ret));
+        /* the caller cancels: the record must not come back later */
+        if (slot_mark_done(rec->slot_fd, true) < 0) {
+            /* keep the slot locked so nothing reuses it; recovery then
+             * acts only on images that still carry the extension */
+            return ret;
+        }
+        slot_release(rec);
         return ret;
     }
     rec->committed = true;
     return 0;
 }
 
-static int remove_record(const char *dir, const uint8_t *txid)
+static char *legacy_path(const char *dir, const uint8_t *txid)
 {
     g_autofree char *name = record_name(txid, ".rec");
-    g_autofree char *path = g_build_filename(dir, name, NULL);
-    int ret = hooked_unlink(path);
 
-    return ret < 0 ? ret : sync_dir(dir);
+    return g_build_filename(dir, name, NULL);
 }
 
-int intent_record_done(IntentRecord *rec, GError **errp)
+/* Ends a record: its slot marked done (synced when sync), or a journal
+ * of the first format's <txid>.rec unlinked (+ directory fsync). */
+static int finish_record(IntentRecord *rec, bool sync)
+{
+    int ret;
+
+    if (rec->slot_fd >= 0) {
+        ret = slot_mark_done(rec->slot_fd, sync);
+    } else if (rec->slot) {
+        int fd = open(rec->slot, O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+            return -errno;
+        }
+        ret = slot_mark_done(fd, sync);
+        close(fd);
+    } else {
+        g_autofree char *path = legacy_path(rec->dir, rec->txid);
+        ret = hooked_unlink(path);
+        ret = ret < 0 ? ret : sync_dir(rec->dir);
+    }
+    return ret;
+}
+
+static int end_record(IntentRecord *rec, bool sync, GError **errp)
 {
     int ret;
 
@@ -688,7 +841,7 @@ int intent_record_done(IntentRecord *rec, GError **errp)
                     "not committed");
         return -EINVAL;
     }
-    ret = remove_record(rec->dir, rec->txid);
+    ret = finish_record(rec, sync);
     if (ret < 0) {
         g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_IO,
                     "Could not remove the intent record: %s",
@@ -696,27 +849,41 @@ int intent_record_done(IntentRecord *rec, GError **errp)
         return ret;
     }
     rec->done = true;
+    slot_release(rec);
     return 0;
 }
 
-IntentRecord *intent_log_read_record(const char *dir, const uint8_t *txid,
-                                     GError **errp)
+int intent_record_done(IntentRecord *rec, GError **errp)
 {
-    g_autofree char *name = record_name(txid, ".rec");
-    g_autofree char *path = g_build_filename(dir, name, NULL);
+    return end_record(rec, false, errp);
+}
+
+int intent_record_withdraw(IntentRecord *rec, GError **errp)
+{
+    return end_record(rec, true, errp);
+}
+
+/* Reads the journal's first-format DIR/<txid>.rec, if there is one. */
+static IntentRecord *read_legacy(const char *dir, const uint8_t *txid,
+                                 bool *found, GError **errp)
+{
+    g_autofree char *path = legacy_path(dir, txid);
     g_autofree char *data = NULL;
     g_autoptr(GError) err = NULL;
     IntentRecord *rec;
     gsize len;
 
+    *found = false;
     if (!g_file_get_contents(path, &data, &len, &err)) {
         if (!g_error_matches(err, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
+            *found = true;
             g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_IO,
                         "Could not read intent record '%s': %s", path,
                         err->message);
         }
         return NULL;
     }
+    *found = true;
     rec = intent_record_parse(data, len, &err);
     if (rec && memcmp(rec->txid, txid, QCOW2_INTENT_ID_LEN) != 0) {
         intent_record_free(rec);
@@ -733,6 +900,99 @@ IntentRecord *intent_log_read_record(const char *dir, const uint8_t *txid,
     return rec;
 }
 
+/*
+ * What one slot holds.  SLOT_LIVE: a valid unfinished record (*out);
+ * SLOT_TORN: the live magic but a record that fails its length or
+ * checksum (*txid_out: the transaction id its bytes name, when they are
+ * long enough); SLOT_FREE: zeros, a finished record, anything else.
+ */
+typedef enum { SLOT_FREE, SLOT_LIVE, SLOT_TORN } SlotState;
+
+static SlotState read_slot(const char *path, IntentRecord **out,
+                           uint8_t *txid_out, bool *have_txid, char **why)
+{
+    g_autofree uint8_t *data = NULL;
+    g_autoptr(GError) err = NULL;
+    gsize len = 0;
+    uint64_t want;
+
+    *out = NULL;
+    *have_txid = false;
+    if (!g_file_get_contents(path, (char **)&data, &len, NULL) ||
+        len < 16 || memcmp(data, REC_MAGIC, 8) != 0) {
+        return SLOT_FREE;
+    }
+    if (len >= 32) {
+        memcpy(txid_out, data + 16, QCOW2_INTENT_ID_LEN);
+        *have_txid = true;
+    }
+    /* a slot is longer than its record: the header says how long */
+    want = (uint64_t)be32_read(data + 12) + 16 + REC_SUM_LEN;
+    *out = intent_record_parse(data, MIN(want, len), &err);
+    if (!*out) {
+        if (why) {
+            *why = g_strdup_printf("Intent record '%s' is corrupt: %s", path,
+                                   err->message);
+        }
+        return SLOT_TORN;
+    }
+    (*out)->slot = g_strdup(path);
+    return SLOT_LIVE;
+}
+
+/* The journal's slot files, sorted by name. */
+static GPtrArray *list_slots(const char *dir)
+{
+    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+    GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+    const char *name;
+
+    while (d && (name = g_dir_read_name(d))) {
+        if (g_str_has_prefix(name, SLOT_PREFIX)) {
+            g_ptr_array_add(out, g_build_filename(dir, name, NULL));
+        }
+    }
+    g_ptr_array_sort(out, (GCompareFunc)g_strcmp0);
+    return out;
+}
+
+IntentRecord *intent_log_read_record(const char *dir, const uint8_t *txid,
+                                     GError **errp)
+{
+    g_autoptr(GPtrArray) slots = NULL;
+    IntentRecord *rec;
+    bool found;
+
+    rec = read_legacy(dir, txid, &found, errp);
+    if (found) {
+        return rec;
+    }
+    slots = list_slots(dir);
+    for (guint i = 0; i < slots->len; i++) {
+        const char *path = g_ptr_array_index(slots, i);
+        uint8_t id[QCOW2_INTENT_ID_LEN];
+        bool have_id;
+        g_autofree char *why = NULL;
+        SlotState st = read_slot(path, &rec, id, &have_id, &why);
+
+        if (!have_id || memcmp(id, txid, QCOW2_INTENT_ID_LEN) != 0) {
+            intent_record_free(rec);
+            continue;
+        }
+        if (st == SLOT_TORN) {
+            /* this transaction's record, damaged: torn while committed
+             * (nothing was published) or damaged since (some may be):
+             * no guess */
+            g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_CORRUPT,
+                        "%s", why);
+            return NULL;
+        }
+        rec->dir = g_strdup(dir);
+        return rec;
+    }
+    return NULL;
+}
+
 static void scan_entry_free(gpointer p)
 {
     IntentScanEntry *e = p;
@@ -741,6 +1001,40 @@ static void scan_entry_free(gpointer p)
     g_free(e->error);
     intent_record_free(e->rec);
     g_free(e);
+}
+
+/* The unfinished records in slots: valid ones, and torn ones as
+ * incomplete (a commit that never returned, or damage: the images that
+ * name that transaction report it when opened). */
+static void scan_slots(const char *dir, GPtrArray *out)
+{
+    g_autoptr(GPtrArray) slots = list_slots(dir);
+
+    for (guint i = 0; i < slots->len; i++) {
+        const char *path = g_ptr_array_index(slots, i);
+        uint8_t id[QCOW2_INTENT_ID_LEN];
+        IntentRecord *rec;
+        bool have_id;
+        char *why = NULL;
+        SlotState st = read_slot(path, &rec, id, &have_id, &why);
+        IntentScanEntry *e;
+
+        if (st == SLOT_FREE) {
+            continue;
+        }
+        e = g_new0(IntentScanEntry, 1);
+        if (have_id) {
+            qcow2_intent_id_hex(id, e->txid);
+        }
+        e->path = g_strdup(path);
+        e->rec = rec;
+        if (rec) {
+            rec->dir = g_strdup(dir);
+        }
+        e->incomplete = st == SLOT_TORN;
+        e->error = why;
+        g_ptr_array_add(out, e);
+    }
 }
 
 GPtrArray *intent_log_scan(IntentLog *log, GError **errp)
@@ -775,6 +1069,7 @@ GPtrArray *intent_log_scan(IntentLog *log, GError **errp)
         }
         g_ptr_array_add(out, e);
     }
+    scan_slots(log->dir, out);
     return out;
 }
 
@@ -987,6 +1282,14 @@ static int roll_forward(const IntentRecord *rec, const char *beside,
             missing++;
             continue;
         }
+        if (!carries(fd, rec->txid)) {
+            /* completed before the crash (its extension went after the
+             * record's unsynced done mark), or taken by a later
+             * transaction or writer since: a finished record that came
+             * back must never publish its old bytes over newer ones */
+            close(fd);
+            continue;
+        }
         if (foreign_write(fd, rec->txid)) {
             /* its prepared clusters may be gone: publish nothing there */
             strata_warning("intent recovery: '%s' was opened read-write by "
@@ -1013,7 +1316,7 @@ static int roll_forward(const IntentRecord *rec, const char *beside,
              * freed what the old state used (a replaced snapshot table,
              * a deleted snapshot's tree), so the next read-write open
              * rebuilds the refcounts and reclaims those leaks */
-            ret = strip_fd(fd, rec->txid, true);
+            ret = strip_fd(fd, rec->txid, img->ops->len > 0);
         }
         close(fd);
         if (ret < 0) {
@@ -1026,7 +1329,62 @@ static int roll_forward(const IntentRecord *rec, const char *beside,
     if (missing) {
         return -ENOENT;
     }
-    return remove_record(rec->dir, rec->txid);
+    return finish_record((IntentRecord *)rec, true);
+}
+
+/*
+ * roll_forward under the record slot's lock: with must_lock (the
+ * start-up scan), a slot locked by another open file description is a
+ * transaction in flight in a live process (-EBUSY: not ours to
+ * complete); once locked, the slot is read again,
+ * and a record finished meanwhile is left alone.  Holding the lock
+ * keeps another process from reusing the slot under us.
+ */
+static int roll_forward_locked(IntentRecord *rec, const char *beside,
+                               bool must_lock, GError **errp)
+{
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    uint8_t head[16 + QCOW2_INTENT_ID_LEN];
+    int fd, ret;
+
+    if (!rec->slot || rec->slot_fd >= 0) {
+        return roll_forward(rec, beside, errp);
+    }
+    fd = open(rec->slot, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        ret = -errno;
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_IO,
+                    "Could not open intent record '%s': %s", rec->slot,
+                    g_strerror(-ret));
+        return ret;
+    }
+    if (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
+        char hex[33];
+        ret = errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
+        close(fd);
+        if (!must_lock) {
+            /* an image being opened: its own file locks already keep
+             * a live writer out (and a test's in-process "crash" holds
+             * the slot it left behind) */
+            return roll_forward(rec, beside, errp);
+        }
+        qcow2_intent_id_hex(rec->txid, hex);
+        g_set_error(errp, INTENT_LOG_ERROR, INTENT_LOG_ERROR_GENERIC,
+                    "transaction %s is in progress in another process "
+                    "(its record slot '%s' is locked)", hex, rec->slot);
+        return ret;
+    }
+    if (pread(fd, head, sizeof(head), 0) != (ssize_t)sizeof(head) ||
+        memcmp(head, REC_MAGIC, 8) != 0 ||
+        memcmp(head + 16, rec->txid, QCOW2_INTENT_ID_LEN) != 0) {
+        close(fd);
+        return 0;           /* finished meanwhile */
+    }
+    rec->slot_fd = fd;
+    ret = roll_forward(rec, beside, errp);
+    close(fd);
+    rec->slot_fd = -1;
+    return ret;
 }
 
 /* Which image of the record the file being opened is. */
@@ -1090,7 +1448,7 @@ int intent_log_recover_image(const char *filename, const Qcow2Intent *in,
         return 0;
     }
     if (rec) {
-        ret = roll_forward(rec, filename, errp);
+        ret = roll_forward_locked(rec, filename, false, errp);
         /* an image found nowhere keeps the record, not this open back */
         return ret == -ENOENT ? 0 : ret;
     }
@@ -1130,9 +1488,13 @@ int intent_log_recover_all(IntentLog *log, GError **errp)
             return -EINVAL;
         }
         g_autofree char *beside = g_build_filename(log->dir, "-", NULL);
-        ret = roll_forward(e->rec, beside, errp);
-        if (ret == -ENOENT) {
-            continue;
+        g_autoptr(GError) rf_err = NULL;
+        ret = roll_forward_locked(e->rec, beside, true, &rf_err);
+        if (ret == -ENOENT || ret == -EBUSY) {
+            continue;       /* kept / another process's, in flight */
+        }
+        if (ret < 0) {
+            g_propagate_error(errp, g_steal_pointer(&rf_err));
         }
         if (ret < 0) {
             return ret;

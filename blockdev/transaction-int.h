@@ -76,6 +76,11 @@ bool blk_action_intent_mark(BlkAction *a, BlockDriverState *bs,
 bool blk_action_intent_header(BlkAction *a, BlockDriverState *bs,
                               uint64_t offset, const uint8_t *new_bytes,
                               uint32_t len, bool synced, GError **errp);
+/* bs is not written by the publish but an image opened alone must still
+ * find the record (the old top under a new overlay: issue 14): it joins
+ * the record with no update and carries the extension until the record
+ * is done.  Best effort: an image that cannot carry it is left out. */
+void blk_action_intent_witness(BlkAction *a, BlockDriverState *bs);
 /* Invalidate will rename bs's file from -> to (bs marked). */
 bool blk_action_intent_rename(BlkAction *a, BlockDriverState *bs,
                               const char *from, const char *to,

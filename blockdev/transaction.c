@@ -29,6 +29,8 @@ typedef struct IntentNode {
     /* every update of it is durable without an engine flush (see
      * blk_action_intent_header); a rename or an unsynced one clears it */
     bool self_synced;
+    /* blk_action_intent_witness: no update, extension only */
+    bool witness;
 } IntentNode;
 
 /* The intent record of one submitted list. */
@@ -37,6 +39,7 @@ typedef struct TxnIntent {
     Qcow2Intent *ext;
     GPtrArray *nodes;            /* IntentNode * */
     bool committed;
+    bool marking;                /* in intent_begin: before the flush */
 } TxnIntent;
 
 typedef enum {
@@ -587,6 +590,46 @@ bool blk_action_intent_rename(BlkAction *a, BlockDriverState *bs,
     return true;
 }
 
+void blk_action_intent_witness(BlkAction *a, BlockDriverState *bs)
+{
+    TxnIntent *in = a->t->intent;
+    GError *err = NULL;
+    IntentNode *n;
+    int idx;
+
+    if (!in || !bs || intent_node(in, bs)) {
+        return;
+    }
+    if (!bdrv_get_file(bs) || bdrv_is_read_only(bs) ||
+        g_strcmp0(bdrv_get_format_name(bdrv_get_file(bs)), "file")) {
+        return;
+    }
+    if (qcow2_intent_set(bs, in->ext, &err) < 0) {
+        /* not qcow2 v3: it is found only through the others, as before */
+        g_error_free(err);
+        return;
+    }
+    idx = intent_record_add_image(in->rec,
+                                  bdrv_get_filename(bdrv_get_file(bs)),
+                                  &err);
+    if (idx < 0) {
+        strata_warning("Intent log: '%s' left out of the record: %s",
+                       bdrv_get_filename(bs), err->message);
+        g_error_free(err);
+        qcow2_intent_clear(bs, NULL);
+        return;
+    }
+    n = g_new0(IntentNode, 1);
+    bdrv_ref(bs);
+    n->bs = bs;
+    n->index = idx;
+    n->witness = true;
+    /* marked before the devices' flush, which makes its extension
+     * durable; later, the commit flushes it */
+    n->self_synced = in->marking;
+    g_ptr_array_add(in->nodes, n);
+}
+
 /* At submit, before any pre_do: a record is begun and every action
  * names the images it will write (they get the extension now, so a
  * crash from here on is recovered at their next open). */
@@ -605,24 +648,37 @@ static bool intent_begin(BlkTransactionStates *t, GError **errp)
     in->ext = intent_record_extension(in->rec);
     in->nodes = g_ptr_array_new_with_free_func(intent_node_free);
     t->intent = in;
+    in->marking = true;
     for (guint i = 0; i < t->actions->len && t->intent; i++) {
         BlkAction *a = g_ptr_array_index(t->actions, i);
         if (a->type->intent_mark && !a->type->intent_mark(a, errp)) {
             return false;
         }
     }
+    if (t->intent) {
+        t->intent->marking = false;
+    }
     return true;
 }
 
-/* fsync of the directory holding path (a rename's both ends). */
-static int sync_dir_of(const char *path)
+/* fsync of the directory holding path (a rename's both ends), once per
+ * directory and pass: synced (NULL: always) remembers the ones done, so
+ * N overlays beside each other cost one fsync, not N. */
+static int sync_dir_of(const char *path, GHashTable *synced)
 {
     g_autofree char *dir = g_path_get_dirname(path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd;
     int ret = 0;
 
+    if (synced && g_hash_table_contains(synced, dir)) {
+        return 0;
+    }
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
         return -errno;
+    }
+    if (synced) {
+        g_hash_table_add(synced, g_strdup(dir));
     }
     if (fsync(fd) < 0) {
         ret = -errno;
@@ -697,13 +753,16 @@ static bool intent_commit(BlkTransactionStates *t, GError **errp)
     if (!in || in->nodes->len == 0) {
         return true;
     }
+    g_autoptr(GHashTable) dirs = g_hash_table_new_full(g_str_hash,
+                                                       g_str_equal, g_free,
+                                                       NULL);
     for (guint i = 0; i < in->nodes->len; i++) {
         IntentNode *n = g_ptr_array_index(in->nodes, i);
         /* the extension was written before do, whose own sync covers it
-         * when self_synced */
+         * when self_synced (a witness's: the devices' flush) */
         ret = n->self_synced ? 0 : bdrv_flush(n->bs);
         if (ret == 0 && n->rename_from) {
-            ret = sync_dir_of(n->rename_from);
+            ret = sync_dir_of(n->rename_from, dirs);
         }
         if (ret < 0) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
@@ -734,15 +793,18 @@ static void intent_done(BlkTransactionStates *t)
     if (!in || !in->committed) {
         return;
     }
+    g_autoptr(GHashTable) dirs = g_hash_table_new_full(g_str_hash,
+                                                       g_str_equal, g_free,
+                                                       NULL);
     for (guint i = 0; i < in->nodes->len; i++) {
         IntentNode *n = g_ptr_array_index(in->nodes, i);
         /* a publish not yet durable (the pre-copy's header switch is not
          * synced) must not outlive the record: else a power cut could
          * lose it after the record is gone, and that image alone would
          * come back old */
-        int ret = n->self_synced ? 0 : bdrv_flush(n->bs);
+        int ret = n->self_synced || n->witness ? 0 : bdrv_flush(n->bs);
         if (ret == 0 && n->rename_to) {
-            ret = sync_dir_of(n->rename_to);
+            ret = sync_dir_of(n->rename_to, dirs);
         }
         if (ret < 0) {
             /* the record stays: the next open rolls forward */
@@ -760,6 +822,16 @@ static void intent_done(BlkTransactionStates *t)
         g_error_free(err);
     }
     in->committed = false;
+    /* witnesses lose the extension now: clean may reopen them read-only
+     * (an external snapshot's old top), and nothing of theirs is freed */
+    for (guint i = 0; i < in->nodes->len; i++) {
+        IntentNode *n = g_ptr_array_index(in->nodes, i);
+        if (n->witness && qcow2_intent_clear(n->bs, &err) < 0) {
+            strata_warning("Could not remove the intent extension of '%s': "
+                           "%s", bdrv_get_filename(n->bs), err->message);
+            g_clear_error(&err);
+        }
+    }
 }
 
 /* An invalidate failed after the commit: the record goes before cancel
@@ -774,7 +846,9 @@ static void intent_withdraw(BlkTransactionStates *t)
     if (!in || !in->committed) {
         return;
     }
-    if (intent_record_done(in->rec, &err) < 0) {
+    /* synced, unlike done: the rollback is about to free clusters the
+     * record points at, and the images still carry the extension */
+    if (intent_record_withdraw(in->rec, &err) < 0) {
         strata_error("Could not withdraw the intent record: %s",
                      err->message);
         g_error_free(err);

@@ -107,6 +107,12 @@ char *external_snapshot_get_final_filename(ExternalSnapshot *es);
 
 /* The overlay node once do has run (no reference is passed). */
 BlockDriverState *external_snapshot_get_overlay(ExternalSnapshot *es);
+/* The device's top before the snapshot (issue 14: the intent witness). */
+BlockDriverState *external_snapshot_get_old_top(ExternalSnapshot *es);
+/* Before do: the device's image that a new overlay file will go on top
+ * of (what the intent log marks as a witness), or NULL when the snapshot
+ * creates no file or goes on another node. */
+BlockDriverState *external_snapshot_get_witness(ExternalSnapshot *es);
 
 /*
  * Crash-atomic transactions (issue 14).  Between check and do: do creates

@@ -13,16 +13,31 @@
  *   do every action (results durable, unpublished)
  *   for each image:  intent_record_add_header(rec, i, off, old, new, len)
  *                    and/or intent_record_add_rename(rec, i, from, to)
- *   intent_record_commit(rec)     one file written, fsynced, renamed into
- *                                 place, directory fsynced: "complete"
- *   publish every image (its header write, its rename)
+ *   intent_record_commit(rec)     the record written into a free slot
+ *                                 in place and fdatasynced: "complete"
+ *                                 (the transaction's one synced write)
+ *   publish every image (its header write, its rename), made durable
+ *   intent_record_done(rec)       the slot's magic overwritten, no sync
  *   for each image:  qcow2_intent_clear(bs)
- *   intent_record_done(rec)       unlink + directory fsync
  *
  * Journal layout: DIR/journal-id (32 hex digits, the journal's identity,
  * also named by each image's header extension so a different directory
- * at the same path is not taken for it), DIR/<txid>.rec (a complete
- * record), DIR/<txid>.tmp (a record being written; never trusted).
+ * at the same path is not taken for it) and record slots DIR/slot-K
+ * (slot-0 made at open, 4 KiB; another only when every one is locked by a
+ * transaction in flight, OFD write locks, any process).  A record is
+ * written at offset 0 of its slot; what follows its checksum is old
+ * bytes.  A slot is free when it does not start with the record magic
+ * (zeros, or "STRATAID": done).  Journals of the first format,
+ * DIR/<txid>.rec (written to .rec.tmp, renamed; unlinked when done), are
+ * still read and recovered; nothing writes them any more.
+ *
+ * Why a done mark may be lost: it is not synced, so a crash can bring a
+ * finished record back.  Recovery therefore acts on an image only while
+ * it carries that transaction's extension: the extension is durable
+ * before the commit and removed only after done; once a later flush of
+ * the image (any later transaction's, or any header update's) has made
+ * its removal durable -- or a later transaction's extension replaced it
+ * -- a returning record finds nothing to do on it.
  *
  * Record file, big endian: "STRATAIR" | u32 version (1) | u32 body length
  * | body | SHA-256 of everything before it.  Body: txid[16] |
@@ -45,7 +60,11 @@
  *    changed since), then loses its extension; then the record is
  *    removed.  Each step is idempotent, so a crash during recovery
  *    recovers the same way;
- *  - record present but corrupt or truncated: an error;
+ *  - record present but corrupt or truncated (a first-format file, or a
+ *    slot with the record magic naming this transaction that fails its
+ *    length or checksum): an error, never a guess;
+ *  - an image that no longer carries the transaction's extension is
+ *    left alone (completed, or taken by a later transaction);
  *  - record absent (never committed, or its .tmp torn): discard: the
  *    image loses its extension and gets the dirty bit, so its next
  *    read-write open (or check -r) rebuilds the refcounts and reclaims
@@ -105,6 +124,9 @@ typedef struct IntentRecord {
     char *dir;                /* the journal directory */
     GPtrArray *images;        /* IntentImage * */
     bool committed, done;
+    char *slot;               /* its slot file; NULL: a first-format
+                                 DIR/<txid>.rec (read only) */
+    int slot_fd;              /* the slot, locked, while committed */
 } IntentRecord;
 
 typedef struct IntentLog IntentLog;
@@ -136,15 +158,21 @@ bool intent_record_add_rename(IntentRecord *rec, int image,
                               GError **errp);
 /* Writes the record durably; from here on recovery rolls it forward. */
 int intent_record_commit(IntentRecord *rec, GError **errp);
-/* Removes the record durably: the transaction is over. */
+/* Marks the record finished, without a sync: call it only once every
+ * publish is durable (recovery then skips images without the extension,
+ * so a done mark lost in a crash is harmless). */
 int intent_record_done(IntentRecord *rec, GError **errp);
+/* The same, synced: for a record withdrawn before a rollback frees what
+ * it points at. */
+int intent_record_withdraw(IntentRecord *rec, GError **errp);
 
 /* Encoding (tests and tools). */
 GBytes *intent_record_serialize(const IntentRecord *rec);
 IntentRecord *intent_record_parse(const void *buf, size_t len,
                                   GError **errp);
-/* Reads DIR/<txid>.rec: NULL with INTENT_LOG_ERROR_CORRUPT for a bad
- * one, NULL and no error when there is none. */
+/* The unfinished record of txid (a slot, or a first-format
+ * DIR/<txid>.rec): NULL with INTENT_LOG_ERROR_CORRUPT for a bad one,
+ * NULL and no error when there is none. */
 IntentRecord *intent_log_read_record(const char *dir, const uint8_t *txid,
                                      GError **errp);
 
@@ -153,8 +181,8 @@ typedef struct IntentScanEntry {
     char txid[33];
     char *path;
     IntentRecord *rec;        /* NULL unless complete and valid */
-    bool incomplete;          /* a .tmp: never committed */
-    char *error;              /* why a .rec is not valid */
+    bool incomplete;          /* a .tmp, or a torn slot: never committed */
+    char *error;              /* why a .rec or a slot is not valid */
 } IntentScanEntry;
 /* Unfinished transactions of the journal (IntentScanEntry *). */
 GPtrArray *intent_log_scan(IntentLog *log, GError **errp);
@@ -166,7 +194,9 @@ int intent_log_recover_image(const char *filename, const Qcow2Intent *in,
                              GError **errp);
 void intent_log_install(void);
 /* Rolls forward every complete record of the journal (daemon start-up):
- * returns how many were completed, or -errno on the first failure. */
+ * returns how many were completed, or -errno on the first failure.  A
+ * record whose slot another open file description has locked is a
+ * transaction in flight in a live process: skipped. */
 int intent_log_recover_all(IntentLog *log, GError **errp);
 
 G_END_DECLS

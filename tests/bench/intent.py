@@ -15,6 +15,12 @@ scratch directory on the same file system (under BUILD unless
 image is checked with qemu-img check afterwards.  The Markdown table goes
 to stdout, progress to stderr; "extra" is the intent log's added time per
 transaction (the target is about one synced write: the record's commit).
+
+The stable figure is the count of synced writes: when strace is
+installed, one more plain and one more logged transaction per (kind, N)
+run under ``strace -f -c -e trace=fsync,fdatasync`` (the journal already
+exists then, as in a running daemon), and a second table gives fsync and
+fdatasync calls per transaction, plain and with the log.
 """
 import argparse
 import json
@@ -50,17 +56,52 @@ def fresh(template, d, n):
     return out
 
 
-def one(bench, kind, paths, journal):
+def live_records(journal):
+    """Unfinished records: first-format <txid>.rec files, and slots that
+    still start with the record magic (a finished one says STRATAID)."""
+    out = []
+    for f in os.listdir(journal):
+        if f.endswith(".rec"):
+            out.append(f)
+        elif f.startswith("slot-"):
+            with open(os.path.join(journal, f), "rb") as fh:
+                if fh.read(8) == b"STRATAIR":
+                    out.append(f)
+    return out
+
+
+def bench_env(journal):
     env = dict(os.environ)
     env.pop("TXN_BENCH_STATE_DIR", None)
     if journal:
         env["TXN_BENCH_STATE_DIR"] = journal
-    r = json.loads(run([bench, kind] + paths, env=env))
+    return env
+
+
+def one(bench, kind, paths, journal):
+    r = json.loads(run([bench, kind] + paths, env=bench_env(journal)))
     if journal:
-        left = [f for f in os.listdir(journal) if f.endswith(".rec")]
+        left = live_records(journal)
         if left:
             raise RuntimeError("records left in the journal: %s" % left)
     return r["total_ms"], r["hold_ms"]
+
+
+def count_syncs(bench, kind, paths, journal, out):
+    """fsync and fdatasync calls of one txn-bench run (strace -c)."""
+    env = bench_env(journal)
+    # LeakSanitizer cannot run under ptrace (a sanitizer build)
+    env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") +
+                           ":detect_leaks=0").lstrip(":")
+    run(["strace", "-f", "-c", "-e", "trace=fsync,fdatasync", "-o", out,
+         bench, kind] + paths, env=env)
+    counts = {"fsync": 0, "fdatasync": 0}
+    with open(out) as fh:
+        for line in fh:
+            t = line.split()
+            if t and t[-1] in counts and t[3].isdigit():
+                counts[t[-1]] = int(t[3])
+    return counts
 
 
 def main():
@@ -104,13 +145,38 @@ def main():
                 hold_p = statistics.median(h for _, h in res[False])
                 hold_l = statistics.median(h for _, h in res[True])
                 log("%s N=%d: %.1f / %.1f ms" % (kind, n, plain, logged))
-                rows.append((kind, n, plain, logged, hold_p, hold_l))
+                sy = {}
+                if shutil.which("strace"):
+                    for with_log in (False, True):
+                        d = os.path.join(base, "imgs")
+                        paths = fresh(template, d, n)
+                        j = os.path.join(base, "journal") if with_log \
+                            else None
+                        sy[with_log] = count_syncs(
+                            bench, kind, paths, j,
+                            os.path.join(base, "strace.out"))
+                rows.append((kind, n, plain, logged, hold_p, hold_l, sy))
         print("| kind | N | plain ms | intent log ms | extra ms | "
               "hold plain ms | hold intent ms |")
         print("|---|---:|---:|---:|---:|---:|---:|")
-        for kind, n, p, lg, hp, hl in rows:
+        for kind, n, p, lg, hp, hl, _ in rows:
             print("| %s | %d | %.1f | %.1f | %+.1f | %.1f | %.1f |"
                   % (kind, n, p, lg, lg - p, hp, hl))
+        if any(r[6] for r in rows):
+            print("\nSynced writes per transaction (strace -c; the process "
+                  "also opens and closes the images):\n")
+            print("| kind | N | fdatasync plain | fsync plain | "
+                  "fdatasync log | fsync log | extra |")
+            print("|---|---:|---:|---:|---:|---:|---:|")
+            for kind, n, _, _, _, _, sy in rows:
+                if not sy:
+                    continue
+                p, lg = sy[False], sy[True]
+                extra = (lg["fsync"] + lg["fdatasync"] -
+                         p["fsync"] - p["fdatasync"])
+                print("| %s | %d | %d | %d | %d | %d | %+d |"
+                      % (kind, n, p["fdatasync"], p["fsync"],
+                         lg["fdatasync"], lg["fsync"], extra))
         print("\n(medians of %d rounds, %s images, %s)"
               % (args.rounds, "%d MiB" % (args.size >> 20), base))
     finally:

@@ -226,6 +226,25 @@ static char **pictures(TxnDevs *d, Scenario sc)
     return pics;
 }
 
+/* Whether name in jdir holds an unfinished record: a first-format
+ * <txid>.rec, or a slot that starts with the record magic. */
+static bool live_record_file(const char *jdir, const char *name)
+{
+    g_autofree char *path = NULL;
+    g_autofree char *data = NULL;
+    gsize len = 0;
+
+    if (g_str_has_suffix(name, ".rec")) {
+        return true;
+    }
+    if (!g_str_has_prefix(name, "slot-")) {
+        return false;
+    }
+    path = g_build_filename(jdir, name, NULL);
+    return g_file_get_contents(path, &data, &len, NULL) && len >= 8 &&
+           memcmp(data, "STRATAIR", 8) == 0;
+}
+
 static int count_records(const char *jdir)
 {
     g_autoptr(GDir) dir = g_dir_open(jdir, 0, NULL);
@@ -233,7 +252,7 @@ static int count_records(const char *jdir)
     int n = 0;
 
     while (dir && (name = g_dir_read_name(dir))) {
-        n += g_str_has_suffix(name, ".rec");
+        n += live_record_file(jdir, name);
     }
     return n;
 }
@@ -520,6 +539,156 @@ START_TEST(test_engine_no_state_dir)
 }
 END_TEST
 
+/*
+ * An external-snapshot-only transaction cut at every write: whenever the
+ * crash leaves a committed record, opening the first disk's OLD image
+ * alone (no recover_all, no other image, no overlay) completes it: every
+ * overlay renamed into place, no record, no extension anywhere.  Before
+ * the old images were marked, they knew nothing and the overlays stayed
+ * hidden until the daemon's start.
+ */
+START_TEST(test_engine_external_old_image)
+{
+    TxnDevs *tmpl = light_devs_new("witness-tmpl", 2, 71);
+    g_autofree char *jdir = tmp_path("witness-journal");
+    int committed = 0, points = 0;
+
+    for (uint64_t cut = 0;; cut++) {
+        TxnDevs *d = clone_devs(tmpl, "witness");
+        g_autoptr(BlkTransactionStates) t = NULL;
+        GError *err = NULL;
+        bool fired;
+
+        rm_dir(jdir);
+        ck_assert(blk_transaction_set_state_dir(jdir, NULL));
+        txn_devs_open(d, NULL);
+        t = blk_transaction_new();
+        build(t, d, S_EXTERNAL);
+        power_cut_arm(POWER_CUT_LOSE_UNFLUSHED, cut);
+        ck_assert(blk_transaction_submit(t, &err) || power_cut_fired());
+        g_clear_error(&err);
+        fired = power_cut_fired();
+        g_clear_pointer(&t, blk_transaction_free);
+        txn_devs_close(d);
+        ck_assert_int_ge(power_cut_restore(), 0);
+        ck_assert(blk_transaction_set_state_dir(NULL, NULL));
+        points++;
+        /* committed, some overlay still under its temporary name (a
+         * record whose only loss is its unsynced done mark has nothing
+         * pending) */
+        if (count_records(jdir) == 1 && count_hidden(d->dir) > 0) {
+            BlockDriverState *bs;
+
+            committed++;
+            bs = bdrv_open(d->base[0], NULL,
+                           BDRV_O_RDWR | BDRV_O_NO_BACKING, &err);
+            ck_assert_msg(bs, "%s", err ? err->message : "");
+            bdrv_unref(bs);
+            ck_assert_msg(count_records(jdir) == 0, "cut %" PRIu64 ": "
+                          "opening the old image left the record", cut);
+            ck_assert_int_eq(count_hidden(d->dir), 0);
+            for (int i = 0; i < d->n; i++) {
+                g_autofree char *ovl = overlay_path(d, i);
+                ck_assert_msg(g_file_test(ovl, G_FILE_TEST_EXISTS),
+                              "cut %" PRIu64 ": overlay %d not published",
+                              cut, i);
+            }
+            assert_no_extension(d);
+        }
+        free_devs(d);
+        if (!fired) {
+            break;
+        }
+    }
+    fprintf(stderr, "external, old image opened alone: %d cut points, %d "
+            "with a committed record and an unpublished overlay\n", points,
+            committed);
+    ck_assert_int_gt(committed, 0);
+    rm_dir(jdir);
+    free_devs(tmpl);
+}
+END_TEST
+
+/*
+ * Issue 14, the mix with an action the record does not cover: an
+ * internal snapshot of d0 and blockdev-snapshot-sync mode=existing of d1
+ * onto an overlay made beforehand (its backing link already set), cut at
+ * every write.  The existing overlay is never marked nor written (its
+ * publish is the in-memory switch only), so whatever the cut it stays
+ * byte for byte what it was; d0 alone follows the record (all or
+ * nothing for the logged part), and checks clean after recovery.
+ */
+START_TEST(test_engine_mix_existing_overlay)
+{
+    TxnDevs *tmpl = light_devs_new("exist-tmpl", 2, 73);
+    g_autofree char *jdir = tmp_path("exist-journal");
+    int olds = 0, news = 0;
+
+    {
+        g_autofree char *ovl = overlay_path(tmpl, 1);
+        /* relative: the clones are copies in other directories */
+        create_img(ovl, LIGHT_SIZE, "d1.qcow2", "qcow2");
+    }
+    for (uint64_t cut = 0;; cut++) {
+        TxnDevs *d = clone_devs(tmpl, "exist");
+        g_autofree char *ovl = overlay_path(d, 1);
+        g_autoptr(BlkTransactionStates) t = NULL;
+        BlkTransactionAction ex = txn_external("d1", ovl);
+        gsize blen, alen;
+        g_autofree char *before = NULL, *after = NULL;
+        g_autofree char *names = NULL;
+        GError *err = NULL;
+        BlockDriverState *bs;
+        bool fired;
+
+        ck_assert(g_file_get_contents(ovl, &before, &blen, NULL));
+        rm_dir(jdir);
+        ck_assert(blk_transaction_set_state_dir(jdir, NULL));
+        txn_devs_open(d, NULL);
+        t = blk_transaction_new();
+        txn_add_ok(t, txn_internal("d0", "new"));
+        ex.u.snapshot_sync.mode_existing = true;
+        txn_add_ok(t, ex);
+        power_cut_arm(POWER_CUT_LOSE_UNFLUSHED, cut);
+        ck_assert_msg(blk_transaction_submit(t, &err) || power_cut_fired(),
+                      "%s", err ? err->message : "");
+        g_clear_error(&err);
+        fired = power_cut_fired();
+        g_clear_pointer(&t, blk_transaction_free);
+        txn_devs_close(d);
+        ck_assert_int_ge(power_cut_restore(), 0);
+        ck_assert(blk_transaction_set_state_dir(NULL, NULL));
+
+        ck_assert(g_file_get_contents(ovl, &after, &alen, NULL));
+        ck_assert_msg(alen == blen && memcmp(before, after, blen) == 0,
+                      "cut %" PRIu64 ": the existing overlay was written",
+                      cut);
+        recover(d, jdir);
+        ck_assert_int_eq(count_records(jdir), 0);
+        bs = open_img(d->base[0], 0);
+        names = txn_snapshot_names(bs);
+        bdrv_unref(bs);
+        if (strstr(names, "new")) {
+            news++;
+        } else {
+            olds++;
+        }
+        assert_no_extension(d);
+        txn_check_dir_clean(d->dir);
+        free_devs(d);
+        if (!fired) {
+            break;
+        }
+    }
+    fprintf(stderr, "mix with an existing overlay: %d cut points (%d old, "
+            "%d new on the logged disk)\n", olds + news, olds, news);
+    ck_assert_int_gt(olds, 0);
+    ck_assert_int_gt(news, 0);
+    rm_dir(jdir);
+    free_devs(tmpl);
+}
+END_TEST
+
 static Suite *engine_suite(void)
 {
     /* CK_RUN_CASE=internal|external|basic runs one group */
@@ -529,6 +698,8 @@ static Suite *engine_suite(void)
     TCase *ex = tcase_create("external");
 
     tcase_add_test(basic, test_engine_no_state_dir);
+    tcase_add_test(basic, test_engine_external_old_image);
+    tcase_add_test(basic, test_engine_mix_existing_overlay);
     tcase_add_test(in, test_engine_cut_internal);
     tcase_add_test(ex, test_engine_cut_external);
     tcase_set_timeout(basic, 300);

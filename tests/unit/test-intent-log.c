@@ -207,6 +207,9 @@ static void run_txn(Case *c, StopAt stop)
             STEP(intent_record_add_image(rec, c->tmp[i], errp));
             if (bs[i]) {
                 STEP(qcow2_intent_set(bs[i], ext, errp));
+                /* as the engine: every extension is durable before the
+                 * commit (recovery acts only on images carrying it) */
+                STEP(bdrv_flush(bs[i]));
             }
             ck_assert(intent_record_add_rename(rec, i, c->tmp[i], c->ovl[i],
                                                NULL) || power_cut_fired());
@@ -309,13 +312,32 @@ static Qcow2IntentState open_state(const char *path, int flags)
  * extension is left, and each checks clean with no leak (ours and
  * qemu-img's).  Returns whether the transaction happened.
  */
+/* Whether name in jdir holds an unfinished record: a first-format
+ * <txid>.rec, or a slot that starts with the record magic. */
+static bool live_record_file(const char *jdir, const char *name)
+{
+    g_autofree char *path = NULL;
+    g_autofree char *data = NULL;
+    gsize len = 0;
+
+    if (g_str_has_suffix(name, ".rec")) {
+        return true;
+    }
+    if (!g_str_has_prefix(name, "slot-")) {
+        return false;
+    }
+    path = g_build_filename(jdir, name, NULL);
+    return g_file_get_contents(path, &data, &len, NULL) && len >= 8 &&
+           memcmp(data, "STRATAIR", 8) == 0;
+}
+
 static bool record_present(Case *c)
 {
     g_autoptr(GDir) d = g_dir_open(c->jdir, 0, NULL);
     const char *name;
 
     while (d && (name = g_dir_read_name(d))) {
-        if (g_str_has_suffix(name, ".rec")) {
+        if (live_record_file(c->jdir, name)) {
             return true;
         }
     }
@@ -587,10 +609,13 @@ static void roll_forward_case(int n, StopAt stop, int opened)
     run_txn(c, stop);
     ck_assert(power_cut_fired());
     ck_assert_int_ge(power_cut_restore(), 0);
-    ck_assert_int_eq(journal_files(c), 2);       /* journal-id + record */
+    /* journal-id + slot-0, which holds the record */
+    ck_assert_int_eq(journal_files(c), 2);
+    ck_assert(record_present(c));
     ck_assert_int_eq(open_state(c->paths[opened], BDRV_O_RDWR),
                      QCOW2_INTENT_ROLLED_FORWARD);
-    ck_assert_int_eq(journal_files(c), 1);       /* record done */
+    ck_assert_int_eq(journal_files(c), 2);
+    ck_assert(!record_present(c));               /* record done */
     for (int i = 0; i < n; i++) {
         ck_assert_int_eq(open_state(c->paths[i], 0), QCOW2_INTENT_NONE);
     }
@@ -658,7 +683,7 @@ START_TEST(test_moved_images)
         }
         ck_assert_int_eq(open_state(c->paths[3], BDRV_O_RDWR),
                          QCOW2_INTENT_ROLLED_FORWARD);
-        ck_assert_int_eq(journal_files(c), 1);
+        ck_assert(!record_present(c));
         ck_assert(assert_all_or_nothing(c, copy ? "copied" : "moved"));
         case_free(c);
     }
@@ -710,7 +735,7 @@ START_TEST(test_bad_journal)
     /* corrupt record */
     d = g_dir_open(away, 0, NULL);
     while ((name = g_dir_read_name(d))) {
-        if (g_str_has_suffix(name, ".rec")) {
+        if (live_record_file(away, name)) {
             recpath = g_build_filename(away, name, NULL);
         }
     }
@@ -718,14 +743,15 @@ START_TEST(test_bad_journal)
     {
         gsize len;
         g_autofree uint8_t *b = file_bytes(recpath, &len);
-        b[len / 2] ^= 0x10;
+        /* a journal-id byte: inside the record, txid intact */
+        b[40] ^= 0x10;
         write_file(recpath, b, len);
         ck_assert(!bdrv_open(c->paths[1], NULL, BDRV_O_RDWR, &err));
         ck_assert_msg(strstr(err->message, "is corrupt"), "%s", err->message);
         g_clear_error(&err);
         after = file_bytes(c->paths[0], &alen);
         ck_assert(alen == blen && memcmp(before, after, blen) == 0);
-        b[len / 2] ^= 0x10;
+        b[40] ^= 0x10;
         write_file(recpath, b, len);
     }
     /* repaired journal found through the search directory */
@@ -813,6 +839,144 @@ START_TEST(test_published_then_changed)
     ck_assert_str_eq(list[0].name, "s1");
     ck_assert_str_eq(list[1].name, "s2");
     bdrv_snapshot_list_free(list, n);
+    bdrv_unref(bs);
+    check_clean(c->paths[0]);
+    check_clean(c->paths[1]);
+    case_free(c);
+}
+END_TEST
+
+/* ---- record slots: one synced write per transaction ---- */
+
+/* Commit is one fdatasync of a slot that exists already (made at open):
+ * no file created, no directory synced; done syncs nothing. */
+START_TEST(test_commit_one_sync)
+{
+    g_autofree char *jdir = tmp_path("sync-journal");
+    g_autofree char *a = tmp_path("sync-a.qcow2");
+    g_autoptr(IntentLog) log = NULL;
+    g_autoptr(IntentRecord) rec = NULL;
+    uint8_t o[4] = { 0 }, n[4] = { 1, 2, 3, 4 };
+    uint64_t f0, w0;
+    int files;
+
+    create_img(a, IMG_SIZE, NULL, NULL);
+    log = intent_log_open(jdir, NULL);
+    ck_assert_ptr_nonnull(log);
+    for (int round = 0; round < 3; round++) {
+        Case c = { .jdir = jdir };
+        g_clear_pointer(&rec, intent_record_free);
+        rec = intent_record_begin(log);
+        ck_assert_int_eq(intent_record_add_image(rec, a, NULL), 0);
+        ck_assert(intent_record_add_header(rec, 0, 60, o, n, 4, NULL));
+        files = journal_files(&c);
+        /* armed so it counts; request UINT64_MAX is never reached */
+        fault_inject_arm(FAULT_READ, UINT64_MAX);
+        f0 = fault_inject_count(FAULT_FLUSH);
+        power_cut_arm(POWER_CUT_KEEP_UNFLUSHED, UINT64_MAX);
+        ck_assert_int_eq(intent_record_commit(rec, NULL), 0);
+        w0 = power_cut_writes();
+        ck_assert_int_ge(power_cut_restore(), 0);
+        ck_assert_uint_eq(fault_inject_count(FAULT_FLUSH) - f0, 1);
+        ck_assert_uint_eq(w0, 1);    /* one write: no create, no rename */
+        ck_assert_int_eq(journal_files(&c), files);
+        ck_assert(record_present(&c));
+        f0 = fault_inject_count(FAULT_FLUSH);
+        ck_assert_int_eq(intent_record_done(rec, NULL), 0);
+        ck_assert_uint_eq(fault_inject_count(FAULT_FLUSH) - f0, 0);
+        fault_inject_disarm();
+        ck_assert(!record_present(&c));
+        ck_assert(!intent_log_read_record(jdir, rec->txid, NULL));
+    }
+    g_autofree char *cmd = g_strdup_printf("rm -rf '%s' '%s'", jdir, a);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* Two records in flight take two slots (locked); a finished one's slot
+ * is reused, so the journal does not grow. */
+START_TEST(test_slots_concurrent)
+{
+    g_autofree char *jdir = tmp_path("slots-journal");
+    g_autofree char *a = tmp_path("slots-a.qcow2");
+    g_autoptr(IntentLog) log = NULL;
+    IntentRecord *r[3];
+    uint8_t o[4] = { 0 }, n[4] = { 9, 9, 9, 9 };
+    g_autoptr(IntentRecord) d0 = NULL, d1 = NULL;
+
+    create_img(a, IMG_SIZE, NULL, NULL);
+    log = intent_log_open(jdir, NULL);
+    ck_assert_ptr_nonnull(log);
+    for (int i = 0; i < 3; i++) {
+        r[i] = intent_record_begin(log);
+        ck_assert_int_eq(intent_record_add_image(r[i], a, NULL), 0);
+        ck_assert(intent_record_add_header(r[i], 0, 60, o, n, 4, NULL));
+    }
+    ck_assert_int_eq(intent_record_commit(r[0], NULL), 0);
+    ck_assert_int_eq(intent_record_commit(r[1], NULL), 0);
+    ck_assert_str_ne(r[0]->slot, r[1]->slot);
+    d0 = intent_log_read_record(jdir, r[0]->txid, NULL);
+    d1 = intent_log_read_record(jdir, r[1]->txid, NULL);
+    ck_assert_ptr_nonnull(d0);
+    ck_assert_ptr_nonnull(d1);
+    /* a record in flight (its slot locked) is not recovery's to
+     * complete: the daemon's start-up scan leaves it alone */
+    ck_assert_int_eq(intent_log_recover_all(log, NULL), 0);
+    {
+        g_autoptr(IntentRecord) still =
+            intent_log_read_record(jdir, r[1]->txid, NULL);
+        ck_assert_ptr_nonnull(still);
+    }
+    ck_assert_int_eq(intent_record_done(r[0], NULL), 0);
+    ck_assert_int_eq(intent_record_commit(r[2], NULL), 0);
+    ck_assert_str_eq(r[2]->slot, d0->slot);      /* reused */
+    ck_assert_int_eq(intent_record_done(r[1], NULL), 0);
+    ck_assert_int_eq(intent_record_done(r[2], NULL), 0);
+    {
+        Case c = { .jdir = jdir };
+        ck_assert_int_eq(journal_files(&c), 3);  /* journal-id, 2 slots */
+        ck_assert(!record_present(&c));
+    }
+    for (int i = 0; i < 3; i++) {
+        intent_record_free(r[i]);
+    }
+    g_autofree char *cmd = g_strdup_printf("rm -rf '%s' '%s'", jdir, a);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* A finished record whose unsynced done mark a power cut lost comes back
+ * live; image 0 has since gone back to the old header bytes (s1
+ * deleted).  Recovery must not publish the old transaction over it:
+ * the image no longer carries that transaction's extension. */
+START_TEST(test_lost_done_mark)
+{
+    Case *c = case_new("lostdone", 2, 61);
+    g_autoptr(IntentLog) log = NULL;
+    BlockDriverState *bs;
+    GError *err = NULL;
+
+    power_cut_arm(POWER_CUT_LOSE_UNFLUSHED, UINT64_MAX);
+    run_txn(c, STOP_NONE);
+    ck_assert_int_ge(power_cut_restore(), 1);
+    ck_assert_msg(record_present(c), "the done mark survived the cut");
+    for (int i = 0; i < c->n; i++) {
+        ck_assert_int_eq(open_state(c->paths[i], 0), QCOW2_INTENT_NONE);
+    }
+    bs = open_img(c->paths[0], BDRV_O_RDWR);
+    ck_assert(has_s1(bs));
+    ck_assert_int_eq(bdrv_snapshot_delete(bs, NULL, "s1", NULL, NULL), 0);
+    bdrv_unref(bs);
+
+    log = intent_log_open(c->jdir, &err);
+    ck_assert_msg(log, "%s", err ? err->message : "");
+    ck_assert_int_eq(intent_log_recover_all(log, &err), 1);
+    ck_assert(!record_present(c));
+    bs = open_img(c->paths[0], 0);
+    ck_assert_msg(!has_s1(bs), "a finished record was published again");
+    bdrv_unref(bs);
+    bs = open_img(c->paths[1], 0);
+    ck_assert(has_s1(bs));
     bdrv_unref(bs);
     check_clean(c->paths[0]);
     check_clean(c->paths[1]);
@@ -1017,6 +1181,9 @@ static Suite *intent_suite(void)
     tcase_add_test(recov, test_rename_roll_forward);
     tcase_add_test(recov, test_published_then_changed);
     tcase_add_test(recov, test_recover_all);
+    tcase_add_test(rec, test_commit_one_sync);
+    tcase_add_test(rec, test_slots_concurrent);
+    tcase_add_test(recov, test_lost_done_mark);
     tcase_add_test(cut, test_recovery_cut);
     tcase_add_test(cut, test_power_cut);
     tcase_set_timeout(rec, 300);
