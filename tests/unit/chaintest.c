@@ -234,3 +234,22 @@ int chaintest_run(Suite *s)
     g_free(tmpdir);
     return failed ? 1 : 0;
 }
+
+/* Whether name in jdir holds an unfinished record: a first-format
+ * <txid>.rec, or a slot that starts with the record magic. */
+bool live_record_file(const char *jdir, const char *name)
+{
+    g_autofree char *path = NULL;
+    g_autofree char *data = NULL;
+    gsize len = 0;
+
+    if (g_str_has_suffix(name, ".rec")) {
+        return true;
+    }
+    if (!g_str_has_prefix(name, "slot-")) {
+        return false;
+    }
+    path = g_build_filename(jdir, name, NULL);
+    return g_file_get_contents(path, &data, &len, NULL) && len >= 8 &&
+           memcmp(data, "STRATAIR", 8) == 0;
+}

@@ -53,5 +53,7 @@ BlockDriverState *layer(BlockDriverState *top, int depth, int i);
 BlockBackend *device_on(const char *path);
 gpointer seq_writer(gpointer opaque);
 int chaintest_run(Suite *s);
+/* the intent log tests: an unfinished record in a journal directory */
+bool live_record_file(const char *jdir, const char *name);
 
 #endif

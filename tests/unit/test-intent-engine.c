@@ -226,25 +226,6 @@ static char **pictures(TxnDevs *d, Scenario sc)
     return pics;
 }
 
-/* Whether name in jdir holds an unfinished record: a first-format
- * <txid>.rec, or a slot that starts with the record magic. */
-static bool live_record_file(const char *jdir, const char *name)
-{
-    g_autofree char *path = NULL;
-    g_autofree char *data = NULL;
-    gsize len = 0;
-
-    if (g_str_has_suffix(name, ".rec")) {
-        return true;
-    }
-    if (!g_str_has_prefix(name, "slot-")) {
-        return false;
-    }
-    path = g_build_filename(jdir, name, NULL);
-    return g_file_get_contents(path, &data, &len, NULL) && len >= 8 &&
-           memcmp(data, "STRATAIR", 8) == 0;
-}
-
 static int count_records(const char *jdir)
 {
     g_autoptr(GDir) dir = g_dir_open(jdir, 0, NULL);
@@ -353,6 +334,45 @@ typedef struct Totals {
     int64_t lost;
 } Totals;
 
+/*
+ * One power-cut run, in two halves around building the transaction:
+ * cut_begin() opens the devices with the journal jdir (emptied first)
+ * and returns the new transaction; cut_end() arms the cut after write
+ * `cut` of the given mode, submits, then closes everything as the
+ * reboot finds it.  Returns whether the cut fired; *undone gets how many
+ * unflushed writes were rolled back.
+ */
+static BlkTransactionStates *cut_begin(TxnDevs *d, const char *jdir)
+{
+    rm_dir(jdir);
+    ck_assert(blk_transaction_set_state_dir(jdir, NULL));
+    txn_devs_open(d, NULL);
+    return blk_transaction_new();
+}
+
+static bool cut_end(TxnDevs *d, BlkTransactionStates *t, int mode,
+                    uint64_t cut, const char *what, int64_t *undone)
+{
+    GError *err = NULL;
+    bool ok, fired;
+    int64_t n;
+
+    power_cut_arm(mode, cut);
+    ok = blk_transaction_submit(t, &err);
+    fired = power_cut_fired();
+    ck_assert_msg(ok || fired, "%s: %s", what, err ? err->message : "");
+    g_clear_error(&err);
+    blk_transaction_free(t);
+    txn_devs_close(d);
+    n = power_cut_restore();
+    ck_assert_int_ge(n, 0);
+    ck_assert(blk_transaction_set_state_dir(NULL, NULL));
+    if (undone) {
+        *undone = n;
+    }
+    return fired;
+}
+
 /* One transaction of the scenario on a copy of tmpl, the power cut
  * after write `cut` (UINT64_MAX: none); returns whether it fired. */
 static bool one_run(TxnDevs *tmpl, Scenario sc, PowerCutMode mode,
@@ -361,33 +381,20 @@ static bool one_run(TxnDevs *tmpl, Scenario sc, PowerCutMode mode,
 {
     TxnDevs *d = clone_devs(tmpl, "case");
     g_autofree char *jdir = tmp_path("case-journal");
-    g_autoptr(BlkTransactionStates) t = NULL;
+    BlkTransactionStates *t;
     g_autofree char *what = g_strdup_printf("%d disks, %s, mode %d, cut "
                                             "after write %" PRIu64, d->n,
                                             scen_names[sc], mode, cut);
-    GError *err = NULL;
-    bool ok, fired;
+    bool fired;
     int64_t undone;
     char **now;
 
     if (g_getenv("INTENT_VERBOSE")) {
         fprintf(stderr, "%s\n", what);
     }
-    rm_dir(jdir);
-    ck_assert(blk_transaction_set_state_dir(jdir, NULL));
-    txn_devs_open(d, NULL);
-    t = blk_transaction_new();
+    t = cut_begin(d, jdir);
     build(t, d, sc);
-    power_cut_arm(mode, cut);
-    ok = blk_transaction_submit(t, &err);
-    fired = power_cut_fired();
-    ck_assert_msg(ok || fired, "%s: %s", what, err ? err->message : "");
-    g_clear_error(&err);
-    g_clear_pointer(&t, blk_transaction_free);
-    txn_devs_close(d);
-    undone = power_cut_restore();
-    ck_assert_int_ge(undone, 0);
-    ck_assert(blk_transaction_set_state_dir(NULL, NULL));
+    fired = cut_end(d, t, mode, cut, what, &undone);
 
     if (g_getenv("INTENT_KEEP")) {
         /* debugging: the state the reboot found */
@@ -555,23 +562,14 @@ START_TEST(test_engine_external_old_image)
 
     for (uint64_t cut = 0;; cut++) {
         TxnDevs *d = clone_devs(tmpl, "witness");
-        g_autoptr(BlkTransactionStates) t = NULL;
+        BlkTransactionStates *t;
         GError *err = NULL;
         bool fired;
 
-        rm_dir(jdir);
-        ck_assert(blk_transaction_set_state_dir(jdir, NULL));
-        txn_devs_open(d, NULL);
-        t = blk_transaction_new();
+        t = cut_begin(d, jdir);
         build(t, d, S_EXTERNAL);
-        power_cut_arm(POWER_CUT_LOSE_UNFLUSHED, cut);
-        ck_assert(blk_transaction_submit(t, &err) || power_cut_fired());
-        g_clear_error(&err);
-        fired = power_cut_fired();
-        g_clear_pointer(&t, blk_transaction_free);
-        txn_devs_close(d);
-        ck_assert_int_ge(power_cut_restore(), 0);
-        ck_assert(blk_transaction_set_state_dir(NULL, NULL));
+        fired = cut_end(d, t, POWER_CUT_LOSE_UNFLUSHED, cut, "external",
+                        NULL);
         points++;
         /* committed, some overlay still under its temporary name (a
          * record whose only loss is its unsynced done mark has nothing
@@ -632,32 +630,20 @@ START_TEST(test_engine_mix_existing_overlay)
     for (uint64_t cut = 0;; cut++) {
         TxnDevs *d = clone_devs(tmpl, "exist");
         g_autofree char *ovl = overlay_path(d, 1);
-        g_autoptr(BlkTransactionStates) t = NULL;
+        BlkTransactionStates *t;
         BlkTransactionAction ex = txn_external("d1", ovl);
         gsize blen, alen;
         g_autofree char *before = NULL, *after = NULL;
         g_autofree char *names = NULL;
-        GError *err = NULL;
         BlockDriverState *bs;
         bool fired;
 
         ck_assert(g_file_get_contents(ovl, &before, &blen, NULL));
-        rm_dir(jdir);
-        ck_assert(blk_transaction_set_state_dir(jdir, NULL));
-        txn_devs_open(d, NULL);
-        t = blk_transaction_new();
+        t = cut_begin(d, jdir);
         txn_add_ok(t, txn_internal("d0", "new"));
         ex.u.snapshot_sync.mode_existing = true;
         txn_add_ok(t, ex);
-        power_cut_arm(POWER_CUT_LOSE_UNFLUSHED, cut);
-        ck_assert_msg(blk_transaction_submit(t, &err) || power_cut_fired(),
-                      "%s", err ? err->message : "");
-        g_clear_error(&err);
-        fired = power_cut_fired();
-        g_clear_pointer(&t, blk_transaction_free);
-        txn_devs_close(d);
-        ck_assert_int_ge(power_cut_restore(), 0);
-        ck_assert(blk_transaction_set_state_dir(NULL, NULL));
+        fired = cut_end(d, t, POWER_CUT_LOSE_UNFLUSHED, cut, "mix", NULL);
 
         ck_assert(g_file_get_contents(ovl, &after, &alen, NULL));
         ck_assert_msg(alen == blen && memcmp(before, after, blen) == 0,

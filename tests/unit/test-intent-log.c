@@ -312,25 +312,6 @@ static Qcow2IntentState open_state(const char *path, int flags)
  * extension is left, and each checks clean with no leak (ours and
  * qemu-img's).  Returns whether the transaction happened.
  */
-/* Whether name in jdir holds an unfinished record: a first-format
- * <txid>.rec, or a slot that starts with the record magic. */
-static bool live_record_file(const char *jdir, const char *name)
-{
-    g_autofree char *path = NULL;
-    g_autofree char *data = NULL;
-    gsize len = 0;
-
-    if (g_str_has_suffix(name, ".rec")) {
-        return true;
-    }
-    if (!g_str_has_prefix(name, "slot-")) {
-        return false;
-    }
-    path = g_build_filename(jdir, name, NULL);
-    return g_file_get_contents(path, &data, &len, NULL) && len >= 8 &&
-           memcmp(data, "STRATAIR", 8) == 0;
-}
-
 static bool record_present(Case *c)
 {
     g_autoptr(GDir) d = g_dir_open(c->jdir, 0, NULL);
