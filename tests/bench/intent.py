@@ -31,6 +31,11 @@ import subprocess
 import sys
 import tempfile
 
+# the journal helpers the functional tests use
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                '..', 'functional'))
+import common  # noqa: E402
+
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
@@ -56,20 +61,6 @@ def fresh(template, d, n):
     return out
 
 
-def live_records(journal):
-    """Unfinished records: first-format <txid>.rec files, and slots that
-    still start with the record magic (a finished one says STRATAID)."""
-    out = []
-    for f in os.listdir(journal):
-        if f.endswith(".rec"):
-            out.append(f)
-        elif f.startswith("slot-"):
-            with open(os.path.join(journal, f), "rb") as fh:
-                if fh.read(8) == b"STRATAIR":
-                    out.append(f)
-    return out
-
-
 def bench_env(journal):
     env = dict(os.environ)
     env.pop("TXN_BENCH_STATE_DIR", None)
@@ -81,7 +72,7 @@ def bench_env(journal):
 def one(bench, kind, paths, journal):
     r = json.loads(run([bench, kind] + paths, env=bench_env(journal)))
     if journal:
-        left = live_records(journal)
+        left = common.live_records(journal)
         if left:
             raise RuntimeError("records left in the journal: %s" % left)
     return r["total_ms"], r["hold_ms"]

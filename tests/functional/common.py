@@ -146,6 +146,21 @@ def format_matrix(cluster_sizes, refcount_bits):
             for i, cs in enumerate(cluster_sizes)]
 
 
+def live_records(journal):
+    """Unfinished records in an intent-log journal (issue 14): slots that still start with the
+    record magic (a finished one says STRATAID), and first-format
+    <txid>.rec files."""
+    out = []
+    for f in os.listdir(journal):
+        if f.endswith('.rec'):
+            out.append(f)
+        elif f.startswith('slot-'):
+            with open(os.path.join(journal, f), 'rb') as fh:
+                if fh.read(8) == b'STRATAIR':
+                    out.append(f)
+    return out
+
+
 def skip_if_qemu_tools(reason):
     """For strata-only expectations (stricter than QEMU)."""
     if tools().are_qemu:

@@ -367,21 +367,6 @@ class Disks:
                         self.path(f)], rc=(0, 3) if allow_leaks else 0)
 
 
-def live_records(journal):
-    """Unfinished records in a journal: slots that still start with the
-    record magic (a finished one says STRATAID), and first-format
-    <txid>.rec files."""
-    out = []
-    for f in os.listdir(journal):
-        if f.endswith('.rec'):
-            out.append(f)
-        elif f.startswith('slot-'):
-            with open(os.path.join(journal, f), 'rb') as fh:
-                if fh.read(8) == b'STRATAIR':
-                    out.append(f)
-    return out
-
-
 T0 = [time.monotonic()]
 
 
@@ -475,7 +460,7 @@ def sigkill():
             # the restart: the journal is completed, then the checks
             dm = start(binary, disks, state)
             trace('restarted')
-            leftover = live_records(state)
+            leftover = common.live_records(state)
             check(not leftover, 'records left in the journal after the '
                   'restart: %s' % leftover)
             disks.forget()
@@ -527,8 +512,9 @@ def state_dir_option():
             check(sorted(os.listdir(state)) ==
                   ['daemon.lock', 'journal-id', 'slot-0'],
                   'state directory holds %s' % os.listdir(state))
-            check(not live_records(state), 'an unfinished record is left '
-                  'after the transaction: %s' % live_records(state))
+            left = common.live_records(state)
+            check(not left, 'an unfinished record is left after the '
+                  'transaction: %s' % left)
         finally:
             check(dm.quit() == 0, 'the daemon did not quit cleanly')
         disks.forget()
