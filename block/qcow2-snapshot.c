@@ -112,6 +112,11 @@ typedef struct Qcow2SnapshotOp {
      * clean go through qcow2-precopy.c, which switches the active L1,
      * the refcount table and the snapshot table in one header write */
     Qcow2Precopy *pc;
+
+    /* delete alone on its image: pre_do wrote the new table (in new
+     * clusters, synced) before the drain, so do under the drain only
+     * checks that the table it replaces is still the visible one */
+    bool predone;
 } Qcow2SnapshotOp;
 
 static void op_free(Qcow2SnapshotOp *op)
@@ -693,6 +698,36 @@ static int create_do_precopy(BlockDriverState *bs, Qcow2SnapshotOp *op,
     return ret;
 }
 
+/* The table without entry idx of cur (nb entries), written to new
+ * clusters and synced; the replaced one remembered for cancel and clean.
+ * On failure the op holds no table. */
+static int write_table_without(BlockDriverState *bs, Qcow2SnapshotOp *op,
+                               const Qcow2Snapshot *cur, uint32_t nb,
+                               uint64_t cur_offset, uint64_t cur_size,
+                               int idx, GError **errp)
+{
+    int ret;
+
+    op->old_nb = nb;
+    op->old_offset = cur_offset;
+    op->old_size = cur_size;
+    op->table = g_new0(Qcow2Snapshot, MAX(nb, 1));
+    for (uint32_t i = 0, j = 0; i < nb; i++) {
+        if ((int)i != idx) {
+            qcow2_sn_copy(&op->table[j++], &cur[i]);
+        }
+    }
+    op->nb = nb - 1;
+    ret = qcow2_sn_write_table(bs, op->table, op->nb, &op->offset, &op->size,
+                               errp);
+    if (ret < 0) {
+        qcow2_sn_free_array(op->table, op->nb);
+        op->table = NULL;
+        op->nb = 0;
+    }
+    return ret;
+}
+
 static int delete_do(BlockDriverState *bs, Qcow2SnapshotOp *op,
                      GError **errp)
 {
@@ -717,27 +752,44 @@ static int delete_do(BlockDriverState *bs, Qcow2SnapshotOp *op,
         op->tree_l1_offset = cur[idx].l1_table_offset;
         read_tree = true;
     }
-    op->old_nb = nb;
-    op->old_offset = cur_offset;
-    op->old_size = cur_size;
-    op->table = g_new0(Qcow2Snapshot, MAX(nb, 1));
-    for (uint32_t i = 0, j = 0; i < nb; i++) {
-        if ((int)i != idx) {
-            qcow2_sn_copy(&op->table[j++], &cur[i]);
-        }
-    }
-    op->nb = nb - 1;
-    ret = qcow2_sn_write_table(bs, op->table, op->nb, &op->offset, &op->size,
-                               errp);
-    if (ret < 0) {
-        qcow2_sn_free_array(op->table, op->nb);
-        op->table = NULL;
-        op->nb = 0;
-        if (read_tree) {
-            g_clear_pointer(&op->tree_l1, g_free);
-        }
+    ret = write_table_without(bs, op, cur, nb, cur_offset, cur_size, idx,
+                              errp);
+    if (ret < 0 && read_tree) {
+        g_clear_pointer(&op->tree_l1, g_free);
     }
     return ret;
+}
+
+/* A pre-done delete's table given back (cancel before do, or a table
+ * that is no longer current): nothing points at its clusters. */
+static void delete_discard_predone(BlockDriverState *bs, Qcow2SnapshotOp *op)
+{
+    int ret = qcow2_free_unreferenced(bs, op->offset, op->size);
+
+    if (ret == 0) {
+        ret = qcow2_sn_sync_refcounts(bs);
+    }
+    if (ret < 0) {
+        strata_warning("qcow2: giving back a snapshot table written "
+                       "before the drain failed (clusters leak): %s",
+                       g_strerror(-ret));
+    }
+    qcow2_sn_free_array(op->table, op->nb);
+    op->table = NULL;
+    op->nb = 0;
+    op->offset = op->size = 0;
+    op->predone = false;
+}
+
+/* Under the drain: the table written by pre_do still replaces the
+ * visible one (nothing else runs on the image while the op is alone on
+ * it, but a stale table must never be published). */
+static bool delete_predone_current(BDRVQcow2State *s, Qcow2SnapshotOp *op)
+{
+    return op->predone && n_ops(s) == 1 &&
+           s->nb_snapshots == op->old_nb &&
+           s->snapshots_offset == op->old_offset &&
+           s->snapshots_size == op->old_size;
 }
 
 static int goto_do(BlockDriverState *bs, Qcow2SnapshotOp *op, GError **errp)
@@ -808,7 +860,13 @@ int qcow2_snapshot_do(BlockDriverState *bs, void *opaque,
 
     lock(s);
     g_assert(op->state == ST_CHECKED);
-    ret = start(bs, errp);
+    if (op->predone && !delete_predone_current(s, op)) {
+        delete_discard_predone(bs, op);
+    }
+    /* A pre-done delete has nothing left to write before its header:
+     * the metadata the guests dirtied is theirs to write back (their
+     * flushes, the image's), not the hold's. */
+    ret = op->predone ? 0 : start(bs, errp);
     if (ret == 0) {
         switch (op->kind) {
         case OP_CREATE:
@@ -816,7 +874,7 @@ int qcow2_snapshot_do(BlockDriverState *bs, void *opaque,
                          : create_do(bs, op, errp);
             break;
         case OP_DELETE:
-            ret = delete_do(bs, op, errp);
+            ret = op->predone ? 0 : delete_do(bs, op, errp);
             break;
         case OP_GOTO:
             ret = goto_do(bs, op, errp);
@@ -837,8 +895,39 @@ int qcow2_snapshot_do(BlockDriverState *bs, void *opaque,
 
 /* ---------------------------------------------------------------------- */
 /* pre_do: a create that is the only operation on its image copies its
- * metadata before the drain (qcow2-precopy.c); any other operation does
+ * metadata before the drain (qcow2-precopy.c); a delete that is the only
+ * one writes its new table (see delete_pre_do); any other operation does
  * all of its work in do */
+
+/*
+ * A delete's do, guest I/O running: the table without the entry goes to
+ * new clusters and is synced, so the drained do writes nothing and,
+ * above all, need not write back the metadata the guests dirtied (with
+ * busy guests on a snapshotted image: every copy-on-write's L2 update
+ * and its deferred refcount drop, whose refcount blocks spread over the
+ * whole disk -- the part of the hold that grew with the data).  Guest
+ * writes after it change L2 tables and refcounts, never the snapshot
+ * table or the tree being deleted (it is not the active tree), so the
+ * table stays right; a crash leaves the old header and the new table's
+ * clusters counted but unused: a leak.
+ */
+static int delete_pre_do(BlockDriverState *bs, Qcow2SnapshotOp *op,
+                         GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int idx = qcow2_sn_find(s->snapshots, s->nb_snapshots,
+                            op->entry.id_str, op->entry.name);
+    int ret;
+
+    if (idx < 0 || !op->tree_l1) {
+        return 0;   /* not on disk yet: do does it all */
+    }
+    ret = write_table_without(bs, op, s->snapshots, s->nb_snapshots,
+                              s->snapshots_offset, s->snapshots_size, idx,
+                              errp);
+    op->predone = ret == 0;
+    return ret;
+}
 
 int qcow2_snapshot_pre_do(BlockDriverState *bs, void *opaque, GError **errp)
 {
@@ -849,6 +938,14 @@ int qcow2_snapshot_pre_do(BlockDriverState *bs, void *opaque, GError **errp)
     bool eligible;
     int ret;
 
+    if (op->kind == OP_DELETE) {
+        lock(s);
+        g_assert(op->state == ST_CHECKED && !op->predone);
+        ret = n_ops(s) == 1 && !s->snapshot_loaded && !s->broken &&
+              !bs->read_only ? delete_pre_do(bs, op, errp) : 0;
+        unlock(s);
+        return ret;
+    }
     g_mutex_lock(&s->lock);
     g_assert(op->state == ST_CHECKED && !op->pc);
     /* Lazy refcounts need nothing else: the pre-copy reads every
@@ -893,6 +990,9 @@ void qcow2_snapshot_pre_cancel(BlockDriverState *bs, void *opaque)
     if (op->state == ST_CHECKED && op->pc) {
         qcow2_precopy_discard(bs, op->pc);
         g_clear_pointer(&op->pc, qcow2_precopy_free);
+    }
+    if (op->state == ST_CHECKED && op->predone) {
+        delete_discard_predone(bs, op);
     }
     unlock(s);
 }
@@ -1228,6 +1328,8 @@ int qcow2_snapshot_clean(BlockDriverState *bs, void *opaque, GError **errp)
     } else if (op->pc && op->state == ST_CHECKED) {
         /* pre-done, never done */
         qcow2_precopy_discard(bs, op->pc);
+    } else if (op->predone && op->state == ST_CHECKED) {
+        delete_discard_predone(bs, op);
     }
     if (op->pc) {
         qcow2_cache_set_dirty_log(s->l2_cache, NULL);
