@@ -117,6 +117,11 @@ typedef struct Qcow2SnapshotOp {
      * clusters, synced) before the drain, so do under the drain only
      * checks that the table it replaces is still the visible one */
     bool predone;
+    /* a pre-done delete's header write is synced only if an intent
+     * record asked for its bytes (the record relies on it); otherwise
+     * clean syncs before it frees anything the old header points at */
+    bool publish_synced;
+    bool header_unsynced;        /* published, not yet synced */
 } Qcow2SnapshotOp;
 
 static void op_free(Qcow2SnapshotOp *op)
@@ -1058,6 +1063,13 @@ static int write_header_state(BlockDriverState *bs, Qcow2SnapshotOp *op,
         return qcow2_sn_write_active_header(bs, op->disk_size, op->l1_size,
                                             op->l1_offset);
     }
+    if (new_state && !invalidated && op->predone && !op->publish_synced) {
+        /* a sync fewer under the hold (see delete_free_parts) */
+        int ret = qcow2_sn_write_table_header_unsynced(bs, op->nb,
+                                                       op->offset);
+        op->header_unsynced = ret == 0;
+        return ret;
+    }
     if (new_state) {
         return qcow2_sn_write_table_header(
             bs, invalidated ? s->nb_snapshots : op->nb,
@@ -1122,6 +1134,8 @@ int qcow2_snapshot_publish_bytes(BlockDriverState *bs, void *opaque,
     /* the classic paths end do with a sync and write the header with
      * qcow2_write_header_bytes (synced); the pre-copy's switch is not */
     *synced = !op->pc;
+    /* the record counts on the publish being durable when it is written */
+    op->publish_synced = true;
     if (op->pc) {
         qcow2_precopy_publish_bytes(op->pc, op->nb, op->offset, out);
         *offset = QCOW2_HDR_L1_OFF;
@@ -1251,7 +1265,14 @@ static int delete_free_parts(BlockDriverState *bs, Qcow2SnapshotOp *op,
     uint32_t per = free_hook_part_entries ? free_hook_part_entries
                                           : qcow2_tree_part_entries(s);
     unsigned n = 0;
-    int ret = qcow2_free_unreferenced(bs, op->old_offset, op->old_size);
+    /* a pre-done delete's header was not synced by invalidate: durable
+     * before anything the old header points at is freed (and reused) */
+    int ret = op->header_unsynced ? bdrv_flush(bs->file) : 0;
+
+    if (ret == 0) {
+        op->header_unsynced = false;
+        ret = qcow2_free_unreferenced(bs, op->old_offset, op->old_size);
+    }
 
     for (uint32_t from = 0; ret == 0 && from < op->tree_l1_size;
          from += per) {
