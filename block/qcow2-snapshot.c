@@ -25,6 +25,12 @@
  *                        clusters; sync.
  *            invalidate: header bytes 60..71 -- commit
  *            clean:      old table freed; the snapshot's tree released.
+ *   delete with pre_do (a delete alone on its image in a transaction):
+ *            pre_do, guest running: the new table in new clusters; sync.
+ *            do: nothing (no write-back of the guests' metadata either).
+ *            invalidate: header bytes 60..71, synced only if an intent
+ *                        record asked for them -- commit
+ *            clean:      sync (the header durable); then as above.
  *   apply    do:         refcounts of the snapshot's tree +1 (synced);
  *                        COPIED cleared in its L2 tables; the new active L1
  *                        (a copy of the snapshot's) in new clusters; sync.
