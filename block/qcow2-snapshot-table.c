@@ -577,15 +577,31 @@ int qcow2_sn_write_table_at(BlockDriverState *bs, const Qcow2Snapshot *sn,
     return ret;
 }
 
-int qcow2_sn_write_table_header(BlockDriverState *bs, uint32_t nb,
-                              uint64_t offset)
+static int table_header(BlockDriverState *bs, uint32_t nb, uint64_t offset,
+                        bool sync)
 {
     uint8_t hdr[12];
 
     be32_write(hdr, nb);
     be64_write(hdr + 4, offset);
     bdrv_debug_event(bs->file, "snapshot_header_update");
+    if (!sync) {
+        return qcow2_overlap_pwrite(bs, QCOW2_OL_MAIN_HEADER,
+                                    QCOW2_HDR_SNAPSHOTS_OFF, 12, hdr);
+    }
     return qcow2_write_header_bytes(bs, QCOW2_HDR_SNAPSHOTS_OFF, hdr, 12);
+}
+
+int qcow2_sn_write_table_header(BlockDriverState *bs, uint32_t nb,
+                                uint64_t offset)
+{
+    return table_header(bs, nb, offset, true);
+}
+
+int qcow2_sn_write_table_header_unsynced(BlockDriverState *bs, uint32_t nb,
+                                         uint64_t offset)
+{
+    return table_header(bs, nb, offset, false);
 }
 
 /* Size and active L1 switch together in one write (bytes 24..47; the

@@ -25,6 +25,12 @@
  *                        clusters; sync.
  *            invalidate: header bytes 60..71 -- commit
  *            clean:      old table freed; the snapshot's tree released.
+ *   delete with pre_do (a delete alone on its image in a transaction):
+ *            pre_do, guest running: the new table in new clusters; sync.
+ *            do: nothing (no write-back of the guests' metadata either).
+ *            invalidate: header bytes 60..71, synced only if an intent
+ *                        record asked for them -- commit
+ *            clean:      sync (the header durable); then as above.
  *   apply    do:         refcounts of the snapshot's tree +1 (synced);
  *                        COPIED cleared in its L2 tables; the new active L1
  *                        (a copy of the snapshot's) in new clusters; sync.
@@ -112,6 +118,16 @@ typedef struct Qcow2SnapshotOp {
      * clean go through qcow2-precopy.c, which switches the active L1,
      * the refcount table and the snapshot table in one header write */
     Qcow2Precopy *pc;
+
+    /* delete alone on its image: pre_do wrote the new table (in new
+     * clusters, synced) before the drain, so do under the drain only
+     * checks that the table it replaces is still the visible one */
+    bool predone;
+    /* a pre-done delete's header write is synced only if an intent
+     * record asked for its bytes (the record relies on it); otherwise
+     * clean syncs before it frees anything the old header points at */
+    bool publish_synced;
+    bool header_unsynced;        /* published, not yet synced */
 } Qcow2SnapshotOp;
 
 static void op_free(Qcow2SnapshotOp *op)
@@ -693,6 +709,36 @@ static int create_do_precopy(BlockDriverState *bs, Qcow2SnapshotOp *op,
     return ret;
 }
 
+/* The table without entry idx of cur (nb entries), written to new
+ * clusters and synced; the replaced one remembered for cancel and clean.
+ * On failure the op holds no table. */
+static int write_table_without(BlockDriverState *bs, Qcow2SnapshotOp *op,
+                               const Qcow2Snapshot *cur, uint32_t nb,
+                               uint64_t cur_offset, uint64_t cur_size,
+                               int idx, GError **errp)
+{
+    int ret;
+
+    op->old_nb = nb;
+    op->old_offset = cur_offset;
+    op->old_size = cur_size;
+    op->table = g_new0(Qcow2Snapshot, MAX(nb, 1));
+    for (uint32_t i = 0, j = 0; i < nb; i++) {
+        if ((int)i != idx) {
+            qcow2_sn_copy(&op->table[j++], &cur[i]);
+        }
+    }
+    op->nb = nb - 1;
+    ret = qcow2_sn_write_table(bs, op->table, op->nb, &op->offset, &op->size,
+                               errp);
+    if (ret < 0) {
+        qcow2_sn_free_array(op->table, op->nb);
+        op->table = NULL;
+        op->nb = 0;
+    }
+    return ret;
+}
+
 static int delete_do(BlockDriverState *bs, Qcow2SnapshotOp *op,
                      GError **errp)
 {
@@ -717,27 +763,44 @@ static int delete_do(BlockDriverState *bs, Qcow2SnapshotOp *op,
         op->tree_l1_offset = cur[idx].l1_table_offset;
         read_tree = true;
     }
-    op->old_nb = nb;
-    op->old_offset = cur_offset;
-    op->old_size = cur_size;
-    op->table = g_new0(Qcow2Snapshot, MAX(nb, 1));
-    for (uint32_t i = 0, j = 0; i < nb; i++) {
-        if ((int)i != idx) {
-            qcow2_sn_copy(&op->table[j++], &cur[i]);
-        }
-    }
-    op->nb = nb - 1;
-    ret = qcow2_sn_write_table(bs, op->table, op->nb, &op->offset, &op->size,
-                               errp);
-    if (ret < 0) {
-        qcow2_sn_free_array(op->table, op->nb);
-        op->table = NULL;
-        op->nb = 0;
-        if (read_tree) {
-            g_clear_pointer(&op->tree_l1, g_free);
-        }
+    ret = write_table_without(bs, op, cur, nb, cur_offset, cur_size, idx,
+                              errp);
+    if (ret < 0 && read_tree) {
+        g_clear_pointer(&op->tree_l1, g_free);
     }
     return ret;
+}
+
+/* A pre-done delete's table given back (cancel before do, or a table
+ * that is no longer current): nothing points at its clusters. */
+static void delete_discard_predone(BlockDriverState *bs, Qcow2SnapshotOp *op)
+{
+    int ret = qcow2_free_unreferenced(bs, op->offset, op->size);
+
+    if (ret == 0) {
+        ret = qcow2_sn_sync_refcounts(bs);
+    }
+    if (ret < 0) {
+        strata_warning("qcow2: giving back a snapshot table written "
+                       "before the drain failed (clusters leak): %s",
+                       g_strerror(-ret));
+    }
+    qcow2_sn_free_array(op->table, op->nb);
+    op->table = NULL;
+    op->nb = 0;
+    op->offset = op->size = 0;
+    op->predone = false;
+}
+
+/* Under the drain: the table written by pre_do still replaces the
+ * visible one (nothing else runs on the image while the op is alone on
+ * it, but a stale table must never be published). */
+static bool delete_predone_current(BDRVQcow2State *s, Qcow2SnapshotOp *op)
+{
+    return op->predone && n_ops(s) == 1 &&
+           s->nb_snapshots == op->old_nb &&
+           s->snapshots_offset == op->old_offset &&
+           s->snapshots_size == op->old_size;
 }
 
 static int goto_do(BlockDriverState *bs, Qcow2SnapshotOp *op, GError **errp)
@@ -808,7 +871,13 @@ int qcow2_snapshot_do(BlockDriverState *bs, void *opaque,
 
     lock(s);
     g_assert(op->state == ST_CHECKED);
-    ret = start(bs, errp);
+    if (op->predone && !delete_predone_current(s, op)) {
+        delete_discard_predone(bs, op);
+    }
+    /* A pre-done delete has nothing left to write before its header:
+     * the metadata the guests dirtied is theirs to write back (their
+     * flushes, the image's), not the hold's. */
+    ret = op->predone ? 0 : start(bs, errp);
     if (ret == 0) {
         switch (op->kind) {
         case OP_CREATE:
@@ -816,7 +885,7 @@ int qcow2_snapshot_do(BlockDriverState *bs, void *opaque,
                          : create_do(bs, op, errp);
             break;
         case OP_DELETE:
-            ret = delete_do(bs, op, errp);
+            ret = op->predone ? 0 : delete_do(bs, op, errp);
             break;
         case OP_GOTO:
             ret = goto_do(bs, op, errp);
@@ -837,8 +906,39 @@ int qcow2_snapshot_do(BlockDriverState *bs, void *opaque,
 
 /* ---------------------------------------------------------------------- */
 /* pre_do: a create that is the only operation on its image copies its
- * metadata before the drain (qcow2-precopy.c); any other operation does
+ * metadata before the drain (qcow2-precopy.c); a delete that is the only
+ * one writes its new table (see delete_pre_do); any other operation does
  * all of its work in do */
+
+/*
+ * A delete's do, guest I/O running: the table without the entry goes to
+ * new clusters and is synced, so the drained do writes nothing and,
+ * above all, need not write back the metadata the guests dirtied (with
+ * busy guests on a snapshotted image: every copy-on-write's L2 update
+ * and its deferred refcount drop, whose refcount blocks spread over the
+ * whole disk -- the part of the hold that grew with the data).  Guest
+ * writes after it change L2 tables and refcounts, never the snapshot
+ * table or the tree being deleted (it is not the active tree), so the
+ * table stays right; a crash leaves the old header and the new table's
+ * clusters counted but unused: a leak.
+ */
+static int delete_pre_do(BlockDriverState *bs, Qcow2SnapshotOp *op,
+                         GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int idx = qcow2_sn_find(s->snapshots, s->nb_snapshots,
+                            op->entry.id_str, op->entry.name);
+    int ret;
+
+    if (idx < 0 || !op->tree_l1) {
+        return 0;   /* not on disk yet: do does it all */
+    }
+    ret = write_table_without(bs, op, s->snapshots, s->nb_snapshots,
+                              s->snapshots_offset, s->snapshots_size, idx,
+                              errp);
+    op->predone = ret == 0;
+    return ret;
+}
 
 int qcow2_snapshot_pre_do(BlockDriverState *bs, void *opaque, GError **errp)
 {
@@ -849,6 +949,14 @@ int qcow2_snapshot_pre_do(BlockDriverState *bs, void *opaque, GError **errp)
     bool eligible;
     int ret;
 
+    if (op->kind == OP_DELETE) {
+        lock(s);
+        g_assert(op->state == ST_CHECKED && !op->predone);
+        ret = n_ops(s) == 1 && !s->snapshot_loaded && !s->broken &&
+              !bs->read_only ? delete_pre_do(bs, op, errp) : 0;
+        unlock(s);
+        return ret;
+    }
     g_mutex_lock(&s->lock);
     g_assert(op->state == ST_CHECKED && !op->pc);
     /* Lazy refcounts need nothing else: the pre-copy reads every
@@ -893,6 +1001,9 @@ void qcow2_snapshot_pre_cancel(BlockDriverState *bs, void *opaque)
     if (op->state == ST_CHECKED && op->pc) {
         qcow2_precopy_discard(bs, op->pc);
         g_clear_pointer(&op->pc, qcow2_precopy_free);
+    }
+    if (op->state == ST_CHECKED && op->predone) {
+        delete_discard_predone(bs, op);
     }
     unlock(s);
 }
@@ -958,6 +1069,13 @@ static int write_header_state(BlockDriverState *bs, Qcow2SnapshotOp *op,
         return qcow2_sn_write_active_header(bs, op->disk_size, op->l1_size,
                                             op->l1_offset);
     }
+    if (new_state && !invalidated && op->predone && !op->publish_synced) {
+        /* a sync fewer under the hold (see delete_free_parts) */
+        int ret = qcow2_sn_write_table_header_unsynced(bs, op->nb,
+                                                       op->offset);
+        op->header_unsynced = ret == 0;
+        return ret;
+    }
     if (new_state) {
         return qcow2_sn_write_table_header(
             bs, invalidated ? s->nb_snapshots : op->nb,
@@ -1022,6 +1140,8 @@ int qcow2_snapshot_publish_bytes(BlockDriverState *bs, void *opaque,
     /* the classic paths end do with a sync and write the header with
      * qcow2_write_header_bytes (synced); the pre-copy's switch is not */
     *synced = !op->pc;
+    /* the record counts on the publish being durable when it is written */
+    op->publish_synced = true;
     if (op->pc) {
         qcow2_precopy_publish_bytes(op->pc, op->nb, op->offset, out);
         *offset = QCOW2_HDR_L1_OFF;
@@ -1151,7 +1271,14 @@ static int delete_free_parts(BlockDriverState *bs, Qcow2SnapshotOp *op,
     uint32_t per = free_hook_part_entries ? free_hook_part_entries
                                           : qcow2_tree_part_entries(s);
     unsigned n = 0;
-    int ret = qcow2_free_unreferenced(bs, op->old_offset, op->old_size);
+    /* a pre-done delete's header was not synced by invalidate: durable
+     * before anything the old header points at is freed (and reused) */
+    int ret = op->header_unsynced ? bdrv_flush(bs->file) : 0;
+
+    if (ret == 0) {
+        op->header_unsynced = false;
+        ret = qcow2_free_unreferenced(bs, op->old_offset, op->old_size);
+    }
 
     for (uint32_t from = 0; ret == 0 && from < op->tree_l1_size;
          from += per) {
@@ -1228,6 +1355,8 @@ int qcow2_snapshot_clean(BlockDriverState *bs, void *opaque, GError **errp)
     } else if (op->pc && op->state == ST_CHECKED) {
         /* pre-done, never done */
         qcow2_precopy_discard(bs, op->pc);
+    } else if (op->predone && op->state == ST_CHECKED) {
+        delete_discard_predone(bs, op);
     }
     if (op->pc) {
         qcow2_cache_set_dirty_log(s->l2_cache, NULL);

@@ -47,6 +47,10 @@ int qcow2_sn_write_table_at(BlockDriverState *bs, const Qcow2Snapshot *sn,
  * active L1 together). */
 int qcow2_sn_write_table_header(BlockDriverState *bs, uint32_t nb,
                                 uint64_t offset);
+/* The same bytes 60..71, not synced: the caller syncs before it frees
+ * anything the old header points at (a pre-done delete's clean). */
+int qcow2_sn_write_table_header_unsynced(BlockDriverState *bs, uint32_t nb,
+                                         uint64_t offset);
 int qcow2_sn_write_active_header(BlockDriverState *bs, uint64_t size,
                                  uint32_t l1_size, uint64_t l1_offset);
 /* A snapshot's L1 (placement and every entry checked), zero-padded to at

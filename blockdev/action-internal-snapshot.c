@@ -369,6 +369,9 @@ const BlkActionType blk_action_snapshot_delete_internal_type = {
     .name = "blockdev-snapshot-delete-internal-sync",
     .state_size = sizeof(InternalState),
     .check = delete_check,
+    /* issue 15: the new snapshot table written before the drain */
+    .pre_do = internal_pre_do,
+    .pre_cancel = internal_pre_cancel,
     .do_ = internal_do,
     .invalidate = internal_invalidate,
     .cancel = internal_cancel,

@@ -18,6 +18,11 @@
  *   Seeds 6..8 do the same on images with lazy_refcounts=on.
  * delete_model: a delete's clean frees the tree in parts with guest
  *   operations between them (see the test).
+ * delete_pre_do: a delete's pre_do writes its table before the drain;
+ *   guest operations run between pre_do and do; then do, invalidate,
+ *   clean (seeds 0..3), or cancel after pre_do (4..7: pre_cancel and
+ *   clean, never done; 8..11: done, then cancelled under the drain).
+ *   See the test.
  * faults: the Nth read, write or flush of the image fails, for every N
  *   until the transaction succeeds: each failure leaves the snapshot
  *   list and the content as they were and the image clean with no leak.
@@ -316,6 +321,125 @@ START_TEST(test_delete_model)
 }
 END_TEST
 
+/* How the delete_pre_do seeds end (seed / 4). */
+enum { PD_PUBLISH, PD_PRE_CANCEL, PD_CANCEL };
+
+static void step_ok(int ret, GError **err, const char *what)
+{
+    ck_assert_msg(ret == 0, "%s: %s", what, *err ? (*err)->message : "");
+}
+
+/*
+ * "old" (sharing clusters and tables with the active image and "mid") is
+ * deleted through the generic steps on the device's node, the way the
+ * engine drives them: pre_do with the guest running, then 30 random
+ * guest operations (writes -- copy-on-write of clusters shared with
+ * "old" and "mid" --, new clusters, discards, zero writes) on the device
+ * and a model, then the drained part.
+ *
+ * PD_PUBLISH: do under the drain leaves the L2 tables the guest dirtied
+ * dirty (before issue 15's delete pre_do, do wrote all the metadata back
+ * first: the hold that grew with the data); afterwards the list is
+ * "mid", "mid" reads as taken, the active image as the model.
+ * PD_PRE_CANCEL / PD_CANCEL: the list is still "old,mid", "old" and
+ * "mid" read as taken, the active image as the model.
+ * Always: the image is clean with no leak and no error (ours and
+ * qemu-img's), and qemu-img reads "mid" as we do.
+ */
+START_TEST(test_delete_pre_do)
+{
+    g_autofree char *dir = g_dir_make_tmp("strata-precopy-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "p.qcow2", NULL);
+    g_autofree uint8_t *old_model = NULL, *mid_model = NULL;
+    g_autofree uint8_t *got = NULL;
+    int end = _i / 4;
+    bool lazy = _i % 2;
+    Guest g = { .r = g_rand_new_with_seed(3000 + _i) };
+    BlkTransactionStates *t;
+    BlockDriverState *bs;
+    BdrvSnapshotOp *op;
+    GError *err = NULL;
+
+    prepare(path, &g, &old_model, lazy);
+    t = blk_transaction_new();
+    txn_add_ok(t, txn_internal("p0", "mid"));
+    ck_assert_msg(blk_transaction_submit(t, &err), "%s",
+                  err ? err->message : "");
+    blk_transaction_free(t);
+    mid_model = g_memdup2(g.model, P_SIZE);
+    for (int i = 0; i < 20; i++) {
+        guest_op(&g);
+    }
+    bs = blk_bs(g.blk);
+    op = bdrv_snapshot_delete_check(bs, NULL, "old", &err);
+    ck_assert_msg(op, "%s", err ? err->message : "");
+    step_ok(bdrv_snapshot_op_pre_do(op, &err), &err, "pre_do");
+    for (int i = 0; i < 30; i++) {
+        guest_op(&g);
+    }
+    if (end == PD_PRE_CANCEL) {
+        bdrv_snapshot_op_pre_cancel(op);
+    } else {
+        BDRVQcow2State *s = bs->opaque;
+        /* the random operations may all have hit COPIED clusters (no
+         * metadata change): a discard and a write of the last cluster
+         * allocate it anew, so its L2 table is dirty for sure */
+        uint8_t buf[P_CLUSTER];
+        memset(buf, 0x5a, sizeof(buf));
+        ck_assert_int_eq(blk_pdiscard(g.blk, P_SIZE - P_CLUSTER,
+                                      P_CLUSTER), 0);
+        ck_assert_int_eq(blk_pwrite(g.blk, P_SIZE - P_CLUSTER, P_CLUSTER,
+                                    buf), 0);
+        memcpy(g.model + P_SIZE - P_CLUSTER, buf, P_CLUSTER);
+        ck_assert(qcow2_cache_has_dirty(s->l2_cache) ||
+                  qcow2_cache_has_dirty(s->refcount_cache));
+        bdrv_drained_begin(bs);
+        step_ok(bdrv_snapshot_op_do(op, &err), &err, "do");
+        /* the drained do wrote back nothing of the guest's */
+        ck_assert_msg(qcow2_cache_has_dirty(s->l2_cache) ||
+                      qcow2_cache_has_dirty(s->refcount_cache),
+                      "the delete's do wrote the guest's metadata back "
+                      "under the drain");
+        if (end == PD_PUBLISH) {
+            step_ok(bdrv_snapshot_op_invalidate(op, &err), &err,
+                    "invalidate");
+        } else {
+            step_ok(bdrv_snapshot_op_cancel(op, &err), &err, "cancel");
+        }
+        bdrv_drained_end(bs);
+    }
+    step_ok(bdrv_snapshot_op_clean(op, &err), &err, "clean");
+    {
+        g_autofree char *names = txn_snapshot_names(bs);
+        ck_assert_str_eq(names, end == PD_PUBLISH ? "mid" : "old,mid");
+    }
+    for (int i = 0; i < 20; i++) {
+        guest_op(&g);
+    }
+    got = blk_read_all(g.blk, P_SIZE);
+    assert_same(got, g.model, P_SIZE, "active image");
+    g_clear_pointer(&got, g_free);
+    close_device(g.blk);
+    snapshot_content(path, "mid", &got);
+    assert_same(got, mid_model, P_SIZE, "snapshot mid");
+    g_clear_pointer(&got, g_free);
+    if (end != PD_PUBLISH) {
+        snapshot_content(path, "old", &got);
+        assert_same(got, old_model, P_SIZE, "snapshot old");
+        g_clear_pointer(&got, g_free);
+        qemu_snapshot_equals(path, "old", old_model);
+    }
+    snapshot_content(path, NULL, &got);
+    assert_same(got, g.model, P_SIZE, "active image reopened");
+    qemu_snapshot_equals(path, "mid", mid_model);
+    check_clean(path);
+    g_free(g.model);
+    g_rand_free(g.r);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 /* ---- faults ---- */
 
 static const char *const kind_names[] = { "read", "write", "flush" };
@@ -428,6 +552,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 1200);
     tcase_add_loop_test(tc, test_model, 0, LAZY_FROM + 3);
     tcase_add_loop_test(tc, test_delete_model, 0, 4);
+    tcase_add_loop_test(tc, test_delete_pre_do, 0, 12);
     tcase_add_loop_test(tc, test_faults, FAULT_READ, 2 * FAULT__MAX);
     suite_add_tcase(s, tc);
     return s;
