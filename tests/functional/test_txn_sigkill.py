@@ -406,7 +406,7 @@ def kill_during_rounds(dm, disks, rng):
                     **{'record-size': REC, 'threads': 2,
                        'interval-us': 200}))
     check(r == [{'return': {}}], 'writers: %s' % r)
-    delay = rng.uniform(0.05, 1.5)
+    delay = rng.uniform(0.05, 1.0)
     timer = threading.Timer(delay, dm.proc.send_signal, [signal.SIGKILL])
     timer.start()
     acked = 0
