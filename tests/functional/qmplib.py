@@ -41,6 +41,7 @@ class Daemon:
     """A running daemon with one QMP connection."""
 
     def __init__(self, binary, args, cwd):
+        self.binary = os.path.basename(binary)
         self.sock_path = os.path.join(cwd, 'qmp.sock')
         argv = [binary] + args + [
             '--chardev', 'socket,id=qmp0,path=%s,server=on,wait=off'
@@ -77,6 +78,28 @@ class Daemon:
         self.events = []
         self.greeting = self.read()
 
+    def threads_state(self):
+        """Where each thread of a daemon that does not answer waits (the
+        kernel's view from /proc: state, wait channel, system call), so a
+        hang names its side and its place."""
+        out = []
+        task = '/proc/%d/task' % self.proc.pid
+        try:
+            tids = sorted(os.listdir(task), key=int)
+        except OSError as e:
+            return '  (%s)' % e
+        for tid in tids:
+            info = []
+            for f in ('comm', 'wchan', 'syscall', 'stack'):
+                try:
+                    with open(os.path.join(task, tid, f)) as fh:
+                        info.append('%s=%s' % (f, ' | '.join(
+                            fh.read().split('\n')[:6]).strip(' |')))
+                except OSError:
+                    pass
+            out.append('  %s: %s' % (tid, '; '.join(info)))
+        return '\n'.join(out)
+
     def read(self):
         line = self.file.readline()
         check(line.endswith(b'\r\n'), 'reply not CRLF-ended: %r' % line)
@@ -109,9 +132,12 @@ class Daemon:
         try:
             _, err = self.proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
+            where = self.threads_state()
             self.proc.kill()
-            self.proc.communicate()
-            fail('daemon did not quit')
+            _, err = self.proc.communicate()
+            fail('%s did not quit; its threads were in:\n%s\nits stderr '
+                 'ended with:\n%s' % (self.binary, where,
+                                      err.decode(errors='replace')[-3000:]))
         self.sock.close()
         shutil.rmtree(self.state_dir, ignore_errors=True)
         report = common.sanitizer_report(err.decode(errors='replace'))
