@@ -25,6 +25,9 @@ PKGS="$PKGS libgnutls28-dev gnutls-bin"
 # .pc for them); the RBD tests' throw-away cluster needs the daemons and
 # the rbd CLI (scripts/ceph-test-cluster.sh installs them itself if missing)
 PKGS="$PKGS librbd-dev librados-dev"
+# QEMU's rbd driver (a loadable module, only Recommended by qemu-utils):
+# the RBD interop tests and the RBD benchmark run qemu-img/qemu-io on rbd:
+PKGS="$PKGS qemu-block-extra"
 
 # `make fuzz` only: clang and its runtime libraries (libFuzzer, ASan, UBSan)
 fuzz_pkgs() {
