@@ -239,6 +239,65 @@ int bdrv_pread(BlockDriverState *bs, int64_t offset, int64_t bytes, void *buf)
     return ret;
 }
 
+/* ---- asynchronous requests ---- */
+
+/* One node's part of an asynchronous request: what its driver was handed,
+ * with the node counted in flight until the driver's completion. */
+typedef struct {
+    BdrvAio inner;              /* first: the completion gets its address */
+    BlockDriverState *bs;
+    BdrvAio *outer;             /* the caller's request */
+} AioLevel;
+
+static void aio_level_done(BdrvAio *inner, int ret)
+{
+    AioLevel *l = (AioLevel *)inner;
+    BdrvAio *outer = l->outer;
+
+    request_end(l->bs, NULL);
+    g_free(l);
+    outer->cb(outer, ret);
+}
+
+/* Only nodes that track no requests: a read-modify-write must see every
+ * request in its range, which an asynchronous one would slip past. */
+bool bdrv_aio_supported(BlockDriverState *bs)
+{
+    BlockDriver *drv = bs->drv;
+
+    return drv && drv->aio_submit && !tracks_requests(bs) &&
+           (!drv->aio_supported || drv->aio_supported(bs));
+}
+
+int bdrv_aio_submit(BlockDriverState *bs, BdrvAio *aio)
+{
+    int ret = check_request(bs, aio->offset, aio->bytes);
+    AioLevel *l;
+
+    if (ret < 0) {
+        return ret;
+    }
+    if (aio->bytes == 0 || !bdrv_aio_supported(bs) ||
+        !is_aligned(bs, aio->offset, aio->bytes, aio->buf)) {
+        return -ENOTSUP;
+    }
+    if (aio->op == BDRV_AIO_WRITE && bs->read_only) {
+        return -EPERM;
+    }
+    l = g_new(AioLevel, 1);
+    l->inner = *aio;
+    l->inner.cb = aio_level_done;
+    l->bs = bs;
+    l->outer = aio;
+    request_begin(bs, NULL, aio->offset, aio->bytes, false);
+    ret = bs->drv->aio_submit(bs, &l->inner);
+    if (ret < 0) {
+        request_end(bs, NULL);
+        g_free(l);
+    }
+    return ret;
+}
+
 /* Copies a block-aligned request from a misaligned buffer: no read needed,
  * so nothing to serialise. */
 static int write_bounced(BlockDriverState *bs, int64_t offset, int64_t bytes,

@@ -81,6 +81,20 @@ static int raw_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
     return bdrv_pread(bs->file, offset, bytes, buf);
 }
 
+/* A probed node vets every write to block 0 against a copy, which an
+ * asynchronous pass-through could not do. */
+static bool raw_aio_supported(BlockDriverState *bs)
+{
+    BDRVRawState *s = bs->opaque;
+
+    return !s->probed && bdrv_aio_supported(bs->file);
+}
+
+static int raw_aio_submit(BlockDriverState *bs, BdrvAio *aio)
+{
+    return bdrv_aio_submit(bs->file, aio);
+}
+
 /* A write on a probed node that touches block 0: vet it and write from
  * the vetted copy, since the caller's buffer may change under us (a guest
  * can rewrite it while the request is in flight). */
@@ -252,6 +266,8 @@ BlockDriver bdrv_raw = {
     .close = raw_close,
     .create = raw_create,
     .pread = raw_pread,
+    .aio_submit = raw_aio_submit,
+    .aio_supported = raw_aio_supported,
     .pwrite = raw_pwrite,
     .pwrite_zeroes = raw_pwrite_zeroes,
     .pdiscard = raw_pdiscard,

@@ -16,7 +16,11 @@
  * Internal snapshots live in block/rbd-snapshot.c.
  */
 #include <errno.h>
+#include <linux/futex.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "block/drivers.h"
 #include "block/log.h"
@@ -474,14 +478,64 @@ static int rbd_reopen_node(BlockDriverState *bs, bool read_only,
 typedef enum { RBD_READ, RBD_WRITE, RBD_DISCARD, RBD_ZEROES, RBD_FLUSH }
     RBDCmd;
 
+/*
+ * One request's completion.  librbd's callback thread records the result
+ * and wakes the submitter with a futex on `done`.  Waiting in
+ * rbd_aio_wait_for_complete instead costs almost twice the futex calls
+ * per request (librbd signals its waiter while holding the completion's
+ * lock, so the woken thread blocks again on that lock), measured with
+ * strace -c on strata-img bench: 10.8 futex calls per 4 KiB read against
+ * QEMU's 6.2.
+ */
+typedef struct {
+    atomic_uint done;
+    ssize_t ret;
+} RBDWait;
+
+static long rbd_futex(atomic_uint *word, int op, unsigned val)
+{
+    return syscall(SYS_futex, word, op, val, NULL, NULL, 0);
+}
+
+static void rbd_request_done(rbd_completion_t c, void *opaque)
+{
+    RBDWait *w = opaque;
+
+    w->ret = rbd_aio_get_return_value(c);
+    rbd_aio_release(c);
+    atomic_store_explicit(&w->done, 1, memory_order_release);
+    /* The submitter may already have seen done and returned: the wake
+     * names an address only, and a stray wake-up of a later request's
+     * wait on the same stack slot is absorbed by its loop. */
+    rbd_futex(&w->done, FUTEX_WAKE_PRIVATE, 1);
+}
+
+static ssize_t rbd_wait(RBDWait *w)
+{
+    while (!atomic_load_explicit(&w->done, memory_order_acquire)) {
+        rbd_futex(&w->done, FUTEX_WAIT_PRIVATE, 0);
+    }
+    return w->ret;
+}
+
+/* A read past the image's end (resized by another client) comes back
+ * short: the rest reads as zeroes. */
+static void rbd_zero_tail(void *buf, int64_t bytes, ssize_t got)
+{
+    if (got >= 0 && got < bytes) {
+        memset((char *)buf + got, 0, bytes - got);
+    }
+}
+
 static int rbd_submit(BDRVRBDState *s, RBDCmd cmd, int64_t offset,
                       int64_t bytes, void *buf, int zero_flags)
 {
+    RBDWait w = { .done = 0 };
     rbd_completion_t c;
     ssize_t ret;
     int r;
 
-    r = rbd_aio_create_completion(NULL, NULL, &c);
+    r = rbd_aio_create_completion(&w, rbd_request_done, &c);
     if (r < 0) {
         return r;
     }
@@ -505,20 +559,51 @@ static int rbd_submit(BDRVRBDState *s, RBDCmd cmd, int64_t offset,
         g_assert_not_reached();
     }
     if (r < 0) {
+        /* not queued: librbd will not call back */
         rbd_aio_release(c);
         return r;
     }
-    rbd_aio_wait_for_complete(c);
-    ret = rbd_aio_get_return_value(c);
-    rbd_aio_release(c);
+    ret = rbd_wait(&w);
     if (ret < 0) {
         return (int)ret;
     }
-    /* a read past the image's end (resized by another client) is short */
-    if (cmd == RBD_READ && ret < bytes) {
-        memset((char *)buf + ret, 0, bytes - ret);
+    if (cmd == RBD_READ) {
+        rbd_zero_tail(buf, bytes, ret);
     }
     return 0;
+}
+
+/* bdrv_aio_submit's end: librbd's callback thread completes the request. */
+static void rbd_aio_done(rbd_completion_t c, void *opaque)
+{
+    BdrvAio *aio = opaque;
+    ssize_t ret = rbd_aio_get_return_value(c);
+
+    rbd_aio_release(c);
+    if (aio->op == BDRV_AIO_READ) {
+        rbd_zero_tail(aio->buf, aio->bytes, ret);
+    }
+    aio->cb(aio, ret < 0 ? (int)ret : 0);
+}
+
+static int rbd_submit_aio(BlockDriverState *bs, BdrvAio *aio)
+{
+    BDRVRBDState *s = bs->opaque;
+    rbd_completion_t c;
+    int r = rbd_aio_create_completion(aio, rbd_aio_done, &c);
+
+    if (r < 0) {
+        return r;
+    }
+    if (aio->op == BDRV_AIO_READ) {
+        r = rbd_aio_read(s->image, aio->offset, aio->bytes, aio->buf, c);
+    } else {
+        r = rbd_aio_write(s->image, aio->offset, aio->bytes, aio->buf, c);
+    }
+    if (r < 0) {
+        rbd_aio_release(c);
+    }
+    return r;
 }
 
 static int rbd_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
@@ -714,6 +799,7 @@ BlockDriver bdrv_rbd = {
     .create = rbd_create_image,
     .pread = rbd_pread,
     .pwrite = rbd_pwrite,
+    .aio_submit = rbd_submit_aio,
     .pwrite_zeroes = rbd_pwrite_zeroes,
     .pdiscard = rbd_pdiscard,
     .flush = rbd_flush_node,

@@ -173,6 +173,31 @@ int bdrv_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
 int bdrv_pwrite_compressed(BlockDriverState *bs, int64_t offset,
                            int64_t bytes, const void *buf);
 bool bdrv_driver_can_compress(BlockDriver *drv);
+
+/*
+ * Asynchronous reads and writes, where the driver queues requests itself
+ * (rbd, also under a raw node that was not probed): a caller keeps many
+ * requests in flight from one thread, as QEMU's event loop does, instead
+ * of one blocked thread per request.  bdrv_aio_submit returns 0 and
+ * aio->cb then runs exactly once, on whatever thread the driver finishes
+ * in; or it returns -errno and cb never runs.  -ENOTSUP means "not this
+ * node or not this request: use bdrv_pread/bdrv_pwrite".  The node counts
+ * the request in flight until cb, so a drain waits for it.  *aio must
+ * stay valid until cb.
+ */
+typedef enum { BDRV_AIO_READ, BDRV_AIO_WRITE } BdrvAioOp;
+typedef struct BdrvAio BdrvAio;
+struct BdrvAio {
+    BdrvAioOp op;
+    int64_t offset;
+    int64_t bytes;
+    void *buf;
+    void (*cb)(BdrvAio *aio, int ret);
+    void *opaque;
+};
+bool bdrv_aio_supported(BlockDriverState *bs);
+int bdrv_aio_submit(BlockDriverState *bs, BdrvAio *aio);
+
 int bdrv_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
 int bdrv_flush(BlockDriverState *bs);
 int bdrv_truncate(BlockDriverState *bs, int64_t size, GError **errp);

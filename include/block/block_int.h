@@ -56,6 +56,12 @@ struct BlockDriver {
     int (*pwrite_compressed)(BlockDriverState *bs, int64_t offset,
                              int64_t bytes, const void *buf);
     int (*pdiscard)(BlockDriverState *bs, int64_t offset, int64_t bytes);
+    /* Optional (bdrv_aio_submit): aio arrives checked and aligned; the
+     * driver calls aio->cb once, or returns -errno and never calls it.
+     * aio_supported, if set, says whether this node takes any (raw: only
+     * when its file does). */
+    int (*aio_submit)(BlockDriverState *bs, BdrvAio *aio);
+    bool (*aio_supported)(BlockDriverState *bs);
     int (*flush)(BlockDriverState *bs);
     int (*truncate)(BlockDriverState *bs, int64_t size, GError **errp);
     /* Resize with a preallocation mode (BdrvPreallocMode); drivers
