@@ -240,6 +240,29 @@ def reopen_read_write():
               'read 65536/65536' in res.out, res.describe())
 
 
+@R.case()
+def bench_many_in_flight():
+    """strata-img bench at depth 32 keeps its requests in flight through
+    bdrv_aio_submit (raw over rbd): every write lands where qemu-img's
+    pattern puts it, as QEMU reads back, and its lines are qemu-img's."""
+    t = rbdlib.setup()
+    name = rbdlib.new_name()
+    rbdlib.rbd_create(name, 8 * MiB)
+    args = ['bench', '-f', 'raw', '-w', '-c', '128', '-d', '32', '-s', '64K',
+            '--pattern=0x5a']
+    ours = run([t.img] + args + [uri(name)])
+    run_io(t.qemu_io, uri(name), ['read -P 0x5a 0 8M'], fmt='raw')
+    # reads at depth 32, from an offset, over a wrap of the image's end
+    rargs = ['bench', '-f', 'raw', '-c', '300', '-d', '32', '-s', '4K',
+             '-o', '4M', '-S', '60K']
+    res = run([t.img] + rargs + [uri(name)])
+    theirs = run([t.qemu_img] + rargs + [uri(name)])
+    for a, b in ((ours.out, run([t.qemu_img] + args + [uri(name)]).out),
+                 (res.out, theirs.out)):
+        check(a.splitlines()[0] == b.splitlines()[0] and
+              'Run completed' in a, 'ours:\n%s\nqemu:\n%s' % (a, b))
+
+
 def expect_open_error(argv, text, limit):
     t0 = time.monotonic()
     res = run(argv, rc=1, timeout=limit + 60)
