@@ -5,7 +5,10 @@
  * eventfd tells the reaper's loop (a GMainContext source or the caller's
  * own poll) that the list is not empty.  The device layer is what makes
  * requests from many threads safe; this file only moves them between
- * threads.
+ * threads.  Reads and plain writes on a device whose driver queues
+ * requests itself (rbd: blk_aio_submit) skip the pool: the driver's
+ * completion thread hands them to the reaper, so no worker sleeps per
+ * request.
  */
 #include <errno.h>
 #include <unistd.h>
@@ -25,6 +28,8 @@ typedef struct Request {
     StrataCompletionFunc *cb;
     void *opaque;
     int ret;
+    StrataQueue *q;
+    BdrvAio aio;              /* when it went to the driver directly */
 } Request;
 
 struct StrataQueue {
@@ -34,6 +39,8 @@ struct StrataQueue {
     GQueue done;             /* Request *, finished, under lock */
     unsigned pending;        /* submitted, callback not run; under lock */
     GPtrArray *sources;      /* GSource * attached by strata_queue_attach */
+    GCond idle;              /* direct == 0 */
+    unsigned direct;         /* at the driver, not yet handed over; lock */
 };
 
 static int run_request(Request *r)
@@ -55,15 +62,12 @@ static int run_request(Request *r)
     return -EINVAL;
 }
 
-/* A worker: runs the request and hands it to the reaper. */
-static void worker(gpointer data, gpointer user_data)
+/* Puts a finished request on the reaper's list and wakes the reaper. */
+static void hand_to_reaper(StrataQueue *q, Request *r)
 {
-    StrataQueue *q = user_data;
-    Request *r = data;
     uint64_t one = 1;
     ssize_t n;
 
-    r->ret = run_request(r);
     g_mutex_lock(&q->lock);
     g_queue_push_tail(&q->done, r);
     g_mutex_unlock(&q->lock);
@@ -71,6 +75,70 @@ static void worker(gpointer data, gpointer user_data)
     do {
         n = write(q->efd, &one, sizeof(one));
     } while (n < 0 && errno == EINTR);
+}
+
+/* A worker: runs the request and hands it to the reaper. */
+static void worker(gpointer data, gpointer user_data)
+{
+    StrataQueue *q = user_data;
+    Request *r = data;
+
+    r->ret = run_request(r);
+    hand_to_reaper(q, r);
+}
+
+/* The driver's completion thread: the request goes to the reaper, then
+ * the queue may be freed (strata_queue_free waits for direct == 0, which
+ * is why the count drops only after the eventfd write). */
+static void direct_done(BdrvAio *aio, int ret)
+{
+    Request *r = aio->opaque;
+    StrataQueue *q = r->q;
+
+    r->ret = ret;
+    hand_to_reaper(q, r);
+    g_mutex_lock(&q->lock);
+    if (--q->direct == 0) {
+        g_cond_broadcast(&q->idle);
+    }
+    g_mutex_unlock(&q->lock);
+}
+
+/* Sends r to the driver itself if it can take it; false: use the pool. */
+static bool submit_direct(StrataQueue *q, Request *r)
+{
+    int ret;
+
+    if (r->op != STRATA_OP_READ &&
+        !(r->op == STRATA_OP_WRITE && r->flags == 0)) {
+        return false;
+    }
+    if (r->bytes > INT64_MAX) {
+        return false;           /* the synchronous call says -EINVAL */
+    }
+    r->q = q;
+    r->aio = (BdrvAio) {
+        .op = r->op == STRATA_OP_READ ? BDRV_AIO_READ : BDRV_AIO_WRITE,
+        .offset = r->offset, .bytes = (int64_t)r->bytes, .buf = r->buf,
+        .cb = direct_done, .opaque = r,
+    };
+    g_mutex_lock(&q->lock);
+    q->direct++;
+    g_mutex_unlock(&q->lock);
+    ret = blk_aio_submit(r->dev->blk, &r->aio);
+    if (ret == 0) {
+        return true;
+    }
+    g_mutex_lock(&q->lock);
+    q->direct--;
+    g_cond_broadcast(&q->idle);
+    g_mutex_unlock(&q->lock);
+    if (ret == -ENOTSUP) {
+        return false;
+    }
+    r->ret = ret;               /* refused: reported at the next reap */
+    hand_to_reaper(q, r);
+    return true;
 }
 
 StrataQueue *strata_queue_new(unsigned workers, GError **errp)
@@ -93,6 +161,7 @@ StrataQueue *strata_queue_new(unsigned workers, GError **errp)
         return NULL;
     }
     g_mutex_init(&q->lock);
+    g_cond_init(&q->idle);
     g_queue_init(&q->done);
     q->sources = g_ptr_array_new();
     /* exclusive threads: a guest's requests must not wait behind other
@@ -120,7 +189,9 @@ bool strata_queue_submit(StrataQueue *q, StrataDevice *dev, StrataOp op,
     g_mutex_lock(&q->lock);
     q->pending++;
     g_mutex_unlock(&q->lock);
-    g_thread_pool_push(q->pool, r, NULL);
+    if (!submit_direct(q, r)) {
+        g_thread_pool_push(q->pool, r, NULL);
+    }
     return true;
 }
 
@@ -192,6 +263,11 @@ void strata_queue_free(StrataQueue *q)
     }
     /* waits for every queued and running request */
     g_thread_pool_free(q->pool, FALSE, TRUE);
+    g_mutex_lock(&q->lock);
+    while (q->direct > 0) {
+        g_cond_wait(&q->idle, &q->lock);
+    }
+    g_mutex_unlock(&q->lock);
     for (guint i = 0; i < q->sources->len; i++) {
         GSource *src = g_ptr_array_index(q->sources, i);
         g_source_destroy(src);
@@ -200,6 +276,7 @@ void strata_queue_free(StrataQueue *q)
     g_ptr_array_free(q->sources, TRUE);
     strata_queue_reap(q);
     close(q->efd);
+    g_cond_clear(&q->idle);
     g_mutex_clear(&q->lock);
     g_free(q);
 }

@@ -259,6 +259,23 @@ static BlockDriverState *blk_enter(BlockBackend *blk)
     return bs;
 }
 
+/* blk_enter that does not wait: NULL root and nothing counted while
+ * another thread drains the device (*entered false). */
+static BlockDriverState *blk_try_enter(BlockBackend *blk, bool *entered)
+{
+    BlockDriverState *bs = NULL;
+
+    g_mutex_lock(&blk->lock);
+    *entered = blk->quiesce_counter == 0 ||
+               blk->drain_owner == g_thread_self();
+    if (*entered) {
+        blk->in_flight++;
+        bs = blk->root;
+    }
+    g_mutex_unlock(&blk->lock);
+    return bs;
+}
+
 static void blk_leave(BlockBackend *blk, bool wrote)
 {
     g_mutex_lock(&blk->lock);
@@ -356,6 +373,64 @@ int blk_pwrite_flags(BlockBackend *blk, int64_t offset, int64_t bytes,
         ret = finish_write(blk, bs, offset, bytes, flags);
     }
     blk_leave(blk, wrote);
+    return ret;
+}
+
+/* The device's part of an asynchronous request (see block/io.c's). */
+typedef struct {
+    BdrvAio inner;              /* first: the completion gets its address */
+    BlockBackend *blk;
+    BdrvAio *outer;
+} BlkAio;
+
+static void blk_aio_done(BdrvAio *inner, int ret)
+{
+    BlkAio *a = (BlkAio *)inner;
+    BdrvAio *outer = a->outer;
+
+    blk_leave(a->blk, ret == 0 && outer->op == BDRV_AIO_WRITE);
+    g_free(a);
+    outer->cb(outer, ret);
+}
+
+/* Whether a request needs work after its data moved, which only the
+ * synchronous path does (notifiers run and flushes happen there). */
+static bool needs_completion_work(BlockBackend *blk, BdrvAioOp op)
+{
+    if (op == BDRV_AIO_READ) {
+        return blk->copy_on_read;
+    }
+    return blk->notifiers->len > 0 || !blk->write_cache;
+}
+
+int blk_aio_submit(BlockBackend *blk, BdrvAio *aio)
+{
+    bool entered;
+    BlockDriverState *bs = blk_try_enter(blk, &entered);
+    int ret;
+    BlkAio *a;
+
+    if (!entered) {
+        return -ENOTSUP;        /* drained: the synchronous call waits */
+    }
+    ret = check_request(bs, aio->offset, aio->bytes);
+    if (ret == 0 && needs_completion_work(blk, aio->op)) {
+        ret = -ENOTSUP;
+    }
+    if (ret < 0) {
+        blk_leave(blk, false);
+        return ret;
+    }
+    a = g_new(BlkAio, 1);
+    a->inner = *aio;
+    a->inner.cb = blk_aio_done;
+    a->blk = blk;
+    a->outer = aio;
+    ret = bdrv_aio_submit(bs, &a->inner);
+    if (ret < 0) {
+        blk_leave(blk, false);
+        g_free(a);
+    }
     return ret;
 }
 

@@ -78,6 +78,21 @@ static void request_begin(BlockDriverState *bs, BdrvTrackedRequest *req,
     g_mutex_unlock(&bs->lock);
 }
 
+/* request_begin for an untracked request that must not wait: false
+ * (nothing counted) while another thread drains bs. */
+static bool request_try_begin(BlockDriverState *bs)
+{
+    bool ok;
+
+    g_mutex_lock(&bs->lock);
+    ok = bs->quiesce_counter == 0 || bs->drain_owner == g_thread_self();
+    if (ok) {
+        bs->in_flight++;
+    }
+    g_mutex_unlock(&bs->lock);
+    return ok;
+}
+
 static void request_end(BlockDriverState *bs, BdrvTrackedRequest *req)
 {
     g_mutex_lock(&bs->lock);
@@ -284,12 +299,15 @@ int bdrv_aio_submit(BlockDriverState *bs, BdrvAio *aio)
     if (aio->op == BDRV_AIO_WRITE && bs->read_only) {
         return -EPERM;
     }
+    /* a drained node: the synchronous call waits, the submitter must not */
+    if (!request_try_begin(bs)) {
+        return -ENOTSUP;
+    }
     l = g_new(AioLevel, 1);
     l->inner = *aio;
     l->inner.cb = aio_level_done;
     l->bs = bs;
     l->outer = aio;
-    request_begin(bs, NULL, aio->offset, aio->bytes, false);
     ret = bs->drv->aio_submit(bs, &l->inner);
     if (ret < 0) {
         request_end(bs, NULL);

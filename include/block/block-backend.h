@@ -94,6 +94,15 @@ int blk_pwrite_flags(BlockBackend *blk, int64_t offset, int64_t bytes,
                      const void *buf, int flags);
 int blk_pwrite_zeroes(BlockBackend *blk, int64_t offset, int64_t bytes,
                       int flags);
+/*
+ * bdrv_aio_submit on the current root (same contract: 0 and aio->cb once
+ * later, or -errno and no cb; -ENOTSUP: use blk_pread/blk_pwrite).  Only
+ * what needs nothing after the data moved goes this way: not with
+ * copy-on-read, write notifiers or write-through, nor while another
+ * thread drains the device; the device counts the request in flight
+ * until cb, so a drain waits for it.
+ */
+int blk_aio_submit(BlockBackend *blk, BdrvAio *aio);
 /* Compressed writes are not in the block API yet: -ENOTSUP once the
  * request passed its check. */
 int blk_pwrite_compressed(BlockBackend *blk, int64_t offset, int64_t bytes,

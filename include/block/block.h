@@ -181,9 +181,11 @@ bool bdrv_driver_can_compress(BlockDriver *drv);
  * of one blocked thread per request.  bdrv_aio_submit returns 0 and
  * aio->cb then runs exactly once, on whatever thread the driver finishes
  * in; or it returns -errno and cb never runs.  -ENOTSUP means "not this
- * node or not this request: use bdrv_pread/bdrv_pwrite".  The node counts
- * the request in flight until cb, so a drain waits for it.  *aio must
- * stay valid until cb.
+ * node, not this request or not now: use bdrv_pread/bdrv_pwrite"; "not
+ * now" is a drain by another thread, which the synchronous call waits
+ * for and the submitter never does.  The node counts the request in
+ * flight until cb, so a drain waits for it.  *aio must stay valid until
+ * cb.
  */
 typedef enum { BDRV_AIO_READ, BDRV_AIO_WRITE } BdrvAioOp;
 typedef struct BdrvAio BdrvAio;

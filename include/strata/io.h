@@ -10,7 +10,11 @@
  * Both may be used on one queue; a completion runs exactly once.
  *
  * Requests on one queue may complete in any order (they run in parallel
- * on the workers, as a guest's queue of a disk does).
+ * on the workers, as a guest's queue of a disk does).  Reads and writes
+ * without flags on a device whose driver queues requests itself (rbd
+ * under raw or alone, with the write cache on and nothing watching its
+ * writes) skip the workers: they go to the driver from the submitting
+ * thread and its completion goes to the reaper; the contract is the same.
  */
 #ifndef STRATA_PUBLIC_IO_H
 #define STRATA_PUBLIC_IO_H
@@ -48,9 +52,10 @@ StrataQueue *strata_queue_new(unsigned workers, GError **errp);
 void strata_queue_free(StrataQueue *q);
 
 /*
- * Submits a request; it runs on a worker as the synchronous call of the
- * same name would (strata/device.h), then cb(ret, opaque) is queued for
- * the reaper.  buf (READ: bytes to fill; WRITE: bytes to write; unused
+ * Submits a request; it runs on a worker (or in the driver, above) as
+ * the synchronous call of the same name would (strata/device.h), then
+ * cb(ret, opaque) is queued for the reaper.  Never waits for the request
+ * nor for a drain of the device.  buf (READ: bytes to fill; WRITE: bytes to write; unused
  * otherwise) and dev must stay valid until the callback ran.  flags as
  * the synchronous calls.  Any thread.  Returns false with errp set only
  * for a bad op (the request was not submitted, cb will not run).

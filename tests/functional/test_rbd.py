@@ -263,6 +263,24 @@ def bench_many_in_flight():
               'Run completed' in a, 'ours:\n%s\nqemu:\n%s' % (a, b))
 
 
+@R.case()
+def embedding_queue():
+    """The embedding API's queue on an RBD device (tests/functional/
+    rbd-queue.c): 64 writes in flight, plain ones straight to librbd, FUA
+    and zero writes through the workers, then 64 parallel reads checked in
+    C; qemu-io reads the same bytes."""
+    helper = os.environ.get('STRATA_RBD_QUEUE')
+    if not helper or not os.access(helper, os.X_OK):
+        raise common.Skip('STRATA_RBD_QUEUE (the API helper) not built')
+    t = rbdlib.setup()
+    name = rbdlib.new_name()
+    rbdlib.rbd_create(name, 8 * MiB)
+    run([helper, 'rbd', name, '64', str(64 * 1024)])
+    cmds = ['read -P 0x%x %d 64k' % (0 if i == 3 else (i * 37 + 1) & 0xff,
+                                     i * 64 * 1024) for i in range(64)]
+    run_io(t.qemu_io, uri(name), cmds, fmt='raw')
+
+
 def expect_open_error(argv, text, limit):
     t0 = time.monotonic()
     res = run(argv, rc=1, timeout=limit + 60)

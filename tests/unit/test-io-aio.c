@@ -5,7 +5,11 @@
  * test lets a "device" thread complete them: the data lands, the callback
  * runs exactly once, a drain waits for a request still in the device, a
  * refused submission runs no callback and leaves nothing counted in
- * flight, and nodes that cannot take such requests say so.
+ * flight, a drain by another thread turns submissions away instead of
+ * blocking the submitter, and nodes that cannot take such requests say
+ * so.  The same for a device (blk_aio_submit), which also sends what
+ * needs work after the data moved (notifiers, write-through) back to the
+ * synchronous path.
  */
 #include <check.h>
 #include <errno.h>
@@ -13,6 +17,7 @@
 #include <unistd.h>
 #include <glib/gstdio.h>
 
+#include "block/block-backend.h"
 #include "block/block_int.h"
 #include "block/drivers.h"
 
@@ -281,6 +286,172 @@ START_TEST(test_drain_waits)
 }
 END_TEST
 
+typedef struct {
+    BlockDriverState *bs;
+    BlockBackend *blk;
+    GMutex lock;
+    GCond cond;
+    int state;                /* 1: drained, 2: told to end; lock */
+} Holder;
+
+static void holder_init(Holder *h, BlockDriverState *bs, BlockBackend *blk)
+{
+    *h = (Holder) { .bs = bs, .blk = blk };
+    g_mutex_init(&h->lock);
+    g_cond_init(&h->cond);
+}
+
+/* Drains bs (or blk) on its own thread until told to stop. */
+static gpointer hold_thread(gpointer opaque)
+{
+    Holder *h = opaque;
+
+    if (h->blk) {
+        blk_drained_begin(h->blk);
+    } else {
+        bdrv_drained_begin(h->bs);
+    }
+    g_mutex_lock(&h->lock);
+    h->state = 1;
+    g_cond_broadcast(&h->cond);
+    while (h->state != 2) {
+        g_cond_wait(&h->cond, &h->lock);
+    }
+    g_mutex_unlock(&h->lock);
+    if (h->blk) {
+        blk_drained_end(h->blk);
+    } else {
+        bdrv_drained_end(h->bs);
+    }
+    return NULL;
+}
+
+static GThread *hold_start(Holder *h)
+{
+    GThread *t = g_thread_new("hold", hold_thread, h);
+
+    g_mutex_lock(&h->lock);
+    while (h->state != 1) {
+        g_cond_wait(&h->cond, &h->lock);
+    }
+    g_mutex_unlock(&h->lock);
+    return t;
+}
+
+static void hold_end(Holder *h, GThread *t)
+{
+    g_mutex_lock(&h->lock);
+    h->state = 2;
+    g_cond_broadcast(&h->cond);
+    g_mutex_unlock(&h->lock);
+    g_thread_join(t);
+    g_mutex_clear(&h->lock);
+    g_cond_clear(&h->cond);
+}
+
+/* A drain held by another thread: the submission is turned away at once
+ * (the test would hang if it waited), no callback, nothing in flight. */
+START_TEST(test_drained_turns_away)
+{
+    BlockDriverState *bs = open_raw(true);
+    uint8_t buf[512];
+    Holder h;
+    GThread *t;
+    Req r;
+
+    holder_init(&h, bs->file, NULL);
+    t = hold_start(&h);
+    req_init(&r, BDRV_AIO_READ, 0, sizeof(buf), buf);
+    ck_assert_int_eq(bdrv_aio_submit(bs, &r.aio), -ENOTSUP);
+    ck_assert_int_eq(r.calls, 0);
+    hold_end(&h, t);
+    /* the raw level unwound too: its own drain does not wait */
+    bdrv_drained_begin(bs);
+    bdrv_drained_end(bs);
+    ck_assert_int_eq(bdrv_aio_submit(bs, &r.aio), 0);
+    device_complete(1);
+    ck_assert_int_eq(r.calls, 1);
+    bdrv_unref(bs);
+}
+END_TEST
+
+static void count_write(BlockBackend *blk, int64_t offset, int64_t bytes,
+                        void *opaque)
+{
+    (*(int *)opaque)++;
+}
+
+START_TEST(test_device)
+{
+    g_autoptr(BlockDriverState) bs = open_raw(true);
+    BlockBackend *blk = blk_new(NULL, bs);
+    uint8_t buf[4096], back[4096];
+    Holder h;
+    GThread *t;
+    int notified = 0;
+    Req r;
+
+    memset(buf, 0x3c, sizeof(buf));
+    req_init(&r, BDRV_AIO_WRITE, 4096, sizeof(buf), buf);
+    ck_assert_int_eq(blk_aio_submit(blk, &r.aio), 0);
+    ck_assert_int_eq(blk_get_write_count(blk), 0);
+    device_complete(1);
+    ck_assert_int_eq(r.calls, 1);
+    ck_assert_int_eq(blk_get_write_count(blk), 1);
+    ck_assert_int_eq(blk_pread(blk, 4096, sizeof(back), back), 0);
+    ck_assert(memcmp(back, buf, sizeof(buf)) == 0);
+
+    /* the device's bounds, as blk_pread's */
+    req_init(&r, BDRV_AIO_READ, DISK - 100, sizeof(back), back);
+    ck_assert_int_eq(blk_aio_submit(blk, &r.aio), -EIO);
+
+    /* write-through and write notifiers need the synchronous path;
+     * reads do not */
+    blk_set_enable_write_cache(blk, false);
+    req_init(&r, BDRV_AIO_WRITE, 0, sizeof(buf), buf);
+    ck_assert_int_eq(blk_aio_submit(blk, &r.aio), -ENOTSUP);
+    blk_set_enable_write_cache(blk, true);
+    blk_add_write_notifier(blk, count_write, &notified);
+    ck_assert_int_eq(blk_aio_submit(blk, &r.aio), -ENOTSUP);
+    req_init(&r, BDRV_AIO_READ, 0, sizeof(back), back);
+    ck_assert_int_eq(blk_aio_submit(blk, &r.aio), 0);
+    device_complete(1);
+    ck_assert_int_eq(r.calls, 1);
+    blk_remove_write_notifier(blk, count_write, &notified);
+    ck_assert_int_eq(notified, 0);
+    blk_set_copy_on_read(blk, true);
+    ck_assert_int_eq(blk_aio_submit(blk, &r.aio), -ENOTSUP);
+    blk_set_copy_on_read(blk, false);
+
+    /* a device drained by another thread turns it away at once */
+    holder_init(&h, NULL, blk);
+    t = hold_start(&h);
+    req_init(&r, BDRV_AIO_READ, 0, sizeof(back), back);
+    ck_assert_int_eq(blk_aio_submit(blk, &r.aio), -ENOTSUP);
+    hold_end(&h, t);
+    ck_assert_int_eq(r.calls, 0);
+
+    /* an accepted request holds the device's drain until it completes */
+    req_init(&r, BDRV_AIO_WRITE, 0, sizeof(buf), buf);
+    ck_assert_int_eq(blk_aio_submit(blk, &r.aio), 0);
+    holder_init(&h, NULL, blk);
+    t = g_thread_new("hold", hold_thread, &h);
+    g_usleep(200 * 1000);
+    g_mutex_lock(&h.lock);
+    ck_assert_int_eq(h.state, 0);
+    g_mutex_unlock(&h.lock);
+    device_complete(1);
+    g_mutex_lock(&h.lock);
+    while (h.state != 1) {
+        g_cond_wait(&h.cond, &h.lock);
+    }
+    g_mutex_unlock(&h.lock);
+    hold_end(&h, t);
+    ck_assert_int_eq(r.calls, 1);
+    blk_unref(blk);
+}
+END_TEST
+
 /* A node whose driver has no hook (file), and a raw node over it, say
  * no: their callers keep the synchronous calls. */
 START_TEST(test_supported)
@@ -316,6 +487,8 @@ int main(void)
     tcase_add_test(tc, test_data_and_callbacks);
     tcase_add_test(tc, test_errors);
     tcase_add_test(tc, test_drain_waits);
+    tcase_add_test(tc, test_drained_turns_away);
+    tcase_add_test(tc, test_device);
     tcase_add_test(tc, test_supported);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
