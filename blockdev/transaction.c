@@ -506,9 +506,18 @@ bool blk_action_intent_mark(BlkAction *a, BlockDriverState *bs,
      * local file can be found again after a crash (not one over NBD) */
     if (!bdrv_get_file(bs) ||
         g_strcmp0(bdrv_get_format_name(bdrv_get_file(bs)), "file")) {
-        strata_info("Transaction runs without the intent log (not "
-                    "crash-atomic): '%s' is not in a local file",
-                    bdrv_get_filename(bs));
+        BlockDriverState *proto = bdrv_get_file(bs) ? bdrv_get_file(bs) : bs;
+
+        if (!g_strcmp0(bdrv_get_format_name(proto), "rbd")) {
+            /* not "not crash-atomic": a transaction of RBD snapshots
+             * alone is one Ceph group snapshot (blockdev/rbd-group.c) */
+            strata_info("Transaction runs without the intent log: node "
+                        "'%s' is an RBD image", bdrv_get_node_name(bs));
+        } else {
+            strata_info("Transaction runs without the intent log (not "
+                        "crash-atomic): '%s' is not in a local file",
+                        bdrv_get_filename(bs));
+        }
         intent_drop(a->t);
         return true;
     }
