@@ -9,7 +9,8 @@ scripts/ceph-test-cluster.sh (one mon, one memstore OSD on loopback) and:
     on the same rbd: image, 4 KiB and 64 KiB reads and writes at depth 1
     and 32, taking turns for --rounds rounds; the median wall time of each
     side is kept and the ratio is QEMU's time / strata's (above 1.00
-    strata is faster);
+    strata is faster); the client's CPU time (user + system, median) is
+    shown beside it, since the OSD shares the machine's CPUs;
   * snapshots: strata-daemon with 4 RBD devices, the time of one
     `transaction` snapshotting all 4 against 4 separate
     `blockdev-snapshot-internal-sync` calls (median of --rounds), both
@@ -22,6 +23,7 @@ The Markdown tables go to stdout, progress to stderr.
 import argparse
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -44,14 +46,21 @@ def sh(argv, **kw):
                           **kw)
 
 
+def child_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def timed(argv):
+    """(wall seconds, CPU seconds of the process)"""
+    c0 = child_cpu()
     t0 = time.monotonic()
     p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE)
     dt = time.monotonic() - t0
     if p.returncode:
         raise RuntimeError('%s: %s' % (' '.join(argv), p.stderr.decode()))
-    return dt
+    return dt, child_cpu() - c0
 
 
 def bench_io(img, qemu_img, image, rounds, count):
@@ -63,23 +72,29 @@ def bench_io(img, qemu_img, image, rounds, count):
                         str(depth), '-s', str(size)] + \
                        (['-w'] if write else []) + ['rbd:rbd/' + image]
                 times = {'ours': [], 'qemu': []}
+                cpu = {'ours': [], 'qemu': []}
                 for r in range(rounds):
                     order = [('ours', img), ('qemu', qemu_img)]
                     if r % 2:
                         order.reverse()
                     for side, tool in order:
-                        times[side].append(timed([tool] + args))
+                        wall, used = timed([tool] + args)
+                        times[side].append(wall)
+                        cpu[side].append(used)
                 o = statistics.median(times['ours'])
                 q = statistics.median(times['qemu'])
+                oc = statistics.median(cpu['ours'])
+                qc = statistics.median(cpu['qemu'])
                 name = '%s %dK d%d' % ('write' if write else 'read',
                                        size // 1024, depth)
                 log('  %-16s ours %.3fs qemu %.3fs' % (name, o, q))
-                rows.append((name, count, o, q))
-    print('| rbd I/O (%d requests) | strata s | qemu-img s | ratio |'
-          % count)
-    print('|---|---|---|---|')
-    for name, c, o, q in rows:
-        print('| %s | %.3f | %.3f | %.2f |' % (name, o, q, q / o))
+                rows.append((name, o, q, oc, qc))
+    print('| rbd I/O (%d requests) | strata s | qemu-img s | ratio '
+          '| strata CPU s | qemu-img CPU s |' % count)
+    print('|---|---|---|---|---|---|')
+    for name, o, q, oc, qc in rows:
+        print('| %s | %.3f | %.3f | %.2f | %.3f | %.3f |'
+              % (name, o, q, q / o, oc, qc))
     print()
 
 
@@ -156,7 +171,7 @@ def bench_snapshots(daemon, images, rounds, d, label, prefix):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--build', default='build')
-    ap.add_argument('--rounds', type=int, default=3)
+    ap.add_argument('--rounds', type=int, default=5)
     ap.add_argument('--count', type=int, default=2000)
     ap.add_argument('--snapshots-only', action='store_true')
     a = ap.parse_args()
