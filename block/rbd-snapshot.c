@@ -14,6 +14,9 @@
  *   delete  invalidate: rename <name> to ".strata-del.<name>" (it is gone
  *           from every list); cancel: rename it back; clean after
  *           invalidate: remove it (a failure there only leaks it).
+ *           A delete followed by a create of the same name in one
+ *           transaction (savevm over an existing tag) replaces it: the
+ *           delete's rename comes first, the create's second.
  *   apply   do: snapshot the current content as ".strata-undo.<name>"
  *           (so the rollback can be undone); invalidate: roll back to
  *           <name>; cancel: roll back to the undo snapshot; clean: remove
@@ -183,6 +186,34 @@ static RBDSnapOp *pending_op(BDRVRBDState *s, const char *name)
     return NULL;
 }
 
+/*
+ * Whether a create of name may join the ops pending on the node: when
+ * none is about name, or the only one is a delete of it on this image
+ * alone (HMP savevm over an existing tag: the delete is an earlier action
+ * of the same transaction, so its invalidate renames the old snapshot
+ * away before the create's renames the new one to name, and cancel, in
+ * reverse, puts them back).  *replacing says it is the second case.
+ * Under s->lock.
+ */
+static bool create_may_join(BDRVRBDState *s, const char *name,
+                            bool *replacing)
+{
+    guint deletes = 0, others = 0;
+
+    for (guint i = 0; i < s->pending->len; i++) {
+        RBDSnapOp *op = s->pending->pdata[i];
+        if (!strcmp(op->name, name) && !op->cancelled) {
+            if (op->kind == RBD_OP_DELETE && !op->whole_group) {
+                deletes++;
+            } else {
+                others++;
+            }
+        }
+    }
+    *replacing = deletes == 1 && others == 0;
+    return others == 0 && deletes <= 1;
+}
+
 static RBDSnapOp *new_op(BDRVRBDState *s, RBDOpKind kind, const char *name)
 {
     static const char *const prefix[] = {
@@ -208,7 +239,7 @@ int rbd_snap_create_check(BlockDriverState *bs,
 {
     BDRVRBDState *s = bs->opaque;
     uint64_t size = 0;
-    bool exists = false, busy;
+    bool exists = false, may_join, replacing;
     int r;
 
     /* RBD snapshot names are their IDs (as QEMU's rbd driver) */
@@ -232,11 +263,12 @@ int rbd_snap_create_check(BlockDriverState *bs,
         return r;
     }
     g_mutex_lock(&s->lock);
-    busy = pending_op(s, tmpl->name) != NULL;
+    may_join = create_may_join(s, tmpl->name, &replacing);
     g_mutex_unlock(&s->lock);
     /* RBD has one snapshot per name: duplicates are refused whatever the
-     * flags (qemu-img -c gets -EEXIST from librbd in QEMU) */
-    if (exists || busy) {
+     * flags (qemu-img -c gets -EEXIST from librbd in QEMU), unless the
+     * same transaction deletes the old one first */
+    if ((exists && !replacing) || !may_join) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Snapshot with name '%s' already exists", tmpl->name);
         return -EEXIST;

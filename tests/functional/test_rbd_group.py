@@ -262,6 +262,10 @@ def per_image_rules():
             check('part of an RBD group snapshot' in desc, desc)
             desc = cut.error_desc(dm, txn('g'))
             check("Snapshot with name 'g' already exists" in desc, desc)
+            # savevm over a group snapshot's tag (a delete of part of the
+            # group mixed with creates) is refused: not replaced
+            out = hmp(dm, 'savevm g')
+            check("Snapshot with name 'g' already exists" in out, out)
             cut.ok(dm, cmd('blockdev-snapshot-internal-sync', device='d1',
                            name='one'))
         finally:

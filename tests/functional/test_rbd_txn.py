@@ -40,8 +40,8 @@ def daemon_path():
     return os.path.abspath(p)
 
 
-def start(d, images, test_commands=False):
-    args = []
+def start(d, images, test_commands=False, extra=()):
+    args = list(extra)
     for i, im in enumerate(images):
         args += ['--blockdev', 'driver=raw,node-name=d%d,file.driver=rbd,'
                  'file.pool=%s,file.image=%s' % (i, rbdlib.POOL, im)]
@@ -188,6 +188,60 @@ def hmp_savevm_loadvm():
                       fmt='raw')
     check(user_snaps(images) == [[]] * 2, 'after delvm: %s'
           % user_snaps(images))
+
+
+@R.case()
+def savevm_replaces_tag():
+    """HMP savevm over an existing tag replaces it (a delete and a create
+    in one transaction, as for qcow2): on one RBD device and on an RBD
+    device beside a qcow2 disk (both on the per-image path), checked by
+    rbd's list (one snapshot, no hidden one left) and by loadvm restoring
+    the second state; and on two RBD devices (per-image snapshots here;
+    over a group snapshot see test_rbd_group.py)."""
+    t = rbdlib.setup()
+    with common.TempDir('strata-rbd-replace-') as d:
+        qcow = os.path.join(d, 'q.qcow2')
+        common.run([t.qemu_img, 'create', '-f', 'qcow2', qcow, '8M'])
+        for extra in ([], ['--blockdev', 'driver=qcow2,node-name=q0,'
+                           'file.driver=file,file.filename=' + qcow]):
+            im = rbdlib.new_name('repl')
+            rbdlib.rbd_create(im, SIZE)
+            for pattern, tag in ((0x11, 'vm1'), (0x22, 'vm1')):
+                common.run_io(t.qemu_io, rbdlib.uri(im),
+                              ['write -P 0x%x 0 64k' % pattern], fmt='raw')
+                dm = start(d, [im], extra=extra)
+                try:
+                    out = hmp(dm, 'savevm ' + tag)
+                    check(out == '', 'savevm %s: %s' % (tag, out))
+                finally:
+                    cut.quit_ok(dm)
+                check(user_snaps([im]) == [['vm1']],
+                      'rbd lists %s' % user_snaps([im]))
+            common.run_io(t.qemu_io, rbdlib.uri(im), ['write -P 0x33 0 64k'],
+                          fmt='raw')
+            dm = start(d, [im], extra=extra)
+            try:
+                check(hmp(dm, 'loadvm vm1') == '', 'loadvm failed')
+            finally:
+                cut.quit_ok(dm)
+            common.run_io(t.qemu_io, rbdlib.uri(im), ['read -P 0x22 0 64k'],
+                          fmt='raw')
+        lst = common.run([t.qemu_img, 'snapshot', '-l', qcow]).out
+        check(lst.count(' vm1 ') == 1, 'qcow2 list:\n' + lst)
+
+        # two RBD devices (this script runs the per-image path)
+        images = [rbdlib.new_name('repl') for _ in range(2)]
+        for im in images:
+            rbdlib.rbd_create(im, SIZE)
+        dm = start(d, images)
+        try:
+            for _ in range(2):
+                out = hmp(dm, 'savevm vm1')
+                check(out == '', 'savevm on two devices: %r' % out)
+        finally:
+            cut.quit_ok(dm)
+        check(user_snaps(images) == [['vm1']] * 2,
+              'after the replacement: %s' % user_snaps(images))
 
 
 if __name__ == '__main__':
