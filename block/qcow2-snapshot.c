@@ -1163,6 +1163,23 @@ int qcow2_snapshot_publish_bytes(BlockDriverState *bs, void *opaque,
     return 0;
 }
 
+/*
+ * The common end of freeing an op's clusters: the new refcounts made
+ * durable only when every free went well, and a failure that no step
+ * described reported the way the user sees any failed free.
+ */
+static int finish_free(BlockDriverState *bs, int ret, GError **errp)
+{
+    if (ret == 0) {
+        ret = qcow2_sn_sync_refcounts(bs);
+    }
+    if (ret < 0 && errp && !*errp) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not free the clusters: %s", g_strerror(-ret));
+    }
+    return ret;
+}
+
 int qcow2_snapshot_cancel(BlockDriverState *bs, void *opaque, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -1205,13 +1222,7 @@ int qcow2_snapshot_cancel(BlockDriverState *bs, void *opaque, GError **errp)
         ret = qcow2_tree_release(bs, op->l1, op->l1_size, op->l1_offset, errp);
         break;
     }
-    if (ret == 0) {
-        ret = qcow2_sn_sync_refcounts(bs);
-    }
-    if (ret < 0 && errp && !*errp) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not free the clusters: %s", g_strerror(-ret));
-    }
+    ret = finish_free(bs, ret, errp);
 out:
     pop_op(s, op);
     op->state = ST_CANCELLED;
@@ -1300,13 +1311,7 @@ static int delete_free_parts(BlockDriverState *bs, Qcow2SnapshotOp *op,
         let_guests_in(bs, &n);
         ret = qcow2_active_fix_copied_part(bs, from, from + per, errp);
     }
-    if (ret == 0) {
-        ret = qcow2_sn_sync_refcounts(bs);
-    }
-    if (ret < 0 && errp && !*errp) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not free the clusters: %s", g_strerror(-ret));
-    }
+    ret = finish_free(bs, ret, errp);
     return ret;
 }
 
@@ -1329,13 +1334,7 @@ static int free_replaced(BlockDriverState *bs, Qcow2SnapshotOp *op,
         /* after invalidate, op->l1 is the old active table */
         ret = qcow2_tree_release(bs, op->l1, op->l1_size, op->l1_offset, errp);
     }
-    if (ret == 0) {
-        ret = qcow2_sn_sync_refcounts(bs);
-    }
-    if (ret < 0 && errp && !*errp) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not free the clusters: %s", g_strerror(-ret));
-    }
+    ret = finish_free(bs, ret, errp);
     return ret;
 }
 
