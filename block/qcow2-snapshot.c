@@ -1011,36 +1011,29 @@ void qcow2_snapshot_pre_cancel(BlockDriverState *bs, void *opaque)
 /* ---------------------------------------------------------------------- */
 /* invalidate, cancel, clean */
 
+/* Exchanges two lvalues of one type: the op keeps whichever state the
+ * image is not showing, so invalidate and cancel are the same swap. */
+#define SWAP(a, b) \
+    do { \
+        __typeof__(a) swap_tmp_ = (a); \
+        (a) = (b); \
+        (b) = swap_tmp_; \
+    } while (0)
+
 static void swap_table(BDRVQcow2State *s, Qcow2SnapshotOp *op)
 {
-    Qcow2Snapshot *t = s->snapshots;
-    uint32_t nb = s->nb_snapshots;
-    uint64_t off = s->snapshots_offset, size = s->snapshots_size;
-
-    s->snapshots = op->table;
-    s->nb_snapshots = op->nb;
-    s->snapshots_offset = op->offset;
-    s->snapshots_size = op->size;
-    op->table = t;
-    op->nb = nb;
-    op->offset = off;
-    op->size = size;
+    SWAP(s->snapshots, op->table);
+    SWAP(s->nb_snapshots, op->nb);
+    SWAP(s->snapshots_offset, op->offset);
+    SWAP(s->snapshots_size, op->size);
 }
 
 static void swap_active(BDRVQcow2State *s, Qcow2SnapshotOp *op)
 {
-    uint64_t *l1 = s->l1_table;
-    uint32_t l1_size = s->l1_size;
-    uint64_t l1_off = s->l1_table_offset, size = s->size;
-
-    s->l1_table = op->l1;
-    s->l1_size = op->l1_size;
-    s->l1_table_offset = op->l1_offset;
-    s->size = op->disk_size;
-    op->l1 = l1;
-    op->l1_size = l1_size;
-    op->l1_offset = l1_off;
-    op->disk_size = size;
+    SWAP(s->l1_table, op->l1);
+    SWAP(s->l1_size, op->l1_size);
+    SWAP(s->l1_table_offset, op->l1_offset);
+    SWAP(s->size, op->disk_size);
 }
 
 /* The header in the op's new state or in the state before it. */
