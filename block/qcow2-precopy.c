@@ -138,6 +138,20 @@ static bool is_dirty(Qcow2Precopy *pc, uint64_t off)
     return g_hash_table_contains(pc->dirty, &off);
 }
 
+/* `clusters` new clusters: their offset, or < 0 with errp saying what
+ * they were for (`what`, worded to follow "Could not allocate"). */
+static int64_t alloc_for(BlockDriverState *bs, uint64_t clusters,
+                         const char *what, GError **errp)
+{
+    int64_t off = qcow2_alloc_clusters(bs, clusters);
+
+    if (off < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not allocate %s: %s", what, g_strerror((int)-off));
+    }
+    return off;
+}
+
 /* ---- counting ---- */
 
 static RbCopy *rb_of(BDRVQcow2State *s, Qcow2Precopy *pc, uint64_t r)
@@ -237,11 +251,8 @@ static int copy_table(BlockDriverState *bs, Qcow2Precopy *pc, uint32_t i,
     }
     pc->data[i] = g_steal_pointer(&host);
     if (!pc->copy_off[i]) {
-        int64_t off = qcow2_alloc_clusters(bs, 1);
+        int64_t off = alloc_for(bs, 1, "a cluster for an L2 copy", errp);
         if (off < 0) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                        "Could not allocate a cluster for an L2 copy: %s",
-                        g_strerror((int)-off));
             return (int)off;
         }
         pc->copy_off[i] = off;
@@ -363,11 +374,8 @@ static int alloc_rb_copies(BlockDriverState *bs, Qcow2Precopy *pc,
         if (rb->copy_off) {
             continue;
         }
-        off = qcow2_alloc_clusters(bs, 1);
+        off = alloc_for(bs, 1, "a refcount block copy", errp);
         if (off < 0) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                        "Could not allocate a refcount block copy: %s",
-                        g_strerror((int)-off));
             return (int)off;
         }
         rb->copy_off = off;
@@ -423,14 +431,12 @@ int qcow2_precopy_start(BlockDriverState *bs, uint64_t area_bytes,
             ret = write_l1s(bs, pc, errp);
         }
         if (ret == 0 && area_bytes) {
-            int64_t off = qcow2_alloc_clusters(
+            int64_t off = alloc_for(
                 bs, qcow2_align_up(area_bytes, s->cluster_size) >>
-                        s->cluster_bits);
+                        s->cluster_bits,
+                "the snapshot table", errp);
             if (off < 0) {
                 ret = (int)off;
-                g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                            "Could not allocate the snapshot table: %s",
-                            g_strerror(-ret));
             } else {
                 pc->area_off = off;
                 pc->area_bytes = area_bytes;
@@ -488,13 +494,10 @@ static int alloc_l1(BlockDriverState *bs, uint32_t l1_size, uint64_t *off,
     if (!l1_size) {
         return 0;
     }
-    r = qcow2_alloc_clusters(bs, qcow2_align_up((uint64_t)l1_size * 8,
-                                                s->cluster_size) >>
-                                 s->cluster_bits);
+    r = alloc_for(bs, qcow2_align_up((uint64_t)l1_size * 8,
+                                     s->cluster_size) >> s->cluster_bits,
+                  "clusters for an L1 table", errp);
     if (r < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not allocate clusters for an L1 table: %s",
-                    g_strerror((int)-r));
         return (int)r;
     }
     *off = r;
@@ -642,11 +645,8 @@ static int alloc_rt(BlockDriverState *bs, Qcow2Precopy *pc, bool *allocated,
         pc->rt_off = 0;
         g_clear_pointer(&pc->rt_written, g_free);
     }
-    off = qcow2_alloc_clusters(bs, need);
+    off = alloc_for(bs, need, "the new refcount table", errp);
     if (off < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not allocate the new refcount table: %s",
-                    g_strerror((int)-off));
         return (int)off;
     }
     pc->rt_off = off;
