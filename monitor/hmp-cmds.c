@@ -179,6 +179,20 @@ static void add_action(JsonArray *actions, const char *type,
     json_array_add_object_element(actions, action);
 }
 
+/* savevm replaces and delvm removes a snapshot of the name on every
+ * disk that has one: the same delete action in both. */
+static void add_delete_if_found(JsonArray *actions, BlockDriverState *bs,
+                                const char *tag)
+{
+    BdrvSnapshotInfo sn = { 0 };
+
+    if (bdrv_snapshot_find(bs, tag, &sn, NULL)) {
+        add_action(actions, "blockdev-snapshot-delete-internal-sync", bs,
+                   tag, sn.id_str);
+        bdrv_snapshot_info_clear(&sn);
+    }
+}
+
 static bool run_transaction(GString *out, JsonArray *actions)
 {
     JsonObject *a = json_object_new();
@@ -247,13 +261,8 @@ void hmp_savevm(GString *out, GHashTable *args)
     actions = json_array_new();
     for (guint i = 0; i < disks->len; i++) {
         BlockDriverState *bs = g_ptr_array_index(disks, i);
-        BdrvSnapshotInfo sn = { 0 };
 
-        if (bdrv_snapshot_find(bs, tag, &sn, NULL)) {
-            add_action(actions, "blockdev-snapshot-delete-internal-sync", bs,
-                       tag, sn.id_str);
-            bdrv_snapshot_info_clear(&sn);
-        }
+        add_delete_if_found(actions, bs, tag);
         add_action(actions, "blockdev-snapshot-internal-sync", bs, tag,
                    NULL);
     }
@@ -350,14 +359,7 @@ void hmp_delvm(GString *out, GHashTable *args)
     }
     actions = json_array_new();
     for (guint i = 0; i < disks->len; i++) {
-        BlockDriverState *bs = g_ptr_array_index(disks, i);
-        BdrvSnapshotInfo sn = { 0 };
-
-        if (bdrv_snapshot_find(bs, tag, &sn, NULL)) {
-            add_action(actions, "blockdev-snapshot-delete-internal-sync", bs,
-                       tag, sn.id_str);
-            bdrv_snapshot_info_clear(&sn);
-        }
+        add_delete_if_found(actions, g_ptr_array_index(disks, i), tag);
     }
     if (!json_array_get_length(actions)) {
         /* QEMU accepts this silently; a typo should not look like a
