@@ -812,6 +812,21 @@ void qcow2_precopy_publish_bytes(Qcow2Precopy *pc, uint32_t nb_snapshots,
     be64_write(out + 28, snapshots_offset);
 }
 
+/* The header switch rewritten, synced, from the state live in memory:
+ * after a publish or unpublish failed, memory kept its state and the
+ * header may not match it. */
+static int write_live_switch(BlockDriverState *bs, uint32_t nb_snapshots,
+                             uint64_t snapshots_offset)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint32_t rt_clusters = qcow2_align_up(s->refcount_table_size * 8,
+                                          s->cluster_size) >> s->cluster_bits;
+
+    return write_switch(bs, s->l1_size, s->l1_table_offset,
+                        s->refcount_table_offset, rt_clusters, nb_snapshots,
+                        snapshots_offset, true);
+}
+
 /* The tables the caches hold belong to the other state now. */
 static void forget_cached(BlockDriverState *bs)
 {
@@ -834,12 +849,7 @@ int qcow2_precopy_publish(BlockDriverState *bs, Qcow2Precopy *pc,
 
     if (pc->published) {
         /* a failed unpublish putting the new state back */
-        return write_switch(bs, s->l1_size, s->l1_table_offset,
-                            s->refcount_table_offset,
-                            qcow2_align_up(s->refcount_table_size * 8,
-                                           s->cluster_size) >>
-                                s->cluster_bits,
-                            nb_snapshots, snapshots_offset, true);
+        return write_live_switch(bs, nb_snapshots, snapshots_offset);
     }
     g_assert(pc->sealed);
     g_assert(!qcow2_cache_has_dirty(s->l2_cache) &&
@@ -880,12 +890,7 @@ int qcow2_precopy_unpublish(BlockDriverState *bs, Qcow2Precopy *pc,
 
     if (!pc->published) {
         /* a failed publish: the old state, live in memory, back */
-        return write_switch(bs, s->l1_size, s->l1_table_offset,
-                            s->refcount_table_offset,
-                            qcow2_align_up(s->refcount_table_size * 8,
-                                           s->cluster_size) >>
-                                s->cluster_bits,
-                            nb_snapshots, snapshots_offset, true);
+        return write_live_switch(bs, nb_snapshots, snapshots_offset);
     }
     ret = qcow2_write_back_metadata(bs);
     if (ret == 0) {
