@@ -771,27 +771,28 @@ int qcow2_precopy_seal(BlockDriverState *bs, Qcow2Precopy *pc,
 
 /* ---- publish ---- */
 
+/* Header bytes 36..71: the L1 table, the refcount table and the snapshot
+ * table, contiguous so that one write switches all three. */
+static void switch_bytes(uint8_t *out, uint32_t l1_size, uint64_t l1_off,
+                         uint64_t rt_off, uint32_t rt_clusters, uint32_t nb,
+                         uint64_t sn_off)
+{
+    be32_write(out, l1_size);
+    be64_write(out + 4, l1_off);
+    be64_write(out + 12, rt_off);
+    be32_write(out + 20, rt_clusters);
+    be32_write(out + 24, nb);
+    be64_write(out + 28, sn_off);
+}
+
 static int write_switch(BlockDriverState *bs, uint32_t l1_size,
                         uint64_t l1_off, uint64_t rt_off,
                         uint32_t rt_clusters, uint32_t nb, uint64_t sn_off,
                         bool sync)
 {
     uint8_t h[36];
-    uint32_t v32;
-    uint64_t v64;
 
-    v32 = GUINT32_TO_BE(l1_size);
-    memcpy(h, &v32, 4);
-    v64 = GUINT64_TO_BE(l1_off);
-    memcpy(h + 4, &v64, 8);
-    v64 = GUINT64_TO_BE(rt_off);
-    memcpy(h + 12, &v64, 8);
-    v32 = GUINT32_TO_BE(rt_clusters);
-    memcpy(h + 20, &v32, 4);
-    v32 = GUINT32_TO_BE(nb);
-    memcpy(h + 24, &v32, 4);
-    v64 = GUINT64_TO_BE(sn_off);
-    memcpy(h + 28, &v64, 8);
+    switch_bytes(h, l1_size, l1_off, rt_off, rt_clusters, nb, sn_off);
     bdrv_debug_event(bs->file, "snapshot_header_update");
     if (!sync) {
         return qcow2_overlap_pwrite(bs, QCOW2_OL_MAIN_HEADER,
@@ -803,13 +804,8 @@ static int write_switch(BlockDriverState *bs, uint32_t l1_size,
 void qcow2_precopy_publish_bytes(Qcow2Precopy *pc, uint32_t nb_snapshots,
                                  uint64_t snapshots_offset, uint8_t *out)
 {
-    /* the layout of write_switch(), header bytes 36..71 */
-    be32_write(out, pc->l1_size);
-    be64_write(out + 4, pc->a_off);
-    be64_write(out + 12, pc->rt_off);
-    be32_write(out + 20, pc->rt_clusters);
-    be32_write(out + 24, nb_snapshots);
-    be64_write(out + 28, snapshots_offset);
+    switch_bytes(out, pc->l1_size, pc->a_off, pc->rt_off, pc->rt_clusters,
+                 nb_snapshots, snapshots_offset);
 }
 
 /* The header switch rewritten, synced, from the state live in memory:
