@@ -9,6 +9,7 @@
 
 #include "block/backing.h"
 #include "block/blockjob.h"
+#include "block/log.h"
 
 static GMutex jobs_lock;
 static GList *jobs;             /* BlockJob *, under jobs_lock */
@@ -712,4 +713,40 @@ BlockDriverState *block_job_resolve_top(BlockBackend *blk,
         return NULL;
     }
     return top;
+}
+
+int64_t block_job_node_length(BlockDriverState *bs, GError **errp)
+{
+    int64_t len = bdrv_getlength(bs);
+
+    if (len < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not get the size of '%s': %s",
+                    bdrv_get_filename(bs), g_strerror((int)-len));
+    }
+    return len;
+}
+
+bool block_job_make_writable(BlockDriverState *bs, bool *made_rw,
+                             GError **errp)
+{
+    if (!bdrv_is_read_only(bs)) {
+        return true;
+    }
+    if (!bdrv_reopen_set_read_only(bs, false, errp)) {
+        return false;
+    }
+    *made_rw = true;
+    return true;
+}
+
+void block_job_restore_read_only(BlockJob *job, BlockDriverState *bs)
+{
+    g_autoptr(GError) err = NULL;
+
+    if (!bdrv_reopen_set_read_only(bs, true, &err)) {
+        strata_warning("%s: could not reopen '%s' read-only: %s",
+                       job->driver->job_type, bdrv_get_filename(bs),
+                       err->message);
+    }
 }

@@ -22,7 +22,6 @@
 #include <string.h>
 
 #include "block/backing.h"
-#include "block/log.h"
 #include "block/blockjob.h"
 #include "block/block_int.h"
 
@@ -373,11 +372,7 @@ static void commit_clean(BlockJob *job)
         blk_remove_write_notifier(job->blk, commit_write_notify, s);
     }
     if (s->base_made_rw && !s->pivoted) {
-        g_autoptr(GError) err = NULL;
-        if (!bdrv_reopen_set_read_only(s->base, true, &err)) {
-            strata_warning("commit: could not reopen '%s' read-only: %s",
-                      s->base->filename, err->message);
-        }
+        block_job_restore_read_only(job, s->base);
     }
     bdrv_unref(s->top);
     bdrv_unref(s->base);
@@ -429,11 +424,8 @@ BlockJob *commit_start(const char *job_id, BlockBackend *blk,
                     bdrv_get_format_name(base));
         return NULL;
     }
-    len = bdrv_getlength(top);
+    len = block_job_node_length(top, errp);
     if (len < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not get the size of '%s': %s", top->filename,
-                    g_strerror((int)-len));
         return NULL;
     }
     s = block_job_create(job_id, &commit_job_driver, blk,
@@ -457,12 +449,9 @@ BlockJob *commit_start(const char *job_id, BlockBackend *blk,
     g_mutex_init(&s->dirty_lock);
     s->dirty_bits = (len + DIRTY_GRANULARITY - 1) / DIRTY_GRANULARITY;
     s->dirty = g_new0(uint64_t, s->dirty_bits / 64 + 1);
-    if (bdrv_is_read_only(base)) {
-        if (!bdrv_reopen_set_read_only(base, false, errp)) {
-            block_job_discard(&s->common);
-            return NULL;
-        }
-        s->base_made_rw = true;
+    if (!block_job_make_writable(base, &s->base_made_rw, errp)) {
+        block_job_discard(&s->common);
+        return NULL;
     }
     block_job_start(&s->common);
     return &s->common;

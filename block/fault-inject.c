@@ -193,6 +193,18 @@ static UndoRecord *undo_capture(int fd, const struct stat *st, int64_t off,
     return u;
 }
 
+/* One more write or directory change, under pc_lock: true once it is
+ * past the armed limit, and the cut is remembered as having happened. */
+static bool count_write(void)
+{
+    bool drop;
+
+    pc_writes++;
+    drop = pc_writes > pc_limit;
+    pc_fired |= drop;
+    return drop;
+}
+
 bool power_cut_write(int fd, int64_t off, int64_t len)
 {
     struct stat st;
@@ -202,9 +214,7 @@ bool power_cut_write(int fd, int64_t off, int64_t len)
         return false;
     }
     g_mutex_lock(&pc_lock);
-    pc_writes++;
-    drop = pc_writes > pc_limit;
-    pc_fired |= drop;
+    drop = count_write();
     if (!drop && pc_mode == POWER_CUT_LOSE_UNFLUSHED && fstat(fd, &st) == 0) {
         if (len < 0) {
             /* a truncate to off: keep what a shrink cuts away */
@@ -248,9 +258,7 @@ bool power_cut_dir_op(void)
         return false;
     }
     g_mutex_lock(&pc_lock);
-    pc_writes++;
-    drop = pc_writes > pc_limit;
-    pc_fired |= drop;
+    drop = count_write();
     g_mutex_unlock(&pc_lock);
     return drop;
 }

@@ -510,15 +510,10 @@ int bdrv_flush(BlockDriverState *bs)
     return ret;
 }
 
-int bdrv_truncate(BlockDriverState *bs, int64_t size, GError **errp)
+/* Refusals of a resize the driver could do (QEMU's texts), the same
+ * whether or not a preallocation mode is asked for. */
+static int check_truncate(BlockDriverState *bs, int64_t size, GError **errp)
 {
-    int ret;
-
-    if (!bs->drv || !bs->drv->truncate) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "Image format driver does not support resize");
-        return -ENOTSUP;
-    }
     if (bs->read_only) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Image is read-only");
@@ -528,6 +523,22 @@ int bdrv_truncate(BlockDriverState *bs, int64_t size, GError **errp)
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Image size cannot be negative");
         return -EINVAL;
+    }
+    return 0;
+}
+
+int bdrv_truncate(BlockDriverState *bs, int64_t size, GError **errp)
+{
+    int ret;
+
+    if (!bs->drv || !bs->drv->truncate) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Image format driver does not support resize");
+        return -ENOTSUP;
+    }
+    ret = check_truncate(bs, size, errp);
+    if (ret < 0) {
+        return ret;
     }
     bdrv_drained_begin(bs);
     ret = bs->drv->truncate(bs, size, errp);
@@ -606,15 +617,9 @@ int bdrv_truncate_prealloc(BlockDriverState *bs, int64_t size,
         ret = bdrv_truncate(bs, size, errp);
         return ret < 0 ? ret : truncate_mask_backing(bs, old_size, size, errp);
     }
-    if (bs->read_only) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Image is read-only");
-        return -EACCES;
-    }
-    if (size < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Image size cannot be negative");
-        return -EINVAL;
+    ret = check_truncate(bs, size, errp);
+    if (ret < 0) {
+        return ret;
     }
     old_size = bdrv_getlength(bs);
     bdrv_drained_begin(bs);

@@ -138,6 +138,20 @@ static bool is_dirty(Qcow2Precopy *pc, uint64_t off)
     return g_hash_table_contains(pc->dirty, &off);
 }
 
+/* `clusters` new clusters: their offset, or < 0 with errp saying what
+ * they were for (`what`, worded to follow "Could not allocate"). */
+static int64_t alloc_for(BlockDriverState *bs, uint64_t clusters,
+                         const char *what, GError **errp)
+{
+    int64_t off = qcow2_alloc_clusters(bs, clusters);
+
+    if (off < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not allocate %s: %s", what, g_strerror((int)-off));
+    }
+    return off;
+}
+
 /* ---- counting ---- */
 
 static RbCopy *rb_of(BDRVQcow2State *s, Qcow2Precopy *pc, uint64_t r)
@@ -237,11 +251,8 @@ static int copy_table(BlockDriverState *bs, Qcow2Precopy *pc, uint32_t i,
     }
     pc->data[i] = g_steal_pointer(&host);
     if (!pc->copy_off[i]) {
-        int64_t off = qcow2_alloc_clusters(bs, 1);
+        int64_t off = alloc_for(bs, 1, "a cluster for an L2 copy", errp);
         if (off < 0) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                        "Could not allocate a cluster for an L2 copy: %s",
-                        g_strerror((int)-off));
             return (int)off;
         }
         pc->copy_off[i] = off;
@@ -363,11 +374,8 @@ static int alloc_rb_copies(BlockDriverState *bs, Qcow2Precopy *pc,
         if (rb->copy_off) {
             continue;
         }
-        off = qcow2_alloc_clusters(bs, 1);
+        off = alloc_for(bs, 1, "a refcount block copy", errp);
         if (off < 0) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                        "Could not allocate a refcount block copy: %s",
-                        g_strerror((int)-off));
             return (int)off;
         }
         rb->copy_off = off;
@@ -423,14 +431,12 @@ int qcow2_precopy_start(BlockDriverState *bs, uint64_t area_bytes,
             ret = write_l1s(bs, pc, errp);
         }
         if (ret == 0 && area_bytes) {
-            int64_t off = qcow2_alloc_clusters(
+            int64_t off = alloc_for(
                 bs, qcow2_align_up(area_bytes, s->cluster_size) >>
-                        s->cluster_bits);
+                        s->cluster_bits,
+                "the snapshot table", errp);
             if (off < 0) {
                 ret = (int)off;
-                g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                            "Could not allocate the snapshot table: %s",
-                            g_strerror(-ret));
             } else {
                 pc->area_off = off;
                 pc->area_bytes = area_bytes;
@@ -488,13 +494,10 @@ static int alloc_l1(BlockDriverState *bs, uint32_t l1_size, uint64_t *off,
     if (!l1_size) {
         return 0;
     }
-    r = qcow2_alloc_clusters(bs, qcow2_align_up((uint64_t)l1_size * 8,
-                                                s->cluster_size) >>
-                                 s->cluster_bits);
+    r = alloc_for(bs, qcow2_align_up((uint64_t)l1_size * 8,
+                                     s->cluster_size) >> s->cluster_bits,
+                  "clusters for an L1 table", errp);
     if (r < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not allocate clusters for an L1 table: %s",
-                    g_strerror((int)-r));
         return (int)r;
     }
     *off = r;
@@ -642,11 +645,8 @@ static int alloc_rt(BlockDriverState *bs, Qcow2Precopy *pc, bool *allocated,
         pc->rt_off = 0;
         g_clear_pointer(&pc->rt_written, g_free);
     }
-    off = qcow2_alloc_clusters(bs, need);
+    off = alloc_for(bs, need, "the new refcount table", errp);
     if (off < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not allocate the new refcount table: %s",
-                    g_strerror((int)-off));
         return (int)off;
     }
     pc->rt_off = off;
@@ -771,27 +771,28 @@ int qcow2_precopy_seal(BlockDriverState *bs, Qcow2Precopy *pc,
 
 /* ---- publish ---- */
 
+/* Header bytes 36..71: the L1 table, the refcount table and the snapshot
+ * table, contiguous so that one write switches all three. */
+static void switch_bytes(uint8_t *out, uint32_t l1_size, uint64_t l1_off,
+                         uint64_t rt_off, uint32_t rt_clusters, uint32_t nb,
+                         uint64_t sn_off)
+{
+    be32_write(out, l1_size);
+    be64_write(out + 4, l1_off);
+    be64_write(out + 12, rt_off);
+    be32_write(out + 20, rt_clusters);
+    be32_write(out + 24, nb);
+    be64_write(out + 28, sn_off);
+}
+
 static int write_switch(BlockDriverState *bs, uint32_t l1_size,
                         uint64_t l1_off, uint64_t rt_off,
                         uint32_t rt_clusters, uint32_t nb, uint64_t sn_off,
                         bool sync)
 {
     uint8_t h[36];
-    uint32_t v32;
-    uint64_t v64;
 
-    v32 = GUINT32_TO_BE(l1_size);
-    memcpy(h, &v32, 4);
-    v64 = GUINT64_TO_BE(l1_off);
-    memcpy(h + 4, &v64, 8);
-    v64 = GUINT64_TO_BE(rt_off);
-    memcpy(h + 12, &v64, 8);
-    v32 = GUINT32_TO_BE(rt_clusters);
-    memcpy(h + 20, &v32, 4);
-    v32 = GUINT32_TO_BE(nb);
-    memcpy(h + 24, &v32, 4);
-    v64 = GUINT64_TO_BE(sn_off);
-    memcpy(h + 28, &v64, 8);
+    switch_bytes(h, l1_size, l1_off, rt_off, rt_clusters, nb, sn_off);
     bdrv_debug_event(bs->file, "snapshot_header_update");
     if (!sync) {
         return qcow2_overlap_pwrite(bs, QCOW2_OL_MAIN_HEADER,
@@ -803,13 +804,23 @@ static int write_switch(BlockDriverState *bs, uint32_t l1_size,
 void qcow2_precopy_publish_bytes(Qcow2Precopy *pc, uint32_t nb_snapshots,
                                  uint64_t snapshots_offset, uint8_t *out)
 {
-    /* the layout of write_switch(), header bytes 36..71 */
-    be32_write(out, pc->l1_size);
-    be64_write(out + 4, pc->a_off);
-    be64_write(out + 12, pc->rt_off);
-    be32_write(out + 20, pc->rt_clusters);
-    be32_write(out + 24, nb_snapshots);
-    be64_write(out + 28, snapshots_offset);
+    switch_bytes(out, pc->l1_size, pc->a_off, pc->rt_off, pc->rt_clusters,
+                 nb_snapshots, snapshots_offset);
+}
+
+/* The header switch rewritten, synced, from the state live in memory:
+ * after a publish or unpublish failed, memory kept its state and the
+ * header may not match it. */
+static int write_live_switch(BlockDriverState *bs, uint32_t nb_snapshots,
+                             uint64_t snapshots_offset)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint32_t rt_clusters = qcow2_align_up(s->refcount_table_size * 8,
+                                          s->cluster_size) >> s->cluster_bits;
+
+    return write_switch(bs, s->l1_size, s->l1_table_offset,
+                        s->refcount_table_offset, rt_clusters, nb_snapshots,
+                        snapshots_offset, true);
 }
 
 /* The tables the caches hold belong to the other state now. */
@@ -834,12 +845,7 @@ int qcow2_precopy_publish(BlockDriverState *bs, Qcow2Precopy *pc,
 
     if (pc->published) {
         /* a failed unpublish putting the new state back */
-        return write_switch(bs, s->l1_size, s->l1_table_offset,
-                            s->refcount_table_offset,
-                            qcow2_align_up(s->refcount_table_size * 8,
-                                           s->cluster_size) >>
-                                s->cluster_bits,
-                            nb_snapshots, snapshots_offset, true);
+        return write_live_switch(bs, nb_snapshots, snapshots_offset);
     }
     g_assert(pc->sealed);
     g_assert(!qcow2_cache_has_dirty(s->l2_cache) &&
@@ -880,12 +886,7 @@ int qcow2_precopy_unpublish(BlockDriverState *bs, Qcow2Precopy *pc,
 
     if (!pc->published) {
         /* a failed publish: the old state, live in memory, back */
-        return write_switch(bs, s->l1_size, s->l1_table_offset,
-                            s->refcount_table_offset,
-                            qcow2_align_up(s->refcount_table_size * 8,
-                                           s->cluster_size) >>
-                                s->cluster_bits,
-                            nb_snapshots, snapshots_offset, true);
+        return write_live_switch(bs, nb_snapshots, snapshots_offset);
     }
     ret = qcow2_write_back_metadata(bs);
     if (ret == 0) {

@@ -102,23 +102,17 @@ static int write_reftable_entry(BlockDriverState *bs, uint64_t t)
 }
 
 /*
- * Puts a new refcount block for table entry t at cluster `at` (which the
- * block itself covers, so it counts itself).  Written and synced before
- * the table entry points at it.
+ * Hooks the new refcount block `rb` (in the cache for cluster `off`) into
+ * table entry t.  The block is written and synced before the entry points
+ * at it, so a crash never leaves the table naming a block of garbage; on
+ * failure the entry and the cache are as they were before.
  */
-static int alloc_refblock_at(BlockDriverState *bs, uint64_t t, uint64_t at)
+static int install_refblock(BlockDriverState *bs, uint64_t t, uint64_t off,
+                            void *rb)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint64_t off = at << s->cluster_bits;
-    void *rb;
     int ret;
 
-    g_assert((at >> s->refblock_bits) == t);
-    ret = qcow2_cache_get_empty(bs, s->refcount_cache, off, &rb);
-    if (ret < 0) {
-        return ret;
-    }
-    rb_set(s, rb, at & (s->refblock_size - 1), 1);
     bdrv_debug_event(bs->file, "refblock_alloc_write");
     ret = qcow2_cache_mark_dirty(s->refcount_cache, rb);
     if (ret == 0) {
@@ -142,6 +136,24 @@ static int alloc_refblock_at(BlockDriverState *bs, uint64_t t, uint64_t at)
     return ret;
 }
 
+/* Puts a new refcount block for table entry t at cluster `at`, which the
+ * block itself covers, so it counts itself. */
+static int alloc_refblock_at(BlockDriverState *bs, uint64_t t, uint64_t at)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t off = at << s->cluster_bits;
+    void *rb;
+    int ret;
+
+    g_assert((at >> s->refblock_bits) == t);
+    ret = qcow2_cache_get_empty(bs, s->refcount_cache, off, &rb);
+    if (ret < 0) {
+        return ret;
+    }
+    rb_set(s, rb, at & (s->refblock_size - 1), 1);
+    return install_refblock(bs, t, off, rb);
+}
+
 /* Puts refcount block t at cluster `at`, which its own (existing) block
  * already counts. */
 static int alloc_refblock_elsewhere(BlockDriverState *bs, uint64_t t,
@@ -156,27 +168,7 @@ static int alloc_refblock_elsewhere(BlockDriverState *bs, uint64_t t,
     if (ret < 0) {
         return ret;
     }
-    bdrv_debug_event(bs->file, "refblock_alloc_write");
-    ret = qcow2_cache_mark_dirty(s->refcount_cache, rb);
-    if (ret == 0) {
-        ret = qcow2_cache_write(bs, s->refcount_cache);
-    }
-    if (ret == 0) {
-        ret = bdrv_flush(bs->file);
-    }
-    if (ret < 0) {
-        qcow2_cache_discard(s->refcount_cache, off);
-        return ret;
-    }
-    s->refcount_table[t] = off;
-    qcow2_overlap_add(s, QCOW2_OL_REFCOUNT_BLOCK, off, s->cluster_size);
-    ret = write_reftable_entry(bs, t);
-    if (ret < 0) {
-        s->refcount_table[t] = 0;
-        qcow2_overlap_remove(s, QCOW2_OL_REFCOUNT_BLOCK, off, s->cluster_size);
-        qcow2_cache_discard(s->refcount_cache, off);
-    }
-    return ret;
+    return install_refblock(bs, t, off, rb);
 }
 
 /*

@@ -101,6 +101,14 @@ static int read_l2_copy(BlockDriverState *bs, uint64_t off, uint64_t *buf)
     return ret;
 }
 
+/* A failed L2 read is worded alike whichever walk over a tree met it. */
+static void set_l2_read_error(GError **errp, uint64_t l2_off, int err)
+{
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                "Could not read the L2 table at %#" G_GINT64_MODIFIER "x: %s",
+                l2_off, g_strerror(-err));
+}
+
 static void set_update_error(GError **errp, uint64_t cluster, int err,
                              int refcount_bits)
 {
@@ -269,9 +277,7 @@ static int walk_refs(BlockDriverState *bs, const uint64_t *l1,
          * keeps its memory. */
         ret = qcow2_cache_get(bs, s->l2_cache, l2_off, (void **)&l2);
         if (ret < 0) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                        "Could not read the L2 table at %#" G_GINT64_MODIFIER
-                        "x: %s", l2_off, g_strerror(-ret));
+            set_l2_read_error(errp, l2_off, ret);
             return ret;
         }
         /* consecutive host clusters are counted as one run */
@@ -341,9 +347,7 @@ int qcow2_tree_max_refcount(BlockDriverState *bs, const uint64_t *l1,
             ret = read_l2_copy(bs, l2_off, l2);
         }
         if (ret < 0) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                        "Could not read the L2 table at %#" G_GINT64_MODIFIER
-                        "x: %s", l2_off, g_strerror(-ret));
+            set_l2_read_error(errp, l2_off, ret);
             return ret;
         }
         if (rc > *max) {
@@ -408,9 +412,7 @@ int qcow2_tree_clear_copied(BlockDriverState *bs, uint64_t *l1,
         }
         ret = qcow2_cache_get(bs, s->l2_cache, l2_off, (void **)&l2);
         if (ret < 0) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                        "Could not read the L2 table at %#" G_GINT64_MODIFIER
-                        "x: %s", l2_off, g_strerror(-ret));
+            set_l2_read_error(errp, l2_off, ret);
             return ret;
         }
         for (uint32_t j = 0; j < s->l2_size; j++) {

@@ -1011,36 +1011,29 @@ void qcow2_snapshot_pre_cancel(BlockDriverState *bs, void *opaque)
 /* ---------------------------------------------------------------------- */
 /* invalidate, cancel, clean */
 
+/* Exchanges two lvalues of one type: the op keeps whichever state the
+ * image is not showing, so invalidate and cancel are the same swap. */
+#define SWAP(a, b) \
+    do { \
+        __typeof__(a) swap_tmp_ = (a); \
+        (a) = (b); \
+        (b) = swap_tmp_; \
+    } while (0)
+
 static void swap_table(BDRVQcow2State *s, Qcow2SnapshotOp *op)
 {
-    Qcow2Snapshot *t = s->snapshots;
-    uint32_t nb = s->nb_snapshots;
-    uint64_t off = s->snapshots_offset, size = s->snapshots_size;
-
-    s->snapshots = op->table;
-    s->nb_snapshots = op->nb;
-    s->snapshots_offset = op->offset;
-    s->snapshots_size = op->size;
-    op->table = t;
-    op->nb = nb;
-    op->offset = off;
-    op->size = size;
+    SWAP(s->snapshots, op->table);
+    SWAP(s->nb_snapshots, op->nb);
+    SWAP(s->snapshots_offset, op->offset);
+    SWAP(s->snapshots_size, op->size);
 }
 
 static void swap_active(BDRVQcow2State *s, Qcow2SnapshotOp *op)
 {
-    uint64_t *l1 = s->l1_table;
-    uint32_t l1_size = s->l1_size;
-    uint64_t l1_off = s->l1_table_offset, size = s->size;
-
-    s->l1_table = op->l1;
-    s->l1_size = op->l1_size;
-    s->l1_table_offset = op->l1_offset;
-    s->size = op->disk_size;
-    op->l1 = l1;
-    op->l1_size = l1_size;
-    op->l1_offset = l1_off;
-    op->disk_size = size;
+    SWAP(s->l1_table, op->l1);
+    SWAP(s->l1_size, op->l1_size);
+    SWAP(s->l1_table_offset, op->l1_offset);
+    SWAP(s->size, op->disk_size);
 }
 
 /* The header in the op's new state or in the state before it. */
@@ -1163,6 +1156,23 @@ int qcow2_snapshot_publish_bytes(BlockDriverState *bs, void *opaque,
     return 0;
 }
 
+/*
+ * The common end of freeing an op's clusters: the new refcounts made
+ * durable only when every free went well, and a failure that no step
+ * described reported the way the user sees any failed free.
+ */
+static int finish_free(BlockDriverState *bs, int ret, GError **errp)
+{
+    if (ret == 0) {
+        ret = qcow2_sn_sync_refcounts(bs);
+    }
+    if (ret < 0 && errp && !*errp) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not free the clusters: %s", g_strerror(-ret));
+    }
+    return ret;
+}
+
 int qcow2_snapshot_cancel(BlockDriverState *bs, void *opaque, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -1205,13 +1215,7 @@ int qcow2_snapshot_cancel(BlockDriverState *bs, void *opaque, GError **errp)
         ret = qcow2_tree_release(bs, op->l1, op->l1_size, op->l1_offset, errp);
         break;
     }
-    if (ret == 0) {
-        ret = qcow2_sn_sync_refcounts(bs);
-    }
-    if (ret < 0 && errp && !*errp) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not free the clusters: %s", g_strerror(-ret));
-    }
+    ret = finish_free(bs, ret, errp);
 out:
     pop_op(s, op);
     op->state = ST_CANCELLED;
@@ -1300,13 +1304,7 @@ static int delete_free_parts(BlockDriverState *bs, Qcow2SnapshotOp *op,
         let_guests_in(bs, &n);
         ret = qcow2_active_fix_copied_part(bs, from, from + per, errp);
     }
-    if (ret == 0) {
-        ret = qcow2_sn_sync_refcounts(bs);
-    }
-    if (ret < 0 && errp && !*errp) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not free the clusters: %s", g_strerror(-ret));
-    }
+    ret = finish_free(bs, ret, errp);
     return ret;
 }
 
@@ -1329,13 +1327,7 @@ static int free_replaced(BlockDriverState *bs, Qcow2SnapshotOp *op,
         /* after invalidate, op->l1 is the old active table */
         ret = qcow2_tree_release(bs, op->l1, op->l1_size, op->l1_offset, errp);
     }
-    if (ret == 0) {
-        ret = qcow2_sn_sync_refcounts(bs);
-    }
-    if (ret < 0 && errp && !*errp) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not free the clusters: %s", g_strerror(-ret));
-    }
+    ret = finish_free(bs, ret, errp);
     return ret;
 }
 

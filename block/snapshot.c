@@ -288,6 +288,20 @@ static int need_drained(BdrvSnapshotOp *op, const char *step, GError **errp)
     return 0;
 }
 
+/* do and invalidate change what the image shows: only with the node
+ * drained by the caller and no blocker (a job) on it. */
+static int may_change_image(BdrvSnapshotOp *op, const char *step,
+                            GError **errp)
+{
+    if (need_drained(op, step, errp) < 0) {
+        return -EBUSY;
+    }
+    if (bdrv_op_is_blocked(op->bs, errp)) {
+        return -EBUSY;
+    }
+    return 0;
+}
+
 /* Operations checked after op were validated against what op would do;
  * op will not do it now. */
 static void mark_newer_stale(GPtrArray *l, guint idx)
@@ -485,13 +499,7 @@ static int may_do(BdrvSnapshotOp *op, GPtrArray *l, GError **errp)
                           o->info.name, state_names[o->state]);
         }
     }
-    if (need_drained(op, "do", errp) < 0) {
-        return -EBUSY;
-    }
-    if (bdrv_op_is_blocked(op->bs, errp)) {
-        return -EBUSY;
-    }
-    return 0;
+    return may_change_image(op, "do", errp);
 }
 
 /* pre_do (issue 15): no drain needed, so no ops_lock held while the
@@ -555,13 +563,7 @@ static int may_invalidate(BdrvSnapshotOp *op, GPtrArray *l, GError **errp)
                           o->what, o->info.name, state_names[o->state]);
         }
     }
-    if (need_drained(op, "invalidate", errp) < 0) {
-        return -EBUSY;
-    }
-    if (bdrv_op_is_blocked(op->bs, errp)) {
-        return -EBUSY;
-    }
-    return 0;
+    return may_change_image(op, "invalidate", errp);
 }
 
 int bdrv_snapshot_op_invalidate(BdrvSnapshotOp *op, GError **errp)

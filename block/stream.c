@@ -14,7 +14,6 @@
 #include <string.h>
 
 #include "block/backing.h"
-#include "block/log.h"
 #include "block/blockjob.h"
 #include "block/block_int.h"
 
@@ -196,11 +195,7 @@ static void stream_clean(BlockJob *job)
     StreamJob *s = (StreamJob *)job;
 
     if (s->top_made_rw) {
-        g_autoptr(GError) err = NULL;
-        if (!bdrv_reopen_set_read_only(s->top, true, &err)) {
-            strata_warning("stream: could not reopen '%s' read-only: %s",
-                      s->top->filename, err->message);
-        }
+        block_job_restore_read_only(job, s->top);
     }
     bdrv_unref(s->top);
     if (s->base) {
@@ -242,11 +237,8 @@ BlockJob *stream_start(const char *job_id, BlockBackend *blk,
                     bdrv_get_node_name(top));
         return NULL;
     }
-    len = bdrv_getlength(top);
+    len = block_job_node_length(top, errp);
     if (len < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not get the size of '%s': %s", top->filename,
-                    g_strerror((int)-len));
         return NULL;
     }
     s = block_job_create(job_id, &stream_job_driver, blk,
@@ -264,12 +256,9 @@ BlockJob *stream_start(const char *job_id, BlockBackend *blk,
     s->len = len;
     s->backing_file = g_strdup(opts ? opts->backing_file : NULL);
     s->buf = g_malloc(STREAM_CHUNK);
-    if (bdrv_is_read_only(top)) {
-        if (!bdrv_reopen_set_read_only(top, false, errp)) {
-            block_job_discard(&s->common);
-            return NULL;
-        }
-        s->top_made_rw = true;
+    if (!block_job_make_writable(top, &s->top_made_rw, errp)) {
+        block_job_discard(&s->common);
+        return NULL;
     }
     block_job_start(&s->common);
     return &s->common;

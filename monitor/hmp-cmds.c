@@ -161,15 +161,14 @@ const char *hmp_disk_name(BlockDriverState *bs)
     return bdrv_get_node_name(bs);
 }
 
-/* Appends one transaction action {type, data: {device, name[, id]}}. */
-static void add_action(JsonArray *actions, const char *type,
-                       BlockDriverState *bs, const char *name,
-                       const char *id)
+void hmp_add_snapshot_action(JsonArray *actions, const char *type,
+                             const char *device, const char *name,
+                             const char *id)
 {
     JsonObject *action = json_object_new();
     JsonObject *data = json_object_new();
 
-    json_object_set_string_member(data, "device", hmp_disk_name(bs));
+    json_object_set_string_member(data, "device", device);
     json_object_set_string_member(data, "name", name);
     if (id) {
         json_object_set_string_member(data, "id", id);
@@ -177,6 +176,21 @@ static void add_action(JsonArray *actions, const char *type,
     json_object_set_string_member(action, "type", type);
     json_object_set_object_member(action, "data", data);
     json_array_add_object_element(actions, action);
+}
+
+/* savevm replaces and delvm removes a snapshot of the name on every
+ * disk that has one: the same delete action in both. */
+static void add_delete_if_found(JsonArray *actions, BlockDriverState *bs,
+                                const char *tag)
+{
+    BdrvSnapshotInfo sn = { 0 };
+
+    if (bdrv_snapshot_find(bs, tag, &sn, NULL)) {
+        hmp_add_snapshot_action(actions,
+                                "blockdev-snapshot-delete-internal-sync",
+                                hmp_disk_name(bs), tag, sn.id_str);
+        bdrv_snapshot_info_clear(&sn);
+    }
 }
 
 static bool run_transaction(GString *out, JsonArray *actions)
@@ -187,14 +201,12 @@ static bool run_transaction(GString *out, JsonArray *actions)
     return run_qmp(out, "transaction", a);
 }
 
-/* The transaction as the VM-state code's callback (blockdev/vmstate.c
- * runs it between saving and after reverting). */
-static gboolean run_transaction_cb(void *opaque, GError **errp)
+gboolean hmp_run_transaction(void *actions, GError **errp)
 {
     JsonObject *a = json_object_new();
     g_autoptr(JsonNode) ret = NULL;
 
-    json_object_set_array_member(a, "actions", json_array_ref(opaque));
+    json_object_set_array_member(a, "actions", json_array_ref(actions));
     ret = hmp_call_qmp("transaction", a, errp);
     return ret != NULL;
 }
@@ -208,9 +220,9 @@ static void run_with_vmstate(GString *out, JsonArray *actions,
     g_autoptr(GError) err = NULL;
     gboolean ok;
 
-    ok = load ? blk_vmstate_load_around(vm_bs, vm_size, run_transaction_cb,
+    ok = load ? blk_vmstate_load_around(vm_bs, vm_size, hmp_run_transaction,
                                         actions, &err)
-              : blk_vmstate_save_around(vm_bs, run_transaction_cb, actions,
+              : blk_vmstate_save_around(vm_bs, hmp_run_transaction, actions,
                                         &err);
     json_array_unref(actions);
     if (!ok) {
@@ -247,15 +259,10 @@ void hmp_savevm(GString *out, GHashTable *args)
     actions = json_array_new();
     for (guint i = 0; i < disks->len; i++) {
         BlockDriverState *bs = g_ptr_array_index(disks, i);
-        BdrvSnapshotInfo sn = { 0 };
 
-        if (bdrv_snapshot_find(bs, tag, &sn, NULL)) {
-            add_action(actions, "blockdev-snapshot-delete-internal-sync", bs,
-                       tag, sn.id_str);
-            bdrv_snapshot_info_clear(&sn);
-        }
-        add_action(actions, "blockdev-snapshot-internal-sync", bs, tag,
-                   NULL);
+        add_delete_if_found(actions, bs, tag);
+        hmp_add_snapshot_action(actions, "blockdev-snapshot-internal-sync",
+                                hmp_disk_name(bs), tag, NULL);
     }
     /* QEMU's vmstate disk: the first one that can hold snapshots */
     run_with_vmstate(out, actions, g_ptr_array_index(disks, 0), false, 0);
@@ -316,10 +323,10 @@ void hmp_loadvm(GString *out, GHashTable *args)
          * other snapshot's ID. */
         actions = json_array_new();
         for (guint i = 0; i < disks->len; i++) {
-            add_action(actions,
-                       "__org.strata_blockdev-snapshot-apply-internal",
-                       g_ptr_array_index(disks, i), infos[i].name,
-                       infos[i].id_str);
+            hmp_add_snapshot_action(
+                actions, "__org.strata_blockdev-snapshot-apply-internal",
+                hmp_disk_name(g_ptr_array_index(disks, i)), infos[i].name,
+                infos[i].id_str);
         }
         run_with_vmstate(out, actions, g_ptr_array_index(disks, 0), true,
                          infos[0].vm_state_size);
@@ -350,14 +357,7 @@ void hmp_delvm(GString *out, GHashTable *args)
     }
     actions = json_array_new();
     for (guint i = 0; i < disks->len; i++) {
-        BlockDriverState *bs = g_ptr_array_index(disks, i);
-        BdrvSnapshotInfo sn = { 0 };
-
-        if (bdrv_snapshot_find(bs, tag, &sn, NULL)) {
-            add_action(actions, "blockdev-snapshot-delete-internal-sync", bs,
-                       tag, sn.id_str);
-            bdrv_snapshot_info_clear(&sn);
-        }
+        add_delete_if_found(actions, g_ptr_array_index(disks, i), tag);
     }
     if (!json_array_get_length(actions)) {
         /* QEMU accepts this silently; a typo should not look like a

@@ -47,6 +47,17 @@ void hmp_print_error(GString *out, const GError *err);
  */
 JsonNode *hmp_call_qmp(const char *command, JsonObject *args, GError **errp);
 
+/* Appends one internal-snapshot transaction action {type, data: {device,
+ * name[, id]}}: savevm, loadvm, delvm and the snapshot-* jobs build their
+ * transactions alike. */
+void hmp_add_snapshot_action(JsonArray *actions, const char *type,
+                             const char *device, const char *name,
+                             const char *id);
+/* Runs the transaction of `actions` (a JsonArray, not taken) through
+ * hmp_call_qmp(): the callback the VM-state save and load run it by
+ * (blockdev/vmstate.c runs it between saving and after reverting). */
+gboolean hmp_run_transaction(void *actions, GError **errp);
+
 /* The nodes savevm/loadvm/delvm/info snapshots work on, QEMU's "all
  * disks": the root node of every device that is writable.  Each with a
  * reference; the array drops them. */

@@ -222,6 +222,44 @@ static JsonNode *parse_number(Parser *p, Token *t)
 
 static JsonNode *parse_value(Parser *p);
 
+/* A member's value or an array's element: `missing` names the failure
+ * when the tokens there make no value, as QEMU's parser words it. */
+static JsonNode *parse_item(Parser *p, const char *missing)
+{
+    JsonNode *value;
+
+    if (!peek(p)) {
+        return fail(p, parse_error("premature EOI"));
+    }
+    value = parse_value(p);
+    if (!value) {
+        fail(p, parse_error("%s", missing));
+    }
+    return value;
+}
+
+/*
+ * The token after an item: `close` ends the container (*closed), a comma
+ * asks for another item; anything else, or the end of input, fails the
+ * parse.  `kind` is the container as QEMU's message names it.
+ */
+static bool parse_separator(Parser *p, TokType close, const char *kind,
+                            bool *closed)
+{
+    Token *t = next(p);
+
+    if (!t) {
+        fail(p, parse_error("premature EOI"));
+        return false;
+    }
+    *closed = t->type == close;
+    if (!*closed && t->type != TOK_COMMA) {
+        fail(p, parse_error("expected separator in %s", kind));
+        return false;
+    }
+    return true;
+}
+
 static JsonNode *parse_object(Parser *p)
 {
     JsonObject *obj = json_object_new();
@@ -239,6 +277,7 @@ static JsonNode *parse_object(Parser *p)
     for (;;) {
         g_autoptr(JsonNode) key = NULL;
         JsonNode *value;
+        bool closed;
 
         if (!peek(p)) {
             goto eoi;
@@ -262,12 +301,8 @@ static JsonNode *parse_object(Parser *p)
             fail(p, parse_error("missing : in object pair"));
             goto err;
         }
-        if (!peek(p)) {
-            goto eoi;
-        }
-        value = parse_value(p);
+        value = parse_item(p, "Missing value in dict");
         if (!value) {
-            fail(p, parse_error("Missing value in dict"));
             goto err;
         }
         if (json_object_has_member(obj, json_node_get_string(key))) {
@@ -276,16 +311,11 @@ static JsonNode *parse_object(Parser *p)
             goto err;
         }
         json_object_set_member(obj, json_node_get_string(key), value);
-        t = next(p);
-        if (!t) {
-            goto eoi;
-        }
-        if (t->type == TOK_RCURLY) {
-            return node;
-        }
-        if (t->type != TOK_COMMA) {
-            fail(p, parse_error("expected separator in dict"));
+        if (!parse_separator(p, TOK_RCURLY, "dict", &closed)) {
             goto err;
+        }
+        if (closed) {
+            return node;
         }
     }
 eoi:
@@ -310,27 +340,18 @@ static JsonNode *parse_array(Parser *p)
         return node;
     }
     for (;;) {
-        JsonNode *value;
+        JsonNode *value = parse_item(p, "expecting value");
+        bool closed;
 
-        if (!peek(p)) {
-            goto eoi;
-        }
-        value = parse_value(p);
         if (!value) {
-            fail(p, parse_error("expecting value"));
             goto err;
         }
         json_array_add_element(arr, value);
-        t = next(p);
-        if (!t) {
-            goto eoi;
-        }
-        if (t->type == TOK_RSQUARE) {
-            return node;
-        }
-        if (t->type != TOK_COMMA) {
-            fail(p, parse_error("expected separator in list"));
+        if (!parse_separator(p, TOK_RSQUARE, "list", &closed)) {
             goto err;
+        }
+        if (closed) {
+            return node;
         }
     }
 eoi:

@@ -157,32 +157,6 @@ static BlockDriverState *vmstate_node(SnapJob *j, GPtrArray *nodes,
 
 /* ---- the transaction ---- */
 
-static void add_action(JsonArray *actions, const char *type,
-                       const char *device, const char *name, const char *id)
-{
-    JsonObject *action = json_object_new();
-    JsonObject *data = json_object_new();
-
-    json_object_set_string_member(data, "device", device);
-    json_object_set_string_member(data, "name", name);
-    if (id) {
-        json_object_set_string_member(data, "id", id);
-    }
-    json_object_set_string_member(action, "type", type);
-    json_object_set_object_member(action, "data", data);
-    json_array_add_object_element(actions, action);
-}
-
-static gboolean run_transaction(void *opaque, GError **errp)
-{
-    JsonObject *a = json_object_new();
-    g_autoptr(JsonNode) ret = NULL;
-
-    json_object_set_array_member(a, "actions", json_array_ref(opaque));
-    ret = hmp_call_qmp("transaction", a, errp);
-    return ret != NULL;
-}
-
 static bool do_save(SnapJob *j, GPtrArray *nodes, GError **errp)
 {
     g_autoptr(JsonArray) actions = json_array_new();
@@ -199,10 +173,11 @@ static bool do_save(SnapJob *j, GPtrArray *nodes, GError **errp)
         return false;
     }
     for (guint i = 0; i < nodes->len; i++) {
-        add_action(actions, "blockdev-snapshot-internal-sync",
-                   j->devices[i], j->tag, NULL);
+        hmp_add_snapshot_action(actions, "blockdev-snapshot-internal-sync",
+                                j->devices[i], j->tag, NULL);
     }
-    return blk_vmstate_save_around(vm_bs, run_transaction, actions, errp);
+    return blk_vmstate_save_around(vm_bs, hmp_run_transaction, actions,
+                                   errp);
 }
 
 static bool do_load(SnapJob *j, GPtrArray *nodes, GError **errp)
@@ -236,15 +211,16 @@ static bool do_load(SnapJob *j, GPtrArray *nodes, GError **errp)
              blk_vmstate_check_load(j->tag, j->devices[i], sn.vm_state_size,
                                     errp);
         /* the entry found, by ID and name (not QEMU's ID-first goto) */
-        add_action(actions, "__org.strata_blockdev-snapshot-apply-internal",
-                   j->devices[i], sn.name, sn.id_str);
+        hmp_add_snapshot_action(
+            actions, "__org.strata_blockdev-snapshot-apply-internal",
+            j->devices[i], sn.name, sn.id_str);
         bdrv_snapshot_info_clear(&sn);
         if (!ok) {
             return false;
         }
     }
-    return blk_vmstate_load_around(vm_bs, vm_size, run_transaction, actions,
-                                   errp);
+    return blk_vmstate_load_around(vm_bs, vm_size, hmp_run_transaction,
+                                   actions, errp);
 }
 
 static bool do_delete(SnapJob *j, GPtrArray *nodes, GError **errp)
@@ -257,14 +233,15 @@ static bool do_delete(SnapJob *j, GPtrArray *nodes, GError **errp)
 
         if (bdrv_can_snapshot(bs) &&
             bdrv_snapshot_find(bs, j->tag, &sn, NULL)) {
-            add_action(actions, "blockdev-snapshot-delete-internal-sync",
-                       j->devices[i], j->tag, sn.id_str);
+            hmp_add_snapshot_action(actions,
+                                    "blockdev-snapshot-delete-internal-sync",
+                                    j->devices[i], j->tag, sn.id_str);
             bdrv_snapshot_info_clear(&sn);
         }
     }
     /* a tag that exists nowhere: nothing to do, as QEMU */
     return !json_array_get_length(actions) ||
-           run_transaction(actions, errp);
+           hmp_run_transaction(actions, errp);
 }
 
 /* Main loop, after the command answered and the first events went out. */

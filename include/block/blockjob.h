@@ -263,4 +263,16 @@ G_END_DECLS
 BlockDriverState *block_job_resolve_top(BlockBackend *blk,
                                         BlockDriverState *top, GError **errp);
 
+/* The size of the node a commit/stream job copies; < 0 with errp set. */
+int64_t block_job_node_length(BlockDriverState *bs, GError **errp);
+
+/* Reopens a read-only node read-write for the job that writes into it;
+ * *made_rw tells the job's clean to give the node back read-only. */
+bool block_job_make_writable(BlockDriverState *bs, bool *made_rw,
+                             GError **errp);
+
+/* The undo of block_job_make_writable() at the job's clean; a failure
+ * is only a warning, as the job's work is already done or dropped. */
+void block_job_restore_read_only(BlockJob *job, BlockDriverState *bs);
+
 #endif

@@ -159,11 +159,9 @@ int img_amend(int argc, char **argv)
                             NULL)) != -1) {
         switch (c) {
         case 'o':
-            if (!img_is_valid_option_list(optarg)) {
-                img_error("Invalid option list: %s", optarg);
+            if (!img_add_option_list(&options, optarg)) {
                 return 1;
             }
-            img_accumulate_options(&options, optarg);
             break;
         case 't':
             o.cache = optarg;

@@ -476,10 +476,7 @@ int img_bench(int argc, char **argv)
             break;
         }
     }
-    if (optind != argc - 1) {
-        img_error_exit("Expecting one image file name");
-    }
-    filename = argv[argc - 1];
+    filename = img_one_filename(argc, argv);
 
     if (!b.write && b.flush_interval) {
         img_error("--flush-interval is only available in write tests");

@@ -169,10 +169,7 @@ int img_check(int argc, char **argv)
             break;
         }
     }
-    if (optind != argc - 1) {
-        img_error_exit("Expecting one image file name");
-    }
-    filename = argv[optind];
+    filename = img_one_filename(argc, argv);
 
     if (!img_parse_output_format(o.output, &output_format) ||
         !img_common_apply_cache(&o, "source cache") ||

@@ -41,7 +41,7 @@ int img_commit(int argc, char **argv)
     };
     /* commit's cache letter is -t: it sets o.cache below. */
     ImgCommonOpts o = IMG_COMMON_OPTS_INIT(BDRV_O_RDWR);
-    const char *base = NULL;
+    const char *base = NULL, *filename;
     bool progress = false, drop = false;
     g_autoptr(BlockDriverState) bs = NULL;
     g_autoptr(BlockBackend) blk = NULL;
@@ -82,15 +82,13 @@ int img_commit(int argc, char **argv)
     if (o.quiet) {
         progress = false;
     }
-    if (optind != argc - 1) {
-        img_error_exit("Expecting one image file name");
-    }
+    filename = img_one_filename(argc, argv);
     if (!img_common_check_format(&o) ||
         !img_common_apply_cache(&o, "cache")) {
         return 1;
     }
 
-    bs = img_open_common(&o, argv[optind], 0);
+    bs = img_open_common(&o, filename, 0);
     if (!bs) {
         return 1;
     }
@@ -98,7 +96,7 @@ int img_commit(int argc, char **argv)
         base_bs = bdrv_find_backing_image(bs, base);
         if (!base_bs) {
             img_error("Did not find '%s' in the backing chain of '%s'", base,
-                      argv[optind]);
+                      filename);
             return 1;
         }
     } else {

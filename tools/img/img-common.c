@@ -220,6 +220,14 @@ BlockDriverState *img_open(bool image_opts, const char *filename,
     return bs;
 }
 
+const char *img_one_filename(int argc, char **argv)
+{
+    if (optind != argc - 1) {
+        img_error_exit("Expecting one image file name");
+    }
+    return argv[optind];
+}
+
 bool img_common_opt(int c, char **argv, ImgCommonOpts *o)
 {
     switch (c) {

@@ -116,6 +116,10 @@ typedef struct ImgCommonOpts {
  */
 bool img_common_opt(int c, char **argv, ImgCommonOpts *o);
 
+/* The single image file name left after the options of a command that
+ * takes one; any other count ends the process with qemu-img's error. */
+const char *img_one_filename(int argc, char **argv);
+
 /* --output: human (also when absent) or json; else qemu-img's error. */
 bool img_parse_output_format(const char *output, ImgOutputFormat *out);
 

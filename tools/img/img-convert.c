@@ -723,11 +723,9 @@ int img_convert(int argc, char **argv)
             backing_fmt = optarg;
             break;
         case 'o':
-            if (!img_is_valid_option_list(optarg)) {
-                img_error("Invalid option list: %s", optarg);
+            if (!img_add_option_list(&options, optarg)) {
                 return 1;
             }
-            img_accumulate_options(&options, optarg);
             break;
         case 'l':
             /* convert -l (resize branch): checked and loaded after open */

@@ -375,7 +375,7 @@ BlockOpts *img_create_opts_to_block_opts(ImgCreateOpts *o)
     return opts;
 }
 
-bool img_is_valid_option_list(const char *str)
+static bool is_valid_option_list(const char *str)
 {
     size_t len = strlen(str);
     size_t i;
@@ -389,12 +389,22 @@ bool img_is_valid_option_list(const char *str)
     return (len - i) % 2 == 0;
 }
 
-void img_accumulate_options(char **options, const char *optarg)
+static void accumulate_options(char **options, const char *optarg)
 {
     char *old = *options;
 
     *options = old ? g_strdup_printf("%s,%s", old, optarg) : g_strdup(optarg);
     g_free(old);
+}
+
+bool img_add_option_list(char **options, const char *optarg)
+{
+    if (!is_valid_option_list(optarg)) {
+        img_error("Invalid option list: %s", optarg);
+        return false;
+    }
+    accumulate_options(options, optarg);
+    return true;
 }
 
 bool img_has_help_option(const char *str)

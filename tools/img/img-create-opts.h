@@ -36,10 +36,10 @@ void img_create_opts_print(ImgCreateOpts *o);
 /* The options set, as a BlockOpts for bdrv_create (caller unrefs). */
 BlockOpts *img_create_opts_to_block_opts(ImgCreateOpts *o);
 
-/* -o handling shared with qemu-img: list validity, joining repeated -o,
- * and "help"/"?" detection. */
-bool img_is_valid_option_list(const char *str);
-void img_accumulate_options(char **options, const char *optarg);
+/* -o handling shared with qemu-img: an -o argument checked and joined to
+ * those before it (false after the error message), and "help"/"?"
+ * detection. */
+bool img_add_option_list(char **options, const char *optarg);
 bool img_has_help_option(const char *str);
 /* Prints the options `fmt` accepts (with the protocol's when filename is
  * given); returns the exit status. */

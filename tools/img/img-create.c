@@ -192,11 +192,9 @@ int img_create(int argc, char **argv)
             base_filename = optarg;
             break;
         case 'o':
-            if (!img_is_valid_option_list(optarg)) {
-                img_error("Invalid option list: %s", optarg);
+            if (!img_add_option_list(&options, optarg)) {
                 return 1;
             }
-            img_accumulate_options(&options, optarg);
             break;
         case 'u':
             no_open = true;

@@ -375,6 +375,7 @@ int img_info(int argc, char **argv)
     ImgOutputFormat output_format;
     bool chain = false;
     g_autoptr(GPtrArray) list = NULL;
+    const char *filename;
     int c;
 
     while ((c = getopt_long(argc, argv, ":f:hU", long_options, NULL)) != -1) {
@@ -387,9 +388,7 @@ int img_info(int argc, char **argv)
             break;
         }
     }
-    if (optind != argc - 1) {
-        img_error_exit("Expecting one image file name");
-    }
+    filename = img_one_filename(argc, argv);
     if (!img_parse_output_format(o.output, &output_format) ||
         !img_common_check_format(&o)) {
         return 1;
@@ -397,7 +396,7 @@ int img_info(int argc, char **argv)
     /* Every image of the chain is opened with these flags (-U). */
     info_open_flags = o.flags;
 
-    list = collect_image_info_list(o.image_opts, argv[optind], o.fmt, chain);
+    list = collect_image_info_list(o.image_opts, filename, o.fmt, chain);
     if (!list) {
         return 1;
     }

@@ -188,6 +188,7 @@ int img_map(int argc, char **argv)
     };
     ImgCommonOpts o = IMG_COMMON_OPTS_INIT(0);
     ImgOutputFormat output_format;
+    const char *filename;
     g_autoptr(BlockDriverState) bs = NULL;
     int64_t start_offset = 0, max_length = -1, length;
     MapEntry curr = { 0 }, next;
@@ -212,15 +213,13 @@ int img_map(int argc, char **argv)
             break;
         }
     }
-    if (optind != argc - 1) {
-        img_error_exit("Expecting one image file name");
-    }
+    filename = img_one_filename(argc, argv);
     if (!img_parse_output_format(o.output, &output_format) ||
         !img_common_check_format(&o)) {
         return 1;
     }
 
-    bs = img_open_common(&o, argv[optind], 0);
+    bs = img_open_common(&o, filename, 0);
     if (!bs) {
         return 1;
     }
@@ -231,7 +230,7 @@ int img_map(int argc, char **argv)
     }
     length = bdrv_getlength(bs);
     if (length < 0) {
-        img_error("Failed to get size for '%s'", argv[optind]);
+        img_error("Failed to get size for '%s'", filename);
         return 1;
     }
     if (max_length != -1) {

@@ -388,11 +388,9 @@ int img_measure(int argc, char **argv)
             out_fmt = optarg;
             break;
         case 'o':
-            if (!img_is_valid_option_list(optarg)) {
-                img_error("Invalid option list: %s", optarg);
+            if (!img_add_option_list(&options, optarg)) {
                 return 1;
             }
-            img_accumulate_options(&options, optarg);
             break;
         case 'l':
             if (!img_check_snapshot_param(optarg)) {

@@ -282,10 +282,7 @@ int img_rebase(int argc, char **argv)
         img_error_exit("Must specify backing file (-b) or use unsafe mode "
                        "(-u)");
     }
-    if (optind != argc - 1) {
-        img_error_exit("Expecting one image file name");
-    }
-    filename = argv[optind];
+    filename = img_one_filename(argc, argv);
     if (!img_common_check_format(&opts)) {
         return 1;
     }

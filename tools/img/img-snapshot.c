@@ -229,10 +229,7 @@ int img_snapshot(int argc, char **argv)
             break;
         }
     }
-    if (optind != argc - 1) {
-        img_error_exit("Expecting one image file name");
-    }
-    filename = argv[optind];
+    filename = img_one_filename(argc, argv);
     if (!img_common_check_format(&o)) {
         return 1;
     }

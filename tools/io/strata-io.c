@@ -263,6 +263,62 @@ static const IoCmd open_cmd = {
     .help = open_help,
 };
 
+typedef enum {
+    MODE_OPT_OTHER,     /* not an open-mode option */
+    MODE_OPT_OK,
+    MODE_OPT_BAD,       /* invalid argument, already reported */
+} ModeOpt;
+
+/* The options the command line and the `open` command share, as qemu-io
+ * takes them in both places: getopt's `c` and `arg` into *m. */
+static ModeOpt parse_mode_opt(int c, const char *arg, OpenMode *m)
+{
+    switch (c) {
+    case 's':
+        m->snapshot = true;
+        break;
+    case 'C':
+        m->copy_on_read = true;
+        break;
+    case 'n':
+        m->nocache = true;
+        m->writethrough = false;
+        break;
+    case 'r':
+        m->read_only = true;
+        break;
+    case 'k':
+        m->aio_native = true;
+        break;
+    case 't':
+        if (!io_parse_cache_mode(arg, &m->nocache, &m->no_flush,
+                                 &m->writethrough)) {
+            io_error_report("Invalid cache option: %s", arg);
+            return MODE_OPT_BAD;
+        }
+        break;
+    case 'd':
+        if (!io_parse_discard_mode(arg, &m->discard_ignore)) {
+            io_error_report("Invalid discard option: %s", arg);
+            return MODE_OPT_BAD;
+        }
+        break;
+    case 'i':
+        if (!io_parse_aio_mode(arg)) {
+            io_error_report("Invalid aio option: %s", arg);
+            return MODE_OPT_BAD;
+        }
+        m->aio_native = !strcmp(arg, "native");
+        break;
+    case 'U':
+        m->force_share = true;
+        break;
+    default:
+        return MODE_OPT_OTHER;
+    }
+    return MODE_OPT_OK;
+}
+
 static int open_f(IoState *s, int argc, char **argv)
 {
     OpenMode m = { .writethrough = true };
@@ -272,43 +328,15 @@ static int open_f(IoState *s, int argc, char **argv)
     int c;
 
     while ((c = getopt(argc, argv, "snCro:ki:t:d:U")) != -1) {
+        ModeOpt r = parse_mode_opt(c, optarg, &m);
+
+        if (r == MODE_OPT_BAD) {
+            return -EINVAL;
+        }
+        if (r == MODE_OPT_OK) {
+            continue;
+        }
         switch (c) {
-        case 's':
-            m.snapshot = true;
-            break;
-        case 'C':
-            m.copy_on_read = true;
-            break;
-        case 'n':
-            m.nocache = true;
-            m.writethrough = false;
-            break;
-        case 'r':
-            m.read_only = true;
-            break;
-        case 'k':
-            m.aio_native = true;
-            break;
-        case 't':
-            if (!io_parse_cache_mode(optarg, &m.nocache, &m.no_flush,
-                                     &m.writethrough)) {
-                io_error_report("Invalid cache option: %s", optarg);
-                return -EINVAL;
-            }
-            break;
-        case 'd':
-            if (!io_parse_discard_mode(optarg, &m.discard_ignore)) {
-                io_error_report("Invalid discard option: %s", optarg);
-                return -EINVAL;
-            }
-            break;
-        case 'i':
-            if (!io_parse_aio_mode(optarg)) {
-                io_error_report("Invalid aio option: %s", optarg);
-                return -EINVAL;
-            }
-            m.aio_native = !strcmp(optarg, "native");
-            break;
         case 'o':
             if (s->image_opts) {
                 printf("--image-opts and 'open -o' are mutually exclusive\n");
@@ -319,9 +347,6 @@ static int open_f(IoState *s, int argc, char **argv)
                 return -EINVAL;
             }
             have_opts = true;
-            break;
-        case 'U':
-            m.force_share = true;
             break;
         default:
             io_command_usage(&open_cmd);
@@ -481,51 +506,23 @@ int main(int argc, char **argv)
 
     while ((c = getopt_long(argc, argv, "hVc:d:f:rsnCmki:t:T:U", lopt,
                             NULL)) != -1) {
+        ModeOpt r = parse_mode_opt(c, optarg, &m);
+
+        if (r == MODE_OPT_BAD) {
+            exit(1);
+        }
+        if (r == MODE_OPT_OK) {
+            continue;
+        }
         switch (c) {
-        case 's':
-            m.snapshot = true;
-            break;
-        case 'C':
-            m.copy_on_read = true;
-            break;
-        case 'n':
-            m.nocache = true;
-            m.writethrough = false;
-            break;
-        case 'd':
-            if (!io_parse_discard_mode(optarg, &m.discard_ignore)) {
-                io_error_report("Invalid discard option: %s", optarg);
-                exit(1);
-            }
-            break;
         case 'f':
             format = optarg;
             break;
         case 'c':
             g_ptr_array_add(cmds, optarg);
             break;
-        case 'r':
-            m.read_only = true;
-            break;
         case 'm':
             io_misalign = true;
-            break;
-        case 'k':
-            m.aio_native = true;
-            break;
-        case 'i':
-            if (!io_parse_aio_mode(optarg)) {
-                io_error_report("Invalid aio option: %s", optarg);
-                exit(1);
-            }
-            m.aio_native = !strcmp(optarg, "native");
-            break;
-        case 't':
-            if (!io_parse_cache_mode(optarg, &m.nocache, &m.no_flush,
-                                     &m.writethrough)) {
-                io_error_report("Invalid cache option: %s", optarg);
-                exit(1);
-            }
             break;
         case 'T':
             break; /* no trace events in strata */
@@ -535,9 +532,6 @@ int main(int argc, char **argv)
         case 'h':
             usage(g_get_prgname());
             exit(0);
-        case 'U':
-            m.force_share = true;
-            break;
         case OPTION_OBJECT:
             io_error_report("--object is not supported");
             exit(1);
