@@ -16,13 +16,10 @@
  * Internal snapshots live in block/rbd-snapshot.c.
  */
 #include <errno.h>
-#include <linux/futex.h>
-#include <stdatomic.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "block/drivers.h"
+#include "block/futex.h"
 #include "block/log.h"
 #include "block/rbd-int.h"
 
@@ -492,11 +489,6 @@ typedef struct {
     ssize_t ret;
 } RBDWait;
 
-static long rbd_futex(atomic_uint *word, int op, unsigned val)
-{
-    return syscall(SYS_futex, word, op, val, NULL, NULL, 0);
-}
-
 static void rbd_request_done(rbd_completion_t c, void *opaque)
 {
     RBDWait *w = opaque;
@@ -504,16 +496,16 @@ static void rbd_request_done(rbd_completion_t c, void *opaque)
     w->ret = rbd_aio_get_return_value(c);
     rbd_aio_release(c);
     atomic_store_explicit(&w->done, 1, memory_order_release);
-    /* The submitter may already have seen done and returned: the wake
-     * names an address only, and a stray wake-up of a later request's
-     * wait on the same stack slot is absorbed by its loop. */
-    rbd_futex(&w->done, FUTEX_WAKE_PRIVATE, 1);
+    /* The submitter may already have seen done and returned: a stray
+     * wake-up of a later request's wait on the same stack slot is
+     * absorbed by its loop. */
+    strata_futex_wake(&w->done);
 }
 
 static ssize_t rbd_wait(RBDWait *w)
 {
     while (!atomic_load_explicit(&w->done, memory_order_acquire)) {
-        rbd_futex(&w->done, FUTEX_WAIT_PRIVATE, 0);
+        strata_futex_wait(&w->done, 0);
     }
     return w->ret;
 }

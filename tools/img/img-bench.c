@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "block/futex.h"
 #include "img-common.h"
 
 typedef struct {
@@ -244,27 +245,33 @@ struct AioBench {
     BenchState *b;
     BenchSlot *slots;
     GMutex lock;
-    GCond cond;
     int *done;                /* slots completed, not yet taken; lock */
     int ndone;
     int error;                /* first failure; lock */
     bool waiting;             /* the issuing thread sleeps; lock */
+    atomic_uint seq;          /* completions so far: the futex word */
 };
 
+/* Any thread (librbd's): the woken thread finds the lock free, and the
+ * wake after the unlock touches ab only in the kernel (block/futex.h),
+ * so the issuing thread may return as soon as it took the last slot. */
 static void bench_aio_done(BdrvAio *aio, int ret)
 {
     BenchSlot *slot = aio->opaque;
     AioBench *ab = slot->ab;
+    bool wake;
 
     g_mutex_lock(&ab->lock);
     if (ret < 0 && !ab->error) {
         ab->error = ret;
     }
     ab->done[ab->ndone++] = slot->index;
-    if (ab->waiting) {
-        g_cond_signal(&ab->cond);
-    }
+    atomic_fetch_add_explicit(&ab->seq, 1, memory_order_relaxed);
+    wake = ab->waiting;
     g_mutex_unlock(&ab->lock);
+    if (wake) {
+        strata_futex_wake(&ab->seq);
+    }
 }
 
 static void bench_aio_issue(AioBench *ab, BenchSlot *slot, int i)
@@ -300,8 +307,12 @@ static int bench_aio_reap(AioBench *ab, int *out)
 
     g_mutex_lock(&ab->lock);
     while (ab->ndone == 0) {
+        unsigned seen = atomic_load_explicit(&ab->seq, memory_order_relaxed);
+
         ab->waiting = true;
-        g_cond_wait(&ab->cond, &ab->lock);
+        g_mutex_unlock(&ab->lock);
+        strata_futex_wait(&ab->seq, seen);
+        g_mutex_lock(&ab->lock);
         ab->waiting = false;
     }
     n = ab->ndone;
@@ -325,7 +336,6 @@ static void run_bench_aio(BenchState *b, int nslots, struct timeval *t1,
     ab.slots = g_new0(BenchSlot, nslots);
     ab.done = g_new(int, nslots);
     g_mutex_init(&ab.lock);
-    g_cond_init(&ab.cond);
     for (int s = 0; s < nslots; s++) {
         ab.slots[s].ab = &ab;
         ab.slots[s].index = s;
@@ -347,7 +357,6 @@ static void run_bench_aio(BenchState *b, int nslots, struct timeval *t1,
     gettimeofday(t2, NULL);
 
     g_mutex_clear(&ab.lock);
-    g_cond_clear(&ab.cond);
     g_free(ab.done);
     g_free(ab.slots);
 }
