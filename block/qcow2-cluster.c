@@ -412,6 +412,19 @@ static void release_entry(BlockDriverState *bs, uint64_t e)
     }
 }
 
+/* release_entry for an entry a discard or an unmapping zero write drops:
+ * the freed cluster counts towards qcow2_reclaim_pays. */
+static void release_unmapped(BlockDriverState *bs, uint64_t e)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2ClusterType t = qcow2_get_cluster_type(e);
+
+    if (t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC) {
+        s->unmapped_frees++;
+    }
+    release_entry(bs, e);
+}
+
 /*
  * Allocating write of [off, off+bytes) lying in clusters that all need new
  * host clusters.  Called and returns with s->lock held; drops it for the
@@ -593,6 +606,19 @@ int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
                 wait_inflight(s);
                 continue; /* the mapping may have changed: look again */
             }
+            if (qcow2_reclaim_pays(bs, (qcow2_align_up(offset + n,
+                                                       s->cluster_size) -
+                                        gs) >> s->cluster_bits)) {
+                g_mutex_unlock(&s->lock);
+                g_rw_lock_reader_unlock(&s->free_lock);
+                ret = qcow2_reclaim_frees(bs);
+                g_rw_lock_reader_lock(&s->free_lock);
+                g_mutex_lock(&s->lock);
+                if (ret < 0) {
+                    break;
+                }
+                continue; /* same reason */
+            }
             ret = write_allocating(bs, offset, n, p);
             if (ret < 0) {
                 break;
@@ -651,7 +677,7 @@ static int zero_clusters(BlockDriverState *bs, uint64_t off, uint64_t bytes,
                 continue;
             }
             if ((ne & L2E_OFFSET_MASK) == 0) {
-                release_entry(bs, e);
+                release_unmapped(bs, e);
             }
             l2[l2i + i] = GUINT64_TO_BE(ne);
         }
@@ -834,7 +860,7 @@ int qcow2_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
                 uint64_t ne = (s->version >= 3 &&
                                (bs->backing || e != 0)) ? QCOW_OFLAG_ZERO : 0;
                 if (e != ne) {
-                    release_entry(bs, e);
+                    release_unmapped(bs, e);
                     l2[l2i + i] = GUINT64_TO_BE(ne);
                 }
             }

@@ -564,6 +564,30 @@ void qcow2_free_compressed_deferred(BlockDriverState *bs, uint64_t l2_entry)
     }
 }
 
+/*
+ * Under s->lock, before an allocation of nb_clusters for guest data: true
+ * when discards have queued at least that many frees and the allocation
+ * would otherwise grow the file.  Then one sync (qcow2_reclaim_frees)
+ * makes the discarded clusters reusable, so a guest that discards and
+ * writes keeps its image the size QEMU's would be; frees queued by
+ * overwrites alone (compressed clusters, copies of shared ones) never
+ * cost a sync here.
+ */
+bool qcow2_reclaim_pays(BlockDriverState *bs, uint64_t nb_clusters)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t start = 0, file_len;
+
+    if (s->unmapped_frees < nb_clusters) {
+        return false;
+    }
+    start = find_free_run(bs, nb_clusters);
+    file_len = bdrv_getlength(bs->file);
+    return start >= 0 && file_len >= 0 &&
+           ((uint64_t)start + nb_clusters) << s->cluster_bits >
+           (uint64_t)file_len;
+}
+
 /* L2 cache hook: refcounts must be durable before an L2 table points at a
  * cluster they count. */
 int qcow2_before_l2_write(BlockDriverState *bs)
@@ -617,6 +641,7 @@ static int apply_pending_frees(BlockDriverState *bs)
         }
     }
     g_array_set_size(s->pending_frees, 0);
+    s->unmapped_frees = 0;
     return first_err;
 }
 

@@ -130,6 +130,13 @@ static void qcow2_close(BlockDriverState *bs)
     qcow2_free_state(bs, s);
 }
 
+/* Without s->lock or free_lock: applies the queued frees the way a guest
+ * flush does (the pointers' removal synced first). */
+int qcow2_reclaim_frees(BlockDriverState *bs)
+{
+    return qcow2_flush_metadata(bs, true);
+}
+
 static int qcow2_flush(BlockDriverState *bs)
 {
     return qcow2_flush_metadata(bs, true);

@@ -210,6 +210,9 @@ typedef struct BDRVQcow2State {
      * that compressed data fills part of); 0: start a new host cluster. */
     uint64_t free_byte_offset;
     GArray *pending_frees;     /* uint64_t host cluster offsets to decrement */
+    /* How many of pending_frees a discard or an unmapping zero write
+     * queued: worth a sync before the image grows (qcow2_reclaim_pays). */
+    uint64_t unmapped_frees;
 
     bool corrupt_reported;
     /* Corruption was found while writable: like QEMU, the image takes no
@@ -300,6 +303,8 @@ void qcow2_free_cluster_deferred(BlockDriverState *bs, uint64_t host_cluster);
 void qcow2_free_compressed_deferred(BlockDriverState *bs, uint64_t l2_entry);
 /* Writes back all metadata in crash-safe order; applies deferred frees. */
 int qcow2_write_back_metadata(BlockDriverState *bs);
+bool qcow2_reclaim_pays(BlockDriverState *bs, uint64_t nb_clusters);
+int qcow2_reclaim_frees(BlockDriverState *bs);
 
 /* qcow2-cluster.c */
 int qcow2_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,

@@ -7,6 +7,7 @@
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "block/block.h"
@@ -198,6 +199,50 @@ START_TEST(test_backing_cow)
 }
 END_TEST
 
+/* A discard then an allocating write: the write takes the discarded
+ * clusters (as QEMU's allocator would) instead of growing the file, and
+ * the discarded range still reads as zeroes. */
+START_TEST(test_discard_then_write_reuses)
+{
+    g_autofree char *path = tmp_path("reuse.qcow2");
+    BlockDriverState *bs = create_and_open(path, "8M", "65536", "16");
+    g_autofree uint8_t *buf = g_malloc(1 << 20);
+    BdrvCheckResult res;
+    struct stat st;
+    off_t grown;
+
+    memset(buf, 0x11, 1 << 20);
+    ck_assert_int_eq(bdrv_pwrite(bs, 0, 1 << 20, buf), 0);
+    memset(buf, 0x22, 1 << 20);
+    ck_assert_int_eq(bdrv_pwrite(bs, 1 << 20, 1 << 20, buf), 0);
+    ck_assert_int_eq(bdrv_flush(bs), 0);
+    ck_assert_int_eq(stat(path, &st), 0);
+    grown = st.st_size;
+
+    ck_assert_int_eq(bdrv_pdiscard(bs, 0, 1 << 20), 0);
+    memset(buf, 0x33, 1 << 20);
+    ck_assert_int_eq(bdrv_pwrite(bs, 4 << 20, 1 << 20, buf), 0);
+    ck_assert_int_eq(bdrv_flush(bs), 0);
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_int_le(st.st_size, grown);
+
+    ck_assert_int_eq(bdrv_pread(bs, 0, 1 << 20, buf), 0);
+    for (int i = 0; i < 1 << 20; i++) {
+        ck_assert_int_eq(buf[i], 0);
+    }
+    ck_assert_int_eq(bdrv_pread(bs, 1 << 20, 1 << 20, buf), 0);
+    ck_assert_int_eq(buf[0], 0x22);
+    ck_assert_int_eq(buf[(1 << 20) - 1], 0x22);
+    ck_assert_int_eq(bdrv_pread(bs, 4 << 20, 1 << 20, buf), 0);
+    ck_assert_int_eq(buf[0], 0x33);
+    ck_assert_int_eq(buf[(1 << 20) - 1], 0x33);
+    ck_assert_int_eq(bdrv_check(bs, &res, BDRV_FIX_NONE), 0);
+    ck_assert_int_eq(res.corruptions + res.leaks, 0);
+    bdrv_unref(bs);
+    unlink(path);
+}
+END_TEST
+
 static Suite *qcow2_suite(void)
 {
     Suite *s = suite_create("qcow2-io");
@@ -207,6 +252,7 @@ static Suite *qcow2_suite(void)
     tcase_add_loop_test(tc, test_matrix, 0, 12);
     tcase_add_test(tc, test_concurrent_writers);
     tcase_add_test(tc, test_backing_cow);
+    tcase_add_test(tc, test_discard_then_write_reuses);
     suite_add_tcase(s, tc);
     return s;
 }
