@@ -516,10 +516,124 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t bytes,
     return ret;
 }
 
+/* A data cluster the active image alone owns (COPIED), normal or
+ * preallocated zero: a write may fill it where it is. */
 static bool entry_writable_in_place(uint64_t e)
 {
-    return qcow2_get_cluster_type(e) == QCOW2_CLUSTER_NORMAL &&
+    Qcow2ClusterType t = qcow2_get_cluster_type(e);
+
+    return (t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC) &&
            (e & QCOW_OFLAG_COPIED);
+}
+
+/*
+ * Under s->lock, `entry` (the one for off) being writable in place: how
+ * many bytes from off (up to `bytes`, one L2 table) lie in clusters that
+ * are writable in place and follow each other on the host, whatever mix
+ * of normal and preallocated zero clusters they are -- so one host write
+ * covers them, as with QEMU.  *zeroed: whether any of them reads as
+ * zeroes.
+ */
+static int in_place_run(BlockDriverState *bs, uint64_t off, uint64_t bytes,
+                        uint64_t entry, uint64_t *run, bool *zeroed)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t l1i, l2i, *l2, n = 1, max_clusters;
+    uint64_t in_cluster = off & (s->cluster_size - 1);
+    uint64_t host = entry & L2E_OFFSET_MASK;
+    int ret;
+
+    split_offset(s, off, &l1i, &l2i);
+    max_clusters = MIN(s->l2_size - l2i,
+                       (in_cluster + bytes + s->cluster_size - 1) >>
+                       s->cluster_bits);
+    ret = l2_load(bs, l1i, false, &l2);
+    if (ret < 0) {
+        return ret;
+    }
+    *zeroed = !!(entry & QCOW_OFLAG_ZERO);
+    for (; l2 && n < max_clusters; n++) {
+        uint64_t e = GUINT64_FROM_BE(l2[l2i + n]);
+        if (!entry_writable_in_place(e) ||
+            (e & L2E_OFFSET_MASK) != host + (n << s->cluster_bits)) {
+            break;
+        }
+        *zeroed |= !!(e & QCOW_OFLAG_ZERO);
+    }
+    *run = MIN(bytes, (n << s->cluster_bits) - in_cluster);
+    return 0;
+}
+
+/*
+ * Writes [off, off+bytes) into host clusters from `host` (the cluster of
+ * off) that in_place_run found, some of them preallocated zero clusters.
+ * Those the write covers only partly get zeroes around the data, then
+ * their entries lose the zero flag.  The guest clusters are reserved in
+ * s->inflight meanwhile, so no other request fills or changes them.
+ * Called and returns with s->lock held; drops it for the data write.
+ */
+static int write_zeroed_in_place(BlockDriverState *bs, uint64_t off,
+                                 uint64_t bytes, uint64_t host,
+                                 const uint8_t *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t gstart = qcow2_cluster_start(s, off);
+    uint64_t gend = qcow2_align_up(off + bytes, cs);
+    uint64_t nb = (gend - gstart) / cs;
+    uint64_t l1i, l2i, *l2, head, tail, wstart, wlen;
+    g_autofree uint64_t *old = g_new(uint64_t, nb);
+    g_autofree uint8_t *bounce = NULL;
+    Qcow2InflightAlloc me = { gstart, gend, NULL };
+    const uint8_t *src = buf;
+    int ret;
+
+    split_offset(s, gstart, &l1i, &l2i);
+    ret = l2_load(bs, l1i, false, &l2);
+    if (ret < 0) {
+        return ret;
+    }
+    for (uint64_t i = 0; i < nb; i++) {
+        old[i] = GUINT64_FROM_BE(l2[l2i + i]);
+    }
+    /* zeroes before and after the data, in clusters that read as zeroes */
+    head = (old[0] & QCOW_OFLAG_ZERO) ? off - gstart : 0;
+    tail = (old[nb - 1] & QCOW_OFLAG_ZERO) ? gend - (off + bytes) : 0;
+    wstart = host + (off - gstart) - head;
+    wlen = head + bytes + tail;
+    ret = qcow2_overlap_check(bs, 0, wstart, wlen);
+    if (ret < 0) {
+        return ret;
+    }
+    if (head || tail) {
+        bounce = g_malloc0(wlen);
+        memcpy(bounce + head, buf, bytes);
+        src = bounce;
+    }
+    me.next = s->inflight;
+    s->inflight = &me;
+    g_mutex_unlock(&s->lock);
+
+    bdrv_debug_event(bs->file, "write_aio");
+    ret = bdrv_pwrite(bs->file, wstart, wlen, src);
+
+    g_mutex_lock(&s->lock);
+    if (ret == 0) {
+        ret = l2_load(bs, l1i, true, &l2);
+    }
+    if (ret == 0) {
+        for (uint64_t i = 0; i < nb; i++) {
+            /* The reservation keeps other requests off these entries; one
+             * that changed anyway keeps its change (its cluster cannot be
+             * reused while this request holds free_lock). */
+            if (GUINT64_FROM_BE(l2[l2i + i]) == old[i]) {
+                l2[l2i + i] = GUINT64_TO_BE(old[i] & ~QCOW_OFLAG_ZERO);
+            }
+        }
+        ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
+    }
+    inflight_remove(s, &me);
+    return ret;
 }
 
 /* Under s->lock: how many bytes from off need allocation (same L2 table). */
@@ -578,7 +692,28 @@ int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
         if (ret < 0) {
             break;
         }
+        bool zeroed = false;
         if (entry_writable_in_place(entry) &&
+            (s->l1_table[offset >> (s->cluster_bits + s->l2_bits)] &
+             QCOW_OFLAG_COPIED)) {
+            ret = in_place_run(bs, offset, bytes, entry, &n, &zeroed);
+        }
+        if (ret < 0) {
+            break;
+        }
+        if (zeroed) {
+            uint64_t gs = qcow2_cluster_start(s, offset);
+            if (inflight_overlaps(s, gs, qcow2_align_up(offset + n,
+                                                        s->cluster_size))) {
+                wait_inflight(s);
+                continue; /* the mapping may have changed: look again */
+            }
+            ret = write_zeroed_in_place(bs, offset, n,
+                                        entry & L2E_OFFSET_MASK, p);
+            if (ret < 0) {
+                break;
+            }
+        } else if (entry_writable_in_place(entry) &&
             (s->l1_table[offset >> (s->cluster_bits + s->l2_bits)] &
              QCOW_OFLAG_COPIED)) {
             uint64_t host = (entry & L2E_OFFSET_MASK) +

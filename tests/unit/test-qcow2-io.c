@@ -243,6 +243,55 @@ START_TEST(test_discard_then_write_reuses)
 }
 END_TEST
 
+static int64_t host_offset(BlockDriverState *bs, int64_t off)
+{
+    int64_t pnum, map = -1;
+    BlockDriverState *file = NULL;
+    int st = bdrv_block_status(bs, off, 65536, &pnum, &map, &file);
+
+    ck_assert_int_ge(st, 0);
+    ck_assert(st & BDRV_BLOCK_OFFSET_VALID);
+    return map;
+}
+
+/* Clusters a zero write kept (preallocated zero clusters) take a later
+ * write where they are, zero-filled around the data, with the normal
+ * cluster before them in the same host write (iotest 066's case). */
+START_TEST(test_write_into_preallocated_zero)
+{
+    g_autofree char *path = tmp_path("zeroalloc.qcow2");
+    BlockDriverState *bs = create_and_open(path, "1M", "65536", "16");
+    g_autofree uint8_t *buf = g_malloc(4 * 65536);
+    int64_t host[4];
+    BdrvCheckResult res;
+
+    memset(buf, 0x11, 4 * 65536);
+    ck_assert_int_eq(bdrv_pwrite(bs, 0, 4 * 65536, buf), 0);
+    for (int i = 0; i < 4; i++) {
+        host[i] = host_offset(bs, i * 65536);
+    }
+    ck_assert_int_eq(bdrv_pwrite_zeroes(bs, 65536, 3 * 65536, 0), 0);
+    ck_assert_int_eq(host_offset(bs, 65536), host[1]); /* kept */
+
+    /* from the middle of cluster 0 to the middle of cluster 2 */
+    memset(buf, 0x22, 2 * 65536);
+    ck_assert_int_eq(bdrv_pwrite(bs, 32768, 2 * 65536, buf), 0);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(host_offset(bs, i * 65536), host[i]);
+    }
+    ck_assert_int_eq(bdrv_pread(bs, 0, 4 * 65536, buf), 0);
+    for (int i = 0; i < 4 * 65536; i++) {
+        uint8_t want = i < 32768 ? 0x11 : i < 32768 + 2 * 65536 ? 0x22 : 0;
+        ck_assert_msg(buf[i] == want, "byte %d: %#x, want %#x", i, buf[i],
+                      want);
+    }
+    ck_assert_int_eq(bdrv_check(bs, &res, BDRV_FIX_NONE), 0);
+    ck_assert_int_eq(res.corruptions + res.leaks, 0);
+    bdrv_unref(bs);
+    unlink(path);
+}
+END_TEST
+
 static Suite *qcow2_suite(void)
 {
     Suite *s = suite_create("qcow2-io");
@@ -253,6 +302,7 @@ static Suite *qcow2_suite(void)
     tcase_add_test(tc, test_concurrent_writers);
     tcase_add_test(tc, test_backing_cow);
     tcase_add_test(tc, test_discard_then_write_reuses);
+    tcase_add_test(tc, test_write_into_preallocated_zero);
     suite_add_tcase(s, tc);
     return s;
 }
