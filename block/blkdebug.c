@@ -96,6 +96,7 @@ typedef struct BDRVBlkdebugState {
     GPtrArray *active; /* rules the last event activated, first first */
     int64_t state;
     uint64_t align;
+    uint64_t max_transfer, opt_write_zero, max_write_zero; /* 0: none */
 } BDRVBlkdebugState;
 
 static bool take_u64(BlockOpts *options, const char *key, uint64_t def,
@@ -234,6 +235,9 @@ static bool open_limits(BlockDriverState *bs, BlockOpts *options,
         }
     }
     bs->request_alignment = align;
+    s->max_transfer = v[0];
+    s->opt_write_zero = v[1];
+    s->max_write_zero = v[2];
     return true;
 }
 
@@ -486,12 +490,71 @@ static int blkdebug_pwrite(BlockDriverState *bs, int64_t offset,
     return ret ? ret : bdrv_pwrite(bs->file, offset, bytes, buf);
 }
 
+/* A piece of a zero write too small for the efficient path: written as
+ * zeroed data, counted as writes (max-transfer at a time). */
+static int write_zeroed_data(BlockDriverState *bs, int64_t offset,
+                             int64_t bytes)
+{
+    BDRVBlkdebugState *s = bs->opaque;
+    int64_t chunk = MIN(bytes, s->max_transfer ? (int64_t)s->max_transfer
+                                               : 1 << 20);
+    g_autofree void *zeroes = g_malloc0(chunk);
+    int ret = 0;
+
+    while (bytes > 0 && ret == 0) {
+        int64_t n = MIN(bytes, chunk);
+        ret = blkdebug_pwrite(bs, offset, n, zeroes);
+        offset += n;
+        bytes -= n;
+    }
+    return ret;
+}
+
+/*
+ * With opt-write-zero or max-write-zero, a zero write is cut the way
+ * QEMU's block layer cuts it (a head up to the first multiple of the
+ * alignment, at most max-transfer; the aligned bulk in pieces of at most
+ * max-write-zero; the tail), and, as QEMU's blkdebug does, a piece
+ * smaller than the alignment is written as zeroed data: tests see the
+ * same allocation in map as with QEMU.
+ */
 static int blkdebug_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
                                   int64_t bytes, int flags)
 {
-    int ret = account(bs, REQ_WRITE, BLKDBG_IO_WRITE_ZEROES, offset, bytes);
+    BDRVBlkdebugState *s = bs->opaque;
+    int64_t align = MAX((int64_t)s->opt_write_zero,
+                        (int64_t)bs->request_alignment);
+    int64_t max_piece = s->max_write_zero ?
+                        (int64_t)s->max_write_zero / align * align :
+                        INT64_MAX;
+    int64_t tail = (offset + bytes) % align;
+    int ret = 0;
 
-    return ret ? ret : bdrv_pwrite_zeroes(bs->file, offset, bytes, flags);
+    while (bytes > 0 && ret == 0) {
+        int64_t head = offset % align, n = bytes;
+
+        if (head) {
+            n = MIN(MIN(bytes, s->max_transfer ? (int64_t)s->max_transfer
+                                               : INT64_MAX), align - head);
+        } else if (tail && n > align) {
+            n -= tail;
+        }
+        n = MIN(n, max_piece);
+        if (n < align) {
+            ret = (flags & BDRV_REQ_NO_FALLBACK) ? -ENOTSUP
+                                                 : write_zeroed_data(bs,
+                                                                     offset,
+                                                                     n);
+        } else {
+            ret = account(bs, REQ_WRITE, BLKDBG_IO_WRITE_ZEROES, offset, n);
+            if (ret == 0) {
+                ret = bdrv_pwrite_zeroes(bs->file, offset, n, flags);
+            }
+        }
+        offset += n;
+        bytes -= n;
+    }
+    return ret;
 }
 
 static int blkdebug_pdiscard(BlockDriverState *bs, int64_t offset,
@@ -562,6 +625,7 @@ bool blkdebug_get_counts(BlockDriverState *bs, BlkdebugCounts *out)
 
 BlockDriver bdrv_blkdebug = {
     .format_name = "blkdebug",
+    .is_filter = true,
     .instance_size = sizeof(BDRVBlkdebugState),
     .is_protocol = true,      /* opens its child itself, from image.* */
     .open = blkdebug_open,

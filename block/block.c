@@ -893,6 +893,15 @@ int bdrv_get_open_flags(BlockDriverState *bs) { return bs->open_flags; }
 BlockDriverState *bdrv_get_file(BlockDriverState *bs) { return bs->file; }
 BlockDriverState *bdrv_get_backing(BlockDriverState *bs) { return bs->backing; }
 
+BlockDriverState *bdrv_backing_below(BlockDriverState *bs)
+{
+    /* a filter's status is its child's: look through to the child */
+    while (!bs->backing && bs->drv && bs->drv->is_filter && bs->file) {
+        bs = bs->file;
+    }
+    return bs->backing;
+}
+
 const char *bdrv_get_format_name(BlockDriverState *bs)
 {
     return bs->drv ? bs->drv->format_name : NULL;

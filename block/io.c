@@ -714,17 +714,19 @@ int bdrv_block_status_above(BlockDriverState *bs, int64_t offset,
     int ret;
 
     for (;;) {
+        BlockDriverState *below;
         int64_t len;
         ret = bdrv_block_status(bs, offset, bytes, pnum, map, file);
         if (ret < 0 || (ret & BDRV_BLOCK_ALLOCATED) || *pnum == 0) {
             break;
         }
         bytes = *pnum;
-        if (!bs->backing) {
+        below = bdrv_backing_below(bs);
+        if (!below) {
             ret |= BDRV_BLOCK_ZERO;
             break;
         }
-        len = bdrv_getlength(bs->backing);
+        len = bdrv_getlength(below);
         if (len < 0) {
             ret = (int)len;
             break;
@@ -735,7 +737,7 @@ int bdrv_block_status_above(BlockDriverState *bs, int64_t offset,
             break;
         }
         bytes = MIN(bytes, len - offset);
-        bs = bs->backing;
+        bs = below;
         d++;
     }
     if (depth) {

@@ -141,6 +141,9 @@ bool bdrv_is_read_only(BlockDriverState *bs);
 int bdrv_get_open_flags(BlockDriverState *bs);             /* BDRV_O_* */
 BlockDriverState *bdrv_get_file(BlockDriverState *bs);     /* protocol child */
 BlockDriverState *bdrv_get_backing(BlockDriverState *bs);  /* backing child */
+/* The next layer of the backing chain: bs's backing child, or for a filter
+ * node (blkdebug) the backing child of the node it filters. */
+BlockDriverState *bdrv_backing_below(BlockDriverState *bs);
 /* The backing file name as recorded in the image, or NULL. */
 const char *bdrv_get_backing_filename(BlockDriverState *bs);
 /* The backing name resolved against the image's directory, or NULL. */

@@ -16,6 +16,9 @@ struct BlockDriver {
     size_t instance_size;        /* bytes of bs->opaque */
     bool is_protocol;            /* talks to the host (file), has no file child */
     bool supports_backing;
+    /* Passes the content of its file child through unchanged (blkdebug):
+     * the layer below it in a backing chain is that child's backing. */
+    bool is_filter;
 
     /* Score 0..100 that buf (the file's first bytes) is this format. */
     int (*probe)(const uint8_t *buf, int buf_size, const char *filename);

@@ -20,6 +20,9 @@ check without corruption (leaks are allowed: QEMU leaks there too).
   only after the event that moves the node there;
 - sector= and iotype=: only requests covering that sector, of that kind,
   fail;
+- a zero write with opt-write-zero/max-write-zero through blkdebug on
+  an overlay: same pieces (small ones as zeroed data) and the same map,
+  which descends through the filter to the backing file (test 204);
 - driver=blkdebug options (inject-error.0.event=..., image.filename=,
   config=) through --image-opts and open -o; blkdebug on top of qcow2
   (image.driver=qcow2 with blkdebug::IMG);
@@ -278,6 +281,44 @@ def blkdebug_on_top():
     rc, out, err, _ = both(new_image(data=['write -P 0x11 0 4k']), argv_of)
     common.check(rc == 0 and out.count('read ') == 2 and
                  'wrote 131072' in out, out + err)
+
+
+@runner.case('zero_write_limits_and_map_through_blkdebug')
+def zero_limits_map():
+    """blkdebug on top of an overlay (test 204): a zero write with
+    opt-write-zero/max-write-zero is cut as QEMU cuts it, the pieces
+    smaller than the alignment written as zeroed data, and qemu-img map
+    through the blkdebug node descends to the backing file: both tools'
+    writes give the same JSON map, read by qemu-img and by strata-img."""
+    t = common.tools()
+    opts = ('driver=blkdebug,image.driver=qcow2,align=512,'
+            'opt-write-zero=3M,max-write-zero=3M')
+    with common.TempDir() as d:
+        maps = {}
+        for who, io in (('theirs', t.qemu_io), ('ours', t.io)):
+            base = os.path.join(d, who + '.base')
+            top = os.path.join(d, who + '.qcow2')
+            common.run([t.qemu_img, 'create', '-q', '-f', 'qcow2', '-o',
+                        'cluster_size=1M', base, '16M'])
+            common.run([t.qemu_io, '-c', 'write -P 11 0 16M', base])
+            common.run([t.qemu_img, 'create', '-q', '-f', 'qcow2', '-o',
+                        'cluster_size=1M', '-b', base, '-F', 'qcow2', top])
+            common.run([t.qemu_io, '-c', 'write -P 22 0 12M', top])
+            common.run([io, '-c', 'open -o %s blkdebug::%s' % (opts, top),
+                        '-c', 'write -z 1M 10M', '-c', 'read -P 0 1M 10M',
+                        '-c', 'read -P 11 12M 4M'])
+            for tool in (t.qemu_img, t.img):
+                res = common.run([tool, 'map', '--output=json',
+                                  '--image-opts',
+                                  'driver=blkdebug,image.driver=qcow2,'
+                                  'image.file.driver=file,'
+                                  'image.file.filename=' + top])
+                maps[(who, tool)] = res.out.replace(who + '.', 'X.')
+        first = maps[('theirs', t.qemu_img)]
+        common.check('"depth": 1' in first, 'no backing layer:\n' + first)
+        for k, v in maps.items():
+            common.check(v == first, '%s differs:\n%s\nqemu:\n%s'
+                         % (k, v, first))
 
 
 def refused_conf(content, text, name_of=None):

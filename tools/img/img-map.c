@@ -60,7 +60,7 @@ static int get_block_status(BlockDriverState *bs, int64_t offset,
     int ret;
 
     for (;;) {
-        BlockDriverState *backing = bdrv_get_backing(bs);
+        BlockDriverState *backing = bdrv_backing_below(bs);
         ret = bdrv_block_status(bs, offset, bytes, &bytes, &map, &file);
         if (ret < 0) {
             return ret;
