@@ -103,66 +103,6 @@ void blk_set_copy_on_read(BlockBackend *blk, bool enable)
     blk->copy_on_read = enable;
 }
 
-/*
- * Copy-on-read (qemu-io -C): before a read, the clusters it touches that
- * the top node does not hold yet are copied up from its backing chain,
- * whole clusters at a time; a run that reads as zeroes becomes a zero
- * write (qcow2: zero clusters), as QEMU does.  The content seen does not
- * change, so no write notifier needs to know.
- */
-#define COR_CHUNK (1024 * 1024)
-
-static bool buffer_is_zero(const uint8_t *p, int64_t n)
-{
-    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
-}
-
-static int copy_on_read(BlockDriverState *bs, int64_t offset, int64_t bytes)
-{
-    BlockDriverInfo bdi = { 0 };
-    int64_t len = bdrv_getlength(bs), cs, end;
-    g_autofree uint8_t *buf = NULL;
-    int ret;
-
-    /* Without a backing file too: unallocated clusters become zero
-     * clusters, as QEMU's copy-on-read leaves them. */
-    if (len < 0 || bytes == 0) {
-        return len < 0 ? (int)len : 0;
-    }
-    cs = bdrv_get_info(bs, &bdi) == 0 && bdi.cluster_size > 0 ?
-         bdi.cluster_size : 65536;
-    end = MIN(len, (offset + bytes + cs - 1) / cs * cs);
-    offset = offset / cs * cs;
-    buf = g_malloc(MAX(COR_CHUNK, cs));
-    while (offset < end) {
-        int64_t n = 0, map = 0;
-        BlockDriverState *file = NULL;
-        int st = bdrv_block_status(bs, offset, MIN(end - offset,
-                                                   MAX(COR_CHUNK, cs)),
-                                   &n, &map, &file);
-        if (st < 0) {
-            return st;
-        }
-        if (n <= 0) {
-            break;
-        }
-        if (!(st & BDRV_BLOCK_ALLOCATED)) {
-            ret = bdrv_pread(bs, offset, n, buf);
-            if (ret < 0) {
-                return ret;
-            }
-            ret = buffer_is_zero(buf, n) ?
-                  bdrv_pwrite_zeroes(bs, offset, n, 0) :
-                  bdrv_pwrite(bs, offset, n, buf);
-            if (ret < 0) {
-                return ret;
-            }
-        }
-        offset += n;
-    }
-    return 0;
-}
-
 void blk_set_ignore_discard(BlockBackend *blk, bool ignore)
 {
     blk->ignore_discard = ignore;
@@ -348,11 +288,10 @@ int blk_pread(BlockBackend *blk, int64_t offset, int64_t bytes, void *buf)
     BlockDriverState *bs = blk_enter(blk);
     int ret = check_request(bs, offset, bytes);
 
-    if (ret == 0 && blk->copy_on_read) {
-        ret = copy_on_read(bs, offset, bytes);
-    }
     if (ret == 0) {
-        ret = bdrv_pread(bs, offset, bytes, buf);
+        ret = blk->copy_on_read ? bdrv_pread_copy_on_read(bs, offset, bytes,
+                                                          buf)
+                                : bdrv_pread(bs, offset, bytes, buf);
     }
     blk_leave(blk, false);
     return ret;

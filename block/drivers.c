@@ -8,6 +8,8 @@ void bdrv_register_all(void)
     bdrv_register(&bdrv_raw);
     bdrv_register(&bdrv_qcow2);
     bdrv_register(&bdrv_blkdebug);
+    bdrv_register(&bdrv_compress);
+    bdrv_register(&bdrv_copy_on_read);
 #ifdef HAVE_LIBNBD
     bdrv_register(&bdrv_nbd);      /* issue 13: NBD client on libnbd */
 #endif

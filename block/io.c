@@ -392,6 +392,94 @@ int bdrv_pwrite_compressed(BlockDriverState *bs, int64_t offset,
     return ret;
 }
 
+/*
+ * Copy-on-read (qemu-io -C, the copy-on-read filter): a read whose
+ * clusters bs does not hold yet copies them up from its backing chain,
+ * whole clusters at a time; a run that reads as zeroes becomes a zero
+ * write (qcow2: zero clusters), as QEMU does.  As in QEMU, the read is
+ * served by the same walk (held parts read in place, copied parts from
+ * what was copied), so no request follows the copy's cor_write event.
+ * The content seen does not change, so no write notifier needs to know.
+ */
+#define COR_CHUNK (1024 * 1024)
+
+static bool buffer_is_zero(const uint8_t *p, int64_t n)
+{
+    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* One run [start, start+n) the walk found not held by bs: read, handed to
+ * the caller's part of it, written back. */
+static int copy_up_run(BlockDriverState *bs, int64_t start, int64_t n,
+                       uint8_t *bounce, int64_t offset, int64_t bytes,
+                       uint8_t *buf)
+{
+    int64_t from = MAX(start, offset), to = MIN(start + n, offset + bytes);
+    int ret = bdrv_pread(bs, start, n, bounce);
+
+    if (ret < 0) {
+        return ret;
+    }
+    if (from < to) {
+        memcpy(buf + (from - offset), bounce + (from - start), to - from);
+    }
+    bdrv_debug_event(bs, "cor_write");
+    return buffer_is_zero(bounce, n) ? bdrv_pwrite_zeroes(bs, start, n, 0)
+                                     : bdrv_pwrite(bs, start, n, bounce);
+}
+
+int bdrv_pread_copy_on_read(BlockDriverState *bs, int64_t offset,
+                            int64_t bytes, void *buf)
+{
+    BlockDriverInfo bdi = { 0 };
+    int64_t len = bdrv_getlength(bs), cs, end, pos;
+    g_autofree uint8_t *bounce = NULL;
+    int ret = check_request(bs, offset, bytes);
+
+    if (ret < 0 || bytes == 0) {
+        return ret;
+    }
+    if (len < 0) {
+        return (int)len;
+    }
+    /* Without a backing file too: unallocated clusters become zero
+     * clusters, as QEMU's copy-on-read leaves them. */
+    cs = bdrv_get_info(bs, &bdi) == 0 && bdi.cluster_size > 0 ?
+         bdi.cluster_size : 65536;
+    end = MIN(len, (offset + bytes + cs - 1) / cs * cs);
+    pos = offset / cs * cs;
+    bounce = g_malloc(MAX(COR_CHUNK, cs));
+    while (pos < end) {
+        int64_t n = 0, map = 0, from, to;
+        BlockDriverState *file = NULL;
+        int st = bdrv_block_status(bs, pos, MIN(end - pos,
+                                                MAX(COR_CHUNK, cs)),
+                                   &n, &map, &file);
+        if (st < 0) {
+            return st;
+        }
+        if (n <= 0) {
+            /* nothing known here: read the rest as it is */
+            n = end - pos;
+            st = BDRV_BLOCK_ALLOCATED;
+        }
+        if (!(st & BDRV_BLOCK_ALLOCATED)) {
+            ret = copy_up_run(bs, pos, n, bounce, offset, bytes, buf);
+        } else {
+            from = MAX(pos, offset);
+            to = MIN(pos + n, offset + bytes);
+            ret = from < to ? bdrv_pread(bs, from, to - from,
+                                         (uint8_t *)buf + (from - offset))
+                            : 0;
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        pos += n;
+    }
+    return 0;
+}
+
 /* Writes zeroes with plain writes, for drivers that cannot do better. */
 static int write_zeroes_fallback(BlockDriverState *bs, int64_t offset,
                                  int64_t bytes)

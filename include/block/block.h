@@ -204,6 +204,10 @@ bool bdrv_aio_supported(BlockDriverState *bs);
 int bdrv_aio_submit(BlockDriverState *bs, BdrvAio *aio);
 
 int bdrv_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
+/* bdrv_pread that first copies what it reads from bs's backing chain
+ * into bs, whole clusters (copy-on-read); 0 or -errno. */
+int bdrv_pread_copy_on_read(BlockDriverState *bs, int64_t offset,
+                            int64_t bytes, void *buf);
 int bdrv_flush(BlockDriverState *bs);
 int bdrv_truncate(BlockDriverState *bs, int64_t size, GError **errp);
 

@@ -12,6 +12,8 @@ extern BlockDriver bdrv_file;
 extern BlockDriver bdrv_raw;
 extern BlockDriver bdrv_qcow2;
 extern BlockDriver bdrv_blkdebug;
+extern BlockDriver bdrv_compress;      /* block/filters.c */
+extern BlockDriver bdrv_copy_on_read;  /* block/filters.c */
 extern BlockDriver bdrv_nbd;       /* block/nbd.c, with libnbd */
 #ifdef CONFIG_RBD
 extern BlockDriver bdrv_rbd;
