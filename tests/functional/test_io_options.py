@@ -14,7 +14,10 @@
   (written by one, read back by the other), is not guest-visible, and
   qemu-img check stays clean;
 - zero writes and discards (whole and partial clusters, v2 and v3, with
-  and without backing data) leave the map qemu-io leaves.
+  and without backing data) leave the map qemu-io leaves;
+- reopen -o with node-name/driver repeated or changed (also a child's),
+  auto-read-only, and a null-co node: qemu-io's output and exit code;
+- convert from a null-co node, sparse and -S 0: qemu-img's map.
 """
 
 import glob
@@ -188,6 +191,77 @@ def zero_write_policy_maps_like_qemu():
                     res = common.run([t.qemu_img, 'compare', img,
                                       os.path.join(d, 'qemu-io.q')])
                     common.check('identical' in res.out, what)
+
+
+def both_io(argv_of, d):
+    """The same qemu-io arguments to both tools: (qemu's, ours) output,
+    stdout and stderr together, program names and paths masked."""
+    t = common.tools()
+    outs = []
+    for io in (t.qemu_io, t.io):
+        res = common.run([io] + argv_of(d), rc=None)
+        text = common.normalize_prog(res.out + res.err, os.path.basename(io))
+        outs.append('exit %d\n%s' % (res.rc, text.replace(d, 'DIR')))
+    return outs
+
+
+@runner.case()
+def reopen_options_like_qemu():
+    """Test 133: a reopen may repeat a node's node-name or driver (also a
+    child's, through file./backing.), not change them; the refusal names
+    the option as the child knows it; auto-read-only is checked as a
+    boolean; a null-co node reopens."""
+    t = common.tools()
+    with common.TempDir() as d:
+        base = os.path.join(d, 'b.qcow2')
+        img = os.path.join(d, 't.qcow2')
+        mkimg(base, '4M')
+        mkimg(img, None, backing=base)
+        cases = [
+            ['-c', 'reopen -o file.node-name=foo', img],
+            ['-c', 'reopen -o backing.node-name=foo', img],
+            ['-c', 'open -o node-name=foo ' + img,
+             '-c', 'reopen -o node-name=foo'],
+            ['-c', 'open -o file.node-name=foo ' + img,
+             '-c', 'reopen -o file.node-name=foo'],
+            ['-c', 'open -o backing.node-name=foo ' + img,
+             '-c', 'reopen -o backing.node-name=foo'],
+            ['-c', 'open -o backing.node-name=foo ' + img,
+             '-c', 'reopen -o backing.node-name=bar'],
+            ['-c', 'reopen -o file.driver=qcow2', img],
+            ['-c', 'reopen -o backing.driver=file', img],
+            ['-c', 'reopen -o driver=qcow2', img],
+            ['-c', 'reopen -o file.driver=file', img],
+            ['-c', 'reopen -o backing.driver=qcow2', img],
+            ['-c', 'reopen -o auto-read-only=qux', img],
+            ['-c', 'reopen -o auto-read-only=on', img],
+            ['-f', 'null-co', '-c', 'reopen', '-c', 'info',
+             "json:{'driver': 'null-co', 'size': 65536}"],
+        ]
+        for argv in cases:
+            q, o = both_io(lambda _d, a=argv: a, d)
+            common.check(q == o, '%s:\nqemu-io:\n%s\nours:\n%s'
+                         % (argv, q, o))
+
+
+@runner.case()
+def convert_from_null_co_like_qemu():
+    """Test 150: converting a null-co node that reads zeroes leaves
+    nothing allocated, unless -S 0 asks for every byte written."""
+    t = common.tools()
+    src = "json:{'driver': 'null-co', 'size': 1048576, 'read-zeroes': true}"
+    with common.TempDir() as d:
+        for sparse in ([], ['-S', '0']):
+            maps = []
+            for img_tool in (t.qemu_img, t.img):
+                out = os.path.join(d, 'o.qcow2')
+                if os.path.exists(out):
+                    os.unlink(out)
+                common.run([img_tool, 'convert', '-O', 'qcow2'] + sparse +
+                           [src, out])
+                maps.append(common.run([t.qemu_img, 'map', out]).out)
+            common.check(maps[0] == maps[1], '%s:\nqemu-img:\n%s\nours:\n'
+                         '%s' % (sparse, maps[0], maps[1]))
 
 
 if __name__ == '__main__':

@@ -189,8 +189,10 @@ static int info_f(IoState *s, int argc, char **argv)
         }
     }
     ret = bdrv_get_info(bs, &bdi);
-    if (ret == -ENOTSUP && !bdrv_get_file(bs)) {
-        /* QEMU's file driver answers with an all-zero BlockDriverInfo */
+    if (ret == -ENOTSUP && !bdrv_get_file(bs) &&
+        g_strcmp0(fmt, "null-co")) {
+        /* QEMU's file driver answers with an all-zero BlockDriverInfo
+         * (its null-co driver does not answer at all) */
         ret = 0;
     }
     if (ret) {
@@ -414,6 +416,47 @@ static GHashTable *opts_dup(GHashTable *from)
     return copy;
 }
 
+/* The node that an option key names through "file." and "backing."
+ * prefixes (NULL if there is no such child); *leaf: the rest of the key. */
+static BlockDriverState *option_node(BlockDriverState *bs, const char *key,
+                                     const char **leaf)
+{
+    for (;;) {
+        if (g_str_has_prefix(key, "file.")) {
+            bs = bs ? bdrv_get_file(bs) : NULL;
+            key += strlen("file.");
+        } else if (g_str_has_prefix(key, "backing.")) {
+            bs = bs ? bdrv_get_backing(bs) : NULL;
+            key += strlen("backing.");
+        } else {
+            *leaf = key;
+            return bs;
+        }
+    }
+}
+
+/* Options that only repeat what a node already has (its node-name, its
+ * driver) are no change: qemu-io accepts them. */
+static void drop_unchanged(BlockDriverState *bs, GHashTable *opts)
+{
+    GHashTableIter it;
+    gpointer key, val;
+
+    g_hash_table_iter_init(&it, opts);
+    while (g_hash_table_iter_next(&it, &key, &val)) {
+        const char *leaf;
+        BlockDriverState *node = option_node(bs, key, &leaf);
+        const char *have = !node ? NULL :
+                           !strcmp(leaf, "node-name") ?
+                           bdrv_get_node_name(node) :
+                           !strcmp(leaf, "driver") ?
+                           bdrv_get_format_name(node) : NULL;
+        if (have && !strcmp(have, val)) {
+            g_hash_table_iter_remove(&it);
+        }
+    }
+}
+
 /*
  * The block API can switch a node between read-only and read-write; the
  * write-through setting belongs to the device; the format driver takes
@@ -495,6 +538,14 @@ static int reopen_f(IoState *s, int argc, char **argv)
             return -EINVAL;
         }
     }
+    if (bdrv_opts_get(opts, "auto-read-only")) {
+        /* Only says whether a read-write open may fall back to read-only;
+         * validated, nothing to reopen. */
+        bool auto_ro = false;
+        if (!take_bool(opts, "auto-read-only", &auto_ro)) {
+            return -EINVAL;
+        }
+    }
     /* The driver validates its options first (taking them out of opts),
      * then what is left cannot change; only then do they apply. */
     g_autoptr(GHashTable) drv_opts = opts_dup(opts);
@@ -505,11 +556,16 @@ static int reopen_f(IoState *s, int argc, char **argv)
             return -EINVAL;
         }
     }
+    drop_unchanged(bs, opts);
     g_hash_table_iter_init(&it, opts);
     while (g_hash_table_iter_next(&it, &key, NULL)) {
         if (!bad || strcmp(key, bad) < 0) {
             bad = key;
         }
+    }
+    if (bad) {
+        /* named as its own node knows it, like QEMU */
+        option_node(bs, bad, &bad);
     }
     if (!bad && nocache != s->nocache) {
         bad = "cache.direct";
