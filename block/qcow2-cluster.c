@@ -122,7 +122,7 @@ static int l2_load(BlockDriverState *bs, uint64_t l1_index, bool for_write,
         }
         copy = g_memdup2(t, s->cluster_size);
     }
-    new_off = qcow2_alloc_clusters(bs, 1);
+    new_off = qcow2_alloc_clusters_for(bs, 1, "L2 table");
     if (new_off < 0) {
         return (int)new_off;
     }

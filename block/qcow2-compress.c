@@ -344,7 +344,7 @@ static int64_t alloc_bytes(BlockDriverState *bs, uint64_t size)
             return ret;
         }
     } else {
-        fresh = qcow2_alloc_clusters(bs, 1);
+        fresh = qcow2_alloc_clusters_for(bs, 1, "compressed cluster");
         if (fresh < 0) {
             return fresh;
         }

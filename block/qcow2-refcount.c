@@ -486,6 +486,25 @@ static int64_t find_free_run(BlockDriverState *bs, uint64_t n)
 
 int64_t qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb_clusters)
 {
+    return qcow2_alloc_clusters_for(bs, nb_clusters, NULL);
+}
+
+/* The header is never free, whatever its refcount says (and the caches
+ * take offset 0 for "no table"), even with overlap-check=none. */
+static int refuse_offset_0(BlockDriverState *bs, int64_t start,
+                           const char *what)
+{
+    if (start != 0) {
+        return 0;
+    }
+    qcow2_signal_corruption(bs, "Preventing invalid allocation of %s at "
+                            "offset 0", what);
+    return -EIO;
+}
+
+int64_t qcow2_alloc_clusters_for(BlockDriverState *bs, uint64_t nb_clusters,
+                                 const char *what)
+{
     BDRVQcow2State *s = bs->opaque;
     int64_t start;
     int ret;
@@ -496,19 +515,21 @@ int64_t qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb_clusters)
     if (start < 0) {
         return start;
     }
+    /* A named allocation (an L2 table...) says so first, as QEMU does;
+     * for data the overlap check below names the header. */
+    ret = what ? refuse_offset_0(bs, start, what) : 0;
+    if (ret < 0) {
+        return ret;
+    }
     /* Refcount 0 on metadata in use (a corrupt image) must not hand it
      * out: refused before any refcount changes. */
     ret = qcow2_overlap_check(bs, 0, (uint64_t)start << s->cluster_bits,
                               nb_clusters << s->cluster_bits);
+    if (ret == 0) {
+        ret = refuse_offset_0(bs, start, "cluster");
+    }
     if (ret < 0) {
         return ret;
-    }
-    /* The header is never free, whatever its refcount says (and the
-     * caches take offset 0 for "no table"), even with overlap-check=none. */
-    if (start == 0) {
-        qcow2_signal_corruption(bs, "Preventing invalid allocation of "
-                                "cluster at offset 0");
-        return -EIO;
     }
     /* Metadata for the run goes after it; holes too small for this
      * request are skipped until a free lowers the index again. */

@@ -296,6 +296,10 @@ int qcow2_get_refcount(BlockDriverState *bs, uint64_t cluster_index,
 int qcow2_update_cluster_refcount(BlockDriverState *bs, uint64_t cluster_index,
                                   int addend, uint64_t *new_refcount);
 int64_t qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb_clusters);
+/* The same; `what` ("L2 table", ...) names the allocation in QEMU's
+ * corruption message for a run at offset 0 (NULL: data clusters). */
+int64_t qcow2_alloc_clusters_for(BlockDriverState *bs, uint64_t nb_clusters,
+                                 const char *what);
 int qcow2_update_refcount_range(BlockDriverState *bs, uint64_t offset,
                                 uint64_t length, int addend);
 /* Frees after the next metadata write-back (pointers first, then counts). */
