@@ -14,6 +14,7 @@
 #include "block/backing.h"
 #include "block/log.h"
 #include "block/block_int.h"
+#include "block/filename.h"
 
 bool bdrv_chain_contains(BlockDriverState *top, BlockDriverState *bs)
 {
@@ -83,23 +84,37 @@ bool bdrv_is_file(BlockDriverState *bs, const char *path)
            sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+/*
+ * As QEMU looks a name up (qemu-img commit -b, block-commit's top/base):
+ * layer by layer, the layer below `cur` matches when the name is what
+ * cur's header records, or -- for plain file names -- when the name,
+ * taken relative to cur's directory, is that layer's file.  A relative
+ * name is never taken relative to the working directory.
+ */
 BlockDriverState *bdrv_find_backing_image(BlockDriverState *bs,
                                           const char *name)
 {
-    g_autofree char *resolved = NULL;
-
     if (!bs || !name || !*name) {
         return NULL;
     }
-    resolved = bdrv_resolve_backing_name(bs->filename, name);
-    for (BlockDriverState *p = bs->backing; p; p = p->backing) {
-        if (!strcmp(p->filename, name) || !strcmp(p->filename, resolved)) {
-            return p;
+    for (BlockDriverState *cur = bs; cur->backing; cur = cur->backing) {
+        BlockDriverState *below = cur->backing;
+        g_autofree char *resolved = NULL;
+
+        if (cur->backing_file && !strcmp(cur->backing_file, name)) {
+            return below;
         }
-    }
-    for (BlockDriverState *p = bs->backing; p; p = p->backing) {
-        if (bdrv_is_file(p, name) || bdrv_is_file(p, resolved)) {
-            return p;
+        if (bdrv_filename_has_protocol(name) ||
+            bdrv_filename_has_protocol(cur->filename)) {
+            if (!strcmp(below->filename, name)) {
+                return below;
+            }
+            continue;
+        }
+        resolved = bdrv_resolve_backing_name(cur->filename, name);
+        if (!strcmp(below->filename, resolved) ||
+            bdrv_is_file(below, resolved)) {
+            return below;
         }
     }
     return NULL;

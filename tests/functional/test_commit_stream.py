@@ -11,7 +11,9 @@ image), `qemu-img check` is clean on every image, the committed image is
 emptied (unless -d / -b), and the names recorded in headers are the ones
 qemu-img records.  A commit or rebase killed with SIGKILL in the middle
 leaves a chain that still reads the same and has no corruption; running
-the command again finishes the job.
+the command again finishes the job.  commit -b finds a layer by a name
+relative to each overlay (not to the working directory), and a failed
+commit job is reported in qemu-img's words.
 
 The stream *job* (copy-up with the device in use) is tested by the unit
 test test-chain; offline, `rebase` is its equivalent.
@@ -296,6 +298,57 @@ def same_as_qemu_case():
 
 
 runner.add('same results as qemu-img', same_as_qemu_case)
+
+
+def commit_base_names_case():
+    """commit -b takes a relative name relative to each overlay's
+    directory, never the working directory (test 020): run from the
+    parent of subdir/, 'L1.qcow2' and an absolute name find the middle
+    layer, 'subdir/L1.qcow2' does not; a failing write of the commit job
+    is reported as qemu-img reports it.  Output and exit code as
+    qemu-img's."""
+    t = common.tools()
+    with common.TempDir() as d:
+        sub = os.path.join(d, 'subdir')
+        os.mkdir(sub)
+        results = {}
+        for tool in (t.qemu_img, t.img):
+            outs = []
+            for name in ('L1.qcow2', 'subdir/L1.qcow2',
+                         os.path.join(sub, 'L1.qcow2')):
+                common.run([t.qemu_img, 'create', '-q', '-f', 'qcow2',
+                            'subdir/L0.qcow2', '1M'], cwd=d)
+                for lower, upper in (('L0', 'L1'), ('L1', 'L2')):
+                    common.run([t.qemu_img, 'create', '-q', '-f', 'qcow2',
+                                '-b', lower + '.qcow2', '-F', 'qcow2',
+                                'subdir/%s.qcow2' % upper], cwd=d)
+                res = common.run([tool, 'commit', '-b', name,
+                                  'subdir/L2.qcow2'], rc=None, cwd=d)
+                outs.append((res.rc, common.normalize_prog(
+                    res.out + res.err, os.path.basename(tool))))
+            base = os.path.join(d, 'base.qcow2')
+            common.run([t.qemu_img, 'create', '-q', '-f', 'qcow2', base,
+                        '1M'])
+            top = os.path.join(d, 'top.qcow2')
+            common.run([t.qemu_img, 'create', '-q', '-f', 'qcow2', '-b',
+                        "json:{'driver': 'qcow2', 'file': {'driver': "
+                        "'blkdebug', 'inject-error': [{'event': 'write_aio', "
+                        "'errno': 28, 'once': true}], 'image': {'driver': "
+                        "'file', 'filename': '%s'}}}" % base, '-F', 'qcow2',
+                        top])
+            common.run([t.qemu_io, '-c', 'write 0 64k', top])
+            res = common.run([tool, 'commit', top], rc=None)
+            outs.append((res.rc, common.normalize_prog(
+                res.err, os.path.basename(tool))))
+            results[tool] = outs
+        common.check(results[t.qemu_img] == results[t.img],
+                     'qemu-img:\n%r\nours:\n%r'
+                     % (results[t.qemu_img], results[t.img]))
+        common.check(results[t.img][1][0] == 1 and
+                     results[t.img][0][0] == 0, results[t.img])
+
+
+runner.add('commit -b names, job failure text', commit_base_names_case)
 
 if __name__ == '__main__':
     sys.exit(runner.main())

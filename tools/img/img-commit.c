@@ -21,6 +21,7 @@
 static int run_job(BlockJob *job, bool progress, GError **errp)
 {
     BlockJobState info;
+    int ret;
 
     while (!block_job_wait_concluded(job, PROGRESS_POLL_US)) {
         block_job_get_info(job, &info);
@@ -28,7 +29,13 @@ static int run_job(BlockJob *job, bool progress, GError **errp)
             img_progress_print((float)info.offset * 100 / info.len, 0);
         }
     }
-    return block_job_wait(job, errp);
+    /* qemu-img names only the errno of a failed job */
+    ret = block_job_wait(job, NULL);
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO, "Block job failed: %s",
+                    g_strerror(-ret));
+    }
+    return ret;
 }
 
 int img_commit(int argc, char **argv)
