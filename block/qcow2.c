@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "block/log.h"
 #include "qcow2.h"
 #include "byteorder.h"
 #include "block/drivers.h"
@@ -119,13 +120,36 @@ static int qcow2_flush_metadata(BlockDriverState *bs, bool guest)
     return ret;
 }
 
+/* A close whose write-back failed names, as QEMU's close does, each cache
+ * that still holds what it could not write (L2 tables first); the image
+ * on disk is what the last successful write-back left. */
+static void report_unwritten_caches(BDRVQcow2State *s, int err)
+{
+    const char *prog = g_get_prgname();
+    g_autofree char *prefix = g_strdup_printf("%s%s", prog ? prog : "",
+                                              prog ? ": " : "");
+
+    if (qcow2_cache_has_dirty(s->l2_cache)) {
+        strata_error("%sFailed to flush the L2 table cache: %s", prefix,
+                     g_strerror(-err));
+    }
+    if (qcow2_cache_has_dirty(s->refcount_cache)) {
+        strata_error("%sFailed to flush the refcount block cache: %s",
+                     prefix, g_strerror(-err));
+    }
+}
+
 static void qcow2_close(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
+    int ret;
 
     qcow2_snapshot_close(bs);
     if (!bs->read_only) {
-        qcow2_flush_metadata(bs, false);
+        ret = qcow2_flush_metadata(bs, false);
+        if (ret < 0) {
+            report_unwritten_caches(s, ret);
+        }
     }
     qcow2_free_state(bs, s);
 }

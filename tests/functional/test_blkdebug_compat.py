@@ -20,6 +20,7 @@ check without corruption (leaks are allowed: QEMU leaks there too).
   only after the event that moves the node there;
 - sector= and iotype=: only requests covering that sector, of that kind,
   fail;
+- a close that cannot write the caches back reports each, as qemu-io;
 - a zero write with opt-write-zero/max-write-zero through blkdebug on
   an overlay: same pieces (small ones as zeroed data) and the same map,
   which descends through the filter to the backing file (test 204);
@@ -319,6 +320,35 @@ def zero_limits_map():
         for k, v in maps.items():
             common.check(v == first, '%s differs:\n%s\nqemu:\n%s'
                          % (k, v, first))
+
+
+@runner.case('close_reports_unwritten_caches')
+def close_reports_unwritten():
+    """Refcount block writes failing for good (refblock_update_part,
+    once=off) after a write into an existing L2 table: the close cannot
+    write the caches back and says so for each, with qemu-io's lines;
+    the image stays clean."""
+    t = common.tools()
+    with common.TempDir() as d:
+        errs = []
+        for io in (t.qemu_io, t.io):
+            img = os.path.join(d, 'a.qcow2')
+            new_image(size='64M', cluster=65536,
+                      data=['write 0 64k'])(img)
+            conf = os.path.join(d, 'c.conf')
+            write_conf(conf, [('inject-error',
+                               [('event', 'refblock_update_part'),
+                                ('errno', '5'), ('once', 'off')])])
+            res = common.run([io, '-c', 'write 64k 64k',
+                              'blkdebug:%s:%s' % (conf, img)], rc=None)
+            errs.append((res.rc, common.normalize_prog(
+                res.err, os.path.basename(io))))
+            chk = common.run([t.qemu_img, 'check', img], rc=(0, 3))
+            common.check('corrupt' not in chk.out.lower(), chk.out)
+        common.check(errs[0] == errs[1] and
+                     'PROG: Failed to flush the L2 table cache: Input/output '
+                     'error' in errs[1][1] and 'refcount block cache' in
+                     errs[1][1], 'qemu-io: %r\nours: %r' % tuple(errs))
 
 
 def refused_conf(content, text, name_of=None):
