@@ -373,7 +373,9 @@ bool bdrv_open_backing(BlockDriverState *bs, BlockOpts *options, int flags,
         chain_error_final = true;
         return false;
     }
-    path = bdrv_resolve_backing_name(bs->filename, bs->backing_file);
+    path = bdrv_resolve_backing_name(bdrv_naming_filename(bs) ?
+                                     bdrv_naming_filename(bs) : bs->filename,
+                                     bs->backing_file);
     if (stat(path, &st) == 0) {
         for (const ChainLink *l = opening_chain; l; l = l->below_me) {
             if (l->dev == st.st_dev && l->ino == st.st_ino) {
@@ -912,12 +914,35 @@ const char *bdrv_get_backing_filename(BlockDriverState *bs)
     return bs->backing_file;
 }
 
+/*
+ * The file name that names next to bs are taken relative to: bs's own,
+ * unless bs was named by its options (json:, --image-opts), in which case
+ * the one of the node it stores its data in, down through file children
+ * (qcow2 over blkdebug over a file: the file's).  NULL when no such name
+ * exists (a node with no file child and no name).
+ */
+const char *bdrv_naming_filename(BlockDriverState *bs)
+{
+    for (; bs; bs = bs->file) {
+        if (bs->filename && bs->filename[0] &&
+            !g_str_has_prefix(bs->filename, "json:")) {
+            return bs->filename;
+        }
+    }
+    return NULL;
+}
+
 char *bdrv_get_full_backing_filename(BlockDriverState *bs)
 {
+    const char *base = bdrv_naming_filename(bs);
+
     if (!bs->backing_file) {
         return NULL;
     }
-    return bdrv_resolve_backing_name(bs->filename, bs->backing_file);
+    if (!base && !g_path_is_absolute(bs->backing_file)) {
+        return NULL; /* relative to nothing known: QEMU cannot tell either */
+    }
+    return bdrv_resolve_backing_name(base, bs->backing_file);
 }
 
 const char *bdrv_get_backing_format(BlockDriverState *bs)

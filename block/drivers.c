@@ -11,6 +11,7 @@ void bdrv_register_all(void)
     bdrv_register(&bdrv_compress);
     bdrv_register(&bdrv_copy_on_read);
     bdrv_register(&bdrv_null_co);
+    bdrv_register(&bdrv_quorum);
 #ifdef HAVE_LIBNBD
     bdrv_register(&bdrv_nbd);      /* issue 13: NBD client on libnbd */
 #endif

@@ -144,6 +144,10 @@ BlockDriverState *bdrv_get_backing(BlockDriverState *bs);  /* backing child */
 /* The next layer of the backing chain: bs's backing child, or for a filter
  * node (blkdebug) the backing child of the node it filters. */
 BlockDriverState *bdrv_backing_below(BlockDriverState *bs);
+/* The file name that relative names next to bs (its backing file) are
+ * taken against: bs's own or, for a node named by options, its file
+ * child's, recursively; NULL if none. */
+const char *bdrv_naming_filename(BlockDriverState *bs);
 /* The backing file name as recorded in the image, or NULL. */
 const char *bdrv_get_backing_filename(BlockDriverState *bs);
 /* The backing name resolved against the image's directory, or NULL. */

@@ -15,6 +15,7 @@ extern BlockDriver bdrv_blkdebug;
 extern BlockDriver bdrv_compress;      /* block/filters.c */
 extern BlockDriver bdrv_copy_on_read;  /* block/filters.c */
 extern BlockDriver bdrv_null_co;       /* block/null.c */
+extern BlockDriver bdrv_quorum;        /* block/quorum.c */
 extern BlockDriver bdrv_nbd;       /* block/nbd.c, with libnbd */
 #ifdef CONFIG_RBD
 extern BlockDriver bdrv_rbd;

@@ -18,7 +18,15 @@ stderr (program name and image path normalised) and exit code:
   the same): strata-io reads the backing data through the overlay and
   strata-img check finds nothing wrong;
 - --image-opts with nested driver options where only the innermost node
-  names the file (file.driver=blkdebug,file.image.filename=...).
+  names the file (file.driver=blkdebug,file.image.filename=...);
+- an overlay named by json: over blkdebug, used from another working
+  directory: its relative backing file is found next to the file it is
+  stored in (reads, and info's actual path, as qemu-img's); over quorum
+  (no file to take a directory from) info says the path cannot be
+  determined, as qemu-img;
+- quorum of three copies: writes reach all, a read returns what the
+  threshold agrees on, fails when it cannot agree, and rewrite-corrupted
+  repairs the odd copy; outputs as qemu-io's.
 """
 
 import json
@@ -184,6 +192,89 @@ def image_opts_nested():
     rc, out, _ = same(name_of, READS, extra=('--image-opts',))
     common.check(rc == 0 and out.count('read ') == 3,
                  'the data did not read back:\n' + out)
+
+
+def backing_lines(text):
+    return [x for x in text.splitlines() if x.startswith('backing file')]
+
+
+@runner.case('json_overlay_relative_backing_from_elsewhere')
+def json_overlay_elsewhere():
+    t = common.tools()
+    with common.TempDir() as d:
+        base = os.path.join(d, 't.qcow2.base')
+        top = os.path.join(d, 't.qcow2')
+        copy = os.path.join(d, 't.qcow2.copy')
+        common.run([t.qemu_img, 'create', '-q', '-f', 'qcow2', base, '4M'])
+        common.run([t.qemu_io, '-c', 'write -P 0x5a 0 64k', base])
+        common.run([t.qemu_img, 'create', '-q', '-f', 'qcow2', '-b',
+                    't.qcow2.base', '-F', 'qcow2', top])
+        shutil.copy(top, copy)
+        blk = ("json:{'driver': 'qcow2', 'file': {'driver': 'blkdebug', "
+               "'image': {'driver': 'file', 'filename': '%s'}}}" % top)
+        quorum = ("json:{'driver': 'qcow2', 'file': {'driver': 'quorum', "
+                  "'vote-threshold': 1, 'children': [{'driver': 'file', "
+                  "'filename': '%s'}, {'driver': 'file', 'filename': '%s'}]}}"
+                  % (top, copy))
+        for name in (blk, quorum):
+            infos = []
+            for img in (t.qemu_img, t.img):
+                res = common.run([img, 'info', name], cwd='/')
+                # a name is given (QEMU may rebuild a shorter one)
+                common.check(len(res.out.splitlines()[0]) > len('image: '),
+                             res.out)
+                infos.append(backing_lines(res.out))
+            common.check(infos[0] == infos[1],
+                         'qemu-img: %r\nours: %r' % tuple(infos))
+        outs = []
+        for io in (t.qemu_io, t.io):
+            res = common.run([io, '-c', 'read -P 0x5a 0 64k', blk], cwd='/')
+            outs.append(mask(res.out, d))
+        common.check(outs[0] == outs[1] and 'read 65536/65536' in outs[1],
+                     'qemu-io: %r\nours: %r' % tuple(outs))
+
+
+def quorum_opts(paths, threshold, extra=''):
+    kids = ','.join('children.%d.driver=file,children.%d.filename=%s'
+                    % (i, i, p) for i, p in enumerate(paths))
+    return ('driver=quorum,vote-threshold=%d,%s%s'
+            % (threshold, kids, extra))
+
+
+@runner.case('quorum_votes_like_qemu')
+def quorum_votes():
+    t = common.tools()
+    with common.TempDir() as d:
+        results = []
+        for who, io in (('theirs', t.qemu_io), ('ours', t.io)):
+            paths = [os.path.join(d, '%s%d.raw' % (who, i)) for i in range(3)]
+            for p in paths:
+                with open(p, 'wb') as f:
+                    f.write(b'\0' * (1 << 20))
+            out = []
+
+            def run(opts, *cmds):
+                res = common.run([io, '--image-opts'] +
+                                 common.io_args(list(cmds)) + [opts], rc=None)
+                out.append((res.rc, mask(res.out, d).replace(who, 'X'),
+                            common.normalize_prog(res.err, os.path.basename(
+                                io)).replace(who, 'X')))
+
+            run(quorum_opts(paths, 2), 'write -P 0x11 0 64k')
+            with open(paths[2], 'r+b') as f:      # one copy goes bad
+                f.write(b'\x77' * 4096)
+            run(quorum_opts(paths, 2), 'read -P 0x11 0 64k')
+            run(quorum_opts(paths[1:], 2), 'read -P 0x11 0 64k')
+            run(quorum_opts(paths, 2, ',rewrite-corrupted=on'),
+                'read -P 0x11 0 64k')
+            run(quorum_opts(paths, 4), 'read 0 512')
+            run(quorum_opts(paths, 1, ',read-pattern=first'), 'read 0 512')
+            with open(paths[2], 'rb') as f:
+                out.append(('copy 2 repaired', f.read(4096) == b'\x11' * 4096))
+            results.append(out)
+        common.check(results[0] == results[1],
+                     'qemu-io:\n%r\nours:\n%r' % tuple(results))
+        common.check(results[1][-1][1] is True, results[1])
 
 
 if __name__ == '__main__':

@@ -178,6 +178,11 @@ static GPtrArray *collect_image_info_list(bool image_opts,
             img_error("%s", errmsg);
             return NULL;
         }
+        obj = json_node_get_object(info);
+        if (!*json_object_get_string_member(obj, "filename")) {
+            /* named by its options alone: say them as they were given */
+            json_object_set_string_member(obj, "filename", next_name);
+        }
         g_ptr_array_add(list, info);
 
         /* Only the top image takes -f and --image-opts. */
