@@ -21,6 +21,7 @@ check without corruption (leaks are allowed: QEMU leaks there too).
 - sector= and iotype=: only requests covering that sector, of that kind,
   fail;
 - a close that cannot write the caches back reports each, as qemu-io;
+- write -b without a write cache flushes the state, as qemu-io;
 - a zero write with opt-write-zero/max-write-zero through blkdebug on
   an overlay: same pieces (small ones as zeroed data) and the same map,
   which descends through the filter to the backing file (test 204);
@@ -349,6 +350,32 @@ def close_reports_unwritten():
                      'PROG: Failed to flush the L2 table cache: Input/output '
                      'error' in errs[1][1] and 'refcount block cache' in
                      errs[1][1], 'qemu-io: %r\nours: %r' % tuple(errs))
+
+
+@runner.case('vmstate_write_flushed_without_write_cache')
+def vmstate_writethrough():
+    """write -b with the write cache off (-t writethrough) flushes the
+    state before it counts as written, as QEMU's device does: the L2
+    update of a write into an existing table fails the write (test 026)."""
+    t = common.tools()
+    outs = []
+    with common.TempDir() as d:
+        for io in (t.qemu_io, t.io):
+            img = os.path.join(d, 'a.qcow2')
+            new_image(size='1G', cluster=1024, data=['write -b 0 512'])(img)
+            conf = os.path.join(d, 'c.conf')
+            write_conf(conf, [('inject-error', [('event', 'l2_update'),
+                                                ('errno', '5'),
+                                                ('once', 'on')])])
+            for cache in ('writethrough', 'writeback'):
+                res = common.run([io, '-t', cache, '-c', 'write -b 0 128k',
+                                  'blkdebug:%s:%s' % (conf, img)], rc=None)
+                outs.append((io == t.io, cache, res.rc,
+                             mask(res.out, d, os.path.basename(io))))
+    theirs = [o[1:] for o in outs if not o[0]]
+    ours = [o[1:] for o in outs if o[0]]
+    common.check(theirs == ours and ours[0][1] == 1 and ours[1][1] == 0,
+                 'qemu-io: %r\nours: %r' % (theirs, ours))
 
 
 def refused_conf(content, text, name_of=None):

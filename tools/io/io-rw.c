@@ -398,10 +398,16 @@ static int submit(IoState *s, const RwKind *k, const RwArgs *a, char *buf)
     if (a->vmstate) {
         /* The format's VM state area (qcow2: past the disk's end). */
         BlockDriverState *bs = blk_bs(s->blk);
-        return k->op == RW_READ ?
-               bdrv_load_vmstate(bs, buf, a->offset, a->bytes) :
-               k->op == RW_WRITE && !a->zeroes ?
-               bdrv_save_vmstate(bs, buf, a->offset, a->bytes) : -ENOTSUP;
+        int ret = k->op == RW_READ ?
+                  bdrv_load_vmstate(bs, buf, a->offset, a->bytes) :
+                  k->op == RW_WRITE && !a->zeroes ?
+                  bdrv_save_vmstate(bs, buf, a->offset, a->bytes) : -ENOTSUP;
+        /* as QEMU's device does: without a write cache, the state is
+         * flushed before the write counts as done */
+        if (ret >= 0 && k->op == RW_WRITE && !blk_enable_write_cache(s->blk)) {
+            ret = bdrv_flush(bs);
+        }
+        return ret;
     }
     switch (k->op) {
     case RW_READ:
