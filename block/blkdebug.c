@@ -97,7 +97,26 @@ typedef struct BDRVBlkdebugState {
     int64_t state;
     uint64_t align;
     uint64_t max_transfer, opt_write_zero, max_write_zero; /* 0: none */
+
+    /* Breakpoints (qemu-io break/resume): one-shot, (event, tag) pairs;
+     * a request reaching a breakpoint's event waits in `suspended` until
+     * resumed.  Under lock; suspend_cond signals both ways. */
+    GPtrArray *breakpoints;    /* BlkdebugBreak * */
+    GPtrArray *suspended;      /* BlkdebugSuspended * */
+    GCond suspend_cond;
 } BDRVBlkdebugState;
+
+typedef struct BlkdebugBreak {
+    char *event;
+    char *tag;
+} BlkdebugBreak;
+
+typedef struct BlkdebugSuspended {
+    const char *tag;
+    bool resumed;
+} BlkdebugSuspended;
+
+static BlkdebugSuspendNotify *suspend_notify;
 
 static bool take_u64(BlockOpts *options, const char *key, uint64_t def,
                      uint64_t *out, GError **errp)
@@ -243,6 +262,13 @@ static bool open_limits(BlockDriverState *bs, BlockOpts *options,
 
 static void blkdebug_debug_event(BlockDriverState *bs, const char *event);
 
+static void break_free(BlkdebugBreak *b)
+{
+    g_free(b->event);
+    g_free(b->tag);
+    g_free(b);
+}
+
 /* Whether the child's options already name its own file child (file.*). */
 static bool child_has_file_opts(BlockOpts *child_opts)
 {
@@ -267,6 +293,10 @@ static int blkdebug_open(BlockDriverState *bs, BlockOpts *options, int flags,
     bool print;
 
     g_mutex_init(&s->lock);
+    g_cond_init(&s->suspend_cond);
+    s->breakpoints = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)break_free);
+    s->suspended = g_ptr_array_new();
     s->rules = g_ptr_array_new_with_free_func(
         (GDestroyNotify)blkdebug_rule_free);
     s->active = g_ptr_array_new();
@@ -329,6 +359,9 @@ fail:
     g_free(s->event);
     g_ptr_array_unref(s->rules);
     g_ptr_array_unref(s->active);
+    g_ptr_array_unref(s->breakpoints);
+    g_ptr_array_unref(s->suspended);
+    g_cond_clear(&s->suspend_cond);
     g_mutex_clear(&s->lock);
     return -EINVAL;
 }
@@ -349,6 +382,11 @@ static void blkdebug_close(BlockDriverState *bs)
     g_free(s->event);
     g_ptr_array_unref(s->rules);
     g_ptr_array_unref(s->active);
+    /* a close waits for its requests: nothing can be suspended now */
+    g_assert(s->suspended->len == 0);
+    g_ptr_array_unref(s->breakpoints);
+    g_ptr_array_unref(s->suspended);
+    g_cond_clear(&s->suspend_cond);
     g_mutex_clear(&s->lock);
 }
 
@@ -432,6 +470,40 @@ static int account(BlockDriverState *bs, ReqKind kind, BlkdebugIOType type,
     return ret;
 }
 
+/* Under s->lock: a request whose event has a breakpoint waits there until
+ * blkdebug_resume names its tag (the breakpoint is used up). */
+static void suspend_at_breakpoint(BDRVBlkdebugState *s, const char *event)
+{
+    BlkdebugSuspended me = { NULL, false };
+    g_autofree char *tag = NULL;
+
+    for (guint i = 0; i < s->breakpoints->len; i++) {
+        BlkdebugBreak *b = g_ptr_array_index(s->breakpoints, i);
+        if (!strcmp(b->event, event)) {
+            tag = g_steal_pointer(&b->tag);
+            g_ptr_array_remove_index(s->breakpoints, i);
+            break;
+        }
+    }
+    if (!tag) {
+        return;
+    }
+    me.tag = tag;
+    g_ptr_array_add(s->suspended, &me);
+    if (suspend_notify) {
+        suspend_notify(tag, true);
+    }
+    g_cond_broadcast(&s->suspend_cond);
+    while (!me.resumed) {
+        g_cond_wait(&s->suspend_cond, &s->lock);
+    }
+    g_ptr_array_remove(s->suspended, &me);
+    if (suspend_notify) {
+        suspend_notify(tag, false);
+    }
+    g_cond_broadcast(&s->suspend_cond);
+}
+
 static void blkdebug_debug_event(BlockDriverState *bs, const char *event)
 {
     BDRVBlkdebugState *s = bs->opaque;
@@ -471,6 +543,7 @@ static void blkdebug_debug_event(BlockDriverState *bs, const char *event)
         g_ptr_array_insert(s->active, 0, r);
     }
     s->state = new_state;
+    suspend_at_breakpoint(s, event);
     g_mutex_unlock(&s->lock);
 }
 
@@ -640,3 +713,132 @@ BlockDriver bdrv_blkdebug = {
     .block_status = blkdebug_block_status,
     .debug_event = blkdebug_debug_event,
 };
+
+/* The blkdebug node at or under bs (down through file children). */
+static BDRVBlkdebugState *find_blkdebug(BlockDriverState *bs)
+{
+    for (; bs; bs = bs->file) {
+        if (bs->drv == &bdrv_blkdebug) {
+            return bs->opaque;
+        }
+    }
+    return NULL;
+}
+
+void blkdebug_set_suspend_notify(BlkdebugSuspendNotify *fn)
+{
+    suspend_notify = fn;
+}
+
+int blkdebug_break(BlockDriverState *bs, const char *event, const char *tag)
+{
+    BDRVBlkdebugState *s = find_blkdebug(bs);
+    BlkdebugBreak *b;
+
+    if (!s) {
+        return -ENOTSUP;
+    }
+    if (!blkdebug_event_known(event)) {
+        return -ENOENT;
+    }
+    b = g_new0(BlkdebugBreak, 1);
+    b->event = g_strdup(event);
+    b->tag = g_strdup(tag);
+    g_mutex_lock(&s->lock);
+    g_ptr_array_add(s->breakpoints, b);
+    g_mutex_unlock(&s->lock);
+    return 0;
+}
+
+int blkdebug_remove_break(BlockDriverState *bs, const char *tag)
+{
+    BDRVBlkdebugState *s = find_blkdebug(bs);
+    int ret = -ENOENT;
+
+    if (!s) {
+        return -ENOTSUP;
+    }
+    g_mutex_lock(&s->lock);
+    /* a request waiting under that tag goes on too, as in QEMU */
+    for (guint i = 0; i < s->suspended->len; i++) {
+        BlkdebugSuspended *r = g_ptr_array_index(s->suspended, i);
+        if (!strcmp(r->tag, tag)) {
+            r->resumed = true;
+            ret = 0;
+        }
+    }
+    for (guint i = s->breakpoints->len; i-- > 0;) {
+        BlkdebugBreak *b = g_ptr_array_index(s->breakpoints, i);
+        if (!strcmp(b->tag, tag)) {
+            g_ptr_array_remove_index(s->breakpoints, i);
+            ret = 0;
+        }
+    }
+    g_cond_broadcast(&s->suspend_cond);
+    g_mutex_unlock(&s->lock);
+    return ret;
+}
+
+int blkdebug_resume(BlockDriverState *bs, const char *tag)
+{
+    BDRVBlkdebugState *s = find_blkdebug(bs);
+    BlkdebugSuspended *found = NULL;
+
+    if (!s) {
+        return -ENOTSUP;
+    }
+    g_mutex_lock(&s->lock);
+    for (guint i = 0; i < s->suspended->len && !found; i++) {
+        BlkdebugSuspended *r = g_ptr_array_index(s->suspended, i);
+        if (!strcmp(r->tag, tag)) {
+            found = r;
+        }
+    }
+    if (found) {
+        found->resumed = true;
+        g_cond_broadcast(&s->suspend_cond);
+        /* returns once the request has gone on (said it resumed) */
+        while (g_ptr_array_find(s->suspended, found, NULL)) {
+            g_cond_wait(&s->suspend_cond, &s->lock);
+        }
+    }
+    g_mutex_unlock(&s->lock);
+    return found ? 0 : -ENOENT;
+}
+
+int blkdebug_wait_suspended(BlockDriverState *bs, const char *tag)
+{
+    BDRVBlkdebugState *s = find_blkdebug(bs);
+
+    if (!s) {
+        return -ENOTSUP;
+    }
+    g_mutex_lock(&s->lock);
+    for (;;) {
+        bool there = false;
+        for (guint i = 0; i < s->suspended->len && !there; i++) {
+            BlkdebugSuspended *r = g_ptr_array_index(s->suspended, i);
+            there = !strcmp(r->tag, tag);
+        }
+        if (there) {
+            break;
+        }
+        g_cond_wait(&s->suspend_cond, &s->lock);
+    }
+    g_mutex_unlock(&s->lock);
+    return 0;
+}
+
+bool blkdebug_has_breakpoints(BlockDriverState *bs)
+{
+    BDRVBlkdebugState *s = find_blkdebug(bs);
+    bool any;
+
+    if (!s) {
+        return false;
+    }
+    g_mutex_lock(&s->lock);
+    any = s->breakpoints->len || s->suspended->len;
+    g_mutex_unlock(&s->lock);
+    return any;
+}

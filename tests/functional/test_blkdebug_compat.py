@@ -22,6 +22,8 @@ check without corruption (leaks are allowed: QEMU leaks there too).
   fail;
 - a close that cannot write the caches back reports each, as qemu-io;
 - write -b without a write cache flushes the state, as qemu-io;
+- break/wait_break/resume/remove_break hold an aio request at an event
+  while others queue behind it (test 046), data right afterwards;
 - a zero write with opt-write-zero/max-write-zero through blkdebug on
   an overlay: same pieces (small ones as zeroed data) and the same map,
   which descends through the filter to the backing file (test 204);
@@ -376,6 +378,56 @@ def vmstate_writethrough():
     ours = [o[1:] for o in outs if o[0]]
     common.check(theirs == ours and ours[0][1] == 1 and ours[1][1] == 0,
                  'qemu-io: %r\nours: %r' % (theirs, ours))
+
+
+@runner.case('breakpoint_holds_a_request_while_others_queue')
+def breakpoint_requests():
+    """break/wait_break/resume (test 046): an allocating aio_write held at
+    write_aio while two more writes into the same cluster and one into
+    the next are issued; after resume all four complete.  Same output as
+    qemu-io (the completion reports compared as a set); afterwards every
+    byte reads as written (the overlapping allocations were ordered), and
+    qemu-img check is clean.
+    Without a blkdebug node the commands fail with qemu-io's texts."""
+    t = common.tools()
+    cmds = ['break write_aio A', 'aio_write -P 10 0x18000 0x2000',
+            'wait_break A', 'aio_write -P 11 0x12000 0x2000',
+            'aio_write -P 12 0x1c000 0x2000',
+            'aio_write -P 13 0x2a000 0x10000', 'resume A', 'aio_flush',
+            'remove_break A', 'resume A']
+    with common.TempDir() as d:
+        outs = []
+        for io in (t.qemu_io, t.io):
+            img = os.path.join(d, 'a.qcow2')
+            new_image(size='1M', cluster=65536,
+                      data=['write -P 1 0 0x10000'])(img)
+            res = common.run([io] + common.io_args(cmds) +
+                             ['blkdebug::' + img], rc=None)
+            # completions are reported in the order they happened, which
+            # neither tool fixes: compare the reports as a set
+            text = mask(res.out, d, os.path.basename(io))
+            reports = re.findall(r'wrote .*\n.*\n', text)
+            outs.append((res.rc, re.sub(r'wrote .*\n.*\n', '', text),
+                         sorted(reports)))
+            common.run([t.qemu_io, '-c', 'read -P 1 0 0x10000',
+                        '-c', 'read -P 0 0x10000 0x2000',
+                        '-c', 'read -P 11 0x12000 0x2000',
+                        '-c', 'read -P 0 0x14000 0x4000',
+                        '-c', 'read -P 10 0x18000 0x2000',
+                        '-c', 'read -P 0 0x1a000 0x2000',
+                        '-c', 'read -P 12 0x1c000 0x2000',
+                        '-c', 'read -P 13 0x2a000 0x10000', img])
+            common.qemu_check_clean(img)
+            res = common.run([io, '-c', 'break write_aio A', '-c',
+                              'resume A', '-c', 'remove_break A', img],
+                             rc=None)
+            outs.append((res.rc, mask(res.out, d, os.path.basename(io))))
+        common.check(outs[0] == outs[2] and outs[1] == outs[3],
+                     'qemu-io: %r\nours: %r' % (outs[:2], outs[2:]))
+        common.check(len(outs[2][2]) == 4 and
+                     outs[2][1].startswith("blkdebug: Suspended request 'A'"
+                                           "\nblkdebug: Resuming request 'A'"
+                                           "\nCould not"), outs[2])
 
 
 def refused_conf(content, text, name_of=None):

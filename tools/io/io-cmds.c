@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "block/blkdebug.h"
 #include "io-cmds.h"
 #include "io-util.h"
 
@@ -601,31 +602,49 @@ static int reopen_f(IoState *s, int argc, char **argv)
     return 0;
 }
 
-/* ---- blkdebug breakpoints: strata has no blkdebug ---- */
+/* ---- blkdebug breakpoints (block/blkdebug.c holds the requests) ---- */
 
 static int break_f(IoState *s, int argc, char **argv)
 {
-    printf("Could not set breakpoint: %s\n", strerror(ENOTSUP));
-    return -ENOTSUP;
+    int ret = blkdebug_break(blk_bs(s->blk), argv[1], argv[2]);
+
+    if (ret < 0) {
+        printf("Could not set breakpoint: %s\n", strerror(-ret));
+    }
+    return ret;
 }
 
 static int remove_break_f(IoState *s, int argc, char **argv)
 {
-    printf("Could not remove breakpoint %s: %s\n", argv[1], strerror(ENOTSUP));
-    return -ENOTSUP;
+    int ret = blkdebug_remove_break(blk_bs(s->blk), argv[1]);
+
+    if (ret < 0) {
+        printf("Could not remove breakpoint %s: %s\n", argv[1],
+               strerror(-ret));
+    }
+    return ret;
 }
 
 static int resume_f(IoState *s, int argc, char **argv)
 {
-    printf("Could not resume request: %s\n", strerror(ENOTSUP));
-    return -ENOTSUP;
+    int ret = blkdebug_resume(blk_bs(s->blk), argv[1]);
+
+    if (ret < 0) {
+        printf("Could not resume request: %s\n", strerror(-ret));
+    }
+    return ret;
 }
 
-/* qemu-io would wait forever here; saying so is more useful. */
+/* Without a blkdebug node qemu-io would wait forever; saying so is more
+ * useful. */
 static int wait_break_f(IoState *s, int argc, char **argv)
 {
-    printf("Could not wait for request: %s\n", strerror(ENOTSUP));
-    return -ENOTSUP;
+    int ret = blkdebug_wait_suspended(blk_bs(s->blk), argv[1]);
+
+    if (ret < 0) {
+        printf("Could not wait for request: %s\n", strerror(-ret));
+    }
+    return ret;
 }
 
 static const IoCmd break_cmd = {
@@ -634,7 +653,7 @@ static const IoCmd break_cmd = {
     .argmin = 2,
     .argmax = 2,
     .args = "event tag",
-    .oneline = "stop a request at event as tag (unsupported)",
+    .oneline = "stop the next request that reaches event, as tag",
 };
 
 static const IoCmd remove_break_cmd = {

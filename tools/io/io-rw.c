@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "block/blkdebug.h"
 #include "io-cmds.h"
 #include "io-util.h"
 
@@ -336,8 +337,17 @@ fail:
  * would have seen it complete: aio_flush, closing the image, or exit.
  * A request that fails its bounds check never reaches a node; qemu-io
  * completes those at its next poll, which is as good as now.
+ *
+ * While a blkdebug breakpoint is set or holds a request (and until the
+ * requests issued meanwhile are done), an aio_* request runs in a thread
+ * of its own, so that the commands after it can go on while it waits:
+ * aio_flush, close and exit wait for those threads first.  Their reports
+ * go out in the order the requests completed, as qemu-io's do.
  */
-static GString *aio_pending;
+static GMutex aio_lock;
+static GCond aio_cond;
+static int aio_outstanding;       /* threads still running a request */
+static GString *aio_pending;      /* under aio_lock */
 
 typedef struct RwOutput {
     FILE *f;
@@ -364,19 +374,36 @@ static void output_end(RwOutput *out)
         return;
     }
     fclose(out->f);
+    g_mutex_lock(&aio_lock);
     if (!aio_pending) {
         aio_pending = g_string_new(NULL);
     }
     g_string_append_len(aio_pending, out->text, out->len);
+    g_mutex_unlock(&aio_lock);
     free(out->text);
 }
 
 void io_aio_drain(void)
 {
+    g_mutex_lock(&aio_lock);
+    while (aio_outstanding) {
+        g_cond_wait(&aio_cond, &aio_lock);
+    }
     if (aio_pending && aio_pending->len) {
         fwrite(aio_pending->str, 1, aio_pending->len, stdout);
         g_string_truncate(aio_pending, 0);
     }
+    g_mutex_unlock(&aio_lock);
+}
+
+static bool aio_in_thread(IoState *s)
+{
+    bool busy;
+
+    g_mutex_lock(&aio_lock);
+    busy = aio_outstanding > 0;
+    g_mutex_unlock(&aio_lock);
+    return busy || blkdebug_has_breakpoints(blk_bs(s->blk));
 }
 
 /* ---- The request ---- */
@@ -432,26 +459,15 @@ static void now(struct timespec *t)
     clock_gettime(CLOCK_MONOTONIC, t);
 }
 
-static int run_request(IoState *s, const RwKind *k, const RwArgs *a)
+/* Issues the request and reports it; takes buf. */
+static int execute(IoState *s, const RwKind *k, const RwArgs *a, char *buf)
 {
     static const char *const report_label[] = {
         [RW_READ] = "read", [RW_WRITE] = "wrote", [RW_DISCARD] = "discard",
     };
     struct timespec t1, t2;
     RwOutput out;
-    char *buf = NULL;
     int ret;
-
-    if (k->op == RW_READ) {
-        buf = io_alloc(a->bytes, 0xab);
-    } else if (k->op == RW_WRITE && !a->zeroes) {
-        buf = a->source ? alloc_from_file(a->bytes, a->source)
-                        : io_alloc(a->bytes, a->has_pattern ? a->pattern
-                                                            : 0xcd);
-        if (!buf) {
-            return -EINVAL;
-        }
-    }
 
     now(&t1);
     ret = submit(s, k, a, buf);   /* not in MIN(): it would run twice */
@@ -482,6 +498,55 @@ static int run_request(IoState *s, const RwKind *k, const RwArgs *a)
 done:
     output_end(&out);
     io_free(buf);
+    return ret;
+}
+
+typedef struct AioJob {
+    IoState *s;
+    const RwKind *k;
+    RwArgs a;
+    char *buf;
+} AioJob;
+
+static gpointer aio_thread(gpointer opaque)
+{
+    AioJob *j = opaque;
+
+    execute(j->s, j->k, &j->a, j->buf);
+    g_free(j);
+    g_mutex_lock(&aio_lock);
+    aio_outstanding--;
+    g_cond_broadcast(&aio_cond);
+    g_mutex_unlock(&aio_lock);
+    return NULL;
+}
+
+static int run_request(IoState *s, const RwKind *k, const RwArgs *a)
+{
+    char *buf = NULL;
+    int ret;
+
+    if (k->op == RW_READ) {
+        buf = io_alloc(a->bytes, 0xab);
+    } else if (k->op == RW_WRITE && !a->zeroes) {
+        buf = a->source ? alloc_from_file(a->bytes, a->source)
+                        : io_alloc(a->bytes, a->has_pattern ? a->pattern
+                                                            : 0xcd);
+        if (!buf) {
+            return -EINVAL;
+        }
+    }
+    if (k->shape == RW_AIO && aio_in_thread(s)) {
+        AioJob *j = g_new0(AioJob, 1);
+        *j = (AioJob){ s, k, *a, buf };
+        j->a.source = NULL;           /* read already; argv goes away */
+        g_mutex_lock(&aio_lock);
+        aio_outstanding++;
+        g_mutex_unlock(&aio_lock);
+        g_thread_unref(g_thread_new("aio", aio_thread, j));
+        return 0;
+    }
+    ret = execute(s, k, a, buf);
     /* An aio command has done its part once the request is issued. */
     return k->shape == RW_AIO ? 0 : ret;
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "io-cmds.h"
+#include "block/blkdebug.h"
 #include "block/log.h"
 #include "io-util.h"
 
@@ -472,6 +473,14 @@ enum {
     OPTION_IMAGE_OPTS = 257,
 };
 
+/* qemu-io's lines for a request held at a blkdebug breakpoint (printed by
+ * the request's thread, on stdout like the reports). */
+static void print_breakpoint(const char *tag, bool suspended)
+{
+    printf("blkdebug: %s request '%s'\n",
+           suspended ? "Suspended" : "Resuming", tag);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option lopt[] = {
@@ -501,6 +510,7 @@ int main(int argc, char **argv)
     int c, ret;
 
     strata_log_set_sink(strata_log_to_stderr, NULL);
+    blkdebug_set_suspend_notify(print_breakpoint);
 
     g_set_prgname(prgname);
 
