@@ -425,6 +425,27 @@ static void release_unmapped(BlockDriverState *bs, uint64_t e)
     release_entry(bs, e);
 }
 
+/* Under s->lock: the nb L2 entries from guest cluster gstart (one table,
+ * loaded for writing if for_write) into old[], and where they are. */
+static int load_entries(BlockDriverState *bs, uint64_t gstart, uint64_t nb,
+                        bool for_write, uint64_t *l1i, uint64_t *l2i,
+                        uint64_t *old)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t *l2;
+    int ret;
+
+    split_offset(s, gstart, l1i, l2i);
+    ret = l2_load(bs, *l1i, for_write, &l2);
+    if (ret < 0) {
+        return ret;
+    }
+    for (uint64_t i = 0; i < nb; i++) {
+        old[i] = GUINT64_FROM_BE(l2[*l2i + i]);
+    }
+    return 0;
+}
+
 /*
  * Allocating write of [off, off+bytes) lying in clusters that all need new
  * host clusters.  Called and returns with s->lock held; drops it for the
@@ -446,13 +467,9 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t bytes,
     const uint8_t *src = buf;
     int ret;
 
-    split_offset(s, gstart, &l1i, &l2i);
-    ret = l2_load(bs, l1i, true, &l2);
+    ret = load_entries(bs, gstart, nb, true, &l1i, &l2i, old);
     if (ret < 0) {
         return ret;
-    }
-    for (uint64_t i = 0; i < nb; i++) {
-        old[i] = GUINT64_FROM_BE(l2[l2i + i]);
     }
     host = qcow2_alloc_clusters(bs, nb);
     if (host < 0) {
@@ -588,13 +605,9 @@ static int write_zeroed_in_place(BlockDriverState *bs, uint64_t off,
     const uint8_t *src = buf;
     int ret;
 
-    split_offset(s, gstart, &l1i, &l2i);
-    ret = l2_load(bs, l1i, false, &l2);
+    ret = load_entries(bs, gstart, nb, false, &l1i, &l2i, old);
     if (ret < 0) {
         return ret;
-    }
-    for (uint64_t i = 0; i < nb; i++) {
-        old[i] = GUINT64_FROM_BE(l2[l2i + i]);
     }
     /* zeroes before and after the data, in clusters that read as zeroes */
     head = (old[0] & QCOW_OFLAG_ZERO) ? off - gstart : 0;
