@@ -163,7 +163,22 @@ int qcow2_reclaim_frees(BlockDriverState *bs)
 
 static int qcow2_flush(BlockDriverState *bs)
 {
-    return qcow2_flush_metadata(bs, true);
+    BDRVQcow2State *s = bs->opaque;
+    int ret = qcow2_flush_metadata(bs, true);
+
+    /* The generic layer syncs the file right after this.  Syncing here,
+     * under the lock, lets the refcount bookkeeping know, so the next L2
+     * write does not sync again (and the generic sync finds nothing new
+     * to sync). */
+    g_mutex_lock(&s->lock);
+    if (ret == 0 && s->refcounts_unsynced) {
+        ret = bdrv_flush(bs->file);
+        if (ret == 0) {
+            s->refcounts_unsynced = false;
+        }
+    }
+    g_mutex_unlock(&s->lock);
+    return ret;
 }
 
 static int qcow2_reopen(BlockDriverState *bs, bool read_only, GError **errp)

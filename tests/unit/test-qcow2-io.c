@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "block/blkdebug.h"
 #include "block/block.h"
 
 static char *tmpdir;
@@ -243,6 +244,57 @@ START_TEST(test_discard_then_write_reuses)
 }
 END_TEST
 
+static uint64_t file_flushes(BlockDriverState *bs)
+{
+    BlkdebugCounts c;
+
+    ck_assert(blkdebug_get_counts(bdrv_get_file(bs), &c));
+    return c.flushes;
+}
+
+/* The sync that makes discarded clusters reusable is paid only when a
+ * discard queued the frees and the write would grow the file: frees that
+ * overwrites queue (compressed clusters rewritten) never cost one. */
+START_TEST(test_reclaim_sync_only_after_discards)
+{
+    g_autofree char *path = tmp_path("reclaim.qcow2");
+    BlockDriverState *bs = create_and_open(path, "8M", "65536", "16");
+    BlockOpts *o = bdrv_opts_new();
+    g_autofree uint8_t *buf = g_malloc(1 << 20);
+    GError *err = NULL;
+    uint64_t before;
+    int64_t len;
+
+    bdrv_unref(bs);
+    bdrv_opts_set(o, "driver", "qcow2");
+    bdrv_opts_set(o, "file.driver", "blkdebug");
+    bdrv_opts_set(o, "file.filename", path);
+    bs = bdrv_open(path, o, BDRV_O_RDWR, &err);
+    ck_assert_msg(bs, "open: %s", err ? err->message : "");
+
+    memset(buf, 'x', 1 << 20);
+    ck_assert_int_eq(bdrv_pwrite_compressed(bs, 0, 1 << 20, buf), 0);
+    ck_assert_int_eq(bdrv_flush(bs), 0);
+    before = file_flushes(bs);
+    memset(buf, 0x5c, 1 << 20);
+    /* the rewrite queues the compressed clusters' frees; the next
+     * allocating write grows the file without a sync */
+    ck_assert_int_eq(bdrv_pwrite(bs, 0, 1 << 20, buf), 0);
+    ck_assert_int_eq(bdrv_pwrite(bs, 2 << 20, 1 << 20, buf), 0);
+    ck_assert_int_eq(file_flushes(bs), before);
+
+    ck_assert_int_eq(bdrv_flush(bs), 0);
+    len = bdrv_getlength(bdrv_get_file(bs));
+    before = file_flushes(bs);
+    ck_assert_int_eq(bdrv_pdiscard(bs, 0, 1 << 20), 0);
+    ck_assert_int_eq(bdrv_pwrite(bs, 4 << 20, 1 << 20, buf), 0);
+    ck_assert_int_eq(file_flushes(bs), before + 1);
+    ck_assert_int_eq(bdrv_getlength(bdrv_get_file(bs)), len);
+    bdrv_unref(bs);
+    unlink(path);
+}
+END_TEST
+
 static int64_t host_offset(BlockDriverState *bs, int64_t off)
 {
     int64_t pnum, map = -1;
@@ -303,6 +355,7 @@ static Suite *qcow2_suite(void)
     tcase_add_test(tc, test_backing_cow);
     tcase_add_test(tc, test_discard_then_write_reuses);
     tcase_add_test(tc, test_write_into_preallocated_zero);
+    tcase_add_test(tc, test_reclaim_sync_only_after_discards);
     suite_add_tcase(s, tc);
     return s;
 }
