@@ -41,7 +41,7 @@ SRC = os.path.dirname(os.path.dirname(os.path.dirname(
 NDEV = 4
 REC = 512
 ROUNDS = 8
-SIZE = 4 << 20
+SIZE = 32 << 20     # room for the guest to write through every round
 MAGIC = b'strata-cut-record'
 MULT = 2654435761
 
