@@ -431,7 +431,14 @@ BlockDriverState *bdrv_open_file_child(const char *filename,
                                        BlockOpts *options, int flags,
                                        GError **errp)
 {
-    BlockOpts *fopts = bdrv_opts_extract_prefix(options, "file");
+    return bdrv_open_named_child(filename, options, "file", flags, errp);
+}
+
+BlockDriverState *bdrv_open_named_child(const char *filename,
+                                        BlockOpts *options, const char *name,
+                                        int flags, GError **errp)
+{
+    BlockOpts *fopts = bdrv_opts_extract_prefix(options, name);
 
     /* QEMU's names: "json:{...}", "file:X", "blkdebug:C:X" (block/filename.c) */
     if (filename && g_str_has_prefix(filename, "json:")) {
@@ -454,7 +461,7 @@ BlockDriverState *bdrv_open_file_child(const char *filename,
         !strcmp(bdrv_opts_get(fopts, "driver"), "file")) {
         g_hash_table_unref(fopts);
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "A block device must be specified for \"file\"");
+                    "A block device must be specified for \"%s\"", name);
         return NULL;
     }
     return bdrv_open_common(filename, fopts, flags & ~BDRV_O_NO_BACKING, errp);

@@ -305,6 +305,11 @@ typedef struct BlockSpecificInfo {
     int refcount_bits;
     bool corrupt;
     bool extended_l2;
+    /* qcow2 external data file: its recorded name (NULL: none; owned by
+     * the node) and whether data-file-raw is reported at all */
+    const char *data_file;
+    bool has_data_file_raw;
+    bool data_file_raw;
 } BlockSpecificInfo;
 void bdrv_get_specific_info(BlockDriverState *bs, BlockSpecificInfo *info);
 

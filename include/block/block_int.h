@@ -200,6 +200,11 @@ void bdrv_register(BlockDriver *drv);
 BlockDriverState *bdrv_open_file_child(const char *filename,
                                        BlockOpts *options, int flags,
                                        GError **errp);
+/* The same for the child whose options are "<name>.*" (qcow2's
+ * "data-file"); the driver defaults to "file". */
+BlockDriverState *bdrv_open_named_child(const char *filename,
+                                        BlockOpts *options, const char *name,
+                                        int flags, GError **errp);
 /* Opens the backing chain of bs from its recorded backing_file /
  * backing_format or the "backing" option.  Always read-only. */
 bool bdrv_open_backing(BlockDriverState *bs, BlockOpts *options, int flags,

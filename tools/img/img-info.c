@@ -53,6 +53,12 @@ static void add_format_specific(JsonBuilder *b, BlockDriverState *bs)
         /* Version 2 images have no feature bits to report. */
         v2 = si.compat && !strcmp(si.compat, "0.10");
         add_string(b, "compat", si.compat ? si.compat : "1.1");
+        if (si.data_file) {
+            add_string(b, "data-file", si.data_file);
+        }
+        if (si.has_data_file_raw) {
+            add_bool(b, "data-file-raw", si.data_file_raw);
+        }
         if (!v2) {
             add_bool(b, "extended-l2", si.extended_l2);
             add_bool(b, "lazy-refcounts", si.lazy_refcounts);
