@@ -71,8 +71,7 @@ static bool has_keys_under(BlockOpts *options, const char *prefix)
 /*
  * The external data file, with QEMU 7.2's rules and texts: the
  * "data-file" option (a node name, else a file name; or data-file.*
- * keys) wins over the name the header records, which is resolved
- * against the image's directory.  The data file is a plain file opened
+ * keys) wins over the name the header records.  The data file is a plain file opened
  * in the image's mode.  An image without incompatible bit 2 takes no
  * data file and must not claim a raw one.
  */
@@ -112,10 +111,10 @@ static int qcow2_open_data_file(BlockDriverState *bs, BlockOpts *options,
         s->data_file = bdrv_open_named_child(NULL, options, "data-file",
                                              cflags, errp);
     } else if (s->data_file_name) {
-        g_autofree char *path = bdrv_resolve_backing_name(bs->filename,
-                                                          s->data_file_name);
-        s->data_file = bdrv_open_named_child(path, options, "data-file",
-                                             cflags, errp);
+        /* As QEMU 7.2 opens it: the name as recorded, so a relative one
+         * is relative to the current directory (iotest 061 shows it). */
+        s->data_file = bdrv_open_named_child(s->data_file_name, options,
+                                             "data-file", cflags, errp);
     } else {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "'data-file' is required for this image");
