@@ -8,7 +8,8 @@ byte (qemu-io read -P, qemu-img compare against a raw shadow), and the
 data file itself must hold the guest data at the guest offsets.
 qemu-img check finds nothing (data clusters have no refcounts, so no
 leaks either).  create gives the file sizes, maps and info lines
-qemu-img gives for every preallocation mode.  Internal snapshots and
+qemu-img gives for every preallocation mode, and info (qemu-img's and
+qemu-io's) the same data file lines.  Internal snapshots and
 compressed writes are refused with QEMU's texts and change nothing on
 disk; with data_file_raw, zero writes and discards reach the raw file.
 An L2 entry pointing elsewhere than its guest offset is corruption, in
@@ -150,6 +151,11 @@ def info_matches_qemu():
             common.check(js[0] == js[1], 'json: %r vs %r' % tuple(js))
             common.check(js[0]['data']['data-file-raw'] == bool(extra),
                          repr(js[0]))
+            # qemu-io's info command prints the same two lines
+            outs = [common.run([io, '-c', 'info', img]).out
+                    for io in (t.io, t.qemu_io)]
+            common.check(outs[0] == outs[1], 'io info:\n%s\nqemu-io:\n%s'
+                         % tuple(outs))
 
 
 @runner.case()
