@@ -361,6 +361,9 @@ int qcow2_pread_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
     uint8_t *p = buf;
     int ret = 0;
 
+    if (s->data_file_skipped) {
+        return -EIO;   /* opened to describe it: no data file here */
+    }
     g_rw_lock_reader_lock(&s->free_lock);
     while (bytes > 0) {
         uint64_t entry, n;
@@ -738,6 +741,9 @@ int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
     const uint8_t *p = buf;
     int ret = 0;
 
+    if (s->data_file_skipped) {
+        return -EIO;
+    }
     g_rw_lock_reader_lock(&s->free_lock);
     g_mutex_lock(&s->lock);
     while (bytes > 0) {
@@ -996,7 +1002,7 @@ int qcow2_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
     uint64_t a, b;
     int ret;
 
-    if (end > s->size) {
+    if (end > s->size || s->data_file_skipped) {
         return -EIO;
     }
     if (s->version < 3 && bs->backing) {
@@ -1035,6 +1041,9 @@ int qcow2_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
     uint64_t b = end == s->size ? qcow2_align_up(end, cs) : end / cs * cs;
     int ret = 0;
 
+    if (s->data_file_skipped) {
+        return -EIO;
+    }
     if (a >= b) {
         return 0; /* discard is advisory: partial clusters are kept */
     }
@@ -1095,6 +1104,9 @@ int qcow2_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
     uint64_t entry, n;
     int ret;
 
+    if (s->data_file_skipped) {
+        return -EIO;
+    }
     g_mutex_lock(&s->lock);
     ret = lookup(bs, offset, bytes, &entry, &n);
     g_mutex_unlock(&s->lock);

@@ -84,6 +84,14 @@ static int qcow2_open_data_file(BlockDriverState *bs, BlockOpts *options,
     int cflags = flags & ~(BDRV_O_CHECK | BDRV_O_PROBED);
 
     g_hash_table_remove(options, "data-file");
+    /* As QEMU: a describe-only open (info) leaves the data file alone,
+     * so no error about it either. */
+    if (flags & BDRV_O_NO_IO) {
+        g_autoptr(GHashTable) sub_opts =
+            bdrv_opts_extract_prefix(options, "data-file");
+        s->data_file_skipped = qcow2_has_data_file(s);
+        return 0;
+    }
     if (!qcow2_has_data_file(s)) {
         if (ref || sub) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,

@@ -242,6 +242,9 @@ typedef struct BDRVQcow2State {
      * node data I/O goes to, so one code path serves both layouts. */
     char *data_file_name;
     BlockDriverState *data_file;
+    /* Opened with BDRV_O_NO_IO: the image has a data file that was not
+     * opened, so guest data cannot be read (qcow2_data_missing()). */
+    bool data_file_skipped;
 } BDRVQcow2State;
 
 /* The image keeps its guest data in an external data file: every data

@@ -48,6 +48,10 @@ typedef enum {
  * receives, when the format was probed rather than named; callers' own
  * use of it is ignored.  A probed raw node restricts writes to block 0. */
 #define BDRV_O_PROBED      0x80000
+/* The node is opened only to describe it (qemu-img info): no guest data
+ * is read, so a format opens no files beyond its own (a qcow2 data
+ * file), and an untrusted image cannot make us open one (QEMU's value). */
+#define BDRV_O_NO_IO       0x10000
 
 /*
  * Options are flat string maps with QEMU's dotted keys: "driver",

@@ -159,6 +159,29 @@ def info_matches_qemu():
 
 
 @runner.case()
+def info_does_not_open_the_data_file():
+    """qemu-img info describes an image without opening its data file
+    (an untrusted image must not make it open other files): it works
+    with the data file gone, where opening for I/O fails, as qemu-io's."""
+    t = common.tools()
+    with common.TempDir() as d:
+        img, data = os.path.join(d, 'g.qcow2'), os.path.join(d, 'g.data')
+        create(t.qemu_img, img, data)
+        os.unlink(data)
+        for args in (['info'], ['info', '--output=json']):
+            ours = common.run([t.img] + args + [img])
+            theirs = common.run([t.qemu_img] + args + [img])
+            common.check(ours.out == theirs.out, '%s:\n%s\nqemu-img:\n%s'
+                         % (args, ours.out, theirs.out))
+        ours = common.run([t.io, '-c', 'read 0 512', img], rc=1)
+        theirs = common.run([t.qemu_io, '-c', 'read 0 512', img], rc=1)
+        common.check(common.normalize_prog(ours.err, t.io_name) ==
+                     common.normalize_prog(theirs.err, 'qemu-io'),
+                     '%r vs %r' % (ours.err, theirs.err))
+        common.check(not os.path.exists(data), 'the data file came back')
+
+
+@runner.case()
 def create_matches_qemu():
     t = common.tools()
     with common.TempDir() as d:

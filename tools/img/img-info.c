@@ -175,7 +175,8 @@ static GPtrArray *collect_image_info_list(bool image_opts,
         g_hash_table_add(seen, g_strdup(next_name));
 
         bs = img_open(image_opts, next_name, next_fmt,
-                      BDRV_O_NO_BACKING | info_open_flags, false);
+                      BDRV_O_NO_BACKING | BDRV_O_NO_IO | info_open_flags,
+                      false);
         if (!bs) {
             return NULL;
         }
