@@ -506,6 +506,10 @@ int qcow2_truncate_prealloc(BlockDriverState *bs, int64_t size, int prealloc,
     g_mutex_lock(&s->lock);
     if ((uint64_t)size < s->size) {
         ret = do_shrink(bs, size, errp);
+        /* The data file shrinks with the disk, as QEMU resizes it. */
+        if (ret == 0 && qcow2_has_data_file(s) && s->data_file) {
+            ret = bdrv_truncate(s->data_file, size, errp);
+        }
     } else {
         ret = do_grow(bs, size, prealloc, tail_allocated, errp);
     }

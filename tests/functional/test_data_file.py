@@ -214,6 +214,34 @@ def create_matches_qemu():
 
 
 @runner.case()
+def resize_matches_qemu():
+    """resize grows the data file with the disk (falloc: allocated),
+    shrinks it with the disk, and maps only metadata into the qcow2 file,
+    as qemu-img resize does; the data stays readable."""
+    t = common.tools()
+    with common.TempDir() as d:
+        got = {}
+        for who, tool in (('ours', t.img), ('qemu', t.qemu_img)):
+            img = os.path.join(d, who + '.qcow2')
+            data = os.path.join(d, who + '.data')
+            create(t.qemu_img, img, data, size=1 << 20)
+            common.run_io(t.qemu_io, img, ['write -P 0x41 0 1M'])
+            steps = []
+            for args in (['3M'], ['--preallocation=falloc', '5M'],
+                         ['--shrink', '2M']):
+                common.run([tool, 'resize', '-q', img] + args)
+                steps.append((os.path.getsize(img), os.path.getsize(data),
+                              common.run([t.qemu_img, 'map',
+                                          '--output=json', img]).out))
+            got[who] = steps
+            common.qemu_check_clean(img)
+            common.run_io(t.qemu_io, img, ['read -P 0x41 0 1M',
+                                           'read -P 0 1M 1M'])
+        common.check(got['ours'] == got['qemu'], 'resize steps:\n%r\n%r'
+                     % (got['ours'], got['qemu']))
+
+
+@runner.case()
 def snapshot_and_compression_refused():
     t = common.tools()
     with common.TempDir() as d:
