@@ -211,6 +211,22 @@ def create_matches_qemu():
                          % (mode, maps['ours'], maps['qemu']))
         # iotest 243's numbers
         common.check(sizes['ours'][0] == 327680, repr(sizes))
+        # with the same (relative) data file name, the qcow2 files are
+        # identical byte for byte, data_file_raw or not
+        for mode in ('off', 'metadata', 'full'):
+            for raw in ('off', 'on'):
+                files = []
+                for who, tool in (('ours', t.img), ('qemu', t.qemu_img)):
+                    sub = os.path.join(d, who)
+                    shutil.rmtree(sub, ignore_errors=True)
+                    os.mkdir(sub)
+                    common.run([tool, 'create', '-q', '-f', 'qcow2', '-o',
+                                'data_file=x.data,data_file_raw=%s,'
+                                'preallocation=%s' % (raw, mode), 'x.qcow2',
+                                '3M'], cwd=sub)
+                    files.append(os.path.join(sub, 'x.qcow2'))
+                diff = common.files_equal(*files)
+                common.check(diff is None, '%s raw=%s: %s' % (mode, raw, diff))
 
 
 @runner.case()
