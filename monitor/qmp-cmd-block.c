@@ -112,6 +112,28 @@ static bool flatten_backing(JsonNode *ref, bool keyval, BlockOpts *opts,
     return true;
 }
 
+/* qcow2's external data file: a definition, or a node shared with
+ * whoever else holds it (the qcow2 driver takes a reference). */
+static bool flatten_data_file(JsonNode *ref, bool keyval, BlockOpts *opts,
+                              const char *prefix, GError **errp)
+{
+    const char *name;
+
+    if (JSON_NODE_HOLDS_OBJECT(ref)) {
+        return flatten_child(ref, "data-file", keyval, opts, prefix, errp);
+    }
+    name = json_node_get_string(ref);
+    {
+        g_autoptr(BlockDriverState) bs = blockdev_find_node(name);
+        if (!bs) {
+            return qmp_fail(errp, "Cannot find device='%s' nor "
+                            "node-name='%s'", name, name);
+        }
+    }
+    set_opt(opts, prefix, "data-file", name);
+    return true;
+}
+
 /* issue 13 (api): driver=nbd's server address and export */
 static void flatten_nbd(const BlockdevOptionsNbd *n, const char *prefix,
                         BlockOpts *opts)
@@ -205,7 +227,9 @@ static bool flatten_options(const BlockdevOptions *o, const char *prefix,
         const BlockdevOptionsQcow2 *q = o->u;
         return flatten_child(q->file, "file", keyval, opts, prefix, errp) &&
                (!q->has_backing ||
-                flatten_backing(q->backing, keyval, opts, prefix, errp));
+                flatten_backing(q->backing, keyval, opts, prefix, errp)) &&
+               (!q->has_data_file ||
+                flatten_data_file(q->data_file, keyval, opts, prefix, errp));
     }
     case BLOCKDEVDRIVER_RAW: {
         const BlockdevOptionsGenericFormat *r = o->u;

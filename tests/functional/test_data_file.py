@@ -394,5 +394,40 @@ def amend_name_and_raw_bit():
             common.check('No errors were found' in res.out, res.describe())
 
 
+@runner.case()
+def qmp_blockdev_add_with_data_file():
+    """blockdev-add takes "data-file" as a node reference or a definition,
+    as qemu-storage-daemon does: the same replies (query-named-block-nodes
+    with the data file lines included) and errors, and the same images
+    afterwards (qmplib compares and checks them)."""
+    import qmplib
+    from qmplib import cmd
+
+    class DataFileScenario(qmplib.Scenario):
+        def run_side(self, binary, d):
+            img, data = os.path.join(d, 'd0.qcow2'), os.path.join(d, 'd0.data')
+            if not os.path.exists(img):
+                create(common.tools().qemu_img, img, data)
+                common.run_io(common.tools().qemu_io, img,
+                              ['write -P 0x3c 0 64k'])
+            return super().run_side(binary, d)
+
+    qcow2 = {'driver': 'file', 'filename': '{D}/d0.qcow2'}
+    DataFileScenario('data-file', images=(), blockdevs=[
+        'driver=file,node-name=df,filename={D}/d0.data'], steps=[
+        cmd('blockdev-add', **{'driver': 'qcow2', 'node-name': 'd0',
+                               'file': qcow2, 'data-file': 'df'}),
+        cmd('query-named-block-nodes'),
+        cmd('blockdev-del', **{'node-name': 'd0'}),
+        cmd('blockdev-add', **{'driver': 'qcow2', 'node-name': 'd1',
+                               'file': qcow2, 'data-file': 'nope'}),
+        cmd('blockdev-add', **{'driver': 'qcow2', 'node-name': 'd2',
+                               'read-only': True, 'file': qcow2,
+                               'data-file': {'driver': 'file',
+                                             'filename': '{D}/d0.data'}}),
+        cmd('blockdev-del', **{'node-name': 'd2'}),
+    ]).run()
+
+
 if __name__ == '__main__':
     sys.exit(runner.main())
