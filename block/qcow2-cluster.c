@@ -715,7 +715,8 @@ static int alloc_run(BlockDriverState *bs, uint64_t off, uint64_t bytes,
     } else if (!(s->l1_table[l1i] & QCOW_OFLAG_COPIED)) {
         n = max;  /* shared table: every entry is shared too */
     } else {
-        while (n < max && !entry_writable_in_place(s, GUINT64_FROM_BE(l2[l2i + n]))) {
+        while (n < max &&
+               !entry_writable_in_place(s, GUINT64_FROM_BE(l2[l2i + n]))) {
             n++;
         }
     }

@@ -71,9 +71,9 @@ static bool has_keys_under(BlockOpts *options, const char *prefix)
 /*
  * The external data file, with QEMU 7.2's rules and texts: the
  * "data-file" option (a node name, else a file name; or data-file.*
- * keys) wins over the name the header records.  The data file is a plain file opened
- * in the image's mode.  An image without incompatible bit 2 takes no
- * data file and must not claim a raw one.
+ * keys) wins over the name the header records.  The data file is a
+ * plain file opened in the image's mode.  An image without incompatible
+ * bit 2 takes no data file and must not claim a raw one.
  */
 static int qcow2_open_data_file(BlockDriverState *bs, BlockOpts *options,
                                 int flags, GError **errp)
