@@ -12,9 +12,11 @@ qemu-img gives for every preallocation mode, and info (qemu-img's and
 qemu-io's) the same data file lines.  Internal snapshots and
 compressed writes are refused with QEMU's texts and change nothing on
 disk; with data_file_raw, zero writes and discards reach the raw file.
-An L2 entry pointing elsewhere than its guest offset is corruption, in
-QEMU's words; amend changes the recorded name and clears data_file_raw
-as qemu-img does.
+Random requests from both tools match a raw shadow.  An L2 entry
+pointing elsewhere than its guest offset is corruption, in QEMU's
+words; amend changes the recorded name and clears data_file_raw as
+qemu-img does; blockdev-add takes a data file as qemu-storage-daemon
+does.
 """
 
 import json
@@ -308,6 +310,61 @@ def data_file_raw_zeroes_reach_the_file():
                                       img]).out)
         common.check(info['format-specific']['data']['data-file-raw'],
                      'data_file_raw was cleared: %r' % info)
+
+
+def random_ops(rng, n):
+    """n requests: writes, zero writes (partial clusters too) and
+    cluster-aligned discards, with what each makes the guest read."""
+    ops = []
+    for i in range(n):
+        kind = rng.choice(('write', 'write', 'zero', 'discard'))
+        if kind == 'discard':
+            off = rng.randrange(SIZE // CS) * CS
+            ln = min(rng.randrange(1, 4) * CS, SIZE - off)
+        else:
+            off = rng.randrange(0, SIZE - 512, 512)
+            ln = min(rng.choice((512, 4096, CS, 3 * CS + 1024)), SIZE - off)
+        ops.append((kind, off, ln, 1 + i % 250))
+    return ops
+
+
+def op_cmd(op):
+    kind, off, ln, pat = op
+    if kind == 'write':
+        return 'write -P %d %d %d' % (pat, off, ln)
+    if kind == 'zero':
+        return 'write -z %d %d' % (off, ln)
+    return 'discard %d %d' % (off, ln)
+
+
+@runner.case()
+def random_requests_match_a_shadow():
+    """Random writes, zero writes and discards (in batches, strata and
+    qemu-io taking turns) on a data-file image, data_file_raw off and on:
+    the guest reads what a raw shadow holds, qemu-img check stays clean,
+    and with data_file_raw the data file alone is the shadow too."""
+    import random
+    t = common.tools()
+    for raw in ('off', 'on'):
+        rng = random.Random(0x5eed + (raw == 'on'))
+        with common.TempDir() as d:
+            img = os.path.join(d, 'm.qcow2')
+            data = os.path.join(d, 'm.data')
+            create(t.img, img, data, 'data_file_raw=' + raw)
+            shadow = common.IntervalMap(SIZE)
+            for batch in range(6):
+                ops = random_ops(rng, 30)
+                io = t.io if batch % 2 == 0 else t.qemu_io
+                common.run([io, '-f', 'qcow2'] +
+                           common.io_args([op_cmd(o) for o in ops]) + [img])
+                for kind, off, ln, pat in ops:
+                    shadow.set(off, ln, pat if kind == 'write' else 0)
+            compare_with_shadow(img, shadow, d)
+            common.qemu_check_clean(img)
+            if raw == 'on':
+                ref = os.path.join(d, 'shadow.raw')
+                diff = common.files_equal(data, ref)
+                common.check(diff is None, 'raw data file: %s' % diff)
 
 
 def l2_entry_offset(img, index):
