@@ -900,6 +900,13 @@ int bdrv_get_open_flags(BlockDriverState *bs) { return bs->open_flags; }
 BlockDriverState *bdrv_get_file(BlockDriverState *bs) { return bs->file; }
 BlockDriverState *bdrv_get_backing(BlockDriverState *bs) { return bs->backing; }
 
+bool bdrv_has_data_child(BlockDriverState *bs, BlockDriverState *child)
+{
+    return child && (bs->file == child ||
+                     (bs->drv && bs->drv->has_child &&
+                      bs->drv->has_child(bs, child)));
+}
+
 BlockDriverState *bdrv_backing_below(BlockDriverState *bs)
 {
     /* a filter's status is its child's: look through to the child */

@@ -499,6 +499,13 @@ static int qcow2_make_empty(BlockDriverState *bs, GError **errp)
     return ret;
 }
 
+static bool qcow2_has_child(BlockDriverState *bs, BlockDriverState *node)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    return s->data_file == node;
+}
+
 /* A repair may change any table in place: the overlap index follows. */
 static int qcow2_check_and_reindex(BlockDriverState *bs, BdrvCheckResult *res,
                                    BdrvCheckMode fix)
@@ -539,6 +546,7 @@ BlockDriver bdrv_qcow2 = {
     .get_info = qcow2_get_info,
     .get_specific_info = qcow2_get_specific_info,
     .check = qcow2_check_and_reindex,
+    .has_child = qcow2_has_child,
     .snapshot_list = qcow2_snapshot_list,
     .snapshot_create_check = qcow2_snapshot_create_check,
     .snapshot_delete_check = qcow2_snapshot_delete_check,

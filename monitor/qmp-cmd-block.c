@@ -310,6 +310,7 @@ typedef struct Parent {
     BlockDriverState *child;
     char *backing_of;             /* name of a node it is the backing of */
     bool file_of;                 /* some node's file child */
+    bool data_of;                 /* another child (a qcow2 data file) */
 } Parent;
 
 static bool find_parent(BlockDriverState *bs, void *opaque)
@@ -321,6 +322,8 @@ static bool find_parent(BlockDriverState *bs, void *opaque)
         return true;
     }
     p->file_of |= bdrv_get_file(bs) == p->child;
+    p->data_of |= bdrv_get_file(bs) != p->child &&
+                  bdrv_has_data_child(bs, p->child);
     return false;
 }
 
@@ -378,6 +381,11 @@ JsonNode *qmp_blockdev_del(const q_obj_blockdev_del_arg *args, GError **errp)
         qmp_fail(errp, "Node '%s' is busy: node is used as backing hd of '%s'",
              args->node_name, p.backing_of);
         g_free(p.backing_of);
+        return NULL;
+    }
+    /* QEMU's text for a node another node holds a reference to */
+    if (p.data_of) {
+        qmp_fail(errp, "Block device %s is in use", args->node_name);
         return NULL;
     }
     if (p.file_of || !release_other_devices(on, false)) {

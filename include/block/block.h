@@ -145,6 +145,9 @@ bool bdrv_is_read_only(BlockDriverState *bs);
 int bdrv_get_open_flags(BlockDriverState *bs);             /* BDRV_O_* */
 BlockDriverState *bdrv_get_file(BlockDriverState *bs);     /* protocol child */
 BlockDriverState *bdrv_get_backing(BlockDriverState *bs);  /* backing child */
+/* child is bs's file child or another child its driver holds (qcow2's
+ * data file); the backing child does not count. */
+bool bdrv_has_data_child(BlockDriverState *bs, BlockDriverState *child);
 /* The next layer of the backing chain: bs's backing child, or for a filter
  * node (blkdebug) the backing child of the node it filters. */
 BlockDriverState *bdrv_backing_below(BlockDriverState *bs);

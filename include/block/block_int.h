@@ -84,6 +84,9 @@ struct BlockDriver {
     void (*get_specific_info)(BlockDriverState *bs, BlockSpecificInfo *info);
     int (*check)(BlockDriverState *bs, BdrvCheckResult *res,
                  BdrvCheckMode fix);
+    /* Optional: whether node is a child of bs beyond file and backing
+     * (qcow2's data file), so that it is not deleted under bs. */
+    bool (*has_child)(BlockDriverState *bs, BlockDriverState *node);
 
     /* Backing chains (block/backing.c calls these on a drained node). */
     /* Records a new backing file name and format in the image (NULL name:

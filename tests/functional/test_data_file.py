@@ -455,7 +455,8 @@ def amend_name_and_raw_bit():
 def qmp_blockdev_add_with_data_file():
     """blockdev-add takes "data-file" as a node reference or a definition,
     as qemu-storage-daemon does: the same replies (query-named-block-nodes
-    with the data file lines included) and errors, and the same images
+    with the data file lines included) and errors (a data file node in
+    use cannot be deleted), and the same images
     afterwards (qmplib compares and checks them)."""
     import qmplib
     from qmplib import cmd
@@ -475,6 +476,7 @@ def qmp_blockdev_add_with_data_file():
         cmd('blockdev-add', **{'driver': 'qcow2', 'node-name': 'd0',
                                'file': qcow2, 'data-file': 'df'}),
         cmd('query-named-block-nodes'),
+        cmd('blockdev-del', **{'node-name': 'df'}),   # in use by d0
         cmd('blockdev-del', **{'node-name': 'd0'}),
         cmd('blockdev-add', **{'driver': 'qcow2', 'node-name': 'd1',
                                'file': qcow2, 'data-file': 'nope'}),
@@ -483,6 +485,7 @@ def qmp_blockdev_add_with_data_file():
                                'data-file': {'driver': 'file',
                                              'filename': '{D}/d0.data'}}),
         cmd('blockdev-del', **{'node-name': 'd2'}),
+        cmd('blockdev-del', **{'node-name': 'df'}),   # free again
     ]).run()
 
 
