@@ -433,7 +433,14 @@ BlockDriverState *bdrv_open_file_child(const char *filename,
                                        BlockOpts *options, int flags,
                                        GError **errp)
 {
-    BlockOpts *fopts = bdrv_opts_extract_prefix(options, "file");
+    return bdrv_open_named_child(filename, options, "file", flags, errp);
+}
+
+BlockDriverState *bdrv_open_named_child(const char *filename,
+                                        BlockOpts *options, const char *name,
+                                        int flags, GError **errp)
+{
+    BlockOpts *fopts = bdrv_opts_extract_prefix(options, name);
 
     /* QEMU's names: "json:{...}", "file:X", "blkdebug:C:X" (block/filename.c) */
     if (filename && g_str_has_prefix(filename, "json:")) {
@@ -456,7 +463,7 @@ BlockDriverState *bdrv_open_file_child(const char *filename,
         !strcmp(bdrv_opts_get(fopts, "driver"), "file")) {
         g_hash_table_unref(fopts);
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "A block device must be specified for \"file\"");
+                    "A block device must be specified for \"%s\"", name);
         return NULL;
     }
     return bdrv_open_common(filename, fopts, flags & ~BDRV_O_NO_BACKING, errp);
@@ -894,6 +901,13 @@ bool bdrv_is_read_only(BlockDriverState *bs) { return bs->read_only; }
 int bdrv_get_open_flags(BlockDriverState *bs) { return bs->open_flags; }
 BlockDriverState *bdrv_get_file(BlockDriverState *bs) { return bs->file; }
 BlockDriverState *bdrv_get_backing(BlockDriverState *bs) { return bs->backing; }
+
+bool bdrv_has_data_child(BlockDriverState *bs, BlockDriverState *child)
+{
+    return child && (bs->file == child ||
+                     (bs->drv && bs->drv->has_child &&
+                      bs->drv->has_child(bs, child)));
+}
 
 BlockDriverState *bdrv_backing_below(BlockDriverState *bs)
 {

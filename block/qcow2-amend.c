@@ -38,6 +38,8 @@ typedef struct AmendRequest {
     const char *backing_file;
     const char *backing_fmt;
     bool backing_given;
+    const char *data_file;         /* NULL: unchanged; "": no name */
+    bool data_file_raw;
 } AmendRequest;
 
 static bool parse_compat(const char *compat, int *version, GError **errp)
@@ -88,14 +90,21 @@ static bool parse_request(BlockDriverState *bs, BlockOpts *opts,
             return false;
         }
     }
-    if (bdrv_opts_get(opts, "data_file")) {
+    /* The data file's name may change (the data stays where it is);
+     * data_file_raw may be cleared, or kept, but not newly set: nothing
+     * guarantees the data file reads as the disk does. */
+    r->data_file = bdrv_opts_get(opts, "data_file");
+    if (r->data_file && !qcow2_has_data_file(s)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "data-file can only be set for images that use an "
                     "external data file");
         return false;
     }
-    if ((v = bdrv_opts_get(opts, "data_file_raw")) &&
-        (!strcmp(v, "on") || !strcmp(v, "true"))) {
+    if (!bdrv_opts_get_bool(opts, "data_file_raw", qcow2_data_file_raw(s),
+                            &r->data_file_raw, errp)) {
+        return false;
+    }
+    if (r->data_file_raw && !qcow2_data_file_raw(s)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "data-file-raw cannot be set on existing images");
         return false;
@@ -366,6 +375,11 @@ static int downgrade_checks(BlockDriverState *bs, GError **errp)
     if (s->refcount_order != 4) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
                     "compat=0.10 requires refcount_bits=16");
+        return -ENOTSUP;
+    }
+    if (qcow2_has_data_file(s)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Cannot downgrade an image with a data file");
         return -ENOTSUP;
     }
     for (uint32_t i = 0; i < s->nb_snapshots; i++) {
@@ -712,6 +726,33 @@ int qcow2_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
         g_mutex_lock(&s->lock);
         ret = change_refcount_order(bs, __builtin_ctzll(r.refcount_bits),
                                     errp);
+        g_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    /* QEMU's place for the data file options: after the refcount
+     * width, before the backing file check; one header write. */
+    if (r.data_file || r.data_file_raw != qcow2_data_file_raw(s)) {
+        g_autofree char *old_name = NULL;
+        uint64_t old_autoclear = s->autoclear_features;
+
+        g_mutex_lock(&s->lock);
+        if (!r.data_file_raw) {
+            s->autoclear_features &= ~QCOW2_AUTOCLEAR_DATA_FILE_RAW;
+        }
+        if (r.data_file) {
+            old_name = s->data_file_name;
+            s->data_file_name = *r.data_file ? g_strdup(r.data_file) : NULL;
+        }
+        ret = rewrite_header(bs, errp);
+        if (ret < 0) {
+            s->autoclear_features = old_autoclear;
+            if (r.data_file) {
+                g_free(s->data_file_name);
+                s->data_file_name = g_steal_pointer(&old_name);
+            }
+        }
         g_mutex_unlock(&s->lock);
         if (ret < 0) {
             return ret;

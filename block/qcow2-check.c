@@ -156,7 +156,7 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active,
     for (uint32_t i = 0; i < s->l2_size; i++) {
         uint64_t e = GUINT64_FROM_BE(l2[i]);
         uint64_t off = e & L2E_OFFSET_MASK;
-        Qcow2ClusterType type = qcow2_get_cluster_type(e);
+        Qcow2ClusterType type = qcow2_entry_type(s, e);
 
         if (type != QCOW2_CLUSTER_COMPRESSED && (e & L2E_RESERVED_MASK)) {
             strata_error("ERROR found l2 entry with reserved bits set: "
@@ -171,6 +171,12 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active,
                         "copied flag must never be set for compressed "
                         "clusters", e & s->coffset_mask);
                 c->res->corruptions++;
+            }
+            if (qcow2_has_data_file(s)) {
+                strata_error("ERROR compressed cluster %u with data file, "
+                             "entry=%#" G_GINT64_MODIFIER "x", i, e);
+                c->res->corruptions++;
+                break;
             }
             qcow2_compressed_range(s, e, &coff, &clen);
             inc_refs(c, coff, clen);
@@ -209,7 +215,10 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active,
                 }
                 c->next_contiguous = off + s->cluster_size;
             }
-            inc_refs(c, off, s->cluster_size);
+            /* data-file clusters have no refcount */
+            if (!qcow2_has_data_file(s)) {
+                inc_refs(c, off, s->cluster_size);
+            }
             break;
         default:
             break;
@@ -420,12 +429,15 @@ static int check_copied(CheckState *c, BdrvCheckMode fix)
         }
         for (uint32_t j = 0; j < s->l2_size; j++) {
             uint64_t le = GUINT64_FROM_BE(l2[j]);
-            Qcow2ClusterType ty = qcow2_get_cluster_type(le);
+            Qcow2ClusterType ty = qcow2_entry_type(s, le);
             uint64_t doff = le & L2E_OFFSET_MASK;
             if (ty != QCOW2_CLUSTER_NORMAL && ty != QCOW2_CLUSTER_ZERO_ALLOC) {
                 continue;
             }
-            if (stored_refcount(c, doff >> s->cluster_bits, &rc) < 0) {
+            /* a data-file cluster counts as owned by the active image */
+            if (qcow2_has_data_file(s)) {
+                rc = 1;
+            } else if (stored_refcount(c, doff >> s->cluster_bits, &rc) < 0) {
                 continue;
             }
             if ((rc == 1) != !!(le & QCOW_OFLAG_COPIED)) {
@@ -518,6 +530,11 @@ static int calculate_refcounts(CheckState *c, BdrvCheckMode fix)
     inc_refs(c, 0, s->cluster_size);
     ret = check_l1(c, s->l1_table_offset, s->l1_size, s->l1_table, true,
                    fix);
+    if (ret == 0 && qcow2_has_data_file(s) && s->nb_snapshots) {
+        strata_error("ERROR %u snapshots in image with data file",
+                     s->nb_snapshots);
+        c->res->corruptions++;
+    }
     for (uint32_t i = 0; ret == 0 && i < s->nb_snapshots; i++) {
         Qcow2Snapshot *sn = &s->snapshots[i];
         if ((sn->l1_table_offset & (s->cluster_size - 1))) {

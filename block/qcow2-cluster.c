@@ -35,6 +35,16 @@ Qcow2ClusterType qcow2_get_cluster_type(uint64_t e)
     return QCOW2_CLUSTER_NORMAL;
 }
 
+Qcow2ClusterType qcow2_entry_type(BDRVQcow2State *s, uint64_t e)
+{
+    /* Every data-file cluster has refcount 1 in QEMU's model, so COPIED
+     * tells offset 0 of the data file from an empty entry. */
+    if (qcow2_has_data_file(s) && e == QCOW_OFLAG_COPIED) {
+        return QCOW2_CLUSTER_NORMAL;
+    }
+    return qcow2_get_cluster_type(e);
+}
+
 void qcow2_compressed_range(BDRVQcow2State *s, uint64_t l2_entry,
                             uint64_t *offset, uint64_t *length)
 {
@@ -211,7 +221,7 @@ static int lookup(BlockDriverState *bs, uint64_t off, uint64_t bytes,
         return 0;
     }
     first = GUINT64_FROM_BE(l2[l2i]);
-    type = qcow2_get_cluster_type(first);
+    type = qcow2_entry_type(s, first);
     if (s->version < 3 && (type == QCOW2_CLUSTER_ZERO_PLAIN ||
                            type == QCOW2_CLUSTER_ZERO_ALLOC)) {
         /* version 2 has no zero flag: reading zeroes would hide data */
@@ -233,10 +243,31 @@ static int lookup(BlockDriverState *bs, uint64_t off, uint64_t bytes,
                                 l2i);
         return -EIO;
     }
+    if (qcow2_has_data_file(s) && type == QCOW2_CLUSTER_COMPRESSED) {
+        qcow2_signal_corruption(bs, "Compressed cluster entry found in image "
+                                "with external data file (L2 offset: %#"
+                                G_GINT64_MODIFIER "x, L2 index: %#x)",
+                                (uint64_t)(s->l1_table[l1i] & L1E_OFFSET_MASK),
+                                (unsigned)l2i);
+        return -EIO;
+    }
+    /* A data file maps each guest cluster to the same offset there: any
+     * other offset is corruption (QEMU's text, its odd parenthesis too). */
+    if (qcow2_has_data_file(s) &&
+        (type == QCOW2_CLUSTER_NORMAL || type == QCOW2_CLUSTER_ZERO_ALLOC) &&
+        (first & L2E_OFFSET_MASK) != qcow2_cluster_start(s, off)) {
+        qcow2_signal_corruption(bs, "External data file host cluster offset %#"
+                                G_GINT64_MODIFIER "x does not match guest "
+                                "cluster offset: %#" G_GINT64_MODIFIER
+                                "x, L2 index: %#x)",
+                                (uint64_t)(first & L2E_OFFSET_MASK),
+                                qcow2_cluster_start(s, off), (unsigned)l2i);
+        return -EIO;
+    }
     if (type != QCOW2_CLUSTER_COMPRESSED) {
         for (; n < max_clusters; n++) {
             uint64_t e = GUINT64_FROM_BE(l2[l2i + n]);
-            if (qcow2_get_cluster_type(e) != type) {
+            if (qcow2_entry_type(s, e) != type) {
                 break;
             }
             if (type == QCOW2_CLUSTER_NORMAL &&
@@ -295,7 +326,7 @@ static int read_run(BlockDriverState *bs, uint64_t entry, uint64_t off,
 {
     BDRVQcow2State *s = bs->opaque;
 
-    switch (qcow2_get_cluster_type(entry)) {
+    switch (qcow2_entry_type(s, entry)) {
     case QCOW2_CLUSTER_UNALLOCATED:
         return read_backing(bs, off, n, buf);
     case QCOW2_CLUSTER_ZERO_PLAIN:
@@ -307,7 +338,7 @@ static int read_run(BlockDriverState *bs, uint64_t entry, uint64_t off,
     case QCOW2_CLUSTER_NORMAL:
     default:
         bdrv_debug_event(bs->file, "read_aio");
-        return bdrv_pread(bs->file, (entry & L2E_OFFSET_MASK) +
+        return bdrv_pread(qcow2_data(bs), (entry & L2E_OFFSET_MASK) +
                           (off & (s->cluster_size - 1)), n, buf);
     }
 }
@@ -330,6 +361,9 @@ int qcow2_pread_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
     uint8_t *p = buf;
     int ret = 0;
 
+    if (s->data_file_skipped) {
+        return -EIO;   /* opened to describe it: no data file here */
+    }
     g_rw_lock_reader_lock(&s->free_lock);
     while (bytes > 0) {
         uint64_t entry, n;
@@ -399,7 +433,14 @@ static int cow_fill(BlockDriverState *bs, uint64_t old_entry,
 /* Drops the active image's reference to what an L2 entry pointed at. */
 static void release_entry(BlockDriverState *bs, uint64_t e)
 {
-    switch (qcow2_get_cluster_type(e)) {
+    BDRVQcow2State *s = bs->opaque;
+
+    /* Data-file clusters have no refcount: nothing to give back.  (A
+     * compressed entry there is corruption that lookup refuses.) */
+    if (qcow2_has_data_file(s)) {
+        return;
+    }
+    switch (qcow2_entry_type(s, e)) {
     case QCOW2_CLUSTER_NORMAL:
     case QCOW2_CLUSTER_ZERO_ALLOC:
         qcow2_free_cluster_deferred(bs, e & L2E_OFFSET_MASK);
@@ -417,8 +458,17 @@ static void release_entry(BlockDriverState *bs, uint64_t e)
 static void release_unmapped(BlockDriverState *bs, uint64_t e)
 {
     BDRVQcow2State *s = bs->opaque;
-    Qcow2ClusterType t = qcow2_get_cluster_type(e);
+    Qcow2ClusterType t = qcow2_entry_type(s, e);
 
+    if (qcow2_has_data_file(s)) {
+        /* Nothing to free; the data file hears of it only when guest
+         * discards pass through (pass-discard-request), as with QEMU. */
+        if ((t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC) &&
+            s->rt.discard_request) {
+            bdrv_pdiscard(s->data_file, e & L2E_OFFSET_MASK, s->cluster_size);
+        }
+        return;
+    }
     if (t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC) {
         s->unmapped_frees++;
     }
@@ -471,14 +521,20 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t bytes,
     if (ret < 0) {
         return ret;
     }
-    host = qcow2_alloc_clusters(bs, nb);
-    if (host < 0) {
-        return (int)host;
-    }
-    /* Checked under the lock, before the data write that drops it. */
-    ret = qcow2_overlap_check(bs, 0, host, nb * cs);
-    if (ret < 0) {
-        return ret;
+    if (qcow2_has_data_file(s)) {
+        /* The data file's cluster is the guest's own: nothing to
+         * allocate, and no qcow2 metadata can be there. */
+        host = (int64_t)gstart;
+    } else {
+        host = qcow2_alloc_clusters(bs, nb);
+        if (host < 0) {
+            return (int)host;
+        }
+        /* Checked under the lock, before the data write that drops it. */
+        ret = qcow2_overlap_check(bs, 0, host, nb * cs);
+        if (ret < 0) {
+            return ret;
+        }
     }
     me.next = s->inflight;
     s->inflight = &me;
@@ -506,7 +562,7 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t bytes,
     if (ret == 0) {
         bdrv_debug_event(bs->file, "write_aio");
         bdrv_debug_event(bs->file, src != buf ? "cow_write" : NULL);
-        ret = bdrv_pwrite(bs->file, host, nb * cs, src);
+        ret = bdrv_pwrite(qcow2_data(bs), host, nb * cs, src);
     }
     free(bounce);
 
@@ -516,7 +572,7 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t bytes,
     }
     if (ret < 0) {
         /* Nothing points at the new clusters: give them back. */
-        for (uint64_t i = 0; i < nb; i++) {
+        for (uint64_t i = 0; i < nb && !qcow2_has_data_file(s); i++) {
             qcow2_free_cluster_deferred(bs, host + i * cs);
         }
         inflight_remove(s, &me);
@@ -535,9 +591,9 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t bytes,
 
 /* A data cluster the active image alone owns (COPIED), normal or
  * preallocated zero: a write may fill it where it is. */
-static bool entry_writable_in_place(uint64_t e)
+static bool entry_writable_in_place(BDRVQcow2State *s, uint64_t e)
 {
-    Qcow2ClusterType t = qcow2_get_cluster_type(e);
+    Qcow2ClusterType t = qcow2_entry_type(s, e);
 
     return (t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC) &&
            (e & QCOW_OFLAG_COPIED);
@@ -571,7 +627,7 @@ static int in_place_run(BlockDriverState *bs, uint64_t off, uint64_t bytes,
     *zeroed = !!(entry & QCOW_OFLAG_ZERO);
     for (; l2 && n < max_clusters; n++) {
         uint64_t e = GUINT64_FROM_BE(l2[l2i + n]);
-        if (!entry_writable_in_place(e) ||
+        if (!entry_writable_in_place(s, e) ||
             (e & L2E_OFFSET_MASK) != host + (n << s->cluster_bits)) {
             break;
         }
@@ -614,7 +670,8 @@ static int write_zeroed_in_place(BlockDriverState *bs, uint64_t off,
     tail = (old[nb - 1] & QCOW_OFLAG_ZERO) ? gend - (off + bytes) : 0;
     wstart = host + (off - gstart) - head;
     wlen = head + bytes + tail;
-    ret = qcow2_overlap_check(bs, 0, wstart, wlen);
+    ret = qcow2_has_data_file(s) ? 0 :
+          qcow2_overlap_check(bs, 0, wstart, wlen);
     if (ret < 0) {
         return ret;
     }
@@ -628,7 +685,7 @@ static int write_zeroed_in_place(BlockDriverState *bs, uint64_t off,
     g_mutex_unlock(&s->lock);
 
     bdrv_debug_event(bs->file, "write_aio");
-    ret = bdrv_pwrite(bs->file, wstart, wlen, src);
+    ret = bdrv_pwrite(qcow2_data(bs), wstart, wlen, src);
 
     g_mutex_lock(&s->lock);
     if (ret == 0) {
@@ -671,7 +728,8 @@ static int alloc_run(BlockDriverState *bs, uint64_t off, uint64_t bytes,
     } else if (!(s->l1_table[l1i] & QCOW_OFLAG_COPIED)) {
         n = max;  /* shared table: every entry is shared too */
     } else {
-        while (n < max && !entry_writable_in_place(GUINT64_FROM_BE(l2[l2i + n]))) {
+        while (n < max &&
+               !entry_writable_in_place(s, GUINT64_FROM_BE(l2[l2i + n]))) {
             n++;
         }
     }
@@ -697,6 +755,9 @@ int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
     const uint8_t *p = buf;
     int ret = 0;
 
+    if (s->data_file_skipped) {
+        return -EIO;
+    }
     g_rw_lock_reader_lock(&s->free_lock);
     g_mutex_lock(&s->lock);
     while (bytes > 0) {
@@ -706,7 +767,7 @@ int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
             break;
         }
         bool zeroed = false;
-        if (entry_writable_in_place(entry) &&
+        if (entry_writable_in_place(s, entry) &&
             (s->l1_table[offset >> (s->cluster_bits + s->l2_bits)] &
              QCOW_OFLAG_COPIED)) {
             ret = in_place_run(bs, offset, bytes, entry, &n, &zeroed);
@@ -726,19 +787,21 @@ int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
             if (ret < 0) {
                 break;
             }
-        } else if (entry_writable_in_place(entry) &&
+        } else if (entry_writable_in_place(s, entry) &&
             (s->l1_table[offset >> (s->cluster_bits + s->l2_bits)] &
              QCOW_OFLAG_COPIED)) {
             uint64_t host = (entry & L2E_OFFSET_MASK) +
                             (offset & (s->cluster_size - 1));
-            /* Guest data over metadata: the entry is corrupt. */
-            ret = qcow2_overlap_check(bs, 0, host, n);
+            /* Guest data over metadata: the entry is corrupt.  (The
+             * data file holds no metadata.) */
+            ret = qcow2_has_data_file(s) ? 0 :
+                  qcow2_overlap_check(bs, 0, host, n);
             if (ret < 0) {
                 break;
             }
             g_mutex_unlock(&s->lock);
             bdrv_debug_event(bs->file, "write_aio");
-            ret = bdrv_pwrite(bs->file, host, n, p);
+            ret = bdrv_pwrite(qcow2_data(bs), host, n, p);
             g_mutex_lock(&s->lock);
             if (ret < 0) {
                 break;
@@ -790,6 +853,15 @@ static int zero_clusters(BlockDriverState *bs, uint64_t off, uint64_t bytes,
     bool unmap = !!(flags & BDRV_REQ_MAY_UNMAP);
     int ret = 0;
 
+    /* A raw data file must read what the guest reads: zeroes there
+     * first, then the entries. */
+    if (qcow2_data_file_raw(s)) {
+        ret = bdrv_pwrite_zeroes(s->data_file, off,
+                                 MIN(bytes, s->size - off), flags);
+        if (ret < 0) {
+            return ret;
+        }
+    }
     g_mutex_lock(&s->lock);
     while (bytes > 0) {
         uint64_t l1i, l2i, *l2, n;
@@ -810,7 +882,7 @@ static int zero_clusters(BlockDriverState *bs, uint64_t off, uint64_t bytes,
         }
         for (uint64_t i = 0; i < n; i++) {
             uint64_t e = GUINT64_FROM_BE(l2[l2i + i]);
-            Qcow2ClusterType t = qcow2_get_cluster_type(e);
+            Qcow2ClusterType t = qcow2_entry_type(s, e);
             uint64_t ne;
             if (s->version < 3) {
                 ne = 0;
@@ -894,7 +966,7 @@ static int zero_partial_cluster(BlockDriverState *bs, uint64_t off,
         wait_inflight(s);
     }
     ret = lookup(bs, cstart, s->cluster_size, &e, &run);
-    t = qcow2_get_cluster_type(e);
+    t = qcow2_entry_type(s, e);
     /* With a backing file, only the rest of the cluster (outside the
      * zeroed part) must read as zeroes there, as QEMU asks. */
     if (ret == 0 && (t == QCOW2_CLUSTER_ZERO_PLAIN ||
@@ -905,7 +977,12 @@ static int zero_partial_cluster(BlockDriverState *bs, uint64_t off,
                         backing_reads_zero(bs, cstart, off - cstart) &&
                         backing_reads_zero(bs, off + n, cend - off - n)))))) {
         *done = true;
-        if (t == QCOW2_CLUSTER_UNALLOCATED && s->version >= 3) {
+        /* the guest reads zeroes in all of it: so must a raw data file */
+        if (qcow2_data_file_raw(s)) {
+            ret = bdrv_pwrite_zeroes(s->data_file, cstart,
+                                     MIN(cend, s->size) - cstart, 0);
+        }
+        if (ret == 0 && t == QCOW2_CLUSTER_UNALLOCATED && s->version >= 3) {
             split_offset(s, cstart, &l1i, &l2i);
             ret = l2_load(bs, l1i, true, &l2);
             if (ret == 0) {
@@ -939,7 +1016,7 @@ int qcow2_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
     uint64_t a, b;
     int ret;
 
-    if (end > s->size) {
+    if (end > s->size || s->data_file_skipped) {
         return -EIO;
     }
     if (s->version < 3 && bs->backing) {
@@ -978,11 +1055,22 @@ int qcow2_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
     uint64_t b = end == s->size ? qcow2_align_up(end, cs) : end / cs * cs;
     int ret = 0;
 
+    if (s->data_file_skipped) {
+        return -EIO;
+    }
     if (a >= b) {
         return 0; /* discard is advisory: partial clusters are kept */
     }
     if (s->version < 3 && bs->backing) {
         return 0;
+    }
+    /* Discarded clusters read zeroes (v3): a raw data file must agree
+     * (data-file-raw promises a consistent raw image). */
+    if (qcow2_data_file_raw(s)) {
+        ret = bdrv_pwrite_zeroes(s->data_file, a, MIN(b, s->size) - a, 0);
+        if (ret < 0) {
+            return ret;
+        }
     }
     g_mutex_lock(&s->lock);
     while (a < b) {
@@ -1030,6 +1118,9 @@ int qcow2_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
     uint64_t entry, n;
     int ret;
 
+    if (s->data_file_skipped) {
+        return -EIO;
+    }
     g_mutex_lock(&s->lock);
     ret = lookup(bs, offset, bytes, &entry, &n);
     g_mutex_unlock(&s->lock);
@@ -1037,21 +1128,21 @@ int qcow2_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
         return ret;
     }
     *pnum = n;
-    switch (qcow2_get_cluster_type(entry)) {
+    switch (qcow2_entry_type(s, entry)) {
     case QCOW2_CLUSTER_UNALLOCATED:
         return 0;
     case QCOW2_CLUSTER_ZERO_PLAIN:
         return BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED;
     case QCOW2_CLUSTER_ZERO_ALLOC:
         *map = (entry & L2E_OFFSET_MASK) + (offset & (s->cluster_size - 1));
-        *file = bs->file;
+        *file = qcow2_data(bs);
         return BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_OFFSET_VALID;
     case QCOW2_CLUSTER_COMPRESSED:
         return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_COMPRESSED;
     case QCOW2_CLUSTER_NORMAL:
     default:
         *map = (entry & L2E_OFFSET_MASK) + (offset & (s->cluster_size - 1));
-        *file = bs->file;
+        *file = qcow2_data(bs);
         return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_OFFSET_VALID;
     }
 }
@@ -1137,6 +1228,7 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
     BDRVQcow2State *s = bs->opaque;
     uint64_t cs = s->cluster_size;
     uint64_t end = qcow2_align_up(offset + bytes, cs);
+    uint64_t req_end = offset + bytes;
     uint64_t host_end = 0;
     int ret;
 
@@ -1157,6 +1249,22 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
             need += l2[l2i + i] == 0;
         }
         if (!need) {
+            offset += n * cs;
+            continue;
+        }
+        if (qcow2_has_data_file(s)) {
+            /* each guest cluster maps to itself in the data file */
+            for (uint64_t i = 0; i < n; i++) {
+                if (GUINT64_FROM_BE(l2[l2i + i]) == 0) {
+                    l2[l2i + i] = GUINT64_TO_BE((offset + i * cs) |
+                                                QCOW_OFLAG_COPIED);
+                }
+            }
+            ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
+            if (ret < 0) {
+                return ret;
+            }
+            host_end = MAX(host_end, offset + n * cs);
             offset += n * cs;
             continue;
         }
@@ -1186,9 +1294,13 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
         host_end = MAX(host_end, host + need * cs);
         offset += n * cs;
     }
-    if (host_end && (int64_t)host_end > bdrv_getlength(bs->file)) {
+    /* The data file ends at the disk's end, not at a cluster's. */
+    if (qcow2_has_data_file(s)) {
+        host_end = MIN(host_end, req_end);
+    }
+    if (host_end && (int64_t)host_end > bdrv_getlength(qcow2_data(bs))) {
         GError *err = NULL;
-        ret = bdrv_truncate(bs->file, host_end, &err);
+        ret = bdrv_truncate(qcow2_data(bs), host_end, &err);
         g_clear_error(&err);
         if (ret < 0) {
             return ret;

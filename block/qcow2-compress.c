@@ -646,6 +646,11 @@ int qcow2_pwrite_compressed(BlockDriverState *bs, int64_t offset,
     uint64_t cs = s->cluster_size;
     const uint8_t *p = buf;
 
+    /* A data file holds guest clusters at their guest offsets only:
+     * there is no place for compressed data (QEMU: ENOTSUP too). */
+    if (qcow2_has_data_file(s)) {
+        return -ENOTSUP;
+    }
     if (bytes == 0) {
         return align_file_end(bs);
     }

@@ -24,6 +24,8 @@ typedef struct Qcow2CreateOpts {
     bool prealloc_data;        /* falloc or full: the file's clusters too */
     bool prealloc_full;        /* full: written with zeroes */
     bool lazy_refcounts;
+    const char *data_file;     /* external data file to create, or NULL */
+    bool data_file_raw;
 } Qcow2CreateOpts;
 
 /* lazy_refcounts=on needs the compatible feature bits of version 3. */
@@ -58,25 +60,37 @@ static bool parse_prealloc(const char *prealloc, Qcow2CreateOpts *o,
     return true;
 }
 
-/* strata has no external data files: an image asked to have one is
- * refused rather than created without it (which would put the guest's
- * data somewhere the caller did not ask for).  data_file_raw alone is
- * QEMU's own refusal. */
-static bool check_data_file(BlockOpts *opts, GError **errp)
+/* data_file / data_file_raw, with QEMU's checks in QEMU's order
+ * (after the backing file and preallocation are known). */
+static bool check_data_file(BlockOpts *opts, Qcow2CreateOpts *o,
+                            GError **errp)
 {
-    bool raw;
-
-    if (!bdrv_opts_get_bool(opts, "data_file_raw", false, &raw, errp)) {
+    if (!bdrv_opts_get_bool(opts, "data_file_raw", false, &o->data_file_raw,
+                            errp)) {
         return false;
     }
-    if (bdrv_opts_get(opts, "data_file")) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "%s is not supported by strata", "data_file");
-        return false;
-    }
-    if (raw) {
+    o->data_file = bdrv_opts_get(opts, "data_file");
+    if (o->data_file_raw && !o->data_file) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "data-file-raw requires data-file");
+        return false;
+    }
+    if (o->data_file_raw && o->backing_file) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Backing file and data-file-raw cannot be used at the "
+                    "same time");
+        return false;
+    }
+    /* A raw data file must read as the disk does: the L2 tables map
+     * every cluster one to one from the start. */
+    if (o->data_file_raw && !o->prealloc_metadata) {
+        o->prealloc_metadata = true;
+    }
+    if (o->data_file && o->version < 3) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "External data files are only supported with "
+                    "compatibility level 1.1 and above (use version=v3 or "
+                    "greater)");
         return false;
     }
     return true;
@@ -134,9 +148,6 @@ static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
                     "%s is not supported by strata", "extended_l2=on");
         return false;
     }
-    if (!check_data_file(opts, errp)) {
-        return false;
-    }
     o->compression_type = qcow2_parse_compression_type(ctype, o->version,
                                                        errp);
     if (o->compression_type < 0) {
@@ -148,6 +159,9 @@ static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
     }
     o->backing_file = bdrv_opts_get(opts, "backing_file");
     o->backing_fmt = bdrv_opts_get(opts, "backing_fmt");
+    if (!check_data_file(opts, o, errp)) {
+        return false;
+    }
     if (o->backing_file && strlen(o->backing_file) > QCOW2_MAX_BACKING_NAME) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Backing file name too long");
@@ -252,8 +266,10 @@ static int sync_file(const char *filename)
 static bool preallocate_data(BlockDriverState *bs, const Qcow2CreateOpts *o,
                              GError **errp)
 {
-    int64_t len = bdrv_getlength(bs->file);
-    int ret = len < 0 ? (int)len : file_preallocate(bs->file, len,
+    /* With a data file the data lives there, and only there. */
+    BlockDriverState *target = qcow2_data(bs);
+    int64_t len = bdrv_getlength(target);
+    int ret = len < 0 ? (int)len : file_preallocate(target, len,
                                                     o->prealloc_full);
 
     if (ret < 0) {
@@ -261,6 +277,35 @@ static bool preallocate_data(BlockDriverState *bs, const Qcow2CreateOpts *o,
                     "Could not preallocate data for the new file: %s",
                     g_strerror(-ret));
         return false;
+    }
+    return true;
+}
+
+/*
+ * The data file is created (raw, of the disk's size, as QEMU's file
+ * protocol creates it) and attached to the new image, whose header then
+ * records its name as given.
+ */
+static bool attach_data_file(BlockDriverState *bs, const Qcow2CreateOpts *o,
+                             GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    BlockOpts *fopts;
+
+    if (!file_create_with_size(o->data_file, o->size, errp)) {
+        return false;
+    }
+    fopts = bdrv_opts_new();
+    bdrv_opts_set(fopts, "driver", "file");
+    s->data_file = bdrv_open(o->data_file, fopts,
+                             BDRV_O_RDWR | BDRV_O_NO_FLUSH, errp);
+    if (!s->data_file) {
+        return false;
+    }
+    s->data_file_name = g_strdup(o->data_file);
+    s->incompatible_features |= QCOW2_INCOMPAT_DATA_FILE;
+    if (o->data_file_raw) {
+        s->autoclear_features |= QCOW2_AUTOCLEAR_DATA_FILE_RAW;
     }
     return true;
 }
@@ -299,6 +344,9 @@ bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp)
         s->compression_type = o.compression_type;
         s->incompatible_features |= QCOW2_INCOMPAT_COMPRESSION;
     }
+    if (o.data_file && !attach_data_file(bs, &o, errp)) {
+        return false;
+    }
     if (qcow2_write_header(bs, errp) < 0) {
         return false;
     }
@@ -323,6 +371,9 @@ bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp)
     g_clear_pointer(&bs, bdrv_unref);   /* its lock goes with it */
     if (ret == 0) {
         ret = sync_file(filename);
+    }
+    if (ret == 0 && o.data_file) {
+        ret = sync_file(o.data_file);
     }
     if (ret < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,

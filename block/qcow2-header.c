@@ -218,6 +218,12 @@ static bool parse_extensions(BlockDriverState *bs, const uint8_t *hdr,
             break;
         case QCOW2_EXT_FEATURE_TABLE:
             break; /* we write our own */
+        case QCOW2_EXT_DATA_FILE:
+            /* The name without a NUL; the last extension wins, as in
+             * QEMU.  Whether it is used depends on incompatible bit 2. */
+            g_free(s->data_file_name);
+            s->data_file_name = g_strndup((const char *)hdr + off, len);
+            break;
         case QCOW2_EXT_CRYPTO:
             /* encrypted images were refused before: this one is not */
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
@@ -427,12 +433,10 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
                            errp);
         return -ENOTSUP;
     }
-    if (s->incompatible_features &
-        (QCOW2_INCOMPAT_DATA_FILE | QCOW2_INCOMPAT_EXTL2)) {
+    if (s->incompatible_features & QCOW2_INCOMPAT_EXTL2) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
                     "Unsupported qcow2 feature(s): %s",
-                    (s->incompatible_features & QCOW2_INCOMPAT_DATA_FILE) ?
-                    "external data file" : "extended L2 entries");
+                    "extended L2 entries");
         return -ENOTSUP;
     }
     if ((s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) && rw && !check) {
@@ -647,6 +651,11 @@ static int write_header(BlockDriverState *bs, bool sync, GError **errp)
     if (bs->backing_format) {
         ok = put_ext(buf, &off, limit, QCOW2_EXT_BACKING_FMT,
                      bs->backing_format, strlen(bs->backing_format));
+    }
+    /* QEMU's order: the data file name right after the backing format. */
+    if (ok && qcow2_has_data_file(s) && s->data_file_name) {
+        ok = put_ext(buf, &off, limit, QCOW2_EXT_DATA_FILE,
+                     s->data_file_name, strlen(s->data_file_name));
     }
     if (ok && s->version >= 3 && s->cluster_size > 4096) {
         uint8_t table[G_N_ELEMENTS(feature_names) * 48] = { 0 };

@@ -322,7 +322,30 @@ static int do_grow(BlockDriverState *bs, uint64_t size, int prealloc,
                     "Failed to grow the L1 table: %s", g_strerror(-ret));
         return ret;
     }
-    if (prealloc == BDRV_PREALLOC_FALLOC || prealloc == BDRV_PREALLOC_FULL) {
+    /* A raw data file stays mapped one to one over the whole disk. */
+    if (qcow2_data_file_raw(s) && prealloc == BDRV_PREALLOC_OFF) {
+        prealloc = BDRV_PREALLOC_METADATA;
+    }
+    if (qcow2_has_data_file(s)) {
+        /* The data file grows with the disk (reserved or written for
+         * falloc/full); the qcow2 file gets metadata only. */
+        int64_t dlen = bdrv_getlength(s->data_file);
+        if (dlen < 0) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                        "Failed to inquire current file length: %s",
+                        g_strerror((int)-dlen));
+            return (int)dlen;
+        }
+        if ((uint64_t)dlen < size) {
+            ret = bdrv_truncate_prealloc(s->data_file, (int64_t)size,
+                                         prealloc == BDRV_PREALLOC_METADATA ?
+                                         BDRV_PREALLOC_OFF : prealloc, errp);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+    } else if (prealloc == BDRV_PREALLOC_FALLOC ||
+               prealloc == BDRV_PREALLOC_FULL) {
         ret = reserve_file_space(bs, old_size, size, tail_allocated,
                                  prealloc, errp);
         if (ret < 0) {
@@ -483,6 +506,10 @@ int qcow2_truncate_prealloc(BlockDriverState *bs, int64_t size, int prealloc,
     g_mutex_lock(&s->lock);
     if ((uint64_t)size < s->size) {
         ret = do_shrink(bs, size, errp);
+        /* The data file shrinks with the disk, as QEMU resizes it. */
+        if (ret == 0 && qcow2_has_data_file(s) && s->data_file) {
+            ret = bdrv_truncate(s->data_file, size, errp);
+        }
     } else {
         ret = do_grow(bs, size, prealloc, tail_allocated, errp);
     }

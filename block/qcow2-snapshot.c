@@ -299,8 +299,29 @@ static char *next_id(GArray *v)
     return g_strdup_printf("%lu", max + 1);
 }
 
+/*
+ * QEMU keeps internal snapshots away from images with an external data
+ * file (the data file has no refcounts to share clusters with): every
+ * snapshot operation fails with ENOTSUP, which qemu-img reports as the
+ * bare errno, "-95 (Operation not supported)".
+ */
+static int refuse_data_file(BDRVQcow2State *s, GError **errp)
+{
+    if (qcow2_has_data_file(s)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "%d (%s)", -ENOTSUP, g_strerror(ENOTSUP));
+        return -ENOTSUP;
+    }
+    return 0;
+}
+
 static int conflicts(BDRVQcow2State *s, bool is_goto, GError **errp)
 {
+    int ret = refuse_data_file(s, errp);
+
+    if (ret < 0) {
+        return ret;
+    }
     if ((is_goto && s->snapshot_ops) || goto_pending(s)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Another snapshot operation is in progress on this "
@@ -1384,8 +1405,11 @@ int qcow2_snapshot_list(BlockDriverState *bs, BdrvSnapshotInfo **list,
 {
     BDRVQcow2State *s = bs->opaque;
     BdrvSnapshotInfo *l;
-    int n;
+    int n = refuse_data_file(s, errp);
 
+    if (n < 0) {
+        return n;
+    }
     g_mutex_lock(&s->lock);
     n = (int)s->nb_snapshots;
     l = g_new0(BdrvSnapshotInfo, MAX(n, 1));
@@ -1404,8 +1428,11 @@ int qcow2_snapshot_load_tmp(BlockDriverState *bs, const char *id,
     const Qcow2Snapshot *sn;
     uint64_t *l1 = NULL;
     uint32_t l1_size;
-    int idx, ret;
+    int idx, ret = refuse_data_file(s, errp);
 
+    if (ret < 0) {
+        return ret;
+    }
     if (!bs->read_only) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Device is not readonly");

@@ -35,6 +35,11 @@ static void qcow2_free_state(BlockDriverState *bs, BDRVQcow2State *s)
     g_clear_pointer(&s->sn_damage, g_free);
     qcow2_overlap_free(s);
     qcow2_runtime_opts_free(s);
+    if (s->data_file) {
+        bdrv_unref(s->data_file);
+        s->data_file = NULL;
+    }
+    g_clear_pointer(&s->data_file_name, g_free);
     g_free(s->l1_table);
     g_free(s->refcount_table);
     g_free(s->unknown_header_fields);
@@ -47,6 +52,84 @@ static void qcow2_free_state(BlockDriverState *bs, BDRVQcow2State *s)
     g_mutex_clear(&s->lock);
     g_rw_lock_clear(&s->free_lock);
     g_cond_clear(&s->alloc_cond);
+}
+
+static bool has_keys_under(BlockOpts *options, const char *prefix)
+{
+    g_autofree char *dot = g_strdup_printf("%s.", prefix);
+    GHashTableIter it;
+    gpointer k, v;
+
+    g_hash_table_iter_init(&it, options);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        if (g_str_has_prefix(k, dot)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * The external data file, with QEMU 7.2's rules and texts: the
+ * "data-file" option (a node name, else a file name; or data-file.*
+ * keys) wins over the name the header records.  The data file is a
+ * plain file opened in the image's mode.  An image without incompatible
+ * bit 2 takes no data file and must not claim a raw one.
+ */
+static int qcow2_open_data_file(BlockDriverState *bs, BlockOpts *options,
+                                int flags, GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autofree char *ref = g_strdup(bdrv_opts_get(options, "data-file"));
+    bool sub = has_keys_under(options, "data-file");
+    int cflags = flags & ~(BDRV_O_CHECK | BDRV_O_PROBED);
+
+    g_hash_table_remove(options, "data-file");
+    /* As QEMU: a describe-only open (info) leaves the data file alone,
+     * so no error about it either. */
+    if (flags & BDRV_O_NO_IO) {
+        g_autoptr(GHashTable) sub_opts =
+            bdrv_opts_extract_prefix(options, "data-file");
+        s->data_file_skipped = qcow2_has_data_file(s);
+        return 0;
+    }
+    if (!qcow2_has_data_file(s)) {
+        if (ref || sub) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "'data-file' can only be set for images with an "
+                        "external data file");
+            return -EINVAL;
+        }
+        if (s->autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "data-file-raw requires a data file");
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (ref && *ref) {
+        BlockDriverState *node = bdrv_find_node(ref);
+        if (node) {
+            bdrv_ref(node);
+            s->data_file = node;
+            return 0;
+        }
+        s->data_file = bdrv_open_named_child(ref, options, "data-file",
+                                             cflags, errp);
+    } else if (sub) {
+        s->data_file = bdrv_open_named_child(NULL, options, "data-file",
+                                             cflags, errp);
+    } else if (s->data_file_name) {
+        /* As QEMU 7.2 opens it: the name as recorded, so a relative one
+         * is relative to the current directory (iotest 061 shows it). */
+        s->data_file = bdrv_open_named_child(s->data_file_name, options,
+                                             "data-file", cflags, errp);
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "'data-file' is required for this image");
+        return -EINVAL;
+    }
+    return s->data_file ? 0 : -EINVAL;
 }
 
 static int qcow2_open(BlockDriverState *bs, BlockOpts *options, int flags,
@@ -70,6 +153,10 @@ static int qcow2_open(BlockDriverState *bs, BlockOpts *options, int flags,
     if (ret < 0) {
         goto fail;
     }
+    ret = qcow2_open_data_file(bs, options, flags, errp);
+    if (ret < 0) {
+        goto fail;
+    }
     ret = qcow2_runtime_opts_open(bs, options, flags, errp);
     if (ret < 0) {
         goto fail;
@@ -82,9 +169,11 @@ static int qcow2_open(BlockDriverState *bs, BlockOpts *options, int flags,
     if (ret < 0) {
         goto fail;
     }
-    /* Autoclear bits we do not maintain must be cleared once we write. */
-    if ((flags & BDRV_O_RDWR) && s->autoclear_features) {
-        s->autoclear_features = 0;
+    /* Autoclear bits we do not maintain must be cleared once we write;
+     * data_file_raw we keep true (zero writes reach the data file). */
+    uint64_t keep = qcow2_has_data_file(s) ? QCOW2_AUTOCLEAR_DATA_FILE_RAW : 0;
+    if ((flags & BDRV_O_RDWR) && (s->autoclear_features & ~keep)) {
+        s->autoclear_features &= keep;
         ret = qcow2_write_header(bs, errp);
         if (ret < 0) {
             goto fail;
@@ -164,7 +253,16 @@ int qcow2_reclaim_frees(BlockDriverState *bs)
 static int qcow2_flush(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
-    int ret = qcow2_flush_metadata(bs, true);
+    int ret = 0;
+
+    /* Data before the metadata that points at it. */
+    if (s->data_file) {
+        ret = bdrv_flush(s->data_file);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    ret = qcow2_flush_metadata(bs, true);
 
     /* The generic layer syncs the file right after this.  Syncing here,
      * under the lock, lets the refcount bookkeeping know, so the next L2
@@ -199,6 +297,14 @@ static int qcow2_reopen(BlockDriverState *bs, bool read_only, GError **errp)
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                         "Could not write back metadata: %s", g_strerror(-ret));
         }
+    }
+    /* The data file follows the image's mode. */
+    if (ret == 0 && s->data_file &&
+        !bdrv_reopen_set_read_only(s->data_file, read_only, errp)) {
+        if (read_only) {
+            return -EACCES;
+        }
+        ret = -EACCES;
     }
     return ret;
 }
@@ -285,6 +391,9 @@ static void qcow2_get_specific_info(BlockDriverState *bs,
     info->refcount_bits = s->refcount_bits;
     info->corrupt = !!(s->incompatible_features & QCOW2_INCOMPAT_CORRUPT);
     info->extended_l2 = false;
+    info->has_data_file_raw = qcow2_has_data_file(s);
+    info->data_file = qcow2_has_data_file(s) ? s->data_file_name : NULL;
+    info->data_file_raw = qcow2_data_file_raw(s);
 }
 
 /*
@@ -378,8 +487,12 @@ static int qcow2_make_empty(BlockDriverState *bs, GError **errp)
             uint64_t e = GUINT64_FROM_BE(l2[j]);
             uint64_t off, len;
             switch (qcow2_get_cluster_type(e)) {
-            case QCOW2_CLUSTER_NORMAL:
+                case QCOW2_CLUSTER_NORMAL:
             case QCOW2_CLUSTER_ZERO_ALLOC:
+                /* data file clusters have no refcount to drop */
+                if (qcow2_has_data_file(s)) {
+                    break;
+                }
                 off = e & L2E_OFFSET_MASK;
                 g_array_append_val(frees, off);
                 break;
@@ -425,6 +538,13 @@ static int qcow2_make_empty(BlockDriverState *bs, GError **errp)
     return ret;
 }
 
+static bool qcow2_has_child(BlockDriverState *bs, BlockDriverState *node)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    return s->data_file == node;
+}
+
 /* A repair may change any table in place: the overlap index follows. */
 static int qcow2_check_and_reindex(BlockDriverState *bs, BdrvCheckResult *res,
                                    BdrvCheckMode fix)
@@ -465,6 +585,7 @@ BlockDriver bdrv_qcow2 = {
     .get_info = qcow2_get_info,
     .get_specific_info = qcow2_get_specific_info,
     .check = qcow2_check_and_reindex,
+    .has_child = qcow2_has_child,
     .snapshot_list = qcow2_snapshot_list,
     .snapshot_create_check = qcow2_snapshot_create_check,
     .snapshot_delete_check = qcow2_snapshot_delete_check,

@@ -49,6 +49,7 @@
 #define QCOW2_INCOMPAT_EXTL2       (1ULL << 4)
 #define QCOW2_INCOMPAT_MASK        0x1fULL
 #define QCOW2_COMPAT_LAZY_REFCOUNTS (1ULL << 0)
+#define QCOW2_AUTOCLEAR_DATA_FILE_RAW (1ULL << 1)
 
 /* Header extension types */
 #define QCOW2_EXT_END           0x00000000U
@@ -234,7 +235,39 @@ typedef struct BDRVQcow2State {
     /* This open set the dirty bit (lazy refcounts); a clean close or a
      * switch to read-only clears it. */
     bool dirtied_here;
+
+    /* External data file (incompatible bit 2): the name the header
+     * extension records (NULL: none), and the node guest data lives in
+     * (NULL: none, the data is in bs->file).  Use qcow2_data() for the
+     * node data I/O goes to, so one code path serves both layouts. */
+    char *data_file_name;
+    BlockDriverState *data_file;
+    /* Opened with BDRV_O_NO_IO: the image has a data file that was not
+     * opened, so guest data cannot be read (qcow2_data_missing()). */
+    bool data_file_skipped;
 } BDRVQcow2State;
+
+/* The image keeps its guest data in an external data file: every data
+ * cluster sits at its guest offset there and has no refcount. */
+static inline bool qcow2_has_data_file(BDRVQcow2State *s)
+{
+    return !!(s->incompatible_features & QCOW2_INCOMPAT_DATA_FILE);
+}
+
+/* The data file must stay a valid raw image of the disk (autoclear bit
+ * 1): zeroes written through the image must read as zeroes there too. */
+static inline bool qcow2_data_file_raw(BDRVQcow2State *s)
+{
+    return qcow2_has_data_file(s) &&
+           (s->autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW);
+}
+
+static inline BlockDriverState *qcow2_data(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    return s->data_file ? s->data_file : bs->file;
+}
 
 static inline uint64_t qcow2_align_up(uint64_t x, uint64_t a)
 {
@@ -253,6 +286,9 @@ static inline uint64_t qcow2_l1_entries_for(BDRVQcow2State *s, uint64_t size)
 }
 
 Qcow2ClusterType qcow2_get_cluster_type(uint64_t l2_entry);
+/* The same, knowing the image: with a data file, offset 0 with COPIED is
+ * the data cluster at offset 0 of the data file, not an empty entry. */
+Qcow2ClusterType qcow2_entry_type(BDRVQcow2State *s, uint64_t l2_entry);
 
 /* qcow2-cache.c: bounded write-back caches of L2 tables / refcount blocks */
 /* before_write runs before any dirty table of this cache is written (the

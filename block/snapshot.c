@@ -777,6 +777,12 @@ int bdrv_snapshot_goto(BlockDriverState *bs, const char *snapshot_id,
         if (ret == -ENOENT) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
                         "Failed to load snapshot: %s", g_strerror(ENOENT));
+        } else if (ret == -ENOTSUP) {
+            /* A node that cannot list snapshots cannot load one either;
+             * QEMU's driver says so in its goto. */
+            g_clear_error(errp);
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                        "Failed to load snapshot: %s", g_strerror(ENOTSUP));
         }
         return ret;
     }

@@ -87,6 +87,10 @@ static ImageInfoSpecific *format_specific(BlockDriverState *bs)
     q->lazy_refcounts = v3 && si.lazy_refcounts;
     q->corrupt = v3 && si.corrupt;
     q->extended_l2 = v3 && si.extended_l2;
+    q->has_data_file = si.data_file != NULL;
+    q->data_file = g_strdup(si.data_file);
+    q->has_data_file_raw = si.has_data_file_raw;
+    q->data_file_raw = si.data_file_raw;
     w = g_new0(ImageInfoSpecificQCow2Wrapper, 1);
     w->data = q;
     spec = g_new0(ImageInfoSpecific, 1);

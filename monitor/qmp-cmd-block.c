@@ -112,6 +112,28 @@ static bool flatten_backing(JsonNode *ref, bool keyval, BlockOpts *opts,
     return true;
 }
 
+/* qcow2's external data file: a definition, or a node shared with
+ * whoever else holds it (the qcow2 driver takes a reference). */
+static bool flatten_data_file(JsonNode *ref, bool keyval, BlockOpts *opts,
+                              const char *prefix, GError **errp)
+{
+    const char *name;
+
+    if (JSON_NODE_HOLDS_OBJECT(ref)) {
+        return flatten_child(ref, "data-file", keyval, opts, prefix, errp);
+    }
+    name = json_node_get_string(ref);
+    {
+        g_autoptr(BlockDriverState) bs = blockdev_find_node(name);
+        if (!bs) {
+            return qmp_fail(errp, "Cannot find device='%s' nor "
+                            "node-name='%s'", name, name);
+        }
+    }
+    set_opt(opts, prefix, "data-file", name);
+    return true;
+}
+
 /* issue 13 (api): driver=nbd's server address and export */
 static void flatten_nbd(const BlockdevOptionsNbd *n, const char *prefix,
                         BlockOpts *opts)
@@ -205,7 +227,9 @@ static bool flatten_options(const BlockdevOptions *o, const char *prefix,
         const BlockdevOptionsQcow2 *q = o->u;
         return flatten_child(q->file, "file", keyval, opts, prefix, errp) &&
                (!q->has_backing ||
-                flatten_backing(q->backing, keyval, opts, prefix, errp));
+                flatten_backing(q->backing, keyval, opts, prefix, errp)) &&
+               (!q->has_data_file ||
+                flatten_data_file(q->data_file, keyval, opts, prefix, errp));
     }
     case BLOCKDEVDRIVER_RAW: {
         const BlockdevOptionsGenericFormat *r = o->u;
@@ -286,6 +310,7 @@ typedef struct Parent {
     BlockDriverState *child;
     char *backing_of;             /* name of a node it is the backing of */
     bool file_of;                 /* some node's file child */
+    bool data_of;                 /* another child (a qcow2 data file) */
 } Parent;
 
 static bool find_parent(BlockDriverState *bs, void *opaque)
@@ -297,6 +322,8 @@ static bool find_parent(BlockDriverState *bs, void *opaque)
         return true;
     }
     p->file_of |= bdrv_get_file(bs) == p->child;
+    p->data_of |= bdrv_get_file(bs) != p->child &&
+                  bdrv_has_data_child(bs, p->child);
     return false;
 }
 
@@ -354,6 +381,11 @@ JsonNode *qmp_blockdev_del(const q_obj_blockdev_del_arg *args, GError **errp)
         qmp_fail(errp, "Node '%s' is busy: node is used as backing hd of '%s'",
              args->node_name, p.backing_of);
         g_free(p.backing_of);
+        return NULL;
+    }
+    /* QEMU's text for a node another node holds a reference to */
+    if (p.data_of) {
+        qmp_fail(errp, "Block device %s is in use", args->node_name);
         return NULL;
     }
     if (p.file_of || !release_other_devices(on, false)) {

@@ -48,6 +48,10 @@ typedef enum {
  * receives, when the format was probed rather than named; callers' own
  * use of it is ignored.  A probed raw node restricts writes to block 0. */
 #define BDRV_O_PROBED      0x80000
+/* The node is opened only to describe it (qemu-img info): no guest data
+ * is read, so a format opens no files beyond its own (a qcow2 data
+ * file), and an untrusted image cannot make us open one (QEMU's value). */
+#define BDRV_O_NO_IO       0x10000
 
 /*
  * Options are flat string maps with QEMU's dotted keys: "driver",
@@ -141,6 +145,9 @@ bool bdrv_is_read_only(BlockDriverState *bs);
 int bdrv_get_open_flags(BlockDriverState *bs);             /* BDRV_O_* */
 BlockDriverState *bdrv_get_file(BlockDriverState *bs);     /* protocol child */
 BlockDriverState *bdrv_get_backing(BlockDriverState *bs);  /* backing child */
+/* child is bs's file child or another child its driver holds (qcow2's
+ * data file); the backing child does not count. */
+bool bdrv_has_data_child(BlockDriverState *bs, BlockDriverState *child);
 /* The next layer of the backing chain: bs's backing child, or for a filter
  * node (blkdebug) the backing child of the node it filters. */
 BlockDriverState *bdrv_backing_below(BlockDriverState *bs);
@@ -309,6 +316,11 @@ typedef struct BlockSpecificInfo {
     int refcount_bits;
     bool corrupt;
     bool extended_l2;
+    /* qcow2 external data file: its recorded name (NULL: none; owned by
+     * the node) and whether data-file-raw is reported at all */
+    const char *data_file;
+    bool has_data_file_raw;
+    bool data_file_raw;
 } BlockSpecificInfo;
 void bdrv_get_specific_info(BlockDriverState *bs, BlockSpecificInfo *info);
 

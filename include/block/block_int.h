@@ -84,6 +84,9 @@ struct BlockDriver {
     void (*get_specific_info)(BlockDriverState *bs, BlockSpecificInfo *info);
     int (*check)(BlockDriverState *bs, BdrvCheckResult *res,
                  BdrvCheckMode fix);
+    /* Optional: whether node is a child of bs beyond file and backing
+     * (qcow2's data file), so that it is not deleted under bs. */
+    bool (*has_child)(BlockDriverState *bs, BlockDriverState *node);
 
     /* Backing chains (block/backing.c calls these on a drained node). */
     /* Records a new backing file name and format in the image (NULL name:
@@ -200,6 +203,11 @@ void bdrv_register(BlockDriver *drv);
 BlockDriverState *bdrv_open_file_child(const char *filename,
                                        BlockOpts *options, int flags,
                                        GError **errp);
+/* The same for the child whose options are "<name>.*" (qcow2's
+ * "data-file"); the driver defaults to "file". */
+BlockDriverState *bdrv_open_named_child(const char *filename,
+                                        BlockOpts *options, const char *name,
+                                        int flags, GError **errp);
 /* Opens the backing chain of bs from its recorded backing_file /
  * backing_format or the "backing" option.  Always read-only. */
 bool bdrv_open_backing(BlockDriverState *bs, BlockOpts *options, int flags,

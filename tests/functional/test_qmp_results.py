@@ -45,8 +45,8 @@ NODES = 'query-named-block-nodes'
 DROPPED = {
     # ImageInfo: no encryption, no format that reports compression
     'encrypted', 'compressed',
-    # ImageInfoSpecificQCow2: no external data file, encryption, bitmaps
-    'data-file', 'data-file-raw', 'encrypt', 'bitmaps',
+    # ImageInfoSpecificQCow2: no encryption, bitmaps
+    'encrypt', 'bitmaps',
     # ImageInfoSpecific / ImageInfoSpecificKind: no vmdk, luks, rbd drivers
     'case vmdk', 'case luks', 'case rbd', 'value vmdk', 'value luks',
     'value rbd',

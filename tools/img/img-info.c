@@ -53,6 +53,12 @@ static void add_format_specific(JsonBuilder *b, BlockDriverState *bs)
         /* Version 2 images have no feature bits to report. */
         v2 = si.compat && !strcmp(si.compat, "0.10");
         add_string(b, "compat", si.compat ? si.compat : "1.1");
+        if (si.data_file) {
+            add_string(b, "data-file", si.data_file);
+        }
+        if (si.has_data_file_raw) {
+            add_bool(b, "data-file-raw", si.data_file_raw);
+        }
         if (!v2) {
             add_bool(b, "extended-l2", si.extended_l2);
             add_bool(b, "lazy-refcounts", si.lazy_refcounts);
@@ -169,7 +175,8 @@ static GPtrArray *collect_image_info_list(bool image_opts,
         g_hash_table_add(seen, g_strdup(next_name));
 
         bs = img_open(image_opts, next_name, next_fmt,
-                      BDRV_O_NO_BACKING | info_open_flags, false);
+                      BDRV_O_NO_BACKING | BDRV_O_NO_IO | info_open_flags,
+                      false);
         if (!bs) {
             return NULL;
         }

@@ -222,6 +222,13 @@ static int info_f(IoState *s, int argc, char **argv)
                    spec.lazy_refcounts ? "true" : "false");
         }
         printf("    refcount bits: %d\n", spec.refcount_bits);
+        if (spec.data_file) {
+            printf("    data file: %s\n", spec.data_file);
+        }
+        if (spec.has_data_file_raw) {
+            printf("    data file raw: %s\n",
+                   spec.data_file_raw ? "true" : "false");
+        }
         if (!v2) {
             printf("    corrupt: %s\n", spec.corrupt ? "true" : "false");
             printf("    extended l2: %s\n",
