@@ -850,7 +850,7 @@ static int zero_clusters(BlockDriverState *bs, uint64_t off, uint64_t bytes,
                          int flags)
 {
     BDRVQcow2State *s = bs->opaque;
-    bool unmap = !!(flags & BDRV_REQ_MAY_UNMAP);
+    bool unmap = !!(flags & BDRV_REQ_MAY_UNMAP), changed;
     int ret = 0;
 
     /* A raw data file must read what the guest reads: zeroes there
@@ -880,6 +880,7 @@ static int zero_clusters(BlockDriverState *bs, uint64_t off, uint64_t bytes,
         if (ret < 0) {
             break;
         }
+        changed = false;
         for (uint64_t i = 0; i < n; i++) {
             uint64_t e = GUINT64_FROM_BE(l2[l2i + i]);
             Qcow2ClusterType t = qcow2_entry_type(s, e);
@@ -900,8 +901,10 @@ static int zero_clusters(BlockDriverState *bs, uint64_t off, uint64_t bytes,
                 release_unmapped(bs, e);
             }
             l2[l2i + i] = GUINT64_TO_BE(ne);
+            changed = true;
         }
-        ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
+        /* a table that already said all this is not written again */
+        ret = changed ? qcow2_cache_mark_dirty(s->l2_cache, l2) : 0;
         if (ret < 0) {
             break;
         }
@@ -1089,6 +1092,7 @@ int qcow2_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
             if (ret < 0) {
                 break;
             }
+            bool changed = false;
             for (uint64_t i = 0; i < n; i++) {
                 uint64_t e = GUINT64_FROM_BE(l2[l2i + i]);
                 /* like QEMU: v3 marks discarded clusters as zero unless
@@ -1098,9 +1102,10 @@ int qcow2_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
                 if (e != ne) {
                     release_unmapped(bs, e);
                     l2[l2i + i] = GUINT64_TO_BE(ne);
+                    changed = true;
                 }
             }
-            ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
+            ret = changed ? qcow2_cache_mark_dirty(s->l2_cache, l2) : 0;
             if (ret < 0) {
                 break;
             }
