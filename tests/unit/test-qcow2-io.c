@@ -295,6 +295,50 @@ START_TEST(test_reclaim_sync_only_after_discards)
 }
 END_TEST
 
+static uint64_t file_writes(BlockDriverState *bs)
+{
+    BlkdebugCounts c;
+
+    ck_assert(blkdebug_get_counts(bdrv_get_file(bs), &c));
+    return c.writes;
+}
+
+/* Zeroing or discarding what already reads as zeroes changes no entry,
+ * so nothing is written back (QEMU's iotest 179 relies on it). */
+START_TEST(test_repeated_zero_write_writes_nothing)
+{
+    g_autofree char *path = tmp_path("zeroagain.qcow2");
+    BlockDriverState *bs = create_and_open(path, "8M", "65536", "16");
+    BlockOpts *o = bdrv_opts_new();
+    g_autofree uint8_t *buf = g_malloc(1 << 20);
+    GError *err = NULL;
+    uint64_t before;
+
+    memset(buf, 7, 1 << 20);
+    ck_assert_int_eq(bdrv_pwrite(bs, 0, 1 << 20, buf), 0);
+    bdrv_unref(bs);
+    bdrv_opts_set(o, "driver", "qcow2");
+    bdrv_opts_set(o, "file.driver", "blkdebug");
+    bdrv_opts_set(o, "file.filename", path);
+    bs = bdrv_open(path, o, BDRV_O_RDWR, &err);
+    ck_assert_msg(bs, "open: %s", err ? err->message : "");
+    ck_assert_int_eq(bdrv_pwrite_zeroes(bs, 0, 1 << 20, BDRV_REQ_MAY_UNMAP),
+                     0);
+    ck_assert_int_eq(bdrv_pwrite_zeroes(bs, 2 << 20, 1 << 20, 0), 0);
+    ck_assert_int_eq(bdrv_flush(bs), 0);
+    before = file_writes(bs);
+    ck_assert_int_eq(bdrv_pwrite_zeroes(bs, 0, 1 << 20, BDRV_REQ_MAY_UNMAP),
+                     0);
+    ck_assert_int_eq(bdrv_pwrite_zeroes(bs, 0, 1 << 20, 0), 0);
+    ck_assert_int_eq(bdrv_pdiscard(bs, 0, 1 << 20), 0);
+    ck_assert_int_eq(bdrv_pwrite_zeroes(bs, 2 << 20, 1 << 20, 0), 0);
+    ck_assert_int_eq(bdrv_flush(bs), 0);
+    ck_assert_int_eq(file_writes(bs), before);
+    bdrv_unref(bs);
+    unlink(path);
+}
+END_TEST
+
 static int64_t host_offset(BlockDriverState *bs, int64_t off)
 {
     int64_t pnum, map = -1;
@@ -356,6 +400,7 @@ static Suite *qcow2_suite(void)
     tcase_add_test(tc, test_discard_then_write_reuses);
     tcase_add_test(tc, test_write_into_preallocated_zero);
     tcase_add_test(tc, test_reclaim_sync_only_after_discards);
+    tcase_add_test(tc, test_repeated_zero_write_writes_nothing);
     suite_add_tcase(s, tc);
     return s;
 }
