@@ -244,12 +244,29 @@ START_TEST(test_discard_then_write_reuses)
 }
 END_TEST
 
-static uint64_t file_flushes(BlockDriverState *bs)
+static BlkdebugCounts file_counts(BlockDriverState *bs)
 {
     BlkdebugCounts c;
 
     ck_assert(blkdebug_get_counts(bdrv_get_file(bs), &c));
-    return c.flushes;
+    return c;
+}
+
+/* Closes bs and opens its image again over a blkdebug node, which counts
+ * the requests that reach the file. */
+static BlockDriverState *reopen_counted(BlockDriverState *bs,
+                                        const char *path)
+{
+    BlockOpts *o = bdrv_opts_new();
+    GError *err = NULL;
+
+    bdrv_unref(bs);
+    bdrv_opts_set(o, "driver", "qcow2");
+    bdrv_opts_set(o, "file.driver", "blkdebug");
+    bdrv_opts_set(o, "file.filename", path);
+    bs = bdrv_open(path, o, BDRV_O_RDWR, &err);
+    ck_assert_msg(bs, "open: %s", err ? err->message : "");
+    return bs;
 }
 
 /* The sync that makes discarded clusters reusable is paid only when a
@@ -259,49 +276,34 @@ START_TEST(test_reclaim_sync_only_after_discards)
 {
     g_autofree char *path = tmp_path("reclaim.qcow2");
     BlockDriverState *bs = create_and_open(path, "8M", "65536", "16");
-    BlockOpts *o = bdrv_opts_new();
     g_autofree uint8_t *buf = g_malloc(1 << 20);
-    GError *err = NULL;
     uint64_t before;
     int64_t len;
 
-    bdrv_unref(bs);
-    bdrv_opts_set(o, "driver", "qcow2");
-    bdrv_opts_set(o, "file.driver", "blkdebug");
-    bdrv_opts_set(o, "file.filename", path);
-    bs = bdrv_open(path, o, BDRV_O_RDWR, &err);
-    ck_assert_msg(bs, "open: %s", err ? err->message : "");
+    bs = reopen_counted(bs, path);
 
     memset(buf, 'x', 1 << 20);
     ck_assert_int_eq(bdrv_pwrite_compressed(bs, 0, 1 << 20, buf), 0);
     ck_assert_int_eq(bdrv_flush(bs), 0);
-    before = file_flushes(bs);
+    before = file_counts(bs).flushes;
     memset(buf, 0x5c, 1 << 20);
     /* the rewrite queues the compressed clusters' frees; the next
      * allocating write grows the file without a sync */
     ck_assert_int_eq(bdrv_pwrite(bs, 0, 1 << 20, buf), 0);
     ck_assert_int_eq(bdrv_pwrite(bs, 2 << 20, 1 << 20, buf), 0);
-    ck_assert_int_eq(file_flushes(bs), before);
+    ck_assert_int_eq(file_counts(bs).flushes, before);
 
     ck_assert_int_eq(bdrv_flush(bs), 0);
     len = bdrv_getlength(bdrv_get_file(bs));
-    before = file_flushes(bs);
+    before = file_counts(bs).flushes;
     ck_assert_int_eq(bdrv_pdiscard(bs, 0, 1 << 20), 0);
     ck_assert_int_eq(bdrv_pwrite(bs, 4 << 20, 1 << 20, buf), 0);
-    ck_assert_int_eq(file_flushes(bs), before + 1);
+    ck_assert_int_eq(file_counts(bs).flushes, before + 1);
     ck_assert_int_eq(bdrv_getlength(bdrv_get_file(bs)), len);
     bdrv_unref(bs);
     unlink(path);
 }
 END_TEST
-
-static uint64_t file_writes(BlockDriverState *bs)
-{
-    BlkdebugCounts c;
-
-    ck_assert(blkdebug_get_counts(bdrv_get_file(bs), &c));
-    return c.writes;
-}
 
 /* Zeroing or discarding what already reads as zeroes changes no entry,
  * so nothing is written back (QEMU's iotest 179 relies on it). */
@@ -309,31 +311,24 @@ START_TEST(test_repeated_zero_write_writes_nothing)
 {
     g_autofree char *path = tmp_path("zeroagain.qcow2");
     BlockDriverState *bs = create_and_open(path, "8M", "65536", "16");
-    BlockOpts *o = bdrv_opts_new();
     g_autofree uint8_t *buf = g_malloc(1 << 20);
-    GError *err = NULL;
     uint64_t before;
 
     memset(buf, 7, 1 << 20);
     ck_assert_int_eq(bdrv_pwrite(bs, 0, 1 << 20, buf), 0);
-    bdrv_unref(bs);
-    bdrv_opts_set(o, "driver", "qcow2");
-    bdrv_opts_set(o, "file.driver", "blkdebug");
-    bdrv_opts_set(o, "file.filename", path);
-    bs = bdrv_open(path, o, BDRV_O_RDWR, &err);
-    ck_assert_msg(bs, "open: %s", err ? err->message : "");
+    bs = reopen_counted(bs, path);
     ck_assert_int_eq(bdrv_pwrite_zeroes(bs, 0, 1 << 20, BDRV_REQ_MAY_UNMAP),
                      0);
     ck_assert_int_eq(bdrv_pwrite_zeroes(bs, 2 << 20, 1 << 20, 0), 0);
     ck_assert_int_eq(bdrv_flush(bs), 0);
-    before = file_writes(bs);
+    before = file_counts(bs).writes;
     ck_assert_int_eq(bdrv_pwrite_zeroes(bs, 0, 1 << 20, BDRV_REQ_MAY_UNMAP),
                      0);
     ck_assert_int_eq(bdrv_pwrite_zeroes(bs, 0, 1 << 20, 0), 0);
     ck_assert_int_eq(bdrv_pdiscard(bs, 0, 1 << 20), 0);
     ck_assert_int_eq(bdrv_pwrite_zeroes(bs, 2 << 20, 1 << 20, 0), 0);
     ck_assert_int_eq(bdrv_flush(bs), 0);
-    ck_assert_int_eq(file_writes(bs), before);
+    ck_assert_int_eq(file_counts(bs).writes, before);
     bdrv_unref(bs);
     unlink(path);
 }
