@@ -720,6 +720,31 @@ static void add_result(BdrvCheckResult *to, const BdrvCheckResult *from)
     to->leaks_fixed += from->leaks_fixed;
 }
 
+/*
+ * The snapshot table's repair wrote it elsewhere and gave its old
+ * clusters back.  A hostile image may have shared those with data, so
+ * refcounts and COPIED flags changed under the first pass: they are
+ * checked (and repaired) once more, and what this pass finds is added.
+ */
+static int recount_after_table_moved(CheckState *c, BdrvCheckMode fix)
+{
+    BdrvCheckResult *res = c->res, again = { 0 };
+    int ret = qcow2_write_back_metadata(c->bs);
+
+    if (ret < 0) {
+        return ret;
+    }
+    c->res = &again;
+    c->rebuild = false;
+    ret = check_refcounts(c, fix);
+    c->res = res;
+    add_result(res, &again);
+    if (again.image_end_offset) {
+        res->image_end_offset = again.image_end_offset;
+    }
+    return ret;
+}
+
 int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -761,7 +786,11 @@ int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
         ret = qcow2_write_back_metadata(bs);
     }
     if (ret == 0 && fix) {
+        uint64_t table_at = s->snapshots_offset;
         ret = qcow2_snapshot_check_table(bs, &snap_res, fix);
+        if (ret == 0 && s->snapshots_offset != table_at) {
+            ret = recount_after_table_moved(&c, fix);
+        }
     }
     add_result(res, &snap_res);
     if (ret == 0 && fix) {
