@@ -193,6 +193,30 @@ static int write_blocks(CheckState *c, Layout *l)
     return 0;
 }
 
+/* Counts the clusters referenced past the end of the file (see
+ * CheckState.beyond); returns the end of the furthest, in clusters. */
+static int64_t count_beyond(CheckState *c)
+{
+    uint64_t far = 0;
+
+    for (guint i = 0; c->beyond && i + 1 < c->beyond->len; i += 2) {
+        uint64_t first = g_array_index(c->beyond, uint64_t, i);
+        uint64_t end = g_array_index(c->beyond, uint64_t, i + 1);
+        int ret = qcow2_check_counts_grow(c, end);
+
+        if (ret < 0) {
+            return ret;
+        }
+        for (uint64_t k = first; k < end; k++) {
+            if (c->counts[k] < c->s->refcount_max) {
+                c->counts[k]++;
+            }
+        }
+        far = MAX(far, end);
+    }
+    return (int64_t)far;
+}
+
 int qcow2_check_rebuild_refcounts(CheckState *c, GError **errp)
 {
     BDRVQcow2State *s = c->s;
@@ -200,12 +224,21 @@ int qcow2_check_rebuild_refcounts(CheckState *c, GError **errp)
     g_autofree uint64_t *table = NULL;
     uint64_t entries;
     uint8_t hdr[12];
+    int64_t far;
     int ret;
 
     /* Nothing dirty may be lost: the check wrote everything back first
      * and has changed no refcount since. */
     g_assert(!qcow2_cache_has_dirty(s->refcount_cache));
 
+    far = count_beyond(c);
+    if (far < 0) {
+        ret = (int)far;
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "ERROR allocating refblock: %s", g_strerror(-ret));
+        goto out;
+    }
+    l.end = MAX(l.end, (uint64_t)far);
     ret = plan_layout(c, &l);
     if (ret < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
@@ -225,6 +258,14 @@ int qcow2_check_rebuild_refcounts(CheckState *c, GError **errp)
     }
     ret = bdrv_pwrite(c->bs->file, l.table_at << s->cluster_bits,
                       entries * 8, table);
+    /* The clusters metadata points at past the end are counted now: the
+     * file reaches them (as zeroes), so they stop being out of range. */
+    if (ret == 0 && bdrv_getlength(c->bs->file) <
+                    (int64_t)((uint64_t)far << s->cluster_bits)) {
+        ret = bdrv_truncate(c->bs->file,
+                            (int64_t)((uint64_t)far << s->cluster_bits),
+                            NULL);
+    }
     if (ret == 0) {
         ret = bdrv_flush(c->bs->file);
     }

@@ -33,6 +33,14 @@ static void inc_refs(CheckState *c, uint64_t offset, uint64_t size)
                 G_GINT64_MODIFIER "x size %#" G_GINT64_MODIFIER "x",
                 offset, size);
         c->res->corruptions++;
+        if (offset + size > offset &&
+            (offset + size - 1) / cs < CHECK_MAX_CLUSTERS) {
+            uint64_t range[2] = { offset / cs, (offset + size - 1) / cs + 1 };
+            if (!c->beyond) {
+                c->beyond = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+            }
+            g_array_append_vals(c->beyond, range, 2);
+        }
         return;
     }
     for (uint64_t k = offset / cs; k <= (offset + size - 1) / cs; k++) {
@@ -575,6 +583,9 @@ static int reset_counts(CheckState *c)
         return (int)file_len;
     }
     c->file_len = file_len;
+    if (c->beyond) {
+        g_array_set_size(c->beyond, 0);   /* the walk records them again */
+    }
     c->nb_clusters = qcow2_align_up(file_len, c->s->cluster_size) >>
                      c->s->cluster_bits;
     if (c->nb_clusters > CHECK_MAX_CLUSTERS) {
@@ -804,5 +815,8 @@ out:
     g_mutex_unlock(&s->lock);
     g_rw_lock_writer_unlock(&s->free_lock);
     g_free(c.counts);
+    if (c.beyond) {
+        g_array_free(c.beyond, TRUE);
+    }
     return ret < 0 ? ret : 0;
 }

@@ -24,6 +24,11 @@ typedef struct CheckState {
     /* The stored refcount structure cannot be trusted: only a rebuild
      * from counts[] repairs it. */
     bool rebuild;
+    /* Clusters that metadata points at past the end of the file (pairs
+     * of uint64_t: first, end), reported and not counted; a rebuild
+     * counts them, so that it neither puts a refcount block there nor
+     * leaves them uncounted once the file reaches them. */
+    GArray *beyond;
 } CheckState;
 
 /* Makes counts[] hold at least n entries (new ones zero). */
