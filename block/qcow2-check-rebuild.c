@@ -193,17 +193,28 @@ static int write_blocks(CheckState *c, Layout *l)
     return 0;
 }
 
-/* Counts the clusters referenced past the end of the file (see
- * CheckState.beyond); returns the end of the furthest, in clusters. */
+/*
+ * Counts the clusters referenced past the end of the file (see
+ * CheckState.beyond) that the rebuild could reach: it allocates at most
+ * a refcount block per refblock_size clusters (64 at the least) and a
+ * table, so nothing further than this window can be taken; references
+ * beyond it stay uncounted (and reported).  Returns the end of the
+ * furthest counted, in clusters.
+ */
 static int64_t count_beyond(CheckState *c)
 {
+    uint64_t window = c->nb_clusters + c->nb_clusters / 32 + 1024;
     uint64_t far = 0;
 
     for (guint i = 0; c->beyond && i + 1 < c->beyond->len; i += 2) {
         uint64_t first = g_array_index(c->beyond, uint64_t, i);
         uint64_t end = g_array_index(c->beyond, uint64_t, i + 1);
-        int ret = qcow2_check_counts_grow(c, end);
+        int ret;
 
+        if (end > window) {
+            continue;
+        }
+        ret = qcow2_check_counts_grow(c, end);
         if (ret < 0) {
             return ret;
         }
