@@ -597,16 +597,26 @@ void qcow2_free_compressed_deferred(BlockDriverState *bs, uint64_t l2_entry)
 bool qcow2_reclaim_pays(BlockDriverState *bs, uint64_t nb_clusters)
 {
     BDRVQcow2State *s = bs->opaque;
-    int64_t start = 0, file_len;
+    int64_t start, file_len;
+    bool grows;
 
     if (s->unmapped_frees < nb_clusters) {
         return false;
     }
     start = find_free_run(bs, nb_clusters);
     file_len = bdrv_getlength(bs->file);
-    return start >= 0 && file_len >= 0 &&
-           ((uint64_t)start + nb_clusters) << s->cluster_bits >
-           (uint64_t)file_len;
+    if (start < 0 || file_len < 0) {
+        return false;
+    }
+    grows = ((uint64_t)start + nb_clusters) << s->cluster_bits >
+            (uint64_t)file_len;
+    if (!grows) {
+        /* The allocation that follows, under the same lock, would scan
+         * to the same run: it starts there (holes below it are too small
+         * for this request, as qcow2_alloc_clusters lets them be). */
+        s->free_cluster_index = (uint64_t)start;
+    }
+    return grows;
 }
 
 /* L2 cache hook: refcounts must be durable before an L2 table points at a
