@@ -27,6 +27,7 @@
 
 #include "block/log.h"
 #include "qcow2.h"
+#include "qcow2-bitmap.h"
 #include "qcow2-snapshot.h"
 
 /* What was asked for, parsed. */
@@ -380,6 +381,14 @@ static int downgrade_checks(BlockDriverState *bs, GError **errp)
     if (qcow2_has_data_file(s)) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
                     "Cannot downgrade an image with a data file");
+        return -ENOTSUP;
+    }
+    /* strata: QEMU writes them into the version 2 image, where nothing
+     * can ever trust them again; we refuse instead of losing them. */
+    if (qcow2_bitmaps_present(s)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Cannot downgrade an image with persistent bitmaps "
+                    "(remove them with qemu-img bitmap --remove first)");
         return -ENOTSUP;
     }
     for (uint32_t i = 0; i < s->nb_snapshots; i++) {

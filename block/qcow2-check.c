@@ -2,20 +2,22 @@
 /*
  * qcow2 consistency check (qemu-img check): recount every reference from
  * the header, the active and snapshot L1/L2 trees, the snapshot table, the
- * refcount table and the refcount blocks; compare with the stored counts;
- * verify the COPIED flags of the active tree.  Repairs, in QEMU's order:
- * -r leaks sets counts that are too high, -r all also those too low (each
- * in one write of the whole difference); when the structure itself cannot
- * be trusted (a refcount block that is unaligned, outside the file or
- * also used as something else, a used cluster counted 0), -r all builds a
- * new one (qcow2-check-rebuild.c).  Problem lines go to the log sink with
- * QEMU's wording so scripts that read qemu-img's output read ours.
+ * refcount table, the persistent bitmaps and the refcount blocks; compare
+ * with the stored counts; verify the COPIED flags of the active tree.
+ * Repairs, in QEMU's order: -r leaks sets counts that are too high, -r all
+ * also those too low (each in one write of the whole difference); when
+ * the structure itself cannot be trusted (a refcount block that is
+ * unaligned, outside the file or also used as something else, a used
+ * cluster counted 0), -r all builds a new one (qcow2-check-rebuild.c).
+ * Problem lines go to the log sink with QEMU's wording so scripts that
+ * read qemu-img's output read ours.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "qcow2-check.h"
+#include "qcow2-bitmap.h"
 #include "block/log.h"
 
 /* Counts one reference to each cluster of [offset, offset+size). */
@@ -62,6 +64,11 @@ static void inc_refs(CheckState *c, uint64_t offset, uint64_t size)
             c->counts[k]++;
         }
     }
+}
+
+static void inc_refs_cb(void *opaque, uint64_t offset, uint64_t size)
+{
+    inc_refs(opaque, offset, size);
 }
 
 /*
@@ -569,6 +576,11 @@ static int calculate_refcounts(CheckState *c, BdrvCheckMode fix)
     inc_refs(c, s->snapshots_offset, s->snapshots_size);
     inc_refs(c, s->refcount_table_offset,
              (uint64_t)s->refcount_table_size * 8);
+    ret = qcow2_bitmaps_count_refs(c->bs, inc_refs_cb, c,
+                                   &c->res->corruptions);
+    if (ret < 0) {
+        return ret;
+    }
     check_refblocks(c, fix);
     return 0;
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "qcow2.h"
+#include "qcow2-bitmap.h"
 #include "byteorder.h"
 #include "block/log.h"
 
@@ -231,14 +232,9 @@ static bool parse_extensions(BlockDriverState *bs, const uint8_t *hdr,
                         "encryption method");
             return false;
         case QCOW2_EXT_BITMAPS:
-            if (len != QCOW2_BITMAPS_EXT_LEN) {
-                g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                            "bitmaps_ext: Invalid extension length");
+            if (!qcow2_bitmaps_parse_ext(bs, hdr + off, len, errp)) {
                 return false;
             }
-            /* kept as an unknown extension; the autoclear bit we clear
-             * tells QEMU the bitmaps are stale */
-            unknown_ext_add(s, magic, hdr + off, len);
             break;
         default:
             unknown_ext_add(s, magic, hdr + off, len);
@@ -606,9 +602,10 @@ static bool put_ext(uint8_t *buf, size_t *off, size_t limit, uint32_t magic,
 
 /*
  * Rewrites all of cluster 0 from the in-memory state, in one write:
- * header, unknown header fields, backing format, feature table, unknown
- * extensions, end marker, then the backing file name.  sync: flush the
- * file after it (the intent extension relies on a later flush instead).
+ * header, unknown header fields, backing format, data file, feature
+ * table, bitmaps, unknown extensions, end marker, then the backing file
+ * name.  sync: flush the file after it (the intent extension relies on a
+ * later flush instead).
  */
 static int write_header(BlockDriverState *bs, bool sync, GError **errp)
 {
@@ -667,6 +664,12 @@ static int write_header(BlockDriverState *bs, bool sync, GError **errp)
         }
         ok = put_ext(buf, &off, limit, QCOW2_EXT_FEATURE_TABLE, table,
                      sizeof(table));
+    }
+    /* QEMU's order: the bitmaps after the feature table. */
+    uint8_t bitmaps_ext[QCOW2_BITMAPS_EXT_LEN];
+    if (ok && qcow2_bitmaps_ext_bytes(s, bitmaps_ext)) {
+        ok = put_ext(buf, &off, limit, QCOW2_EXT_BITMAPS, bitmaps_ext,
+                     sizeof(bitmaps_ext));
     }
     for (guint i = 0; ok && s->unknown_exts && i < s->unknown_exts->len; i++) {
         Qcow2UnknownExt *e = g_ptr_array_index(s->unknown_exts, i);

@@ -21,6 +21,7 @@
 
 #include "block/log.h"
 #include "qcow2.h"
+#include "qcow2-bitmap.h"
 
 static int write_size_field(BlockDriverState *bs, uint64_t size)
 {
@@ -490,6 +491,11 @@ int qcow2_truncate_prealloc(BlockDriverState *bs, int64_t size, int prealloc,
     if (!truncate_allowed(bs, size, prealloc, errp)) {
         return -EINVAL;
     }
+    /* the bitmaps must be able to follow the new size */
+    ret = qcow2_bitmaps_can_resize(bs, errp);
+    if (ret < 0) {
+        return ret;
+    }
     if ((uint64_t)size > s->size && (ret = copy_tail_cluster(bs, prealloc))) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                     "Could not preallocate metadata: %s", g_strerror(-ret));
@@ -515,5 +521,8 @@ int qcow2_truncate_prealloc(BlockDriverState *bs, int64_t size, int prealloc,
     }
     g_mutex_unlock(&s->lock);
     g_rw_lock_writer_unlock(&s->free_lock);
+    if (ret == 0) {
+        qcow2_bitmaps_resized(bs);
+    }
     return ret;
 }

@@ -67,6 +67,7 @@
 #include <string.h>
 
 #include "qcow2.h"
+#include "qcow2-bitmap.h"
 #include "qcow2-snapshot.h"
 #include "qcow2-precopy.h"
 #include "byteorder.h"
@@ -830,6 +831,9 @@ static int goto_do(BlockDriverState *bs, Qcow2SnapshotOp *op, GError **errp)
     int64_t l1_off = 0;
     int ret;
 
+    /* strata: the whole disk may change, so every enabled bitmap says so
+     * (QEMU refuses to apply a snapshot while the image has bitmaps) */
+    qcow2_bitmaps_mark_all(bs);
     /* 1. the snapshot's tree gains the new active image as owner */
     ret = qcow2_tree_ref(bs, op->l1, op->l1_size, errp);
     if (ret < 0) {

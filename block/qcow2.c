@@ -10,6 +10,7 @@
 
 #include "block/log.h"
 #include "qcow2.h"
+#include "qcow2-bitmap.h"
 #include "byteorder.h"
 #include "block/drivers.h"
 
@@ -40,6 +41,7 @@ static void qcow2_free_state(BlockDriverState *bs, BDRVQcow2State *s)
         s->data_file = NULL;
     }
     g_clear_pointer(&s->data_file_name, g_free);
+    qcow2_bitmaps_free(s);
     g_free(s->l1_table);
     g_free(s->refcount_table);
     g_free(s->unknown_header_fields);
@@ -170,14 +172,23 @@ static int qcow2_open(BlockDriverState *bs, BlockOpts *options, int flags,
         goto fail;
     }
     /* Autoclear bits we do not maintain must be cleared once we write;
-     * data_file_raw we keep true (zero writes reach the data file). */
-    uint64_t keep = qcow2_has_data_file(s) ? QCOW2_AUTOCLEAR_DATA_FILE_RAW : 0;
-    if ((flags & BDRV_O_RDWR) && (s->autoclear_features & ~keep)) {
+     * data_file_raw we keep true (zero writes reach the data file), the
+     * bitmaps bit too (qcow2-bitmap.c keeps them up to date).  A stale
+     * bitmaps extension is dropped, as QEMU does. */
+    uint64_t keep = (qcow2_has_data_file(s) ? QCOW2_AUTOCLEAR_DATA_FILE_RAW
+                                            : 0) |
+                    qcow2_bitmaps_autoclear(s);
+    if ((flags & BDRV_O_RDWR) && ((s->autoclear_features & ~keep) ||
+                                  qcow2_bitmaps_ext_dropped(s))) {
         s->autoclear_features &= keep;
         ret = qcow2_write_header(bs, errp);
         if (ret < 0) {
             goto fail;
         }
+    }
+    ret = qcow2_bitmaps_open(bs, flags, errp);
+    if (ret < 0) {
+        goto fail;
     }
     ret = qcow2_repair_dirty(bs, flags, errp);
     if (ret < 0) {
@@ -228,6 +239,20 @@ static void report_unwritten_caches(BDRVQcow2State *s, int err)
     }
 }
 
+/* Bitmaps that cannot be stored stay "in use" on disk: inconsistent,
+ * never stale.  Said as QEMU says it. */
+static void store_bitmaps(BlockDriverState *bs)
+{
+    g_autoptr(GError) err = NULL;
+
+    if (qcow2_bitmaps_store(bs, &err) < 0) {
+        const char *prog = g_get_prgname();
+        strata_error("%s%sLost persistent bitmaps during inactivation of "
+                     "node '%s': %s", prog ? prog : "", prog ? ": " : "",
+                     bdrv_get_node_name(bs), err ? err->message : "");
+    }
+}
+
 static void qcow2_close(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -235,6 +260,7 @@ static void qcow2_close(BlockDriverState *bs)
 
     qcow2_snapshot_close(bs);
     if (!bs->read_only) {
+        store_bitmaps(bs);
         ret = qcow2_flush_metadata(bs, false);
         if (ret < 0) {
             report_unwritten_caches(s, ret);
@@ -292,19 +318,27 @@ static int qcow2_reopen(BlockDriverState *bs, bool read_only, GError **errp)
     }
 
     if (read_only) {
-        ret = qcow2_flush_metadata(bs, false);
-        if (ret < 0) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                        "Could not write back metadata: %s", g_strerror(-ret));
+        ret = qcow2_bitmaps_store(bs, errp);
+        if (ret == 0) {
+            ret = qcow2_flush_metadata(bs, false);
+            if (ret < 0) {
+                g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                            "Could not write back metadata: %s",
+                            g_strerror(-ret));
+            }
         }
     }
     /* The data file follows the image's mode. */
     if (ret == 0 && s->data_file &&
         !bdrv_reopen_set_read_only(s->data_file, read_only, errp)) {
-        if (read_only) {
-            return -EACCES;
-        }
         ret = -EACCES;
+    }
+    /* Writable (again, if going read-only failed): the bitmaps are
+     * loaded and marked in use, the file already being writable. */
+    if (!read_only && ret == 0) {
+        ret = qcow2_bitmaps_open(bs, bs->open_flags | BDRV_O_RDWR, errp);
+    } else if (read_only && ret < 0) {
+        qcow2_bitmaps_open(bs, bs->open_flags | BDRV_O_RDWR, NULL);
     }
     return ret;
 }
@@ -458,6 +492,8 @@ static int qcow2_make_empty(BlockDriverState *bs, GError **errp)
     g_autofree uint64_t *l1 = NULL;
     int ret;
 
+    /* the whole disk now reads from the backing file */
+    qcow2_bitmaps_mark_all(bs);
     g_rw_lock_writer_lock(&s->free_lock);
     g_mutex_lock(&s->lock);
     ret = qcow2_write_back_metadata(bs);
@@ -559,6 +595,45 @@ static int qcow2_check_and_reindex(BlockDriverState *bs, BdrvCheckResult *res,
     return ret;
 }
 
+/* Version 2 has no autoclear bits to say bitmaps can be trusted. */
+static bool qcow2_supports_bitmaps(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    return s->version >= 3;
+}
+
+/* Guest writes in all their forms mark the enabled bitmaps first: a
+ * write that fails half way may still have changed the disk. */
+static int qcow2_pwrite_marked(BlockDriverState *bs, int64_t offset,
+                               int64_t bytes, const void *buf)
+{
+    qcow2_bitmaps_mark(bs, offset, bytes);
+    return qcow2_pwrite(bs, offset, bytes, buf);
+}
+
+static int qcow2_pwrite_zeroes_marked(BlockDriverState *bs, int64_t offset,
+                                      int64_t bytes, int flags)
+{
+    qcow2_bitmaps_mark(bs, offset, bytes);
+    return qcow2_pwrite_zeroes(bs, offset, bytes, flags);
+}
+
+static int qcow2_pwrite_compressed_marked(BlockDriverState *bs,
+                                          int64_t offset, int64_t bytes,
+                                          const void *buf)
+{
+    qcow2_bitmaps_mark(bs, offset, bytes);
+    return qcow2_pwrite_compressed(bs, offset, bytes, buf);
+}
+
+static int qcow2_pdiscard_marked(BlockDriverState *bs, int64_t offset,
+                                 int64_t bytes)
+{
+    qcow2_bitmaps_mark(bs, offset, bytes);
+    return qcow2_pdiscard(bs, offset, bytes);
+}
+
 BlockDriver bdrv_qcow2 = {
     .format_name = "qcow2",
     .instance_size = sizeof(BDRVQcow2State),
@@ -572,10 +647,10 @@ BlockDriver bdrv_qcow2 = {
     .save_vmstate = qcow2_save_vmstate,
     .load_vmstate = qcow2_load_vmstate,
     .pread = qcow2_pread,
-    .pwrite = qcow2_pwrite,
-    .pwrite_zeroes = qcow2_pwrite_zeroes,
-    .pwrite_compressed = qcow2_pwrite_compressed,
-    .pdiscard = qcow2_pdiscard,
+    .pwrite = qcow2_pwrite_marked,
+    .pwrite_zeroes = qcow2_pwrite_zeroes_marked,
+    .pwrite_compressed = qcow2_pwrite_compressed_marked,
+    .pdiscard = qcow2_pdiscard_marked,
     .flush = qcow2_flush,
     .truncate = qcow2_truncate,
     .truncate_prealloc = qcow2_truncate_prealloc,
@@ -600,4 +675,8 @@ BlockDriver bdrv_qcow2 = {
     .snapshot_load_tmp = qcow2_snapshot_load_tmp,
     .change_backing_file = qcow2_change_backing_file,
     .make_empty = qcow2_make_empty,
+    .bitmap_list = qcow2_bitmap_list,
+    .bitmap_modify = qcow2_bitmap_modify,
+    .bitmaps_size = qcow2_bitmaps_size,
+    .supports_bitmaps = qcow2_supports_bitmaps,
 };

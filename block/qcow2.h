@@ -99,6 +99,7 @@ typedef struct Qcow2Snapshot {
 } Qcow2Snapshot;
 
 typedef struct Qcow2Cache Qcow2Cache;
+typedef struct Qcow2Bitmaps Qcow2Bitmaps;  /* qcow2-bitmap.c */
 typedef struct Qcow2Overlap Qcow2Overlap;
 
 /* Kinds of metadata the overlap check knows, in QEMU's bit order. */
@@ -245,6 +246,9 @@ typedef struct BDRVQcow2State {
     /* Opened with BDRV_O_NO_IO: the image has a data file that was not
      * opened, so guest data cannot be read (qcow2_data_missing()). */
     bool data_file_skipped;
+
+    /* Persistent dirty bitmaps (qcow2-bitmap.c); NULL: none seen. */
+    Qcow2Bitmaps *bm;
 } BDRVQcow2State;
 
 /* The image keeps its guest data in an external data file: every data

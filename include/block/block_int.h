@@ -7,6 +7,7 @@
 #define STRATA_BLOCK_INT_H
 
 #include "block/block.h"
+#include "block/dirty-bitmap.h"
 #include "block/snapshot.h"
 
 G_BEGIN_DECLS
@@ -97,6 +98,17 @@ struct BlockDriver {
     /* Drops all data of the active layer, so every read goes to the
      * backing file (qemu-img commit empties the committed image). */
     int (*make_empty)(BlockDriverState *bs, GError **errp);
+
+    /* Persistent dirty bitmaps (include/block/dirty-bitmap.h), optional:
+     * the list as stored, one qemu-img bitmap action (request already
+     * validated by the generic layer; hint: a line to print after the
+     * error), and what they would take in a qcow2 image (measure). */
+    int (*bitmap_list)(BlockDriverState *bs, GPtrArray **list,
+                       GError **errp);
+    int (*bitmap_modify)(BlockDriverState *bs, const BdrvBitmapRequest *req,
+                         char **hint, GError **errp);
+    uint64_t (*bitmaps_size)(BlockDriverState *bs, uint32_t cluster_size);
+    bool (*supports_bitmaps)(BlockDriverState *bs);
 
     /*
      * Internal snapshots, in the phases of include/block/snapshot.h,

@@ -156,7 +156,7 @@ class Gen:
                        stderr=subprocess.PIPE, cwd=self.tmp)
 
     def make(self, name, cs, rb, compat='1.1', size='1M', backing=None,
-             writes=(), snaps=(), after_snaps=()):
+             writes=(), snaps=(), after_snaps=(), bitmaps=()):
         path = os.path.join(self.tmp, name + '.qcow2')
         cmd = [self.img, 'create', '-q', '-f', 'qcow2', '-o',
                'cluster_size=%d,compat=%s' % (cs, compat) +
@@ -170,6 +170,8 @@ class Gen:
                      '-F', 'qcow2', path)
         for s in snaps:
             self.run(self.img, 'snapshot', '-c', s, path)
+        for b in bitmaps:
+            self.run(self.img, 'bitmap', '--add', *b[:-1], path, b[-1])
         for w in after_snaps:
             self.run(self.io, '-f', 'qcow2', '-c', w, path)
         with open(path, 'rb') as f:
@@ -180,6 +182,17 @@ class Gen:
         with open(os.path.join(self.out, name), 'wb') as f:
             f.write(data)
         self.n += 1
+
+
+def add_bitmap_seeds(g, rnd):
+    """Persistent dirty bitmaps: one enabled, one disabled, written
+    through after they were added (so they hold set bits)."""
+    for cs, gran in ((512, '512'), (65536, '64k')):
+        img = g.make('bm', cs, 16, writes=['write -P 0x5a 0 1k'],
+                     bitmaps=[('-g', gran, 'on'), ('--disable', 'off')],
+                     after_snaps=['write -P 0x66 8k 4k',
+                                  'write -z 100k 1k'])
+        g.emit('seed-bitmaps-c%d' % cs, img, script_random(rnd, 24))
 
 
 def main():
@@ -241,6 +254,7 @@ def main():
                 'write -c -P 0x61 0 %d' % cs,
                 'write -c -P 0x62 %d %d' % (4 * cs, cs)])
             g.emit('seed-compressed-c%d' % cs, img, script_random(rnd, 24))
+        add_bitmap_seeds(g, rnd)
         # a larger virtual size: L1 with several entries, L2 tables apart
         img = g.make('big', 512, 16, size='64M',
                      writes=['write -P 0x33 0 512', 'write -P 0x34 32M 512',

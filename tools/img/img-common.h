@@ -167,6 +167,7 @@ int img_rebase(int argc, char **argv);
 int img_map(int argc, char **argv);
 /* resize, amend, measure, dd (img-resize.c, img-amend.c, ...) */
 int img_resize(int argc, char **argv);
+int img_bitmap(int argc, char **argv);
 int img_amend(int argc, char **argv);
 int img_measure(int argc, char **argv);
 int img_dd(int argc, char **argv);

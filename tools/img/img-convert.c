@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "img-common.h"
+#include "block/dirty-bitmap.h"
 #include "img-create-opts.h"
 
 #define BUF_SIZE (2 * 1024 * 1024)
@@ -660,6 +661,76 @@ static bool convert_load_snapshot(ConvertState *s, const char *param)
     return true;
 }
 
+/* --bitmaps: one source that can hold bitmaps, none of them in use
+ * unless --skip-broken-bitmaps (qemu-img's checks and texts). */
+static bool bitmaps_copyable(ConvertState *s, bool skip_broken)
+{
+    g_autoptr(GPtrArray) list = NULL;
+
+    if (s->src_num > 1) {
+        img_error("Copying bitmaps only possible with single source");
+        return false;
+    }
+    if (!bdrv_supports_bitmaps(s->src[0].bs)) {
+        img_error("Source lacks bitmap support");
+        return false;
+    }
+    list = bdrv_bitmap_list(s->src[0].bs, NULL);
+    /* newest first, as qemu-img, so it names the same bitmap */
+    for (guint i = list ? list->len : 0; !skip_broken && i-- > 0;) {
+        BdrvBitmapInfo *bi = g_ptr_array_index(list, i);
+        if (bi->in_use) {
+            img_error("Cannot copy inconsistent bitmap '%s'", bi->name);
+            fprintf(stderr, "Try --skip-broken-bitmaps, or use 'qemu-img "
+                    "bitmap --remove' to delete it\n");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Each bitmap of src made in dst (same granularity and state) and given
+ * src's bits.  Newest first, as qemu-img walks them: dst then stores
+ * them in src's order. */
+static bool copy_bitmaps(BlockDriverState *src, BlockDriverState *dst,
+                         bool skip_broken)
+{
+    g_autoptr(GPtrArray) list = bdrv_bitmap_list(src, NULL);
+
+    for (guint i = list ? list->len : 0; i-- > 0;) {
+        BdrvBitmapInfo *bi = g_ptr_array_index(list, i);
+        BdrvBitmapRequest add = {
+            .op = BDRV_BITMAP_ADD, .name = bi->name,
+            .granularity = bi->granularity, .disabled = !bi->auto_,
+        };
+        BdrvBitmapRequest merge = {
+            .op = BDRV_BITMAP_MERGE, .name = bi->name, .src_bs = src,
+            .src_name = bi->name,
+        };
+        g_autoptr(GError) err = NULL;
+
+        if (skip_broken && bi->in_use) {
+            fprintf(stderr, "%s: warning: Skipping inconsistent bitmap "
+                    "'%s'\n", img_progname, bi->name);
+            continue;
+        }
+        if (!bdrv_bitmap_modify(dst, &add, NULL, &err)) {
+            img_error("Failed to create bitmap %s: %s", bi->name,
+                      err->message);
+            return false;
+        }
+        if (!bdrv_bitmap_modify(dst, &merge, NULL, &err)) {
+            BdrvBitmapRequest rm = { .op = BDRV_BITMAP_REMOVE,
+                                     .name = bi->name };
+            img_error("Failed to populate bitmap %s: %s", bi->name,
+                      err->message);
+            bdrv_bitmap_modify(dst, &rm, NULL, NULL);
+            return false;
+        }
+    }
+    return true;
+}
+
 int img_convert(int argc, char **argv)
 {
     static const struct option long_options[] = {
@@ -697,6 +768,7 @@ int img_convert(int argc, char **argv)
     const char *snapshot_param = NULL;   /* -l (resize branch) */
     bool tgt_image_opts = false, target_is_zero = false;
     bool copy_range = false, explicit_sparse = false;
+    bool bitmaps = false, skip_broken = false;
     int flags = BDRV_O_RDWR; /* as qemu-img */
     int64_t sval;
     long long lval;
@@ -784,8 +856,10 @@ int img_convert(int argc, char **argv)
             target_is_zero = true;
             break;
         case OPT_BITMAPS:
+            bitmaps = true;
+            break;
         case OPT_SKIP_BROKEN:
-            /* strata images have no persistent bitmaps to copy */
+            skip_broken = true;
             break;
         default:
             img_common_opt(c, argv, &src_opts);
@@ -795,6 +869,10 @@ int img_convert(int argc, char **argv)
 
     if (!out_fmt && !tgt_image_opts) {
         out_fmt = "raw";
+    }
+    if (skip_broken && !bitmaps) {
+        img_error("Use of --skip-broken-bitmaps requires --bitmaps");
+        return 1;
     }
     /* -C is accepted (strata always copies through memory), but refused
      * with what qemu-img refuses it with */
@@ -881,6 +959,9 @@ int img_convert(int argc, char **argv)
     if (snapshot_param && !convert_load_snapshot(&s, snapshot_param)) {
         goto out;
     }
+    if (bitmaps && !bitmaps_copyable(&s, skip_broken)) {
+        goto out;
+    }
 
     if (!skip_create) {
         copts = target_create_opts(out_fmt, options, out_baseimg, backing_fmt,
@@ -924,6 +1005,11 @@ int img_convert(int argc, char **argv)
         goto out;
     }
     s.target = target;
+    if (bitmaps && !bdrv_supports_bitmaps(target)) {
+        img_error("Format driver '%s' does not support bitmaps",
+                  bdrv_get_format_name(target));
+        goto out;
+    }
     if (s.compressed && !convert_compressed_setup(&s)) {
         goto out;
     }
@@ -963,6 +1049,9 @@ int img_convert(int argc, char **argv)
     }
 
     if (convert_do_copy(&s, progress) < 0) {
+        goto out;
+    }
+    if (bitmaps && !copy_bitmaps(src[0].bs, target, skip_broken)) {
         goto out;
     }
     /* -c packs data byte by byte: the end of the file to a whole sector */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "img-common.h"
+#include "block/dirty-bitmap.h"
 #include "img-json.h"
 #include "img-snapshot.h"
 
@@ -32,6 +33,36 @@ static void add_bool(JsonBuilder *b, const char *key, bool value)
 {
     json_builder_set_member_name(b, key);
     json_builder_add_boolean_value(b, value);
+}
+
+/* "bitmaps": [{"flags": [...], "name": ..., "granularity": ...}], only
+ * when the image has some (as QEMU). */
+static void add_bitmaps(JsonBuilder *b, BlockDriverState *bs)
+{
+    g_autoptr(GPtrArray) list = bdrv_bitmap_list(bs, NULL);
+
+    if (!list || list->len == 0) {
+        return;
+    }
+    json_builder_set_member_name(b, "bitmaps");
+    json_builder_begin_array(b);
+    for (guint i = 0; i < list->len; i++) {
+        BdrvBitmapInfo *bi = g_ptr_array_index(list, i);
+        json_builder_begin_object(b);
+        json_builder_set_member_name(b, "flags");
+        json_builder_begin_array(b);
+        if (bi->in_use) {
+            json_builder_add_string_value(b, "in-use");
+        }
+        if (bi->auto_) {
+            json_builder_add_string_value(b, "auto");
+        }
+        json_builder_end_array(b);
+        add_string(b, "name", bi->name);
+        add_int(b, "granularity", bi->granularity);
+        json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
 }
 
 /* The "format-specific" member: {"type": "qcow2", "data": {...}}. */
@@ -64,6 +95,7 @@ static void add_format_specific(JsonBuilder *b, BlockDriverState *bs)
             add_bool(b, "lazy-refcounts", si.lazy_refcounts);
             add_bool(b, "corrupt", si.corrupt);
         }
+        add_bitmaps(b, bs);
         add_int(b, "refcount-bits", si.refcount_bits);
         add_string(b, "compression-type",
                    si.compression_type ? si.compression_type : "zlib");

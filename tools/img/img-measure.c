@@ -14,6 +14,7 @@
 #include <json-glib/json-glib.h>
 
 #include "img-common.h"
+#include "block/dirty-bitmap.h"
 #include "img-create-opts.h"
 #include "img-json.h"
 #include "block/snapshot.h"
@@ -24,6 +25,7 @@ typedef struct {
     uint64_t required;
     uint64_t fully_allocated;
     bool has_bitmaps;
+    uint64_t bitmaps;          /* bytes the source's bitmaps would take */
 } MeasureInfo;
 
 /* Bytes of refcount blocks and table to count `clusters` clusters and
@@ -121,7 +123,7 @@ static bool allocated_bytes(BlockDriverState *in, uint64_t cs, int64_t len,
 }
 
 /* Could the source hold persistent bitmaps (a version 3 qcow2)?  QEMU
- * then prints their size (always 0 here: strata keeps no bitmaps). */
+ * then prints their size, 0 when it has none. */
 static bool source_has_bitmap_room(BlockDriverState *in)
 {
     BlockSpecificInfo si = { 0 };
@@ -223,6 +225,10 @@ static bool measure_qcow2(ImgCreateOpts *co, BlockDriverState *in,
     info->fully_allocated = qcow2_prealloc_size(vsize, cs, order);
     info->required = info->fully_allocated - vsize + required;
     info->has_bitmaps = version >= 3 && in && source_has_bitmap_room(in);
+    if (info->has_bitmaps) {
+        int64_t n = bdrv_bitmaps_size(in, cs);
+        info->bitmaps = n > 0 ? (uint64_t)n : 0;
+    }
     return true;
 }
 
@@ -250,7 +256,7 @@ static void print_info(const MeasureInfo *info, ImgOutputFormat of)
         printf("fully allocated size: %" G_GUINT64_FORMAT "\n",
                info->fully_allocated);
         if (info->has_bitmaps) {
-            printf("bitmaps size: 0\n");
+            printf("bitmaps size: %" G_GUINT64_FORMAT "\n", info->bitmaps);
         }
     } else {
         g_autoptr(JsonBuilder) b = json_builder_new();
@@ -259,7 +265,7 @@ static void print_info(const MeasureInfo *info, ImgOutputFormat of)
         json_builder_begin_object(b);
         if (info->has_bitmaps) {
             json_builder_set_member_name(b, "bitmaps");
-            json_builder_add_int_value(b, 0);
+            json_builder_add_int_value(b, (gint64)info->bitmaps);
         }
         json_builder_set_member_name(b, "required");
         json_builder_add_int_value(b, (gint64)info->required);
