@@ -497,15 +497,19 @@ static int load_entries(BlockDriverState *bs, uint64_t gstart, uint64_t nb,
 }
 
 /*
- * Allocating write of [off, off+bytes) lying in clusters that all need new
+ * Allocating write of [off, off+*n) lying in clusters that all need new
  * host clusters.  Called and returns with s->lock held; drops it for the
- * data write.
+ * data write.  *next_host (0: none) is where the request's previous run
+ * ended: the run goes on there if the clusters are free, shortened (*n)
+ * to those that are, as QEMU's allocation does; else it is allocated
+ * afresh.  On success *next_host is the end of this run.
  */
-static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t bytes,
-                            const uint8_t *buf)
+static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t *n,
+                            const uint8_t *buf, uint64_t *next_host)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t cs = s->cluster_size;
+    uint64_t bytes = *n;
     uint64_t gstart = qcow2_cluster_start(s, off);
     uint64_t gend = qcow2_align_up(off + bytes, cs);
     uint64_t nb = (gend - gstart) / cs;
@@ -526,16 +530,34 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t bytes,
          * allocate, and no qcow2 metadata can be there. */
         host = (int64_t)gstart;
     } else {
-        host = qcow2_alloc_clusters(bs, nb);
+        host = 0;
+        if (*next_host) {
+            int64_t k = qcow2_alloc_clusters_at(bs, *next_host, nb);
+            if (k < 0) {
+                return (int)k;
+            }
+            if (k > 0) {
+                host = (int64_t)*next_host;
+                nb = (uint64_t)k;
+                gend = MIN(gend, gstart + nb * cs);
+                bytes = MIN(bytes, gend - off);
+            }
+        }
+        if (host == 0) {
+            host = qcow2_alloc_clusters(bs, nb);
+        }
         if (host < 0) {
             return (int)host;
         }
+        *next_host = host + nb * cs;
+        *n = bytes;
         /* Checked under the lock, before the data write that drops it. */
         ret = qcow2_overlap_check(bs, 0, host, nb * cs);
         if (ret < 0) {
             return ret;
         }
     }
+    me.guest_end = gend;
     me.next = s->inflight;
     s->inflight = &me;
     g_mutex_unlock(&s->lock);
@@ -753,6 +775,7 @@ int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
 {
     BDRVQcow2State *s = bs->opaque;
     const uint8_t *p = buf;
+    uint64_t next_host = 0;  /* where the last run ended on the host */
     int ret = 0;
 
     if (s->data_file_skipped) {
@@ -762,6 +785,7 @@ int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
     g_mutex_lock(&s->lock);
     while (bytes > 0) {
         uint64_t entry, n;
+        bool continue_run = false;
         ret = lookup(bs, offset, bytes, &entry, &n);
         if (ret < 0) {
             break;
@@ -774,6 +798,15 @@ int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
         }
         if (ret < 0) {
             break;
+        }
+        if (entry_writable_in_place(s, entry) &&
+            (s->l1_table[offset >> (s->cluster_bits + s->l2_bits)] &
+             QCOW_OFLAG_COPIED)) {
+            /* an allocation right after goes on from here, as QEMU's */
+            next_host = (entry & L2E_OFFSET_MASK) +
+                        qcow2_align_up((offset & (s->cluster_size - 1)) + n,
+                                       s->cluster_size);
+            continue_run = true;
         }
         if (zeroed) {
             uint64_t gs = qcow2_cluster_start(s, offset);
@@ -830,10 +863,14 @@ int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
                 }
                 continue; /* same reason */
             }
-            ret = write_allocating(bs, offset, n, p);
+            ret = write_allocating(bs, offset, &n, p, &next_host);
             if (ret < 0) {
                 break;
             }
+            continue_run = true;
+        }
+        if (!continue_run) {
+            next_host = 0;
         }
         offset += n;
         bytes -= n;

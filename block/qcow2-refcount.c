@@ -10,9 +10,15 @@
  *    with an fdatasync in between (qcow2_before_l2_write);
  *  - a decrement reaches the disk only after nothing points at the cluster
  *    any more: frees are queued and applied by qcow2_write_back_metadata
- *    after the L2 tables are written and synced.
+ *    after the L2 tables are written and synced;
+ *  - a larger refcount table, and the blocks that cover it, are written
+ *    and synced before the one header write that switches to it; the old
+ *    table is freed right after that (synced) write.
  * A crash in between leaves leaked clusters at worst, never a cluster that
  * is in use with a refcount too low.
+ *
+ * Where new blocks and tables go follows QEMU 7.2 (make_refblock), so
+ * that an image grown by strata is laid out as QEMU's would be.
  */
 #include <errno.h>
 #include <string.h>
@@ -136,113 +142,173 @@ static int install_refblock(BlockDriverState *bs, uint64_t t, uint64_t off,
     return ret;
 }
 
-/* Puts a new refcount block for table entry t at cluster `at`, which the
- * block itself covers, so it counts itself. */
-static int alloc_refblock_at(BlockDriverState *bs, uint64_t t, uint64_t at)
+static bool block_missing(BDRVQcow2State *s, uint64_t t)
 {
-    BDRVQcow2State *s = bs->opaque;
-    uint64_t off = at << s->cluster_bits;
-    void *rb;
-    int ret;
-
-    g_assert((at >> s->refblock_bits) == t);
-    ret = qcow2_cache_get_empty(bs, s->refcount_cache, off, &rb);
-    if (ret < 0) {
-        return ret;
-    }
-    rb_set(s, rb, at & (s->refblock_size - 1), 1);
-    return install_refblock(bs, t, off, rb);
+    return t >= s->refcount_table_size ||
+           !(s->refcount_table[t] & REFT_OFFSET_MASK);
 }
 
-/* Puts refcount block t at cluster `at`, which its own (existing) block
- * already counts. */
-static int alloc_refblock_elsewhere(BlockDriverState *bs, uint64_t t,
-                                    uint64_t at)
+/* Finds n free clusters from free_cluster_index; clusters whose refcount
+ * block does not exist yet count as free. */
+static int64_t find_free_run(BlockDriverState *bs, uint64_t n)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint64_t off = at << s->cluster_bits;
-    void *rb;
-    int ret;
+    uint64_t idx = s->free_cluster_index, run_start = idx, run_len = 0;
+    /* The block of the previous cluster: the scan after an open crosses
+     * every allocated cluster, one cache lookup per block is enough. */
+    uint64_t rb_t = UINT64_MAX;
+    void *rb = NULL;
 
-    ret = qcow2_cache_get_empty(bs, s->refcount_cache, off, &rb);
-    if (ret < 0) {
-        return ret;
+    while (run_len < n) {
+        uint64_t rc = 0, t = idx >> s->refblock_bits;
+        if (((idx + 1) << s->cluster_bits) > QCOW2_MAX_HOST_OFFSET) {
+            return -EFBIG;
+        }
+        if (!block_missing(s, t)) {
+            if (t != rb_t) {
+                int ret = qcow2_cache_get(bs, s->refcount_cache,
+                                          s->refcount_table[t] &
+                                          REFT_OFFSET_MASK, &rb);
+                if (ret < 0) {
+                    return ret;
+                }
+                rb_t = t;
+            }
+            rc = rb_get(s, rb, idx & (s->refblock_size - 1));
+        }
+        idx++;
+        if (rc == 0) {
+            run_len++;
+        } else {
+            run_start = idx;
+            run_len = 0;
+        }
     }
-    return install_refblock(bs, t, off, rb);
+    return (int64_t)run_start;
+}
+
+int64_t qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb_clusters)
+{
+    return qcow2_alloc_clusters_for(bs, nb_clusters, NULL);
+}
+
+/* The header is never free, whatever its refcount says (and the caches
+ * take offset 0 for "no table"), even with overlap-check=none. */
+static int refuse_offset_0(BlockDriverState *bs, int64_t start,
+                           const char *what)
+{
+    if (start != 0) {
+        return 0;
+    }
+    qcow2_signal_corruption(bs, "Preventing invalid allocation of %s at "
+                            "offset 0", what);
+    return -EIO;
+}
+
+static uint64_t div_up(uint64_t a, uint64_t b)
+{
+    return (a + b - 1) / b;
 }
 
 /*
- * Grows the refcount table so that it covers cluster `at`, which lies past
- * the table's coverage.  The new refcount blocks and the new table go in
- * one area starting at `at`; the blocks cover the area, so it is counted
- * from the start.  The header switches tables with one 12-byte write; the
- * old table is freed afterwards.  On success *area_end is the first cluster
- * after the area.
+ * How many refcount blocks a file of `clusters` clusters needs once the
+ * blocks and their table are counted too, with room for the table to be
+ * half as large again (QEMU's qcow2_refcount_metadata_size with its
+ * generous increase: the same number, so a grown image matches QEMU's).
+ * The blocks are counted as if all of them were new, which is more than
+ * needed; that is QEMU's figure and ours.
  */
-static int grow_refcount_table(BlockDriverState *bs, uint64_t at,
-                               uint64_t *area_end)
+static uint64_t refblocks_to_cover(BDRVQcow2State *s, uint64_t clusters)
+{
+    uint64_t per_table_cluster = s->cluster_size / 8;
+    uint64_t blocks = 0, table = 0, n = 0, last;
+    bool headroom = true;
+
+    do {
+        last = n;
+        blocks = div_up(clusters + table + blocks, s->refblock_size);
+        table = div_up(blocks, per_table_cluster);
+        n = clusters + blocks + table;
+        if (n == last && headroom) {
+            clusters += div_up(table, 2);
+            headroom = false;
+            n = 0;
+        }
+    } while (n != last);
+    return blocks;
+}
+
+/*
+ * Grows the refcount table past entry t, whose new block already sits
+ * (written and synced, counted) at new_block.  Where everything goes is
+ * QEMU 7.2's choice, so an image grown by either matches the other's:
+ * from cluster `meta` (a block boundary past everything in use) come the
+ * new blocks for every entry from meta's on, then the table; they count
+ * themselves, so the area is in use from the start.  The table has half
+ * as many entries again as the blocks need.
+ *
+ * Order of writes: blocks and table, one sync; then the commit point, one
+ * 12-byte header write (synced), after which nothing points at the old
+ * table, so it is freed at once (its clusters are reused first, as in
+ * QEMU).  A crash before the header write leaves the old table in force
+ * and the area merely past its coverage.
+ */
+static int grow_refcount_table(BlockDriverState *bs, uint64_t meta,
+                               uint64_t t, uint64_t new_block)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t E = s->refblock_size;
     uint64_t cs = s->cluster_size;
-    uint64_t b0 = at / E;
     uint64_t old_entries = s->refcount_table_size;
-    uint64_t nb_blocks = 1, table_clusters = 1, entries_alloc = 0;
     uint64_t old_offset = s->refcount_table_offset;
-    uint64_t old_clusters = qcow2_align_up(old_entries * 8, cs) / cs;
+    uint64_t old_clusters = div_up(old_entries * 8, cs);
+    uint64_t total = refblocks_to_cover(s, meta);
+    uint64_t first = meta / E;
+    uint64_t entries, table_clusters, nb_blocks, table_at, end;
     g_autofree uint64_t *new_table = NULL;
     g_autofree uint8_t *blocks = NULL;
     uint8_t hdr[12];
     int ret;
 
-    g_assert(b0 >= old_entries);
+    g_assert(meta % E == 0 && t < first && t >= old_entries);
     bdrv_debug_event(bs->file, "reftable_grow");
-    for (int iter = 0; iter < 64; iter++) {
-        uint64_t end = at + nb_blocks + table_clusters;
-        uint64_t last_block = (end - 1) / E;
-        uint64_t nb = last_block - b0 + 1;
-        uint64_t entries = MAX(last_block + 1, old_entries);
-        /* 50% headroom so the table is not regrown on every block */
-        uint64_t want = entries + entries / 2;
-        uint64_t tc = qcow2_align_up(want * 8, cs) / cs;
-        if (nb == nb_blocks && tc == table_clusters) {
-            entries_alloc = tc * cs / 8;
-            break;
-        }
-        nb_blocks = nb;
-        table_clusters = tc;
-    }
-    if (!entries_alloc || table_clusters * cs > QCOW2_MAX_REFTABLE_BYTES) {
+    entries = qcow2_align_up(total + div_up(total, 2), cs / 8);
+    table_clusters = entries * 8 / cs;
+    if (table_clusters * cs > QCOW2_MAX_REFTABLE_BYTES) {
         return -EFBIG;
     }
-    if ((at + nb_blocks + table_clusters) * cs > QCOW2_MAX_HOST_OFFSET) {
+    /* Entries from `first` on are past the old table: all are new. */
+    nb_blocks = total - first;
+    table_at = meta + nb_blocks;
+    end = table_at + table_clusters;
+    if (end * cs > QCOW2_MAX_HOST_OFFSET) {
         return -EFBIG;
     }
+    g_assert((end - 1) / E < total);
     /* The area counts as free only if no refcount describes it. */
-    ret = qcow2_overlap_check(bs, 0, at * cs, (nb_blocks + table_clusters) * cs);
+    ret = qcow2_overlap_check(bs, 0, meta * cs, (end - meta) * cs);
     if (ret < 0) {
         return ret;
     }
 
-    /* Build the blocks: each counts the area clusters it covers. */
     blocks = g_malloc0(nb_blocks * cs);
-    for (uint64_t c = at; c < at + nb_blocks + table_clusters; c++) {
-        uint64_t k = c / E - b0;
-        rb_set(s, blocks + k * cs, c % E, 1);
+    for (uint64_t c = meta; c < end; c++) {
+        rb_set(s, blocks + (c / E - first) * cs, c % E, 1);
     }
-    new_table = g_malloc0(table_clusters * cs);
+    new_table = g_malloc0(entries * 8);
     for (uint64_t i = 0; i < old_entries; i++) {
         new_table[i] = GUINT64_TO_BE(s->refcount_table[i]);
     }
+    new_table[t] = GUINT64_TO_BE(new_block);
     for (uint64_t k = 0; k < nb_blocks; k++) {
-        new_table[b0 + k] = GUINT64_TO_BE((at + k) * cs);
+        new_table[first + k] = GUINT64_TO_BE((meta + k) * cs);
     }
     bdrv_debug_event(bs->file, "refblock_alloc_write_blocks");
-    ret = qcow2_overlap_pwrite(bs, 0, at * cs, nb_blocks * cs, blocks);
+    ret = qcow2_overlap_pwrite(bs, 0, meta * cs, nb_blocks * cs, blocks);
     bdrv_debug_event(bs->file, "refblock_alloc_write_table");
     if (ret == 0) {
-        ret = qcow2_overlap_pwrite(bs, 0, (at + nb_blocks) * cs,
-                                   table_clusters * cs, new_table);
+        ret = qcow2_overlap_pwrite(bs, 0, table_at * cs, entries * 8,
+                                   new_table);
     }
     if (ret == 0) {
         ret = bdrv_flush(bs->file);
@@ -251,7 +317,7 @@ static int grow_refcount_table(BlockDriverState *bs, uint64_t at,
         return ret;
     }
     /* The commit point. */
-    uint64_t be_off = GUINT64_TO_BE((at + nb_blocks) * cs);
+    uint64_t be_off = GUINT64_TO_BE(table_at * cs);
     uint32_t be_clusters = GUINT32_TO_BE((uint32_t)table_clusters);
     memcpy(hdr, &be_off, 8);
     memcpy(hdr + 8, &be_clusters, 4);
@@ -260,18 +326,102 @@ static int grow_refcount_table(BlockDriverState *bs, uint64_t at,
     if (ret < 0) {
         return ret;
     }
-    for (uint64_t i = 0; i < entries_alloc; i++) {
+    for (uint64_t i = 0; i < entries; i++) {
         new_table[i] = GUINT64_FROM_BE(new_table[i]);
     }
     g_free(s->refcount_table);
     s->refcount_table = g_steal_pointer(&new_table);
-    s->refcount_table_size = entries_alloc;
-    s->refcount_table_offset = (at + nb_blocks) * cs;
+    s->refcount_table_size = entries;
+    s->refcount_table_offset = table_at * cs;
+    /* The header no longer names the old table (the write above was
+     * synced): its counts may drop now.  A failure only leaks it. */
     for (uint64_t c = 0; c < old_clusters; c++) {
-        qcow2_free_cluster_deferred(bs, old_offset + c * cs);
+        qcow2_update_cluster_refcount(bs, (old_offset >> s->cluster_bits) + c,
+                                      -1, NULL);
     }
-    *area_end = at + nb_blocks + table_clusters;
     return 0;
+}
+
+/*
+ * Makes refcount block t, which must count cluster `need`.  The block
+ * goes where QEMU 7.2 puts it, so both grow an image alike: in the first
+ * free cluster F from free_cluster_index.  F inside block t's own range
+ * counts itself; otherwise F's own block counts it, and if that block is
+ * missing too it is made first (after F) and F stays free for t next
+ * time.  A t past the table grows the table (grow_refcount_table), with
+ * its area from the block boundary after both `need` and F.
+ *
+ * Returns 1 when something was made: the caller searches again from its
+ * run's start (QEMU's -EAGAIN), since a block may now sit in the run or
+ * a freed old table may offer room lower down; -errno on failure.
+ */
+static int make_refblock(BlockDriverState *bs, uint64_t t, uint64_t need,
+                         int depth)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t f, ft, off, meta;
+    int64_t found;
+    void *rb;
+    int ret;
+
+    /* Each level moves to the next block's range: a few at most. */
+    if (depth > 8) {
+        return -EIO;
+    }
+    found = find_free_run(bs, 1);
+    if (found < 0) {
+        return (int)found;
+    }
+    f = (uint64_t)found;
+    ft = f >> s->refblock_bits;
+    off = f << s->cluster_bits;
+    s->free_cluster_index = f + 1;
+    ret = refuse_offset_0(bs, (int64_t)off, "refcount block");
+    if (ret == 0) {
+        /* "free" may only mean uncounted: not if it is in use */
+        ret = qcow2_overlap_check(bs, 0, off, s->cluster_size);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    if (ft != t) {
+        if (block_missing(s, ft)) {
+            return make_refblock(bs, ft, f, depth + 1);
+        }
+        ret = qcow2_update_cluster_refcount(bs, f, 1, NULL);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    ret = qcow2_cache_get_empty(bs, s->refcount_cache, off, &rb);
+    if (ret < 0) {
+        return ret;
+    }
+    if (ft == t) {
+        rb_set(s, rb, f & (s->refblock_size - 1), 1);
+    }
+    if (t < s->refcount_table_size) {
+        ret = install_refblock(bs, t, off, rb);
+        return ret < 0 ? ret : 1;
+    }
+    /* Written and synced before the new table names it. */
+    bdrv_debug_event(bs->file, "refblock_alloc_write");
+    ret = qcow2_cache_mark_dirty(s->refcount_cache, rb);
+    if (ret == 0) {
+        ret = qcow2_cache_write(bs, s->refcount_cache);
+    }
+    if (ret == 0) {
+        ret = bdrv_flush(bs->file);
+    }
+    meta = qcow2_align_up(MAX(need, f) + 1, s->refblock_size);
+    if (ret == 0) {
+        ret = grow_refcount_table(bs, meta, t, off);
+    }
+    if (ret < 0) {
+        qcow2_cache_discard(s->refcount_cache, off);
+        return ret;
+    }
+    return 1;
 }
 
 int qcow2_update_cluster_refcount(BlockDriverState *bs, uint64_t cluster_index,
@@ -374,132 +524,44 @@ int qcow2_update_refcount_range(BlockDriverState *bs, uint64_t offset,
     return 0;
 }
 
-static bool block_missing(BDRVQcow2State *s, uint64_t t)
-{
-    return t >= s->refcount_table_size ||
-           !(s->refcount_table[t] & REFT_OFFSET_MASK);
-}
 
 /*
- * Creates refcount block t (inside the table) in the first free cluster at
- * or after free_cluster_index.  A free cluster inside block t holds the
- * block itself (it counts itself); a free cluster in another missing block
- * becomes that block first; otherwise the cluster is counted by its
- * existing block and holds block t.
+ * Counts the free run of n clusters from `start` as in use, one cluster
+ * after the other as QEMU does, so a refcount block that turns out to be
+ * missing goes to the first cluster that is still free: past the part of
+ * the run counted so far.  Then what was counted is given back and 1
+ * returned: the caller looks for its run again (the block may sit in the
+ * run, or a table the growth freed may offer room lower down), from no
+ * further than `start` (QEMU's -EAGAIN).  0 when counted, -errno on
+ * failure (with nothing counted).
  */
-static int create_refblock(BlockDriverState *bs, uint64_t t)
+static int count_run(BlockDriverState *bs, int64_t start, uint64_t n)
 {
     BDRVQcow2State *s = bs->opaque;
+    uint64_t first = (uint64_t)start, c;
+    int ret = 0;
 
-    for (;;) {
-        uint64_t idx = s->free_cluster_index, rc, tt, area_end;
-        int ret;
-
-        if (((idx + 1) << s->cluster_bits) > QCOW2_MAX_HOST_OFFSET) {
-            return -EFBIG;
+    for (c = first; c < first + n; c++) {
+        if (block_missing(s, c >> s->refblock_bits)) {
+            ret = make_refblock(bs, c >> s->refblock_bits, c, 0);
+            break;
         }
-        tt = idx >> s->refblock_bits;
-        if (tt >= s->refcount_table_size) {
-            ret = grow_refcount_table(bs, idx, &area_end);
-            if (ret < 0) {
-                return ret;
-            }
-            s->free_cluster_index = area_end;
-            continue;
-        }
-        if (block_missing(s, tt)) {
-            /* "free" only because no block counts it: not if in use */
-            ret = qcow2_overlap_check(bs, 0, idx << s->cluster_bits,
-                                      s->cluster_size);
-            if (ret < 0) {
-                return ret;
-            }
-            ret = alloc_refblock_at(bs, tt, idx);
-            if (ret < 0) {
-                return ret;
-            }
-            s->free_cluster_index = idx + 1;
-            if (tt == t) {
-                return 0;
-            }
-            continue;
-        }
-        ret = qcow2_get_refcount(bs, idx, &rc);
+        ret = qcow2_update_cluster_refcount(bs, c, 1, NULL);
         if (ret < 0) {
-            return ret;
-        }
-        s->free_cluster_index = idx + 1;
-        if (rc != 0) {
-            continue;
-        }
-        ret = qcow2_overlap_check(bs, 0, idx << s->cluster_bits,
-                                  s->cluster_size);
-        if (ret < 0) {
-            return ret;
-        }
-        ret = qcow2_update_cluster_refcount(bs, idx, 1, NULL);
-        if (ret < 0) {
-            return ret;
-        }
-        return alloc_refblock_elsewhere(bs, t, idx);
-    }
-}
-
-/* Finds n free clusters from free_cluster_index; clusters whose refcount
- * block does not exist yet count as free. */
-static int64_t find_free_run(BlockDriverState *bs, uint64_t n)
-{
-    BDRVQcow2State *s = bs->opaque;
-    uint64_t idx = s->free_cluster_index, run_start = idx, run_len = 0;
-    /* The block of the previous cluster: the scan after an open crosses
-     * every allocated cluster, one cache lookup per block is enough. */
-    uint64_t rb_t = UINT64_MAX;
-    void *rb = NULL;
-
-    while (run_len < n) {
-        uint64_t rc = 0, t = idx >> s->refblock_bits;
-        if (((idx + 1) << s->cluster_bits) > QCOW2_MAX_HOST_OFFSET) {
-            return -EFBIG;
-        }
-        if (!block_missing(s, t)) {
-            if (t != rb_t) {
-                int ret = qcow2_cache_get(bs, s->refcount_cache,
-                                          s->refcount_table[t] &
-                                          REFT_OFFSET_MASK, &rb);
-                if (ret < 0) {
-                    return ret;
-                }
-                rb_t = t;
-            }
-            rc = rb_get(s, rb, idx & (s->refblock_size - 1));
-        }
-        idx++;
-        if (rc == 0) {
-            run_len++;
-        } else {
-            run_start = idx;
-            run_len = 0;
+            break;
         }
     }
-    return (int64_t)run_start;
-}
-
-int64_t qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb_clusters)
-{
-    return qcow2_alloc_clusters_for(bs, nb_clusters, NULL);
-}
-
-/* The header is never free, whatever its refcount says (and the caches
- * take offset 0 for "no table"), even with overlap-check=none. */
-static int refuse_offset_0(BlockDriverState *bs, int64_t start,
-                           const char *what)
-{
-    if (start != 0) {
+    if (c == first + n) {
         return 0;
     }
-    qcow2_signal_corruption(bs, "Preventing invalid allocation of %s at "
-                            "offset 0", what);
-    return -EIO;
+    /* undo what we counted: nothing points at these yet */
+    for (uint64_t u = first; u < c; u++) {
+        qcow2_update_cluster_refcount(bs, u, -1, NULL);
+    }
+    if (ret > 0) {
+        s->free_cluster_index = MIN(s->free_cluster_index, first);
+    }
+    return ret;
 }
 
 int64_t qcow2_alloc_clusters_for(BlockDriverState *bs, uint64_t nb_clusters,
@@ -511,6 +573,7 @@ int64_t qcow2_alloc_clusters_for(BlockDriverState *bs, uint64_t nb_clusters,
 
     g_assert(nb_clusters > 0);
     bdrv_debug_event(bs->file, "cluster_alloc");
+again:
     start = find_free_run(bs, nb_clusters);
     if (start < 0) {
         return start;
@@ -534,36 +597,54 @@ int64_t qcow2_alloc_clusters_for(BlockDriverState *bs, uint64_t nb_clusters,
     /* Metadata for the run goes after it; holes too small for this
      * request are skipped until a free lowers the index again. */
     s->free_cluster_index = start + nb_clusters;
-    for (uint64_t t = (uint64_t)start >> s->refblock_bits;
-         t <= (start + nb_clusters - 1) >> s->refblock_bits; t++) {
-        if (t >= s->refcount_table_size) {
-            uint64_t area_end;
-            ret = grow_refcount_table(bs, MAX(s->free_cluster_index,
-                                              (t + 1) << s->refblock_bits),
-                                      &area_end);
-            if (ret < 0) {
-                return ret;
-            }
-            s->free_cluster_index = area_end;
-        }
-        if (block_missing(s, t)) {
-            ret = create_refblock(bs, t);
-            if (ret < 0) {
-                return ret;
-            }
-        }
+    ret = count_run(bs, start, nb_clusters);
+    if (ret < 0) {
+        return ret;
     }
-    for (uint64_t c = start; c < (uint64_t)start + nb_clusters; c++) {
-        ret = qcow2_update_cluster_refcount(bs, c, 1, NULL);
-        if (ret < 0) {
-            /* undo what we counted: nothing points at these yet */
-            for (uint64_t u = start; u < c; u++) {
-                qcow2_update_cluster_refcount(bs, u, -1, NULL);
-            }
-            return ret;
-        }
+    if (ret > 0) {
+        goto again;
     }
     return start << s->cluster_bits;
+}
+
+int64_t qcow2_alloc_clusters_at(BlockDriverState *bs, uint64_t offset,
+                                uint64_t nb_clusters)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t first = offset >> s->cluster_bits, n, rc;
+    int ret;
+
+    g_assert(!(offset & (s->cluster_size - 1)));
+again:
+    for (n = 0; n < nb_clusters; n++) {
+        if (((first + n + 1) << s->cluster_bits) > QCOW2_MAX_HOST_OFFSET) {
+            break;
+        }
+        ret = qcow2_get_refcount(bs, first + n, &rc);
+        if (ret < 0) {
+            return ret;
+        }
+        if (rc != 0) {
+            break;
+        }
+    }
+    if (n == 0) {
+        return 0;
+    }
+    ret = qcow2_overlap_check(bs, 0, offset, n << s->cluster_bits);
+    if (ret == 0) {
+        ret = refuse_offset_0(bs, (int64_t)first, "cluster");
+    }
+    if (ret == 0) {
+        ret = count_run(bs, (int64_t)first, n);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    if (ret > 0) {
+        goto again;
+    }
+    return (int64_t)n;
 }
 
 void qcow2_free_cluster_deferred(BlockDriverState *bs, uint64_t host_cluster)

@@ -340,6 +340,11 @@ int64_t qcow2_alloc_clusters(BlockDriverState *bs, uint64_t nb_clusters);
  * corruption message for a run at offset 0 (NULL: data clusters). */
 int64_t qcow2_alloc_clusters_for(BlockDriverState *bs, uint64_t nb_clusters,
                                  const char *what);
+/* Up to nb_clusters from the cluster-aligned `offset`, as many as are
+ * free in a row there: how many (0: none), or -errno.  A write goes on
+ * where its previous run ended, as QEMU's does. */
+int64_t qcow2_alloc_clusters_at(BlockDriverState *bs, uint64_t offset,
+                                uint64_t nb_clusters);
 int qcow2_update_refcount_range(BlockDriverState *bs, uint64_t offset,
                                 uint64_t length, int addend);
 /* Frees after the next metadata write-back (pointers first, then counts). */
