@@ -32,11 +32,17 @@ int qcow2_check_counts_grow(CheckState *c, uint64_t n)
     /* Room for a few more so that allocating one cluster at a time at
      * the end does not reallocate each time. */
     n = MIN(CHECK_MAX_CLUSTERS, n + n / 8 + 16);
-    p = g_try_renew(uint32_t, c->counts, n);
+    if (!c->counts) {
+        p = g_try_new0(uint32_t, n);   /* calloc: untouched until used */
+    } else {
+        p = g_try_renew(uint32_t, c->counts, n);
+        if (p) {
+            memset(p + c->nb_counts, 0, (n - c->nb_counts) * sizeof(*p));
+        }
+    }
     if (!p) {
         return -ENOMEM;
     }
-    memset(p + c->nb_counts, 0, (n - c->nb_counts) * sizeof(*p));
     c->counts = p;
     c->nb_counts = n;
     return 0;

@@ -603,12 +603,12 @@ static int reset_counts(CheckState *c)
     if (c->nb_clusters > CHECK_MAX_CLUSTERS) {
         return -ENOMEM;
     }
+    /* Fresh zeroed memory rather than a memset: pages of clusters
+     * nothing references are never touched (a huge sparse file). */
+    g_clear_pointer(&c->counts, g_free);
+    c->nb_counts = 0;
     ret = qcow2_check_counts_grow(c, MAX(c->nb_clusters, 1));
-    if (ret < 0) {
-        return ret;
-    }
-    memset(c->counts, 0, c->nb_counts * sizeof(*c->counts));
-    return 0;
+    return ret < 0 ? ret : 0;
 }
 
 /*
