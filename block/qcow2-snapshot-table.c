@@ -357,7 +357,11 @@ int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
     if (s->nb_snapshots > QCOW2_MAX_SNAPSHOTS) {
         uint32_t over = s->nb_snapshots - QCOW2_MAX_SNAPSHOTS;
 
-        g_assert(tolerate);
+        if (!tolerate) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "Snapshot table too large");
+            return -EFBIG;
+        }
         note_damage(s, g_strdup_printf("ERROR snapshot table too large\n"
                                        HINT_OVERHANG, over));
         s->sn_over_max = over;
