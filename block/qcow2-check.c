@@ -783,8 +783,9 @@ int qcow2_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
     g_mutex_lock(&s->lock);
     /* A snapshot table the open for repair kept only in part: refused
      * without -r all, else shortened before anything is counted. */
-    ret = qcow2_snapshot_check_damage(bs, fix);
+    ret = qcow2_snapshot_check_damage(bs, &snap_res, fix);
     if (ret < 0) {
+        add_result(res, &snap_res);
         goto out;
     }
     /* Work from the on-disk state. */

@@ -493,7 +493,11 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
         return -EINVAL;
     }
     s->refcount_table_size = (uint64_t)reftable_clusters * s->cluster_size / 8;
-    if (!validate_table(s, s->snapshots_offset, s->nb_snapshots, 40,
+    /* check reads at most the allowed number of entries and reports (or
+     * with -r all drops) the rest, as QEMU's does */
+    if (!validate_table(s, s->snapshots_offset,
+                        check ? MIN(s->nb_snapshots, QCOW2_MAX_SNAPSHOTS)
+                              : s->nb_snapshots, 40,
                         40 * QCOW2_MAX_SNAPSHOTS, file_end, "Snapshot table",
                         !check, errp)) {
         return -EINVAL;

@@ -9,6 +9,7 @@
  * layout: QEMU's docs/interop/qcow2.txt, "Snapshots".
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,9 +130,33 @@ static int snapshot_l1_check(BDRVQcow2State *s, const Qcow2Snapshot *sn,
     return 0;
 }
 
+#define HINT_EXTRA "You can force-remove this extra metadata with qemu-img " \
+                   "check -r all"
+#define HINT_OVERHANG "You can force-remove all %u overhanging snapshots " \
+                      "with qemu-img check -r all"
+
+/* What check without -r all says of a table that an open for repair kept
+ * only in part: QEMU's first complaint, the hint included. */
+static void note_damage(BDRVQcow2State *s, char *text)
+{
+    if (s->sn_damage) {
+        g_free(text);
+        return;
+    }
+    s->sn_damage = text;
+}
+
+/*
+ * Reads entry i at *pos and moves *pos past it on disk; *len grows by the
+ * entry's length once any extra data over the limit is cut (QEMU's
+ * measure of the table against its size limit).  A cut entry goes on after
+ * all of its extra data, as QEMU's does: its ID and name are where they
+ * are, and the table still covers the clusters the cut bytes lie in, so
+ * check counts them until the rewritten table replaces it.
+ */
 static int read_one(BDRVQcow2State *s, TableReader *r, uint64_t *pos,
-                    uint64_t table_end, uint32_t i, Qcow2Snapshot *sn,
-                    bool tolerate, GError **errp)
+                    uint64_t *len, uint64_t file_end, uint32_t i,
+                    Qcow2Snapshot *sn, bool tolerate, GError **errp)
 {
     uint8_t h[SNAP_HEADER_LEN];
     uint8_t known[SNAP_EXTRA_KNOWN] = { 0 };
@@ -140,7 +165,8 @@ static int read_one(BDRVQcow2State *s, TableReader *r, uint64_t *pos,
     int ret;
 
     *pos = qcow2_align_up(*pos, 8);
-    if (*pos + SNAP_HEADER_LEN > table_end) {
+    *len = qcow2_align_up(*len, 8);
+    if (*pos + SNAP_HEADER_LEN > file_end) {
         goto past_end;
     }
     ret = table_read(r, *pos, SNAP_HEADER_LEN, h);
@@ -162,21 +188,21 @@ static int read_one(BDRVQcow2State *s, TableReader *r, uint64_t *pos,
     if (extra > QCOW2_MAX_SNAPSHOT_EXTRA) {
         if (!tolerate) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                        "Too much extra metadata in snapshot table entry %u",
-                        i);
+                        "Too much extra metadata in snapshot table entry %u"
+                        "\n" HINT_EXTRA, i);
             return -EFBIG;
         }
         /* an open for repair keeps the first bytes; check rewrites it */
-        if (!s->sn_damage) {
-            s->sn_damage = g_strdup_printf("Too much extra metadata in "
-                                           "snapshot table entry %u", i);
-        }
+        note_damage(s, g_strdup_printf("ERROR failed to read the snapshot "
+                                       "table: Too much extra metadata in "
+                                       "snapshot table entry %u\n"
+                                       HINT_EXTRA, i));
         if (s->sn_extra_cut++ < SN_CUT_LOGGED) {
             s->sn_cut_entry[s->sn_extra_cut - 1] = i;
             s->sn_cut_size[s->sn_extra_cut - 1] = extra;
         }
     }
-    if (*pos + keep + id_len + name_len > table_end) {
+    if (*pos + extra + id_len + name_len > file_end) {
         goto past_end;
     }
     ret = table_read(r, *pos, MIN(keep, (uint32_t)SNAP_EXTRA_KNOWN), known);
@@ -197,7 +223,7 @@ static int read_one(BDRVQcow2State *s, TableReader *r, uint64_t *pos,
             return ret;
         }
     }
-    *pos += keep;      /* as QEMU: a cut entry goes on after the kept bytes */
+    *pos += extra;
     sn->id_str = g_malloc0(id_len + 1);
     sn->name = g_malloc0(name_len + 1);
     ret = table_read(r, *pos, id_len, sn->id_str);
@@ -208,6 +234,7 @@ static int read_one(BDRVQcow2State *s, TableReader *r, uint64_t *pos,
         return ret;
     }
     *pos += id_len + name_len;
+    *len += SNAP_HEADER_LEN + keep + id_len + name_len;
     return 0;
 
 past_end:
@@ -295,9 +322,9 @@ static void drop_overhanging(BDRVQcow2State *s, uint32_t first)
 {
     uint32_t nb = s->nb_snapshots;
 
-    if (!s->sn_damage) {
-        s->sn_damage = g_strdup("Snapshot table is too big");
-    }
+    note_damage(s, g_strdup_printf("ERROR failed to read the snapshot "
+                                   "table: Snapshot table is too big\n"
+                                   HINT_OVERHANG, nb - first));
     for (uint32_t j = first; j < nb; j++) {
         qcow2_sn_clear(&s->snapshots[j]);
     }
@@ -319,11 +346,27 @@ int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
      * "ERROR failed to read the snapshot table" and its hint); only the
      * read-write check writes anything */
     bool tolerate = bs->open_flags & BDRV_O_CHECK;
-    uint64_t file_end, table_end, pos;
+    uint64_t file_end, pos, len = 0;
     g_autofree TableReader *r = g_new0(TableReader, 1);
     int ret = 0;
 
     s->snapshots_size = 0;
+    /* Only an open for check gets here with more entries than allowed
+     * (the header refuses them otherwise): as QEMU's check, it keeps the
+     * first ones, and -r all drops the rest from the header. */
+    if (s->nb_snapshots > QCOW2_MAX_SNAPSHOTS) {
+        uint32_t over = s->nb_snapshots - QCOW2_MAX_SNAPSHOTS;
+
+        if (!tolerate) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "Snapshot table too large");
+            return -EFBIG;
+        }
+        note_damage(s, g_strdup_printf("ERROR snapshot table too large\n"
+                                       HINT_OVERHANG, over));
+        s->sn_over_max = over;
+        s->nb_snapshots = QCOW2_MAX_SNAPSHOTS;
+    }
     if (s->nb_snapshots == 0) {
         return 0;
     }
@@ -334,11 +377,6 @@ int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
         return (int)file_len;
     }
     file_end = qcow2_align_up(file_len, s->cluster_size);
-    /* a repair reads on to the entry that crosses the limit, to drop it
-     * and the ones after it */
-    table_end = tolerate ? file_end
-                         : MIN(file_end, s->snapshots_offset +
-                               QCOW2_MAX_SNAPSHOT_TABLE_BYTES + 0ULL);
     r->bs = bs;
     r->win_len = 0;
     s->snapshots = g_new0(Qcow2Snapshot, s->nb_snapshots);
@@ -347,7 +385,7 @@ int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
         Qcow2Snapshot *sn = &s->snapshots[i];
         uint64_t entry_start = pos;
 
-        ret = read_one(s, r, &pos, table_end, i, sn, tolerate, errp);
+        ret = read_one(s, r, &pos, &len, file_end, i, sn, tolerate, errp);
         if (ret < 0) {
             if (errp && !*errp) {
                 g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
@@ -356,7 +394,10 @@ int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
             }
             break;
         }
-        if (pos - s->snapshots_offset > QCOW2_MAX_SNAPSHOT_TABLE_BYTES) {
+        /* QEMU's limits: the table as it will be written (extra data
+         * cut), and the bytes it spans on disk */
+        if (len > QCOW2_MAX_SNAPSHOT_TABLE_BYTES ||
+            pos - s->snapshots_offset > INT_MAX) {
             if (tolerate) {
                 /* an open for repair keeps the entries that fit */
                 drop_overhanging(s, i);
@@ -364,7 +405,8 @@ int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
                 break;
             }
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                        "Snapshot table is too big");
+                        "Snapshot table is too big\n" HINT_OVERHANG,
+                        s->nb_snapshots - i);
             ret = -EFBIG;
             break;
         }
@@ -696,9 +738,19 @@ int qcow2_sn_find(const Qcow2Snapshot *sn, uint32_t nb, const char *id,
 /* ---------------------------------------------------------------------- */
 /* Check */
 
-int qcow2_snapshot_check_damage(BlockDriverState *bs, BdrvCheckMode fix)
+/* QEMU reports these through error_report(): with the program's name */
+static void report_damage(const char *text)
+{
+    const char *prog = g_get_prgname();
+
+    strata_error("%s%s%s", prog ? prog : "", prog ? ": " : "", text);
+}
+
+int qcow2_snapshot_check_damage(BlockDriverState *bs, BdrvCheckResult *res,
+                                BdrvCheckMode fix)
 {
     BDRVQcow2State *s = bs->opaque;
+    uint32_t discarded = s->sn_over_max + s->sn_discarded;
     uint32_t be;
     int ret;
 
@@ -706,16 +758,12 @@ int qcow2_snapshot_check_damage(BlockDriverState *bs, BdrvCheckMode fix)
         return 0;
     }
     if (!(fix & BDRV_FIX_ERRORS)) {
-        strata_error("ERROR failed to read the snapshot table: %s",
-                     s->sn_damage);
-        if (s->sn_discarded) {
-            strata_error("You can force-remove all %u overhanging snapshots "
-                         "with qemu-img check -r all", s->sn_discarded);
-        } else {
-            strata_error("You can force-remove this extra metadata with "
-                         "qemu-img check -r all");
-        }
+        report_damage(s->sn_damage);
+        res->check_errors++;
         return -EFBIG;
+    }
+    if (s->sn_over_max) {
+        strata_error("Discarding %u overhanging snapshots", s->sn_over_max);
     }
     for (uint32_t i = 0; i < MIN(s->sn_extra_cut, SN_CUT_LOGGED); i++) {
         strata_error("Discarding too much extra metadata in snapshot table "
@@ -725,6 +773,8 @@ int qcow2_snapshot_check_damage(BlockDriverState *bs, BdrvCheckMode fix)
     if (s->sn_discarded) {
         strata_error("Discarding %u overhanging snapshots (snapshot table "
                      "is too big)", s->sn_discarded);
+    }
+    if (discarded) {
         /* the kept entries are the table's first bytes: the shorter
          * count alone publishes them, and what follows becomes a leak */
         be = GUINT32_TO_BE(s->nb_snapshots);
@@ -735,8 +785,12 @@ int qcow2_snapshot_check_damage(BlockDriverState *bs, BdrvCheckMode fix)
         if (ret < 0) {
             strata_error("ERROR could not shorten the snapshot table: %s",
                          g_strerror(-ret));
+            res->check_errors++;
             return ret;
         }
+        /* each dropped entry is a corruption repaired, as QEMU counts */
+        res->corruptions_fixed += discarded;
+        s->sn_over_max = 0;
         s->sn_discarded = 0;
     }
     g_clear_pointer(&s->sn_damage, g_free);

@@ -192,12 +192,14 @@ typedef struct BDRVQcow2State {
     uint64_t snapshots_size;   /* bytes of the table on disk */
     /* An open for repair (check -r) keeps a snapshot table that any
      * other open refuses: entries whose extra data is over the limit are
-     * cut to it, entries past the table's size limit are dropped; check
-     * reports the damage or repairs it (qcow2-snapshot-table.c). */
+     * cut to it, entries past the table's size limit or past the 65536th
+     * are dropped; check reports the damage or repairs it
+     * (qcow2-snapshot-table.c). */
     uint32_t sn_extra_cut;     /* entries whose extra data was cut */
 #define SN_CUT_LOGGED 16
     uint32_t sn_cut_entry[SN_CUT_LOGGED], sn_cut_size[SN_CUT_LOGGED];
     uint32_t sn_discarded;     /* overhanging entries dropped */
+    uint32_t sn_over_max;      /* entries past QCOW2_MAX_SNAPSHOTS dropped */
     char *sn_damage;           /* what any other open says about it */
     Qcow2Snapshot *snapshots;
 
@@ -430,8 +432,10 @@ int qcow2_snapshot_open_options(BlockDriverState *bs, BlockOpts *options,
 /* Before counting references: refuses (-EFBIG) to check a snapshot table
  * that an open for repair kept only in part, unless fix repairs errors;
  * then drops the overhanging entries from the header first, so their
- * clusters become leaks that the repair reclaims (as QEMU does). */
-int qcow2_snapshot_check_damage(BlockDriverState *bs, BdrvCheckMode fix);
+ * clusters become leaks that the repair reclaims, and counts each dropped
+ * entry in res as a corruption repaired (as QEMU does). */
+int qcow2_snapshot_check_damage(BlockDriverState *bs, BdrvCheckResult *res,
+                                BdrvCheckMode fix);
 int qcow2_snapshot_check_table(BlockDriverState *bs, BdrvCheckResult *res,
                                BdrvCheckMode fix);
 /* Ends operations left between check and clean (cancel what was done,

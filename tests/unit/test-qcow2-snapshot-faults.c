@@ -513,7 +513,8 @@ START_TEST(test_bad_tables)
     poke(copy, t + 36, &be32, 4);
     ck_assert_ptr_null(open_img(copy, false, NULL, &err));
     ck_assert_str_eq(err->message, "Too much extra metadata in snapshot "
-                     "table entry 0");
+                     "table entry 0\nYou can force-remove this extra "
+                     "metadata with qemu-img check -r all");
     g_clear_error(&err);
 
     /* too many snapshots */

@@ -181,6 +181,9 @@ int main(int argc, char **argv)
     strata_log_set_sink(strata_log_to_stderr, NULL);
 
     img_progname = progname;
+    /* the library names the program in the lines QEMU prints with
+     * error_report() (check's "ERROR failed to read the snapshot table") */
+    g_set_prgname(progname);
     if (argc < 2) {
         img_error_exit("Not enough arguments");
     }
