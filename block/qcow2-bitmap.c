@@ -594,6 +594,35 @@ void qcow2_bitmaps_mark_all(BlockDriverState *bs)
 
 /* ---- open ---- */
 
+/*
+ * Every consistent bitmap is held in memory while the image is open for
+ * writing.  Each may take 512 MiB (QEMU's limit), and an image may list
+ * 65535 of them: a hostile directory must not make us touch terabytes.
+ * Past this total the open is refused; a read-only open still works.
+ */
+#define BITMAPS_MAX_MEMORY (4ULL << 30)
+
+static int check_memory(BDRVQcow2State *s, Qcow2Bitmaps *bm, GError **errp)
+{
+    uint64_t total = 0;
+
+    for (guint i = 0; i < bm->list->len; i++) {
+        Qcow2Bitmap *b = g_ptr_array_index(bm->list, i);
+        if (!b->inconsistent) {
+            total += serialized_bytes(bits_for(s->size, b->granularity_bits));
+        }
+    }
+    if (total > BITMAPS_MAX_MEMORY) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "The persistent bitmaps need %" G_GUINT64_FORMAT " MiB "
+                    "of memory, more than the %llu MiB strata allows; open "
+                    "the image read-only, or remove bitmaps", total >> 20,
+                    BITMAPS_MAX_MEMORY >> 20);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
 int qcow2_bitmaps_open(BlockDriverState *bs, int flags, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -624,6 +653,10 @@ int qcow2_bitmaps_open(BlockDriverState *bs, int flags, GError **errp)
         return 0;
     }
     bm = bitmaps_get(s);
+    ret = check_memory(s, bm, errp);
+    if (ret < 0) {
+        return ret;
+    }
     for (guint i = 0; i < bm->list->len; i++) {
         Qcow2Bitmap *b = g_ptr_array_index(bm->list, i);
         if (b->inconsistent) {

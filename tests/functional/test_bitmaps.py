@@ -39,6 +39,9 @@ which bits a tool set: it does not trust either tool to report them.
   bitmaps (names, flags, granularity, bits) as qemu-img's; a raw target,
   an in-use bitmap with and without --skip-broken-bitmaps, and the
   option without --bitmaps give qemu-img's texts;
+- too_many_bitmaps_for_memory: a crafted directory of nine 512 MiB
+  bitmaps (4.5 GiB to hold): a read-write open is refused with a clear
+  message and the file unchanged; a read-only open (info) lists them;
 - downgrade_refused: amend compat=0.10 refuses an image with bitmaps and
   leaves it as it was.
 """
@@ -466,6 +469,66 @@ def convert_copies_bitmaps_like_qemu():
             if args[-1] == src and rc == 0:
                 check(sorted(got[0]) == ['first', 'second'],
                       'QEMU copied %r' % got[0])
+
+
+def craft_bitmaps(path, names, gbits, table_entries):
+    """Adds a bitmaps extension to path (an image qemu-img just made, no
+    backing file): one zero table appended, every entry pointing at it."""
+    with open(path, 'r+b') as f:
+        data = bytearray(f.read())
+        cluster = 1 << struct.unpack_from('>I', data, 20)[0]
+        end = (len(data) + cluster - 1) // cluster * cluster
+        table_off = end
+        table_len = (table_entries * 8 + cluster - 1) // cluster * cluster
+        dir_off = table_off + table_len
+        directory = b''
+        for n in names:
+            e = struct.pack('>QIIBBHI', table_off, table_entries, 2, 1, gbits,
+                            len(n), 0) + n.encode()
+            directory += e + b'\0' * (-len(e) % 8)
+        f.seek(table_off)
+        f.write(b'\0' * table_len + directory)
+        f.write(b'\0' * (-f.tell() % cluster))
+        # the extension goes before the end marker (the feature table
+        # stays); the autoclear bit vouches for it
+        hlen = struct.unpack_from('>I', data, 100)[0]
+        pos = hlen
+        while struct.unpack_from('>I', data, pos)[0] != 0:
+            pos += 8 + (struct.unpack_from('>I', data, pos + 4)[0] + 7) // 8 * 8
+        ext = struct.pack('>IIIIQQ', EXT_BITMAPS, 24, len(names), 0,
+                          len(directory), dir_off)
+        f.seek(pos)
+        f.write(ext + b'\0' * 8)
+        f.seek(88)
+        f.write(struct.pack('>Q', struct.unpack_from('>Q', data, 88)[0] | 1))
+
+
+@runner.case()
+def too_many_bitmaps_for_memory():
+    t = common.tools()
+    with common.TempDir() as d:
+        # the crafting, checked by QEMU on a small image (QEMU takes
+        # minutes to load the big one): 1 GiB at 64 KiB a bit
+        small = os.path.join(d, 'small.qcow2')
+        mkimg(small, '1G')
+        craft_bitmaps(small, ['s0', 's1'], 16, 1)
+        info = run([t.qemu_img, 'info', small])
+        check(info.out.count('granularity: 65536') == 2 and
+              'inconsistent' not in info.err,
+              'the crafted image is not what QEMU reads:\n' + info.describe())
+        img = os.path.join(d, 'a.qcow2')
+        mkimg(img, '2T')
+        # granularity 512 over 2 TiB: 512 MiB of bits, 8192 table entries
+        craft_bitmaps(img, ['b%d' % i for i in range(9)], 9, 8192)
+        before = open(img, 'rb').read()
+        res = run([t.io, '-c', 'write 0 4k', img], rc=1)
+        check('persistent bitmaps need 4608 MiB' in res.err,
+              'no clear refusal:\n' + res.describe())
+        check(open(img, 'rb').read() == before, 'a refused open changed '
+              'the image')
+        res = run([t.img, 'info', img])
+        check(res.out.count('granularity: 512') == 9,
+              'a read-only open does not list them:\n' + res.describe())
 
 
 @runner.case()
