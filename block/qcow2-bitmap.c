@@ -898,13 +898,15 @@ int qcow2_bitmaps_store(BlockDriverState *bs, GError **errp)
     if (ret == 0 && any) {
         ret = replace_directory(bs, errp);
     }
-    if (ret == 0) {
+    if (ret == 0 && drops->len) {
         for (guint i = 0; i < drops->len; i++) {
             OldTable *t = &g_array_index(drops, OldTable, i);
             free_table(bs, t->offset, t->size,
                        g_ptr_array_index(old_tables, i));
         }
-        ret = qcow2_write_back_metadata(bs);
+        /* The bitmaps are stored: a failure here leaves the old clusters
+         * leaked at most, and the close's own write-back reports it. */
+        qcow2_write_back_metadata(bs);
     }
     g_mutex_unlock(&s->lock);
     g_rw_lock_writer_unlock(&s->free_lock);
