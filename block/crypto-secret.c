@@ -1,0 +1,266 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The --object secret registry: QEMU's "secret" object, parsed from its
+ * command-line form (secret,id=ID,data=D|file=PATH[,format=raw|base64])
+ * and kept by id for key-secret= options to name.  The error texts are
+ * qemu-img 7.2's for the same arguments.  Encrypted secrets (keyid=,
+ * which need a master key object strata does not have) are refused.
+ */
+#include <string.h>
+
+#include "block/block.h"
+#include "block/crypto.h"
+
+G_LOCK_DEFINE_STATIC(secrets);
+static GHashTable *secrets;     /* id -> GBytes */
+
+typedef struct SecretSpec {
+    char *type, *id, *data, *file, *format, *keyid;
+} SecretSpec;
+
+static void secret_spec_clear(SecretSpec *s)
+{
+    g_free(s->type);
+    g_free(s->id);
+    g_free(s->data);
+    g_free(s->file);
+    g_free(s->format);
+    g_free(s->keyid);
+}
+
+/* Splits "a=b,c=d" where ",," stands for a literal comma */
+static GPtrArray *split_items(const char *spec)
+{
+    GPtrArray *items = g_ptr_array_new_with_free_func(g_free);
+    GString *cur = g_string_new(NULL);
+
+    for (const char *p = spec; ; p++) {
+        if (*p == ',' && p[1] == ',') {
+            g_string_append_c(cur, ',');
+            p++;
+        } else if (*p == ',' || !*p) {
+            g_ptr_array_add(items, g_string_free(cur, false));
+            if (!*p) {
+                break;
+            }
+            cur = g_string_new(NULL);
+        } else {
+            g_string_append_c(cur, *p);
+        }
+    }
+    return items;
+}
+
+static bool set_field(SecretSpec *s, const char *key, const char *value,
+                      GError **errp)
+{
+    char **field = !strcmp(key, "qom-type") ? &s->type :
+                   !strcmp(key, "id") ? &s->id :
+                   !strcmp(key, "data") ? &s->data :
+                   !strcmp(key, "file") ? &s->file :
+                   !strcmp(key, "format") ? &s->format :
+                   !strcmp(key, "keyid") ? &s->keyid : NULL;
+
+    if (!strcmp(key, "iv")) {
+        return true;    /* QEMU ignores an IV without keyid too */
+    }
+    if (!strcmp(key, "loaded")) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Property 'secret.loaded' is not writable");
+        return false;
+    }
+    if (!field) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Parameter '%s' is unexpected", key);
+        return false;
+    }
+    /* a repeated key: the last one counts, as in QEMU */
+    g_free(*field);
+    *field = g_strdup(value);
+    return true;
+}
+
+static bool parse_spec(const char *spec, SecretSpec *s, GError **errp)
+{
+    g_autoptr(GPtrArray) items = split_items(spec);
+
+    for (guint i = 0; i < items->len; i++) {
+        const char *item = items->pdata[i];
+        const char *eq = strchr(item, '=');
+        g_autofree char *key = NULL;
+
+        if (!eq && i == 0) {
+            /* the first item may be the bare type */
+            s->type = g_strdup(item);
+            continue;
+        }
+        if (!eq) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "Expected '=' after parameter '%s'", item);
+            return false;
+        }
+        key = g_strndup(item, eq - item);
+        if (!set_field(s, key, eq + 1, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool valid_id(const char *id)
+{
+    if (!g_ascii_isalpha(id[0])) {
+        return false;
+    }
+    for (const char *p = id; *p; p++) {
+        if (!g_ascii_isalnum(*p) && !strchr("-._", *p)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool check_spec(const SecretSpec *s, GError **errp)
+{
+    const char *msg = NULL;
+    g_autofree char *text = NULL;
+
+    if (!s->type || !*s->type) {
+        msg = "Parameter 'qom-type' is missing";
+    } else if (strcmp(s->type, "secret")) {
+        text = g_strdup_printf("Parameter 'qom-type' does not accept value "
+                               "'%s'", s->type);
+    } else if (!s->id) {
+        msg = "Parameter 'id' is missing";
+    } else if (!valid_id(s->id)) {
+        msg = "Parameter 'id' expects an identifier";
+    } else if (s->format && strcmp(s->format, "raw") &&
+               strcmp(s->format, "base64")) {
+        text = g_strdup_printf("Parameter 'format' does not accept value "
+                               "'%s'", s->format);
+    } else if (s->keyid) {
+        msg = "Encrypted secrets (keyid=) are not supported";
+    } else if (s->file && s->data) {
+        msg = "'file' and 'data' are mutually exclusive";
+    } else if (!s->file && !s->data) {
+        msg = "Either 'file' or 'data' must be provided";
+    }
+    if (msg || text) {
+        g_set_error_literal(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                            text ? text : msg);
+        return false;
+    }
+    return true;
+}
+
+static GBytes *load_bytes(const SecretSpec *s, GError **errp)
+{
+    char *contents;
+    gsize len;
+    g_autoptr(GError) err = NULL;
+
+    if (!s->file) {
+        return g_bytes_new(s->data, strlen(s->data));
+    }
+    /* the file's bytes as they are: a trailing newline is part of it */
+    if (!g_file_get_contents(s->file, &contents, &len, &err)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Unable to read %s: %s", s->file, err->message);
+        return NULL;
+    }
+    return g_bytes_new_take(contents, len);
+}
+
+static GBytes *decode_base64(GBytes *in, GError **errp)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n";
+    gsize len;
+    const char *data = g_bytes_get_data(in, &len);
+    g_autofree char *text = NULL;
+    guchar *out;
+    gsize out_len;
+
+    if (len && memchr(data, '\0', len)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Base64 data contains embedded NUL characters");
+        return NULL;
+    }
+    text = g_strndup(data, len);
+    if (strspn(text, alphabet) != len) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Base64 data contains invalid characters");
+        return NULL;
+    }
+    out = g_base64_decode(text, &out_len);
+    return g_bytes_new_take(out, out_len);
+}
+
+static bool register_secret(const char *id, GBytes *bytes, GError **errp)
+{
+    bool ok = true;
+
+    G_LOCK(secrets);
+    if (!secrets) {
+        secrets = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                        (GDestroyNotify)g_bytes_unref);
+    }
+    if (g_hash_table_contains(secrets, id)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "attempt to add duplicate property '%s' to object "
+                    "(type 'container')", id);
+        ok = false;
+    } else {
+        g_hash_table_insert(secrets, g_strdup(id), g_bytes_ref(bytes));
+    }
+    G_UNLOCK(secrets);
+    return ok;
+}
+
+bool crypto_secret_add(const char *spec, GError **errp)
+{
+    SecretSpec s = { 0 };
+    g_autoptr(GBytes) raw = NULL;
+    g_autoptr(GBytes) bytes = NULL;
+    bool ok = false;
+
+    if (!parse_spec(spec, &s, errp) || !check_spec(&s, errp)) {
+        goto out;
+    }
+    raw = load_bytes(&s, errp);
+    if (!raw) {
+        goto out;
+    }
+    if (s.format && !strcmp(s.format, "base64")) {
+        bytes = decode_base64(raw, errp);
+    } else {
+        bytes = g_bytes_ref(raw);
+    }
+    ok = bytes && register_secret(s.id, bytes, errp);
+out:
+    secret_spec_clear(&s);
+    return ok;
+}
+
+GBytes *crypto_secret_lookup(const char *id, GError **errp)
+{
+    GBytes *b = NULL;
+
+    G_LOCK(secrets);
+    if (secrets && id) {
+        b = g_hash_table_lookup(secrets, id);
+    }
+    G_UNLOCK(secrets);
+    if (!b) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
+                    "No secret with id '%s'", id ? id : "");
+    }
+    return b;
+}
+
+void crypto_secret_clear(void)
+{
+    G_LOCK(secrets);
+    g_clear_pointer(&secrets, g_hash_table_unref);
+    G_UNLOCK(secrets);
+}
