@@ -810,6 +810,36 @@ START_TEST(amend_interop)
 }
 END_TEST
 
+/* QEMU takes an empty secret as a password */
+START_TEST(empty_password_interop)
+{
+    g_autofree char *file = path("e.luks");
+    g_autofree char *mine = path("m.luks");
+    g_autofree char *out = NULL;
+    g_autoptr(BlockCrypto) c = NULL;
+    g_autoptr(BlockCrypto) c2 = NULL;
+    uint64_t payload;
+    FileIO f;
+
+    if (!have_qemu()) {
+        return;
+    }
+    ck_assert_msg(run(&out, "qemu-img create -q -f luks --object secret,"
+                      "id=s,data= -o key-secret=s,iter-time=10 '%s' 1M 2>&1",
+                      file) == 0, "%s", out);
+    qemu_io_ok(file, "", "write -P 0x5a 0 4k", "wrote 4096/4096");
+    f = file_open(file);
+    c = open_ok(&f, "");
+    check_payload(c, &f, 2068480, 0, 4096, 0x5a);
+    open_fails(&f, "x", "Invalid password, cannot unlock any keyslot");
+    close(f.fd);
+
+    payload = create_here(mine, "", "", &c2);
+    write_payload(c2, mine, payload, 0, 4096, 0x42);
+    qemu_io_ok(mine, "", "read -P 0x42 0 4k", "read 4096/4096");
+}
+END_TEST
+
 /* ---- qcow2's legacy AES ---- */
 
 /* The host offset of guest cluster `index` of a qcow2 image (64 KiB
@@ -882,6 +912,22 @@ START_TEST(legacy_aes_reads_qemus_data)
         ck_assert_int_eq(buf[i], 0x66);
     }
     close(fd);
+
+    /* the other way: data encrypted here is what QEMU reads */
+    fd = open(file, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    host = qcow2_host_offset(fd, 65536 + 4096);
+    memset(buf, 0x3c, 8192);
+    ck_assert(block_crypto_encrypt(c, (65536 + 4096) / 512, buf, 8192, NULL));
+    ck_assert_int_eq(pwrite(fd, buf, 8192, host), 8192);
+    close(fd);
+    g_free(out);
+    run(&out, "qemu-io " SEC_OBJ("sec0", "hunter0") " --image-opts "
+        "driver=qcow2,encrypt.key-secret=sec0,file.filename='%s' "
+        "-c 'read -P 0x5a 64k 4k' -c 'read -P 0x3c 68k 8k' "
+        "-c 'read -P 0x5a 76k 52k' 2>&1", file);
+    ck_assert_msg(strstr(out, "read 53248/53248") &&
+                  !strstr(out, "failed"), "%s", out);
 }
 END_TEST
 
@@ -903,6 +949,7 @@ static Suite *crypto_suite(void)
     tcase_add_loop_test(tc, luks_made_here_is_read_by_qemu, 0, n);
     tcase_add_test(tc, amend_adds_and_erases_keyslots);
     tcase_add_test(tc, amend_interop);
+    tcase_add_test(tc, empty_password_interop);
     tcase_add_test(tc, legacy_aes_reads_qemus_data);
     suite_add_tcase(s, tc);
     return s;
