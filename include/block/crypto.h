@@ -29,8 +29,10 @@ G_BEGIN_DECLS
  *      or ...,file=PATH[,format=...]) ---- */
 
 /* Parses one --object argument and remembers the secret by its id.
- * Only the "secret" type is known ("Invalid parameter 'T'" otherwise,
- * QEMU's text for an unknown object type). */
+ * Only the "secret" type is known: "Parameter 'qom-type' does not accept
+ * value 'T'" otherwise (qemu-img 7.2's text for an unknown object type).
+ * A file= secret is the file's bytes as they are (a trailing newline
+ * included); keyid= (encrypted secrets) is refused. */
 bool crypto_secret_add(const char *spec, GError **errp);
 /* The secret's bytes (decoded), or NULL with "No secret with id 'ID'".
  * The returned bytes are owned by the registry. */
@@ -42,8 +44,9 @@ void crypto_secret_clear(void);
 
 typedef struct BlockCrypto BlockCrypto;
 
-/* buf, len: whole sectors (len % 512 == 0); sector: the IV number of
- * buf's first sector.  False only if the cipher library fails. */
+/* buf, len: whole sectors (len % 512 == 0, else an error); sector: the
+ * IV number of buf's first sector.  No allocation; a BlockCrypto is not
+ * changed by these calls, so threads may share one. */
 bool block_crypto_encrypt(BlockCrypto *c, uint64_t sector, uint8_t *buf,
                           size_t len, GError **errp);
 bool block_crypto_decrypt(BlockCrypto *c, uint64_t sector, uint8_t *buf,
@@ -125,9 +128,10 @@ void luks_info_clear(LuksInfo *info);
 
 /* qemu-img amend's encrypt.* options on a LUKS header (QEMU 7.2's rules
  * and error texts, iotests 293/295): state "active" adds new_secret to
- * one key slot (keyslot, or the first free one), unlocking with
- * old_secret (NULL: any active slot must be unlockable by the image's
- * own key-secret: the caller passes that as unlock_secret); state
+ * one key slot (keyslot, or the first free one), unlocking the master key
+ * with unlock_secret (the image's key-secret, or amend's encrypt.secret
+ * when given); old_secret is refused there as QEMU does ("'old-secret'
+ * must not be given when activating keyslots"); state
  * "inactive" erases the slots given by keyslot or by old_secret, and
  * refuses to erase the last active slot unless force. */
 typedef struct LuksAmendOptions {
