@@ -7,6 +7,7 @@ void bdrv_register_all(void)
     bdrv_register(&bdrv_file);
     bdrv_register(&bdrv_raw);
     bdrv_register(&bdrv_qcow2);
+    bdrv_register(&bdrv_luks);
     bdrv_register(&bdrv_blkdebug);
     bdrv_register(&bdrv_compress);
     bdrv_register(&bdrv_copy_on_read);

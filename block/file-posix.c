@@ -580,9 +580,28 @@ static int64_t file_get_allocated_file_size(BlockDriverState *bs)
     return (int64_t)st.st_blocks * 512;
 }
 
+/*
+ * As QEMU's file driver: a file that grows from empty gets its first
+ * block written (zeroes), so its start is allocated -- QEMU does it to
+ * probe O_DIRECT alignment; measure and map then see that block as
+ * data, and strata's files must look the same.
+ */
+static int allocate_first_block(int fd, int64_t size)
+{
+    char buf[4096] = { 0 };
+    size_t n = size < (int64_t)sizeof(buf) ? 512 : sizeof(buf);
+    ssize_t done;
+
+    do {
+        done = pwrite(fd, buf, n, 0);
+    } while (done < 0 && errno == EINTR);
+    return done < 0 ? -errno : 0;
+}
+
 static int truncate_file(BlockDriverState *bs, int64_t size, GError **errp)
 {
     BDRVFileState *s = bs->opaque;
+    struct stat st;
 
     if (fault_inject_hit(FAULT_WRITE) < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
@@ -592,11 +611,18 @@ static int truncate_file(BlockDriverState *bs, int64_t size, GError **errp)
     if (power_cut_write(s->fd, size, -1)) {
         return 0;   /* power-cut filter */
     }
+    if (fstat(s->fd, &st) < 0) {
+        st.st_size = -1;
+    }
     if (ftruncate(s->fd, size) < 0) {
         int err = errno;
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                     "Failed to resize the file: %s", g_strerror(err));
         return -err;
+    }
+    if (st.st_size == 0 && size > 0) {
+        /* best effort, as QEMU's: the file has its size either way */
+        allocate_first_block(s->fd, size);
     }
     return 0;
 }
@@ -740,6 +766,9 @@ bool file_create_with_size(const char *filename, uint64_t size,
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                     "Could not resize file: %s", g_strerror(err));
         return false;
+    }
+    if (size > 0) {
+        allocate_first_block(fd, (int64_t)size);
     }
     close(fd);
     return true;

@@ -712,7 +712,6 @@ int qcow2_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
     int old_version = s->version;
     int ret;
 
-    (void)force;   /* only LUKS options, which strata refuses, use it */
     if (!parse_request(bs, opts, &r, errp)) {
         return -EINVAL;
     }
@@ -720,6 +719,13 @@ int qcow2_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
         g_mutex_lock(&s->lock);
         ret = upgrade(bs, errp);
         g_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    /* QEMU's order: the key slots after an upgrade, before the rest */
+    if (qcow2_crypto_amend_requested(opts)) {
+        ret = qcow2_crypto_amend(bs, opts, force, errp);
         if (ret < 0) {
             return ret;
         }

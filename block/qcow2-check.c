@@ -576,6 +576,9 @@ static int calculate_refcounts(CheckState *c, BdrvCheckMode fix)
     inc_refs(c, s->snapshots_offset, s->snapshots_size);
     inc_refs(c, s->refcount_table_offset,
              (uint64_t)s->refcount_table_size * 8);
+    if (s->has_crypto_hdr) {
+        inc_refs(c, s->crypto_hdr_offset, s->crypto_hdr_length);
+    }
     ret = qcow2_bitmaps_count_refs(c->bs, inc_refs_cb, c,
                                    &c->res->corruptions);
     if (ret < 0) {

@@ -338,8 +338,8 @@ static int read_run(BlockDriverState *bs, uint64_t entry, uint64_t off,
     case QCOW2_CLUSTER_NORMAL:
     default:
         bdrv_debug_event(bs->file, "read_aio");
-        return bdrv_pread(qcow2_data(bs), (entry & L2E_OFFSET_MASK) +
-                          (off & (s->cluster_size - 1)), n, buf);
+        return qcow2_data_pread(bs, (entry & L2E_OFFSET_MASK) +
+                                (off & (s->cluster_size - 1)), off, n, buf);
     }
 }
 
@@ -361,8 +361,8 @@ int qcow2_pread_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
     uint8_t *p = buf;
     int ret = 0;
 
-    if (s->data_file_skipped) {
-        return -EIO;   /* opened to describe it: no data file here */
+    if (qcow2_data_unavailable(s)) {
+        return -EIO;   /* opened to describe it: no data file or key */
     }
     g_rw_lock_reader_lock(&s->free_lock);
     while (bytes > 0) {
@@ -584,7 +584,7 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t *n,
     if (ret == 0) {
         bdrv_debug_event(bs->file, "write_aio");
         bdrv_debug_event(bs->file, src != buf ? "cow_write" : NULL);
-        ret = bdrv_pwrite(qcow2_data(bs), host, nb * cs, src);
+        ret = qcow2_data_pwrite(bs, host, gstart, nb * cs, src);
     }
     free(bounce);
 
@@ -707,7 +707,7 @@ static int write_zeroed_in_place(BlockDriverState *bs, uint64_t off,
     g_mutex_unlock(&s->lock);
 
     bdrv_debug_event(bs->file, "write_aio");
-    ret = bdrv_pwrite(qcow2_data(bs), wstart, wlen, src);
+    ret = qcow2_data_pwrite(bs, wstart, off - head, wlen, src);
 
     g_mutex_lock(&s->lock);
     if (ret == 0) {
@@ -778,7 +778,7 @@ int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
     uint64_t next_host = 0;  /* where the last run ended on the host */
     int ret = 0;
 
-    if (s->data_file_skipped) {
+    if (qcow2_data_unavailable(s)) {
         return -EIO;
     }
     g_rw_lock_reader_lock(&s->free_lock);
@@ -834,7 +834,7 @@ int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
             }
             g_mutex_unlock(&s->lock);
             bdrv_debug_event(bs->file, "write_aio");
-            ret = bdrv_pwrite(qcow2_data(bs), host, n, p);
+            ret = qcow2_data_pwrite(bs, host, offset, n, p);
             g_mutex_lock(&s->lock);
             if (ret < 0) {
                 break;
@@ -1056,7 +1056,7 @@ int qcow2_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
     uint64_t a, b;
     int ret;
 
-    if (end > s->size || s->data_file_skipped) {
+    if (end > s->size || qcow2_data_unavailable(s)) {
         return -EIO;
     }
     if (s->version < 3 && bs->backing) {
@@ -1176,6 +1176,10 @@ int qcow2_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
     case QCOW2_CLUSTER_ZERO_PLAIN:
         return BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED;
     case QCOW2_CLUSTER_ZERO_ALLOC:
+        if (s->crypt_method) {
+            /* as QEMU: the file's bytes there are not the guest's */
+            return BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED;
+        }
         *map = (entry & L2E_OFFSET_MASK) + (offset & (s->cluster_size - 1));
         *file = qcow2_data(bs);
         return BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_OFFSET_VALID;
@@ -1183,6 +1187,9 @@ int qcow2_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
         return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_COMPRESSED;
     case QCOW2_CLUSTER_NORMAL:
     default:
+        if (s->crypt_method) {
+            return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+        }
         *map = (entry & L2E_OFFSET_MASK) + (offset & (s->cluster_size - 1));
         *file = qcow2_data(bs);
         return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_OFFSET_VALID;

@@ -651,6 +651,11 @@ int qcow2_pwrite_compressed(BlockDriverState *bs, int64_t offset,
     if (qcow2_has_data_file(s)) {
         return -ENOTSUP;
     }
+    /* Compressed clusters are stored as they are: in an encrypted image
+     * that would leave guest data in the clear. */
+    if (s->crypt_method) {
+        return -ENOTSUP;
+    }
     if (bytes == 0) {
         return align_file_end(bs);
     }

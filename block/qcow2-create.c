@@ -26,7 +26,54 @@ typedef struct Qcow2CreateOpts {
     bool lazy_refcounts;
     const char *data_file;     /* external data file to create, or NULL */
     bool data_file_raw;
+    Qcow2CryptoCreate crypt;   /* method 0: not encrypted */
 } Qcow2CreateOpts;
+
+/*
+ * Encryption: encryption=on (QEMU's old spelling of encrypt.format=aes)
+ * or encrypt.format=aes|luks, with encrypt.key-secret and, for LUKS, the
+ * cipher, hash and PBKDF2 time.
+ */
+static bool parse_encrypt_opts(BlockOpts *opts, Qcow2CreateOpts *o,
+                               GError **errp)
+{
+    const char *fmt = bdrv_opts_get(opts, "encrypt.format");
+    bool old = false;
+    uint64_t iter_time = 0;
+
+    if (!bdrv_opts_get_bool(opts, "encryption", false, &old, errp) ||
+        !bdrv_opts_get_size(opts, "encrypt.iter-time", 0, &iter_time,
+                            errp)) {
+        return false;
+    }
+    if (old && fmt) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Conflicting parameters 'encryption' and "
+                    "'encrypt.format'");
+        return false;
+    }
+    if (old || (fmt && !strcmp(fmt, "aes"))) {
+        o->crypt.method = QCOW2_CRYPT_AES;
+    } else if (fmt && !strcmp(fmt, "luks")) {
+        o->crypt.method = QCOW2_CRYPT_LUKS;
+    } else if (fmt) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Parameter 'encrypt.format' does not accept value '%s'",
+                    fmt);
+        return false;
+    } else {
+        return true;
+    }
+    o->crypt.key_secret = bdrv_opts_get(opts, "encrypt.key-secret");
+    o->crypt.luks.cipher_alg = bdrv_opts_get(opts, "encrypt.cipher-alg");
+    o->crypt.luks.cipher_mode = bdrv_opts_get(opts, "encrypt.cipher-mode");
+    o->crypt.luks.ivgen_alg = bdrv_opts_get(opts, "encrypt.ivgen-alg");
+    o->crypt.luks.ivgen_hash_alg = bdrv_opts_get(opts,
+                                                 "encrypt.ivgen-hash-alg");
+    o->crypt.luks.hash_alg = bdrv_opts_get(opts, "encrypt.hash-alg");
+    o->crypt.luks.iter_time_ms = (int64_t)MIN(iter_time, INT64_MAX);
+    return true;
+}
 
 /* lazy_refcounts=on needs the compatible feature bits of version 3. */
 static bool check_lazy_refcounts(const Qcow2CreateOpts *o, GError **errp)
@@ -154,7 +201,8 @@ static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
         return false;
     }
     if (!check_lazy_refcounts(o, errp) ||
-        !parse_prealloc(prealloc, o, errp)) {
+        !parse_prealloc(prealloc, o, errp) ||
+        !parse_encrypt_opts(opts, o, errp)) {
         return false;
     }
     o->backing_file = bdrv_opts_get(opts, "backing_file");
@@ -351,6 +399,10 @@ bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp)
         return false;
     }
     if (o.size && qcow2_truncate(bs, o.size, errp) < 0) {
+        return false;
+    }
+    /* QEMU's order: the LUKS header comes after the L1 table */
+    if (o.crypt.method && qcow2_crypto_setup(bs, &o.crypt, errp) < 0) {
         return false;
     }
     if (o.prealloc_metadata && o.size) {

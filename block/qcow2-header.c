@@ -226,11 +226,10 @@ static bool parse_extensions(BlockDriverState *bs, const uint8_t *hdr,
             s->data_file_name = g_strndup((const char *)hdr + off, len);
             break;
         case QCOW2_EXT_CRYPTO:
-            /* encrypted images were refused before: this one is not */
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                        "CRYPTO header extension only expected with LUKS "
-                        "encryption method");
-            return false;
+            if (!qcow2_crypto_parse_ext(bs, hdr + off, len, errp)) {
+                return false;
+            }
+            break;
         case QCOW2_EXT_BITMAPS:
             if (!qcow2_bitmaps_parse_ext(bs, hdr + off, len, errp)) {
                 return false;
@@ -462,11 +461,7 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
                     "Unsupported encryption method %d", crypt);
         return -EINVAL;
     }
-    if (crypt) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "Encrypted images are not supported");
-        return -ENOTSUP;
-    }
+    s->crypt_method = crypt;
 
     file_end = qcow2_align_up(file_len, s->cluster_size);
     /* Like QEMU, the disk has whole 512-byte sectors: a size that is not
@@ -627,6 +622,7 @@ static int write_header(BlockDriverState *bs, bool sync, GError **errp)
     be32_write(buf + 4, s->version);
     be32_write(buf + 20, s->cluster_bits);
     be64_write(buf + 24, s->size);
+    be32_write(buf + 32, s->crypt_method);
     be32_write(buf + 36, s->l1_size);
     be64_write(buf + 40, s->l1_table_offset);
     be64_write(buf + 48, s->refcount_table_offset);
@@ -657,6 +653,12 @@ static int write_header(BlockDriverState *bs, bool sync, GError **errp)
     if (ok && qcow2_has_data_file(s) && s->data_file_name) {
         ok = put_ext(buf, &off, limit, QCOW2_EXT_DATA_FILE,
                      s->data_file_name, strlen(s->data_file_name));
+    }
+    /* then the LUKS header's place */
+    uint8_t crypto_ext[16];
+    if (ok && qcow2_crypto_ext_bytes(s, crypto_ext)) {
+        ok = put_ext(buf, &off, limit, QCOW2_EXT_CRYPTO, crypto_ext,
+                     sizeof(crypto_ext));
     }
     if (ok && s->version >= 3 && s->cluster_size > 4096) {
         uint8_t table[G_N_ELEMENTS(feature_names) * 48] = { 0 };

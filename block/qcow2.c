@@ -42,6 +42,7 @@ static void qcow2_free_state(BlockDriverState *bs, BDRVQcow2State *s)
     }
     g_clear_pointer(&s->data_file_name, g_free);
     qcow2_bitmaps_free(s);
+    qcow2_crypto_close(s);
     g_free(s->l1_table);
     g_free(s->refcount_table);
     g_free(s->unknown_header_fields);
@@ -156,6 +157,10 @@ static int qcow2_open(BlockDriverState *bs, BlockOpts *options, int flags,
         goto fail;
     }
     ret = qcow2_open_data_file(bs, options, flags, errp);
+    if (ret < 0) {
+        goto fail;
+    }
+    ret = qcow2_crypto_open(bs, options, flags, errp);
     if (ret < 0) {
         goto fail;
     }
@@ -409,6 +414,10 @@ static int qcow2_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
     bdi->is_dirty = !!(s->incompatible_features & QCOW2_INCOMPAT_DIRTY);
     bdi->unallocated_reads_zero = !bs->backing;
     bdi->data_may_be_sparse = qcow2_data_may_be_sparse(bs);
+    /* As QEMU's guess: preallocation maps every L2 table, so the first
+     * one tells; its clusters hold zeroes that decrypt to garbage. */
+    bdi->no_zero_init = s->crypt_method && s->l1_size > 0 &&
+                        s->l1_table[0] != 0;
     return 0;
 }
 
@@ -428,6 +437,13 @@ static void qcow2_get_specific_info(BlockDriverState *bs,
     info->has_data_file_raw = qcow2_has_data_file(s);
     info->data_file = qcow2_has_data_file(s) ? s->data_file_name : NULL;
     info->data_file_raw = qcow2_data_file_raw(s);
+    info->encrypt_format = s->crypt_method == QCOW2_CRYPT_AES ? "aes" :
+                           s->crypt_method == QCOW2_CRYPT_LUKS ? "luks" : NULL;
+    info->luks = qcow2_crypto_luks_info(bs);
+    if (s->key_secret_id) {
+        info->key_secret_opt = "encrypt.key-secret";
+        info->key_secret = s->key_secret_id;
+    }
 }
 
 /*

@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include "block/block_int.h"
+#include "block/crypto.h"
 
 #define QCOW_MAGIC 0x514649fbU  /* "QFI\xfb" */
 
@@ -57,6 +58,11 @@
 #define QCOW2_EXT_FEATURE_TABLE 0x6803f857U
 #define QCOW2_EXT_BITMAPS       0x23852875U
 #define QCOW2_EXT_CRYPTO        0x0537be77U
+
+/* crypt_method in the header */
+#define QCOW2_CRYPT_NONE 0
+#define QCOW2_CRYPT_AES  1
+#define QCOW2_CRYPT_LUKS 2
 #define QCOW2_EXT_DATA_FILE     0x44415441U
 #define QCOW2_BITMAPS_EXT_LEN   24  /* nb, reserved, dir size, dir offset */
 
@@ -251,6 +257,18 @@ typedef struct BDRVQcow2State {
 
     /* Persistent dirty bitmaps (qcow2-bitmap.c); NULL: none seen. */
     Qcow2Bitmaps *bm;
+
+    /* Encryption (qcow2-crypto.c): the header's method, where the LUKS
+     * header lies, the unlocked cipher (NULL: not encrypted, or opened
+     * only to be described) and info's cached description. */
+    uint32_t crypt_method;     /* QCOW2_CRYPT_* */
+    bool has_crypto_hdr;
+    uint64_t crypto_hdr_offset;
+    uint64_t crypto_hdr_length;
+    struct BlockCrypto *crypto;
+    GBytes *crypto_secret;     /* the secret that unlocked it (amend) */
+    char *key_secret_id;       /* encrypt.key-secret as given at open */
+    struct LuksInfo *luks_info;
 } BDRVQcow2State;
 
 /* The image keeps its guest data in an external data file: every data
@@ -563,5 +581,38 @@ int qcow2_truncate_prealloc(BlockDriverState *bs, int64_t size, int prealloc,
 /* qcow2-amend.c: qemu-img amend */
 int qcow2_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
                 BdrvAmendStatusCB *status_cb, void *cb_opaque, GError **errp);
+
+/* qcow2-crypto.c */
+typedef struct Qcow2CryptoCreate {
+    uint32_t method;           /* QCOW2_CRYPT_AES or QCOW2_CRYPT_LUKS */
+    const char *key_secret;
+    LuksCreateOptions luks;
+} Qcow2CryptoCreate;
+
+bool qcow2_crypto_parse_ext(BlockDriverState *bs, const uint8_t *data,
+                            uint32_t len, GError **errp);
+bool qcow2_crypto_ext_bytes(BDRVQcow2State *s, uint8_t out[16]);
+int qcow2_crypto_open(BlockDriverState *bs, BlockOpts *options, int flags,
+                      GError **errp);
+void qcow2_crypto_close(BDRVQcow2State *s);
+/* Guest data at host offset `host` (guest offset `guest`), through the
+ * cipher when the image is encrypted. */
+int qcow2_data_pread(BlockDriverState *bs, uint64_t host, uint64_t guest,
+                     uint64_t n, uint8_t *buf);
+int qcow2_data_pwrite(BlockDriverState *bs, uint64_t host, uint64_t guest,
+                      uint64_t n, const uint8_t *buf);
+const LuksInfo *qcow2_crypto_luks_info(BlockDriverState *bs);
+int qcow2_crypto_setup(BlockDriverState *bs, const Qcow2CryptoCreate *c,
+                       GError **errp);
+bool qcow2_crypto_amend_requested(BlockOpts *opts);
+int qcow2_crypto_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
+                       GError **errp);
+
+/* Guest data cannot be read or written: a data file or the key is
+ * missing (the image was opened only to be described). */
+static inline bool qcow2_data_unavailable(BDRVQcow2State *s)
+{
+    return s->data_file_skipped || (s->crypt_method && !s->crypto);
+}
 
 #endif

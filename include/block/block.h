@@ -304,6 +304,9 @@ typedef struct BlockDriverInfo {
     /* Data clusters may be holes in the file that read zeroes (QEMU's
      * "metadata preallocation" guess); map then asks the file. */
     bool data_may_be_sparse;
+    /* Clusters mapped without data read as garbage, not zeroes (QEMU's
+     * has_zero_init false): an encrypted image preallocated at create. */
+    bool no_zero_init;
 } BlockDriverInfo;
 int bdrv_get_info(BlockDriverState *bs, BlockDriverInfo *bdi);
 
@@ -321,6 +324,15 @@ typedef struct BlockSpecificInfo {
     const char *data_file;
     bool has_data_file_raw;
     bool data_file_raw;
+    /* qcow2 encryption: "aes", "luks" or NULL; for LUKS its header's
+     * description (owned by the node; NULL if it cannot be read) */
+    const char *encrypt_format;
+    const struct LuksInfo *luks;
+    /* The key option the node was opened with ("encrypt.key-secret" for
+     * qcow2, "key-secret" for luks) and its value, or NULLs.  QEMU then
+     * names the node by its options (json:{...}). */
+    const char *key_secret_opt;
+    const char *key_secret;
 } BlockSpecificInfo;
 void bdrv_get_specific_info(BlockDriverState *bs, BlockSpecificInfo *info);
 

@@ -10,6 +10,7 @@
 
 extern BlockDriver bdrv_file;
 extern BlockDriver bdrv_raw;
+extern BlockDriver bdrv_luks;
 extern BlockDriver bdrv_qcow2;
 extern BlockDriver bdrv_blkdebug;
 extern BlockDriver bdrv_compress;      /* block/filters.c */

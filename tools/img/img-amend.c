@@ -88,11 +88,51 @@ static int print_amend_help(const char *fmt)
     return 0;
 }
 
+/* LUKS key-slot options: amend has them, create does not. */
+static bool is_key_slot_option(const char *name)
+{
+    static const char *const names[] = {
+        "encrypt.state", "encrypt.keyslot", "encrypt.new-secret",
+        "encrypt.old-secret", NULL,
+    };
+
+    for (int i = 0; names[i]; i++) {
+        if (!strcmp(name, names[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The options the create table checks and normalises, plus the key-slot
+ * options as given. */
+static BlockOpts *amend_block_opts(ImgCreateOpts *co, const char *options,
+                                   GHashTable *keys)
+{
+    g_autoptr(GError) err = NULL;
+    BlockOpts *out;
+    GHashTableIter it;
+    gpointer k, v;
+
+    if (!img_create_opts_parse_except(co, options, is_key_slot_option,
+                                      &err)) {
+        img_error("%s", err->message);
+        return NULL;
+    }
+    out = img_create_opts_to_block_opts(co);
+    g_hash_table_iter_init(&it, keys);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        if (is_key_slot_option(k)) {
+            bdrv_opts_set(out, k, v);
+        }
+    }
+    return out;
+}
+
 /*
  * The -o list as the driver takes it (values normalised as for create),
  * or NULL after qemu-img's message: an unknown name, a creation-only
- * one (with the hint), a bad value, or encryption options (strata has
- * no encrypted images).
+ * one (with the hint) or a bad value.
  */
 static BlockOpts *parse_amend_options(const char *fmt, const char *options)
 {
@@ -118,17 +158,8 @@ static BlockOpts *parse_amend_options(const char *fmt, const char *options)
                                  "image creation" : "");
             return NULL;
         }
-        if (g_str_has_prefix(k, "encrypt.")) {
-            img_error("Can't amend encryption options - encryption not "
-                      "present");
-            return NULL;
-        }
     }
-    if (!img_create_opts_parse(co, options, &err)) {
-        img_error("%s", err->message);
-        return NULL;
-    }
-    return img_create_opts_to_block_opts(co);
+    return amend_block_opts(co, options, keys);
 }
 
 static void amend_status(BlockDriverState *bs, int64_t done, int64_t total,

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "img-common.h"
+#include "block/crypto.h"
 
 const char *img_progname = "strata-img";
 
@@ -188,9 +189,18 @@ bool img_parse_cache_mode(const char *mode, int *flags, bool *writethrough)
 BlockDriverState *img_open(bool image_opts, const char *filename,
                            const char *fmt, int flags, bool quiet)
 {
+    return img_open_extra(image_opts, filename, fmt, flags, quiet, NULL);
+}
+
+BlockDriverState *img_open_extra(bool image_opts, const char *filename,
+                                 const char *fmt, int flags, bool quiet,
+                                 GHashTable *extra)
+{
     g_autoptr(GError) err = NULL;
     BlockOpts *opts = bdrv_opts_new();
     BlockDriverState *bs;
+    GHashTableIter it;
+    gpointer k, v;
 
     if (image_opts) {
         const char *fs;
@@ -211,6 +221,12 @@ BlockDriverState *img_open(bool image_opts, const char *filename,
     } else {
         if (fmt) {
             bdrv_opts_set(opts, "driver", fmt);
+        }
+        if (extra) {
+            g_hash_table_iter_init(&it, extra);
+            while (g_hash_table_iter_next(&it, &k, &v)) {
+                bdrv_opts_set(opts, k, v);
+            }
         }
         bs = bdrv_open(filename, opts, flags, &err);
     }
@@ -255,11 +271,16 @@ bool img_common_opt(int c, char **argv, ImgCommonOpts *o)
     case OPT_IMAGE_OPTS:
         o->image_opts = true;
         return true;
-    case OPT_OBJECT:
-        /* Refused, not ignored: the objects it defines (secrets,
-         * throttle groups) would change what the command does. */
-        img_error("--object is not supported");
-        exit(o->object_status);
+    case OPT_OBJECT: {
+        /* Secrets only (encryption keys); any other object type is
+         * refused, not ignored: it would change what the command does. */
+        g_autoptr(GError) err = NULL;
+        if (!crypto_secret_add(optarg, &err)) {
+            img_error("%s", err->message);
+            exit(o->object_status);
+        }
+        return true;
+    }
     default:
         return false;
     }

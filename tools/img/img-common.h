@@ -82,6 +82,11 @@ bool img_parse_cache_mode(const char *mode, int *flags, bool *writethrough);
  */
 BlockDriverState *img_open(bool image_opts, const char *filename,
                            const char *fmt, int flags, bool quiet);
+/* The same with more options for the node (not with image_opts): the
+ * key a new encrypted target needs, as qemu-img passes it on. */
+BlockDriverState *img_open_extra(bool image_opts, const char *filename,
+                                 const char *fmt, int flags, bool quiet,
+                                 GHashTable *extra);
 
 /*
  * The option prologue every subcommand shares.  A subcommand's getopt

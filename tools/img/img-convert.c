@@ -583,6 +583,16 @@ static int convert_do_copy(ConvertState *s, bool progress)
     return s->ret;
 }
 
+/* The target's create options ask for encryption. */
+static bool target_encrypted(ImgCreateOpts *copts)
+{
+    const char *old = img_create_opts_get(copts, "encryption");
+
+    return img_create_opts_get(copts, "encrypt.format") ||
+           (old && strcmp(old, "off") && strcmp(old, "no") &&
+            strcmp(old, "false"));
+}
+
 /* -c: the target must compress, and its cluster size fit our buffer. */
 static bool convert_compressed_setup(ConvertState *s)
 {
@@ -759,6 +769,7 @@ int img_convert(int argc, char **argv)
     g_autofree ConvertSource *src = NULL;
     g_autoptr(ImgCreateOpts) copts = NULL;
     g_autoptr(BlockDriverState) target = NULL;
+    g_autoptr(GHashTable) secret_opts = bdrv_opts_new();
     ConvertState s = {
         .min_sparse = DEFAULT_SPARSE,
         .wr_in_order = true,
@@ -988,6 +999,12 @@ int img_convert(int argc, char **argv)
         img_error("Compression not supported for this file format");
         goto out;
     }
+    /* compressed clusters are stored as they are, never encrypted */
+    if (s.compressed && copts && target_encrypted(copts)) {
+        img_error("Compression and encryption not supported at the same "
+                  "time");
+        goto out;
+    }
     if (!skip_create) {
         g_autoptr(GError) err = NULL;
         g_autoptr(GHashTable) bopts = img_create_opts_to_block_opts(copts);
@@ -999,8 +1016,20 @@ int img_convert(int argc, char **argv)
         }
     }
 
-    target = img_open(tgt_image_opts, out_filename,
-                      tgt_image_opts ? NULL : out_fmt, flags, src_opts.quiet);
+    if (copts && !skip_create) {
+        /* a target created encrypted opens with the key it was made with */
+        static const char *const keys[] = { "encrypt.key-secret",
+                                            "key-secret", NULL };
+        for (int i = 0; keys[i]; i++) {
+            if (img_create_opts_get(copts, keys[i])) {
+                bdrv_opts_set(secret_opts, keys[i],
+                              img_create_opts_get(copts, keys[i]));
+            }
+        }
+    }
+    target = img_open_extra(tgt_image_opts, out_filename,
+                            tgt_image_opts ? NULL : out_fmt, flags,
+                            src_opts.quiet, secret_opts);
     if (!target) {
         goto out;
     }
@@ -1032,7 +1061,10 @@ int img_convert(int argc, char **argv)
     if (skip_create) {
         s.has_zero_init = target_is_zero;
     } else {
-        s.has_zero_init = s.min_sparse && !s.target_has_backing;
+        BlockDriverInfo tbdi;
+        s.has_zero_init = s.min_sparse && !s.target_has_backing &&
+                          !(bdrv_get_info(s.target, &tbdi) == 0 &&
+                            tbdi.no_zero_init);
     }
     s.alignment = BDRV_SECTOR_SIZE;
     if (s.min_sparse) {

@@ -72,6 +72,22 @@ static const OptDesc raw_opts[] = {
     { NULL },
 };
 
+/* QEMU's luks format (block/luks.c) */
+static const OptDesc luks_opts[] = {
+    { "key-secret", OPT_STRING, NULL,
+      "ID of secret providing LUKS passphrase" },
+    { "cipher-alg", OPT_STRING, NULL, "Name of encryption cipher algorithm" },
+    { "cipher-mode", OPT_STRING, NULL, "Name of encryption cipher mode" },
+    { "ivgen-alg", OPT_STRING, NULL, "Name of IV generator algorithm" },
+    { "ivgen-hash-alg", OPT_STRING, NULL,
+      "Name of IV generator hash algorithm" },
+    { "hash-alg", OPT_STRING, NULL, "Name of encryption hash algorithm" },
+    { "iter-time", OPT_NUMBER, NULL,
+      "Time to spend in PBKDF in milliseconds" },
+    SIZE_OPT,
+    { NULL },
+};
+
 /* The host-file protocol's options (also the "file" format's). */
 static const OptDesc file_opts[] = {
     SIZE_OPT,
@@ -102,6 +118,9 @@ static const OptDesc *format_opts(const char *fmt)
     }
     if (!strcmp(fmt, "file")) {
         return file_opts;
+    }
+    if (!strcmp(fmt, "luks")) {
+        return luks_opts;
     }
     return generic_opts;
 }
@@ -305,6 +324,13 @@ static char **split_option_list(const char *str)
 
 bool img_create_opts_parse(ImgCreateOpts *o, const char *str, GError **errp)
 {
+    return img_create_opts_parse_except(o, str, NULL, errp);
+}
+
+bool img_create_opts_parse_except(ImgCreateOpts *o, const char *str,
+                                  bool (*skip)(const char *name),
+                                  GError **errp)
+{
     g_auto(GStrv) parts = split_option_list(str);
 
     for (int i = 0; parts[i]; i++) {
@@ -319,6 +345,9 @@ bool img_create_opts_parse(ImgCreateOpts *o, const char *str, GError **errp)
         if (eq) {
             *eq = '\0';
             value = eq + 1;
+        }
+        if (skip && skip(parts[i])) {
+            continue;
         }
         d = find_desc(o->descs, parts[i]);
         if (!d) {

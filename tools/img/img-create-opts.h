@@ -23,6 +23,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(ImgCreateOpts, img_create_opts_free)
 /* Parses "k=v,k2=v2" (",," is a comma, a bare "k" means k=on), checking
  * names and value syntax with qemu's messages. */
 bool img_create_opts_parse(ImgCreateOpts *o, const char *str, GError **errp);
+/* The same, leaving out the names skip() accepts (amend's own options). */
+bool img_create_opts_parse_except(ImgCreateOpts *o, const char *str,
+                                  bool (*skip)(const char *name),
+                                  GError **errp);
 /* Sets one option; false if the format has no such option. */
 bool img_create_opts_set(ImgCreateOpts *o, const char *name,
                          const char *value);

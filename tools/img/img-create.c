@@ -104,7 +104,8 @@ static bool create_image(const char *filename, const char *fmt,
         if (backing_fmt) {
             bdrv_opts_set(open_opts, "driver", backing_fmt);
         }
-        bs = bdrv_open(full, open_opts, 0, &err);
+        /* only its size is needed: no key, no data (as qemu-img) */
+        bs = bdrv_open(full, open_opts, BDRV_O_NO_IO, &err);
         if (!bs) {
             report(filename, err->message, "Could not open backing image.");
             return false;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "img-common.h"
+#include "block/crypto.h"
 #include "block/dirty-bitmap.h"
 #include "img-json.h"
 #include "img-snapshot.h"
@@ -65,6 +66,46 @@ static void add_bitmaps(JsonBuilder *b, BlockDriverState *bs)
     json_builder_end_array(b);
 }
 
+/* QEMU's description of a LUKS header (QCryptoBlockInfoLUKS). */
+static void add_luks_fields(JsonBuilder *b, const LuksInfo *l)
+{
+    add_string(b, "cipher-alg", l->cipher_alg);
+    add_string(b, "cipher-mode", l->cipher_mode);
+    add_string(b, "ivgen-alg", l->ivgen_alg);
+    if (l->ivgen_hash_alg) {
+        add_string(b, "ivgen-hash-alg", l->ivgen_hash_alg);
+    }
+    add_string(b, "hash-alg", l->hash_alg);
+    add_int(b, "payload-offset", (int64_t)l->payload_offset);
+    add_int(b, "master-key-iters", l->master_key_iters);
+    add_string(b, "uuid", l->uuid);
+    json_builder_set_member_name(b, "slots");
+    json_builder_begin_array(b);
+    for (int i = 0; i < 8; i++) {
+        json_builder_begin_object(b);
+        add_bool(b, "active", l->slots[i].active);
+        if (l->slots[i].active) {
+            add_int(b, "iters", l->slots[i].iters);
+            add_int(b, "stripes", l->slots[i].stripes);
+        }
+        add_int(b, "key-offset", (int64_t)l->slots[i].key_offset);
+        json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
+}
+
+/* qcow2's "encrypt" member: the format, and for LUKS its header. */
+static void add_encrypt(JsonBuilder *b, const BlockSpecificInfo *si)
+{
+    json_builder_set_member_name(b, "encrypt");
+    json_builder_begin_object(b);
+    add_string(b, "format", si->encrypt_format);
+    if (si->luks) {
+        add_luks_fields(b, si->luks);
+    }
+    json_builder_end_object(b);
+}
+
 /* The "format-specific" member: {"type": "qcow2", "data": {...}}. */
 static void add_format_specific(JsonBuilder *b, BlockDriverState *bs)
 {
@@ -97,11 +138,45 @@ static void add_format_specific(JsonBuilder *b, BlockDriverState *bs)
         }
         add_bitmaps(b, bs);
         add_int(b, "refcount-bits", si.refcount_bits);
+        if (si.encrypt_format) {
+            add_encrypt(b, &si);
+        }
         add_string(b, "compression-type",
                    si.compression_type ? si.compression_type : "zlib");
+    } else if (!strcmp(si.type, "luks") && si.luks) {
+        add_luks_fields(b, si.luks);
     }
     json_builder_end_object(b);
     json_builder_end_object(b);
+}
+
+/*
+ * The node's name as QEMU shows it: a node opened with a key is named by
+ * its options, json:{key, driver, file: {driver, filename}}.
+ */
+static char *display_filename(BlockDriverState *bs, const BlockSpecificInfo *si)
+{
+    BlockDriverState *file = bdrv_get_file(bs);
+    g_autoptr(JsonBuilder) b = NULL;
+    g_autoptr(JsonNode) root = NULL;
+    g_autofree char *text = NULL;
+
+    if (!si->key_secret || !file) {
+        return g_strdup(bdrv_get_filename(bs));
+    }
+    b = json_builder_new();
+    json_builder_begin_object(b);
+    add_string(b, si->key_secret_opt, si->key_secret);
+    add_string(b, "driver", bdrv_get_format_name(bs));
+    json_builder_set_member_name(b, "file");
+    json_builder_begin_object(b);
+    add_string(b, "driver", bdrv_get_format_name(file));
+    add_string(b, "filename", bdrv_get_filename(file));
+    json_builder_end_object(b);
+    json_builder_end_object(b);
+    root = json_builder_get_root(b);
+    text = json_writer_line(root);
+    return g_strconcat("json:", text, NULL);
 }
 
 /*
@@ -114,6 +189,8 @@ static JsonNode *query_image_info(BlockDriverState *bs, char **errmsg)
     g_autoptr(GPtrArray) snapshots = NULL;
     g_autoptr(GError) err = NULL;
     BlockDriverInfo bdi;
+    BlockSpecificInfo si;
+    g_autofree char *name = NULL;
     const char *backing;
     int64_t size, actual;
     int ret;
@@ -125,13 +202,18 @@ static JsonNode *query_image_info(BlockDriverState *bs, char **errmsg)
         return NULL;
     }
 
+    bdrv_get_specific_info(bs, &si);
+    name = display_filename(bs, &si);
     json_builder_begin_object(b);
-    add_string(b, "filename", bdrv_get_filename(bs));
+    add_string(b, "filename", name);
     add_string(b, "format", bdrv_get_format_name(bs));
     add_int(b, "virtual-size", size);
     actual = bdrv_get_allocated_file_size(bs);
     if (actual >= 0) {
         add_int(b, "actual-size", actual);
+    }
+    if (si.encrypt_format) {
+        add_bool(b, "encrypted", true);
     }
     if (bdrv_get_info(bs, &bdi) >= 0) {
         if (bdi.cluster_size) {

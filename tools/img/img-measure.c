@@ -14,6 +14,7 @@
 #include <json-glib/json-glib.h>
 
 #include "img-common.h"
+#include "block/crypto.h"
 #include "block/dirty-bitmap.h"
 #include "img-create-opts.h"
 #include "img-json.h"
@@ -180,23 +181,49 @@ static bool qcow2_measure_opts(ImgCreateOpts *co, uint64_t *cs,
         img_error("Invalid parameter '%s'", v);
         return false;
     }
-    if (img_create_opts_get(co, "encrypt.format") ||
-        img_create_opts_get(co, "extended_l2")) {
-        img_error("strata cannot measure encrypted images or extended L2 "
-                  "entries");
+    if (img_create_opts_get(co, "extended_l2")) {
+        img_error("strata cannot measure images with extended L2 entries");
         return false;
     }
+    return true;
+}
+
+/* encrypt.format=luks: the LUKS header's clusters (AES needs none). */
+static bool luks_header_bytes(ImgCreateOpts *co, uint64_t cs,
+                              uint64_t *bytes)
+{
+    const char *fmt = img_create_opts_get(co, "encrypt.format");
+    LuksCreateOptions lo = {
+        .cipher_alg = img_create_opts_get(co, "encrypt.cipher-alg"),
+        .cipher_mode = img_create_opts_get(co, "encrypt.cipher-mode"),
+        .ivgen_alg = img_create_opts_get(co, "encrypt.ivgen-alg"),
+        .ivgen_hash_alg = img_create_opts_get(co, "encrypt.ivgen-hash-alg"),
+        .hash_alg = img_create_opts_get(co, "encrypt.hash-alg"),
+    };
+    g_autoptr(GError) err = NULL;
+    uint64_t len;
+
+    *bytes = 0;
+    if (!fmt || strcmp(fmt, "luks")) {
+        return true;
+    }
+    if (!luks_header_size(&lo, &len, &err)) {
+        img_error("%s", err->message);
+        return false;
+    }
+    *bytes = (len + cs - 1) / cs * cs;
     return true;
 }
 
 static bool measure_qcow2(ImgCreateOpts *co, BlockDriverState *in,
                           uint64_t size, MeasureInfo *info)
 {
-    uint64_t cs, vsize, required = 0;
+    uint64_t cs, vsize, required = 0, luks = 0;
     int version, order;
     const char *prealloc = img_create_opts_get(co, "preallocation");
 
-    if (!qcow2_measure_opts(co, &cs, &version, &order)) {
+    if (!qcow2_measure_opts(co, &cs, &version, &order) ||
+        !luks_header_bytes(co, cs, &luks)) {
         return false;
     }
     vsize = (size + cs - 1) / cs * cs;
@@ -222,7 +249,7 @@ static bool measure_qcow2(ImgCreateOpts *co, BlockDriverState *in,
     if (prealloc && (!strcmp(prealloc, "full") || !strcmp(prealloc, "falloc"))) {
         required = vsize;
     }
-    info->fully_allocated = qcow2_prealloc_size(vsize, cs, order);
+    info->fully_allocated = qcow2_prealloc_size(vsize, cs, order) + luks;
     info->required = info->fully_allocated - vsize + required;
     info->has_bitmaps = version >= 3 && in && source_has_bitmap_room(in);
     if (info->has_bitmaps) {
@@ -412,10 +439,14 @@ int img_measure(int argc, char **argv)
             }
             o.output = optarg;
             break;
-        case OPT_OBJECT:
-            /* Objects (secrets) matter only to encrypted images, which
-             * strata refuses when it meets them; measure needs none. */
+        case OPT_OBJECT: {
+            g_autoptr(GError) err = NULL;
+            if (!crypto_secret_add(optarg, &err)) {
+                img_error("%s", err->message);
+                return 1;
+            }
             break;
+        }
         case OPT_SIZE:
             if (!img_cvtnum("image size", optarg, &sval)) {
                 return 1;

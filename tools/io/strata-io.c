@@ -16,6 +16,7 @@
 #include "block/blkdebug.h"
 #include "block/log.h"
 #include "io-util.h"
+#include "block/crypto.h"
 
 #ifndef STRATA_VERSION
 #define STRATA_VERSION "unknown"
@@ -542,9 +543,14 @@ int main(int argc, char **argv)
         case 'h':
             usage(g_get_prgname());
             exit(0);
-        case OPTION_OBJECT:
-            io_error_report("--object is not supported");
-            exit(1);
+        case OPTION_OBJECT: {
+            g_autoptr(GError) err = NULL;
+            if (!crypto_secret_add(optarg, &err)) {
+                io_error_report("%s", err->message);
+                exit(1);
+            }
+            break;
+        }
         case OPTION_IMAGE_OPTS:
             state.image_opts = true;
             break;
