@@ -21,6 +21,9 @@ PKGS="$PKGS qemu-system-x86"
 PKGS="$PKGS libnbd-dev libnbd-bin nbdkit"
 # TLS on NBD exports: GnuTLS, and certtool to make the tests' certificates
 PKGS="$PKGS libgnutls28-dev gnutls-bin"
+# encrypted images (LUKS, qcow2 AES): nettle's ciphers; GnuTLS's PBKDF2
+# and random numbers (libgnutls28-dev pulls nettle-dev in; named anyway)
+PKGS="$PKGS nettle-dev"
 # driver=rbd (block/rbd.c): librbd/librados headers (Debian 12 ships no
 # .pc for them); the RBD tests' throw-away cluster needs the daemons and
 # the rbd CLI (scripts/ceph-test-cluster.sh installs them itself if missing)
