@@ -310,15 +310,28 @@ static int sync_file(const char *filename)
 }
 
 /* falloc / full: the clusters that metadata preallocation mapped are
- * allocated in the file too (full: written with zeroes). */
+ * allocated in the file too (full: written with zeroes), from `start`
+ * on: as QEMU, the holes in the clusters of the metadata written before
+ * (the header's and L1 table's tails) stay holes, so the file has the
+ * same extents as QEMU's and grows as little on later writes. */
 static bool preallocate_data(BlockDriverState *bs, const Qcow2CreateOpts *o,
-                             GError **errp)
+                             int64_t start, GError **errp)
 {
     /* With a data file the data lives there, and only there. */
+    BDRVQcow2State *s = bs->opaque;
     BlockDriverState *target = qcow2_data(bs);
-    int64_t len = bdrv_getlength(target);
-    int ret = len < 0 ? (int)len : file_preallocate(target, len,
-                                                    o->prealloc_full);
+    int64_t len;
+    int ret;
+
+    /* the L2 tables land before the reserved range, as QEMU's */
+    g_mutex_lock(&s->lock);
+    ret = qcow2_write_back_metadata(bs);
+    g_mutex_unlock(&s->lock);
+    len = bdrv_getlength(target);
+    ret = ret < 0 ? ret : len < 0 ? (int)len
+                      : file_preallocate(target, qcow2_has_data_file(bs->opaque)
+                                                 ? 0 : start,
+                                         len, o->prealloc_full);
 
     if (ret < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
@@ -364,6 +377,7 @@ bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp)
     g_autoptr(BlockDriverState) bs = NULL;
     BDRVQcow2State *s;
     BlockOpts *oopts;
+    int64_t data_start;
     int ret;
 
     if (!parse_create_opts(opts, &o, errp) ||
@@ -405,6 +419,11 @@ bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp)
     if (o.crypt.method && qcow2_crypto_setup(bs, &o.crypt, errp) < 0) {
         return false;
     }
+    /* where the data area begins: after the metadata written so far */
+    data_start = bdrv_getlength(bs->file);
+    data_start = data_start < 0 ? 0
+                                : (int64_t)qcow2_align_up(data_start,
+                                                          s->cluster_size);
     if (o.prealloc_metadata && o.size) {
         g_mutex_lock(&s->lock);
         ret = qcow2_preallocate_metadata(bs, 0, o.size);
@@ -416,7 +435,8 @@ bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp)
             return false;
         }
     }
-    if (o.prealloc_data && o.size && !preallocate_data(bs, &o, errp)) {
+    if (o.prealloc_data && o.size &&
+        !preallocate_data(bs, &o, data_start, errp)) {
         return false;
     }
     ret = bdrv_flush(bs);

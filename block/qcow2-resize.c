@@ -268,20 +268,20 @@ static int do_shrink(BlockDriverState *bs, uint64_t size, GError **errp)
 
 /*
  * falloc / full: the file is first grown (reserved or zero-filled) by
- * exactly the clusters the new area needs -- its data clusters (the
- * partial one at the old end only if it is not allocated yet) and the
- * L2 tables still missing -- so that what the metadata preallocation
- * hands out next lies in space already taken.  Under s->lock.
+ * exactly the clusters the new area needs -- its data clusters, from the
+ * one the old end lies in (see move_tail_cluster), and the L2 tables
+ * still missing -- so that what the metadata preallocation hands out
+ * next lies in space already taken.  *area: where that space begins.
+ * Under s->lock.
  */
 static int reserve_file_space(BlockDriverState *bs, uint64_t old_size,
-                              uint64_t size, bool tail_allocated,
-                              int prealloc, GError **errp)
+                              uint64_t size, int prealloc, uint64_t *area,
+                              GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t cs = s->cluster_size;
     uint64_t span = cs * s->l2_size;
-    uint64_t first = tail_allocated ? qcow2_align_up(old_size, cs)
-                                    : qcow2_cluster_start(s, old_size);
+    uint64_t first = qcow2_cluster_start(s, old_size);
     uint64_t end = qcow2_align_up(size, cs);
     uint64_t clusters = end > first ? (end - first) / cs : 0;
     int64_t file_len = bdrv_getlength(bs->file);
@@ -297,12 +297,11 @@ static int reserve_file_space(BlockDriverState *bs, uint64_t old_size,
                     g_strerror((int)-file_len));
         return (int)file_len;
     }
+    *area = qcow2_align_up(file_len, cs);
     if (!clusters) {
         return 0;
     }
-    ret = bdrv_truncate_prealloc(bs->file,
-                                 (int64_t)(qcow2_align_up(file_len, cs) +
-                                           clusters * cs),
+    ret = bdrv_truncate_prealloc(bs->file, (int64_t)(*area + clusters * cs),
                                  prealloc, errp);
     if (ret < 0) {
         g_prefix_error(errp, "Failed to resize underlying file: ");
@@ -310,11 +309,87 @@ static int reserve_file_space(BlockDriverState *bs, uint64_t old_size,
     return ret;
 }
 
+/*
+ * The cluster the old end lies in, read before the locks are taken: a
+ * falloc/full grow moves it (QEMU's way), whatever it held -- this
+ * layer's data, the backing file's, zeroes; a metadata grow gives it a
+ * cluster of its own if only the backing file fills it, so that the
+ * preallocation does not hide the backing data (QEMU copies it then).
+ */
+typedef struct TailCluster {
+    uint64_t start;            /* guest offset of the cluster */
+    uint64_t len;              /* bytes of it inside the old disk */
+    uint8_t *head;             /* those bytes; NULL: nothing to move */
+} TailCluster;
+
+/* Does this layer map the cluster at guest offset start?  Unlocked. */
+static bool tail_allocated(BlockDriverState *bs, uint64_t start)
+{
+    int64_t pnum, map;
+    BlockDriverState *file;
+
+    return qcow2_block_status(bs, start, 1, &pnum, &map, &file) > 0;
+}
+
+static int read_tail_cluster(BlockDriverState *bs, uint64_t size,
+                             int prealloc, TailCluster *t)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    t->head = NULL;
+    if (prealloc == BDRV_PREALLOC_OFF || size <= s->size ||
+        s->size % s->cluster_size == 0 || qcow2_has_data_file(s)) {
+        return 0;
+    }
+    t->start = qcow2_cluster_start(s, s->size);
+    if (prealloc == BDRV_PREALLOC_METADATA &&
+        (!bs->backing || tail_allocated(bs, t->start))) {
+        return 0;
+    }
+    t->len = s->size - t->start;
+    t->head = g_malloc(t->len);
+    return qcow2_pread(bs, t->start, t->len, t->head);
+}
+
+/*
+ * As QEMU's preallocating grow: the new data area begins with the
+ * cluster the old end lies in.  It gets the first cluster of the
+ * reserved space, its head is written there and its entry switched; the
+ * cluster it had (if any) is released.  So the whole tail cluster is
+ * preallocated space, and the file is laid out as QEMU's (later writes
+ * there do not grow it: iotest 125).  Under s->lock.
+ */
+static int move_tail_cluster(BlockDriverState *bs, const TailCluster *t,
+                             uint64_t area)
+{
+    int64_t host = 0, k;
+    int ret;
+
+    /* area 0: nothing was reserved (metadata): any free cluster */
+    k = area ? qcow2_alloc_clusters_at(bs, area, 1) : 0;
+    if (k < 0) {
+        return (int)k;
+    }
+    host = k > 0 ? (int64_t)area : qcow2_alloc_clusters(bs, 1);
+    if (host < 0) {
+        return (int)host;
+    }
+    ret = qcow2_data_pwrite(bs, host, t->start, t->len, t->head);
+    if (ret == 0) {
+        ret = qcow2_l2_entry_set(bs, t->start, host | QCOW_OFLAG_COPIED);
+    }
+    if (ret < 0) {
+        qcow2_free_cluster_deferred(bs, host);
+    }
+    return ret;
+}
+
 static int do_grow(BlockDriverState *bs, uint64_t size, int prealloc,
-                   bool tail_allocated, GError **errp)
+                   const TailCluster *tail, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t old_size = s->size;
+    uint64_t area = 0;
     int ret;
 
     ret = qcow2_grow_l1_table(bs, qcow2_l1_entries_for(s, size));
@@ -347,11 +422,15 @@ static int do_grow(BlockDriverState *bs, uint64_t size, int prealloc,
         }
     } else if (prealloc == BDRV_PREALLOC_FALLOC ||
                prealloc == BDRV_PREALLOC_FULL) {
-        ret = reserve_file_space(bs, old_size, size, tail_allocated,
-                                 prealloc, errp);
+        ret = reserve_file_space(bs, old_size, size, prealloc, &area, errp);
         if (ret < 0) {
             return ret;
         }
+    }
+    if (tail->head && (ret = move_tail_cluster(bs, tail, area)) < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Failed to update L2 tables: %s", g_strerror(-ret));
+        return ret;
     }
     if (prealloc != BDRV_PREALLOC_OFF && size > old_size) {
         ret = qcow2_preallocate_metadata(bs, old_size, size - old_size);
@@ -368,76 +447,6 @@ static int do_grow(BlockDriverState *bs, uint64_t size, int prealloc,
                     "Failed to grow the image: %s", g_strerror(-ret));
     }
     return ret;
-}
-
-/*
- * A preallocating grow from inside a cluster that only the backing file
- * fills: the cluster's head is copied into this layer first, so that
- * preallocating it does not hide the backing data (QEMU copies it on
- * allocation).  Called without the locks.
- */
-static int copy_tail_cluster(BlockDriverState *bs, int prealloc)
-{
-    BDRVQcow2State *s = bs->opaque;
-    uint64_t start = qcow2_cluster_start(s, s->size);
-    g_autofree uint8_t *buf = NULL;
-    int ret;
-
-    if (prealloc == BDRV_PREALLOC_OFF || !bs->backing ||
-        s->size % s->cluster_size == 0) {
-        return 0;
-    }
-    buf = g_malloc(s->size - start);
-    ret = qcow2_pread(bs, start, s->size - start, buf);
-    if (ret == 0) {
-        ret = qcow2_pwrite(bs, start, s->size - start, buf);
-    }
-    return ret;
-}
-
-/* Does this layer map the cluster the old end lies in?  Unlocked. */
-static bool tail_cluster_allocated(BlockDriverState *bs)
-{
-    BDRVQcow2State *s = bs->opaque;
-    int64_t pnum, map;
-    BlockDriverState *file;
-
-    if (s->size % s->cluster_size == 0) {
-        return false;
-    }
-    return qcow2_block_status(bs, qcow2_cluster_start(s, s->size), 1, &pnum,
-                              &map, &file) > 0;
-}
-
-/*
- * falloc / full over an allocated cluster at the old end: the part of
- * it past the old end gets its host space too (it may be a hole of a
- * metadata preallocation); those bytes read zeroes anyway.  Unlocked.
- */
-static int prealloc_tail_cluster(BlockDriverState *bs, int prealloc)
-{
-    BDRVQcow2State *s = bs->opaque;
-    uint64_t in = s->size % s->cluster_size;
-    int64_t pnum, map = 0;
-    BlockDriverState *file = NULL;
-    g_autofree uint8_t *zeroes = NULL;
-    int ret;
-
-    if ((prealloc != BDRV_PREALLOC_FALLOC && prealloc != BDRV_PREALLOC_FULL)
-        || !in) {
-        return 0;
-    }
-    ret = qcow2_block_status(bs, qcow2_cluster_start(s, s->size), 1, &pnum,
-                             &map, &file);
-    if (ret <= 0 || !(ret & BDRV_BLOCK_OFFSET_VALID) || file != bs->file) {
-        return ret < 0 ? ret : 0;
-    }
-    map = qcow2_cluster_start(s, map);
-    if (prealloc == BDRV_PREALLOC_FALLOC) {
-        return bdrv_pwrite_zeroes(bs->file, map + in, s->cluster_size - in, 0);
-    }
-    zeroes = g_malloc0(s->cluster_size - in);
-    return bdrv_pwrite(bs->file, map + in, s->cluster_size - in, zeroes);
 }
 
 /* What QEMU refuses before touching anything. */
@@ -485,7 +494,7 @@ int qcow2_truncate_prealloc(BlockDriverState *bs, int64_t size, int prealloc,
                             GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
-    bool tail_allocated;
+    TailCluster tail = { 0 };
     int ret;
 
     if (!truncate_allowed(bs, size, prealloc, errp)) {
@@ -496,16 +505,11 @@ int qcow2_truncate_prealloc(BlockDriverState *bs, int64_t size, int prealloc,
     if (ret < 0) {
         return ret;
     }
-    if ((uint64_t)size > s->size && (ret = copy_tail_cluster(bs, prealloc))) {
+    ret = read_tail_cluster(bs, (uint64_t)size, prealloc, &tail);
+    if (ret < 0) {
+        g_free(tail.head);
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                     "Could not preallocate metadata: %s", g_strerror(-ret));
-        return ret;
-    }
-    tail_allocated = tail_cluster_allocated(bs);
-    if ((uint64_t)size > s->size && tail_allocated &&
-        (ret = prealloc_tail_cluster(bs, prealloc)) < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not preallocate new data: %s", g_strerror(-ret));
         return ret;
     }
     g_rw_lock_writer_lock(&s->free_lock);
@@ -517,10 +521,11 @@ int qcow2_truncate_prealloc(BlockDriverState *bs, int64_t size, int prealloc,
             ret = bdrv_truncate(s->data_file, size, errp);
         }
     } else {
-        ret = do_grow(bs, size, prealloc, tail_allocated, errp);
+        ret = do_grow(bs, size, prealloc, &tail, errp);
     }
     g_mutex_unlock(&s->lock);
     g_rw_lock_writer_unlock(&s->free_lock);
+    g_free(tail.head);
     if (ret == 0) {
         qcow2_bitmaps_resized(bs);
     }

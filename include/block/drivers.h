@@ -27,9 +27,10 @@ void bdrv_register_all(void);
 /* Shared by the file and raw drivers' create. */
 bool file_create_with_size(const char *filename, uint64_t size, GError **errp);
 /* preallocation=falloc|full: allocates (falloc) or writes zeroes into
- * (full) every hole of the host file under bs in [0, len); data already
- * there is untouched.  0 or -errno. */
-int file_preallocate(BlockDriverState *bs, int64_t len, bool full);
+ * (full) every hole of the host file under bs in [start, len); data
+ * already there is untouched.  0 or -errno. */
+int file_preallocate(BlockDriverState *bs, int64_t start, int64_t len,
+                     bool full);
 /* file_create_with_size, then the preallocation opts ask for. */
 bool file_create_prealloc(const char *filename, BlockOpts *opts,
                           uint64_t size, GError **errp);

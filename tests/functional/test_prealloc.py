@@ -8,11 +8,24 @@ falloc/full without host offsets: see guest_map), at
 least as many allocated blocks as the guest size needs (falloc, full),
 reads back as zeroes, and passes qemu-img check.  For raw the file is
 fully allocated.  A bad mode gets qemu-img's text and creates no file.
+
+- falloc_leaves_metadata_holes_like_qemu: the holes (SEEK_HOLE) of a
+  falloc/full qcow2 are qemu-img's: the tails of the header and L1
+  clusters stay holes, only the data area is reserved;
+- grow_moves_tail_cluster_like_qemu: a falloc/full resize from inside an
+  allocated cluster gives that cluster a new host cluster at the start
+  of the reserved space (QEMU's layout), with its data intact, the old
+  one released (check clean), and a later write into it not growing the
+  file; a metadata resize of an image whose tail cluster only the
+  backing file fills copies the backing data into the new cluster;
+- new_raw_file_first_block_like_qemu: a new raw file has its first block
+  allocated as qemu-img's has (so measure and map see it).
 """
 
 import json
 import os
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -106,6 +119,107 @@ def bad_modes_create_nothing():
             common.check(common.normalize_prog(ours.err, t.img_name) ==
                          common.normalize_prog(theirs.err, 'qemu-img'),
                          '%s %s: %r vs %r' % (fmt, mode, ours.err, theirs.err))
+
+
+def holes(path):
+    """The file's data ranges, as SEEK_DATA/SEEK_HOLE report them."""
+    out, off = [], 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end = os.fstat(fd).st_size
+        while off < end:
+            try:
+                data = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError:
+                break
+            hole = os.lseek(fd, data, os.SEEK_HOLE)
+            out.append((data, hole))
+            off = hole
+    finally:
+        os.close(fd)
+    return out
+
+
+@runner.case()
+def falloc_leaves_metadata_holes_like_qemu():
+    t = common.tools()
+    with common.TempDir() as d:
+        ours, theirs = os.path.join(d, 'o.qcow2'), os.path.join(d, 't.qcow2')
+        for mode in ('falloc', 'full'):
+            opts = 'preallocation=%s,cluster_size=64k' % mode
+            create(t.img, 'qcow2', ours, opts, '2000k')
+            create(t.qemu_img, 'qcow2', theirs, opts, '2000k')
+            common.check(holes(ours) == holes(theirs),
+                         '%s: data ranges %s, qemu-img\'s %s'
+                         % (mode, holes(ours), holes(theirs)))
+
+
+def host_of(img, guest):
+    for e in json.loads(common.run([common.tools().qemu_img, 'map',
+                                    '--output=json', img]).out):
+        if e['start'] <= guest < e['start'] + e['length']:
+            return e.get('offset', 0) + guest - e['start'] \
+                if 'offset' in e else None
+    return None
+
+
+@runner.case()
+def grow_moves_tail_cluster_like_qemu():
+    t = common.tools()
+    with common.TempDir() as d:
+        for mode in ('falloc', 'full'):
+            paths = {}
+            for who, img, io in (('ours', t.img, t.io),
+                                 ('theirs', t.qemu_img, t.qemu_io)):
+                p = os.path.join(d, '%s-%s.qcow2' % (who, mode))
+                create(img, 'qcow2', p, 'cluster_size=64k', '100k')
+                common.run([io, '-c', 'write -P 0x5a 0 100k', p])
+                before = host_of(p, 70000)
+                common.run([img, 'resize', '-q', '--preallocation=' + mode,
+                            p, '200k'])
+                after = host_of(p, 70000)
+                common.check(after is not None and after != before,
+                             '%s %s: the tail cluster stayed at %s'
+                             % (who, mode, before))
+                common.run([t.qemu_io, '-c', 'read -P 0x5a 0 100k',
+                            '-c', 'read -P 0 100k 100k', p])
+                common.qemu_check_clean(p)
+                length = os.path.getsize(p)
+                common.run([io, '-c', 'write -P 0x33 100k 100k', p])
+                common.check(os.path.getsize(p) == length,
+                             '%s %s: a write into the preallocated tail '
+                             'grew the file' % (who, mode))
+                paths[who] = p
+            common.check(host_of(paths['ours'], 70000) % 65536 ==
+                         host_of(paths['theirs'], 70000) % 65536,
+                         'in-cluster offsets differ')
+        # metadata: a tail cluster that only the backing file fills
+        base = os.path.join(d, 'b.raw')
+        common.run([t.qemu_img, 'create', '-q', '-f', 'raw', base, '128k'])
+        common.run([t.qemu_io, '-f', 'raw', '-c', 'write -P 1 0 128k', base])
+        p = os.path.join(d, 'o.qcow2')
+        common.run([t.img, 'create', '-q', '-f', 'qcow2', '-F', 'raw', '-b',
+                    base, '-o', 'cluster_size=64k', p, '31k'])
+        common.run([t.img, 'resize', '-q', '--preallocation=metadata', p,
+                    '96k'])
+        common.run([t.qemu_io, '-c', 'read -P 1 0 31k', '-c',
+                    'read -P 0 31k 65k', p])
+        common.qemu_check_clean(p)
+
+
+@runner.case()
+def new_raw_file_first_block_like_qemu():
+    t = common.tools()
+    with common.TempDir() as d:
+        for size in ('1G', '2k'):
+            ranges = []
+            for tool in (t.qemu_img, t.img):
+                p = os.path.join(d, 'r.raw')
+                create(tool, 'raw', p, 'preallocation=off', size)
+                ranges.append(holes(p))
+            common.check(ranges[0] == ranges[1], '%s: %s, qemu-img: %s'
+                         % (size, ranges[1], ranges[0]))
+            common.check(ranges[0] != [], 'qemu-img left no block')
 
 
 if __name__ == '__main__':
