@@ -217,27 +217,47 @@ static bool register_secret(const char *id, GBytes *bytes, GError **errp)
     return ok;
 }
 
-bool crypto_secret_add(const char *spec, GError **errp)
+/* Checks a parsed spec, loads and decodes its bytes, registers them. */
+static bool add_spec(const SecretSpec *s, GError **errp)
 {
-    SecretSpec s = { 0 };
     g_autoptr(GBytes) raw = NULL;
     g_autoptr(GBytes) bytes = NULL;
-    bool ok = false;
 
-    if (!parse_spec(spec, &s, errp) || !check_spec(&s, errp)) {
-        goto out;
+    if (!check_spec(s, errp)) {
+        return false;
     }
-    raw = load_bytes(&s, errp);
+    raw = load_bytes(s, errp);
     if (!raw) {
-        goto out;
+        return false;
     }
-    if (s.format && !strcmp(s.format, "base64")) {
+    if (s->format && !strcmp(s->format, "base64")) {
         bytes = decode_base64(raw, errp);
     } else {
         bytes = g_bytes_ref(raw);
     }
-    ok = bytes && register_secret(s.id, bytes, errp);
-out:
+    return bytes && register_secret(s->id, bytes, errp);
+}
+
+bool crypto_secret_add(const char *spec, GError **errp)
+{
+    SecretSpec s = { 0 };
+    bool ok = parse_spec(spec, &s, errp) && add_spec(&s, errp);
+
+    secret_spec_clear(&s);
+    return ok;
+}
+
+bool crypto_secret_add_fields(const char *id, const char *data,
+                              const char *file, const char *format,
+                              GError **errp)
+{
+    SecretSpec s = {
+        .type = g_strdup("secret"), .id = g_strdup(id),
+        .data = g_strdup(data), .file = g_strdup(file),
+        .format = g_strdup(format),
+    };
+    bool ok = add_spec(&s, errp);
+
     secret_spec_clear(&s);
     return ok;
 }

@@ -17,6 +17,7 @@
 
 #include "block/block_int.h"
 #include "block/filename.h"
+#include "block/json-writer.h"
 
 bool bdrv_filename_has_protocol(const char *name)
 {
@@ -280,4 +281,47 @@ const char *bdrv_filename_plain(const char *name)
         }
     }
     return name;
+}
+
+/* ---- the name QEMU shows for a node ---- */
+
+static void add_str(JsonBuilder *b, const char *key, const char *value)
+{
+    json_builder_set_member_name(b, key);
+    json_builder_add_string_value(b, value);
+}
+
+char *bdrv_get_display_filename(BlockDriverState *bs)
+{
+    BlockDriverState *file = bdrv_get_file(bs);
+    g_autoptr(JsonBuilder) b = NULL;
+    g_autoptr(JsonNode) root = NULL;
+    g_autofree char *text = NULL;
+    BlockSpecificInfo si;
+
+    bdrv_get_specific_info(bs, &si);
+    if (!si.key_secret || !file) {
+        return g_strdup(bdrv_get_filename(bs));
+    }
+    b = json_builder_new();
+    json_builder_begin_object(b);
+    add_str(b, si.key_secret_opt, si.key_secret);
+    add_str(b, "driver", bdrv_get_format_name(bs));
+    json_builder_set_member_name(b, "file");
+    json_builder_begin_object(b);
+    add_str(b, "driver", bdrv_get_format_name(file));
+    add_str(b, "filename", bdrv_get_filename(file));
+    json_builder_end_object(b);
+    json_builder_end_object(b);
+    root = json_builder_get_root(b);
+    text = json_writer_line_qdict(root);
+    return g_strconcat("json:", text, NULL);
+}
+
+bool bdrv_is_encrypted(BlockDriverState *bs)
+{
+    BlockSpecificInfo si;
+
+    bdrv_get_specific_info(bs, &si);
+    return si.encrypt_format != NULL;
 }

@@ -245,6 +245,13 @@ char *json_writer_line(JsonNode *node)
     return write_text(node, &line);
 }
 
+char *json_writer_line_qdict(JsonNode *node)
+{
+    static const Layout line_qdict = { false, json_writer_qdict_order };
+
+    return write_text(node, &line_qdict);
+}
+
 char *json_writer_pretty(JsonNode *node)
 {
     static const Layout pretty = { true, json_writer_qdict_order };

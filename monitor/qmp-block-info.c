@@ -125,8 +125,10 @@ static ImageInfo *image_info(BlockDriverState *bs, bool flat)
     int64_t actual = bdrv_get_allocated_file_size(bs);
 
     bdrv_get_info(bs, &bdi);
-    info->filename = g_strdup(bdrv_get_filename(bs));
+    info->filename = bdrv_get_display_filename(bs);
     info->format = g_strdup(bdrv_get_format_name(bs));
+    info->has_encrypted = bdrv_is_encrypted(bs);
+    info->encrypted = info->has_encrypted;
     info->has_dirty_flag = true;
     info->dirty_flag = bdi.is_dirty;
     info->has_actual_size = actual >= 0;
@@ -154,7 +156,8 @@ BlockDeviceInfo *qmp_block_device_info(BlockDriverState *bs, bool flat)
     BlockDeviceInfo *info = g_new0(BlockDeviceInfo, 1);
     BlockDriverState *backing = bdrv_get_backing(bs);
 
-    info->file = g_strdup(bdrv_get_filename(bs));
+    info->file = bdrv_get_display_filename(bs);
+    info->encrypted = bdrv_is_encrypted(bs);
     info->has_node_name = true;
     info->node_name = g_strdup(bdrv_get_node_name(bs));
     info->ro = bdrv_is_read_only(bs);

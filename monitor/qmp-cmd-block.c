@@ -193,6 +193,26 @@ static bool flatten_rbd(const BlockdevOptionsRbd *r, const char *prefix,
     return true;
 }
 
+/* qcow2's encrypt member: encrypt.format and encrypt.key-secret. */
+static void flatten_encrypt(const BlockdevQcow2Encryption *e,
+                            const char *prefix, BlockOpts *opts)
+{
+    const char *key = NULL;
+
+    if (e->format == BLOCKDEVQCOW2ENCRYPTIONFORMAT_AES) {
+        const QCryptoBlockOptionsQCow *a = e->u;
+        key = a && a->has_key_secret ? a->key_secret : NULL;
+    } else {
+        const QCryptoBlockOptionsLUKS *l = e->u;
+        key = l && l->has_key_secret ? l->key_secret : NULL;
+    }
+    set_opt(opts, prefix, "encrypt.format",
+            qapi_type_BlockdevQcow2EncryptionFormat.values[e->format]);
+    if (key) {
+        set_opt(opts, prefix, "encrypt.key-secret", key);
+    }
+}
+
 static bool flatten_options(const BlockdevOptions *o, const char *prefix,
                             bool keyval, BlockOpts *opts, GError **errp)
 {
@@ -225,6 +245,9 @@ static bool flatten_options(const BlockdevOptions *o, const char *prefix,
     }
     case BLOCKDEVDRIVER_QCOW2: {
         const BlockdevOptionsQcow2 *q = o->u;
+        if (q->has_encrypt) {
+            flatten_encrypt(q->encrypt, prefix, opts);
+        }
         return flatten_child(q->file, "file", keyval, opts, prefix, errp) &&
                (!q->has_backing ||
                 flatten_backing(q->backing, keyval, opts, prefix, errp)) &&
@@ -234,6 +257,13 @@ static bool flatten_options(const BlockdevOptions *o, const char *prefix,
     case BLOCKDEVDRIVER_RAW: {
         const BlockdevOptionsGenericFormat *r = o->u;
         return flatten_child(r->file, "file", keyval, opts, prefix, errp);
+    }
+    case BLOCKDEVDRIVER_LUKS: {
+        const BlockdevOptionsLUKS *l = o->u;
+        if (l->has_key_secret) {
+            set_opt(opts, prefix, "key-secret", l->key_secret);
+        }
+        return flatten_child(l->file, "file", keyval, opts, prefix, errp);
     }
     case BLOCKDEVDRIVER_NBD:   /* issue 13 (api): the NBD client */
         flatten_nbd(o->u, prefix, opts);

@@ -8,6 +8,7 @@
  */
 #include <string.h>
 
+#include "block/crypto.h"
 #include "monitor/monitor-int.h"
 #include "monitor/qmp-events.h"
 #include "monitor/qmp-export.h"
@@ -269,6 +270,26 @@ static bool authz_check(JsonObject *o, GError **errp)
     return true;
 }
 
+/* secret,id=ID,data=D|file=F[,format=raw|base64]: an encryption key
+ * (block/crypto-secret.c checks the values when it is added). */
+static bool secret_check(JsonObject *o, GError **errp)
+{
+    static const char *const known[] = { "qom-type", "id", "data", "file",
+                                         "format", "keyid", "iv", NULL };
+    g_autoptr(GList) keys = json_object_get_members(o);
+
+    for (GList *l = keys; l; l = l->next) {
+        if (!g_strv_contains(known, l->data)) {
+            return qmp_fail(errp, "Property 'secret.%s' not found",
+                            (const char *)l->data);
+        }
+    }
+    if (!kv_str(o, "id")) {
+        return qmp_fail(errp, "Parameter 'id' is missing");
+    }
+    return true;
+}
+
 /* The checks of --object (all of them, without loading anything). */
 static bool object_check(JsonNode *options, GError **errp)
 {
@@ -285,9 +306,13 @@ static bool object_check(JsonNode *options, GError **errp)
     if (!strcmp(type, "authz-simple")) {
         return authz_check(o, errp);
     }
+    if (!strcmp(type, "secret")) {
+        return secret_check(o, errp);
+    }
     if (strcmp(type, "tls-creds-x509")) {
         return qmp_fail(errp, "strata-daemon supports only --object "
-                        "tls-creds-x509 and authz-simple, not '%s'", type);
+                        "tls-creds-x509, authz-simple and secret, not '%s'",
+                        type);
     }
     for (GList *l = keys; l; l = l->next) {
         if (!g_strv_contains(known, l->data)) {
@@ -323,6 +348,21 @@ bool monitor_object_add(JsonNode *options, bool keyval, GError **errp)
     }
     if (!strcmp(kv_str(o, "qom-type"), "authz-simple")) {
         return nbd_authz_add(kv_str(o, "id"), kv_str(o, "identity"), errp);
+    }
+    if (!strcmp(kv_str(o, "qom-type"), "secret")) {
+        GError *err = NULL;
+        if (kv_str(o, "keyid")) {
+            return qmp_fail(errp, "Encrypted secrets (keyid=) are not "
+                            "supported");
+        }
+        if (!crypto_secret_add_fields(kv_str(o, "id"), kv_str(o, "data"),
+                                      kv_str(o, "file"), kv_str(o, "format"),
+                                      &err)) {
+            bool ok = qmp_fail(errp, "%s", err->message);
+            g_error_free(err);
+            return ok;
+        }
+        return true;
     }
     if (!kv_flag(o, "verify-peer", true, &verify, errp)) {
         return false;

@@ -140,6 +140,13 @@ const char *const *bdrv_format_names(void);
 /* Accessors */
 const char *bdrv_get_node_name(BlockDriverState *bs);
 const char *bdrv_get_filename(BlockDriverState *bs);
+/* The name QEMU shows for the node (info, QMP): its file name, or for a
+ * node opened with a key its options, json:{key, driver, file: {driver,
+ * filename}} (QEMU names a node by its options when they say more than
+ * a file name can).  Free with g_free. */
+char *bdrv_get_display_filename(BlockDriverState *bs);
+/* The node holds an encrypted image (qcow2 AES or LUKS, luks). */
+bool bdrv_is_encrypted(BlockDriverState *bs);
 const char *bdrv_get_format_name(BlockDriverState *bs);
 bool bdrv_is_read_only(BlockDriverState *bs);
 int bdrv_get_open_flags(BlockDriverState *bs);             /* BDRV_O_* */

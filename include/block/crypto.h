@@ -34,6 +34,11 @@ G_BEGIN_DECLS
  * A file= secret is the file's bytes as they are (a trailing newline
  * included); keyid= (encrypted secrets) is refused. */
 bool crypto_secret_add(const char *spec, GError **errp);
+/* The same from its members (QMP's and strata-daemon's --object as
+ * JSON); NULL for a member not given. */
+bool crypto_secret_add_fields(const char *id, const char *data,
+                              const char *file, const char *format,
+                              GError **errp);
 /* The secret's bytes (decoded), or NULL with "No secret with id 'ID'".
  * The returned bytes are owned by the registry. */
 GBytes *crypto_secret_lookup(const char *id, GError **errp);

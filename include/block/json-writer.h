@@ -18,6 +18,10 @@ G_BEGIN_DECLS
  * they were added; no line end. */
 char *json_writer_line(JsonNode *node);
 
+/* The single line with members in QEMU's QDict order: how QEMU writes a
+ * node's json:{...} name. */
+char *json_writer_line_qdict(JsonNode *node);
+
 /* qemu-img's --output=json layout: 4-space indents, one member or element
  * per line, members in QEMU's QDict order; no final line end. */
 char *json_writer_pretty(JsonNode *node);

@@ -30,12 +30,19 @@ side by side with QEMU's tools: each side reads what the other wrote.
   created with preallocation=metadata: the target reads as the source
   (its preallocated clusters hold no zeroes, so convert must write them);
 - compressed_write_refused: a compressed write to an encrypted image is
-  refused and changes nothing.
+  refused and changes nothing;
+- daemon_opens_encrypted_nodes_like_qsd: strata-daemon and
+  qemu-storage-daemon, each given --object secret and an encrypted qcow2
+  (and a luks) --blockdev: the same node description over QMP (the
+  json:{...} name, encrypted), an internal snapshot taken over QMP that
+  qemu-img then lists, the data intact; a wrong key id or a wrong
+  password stops both daemons with the same message.
 """
 
 import json
 import os
 import re
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -294,6 +301,76 @@ def compressed_write_refused():
               'compressed write not refused:\n' + r.describe())
         check(open(img, 'rb').read() == before, 'refused write changed '
               'the image')
+
+
+def node_facts(reply):
+    """What both daemons must agree on about the named nodes."""
+    out = {}
+    for n in reply[0]['return']:
+        if n['node-name'].startswith('#'):
+            continue
+        out[n['node-name']] = (n['file'], n['encrypted'], n['drv'],
+                               n['image'].get('encrypted'),
+                               n['image']['filename'])
+    return out
+
+
+@runner.case()
+def daemon_opens_encrypted_nodes_like_qsd():
+    import qmplib
+    strata, qsd = qmplib.daemon_paths()
+    t = common.tools()
+    facts = {}
+    with common.TempDir() as d:
+        for side, binary in (('qsd', qsd), ('strata', strata)):
+            sd = os.path.join(d, side)
+            os.mkdir(sd)
+            img = os.path.join(sd, 'a.qcow2')
+            lk = os.path.join(sd, 'b.luks')
+            create(t.qemu_img, img, LUKS_OPTS)
+            io(t.qemu_io, img, ['write -P 0x21 0 64k'])
+            run([t.qemu_img, 'create', '-q', '-f', 'luks', '--object', SECRET,
+                 '-o', 'key-secret=sec0,iter-time=10', lk, '1M'])
+            args = ['--object', SECRET,
+                    '--blockdev', 'driver=qcow2,node-name=d0,file.driver=file,'
+                    'file.filename=%s,encrypt.format=luks,'
+                    'encrypt.key-secret=sec0' % img,
+                    '--blockdev', 'driver=luks,node-name=d1,file.driver=file,'
+                    'file.filename=%s,key-secret=sec0' % lk]
+            dm = qmplib.Daemon(binary, args, sd)
+            dm.send({'execute': 'qmp_capabilities'})
+            got = node_facts(dm.send({'execute': 'query-named-block-nodes',
+                                      'arguments': {'flat': True}}))
+            facts[side] = json.loads(json.dumps(got).replace(sd, 'DIR'))
+            r = dm.send({'execute': 'blockdev-snapshot-internal-sync',
+                         'arguments': {'device': 'd0', 'name': 'sn1'}})
+            check(r == [{'return': {}}], 'snapshot failed: %r' % r)
+            check(dm.quit() == 0, '%s did not quit cleanly' % side)
+            out = run([t.qemu_img, 'snapshot', '-l', '--object', SECRET,
+                       '--image-opts', spec(img)]).out
+            check(' sn1 ' in out, 'no snapshot:\n' + out)
+            io(t.qemu_io, img, ['read -P 0x21 0 64k'])
+            check_clean(img)
+        check(facts['qsd'] == facts['strata'], 'node descriptions differ:\n'
+              'qsd:    %s\nstrata: %s' % (facts['qsd'], facts['strata']))
+        check(facts['strata']['d0'][1] is True, 'not reported encrypted')
+        # a key the daemon does not have, a wrong password
+        img = os.path.join(d, 'qsd', 'a.qcow2')
+        errs = []
+        for secret, key in (('secret,id=sec0,data=x', 'nope'),
+                            (WRONG, 'sec0')):
+            for binary in (qsd, strata):
+                p = subprocess.run(
+                    [binary, '--object', secret, '--blockdev',
+                     'driver=qcow2,node-name=d0,file.driver=file,'
+                     'file.filename=%s,encrypt.key-secret=%s' % (img, key)],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    timeout=60)
+                check(p.returncode != 0, '%s started without the key'
+                      % binary)
+                errs.append(p.stderr.decode().split(': ', 1)[1])
+        check(errs[0] == errs[1] and errs[2] == errs[3],
+              'daemon errors differ: %r' % errs)
 
 
 if __name__ == '__main__':

@@ -43,11 +43,13 @@ NODES = 'query-named-block-nodes'
 # Members (and union branches, enum values) of QEMU 7.2's result types
 # that strata's schema leaves out, because strata has no such feature:
 DROPPED = {
-    # ImageInfo: no encryption, no format that reports compression
-    'encrypted', 'compressed',
-    # ImageInfoSpecificQCow2: no encryption, bitmaps
+    # ImageInfo: no format that reports compression
+    'compressed',
+    # ImageInfoSpecificQCow2: the LUKS header's description (strata-img
+    # info has it; the QMP schema does not yet), bitmaps
     'encrypt', 'bitmaps',
-    # ImageInfoSpecific / ImageInfoSpecificKind: no vmdk, luks, rbd drivers
+    # ImageInfoSpecific / ImageInfoSpecificKind: no vmdk, rbd; luks's
+    # header description is not in the QMP schema yet
     'case vmdk', 'case luks', 'case rbd', 'value vmdk', 'value luks',
     'value rbd',
     # BlockDeviceInfo: no I/O throttling, no dirty bitmaps

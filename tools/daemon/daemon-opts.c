@@ -323,6 +323,16 @@ static void nbd_opt_free(DaemonNbdOpt *o)
     g_free(o);
 }
 
+static bool is_secret(JsonNode *node)
+{
+    JsonNode *t = json_object_get_member(json_node_get_object(node),
+                                         "qom-type");
+
+    return t && JSON_NODE_HOLDS_VALUE(t) &&
+           json_node_get_value_type(t) == G_TYPE_STRING &&
+           !strcmp(json_node_get_string(t), "secret");
+}
+
 /* --nbd-server, --export and --object tls-creds-x509 (the NBD server's
  * TLS credentials): keyval (or JSON, as qemu-storage-daemon takes it),
  * checked against the schema now, applied after the nodes are open. */
@@ -348,6 +358,11 @@ static bool parse_nbd_opt(DaemonConfig *cfg, const char *opt,
         : server ? !monitor_nbd_server_check(node, keyval, errp)
                  : !monitor_export_check(node, keyval, errp)) {
         return false;
+    }
+    /* A secret is needed by the --blockdev nodes, which open before the
+     * NBD objects are applied: it is added now. */
+    if (object && is_secret(node)) {
+        return monitor_object_add(node, keyval, errp);
     }
     if (!cfg->nbd_opts) {
         cfg->nbd_opts = g_ptr_array_new_with_free_func(
@@ -422,6 +437,10 @@ static void print_help(void)
            "  --object authz-simple,id=<id>,identity=<DN>\n"
            "                         the only client --nbd-server "
            "tls-authz=<id> admits\n"
+           "  --object secret,id=<id>,data=<text>|file=<path>"
+           "[,format=raw|base64]\n"
+           "                         a key that encrypt.key-secret=<id> "
+           "names\n"
            "\n"
            "  --state-dir <dir>      journal of crash-atomic transactions "
            "(default:\n"

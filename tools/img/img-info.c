@@ -151,35 +151,6 @@ static void add_format_specific(JsonBuilder *b, BlockDriverState *bs)
 }
 
 /*
- * The node's name as QEMU shows it: a node opened with a key is named by
- * its options, json:{key, driver, file: {driver, filename}}.
- */
-static char *display_filename(BlockDriverState *bs, const BlockSpecificInfo *si)
-{
-    BlockDriverState *file = bdrv_get_file(bs);
-    g_autoptr(JsonBuilder) b = NULL;
-    g_autoptr(JsonNode) root = NULL;
-    g_autofree char *text = NULL;
-
-    if (!si->key_secret || !file) {
-        return g_strdup(bdrv_get_filename(bs));
-    }
-    b = json_builder_new();
-    json_builder_begin_object(b);
-    add_string(b, si->key_secret_opt, si->key_secret);
-    add_string(b, "driver", bdrv_get_format_name(bs));
-    json_builder_set_member_name(b, "file");
-    json_builder_begin_object(b);
-    add_string(b, "driver", bdrv_get_format_name(file));
-    add_string(b, "filename", bdrv_get_filename(file));
-    json_builder_end_object(b);
-    json_builder_end_object(b);
-    root = json_builder_get_root(b);
-    text = json_writer_line(root);
-    return g_strconcat("json:", text, NULL);
-}
-
-/*
  * qemu's ImageInfo for one node.  Returns NULL with *errmsg set when the
  * node cannot be described.
  */
@@ -203,7 +174,7 @@ static JsonNode *query_image_info(BlockDriverState *bs, char **errmsg)
     }
 
     bdrv_get_specific_info(bs, &si);
-    name = display_filename(bs, &si);
+    name = bdrv_get_display_filename(bs);
     json_builder_begin_object(b);
     add_string(b, "filename", name);
     add_string(b, "format", bdrv_get_format_name(bs));
