@@ -585,7 +585,8 @@ static int qcow2_make_empty(BlockDriverState *bs, GError **errp)
     g_rw_lock_writer_unlock(&s->free_lock);
     if (ret < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not empty the image: %s", g_strerror(-ret));
+                    "Failed to empty %s: %s", bdrv_get_filename(bs),
+                    g_strerror(-ret));
     }
     return ret;
 }
