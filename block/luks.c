@@ -34,8 +34,8 @@ static int luksfmt_probe(const uint8_t *buf, int buf_size, const char *filename)
     return buf_size >= 6 && !memcmp(buf, luks_magic, 6) ? 100 : 0;
 }
 
-static bool file_read(void *opaque, uint64_t offset, void *buf, size_t len,
-                      GError **errp)
+bool luks_file_read(void *opaque, uint64_t offset, void *buf, size_t len,
+                    GError **errp)
 {
     BlockDriverState *file = opaque;
     int ret = bdrv_pread(file, offset, len, buf);
@@ -48,8 +48,8 @@ static bool file_read(void *opaque, uint64_t offset, void *buf, size_t len,
     return true;
 }
 
-static bool file_write(void *opaque, uint64_t offset, const void *buf,
-                       size_t len, GError **errp)
+bool luks_file_write(void *opaque, uint64_t offset, const void *buf,
+                     size_t len, GError **errp)
 {
     BlockDriverState *file = opaque;
     int ret = bdrv_pwrite(file, offset, len, buf);
@@ -70,7 +70,7 @@ static int luksfmt_open(BlockDriverState *bs, BlockOpts *options, int flags,
     g_autofree char *id = bdrv_opts_take(options, "key-secret");
     GBytes *secret;
 
-    if (!luks_info(file_read, bs->file, &s->info, errp)) {
+    if (!luks_info(luks_file_read, bs->file, &s->info, errp)) {
         return -EINVAL;
     }
     s->payload = s->info.payload_offset;
@@ -89,7 +89,7 @@ static int luksfmt_open(BlockDriverState *bs, BlockOpts *options, int flags,
     if (!secret) {
         return -EINVAL;
     }
-    s->crypto = luks_open(secret, file_read, bs->file, errp);
+    s->crypto = luks_open(secret, luks_file_read, bs->file, errp);
     return s->crypto ? 0 : -EINVAL;
 }
 
@@ -262,7 +262,7 @@ static bool luksfmt_create(const char *filename, BlockOpts *opts, GError **errp)
     if (!file) {
         return false;
     }
-    crypto = luks_create(&lo, secret, file_write, file, errp);
+    crypto = luks_create(&lo, secret, luks_file_write, file, errp);
     if (!crypto) {
         return false;
     }

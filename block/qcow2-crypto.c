@@ -18,6 +18,7 @@
 
 #include "qcow2.h"
 #include "block/crypto.h"
+#include "block/drivers.h"
 
 /* Data passes through a bounce buffer of at most this many bytes. */
 #define CRYPTO_CHUNK (1024 * 1024)
@@ -68,26 +69,27 @@ bool qcow2_crypto_ext_bytes(BDRVQcow2State *s, uint8_t out[16])
 
 /* The LUKS library reads and writes the header through these: only
  * inside the clusters the extension names. */
-static bool hdr_read(void *opaque, uint64_t offset, void *buf, size_t len,
-                     GError **errp)
+static bool hdr_range_ok(BDRVQcow2State *s, uint64_t offset, size_t len,
+                         GError **errp)
 {
-    BlockDriverState *bs = opaque;
-    BDRVQcow2State *s = bs->opaque;
-    int ret;
-
     if (offset > s->crypto_hdr_length ||
         len > s->crypto_hdr_length - offset) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Request for data outside of extension header");
         return false;
     }
-    ret = bdrv_pread(bs->file, s->crypto_hdr_offset + offset, len, buf);
-    if (ret < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not read encryption header: %s", g_strerror(-ret));
-        return false;
-    }
     return true;
+}
+
+static bool hdr_read(void *opaque, uint64_t offset, void *buf, size_t len,
+                     GError **errp)
+{
+    BlockDriverState *bs = opaque;
+    BDRVQcow2State *s = bs->opaque;
+
+    return hdr_range_ok(s, offset, len, errp) &&
+           luks_file_read(bs->file, s->crypto_hdr_offset + offset, buf, len,
+                          errp);
 }
 
 static bool hdr_write(void *opaque, uint64_t offset, const void *buf,
@@ -95,22 +97,10 @@ static bool hdr_write(void *opaque, uint64_t offset, const void *buf,
 {
     BlockDriverState *bs = opaque;
     BDRVQcow2State *s = bs->opaque;
-    int ret;
 
-    if (offset > s->crypto_hdr_length ||
-        len > s->crypto_hdr_length - offset) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Request for data outside of extension header");
-        return false;
-    }
-    ret = bdrv_pwrite(bs->file, s->crypto_hdr_offset + offset, len, buf);
-    if (ret < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                    "Could not write encryption header: %s",
-                    g_strerror(-ret));
-        return false;
-    }
-    return true;
+    return hdr_range_ok(s, offset, len, errp) &&
+           luks_file_write(bs->file, s->crypto_hdr_offset + offset, buf, len,
+                           errp);
 }
 
 /* encrypt.format given at open must agree with the header (QEMU's texts) */

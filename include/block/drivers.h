@@ -11,6 +11,13 @@
 extern BlockDriver bdrv_file;
 extern BlockDriver bdrv_raw;
 extern BlockDriver bdrv_luks;
+/* LUKS header I/O on a node (opaque: the BlockDriverState), with the
+ * error texts QEMU gives: block/luks.c's, and qcow2's inside its header
+ * clusters. */
+bool luks_file_read(void *opaque, uint64_t offset, void *buf, size_t len,
+                    GError **errp);
+bool luks_file_write(void *opaque, uint64_t offset, const void *buf,
+                     size_t len, GError **errp);
 extern BlockDriver bdrv_qcow2;
 extern BlockDriver bdrv_blkdebug;
 extern BlockDriver bdrv_compress;      /* block/filters.c */
