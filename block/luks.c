@@ -31,7 +31,10 @@ static const uint8_t luks_magic[6] = { 'L', 'U', 'K', 'S', 0xba, 0xbe };
 
 static int luksfmt_probe(const uint8_t *buf, int buf_size, const char *filename)
 {
-    return buf_size >= 6 && !memcmp(buf, luks_magic, 6) ? 100 : 0;
+    /* LUKS1 only (version 1 after the magic), as QEMU probes it: a LUKS2
+     * volume is not this driver's */
+    return buf_size >= 8 && !memcmp(buf, luks_magic, 6) && buf[6] == 0 &&
+           buf[7] == 1 ? 100 : 0;
 }
 
 bool luks_file_read(void *opaque, uint64_t offset, void *buf, size_t len,
