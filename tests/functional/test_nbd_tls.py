@@ -271,7 +271,10 @@ def bad_tls_arguments():
              "No TLS credentials with id 'nope'"),
             (['--object', 'tls-creds-x509,id=t0,dir=%s,bogus=1' % empty],
              "Property 'tls-creds-x509.bogus' not found"),
-            (['--object', 'secret,id=s0,data=x'], 'tls-creds-x509'),
+            # an object type strata-daemon lacks (secrets it has)
+            (['--object', 'authz-list,id=a0'], 'tls-creds-x509'),
+            (['--object', 'secret,id=s0'],
+             "Either 'file' or 'data' must be provided"),
             (['--nbd-server', 'addr.type=inet,addr.host=127.0.0.1,'
               'addr.port=%d,tls-authz=a0' % free_port()],
              'tls-authz is not supported without tls-creds'),
