@@ -10,7 +10,9 @@ opening them read-only and read-write ($STRATA_IO), `info
 message naming the problem, and no file in the directory changes.  Also
 `create -b` and `rebase -b` with such backing files, and commit/rebase
 arguments that make no sense (no backing file, a base not in the chain, a
-loop through the new backing file).
+loop through the new backing file).  `rebase -u` writes a loop when told
+to, as qemu-img does; the opens then fail and a second `rebase -u` mends
+it.
 """
 
 import os
@@ -197,17 +199,36 @@ def rebase_case():
         expect_error([t.img, 'rebase', '-b', 'base.qcow2', top],
                      ['backing format must be specified'], d)
         expect_error([t.img, 'rebase', top], ['Must specify backing file'], d)
+        # the safe mode reads through the new chain and meets the image
+        # lock first, with qemu-img's message
+        expect_error([t.img, 'rebase', '-b', 'top.qcow2', '-F', 'qcow2',
+                      base], ['Failed to get shared "write" lock'], d)
+        expect_error([t.img, 'rebase', '-b', 'top.qcow2', '-F', 'qcow2',
+                      top], ['Failed to get shared "write" lock'], d)
+
+
+def rebase_unsafe_loop_case():
+    """rebase -u writes the name it is given, as qemu-img does, even one
+    that closes a loop; every open then reports the loop, and a second
+    rebase -u mends it without losing data."""
+    with chainlib.ShmDir() as d:
+        t = common.tools()
+        base = os.path.join(d, 'base.qcow2')
+        top = os.path.join(d, 'top.qcow2')
+        chainlib.create(t.img, base, MiB)
+        common.run_io(t.io, base, ['write -P 0x22 0 128k'])
+        chainlib.create(t.img, top, MiB, backing='base.qcow2')
+        common.run([t.img, 'rebase', '-u', '-b', 'top.qcow2', '-F', 'qcow2',
+                    base])
+        res = common.run([t.img, 'info', '--backing-chain', top], rc=None)
+        common.check(res.rc == 1 and "Backing file '%s' creates an infinite "
+                     "loop." % top in res.err, res.describe())
         if not t.are_qemu:
-            # rebasing base onto top would make a loop (the safe mode meets
-            # the image lock first, with qemu-img's message)
-            expect_error([t.img, 'rebase', '-b', 'top.qcow2', '-F', 'qcow2',
-                          base], ['Failed to get shared "write" lock'], d)
-            expect_error([t.img, 'rebase', '-u', '-b', 'top.qcow2', '-F',
-                          'qcow2', base], ['loop'], d)
-            expect_error([t.img, 'rebase', '-b', 'top.qcow2', '-F', 'qcow2',
-                          top], ['Failed to get shared "write" lock'], d)
-            expect_error([t.img, 'rebase', '-u', '-b', 'top.qcow2', '-F',
-                          'qcow2', top], ['loop'], d)
+            # qemu-io's own open of a loop recurses until a lock trips
+            all_openers(top, ['loop'], d, opens_backing_for_info=False)
+        common.run([t.img, 'rebase', '-u', '-b', '', base])
+        common.run_io(t.io, top, ['read -P 0x22 0 128k'])
+        common.run([t.img, 'check', top])
 
 
 def commit_args_case():
@@ -235,6 +256,7 @@ runner.add('backing loop', loop_case)
 runner.add('chain deeper than the limit', deep_case)
 runner.add('create -b with a bad backing file', create_case)
 runner.add('rebase with a bad new backing file', rebase_case)
+runner.add('rebase -u closing a loop', rebase_unsafe_loop_case)
 runner.add('commit arguments', commit_args_case)
 
 if __name__ == '__main__':

@@ -311,24 +311,26 @@ int img_rebase(int argc, char **argv)
         return 1;
     }
 
-    if (out_baseimg) {
+    /*
+     * Unsafe mode writes the name it is given, as qemu-img does: the new
+     * file is not opened, so a name that makes a loop is written too (an
+     * open of such a chain fails with a loop error, and a second rebase -u
+     * mends it).  Safe mode reads through the new chain, so it must not
+     * contain the image itself.
+     */
+    if (out_baseimg && !unsafe) {
         g_autofree char *full = bdrv_resolve_backing_name(
             bdrv_get_filename(bs), out_baseimg);
         BlockOpts *o = bdrv_opts_new();
 
         bdrv_opts_set(o, "driver", out_basefmt);
-        /* Unsafe mode reads only the chain's headers, for the loop check:
-         * it must not trip over the lock that bs holds on its own file. */
-        new_bs = bdrv_open(full, o, (src_flags & ~BDRV_O_RDWR) |
-                           (unsafe ? BDRV_O_FORCE_SHARE : 0), &err);
-        if (!new_bs && !unsafe) {
+        new_bs = bdrv_open(full, o, src_flags & ~BDRV_O_RDWR, &err);
+        if (!new_bs) {
             img_error("Could not open new backing file '%s': %s",
                       out_baseimg, err->message);
             return 1;
         }
-        g_clear_error(&err);
-        /* Unsafe mode may name a file that is not there (yet). */
-        if (new_bs && chain_uses(new_bs, bs, out_baseimg)) {
+        if (chain_uses(new_bs, bs, out_baseimg)) {
             return 1;
         }
     }
