@@ -240,6 +240,13 @@ static int cache_do_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
         *table = e->table;
         return 0;
     }
+    if (offset & (c->table_size - 1)) {
+        /* Tables start on a cluster: only a corrupt entry (a refcount
+         * table entry, which the open lets through as QEMU does) names
+         * such an offset.  Refused here, for every user of the cache. */
+        qcow2_signal_unaligned_table(bs, c->ol_type, offset);
+        return -EIO;
+    }
     slot = cache_find_slot(bs, c);
     if (slot < 0) {
         return slot;

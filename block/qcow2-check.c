@@ -92,6 +92,11 @@ static int stored_refcount(CheckState *c, uint64_t k, uint64_t *rc)
     }
     if ((off & (s->cluster_size - 1)) ||
         off > (uint64_t)INT64_MAX - s->cluster_size) {
+        if (c->bs->read_only) {
+            /* said as a read-only open's use of it says it (QEMU's check
+             * reads through the same path); a repair goes on instead */
+            qcow2_signal_unaligned_table(c->bs, QCOW2_OL_REFCOUNT_BLOCK, off);
+        }
         return -EIO;
     }
     if (off >= c->file_len) {

@@ -72,6 +72,27 @@ void qcow2_refblock_set(BDRVQcow2State *s, void *rb, uint64_t i, uint64_t v)
     rb_set(s, rb, i, v);
 }
 
+void qcow2_signal_unaligned_table(BlockDriverState *bs, uint32_t ol_type,
+                                  uint64_t offset)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t t = 0;
+
+    if (ol_type != QCOW2_OL_REFCOUNT_BLOCK) {
+        /* L2 offsets are checked when the L1 table is read */
+        qcow2_signal_corruption(bs, "Table offset %#" G_GINT64_MODIFIER
+                                "x unaligned", offset);
+        return;
+    }
+    while (t < s->refcount_table_size &&
+           (s->refcount_table[t] & REFT_OFFSET_MASK) != offset) {
+        t++;
+    }
+    qcow2_signal_corruption(bs, "Refblock offset %#" G_GINT64_MODIFIER
+                            "x unaligned (reftable index: %#"
+                            G_GINT64_MODIFIER "x)", offset, t);
+}
+
 int qcow2_get_refcount(BlockDriverState *bs, uint64_t cluster_index,
                        uint64_t *refcount)
 {

@@ -264,7 +264,10 @@ static void qcow2_close(BlockDriverState *bs)
     int ret;
 
     qcow2_snapshot_close(bs);
-    if (!bs->read_only) {
+    /* An image marked corrupt takes no more writes, the close's included
+     * (QEMU drops the driver): its bitmaps stay in use, and what the
+     * caches hold is not written, nor is its loss reported again. */
+    if (!bs->read_only && !s->broken) {
         store_bitmaps(bs);
         ret = qcow2_flush_metadata(bs, false);
         if (ret < 0) {

@@ -438,6 +438,10 @@ int qcow2_write_header_bytes(BlockDriverState *bs, int offset,
                              const void *buf, int len);
 void qcow2_signal_corruption(BlockDriverState *bs, const char *fmt, ...)
     G_GNUC_PRINTF(2, 3);
+/* A metadata cache was asked for a table at an offset inside a cluster:
+ * the image is marked corrupt, naming the table entry that holds it. */
+void qcow2_signal_unaligned_table(BlockDriverState *bs, uint32_t ol_type,
+                                  uint64_t offset);
 
 /* qcow2-snapshot-table.c, qcow2-snapshot.c */
 int qcow2_read_snapshots(BlockDriverState *bs, GError **errp);

@@ -350,6 +350,83 @@ def odd_virtual_size():
                  'a read past the rounded-down size must fail\n' + res.describe())
 
 
+def unaligned_refblock():
+    """A refcount table entry inside a cluster (iotest 305): the image
+    opens and reads as QEMU's does; the first write that needs a
+    refcount from that block is refused and marks the image corrupt with
+    QEMU's text, the guest's data and the header and refcount table stay
+    as they were (the corrupt bit aside), the close reports nothing more,
+    and check reports it as qemu-img check does."""
+    t = common.tools()
+    # iotest 305's image: 1k clusters, 64-bit refcounts (128 per block):
+    # block 0 full, one data cluster counted in block 1, two clusters
+    # freed before it, so the next allocation reuses them
+    p = _tmp.join('unaligned-base.qcow2')
+    common.run([t.qemu_img, 'create', '-q', '-f', 'qcow2', '-o',
+                'refcount_bits=64,cluster_size=1k', p, '1M'])
+    common.run([t.qemu_io, '-f', 'qcow2', '-c', 'write -P 0x11 0 124k',
+                '-c', 'discard 121k 1k', '-c', 'discard 123k 1k', p])
+    with open(p, 'rb') as f:
+        d = bytearray(f.read())
+    reft = be('Q', d, 48)
+    bad = be('Q', d, reft + 8) + 0x200
+    struct.pack_into('>Q', d, reft + 8, bad)
+    want = ('qcow2: Marking image as corrupt: Refblock offset %#x unaligned '
+            '(reftable index: 0x1); further corruption events will be '
+            'suppressed' % bad)
+    for who, io in (('tool under test', t.io), ('qemu-io', t.qemu_io)):
+        path = _tmp.join('unaligned-rb-%s.qcow2' % who.split()[0])
+        with open(path, 'wb') as f:
+            f.write(d)
+        res = io_write(io, path, 'read -P 0x11 0 120k')
+        common.check(res.rc == 0 and 'read 122880/122880' in res.out,
+                     '%s: the read must work\n%s' % (who, res.describe()))
+        res = io_write(io, path, 'write -P 0x22 121k 3k')
+        common.check(res.rc != 0 or 'write failed: Input/output error'
+                     in res.text, '%s: not refused\n%s' % (who, res.describe()))
+        common.check(res.err.strip().splitlines() == [want],
+                     '%s: expected only %r\n%s' % (who, want, res.describe()))
+        # the guest sees what it saw (the data of the refused write may
+        # sit in clusters that stay free), and the header says corrupt
+        def read_only(cmd):
+            return common.run([io, '-r', '-f', 'qcow2', '-c', cmd, path],
+                              rc=None)
+        res = read_only('read -P 0x11 0 121k')
+        common.check(res.rc == 0 and 'read 123904/123904' in res.out,
+                     '%s: data changed\n%s' % (who, res.describe()))
+        for rng in ('121k 1k', '123k 901k'):
+            res = read_only('read -P 0 ' + rng)
+            common.check(res.rc == 0 and 'failed' not in res.text,
+                         '%s: data changed\n%s' % (who, res.describe()))
+        with open(path, 'rb') as f:
+            after = f.read()
+        common.check(be('Q', after, INCOMPAT) == be('Q', d, INCOMPAT) | CORRUPT,
+                     '%s: the corrupt bit is not set' % who)
+        common.check(after[:INCOMPAT] == bytes(d[:INCOMPAT]) and
+                     after[reft:reft + 1024] == bytes(d[reft:reft + 1024]),
+                     '%s: header or refcount table changed' % who)
+    # check reports it as qemu-img check does; -r all rebuilds the
+    # refcounts (qemu-img's repair marks the image corrupt and fails)
+    outs = []
+    for who, img in (('tool under test', t.img), ('qemu-img', t.qemu_img)):
+        path = _tmp.join('unaligned-rb-check-%s.qcow2' % who.split()[0])
+        with open(path, 'wb') as f:
+            f.write(d)
+        chk = common.run([img, 'check', path], rc=None)
+        outs.append((chk.rc, chk.out, chk.err.replace(img, 'PROG')
+                     .replace('qemu-img:', 'PROG:')
+                     .replace('strata-img:', 'PROG:')))
+    common.check(outs[0] == outs[1], 'check differs from qemu-img check:\n'
+                 '%r\n%r' % tuple(outs))
+    common.check('ERROR refcount block 1 is not cluster aligned' in outs[0][2],
+                 'check does not name the entry: %r' % (outs[0],))
+    if not t.img_is_qemu:
+        path = _tmp.join('unaligned-rb-check-tool.qcow2')
+        common.run([t.img, 'check', '-r', 'all', path])
+        common.run([t.img, 'check', path])
+        res = io_write(t.io, path, 'read -P 0x11 0 120k')
+        common.check(res.rc == 0, res.describe())
+
 _tmp = common.TempDir(prefix='strata-overlap-')
 
 for _c in CASES:
@@ -362,6 +439,7 @@ runner.add('bad option values (QEMU texts)', bad_option_values)
 runner.add('refcount-0 header, overlap-check=none: no abort', header_refcount0_mode_none_no_abort)
 runner.add('clean workload with overlap-check=all', clean_workload_mode_all)
 runner.add('virtual size not a multiple of 512', odd_virtual_size)
+runner.add('unaligned refcount block: corrupt on first use', unaligned_refblock)
 
 if __name__ == '__main__':
     with _tmp:
