@@ -108,6 +108,8 @@ struct Qcow2Precopy {
 static int refresh_tables(BlockDriverState *bs, Qcow2Precopy *pc,
                           GError **errp);
 static int write_l1s(BlockDriverState *bs, Qcow2Precopy *pc, GError **errp);
+static int alloc_l1(BlockDriverState *bs, uint32_t l1_size, uint64_t *off,
+                    GError **errp);
 static int write_refcounts(BlockDriverState *bs, Qcow2Precopy *pc,
                            GError **errp);
 
@@ -411,6 +413,23 @@ int qcow2_precopy_start(BlockDriverState *bs, uint64_t area_bytes,
     qcow2_cache_set_dirty_log(s->l2_cache, pc->dirty);
     qcow2_cache_set_dirty_log(s->refcount_cache, pc->dirty);
     n = s->l1_size;
+    /* The snapshot's L1, then its table, first: where qemu-img's create
+     * puts them (the clusters after the image's end), so images keep
+     * QEMU's layout where scripts expect it. */
+    pc->l1_size = s->l1_size;
+    ret = alloc_l1(bs, pc->l1_size, &pc->sn_l1_off, errp);
+    if (ret == 0 && area_bytes) {
+        int64_t off = alloc_for(bs, qcow2_align_up(area_bytes,
+                                                   s->cluster_size) >>
+                                        s->cluster_bits,
+                                "the snapshot table", errp);
+        if (off < 0) {
+            ret = (int)off;
+        } else {
+            pc->area_off = off;
+            pc->area_bytes = area_bytes;
+        }
+    }
     g_mutex_unlock(&s->lock);
 
     for (uint32_t i = 0; i < n && ret == 0; i++) {
@@ -421,26 +440,14 @@ int qcow2_precopy_start(BlockDriverState *bs, uint64_t area_bytes,
         }
         g_mutex_unlock(&s->lock);
     }
-    /* what phase 2 would otherwise allocate: the L1s, the table's area,
-     * the refcount copies; then the refcount copies written */
+    /* what phase 2 would otherwise allocate: the active L1, the refcount
+     * copies; then the refcount copies written */
     if (ret == 0) {
         step(bs, &steps);
         g_mutex_lock(&s->lock);
         ret = refresh_tables(bs, pc, errp);
         if (ret == 0) {
             ret = write_l1s(bs, pc, errp);
-        }
-        if (ret == 0 && area_bytes) {
-            int64_t off = alloc_for(
-                bs, qcow2_align_up(area_bytes, s->cluster_size) >>
-                        s->cluster_bits,
-                "the snapshot table", errp);
-            if (off < 0) {
-                ret = (int)off;
-            } else {
-                pc->area_off = off;
-                pc->area_bytes = area_bytes;
-            }
         }
         g_mutex_unlock(&s->lock);
     }
@@ -556,20 +563,23 @@ static int write_l1s(BlockDriverState *bs, Qcow2Precopy *pc, GError **errp)
     uint64_t l1_bytes = (uint64_t)pc->l1_size * 8;
     int ret;
 
-    if (pc->l1_size != s->l1_size || (!pc->sn_l1_off && s->l1_size)) {
+    if (pc->l1_size != s->l1_size) {
         qcow2_free_unreferenced(bs, pc->sn_l1_off, l1_bytes);
         qcow2_free_unreferenced(bs, pc->a_off, l1_bytes);
         pc->sn_l1_off = pc->a_off = 0;
         g_clear_pointer(&pc->sn_l1_written, g_free);
         g_clear_pointer(&pc->a_written, g_free);
         pc->l1_size = s->l1_size;
-        ret = alloc_l1(bs, pc->l1_size, &pc->sn_l1_off, errp);
-        if (ret == 0) {
-            ret = alloc_l1(bs, pc->l1_size, &pc->a_off, errp);
-        }
-        if (ret < 0) {
-            return ret;
-        }
+        l1_bytes = (uint64_t)pc->l1_size * 8;
+    }
+    /* the snapshot's L1 comes from phase 1's start (or again after a
+     * resize), the active one is allocated the first time here */
+    ret = pc->sn_l1_off ? 0 : alloc_l1(bs, pc->l1_size, &pc->sn_l1_off, errp);
+    if (ret == 0 && !pc->a_off) {
+        ret = alloc_l1(bs, pc->l1_size, &pc->a_off, errp);
+    }
+    if (ret < 0) {
+        return ret;
     }
     sn_l1 = g_new0(uint64_t, MAX(pc->l1_size, 1));
     g_free(pc->new_l1);

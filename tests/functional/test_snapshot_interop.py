@@ -401,5 +401,34 @@ def qemu_duplicates_and_empty_names():
         snaplib.check_both_clean(img, 'after delete and create')
 
 
+@runner.case('snapshot_layout_like_qemu')
+def snapshot_layout_like_qemu():
+    """The first snapshot -c of an image puts the snapshot's L1 table and
+    the snapshot table in the clusters qemu-img puts them in (scripts such
+    as qemu-iotests 080 poke at those offsets); only the active tables and
+    the refcount structures move, to the clusters after them (issue 15's
+    pre-copy), so later snapshots reuse the clusters freed then."""
+    t = common.tools()
+    layouts = []
+    with snaplib.ShmDir() as d:
+        for img_tool, io_tool in ((t.img, t.io), (t.qemu_img, t.qemu_io)):
+            img = os.path.join(d, 'lay.qcow2')
+            if os.path.exists(img):
+                os.unlink(img)
+            common.run([img_tool, 'create', '-q', '-f', 'qcow2', img, '1G'])
+            common.run_io(io_tool, img, ['write -P 0x5a 0 512',
+                                         'write -P 0x5b 600M 4k'])
+            common.run([img_tool, 'snapshot', '-c', 'one', img])
+            with open(img, 'rb') as f:
+                hdr = f.read(72)
+                nb, table = struct.unpack_from('>IQ', hdr, 60)
+                f.seek(table)
+                l1_off, l1_size = struct.unpack_from('>QI', f.read(12))
+            layouts.append((nb, table, l1_off, l1_size))
+            snaplib.check_both_clean(img, 'after the snapshot')
+    common.check(layouts[0] == layouts[1],
+                 'snapshot layout differs from qemu-img\'s: ours %r, QEMU %r'
+                 % tuple(layouts))
+
 if __name__ == '__main__':
     sys.exit(runner.main())
