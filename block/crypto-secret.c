@@ -266,9 +266,14 @@ GBytes *crypto_secret_lookup(const char *id, GError **errp)
 {
     GBytes *b = NULL;
 
+    /* a reference of the caller's own: object-del may drop the
+     * registry's while an open still reads the bytes */
     G_LOCK(secrets);
     if (secrets && id) {
         b = g_hash_table_lookup(secrets, id);
+        if (b) {
+            g_bytes_ref(b);
+        }
     }
     G_UNLOCK(secrets);
     if (!b) {
@@ -276,6 +281,26 @@ GBytes *crypto_secret_lookup(const char *id, GError **errp)
                     "No secret with id '%s'", id ? id : "");
     }
     return b;
+}
+
+bool crypto_secret_remove(const char *id)
+{
+    bool found;
+
+    G_LOCK(secrets);
+    found = secrets && g_hash_table_remove(secrets, id);
+    G_UNLOCK(secrets);
+    return found;
+}
+
+bool crypto_secret_exists(const char *id)
+{
+    bool found;
+
+    G_LOCK(secrets);
+    found = secrets && g_hash_table_contains(secrets, id);
+    G_UNLOCK(secrets);
+    return found;
 }
 
 void crypto_secret_clear(void)

@@ -71,7 +71,7 @@ static int luksfmt_open(BlockDriverState *bs, BlockOpts *options, int flags,
 {
     BDRVLuksState *s = bs->opaque;
     g_autofree char *id = bdrv_opts_take(options, "key-secret");
-    GBytes *secret;
+    g_autoptr(GBytes) secret = NULL;
 
     if (!luks_info(luks_file_read, bs->file, &s->info, errp)) {
         return -EINVAL;
@@ -237,7 +237,7 @@ static bool luksfmt_create(const char *filename, BlockOpts *opts, GError **errp)
     g_autoptr(BlockDriverState) file = NULL;
     g_autoptr(BlockCrypto) crypto = NULL;
     BlockOpts *fopts;
-    GBytes *secret;
+    g_autoptr(GBytes) secret = NULL;
     int ret;
 
     if (!bdrv_opts_get_size(opts, "size", 0, &size, errp) ||

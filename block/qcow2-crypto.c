@@ -133,7 +133,7 @@ int qcow2_crypto_open(BlockDriverState *bs, BlockOpts *options, int flags,
     BDRVQcow2State *s = bs->opaque;
     g_autofree char *fmt = bdrv_opts_take(options, "encrypt.format");
     g_autofree char *id = bdrv_opts_take(options, "encrypt.key-secret");
-    GBytes *secret;
+    g_autoptr(GBytes) secret = NULL;
 
     if (!check_format_option(s, fmt, errp)) {
         return -EINVAL;
@@ -332,7 +332,7 @@ int qcow2_crypto_setup(BlockDriverState *bs, const Qcow2CryptoCreate *c,
                        GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
-    GBytes *secret;
+    g_autoptr(GBytes) secret = NULL;
     uint64_t hlen, clusters;
     int64_t off;
     int ret;
@@ -412,9 +412,6 @@ static bool amend_secret(BlockOpts *opts, const char *key, GBytes **out,
         return true;
     }
     *out = crypto_secret_lookup(id, errp);
-    if (*out) {
-        g_bytes_ref(*out);   /* the registry keeps its own */
-    }
     return *out != NULL;
 }
 

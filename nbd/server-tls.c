@@ -162,6 +162,31 @@ bool nbd_authz_add(const char *id, const char *identity, GError **errp)
     return true;
 }
 
+bool nbd_object_exists(const char *id)
+{
+    return nbd_tls_creds_find(id) || nbd_authz_find(id);
+}
+
+bool nbd_object_remove(const char *id, GError **errp)
+{
+    NbdTlsCreds *c = nbd_tls_creds_find(id);
+
+    if (c) {
+        /* the running server reads them at every client's handshake */
+        if (nbd_server_tls_creds() == c) {
+            return tls_fail(errp, "object '%s' is in use, can not be "
+                            "deleted", id);
+        }
+        g_ptr_array_remove(all_creds, c);
+        return true;
+    }
+    /* a running server copied the identity when it started */
+    if (authz && g_hash_table_remove(authz, id)) {
+        return true;
+    }
+    return tls_fail(errp, "object '%s' not found", id);
+}
+
 const char *nbd_authz_find(const char *id)
 {
     return authz ? g_hash_table_lookup(authz, id) : NULL;

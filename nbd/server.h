@@ -46,6 +46,10 @@ void nbd_tls_creds_remove_all(void);
  * which is what QEMU compares) is DN gets past TLS.
  */
 bool nbd_authz_add(const char *id, const char *identity, GError **errp);
+/* QMP object-del of either: refused for the credentials the running
+ * server uses; QEMU's "object 'ID' not found" if there is no such id. */
+bool nbd_object_exists(const char *id);
+bool nbd_object_remove(const char *id, GError **errp);
 
 /*
  * Starts listening.  max_connections 0 means no limit.  tls_creds: the

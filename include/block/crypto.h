@@ -39,9 +39,13 @@ bool crypto_secret_add(const char *spec, GError **errp);
 bool crypto_secret_add_fields(const char *id, const char *data,
                               const char *file, const char *format,
                               GError **errp);
-/* The secret's bytes (decoded), or NULL with "No secret with id 'ID'".
- * The returned bytes are owned by the registry. */
+/* The secret's bytes (decoded; a new reference, g_bytes_unref() it), or
+ * NULL with "No secret with id 'ID'". */
 GBytes *crypto_secret_lookup(const char *id, GError **errp);
+/* Forgets one secret (QMP object-del); false if there is none by that id.
+ * Images already open keep the keys they derived from it. */
+bool crypto_secret_remove(const char *id);
+bool crypto_secret_exists(const char *id);
 /* Forgets all secrets (tests). */
 void crypto_secret_clear(void);
 

@@ -36,7 +36,14 @@ side by side with QEMU's tools: each side reads what the other wrote.
   (and a luks) --blockdev: the same node description over QMP (the
   json:{...} name, encrypted), an internal snapshot taken over QMP that
   qemu-img then lists, the data intact; a wrong key id or a wrong
-  password stops both daemons with the same message.
+  password stops both daemons with the same message;
+- qmp_object_add_del_like_qsd: the same QMP conversation with both
+  daemons: object-add of a secret, blockdev-add of an encrypted qcow2
+  using it, the errors of a duplicate id, a missing secret, an unknown
+  id to delete and a bad format value (the same replies), object-del of
+  the secret while a node opened with it stays (its data read back after
+  the daemon quits), and a blockdev-add failing afterwards for want of
+  it.
 """
 
 import json
@@ -372,6 +379,74 @@ def daemon_opens_encrypted_nodes_like_qsd():
         check(errs[0] == errs[1] and errs[2] == errs[3],
               'daemon errors differ: %r' % errs)
 
+
+def obj_session(binary, sd, img, img2):
+    """One QMP conversation about secrets; the replies, the directory
+    name replaced."""
+    import qmplib
+
+    def blockdev(node, path):
+        return {'driver': 'qcow2', 'node-name': node,
+                'file': {'driver': 'file', 'filename': path},
+                'encrypt': {'format': 'luks', 'key-secret': 'k1'}}
+    cmds = [
+        ('object-add', {'qom-type': 'secret', 'id': 'k1',
+                        'data': 'YXN0cm9jaGlja2Vu', 'format': 'base64'}),
+        ('object-add', {'qom-type': 'secret', 'id': 'k1', 'data': 'x'}),
+        ('object-add', {'qom-type': 'secret', 'id': 'k2', 'data': 'x',
+                        'format': 'hex'}),
+        ('blockdev-add', blockdev('d0', img)),
+        ('object-del', {'id': 'k1'}),
+        ('object-del', {'id': 'k1'}),
+        ('blockdev-add', blockdev('d1', img2)),
+        ('query-named-block-nodes', {'flat': True}),
+    ]
+    dm = qmplib.Daemon(binary, [], sd)
+    dm.send({'execute': 'qmp_capabilities'})
+    replies = []
+    for name, arguments in cmds:
+        r = dm.send({'execute': name, 'arguments': arguments})[-1]
+        if name == 'query-named-block-nodes':
+            r = sorted(n['node-name'] for n in r['return']
+                       if not n['node-name'].startswith('#'))
+        else:
+            r = r.get('error', {}).get('desc', r.get('return'))
+        replies.append((name, r))
+    check(dm.quit() == 0, '%s did not quit cleanly' % binary)
+    return json.loads(json.dumps(replies).replace(sd, 'DIR'))
+
+
+@runner.case()
+def qmp_object_add_del_like_qsd():
+    import qmplib
+    strata, qsd = qmplib.daemon_paths()
+    t = common.tools()
+    got = {}
+    with common.TempDir() as d:
+        for side, binary in (('qsd', qsd), ('strata', strata)):
+            sd = os.path.join(d, side)
+            os.mkdir(sd)
+            img = os.path.join(sd, 'a.qcow2')
+            img2 = os.path.join(sd, 'b.qcow2')
+            for p in (img, img2):
+                create(t.qemu_img, p, LUKS_OPTS)
+            io(t.qemu_io, img, ['write -P 0x21 0 64k'])
+            got[side] = obj_session(binary, sd, img, img2)
+            io(t.qemu_io, img, ['read -P 0x21 0 64k'])
+            check_clean(img)
+    check(got['qsd'] == got['strata'],
+          'replies differ:\nqsd:    %s\nstrata: %s' % (got['qsd'],
+                                                        got['strata']))
+    want = [['object-add', {}],
+            ['object-add', "attempt to add duplicate property 'k1' to "
+             "object (type 'container')"],
+            ['object-add', "Parameter 'format' does not accept value 'hex'"],
+            ['blockdev-add', {}],
+            ['object-del', {}],
+            ['object-del', "object 'k1' not found"],
+            ['blockdev-add', "No secret with id 'k1'"],
+            ['query-named-block-nodes', ['d0']]]
+    check(got['strata'] == want, 'unexpected replies %r' % got['strata'])
 
 if __name__ == '__main__':
     sys.exit(runner.main())

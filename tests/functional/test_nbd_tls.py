@@ -286,6 +286,69 @@ def bad_tls_arguments():
                   '%s: rc %d, %s' % (args, p.returncode, p.stderr))
 
 
+@runner.case()
+def qmp_object_add_and_del():
+    """object-add of credentials and an authz list over QMP, then
+    nbd-server-start with them: a TLS client reads.  object-del of the
+    credentials the running server uses is refused (strata frees what it
+    deletes; QEMU keeps its own reference and deletes the name), of the
+    authz list (the server copied the identity) and, after
+    nbd-server-stop, of the credentials it is not."""
+    dirs = shared_pki()
+    with common.TempDir('strata-nbdtls-') as d:
+        img = os.path.join(d, 'a.qcow2')
+        common.run(['qemu-img', 'create', '-q', '-f', 'qcow2', img,
+                    str(SIZE)])
+        common.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0xab 0 1M',
+                    img])
+        port = free_port()
+        dm = Daemon(strata(), ['--blockdev', 'driver=qcow2,node-name=d0,'
+                               'file.driver=file,file.filename=%s' % img], d)
+        try:
+            def ok(req):
+                r = dm.send(req)[-1]
+                check(r == {'return': {}}, '%r: %r' % (req, r))
+
+            def err(req, desc):
+                r = dm.send(req)[-1]
+                check(r.get('error', {}).get('desc') == desc,
+                      '%r: %r, expected %r' % (req, r, desc))
+            dm.send(cmd('qmp_capabilities'))
+            ok(cmd('object-add', **{'qom-type': 'tls-creds-x509', 'id': 't0',
+                                    'dir': dirs['server'],
+                                    'endpoint': 'server'}))
+            ok(cmd('object-add', **{'qom-type': 'authz-simple', 'id': 'a0',
+                                    'identity': 'O=strata,CN=client'}))
+            err(cmd('object-add', **{'qom-type': 'secret', 'id': 't0',
+                                     'data': 'x'}),
+                "attempt to add duplicate property 't0' to object (type "
+                "'container')")
+            ok(cmd('nbd-server-start', addr={
+                'type': 'inet', 'data': {'host': '127.0.0.1',
+                                         'port': str(port)}},
+                **{'tls-creds': 't0', 'tls-authz': 'a0'}))
+            ok(cmd('block-export-add', type='nbd', id='e0',
+                   **{'node-name': 'd0', 'name': 'disk'}))
+            err(cmd('object-del', id='t0'),
+                "object 't0' is in use, can not be deleted")
+            ok(cmd('object-del', id='a0'))
+            res = common.run(
+                ['qemu-io', '-r', '--object', 'tls-creds-x509,id=tls0,'
+                 'endpoint=client,dir=%s' % dirs['client'], '--image-opts',
+                 'driver=nbd,host=127.0.0.1,port=%d,export=disk,'
+                 'tls-creds=tls0' % port, '-c', 'read -P 0xab 0 64k'])
+            check('read 65536/65536' in res.out, res.text)
+            ok(cmd('nbd-server-stop'))
+            ok(cmd('object-del', id='t0'))
+            err(cmd('object-del', id='t0'), "object 't0' not found")
+            err(cmd('nbd-server-start', addr={
+                'type': 'inet', 'data': {'host': '127.0.0.1',
+                                         'port': str(port)}},
+                **{'tls-creds': 't0'}), "No TLS credentials with id 't0'")
+        finally:
+            check(dm.quit() == 0, 'daemon exit status')
+
+
 def main():
     for prog in ('qemu-img', 'qemu-io'):
         if not common.oracle(prog):

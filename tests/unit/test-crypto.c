@@ -311,7 +311,7 @@ static const char *const luks_variants[] = {
 static void secret_is(const char *id, const void *data, size_t len)
 {
     g_autoptr(GError) err = NULL;
-    GBytes *b = crypto_secret_lookup(id, &err);
+    g_autoptr(GBytes) b = crypto_secret_lookup(id, &err);
     gsize blen;
     const void *bdata;
 
