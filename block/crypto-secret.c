@@ -3,10 +3,13 @@
  * The --object secret registry: QEMU's "secret" object, parsed from its
  * command-line form (secret,id=ID,data=D|file=PATH[,format=raw|base64])
  * and kept by id for key-secret= options to name.  The error texts are
- * qemu-img 7.2's for the same arguments.  Encrypted secrets (keyid=,
- * which need a master key object strata does not have) are refused.
+ * qemu-img 7.2's for the same arguments.  A secret given encrypted
+ * (keyid=MASTER,iv=IV: AES-256-CBC under the 32-byte secret MASTER, as
+ * libvirt passes every secret) is decrypted when it is added.
  */
 #include <string.h>
+#include <nettle/aes.h>
+#include <nettle/cbc.h>
 
 #include "block/block.h"
 #include "block/crypto.h"
@@ -15,7 +18,7 @@ G_LOCK_DEFINE_STATIC(secrets);
 static GHashTable *secrets;     /* id -> GBytes */
 
 typedef struct SecretSpec {
-    char *type, *id, *data, *file, *format, *keyid;
+    char *type, *id, *data, *file, *format, *keyid, *iv;
 } SecretSpec;
 
 static void secret_spec_clear(SecretSpec *s)
@@ -26,6 +29,7 @@ static void secret_spec_clear(SecretSpec *s)
     g_free(s->file);
     g_free(s->format);
     g_free(s->keyid);
+    g_free(s->iv);
 }
 
 /* Splits "a=b,c=d" where ",," stands for a literal comma */
@@ -59,11 +63,9 @@ static bool set_field(SecretSpec *s, const char *key, const char *value,
                    !strcmp(key, "data") ? &s->data :
                    !strcmp(key, "file") ? &s->file :
                    !strcmp(key, "format") ? &s->format :
-                   !strcmp(key, "keyid") ? &s->keyid : NULL;
+                   !strcmp(key, "keyid") ? &s->keyid :
+                   !strcmp(key, "iv") ? &s->iv : NULL;
 
-    if (!strcmp(key, "iv")) {
-        return true;    /* QEMU ignores an IV without keyid too */
-    }
     if (!strcmp(key, "loaded")) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Property 'secret.loaded' is not writable");
@@ -138,8 +140,6 @@ static bool check_spec(const SecretSpec *s, GError **errp)
                strcmp(s->format, "base64")) {
         text = g_strdup_printf("Parameter 'format' does not accept value "
                                "'%s'", s->format);
-    } else if (s->keyid) {
-        msg = "Encrypted secrets (keyid=) are not supported";
     } else if (s->file && s->data) {
         msg = "'file' and 'data' are mutually exclusive";
     } else if (!s->file && !s->data) {
@@ -217,6 +217,79 @@ static bool register_secret(const char *id, GBytes *bytes, GError **errp)
     return ok;
 }
 
+static GBytes *base64_text(const char *text, GError **errp)
+{
+    g_autoptr(GBytes) in = g_bytes_new(text, strlen(text));
+
+    return decode_base64(in, errp);
+}
+
+/* The plaintext of an encrypted secret: AES-256-CBC under the secret
+ * keyid names, the IV base64 encoded, the trailing padding byte count
+ * removed (QEMU checks only that it is at most 16 and the length). */
+static GBytes *decrypt_secret(const SecretSpec *s, GBytes *in, GError **errp)
+{
+    g_autoptr(GBytes) key = crypto_secret_lookup(s->keyid, errp);
+    g_autoptr(GBytes) iv = NULL;
+    g_autoptr(GBytes) cipher = NULL;
+    g_autofree uint8_t *plain = NULL;
+    uint8_t ivbuf[AES_BLOCK_SIZE];
+    struct aes256_ctx ctx;
+    gsize len;
+    uint8_t pad;
+
+    if (!key) {
+        return NULL;
+    }
+    if (g_bytes_get_size(key) != AES256_KEY_SIZE) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Key should be 32 bytes in length");
+        return NULL;
+    }
+    if (!s->iv) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "IV is required to decrypt secret");
+        return NULL;
+    }
+    iv = base64_text(s->iv, errp);
+    if (!iv) {
+        return NULL;
+    }
+    if (g_bytes_get_size(iv) != AES_BLOCK_SIZE) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "IV should be 16 bytes in length not %zu",
+                    (size_t)g_bytes_get_size(iv));
+        return NULL;
+    }
+    cipher = s->format && !strcmp(s->format, "base64")
+             ? decode_base64(in, errp) : g_bytes_ref(in);
+    if (!cipher) {
+        return NULL;
+    }
+    len = g_bytes_get_size(cipher);
+    if (len % AES_BLOCK_SIZE || !len) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Length %zu must be a multiple of block size %d",
+                    (size_t)len, AES_BLOCK_SIZE);
+        return NULL;
+    }
+    memcpy(ivbuf, g_bytes_get_data(iv, NULL), AES_BLOCK_SIZE);
+    aes256_set_decrypt_key(&ctx, g_bytes_get_data(key, NULL));
+    plain = g_malloc(len);
+    cbc_decrypt(&ctx, (nettle_cipher_func *)aes256_decrypt, AES_BLOCK_SIZE,
+                ivbuf, len, plain, g_bytes_get_data(cipher, NULL));
+    memset(&ctx, 0, sizeof(ctx));
+    pad = plain[len - 1];
+    if (pad > AES_BLOCK_SIZE || pad > len) {
+        memset(plain, 0, len);
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Incorrect number of padding bytes (%d) found on "
+                    "decrypted data", pad);
+        return NULL;
+    }
+    return g_bytes_new_take(g_steal_pointer(&plain), len - pad);
+}
+
 /* Checks a parsed spec, loads and decodes its bytes, registers them. */
 static bool add_spec(const SecretSpec *s, GError **errp)
 {
@@ -230,7 +303,9 @@ static bool add_spec(const SecretSpec *s, GError **errp)
     if (!raw) {
         return false;
     }
-    if (s->format && !strcmp(s->format, "base64")) {
+    if (s->keyid) {
+        bytes = decrypt_secret(s, raw, errp);
+    } else if (s->format && !strcmp(s->format, "base64")) {
         bytes = decode_base64(raw, errp);
     } else {
         bytes = g_bytes_ref(raw);
@@ -249,12 +324,14 @@ bool crypto_secret_add(const char *spec, GError **errp)
 
 bool crypto_secret_add_fields(const char *id, const char *data,
                               const char *file, const char *format,
+                              const char *keyid, const char *iv,
                               GError **errp)
 {
     SecretSpec s = {
         .type = g_strdup("secret"), .id = g_strdup(id),
         .data = g_strdup(data), .file = g_strdup(file),
-        .format = g_strdup(format),
+        .format = g_strdup(format), .keyid = g_strdup(keyid),
+        .iv = g_strdup(iv),
     };
     bool ok = add_spec(&s, errp);
 

@@ -351,12 +351,9 @@ bool monitor_object_add(JsonNode *options, bool keyval, GError **errp)
     }
     if (!strcmp(kv_str(o, "qom-type"), "secret")) {
         GError *err = NULL;
-        if (kv_str(o, "keyid")) {
-            return qmp_fail(errp, "Encrypted secrets (keyid=) are not "
-                            "supported");
-        }
         if (!crypto_secret_add_fields(kv_str(o, "id"), kv_str(o, "data"),
                                       kv_str(o, "file"), kv_str(o, "format"),
+                                      kv_str(o, "keyid"), kv_str(o, "iv"),
                                       &err)) {
             bool ok = qmp_fail(errp, "%s", err->message);
             g_error_free(err);

@@ -32,12 +32,15 @@ G_BEGIN_DECLS
  * Only the "secret" type is known: "Parameter 'qom-type' does not accept
  * value 'T'" otherwise (qemu-img 7.2's text for an unknown object type).
  * A file= secret is the file's bytes as they are (a trailing newline
- * included); keyid= (encrypted secrets) is refused. */
+ * included); with keyid=MASTER[,iv=IV] the data is AES-256-CBC
+ * ciphertext under the 32-byte secret MASTER (added before it), the IV
+ * base64 encoded, and the plaintext is what gets registered. */
 bool crypto_secret_add(const char *spec, GError **errp);
 /* The same from its members (QMP's and strata-daemon's --object as
  * JSON); NULL for a member not given. */
 bool crypto_secret_add_fields(const char *id, const char *data,
                               const char *file, const char *format,
+                              const char *keyid, const char *iv,
                               GError **errp);
 /* The secret's bytes (decoded; a new reference, g_bytes_unref() it), or
  * NULL with "No secret with id 'ID'". */

@@ -38,8 +38,9 @@ side by side with QEMU's tools: each side reads what the other wrote.
   qemu-img then lists, the data intact; a wrong key id or a wrong
   password stops both daemons with the same message;
 - qmp_object_add_del_like_qsd: the same QMP conversation with both
-  daemons: object-add of a secret, blockdev-add of an encrypted qcow2
-  using it, the errors of a duplicate id, a missing secret, an unknown
+  daemons: object-add of a master key and of the password encrypted
+  with it (keyid=, iv=, as libvirt passes secrets), blockdev-add of an
+  encrypted qcow2 using it, the errors of a duplicate id, a missing secret, an unknown
   id to delete and a bad format value (the same replies), object-del of
   the secret while a node opened with it stays (its data read back after
   the daemon quits), and a blockdev-add failing afterwards for want of
@@ -390,8 +391,15 @@ def obj_session(binary, sd, img, img2):
                 'file': {'driver': 'file', 'filename': path},
                 'encrypt': {'format': 'luks', 'key-secret': 'k1'}}
     cmds = [
-        ('object-add', {'qom-type': 'secret', 'id': 'k1',
-                        'data': 'YXN0cm9jaGlja2Vu', 'format': 'base64'}),
+        # libvirt's way: a master key, then the password encrypted with
+        # it (AES-256-CBC; made once with openssl enc, key bytes 0..31,
+        # IV bytes 0xa0..0xaf)
+        ('object-add', {'qom-type': 'secret', 'id': 'master',
+                        'format': 'base64', 'data': 'AAECAwQFBgcICQoLDA0ODx'
+                        'AREhMUFRYXGBkaGxwdHh8='}),
+        ('object-add', {'qom-type': 'secret', 'id': 'k1', 'keyid': 'master',
+                        'iv': 'oKGio6SlpqeoqaqrrK2urw==', 'format': 'base64',
+                        'data': 'J72nCQpnE4fUl6jlhNY4tA=='}),
         ('object-add', {'qom-type': 'secret', 'id': 'k1', 'data': 'x'}),
         ('object-add', {'qom-type': 'secret', 'id': 'k2', 'data': 'x',
                         'format': 'hex'}),
@@ -438,6 +446,7 @@ def qmp_object_add_del_like_qsd():
           'replies differ:\nqsd:    %s\nstrata: %s' % (got['qsd'],
                                                         got['strata']))
     want = [['object-add', {}],
+            ['object-add', {}],
             ['object-add', "attempt to add duplicate property 'k1' to "
              "object (type 'container')"],
             ['object-add', "Parameter 'format' does not accept value 'hex'"],

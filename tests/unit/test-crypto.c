@@ -394,12 +394,106 @@ START_TEST(secrets_errors_are_qemus)
     secret_fails("secret,id=s,file=/nonexistent/pw",
                  "Unable to read /nonexistent/pw: Failed to open file "
                  "“/nonexistent/pw”: No such file or directory");
-    secret_fails("secret,id=s,data=x,keyid=k",
-                 "Encrypted secrets (keyid=) are not supported");
+    secret_fails("secret,id=s,data=x,keyid=k", "No secret with id 'k'");
     secret_ok("secret,id=s,data=x");
     secret_fails("secret,id=s,data=y", "attempt to add duplicate property "
                  "'s' to object (type 'container')");
     secret_is("s", "x", 1);
+}
+END_TEST
+
+/* Encrypted secrets: AES-256-CBC under a 32-byte master secret.  The
+ * ciphertexts were made once with `openssl enc -aes-256-cbc` (key bytes
+ * 0..31, IV bytes 0xa0..0xaf); the test below has qemu-img accept the
+ * same objects. */
+#define MASTER "secret,id=m,format=base64," \
+               "data=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+#define IV "iv=oKGio6SlpqeoqaqrrK2urw=="
+#define CT_SHORT "J72nCQpnE4fUl6jlhNY4tA=="
+#define CT_LONG "H+GYedeWeZwJoGFyEYiwJ00Bz3nvjg+1Q3Li29/OQpf3Dzo96Gs3K00jjPJ5v1M8"
+
+static const struct {
+    const char *spec, *msg;
+} encrypted_bad[] = {
+    { "secret,id=s,keyid=m,data=" CT_SHORT ",format=base64",
+      "IV is required to decrypt secret" },
+    { "secret,id=s,keyid=m,iv=oKGi,data=" CT_SHORT ",format=base64",
+      "IV should be 16 bytes in length not 3" },
+    { "secret,id=s,keyid=m," IV ",data=abc",
+      "Length 3 must be a multiple of block size 16" },
+    { "secret,id=s,keyid=short," IV ",data=" CT_SHORT ",format=base64",
+      "Key should be 32 bytes in length" },
+    { "secret,id=s,keyid=nope," IV ",data=" CT_SHORT ",format=base64",
+      "No secret with id 'nope'" },
+    /* the wrong key: the last byte is no valid padding count */
+    { "secret,id=s,keyid=other," IV ",data=" CT_LONG ",format=base64",
+      NULL },
+};
+
+START_TEST(secrets_encrypted_with_keyid)
+{
+    g_autoptr(GError) err = NULL;
+
+    secret_ok(MASTER);
+    secret_ok("secret,id=short,data=0123456789");
+    secret_ok("secret,id=other,data=0123456789abcdef0123456789abcdef");
+    secret_ok("secret,id=a,keyid=m," IV ",format=base64,data=" CT_SHORT);
+    secret_is("a", "astrochicken", 12);
+    secret_ok("secret,id=b,keyid=m," IV ",format=base64,data=" CT_LONG);
+    secret_is("b", "a-longer-secret-of-more-than-16-bytes", 37);
+    for (size_t i = 0; i < G_N_ELEMENTS(encrypted_bad); i++) {
+        if (encrypted_bad[i].msg) {
+            secret_fails(encrypted_bad[i].spec, encrypted_bad[i].msg);
+        } else {
+            g_clear_error(&err);
+            ck_assert(!crypto_secret_add(encrypted_bad[i].spec, &err));
+            ck_assert_msg(g_str_has_prefix(err->message, "Incorrect number "
+                                           "of padding bytes ("),
+                          "%s", err->message);
+        }
+    }
+    crypto_secret_clear();
+}
+END_TEST
+
+/* ... and qemu-img takes the same objects, and refuses the same ones
+ * with the same words */
+START_TEST(secrets_encrypted_match_qemu_img)
+{
+    g_autofree char *img = path("k.qcow2");
+
+    if (!have_qemu()) {
+        return;
+    }
+    ck_assert_int_eq(run(NULL, "qemu-img create -q -f qcow2 --object '%s' "
+                         "--object 'secret,id=a,keyid=m,%s,format=base64,"
+                         "data=%s' -o encrypt.format=luks,"
+                         "encrypt.key-secret=a,encrypt.iter-time=10 '%s' 1M",
+                         MASTER, IV, CT_SHORT, img), 0);
+    /* the image opens with the plain password */
+    ck_assert_int_eq(run(NULL, "qemu-io --object secret,id=p,"
+                         "data=astrochicken --image-opts 'driver=qcow2,"
+                         "file.filename=%s,encrypt.key-secret=p' -c 'read 0 "
+                         "512'", img), 0);
+    for (size_t i = 0; i < G_N_ELEMENTS(encrypted_bad); i++) {
+        g_autofree char *out = NULL;
+        g_autoptr(GError) err = NULL;
+
+        secret_ok(MASTER);
+        secret_ok("secret,id=short,data=0123456789");
+        secret_ok("secret,id=other,data=0123456789abcdef0123456789abcdef");
+        ck_assert(!crypto_secret_add(encrypted_bad[i].spec, &err));
+        crypto_secret_clear();
+        ck_assert_int_ne(run(&out, "qemu-img info --object '%s' --object "
+                             "secret,id=short,data=0123456789 --object "
+                             "secret,id=other,data=0123456789abcdef01234567"
+                             "89abcdef --object '%s' '%s' 2>&1", MASTER,
+                             encrypted_bad[i].spec, img), 0);
+        g_strchomp(out);
+        ck_assert_msg(g_str_has_suffix(out, err->message),
+                      "%s: qemu-img says '%s', we say '%s'",
+                      encrypted_bad[i].spec, out, err->message);
+    }
 }
 END_TEST
 
@@ -941,6 +1035,8 @@ static Suite *crypto_suite(void)
     tcase_add_test(tc, secrets_data_base64_file);
     tcase_add_test(tc, secrets_errors_are_qemus);
     tcase_add_test(tc, secrets_errors_match_qemu_img);
+    tcase_add_test(tc, secrets_encrypted_with_keyid);
+    tcase_add_test(tc, secrets_encrypted_match_qemu_img);
     tcase_add_test(tc, cipher_round_trips_and_hot_path);
     tcase_add_test(tc, header_sizes);
     tcase_add_test(tc, create_option_errors);
