@@ -18,6 +18,7 @@
 
 #include "monitor/hmp-int.h"
 #include "monitor/monitor.h"
+#include "monitor/qmp-export.h"
 #include "blockdev/registry.h"
 #include "block/snapshot.h"
 #include "block/block-backend.h"
@@ -62,6 +63,24 @@ void hmp_snapshot_blkdev(GString *out, GHashTable *args)
     json_object_set_string_member(a, "mode", reuse ? "existing"
                                                    : "absolute-paths");
     run_qmp(out, "blockdev-snapshot-sync", a);
+}
+
+void hmp_object_add(GString *out, GHashTable *args)
+{
+    g_autoptr(GError) err = NULL;
+
+    if (!monitor_object_add_text(g_hash_table_lookup(args, "object"),
+                                 &err)) {
+        hmp_print_error(out, err);
+    }
+}
+
+void hmp_object_del(GString *out, GHashTable *args)
+{
+    JsonObject *a = json_object_new();
+
+    json_object_set_string_member(a, "id", g_hash_table_lookup(args, "id"));
+    run_qmp(out, "object-del", a);
 }
 
 void hmp_snapshot_blkdev_internal(GString *out, GHashTable *args)

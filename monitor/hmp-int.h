@@ -80,6 +80,8 @@ void hmp_help(GString *out, GHashTable *args);
 void hmp_quit(GString *out, GHashTable *args);
 void hmp_snapshot_blkdev(GString *out, GHashTable *args);
 void hmp_snapshot_blkdev_internal(GString *out, GHashTable *args);
+void hmp_object_add(GString *out, GHashTable *args);
+void hmp_object_del(GString *out, GHashTable *args);
 void hmp_snapshot_delete_blkdev_internal(GString *out, GHashTable *args);
 void hmp_savevm(GString *out, GHashTable *args);
 void hmp_loadvm(GString *out, GHashTable *args);

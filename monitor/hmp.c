@@ -30,6 +30,10 @@ static const HmpCommand hmp_cmds[] = {
       "the system state", NULL, hmp_info_cmds },
     { "loadvm", "name:s", "tag", "restore a VM snapshot from its tag",
       hmp_loadvm, NULL },
+    { "object_add", "object:S", "[qom-type=]type,id=str[,prop=value][,...]",
+      "create QOM object", hmp_object_add, NULL },
+    { "object_del", "id:s", "id", "destroy QOM object", hmp_object_del,
+      NULL },
     { "quit|q", "", "", "quit the emulator", hmp_quit, NULL },
     { "savevm", "name:s?", "tag", "save a VM snapshot. If no tag is "
       "provided, a new snapshot is created", hmp_savevm, NULL },

@@ -12,6 +12,7 @@
 #include <glib.h>
 
 #include "block/crypto.h"
+#include "monitor/keyval.h"
 #include "monitor/qmp-export.h"
 #include "monitor/monitor-int.h"
 #include "nbd/server.h"
@@ -34,6 +35,27 @@ JsonNode *qmp_object_add(const ObjectOptions *args, GError **errp)
     /* the same path as --object, from the typed members */
     node = qapi_output(&qapi_type_ObjectOptions, args);
     return monitor_object_add(node, false, errp) ? qmp_empty_return() : NULL;
+}
+
+/* HMP object_add: QEMU's keyval form, the type first without a name
+ * ("secret,id=s0,data=..."). */
+bool monitor_object_add_text(const char *text, GError **errp)
+{
+    g_autoptr(JsonNode) node = monitor_keyval_parse(text, "qom-type", errp);
+    JsonNode *id;
+
+    if (!node) {
+        return false;
+    }
+    id = json_object_get_member(json_node_get_object(node), "id");
+    if (id && JSON_NODE_HOLDS_VALUE(id) &&
+        json_node_get_value_type(id) == G_TYPE_STRING &&
+        object_exists(json_node_get_string(id))) {
+        return qmp_fail(errp, "attempt to add duplicate property '%s' to "
+                        "object (type 'container')",
+                        json_node_get_string(id));
+    }
+    return monitor_object_add(node, true, errp);
 }
 
 JsonNode *qmp_object_del(const q_obj_object_del_arg *args, GError **errp)

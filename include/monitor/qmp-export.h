@@ -24,6 +24,8 @@ bool monitor_export_add(JsonNode *options, bool keyval, GError **errp);
  * (the only object type strata-daemon has): check, and load. */
 bool monitor_object_check(JsonNode *options, bool keyval, GError **errp);
 bool monitor_object_add(JsonNode *options, bool keyval, GError **errp);
+/* HMP object_add's argument: "TYPE,id=ID,..." (keyval). */
+bool monitor_object_add_text(const char *text, GError **errp);
 /* At exit: every export closed (clients disconnected), server stopped. */
 void monitor_exports_shutdown(void);
 

@@ -527,6 +527,47 @@ def side_by_side(name, make_disks, commands, differences=None):
                   '%s %r:\n  qemu:   %r\n  strata: %r' % (name, c, q, s))
 
 
+@runner.case('object_add_del')
+def object_add_del():
+    """object_add / object_del of secrets (one plain, one encrypted with a
+    master key as libvirt gives them), their errors, and help's lines,
+    as QEMU prints them; the secret then opens an encrypted image over
+    QMP (blockdev-add with encrypt.key-secret)."""
+    master = ('secret,id=m,format=base64,data=AAECAwQFBgcICQoLDA0ODxAREhMU'
+              'FRYXGBkaGxwdHh8=')
+    cmds = ['help object_add', 'help object_del',
+            'object_add ' + master,
+            'object_add secret,id=k1,keyid=m,iv=oKGio6SlpqeoqaqrrK2urw==,'
+            'format=base64,data=J72nCQpnE4fUl6jlhNY4tA==',
+            'object_add qom-type=secret,id=k2,data=astrochicken',
+            'object_add secret,id=k2,data=x',
+            'object_add secret,id=k3,keyid=m,data=abc',
+            'object_add secret,id=k3,format=hex,data=x',
+            'object_add secret,data=x',
+            'object_del k2', 'object_del k2', 'object_del nope']
+    side_by_side('object_add', lambda d: [], cmds)
+    # the decrypted secret is the image's password: over QMP on strata
+    with common.TempDir('strata-hmp-') as d:
+        img = os.path.join(d, 'e.qcow2')
+        common.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '--object',
+                    'secret,id=s,data=astrochicken', '-o',
+                    'encrypt.format=luks,encrypt.key-secret=s,'
+                    'encrypt.iter-time=10', img, '1M'])
+        side = StrataQMP([], d)
+        try:
+            check(side.hmp('object_add ' + master) == '', 'master')
+            check(side.hmp('object_add secret,id=k1,keyid=m,iv=oKGio6SlpqeoqaqrrK2urw==,'
+                           'format=base64,data=J72nCQpnE4fUl6jlhNY4tA==') == '',
+                  'k1')
+            r = side.dm.send({'execute': 'blockdev-add', 'arguments': {
+                'driver': 'qcow2', 'node-name': 'e0',
+                'file': {'driver': 'file', 'filename': img},
+                'encrypt': {'format': 'luks', 'key-secret': 'k1'}}})[-1]
+            check(r == {'return': {}}, 'blockdev-add with k1: %r' % r)
+        finally:
+            side.quit()
+
+
 @runner.case('no_snapshot_capable_disk')
 def no_snapshot_capable_disk():
     """No disk at all, and a writable raw disk: QEMU's refusals of
