@@ -181,14 +181,20 @@ def create_case():
             common.check(not os.path.exists(ov), 'create left %s' % ov)
 
 
+def base_and_top(t, d):
+    """base.qcow2 (0x22 in its first 128k) under top.qcow2."""
+    base = os.path.join(d, 'base.qcow2')
+    top = os.path.join(d, 'top.qcow2')
+    chainlib.create(t.img, base, MiB)
+    common.run_io(t.io, base, ['write -P 0x22 0 128k'])
+    chainlib.create(t.img, top, MiB, backing='base.qcow2')
+    return base, top
+
+
 def rebase_case():
     with chainlib.ShmDir() as d:
         t = common.tools()
-        base = os.path.join(d, 'base.qcow2')
-        top = os.path.join(d, 'top.qcow2')
-        chainlib.create(t.img, base, MiB)
-        common.run_io(t.io, base, ['write -P 0x22 0 128k'])
-        chainlib.create(t.img, top, MiB, backing='base.qcow2')
+        base, top = base_and_top(t, d)
         raw = os.path.join(d, 'x.raw')
         with open(raw, 'wb') as f:
             f.write(b'\0' * MiB)
@@ -213,11 +219,7 @@ def rebase_unsafe_loop_case():
     rebase -u mends it without losing data."""
     with chainlib.ShmDir() as d:
         t = common.tools()
-        base = os.path.join(d, 'base.qcow2')
-        top = os.path.join(d, 'top.qcow2')
-        chainlib.create(t.img, base, MiB)
-        common.run_io(t.io, base, ['write -P 0x22 0 128k'])
-        chainlib.create(t.img, top, MiB, backing='base.qcow2')
+        base, top = base_and_top(t, d)
         common.run([t.img, 'rebase', '-u', '-b', 'top.qcow2', '-F', 'qcow2',
                     base])
         res = common.run([t.img, 'info', '--backing-chain', top], rc=None)
