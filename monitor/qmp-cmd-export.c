@@ -346,6 +346,12 @@ bool monitor_object_add(JsonNode *options, bool keyval, GError **errp)
     if (!object_check(options, errp)) {
         return false;
     }
+    /* one namespace over the registries of every kind, as QEMU's */
+    if (crypto_secret_exists(kv_str(o, "id")) ||
+        nbd_object_exists(kv_str(o, "id"))) {
+        return qmp_fail(errp, "attempt to add duplicate property '%s' to "
+                        "object (type 'container')", kv_str(o, "id"));
+    }
     if (!strcmp(kv_str(o, "qom-type"), "authz-simple")) {
         return nbd_authz_add(kv_str(o, "id"), kv_str(o, "identity"), errp);
     }

@@ -6,8 +6,8 @@
  * an encrypted image or an nbd-server-start with TLS.
  *
  * Every kind lives in its own registry (block/crypto-secret.c,
- * nbd/server-tls.c); QEMU keeps one namespace for all of them, so the
- * duplicate check here looks in each.
+ * nbd/server-tls.c); monitor_object_add() keeps one namespace over them,
+ * as QEMU has.
  */
 #include <glib.h>
 
@@ -18,22 +18,11 @@
 #include "nbd/server.h"
 #include "qapi-gen.h"
 
-static bool object_exists(const char *id)
-{
-    return crypto_secret_exists(id) || nbd_object_exists(id);
-}
-
 JsonNode *qmp_object_add(const ObjectOptions *args, GError **errp)
 {
-    g_autoptr(JsonNode) node = NULL;
-
-    if (object_exists(args->id)) {
-        qmp_fail(errp, "attempt to add duplicate property '%s' to object "
-                 "(type 'container')", args->id);
-        return NULL;
-    }
     /* the same path as --object, from the typed members */
-    node = qapi_output(&qapi_type_ObjectOptions, args);
+    g_autoptr(JsonNode) node = qapi_output(&qapi_type_ObjectOptions, args);
+
     return monitor_object_add(node, false, errp) ? qmp_empty_return() : NULL;
 }
 
@@ -42,20 +31,8 @@ JsonNode *qmp_object_add(const ObjectOptions *args, GError **errp)
 bool monitor_object_add_text(const char *text, GError **errp)
 {
     g_autoptr(JsonNode) node = monitor_keyval_parse(text, "qom-type", errp);
-    JsonNode *id;
 
-    if (!node) {
-        return false;
-    }
-    id = json_object_get_member(json_node_get_object(node), "id");
-    if (id && JSON_NODE_HOLDS_VALUE(id) &&
-        json_node_get_value_type(id) == G_TYPE_STRING &&
-        object_exists(json_node_get_string(id))) {
-        return qmp_fail(errp, "attempt to add duplicate property '%s' to "
-                        "object (type 'container')",
-                        json_node_get_string(id));
-    }
-    return monitor_object_add(node, true, errp);
+    return node && monitor_object_add(node, true, errp);
 }
 
 JsonNode *qmp_object_del(const q_obj_object_del_arg *args, GError **errp)
