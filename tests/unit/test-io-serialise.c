@@ -359,6 +359,7 @@ typedef struct Block0Race {
     int refused;
     int done;
     gint *ready;               /* start together, or one may finish first */
+    gint *refused_total;       /* refusals of both */
     char *failure;
 } Block0Race;
 
@@ -373,15 +374,24 @@ static gpointer block0_writer(gpointer p)
     while (g_atomic_int_get(r->ready) < 2) {
         g_thread_yield();
     }
-    for (int i = 0; i < 2000 && !r->failure; i++) {
+    /* 1000 set-and-clear rounds; on a loaded machine the two threads may
+     * take turns instead of overlapping, so they go on (up to 200 times
+     * as long) until one of them has been refused */
+    for (int i = 0; (i < 2000 || !g_atomic_int_get(r->refused_total)) &&
+                    i < 400000 && !r->failure; i++) {
         const uint8_t *data = i % 2 ? zero : (r->half ? version : magic);
         int ret = bdrv_pwrite(r->bs, r->half * 4, 4, data);
         if (ret == -EPERM && data != zero) {
             r->refused++;
+            g_atomic_int_inc(r->refused_total);
         } else if (ret < 0) {
             r->failure = g_strdup_printf("half %d: write failed: %s",
                                          r->half, g_strerror(-ret));
         }
+    }
+    if (!r->failure && bdrv_pwrite(r->bs, r->half * 4, 4, zero) < 0) {
+        r->failure = g_strdup_printf("half %d: the last clear failed",
+                                     r->half);
     }
     g_atomic_int_set(&r->done, 1);
     return NULL;
@@ -397,7 +407,7 @@ START_TEST(test_block0_race)
     gint64 deadline = g_get_monotonic_time() +
                       WATCHDOG_SECONDS * G_TIME_SPAN_SECOND;
     int headers_seen = 0, reads = 0;
-    gint ready = 0;
+    gint ready = 0, refused_total = 0;
     uint8_t buf[8];
     BlockDriverState *bs;
 
@@ -409,7 +419,8 @@ START_TEST(test_block0_race)
     bs = open_node(path, NULL, true);
     ck_assert_str_eq(bdrv_get_format_name(bs), "raw");
     for (int i = 0; i < 2; i++) {
-        r[i] = (Block0Race){ .bs = bs, .half = i, .ready = &ready };
+        r[i] = (Block0Race){ .bs = bs, .half = i, .ready = &ready,
+                             .refused_total = &refused_total };
         t[i] = g_thread_new("b0", block0_writer, &r[i]);
     }
     while (!g_atomic_int_get(&r[0].done) || !g_atomic_int_get(&r[1].done)) {
