@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "block/crypto.h"
 #include "block/drivers.h"
 #include "block/futex.h"
 #include "block/log.h"
@@ -142,6 +143,7 @@ static bool rbd_parse_filename(const char *filename, BlockOpts *opts,
 /* What an open or a create needs to reach the image. */
 typedef struct RBDLocation {
     char *pool, *namespace, *image, *snap, *conf, *user;
+    char *key_secret;            /* the id of the secret holding the key */
     char *mon_host;              /* from server.N.*, or NULL */
     char *auth;                  /* from auth-client-required.N, or NULL */
     GPtrArray *settings;         /* Ceph settings: key, value, ... */
@@ -155,6 +157,7 @@ static void rbd_location_clear(RBDLocation *loc)
     g_free(loc->snap);
     g_free(loc->conf);
     g_free(loc->user);
+    g_free(loc->key_secret);
     g_free(loc->mon_host);
     g_free(loc->auth);
     if (loc->settings) {
@@ -223,7 +226,6 @@ static bool take_auth(BlockOpts *opts, RBDLocation *loc, GError **errp)
 static bool rbd_take_location(const char *filename, BlockOpts *opts,
                               RBDLocation *loc, GError **errp)
 {
-    g_autofree char *secret = NULL;
 
     loc->settings = g_ptr_array_new_with_free_func(g_free);
     if (filename && *filename &&
@@ -236,16 +238,10 @@ static bool rbd_take_location(const char *filename, BlockOpts *opts,
     loc->snap = bdrv_opts_take(opts, "snapshot");
     loc->conf = bdrv_opts_take(opts, "conf");
     loc->user = bdrv_opts_take(opts, "user");
-    secret = bdrv_opts_take(opts, "key-secret");
+    loc->key_secret = bdrv_opts_take(opts, "key-secret");
     if (!loc->pool || !loc->image) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Parameter '%s' is missing", loc->pool ? "image" : "pool");
-        return false;
-    }
-    if (secret) {
-        /* strata has no secret objects (QEMU's --object secret) */
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "No secret with id '%s'", secret);
         return false;
     }
     if (bdrv_opts_get(opts, "encrypt.format")) {
@@ -257,6 +253,30 @@ static bool rbd_take_location(const char *filename, BlockOpts *opts,
 }
 
 /* ---- the connection ---- */
+
+/* key-secret: the cephx key is the secret's bytes, which Ceph's "key"
+ * setting takes base64 encoded (as QEMU passes it). */
+static int set_key(rados_t cluster, const char *id, GError **errp)
+{
+    g_autoptr(GBytes) key = crypto_secret_lookup(id, errp);
+    g_autofree char *b64 = NULL;
+    gsize len;
+    const void *data;
+    int r;
+
+    if (!key) {
+        return -EIO;
+    }
+    data = g_bytes_get_data(key, &len);
+    b64 = g_base64_encode(data, len);
+    r = rados_conf_set(cluster, "key", b64);
+    memset(b64, 0, strlen(b64));
+    if (r < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not set 'key': %s", g_strerror(-r));
+    }
+    return r;
+}
 
 static int rbd_connect(RBDLocation *loc, rados_t *cluster,
                        rados_ioctx_t *io, GError **errp)
@@ -303,6 +323,9 @@ static int rbd_connect(RBDLocation *loc, rados_t *cluster,
         (r = rados_conf_set(*cluster, "mon_host", loc->mon_host)) < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                     "Could not set 'mon_host': %s", g_strerror(-r));
+        goto fail;
+    }
+    if (loc->key_secret && (r = set_key(*cluster, loc->key_secret, errp)) < 0) {
         goto fail;
     }
     if (loc->auth &&
