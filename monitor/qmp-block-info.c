@@ -13,6 +13,8 @@
  * them all.
  */
 #include "monitor/monitor-int.h"
+#include "block/crypto.h"
+#include "block/dirty-bitmap.h"
 #include "block/snapshot.h"
 #include "blockdev/registry.h"
 #include "qapi-gen.h"
@@ -54,47 +56,151 @@ static GPtrArray *snapshot_list(BlockDriverState *bs)
     return out;
 }
 
-static int compression_type(const char *name)
+/* The index of name among an enum's values; dflt if it is not one. */
+static int enum_index(const QapiType *t, const char *name, int dflt)
 {
-    for (size_t i = 0; i < qapi_type_Qcow2CompressionType.n_values; i++) {
-        if (!g_strcmp0(qapi_type_Qcow2CompressionType.values[i], name)) {
+    for (size_t i = 0; name && i < t->n_values; i++) {
+        if (!strcmp(t->values[i], name)) {
             return (int)i;
         }
     }
-    return QCOW2COMPRESSIONTYPE_ZLIB;   /* a v2 image: QEMU's default */
+    return dflt;
+}
+
+/* A LUKS header as QEMU's QCryptoBlockInfoLUKS. */
+static QCryptoBlockInfoLUKS *luks_description(const LuksInfo *l)
+{
+    QCryptoBlockInfoLUKS *q = g_new0(QCryptoBlockInfoLUKS, 1);
+
+    q->cipher_alg = enum_index(&qapi_type_QCryptoCipherAlgorithm,
+                               l->cipher_alg, 0);
+    q->cipher_mode = enum_index(&qapi_type_QCryptoCipherMode,
+                                l->cipher_mode, 0);
+    q->ivgen_alg = enum_index(&qapi_type_QCryptoIVGenAlgorithm,
+                              l->ivgen_alg, 0);
+    q->has_ivgen_hash_alg = l->ivgen_hash_alg != NULL;
+    q->ivgen_hash_alg = enum_index(&qapi_type_QCryptoHashAlgorithm,
+                                   l->ivgen_hash_alg, 0);
+    q->hash_alg = enum_index(&qapi_type_QCryptoHashAlgorithm, l->hash_alg,
+                             0);
+    q->payload_offset = (int64_t)l->payload_offset;
+    q->master_key_iters = l->master_key_iters;
+    q->uuid = g_strdup(l->uuid);
+    q->slots = g_ptr_array_new();
+    for (int i = 0; i < 8; i++) {
+        QCryptoBlockInfoLUKSSlot *slot = g_new0(QCryptoBlockInfoLUKSSlot, 1);
+        slot->active = l->slots[i].active;
+        slot->has_iters = slot->has_stripes = slot->active;
+        slot->iters = l->slots[i].iters;
+        slot->stripes = l->slots[i].stripes;
+        slot->key_offset = (int64_t)l->slots[i].key_offset;
+        g_ptr_array_add(q->slots, slot);
+    }
+    return q;
+}
+
+/* qcow2's encrypt member: the format, and for LUKS the header. */
+static ImageInfoSpecificQCow2Encryption *qcow2_encrypt(
+    const BlockSpecificInfo *si)
+{
+    ImageInfoSpecificQCow2Encryption *e;
+
+    if (!si->encrypt_format || (!strcmp(si->encrypt_format, "luks") &&
+                                !si->luks)) {
+        return NULL;
+    }
+    e = g_new0(ImageInfoSpecificQCow2Encryption, 1);
+    e->format = enum_index(&qapi_type_BlockdevQcow2EncryptionFormat,
+                           si->encrypt_format, 0);
+    /* the aes branch has no members: nothing to point at */
+    e->u = si->luks ? luks_description(si->luks) : NULL;
+    return e;
+}
+
+/* The persistent bitmaps, only when there are some (as QEMU). */
+static GPtrArray *qcow2_bitmaps(BlockDriverState *bs)
+{
+    g_autoptr(GPtrArray) list = bdrv_bitmap_list(bs, NULL);
+    GPtrArray *out;
+
+    if (!list || list->len == 0) {
+        return NULL;
+    }
+    out = g_ptr_array_new();
+    for (guint i = 0; i < list->len; i++) {
+        BdrvBitmapInfo *bi = g_ptr_array_index(list, i);
+        Qcow2BitmapInfo *q = g_new0(Qcow2BitmapInfo, 1);
+
+        q->name = g_strdup(bi->name);
+        q->granularity = bi->granularity;
+        q->flags = g_ptr_array_new();
+        if (bi->in_use) {
+            g_ptr_array_add(q->flags,
+                            GINT_TO_POINTER(QCOW2BITMAPINFOFLAGS_IN_USE));
+        }
+        if (bi->auto_) {
+            g_ptr_array_add(q->flags,
+                            GINT_TO_POINTER(QCOW2BITMAPINFOFLAGS_AUTO));
+        }
+        g_ptr_array_add(out, q);
+    }
+    return out;
+}
+
+static ImageInfoSpecific *qcow2_specific(BlockDriverState *bs,
+                                         const BlockSpecificInfo *si)
+{
+    ImageInfoSpecific *spec;
+    ImageInfoSpecificQCow2Wrapper *w;
+    ImageInfoSpecificQCow2 *q;
+    /* QEMU shows the feature bits only for compat 1.1: a 0.10 header has
+     * no feature fields to report */
+    bool v3 = g_strcmp0(si->compat, "0.10") != 0;
+
+    q = g_new0(ImageInfoSpecificQCow2, 1);
+    q->compat = g_strdup(si->compat);
+    q->refcount_bits = si->refcount_bits;
+    /* a v2 image has no compression type: QEMU's default */
+    q->compression_type = enum_index(&qapi_type_Qcow2CompressionType,
+                                     si->compression_type,
+                                     QCOW2COMPRESSIONTYPE_ZLIB);
+    q->has_lazy_refcounts = q->has_corrupt = q->has_extended_l2 = v3;
+    q->lazy_refcounts = v3 && si->lazy_refcounts;
+    q->corrupt = v3 && si->corrupt;
+    q->extended_l2 = v3 && si->extended_l2;
+    q->has_data_file = si->data_file != NULL;
+    q->data_file = g_strdup(si->data_file);
+    q->has_data_file_raw = si->has_data_file_raw;
+    q->data_file_raw = si->data_file_raw;
+    q->encrypt = qcow2_encrypt(si);
+    q->has_encrypt = q->encrypt != NULL;
+    q->bitmaps = qcow2_bitmaps(bs);
+    q->has_bitmaps = q->bitmaps != NULL;
+    w = g_new0(ImageInfoSpecificQCow2Wrapper, 1);
+    w->data = q;
+    spec = g_new0(ImageInfoSpecific, 1);
+    spec->type = IMAGEINFOSPECIFICKIND_QCOW2;
+    spec->u = w;
+    return spec;
 }
 
 static ImageInfoSpecific *format_specific(BlockDriverState *bs)
 {
     BlockSpecificInfo si = { 0 };
     ImageInfoSpecific *spec;
-    ImageInfoSpecificQCow2Wrapper *w;
-    ImageInfoSpecificQCow2 *q;
-    bool v3;
+    ImageInfoSpecificLUKSWrapper *w;
 
     bdrv_get_specific_info(bs, &si);
-    if (g_strcmp0(si.type, "qcow2")) {
-        return NULL;            /* only qcow2 has format-specific facts */
+    if (!g_strcmp0(si.type, "qcow2")) {
+        return qcow2_specific(bs, &si);
     }
-    /* QEMU shows the feature bits only for compat 1.1: a 0.10 header has
-     * no feature fields to report */
-    v3 = g_strcmp0(si.compat, "0.10") != 0;
-    q = g_new0(ImageInfoSpecificQCow2, 1);
-    q->compat = g_strdup(si.compat);
-    q->refcount_bits = si.refcount_bits;
-    q->compression_type = compression_type(si.compression_type);
-    q->has_lazy_refcounts = q->has_corrupt = q->has_extended_l2 = v3;
-    q->lazy_refcounts = v3 && si.lazy_refcounts;
-    q->corrupt = v3 && si.corrupt;
-    q->extended_l2 = v3 && si.extended_l2;
-    q->has_data_file = si.data_file != NULL;
-    q->data_file = g_strdup(si.data_file);
-    q->has_data_file_raw = si.has_data_file_raw;
-    q->data_file_raw = si.data_file_raw;
-    w = g_new0(ImageInfoSpecificQCow2Wrapper, 1);
-    w->data = q;
+    if (g_strcmp0(si.type, "luks") || !si.luks) {
+        return NULL;            /* other formats have no facts to give */
+    }
+    w = g_new0(ImageInfoSpecificLUKSWrapper, 1);
+    w->data = luks_description(si.luks);
     spec = g_new0(ImageInfoSpecific, 1);
-    spec->type = IMAGEINFOSPECIFICKIND_QCOW2;
+    spec->type = IMAGEINFOSPECIFICKIND_LUKS;
     spec->u = w;
     return spec;
 }

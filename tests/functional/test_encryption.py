@@ -34,7 +34,8 @@ side by side with QEMU's tools: each side reads what the other wrote.
 - daemon_opens_encrypted_nodes_like_qsd: strata-daemon and
   qemu-storage-daemon, each given --object secret and an encrypted qcow2
   (and a luks) --blockdev: the same node description over QMP (the
-  json:{...} name, encrypted), an internal snapshot taken over QMP that
+  json:{...} name, encrypted, the LUKS header's description in
+  format-specific, in QEMU's member order), an internal snapshot taken over QMP that
   qemu-img then lists, the data intact; a wrong key id or a wrong
   password stops both daemons with the same message;
 - qmp_object_add_del_like_qsd: the same QMP conversation with both
@@ -311,15 +312,26 @@ def compressed_write_refused():
               'the image')
 
 
+def luks_facts_normalised(text):
+    """A LUKS description with what differs between two headers made
+    alike (uuid, measured iteration counts) replaced."""
+    text = re.sub(r'"uuid": "[^"]*"', '"uuid": "U"', text)
+    return re.sub(r'"(master-key-iters|iters)": \d+', r'"\1": N', text)
+
+
 def node_facts(reply):
-    """What both daemons must agree on about the named nodes."""
+    """What both daemons must agree on about the named nodes, the
+    format-specific facts (the LUKS header's description) in their text
+    order."""
     out = {}
     for n in reply[0]['return']:
         if n['node-name'].startswith('#'):
             continue
         out[n['node-name']] = (n['file'], n['encrypted'], n['drv'],
                                n['image'].get('encrypted'),
-                               n['image']['filename'])
+                               n['image']['filename'],
+                               luks_facts_normalised(json.dumps(
+                                   n['image'].get('format-specific'))))
     return out
 
 
@@ -362,6 +374,10 @@ def daemon_opens_encrypted_nodes_like_qsd():
         check(facts['qsd'] == facts['strata'], 'node descriptions differ:\n'
               'qsd:    %s\nstrata: %s' % (facts['qsd'], facts['strata']))
         check(facts['strata']['d0'][1] is True, 'not reported encrypted')
+        check('"encrypt": {"' in facts['strata']['d0'][5] and
+              '"cipher-alg": "aes-256"' in facts['strata']['d0'][5] and
+              '"type": "luks"' in facts['strata']['d1'][5],
+              'no LUKS description: %r' % (facts['strata'],))
         # a key the daemon does not have, a wrong password
         img = os.path.join(d, 'qsd', 'a.qcow2')
         errs = []

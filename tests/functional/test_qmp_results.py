@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from common import Skip, check  # noqa: E402
 
+import qmplib  # noqa: E402
 from qmplib import (  # noqa: E402
     QEMU_SYSTEM_ONLY,
     Scenario, cmd, daemon_paths, expect_error, with_id)
@@ -45,13 +46,9 @@ NODES = 'query-named-block-nodes'
 DROPPED = {
     # ImageInfo: no format that reports compression
     'compressed',
-    # ImageInfoSpecificQCow2: the LUKS header's description (strata-img
-    # info has it; the QMP schema does not yet), bitmaps
-    'encrypt', 'bitmaps',
-    # ImageInfoSpecific / ImageInfoSpecificKind: no vmdk, rbd; luks's
-    # header description is not in the QMP schema yet
-    'case vmdk', 'case luks', 'case rbd', 'value vmdk', 'value luks',
-    'value rbd',
+    # ImageInfoSpecific / ImageInfoSpecificKind: no vmdk driver; rbd
+    # nodes report no format-specific facts
+    'case vmdk', 'case rbd', 'value vmdk', 'value rbd',
     # BlockDeviceInfo: no I/O throttling, no dirty bitmaps
     'bps_max', 'bps_rd_max', 'bps_wr_max', 'iops_max', 'iops_rd_max',
     'iops_wr_max', 'bps_max_length', 'bps_rd_max_length',
@@ -81,6 +78,24 @@ class OrderedScenario(Scenario):
                       % (i, json.dumps(a), json.dumps(b)))
         print('  %d replies byte for byte as qemu-storage-daemon\'s'
               % (len(rq) - len(self.differences)))
+
+
+class PreparedScenario(OrderedScenario):
+    """An OrderedScenario whose images prepare(d) changes before the
+    daemon starts (qemu-img made them)."""
+
+    def __init__(self, *args, prepare=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prepare = prepare
+
+    def run_side(self, binary, d):
+        images, self.images = self.images, ()
+        try:
+            qmplib.create_images(d, images)
+            self.prepare(d)
+            return super().run_side(binary, d)
+        finally:
+            self.images = images
 
 
 def add(scenario):
@@ -277,6 +292,34 @@ add(OrderedScenario('named_block_nodes_added', images=chain_images(),
     cmd('blockdev-del', **{'node-name': 'alone'}),
     cmd(NODES, flat=True),
 ], differences={5: JSON_NAME, 6: JSON_NAME, 9: JSON_NAME}))
+
+def add_bitmaps(d):
+    for args in (['--add', '-g', '128k', 'b0'], ['--add', '--disable', 'b1']):
+        common.run(['qemu-img', 'bitmap'] + args[:-1] +
+                   [os.path.join(d, 'd0.qcow2'), args[-1]])
+
+
+def same_format_specific(strata, qemu):
+    """Node d0's format-specific facts are QEMU's, member order too."""
+    def facts(reply):
+        nodes = [n for n in reply[0]['return'] if n['node-name'] == 'd0']
+        check(len(nodes) == 1, 'no node d0: %s' % reply)
+        return json.dumps(nodes[0]['image']['format-specific'])
+    check(facts(strata) == facts(qemu) and '"bitmaps"' in facts(qemu),
+          'format-specific:\n  qemu:   %s\n  strata: %s'
+          % (facts(qemu), facts(strata)))
+
+
+BITMAP_FACTS = ('QEMU lists its dirty-bitmaps member (strata leaves it out, '
+                'see DROPPED) and puts the format node before its file node '
+                'here; the format-specific facts compared byte for byte',
+                same_format_specific)
+
+# persistent bitmaps in qcow2's format-specific facts (one enabled: "auto"
+# and, while a writer has the image open, "in-use"; one disabled)
+add(PreparedScenario('named_block_nodes_bitmaps', prepare=add_bitmaps,
+                     steps=[cmd(NODES, flat=True), cmd(NODES)],
+                     differences={0: BITMAP_FACTS, 1: BITMAP_FACTS}))
 
 add(OrderedScenario('query_block_after_snapshots', images=(
     ('d0.qcow2', 'qcow2', ()), ('d1.qcow2', 'qcow2', ())), blockdevs=[
