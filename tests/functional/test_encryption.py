@@ -35,17 +35,17 @@ side by side with QEMU's tools: each side reads what the other wrote.
   qemu-storage-daemon, each given --object secret and an encrypted qcow2
   (and a luks) --blockdev: the same node description over QMP (the
   json:{...} name, encrypted, the LUKS header's description in
-  format-specific, in QEMU's member order), an internal snapshot taken over QMP that
-  qemu-img then lists, the data intact; a wrong key id or a wrong
-  password stops both daemons with the same message;
+  format-specific, in QEMU's member order), an internal snapshot taken
+  over QMP that qemu-img then lists, the data intact; a wrong key id or
+  a wrong password stops both daemons with the same message;
 - qmp_object_add_del_like_qsd: the same QMP conversation with both
   daemons: object-add of a master key and of the password encrypted
   with it (keyid=, iv=, as libvirt passes secrets), blockdev-add of an
-  encrypted qcow2 using it, the errors of a duplicate id, a missing secret, an unknown
-  id to delete and a bad format value (the same replies), object-del of
-  the secret while a node opened with it stays (its data read back after
-  the daemon quits), and a blockdev-add failing afterwards for want of
-  it.
+  encrypted qcow2 using it, the errors of a duplicate id, a missing
+  secret, an unknown id to delete and a bad format value (the same
+  replies), object-del of the secret while a node opened with it stays
+  (its data read back after the daemon quits), and a blockdev-add
+  failing afterwards for want of it.
 """
 
 import json
