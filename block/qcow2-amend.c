@@ -280,7 +280,7 @@ static int expand_table(BlockDriverState *bs, uint64_t l2_off)
     memcpy(t, cached, s->cluster_size);
     ret = qcow2_get_refcount(bs, l2_off >> s->cluster_bits, &l2_refcount);
     for (uint32_t j = 0; ret == 0 && j < s->l2_size; j++) {
-        uint64_t e = GUINT64_FROM_BE(t[j]);
+        uint64_t e = qcow2_l2_get(s, t, j);
         Qcow2ClusterType type = qcow2_get_cluster_type(e);
 
         if (type != QCOW2_CLUSTER_ZERO_PLAIN &&
@@ -288,7 +288,7 @@ static int expand_table(BlockDriverState *bs, uint64_t l2_off)
             continue;
         }
         ret = expand_entry(bs, &e, l2_refcount, dropped);
-        t[j] = GUINT64_TO_BE(e);
+        qcow2_l2_set(s, t, j, e);
         dirty = true;
     }
     if (ret < 0 || !dirty) {

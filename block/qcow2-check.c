@@ -184,7 +184,7 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active,
         return ret;
     }
     for (uint32_t i = 0; i < s->l2_size; i++) {
-        uint64_t e = GUINT64_FROM_BE(l2[i]);
+        uint64_t e = qcow2_l2_get(s, l2, i);
         uint64_t off = e & L2E_OFFSET_MASK;
         Qcow2ClusterType type = qcow2_entry_type(s, e);
 
@@ -477,7 +477,7 @@ static int check_copied(CheckState *c, BdrvCheckMode fix)
             return 0;
         }
         for (uint32_t j = 0; j < s->l2_size; j++) {
-            uint64_t le = GUINT64_FROM_BE(l2[j]);
+            uint64_t le = qcow2_l2_get(s, l2, j);
             Qcow2ClusterType ty = qcow2_entry_type(s, le);
             uint64_t doff = le & L2E_OFFSET_MASK;
             if (ty != QCOW2_CLUSTER_NORMAL && ty != QCOW2_CLUSTER_ZERO_ALLOC) {
@@ -497,7 +497,7 @@ static int check_copied(CheckState *c, BdrvCheckMode fix)
                 if (fix_it) {
                     le = rc == 1 ? le | QCOW_OFLAG_COPIED
                                  : le & ~QCOW_OFLAG_COPIED;
-                    l2[j] = GUINT64_TO_BE(le);
+                    qcow2_l2_set(s, l2, j, le);
                     dirty = true;
                     c->res->corruptions_fixed++;
                 } else {

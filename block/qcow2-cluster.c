@@ -79,6 +79,146 @@ static bool l2_entry_offset_valid(BDRVQcow2State *s, uint64_t e)
     return ((e & L2E_OFFSET_MASK) & (s->cluster_size - 1)) == 0;
 }
 
+/* ---- Extended L2 entries: subclusters ---- */
+
+/*
+ * A view entry is what lookup(view=true) gives readers: for a standard
+ * image the L2 entry itself; with extended entries the standard entry one
+ * subcluster reads like.  A subcluster that reads from the backing file
+ * although its cluster has a host cluster gets the host offset with this
+ * bit (reserved in descriptors, so never confused with a real one).
+ */
+#define VIEW_BACKING (1ULL << 1)
+
+enum { SC_BACKING, SC_DATA, SC_ZERO };
+
+static int sc_kind(uint64_t bitmap, unsigned sc)
+{
+    if (bitmap & (1ULL << sc)) {
+        return SC_DATA;
+    }
+    return (bitmap & (1ULL << (32 + sc))) ? SC_ZERO : SC_BACKING;
+}
+
+/* The bitmap of a cluster whose subclusters all read as `kind`. */
+static uint64_t uniform_bitmap(int kind)
+{
+    return kind == SC_DATA ? QCOW_L2_BITMAP_ALL_ALLOC :
+           kind == SC_ZERO ? QCOW_L2_BITMAP_ALL_ZEROES : 0;
+}
+
+/* Bits of subclusters [from, to) of one cluster: allocation bits (the
+ * zero bits are these shifted by 32). */
+static uint64_t sc_range_bits(unsigned from, unsigned to)
+{
+    return to > from ? (((1ULL << (to - from)) - 1) << from) : 0;
+}
+
+/* A subcluster marked both data and zeroes, data without a host
+ * cluster, or any bit on a compressed cluster: QEMU's "invalid" entry. */
+static bool bitmap_valid(BDRVQcow2State *s, uint64_t d, uint64_t bitmap)
+{
+    Qcow2ClusterType t = qcow2_entry_type(s, d);
+
+    if (t == QCOW2_CLUSTER_COMPRESSED) {
+        return bitmap == 0;
+    }
+    if (t == QCOW2_CLUSTER_UNALLOCATED &&
+        (bitmap & QCOW_L2_BITMAP_ALL_ALLOC)) {
+        return false;
+    }
+    return !(bitmap & (bitmap >> 32) & QCOW_L2_BITMAP_ALL_ALLOC);
+}
+
+static uint64_t sc_view(uint64_t d, int kind)
+{
+    d &= ~VIEW_BACKING;
+    switch (kind) {
+    case SC_DATA:
+        return d;
+    case SC_ZERO:
+        return d | QCOW_OFLAG_ZERO;
+    default:
+        return (d & L2E_OFFSET_MASK) ? (d & L2E_OFFSET_MASK) | VIEW_BACKING
+                                     : 0;
+    }
+}
+
+/* How a view entry reads: a subcluster over the backing file reads as
+ * an unallocated cluster, whatever its host cluster. */
+static Qcow2ClusterType view_type(BDRVQcow2State *s, uint64_t e)
+{
+    /* (bit 1 of a compressed descriptor is part of its offset) */
+    if (qcow2_has_subclusters(s) && (e & VIEW_BACKING) &&
+        !(e & QCOW_OFLAG_COMPRESSED)) {
+        return QCOW2_CLUSTER_UNALLOCATED;
+    }
+    return qcow2_entry_type(s, e);
+}
+
+/* Entry k clusters after `first` maps the same way: same type, and for
+ * clusters with a host cluster the next one there with the same COPIED. */
+static bool same_mapping(BDRVQcow2State *s, uint64_t first, uint64_t e,
+                         uint64_t k)
+{
+    Qcow2ClusterType t = qcow2_entry_type(s, first);
+
+    if (qcow2_entry_type(s, e) != t || t == QCOW2_CLUSTER_COMPRESSED) {
+        return false;
+    }
+    if (!(first & L2E_OFFSET_MASK) && t != QCOW2_CLUSTER_NORMAL) {
+        return !(e & L2E_OFFSET_MASK);
+    }
+    return (e & L2E_OFFSET_MASK) ==
+           (first & L2E_OFFSET_MASK) + (k << s->cluster_bits) &&
+           (e & QCOW_OFLAG_COPIED) == (first & QCOW_OFLAG_COPIED);
+}
+
+/*
+ * lookup's reader view with extended entries: the first cluster's entry
+ * `first` (valid) at l2i, off's place in it; the view entry of off's
+ * subcluster and how many bytes from off (up to bytes, max_clusters
+ * clusters) read the same way.
+ */
+static void view_run(BDRVQcow2State *s, const uint64_t *l2, uint64_t l2i,
+                     uint64_t in_cluster, uint64_t max_clusters,
+                     uint64_t bytes, uint64_t first, uint64_t *entry,
+                     uint64_t *run)
+{
+    unsigned sc0 = in_cluster >> s->subcluster_bits;
+    uint64_t bitmap = qcow2_l2_bitmap(s, l2, l2i);
+    uint64_t limit = max_clusters * QCOW2_SUBCLUSTERS, n;
+    int kind;
+
+    if (qcow2_entry_type(s, first) == QCOW2_CLUSTER_COMPRESSED) {
+        *entry = first;
+        *run = MIN(bytes, s->cluster_size - in_cluster);
+        return;
+    }
+    kind = sc_kind(bitmap, sc0);
+    *entry = sc_view(first, kind);
+    for (n = sc0 + 1; n < limit; n++) {
+        uint64_t k = n / QCOW2_SUBCLUSTERS;
+        if (n % QCOW2_SUBCLUSTERS == 0) {
+            uint64_t e = qcow2_l2_get(s, l2, l2i + k);
+            bitmap = qcow2_l2_bitmap(s, l2, l2i + k);
+            if (!bitmap_valid(s, e, bitmap) ||
+                !same_mapping(s, first, e, k)) {
+                break;
+            }
+            if (bitmap == uniform_bitmap(kind)) {
+                n += QCOW2_SUBCLUSTERS - 1;
+                continue;
+            }
+        }
+        if (sc_kind(bitmap, n % QCOW2_SUBCLUSTERS) != kind) {
+            break;
+        }
+    }
+    n = MIN(n, limit);
+    *run = MIN(bytes, (n << s->subcluster_bits) - in_cluster);
+}
+
 /*
  * Loads the L2 table of l1_index under s->lock.  With for_write, a
  * missing table is allocated and a shared one (COPIED clear) is copied, so
@@ -194,7 +334,7 @@ static void split_offset(BDRVQcow2State *s, uint64_t off, uint64_t *l1_index,
  * contiguous on the host.  Under s->lock.
  */
 static int lookup(BlockDriverState *bs, uint64_t off, uint64_t bytes,
-                  uint64_t *entry, uint64_t *run)
+                  bool view, uint64_t *entry, uint64_t *run)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t l1i, l2i, *l2, first, in_cluster = off & (s->cluster_size - 1);
@@ -220,7 +360,7 @@ static int lookup(BlockDriverState *bs, uint64_t off, uint64_t bytes,
         *run = MIN(bytes, (max_clusters << s->cluster_bits) - in_cluster);
         return 0;
     }
-    first = GUINT64_FROM_BE(l2[l2i]);
+    first = qcow2_l2_get(s, l2, l2i);
     type = qcow2_entry_type(s, first);
     if (s->version < 3 && (type == QCOW2_CLUSTER_ZERO_PLAIN ||
                            type == QCOW2_CLUSTER_ZERO_ALLOC)) {
@@ -264,9 +404,23 @@ static int lookup(BlockDriverState *bs, uint64_t off, uint64_t bytes,
                                 qcow2_cluster_start(s, off), (unsigned)l2i);
         return -EIO;
     }
+    if (qcow2_has_subclusters(s) &&
+        !bitmap_valid(s, first, qcow2_l2_bitmap(s, l2, l2i))) {
+        qcow2_signal_corruption(bs, "Invalid cluster entry found  (L2 "
+                                "offset: %#" G_GINT64_MODIFIER "x, L2 "
+                                "index: %#x)",
+                                (uint64_t)(s->l1_table[l1i] & L1E_OFFSET_MASK),
+                                (unsigned)l2i);
+        return -EIO;
+    }
+    if (view && qcow2_has_subclusters(s)) {
+        view_run(s, l2, l2i, in_cluster, max_clusters, bytes, first, entry,
+                 run);
+        return 0;
+    }
     if (type != QCOW2_CLUSTER_COMPRESSED) {
         for (; n < max_clusters; n++) {
-            uint64_t e = GUINT64_FROM_BE(l2[l2i + n]);
+            uint64_t e = qcow2_l2_get(s, l2, l2i + n);
             if (qcow2_entry_type(s, e) != type) {
                 break;
             }
@@ -326,7 +480,7 @@ static int read_run(BlockDriverState *bs, uint64_t entry, uint64_t off,
 {
     BDRVQcow2State *s = bs->opaque;
 
-    switch (qcow2_entry_type(s, entry)) {
+    switch (view_type(s, entry)) {
     case QCOW2_CLUSTER_UNALLOCATED:
         return read_backing(bs, off, n, buf);
     case QCOW2_CLUSTER_ZERO_PLAIN:
@@ -368,7 +522,7 @@ int qcow2_pread_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
     while (bytes > 0) {
         uint64_t entry, n;
         g_mutex_lock(&s->lock);
-        ret = lookup(bs, offset, bytes, &entry, &n);
+        ret = lookup(bs, offset, bytes, true, &entry, &n);
         g_mutex_unlock(&s->lock);
         if (ret < 0) {
             break;
@@ -476,10 +630,11 @@ static void release_unmapped(BlockDriverState *bs, uint64_t e)
 }
 
 /* Under s->lock: the nb L2 entries from guest cluster gstart (one table,
- * loaded for writing if for_write) into old[], and where they are. */
+ * loaded for writing if for_write) into old[] and their subcluster
+ * bitmaps into old_bm[], and where they are. */
 static int load_entries(BlockDriverState *bs, uint64_t gstart, uint64_t nb,
                         bool for_write, uint64_t *l1i, uint64_t *l2i,
-                        uint64_t *old)
+                        uint64_t *old, uint64_t *old_bm)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t *l2;
@@ -491,9 +646,72 @@ static int load_entries(BlockDriverState *bs, uint64_t gstart, uint64_t nb,
         return ret;
     }
     for (uint64_t i = 0; i < nb; i++) {
-        old[i] = GUINT64_FROM_BE(l2[*l2i + i]);
+        old[i] = qcow2_l2_get(s, l2, *l2i + i);
+        old_bm[i] = qcow2_l2_bitmap(s, l2, *l2i + i);
     }
     return 0;
+}
+
+/*
+ * Reads guest bytes as a reader sees them, for copy-on-write with
+ * extended entries.  Called without s->lock; the caller holds free_lock
+ * for reading and has the clusters reserved.
+ */
+static int read_view(BlockDriverState *bs, uint64_t off, uint64_t n,
+                     uint8_t *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    while (n > 0) {
+        uint64_t entry, run;
+        int ret;
+        g_mutex_lock(&s->lock);
+        ret = lookup(bs, off, n, true, &entry, &run);
+        g_mutex_unlock(&s->lock);
+        if (ret == 0) {
+            ret = read_run(bs, entry, off, run, buf);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        off += run;
+        n -= run;
+        buf += run;
+    }
+    return 0;
+}
+
+static uint64_t sc_floor(BDRVQcow2State *s, uint64_t off)
+{
+    return off & ~((1ULL << s->subcluster_bits) - 1);
+}
+
+static uint64_t sc_ceil(BDRVQcow2State *s, uint64_t off)
+{
+    return qcow2_align_up(off, 1ULL << s->subcluster_bits);
+}
+
+/*
+ * The bitmap of the cluster at guest offset cstart after a write that
+ * filled guest bytes [ws, we) of it: those subclusters read from the
+ * host cluster now, the others keep what they said.
+ */
+static uint64_t written_bitmap(BDRVQcow2State *s, uint64_t bitmap,
+                               uint64_t cstart, uint64_t ws, uint64_t we)
+{
+    uint64_t from = ws > cstart ? ws - cstart : 0;
+    uint64_t to = MIN(we - cstart, (uint64_t)s->cluster_size);
+    uint64_t bits = sc_range_bits(from >> s->subcluster_bits,
+                                  sc_ceil(s, to) >> s->subcluster_bits);
+
+    return (bitmap | bits) & ~(bits << 32);
+}
+
+/* The cluster of a descriptor holds data of its own (a host cluster or
+ * compressed data) that copy-on-write must carry over whole. */
+static bool entry_has_data(BDRVQcow2State *s, uint64_t d)
+{
+    return qcow2_entry_type(s, d) != QCOW2_CLUSTER_UNALLOCATED;
 }
 
 /*
@@ -513,15 +731,16 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t *n,
     uint64_t gstart = qcow2_cluster_start(s, off);
     uint64_t gend = qcow2_align_up(off + bytes, cs);
     uint64_t nb = (gend - gstart) / cs;
-    uint64_t l1i, l2i, *l2;
+    uint64_t l1i, l2i, *l2, ws, we;
     g_autofree uint64_t *old = g_new(uint64_t, nb);
+    g_autofree uint64_t *old_bm = g_new(uint64_t, nb);
     Qcow2InflightAlloc me = { gstart, gend, NULL };
     int64_t host;
     uint8_t *bounce = NULL;
     const uint8_t *src = buf;
     int ret;
 
-    ret = load_entries(bs, gstart, nb, true, &l1i, &l2i, old);
+    ret = load_entries(bs, gstart, nb, true, &l1i, &l2i, old, old_bm);
     if (ret < 0) {
         return ret;
     }
@@ -562,8 +781,41 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t *n,
     s->inflight = &me;
     g_mutex_unlock(&s->lock);
 
-    /* Partial clusters at either end are completed from the old content. */
-    if (off != gstart || off + bytes != gend) {
+    /* The host write: whole clusters; with extended entries, a cluster
+     * with no data of its own gets only the subclusters the data
+     * touches (the others keep reading from below). */
+    ws = gstart;
+    we = gend;
+    if (qcow2_has_subclusters(s)) {
+        if (!entry_has_data(s, old[0])) {
+            ws = sc_floor(s, off);
+        }
+        if (!entry_has_data(s, old[nb - 1])) {
+            we = MIN(gend, sc_ceil(s, off + bytes));
+        }
+    }
+    if (qcow2_has_subclusters(s) && (ws != off || we != off + bytes)) {
+        /* completed from what readers see there now */
+        if (posix_memalign((void **)&bounce, 4096, we - ws) != 0) {
+            bounce = NULL;
+            ret = -ENOMEM;
+        }
+        if (bounce) {
+            bdrv_debug_event(bs->file, "cow_read");
+            ret = read_view(bs, ws, off - ws, bounce);
+        }
+        if (bounce && ret == 0) {
+            ret = read_view(bs, off + bytes, we - (off + bytes),
+                            bounce + (off + bytes - ws));
+        }
+        if (ret == 0) {
+            memcpy(bounce + (off - ws), buf, bytes);
+            src = bounce;
+        }
+    } else if (!qcow2_has_subclusters(s) &&
+               (off != gstart || off + bytes != gend)) {
+        /* Partial clusters at either end are completed from the old
+         * content. */
         if (posix_memalign((void **)&bounce, 4096, nb * cs) != 0) {
             bounce = NULL;
             ret = -ENOMEM;
@@ -584,7 +836,7 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t *n,
     if (ret == 0) {
         bdrv_debug_event(bs->file, "write_aio");
         bdrv_debug_event(bs->file, src != buf ? "cow_write" : NULL);
-        ret = qcow2_data_pwrite(bs, host, gstart, nb * cs, src);
+        ret = qcow2_data_pwrite(bs, host + (ws - gstart), ws, we - ws, src);
     }
     free(bounce);
 
@@ -602,8 +854,14 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t *n,
     }
     for (uint64_t i = 0; i < nb; i++) {
         /* re-read: a zero write may have changed the entry meanwhile */
-        uint64_t cur = GUINT64_FROM_BE(l2[l2i + i]);
-        l2[l2i + i] = GUINT64_TO_BE((host + i * cs) | QCOW_OFLAG_COPIED);
+        uint64_t cur = qcow2_l2_get(s, l2, l2i + i);
+        qcow2_l2_set(s, l2, l2i + i, (host + i * cs) | QCOW_OFLAG_COPIED);
+        if (qcow2_has_subclusters(s)) {
+            uint64_t bm = qcow2_l2_bitmap(s, l2, l2i + i);
+            qcow2_l2_set_bitmap(s, l2, l2i + i,
+                                written_bitmap(s, bm, gstart + i * cs,
+                                               ws, we));
+        }
         release_entry(bs, cur);
     }
     ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
@@ -646,14 +904,20 @@ static int in_place_run(BlockDriverState *bs, uint64_t off, uint64_t bytes,
     if (ret < 0) {
         return ret;
     }
-    *zeroed = !!(entry & QCOW_OFLAG_ZERO);
+    /* With extended entries, "zeroed" is any subcluster not yet reading
+     * from the host cluster: the write must mark it (and complete it). */
+    *zeroed = qcow2_has_subclusters(s) ?
+              l2 && qcow2_l2_bitmap(s, l2, l2i) != QCOW_L2_BITMAP_ALL_ALLOC :
+              !!(entry & QCOW_OFLAG_ZERO);
     for (; l2 && n < max_clusters; n++) {
-        uint64_t e = GUINT64_FROM_BE(l2[l2i + n]);
+        uint64_t e = qcow2_l2_get(s, l2, l2i + n);
         if (!entry_writable_in_place(s, e) ||
             (e & L2E_OFFSET_MASK) != host + (n << s->cluster_bits)) {
             break;
         }
-        *zeroed |= !!(e & QCOW_OFLAG_ZERO);
+        *zeroed |= qcow2_has_subclusters(s) ?
+                   qcow2_l2_bitmap(s, l2, l2i + n) != QCOW_L2_BITMAP_ALL_ALLOC :
+                   !!(e & QCOW_OFLAG_ZERO);
     }
     *run = MIN(bytes, (n << s->cluster_bits) - in_cluster);
     return 0;
@@ -677,19 +941,32 @@ static int write_zeroed_in_place(BlockDriverState *bs, uint64_t off,
     uint64_t gend = qcow2_align_up(off + bytes, cs);
     uint64_t nb = (gend - gstart) / cs;
     uint64_t l1i, l2i, *l2, head, tail, wstart, wlen;
+    uint64_t end = off + bytes, sc_mask = (1ULL << s->subcluster_bits) - 1;
     g_autofree uint64_t *old = g_new(uint64_t, nb);
+    g_autofree uint64_t *old_bm = g_new(uint64_t, nb);
     g_autofree uint8_t *bounce = NULL;
     Qcow2InflightAlloc me = { gstart, gend, NULL };
     const uint8_t *src = buf;
+    bool ext = qcow2_has_subclusters(s);
     int ret;
 
-    ret = load_entries(bs, gstart, nb, false, &l1i, &l2i, old);
+    ret = load_entries(bs, gstart, nb, false, &l1i, &l2i, old, old_bm);
     if (ret < 0) {
         return ret;
     }
-    /* zeroes before and after the data, in clusters that read as zeroes */
-    head = (old[0] & QCOW_OFLAG_ZERO) ? off - gstart : 0;
-    tail = (old[nb - 1] & QCOW_OFLAG_ZERO) ? gend - (off + bytes) : 0;
+    if (ext) {
+        /* the rest of a subcluster the data touches and that does not
+         * read from the host cluster yet: what readers see there now */
+        head = sc_kind(old_bm[0], (off & (s->cluster_size - 1)) >>
+                       s->subcluster_bits) != SC_DATA ? off & sc_mask : 0;
+        tail = sc_kind(old_bm[nb - 1], ((end - 1) & (s->cluster_size - 1)) >>
+                       s->subcluster_bits) != SC_DATA ?
+               MIN(sc_ceil(s, end), gend) - end : 0;
+    } else {
+        /* zeroes before and after the data, in clusters reading zeroes */
+        head = (old[0] & QCOW_OFLAG_ZERO) ? off - gstart : 0;
+        tail = (old[nb - 1] & QCOW_OFLAG_ZERO) ? gend - end : 0;
+    }
     wstart = host + (off - gstart) - head;
     wlen = head + bytes + tail;
     ret = qcow2_has_data_file(s) ? 0 :
@@ -706,8 +983,17 @@ static int write_zeroed_in_place(BlockDriverState *bs, uint64_t off,
     s->inflight = &me;
     g_mutex_unlock(&s->lock);
 
-    bdrv_debug_event(bs->file, "write_aio");
-    ret = qcow2_data_pwrite(bs, wstart, off - head, wlen, src);
+    ret = 0;
+    if (ext && head) {
+        ret = read_view(bs, off - head, head, bounce);
+    }
+    if (ext && tail && ret == 0) {
+        ret = read_view(bs, end, tail, bounce + head + bytes);
+    }
+    if (ret == 0) {
+        bdrv_debug_event(bs->file, "write_aio");
+        ret = qcow2_data_pwrite(bs, wstart, off - head, wlen, src);
+    }
 
     g_mutex_lock(&s->lock);
     if (ret == 0) {
@@ -718,8 +1004,17 @@ static int write_zeroed_in_place(BlockDriverState *bs, uint64_t off,
             /* The reservation keeps other requests off these entries; one
              * that changed anyway keeps its change (its cluster cannot be
              * reused while this request holds free_lock). */
-            if (GUINT64_FROM_BE(l2[l2i + i]) == old[i]) {
-                l2[l2i + i] = GUINT64_TO_BE(old[i] & ~QCOW_OFLAG_ZERO);
+            if (qcow2_l2_get(s, l2, l2i + i) != old[i]) {
+                continue;
+            }
+            if (ext) {
+                qcow2_l2_set_bitmap(s, l2, l2i + i,
+                                    written_bitmap(s, qcow2_l2_bitmap(s, l2,
+                                                                      l2i + i),
+                                                   gstart + i * cs,
+                                                   off - head, end + tail));
+            } else {
+                qcow2_l2_set(s, l2, l2i + i, old[i] & ~QCOW_OFLAG_ZERO);
             }
         }
         ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
@@ -751,7 +1046,7 @@ static int alloc_run(BlockDriverState *bs, uint64_t off, uint64_t bytes,
         n = max;  /* shared table: every entry is shared too */
     } else {
         while (n < max &&
-               !entry_writable_in_place(s, GUINT64_FROM_BE(l2[l2i + n]))) {
+               !entry_writable_in_place(s, qcow2_l2_get(s, l2, l2i + n))) {
             n++;
         }
     }
@@ -786,7 +1081,7 @@ int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
     while (bytes > 0) {
         uint64_t entry, n;
         bool continue_run = false;
-        ret = lookup(bs, offset, bytes, &entry, &n);
+        ret = lookup(bs, offset, bytes, false, &entry, &n);
         if (ret < 0) {
             break;
         }
@@ -881,6 +1176,32 @@ int qcow2_pwrite_any(BlockDriverState *bs, int64_t offset, int64_t bytes,
     return ret;
 }
 
+/*
+ * zero_clusters for entry i of an extended table: every subcluster reads
+ * as zeroes; the host cluster stays unless the write may unmap it (a
+ * compressed one always goes), as QEMU does.  True if it changed.
+ */
+static bool zero_ext_cluster(BlockDriverState *bs, uint64_t *l2, uint64_t i,
+                             bool unmap)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t e = qcow2_l2_get(s, l2, i);
+    Qcow2ClusterType t = qcow2_entry_type(s, e);
+    bool drop = t == QCOW2_CLUSTER_COMPRESSED ||
+                (unmap && t != QCOW2_CLUSTER_UNALLOCATED);
+    uint64_t ne = drop ? 0 : e;
+
+    if (ne == e && qcow2_l2_bitmap(s, l2, i) == QCOW_L2_BITMAP_ALL_ZEROES) {
+        return false;
+    }
+    qcow2_l2_set(s, l2, i, ne);
+    qcow2_l2_set_bitmap(s, l2, i, QCOW_L2_BITMAP_ALL_ZEROES);
+    if (drop) {
+        release_unmapped(bs, e);
+    }
+    return true;
+}
+
 /* Sets full clusters [off, off+bytes) to read as zeroes (v3), or drops
  * them (v2 without backing). */
 static int zero_clusters(BlockDriverState *bs, uint64_t off, uint64_t bytes,
@@ -918,8 +1239,11 @@ static int zero_clusters(BlockDriverState *bs, uint64_t off, uint64_t bytes,
             break;
         }
         changed = false;
-        for (uint64_t i = 0; i < n; i++) {
-            uint64_t e = GUINT64_FROM_BE(l2[l2i + i]);
+        for (uint64_t i = 0; i < n && qcow2_has_subclusters(s); i++) {
+            changed |= zero_ext_cluster(bs, l2, l2i + i, unmap);
+        }
+        for (uint64_t i = 0; i < n && !qcow2_has_subclusters(s); i++) {
+            uint64_t e = qcow2_l2_get(s, l2, l2i + i);
             Qcow2ClusterType t = qcow2_entry_type(s, e);
             uint64_t ne;
             if (s->version < 3) {
@@ -937,7 +1261,7 @@ static int zero_clusters(BlockDriverState *bs, uint64_t off, uint64_t bytes,
             if ((ne & L2E_OFFSET_MASK) == 0) {
                 release_unmapped(bs, e);
             }
-            l2[l2i + i] = GUINT64_TO_BE(ne);
+            qcow2_l2_set(s, l2, l2i + i, ne);
             changed = true;
         }
         /* a table that already said all this is not written again */
@@ -1005,7 +1329,7 @@ static int zero_partial_cluster(BlockDriverState *bs, uint64_t off,
     while (inflight_overlaps(s, cstart, cstart + s->cluster_size)) {
         wait_inflight(s);
     }
-    ret = lookup(bs, cstart, s->cluster_size, &e, &run);
+    ret = lookup(bs, cstart, s->cluster_size, true, &e, &run);
     t = qcow2_entry_type(s, e);
     /* With a backing file, only the rest of the cluster (outside the
      * zeroed part) must read as zeroes there, as QEMU asks. */
@@ -1047,6 +1371,154 @@ static int zero_partial(BlockDriverState *bs, uint64_t off, uint64_t n)
     return write_zero_bytes(bs, off, n);
 }
 
+/* ---- Zero writes with extended entries: per subcluster, as QEMU ---- */
+
+/* Under s->lock: subclusters [a, b) of one cluster (a subcluster aligned,
+ * b too or the cluster's end) read as zeroes.  -ENOTSUP for a compressed
+ * cluster, whose bitmap must stay 0. */
+static int zero_subclusters(BlockDriverState *bs, uint64_t a, uint64_t b)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cstart = qcow2_cluster_start(s, a), l1i, l2i, *l2, bm, bits;
+    int ret;
+
+    split_offset(s, a, &l1i, &l2i);
+    ret = l2_load(bs, l1i, true, &l2);
+    if (ret < 0) {
+        return ret;
+    }
+    if (qcow2_entry_type(s, qcow2_l2_get(s, l2, l2i)) ==
+        QCOW2_CLUSTER_COMPRESSED) {
+        return -ENOTSUP;
+    }
+    bm = qcow2_l2_bitmap(s, l2, l2i);
+    bits = sc_range_bits((a - cstart) >> s->subcluster_bits,
+                         sc_ceil(s, b - cstart) >> s->subcluster_bits);
+    if (((bm | (bits << 32)) & ~bits) == bm) {
+        return 0;
+    }
+    qcow2_l2_set_bitmap(s, l2, l2i, (bm | (bits << 32)) & ~bits);
+    return qcow2_cache_mark_dirty(s->l2_cache, l2);
+}
+
+/*
+ * Zeroes [a, b): whole subclusters (b may be the last cluster's end).  A
+ * compressed cluster it covers only partly makes it write zero bytes over
+ * the whole range instead, as QEMU falls back for the whole request.
+ */
+static int zero_aligned(BlockDriverState *bs, uint64_t a, uint64_t b,
+                        int flags)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size, start = a;
+    int ret = 0;
+
+    while (a < b && ret == 0) {
+        uint64_t cstart = qcow2_cluster_start(s, a), pe;
+        if (a == cstart && b - a >= cs) {
+            pe = a + (b - a) / cs * cs;
+            ret = zero_clusters(bs, a, pe - a, flags);
+            a = pe;
+            continue;
+        }
+        pe = MIN(b, cstart + cs);
+        if (qcow2_data_file_raw(s)) {
+            ret = bdrv_pwrite_zeroes(s->data_file, a, MIN(pe, s->size) - a,
+                                     flags);
+            if (ret < 0) {
+                break;
+            }
+        }
+        g_mutex_lock(&s->lock);
+        while (inflight_overlaps(s, cstart, cstart + cs)) {
+            wait_inflight(s);
+        }
+        ret = zero_subclusters(bs, a, pe);
+        g_mutex_unlock(&s->lock);
+        if (ret == -ENOTSUP) {
+            return write_zero_bytes(bs, start, MIN(b, s->size) - start);
+        }
+        a = pe;
+    }
+    return ret;
+}
+
+/*
+ * Zeroes [off, off + n) inside one subcluster.  QEMU's rule: if the rest
+ * of the subcluster reads as zeroes already and it does not read from the
+ * host cluster, the whole subcluster becomes a zero one; otherwise zero
+ * bytes are written.
+ */
+static int zero_sc_piece(BlockDriverState *bs, uint64_t off, uint64_t n)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t scs = 1ULL << s->subcluster_bits;
+    uint64_t sc = sc_floor(s, off), end = off + n;
+    uint64_t cstart = qcow2_cluster_start(s, off);
+    uint64_t tail = end == s->size ? 0 : sc + scs - end;
+    uint64_t e = 0, run;
+    Qcow2ClusterType t;
+    bool whole = false;
+    int ret;
+
+    g_mutex_lock(&s->lock);
+    while (inflight_overlaps(s, cstart, cstart + s->cluster_size)) {
+        wait_inflight(s);
+    }
+    ret = lookup(bs, sc, scs, true, &e, &run);
+    t = view_type(s, e);
+    if (ret == 0 &&
+        (t == QCOW2_CLUSTER_ZERO_PLAIN || t == QCOW2_CLUSTER_ZERO_ALLOC ||
+         (t == QCOW2_CLUSTER_UNALLOCATED &&
+          (!bs->backing || (backing_reads_zero(bs, sc, off - sc) &&
+                            backing_reads_zero(bs, end, tail)))))) {
+        whole = true;
+        if (qcow2_data_file_raw(s)) {
+            ret = bdrv_pwrite_zeroes(s->data_file, sc,
+                                     MIN(sc + scs, s->size) - sc, 0);
+        }
+        if (ret == 0) {
+            ret = zero_subclusters(bs, sc, MIN(sc + scs,
+                                               cstart + s->cluster_size));
+        }
+    }
+    g_mutex_unlock(&s->lock);
+    if (ret < 0 || whole) {
+        return ret;
+    }
+    return write_zero_bytes(bs, off, n);
+}
+
+static int zero_ext(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                    int flags)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t scs = 1ULL << s->subcluster_bits, end = offset + bytes;
+    uint64_t a = sc_ceil(s, offset);
+    /* the last cluster counts as whole when the image ends inside it */
+    uint64_t b = end == s->size ? qcow2_align_up(end, s->cluster_size)
+                                : sc_floor(s, end);
+    int ret = 0;
+
+    if (a >= b) {
+        if (offset / scs == (end - 1) / scs) {
+            return zero_sc_piece(bs, offset, bytes);
+        }
+        ret = zero_sc_piece(bs, offset, a - offset);
+        return ret < 0 ? ret : zero_sc_piece(bs, a, end - a);
+    }
+    if (offset < a) {
+        ret = zero_sc_piece(bs, offset, a - offset);
+    }
+    if (ret == 0) {
+        ret = zero_aligned(bs, a, b, flags);
+    }
+    if (ret == 0 && end > b) {
+        ret = zero_sc_piece(bs, b, end - b);
+    }
+    return ret;
+}
+
 int qcow2_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
                         int flags)
 {
@@ -1061,6 +1533,9 @@ int qcow2_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
     }
     if (s->version < 3 && bs->backing) {
         return -ENOTSUP;  /* v2 cannot mask backing data: write zeroes */
+    }
+    if (qcow2_has_subclusters(s)) {
+        return zero_ext(bs, offset, bytes, flags);
     }
     /* The last cluster counts as whole when the image ends inside it. */
     a = qcow2_align_up(offset, cs);
@@ -1131,14 +1606,29 @@ int qcow2_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
             }
             bool changed = false;
             for (uint64_t i = 0; i < n; i++) {
-                uint64_t e = GUINT64_FROM_BE(l2[l2i + i]);
+                uint64_t e = qcow2_l2_get(s, l2, l2i + i);
+                uint64_t bm = qcow2_l2_bitmap(s, l2, l2i + i);
                 /* like QEMU: v3 marks discarded clusters as zero unless
                  * they were unallocated with nothing below to mask */
                 uint64_t ne = (s->version >= 3 &&
                                (bs->backing || e != 0)) ? QCOW_OFLAG_ZERO : 0;
-                if (e != ne) {
+                uint64_t nbm = bm;
+                if (qcow2_has_subclusters(s)) {
+                    /* the bitmap says it; an entry reading from nothing
+                     * below stays as it is */
+                    ne = 0;
+                    if (bs->backing || entry_has_data(s, e)) {
+                        nbm = QCOW_L2_BITMAP_ALL_ZEROES;
+                    } else {
+                        ne = e;
+                    }
+                }
+                if (e != ne || bm != nbm) {
                     release_unmapped(bs, e);
-                    l2[l2i + i] = GUINT64_TO_BE(ne);
+                    qcow2_l2_set(s, l2, l2i + i, ne);
+                    if (qcow2_has_subclusters(s)) {
+                        qcow2_l2_set_bitmap(s, l2, l2i + i, nbm);
+                    }
                     changed = true;
                 }
             }
@@ -1164,14 +1654,22 @@ int qcow2_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
         return -EIO;
     }
     g_mutex_lock(&s->lock);
-    ret = lookup(bs, offset, bytes, &entry, &n);
+    ret = lookup(bs, offset, bytes, true, &entry, &n);
     g_mutex_unlock(&s->lock);
     if (ret < 0) {
         return ret;
     }
     *pnum = n;
-    switch (qcow2_entry_type(s, entry)) {
+    switch (view_type(s, entry)) {
     case QCOW2_CLUSTER_UNALLOCATED:
+        if ((entry & L2E_OFFSET_MASK) && !s->crypt_method) {
+            /* a subcluster of a host cluster that reads from below: QEMU
+             * names the place it would take without calling it ours */
+            *map = (entry & L2E_OFFSET_MASK) +
+                   (offset & (s->cluster_size - 1));
+            *file = qcow2_data(bs);
+            return BDRV_BLOCK_OFFSET_VALID;
+        }
         return 0;
     case QCOW2_CLUSTER_ZERO_PLAIN:
         return BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED;
@@ -1295,7 +1793,7 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
          * (the old end's, on a resize) keeps its own */
         uint64_t need = 0, k = 0;
         for (uint64_t i = 0; i < n; i++) {
-            need += l2[l2i + i] == 0;
+            need += qcow2_l2_get(s, l2, l2i + i) == 0;
         }
         if (!need) {
             offset += n * cs;
@@ -1304,9 +1802,9 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
         if (qcow2_has_data_file(s)) {
             /* each guest cluster maps to itself in the data file */
             for (uint64_t i = 0; i < n; i++) {
-                if (GUINT64_FROM_BE(l2[l2i + i]) == 0) {
-                    l2[l2i + i] = GUINT64_TO_BE((offset + i * cs) |
-                                                QCOW_OFLAG_COPIED);
+                if (qcow2_l2_get(s, l2, l2i + i) == 0) {
+                    qcow2_l2_set(s, l2, l2i + i,
+                                 (offset + i * cs) | QCOW_OFLAG_COPIED);
                 }
             }
             ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
@@ -1327,9 +1825,11 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
             return ret;
         }
         for (uint64_t i = 0; i < n; i++) {
-            if (GUINT64_FROM_BE(l2[l2i + i]) == 0 && k < need) {
+            /* (with extended entries the bitmap stays: the cluster is
+             * reserved, its subclusters read as before, as in QEMU) */
+            if (qcow2_l2_get(s, l2, l2i + i) == 0 && k < need) {
                 uint64_t e = (host + k * cs) | QCOW_OFLAG_COPIED;
-                l2[l2i + i] = GUINT64_TO_BE(e);
+                qcow2_l2_set(s, l2, l2i + i, e);
                 k++;
             }
         }
@@ -1368,17 +1868,18 @@ int qcow2_l2_entry_get(BlockDriverState *bs, uint64_t off, bool for_write,
     int ret;
 
     if (!for_write) {
-        return lookup(bs, off, 1, entry, &run);
+        return lookup(bs, off, 1, false, entry, &run);
     }
     split_offset(s, off, &l1i, &l2i);
     ret = l2_load(bs, l1i, true, &l2);
     if (ret == 0) {
-        *entry = GUINT64_FROM_BE(l2[l2i]);
+        *entry = qcow2_l2_get(s, l2, l2i);
     }
     return ret;
 }
 
-int qcow2_l2_entry_set(BlockDriverState *bs, uint64_t off, uint64_t entry)
+int qcow2_l2_entry_set(BlockDriverState *bs, uint64_t off, uint64_t entry,
+                       uint64_t bitmap)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t l1i, l2i, *l2, old;
@@ -1389,8 +1890,11 @@ int qcow2_l2_entry_set(BlockDriverState *bs, uint64_t off, uint64_t entry)
     if (ret < 0) {
         return ret;
     }
-    old = GUINT64_FROM_BE(l2[l2i]);
-    l2[l2i] = GUINT64_TO_BE(entry);
+    old = qcow2_l2_get(s, l2, l2i);
+    qcow2_l2_set(s, l2, l2i, entry);
+    if (qcow2_has_subclusters(s)) {
+        qcow2_l2_set_bitmap(s, l2, l2i, bitmap);
+    }
     release_entry(bs, old);
     return qcow2_cache_mark_dirty(s->l2_cache, l2);
 }
@@ -1433,8 +1937,11 @@ int qcow2_discard_unmap(BlockDriverState *bs, uint64_t offset, uint64_t bytes)
                 return ret;
             }
             for (uint64_t i = 0; i < n; i++) {
-                release_entry(bs, GUINT64_FROM_BE(l2[l2i + i]));
-                l2[l2i + i] = 0;
+                release_entry(bs, qcow2_l2_get(s, l2, l2i + i));
+                qcow2_l2_set(s, l2, l2i + i, 0);
+                if (qcow2_has_subclusters(s)) {
+                    qcow2_l2_set_bitmap(s, l2, l2i + i, 0);
+                }
             }
             ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
             if (ret < 0) {

@@ -517,7 +517,7 @@ static int publish(CompressedWrite *w)
         ret = qcow2_l2_entry_set(bs, w->offset +
                                  ((uint64_t)i << s->cluster_bits),
                                  compressed_entry(s, w->host[i],
-                                                  w->jobs[i].len));
+                                                  w->jobs[i].len), 0);
         if (ret < 0) {
             return ret;   /* the entries not set only leak their space */
         }

@@ -354,6 +354,8 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
         return -EINVAL;
     }
     s->cluster_size = 1U << s->cluster_bits;
+    s->l2_entry_shift = 0;
+    s->subcluster_bits = s->cluster_bits;
     s->l2_bits = s->cluster_bits - 3;
     s->l2_size = 1U << s->l2_bits;
     s->csize_shift = 62 - (s->cluster_bits - 8);
@@ -431,16 +433,23 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
                            errp);
         return -ENOTSUP;
     }
-    if (s->incompatible_features & QCOW2_INCOMPAT_EXTL2) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "Unsupported qcow2 feature(s): %s",
-                    "extended L2 entries");
-        return -ENOTSUP;
-    }
     if ((s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) && rw && !check) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "qcow2: Image is corrupt; cannot be opened read/write");
         return -EACCES;
+    }
+    if (s->incompatible_features & QCOW2_INCOMPAT_EXTL2) {
+        s->l2_entry_shift = 1;
+        s->l2_bits = s->cluster_bits - 4;
+        s->l2_size = 1U << s->l2_bits;
+        s->subcluster_bits = s->cluster_bits - 5;
+        /* Subclusters are at least a sector, so clusters 16 KiB. */
+        if (s->subcluster_bits < QCOW2_MIN_CLUSTER_BITS) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "Unsupported subcluster size: %u",
+                        1U << s->subcluster_bits);
+            return -EINVAL;
+        }
     }
     /* A dirty image opened read/write has its refcounts repaired at the
      * end of the open (qcow2_repair_dirty). */

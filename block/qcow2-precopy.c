@@ -237,12 +237,14 @@ static int copy_table(BlockDriverState *bs, Qcow2Precopy *pc, uint32_t i,
                     t, g_strerror(-ret));
         return ret;
     }
+    /* host[]: the descriptors; be: the whole table (with any subcluster
+     * bitmaps) as the copy goes to disk */
     host = g_new(uint64_t, s->l2_size);
-    be = g_new(uint64_t, s->l2_size);
+    be = g_memdup2(live, s->cluster_size);
     for (uint32_t j = 0; j < s->l2_size; j++) {
         /* every cluster is shared once the snapshot exists */
-        host[j] = GUINT64_FROM_BE(((uint64_t *)live)[j]) & ~QCOW_OFLAG_COPIED;
-        be[j] = GUINT64_TO_BE(host[j]);
+        host[j] = qcow2_l2_get(s, live, j) & ~QCOW_OFLAG_COPIED;
+        qcow2_l2_set(s, be, j, host[j]);
     }
     if (count_table(s, pc, host, 1) < 0) {
         count_table(s, pc, host, -1);

@@ -327,8 +327,9 @@ static bool tail_allocated(BlockDriverState *bs, uint64_t start)
 {
     int64_t pnum, map;
     BlockDriverState *file;
+    int st = qcow2_block_status(bs, start, 1, &pnum, &map, &file);
 
-    return qcow2_block_status(bs, start, 1, &pnum, &map, &file) > 0;
+    return st > 0 && (st & BDRV_BLOCK_ALLOCATED);
 }
 
 static int read_tail_cluster(BlockDriverState *bs, uint64_t size,
@@ -376,7 +377,9 @@ static int move_tail_cluster(BlockDriverState *bs, const TailCluster *t,
     }
     ret = qcow2_data_pwrite(bs, host, t->start, t->len, t->head);
     if (ret == 0) {
-        ret = qcow2_l2_entry_set(bs, t->start, host | QCOW_OFLAG_COPIED);
+        /* the whole cluster is written: data throughout */
+        ret = qcow2_l2_entry_set(bs, t->start, host | QCOW_OFLAG_COPIED,
+                                 QCOW_L2_BITMAP_ALL_ALLOC);
     }
     if (ret < 0) {
         qcow2_free_cluster_deferred(bs, host);

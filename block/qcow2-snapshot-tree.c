@@ -282,7 +282,7 @@ static int walk_refs(BlockDriverState *bs, const uint64_t *l1,
         }
         /* consecutive host clusters are counted as one run */
         for (uint32_t j = 0; j < s->l2_size; j++) {
-            uint64_t e = GUINT64_FROM_BE(l2[j]), first, n;
+            uint64_t e = qcow2_l2_get(s, l2, j), first, n;
             if (qcow2_entry_clusters(s, e, &first, &n) < 0) {
                 g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                             "L2 entry %#" G_GINT64_MODIFIER "x (L2 table %#"
@@ -356,7 +356,7 @@ int qcow2_tree_max_refcount(BlockDriverState *bs, const uint64_t *l1,
         }
         for (uint32_t j = 0; j < s->l2_size; j++) {
             uint64_t first, n;
-            if (qcow2_entry_clusters(s, GUINT64_FROM_BE(l2[j]), &first, &n) < 0) {
+            if (qcow2_entry_clusters(s, qcow2_l2_get(s, l2, j), &first, &n) < 0) {
                 continue;
             }
             for (uint64_t k = 0; k < n; k++) {
@@ -394,6 +394,20 @@ int qcow2_tree_ref(BlockDriverState *bs, const uint64_t *l1, uint32_t l1_size,
     return ret;
 }
 
+/* Sets or clears COPIED in a cached active L2 entry; true if changed. */
+static bool set_copied(BDRVQcow2State *s, uint64_t *l2, uint32_t j,
+                       bool copied)
+{
+    uint64_t e = qcow2_l2_get(s, l2, j);
+    uint64_t ne = copied ? e | QCOW_OFLAG_COPIED : e & ~QCOW_OFLAG_COPIED;
+
+    if (ne == e) {
+        return false;
+    }
+    qcow2_l2_set(s, l2, j, ne);
+    return true;
+}
+
 /* Clears COPIED in every L2 table of the tree and in the L1 array (after
  * tree_ref: every cluster now has a second owner). */
 int qcow2_tree_clear_copied(BlockDriverState *bs, uint64_t *l1,
@@ -416,10 +430,7 @@ int qcow2_tree_clear_copied(BlockDriverState *bs, uint64_t *l1,
             return ret;
         }
         for (uint32_t j = 0; j < s->l2_size; j++) {
-            if (l2[j] & GUINT64_TO_BE(QCOW_OFLAG_COPIED)) {
-                l2[j] &= ~GUINT64_TO_BE(QCOW_OFLAG_COPIED);
-                dirty = true;
-            }
+            dirty |= set_copied(s, l2, j, false);
         }
         if (dirty) {
             ret = qcow2_cache_mark_dirty(s->l2_cache, l2);
@@ -429,19 +440,6 @@ int qcow2_tree_clear_copied(BlockDriverState *bs, uint64_t *l1,
         }
     }
     return 0;
-}
-
-/* Sets or clears COPIED in a cached active L2 entry; true if changed. */
-static bool set_copied(uint64_t *l2, uint32_t j, bool copied)
-{
-    uint64_t e = GUINT64_FROM_BE(l2[j]);
-    uint64_t ne = copied ? e | QCOW_OFLAG_COPIED : e & ~QCOW_OFLAG_COPIED;
-
-    if (ne == e) {
-        return false;
-    }
-    l2[j] = GUINT64_TO_BE(ne);
-    return true;
 }
 
 /*
@@ -492,13 +490,13 @@ static int active_preset_copied(BlockDriverState *bs, const uint64_t *rel,
             return ret;
         }
         for (uint32_t j = 0; j < s->l2_size; j++) {
-            uint64_t e = GUINT64_FROM_BE(l2[j]);
+            uint64_t e = qcow2_l2_get(s, l2, j);
             if (!entry_has_cluster(s, e) || (e & QCOW_OFLAG_COPIED)) {
                 continue;
             }
             if (!shared &&
-                (!entry_has_cluster(s, GUINT64_FROM_BE(rl2[j])) ||
-                 ((GUINT64_FROM_BE(rl2[j]) ^ e) & L2E_OFFSET_MASK))) {
+                (!entry_has_cluster(s, qcow2_l2_get(s, rl2, j)) ||
+                 ((qcow2_l2_get(s, rl2, j) ^ e) & L2E_OFFSET_MASK))) {
                 continue;
             }
             ret = rc_get(bs, &rr, (e & L2E_OFFSET_MASK) >> s->cluster_bits,
@@ -507,7 +505,7 @@ static int active_preset_copied(BlockDriverState *bs, const uint64_t *rel,
                 return ret;
             }
             if (rc == 2) {
-                dirty |= set_copied(l2, j, true);
+                dirty |= set_copied(s, l2, j, true);
             }
         }
         if (dirty) {
@@ -550,7 +548,7 @@ static int active_fix_copied(BlockDriverState *bs, uint32_t from, uint32_t to,
             return ret;
         }
         for (uint32_t j = 0; j < s->l2_size; j++) {
-            uint64_t e = GUINT64_FROM_BE(l2[j]);
+            uint64_t e = qcow2_l2_get(s, l2, j);
             if (!entry_has_cluster(s, e)) {
                 continue;
             }
@@ -559,7 +557,7 @@ static int active_fix_copied(BlockDriverState *bs, uint32_t from, uint32_t to,
             if (ret < 0) {
                 return ret;
             }
-            dirty |= set_copied(l2, j, rc == 1);
+            dirty |= set_copied(s, l2, j, rc == 1);
         }
         if (dirty) {
             *l2_changed = true;

@@ -539,7 +539,7 @@ static int qcow2_make_empty(BlockDriverState *bs, GError **errp)
             g_array_append_val(owned_l2, l2_off);
         }
         for (uint32_t j = 0; j < s->l2_size; j++) {
-            uint64_t e = GUINT64_FROM_BE(l2[j]);
+            uint64_t e = qcow2_l2_get(s, l2, j);
             uint64_t off, len;
             switch (qcow2_get_cluster_type(e)) {
                 case QCOW2_CLUSTER_NORMAL:

@@ -165,6 +165,12 @@ typedef struct BDRVQcow2State {
     uint32_t cluster_size;
     int l2_bits;               /* log2(entries per L2 table) */
     uint32_t l2_size;          /* entries per L2 table */
+    /* Extended L2 entries (incompatible bit 4) are 16 bytes: the usual
+     * descriptor, then a bitmap over 32 subclusters.  An entry is
+     * 8 << l2_entry_shift bytes; a subcluster is the whole cluster
+     * without them. */
+    int l2_entry_shift;
+    int subcluster_bits;
     int refcount_order;
     int refcount_bits;
     uint64_t refcount_max;
@@ -293,6 +299,56 @@ static inline BlockDriverState *qcow2_data(BlockDriverState *bs)
     return s->data_file ? s->data_file : bs->file;
 }
 
+/*
+ * Extended L2 entries.  In the bitmap, bit x says subcluster x reads from
+ * the host cluster, bit 32 + x that it reads as zeroes, neither that it
+ * reads from the backing file (or zeroes without one).  A compressed
+ * cluster has bitmap 0 and is data throughout.
+ */
+#define QCOW_L2_BITMAP_ALL_ALLOC  0x00000000ffffffffULL
+#define QCOW_L2_BITMAP_ALL_ZEROES 0xffffffff00000000ULL
+#define QCOW2_SUBCLUSTERS 32
+
+static inline bool qcow2_has_subclusters(BDRVQcow2State *s)
+{
+    return s->l2_entry_shift != 0;
+}
+
+/* Entry i's descriptor.  Bit 0 of a standard cluster's (its zero flag)
+ * is reserved with extended entries and ignored here, as QEMU ignores it;
+ * a compressed cluster's is part of its offset. */
+static inline uint64_t qcow2_l2_get(BDRVQcow2State *s, const uint64_t *l2,
+                                    uint64_t i)
+{
+    uint64_t e = GUINT64_FROM_BE(l2[i << s->l2_entry_shift]);
+
+    if (qcow2_has_subclusters(s) && !(e & QCOW_OFLAG_COMPRESSED)) {
+        e &= ~QCOW_OFLAG_ZERO;
+    }
+    return e;
+}
+
+/* Sets entry i's descriptor and nothing else (its bitmap stays). */
+static inline void qcow2_l2_set(BDRVQcow2State *s, uint64_t *l2, uint64_t i,
+                                uint64_t e)
+{
+    l2[i << s->l2_entry_shift] = GUINT64_TO_BE(e);
+}
+
+/* Entry i's subcluster bitmap (0 without extended entries). */
+static inline uint64_t qcow2_l2_bitmap(BDRVQcow2State *s, const uint64_t *l2,
+                                       uint64_t i)
+{
+    return qcow2_has_subclusters(s) ? GUINT64_FROM_BE(l2[2 * i + 1]) : 0;
+}
+
+static inline void qcow2_l2_set_bitmap(BDRVQcow2State *s, uint64_t *l2,
+                                       uint64_t i, uint64_t bitmap)
+{
+    g_assert(qcow2_has_subclusters(s));
+    l2[2 * i + 1] = GUINT64_TO_BE(bitmap);
+}
+
 static inline uint64_t qcow2_align_up(uint64_t x, uint64_t a)
 {
     return (x + a - 1) / a * a;
@@ -404,7 +460,8 @@ void qcow2_compressed_range(BDRVQcow2State *s, uint64_t l2_entry,
  * pointed at); the list of guest ranges being allocated. */
 int qcow2_l2_entry_get(BlockDriverState *bs, uint64_t off, bool for_write,
                        uint64_t *entry);
-int qcow2_l2_entry_set(BlockDriverState *bs, uint64_t off, uint64_t entry);
+int qcow2_l2_entry_set(BlockDriverState *bs, uint64_t off, uint64_t entry,
+                       uint64_t bitmap);
 bool qcow2_inflight_overlaps(BDRVQcow2State *s, uint64_t start, uint64_t end);
 void qcow2_inflight_wait(BDRVQcow2State *s);
 void qcow2_inflight_remove(BDRVQcow2State *s, Qcow2InflightAlloc *a);
