@@ -1861,19 +1861,23 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
 /* ---- For qcow2-compress.c: one L2 entry and the in-flight list ---- */
 
 int qcow2_l2_entry_get(BlockDriverState *bs, uint64_t off, bool for_write,
-                       uint64_t *entry)
+                       uint64_t *entry, uint64_t *bitmap)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t l1i, l2i, *l2, run;
     int ret;
 
     if (!for_write) {
+        g_assert(!bitmap);
         return lookup(bs, off, 1, false, entry, &run);
     }
     split_offset(s, off, &l1i, &l2i);
     ret = l2_load(bs, l1i, true, &l2);
     if (ret == 0) {
         *entry = qcow2_l2_get(s, l2, l2i);
+        if (bitmap) {
+            *bitmap = qcow2_l2_bitmap(s, l2, l2i);
+        }
     }
     return ret;
 }

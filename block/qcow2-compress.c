@@ -414,7 +414,7 @@ static int check_target(CompressedWrite *w, int i, bool for_write)
     uint64_t e;
     int ret = qcow2_l2_entry_get(w->bs, w->offset +
                                  ((uint64_t)i << s->cluster_bits),
-                                 for_write, &e);
+                                 for_write, &e, NULL);
 
     if (ret == 0 && !entry_takes_compressed(e)) {
         ret = -EIO;

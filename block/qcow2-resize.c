@@ -363,6 +363,8 @@ static int read_tail_cluster(BlockDriverState *bs, uint64_t size,
 static int move_tail_cluster(BlockDriverState *bs, const TailCluster *t,
                              uint64_t area)
 {
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t old = 0, bitmap = 0;
     int64_t host = 0, k;
     int ret;
 
@@ -377,9 +379,18 @@ static int move_tail_cluster(BlockDriverState *bs, const TailCluster *t,
     }
     ret = qcow2_data_pwrite(bs, host, t->start, t->len, t->head);
     if (ret == 0) {
-        /* the whole cluster is written: data throughout */
+        ret = qcow2_l2_entry_get(bs, t->start, true, &old, &bitmap);
+    }
+    if (ret == 0) {
+        /* With extended entries the subclusters read as before (QEMU
+         * keeps the bitmap) unless a backing file could show through;
+         * a compressed cluster's bitmap 0 would lose its data. */
+        if (bs->backing ||
+            qcow2_entry_type(s, old) == QCOW2_CLUSTER_COMPRESSED) {
+            bitmap = QCOW_L2_BITMAP_ALL_ALLOC;
+        }
         ret = qcow2_l2_entry_set(bs, t->start, host | QCOW_OFLAG_COPIED,
-                                 QCOW_L2_BITMAP_ALL_ALLOC);
+                                 bitmap);
     }
     if (ret < 0) {
         qcow2_free_cluster_deferred(bs, host);

@@ -454,12 +454,13 @@ int qcow2_decompress_cluster(BlockDriverState *bs, uint64_t l2_entry,
                              uint8_t *out);
 void qcow2_compressed_range(BDRVQcow2State *s, uint64_t l2_entry,
                             uint64_t *offset, uint64_t *length);
-/* Under s->lock, for compressed writes: the L2 entry of a guest offset
- * (for_write: in a table of the active image alone, allocated if need be);
- * replacing it (copying a shared table first, releasing what the old entry
+/* Under s->lock, for compressed writes and resize: the L2 entry of a
+ * guest offset (for_write: in a table of the active image alone, allocated
+ * if need be; and then its subcluster bitmap if asked); replacing it and
+ * its bitmap (copying a shared table first, releasing what the old entry
  * pointed at); the list of guest ranges being allocated. */
 int qcow2_l2_entry_get(BlockDriverState *bs, uint64_t off, bool for_write,
-                       uint64_t *entry);
+                       uint64_t *entry, uint64_t *bitmap);
 int qcow2_l2_entry_set(BlockDriverState *bs, uint64_t off, uint64_t entry,
                        uint64_t bitmap);
 bool qcow2_inflight_overlaps(BDRVQcow2State *s, uint64_t start, uint64_t end);
