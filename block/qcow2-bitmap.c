@@ -310,8 +310,11 @@ static int read_directory(BlockDriverState *bs, Qcow2Bitmaps *bm,
                         "Bitmap extra data is not supported");
             return -ENOTSUP;
         }
+        /* A NUL in the name would make it shorter than its entry says,
+         * and the directory rewritten at open another size. */
         if (!entry_valid(s, be64_read(e), be32_read(e + 8), flags, e[16],
-                         e[17], name_size)) {
+                         e[17], name_size) ||
+            memchr(e + DIR_ENTRY_FIXED, 0, name_size)) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                         "Bitmap '%.*s' doesn't satisfy the constraints",
                         (int)name_size, (const char *)e + DIR_ENTRY_FIXED);

@@ -156,11 +156,12 @@ class Gen:
                        stderr=subprocess.PIPE, cwd=self.tmp)
 
     def make(self, name, cs, rb, compat='1.1', size='1M', backing=None,
-             writes=(), snaps=(), after_snaps=(), bitmaps=()):
+             writes=(), snaps=(), after_snaps=(), bitmaps=(), opts=''):
         path = os.path.join(self.tmp, name + '.qcow2')
         cmd = [self.img, 'create', '-q', '-f', 'qcow2', '-o',
                'cluster_size=%d,compat=%s' % (cs, compat) +
-               (',refcount_bits=%d' % rb if compat != '0.10' else '')]
+               (',refcount_bits=%d' % rb if compat != '0.10' else '') +
+               opts]
         self.run(*cmd, path, size)
         for w in writes:
             self.run(self.io, '-f', 'qcow2', '-c', w, path)
@@ -193,6 +194,23 @@ def add_bitmap_seeds(g, rnd):
                      after_snaps=['write -P 0x66 8k 4k',
                                   'write -z 100k 1k'])
         g.emit('seed-bitmaps-c%d' % cs, img, script_random(rnd, 24))
+
+
+def add_extended_l2_seeds(g, rnd):
+    """Extended L2 entries: subclusters that read from the host cluster,
+    as zeroes and from below in one cluster, a compressed cluster, and a
+    snapshot taken between writes."""
+    for cs in (16384, 65536):
+        sc = cs // 32
+        img = g.make('xl2', cs, 16, opts=',extended_l2=on',
+                     writes=['write -P 0x51 %d %d' % (sc, 2 * sc),
+                             'write -z %d %d' % (cs + sc, 3 * sc),
+                             'write -c -P 0x52 %d %d' % (3 * cs, cs),
+                             'write -P 0x53 %d %d' % (5 * cs - 512, 1024)],
+                     snaps=('s0',),
+                     after_snaps=['write -P 0x54 %d 512' % (2 * sc)])
+        g.emit('seed-extl2-c%d' % cs, img, script_random(rnd, 30))
+        g.emit('seed-extl2-c%d-snap' % cs, img, script_snapshot_cycle())
 
 
 def main():
@@ -269,6 +287,7 @@ def main():
         img = g.make('h1', 512, 16, writes=data)
         g.emit('seed-refblock-as-data-c512', refblock_as_data(img),
                script_refblock_as_data())
+        add_extended_l2_seeds(g, rnd)
     total = sum(os.path.getsize(os.path.join(args.out, f))
                 for f in os.listdir(args.out))
     print('gen-corpus: %d seeds, %d bytes in %s' % (g.n, total, args.out))
