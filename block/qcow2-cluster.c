@@ -114,14 +114,15 @@ static uint64_t sc_range_bits(unsigned from, unsigned to)
     return to > from ? (((1ULL << (to - from)) - 1) << from) : 0;
 }
 
-/* A subcluster marked both data and zeroes, data without a host
- * cluster, or any bit on a compressed cluster: QEMU's "invalid" entry. */
+/* A subcluster marked both data and zeroes, or data without a host
+ * cluster: QEMU's "invalid" entry.  A compressed cluster's bitmap is
+ * ignored (check reports one that is not 0), as by QEMU. */
 static bool bitmap_valid(BDRVQcow2State *s, uint64_t d, uint64_t bitmap)
 {
     Qcow2ClusterType t = qcow2_entry_type(s, d);
 
     if (t == QCOW2_CLUSTER_COMPRESSED) {
-        return bitmap == 0;
+        return true;
     }
     if (t == QCOW2_CLUSTER_UNALLOCATED &&
         (bitmap & QCOW_L2_BITMAP_ALL_ALLOC)) {
@@ -404,10 +405,14 @@ static int lookup(BlockDriverState *bs, uint64_t off, uint64_t bytes,
                                 qcow2_cluster_start(s, off), (unsigned)l2i);
         return -EIO;
     }
+    /* (QEMU's read path words it with two spaces, its write path with
+     * one; scripts compare them) */
     if (qcow2_has_subclusters(s) &&
         !bitmap_valid(s, first, qcow2_l2_bitmap(s, l2, l2i))) {
-        qcow2_signal_corruption(bs, "Invalid cluster entry found  (L2 "
-                                "offset: %#" G_GINT64_MODIFIER "x, L2 "
+        qcow2_signal_corruption(bs, view ? "Invalid cluster entry found  "
+                                "(L2 offset: %#" G_GINT64_MODIFIER "x, L2 "
+                                "index: %#x)" : "Invalid cluster entry found "
+                                "(L2 offset: %#" G_GINT64_MODIFIER "x, L2 "
                                 "index: %#x)",
                                 (uint64_t)(s->l1_table[l1i] & L1E_OFFSET_MASK),
                                 (unsigned)l2i);
@@ -430,6 +435,20 @@ static int lookup(BlockDriverState *bs, uint64_t off, uint64_t bytes,
                  (e & QCOW_OFLAG_COPIED) != (first & QCOW_OFLAG_COPIED))) {
                 break;
             }
+        }
+    }
+    /* A write covers these clusters: QEMU refuses it whole if any of
+     * them is invalid. */
+    for (uint64_t k = 1; !view && qcow2_has_subclusters(s) && k < n; k++) {
+        if (!bitmap_valid(s, qcow2_l2_get(s, l2, l2i + k),
+                          qcow2_l2_bitmap(s, l2, l2i + k))) {
+            qcow2_signal_corruption(bs, "Invalid cluster entry found (L2 "
+                                    "offset: %#" G_GINT64_MODIFIER "x, L2 "
+                                    "index: %#x)",
+                                    (uint64_t)(s->l1_table[l1i] &
+                                               L1E_OFFSET_MASK),
+                                    (unsigned)(l2i + k));
+            return -EIO;
         }
     }
     *entry = first;
@@ -708,10 +727,58 @@ static uint64_t written_bitmap(BDRVQcow2State *s, uint64_t bitmap,
 }
 
 /* The cluster of a descriptor holds data of its own (a host cluster or
- * compressed data) that copy-on-write must carry over whole. */
+ * compressed data). */
 static bool entry_has_data(BDRVQcow2State *s, uint64_t d)
 {
     return qcow2_entry_type(s, d) != QCOW2_CLUSTER_UNALLOCATED;
+}
+
+/*
+ * With extended entries, where the copy into a new cluster begins for a
+ * write from guest offset off into a cluster whose entry is (d, bitmap):
+ * a compressed cluster is copied whole; one with a host cluster from its
+ * first allocated subcluster if that comes before off's; otherwise from
+ * off's subcluster (QEMU's rule, so the bitmaps match).
+ */
+static uint64_t cow_start(BDRVQcow2State *s, uint64_t d, uint64_t bitmap,
+                          uint64_t off)
+{
+    uint64_t cstart = qcow2_cluster_start(s, off);
+    uint32_t alloc = bitmap & QCOW_L2_BITMAP_ALL_ALLOC;
+    unsigned sc = (off - cstart) >> s->subcluster_bits;
+
+    switch (qcow2_entry_type(s, d)) {
+    case QCOW2_CLUSTER_COMPRESSED:
+        return cstart;
+    case QCOW2_CLUSTER_UNALLOCATED:
+        return sc_floor(s, off);
+    default:
+        if (alloc) {
+            sc = MIN(sc, (unsigned)__builtin_ctz(alloc));
+        }
+        return cstart + ((uint64_t)sc << s->subcluster_bits);
+    }
+}
+
+/* The same for where it ends, for a write ending at guest offset end. */
+static uint64_t cow_end(BDRVQcow2State *s, uint64_t d, uint64_t bitmap,
+                        uint64_t end)
+{
+    uint64_t cstart = qcow2_cluster_start(s, end - 1);
+    uint32_t alloc = bitmap & QCOW_L2_BITMAP_ALL_ALLOC;
+    unsigned sc = ((end - 1 - cstart) >> s->subcluster_bits) + 1;
+
+    switch (qcow2_entry_type(s, d)) {
+    case QCOW2_CLUSTER_COMPRESSED:
+        return cstart + s->cluster_size;
+    case QCOW2_CLUSTER_UNALLOCATED:
+        return sc_ceil(s, end);
+    default:
+        if (alloc) {
+            sc = MAX(sc, 32u - (unsigned)__builtin_clz(alloc));
+        }
+        return cstart + ((uint64_t)sc << s->subcluster_bits);
+    }
 }
 
 /*
@@ -787,12 +854,8 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t *n,
     ws = gstart;
     we = gend;
     if (qcow2_has_subclusters(s)) {
-        if (!entry_has_data(s, old[0])) {
-            ws = sc_floor(s, off);
-        }
-        if (!entry_has_data(s, old[nb - 1])) {
-            we = MIN(gend, sc_ceil(s, off + bytes));
-        }
+        ws = cow_start(s, old[0], old_bm[0], off);
+        we = cow_end(s, old[nb - 1], old_bm[nb - 1], off + bytes);
     }
     if (qcow2_has_subclusters(s) && (ws != off || we != off + bytes)) {
         /* completed from what readers see there now */
@@ -1495,9 +1558,9 @@ static int zero_ext(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
     BDRVQcow2State *s = bs->opaque;
     uint64_t scs = 1ULL << s->subcluster_bits, end = offset + bytes;
     uint64_t a = sc_ceil(s, offset);
-    /* the last cluster counts as whole when the image ends inside it */
-    uint64_t b = end == s->size ? qcow2_align_up(end, s->cluster_size)
-                                : sc_floor(s, end);
+    /* the last subcluster counts as whole when the image ends inside it
+     * (not the last cluster: QEMU zeroes per subcluster there too) */
+    uint64_t b = end == s->size ? sc_ceil(s, end) : sc_floor(s, end);
     int ret = 0;
 
     if (a >= b) {
