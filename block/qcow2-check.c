@@ -28,8 +28,9 @@ static void inc_refs(CheckState *c, uint64_t offset, uint64_t size)
     if (size == 0) {
         return;
     }
-    if (offset + size > c->nb_clusters * cs + cs - 1 ||
-        offset + size < offset) {
+    /* QEMU's tolerance: up to (not including) a whole cluster past the
+     * file's length as it is, whether or not that is cluster aligned */
+    if (offset + size < offset || offset + size >= c->file_len + cs) {
         strata_error("ERROR: counting reference for region exceeding the "
                 "end of the file by one cluster or more: offset %#"
                 G_GINT64_MODIFIER "x size %#" G_GINT64_MODIFIER "x",
@@ -46,8 +47,15 @@ static void inc_refs(CheckState *c, uint64_t offset, uint64_t size)
         return;
     }
     for (uint64_t k = offset / cs; k <= (offset + size - 1) / cs; k++) {
+        /* Within the tolerance but past the file's last cluster: counted
+         * like any other, as QEMU does (its count array grows), so the
+         * comparison reports it and the image end includes it. */
         if (k >= c->nb_clusters) {
-            continue; /* within the tolerated last partial cluster */
+            if (qcow2_check_counts_grow(c, k + 1) < 0) {
+                c->res->check_errors++;
+                return;
+            }
+            c->nb_clusters = k + 1;
         }
         /* One more reference than the width can store: QEMU's verdict
          * (the count stays at the maximum). */
@@ -115,11 +123,6 @@ static int stored_refcount(CheckState *c, uint64_t k, uint64_t *rc)
     return ret;
 }
 
-/*
- * -r all: an allocated-zero entry whose offset is unaligned holds no data;
- * like QEMU, make it a plain zero entry (one 8-byte write) rather than
- * count a cluster nobody can use.
- */
 static bool overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 {
     return alen && blen && a < b + blen && b < a + alen;
@@ -141,24 +144,43 @@ static bool repair_may_write(CheckState *c, uint64_t off, uint64_t len)
            !overlap(off, len, s->snapshots_offset, s->snapshots_size);
 }
 
-static int fix_l2_entry_by_zero(CheckState *c, uint64_t l2_off, uint32_t i)
+/*
+ * -r all: an entry whose offset is unaligned but which holds no data (a
+ * preallocated zero cluster; with extended entries, one with no
+ * subcluster allocated) becomes, like QEMU, an entry without a cluster
+ * that reads the same (one write of the entry) rather than count a
+ * cluster nobody can use.
+ */
+static int fix_l2_entry_by_zero(CheckState *c, const uint64_t *l2,
+                                uint64_t l2_off, uint32_t i)
 {
-    uint64_t be = GUINT64_TO_BE(QCOW_OFLAG_ZERO);
+    BDRVQcow2State *s = c->s;
+    uint64_t be[2] = { GUINT64_TO_BE(QCOW_OFLAG_ZERO), 0 };
+    uint64_t len = 8ULL << s->l2_entry_shift;
+    uint64_t at = l2_off + i * len;
     int ret;
 
-    if ((l2_off & (c->s->cluster_size - 1)) ||
-        !repair_may_write(c, l2_off + i * 8ULL, 8)) {
+    if (qcow2_has_subclusters(s)) {
+        /* No host cluster any more: what read as data reads as zeroes,
+         * what read as zeroes or from the backing file still does. */
+        uint64_t bitmap = qcow2_l2_bitmap(s, l2, i);
+        bitmap = (bitmap | bitmap << 32) & QCOW_L2_BITMAP_ALL_ZEROES;
+        be[0] = 0;
+        be[1] = GUINT64_TO_BE(bitmap);
+    }
+    if ((l2_off & (s->cluster_size - 1)) ||
+        !repair_may_write(c, at, len)) {
         strata_error("ERROR: Overlap check failed");
         c->res->check_errors++;
         return -EIO;
     }
-    ret = bdrv_pwrite(c->bs->file, l2_off + i * 8ULL, 8, &be);
+    ret = bdrv_pwrite(c->bs->file, at, len, be);
 
     if (ret == 0) {
         ret = bdrv_flush(c->bs->file);
     }
     /* A cached copy of the table is stale now. */
-    qcow2_cache_discard(c->s->l2_cache, l2_off);
+    qcow2_cache_discard(s->l2_cache, l2_off);
     if (ret < 0) {
         strata_error("ERROR: Failed to overwrite L2 table entry: %s",
                 g_strerror(-ret));
@@ -168,6 +190,27 @@ static int fix_l2_entry_by_zero(CheckState *c, uint64_t l2_off, uint32_t i)
     c->res->corruptions--;
     c->res->corruptions_fixed++;
     return 0;
+}
+
+/*
+ * Entry i's descriptor as stored.  With extended entries the accessors
+ * hide bit 0 (reserved there); the messages print, and the COPIED repair
+ * keeps, the stored value, as QEMU's check does.
+ */
+static uint64_t l2_stored(BDRVQcow2State *s, const uint64_t *l2, uint32_t i)
+{
+    return GUINT64_FROM_BE(l2[(uint64_t)i << s->l2_entry_shift]);
+}
+
+/* Whether an entry whose offset is unaligned maps any data (else it only
+ * reserved the cluster: QEMU's check then drops the offset under -r). */
+static bool entry_has_data(BDRVQcow2State *s, Qcow2ClusterType type,
+                           uint64_t bitmap)
+{
+    if (qcow2_has_subclusters(s)) {
+        return bitmap & QCOW_L2_BITMAP_ALL_ALLOC;
+    }
+    return type == QCOW2_CLUSTER_NORMAL;
 }
 
 static int check_l2(CheckState *c, uint64_t l2_off, bool active,
@@ -184,9 +227,10 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active,
         return ret;
     }
     for (uint32_t i = 0; i < s->l2_size; i++) {
-        uint64_t e = qcow2_l2_get(s, l2, i);
+        uint64_t e = l2_stored(s, l2, i);
+        uint64_t bitmap = qcow2_l2_bitmap(s, l2, i);
         uint64_t off = e & L2E_OFFSET_MASK;
-        Qcow2ClusterType type = qcow2_entry_type(s, e);
+        Qcow2ClusterType type = qcow2_entry_type(s, qcow2_l2_get(s, l2, i));
 
         if (type != QCOW2_CLUSTER_COMPRESSED && (e & L2E_RESERVED_MASK)) {
             strata_error("ERROR found l2 entry with reserved bits set: "
@@ -201,10 +245,20 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active,
                         "copied flag must never be set for compressed "
                         "clusters", e & s->coffset_mask);
                 c->res->corruptions++;
+                e &= ~QCOW_OFLAG_COPIED;    /* later messages omit it */
             }
             if (qcow2_has_data_file(s)) {
                 strata_error("ERROR compressed cluster %u with data file, "
                              "entry=%#" G_GINT64_MODIFIER "x", i, e);
+                c->res->corruptions++;
+                break;
+            }
+            /* Not counted either, as in QEMU: its clusters show up as
+             * leaked. */
+            if (bitmap) {
+                strata_error("ERROR compressed cluster %u with non-zero "
+                             "subcluster allocation bitmap, entry=%#"
+                             G_GINT64_MODIFIER "x", i, e);
                 c->res->corruptions++;
                 break;
             }
@@ -220,9 +274,16 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active,
         }
         case QCOW2_CLUSTER_NORMAL:
         case QCOW2_CLUSTER_ZERO_ALLOC:
+            /* a subcluster cannot be both data and zeroes */
+            if ((bitmap >> 32) & bitmap) {
+                c->res->corruptions++;
+                strata_error("ERROR offset=%" G_GINT64_MODIFIER "x: "
+                             "Allocated cluster has corrupted subcluster "
+                             "allocation bitmap", off);
+            }
             if (off & (s->cluster_size - 1)) {
                 c->res->corruptions++;
-                if (type == QCOW2_CLUSTER_NORMAL) {
+                if (entry_has_data(s, type, bitmap)) {
                     strata_error("ERROR offset=%" G_GINT64_MODIFIER "x: Data "
                             "cluster is not properly aligned; L2 entry "
                             "corrupted.", off);
@@ -232,7 +293,8 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active,
                             "Preallocated cluster is not properly aligned; "
                             "L2 entry corrupted.",
                             repair ? "Repairing" : "ERROR", off);
-                    if (repair && fix_l2_entry_by_zero(c, l2_off, i) == 0) {
+                    if (repair &&
+                        fix_l2_entry_by_zero(c, l2, l2_off, i) == 0) {
                         continue; /* nothing to count any more */
                     }
                 }
@@ -248,6 +310,15 @@ static int check_l2(CheckState *c, uint64_t l2_off, bool active,
             /* data-file clusters have no refcount */
             if (!qcow2_has_data_file(s)) {
                 inc_refs(c, off, s->cluster_size);
+            }
+            break;
+        case QCOW2_CLUSTER_UNALLOCATED:
+            /* no host cluster for subclusters to read from (QEMU's check
+             * reports it and leaves it) */
+            if (bitmap & QCOW_L2_BITMAP_ALL_ALLOC) {
+                c->res->corruptions++;
+                strata_error("ERROR: Unallocated cluster has non-zero "
+                             "subcluster allocation map");
             }
             break;
         default:
@@ -477,8 +548,8 @@ static int check_copied(CheckState *c, BdrvCheckMode fix)
             return 0;
         }
         for (uint32_t j = 0; j < s->l2_size; j++) {
-            uint64_t le = qcow2_l2_get(s, l2, j);
-            Qcow2ClusterType ty = qcow2_entry_type(s, le);
+            uint64_t le = l2_stored(s, l2, j);
+            Qcow2ClusterType ty = qcow2_entry_type(s, qcow2_l2_get(s, l2, j));
             uint64_t doff = le & L2E_OFFSET_MASK;
             if (ty != QCOW2_CLUSTER_NORMAL && ty != QCOW2_CLUSTER_ZERO_ALLOC) {
                 continue;

@@ -1904,6 +1904,16 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
             return ret;
         }
         host_end = MAX(host_end, host + need * cs);
+        /* With extended entries QEMU extends the file only to the end of
+         * the subcluster holding the request's last byte, when that
+         * cluster is the one allocated last here. */
+        if (qcow2_has_subclusters(s) && offset + n * cs == end &&
+            host_end == host + need * cs &&
+            qcow2_l2_get(s, l2, l2i + n - 1) ==
+            ((host + (need - 1) * cs) | QCOW_OFLAG_COPIED)) {
+            uint64_t sc = 1ULL << s->subcluster_bits;
+            host_end -= cs - qcow2_align_up(req_end - (end - cs), sc);
+        }
         offset += n * cs;
     }
     /* The data file ends at the disk's end, not at a cluster's. */

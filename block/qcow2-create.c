@@ -24,6 +24,7 @@ typedef struct Qcow2CreateOpts {
     bool prealloc_data;        /* falloc or full: the file's clusters too */
     bool prealloc_full;        /* full: written with zeroes */
     bool lazy_refcounts;
+    bool extl2;                /* extended L2 entries (incompatible bit 4) */
     const char *data_file;     /* external data file to create, or NULL */
     bool data_file_raw;
     Qcow2CryptoCreate crypt;   /* method 0: not encrypted */
@@ -143,27 +144,73 @@ static bool check_data_file(BlockOpts *opts, Qcow2CreateOpts *o,
     return true;
 }
 
-static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
-                              GError **errp)
+/* compat (and preallocation): QEMU parses these values with the others
+ * before it judges any, so a bad value is reported first. */
+static bool parse_compat(const char *compat, Qcow2CreateOpts *o, GError **errp)
 {
-    const char *compat = bdrv_opts_get(opts, "compat");
-    const char *prealloc = bdrv_opts_get(opts, "preallocation");
-    const char *ctype = bdrv_opts_get(opts, "compression_type");
-    uint64_t cs, rb;
-    bool extl2;
+    if (!compat || !strcmp(compat, "1.1") || !strcmp(compat, "v3")) {
+        o->version = 3;
+    } else if (!strcmp(compat, "0.10") || !strcmp(compat, "v2")) {
+        o->version = 2;
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Parameter 'version' does not accept value '%s'", compat);
+        return false;
+    }
+    return true;
+}
 
-    if (!bdrv_opts_get_size(opts, "size", 0, &o->size, errp) ||
-        !bdrv_opts_get_size(opts, "cluster_size", 65536, &cs, errp) ||
-        !bdrv_opts_get_size(opts, "refcount_bits", 16, &rb, errp) ||
-        !bdrv_opts_get_bool(opts, "lazy_refcounts", false,
-                            &o->lazy_refcounts, errp) ||
-        !bdrv_opts_get_bool(opts, "extended_l2", false, &extl2, errp)) {
+/*
+ * Extended L2 entries split a cluster into 32 subclusters of at least a
+ * sector each, and only version 3 has incompatible feature bits: QEMU
+ * checks the version first, then the cluster size (its own rule for any
+ * image, then the minimum for subclusters).
+ */
+static bool check_cluster_size(uint64_t cs, const Qcow2CreateOpts *o,
+                               GError **errp)
+{
+    uint64_t min_extl2 = (1ULL << QCOW2_MIN_CLUSTER_BITS) * QCOW2_SUBCLUSTERS;
+
+    if (o->extl2 && o->version < 3) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Extended L2 entries are only supported with "
+                    "compatibility level 1.1 and above (use version=v3 or "
+                    "greater)");
         return false;
     }
     if (cs < 512 || cs > 2 * 1024 * 1024 || (cs & (cs - 1))) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Cluster size must be a power of two between 512 and "
                     "2048k");
+        return false;
+    }
+    if (o->extl2 && cs < min_extl2) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Extended L2 entries are only supported with cluster "
+                    "sizes of at least %" G_GUINT64_FORMAT " bytes",
+                    min_extl2);
+        return false;
+    }
+    return true;
+}
+
+static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
+                              GError **errp)
+{
+    const char *compat = bdrv_opts_get(opts, "compat");
+    const char *prealloc = bdrv_opts_get(opts, "preallocation");
+    const char *ctype = bdrv_opts_get(opts, "compression_type");
+    uint64_t cs, rb, l2_entries;
+
+    if (!bdrv_opts_get_size(opts, "size", 0, &o->size, errp) ||
+        !bdrv_opts_get_size(opts, "cluster_size", 65536, &cs, errp) ||
+        !bdrv_opts_get_size(opts, "refcount_bits", 16, &rb, errp) ||
+        !bdrv_opts_get_bool(opts, "lazy_refcounts", false,
+                            &o->lazy_refcounts, errp) ||
+        !bdrv_opts_get_bool(opts, "extended_l2", false, &o->extl2, errp) ||
+        !parse_compat(compat, o, errp) ||
+        !parse_prealloc(prealloc, o, errp) ||
+        !check_cluster_size(cs, o, errp)) {
         return false;
     }
     o->cluster_size = cs;
@@ -174,25 +221,11 @@ static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
         return false;
     }
     o->refcount_bits = rb;
-    if (!compat || !strcmp(compat, "1.1") || !strcmp(compat, "v3")) {
-        o->version = 3;
-    } else if (!strcmp(compat, "0.10") || !strcmp(compat, "v2")) {
-        o->version = 2;
-    } else {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Parameter 'version' does not accept value '%s'", compat);
-        return false;
-    }
     if (o->version == 2 && rb != 16) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Different refcount widths than 16 bits require "
                     "compatibility level 1.1 or above (use version=v3 or "
                     "greater)");
-        return false;
-    }
-    if (extl2) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "%s is not supported by strata", "extended_l2=on");
         return false;
     }
     o->compression_type = qcow2_parse_compression_type(ctype, o->version,
@@ -201,7 +234,6 @@ static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
         return false;
     }
     if (!check_lazy_refcounts(o, errp) ||
-        !parse_prealloc(prealloc, o, errp) ||
         !parse_encrypt_opts(opts, o, errp)) {
         return false;
     }
@@ -220,7 +252,7 @@ static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
                     "Unknown backing file format '%s'", o->backing_fmt);
         return false;
     }
-    if (o->prealloc_metadata && o->backing_file) {
+    if (o->prealloc_metadata && o->backing_file && !o->extl2) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Backing file and preallocation can only be used at the "
                     "same time if extended_l2 is on");
@@ -229,9 +261,11 @@ static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
     o->size = qcow2_align_up(o->size, BDRV_SECTOR_SIZE);
     /* Checked before anything is written; QEMU's generic text for a size
      * the format cannot address (its hint: qcow2 always has a cluster
-     * size option) */
+     * size option).  Extended entries are 16 bytes: an L2 table maps
+     * half as much. */
+    l2_entries = cs / (o->extl2 ? 16 : 8);
     if (o->size &&
-        (o->size - 1) / (cs * (cs / 8)) + 1 > QCOW2_MAX_L1_BYTES / 8) {
+        (o->size - 1) / (cs * l2_entries) + 1 > QCOW2_MAX_L1_BYTES / 8) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "The image size is too large for file format 'qcow2' "
                     "(try using a larger cluster size)");
@@ -263,6 +297,9 @@ static bool write_minimal_image(const char *filename, const Qcow2CreateOpts *o,
     PUT64(48, cs);          /* refcount table at cluster 1 */
     PUT32(56, 1);
     if (o->version >= 3) {
+        /* the driver that grows the image then lays out 16-byte L2
+         * entries from the first table on */
+        PUT64(72, o->extl2 ? QCOW2_INCOMPAT_EXTL2 : 0);
         PUT64(80, o->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0);
         PUT32(96, order);
         PUT32(100, QCOW2_V3_HEADER_LENGTH);
@@ -328,6 +365,11 @@ static bool preallocate_data(BlockDriverState *bs, const Qcow2CreateOpts *o,
     ret = qcow2_write_back_metadata(bs);
     g_mutex_unlock(&s->lock);
     len = bdrv_getlength(target);
+    /* whole clusters, as QEMU's falloc/full: metadata preallocation alone
+     * may end the file inside the last one (at a subcluster's end) */
+    if (len > 0 && !qcow2_has_data_file(s)) {
+        len = (int64_t)qcow2_align_up(len, s->cluster_size);
+    }
     ret = ret < 0 ? ret : len < 0 ? (int)len
                       : file_preallocate(target, qcow2_has_data_file(bs->opaque)
                                                  ? 0 : start,

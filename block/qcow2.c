@@ -436,7 +436,7 @@ static void qcow2_get_specific_info(BlockDriverState *bs,
         !!(s->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS);
     info->refcount_bits = s->refcount_bits;
     info->corrupt = !!(s->incompatible_features & QCOW2_INCOMPAT_CORRUPT);
-    info->extended_l2 = false;
+    info->extended_l2 = qcow2_has_subclusters(s);
     info->has_data_file_raw = qcow2_has_data_file(s);
     info->data_file = qcow2_has_data_file(s) ? s->data_file_name : NULL;
     info->data_file_raw = qcow2_data_file_raw(s);

@@ -9,8 +9,8 @@ is killed with SIGKILL after a random number of completed writes (or at a
 random moment, possibly while opening).  A write is known to be durable
 once the line of the *next* write has been printed (its flush ran in
 between); the last printed write and the one in progress are unknown.
-After each kill (30 in total over two configurations, each on one image
-that accumulates them): `qemu-img check` must exit 0 or 3 (leaks are
+After each kill (40 in total over three configurations, one of them
+with extended L2 entries, each on one image that accumulates them): `qemu-img check` must exit 0 or 3 (leaks are
 allowed, corruption never), `$STRATA_IMG check` must agree with it (exit
 code and number of leaked clusters), and `$STRATA_IO -r` must read back
 every byte whose content is known (every durable write, and zeros never
@@ -40,6 +40,9 @@ ITER_TIMEOUT = 120.0
 CONFIGS = [
     ('cs=64K,rb=16', 'cluster_size=65536', 64 * MiB, 15, 11),
     ('cs=4K,rb=1', 'cluster_size=4096,refcount_bits=1', 32 * MiB, 15, 12),
+    # 16-byte L2 entries: writes fill and mark single subclusters
+    ('cs=32K,extended_l2', 'cluster_size=32768,extended_l2=on', 32 * MiB,
+     10, 13),
 ]
 
 runner = common.Runner()

@@ -47,17 +47,19 @@ static uint64_t refcount_metadata_size(uint64_t clusters, uint64_t cs,
     return (blocks + table) * cs;
 }
 
+/* Everything a fully preallocated image of `size` bytes holds; l2e_size
+ * is 16 with extended L2 entries, whose tables map half as much. */
 static uint64_t qcow2_prealloc_size(uint64_t size, uint64_t cs,
-                                    int refcount_order)
+                                    int refcount_order, uint64_t l2e_size)
 {
     uint64_t aligned = (size + cs - 1) / cs * cs;
     uint64_t meta = cs;                       /* header */
-    uint64_t per_l2 = cs / 8, nl2e, nl1e;
+    uint64_t per_l2 = cs / l2e_size, per_l1 = cs / 8, nl2e, nl1e;
 
     nl2e = (aligned / cs + per_l2 - 1) / per_l2 * per_l2;
-    meta += nl2e * 8;
-    nl1e = nl2e * 8 / cs;
-    nl1e = (nl1e + per_l2 - 1) / per_l2 * per_l2;
+    meta += nl2e * l2e_size;
+    nl1e = nl2e * l2e_size / cs;
+    nl1e = (nl1e + per_l1 - 1) / per_l1 * per_l1;
     meta += nl1e * 8;
     meta += refcount_metadata_size((meta + aligned) / cs, cs, refcount_order);
     return meta + aligned;
@@ -136,15 +138,25 @@ static bool source_has_bitmap_room(BlockDriverState *in)
     return si.compat && !strcmp(si.compat, "1.1");
 }
 
-/* The qcow2 creation options measure reads, with QEMU's checks. */
+static bool opt_is_true(const char *v)
+{
+    return v && (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "true"));
+}
+
+/* The qcow2 creation options measure reads, with QEMU's checks in its
+ * order (extended_l2 is known before the cluster size is judged; unlike
+ * create, measure does not ask for compat=1.1 with it). */
 static bool qcow2_measure_opts(ImgCreateOpts *co, uint64_t *cs,
-                               int *version, int *refcount_order)
+                               int *version, int *refcount_order,
+                               uint64_t *l2e_size)
 {
     const char *v;
     uint64_t bits = 16;
+    bool extl2 = opt_is_true(img_create_opts_get(co, "extended_l2"));
 
     *cs = 65536;
     *version = 3;
+    *l2e_size = extl2 ? 16 : 8;
     if ((v = img_create_opts_get(co, "cluster_size"))) {
         *cs = g_ascii_strtoull(v, NULL, 10);
         if (*cs < 512 || *cs > 2 * 1024 * 1024 || (*cs & (*cs - 1))) {
@@ -152,6 +164,12 @@ static bool qcow2_measure_opts(ImgCreateOpts *co, uint64_t *cs,
                       "2048k");
             return false;
         }
+    }
+    /* 32 subclusters of at least 512 bytes each */
+    if (extl2 && *cs < 16384) {
+        img_error("Extended L2 entries are only supported with cluster "
+                  "sizes of at least 16384 bytes");
+        return false;
     }
     if ((v = img_create_opts_get(co, "compat"))) {
         if (!strcmp(v, "0.10") || !strcmp(v, "v2")) {
@@ -179,10 +197,6 @@ static bool qcow2_measure_opts(ImgCreateOpts *co, uint64_t *cs,
     if ((v = img_create_opts_get(co, "preallocation")) &&
         bdrv_prealloc_parse(v) < 0) {
         img_error("Invalid parameter '%s'", v);
-        return false;
-    }
-    if (img_create_opts_get(co, "extended_l2")) {
-        img_error("strata cannot measure images with extended L2 entries");
         return false;
     }
     return true;
@@ -218,16 +232,17 @@ static bool luks_header_bytes(ImgCreateOpts *co, uint64_t cs,
 static bool measure_qcow2(ImgCreateOpts *co, BlockDriverState *in,
                           uint64_t size, MeasureInfo *info)
 {
-    uint64_t cs, vsize, required = 0, luks = 0;
+    uint64_t cs, vsize, required = 0, luks = 0, l2e_size;
     int version, order;
     const char *prealloc = img_create_opts_get(co, "preallocation");
 
-    if (!qcow2_measure_opts(co, &cs, &version, &order) ||
+    if (!qcow2_measure_opts(co, &cs, &version, &order, &l2e_size) ||
         !luks_header_bytes(co, cs, &luks)) {
         return false;
     }
     vsize = (size + cs - 1) / cs * cs;
-    if ((vsize / cs + cs / 8 - 1) / (cs / 8) * 8 > 32 * 1024 * 1024) {
+    if ((vsize / cs + cs / l2e_size - 1) / (cs / l2e_size) * 8 >
+        32 * 1024 * 1024) {
         img_error("The image size is too large (try using a larger cluster "
                   "size)");
         return false;
@@ -249,7 +264,8 @@ static bool measure_qcow2(ImgCreateOpts *co, BlockDriverState *in,
     if (prealloc && (!strcmp(prealloc, "full") || !strcmp(prealloc, "falloc"))) {
         required = vsize;
     }
-    info->fully_allocated = qcow2_prealloc_size(vsize, cs, order) + luks;
+    info->fully_allocated = qcow2_prealloc_size(vsize, cs, order,
+                                                l2e_size) + luks;
     info->required = info->fully_allocated - vsize + required;
     info->has_bitmaps = version >= 3 && in && source_has_bitmap_room(in);
     if (info->has_bitmaps) {
