@@ -1916,6 +1916,20 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
         }
         offset += n * cs;
     }
+    /* A last cluster that was allocated already (a grow inside it): with
+     * extended entries the file must still reach the end of the
+     * subcluster holding the request's last byte, as QEMU's does. */
+    if (qcow2_has_subclusters(s) && !qcow2_has_data_file(s) && req_end) {
+        uint64_t e, cstart = qcow2_cluster_start(s, req_end - 1);
+        ret = qcow2_l2_entry_get(bs, req_end - 1, false, &e, NULL);
+        if (ret < 0) {
+            return ret;
+        }
+        if (qcow2_entry_type(s, e) == QCOW2_CLUSTER_NORMAL) {
+            host_end = MAX(host_end, (e & L2E_OFFSET_MASK) +
+                                     sc_ceil(s, req_end - cstart));
+        }
+    }
     /* The data file ends at the disk's end, not at a cluster's. */
     if (qcow2_has_data_file(s)) {
         host_end = MIN(host_end, req_end);

@@ -17,6 +17,9 @@ compares what they print (the program name aside) and what they write:
   refcount table), so it asserts the same header but for the refcount
   table offset, the same file length and guest map, every mapped cluster
   host|COPIED with bitmap 0 (QEMU's preallocation), and a clean check.
+  grow_metadata_in_last_cluster: a metadata grow inside the last
+  cluster, which the create allocated: the same file as qemu-img's (it
+  reaches the end of the new last subcluster).
   create_errors: compat=0.10, clusters under 16 KiB and the options
   judged before them fail with QEMU's text and leave no file.
 - info_*: human and JSON `info` print "extended l2: true" (false without
@@ -261,6 +264,23 @@ def create_metadata_subcluster_tail():
     create_identical(65536, 'metadata', [(1 << 20) + 512, 1050000])
     create_identical(16384, 'metadata', [100000, 512])
     create_identical(2 << 20, 'metadata', [3000000])
+
+
+def grow_metadata_in_last_cluster():
+    """A metadata grow that ends inside the last cluster, which the create
+    already allocated: the file still reaches the end of the subcluster
+    holding the new last byte (iotest 125 with extended entries: a write
+    there must not grow the file)."""
+    t = common.tools()
+    with common.TempDir() as d:
+        for cs, size, grow in ((65536, 2048000, '+16K'),
+                               (65536, 2048000, '+15K'),
+                               (16384, 100000, '+1K')):
+            opts = 'extended_l2=on,cluster_size=%d,preallocation=metadata' % cs
+            q, s = create_both(t, d, opts, size)
+            both(t, ['resize', '-f', 'qcow2', '--preallocation=metadata',
+                     '{img}', grow], rc=0, files=[q, s])
+            same_file(s, q, '%s size %d, resize %s' % (opts, size, grow))
 
 
 def create_backing_prealloc(prealloc):
@@ -659,6 +679,7 @@ CASES += [
     ('create_options_metadata', create_identical, 32768, 'metadata',
      [100 << 20], ',refcount_bits=64'),
     ('create_metadata_subcluster_tail', create_metadata_subcluster_tail),
+    ('grow_metadata_in_last_cluster', grow_metadata_in_last_cluster),
     ('create_falloc_full', create_falloc_full),
     ('create_errors', create_errors),
     ('info', info_case),
