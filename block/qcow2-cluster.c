@@ -175,6 +175,27 @@ static bool same_mapping(BDRVQcow2State *s, uint64_t first, uint64_t e,
            (e & QCOW_OFLAG_COPIED) == (first & QCOW_OFLAG_COPIED);
 }
 
+/* Marks the image corrupt for the invalid extended entry l2i of the L2
+ * table of l1i, in QEMU's words: its read path's text has two spaces,
+ * its write path's one (scripts compare them).  -EIO. */
+static int invalid_entry(BlockDriverState *bs, uint64_t l1i, uint64_t l2i,
+                         bool read)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t l2_off = s->l1_table[l1i] & L1E_OFFSET_MASK;
+
+    if (read) {
+        qcow2_signal_corruption(bs, "Invalid cluster entry found  (L2 "
+                                "offset: %#" G_GINT64_MODIFIER "x, L2 index: "
+                                "%#x)", l2_off, (unsigned)l2i);
+    } else {
+        qcow2_signal_corruption(bs, "Invalid cluster entry found (L2 "
+                                "offset: %#" G_GINT64_MODIFIER "x, L2 index: "
+                                "%#x)", l2_off, (unsigned)l2i);
+    }
+    return -EIO;
+}
+
 /*
  * lookup's reader view with extended entries: the first cluster's entry
  * `first` (valid) at l2i, off's place in it; the view entry of off's
@@ -405,18 +426,9 @@ static int lookup(BlockDriverState *bs, uint64_t off, uint64_t bytes,
                                 qcow2_cluster_start(s, off), (unsigned)l2i);
         return -EIO;
     }
-    /* (QEMU's read path words it with two spaces, its write path with
-     * one; scripts compare them) */
     if (qcow2_has_subclusters(s) &&
         !bitmap_valid(s, first, qcow2_l2_bitmap(s, l2, l2i))) {
-        qcow2_signal_corruption(bs, view ? "Invalid cluster entry found  "
-                                "(L2 offset: %#" G_GINT64_MODIFIER "x, L2 "
-                                "index: %#x)" : "Invalid cluster entry found "
-                                "(L2 offset: %#" G_GINT64_MODIFIER "x, L2 "
-                                "index: %#x)",
-                                (uint64_t)(s->l1_table[l1i] & L1E_OFFSET_MASK),
-                                (unsigned)l2i);
-        return -EIO;
+        return invalid_entry(bs, l1i, l2i, view);
     }
     if (view && qcow2_has_subclusters(s)) {
         view_run(s, l2, l2i, in_cluster, max_clusters, bytes, first, entry,
@@ -442,13 +454,7 @@ static int lookup(BlockDriverState *bs, uint64_t off, uint64_t bytes,
     for (uint64_t k = 1; !view && qcow2_has_subclusters(s) && k < n; k++) {
         if (!bitmap_valid(s, qcow2_l2_get(s, l2, l2i + k),
                           qcow2_l2_bitmap(s, l2, l2i + k))) {
-            qcow2_signal_corruption(bs, "Invalid cluster entry found (L2 "
-                                    "offset: %#" G_GINT64_MODIFIER "x, L2 "
-                                    "index: %#x)",
-                                    (uint64_t)(s->l1_table[l1i] &
-                                               L1E_OFFSET_MASK),
-                                    (unsigned)(l2i + k));
-            return -EIO;
+            return invalid_entry(bs, l1i, l2i + k, false);
         }
     }
     *entry = first;
