@@ -79,102 +79,6 @@ static bool l2_entry_offset_valid(BDRVQcow2State *s, uint64_t e)
     return ((e & L2E_OFFSET_MASK) & (s->cluster_size - 1)) == 0;
 }
 
-/* ---- Extended L2 entries: subclusters ---- */
-
-/*
- * A view entry is what lookup(view=true) gives readers: for a standard
- * image the L2 entry itself; with extended entries the standard entry one
- * subcluster reads like.  A subcluster that reads from the backing file
- * although its cluster has a host cluster gets the host offset with this
- * bit (reserved in descriptors, so never confused with a real one).
- */
-#define VIEW_BACKING (1ULL << 1)
-
-enum { SC_BACKING, SC_DATA, SC_ZERO };
-
-static int sc_kind(uint64_t bitmap, unsigned sc)
-{
-    if (bitmap & (1ULL << sc)) {
-        return SC_DATA;
-    }
-    return (bitmap & (1ULL << (32 + sc))) ? SC_ZERO : SC_BACKING;
-}
-
-/* The bitmap of a cluster whose subclusters all read as `kind`. */
-static uint64_t uniform_bitmap(int kind)
-{
-    return kind == SC_DATA ? QCOW_L2_BITMAP_ALL_ALLOC :
-           kind == SC_ZERO ? QCOW_L2_BITMAP_ALL_ZEROES : 0;
-}
-
-/* Bits of subclusters [from, to) of one cluster: allocation bits (the
- * zero bits are these shifted by 32). */
-static uint64_t sc_range_bits(unsigned from, unsigned to)
-{
-    return to > from ? (((1ULL << (to - from)) - 1) << from) : 0;
-}
-
-/* A subcluster marked both data and zeroes, or data without a host
- * cluster: QEMU's "invalid" entry.  A compressed cluster's bitmap is
- * ignored (check reports one that is not 0), as by QEMU. */
-static bool bitmap_valid(BDRVQcow2State *s, uint64_t d, uint64_t bitmap)
-{
-    Qcow2ClusterType t = qcow2_entry_type(s, d);
-
-    if (t == QCOW2_CLUSTER_COMPRESSED) {
-        return true;
-    }
-    if (t == QCOW2_CLUSTER_UNALLOCATED &&
-        (bitmap & QCOW_L2_BITMAP_ALL_ALLOC)) {
-        return false;
-    }
-    return !(bitmap & (bitmap >> 32) & QCOW_L2_BITMAP_ALL_ALLOC);
-}
-
-static uint64_t sc_view(uint64_t d, int kind)
-{
-    d &= ~VIEW_BACKING;
-    switch (kind) {
-    case SC_DATA:
-        return d;
-    case SC_ZERO:
-        return d | QCOW_OFLAG_ZERO;
-    default:
-        return (d & L2E_OFFSET_MASK) ? (d & L2E_OFFSET_MASK) | VIEW_BACKING
-                                     : 0;
-    }
-}
-
-/* How a view entry reads: a subcluster over the backing file reads as
- * an unallocated cluster, whatever its host cluster. */
-static Qcow2ClusterType view_type(BDRVQcow2State *s, uint64_t e)
-{
-    /* (bit 1 of a compressed descriptor is part of its offset) */
-    if (qcow2_has_subclusters(s) && (e & VIEW_BACKING) &&
-        !(e & QCOW_OFLAG_COMPRESSED)) {
-        return QCOW2_CLUSTER_UNALLOCATED;
-    }
-    return qcow2_entry_type(s, e);
-}
-
-/* Entry k clusters after `first` maps the same way: same type, and for
- * clusters with a host cluster the next one there with the same COPIED. */
-static bool same_mapping(BDRVQcow2State *s, uint64_t first, uint64_t e,
-                         uint64_t k)
-{
-    Qcow2ClusterType t = qcow2_entry_type(s, first);
-
-    if (qcow2_entry_type(s, e) != t || t == QCOW2_CLUSTER_COMPRESSED) {
-        return false;
-    }
-    if (!(first & L2E_OFFSET_MASK) && t != QCOW2_CLUSTER_NORMAL) {
-        return !(e & L2E_OFFSET_MASK);
-    }
-    return (e & L2E_OFFSET_MASK) ==
-           (first & L2E_OFFSET_MASK) + (k << s->cluster_bits) &&
-           (e & QCOW_OFLAG_COPIED) == (first & QCOW_OFLAG_COPIED);
-}
-
 /* Marks the image corrupt for the invalid extended entry l2i of the L2
  * table of l1i, in QEMU's words: its read path's text has two spaces,
  * its write path's one (scripts compare them).  -EIO. */
@@ -194,51 +98,6 @@ static int invalid_entry(BlockDriverState *bs, uint64_t l1i, uint64_t l2i,
                                 "%#x)", l2_off, (unsigned)l2i);
     }
     return -EIO;
-}
-
-/*
- * lookup's reader view with extended entries: the first cluster's entry
- * `first` (valid) at l2i, off's place in it; the view entry of off's
- * subcluster and how many bytes from off (up to bytes, max_clusters
- * clusters) read the same way.
- */
-static void view_run(BDRVQcow2State *s, const uint64_t *l2, uint64_t l2i,
-                     uint64_t in_cluster, uint64_t max_clusters,
-                     uint64_t bytes, uint64_t first, uint64_t *entry,
-                     uint64_t *run)
-{
-    unsigned sc0 = in_cluster >> s->subcluster_bits;
-    uint64_t bitmap = qcow2_l2_bitmap(s, l2, l2i);
-    uint64_t limit = max_clusters * QCOW2_SUBCLUSTERS, n;
-    int kind;
-
-    if (qcow2_entry_type(s, first) == QCOW2_CLUSTER_COMPRESSED) {
-        *entry = first;
-        *run = MIN(bytes, s->cluster_size - in_cluster);
-        return;
-    }
-    kind = sc_kind(bitmap, sc0);
-    *entry = sc_view(first, kind);
-    for (n = sc0 + 1; n < limit; n++) {
-        uint64_t k = n / QCOW2_SUBCLUSTERS;
-        if (n % QCOW2_SUBCLUSTERS == 0) {
-            uint64_t e = qcow2_l2_get(s, l2, l2i + k);
-            bitmap = qcow2_l2_bitmap(s, l2, l2i + k);
-            if (!bitmap_valid(s, e, bitmap) ||
-                !same_mapping(s, first, e, k)) {
-                break;
-            }
-            if (bitmap == uniform_bitmap(kind)) {
-                n += QCOW2_SUBCLUSTERS - 1;
-                continue;
-            }
-        }
-        if (sc_kind(bitmap, n % QCOW2_SUBCLUSTERS) != kind) {
-            break;
-        }
-    }
-    n = MIN(n, limit);
-    *run = MIN(bytes, (n << s->subcluster_bits) - in_cluster);
 }
 
 /*
@@ -427,12 +286,12 @@ static int lookup(BlockDriverState *bs, uint64_t off, uint64_t bytes,
         return -EIO;
     }
     if (qcow2_has_subclusters(s) &&
-        !bitmap_valid(s, first, qcow2_l2_bitmap(s, l2, l2i))) {
+        !qcow2_sc_bitmap_valid(s, first, qcow2_l2_bitmap(s, l2, l2i))) {
         return invalid_entry(bs, l1i, l2i, view);
     }
     if (view && qcow2_has_subclusters(s)) {
-        view_run(s, l2, l2i, in_cluster, max_clusters, bytes, first, entry,
-                 run);
+        qcow2_view_run(s, l2, l2i, in_cluster, max_clusters, bytes, first,
+                       entry, run);
         return 0;
     }
     if (type != QCOW2_CLUSTER_COMPRESSED) {
@@ -452,7 +311,7 @@ static int lookup(BlockDriverState *bs, uint64_t off, uint64_t bytes,
     /* A write covers these clusters: QEMU refuses it whole if any of
      * them is invalid. */
     for (uint64_t k = 1; !view && qcow2_has_subclusters(s) && k < n; k++) {
-        if (!bitmap_valid(s, qcow2_l2_get(s, l2, l2i + k),
+        if (!qcow2_sc_bitmap_valid(s, qcow2_l2_get(s, l2, l2i + k),
                           qcow2_l2_bitmap(s, l2, l2i + k))) {
             return invalid_entry(bs, l1i, l2i + k, false);
         }
@@ -505,7 +364,7 @@ static int read_run(BlockDriverState *bs, uint64_t entry, uint64_t off,
 {
     BDRVQcow2State *s = bs->opaque;
 
-    switch (view_type(s, entry)) {
+    switch (qcow2_view_type(s, entry)) {
     case QCOW2_CLUSTER_UNALLOCATED:
         return read_backing(bs, off, n, buf);
     case QCOW2_CLUSTER_ZERO_PLAIN:
@@ -706,87 +565,6 @@ static int read_view(BlockDriverState *bs, uint64_t off, uint64_t n,
     return 0;
 }
 
-static uint64_t sc_floor(BDRVQcow2State *s, uint64_t off)
-{
-    return off & ~((1ULL << s->subcluster_bits) - 1);
-}
-
-static uint64_t sc_ceil(BDRVQcow2State *s, uint64_t off)
-{
-    return qcow2_align_up(off, 1ULL << s->subcluster_bits);
-}
-
-/*
- * The bitmap of the cluster at guest offset cstart after a write that
- * filled guest bytes [ws, we) of it: those subclusters read from the
- * host cluster now, the others keep what they said.
- */
-static uint64_t written_bitmap(BDRVQcow2State *s, uint64_t bitmap,
-                               uint64_t cstart, uint64_t ws, uint64_t we)
-{
-    uint64_t from = ws > cstart ? ws - cstart : 0;
-    uint64_t to = MIN(we - cstart, (uint64_t)s->cluster_size);
-    uint64_t bits = sc_range_bits(from >> s->subcluster_bits,
-                                  sc_ceil(s, to) >> s->subcluster_bits);
-
-    return (bitmap | bits) & ~(bits << 32);
-}
-
-/* The cluster of a descriptor holds data of its own (a host cluster or
- * compressed data). */
-static bool entry_has_data(BDRVQcow2State *s, uint64_t d)
-{
-    return qcow2_entry_type(s, d) != QCOW2_CLUSTER_UNALLOCATED;
-}
-
-/*
- * With extended entries, where the copy into a new cluster begins for a
- * write from guest offset off into a cluster whose entry is (d, bitmap):
- * a compressed cluster is copied whole; one with a host cluster from its
- * first allocated subcluster if that comes before off's; otherwise from
- * off's subcluster (QEMU's rule, so the bitmaps match).
- */
-static uint64_t cow_start(BDRVQcow2State *s, uint64_t d, uint64_t bitmap,
-                          uint64_t off)
-{
-    uint64_t cstart = qcow2_cluster_start(s, off);
-    uint32_t alloc = bitmap & QCOW_L2_BITMAP_ALL_ALLOC;
-    unsigned sc = (off - cstart) >> s->subcluster_bits;
-
-    switch (qcow2_entry_type(s, d)) {
-    case QCOW2_CLUSTER_COMPRESSED:
-        return cstart;
-    case QCOW2_CLUSTER_UNALLOCATED:
-        return sc_floor(s, off);
-    default:
-        if (alloc) {
-            sc = MIN(sc, (unsigned)__builtin_ctz(alloc));
-        }
-        return cstart + ((uint64_t)sc << s->subcluster_bits);
-    }
-}
-
-/* The same for where it ends, for a write ending at guest offset end. */
-static uint64_t cow_end(BDRVQcow2State *s, uint64_t d, uint64_t bitmap,
-                        uint64_t end)
-{
-    uint64_t cstart = qcow2_cluster_start(s, end - 1);
-    uint32_t alloc = bitmap & QCOW_L2_BITMAP_ALL_ALLOC;
-    unsigned sc = ((end - 1 - cstart) >> s->subcluster_bits) + 1;
-
-    switch (qcow2_entry_type(s, d)) {
-    case QCOW2_CLUSTER_COMPRESSED:
-        return cstart + s->cluster_size;
-    case QCOW2_CLUSTER_UNALLOCATED:
-        return sc_ceil(s, end);
-    default:
-        if (alloc) {
-            sc = MAX(sc, 32u - (unsigned)__builtin_clz(alloc));
-        }
-        return cstart + ((uint64_t)sc << s->subcluster_bits);
-    }
-}
-
 /*
  * Allocating write of [off, off+*n) lying in clusters that all need new
  * host clusters.  Called and returns with s->lock held; drops it for the
@@ -860,8 +638,8 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t *n,
     ws = gstart;
     we = gend;
     if (qcow2_has_subclusters(s)) {
-        ws = cow_start(s, old[0], old_bm[0], off);
-        we = cow_end(s, old[nb - 1], old_bm[nb - 1], off + bytes);
+        ws = qcow2_sc_cow_start(s, old[0], old_bm[0], off);
+        we = qcow2_sc_cow_end(s, old[nb - 1], old_bm[nb - 1], off + bytes);
     }
     if (qcow2_has_subclusters(s) && (ws != off || we != off + bytes)) {
         /* completed from what readers see there now */
@@ -928,7 +706,7 @@ static int write_allocating(BlockDriverState *bs, uint64_t off, uint64_t *n,
         if (qcow2_has_subclusters(s)) {
             uint64_t bm = qcow2_l2_bitmap(s, l2, l2i + i);
             qcow2_l2_set_bitmap(s, l2, l2i + i,
-                                written_bitmap(s, bm, gstart + i * cs,
+                                qcow2_sc_written_bitmap(s, bm, gstart + i * cs,
                                                ws, we));
         }
         release_entry(bs, cur);
@@ -1026,11 +804,14 @@ static int write_zeroed_in_place(BlockDriverState *bs, uint64_t off,
     if (ext) {
         /* the rest of a subcluster the data touches and that does not
          * read from the host cluster yet: what readers see there now */
-        head = sc_kind(old_bm[0], (off & (s->cluster_size - 1)) >>
-                       s->subcluster_bits) != SC_DATA ? off & sc_mask : 0;
-        tail = sc_kind(old_bm[nb - 1], ((end - 1) & (s->cluster_size - 1)) >>
-                       s->subcluster_bits) != SC_DATA ?
-               MIN(sc_ceil(s, end), gend) - end : 0;
+        unsigned first_sc = (off & (s->cluster_size - 1)) >>
+                            s->subcluster_bits;
+        unsigned last_sc = ((end - 1) & (s->cluster_size - 1)) >>
+                           s->subcluster_bits;
+        head = qcow2_sc_kind(old_bm[0], first_sc) != QCOW2_SC_DATA ?
+               off & sc_mask : 0;
+        tail = qcow2_sc_kind(old_bm[nb - 1], last_sc) != QCOW2_SC_DATA ?
+               MIN(qcow2_sc_ceil(s, end), gend) - end : 0;
     } else {
         /* zeroes before and after the data, in clusters reading zeroes */
         head = (old[0] & QCOW_OFLAG_ZERO) ? off - gstart : 0;
@@ -1077,11 +858,12 @@ static int write_zeroed_in_place(BlockDriverState *bs, uint64_t off,
                 continue;
             }
             if (ext) {
+                uint64_t bm = qcow2_l2_bitmap(s, l2, l2i + i);
                 qcow2_l2_set_bitmap(s, l2, l2i + i,
-                                    written_bitmap(s, qcow2_l2_bitmap(s, l2,
-                                                                      l2i + i),
-                                                   gstart + i * cs,
-                                                   off - head, end + tail));
+                                    qcow2_sc_written_bitmap(s, bm,
+                                                            gstart + i * cs,
+                                                            off - head,
+                                                            end + tail));
             } else {
                 qcow2_l2_set(s, l2, l2i + i, old[i] & ~QCOW_OFLAG_ZERO);
             }
@@ -1461,8 +1243,8 @@ static int zero_subclusters(BlockDriverState *bs, uint64_t a, uint64_t b)
         return -ENOTSUP;
     }
     bm = qcow2_l2_bitmap(s, l2, l2i);
-    bits = sc_range_bits((a - cstart) >> s->subcluster_bits,
-                         sc_ceil(s, b - cstart) >> s->subcluster_bits);
+    bits = qcow2_sc_range_bits((a - cstart) >> s->subcluster_bits,
+                         qcow2_sc_ceil(s, b - cstart) >> s->subcluster_bits);
     if (((bm | (bits << 32)) & ~bits) == bm) {
         return 0;
     }
@@ -1522,7 +1304,7 @@ static int zero_sc_piece(BlockDriverState *bs, uint64_t off, uint64_t n)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t scs = 1ULL << s->subcluster_bits;
-    uint64_t sc = sc_floor(s, off), end = off + n;
+    uint64_t sc = qcow2_sc_floor(s, off), end = off + n;
     uint64_t cstart = qcow2_cluster_start(s, off);
     uint64_t tail = end == s->size ? 0 : sc + scs - end;
     uint64_t e = 0, run;
@@ -1535,7 +1317,7 @@ static int zero_sc_piece(BlockDriverState *bs, uint64_t off, uint64_t n)
         wait_inflight(s);
     }
     ret = lookup(bs, sc, scs, true, &e, &run);
-    t = view_type(s, e);
+    t = qcow2_view_type(s, e);
     if (ret == 0 &&
         (t == QCOW2_CLUSTER_ZERO_PLAIN || t == QCOW2_CLUSTER_ZERO_ALLOC ||
          (t == QCOW2_CLUSTER_UNALLOCATED &&
@@ -1563,10 +1345,11 @@ static int zero_ext(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t scs = 1ULL << s->subcluster_bits, end = offset + bytes;
-    uint64_t a = sc_ceil(s, offset);
+    uint64_t a = qcow2_sc_ceil(s, offset);
     /* the last subcluster counts as whole when the image ends inside it
      * (not the last cluster: QEMU zeroes per subcluster there too) */
-    uint64_t b = end == s->size ? sc_ceil(s, end) : sc_floor(s, end);
+    uint64_t b = end == s->size ? qcow2_sc_ceil(s, end)
+                                : qcow2_sc_floor(s, end);
     int ret = 0;
 
     if (a >= b) {
@@ -1686,7 +1469,7 @@ int qcow2_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
                     /* the bitmap says it; an entry reading from nothing
                      * below stays as it is */
                     ne = 0;
-                    if (bs->backing || entry_has_data(s, e)) {
+                    if (bs->backing || qcow2_entry_has_data(s, e)) {
                         nbm = QCOW_L2_BITMAP_ALL_ZEROES;
                     } else {
                         ne = e;
@@ -1729,7 +1512,7 @@ int qcow2_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
         return ret;
     }
     *pnum = n;
-    switch (view_type(s, entry)) {
+    switch (qcow2_view_type(s, entry)) {
     case QCOW2_CLUSTER_UNALLOCATED:
         if ((entry & L2E_OFFSET_MASK) && !s->crypt_method) {
             /* a subcluster of a host cluster that reads from below: QEMU
@@ -1933,7 +1716,7 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
         }
         if (qcow2_entry_type(s, e) == QCOW2_CLUSTER_NORMAL) {
             host_end = MAX(host_end, (e & L2E_OFFSET_MASK) +
-                                     sc_ceil(s, req_end - cstart));
+                                     qcow2_sc_ceil(s, req_end - cstart));
         }
     }
     /* The data file ends at the disk's end, not at a cluster's. */

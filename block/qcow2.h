@@ -349,6 +349,36 @@ static inline void qcow2_l2_set_bitmap(BDRVQcow2State *s, uint64_t *l2,
     l2[2 * i + 1] = GUINT64_TO_BE(bitmap);
 }
 
+/* qcow2-subcluster.c.  A view entry is what lookup(view=true) gives
+ * readers: for a standard image the L2 entry itself; with extended entries
+ * the standard entry one subcluster reads like.  A subcluster that reads
+ * from the backing file although its cluster has a host cluster gets the
+ * host offset with this bit (reserved in descriptors, so never confused
+ * with a real one). */
+#define QCOW2_VIEW_BACKING (1ULL << 1)
+enum { QCOW2_SC_BACKING, QCOW2_SC_DATA, QCOW2_SC_ZERO };
+int qcow2_sc_kind(uint64_t bitmap, unsigned sc);
+uint64_t qcow2_sc_uniform_bitmap(int kind);
+uint64_t qcow2_sc_range_bits(unsigned from, unsigned to);
+bool qcow2_sc_bitmap_valid(BDRVQcow2State *s, uint64_t d, uint64_t bitmap);
+uint64_t qcow2_sc_view(uint64_t d, int kind);
+Qcow2ClusterType qcow2_view_type(BDRVQcow2State *s, uint64_t e);
+bool qcow2_sc_same_mapping(BDRVQcow2State *s, uint64_t first, uint64_t e,
+                           uint64_t k);
+void qcow2_view_run(BDRVQcow2State *s, const uint64_t *l2, uint64_t l2i,
+                    uint64_t in_cluster, uint64_t max_clusters,
+                    uint64_t bytes, uint64_t first, uint64_t *entry,
+                    uint64_t *run);
+uint64_t qcow2_sc_floor(BDRVQcow2State *s, uint64_t off);
+uint64_t qcow2_sc_ceil(BDRVQcow2State *s, uint64_t off);
+uint64_t qcow2_sc_written_bitmap(BDRVQcow2State *s, uint64_t bitmap,
+                                 uint64_t cstart, uint64_t ws, uint64_t we);
+bool qcow2_entry_has_data(BDRVQcow2State *s, uint64_t d);
+uint64_t qcow2_sc_cow_start(BDRVQcow2State *s, uint64_t d, uint64_t bitmap,
+                            uint64_t off);
+uint64_t qcow2_sc_cow_end(BDRVQcow2State *s, uint64_t d, uint64_t bitmap,
+                          uint64_t end);
+
 static inline uint64_t qcow2_align_up(uint64_t x, uint64_t a)
 {
     return (x + a - 1) / a * a;
