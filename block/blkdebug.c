@@ -90,6 +90,9 @@ typedef struct BDRVBlkdebugState {
     int64_t event_at;  /* anys when the event came; -1: not yet */
     bool injected;     /* an error was returned */
     bool dead;         /* once=off and injected: everything fails */
+    /* a write (failed or not) came since the last flush that passed:
+     * QEMU's generic layer lets only such a flush reach blkdebug */
+    bool unflushed;
 
     /* QEMU's rules, in QEMU's insertion order (see blkdebug-rules.c) */
     GPtrArray *rules;
@@ -462,9 +465,16 @@ static int account(BlockDriverState *bs, ReqKind kind, BlkdebugIOType type,
         s->injected = true;
         s->dead = !s->once;
         ret = -s->error;
+    } else if (kind == REQ_FLUSH && !s->unflushed) {
+        ret = 0;    /* QEMU never hands this flush to its rules */
     } else {
         ret = rule_check(s, type, offset, bytes);
         s->injected |= ret != 0;
+    }
+    if (kind == REQ_WRITE) {
+        s->unflushed = true;
+    } else if (kind == REQ_FLUSH && ret == 0) {
+        s->unflushed = false;
     }
     g_mutex_unlock(&s->lock);
     return ret;

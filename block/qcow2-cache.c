@@ -259,7 +259,11 @@ static int cache_do_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
         }
     }
     if (read_from_disk) {
-        bdrv_debug_event(bs->file, c->ol_type == QCOW2_OL_ACTIVE_L2 ? "l2_load" : "refblock_load");
+        /* QEMU's l2_load comes with the read; its refblock_load comes
+         * with every refcount change, cached or not (qcow2-refcount.c) */
+        if (c->ol_type == QCOW2_OL_ACTIVE_L2) {
+            bdrv_debug_event(bs->file, "l2_load");
+        }
         ret = bdrv_pread(bs->file, offset, c->table_size, e->table);
         if (ret < 0) {
             return ret;

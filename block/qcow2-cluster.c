@@ -145,17 +145,22 @@ static int l2_load(BlockDriverState *bs, uint64_t l1_index, bool for_write,
     if (!for_write) {
         return 0;
     }
-    if (old) {
-        bdrv_debug_event(bs->file, "l2_alloc_cow_read");
-        ret = qcow2_cache_get(bs, s->l2_cache, old, &t);
-        if (ret < 0) {
-            return ret;
-        }
-        copy = g_memdup2(t, s->cluster_size);
-    }
     new_off = qcow2_alloc_clusters_for(bs, 1, "L2 table");
     if (new_off < 0) {
         return (int)new_off;
+    }
+    if (old) {
+        /* QEMU's order, which fault-injection rules see: the new table's
+         * count is written before the shared table is read */
+        ret = qcow2_cache_write(bs, s->refcount_cache);
+        if (ret == 0) {
+            bdrv_debug_event(bs->file, "l2_alloc_cow_read");
+            ret = qcow2_cache_get(bs, s->l2_cache, old, &t);
+        }
+        if (ret < 0) {
+            goto undo;
+        }
+        copy = g_memdup2(t, s->cluster_size);
     }
     ret = qcow2_cache_get_empty(bs, s->l2_cache, new_off, &t);
     if (ret < 0) {

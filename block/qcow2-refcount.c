@@ -466,6 +466,7 @@ int qcow2_update_cluster_refcount(BlockDriverState *bs, uint64_t cluster_index,
          * blocks exist; reaching here means a raw increment elsewhere. */
         return -EINVAL;
     }
+    bdrv_debug_event(bs->file, "refblock_load");
     /* A block that is other metadata too must not change at all. */
     ret = qcow2_overlap_check(bs, QCOW2_OL_REFCOUNT_BLOCK, off,
                               s->cluster_size);

@@ -225,22 +225,38 @@ static int qcow2_flush_metadata(BlockDriverState *bs, bool guest)
     return ret;
 }
 
-/* A close whose write-back failed names, as QEMU's close does, each cache
- * that still holds what it could not write (L2 tables first); the image
- * on disk is what the last successful write-back left. */
-static void report_unwritten_caches(BDRVQcow2State *s, int err)
+/*
+ * The close's report, in QEMU's words and order: QEMU's close writes each
+ * cache (L2 tables first) and syncs the file after each, and names every
+ * cache whose write or sync failed.  The write-back already happened
+ * (err is its result); a cache that still holds dirty entries failed
+ * with err, a clean one gets its sync here.  A sync with nothing written
+ * since the last one costs nothing (file-posix), so a clean close pays
+ * at most one fdatasync more, which QEMU's close pays too.
+ */
+static void close_sync_and_report(BlockDriverState *bs, int err)
 {
+    BDRVQcow2State *s = bs->opaque;
     const char *prog = g_get_prgname();
     g_autofree char *prefix = g_strdup_printf("%s%s", prog ? prog : "",
                                               prog ? ": " : "");
+    int l2_err = qcow2_cache_has_dirty(s->l2_cache) ? err : 0;
+    int rb_err;
 
-    if (qcow2_cache_has_dirty(s->l2_cache)) {
-        strata_error("%sFailed to flush the L2 table cache: %s", prefix,
-                     g_strerror(-err));
+    if (l2_err == 0) {
+        l2_err = bdrv_flush(bs->file);
     }
-    if (qcow2_cache_has_dirty(s->refcount_cache)) {
+    rb_err = qcow2_cache_has_dirty(s->refcount_cache) ? err : 0;
+    if (rb_err == 0) {
+        rb_err = bdrv_flush(bs->file);
+    }
+    if (l2_err < 0) {
+        strata_error("%sFailed to flush the L2 table cache: %s", prefix,
+                     g_strerror(-l2_err));
+    }
+    if (rb_err < 0) {
         strata_error("%sFailed to flush the refcount block cache: %s",
-                     prefix, g_strerror(-err));
+                     prefix, g_strerror(-rb_err));
     }
 }
 
@@ -270,9 +286,7 @@ static void qcow2_close(BlockDriverState *bs)
     if (!bs->read_only && !s->broken) {
         store_bitmaps(bs);
         ret = qcow2_flush_metadata(bs, false);
-        if (ret < 0) {
-            report_unwritten_caches(s, ret);
-        }
+        close_sync_and_report(bs, ret);
     }
     qcow2_free_state(bs, s);
 }

@@ -106,20 +106,26 @@ def new_image(size='1G', cluster=1024, data=()):
     return prepare
 
 
-def conf_run(sections, cmds, prepare, fmt=None, check_image=True):
+def conf_run(sections, cmds, prepare, fmt=None, check_image=True,
+             compare_err=False):
     def argv_of(img, d):
         conf = os.path.join(d, 'blkdebug.conf')
         write_conf(conf, sections)
         extra = ['-f', fmt] if fmt else []
         return extra + common.io_args(cmds) + ['blkdebug:%s:%s' % (conf, img)]
-    return both(prepare, argv_of, check_image=check_image)
+    return both(prepare, argv_of, check_image=check_image,
+                compare_err=compare_err)
 
 
 def inject(event, errno, once, cmds, prepare):
+    """stderr is compared too: it holds the close's report of caches it
+    could not write back (QEMU's close syncs once per cache, and that sync
+    fails under a once=off rule exactly when something was written since
+    the last one that passed)."""
     rc, out, _, _ = conf_run([('inject-error', [('event', event),
                                                 ('errno', errno),
                                                 ('once', once)])],
-                             cmds, prepare)
+                             cmds, prepare, compare_err=True)
     return rc, out
 
 
