@@ -214,6 +214,10 @@ static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
         return false;
     }
     o->cluster_size = cs;
+    /* QEMU refuses lazy refcounts on version 2 before any refcount width */
+    if (!check_lazy_refcounts(o, errp)) {
+        return false;
+    }
     if (rb < 1 || rb > 64 || (rb & (rb - 1))) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Refcount width must be a power of two and may not "
@@ -233,8 +237,7 @@ static bool parse_create_opts(BlockOpts *opts, Qcow2CreateOpts *o,
     if (o->compression_type < 0) {
         return false;
     }
-    if (!check_lazy_refcounts(o, errp) ||
-        !parse_encrypt_opts(opts, o, errp)) {
+    if (!parse_encrypt_opts(opts, o, errp)) {
         return false;
     }
     o->backing_file = bdrv_opts_get(opts, "backing_file");

@@ -82,7 +82,11 @@ int qcow2_lazy_write_back(BlockDriverState *bs)
 
     /* Frees must reach the refcounts only after the pointers are gone:
      * the full write-back keeps that order. */
-    if (!s->rt.lazy_refcounts || s->pending_frees->len) {
+    /* With no refcount block to hold back there is nothing to gain: the
+     * dirty bit is set only when a write needs it, as QEMU sets it only
+     * before an L2 update (a flush after reads leaves the header alone) */
+    if (!s->rt.lazy_refcounts || s->pending_frees->len ||
+        !qcow2_cache_has_dirty(s->refcount_cache)) {
         return qcow2_write_back_metadata(bs);
     }
     ret = qcow2_mark_dirty(bs);

@@ -3,11 +3,15 @@
 """Lazy refcounts and the dirty bit, compared with QEMU 7.2.
 
 - create: lazy_refcounts=on sets the compatible bit (compat=1.1), is
-  refused with qemu-img's text for compat=0.10 (and no file is left);
+  refused with qemu-img's text for compat=0.10, also when the refcount
+  width is wrong for compat=0.10 too (and no file is left);
 - a clean close leaves the dirty bit clear, a write then SIGKILL leaves
   it set, and qemu-img check then reports exactly what it reports for
   an image that qemu-io wrote and was killed the same way;
 - a read-only open keeps the image dirty and reads the data;
+- reads and a flush with nothing to write leave the dirty bit clear
+  (killed after the flush, as qemu-io: QEMU sets the bit only before an
+  L2 update);
 - a read-write open repairs it: the dirty bit is cleared, qemu-img
   check is clean, the data is intact, and the repair messages are
   QEMU's;
@@ -70,13 +74,19 @@ def create_options():
         info = common.run([t.qemu_img, 'info', img]).out
         common.check('lazy refcounts: true' in info, info)
         os.unlink(img)
-        ours = create(img, 'compat=0.10,lazy_refcounts=on', rc=1)
-        common.check(not os.path.exists(img), 'a refused create left a file')
-        theirs = create(img, 'compat=0.10,lazy_refcounts=on',
-                        tool=t.qemu_img, rc=1)
-        common.check(common.normalize_prog(ours.err, t.img_name) ==
-                     common.normalize_prog(theirs.err, 'qemu-img'),
-                     'message differs:\n%s\n%s' % (ours.err, theirs.err))
+        # with a refcount width version 2 cannot have either, QEMU names
+        # the lazy refcounts first
+        for opts in ('compat=0.10,lazy_refcounts=on',
+                     'compat=0.10,lazy_refcounts=on,refcount_bits=1',
+                     'compat=0.10,refcount_bits=3,lazy_refcounts=on'):
+            ours = create(img, opts, rc=1)
+            common.check(not os.path.exists(img),
+                         'a refused create left a file')
+            theirs = create(img, opts, tool=t.qemu_img, rc=1)
+            common.check(common.normalize_prog(ours.err, t.img_name) ==
+                         common.normalize_prog(theirs.err, 'qemu-img'),
+                         '%s: message differs:\n%s\n%s'
+                         % (opts, ours.err, theirs.err))
 
 
 @runner.case()
@@ -113,6 +123,25 @@ def kill_then_check_like_qemu():
         common.check(common.normalize_prog(ours.err, t.io_name) ==
                      common.normalize_prog(theirs.err, 'qemu-io'),
                      'repair messages differ:\n%s\n%s' % (ours.err, theirs.err))
+
+
+@runner.case()
+def flush_after_reads_leaves_bit_clear():
+    t = common.tools()
+    with common.TempDir() as d:
+        img = os.path.join(d, 'a.qcow2')
+        for tool in (t.qemu_io, t.io):
+            create(img, 'lazy_refcounts=on')
+            common.run_io(t.qemu_io, img, ['write -P 0x5a 0 64k'])
+            run_killed([tool, '-f', 'qcow2', '-c', 'read -P 0x5a 0 512',
+                        '-c', 'flush', '-c', 'sigraise 9', img])
+            common.check(bits(img)[0] == 0,
+                         '%s: a flush after reads set the dirty bit' % tool)
+            # the bit still comes when a write needs it
+            run_killed([tool, '-f', 'qcow2', '-c', 'write -P 0x11 1M 512',
+                        '-c', 'flush', '-c', 'sigraise 9', img])
+            common.check(bits(img)[0] == 1,
+                         '%s: a flushed write left the bit clear' % tool)
 
 
 @runner.case()
