@@ -16,7 +16,7 @@ int qcow2_sc_kind(uint64_t bitmap, unsigned sc)
 }
 
 /* The bitmap of a cluster whose subclusters all read as `kind`. */
-uint64_t qcow2_sc_uniform_bitmap(int kind)
+static uint64_t uniform_bitmap(int kind)
 {
     return kind == QCOW2_SC_DATA ? QCOW_L2_BITMAP_ALL_ALLOC :
            kind == QCOW2_SC_ZERO ? QCOW_L2_BITMAP_ALL_ZEROES : 0;
@@ -46,7 +46,7 @@ bool qcow2_sc_bitmap_valid(BDRVQcow2State *s, uint64_t d, uint64_t bitmap)
     return !(bitmap & (bitmap >> 32) & QCOW_L2_BITMAP_ALL_ALLOC);
 }
 
-uint64_t qcow2_sc_view(uint64_t d, int kind)
+static uint64_t sc_view(uint64_t d, int kind)
 {
     d &= ~QCOW2_VIEW_BACKING;
     switch (kind) {
@@ -74,7 +74,7 @@ Qcow2ClusterType qcow2_view_type(BDRVQcow2State *s, uint64_t e)
 
 /* Entry k clusters after `first` maps the same way: same type, and for
  * clusters with a host cluster the next one there with the same COPIED. */
-bool qcow2_sc_same_mapping(BDRVQcow2State *s, uint64_t first, uint64_t e,
+static bool same_mapping(BDRVQcow2State *s, uint64_t first, uint64_t e,
                          uint64_t k)
 {
     Qcow2ClusterType t = qcow2_entry_type(s, first);
@@ -112,17 +112,17 @@ void qcow2_view_run(BDRVQcow2State *s, const uint64_t *l2, uint64_t l2i,
         return;
     }
     kind = qcow2_sc_kind(bitmap, sc0);
-    *entry = qcow2_sc_view(first, kind);
+    *entry = sc_view(first, kind);
     for (n = sc0 + 1; n < limit; n++) {
         uint64_t k = n / QCOW2_SUBCLUSTERS;
         if (n % QCOW2_SUBCLUSTERS == 0) {
             uint64_t e = qcow2_l2_get(s, l2, l2i + k);
             bitmap = qcow2_l2_bitmap(s, l2, l2i + k);
             if (!qcow2_sc_bitmap_valid(s, e, bitmap) ||
-                !qcow2_sc_same_mapping(s, first, e, k)) {
+                !same_mapping(s, first, e, k)) {
                 break;
             }
-            if (bitmap == qcow2_sc_uniform_bitmap(kind)) {
+            if (bitmap == uniform_bitmap(kind)) {
                 n += QCOW2_SUBCLUSTERS - 1;
                 continue;
             }

@@ -358,13 +358,9 @@ static inline void qcow2_l2_set_bitmap(BDRVQcow2State *s, uint64_t *l2,
 #define QCOW2_VIEW_BACKING (1ULL << 1)
 enum { QCOW2_SC_BACKING, QCOW2_SC_DATA, QCOW2_SC_ZERO };
 int qcow2_sc_kind(uint64_t bitmap, unsigned sc);
-uint64_t qcow2_sc_uniform_bitmap(int kind);
 uint64_t qcow2_sc_range_bits(unsigned from, unsigned to);
 bool qcow2_sc_bitmap_valid(BDRVQcow2State *s, uint64_t d, uint64_t bitmap);
-uint64_t qcow2_sc_view(uint64_t d, int kind);
 Qcow2ClusterType qcow2_view_type(BDRVQcow2State *s, uint64_t e);
-bool qcow2_sc_same_mapping(BDRVQcow2State *s, uint64_t first, uint64_t e,
-                           uint64_t k);
 void qcow2_view_run(BDRVQcow2State *s, const uint64_t *l2, uint64_t l2i,
                     uint64_t in_cluster, uint64_t max_clusters,
                     uint64_t bytes, uint64_t first, uint64_t *entry,
@@ -496,6 +492,19 @@ int qcow2_l2_entry_set(BlockDriverState *bs, uint64_t off, uint64_t entry,
 bool qcow2_inflight_overlaps(BDRVQcow2State *s, uint64_t start, uint64_t end);
 void qcow2_inflight_wait(BDRVQcow2State *s);
 void qcow2_inflight_remove(BDRVQcow2State *s, Qcow2InflightAlloc *a);
+/* Also qcow2-cluster.c's, for qcow2-zero.c (each says more there): the L1
+ * and L2 indexes of a guest offset; an L2 table loaded (for_write: owned
+ * by the active image alone); a run of guest bytes mapped alike (view:
+ * as readers see it, per subcluster); what an entry pointed at released
+ * (deferred), counted towards a reclaim if a discard unmapped it. */
+void qcow2_split_offset(BDRVQcow2State *s, uint64_t off, uint64_t *l1_index,
+                        uint64_t *l2_index);
+int qcow2_l2_load(BlockDriverState *bs, uint64_t l1_index, bool for_write,
+                  uint64_t **l2);
+int qcow2_cluster_lookup(BlockDriverState *bs, uint64_t off, uint64_t bytes,
+                         bool view, uint64_t *entry, uint64_t *run);
+void qcow2_release_entry(BlockDriverState *bs, uint64_t e);
+void qcow2_release_unmapped(BlockDriverState *bs, uint64_t e);
 
 /* qcow2-compress.c: compressed clusters */
 #define QCOW2_COMPRESSION_ZLIB 0
@@ -514,6 +523,7 @@ int qcow2_pwrite_compressed(BlockDriverState *bs, int64_t offset,
  * errp set. */
 int qcow2_parse_compression_type(const char *value, int version,
                                  GError **errp);
+/* qcow2-zero.c: for a shrink, the clusters past the new end unmapped */
 int qcow2_discard_unmap(BlockDriverState *bs, uint64_t offset,
                         uint64_t bytes);
 
