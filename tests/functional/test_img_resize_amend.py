@@ -697,6 +697,42 @@ def convert_salvage():
 
 
 @runner.case()
+def convert_salvage_block_status():
+    """A block status that fails (blkdebug's iotype=block-status over the
+    format node): qemu-img warns once while it sizes the copy and again
+    while it copies, then copies that sector as data; strata's warnings,
+    exit status and copy must be the same, with -p as without."""
+    t = common.tools()
+    with common.TempDir() as d:
+        img = os.path.join(d, 'src.qcow2')
+        run([t.qemu_img, 'create', '-q', '-f', 'qcow2', img, '4M'])
+        qemu_io(img, 'write -P 0x2a 0 4M')
+        bad = 1024 * 1024 + 8192
+        src = ("json:{'driver': 'blkdebug', 'image': {'driver': 'qcow2', "
+               "'file': {'driver': 'file', 'filename': '%s'}}, "
+               "'inject-error': [{'event': 'none', 'iotype': 'block-status',"
+               " 'errno': 5, 'sector': %d}]}" % (img, bad // 512))
+        for extra in ([], ['-p']):
+            res, outs = [], []
+            for label, tool in (('ours', t.img), ('qemu', t.qemu_img)):
+                out = os.path.join(d, 'bs-%s.qcow2' % label)
+                if os.path.exists(out):
+                    os.unlink(out)
+                res.append(run([tool, 'convert', '--salvage'] + extra +
+                                ['-O', 'qcow2', src, out], rc=None))
+                outs.append(out)
+            o, q = res
+            warnings = norm(o.err).count('error while reading block status')
+            check(warnings == 2, 'expected two warnings, got %d\n%s'
+                  % (warnings, o.describe()))
+            check((o.rc, norm(o.err)) == (q.rc, norm(q.err)),
+                  'convert %s differs\n%s\n%s' % (extra, o.describe(),
+                                                  q.describe()))
+            run([t.qemu_img, 'compare', '-q', img, outs[0]])
+            run([t.qemu_img, 'check', '-q', outs[0]])
+
+
+@runner.case()
 def create_readonly_format_refusals():
     """create and convert to a format QEMU has but cannot create (bochs,
     dmg): qemu-img's "does not support image creation", with or without

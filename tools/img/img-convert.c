@@ -564,7 +564,10 @@ static int convert_do_copy(ConvertState *s, bool progress)
     GThread *threads[MAX_WORKERS];
     int ret;
 
-    if (progress) {
+    /* qemu-img walks the block status once before copying; with
+     * --salvage that walk's warnings are part of its output, so it is
+     * made then too (and skipped otherwise: nothing else needs it). */
+    if (progress || s->salvage) {
         ret = count_allocated(s);
         if (ret < 0) {
             return ret;
