@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "block/backing.h"
 #include "block/block_int.h"
 #include "byteorder.h"
 #include "block/drivers.h"
@@ -329,6 +330,29 @@ static BlockDriverState *bdrv_open_common(const char *filename,
                                           BlockOpts *options, int flags,
                                           GError **errp);
 
+/*
+ * A backing file is a regular file: opening a FIFO would block, and a
+ * device node named in an image's header (which anyone may have written)
+ * must not be read as a disk.  The host_device driver opens devices only
+ * where a user names them directly.
+ */
+bool bdrv_backing_path_allowed(const char *path, const struct stat *st,
+                               GError **errp)
+{
+    if (S_ISDIR(st->st_mode)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Could not open backing file: '%s' is a directory", path);
+        return false;
+    }
+    if (!S_ISREG(st->st_mode)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Could not open backing file: '%s' is not a regular file",
+                    path);
+        return false;
+    }
+    return true;
+}
+
 bool bdrv_open_backing(BlockDriverState *bs, BlockOpts *options, int flags,
                        GError **errp)
 {
@@ -386,17 +410,7 @@ bool bdrv_open_backing(BlockDriverState *bs, BlockOpts *options, int flags,
                 return false;
             }
         }
-        if (S_ISDIR(st.st_mode)) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                        "Could not open backing file: '%s' is a directory",
-                        path);
-            return false;
-        }
-        /* Opening a FIFO would block; device nodes are not images. */
-        if (!S_ISREG(st.st_mode)) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                        "Could not open backing file: '%s' is not a regular "
-                        "file", path);
+        if (!bdrv_backing_path_allowed(path, &st, errp)) {
             return false;
         }
     }
@@ -492,6 +506,21 @@ static bool bdrv_open_cache_flags(BlockOpts *options, int *flags,
     return bdrv_perm_parse_options(options, flags, errp);
 }
 
+/* The prefixes that name a local path's protocol driver ("file:x"). */
+static const char *const local_prefixes[] = {
+    "file:", "host_device:", "host_cdrom:", NULL
+};
+
+static bool has_local_prefix(const char *filename)
+{
+    for (const char *const *p = local_prefixes; *p; p++) {
+        if (g_str_has_prefix(filename, *p)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static BlockDriverState *bdrv_open_common(const char *filename,
                                           BlockOpts *options, int flags,
                                           GError **errp)
@@ -569,7 +598,7 @@ static BlockDriverState *bdrv_open_common(const char *filename,
             goto fail_opts;
         }
         /* "file:X" names the image X, as QEMU shows it */
-        if (g_str_has_prefix(bs->filename, "file:")) {
+        if (has_local_prefix(bs->filename)) {
             g_free(bs->filename);
             bs->filename = g_strdup(bs->file->filename);
         }
@@ -872,13 +901,16 @@ bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,
     }
     g_autofree char *plain = NULL;
 
-    /* QEMU's protocol prefix for plain files; "./" keeps a colon in the
-     * rest from reading as a prefix again */
-    if (g_str_has_prefix(filename, "file:")) {
-        plain = bdrv_filename_has_protocol(filename + 5)
-                ? g_strconcat("./", filename + 5, NULL)
-                : g_strdup(filename + 5);
-        filename = plain;
+    /* QEMU's protocol prefixes for local paths; "./" keeps a colon in
+     * the rest from reading as a prefix again */
+    for (const char *const *p = local_prefixes; *p; p++) {
+        if (g_str_has_prefix(filename, *p)) {
+            const char *rest = filename + strlen(*p);
+            plain = bdrv_filename_has_protocol(rest)
+                    ? g_strconcat("./", rest, NULL) : g_strdup(rest);
+            filename = plain;
+            break;
+        }
     }
     existed = lstat(filename, &st) == 0;
     if (existed && S_ISREG(st.st_mode) &&

@@ -5,6 +5,8 @@
 void bdrv_register_all(void)
 {
     bdrv_register(&bdrv_file);
+    bdrv_register(&bdrv_host_device);
+    bdrv_register(&bdrv_host_cdrom);
     bdrv_register(&bdrv_raw);
     bdrv_register(&bdrv_qcow2);
     bdrv_register(&bdrv_luks);

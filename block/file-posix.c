@@ -3,12 +3,19 @@
  * The "file" protocol driver: a POSIX regular file, optionally with
  * O_DIRECT (cache.direct=on), flushed with fdatasync, and locked the way
  * QEMU 7.2's file-posix driver locks it (see "Image locks" below).
+ * Its two siblings, "host_device" and "host_cdrom", open a block or
+ * character device instead (an LVM volume, a disk, /dev/null): same I/O,
+ * but the device's size is fixed, zeroes and discards go through the
+ * block-device ioctls, and nothing reports holes.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/cdrom.h>
+#include <linux/fs.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +26,7 @@
 
 typedef struct BDRVFileState {
     int fd;
+    bool device;                /* host_device or host_cdrom */
     bool direct;
     bool no_flush;
     /* Writes completed (a counter) and how far a finished fdatasync
@@ -249,31 +257,79 @@ static bool parse_locking(BlockOpts *options, bool *use_lock, GError **errp)
     return true;
 }
 
-static int file_open_fd(const char *filename, bool rw, bool direct,
+static bool is_device_node(const struct stat *st)
+{
+    return S_ISBLK(st->st_mode) || S_ISCHR(st->st_mode);
+}
+
+/* A block device switched read-only (blockdev --setro) still opens for
+ * writing; its writes fail with EPERM.  Refused at open instead, as QEMU
+ * refuses it. */
+static int device_writable(int fd, const struct stat *st)
+{
+    int ro = 0;
+
+    if (!S_ISBLK(st->st_mode)) {
+        return 0;
+    }
+    if (ioctl(fd, BLKROGET, &ro) < 0) {
+        return -errno;
+    }
+    return ro ? -EACCES : 0;
+}
+
+/*
+ * Opens the node's file the way QEMU's file-posix does, in its order and
+ * with its texts: the open first (so a read-only open of a directory gets
+ * as far as the type check, a read-write one fails with EISDIR), then the
+ * type the driver needs: a regular file for "file", a block or character
+ * device for the two device drivers.
+ */
+static int file_open_fd(BlockDriverState *bs, bool rw, bool direct,
                         GError **errp)
 {
+    BDRVFileState *s = bs->opaque;
+    const char *filename = bs->filename;
+    const char *drv = bs->drv->format_name;
     int flags = (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC | (direct ? O_DIRECT : 0);
     struct stat st = { 0 };
-    int fd = open(filename, flags);
+    int fd, ret;
 
+    /* a drive without a disc must still open */
+    fd = open(filename, flags | (bs->drv == &bdrv_host_cdrom ? O_NONBLOCK : 0));
     if (fd < 0) {
         int err = errno;
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO, "Could not open '%s': %s",
                     filename, g_strerror(err));
         return -err;
     }
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        /* Directories and device nodes are not image files. */
+    if (fstat(fd, &st) < 0) {
+        ret = -errno;
         close(fd);
-        if (S_ISDIR(st.st_mode)) {
-            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
-                        "Could not open '%s': Is a directory", filename);
-            return -EISDIR;
-        }
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not stat '%s': %s", filename, g_strerror(-ret));
+        return ret;
+    }
+    if (!s->device && !S_ISREG(st.st_mode)) {
+        close(fd);
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "The 'file' driver requires '%s' to be a regular file",
-                    filename);
+                    "'%s' driver requires '%s' to be a regular file",
+                    drv, filename);
         return -EINVAL;
+    }
+    if (s->device && !is_device_node(&st)) {
+        close(fd);
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "'%s' driver requires '%s' to be either a character or "
+                    "block device", drv, filename);
+        return -EINVAL;
+    }
+    ret = rw ? device_writable(fd, &st) : 0;
+    if (ret < 0) {
+        close(fd);
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "The device is not writable: %s", g_strerror(-ret));
+        return ret;
     }
     return fd;
 }
@@ -314,6 +370,7 @@ static int file_open(BlockDriverState *bs, BlockOpts *options, int flags,
                     "Parameter 'filename' is missing");
         return -EINVAL;
     }
+    s->device = bs->drv != &bdrv_file;
     s->direct = !!(flags & BDRV_O_NOCACHE);
     s->no_flush = !!(flags & BDRV_O_NO_FLUSH);
     atomic_init(&s->write_gen, 1);
@@ -322,7 +379,7 @@ static int file_open(BlockDriverState *bs, BlockOpts *options, int flags,
     if (!parse_locking(options, &s->use_lock, errp)) {
         return -EINVAL;
     }
-    fd = file_open_fd(bs->filename, !!(flags & BDRV_O_RDWR), s->direct, errp);
+    fd = file_open_fd(bs, !!(flags & BDRV_O_RDWR), s->direct, errp);
     if (fd < 0) {
         return fd;
     }
@@ -359,7 +416,7 @@ static int file_reopen(BlockDriverState *bs, bool read_only, GError **errp)
 {
     BDRVFileState *s = bs->opaque;
     BDRVFileState moved = *s;
-    int fd = file_open_fd(bs->filename, !read_only, s->direct, errp);
+    int fd = file_open_fd(bs, !read_only, s->direct, errp);
     int ret;
 
     if (fd < 0) {
@@ -440,6 +497,31 @@ static int pwrite_all(BlockDriverState *bs, int64_t offset, int64_t bytes,
     return 0;
 }
 
+/* The errors that mean "this device cannot do that" (QEMU's list). */
+static int device_errno(int err)
+{
+    return err == EINVAL || err == ENODEV || err == ENOSYS ||
+           err == EOPNOTSUPP || err == ENOTTY ? -ENOTSUP : -err;
+}
+
+/* A block device zeroes (BLKZEROOUT) or discards (BLKDISCARD) a range
+ * itself; anything else, or a range it cannot take, is -ENOTSUP: the
+ * caller then writes zeroes, and a discard is dropped. */
+static int device_range_ioctl(int fd, unsigned long req, int64_t offset,
+                              int64_t bytes)
+{
+    uint64_t range[2] = { (uint64_t)offset, (uint64_t)bytes };
+    struct stat st;
+
+    if (fstat(fd, &st) < 0) {
+        return -errno;
+    }
+    if (!S_ISBLK(st.st_mode)) {
+        return -ENOTSUP;
+    }
+    return ioctl(fd, req, range) == 0 ? 0 : device_errno(errno);
+}
+
 static int write_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
                         int flags)
 {
@@ -453,6 +535,9 @@ static int write_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
         return 0;   /* power-cut filter */
     }
 
+    if (s->device) {
+        return device_range_ioctl(s->fd, BLKZEROOUT, offset, bytes);
+    }
     if (fstat(s->fd, &st) < 0) {
         return -errno;
     }
@@ -480,6 +565,10 @@ static int punch_hole(BlockDriverState *bs, int64_t offset, int64_t bytes)
     }
     if (power_cut_write(s->fd, offset, bytes)) {
         return 0;   /* power-cut filter */
+    }
+    if (s->device) {
+        int ret = device_range_ioctl(s->fd, BLKDISCARD, offset, bytes);
+        return ret == -ENOTSUP ? 0 : ret;   /* a discard is only advice */
     }
 
     if (fallocate(s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
@@ -563,6 +652,11 @@ static int64_t file_getlength(BlockDriverState *bs)
     BDRVFileState *s = bs->opaque;
     struct stat st;
 
+    if (s->device) {
+        /* st_size is 0 for device nodes; their end is their size */
+        off_t end = lseek(s->fd, 0, SEEK_END);
+        return end < 0 ? -errno : end;
+    }
     if (fstat(s->fd, &st) < 0) {
         return -errno;
     }
@@ -598,6 +692,26 @@ static int allocate_first_block(int fd, int64_t size)
     return done < 0 ? -errno : 0;
 }
 
+/* A device keeps its size: a "truncate" within it changes nothing (as
+ * QEMU's inexact truncate), one beyond it is refused. */
+static int device_truncate(BlockDriverState *bs, int64_t size, GError **errp)
+{
+    int64_t len = file_getlength(bs);
+
+    if (len < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Failed to get the device's length: %s",
+                    g_strerror((int)-len));
+        return (int)len;
+    }
+    if (size > len) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Cannot grow device files");
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static int truncate_file(BlockDriverState *bs, int64_t size, GError **errp)
 {
     BDRVFileState *s = bs->opaque;
@@ -610,6 +724,9 @@ static int truncate_file(BlockDriverState *bs, int64_t size, GError **errp)
     }
     if (power_cut_write(s->fd, size, -1)) {
         return 0;   /* power-cut filter */
+    }
+    if (s->device) {
+        return device_truncate(bs, size, errp);
     }
     if (fstat(s->fd, &st) < 0) {
         st.st_size = -1;
@@ -659,6 +776,12 @@ static int file_truncate_prealloc(BlockDriverState *bs, int64_t size,
 
     if (prealloc == BDRV_PREALLOC_OFF) {
         return file_truncate(bs, size, errp);
+    }
+    if (s->device) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Preallocation mode '%s' unsupported for this "
+                    "non-regular file", bdrv_prealloc_name(prealloc));
+        return -ENOTSUP;
     }
     if (fstat(s->fd, &st) < 0) {
         ret = -errno;
@@ -711,11 +834,17 @@ static int file_block_status(BlockDriverState *bs, int64_t offset,
                              BlockDriverState **file)
 {
     BDRVFileState *s = bs->opaque;
-    off_t data = lseek(s->fd, offset, SEEK_DATA);
+    off_t data;
     int ret;
 
     *map = offset;
     *file = bs;
+    if (s->device) {
+        /* a device tells no holes: all of it is data */
+        *pnum = bytes;
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID | BDRV_BLOCK_ALLOCATED;
+    }
+    data = lseek(s->fd, offset, SEEK_DATA);
     if (data < 0 && errno == ENXIO) {
         /* trailing hole */
         *pnum = bytes;
@@ -735,17 +864,102 @@ static int file_block_status(BlockDriverState *bs, int64_t offset,
     return ret;
 }
 
+/* True if filename names a CD-ROM drive (QEMU's test: the drive-status
+ * ioctl works on it). */
+static bool is_cdrom(const char *filename)
+{
+    int fd = open(filename, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    bool cd;
+
+    if (fd < 0) {
+        return false;
+    }
+    cd = fstat(fd, &st) == 0 && S_ISBLK(st.st_mode) &&
+         ioctl(fd, CDROM_DRIVE_STATUS, CDSL_CURRENT) >= 0;
+    close(fd);
+    return cd;
+}
+
+const char *file_protocol_for(const char *filename)
+{
+    struct stat st;
+
+    if (stat(filename, &st) < 0 || !is_device_node(&st)) {
+        return "file";
+    }
+    return is_cdrom(filename) ? "host_cdrom" : "host_device";
+}
+
+/*
+ * "Creating" an image on a device, as QEMU does it: the device must
+ * already be at least as large as asked, and its first sector is zeroed
+ * so that no earlier image header is probed there.  Nothing else on the
+ * device is touched.
+ */
+static bool device_prepare(const char *filename, uint64_t size, GError **errp)
+{
+    static const uint8_t zero[512];
+    BDRVFileState s = { .device = true, .shared = BLK_PERM_ALL,
+                        .use_lock = have_ofd_locks() };
+    int fd = open(filename, O_RDWR | O_CLOEXEC);
+    off_t len;
+    bool ok = false;
+
+    if (fd < 0) {
+        int err = errno;
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Protocol driver 'host_device' does not support image "
+                    "creation, and opening the image failed: Could not open "
+                    "'%s': %s", filename, g_strerror(err));
+        return false;
+    }
+    s.fd = fd;
+    if (update_locks(&s, filename, BLK_PERM_WRITE, BLK_PERM_ALL, errp) < 0) {
+        goto out;
+    }
+    len = lseek(fd, 0, SEEK_END);
+    if (len < 0 || (uint64_t)len < size) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    len < 0 ? "Failed to inquire the new image file's length"
+                            : "Cannot grow device files");
+        goto out;
+    }
+    if (len > 0 && device_range_ioctl(fd, BLKZEROOUT, 0, 512) < 0 &&
+        pwrite(fd, zero, MIN(len, 512), 0) < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Failed to clear the new image's first sector: %s",
+                    g_strerror(errno));
+        goto out;
+    }
+    ok = fdatasync(fd) == 0 || errno == EINVAL;
+    if (!ok) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Failed to clear the new image's first sector: %s",
+                    g_strerror(errno));
+    }
+out:
+    close(fd);
+    return ok;
+}
+
 /*
  * Creates (or empties) a host file of the given size.  An existing file is
  * emptied only after its locks show that nobody, in this process or
- * another, has it open: `convert -O qcow2 x x` must not wipe x.
+ * another, has it open: `convert -O qcow2 x x` must not wipe x.  On a
+ * device, see device_prepare.
  */
 bool file_create_with_size(const char *filename, uint64_t size,
                            GError **errp)
 {
     BDRVFileState s = { .shared = BLK_PERM_ALL,
                         .use_lock = have_ofd_locks() };
-    int fd = open(filename, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd;
+
+    if (strcmp(file_protocol_for(filename), "file")) {
+        return device_prepare(filename, size, errp);
+    }
+    fd = open(filename, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 
     if (fd < 0) {
         int err = errno;
@@ -872,15 +1086,23 @@ bool file_create_prealloc(const char *filename, BlockOpts *opts,
     bool on, full;
     int ret;
 
-    if (!file_parse_prealloc(opts, &on, &full, errp) ||
-        !file_create_with_size(filename, size, errp)) {
+    if (!file_parse_prealloc(opts, &on, &full, errp)) {
+        return false;
+    }
+    if (on && strcmp(file_protocol_for(filename), "file")) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Unsupported preallocation mode '%s'",
+                    bdrv_opts_get(opts, "preallocation"));
+        return false;
+    }
+    if (!file_create_with_size(filename, size, errp)) {
         return false;
     }
     if (!on || !size) {
         return true;
     }
     fopts = bdrv_opts_new();
-    bdrv_opts_set(fopts, "driver", "file");
+    bdrv_opts_set(fopts, "driver", file_protocol_for(filename));
     bs = bdrv_open(filename, fopts, BDRV_O_RDWR, errp);
     if (!bs) {
         return false;
@@ -905,23 +1127,38 @@ static bool file_create(const char *filename, BlockOpts *opts, GError **errp)
     return file_create_prealloc(filename, opts, size, errp);
 }
 
+#define FILE_POSIX_CALLS                                        \
+    .instance_size = sizeof(BDRVFileState),                     \
+    .is_protocol = true,                                        \
+    .open = file_open,                                          \
+    .close = file_close,                                        \
+    .reopen = file_reopen,                                      \
+    .set_perm = file_set_perm,                                  \
+    .create = file_create,                                      \
+    .pread = file_pread,                                        \
+    .pwrite = file_pwrite,                                      \
+    .pwrite_zeroes = file_pwrite_zeroes,                        \
+    .pdiscard = file_pdiscard,                                  \
+    .flush = file_flush,                                        \
+    .truncate = file_truncate,                                  \
+    .truncate_prealloc = file_truncate_prealloc,                \
+    .getlength = file_getlength,                                \
+    .get_allocated_file_size = file_get_allocated_file_size,    \
+    .block_status = file_block_status
+
 BlockDriver bdrv_file = {
     .format_name = "file",
-    .instance_size = sizeof(BDRVFileState),
-    .is_protocol = true,
-    .open = file_open,
-    .close = file_close,
-    .reopen = file_reopen,
-    .set_perm = file_set_perm,
-    .create = file_create,
-    .pread = file_pread,
-    .pwrite = file_pwrite,
-    .pwrite_zeroes = file_pwrite_zeroes,
-    .pdiscard = file_pdiscard,
-    .flush = file_flush,
-    .truncate = file_truncate,
-    .truncate_prealloc = file_truncate_prealloc,
-    .getlength = file_getlength,
-    .get_allocated_file_size = file_get_allocated_file_size,
-    .block_status = file_block_status,
+    FILE_POSIX_CALLS,
+};
+
+BlockDriver bdrv_host_device = {
+    .format_name = "host_device",
+    .fixed_length = true,
+    FILE_POSIX_CALLS,
+};
+
+BlockDriver bdrv_host_cdrom = {
+    .format_name = "host_cdrom",
+    .fixed_length = true,
+    FILE_POSIX_CALLS,
 };

@@ -16,6 +16,7 @@
 #include <json-glib/json-glib.h>
 
 #include "block/block_int.h"
+#include "block/drivers.h"
 #include "block/filename.h"
 #include "block/json-writer.h"
 
@@ -214,7 +215,7 @@ bool bdrv_filename_pick_protocol(const char *filename, BlockOpts *options,
         return true;
     }
     if (!bdrv_filename_has_protocol(filename)) {
-        bdrv_opts_set(options, "driver", "file");
+        bdrv_opts_set(options, "driver", file_protocol_for(filename));
         return true;
     }
     proto = g_strndup(filename, strchr(filename, ':') - filename);
@@ -242,8 +243,11 @@ bool bdrv_filename_strip_protocol(const char *drvname, const char *filename,
 {
     const char *rest, *colon;
 
-    if (!strcmp(drvname, "file") && g_str_has_prefix(filename, "file:")) {
-        *out = g_strdup(filename + 5);
+    if ((!strcmp(drvname, "file") || !strcmp(drvname, "host_device") ||
+         !strcmp(drvname, "host_cdrom")) &&
+        g_str_has_prefix(filename, drvname) &&
+        filename[strlen(drvname)] == ':') {
+        *out = g_strdup(filename + strlen(drvname) + 1);
         return true;
     }
     if (strcmp(drvname, "blkdebug") ||

@@ -260,7 +260,7 @@ static bool luksfmt_create(const char *filename, BlockOpts *opts, GError **errp)
         return false;
     }
     fopts = bdrv_opts_new();
-    bdrv_opts_set(fopts, "driver", "file");
+    bdrv_opts_set(fopts, "driver", file_protocol_for(filename));
     file = bdrv_open(filename, fopts, BDRV_O_RDWR, errp);
     if (!file) {
         return false;

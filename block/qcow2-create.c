@@ -317,7 +317,7 @@ static bool write_minimal_image(const char *filename, const Qcow2CreateOpts *o,
         return false;
     }
     fopts = bdrv_opts_new();
-    bdrv_opts_set(fopts, "driver", "file");
+    bdrv_opts_set(fopts, "driver", file_protocol_for(filename));
     file = bdrv_open(filename, fopts, BDRV_O_RDWR | BDRV_O_NO_FLUSH, errp);
     if (!file) {
         return false;
@@ -339,7 +339,7 @@ static int sync_file(const char *filename)
     BlockDriverState *file;
     int ret;
 
-    bdrv_opts_set(fopts, "driver", "file");
+    bdrv_opts_set(fopts, "driver", file_protocol_for(filename));
     file = bdrv_open(filename, fopts, BDRV_O_RDWR, NULL);
     if (!file) {
         return -EIO;
@@ -402,7 +402,7 @@ static bool attach_data_file(BlockDriverState *bs, const Qcow2CreateOpts *o,
         return false;
     }
     fopts = bdrv_opts_new();
-    bdrv_opts_set(fopts, "driver", "file");
+    bdrv_opts_set(fopts, "driver", file_protocol_for(o->data_file));
     s->data_file = bdrv_open(o->data_file, fopts,
                              BDRV_O_RDWR | BDRV_O_NO_FLUSH, errp);
     if (!s->data_file) {
@@ -412,6 +412,27 @@ static bool attach_data_file(BlockDriverState *bs, const Qcow2CreateOpts *o,
     s->incompatible_features |= QCOW2_INCOMPAT_DATA_FILE;
     if (o->data_file_raw) {
         s->autoclear_features |= QCOW2_AUTOCLEAR_DATA_FILE_RAW;
+    }
+    return true;
+}
+
+/*
+ * falloc and full reserve the data area in the file that holds it; a
+ * device cannot grow, so QEMU fails them there after it has written the
+ * image (leaving a header of size 0).  Refused here before anything is
+ * written, with QEMU's text.
+ */
+static bool prealloc_target_ok(const char *filename, const Qcow2CreateOpts *o,
+                               GError **errp)
+{
+    const char *target = o->data_file ? o->data_file : filename;
+
+    if (o->prealloc_data && strcmp(file_protocol_for(target), "file")) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Could not resize image: Failed to resize underlying "
+                    "file: Preallocation mode '%s' unsupported for this "
+                    "non-regular file", o->prealloc_full ? "full" : "falloc");
+        return false;
     }
     return true;
 }
@@ -426,6 +447,7 @@ bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp)
     int ret;
 
     if (!parse_create_opts(opts, &o, errp) ||
+        !prealloc_target_ok(filename, &o, errp) ||
         !write_minimal_image(filename, &o, errp)) {
         return false;
     }

@@ -205,15 +205,35 @@ static int64_t raw_getlength(BlockDriverState *bs)
                            BDRV_SECTOR_SIZE;
 }
 
+/* A resize of the raw disk is exact (qemu-img resize asks for exactly
+ * that length), so on a device it works only to the device's length. */
+static int raw_resize_allowed(BlockDriverState *bs, int64_t size,
+                              GError **errp)
+{
+    if (bs->file->drv->fixed_length && size != bdrv_getlength(bs->file)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Cannot resize device files");
+        return -ENOTSUP;
+    }
+    return 0;
+}
+
 static int raw_truncate(BlockDriverState *bs, int64_t size, GError **errp)
 {
-    return bdrv_truncate(bs->file, size, errp);
+    int ret = raw_resize_allowed(bs, size, errp);
+
+    return ret < 0 ? ret : bdrv_truncate(bs->file, size, errp);
 }
 
 static int raw_truncate_prealloc(BlockDriverState *bs, int64_t size,
                                  int prealloc, GError **errp)
 {
-    return bdrv_truncate_prealloc(bs->file, size, prealloc, errp);
+    /* a device names the preallocation it cannot do first, as QEMU */
+    int ret = prealloc == BDRV_PREALLOC_OFF
+              ? raw_resize_allowed(bs, size, errp) : 0;
+
+    return ret < 0 ? ret
+                   : bdrv_truncate_prealloc(bs->file, size, prealloc, errp);
 }
 
 static int raw_block_status(BlockDriverState *bs, int64_t offset,
@@ -237,6 +257,8 @@ static int raw_block_status(BlockDriverState *bs, int64_t offset,
 static int raw_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
 {
     bdi->unallocated_reads_zero = true;
+    /* a device keeps what it held: convert must write the zeroes */
+    bdi->no_zero_init = bs->file->drv->fixed_length;
     return 0;
 }
 

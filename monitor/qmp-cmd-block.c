@@ -234,7 +234,9 @@ static bool flatten_options(const BlockdevOptions *o, const char *prefix,
                 o->cache->no_flush ? "on" : "off");
     }
     switch (o->driver) {
-    case BLOCKDEVDRIVER_FILE: {
+    case BLOCKDEVDRIVER_FILE:
+    case BLOCKDEVDRIVER_HOST_CDROM:
+    case BLOCKDEVDRIVER_HOST_DEVICE: {
         const BlockdevOptionsFile *f = o->u;
         set_opt(opts, prefix, "filename", f->filename);
         if (f->has_locking) {

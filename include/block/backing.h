@@ -86,4 +86,10 @@ bool bdrv_backing_name_is_relative(const char *name);
 
 G_END_DECLS
 
+/* The rule for a backing file's path (st: its stat): a regular file,
+ * so never a directory, FIFO or device node; QEMU's texts otherwise. */
+struct stat;
+bool bdrv_backing_path_allowed(const char *path, const struct stat *st,
+                               GError **errp);
+
 #endif

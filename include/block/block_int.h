@@ -16,6 +16,11 @@ struct BlockDriver {
     const char *format_name;
     size_t instance_size;        /* bytes of bs->opaque */
     bool is_protocol;            /* talks to the host (file), has no file child */
+    /* A protocol whose length is a device's: truncate never changes it
+     * (a format above passes a resize through exactly, and then refuses
+     * one to another length), and areas not written read what the device
+     * held before, not zeroes. */
+    bool fixed_length;
     bool supports_backing;
     /* Passes the content of its file child through unchanged (blkdebug):
      * the layer below it in a backing chain is that child's backing. */

@@ -9,6 +9,8 @@
 #include "block/block_int.h"
 
 extern BlockDriver bdrv_file;
+extern BlockDriver bdrv_host_device;   /* block/file-posix.c */
+extern BlockDriver bdrv_host_cdrom;    /* block/file-posix.c */
 extern BlockDriver bdrv_raw;
 extern BlockDriver bdrv_luks;
 /* LUKS header I/O on a node (opaque: the BlockDriverState), with the
@@ -31,6 +33,10 @@ extern BlockDriver bdrv_rbd;
 
 void bdrv_register_all(void);
 
+/* The protocol driver for a local path without a prefix, as QEMU
+ * probes it: "host_cdrom" for a CD-ROM drive, "host_device" for another
+ * block or character device, "file" for everything else. */
+const char *file_protocol_for(const char *filename);
 /* Shared by the file and raw drivers' create. */
 bool file_create_with_size(const char *filename, uint64_t size, GError **errp);
 /* preallocation=falloc|full: allocates (falloc) or writes zeroes into

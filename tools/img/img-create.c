@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "block/backing.h"
 #include "img-common.h"
@@ -101,8 +102,17 @@ static bool create_image(const char *filename, const char *fmt,
         BlockOpts *open_opts = bdrv_opts_new();
         g_autoptr(BlockDriverState) bs = NULL;
 
+        struct stat st;
+
         if (backing_fmt) {
             bdrv_opts_set(open_opts, "driver", backing_fmt);
+        }
+        /* the image could not open it as its backing file either */
+        if (stat(full, &st) == 0 && !S_ISDIR(st.st_mode) &&
+            !bdrv_backing_path_allowed(full, &st, &err)) {
+            g_hash_table_unref(open_opts);
+            report(filename, err->message, "Could not open backing image.");
+            return false;
         }
         /* only its size is needed: no key, no data (as qemu-img) */
         bs = bdrv_open(full, open_opts, BDRV_O_NO_IO, &err);
