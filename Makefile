@@ -34,7 +34,7 @@ check: deps $(CHECK_BUILD)/build.ninja
 
 # QEMU's qemu-iotests (qcow2) with the release tools of $(BUILD) as qemu-img
 # and qemu-io; Debian's qemu source package is fetched into $(BUILD)/iotests.
-# IOTESTS_SET is plain or 106; IOTESTS="013 026" runs those tests instead;
+# IOTESTS_SET is plain, 106 or generic; IOTESTS="013 026" runs those tests instead;
 # IOTESTS_JOBS tests at a time.  Fails on a failure that is not listed in
 # tests/iotests/expected-failures.txt.
 IOTESTS_SET  ?= 106

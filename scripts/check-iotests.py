@@ -42,7 +42,8 @@ KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg'
 
 REPO = Path(__file__).resolve().parent.parent
 LISTS = REPO / 'tests' / 'iotests'
-SETS = {'plain': LISTS / 'set-plain.txt', '106': LISTS / 'set-106.txt'}
+SETS = {'plain': LISTS / 'set-plain.txt', '106': LISTS / 'set-106.txt',
+        'generic': LISTS / 'set-generic.txt'}
 EXPECTED = LISTS / 'expected-failures.txt'
 
 # A test that hangs must not eat the CI budget; the slowest tests (261,
