@@ -21,6 +21,7 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <sys/sysinfo.h>
 
 #include "qcow2.h"
 
@@ -180,6 +181,23 @@ static bool read_cache_sizes(BDRVQcow2State *s, BlockOpts *o,
     return true;
 }
 
+/*
+ * QEMU allocates each cache whole at open, so a size larger than the
+ * machine could ever give (Linux's default overcommit rule: more than
+ * its RAM and swap together in one allocation) fails there.  strata's
+ * caches fill on demand and are capped, but refuse such a size alike:
+ * the same option gives the same answer on both.
+ */
+static bool cache_fits_memory(uint64_t bytes)
+{
+    struct sysinfo si;
+
+    if (sysinfo(&si) < 0) {
+        return true;
+    }
+    return bytes / si.mem_unit <= (uint64_t)si.totalram + si.totalswap;
+}
+
 static int cap_tables(BDRVQcow2State *s, uint64_t n, uint64_t min)
 {
     uint64_t max = MAX(QCOW2_MAX_CACHE_BYTES / s->cluster_size, min);
@@ -227,6 +245,12 @@ static int parse_rt(BlockDriverState *bs, BlockOpts *o, int flags,
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                     "Refcount cache size too big");
         return -EINVAL;
+    }
+    if (!cache_fits_memory(l2_entries * es) ||
+        !cache_fits_memory(rc_blocks * s->cluster_size)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Could not allocate metadata caches");
+        return -ENOMEM;
     }
     r->l2_entry_size = (uint32_t)es;
     if (sizes_given) {

@@ -102,11 +102,11 @@ def _rate(text):
     return re.sub(r'\d+ ops; .*', 'RATE', text)
 
 
-def side_by_side(d, cmds, with_open_opts=None):
+def side_by_side(d, cmds, with_open_opts=None, img_opts=''):
     t = common.tools()
     outs = []
     for tool, prog in ((t.qemu_io, t.qemu_io), (t.io, t.io)):
-        img = fresh(d, 'img.qcow2')
+        img = fresh(d, 'img.qcow2', img_opts)
         argv = [tool]
         if with_open_opts is not None:
             argv += ['-c', 'open -o %s %s' % (with_open_opts, img)]
@@ -127,6 +127,20 @@ def open_options_match_qemu():
     with common.TempDir() as d:
         for o in OPEN_CASES:
             side_by_side(d, ['read 0 512'], with_open_opts=o)
+
+
+@runner.case()
+def huge_caches_match_qemu():
+    """With 2 MiB clusters a 256 TiB cache is few enough tables to pass
+    QEMU's count check, and QEMU then fails to allocate it: strata must
+    refuse it with the same text (and accept a large one that fits)."""
+    with common.TempDir() as d:
+        for o in ('refcount-cache-size=256T', 'l2-cache-size=256T',
+                  'cache-size=256T', 'l2-cache-size=64M,cache-size=128M'):
+            side_by_side(d, ['read 0 512'], with_open_opts=o,
+                         img_opts='cluster_size=2M')
+        side_by_side(d, ['reopen -o refcount-cache-size=256T', 'read 0 512'],
+                     img_opts='cluster_size=2M')
 
 
 @runner.case()
