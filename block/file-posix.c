@@ -864,19 +864,23 @@ static int file_block_status(BlockDriverState *bs, int64_t offset,
     return ret;
 }
 
-/* True if filename names a CD-ROM drive (QEMU's test: the drive-status
- * ioctl works on it). */
-static bool is_cdrom(const char *filename)
+/* True if the block device at filename is a CD-ROM drive (QEMU's test:
+ * the drive-status ioctl works on it).  Only block devices are opened to
+ * ask: opening some character devices has effects of its own (a
+ * watchdog starts counting). */
+static bool is_cdrom(const char *filename, const struct stat *st)
 {
-    int fd = open(filename, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    struct stat st;
+    int fd;
     bool cd;
 
+    if (!S_ISBLK(st->st_mode)) {
+        return false;
+    }
+    fd = open(filename, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         return false;
     }
-    cd = fstat(fd, &st) == 0 && S_ISBLK(st.st_mode) &&
-         ioctl(fd, CDROM_DRIVE_STATUS, CDSL_CURRENT) >= 0;
+    cd = ioctl(fd, CDROM_DRIVE_STATUS, CDSL_CURRENT) >= 0;
     close(fd);
     return cd;
 }
@@ -888,7 +892,7 @@ const char *file_protocol_for(const char *filename)
     if (stat(filename, &st) < 0 || !is_device_node(&st)) {
         return "file";
     }
-    return is_cdrom(filename) ? "host_cdrom" : "host_device";
+    return is_cdrom(filename, &st) ? "host_cdrom" : "host_device";
 }
 
 /*

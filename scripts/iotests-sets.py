@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Derives the named qemu-iotests sets of `make check-iotests` by scanning
 the test scripts of a qemu source tree; run once per QEMU version and commit
-the output (tests/iotests/set-106.txt, set-plain.txt).
+the output (tests/iotests/set-106.txt, set-plain.txt, set-generic.txt).
 
   106    tests that name qcow2 in their supported formats and start no
          guest, daemon or NBD server: only qemu-img and qemu-io run (104 in
@@ -12,9 +12,10 @@ the output (tests/iotests/set-106.txt, set-plain.txt).
          use json: names, nor edit image bytes behind the tools' back
          (poke_file, qcow2.py, dd, truncate, -f raw or seek on the image),
          nor create encrypted images (strata refuses encryption by design).
-  generic  the "generic" shell tests (any format, run here as qcow2) that
-         start no guest, daemon or NBD server, but for 197 and 215 (in 106): not
-         part of the issue's count, run beside it for more coverage.
+  generic  the "generic" shell tests (any format, run here as qcow2)
+         that start no guest, daemon or NBD server, but for 197 and 215
+         (in 106): not part of the issue's count, run beside it for more
+         coverage.
 
 Usage: iotests-sets.py QEMU_SOURCE_TREE {106|plain|generic}
 """

@@ -84,12 +84,12 @@ char *bdrv_resolve_backing_name(const char *overlay_filename,
 /* True if a backing name is relative (neither absolute nor protocol:). */
 bool bdrv_backing_name_is_relative(const char *name);
 
-G_END_DECLS
-
 /* The rule for a backing file's path (st: its stat): a regular file,
  * so never a directory, FIFO or device node; QEMU's texts otherwise. */
 struct stat;
 bool bdrv_backing_path_allowed(const char *path, const struct stat *st,
                                GError **errp);
+
+G_END_DECLS
 
 #endif
