@@ -468,8 +468,9 @@ static int cow_fill(BlockDriverState *bs, uint64_t old_entry,
     return ret;
 }
 
-/* Drops the active image's reference to what an L2 entry pointed at. */
-void qcow2_release_entry(BlockDriverState *bs, uint64_t e)
+/* Drops the active image's reference to what an L2 entry pointed at
+ * (punch: the host space goes back once nothing uses it). */
+static void release_entry(BlockDriverState *bs, uint64_t e, bool punch)
 {
     BDRVQcow2State *s = bs->opaque;
 
@@ -481,14 +482,19 @@ void qcow2_release_entry(BlockDriverState *bs, uint64_t e)
     switch (qcow2_entry_type(s, e)) {
     case QCOW2_CLUSTER_NORMAL:
     case QCOW2_CLUSTER_ZERO_ALLOC:
-        qcow2_free_cluster_deferred(bs, e & L2E_OFFSET_MASK);
+        qcow2_free_deferred(bs, e & L2E_OFFSET_MASK, punch);
         break;
     case QCOW2_CLUSTER_COMPRESSED:
-        qcow2_free_compressed_deferred(bs, e);
+        qcow2_free_compressed_deferred(bs, e, punch);
         break;
     default:
         break;
     }
+}
+
+void qcow2_release_entry(BlockDriverState *bs, uint64_t e)
+{
+    release_entry(bs, e, false);
 }
 
 /* release_entry for an entry a discard or an unmapping zero write drops:
@@ -510,7 +516,9 @@ void qcow2_release_unmapped(BlockDriverState *bs, uint64_t e)
     if (t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC) {
         s->unmapped_frees++;
     }
-    qcow2_release_entry(bs, e);
+    /* QEMU's pass-discard-request: what the guest discards (or zeroes
+     * with unmap) goes back to the host once no snapshot holds it */
+    release_entry(bs, e, s->rt.discard_request);
 }
 
 /* Under s->lock: the nb L2 entries from guest cluster gstart (one table,

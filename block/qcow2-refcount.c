@@ -669,14 +669,24 @@ again:
     return (int64_t)n;
 }
 
-void qcow2_free_cluster_deferred(BlockDriverState *bs, uint64_t host_cluster)
+void qcow2_free_deferred(BlockDriverState *bs, uint64_t host_cluster,
+                         bool punch)
 {
     BDRVQcow2State *s = bs->opaque;
+    uint64_t v = host_cluster | (punch ? QCOW2_FREE_PUNCH : 0);
 
-    g_array_append_val(s->pending_frees, host_cluster);
+    /* bit 0 is free for the tag: host clusters are at least 512 bytes */
+    g_assert(!(host_cluster & QCOW2_FREE_PUNCH));
+    g_array_append_val(s->pending_frees, v);
 }
 
-void qcow2_free_compressed_deferred(BlockDriverState *bs, uint64_t l2_entry)
+void qcow2_free_cluster_deferred(BlockDriverState *bs, uint64_t host_cluster)
+{
+    qcow2_free_deferred(bs, host_cluster, false);
+}
+
+void qcow2_free_compressed_deferred(BlockDriverState *bs, uint64_t l2_entry,
+                                    bool punch)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t off, len;
@@ -684,8 +694,37 @@ void qcow2_free_compressed_deferred(BlockDriverState *bs, uint64_t l2_entry)
     qcow2_compressed_range(s, l2_entry, &off, &len);
     for (uint64_t c = qcow2_cluster_start(s, off); c < off + len;
          c += s->cluster_size) {
-        qcow2_free_cluster_deferred(bs, c);
+        qcow2_free_deferred(bs, c, punch);
     }
+}
+
+/*
+ * Safe only for a cluster whose count reached 0 after every pointer to
+ * it had gone from the disk (the rule every decrement here keeps): a
+ * crash can then leave a leak whose contents are gone, never a live
+ * cluster that reads zeroes.  The caller holds s->lock, so the cluster
+ * cannot be handed out again before its hole is punched.
+ */
+void qcow2_punch_add(BlockDriverState *bs, Qcow2PunchRun *r, uint64_t cluster)
+{
+    if (r->n && cluster == r->first + r->n) {
+        r->n++;
+        return;
+    }
+    qcow2_punch_flush(bs, r);
+    r->first = cluster;
+    r->n = 1;
+}
+
+void qcow2_punch_flush(BlockDriverState *bs, Qcow2PunchRun *r)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    if (r->n) {
+        bdrv_pdiscard(bs->file, (int64_t)(r->first << s->cluster_bits),
+                      (int64_t)(r->n << s->cluster_bits));
+    }
+    r->n = 0;
 }
 
 /*
@@ -765,15 +804,21 @@ static int apply_pending_frees(BlockDriverState *bs)
     BDRVQcow2State *s = bs->opaque;
     int first_err = 0;
 
+    Qcow2PunchRun punch = { 0 };
+
     bdrv_debug_event(bs->file, "cluster_free");
     for (guint i = 0; i < s->pending_frees->len; i++) {
-        uint64_t off = g_array_index(s->pending_frees, uint64_t, i);
-        int ret = qcow2_update_cluster_refcount(bs, off >> s->cluster_bits,
-                                                -1, NULL);
+        uint64_t v = g_array_index(s->pending_frees, uint64_t, i);
+        uint64_t cluster = (v & ~QCOW2_FREE_PUNCH) >> s->cluster_bits, rc = 1;
+        int ret = qcow2_update_cluster_refcount(bs, cluster, -1, &rc);
         if (ret < 0 && !first_err) {
             first_err = ret; /* a failed decrement only leaks */
         }
+        if (ret == 0 && rc == 0 && (v & QCOW2_FREE_PUNCH)) {
+            qcow2_punch_add(bs, &punch, cluster);
+        }
     }
+    qcow2_punch_flush(bs, &punch);
     g_array_set_size(s->pending_frees, 0);
     s->unmapped_frees = 0;
     return first_err;

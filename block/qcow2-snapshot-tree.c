@@ -167,9 +167,10 @@ static int rc_get(BlockDriverState *bs, RcReader *r, uint64_t cluster,
  * Adds addend (+1 or -1) to the refcounts of clusters [first, first + n),
  * one refcount block at a time, with the rules of
  * qcow2_update_cluster_refcount(); *done counts the clusters changed.
+ * A cluster whose count reaches 0 goes into punch (if not NULL).
  */
 static int update_run(BlockDriverState *bs, uint64_t first, uint64_t n,
-                      int addend, uint64_t *done)
+                      int addend, uint64_t *done, Qcow2PunchRun *punch)
 {
     BDRVQcow2State *s = bs->opaque;
 
@@ -181,9 +182,14 @@ static int update_run(BlockDriverState *bs, uint64_t first, uint64_t n,
         if (t >= s->refcount_table_size ||
             !(off = s->refcount_table[t] & REFT_OFFSET_MASK)) {
             /* no block: the general function says what is wrong */
-            ret = qcow2_update_cluster_refcount(bs, first, addend, NULL);
+            uint64_t rc = 1;
+
+            ret = qcow2_update_cluster_refcount(bs, first, addend, &rc);
             if (ret < 0) {
                 return ret;
+            }
+            if (punch && rc == 0) {
+                qcow2_punch_add(bs, punch, first);
             }
             (*done)++;
             first++;
@@ -219,6 +225,9 @@ static int update_run(BlockDriverState *bs, uint64_t first, uint64_t n,
                     qcow2_cache_discard(s->refcount_cache, host);
                 }
                 s->free_cluster_index = MIN(s->free_cluster_index, first + k);
+                if (punch) {
+                    qcow2_punch_add(bs, punch, first + k);
+                }
             }
             (*done)++;
         }
@@ -231,11 +240,12 @@ static int update_run(BlockDriverState *bs, uint64_t first, uint64_t n,
 /* update_run for at most limit - *done clusters, with a message. */
 static int apply_run(BlockDriverState *bs, uint64_t first, uint64_t n,
                      int addend, uint64_t limit, uint64_t *done,
-                     GError **errp)
+                     Qcow2PunchRun *punch, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t before = *done;
-    int ret = update_run(bs, first, MIN(n, limit - *done), addend, done);
+    int ret = update_run(bs, first, MIN(n, limit - *done), addend, done,
+                         punch);
 
     if (ret < 0) {
         set_update_error(errp, first + (*done - before), ret,
@@ -252,7 +262,7 @@ static int apply_run(BlockDriverState *bs, uint64_t first, uint64_t n,
  */
 static int walk_refs(BlockDriverState *bs, const uint64_t *l1,
                      uint32_t l1_size, int addend, uint64_t limit,
-                     uint64_t *done, GError **errp)
+                     uint64_t *done, Qcow2PunchRun *punch, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     const uint64_t *l2;
@@ -299,7 +309,7 @@ static int walk_refs(BlockDriverState *bs, const uint64_t *l1,
             }
             if (run_n) {
                 ret = apply_run(bs, run_first, run_n, addend, limit, done,
-                                errp);
+                                punch, errp);
                 if (ret < 0 || *done == limit) {
                     return ret;
                 }
@@ -308,13 +318,14 @@ static int walk_refs(BlockDriverState *bs, const uint64_t *l1,
             run_n = n;
         }
         if (run_n) {
-            ret = apply_run(bs, run_first, run_n, addend, limit, done, errp);
+            ret = apply_run(bs, run_first, run_n, addend, limit, done,
+                            punch, errp);
             if (ret < 0 || *done == limit) {
                 return ret;
             }
         }
         ret = apply_run(bs, l2_off >> s->cluster_bits, 1, addend, limit, done,
-                        errp);
+                        punch, errp);
         if (ret < 0) {
             return ret;
         }
@@ -385,9 +396,9 @@ int qcow2_tree_ref(BlockDriverState *bs, const uint64_t *l1, uint32_t l1_size,
     int ret;
 
     bdrv_debug_event(bs->file, "snapshot_refs_up");
-    ret = walk_refs(bs, l1, l1_size, 1, UINT64_MAX, &done, errp);
+    ret = walk_refs(bs, l1, l1_size, 1, UINT64_MAX, &done, NULL, errp);
     if (ret < 0 && done &&
-        walk_refs(bs, l1, l1_size, -1, done, &undone, NULL) < 0) {
+        walk_refs(bs, l1, l1_size, -1, done, &undone, NULL, NULL) < 0) {
         strata_error("qcow2: could not take back %" G_GUINT64_FORMAT
                 " reference count increments; clusters leak", done);
     }
@@ -588,6 +599,25 @@ int qcow2_write_active_tree(BlockDriverState *bs, bool l1_changed)
 }
 
 /*
+ * The refcounts of what the tree under l1 holds -1; with QEMU's
+ * pass-discard-snapshot (on by default) the clusters nobody uses any
+ * more go back to the host.  Nothing on disk points at the tree (the
+ * callers' rule), so a hole can only be in a cluster that is free.
+ */
+static int release_walk(BlockDriverState *bs, const uint64_t *l1,
+                        uint32_t l1_size, GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2PunchRun punch = { 0 };
+    uint64_t done;
+    int ret = walk_refs(bs, l1, l1_size, -1, UINT64_MAX, &done,
+                        s->rt.discard_snapshot ? &punch : NULL, errp);
+
+    qcow2_punch_flush(bs, &punch);
+    return ret;
+}
+
+/*
  * Releases a tree nothing points at any more (or never did): COPIED
  * preset, refcounts -1, the tree's own L1 clusters (l1_offset, may be 0)
  * freed, COPIED recomputed.  A failure leaks clusters, never loses data.
@@ -597,7 +627,6 @@ int qcow2_tree_release(BlockDriverState *bs, const uint64_t *l1,
 {
     BDRVQcow2State *s = bs->opaque;
     bool l1_changed = false, l2_changed = false;
-    uint64_t done;
     int ret;
 
     ret = active_preset_copied(bs, l1, l1_size, 0, UINT32_MAX, &l1_changed,
@@ -614,7 +643,7 @@ int qcow2_tree_release(BlockDriverState *bs, const uint64_t *l1,
         return ret;
     }
     bdrv_debug_event(bs->file, "snapshot_refs_down");
-    ret = walk_refs(bs, l1, l1_size, -1, UINT64_MAX, &done, errp);
+    ret = release_walk(bs, l1, l1_size, errp);
     if (ret < 0) {
         return ret;
     }
@@ -661,7 +690,6 @@ int qcow2_tree_release_part(BlockDriverState *bs, const uint64_t *l1,
 {
     BDRVQcow2State *s = bs->opaque;
     bool l1_changed = false, l2_changed = false;
-    uint64_t done;
     int ret;
 
     to = MIN(to, l1_size);
@@ -680,8 +708,7 @@ int qcow2_tree_release_part(BlockDriverState *bs, const uint64_t *l1,
         bdrv_debug_event(bs->file, "snapshot_refs_down");
     }
     if (from < to) {
-        ret = walk_refs(bs, l1 + from, to - from, -1, UINT64_MAX, &done,
-                        errp);
+        ret = release_walk(bs, l1 + from, to - from, errp);
     }
     if (ret == 0) {
         ret = qcow2_cache_write(bs, s->refcount_cache);

@@ -225,7 +225,9 @@ typedef struct BDRVQcow2State {
     /* Where the next compressed cluster may go (inside a host cluster
      * that compressed data fills part of); 0: start a new host cluster. */
     uint64_t free_byte_offset;
-    GArray *pending_frees;     /* uint64_t host cluster offsets to decrement */
+    /* uint64_t host cluster offsets to decrement, each with
+     * QCOW2_FREE_PUNCH set if its host space goes back once free */
+    GArray *pending_frees;
     /* How many of pending_frees a discard or an unmapping zero write
      * queued: worth a sync before the image grows (qcow2_reclaim_pays). */
     uint64_t unmapped_frees;
@@ -449,9 +451,23 @@ int64_t qcow2_alloc_clusters_at(BlockDriverState *bs, uint64_t offset,
                                 uint64_t nb_clusters);
 int qcow2_update_refcount_range(BlockDriverState *bs, uint64_t offset,
                                 uint64_t length, int addend);
-/* Frees after the next metadata write-back (pointers first, then counts). */
+/* Frees after the next metadata write-back (pointers first, then counts).
+ * With punch, a cluster whose count then reaches 0 is also discarded in
+ * the file, so the host gets the space back (QEMU's pass-discard-*). */
+#define QCOW2_FREE_PUNCH 1ULL
 void qcow2_free_cluster_deferred(BlockDriverState *bs, uint64_t host_cluster);
-void qcow2_free_compressed_deferred(BlockDriverState *bs, uint64_t l2_entry);
+void qcow2_free_deferred(BlockDriverState *bs, uint64_t host_cluster,
+                         bool punch);
+void qcow2_free_compressed_deferred(BlockDriverState *bs, uint64_t l2_entry,
+                                    bool punch);
+/* Host clusters whose counts reached 0, given back to the file in runs:
+ * add each, then flush (a discard is advice: its failure is ignored). */
+typedef struct Qcow2PunchRun {
+    uint64_t first, n;          /* clusters */
+} Qcow2PunchRun;
+void qcow2_punch_add(BlockDriverState *bs, Qcow2PunchRun *r,
+                     uint64_t cluster);
+void qcow2_punch_flush(BlockDriverState *bs, Qcow2PunchRun *r);
 /* Writes back all metadata in crash-safe order; applies deferred frees. */
 int qcow2_write_back_metadata(BlockDriverState *bs);
 bool qcow2_reclaim_pays(BlockDriverState *bs, uint64_t nb_clusters);

@@ -30,11 +30,17 @@ static int do_op(BlockDriverState *bs, FaultOp op, GError **errp)
     }
 }
 
-static BlockDriverState *open_faulty(const char *path, uint64_t n, bool once)
+/* discards: freed clusters are given back to the file (QEMU's
+ * pass-discard-* defaults); off, only metadata writes and flushes
+ * remain, each of which the operation must not survive. */
+static BlockDriverState *open_faulty(const char *path, uint64_t n, bool once,
+                                     bool discards)
 {
     g_autofree char *o = g_strdup_printf(
-        "file.driver=blkdebug,file.inject-error.any=%" G_GUINT64_FORMAT
-        ",file.inject-error.once=%s", n, once ? "on" : "off");
+        "%sfile.driver=blkdebug,file.inject-error.any=%" G_GUINT64_FORMAT
+        ",file.inject-error.once=%s",
+        discards ? "" : "pass-discard-snapshot=off,pass-discard-request=off,",
+        n, once ? "on" : "off");
     return open_ok(path, true, o);
 }
 
@@ -72,21 +78,28 @@ static void make_fault_base(const char *base)
     bdrv_unref(bs);
 }
 
-static void run_faults(FaultOp op, bool once)
+/*
+ * A fault at every write and flush of op.  With discards on, a fault
+ * may also hit the discard that gives a freed cluster back: that is
+ * advice, so the operation succeeds, the image in its new state, clean
+ * and without leaks (the cluster is free, only not punched); at least
+ * one such fault must occur, or no discard was issued.
+ */
+static void run_faults(FaultOp op, bool once, bool discards)
 {
     g_autofree char *base = tmp_path("fbase.qcow2");
     g_autofree char *work = tmp_path("fwork.qcow2");
     g_autofree char *old_state = NULL, *new_state = NULL;
     BlockDriverState *bs;
     BlkdebugCounts before, after;
-    uint64_t first, last, n_old = 0, n_new = 0;
+    uint64_t first, last, n_old = 0, n_new = 0, n_advice = 0;
 
     make_fault_base(base);
     old_state = state_of(base);
 
     /* the op without faults: its result, and its writes and flushes */
     copy_file(base, work);
-    bs = open_faulty(work, 0, true);
+    bs = open_faulty(work, 0, true, discards);
     ck_assert(blkdebug_get_counts(bdrv_get_file(bs), &before));
     ck_assert_int_eq(do_op(bs, op, NULL), 0);
     ck_assert(blkdebug_get_counts(bdrv_get_file(bs), &after));
@@ -106,8 +119,17 @@ static void run_faults(FaultOp op, bool once)
         int ret;
 
         copy_file(base, work);
-        bs = open_faulty(work, n, once);
+        bs = open_faulty(work, n, once, discards);
         ret = do_op(bs, op, &err);
+        if (discards && once && ret == 0) {
+            bdrv_unref(bs);
+            st = state_of(work);
+            ck_assert_msg(!strcmp(st, new_state), "%s: succeeded, but not "
+                          "in the new state", why);
+            check_after_fault(work, false, why);
+            n_advice++;
+            continue;
+        }
         ck_assert_msg(ret < 0, "%s: the operation succeeded", why);
         ck_assert_msg(err && *err->message, "%s: no message", why);
         g_clear_error(&err);
@@ -129,6 +151,8 @@ static void run_faults(FaultOp op, bool once)
     /* faults landed on both sides of the commit point */
     ck_assert_msg(n_old > 0 && n_new > 0, "old %" G_GUINT64_FORMAT
                   ", new %" G_GUINT64_FORMAT, n_old, n_new);
+    ck_assert_msg(!discards || !once || n_advice > 0,
+                  "op %d: no fault hit a discard", op);
 }
 
 /* check, do and invalidate of op, by hand (the node drained). */
@@ -176,7 +200,7 @@ static void run_cancel_faults(FaultOp op, bool once)
 
     /* without faults: cancel puts everything back, leaking nothing */
     copy_file(base, work);
-    bs = open_faulty(work, 0, true);
+    bs = open_faulty(work, 0, true, false);
     bdrv_drained_begin(bs);
     o = op_to_invalidated(bs, op);
     ck_assert(blkdebug_get_counts(bdrv_get_file(bs), &c));
@@ -211,7 +235,7 @@ static void run_cancel_faults(FaultOp op, bool once)
         int ret;
 
         copy_file(base, work);
-        bs = open_faulty(work, n, once);
+        bs = open_faulty(work, n, once, false);
         bdrv_drained_begin(bs);
         o = op_to_invalidated(bs, op);
         ret = bdrv_snapshot_op_cancel(o, &err);
@@ -246,7 +270,14 @@ END_TEST
 
 START_TEST(test_faults)
 {
-    run_faults(_i % 3, _i < 3);
+    run_faults(_i % 3, _i < 3, false);
+}
+END_TEST
+
+/* delete and apply free clusters, which then go back to the file */
+START_TEST(test_discard_faults)
+{
+    run_faults(_i ? F_GOTO : F_DELETE, true, true);
 }
 END_TEST
 
@@ -378,7 +409,7 @@ static void run_copied_windows(bool cancel_create)
     bdrv_unref(bs);
 
     copy_file(base, work);
-    bs = open_faulty(work, 0, true);
+    bs = open_faulty(work, 0, true, false);
     ck_assert(blkdebug_get_counts(bdrv_get_file(bs), &c0));
     if (cancel_create) {
         BdrvSnapshotOp *o;
@@ -408,7 +439,7 @@ static void run_copied_windows(bool cancel_create)
         GError *err = NULL;
 
         copy_file(base, work);
-        bs = open_faulty(work, n, false);
+        bs = open_faulty(work, n, false, false);
         if (cancel_create) {
             BdrvSnapshotOp *o;
             bdrv_drained_begin(bs);
@@ -537,6 +568,7 @@ static Suite *faults_suite(void)
     Suite *s = suite_create("qcow2-snapshot-faults");
 
     add_case(s, "faults", test_faults, 6);
+    add_case(s, "discard_faults", test_discard_faults, 2);
     add_case(s, "cancel_faults", test_cancel_faults, 6);
     add_case(s, "fault_event", test_fault_event, 0);
     add_case(s, "copied_shared_elsewhere", test_copied_shared_elsewhere, 0);
