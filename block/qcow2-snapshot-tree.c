@@ -63,6 +63,10 @@ int qcow2_entry_clusters(BDRVQcow2State *s, uint64_t e, uint64_t *first,
     switch (qcow2_get_cluster_type(e)) {
     case QCOW2_CLUSTER_NORMAL:
     case QCOW2_CLUSTER_ZERO_ALLOC:
+        /* data in an external data file has no refcount to hold */
+        if (qcow2_has_data_file(s)) {
+            return 0;
+        }
         off = e & L2E_OFFSET_MASK;
         if (off & (s->cluster_size - 1)) {
             return -EINVAL;
@@ -80,13 +84,16 @@ int qcow2_entry_clusters(BDRVQcow2State *s, uint64_t e, uint64_t *first,
     }
 }
 
-/* An entry COPIED may apply to (it keeps a cluster of its own). */
+/* An entry COPIED may apply to (it keeps a cluster of its own).  With
+ * an external data file, none: a data cluster there has no refcount and
+ * keeps COPIED always (QEMU's check counts it as 1). */
 static bool entry_has_cluster(BDRVQcow2State *s, uint64_t e)
 {
     Qcow2ClusterType t = qcow2_get_cluster_type(e);
 
     return (t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC) &&
-           !((e & L2E_OFFSET_MASK) & (s->cluster_size - 1));
+           !((e & L2E_OFFSET_MASK) & (s->cluster_size - 1)) &&
+           !qcow2_has_data_file(s);
 }
 
 static int read_l2_copy(BlockDriverState *bs, uint64_t off, uint64_t *buf)
