@@ -511,6 +511,19 @@ static const char *const local_prefixes[] = {
     "file:", "host_device:", "host_cdrom:", NULL
 };
 
+char *bdrv_local_path(const char *filename)
+{
+    /* "./" keeps a colon in the rest from reading as a prefix again */
+    for (const char *const *p = local_prefixes; *p; p++) {
+        if (g_str_has_prefix(filename, *p)) {
+            const char *rest = filename + strlen(*p);
+            return bdrv_filename_has_protocol(rest)
+                   ? g_strconcat("./", rest, NULL) : g_strdup(rest);
+        }
+    }
+    return g_strdup(filename);
+}
+
 static bool has_local_prefix(const char *filename)
 {
     for (const char *const *p = local_prefixes; *p; p++) {
@@ -899,19 +912,9 @@ bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,
                     fmt);
         return false;
     }
-    g_autofree char *plain = NULL;
+    g_autofree char *plain = bdrv_local_path(filename);
 
-    /* QEMU's protocol prefixes for local paths; "./" keeps a colon in
-     * the rest from reading as a prefix again */
-    for (const char *const *p = local_prefixes; *p; p++) {
-        if (g_str_has_prefix(filename, *p)) {
-            const char *rest = filename + strlen(*p);
-            plain = bdrv_filename_has_protocol(rest)
-                    ? g_strconcat("./", rest, NULL) : g_strdup(rest);
-            filename = plain;
-            break;
-        }
-    }
+    filename = plain;
     existed = lstat(filename, &st) == 0;
     if (existed && S_ISREG(st.st_mode) &&
         !bdrv_create_rehearse(drv, filename, opts, errp)) {

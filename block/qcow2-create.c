@@ -11,6 +11,7 @@
 
 #include "qcow2.h"
 #include "block/drivers.h"
+#include "block/filename.h"
 
 typedef struct Qcow2CreateOpts {
     uint64_t size;
@@ -396,19 +397,22 @@ static bool attach_data_file(BlockDriverState *bs, const Qcow2CreateOpts *o,
                              GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
+    /* "file:X" is the file X, and the header records X (as QEMU, which
+     * records the name of the node it made) */
+    g_autofree char *path = bdrv_local_path(o->data_file);
     BlockOpts *fopts;
 
-    if (!file_create_with_size(o->data_file, o->size, errp)) {
+    if (!file_create_with_size(path, o->size, errp)) {
         return false;
     }
     fopts = bdrv_opts_new();
-    bdrv_opts_set(fopts, "driver", file_protocol_for(o->data_file));
-    s->data_file = bdrv_open(o->data_file, fopts,
+    bdrv_opts_set(fopts, "driver", file_protocol_for(path));
+    s->data_file = bdrv_open(path, fopts,
                              BDRV_O_RDWR | BDRV_O_NO_FLUSH, errp);
     if (!s->data_file) {
         return false;
     }
-    s->data_file_name = g_strdup(o->data_file);
+    s->data_file_name = g_steal_pointer(&path);
     s->incompatible_features |= QCOW2_INCOMPAT_DATA_FILE;
     if (o->data_file_raw) {
         s->autoclear_features |= QCOW2_AUTOCLEAR_DATA_FILE_RAW;

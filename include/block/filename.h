@@ -14,6 +14,9 @@ G_BEGIN_DECLS
 /* QEMU's rule: a name has a protocol prefix if a ':' comes before any
  * '/' ("a:b", "nbd:x"; not "./a:b"). */
 bool bdrv_filename_has_protocol(const char *name);
+/* The host path a local name stands for: QEMU's "file:", "host_device:"
+ * and "host_cdrom:" prefixes taken off (block/block.c); free it. */
+char *bdrv_local_path(const char *filename);
 
 /* A JSON object of block options as flat dotted keys ({"file":
  * {"filename": "x"}} -> file.filename=x; arrays -> key.0, key.1).  NULL

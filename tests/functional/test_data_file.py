@@ -290,6 +290,33 @@ def shrink_drops_a_whole_l2_table():
 
 
 @runner.case()
+def file_prefixed_names():
+    """An image and a data file named with QEMU's "file:" prefix (and
+    a colon in the rest): create makes the files the names stand for,
+    records the data file's name as given, and the image opens and
+    works, as with qemu-img (qemu-iotests 126 with -o data_file)."""
+    t = common.tools()
+    with common.TempDir() as d:
+        got = {}
+        for who, tool in (('ours', t.img), ('qemu', t.qemu_img)):
+            img = os.path.join(d, who + ':img.qcow2')
+            name = 'file:' + img
+            r = common.run([tool, 'create', '-q', '-f', 'qcow2', '-o',
+                            'data_file=%s.data' % name, name, '1M'], rc=None)
+            common.check(r.rc == 0, r.describe())
+            common.check(os.path.exists(img + '.data'),
+                         '%s: no data file %s.data' % (who, img))
+            common.run_io(t.qemu_io, name, ['write -P 0x5a 0 64k'])
+            common.qemu_check_clean(img)
+            info = json.loads(common.run([t.qemu_img, 'info', '--output=json',
+                                          img]).out)
+            got[who] = info['format-specific']['data']['data-file'].replace(
+                who, 'WHO')
+        common.check(got['ours'] == got['qemu'], 'recorded names: %r'
+                     % got)
+
+
+@runner.case()
 def snapshot_and_compression_refused():
     t = common.tools()
     with common.TempDir() as d:
