@@ -894,10 +894,28 @@ static bool bdrv_create_rehearse(BlockDriver *drv, const char *filename,
  * create, even one that existed before (and leaves an empty file behind
  * when a raw create fails); strata leaves the disk as it found it.
  */
+/* A file that could not be made that large: QEMU's text for any create
+ * that fails so, with its hint when a cluster size was given. */
+static void too_large_as_qemu(const char *fmt, BlockOpts *opts,
+                              GError **err)
+{
+    if (!g_error_matches(*err, BDRV_ERROR, BDRV_ERROR_TOO_LARGE)) {
+        return;
+    }
+    g_clear_error(err);
+    g_set_error(err, BDRV_ERROR, BDRV_ERROR_TOO_LARGE,
+                "The image size is too large for file format '%s'%s", fmt,
+                /* qcow2's cluster_size always has a value (its default) */
+                !strcmp(fmt, "qcow2") ||
+                (opts && bdrv_opts_get(opts, "cluster_size"))
+                ? " (try using a larger cluster size)" : "");
+}
+
 bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,
                  GError **errp)
 {
     BlockDriver *drv = bdrv_find_format(fmt);
+    GError *local_err = NULL;
     struct stat st;
     bool existed;
 
@@ -917,16 +935,21 @@ bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,
     filename = plain;
     existed = lstat(filename, &st) == 0;
     if (existed && S_ISREG(st.st_mode) &&
-        !bdrv_create_rehearse(drv, filename, opts, errp)) {
-        return false;
+        !bdrv_create_rehearse(drv, filename, opts, &local_err)) {
+        goto fail;
     }
-    if (!drv->create(filename, opts, errp)) {
+    if (!drv->create(filename, opts, &local_err)) {
         if (!existed) {
             unlink(filename);
         }
-        return false;
+        goto fail;
     }
     return true;
+
+fail:
+    too_large_as_qemu(fmt, opts, &local_err);
+    g_propagate_error(errp, local_err);
+    return false;
 }
 
 const char *bdrv_get_node_name(BlockDriverState *bs) { return bs->node_name; }

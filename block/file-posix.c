@@ -958,11 +958,14 @@ bool file_create_with_size(const char *filename, uint64_t size,
 {
     BDRVFileState s = { .shared = BLK_PERM_ALL,
                         .use_lock = have_ofd_locks() };
+    struct stat st;
+    bool existed;
     int fd;
 
     if (strcmp(file_protocol_for(filename), "file")) {
         return device_prepare(filename, size, errp);
     }
+    existed = lstat(filename, &st) == 0;
     fd = open(filename, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 
     if (fd < 0) {
@@ -978,10 +981,18 @@ bool file_create_with_size(const char *filename, uint64_t size,
         close(fd);
         return false;
     }
-    if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0) {
+    /* A file that cannot grow that far (EFBIG) fails before it is
+     * emptied: its old contents stay when the create fails. */
+    if ((existed && fstat(fd, &st) == 0 && st.st_size < (off_t)size &&
+         ftruncate(fd, (off_t)size) < 0) ||
+        ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0) {
         int err = errno;
         close(fd);
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+        if (!existed) {
+            unlink(filename);   /* a failed create leaves nothing behind */
+        }
+        g_set_error(errp, BDRV_ERROR,
+                    err == EFBIG ? BDRV_ERROR_TOO_LARGE : BDRV_ERROR_IO,
                     "Could not resize file: %s", g_strerror(err));
         return false;
     }

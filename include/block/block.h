@@ -30,6 +30,7 @@ typedef enum {
     BDRV_ERROR_NOT_FOUND,      /* QMP DeviceNotFound */
     BDRV_ERROR_NOT_SUPPORTED,  /* the driver lacks the feature */
     BDRV_ERROR_IO,             /* an I/O error; message has strerror */
+    BDRV_ERROR_TOO_LARGE,      /* a file cannot be that large (EFBIG) */
 } BdrvErrorCode;
 
 /* Open flags */

@@ -22,6 +22,7 @@ does.
 import json
 import os
 import shutil
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -314,6 +315,61 @@ def file_prefixed_names():
                 who, 'WHO')
         common.check(got['ours'] == got['qemu'], 'recorded names: %r'
                      % got)
+
+
+@runner.case()
+def too_large_create_changes_nothing():
+    """A 16 TiB disk on a file system whose files cannot be that large
+    (ext4): qemu-img's text for any create that fails with EFBIG, and
+    nothing left behind -- no image, no new data file, and a data file
+    that was there keeps its bytes.  Skipped where the file system takes
+    such a file."""
+    t = common.tools()
+    big = str(16 << 40)
+    with common.TempDir() as d:
+        probe = os.path.join(d, 'probe')
+        with open(probe, 'wb') as f:
+            try:
+                f.truncate(16 << 40)
+            except OSError:
+                pass
+            else:
+                raise common.Skip('this file system takes a 16 TiB file')
+        os.unlink(probe)
+        def create_fails(tool, argv):
+            # common.run's file size limit would kill the tool (SIGXFSZ)
+            # before the file system can refuse: run without it
+            p = subprocess.run([tool, 'create', '-q'] + argv,
+                               stdin=subprocess.DEVNULL, capture_output=True,
+                               text=True, timeout=120)
+            common.check(p.returncode == 1, 'rc %d: %s' % (p.returncode,
+                                                          p.stderr))
+            return common.normalize_prog(p.stderr, os.path.basename(tool))
+
+        for args in (['-f', 'raw', '@/r.raw', big],
+                     ['-f', 'qcow2', '-o', 'data_file=@/x.data', '@/x.qcow2',
+                      big]):
+            res = []
+            for tool in (t.img, t.qemu_img):
+                res.append(create_fails(tool,
+                                        [a.replace('@', d) for a in args]))
+                if tool == t.img and not t.are_qemu:
+                    # strata's rule; qemu-img leaves an empty raw file
+                    left = sorted(os.listdir(d))
+                    common.check(left == [], 'left behind: %s' % left)
+                for f in os.listdir(d):
+                    os.unlink(os.path.join(d, f))
+            common.check(res[0] == res[1], 'messages:\n%s\n%s' % tuple(res))
+            common.check('too large' in res[0], res[0])
+        if t.are_qemu:
+            return
+        keep = os.path.join(d, 'x.data')
+        with open(keep, 'wb') as f:
+            f.write(b'keep')
+        create_fails(t.img, ['-f', 'qcow2', '-o', 'data_file=' + keep,
+                             os.path.join(d, 'x.qcow2'), big])
+        with open(keep, 'rb') as f:
+            common.check(f.read() == b'keep', 'the data file was changed')
 
 
 @runner.case()
