@@ -339,11 +339,14 @@ static int read_tail_cluster(BlockDriverState *bs, uint64_t size,
 
     t->head = NULL;
     if (prealloc == BDRV_PREALLOC_OFF || size <= s->size ||
-        s->size % s->cluster_size == 0 || qcow2_has_data_file(s)) {
+        s->size % s->cluster_size == 0) {
         return 0;
     }
     t->start = qcow2_cluster_start(s, s->size);
-    if (prealloc == BDRV_PREALLOC_METADATA &&
+    /* With a data file the cluster keeps its place (its guest offset
+     * there), so only backing data under an unmapped one is to copy:
+     * the preallocation maps it, and it must not read zeroes then. */
+    if ((prealloc == BDRV_PREALLOC_METADATA || qcow2_has_data_file(s)) &&
         (!bs->backing || tail_allocated(bs, t->start))) {
         return 0;
     }
@@ -441,7 +444,14 @@ static int do_grow(BlockDriverState *bs, uint64_t size, int prealloc,
             return ret;
         }
     }
-    if (tail->head && (ret = move_tail_cluster(bs, tail, area)) < 0) {
+    if (tail->head && qcow2_has_data_file(s)) {
+        /* into the data file before the preallocation maps the cluster */
+        ret = qcow2_data_pwrite(bs, tail->start, tail->start, tail->len,
+                                tail->head);
+    } else if (tail->head) {
+        ret = move_tail_cluster(bs, tail, area);
+    }
+    if (ret < 0) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                     "Failed to update L2 tables: %s", g_strerror(-ret));
         return ret;

@@ -373,6 +373,41 @@ def too_large_create_changes_nothing():
 
 
 @runner.case()
+def preallocating_grow_keeps_backing_data():
+    """A grow with preallocation=metadata/falloc/full of an image with
+    a data file over a backing file, from a size inside a cluster: the
+    preallocation maps that cluster, so what the backing file showed
+    there must be copied into the data file first (strata once mapped it
+    unread: zeroes where the backing data was; qemu-iotests 125 with
+    -o data_file).  Same reads and map as qemu-img's."""
+    t = common.tools()
+    with common.TempDir() as d:
+        base = os.path.join(d, 'base.raw')
+        common.run([t.qemu_img, 'create', '-q', '-f', 'raw', base, '128k'])
+        common.run_io(t.qemu_io, base, ['write -P 1 0 128k'], fmt='raw')
+        for prealloc in ('metadata', 'falloc', 'full'):
+            maps = {}
+            for who, tool in (('ours', t.img), ('qemu', t.qemu_img)):
+                img = os.path.join(d, who + '.qcow2')
+                data = os.path.join(d, who + '.data')
+                for p in (img, data):
+                    if os.path.exists(p):
+                        os.unlink(p)
+                common.run([t.qemu_img, 'create', '-q', '-f', 'qcow2', '-F',
+                            'raw', '-b', base, '-o', 'data_file=' + data,
+                            img, '31k'])
+                common.run([tool, 'resize', '-q', '--preallocation=' +
+                            prealloc, img, '96k'])
+                common.run_io(t.qemu_io, img, ['read -P 1 0 31k',
+                                               'read -P 0 31k 65k'])
+                common.qemu_check_clean(img)
+                maps[who] = common.run([t.qemu_img, 'map', '--output=json',
+                                        img]).out.replace(who, 'WHO')
+            common.check(maps['ours'] == maps['qemu'], '%s maps:\n%s\n%s'
+                         % (prealloc, maps['ours'], maps['qemu']))
+
+
+@runner.case()
 def snapshot_and_compression_refused():
     t = common.tools()
     with common.TempDir() as d:
