@@ -887,15 +887,8 @@ static bool bdrv_create_rehearse(BlockDriver *drv, const char *filename,
     return ok;
 }
 
-/*
- * A failed create changes nothing on disk: a file it created is removed,
- * and an existing file is only truncated once a rehearsal has shown the
- * create will work.  QEMU instead deletes the image file after a failed
- * create, even one that existed before (and leaves an empty file behind
- * when a raw create fails); strata leaves the disk as it found it.
- */
 /* A file that could not be made that large: QEMU's text for any create
- * that fails so, with its hint when a cluster size was given. */
+ * that fails so, with its hint where the format has a cluster size. */
 static void too_large_as_qemu(const char *fmt, BlockOpts *opts,
                               GError **err)
 {
@@ -911,6 +904,13 @@ static void too_large_as_qemu(const char *fmt, BlockOpts *opts,
                 ? " (try using a larger cluster size)" : "");
 }
 
+/*
+ * A failed create changes nothing on disk: a file it created is removed,
+ * and an existing file is only truncated once a rehearsal has shown the
+ * create will work.  QEMU instead deletes the image file after a failed
+ * create, even one that existed before (and leaves an empty file behind
+ * when a raw create fails); strata leaves the disk as it found it.
+ */
 bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,
                  GError **errp)
 {
