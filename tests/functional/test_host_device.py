@@ -8,6 +8,8 @@ matrix).  The rest needs a loop device (root and /dev/loop-control); a
 32 MiB sparse file is attached for the script and detached at the end,
 and each of those cases is a counted skip where that is impossible:
 
+- a block device the kernel holds read-only (`losetup -r`) is refused
+  for writing at open, with QEMU's text, and reads fine read-only;
 - a qcow2 image made on the device by strata-img, written and
   snapshotted by strata-img/strata-io, must read back with qemu-io, pass
   `qemu-img check` and map as qemu-img maps it;
@@ -55,14 +57,15 @@ def same_outcome(argv_ours, argv_qemu, what):
 
 
 @contextlib.contextmanager
-def loop_device():
+def loop_device(read_only=False):
     """A loop device over a sparse 32 MiB file, or Skip."""
     with common.TempDir() as d:
         backing = os.path.join(d, 'disk.bin')
         with open(backing, 'wb') as f:
             f.truncate(DEVICE_SIZE)
         try:
-            p = subprocess.run(['losetup', '-f', '--show', backing],
+            p = subprocess.run(['losetup', '-f', '--show'] +
+                               (['-r'] if read_only else []) + [backing],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                timeout=60)
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -142,6 +145,21 @@ def backing_never_a_device():
         check("'/dev/null' is not a regular file" in r.err,
               'wrong refusal:\n%s' % r.describe())
         check(not os.path.exists(ov), 'create left %s' % ov)
+
+
+@runner.case()
+def read_only_device_refused():
+    """A block device the kernel holds read-only opens for writing (the
+    open(2) succeeds; its writes would fail with EPERM): refused at open
+    with QEMU's text, while a read-only open works."""
+    t = common.tools()
+    with loop_device(read_only=True) as (d, dev):
+        cmd = 'open -o driver=host_device,filename=%s' % dev
+        o = same_outcome([t.io, '-c', cmd], [t.qemu_io, '-c', cmd], cmd)
+        check('The device is not writable' in o.out + o.err, o.describe())
+        for tool in (t.io, t.qemu_io):
+            r = run([tool, '-r', '-f', 'raw', '-c', 'read -P 0 0 64k', dev])
+            check('Pattern verification failed' not in r.out, r.describe())
 
 
 @runner.case()
