@@ -506,34 +506,6 @@ static bool bdrv_open_cache_flags(BlockOpts *options, int *flags,
     return bdrv_perm_parse_options(options, flags, errp);
 }
 
-/* The prefixes that name a local path's protocol driver ("file:x"). */
-static const char *const local_prefixes[] = {
-    "file:", "host_device:", "host_cdrom:", NULL
-};
-
-char *bdrv_local_path(const char *filename)
-{
-    /* "./" keeps a colon in the rest from reading as a prefix again */
-    for (const char *const *p = local_prefixes; *p; p++) {
-        if (g_str_has_prefix(filename, *p)) {
-            const char *rest = filename + strlen(*p);
-            return bdrv_filename_has_protocol(rest)
-                   ? g_strconcat("./", rest, NULL) : g_strdup(rest);
-        }
-    }
-    return g_strdup(filename);
-}
-
-static bool has_local_prefix(const char *filename)
-{
-    for (const char *const *p = local_prefixes; *p; p++) {
-        if (g_str_has_prefix(filename, *p)) {
-            return true;
-        }
-    }
-    return false;
-}
-
 static BlockDriverState *bdrv_open_common(const char *filename,
                                           BlockOpts *options, int flags,
                                           GError **errp)
@@ -611,7 +583,7 @@ static BlockDriverState *bdrv_open_common(const char *filename,
             goto fail_opts;
         }
         /* "file:X" names the image X, as QEMU shows it */
-        if (has_local_prefix(bs->filename)) {
+        if (bdrv_local_prefix_len(bs->filename)) {
             g_free(bs->filename);
             bs->filename = g_strdup(bs->file->filename);
         }

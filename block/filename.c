@@ -25,6 +25,41 @@ bool bdrv_filename_has_protocol(const char *name)
     return name[strcspn(name, ":/")] == ':';
 }
 
+/* The protocol drivers that open a host path: "NAME:x" names x.  The one
+ * list every prefix rule below and in block.c goes by. */
+static const char *const local_drivers[] = {
+    "file", "host_device", "host_cdrom", NULL
+};
+
+bool bdrv_is_local_driver(const char *drvname)
+{
+    return g_strv_contains(local_drivers, drvname);
+}
+
+size_t bdrv_local_prefix_len(const char *name)
+{
+    for (const char *const *d = local_drivers; *d; d++) {
+        size_t n = strlen(*d);
+
+        if (!strncmp(name, *d, n) && name[n] == ':') {
+            return n + 1;
+        }
+    }
+    return 0;
+}
+
+char *bdrv_local_path(const char *filename)
+{
+    size_t n = bdrv_local_prefix_len(filename);
+    const char *rest = filename + n;
+
+    /* "./" keeps a colon in the rest from reading as a prefix again */
+    if (n && bdrv_filename_has_protocol(rest)) {
+        return g_strconcat("./", rest, NULL);
+    }
+    return g_strdup(rest);
+}
+
 /*
  * Finds where the first JSON value of text ends, by nesting and strings
  * alone.  Returns the offset after it, -1 if the text ends inside it, -2
@@ -243,8 +278,7 @@ bool bdrv_filename_strip_protocol(const char *drvname, const char *filename,
 {
     const char *rest, *colon;
 
-    if ((!strcmp(drvname, "file") || !strcmp(drvname, "host_device") ||
-         !strcmp(drvname, "host_cdrom")) &&
+    if (bdrv_is_local_driver(drvname) &&
         g_str_has_prefix(filename, drvname) &&
         filename[strlen(drvname)] == ':') {
         *out = g_strdup(filename + strlen(drvname) + 1);
@@ -275,8 +309,8 @@ const char *bdrv_filename_plain(const char *name)
 {
     /* Only the prefixes strata opens; the image path is what is left. */
     while (name) {
-        if (g_str_has_prefix(name, "file:")) {
-            name += 5;
+        if (bdrv_local_prefix_len(name)) {
+            name += bdrv_local_prefix_len(name);
         } else if (g_str_has_prefix(name, "blkdebug:") &&
                    strchr(name + 9, ':')) {
             name = strchr(name + 9, ':') + 1;

@@ -14,8 +14,14 @@ G_BEGIN_DECLS
 /* QEMU's rule: a name has a protocol prefix if a ':' comes before any
  * '/' ("a:b", "nbd:x"; not "./a:b"). */
 bool bdrv_filename_has_protocol(const char *name);
-/* The host path a local name stands for: QEMU's "file:", "host_device:"
- * and "host_cdrom:" prefixes taken off (block/block.c); free it. */
+/* Whether drvname is a protocol driver that opens a host path ("file",
+ * "host_device", "host_cdrom"). */
+bool bdrv_is_local_driver(const char *drvname);
+/* The length of such a driver's "NAME:" prefix at the start of name, 0
+ * without one. */
+size_t bdrv_local_prefix_len(const char *name);
+/* The host path a local name stands for, its prefix taken off ("./"
+ * put before a rest that would read as prefixed again); free it. */
 char *bdrv_local_path(const char *filename);
 
 /* A JSON object of block options as flat dotted keys ({"file":

@@ -146,6 +146,40 @@ START_TEST(protocol_strip)
 }
 END_TEST
 
+/* The local drivers' prefixes, from the one list in block/filename.c */
+START_TEST(local_prefixes)
+{
+    g_autofree char *a = NULL, *b = NULL, *c = NULL, *d = NULL, *e = NULL;
+    g_autofree char *f = NULL;
+
+    ck_assert_uint_eq(bdrv_local_prefix_len("file:/x"), 5);
+    ck_assert_uint_eq(bdrv_local_prefix_len("host_device:/dev/sda"), 12);
+    ck_assert_uint_eq(bdrv_local_prefix_len("host_cdrom:/dev/sr0"), 11);
+    ck_assert_uint_eq(bdrv_local_prefix_len("nbd:x"), 0);
+    ck_assert_uint_eq(bdrv_local_prefix_len("file"), 0);
+    ck_assert_uint_eq(bdrv_local_prefix_len("filex:y"), 0);
+    ck_assert(bdrv_is_local_driver("host_cdrom"));
+    ck_assert(!bdrv_is_local_driver("blkdebug"));
+    a = bdrv_local_path("host_device:/dev/sda");
+    ck_assert_str_eq(a, "/dev/sda");
+    b = bdrv_local_path("file:a:b");
+    ck_assert_str_eq(b, "./a:b");
+    c = bdrv_local_path("a:b");
+    ck_assert_str_eq(c, "a:b");
+    ck_assert_str_eq(bdrv_filename_plain("host_cdrom:/dev/sr0"), "/dev/sr0");
+    ck_assert(bdrv_filename_strip_protocol("host_device", "host_device:/d",
+                                           NULL, &d, NULL));
+    ck_assert_str_eq(d, "/d");
+    /* only the driver's own prefix comes off */
+    ck_assert(bdrv_filename_strip_protocol("file", "host_device:/d", NULL,
+                                           &e, NULL));
+    ck_assert_str_eq(e, "host_device:/d");
+    ck_assert(bdrv_filename_strip_protocol("nbd", "file:/d", NULL, &f,
+                                           NULL));
+    ck_assert_str_eq(f, "file:/d");
+}
+END_TEST
+
 static GPtrArray *config_rules(const char *text, GError **err)
 {
     g_autofree char *dir = g_dir_make_tmp("strata-blkdbg-XXXXXX", NULL);
@@ -267,6 +301,7 @@ static Suite *filename_suite(void)
     tcase_add_test(tc, json_merge_keeps_given_options);
     tcase_add_test(tc, protocol_prefixes);
     tcase_add_test(tc, protocol_strip);
+    tcase_add_test(tc, local_prefixes);
     tcase_add_test(tc, config_order_values_defaults);
     tcase_add_test(tc, config_errors_are_qemus);
     tcase_add_test(tc, rule_options);
