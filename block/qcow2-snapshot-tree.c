@@ -27,6 +27,8 @@ int qcow2_free_unreferenced(BlockDriverState *bs, uint64_t offset,
     if (!offset || !bytes) {
         return 0;
     }
+    /* QEMU's event before each lowering of refcounts (blkdebug rules) */
+    bdrv_debug_event(bs->file, "cluster_free");
     return qcow2_update_refcount_range(bs, offset, bytes, -1);
 }
 
@@ -617,8 +619,11 @@ static int release_walk(BlockDriverState *bs, const uint64_t *l1,
     BDRVQcow2State *s = bs->opaque;
     Qcow2PunchRun punch = { 0 };
     uint64_t done;
-    int ret = walk_refs(bs, l1, l1_size, -1, UINT64_MAX, &done,
-                        s->rt.discard_snapshot ? &punch : NULL, errp);
+    int ret;
+
+    bdrv_debug_event(bs->file, "cluster_free"); /* as above */
+    ret = walk_refs(bs, l1, l1_size, -1, UINT64_MAX, &done,
+                    s->rt.discard_snapshot ? &punch : NULL, errp);
 
     qcow2_punch_flush(bs, &punch);
     return ret;

@@ -21,6 +21,8 @@ check without corruption (leaks are allowed: QEMU leaks there too).
 - sector= and iotype=: only requests covering that sector, of that kind,
   fail;
 - a close that cannot write the caches back reports each, as qemu-io;
+- cluster_free failing while snapshot -d frees a snapshot's clusters
+  (iotest 217): the delete took effect, the same leaks as QEMU's;
 - write -b without a write cache flushes the state, as qemu-io;
 - break/wait_break/resume/remove_break hold an aio request at an event
   while others queue behind it (test 046), data right afterwards;
@@ -358,6 +360,41 @@ def close_reports_unwritten():
                      'PROG: Failed to flush the L2 table cache: Input/output '
                      'error' in errs[1][1] and 'refcount block cache' in
                      errs[1][1], 'qemu-io: %r\nours: %r' % tuple(errs))
+
+
+@runner.case('cluster_free_in_snapshot_delete')
+def cluster_free_in_snapshot_delete():
+    """iotest 217's fault: cluster_free failing for good (errno 5) while
+    snapshot -d frees what the snapshot held, on a snapshot qemu-img
+    made.  Both tools fail, the snapshot is gone (the delete took effect
+    before the frees), and qemu-img check finds the same leaks and
+    nothing else.  strata's message says that the delete took effect;
+    QEMU's says it could not delete the snapshot."""
+    t = common.tools()
+    with common.TempDir() as d:
+        conf = os.path.join(d, 'c.conf')
+        write_conf(conf, [('inject-error', [('event', 'cluster_free'),
+                                            ('errno', '5')])])
+        checks = []
+        for tool in (t.qemu_img, t.img):
+            img = os.path.join(d, 'a.qcow2')
+            common.run([t.qemu_img, 'create', '-q', '-f', 'qcow2', img, '64M'])
+            common.run([t.qemu_io, '-c', 'write 0 64k', img])
+            common.run([t.qemu_img, 'snapshot', '-c', 'foo', img])
+            res = common.run([tool, 'snapshot', '-d', 'foo',
+                              'blkdebug:%s:%s' % (conf, img)], rc=1)
+            common.check('Input/output error' in res.err, res.describe())
+            lst = common.run([t.qemu_img, 'snapshot', '-l', img]).out
+            common.check('foo' not in lst, 'snapshot still listed:\n' + lst)
+            chk = common.run([t.qemu_img, 'check', img], rc=3)
+            checks.append(chk.out + chk.err)
+            os.unlink(img)
+        common.check(checks[0] == checks[1] and
+                     '4 leaked clusters' in checks[1],
+                     'check differs:\nqemu-img:\n%s\nours:\n%s'
+                     % tuple(checks))
+        if not common.tools().are_qemu:
+            common.check('took effect' in res.err, res.describe())
 
 
 @runner.case('vmstate_write_flushed_without_write_cache')
