@@ -507,6 +507,15 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
                               : s->nb_snapshots, 40,
                         40 * QCOW2_MAX_SNAPSHOTS, file_end, "Snapshot table",
                         !check, errp)) {
+        /* a table cut off by a truncated file: check -r all drops it */
+        if (errp && *errp && g_str_has_suffix((*errp)->message,
+                                              "past the end of the file")) {
+            g_autofree char *m = (*errp)->message;
+
+            (*errp)->message = g_strdup_printf(
+                "%s\nYou can force-remove the snapshots past the end of the "
+                "file with qemu-img check -r all", m);
+        }
         return -EINVAL;
     }
     if (!validate_table(s, s->l1_table_offset, s->l1_size, 8,

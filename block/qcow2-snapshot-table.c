@@ -134,6 +134,9 @@ static int snapshot_l1_check(BDRVQcow2State *s, const Qcow2Snapshot *sn,
                    "check -r all"
 #define HINT_OVERHANG "You can force-remove all %u overhanging snapshots " \
                       "with qemu-img check -r all"
+/* strata's own (QEMU reads such entries as zeroes): a truncated file */
+#define HINT_PAST_END "You can force-remove all %u snapshots past the end " \
+                      "of the file with qemu-img check -r all"
 
 /* What check without -r all says of a table that an open for repair kept
  * only in part: QEMU's first complaint, the hint included. */
@@ -238,8 +241,12 @@ static int read_one(BDRVQcow2State *s, TableReader *r, uint64_t *pos,
     return 0;
 
 past_end:
+    if (tolerate) {
+        return -ERANGE; /* the caller drops it and those after it */
+    }
     g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                "Snapshot table entry %u extends past the end of the file", i);
+                "Snapshot table entry %u extends past the end of the file\n"
+                HINT_PAST_END, i, s->nb_snapshots - i);
     return -EINVAL;
 }
 
@@ -332,6 +339,23 @@ static void drop_overhanging(BDRVQcow2State *s, uint32_t first)
     s->nb_snapshots = first;
 }
 
+/* Entries from `first` on do not lie inside the file: the file was cut
+ * short (or the table is hostile).  Their content is gone, so check -r
+ * all drops them from the header, and check alone reports them. */
+static void drop_past_end(BDRVQcow2State *s, uint32_t first)
+{
+    uint32_t nb = s->nb_snapshots;
+
+    note_damage(s, g_strdup_printf("ERROR snapshot table entry %u extends "
+                                   "past the end of the file\n"
+                                   HINT_PAST_END, first, nb - first));
+    for (uint32_t j = first; j < nb; j++) {
+        qcow2_sn_clear(&s->snapshots[j]);
+    }
+    s->sn_past_end = nb - first;
+    s->nb_snapshots = first;
+}
+
 int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -386,6 +410,12 @@ int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
         uint64_t entry_start = pos;
 
         ret = read_one(s, r, &pos, &len, file_end, i, sn, tolerate, errp);
+        if (ret == -ERANGE && tolerate) {
+            drop_past_end(s, i);
+            pos = entry_start;
+            ret = 0;
+            break;
+        }
         if (ret < 0) {
             if (errp && !*errp) {
                 g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
@@ -750,8 +780,7 @@ int qcow2_snapshot_check_damage(BlockDriverState *bs, BdrvCheckResult *res,
                                 BdrvCheckMode fix)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint32_t discarded = s->sn_over_max + s->sn_discarded;
-    uint32_t be;
+    uint32_t discarded = s->sn_over_max + s->sn_discarded + s->sn_past_end;
     int ret;
 
     if (!s->sn_damage) {
@@ -774,11 +803,19 @@ int qcow2_snapshot_check_damage(BlockDriverState *bs, BdrvCheckResult *res,
         strata_error("Discarding %u overhanging snapshots (snapshot table "
                      "is too big)", s->sn_discarded);
     }
+    if (s->sn_past_end) {
+        strata_error("Discarding %u snapshots past the end of the file",
+                     s->sn_past_end);
+    }
     if (discarded) {
         /* the kept entries are the table's first bytes: the shorter
-         * count alone publishes them, and what follows becomes a leak */
-        be = GUINT32_TO_BE(s->nb_snapshots);
-        ret = qcow2_write_header_bytes(bs, QCOW2_HDR_SNAPSHOTS_OFF, &be, 4);
+         * count alone publishes them, and what follows becomes a leak;
+         * no entry left, no table (its offset may lie past the end) */
+        uint8_t ptr[12] = { 0 }; /* nb_snapshots, snapshots_offset */
+
+        be32_write(ptr, s->nb_snapshots);
+        ret = qcow2_write_header_bytes(bs, QCOW2_HDR_SNAPSHOTS_OFF, ptr,
+                                       s->nb_snapshots ? 4 : 12);
         if (ret == 0) {
             ret = bdrv_flush(bs->file);
         }
@@ -792,6 +829,10 @@ int qcow2_snapshot_check_damage(BlockDriverState *bs, BdrvCheckResult *res,
         res->corruptions_fixed += discarded;
         s->sn_over_max = 0;
         s->sn_discarded = 0;
+        s->sn_past_end = 0;
+        if (!s->nb_snapshots) {
+            s->snapshots_offset = 0;
+        }
     }
     g_clear_pointer(&s->sn_damage, g_free);
     return 0;

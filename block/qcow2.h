@@ -204,14 +204,16 @@ typedef struct BDRVQcow2State {
     uint64_t snapshots_size;   /* bytes of the table on disk */
     /* An open for repair (check -r) keeps a snapshot table that any
      * other open refuses: entries whose extra data is over the limit are
-     * cut to it, entries past the table's size limit or past the 65536th
-     * are dropped; check reports the damage or repairs it
-     * (qcow2-snapshot-table.c). */
+     * cut to it, entries past the table's size limit, past the 65536th
+     * or past the end of the file (a truncated image) are dropped; check
+     * reports the damage or repairs it (qcow2-snapshot-table.c). */
     uint32_t sn_extra_cut;     /* entries whose extra data was cut */
 #define SN_CUT_LOGGED 16
     uint32_t sn_cut_entry[SN_CUT_LOGGED], sn_cut_size[SN_CUT_LOGGED];
     uint32_t sn_discarded;     /* overhanging entries dropped */
     uint32_t sn_over_max;      /* entries past QCOW2_MAX_SNAPSHOTS dropped */
+    uint32_t sn_past_end;      /* entries dropped from the first one that
+                                * is not inside the file on */
     char *sn_damage;           /* what any other open says about it */
     Qcow2Snapshot *snapshots;
 

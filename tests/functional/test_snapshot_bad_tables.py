@@ -13,7 +13,10 @@ expected message, or (where only writing is refused) succeed read-only,
 and the file must be byte for byte unchanged.  Where QEMU refuses the
 same image, our message is QEMU's; `strata-img check` reports bad L1
 placements with QEMU's lines.  Version 3 entries without the disk size
-are reported and repaired by check as QEMU does.
+are reported and repaired by check as QEMU does.  A table cut off by the
+end of the file (QEMU reads the missing part as zeroes) is reported by
+check and repaired by check -r all, which drops the entries from the
+first one past the end on.
 """
 
 import os
@@ -173,6 +176,49 @@ def same_check_output(img):
                  'check differs:\nours:\n%s\nqemu-img:\n%s'
                  % (ours.describe(), theirs.describe()))
     return ours
+
+
+def truncated_table(patch, cs, data_after, dropped, kept):
+    """A table that runs past the end of the file (as a cut-short copy
+    leaves it): check reports it and changes nothing; check -r all drops
+    the entries from the first one past the end on, and the image then
+    opens, qemu-img check is clean, and the active image and the kept
+    snapshots read what was written."""
+    t = common.tools()
+    common.skip_if_qemu_tools('QEMU reads such entries as zeroes')
+    with snaplib.ShmDir() as d:
+        img = make(d, cs, data_after)
+        patch(img)
+        before = common.sha256(img)
+        first = 2 - dropped
+        r = common.run([t.img, 'check', img], rc=None)
+        common.check(r.rc != 0 and 'ERROR snapshot table entry %d extends '
+                     'past the end of the file' % first in r.err and
+                     'force-remove all %d snapshots past the end' % dropped
+                     in r.err, 'check: ' + r.describe())
+        common.check(common.sha256(img) == before, 'check changed the image')
+        r = common.run([t.img, 'check', '-r', 'all', img])
+        common.check('Discarding %d snapshots past the end of the file'
+                     % dropped in r.err, 'repair: ' + r.describe())
+        common.qemu_check_clean(img)
+        h, entries = snaplib.read_table(img)
+        common.check([e.name for e in entries] == kept and
+                     (kept or h.snapshots_offset == 0),
+                     'left %r at %#x' % ([e.name for e in entries],
+                                         h.snapshots_offset))
+        common.run_io(t.qemu_io, img, ['read -P 0x22 0 64k',
+                                       'read -P 0x11 64k 960k'])
+        for name in kept:
+            out = os.path.join(d, name + '.raw')
+            common.run([t.qemu_img, 'convert', '-l', name, '-O', 'raw', img,
+                        out])
+            common.run_io(t.qemu_io, out, ['read -P 0x11 0 1M'], fmt='raw')
+
+
+runner.add('truncated_table_repaired_whole', truncated_table,
+           table_offset(1 << 30, 2), 65536, True, 2, [])
+runner.add('truncated_table_repaired_last_entry', truncated_table,
+           field(1, 14, '>H', 0xffff), 512, False, 1, ['s1'])
 
 
 @runner.case('check_reports_bad_l1s_like_qemu')
