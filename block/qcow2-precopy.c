@@ -51,6 +51,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include <zlib.h>
+
 #include "qcow2.h"
 #include "byteorder.h"
 #include "qcow2-precopy.h"
@@ -59,7 +61,11 @@
 
 /* One refcount block that gains references. */
 typedef struct RbCopy {
-    uint32_t *inc;        /* references added, per entry */
+    /* references added, per entry: a byte each while every count fits
+     * (nearly always 0 or 1: a cluster the active tree maps once), four
+     * once one does not; one of the two is set */
+    uint8_t *inc8;
+    uint32_t *inc32;
     uint64_t copy_off;    /* its copy (0: none yet) */
     uint64_t seen;        /* the live block's offset when copied */
     bool stale;           /* inc changed since the copy was written */
@@ -68,11 +74,16 @@ typedef struct RbCopy {
 struct Qcow2Precopy {
     GHashTable *dirty;    /* offsets the caches marked dirty (g_int64) */
 
-    /* per active L1 index: the table copied, its copy, what we wrote */
+    /* per active L1 index: the table copied, its copy, and whether the
+     * references the copy holds are in the counts.  The copy on disk is
+     * what was counted (a failed write takes its references back), so
+     * a copy made again reads the old one to take them back: no table
+     * is kept in memory, which would cost 1/8192 of the disk's size. */
     uint32_t n;
     uint64_t *seen;
     uint64_t *copy_off;
-    uint64_t **data;      /* host order; NULL: no copy */
+    bool *counted;
+    uint32_t *copy_crc;   /* CRC-32 of the copy as written */
 
     GHashTable *rbs;      /* refblock index -> RbCopy * */
 
@@ -126,7 +137,8 @@ static void rb_free(gpointer p)
 {
     RbCopy *rb = p;
 
-    g_free(rb->inc);
+    g_free(rb->inc8);
+    g_free(rb->inc32);
     g_free(rb);
 }
 
@@ -162,10 +174,35 @@ static RbCopy *rb_of(BDRVQcow2State *s, Qcow2Precopy *pc, uint64_t r)
 
     if (!rb) {
         rb = g_new0(RbCopy, 1);
-        rb->inc = g_new0(uint32_t, s->refblock_size);
+        rb->inc8 = g_new0(uint8_t, s->refblock_size);
         g_hash_table_insert(pc->rbs, GSIZE_TO_POINTER(r + 1), rb);
     }
     return rb;
+}
+
+static uint32_t rb_inc(const RbCopy *rb, uint32_t k)
+{
+    return rb->inc32 ? rb->inc32[k] : rb->inc8[k];
+}
+
+/* Entry k of rb gains (sign 1) or gives back (-1) one reference. */
+static void rb_add(BDRVQcow2State *s, RbCopy *rb, uint32_t k, int sign)
+{
+    /* only what was added is ever taken back */
+    g_assert(sign > 0 || rb_inc(rb, k) > 0);
+    if (!rb->inc32 && sign > 0 && rb->inc8[k] == UINT8_MAX) {
+        rb->inc32 = g_new(uint32_t, s->refblock_size);
+        for (uint32_t j = 0; j < s->refblock_size; j++) {
+            rb->inc32[j] = rb->inc8[j];
+        }
+        g_clear_pointer(&rb->inc8, g_free);
+    }
+    if (rb->inc32) {
+        rb->inc32[k] += sign;
+    } else {
+        rb->inc8[k] += sign;
+    }
+    rb->stale = true;
 }
 
 /* The references one L2 table's entries hold, added or taken back. */
@@ -179,9 +216,8 @@ static int count_table(BDRVQcow2State *s, Qcow2Precopy *pc,
             return -EINVAL;
         }
         for (uint64_t c = first; c < first + n; c++) {
-            RbCopy *rb = rb_of(s, pc, c >> s->refblock_bits);
-            rb->inc[c & (s->refblock_size - 1)] += sign;
-            rb->stale = true;
+            rb_add(s, rb_of(s, pc, c >> s->refblock_bits),
+                   c & (s->refblock_size - 1), sign);
         }
     }
     return 0;
@@ -196,12 +232,47 @@ static void grow_l1_arrays(Qcow2Precopy *pc, uint32_t n)
     }
     pc->seen = g_renew(uint64_t, pc->seen, n);
     pc->copy_off = g_renew(uint64_t, pc->copy_off, n);
-    pc->data = g_renew(uint64_t *, pc->data, n);
+    pc->counted = g_renew(bool, pc->counted, n);
+    pc->copy_crc = g_renew(uint32_t, pc->copy_crc, n);
     for (uint32_t i = pc->n; i < n; i++) {
         pc->seen[i] = pc->copy_off[i] = 0;
-        pc->data[i] = NULL;
+        pc->counted[i] = false;
+        pc->copy_crc[i] = 0;
     }
     pc->n = n;
+}
+
+/* Takes the references of index i's copy (as counted) out of the
+ * counts, reading the copy back from the file. */
+static int uncount_copy(BlockDriverState *bs, Qcow2Precopy *pc, uint32_t i,
+                        GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autofree uint64_t *old = g_malloc(s->cluster_size);
+    g_autofree uint64_t *host = g_new(uint64_t, s->l2_size);
+    int ret = bdrv_pread(bs->file, pc->copy_off[i], s->cluster_size, old);
+
+    if (ret < 0) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Could not read back an L2 copy: %s", g_strerror(-ret));
+        return ret;
+    }
+    /* nothing else writes there (the cluster is ours and the image
+     * locked), but a file changed behind the lock must not skew counts */
+    if (crc32(0, (const Bytef *)old, s->cluster_size) != pc->copy_crc[i]) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "The L2 copy at %#" G_GINT64_MODIFIER "x changed under "
+                    "the snapshot", pc->copy_off[i]);
+        return -EIO;
+    }
+    for (uint32_t j = 0; j < s->l2_size; j++) {
+        host[j] = qcow2_l2_get(s, old, j);
+    }
+    if (count_table(s, pc, host, -1) < 0) {
+        g_assert_not_reached(); /* these very entries were counted once */
+    }
+    pc->counted[i] = false;
+    return 0;
 }
 
 /* Copies the active L2 table of index i (again), under s->lock. */
@@ -216,10 +287,12 @@ static int copy_table(BlockDriverState *bs, Qcow2Precopy *pc, uint32_t i,
     int ret;
 
     grow_l1_arrays(pc, i + 1);
-    if (pc->data[i]) {
+    if (pc->counted[i]) {
         /* its old contribution goes; the new one comes below */
-        count_table(s, pc, pc->data[i], -1);
-        g_clear_pointer(&pc->data[i], g_free);
+        ret = uncount_copy(bs, pc, i, errp);
+        if (ret < 0) {
+            return ret;
+        }
     }
     pc->seen[i] = t;
     if (!t) {
@@ -253,20 +326,25 @@ static int copy_table(BlockDriverState *bs, Qcow2Precopy *pc, uint32_t i,
                     "entry", t);
         return -EINVAL;
     }
-    pc->data[i] = g_steal_pointer(&host);
     if (!pc->copy_off[i]) {
         int64_t off = alloc_for(bs, 1, "a cluster for an L2 copy", errp);
         if (off < 0) {
+            count_table(s, pc, host, -1);
             return (int)off;
         }
         pc->copy_off[i] = off;
     }
     ret = qcow2_overlap_pwrite(bs, 0, pc->copy_off[i], s->cluster_size, be);
     if (ret < 0) {
+        /* the copy on disk is unknown: its references are not counted */
+        count_table(s, pc, host, -1);
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                     "Could not write an L2 copy: %s", g_strerror(-ret));
+        return ret;
     }
-    return ret;
+    pc->counted[i] = true;
+    pc->copy_crc[i] = crc32(0, (const Bytef *)be, s->cluster_size);
+    return 0;
 }
 
 /* ---- refcount block copies ---- */
@@ -299,18 +377,20 @@ static int write_rb_copy(BlockDriverState *bs, Qcow2Precopy *pc, uint64_t r,
     buf = g_memdup2(live, s->cluster_size);
     for (uint32_t k = 0; k < s->refblock_size; k++) {
         uint64_t v;
-        if (!rb->inc[k]) {
+        uint32_t inc = rb_inc(rb, k);
+
+        if (!inc) {
             continue;
         }
         v = qcow2_refblock_get(s, buf, k);
-        if (s->refcount_max - v < rb->inc[k]) {
+        if (s->refcount_max - v < inc) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                         "The reference count of cluster %" G_GUINT64_FORMAT
                         " would exceed its maximum (refcount_bits=%d)",
                         (r << s->refblock_bits) + k, s->refcount_bits);
             return -ERANGE;
         }
-        qcow2_refblock_set(s, buf, k, v + rb->inc[k]);
+        qcow2_refblock_set(s, buf, k, v + inc);
     }
     ret = qcow2_overlap_pwrite(bs, 0, rb->copy_off, s->cluster_size, buf);
     if (ret < 0) {
@@ -1008,10 +1088,8 @@ void qcow2_precopy_free(Qcow2Precopy *pc)
     if (!pc) {
         return;
     }
-    for (uint32_t i = 0; i < pc->n; i++) {
-        g_free(pc->data[i]);
-    }
-    g_free(pc->data);
+    g_free(pc->counted);
+    g_free(pc->copy_crc);
     g_free(pc->seen);
     g_free(pc->copy_off);
     g_hash_table_destroy(pc->rbs);

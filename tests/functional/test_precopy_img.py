@@ -23,11 +23,14 @@ the Nth one reaches the file.  After each kill:
 Cases: 64 KiB clusters (every I/O), 512-byte clusters (many L2 tables
 and refcount blocks: a sample of the I/Os, both sides of the commit
 point included), and an image with lazy_refcounts=on (whose create now
-takes the pre-copy too; every I/O).
+takes the pre-copy too; every I/O).  Beside them: one data cluster
+mapped 300 times by the active tree gets 300 more references, as with
+qemu-img (many_references).
 """
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 
@@ -191,7 +194,66 @@ def output_as_qemu():
         common.qemu_check_clean(img)
 
 
+def refblock0(img):
+    """The offset of the first refcount block."""
+    with open(img, 'rb') as f:
+        f.seek(48)
+        f.seek(struct.unpack('>Q', f.read(8))[0])
+        return struct.unpack('>Q', f.read(8))[0]
+
+
+def refcount_of(img, cluster):
+    """The 16-bit refcount of a cluster the first block covers."""
+    with open(img, 'rb') as f:
+        f.seek(refblock0(img) + 2 * cluster)
+        return struct.unpack('>H', f.read(2))[0]
+
+
+SHARED = 300
+
+
+def many_references():
+    """One data cluster mapped by 300 entries of the active tree (valid:
+    its refcount says 300), the way a deduplicating tool may write
+    images: the create adds 300 references to it (more than the one byte
+    per entry the counts start with), as qemu-img's does, and both
+    images then check clean and read the same."""
+    t = common.tools()
+    with snaplib.ShmDir() as d:
+        imgs = []
+        for who in ('qemu', 'ours'):
+            img = os.path.join(d, who + '.qcow2')
+            common.run([t.qemu_img, 'create', '-q', '-f', 'qcow2', img,
+                        '64M'])
+            common.run_io(t.qemu_io, img, ['write -P 0x3c 0 64k'])
+            h = snaplib.Header(img)
+            with open(img, 'rb') as f:
+                f.seek(h.l1_offset)
+                l2 = struct.unpack('>Q', f.read(8))[0] & 0x00fffffffffffe00
+                f.seek(l2)
+                data = struct.unpack('>Q', f.read(8))[0] & 0x00fffffffffffe00
+            for j in range(SHARED):
+                snaplib.poke(img, l2 + 8 * j, '>Q', data)  # no COPIED
+            snaplib.poke(img, refblock0(img) + 2 * (data >> h.cluster_bits),
+                         '>H', SHARED)
+            common.qemu_check_clean(img)
+            tool = t.qemu_img if who == 'qemu' else t.img
+            common.run([tool, 'snapshot', '-c', 'new', img])
+            common.qemu_check_clean(img)
+            rc = refcount_of(img, data >> h.cluster_bits)
+            common.check(rc == 2 * SHARED, '%s: refcount %d, wanted %d'
+                         % (who, rc, 2 * SHARED))
+            common.run_io(t.qemu_io, img,
+                          ['read -P 0x3c 0 %d' % (SHARED * 65536)])
+            out = os.path.join(d, who + '.raw')
+            common.run([t.qemu_img, 'convert', '-l', 'new', '-O', 'raw',
+                        img, out])
+            imgs.append(common.sha256(out))
+        common.check(imgs[0] == imgs[1], 'the snapshots read differently')
+
+
 runner.add('output', output_as_qemu)
+runner.add('many_references', many_references)
 runner.add('kill/64k', kill_every_write, 'cluster_size=65536')
 # 512-byte clusters: hundreds of I/Os, a sample of them
 runner.add('kill/512', kill_every_write, 'cluster_size=512', 10)

@@ -26,10 +26,14 @@
  * faults: the Nth read, write or flush of the image fails, for every N
  *   until the transaction succeeds: each failure leaves the snapshot
  *   list and the content as they were and the image clean with no leak.
+ * copy_changed: L2 copies overwritten behind the pre-copy's back are
+ *   found when read back (their CRC), and the snapshot fails cleanly.
  */
 #include "block/fault-inject.h"
 #include "block/qcow2-precopy.h"
 #include "block/qcow2-snapshot.h"
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -544,6 +548,106 @@ START_TEST(test_faults)
 }
 END_TEST
 
+/* ---- a copy changed behind the pre-copy's back ---- */
+
+typedef struct Tamper {
+    Guest *g;
+    const char *path;
+    off_t start;       /* the file's end when phase 1 began */
+    unsigned at;       /* the step that tampers */
+    bool done;
+} Tamper;
+
+/* At step `at`, every byte written past `start` (the L2 copies made so
+ * far: the image has no free cluster, so they went there) is
+ * overwritten, then one zero write per L2 table's range makes every
+ * copied table dirty, so the pre-copy copies it again and reads the old
+ * copy back to take its references out of the counts. */
+static void tamper_hook(BlockDriverState *bs, unsigned step, void *opaque)
+{
+    Tamper *tp = opaque;
+    struct stat st;
+
+    if (step == 0) {
+        ck_assert_int_eq(stat(tp->path, &st), 0);
+        tp->start = st.st_size;
+    }
+    if (step != tp->at) {
+        return;
+    }
+    {
+        int fd = open(tp->path, O_WRONLY);
+        g_autofree uint8_t *junk = NULL;
+        size_t n;
+
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(fstat(fd, &st), 0);
+        ck_assert_int_gt(st.st_size, tp->start);
+        n = st.st_size - tp->start;
+        junk = g_malloc(n);
+        memset(junk, 0xa5, n);
+        ck_assert_int_eq(pwrite(fd, junk, n, tp->start), (ssize_t)n);
+        close(fd);
+    }
+    for (int64_t off = 0; off < P_SIZE; off += P_CLUSTER * (P_CLUSTER / 8)) {
+        ck_assert_int_eq(blk_pwrite_zeroes(tp->g->blk, off, P_CLUSTER, 0), 0);
+        memset(tp->g->model + off, 0, P_CLUSTER);
+    }
+    tp->done = true;
+}
+
+/*
+ * The file changes under the pre-copy (another program writing it
+ * despite the lock): the copies it reads back no longer hold what it
+ * counted, so the snapshot fails with that said, instead of writing
+ * refcounts from a skewed count.  Nothing live changed: the active
+ * image reads as written and checks clean, and no snapshot was added.
+ */
+START_TEST(test_copy_changed)
+{
+    g_autofree char *dir = g_dir_make_tmp("strata-precopy-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "p.qcow2", NULL);
+    g_autofree uint8_t *got = NULL;
+    g_autofree char *names = NULL;
+    Guest g = { .r = g_rand_new_with_seed(5) };
+    Tamper tp = { .g = &g, .path = path, .at = 8 };
+    BlkTransactionStates *t;
+    GError *err = NULL;
+    bool ok;
+
+    make_image(path, false);
+    g.blk = open_device(path, "p0");
+    g.model = g_malloc(P_SIZE);
+    for (int64_t i = 0; i < P_SIZE; i++) {
+        g.model[i] = g_rand_int(g.r);
+    }
+    ck_assert_int_eq(blk_pwrite(g.blk, 0, P_SIZE, g.model), 0);
+    ck_assert_int_eq(blk_flush(g.blk), 0);
+    qcow2_precopy_set_step_hook(tamper_hook, &tp);
+    t = blk_transaction_new();
+    txn_add_ok(t, txn_internal("p0", "new"));
+    ok = blk_transaction_submit(t, &err);
+    blk_transaction_free(t);
+    qcow2_precopy_set_step_hook(NULL, NULL);
+    ck_assert(tp.done);
+    ck_assert_msg(!ok && err && strstr(err->message, "changed under the "
+                                                     "snapshot"),
+                  "wanted the copy refused, got %s",
+                  err ? err->message : "success");
+    g_clear_error(&err);
+    names = txn_snapshot_names(blk_bs(g.blk));
+    ck_assert_str_eq(names, "");
+    got = blk_read_all(g.blk, P_SIZE);
+    assert_same(got, g.model, P_SIZE, "active image");
+    close_device(g.blk);
+    check_clean(path);
+    g_free(g.model);
+    g_rand_free(g.r);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("precopy");
@@ -554,6 +658,7 @@ static Suite *suite(void)
     tcase_add_loop_test(tc, test_delete_model, 0, 4);
     tcase_add_loop_test(tc, test_delete_pre_do, 0, 12);
     tcase_add_loop_test(tc, test_faults, FAULT_READ, 2 * FAULT__MAX);
+    tcase_add_test(tc, test_copy_changed);
     suite_add_tcase(s, tc);
     return s;
 }
