@@ -69,7 +69,8 @@ int qcow2_write_header_bytes(BlockDriverState *bs, int offset,
 static bool validate_table(BDRVQcow2State *s, uint64_t offset,
                            uint64_t entries, size_t entry_len,
                            uint64_t max_bytes, uint64_t file_end,
-                           const char *name, bool strict, GError **errp)
+                           const char *name, bool strict,
+                           const char *past_end_hint, GError **errp)
 {
     uint64_t bytes;
 
@@ -93,8 +94,9 @@ static bool validate_table(BDRVQcow2State *s, uint64_t offset,
     }
     if (offset + bytes > file_end) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "%s offset invalid: it lies past the end of the file",
-                    name);
+                    "%s offset invalid: it lies past the end of the file%s%s",
+                    name, past_end_hint ? "\n" : "",
+                    past_end_hint ? past_end_hint : "");
         return false;
     }
     return true;
@@ -496,7 +498,7 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
     if (!validate_table(s, s->refcount_table_offset,
                         (uint64_t)reftable_clusters * s->cluster_size / 8, 8,
                         QCOW2_MAX_REFTABLE_BYTES, file_end,
-                        "Reference count table", !check, errp)) {
+                        "Reference count table", !check, NULL, errp)) {
         return -EINVAL;
     }
     s->refcount_table_size = (uint64_t)reftable_clusters * s->cluster_size / 8;
@@ -506,21 +508,15 @@ int qcow2_read_header(BlockDriverState *bs, int flags, GError **errp)
                         check ? MIN(s->nb_snapshots, QCOW2_MAX_SNAPSHOTS)
                               : s->nb_snapshots, 40,
                         40 * QCOW2_MAX_SNAPSHOTS, file_end, "Snapshot table",
-                        !check, errp)) {
-        /* a table cut off by a truncated file: check -r all drops it */
-        if (errp && *errp && g_str_has_suffix((*errp)->message,
-                                              "past the end of the file")) {
-            g_autofree char *m = (*errp)->message;
-
-            (*errp)->message = g_strdup_printf(
-                "%s\nYou can force-remove the snapshots past the end of the "
-                "file with qemu-img check -r all", m);
-        }
+                        !check,
+                        /* cut off by a truncated file: check can mend it */
+                        "You can force-remove the snapshots past the end of "
+                        "the file with qemu-img check -r all", errp)) {
         return -EINVAL;
     }
     if (!validate_table(s, s->l1_table_offset, s->l1_size, 8,
                         QCOW2_MAX_L1_BYTES, file_end, "Active L1 table",
-                        true, errp)) {
+                        true, NULL, errp)) {
         return -EINVAL;
     }
     if (header_size > (uint64_t)INT64_MAX - s->cluster_size) {

@@ -78,7 +78,7 @@ struct Qcow2Precopy {
      * references the copy holds are in the counts.  The copy on disk is
      * what was counted (a failed write takes its references back), so
      * a copy made again reads the old one to take them back: no table
-     * is kept in memory, which would cost 1/8192 of the disk's size. */
+     * is kept in memory (8 bytes per cluster of the disk). */
     uint32_t n;
     uint64_t *seen;
     uint64_t *copy_off;

@@ -149,6 +149,11 @@ static void note_damage(BDRVQcow2State *s, char *text)
     s->sn_damage = text;
 }
 
+/* read_one()'s answer, for an open that tolerates damage, when entry i
+ * does not lie inside the file (not an errno: an I/O error never drops
+ * entries) */
+#define SN_PAST_END 1
+
 /*
  * Reads entry i at *pos and moves *pos past it on disk; *len grows by the
  * entry's length once any extra data over the limit is cut (QEMU's
@@ -242,7 +247,7 @@ static int read_one(BDRVQcow2State *s, TableReader *r, uint64_t *pos,
 
 past_end:
     if (tolerate) {
-        return -ERANGE; /* the caller drops it and those after it */
+        return SN_PAST_END; /* the caller drops it and those after it */
     }
     g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                 "Snapshot table entry %u extends past the end of the file\n"
@@ -410,7 +415,7 @@ int qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
         uint64_t entry_start = pos;
 
         ret = read_one(s, r, &pos, &len, file_end, i, sn, tolerate, errp);
-        if (ret == -ERANGE && tolerate) {
+        if (ret == SN_PAST_END) {
             drop_past_end(s, i);
             pos = entry_start;
             ret = 0;

@@ -180,7 +180,8 @@ def same_check_output(img):
 
 def truncated_table(patch, cs, data_after, dropped, kept):
     """A table that runs past the end of the file (as a cut-short copy
-    leaves it): check reports it and changes nothing; check -r all drops
+    leaves it): other opens refuse it with a hint at the repair; check
+    reports it and changes nothing; check -r all drops
     the entries from the first one past the end on, and the image then
     opens, qemu-img check is clean, and the active image and the kept
     snapshots read what was written."""
@@ -191,6 +192,10 @@ def truncated_table(patch, cs, data_after, dropped, kept):
         patch(img)
         before = common.sha256(img)
         first = 2 - dropped
+        # any other open refuses, naming the repair
+        r = common.run([t.img, 'snapshot', '-c', 'x', img], rc=1)
+        common.check('past the end of the file with qemu-img check -r all'
+                     in r.err, 'open: ' + r.describe())
         r = common.run([t.img, 'check', img], rc=None)
         common.check(r.rc != 0 and 'ERROR snapshot table entry %d extends '
                      'past the end of the file' % first in r.err and
