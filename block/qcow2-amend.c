@@ -481,9 +481,12 @@ static int set_lazy_refcounts(BlockDriverState *bs, const AmendRequest *r,
 
 /* ---- refcount_bits: new refcount structures ---- */
 
+/* The old refcounts are read twice through the refcount cache (once to
+ * check them against the new width, once as each new block is filled),
+ * never held all at once: one per cluster would cost 8 bytes per
+ * cluster of the image (1 GiB for 64 GiB in 512-byte clusters). */
 typedef struct RefcountRewrite {
-    uint64_t *counts;          /* per cluster, new structures included */
-    uint64_t nb_clusters;      /* entries of counts */
+    uint64_t nb_clusters;      /* clusters the old refcounts cover */
     int order;                 /* the new refcount_order */
     uint64_t block_entries;    /* refcounts per new block */
     uint64_t first;            /* cluster index of the first new block */
@@ -494,41 +497,50 @@ typedef struct RefcountRewrite {
 
 static void rewrite_free(RefcountRewrite *r)
 {
-    g_free(r->counts);
     g_free(r->table);
 }
 
-/* Every cluster's refcount as the old structures say; -ERANGE (and the
- * offending cluster) if one does not fit the new width. */
-static int read_old_counts(BlockDriverState *bs, RefcountRewrite *r,
-                           uint64_t nb, GError **errp)
+/* Checks every old refcount against the new width (QEMU's text for the
+ * first that does not fit); *used: one past the last cluster in use. */
+static int scan_old_counts(BlockDriverState *bs, RefcountRewrite *r,
+                           uint64_t nb, uint64_t *used, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t max = r->order == 6 ? UINT64_MAX : (1ULL << (1 << r->order)) - 1;
 
-    r->counts = g_try_new0(uint64_t, nb);
-    if (!r->counts) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Could not allocate memory for the refcounts");
-        return -ENOMEM;
-    }
-    r->nb_clusters = nb;
+    *used = 0;
     for (uint64_t i = 0; i < nb; i++) {
-        int ret = qcow2_get_refcount(bs, i, &r->counts[i]);
+        uint64_t count;
+        int ret = qcow2_get_refcount(bs, i, &count);
         if (ret < 0) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                         "Failed to read the refcounts: %s", g_strerror(-ret));
             return ret;
         }
-        if (r->counts[i] > max) {
+        if (count > max) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
                         "Cannot decrease refcount entry width to %i bits: "
                         "Cluster at offset %#" G_GINT64_MODIFIER "x has a "
                         "refcount of %" G_GUINT64_FORMAT, 1 << r->order,
-                        (guint64)(i << s->cluster_bits), r->counts[i]);
+                        (guint64)(i << s->cluster_bits), count);
             return -EINVAL;
         }
+        if (count) {
+            *used = i + 1;
+        }
     }
+    return 0;
+}
+
+/* The new refcount of cluster idx: the old one, or 1 for the new
+ * structures themselves. */
+static int new_count(BlockDriverState *bs, const RefcountRewrite *r,
+                     uint64_t idx, uint64_t *count)
+{
+    if (idx < r->nb_clusters) {
+        return qcow2_get_refcount(bs, idx, count);
+    }
+    *count = idx >= r->first;
     return 0;
 }
 
@@ -565,20 +577,20 @@ static int write_new_structures(BlockDriverState *bs, RefcountRewrite *r)
     int ret;
 
     layout->refcount_order = r->order;   /* qcow2_refblock_set's width */
-    r->counts = g_renew(uint64_t, r->counts, total);
-    for (uint64_t i = r->nb_clusters; i < total; i++) {
-        r->counts[i] = i >= r->first;
-    }
-    r->nb_clusters = total;
     r->table = g_new0(uint64_t, r->table_clusters * cs / 8);
     for (uint64_t b = 0; b < r->nb_blocks; b++) {
         uint64_t off = (r->first + b) * cs;
         memset(block, 0, cs);
         for (uint64_t i = 0; i < r->block_entries; i++) {
-            uint64_t idx = b * r->block_entries + i;
-            if (idx < total) {
-                qcow2_refblock_set(layout, block, i, r->counts[idx]);
+            uint64_t idx = b * r->block_entries + i, count;
+            if (idx >= total) {
+                break;
             }
+            ret = new_count(bs, r, idx, &count);
+            if (ret < 0) {
+                return ret;
+            }
+            qcow2_refblock_set(layout, block, i, count);
         }
         ret = bdrv_pwrite(bs->file, off, cs, block);
         if (ret < 0) {
@@ -662,7 +674,7 @@ static int change_refcount_order(BlockDriverState *bs, int order,
 {
     BDRVQcow2State *s = bs->opaque;
     int64_t file_len;
-    uint64_t nb = 0, end;
+    uint64_t nb = 0, end, used;
     RefcountRewrite r = { .order = order };
     int ret = qcow2_write_back_metadata(bs);
 
@@ -682,10 +694,12 @@ static int change_refcount_order(BlockDriverState *bs, int order,
         }
     }
     end = qcow2_align_up(file_len, s->cluster_size) >> s->cluster_bits;
-    ret = read_old_counts(bs, &r, nb, errp);
+    ret = scan_old_counts(bs, &r, nb, &used, errp);
     if (ret == 0) {
-        while (nb > end && r.counts[nb - 1] == 0) {
-            nb--;
+        /* refcounts past the file's end matter only up to the last one
+         * in use */
+        if (nb > end) {
+            nb = MAX(end, used);
         }
         r.nb_clusters = nb;
         plan_layout(s, &r, MAX(nb, end));
