@@ -175,19 +175,39 @@ static int upgrade(BlockDriverState *bs, GError **errp)
     return 0;
 }
 
-/* Progress of the zero-cluster expansion: L1 entries visited of all. */
+/* Progress over the walks an amend makes (a refcount width change: a
+ * scan of the old refcounts, then the new blocks written; a downgrade:
+ * the zero-cluster expansion), each given an equal share, as QEMU
+ * shares it: done of total in the current walk, `walk` of `walks`. */
 typedef struct AmendProgress {
     BdrvAmendStatusCB *cb;
     void *opaque;
     int64_t done, total;
+    int walk, walks;
 } AmendProgress;
+
+static void progress_report(BlockDriverState *bs, AmendProgress *p)
+{
+    if (p->cb && p->total > 0 && p->walks > 0) {
+        p->cb(bs, p->walk * p->total + p->done, p->walks * p->total,
+              p->opaque);
+    }
+}
+
+/* The next walk begins, of `total` steps. */
+static void progress_walk(AmendProgress *p, int64_t total)
+{
+    if (p->total > 0) {
+        p->walk++;
+    }
+    p->done = 0;
+    p->total = total;
+}
 
 static void progress_step(BlockDriverState *bs, AmendProgress *p)
 {
     p->done++;
-    if (p->cb) {
-        p->cb(bs, p->done, p->total, p->opaque);
-    }
+    progress_report(bs, p);
 }
 
 /* A reference the expansion dropped: applied once the table that no
@@ -340,10 +360,12 @@ static int expand_zero_clusters(BlockDriverState *bs, AmendProgress *p)
     BDRVQcow2State *s = bs->opaque;
     int ret;
 
-    p->total = s->l1_size;
+    int64_t total = s->l1_size;
+
     for (uint32_t i = 0; i < s->nb_snapshots; i++) {
-        p->total += s->snapshots[i].l1_size;
+        total += s->snapshots[i].l1_size;
     }
+    progress_walk(p, total);
     g_mutex_lock(&s->lock);
     ret = qcow2_write_back_metadata(bs);
     if (ret == 0) {
@@ -503,15 +525,23 @@ static void rewrite_free(RefcountRewrite *r)
 /* Checks every old refcount against the new width (QEMU's text for the
  * first that does not fit); *used: one past the last cluster in use. */
 static int scan_old_counts(BlockDriverState *bs, RefcountRewrite *r,
-                           uint64_t nb, uint64_t *used, GError **errp)
+                           uint64_t nb, uint64_t *used, AmendProgress *p,
+                           GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t max = r->order == 6 ? UINT64_MAX : (1ULL << (1 << r->order)) - 1;
 
     *used = 0;
+    /* one step per old refcount block's worth of clusters */
+    progress_walk(p, (nb + s->refblock_size - 1) >> s->refblock_bits);
     for (uint64_t i = 0; i < nb; i++) {
         uint64_t count;
-        int ret = qcow2_get_refcount(bs, i, &count);
+        int ret;
+
+        if (i && !(i & (s->refblock_size - 1))) {
+            progress_step(bs, p);
+        }
+        ret = qcow2_get_refcount(bs, i, &count);
         if (ret < 0) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                         "Failed to read the refcounts: %s", g_strerror(-ret));
@@ -528,6 +558,9 @@ static int scan_old_counts(BlockDriverState *bs, RefcountRewrite *r,
         if (count) {
             *used = i + 1;
         }
+    }
+    if (nb) {
+        progress_step(bs, p);
     }
     return 0;
 }
@@ -566,7 +599,8 @@ static void plan_layout(BDRVQcow2State *s, RefcountRewrite *r, uint64_t end)
 }
 
 /* Writes the new blocks and table; durable before the header switch. */
-static int write_new_structures(BlockDriverState *bs, RefcountRewrite *r)
+static int write_new_structures(BlockDriverState *bs, RefcountRewrite *r,
+                                AmendProgress *p)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t cs = s->cluster_size;
@@ -578,6 +612,7 @@ static int write_new_structures(BlockDriverState *bs, RefcountRewrite *r)
 
     layout->refcount_order = r->order;   /* qcow2_refblock_set's width */
     r->table = g_new0(uint64_t, r->table_clusters * cs / 8);
+    progress_walk(p, r->nb_blocks);
     for (uint64_t b = 0; b < r->nb_blocks; b++) {
         uint64_t off = (r->first + b) * cs;
         memset(block, 0, cs);
@@ -597,6 +632,7 @@ static int write_new_structures(BlockDriverState *bs, RefcountRewrite *r)
             return ret;
         }
         r->table[b] = off;
+        progress_step(bs, p);
     }
     be = g_new0(uint64_t, r->table_clusters * cs / 8);
     for (uint64_t t = 0; t < r->nb_blocks; t++) {
@@ -670,7 +706,7 @@ static int switch_structures(BlockDriverState *bs, RefcountRewrite *r,
 
 /* Under s->lock. */
 static int change_refcount_order(BlockDriverState *bs, int order,
-                                 GError **errp)
+                                 AmendProgress *p, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     int64_t file_len;
@@ -694,7 +730,7 @@ static int change_refcount_order(BlockDriverState *bs, int order,
         }
     }
     end = qcow2_align_up(file_len, s->cluster_size) >> s->cluster_bits;
-    ret = scan_old_counts(bs, &r, nb, &used, errp);
+    ret = scan_old_counts(bs, &r, nb, &used, p, errp);
     if (ret == 0) {
         /* refcounts past the file's end matter only up to the last one
          * in use */
@@ -703,7 +739,7 @@ static int change_refcount_order(BlockDriverState *bs, int order,
         }
         r.nb_clusters = nb;
         plan_layout(s, &r, MAX(nb, end));
-        ret = write_new_structures(bs, &r);
+        ret = write_new_structures(bs, &r, p);
         if (ret < 0) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                         "Failed to write the new refcount structures: %s",
@@ -720,7 +756,7 @@ static int change_refcount_order(BlockDriverState *bs, int order,
 int qcow2_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
                 BdrvAmendStatusCB *status_cb, void *cb_opaque, GError **errp)
 {
-    AmendProgress progress = { status_cb, cb_opaque, 0, 0 };
+    AmendProgress progress = { status_cb, cb_opaque, 0, 0, 0, 0 };
     BDRVQcow2State *s = bs->opaque;
     AmendRequest r = { 0 };
     int old_version = s->version;
@@ -729,6 +765,8 @@ int qcow2_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
     if (!parse_request(bs, opts, &r, errp)) {
         return -EINVAL;
     }
+    progress.walks = (r.refcount_bits != (uint64_t)s->refcount_bits ? 2 : 0) +
+                     (r.version < old_version);
     if (r.version > old_version) {
         g_mutex_lock(&s->lock);
         ret = upgrade(bs, errp);
@@ -754,7 +792,7 @@ int qcow2_amend(BlockDriverState *bs, BlockOpts *opts, bool force,
         }
         g_mutex_lock(&s->lock);
         ret = change_refcount_order(bs, __builtin_ctzll(r.refcount_bits),
-                                    errp);
+                                    &progress, errp);
         g_mutex_unlock(&s->lock);
         if (ret < 0) {
             return ret;

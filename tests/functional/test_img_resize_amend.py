@@ -504,6 +504,35 @@ def amend_refcount_bits():
         tw.same_result()
 
 
+PROGRESS_RE = re.compile(r'\(([0-9.]+)/100%\)')
+
+
+@runner.case()
+def amend_progress():
+    """amend -p reports each walk of a refcount width change (the old
+    refcounts scanned, the new blocks written) and of a downgrade in
+    turn: many steps from 0 to 100, never going back (qemu-img's goes
+    back when it needs another walk), and the image checks clean."""
+    common.skip_if_qemu_tools("qemu-img's progress goes back between walks")
+    t = common.tools()
+    with common.TempDir() as d:
+        img = os.path.join(d, 'img.qcow2')
+        for create_opts, amend_opts in (
+                ('cluster_size=512,preallocation=metadata', 'refcount_bits=64'),
+                ('cluster_size=512,refcount_bits=64',
+                 'refcount_bits=16,compat=0.10')):
+            run([t.qemu_img, 'create', '-q', '-f', 'qcow2', '-o',
+                 create_opts, img, '64M'])
+            run([t.qemu_io, '-c', 'write -z 0 1M', '-c', 'write 2M 3M', img])
+            r = run([t.img, 'amend', '-p', '-o', amend_opts, img])
+            steps = [float(v) for v in PROGRESS_RE.findall(r.out)]
+            check(len(steps) > 20 and steps[0] == 0 and steps[-1] == 100 and
+                  all(a <= b for a, b in zip(steps, steps[1:])),
+                  '%s: progress %r' % (amend_opts, steps))
+            common.qemu_check_clean(img)
+            os.unlink(img)
+
+
 # --------------------------------------------------------------------------
 # measure, dd, convert -l / -n
 
