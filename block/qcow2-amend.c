@@ -680,18 +680,25 @@ static int switch_structures(BlockDriverState *bs, RefcountRewrite *r,
     int old_order = s->refcount_order;
     int ret;
 
+    /* the table goes in with its size: the header write's overlap
+     * check walks the refcount table by refcount_table_size (it read
+     * past the old, shorter table when the new one is longer) */
     s->refcount_order = r->order;
     s->refcount_table_offset = (r->first + r->nb_blocks) * s->cluster_size;
     s->refcount_table_size = r->table_clusters * s->cluster_size / 8;
+    s->refcount_table = r->table;
+    qcow2_overlap_invalidate(s);
     ret = rewrite_header(bs, errp);
     if (ret < 0) {
         s->refcount_order = old_order;
         s->refcount_table_offset = old_offset;
         s->refcount_table_size = old_size;
+        s->refcount_table = old_table;
+        qcow2_overlap_invalidate(s);
         return ret;
     }
+    r->table = NULL;   /* s->refcount_table now */
     qcow2_cache_discard_all(s->refcount_cache);
-    s->refcount_table = g_steal_pointer(&r->table);
     s->refcount_bits = 1 << r->order;
     s->refcount_max = s->refcount_bits == 64 ? UINT64_MAX :
                       (1ULL << s->refcount_bits) - 1;
