@@ -155,7 +155,7 @@ static int upgrade(BlockDriverState *bs, GError **errp)
         s->version = 2;
         s->snapshots_offset = old_off;
         if (rewrite) {
-            qcow2_free_unreferenced(bs, new_off, new_size);
+            qcow2_free_unreferenced(bs, new_off, new_size, QCOW2_FREE_ALWAYS);
         }
         return ret;
     }
@@ -166,7 +166,7 @@ static int upgrade(BlockDriverState *bs, GError **errp)
                 MAX(s->snapshots[i].extra_data_size, 24);
         }
         /* The old table is unreferenced now: a failure only leaks. */
-        qcow2_free_unreferenced(bs, old_off, old_size);
+        qcow2_free_unreferenced(bs, old_off, old_size, QCOW2_FREE_SNAPSHOT);
         if (qcow2_write_back_metadata(bs) < 0) {
             strata_warning("Could not free the old snapshot table");
         }
@@ -652,13 +652,13 @@ static void free_old_structures(BlockDriverState *bs, uint64_t *old_table,
 
     for (uint64_t t = 0; t < old_size && ret == 0; t++) {
         if (old_table[t] & REFT_OFFSET_MASK) {
-            ret = qcow2_update_refcount_range(bs, old_table[t] &
-                                              REFT_OFFSET_MASK,
-                                              s->cluster_size, -1);
+            ret = qcow2_release_range(bs, old_table[t] & REFT_OFFSET_MASK,
+                                      s->cluster_size, QCOW2_FREE_OTHER);
         }
     }
     if (ret == 0) {
-        ret = qcow2_update_refcount_range(bs, old_offset, old_size * 8, -1);
+        ret = qcow2_release_range(bs, old_offset, old_size * 8,
+                                  QCOW2_FREE_OTHER);
     }
     if (ret == 0) {
         ret = qcow2_write_back_metadata(bs);

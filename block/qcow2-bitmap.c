@@ -716,7 +716,7 @@ static void free_table(BlockDriverState *bs, uint64_t table_offset,
         }
     }
     for (uint64_t c = 0; c < bytes; c += s->cluster_size) {
-        qcow2_free_cluster_deferred(bs, table_offset + c);
+        qcow2_free_cluster_for(bs, table_offset + c, QCOW2_FREE_OTHER);
     }
 }
 
@@ -818,7 +818,7 @@ static int replace_directory(BlockDriverState *bs, GError **errp)
         return ret;
     }
     for (uint64_t c = 0; old_size && c < old_size; c += s->cluster_size) {
-        qcow2_free_cluster_deferred(bs, old_off + c);
+        qcow2_free_cluster_for(bs, old_off + c, QCOW2_FREE_OTHER);
     }
     return 0;
 }

@@ -191,14 +191,14 @@ int qcow2_l2_load(BlockDriverState *bs, uint64_t l1_index, bool for_write,
     qcow2_overlap_add(s, QCOW2_OL_ACTIVE_L2, new_off, s->cluster_size);
     if (old) {
         qcow2_overlap_remove(s, QCOW2_OL_ACTIVE_L2, old, s->cluster_size);
-        qcow2_free_cluster_deferred(bs, old);
+        qcow2_free_cluster_for(bs, old, QCOW2_FREE_OTHER);
     }
     ret = qcow2_cache_get(bs, s->l2_cache, new_off, &t);
     *l2 = t;
     return ret;
 
 undo:
-    qcow2_free_cluster_deferred(bs, new_off);
+    qcow2_free_cluster_for(bs, new_off, QCOW2_FREE_ALWAYS);
     return ret;
 }
 
@@ -1147,7 +1147,8 @@ int qcow2_grow_l1_table(BlockDriverState *bs, uint64_t min_size)
     s->l1_size = min_size;
     s->l1_table_offset = new_off;
     for (uint64_t c = 0; c < old_clusters && old_off; c++) {
-        qcow2_free_cluster_deferred(bs, old_off + c * s->cluster_size);
+        qcow2_free_cluster_for(bs, old_off + c * s->cluster_size,
+                               QCOW2_FREE_OTHER);
     }
     return 0;
 

@@ -297,7 +297,8 @@ static int copy_table(BlockDriverState *bs, Qcow2Precopy *pc, uint32_t i,
     pc->seen[i] = t;
     if (!t) {
         if (pc->copy_off[i]) {
-            qcow2_free_unreferenced(bs, pc->copy_off[i], s->cluster_size);
+            qcow2_free_unreferenced(bs, pc->copy_off[i], s->cluster_size,
+                                    QCOW2_FREE_ALWAYS);
             pc->copy_off[i] = 0;
         }
         return 0;
@@ -646,8 +647,9 @@ static int write_l1s(BlockDriverState *bs, Qcow2Precopy *pc, GError **errp)
     int ret;
 
     if (pc->l1_size != s->l1_size) {
-        qcow2_free_unreferenced(bs, pc->sn_l1_off, l1_bytes);
-        qcow2_free_unreferenced(bs, pc->a_off, l1_bytes);
+        qcow2_free_unreferenced(bs, pc->sn_l1_off, l1_bytes,
+                                QCOW2_FREE_ALWAYS);
+        qcow2_free_unreferenced(bs, pc->a_off, l1_bytes, QCOW2_FREE_ALWAYS);
         pc->sn_l1_off = pc->a_off = 0;
         g_clear_pointer(&pc->sn_l1_written, g_free);
         g_clear_pointer(&pc->a_written, g_free);
@@ -733,7 +735,8 @@ static int alloc_rt(BlockDriverState *bs, Qcow2Precopy *pc, bool *allocated,
     }
     if (pc->rt_off) {
         qcow2_free_unreferenced(bs, pc->rt_off,
-                                (uint64_t)pc->rt_clusters << s->cluster_bits);
+                                (uint64_t)pc->rt_clusters << s->cluster_bits,
+                                QCOW2_FREE_ALWAYS);
         pc->rt_off = 0;
         g_clear_pointer(&pc->rt_written, g_free);
     }
@@ -1020,7 +1023,7 @@ void qcow2_precopy_discard(BlockDriverState *bs, Qcow2Precopy *pc)
     for (uint32_t i = 0; i < pc->n; i++) {
         if (pc->copy_off[i]) {
             ret |= qcow2_free_unreferenced(bs, pc->copy_off[i],
-                                           s->cluster_size);
+                                           s->cluster_size, QCOW2_FREE_ALWAYS);
             pc->copy_off[i] = 0;
         }
     }
@@ -1029,16 +1032,18 @@ void qcow2_precopy_discard(BlockDriverState *bs, Qcow2Precopy *pc)
         RbCopy *rb = v;
         if (rb->copy_off) {
             ret |= qcow2_free_unreferenced(bs, rb->copy_off,
-                                           s->cluster_size);
+                                           s->cluster_size, QCOW2_FREE_ALWAYS);
             rb->copy_off = 0;
         }
     }
     ret |= qcow2_free_unreferenced(bs, pc->rt_off,
                                    (uint64_t)pc->rt_clusters <<
-                                   s->cluster_bits);
-    ret |= qcow2_free_unreferenced(bs, pc->sn_l1_off, l1_bytes);
-    ret |= qcow2_free_unreferenced(bs, pc->a_off, l1_bytes);
-    ret |= qcow2_free_unreferenced(bs, pc->area_off, pc->area_bytes);
+                                   s->cluster_bits, QCOW2_FREE_ALWAYS);
+    ret |= qcow2_free_unreferenced(bs, pc->sn_l1_off, l1_bytes,
+                                   QCOW2_FREE_ALWAYS);
+    ret |= qcow2_free_unreferenced(bs, pc->a_off, l1_bytes, QCOW2_FREE_ALWAYS);
+    ret |= qcow2_free_unreferenced(bs, pc->area_off, pc->area_bytes,
+                                   QCOW2_FREE_ALWAYS);
     pc->rt_off = pc->sn_l1_off = pc->a_off = pc->area_off = 0;
     if (ret == 0) {
         ret = qcow2_write_back_metadata(bs);
@@ -1063,19 +1068,23 @@ int qcow2_precopy_free_replaced(BlockDriverState *bs, Qcow2Precopy *pc)
         return ret;
     }
     ret = qcow2_free_unreferenced(bs, pc->old_l1_off,
-                                  (uint64_t)pc->old_l1_size * 8);
+                                  (uint64_t)pc->old_l1_size * 8,
+                                  QCOW2_FREE_SNAPSHOT);
     if (ret == 0) {
         /* a table area the snapshot table did not fit */
-        ret = qcow2_free_unreferenced(bs, pc->area_off, pc->area_bytes);
+        ret = qcow2_free_unreferenced(bs, pc->area_off, pc->area_bytes,
+                                      QCOW2_FREE_SNAPSHOT);
     }
     g_hash_table_iter_init(&it, pc->rbs);
     while (ret == 0 && g_hash_table_iter_next(&it, NULL, &v)) {
         RbCopy *rb = v;
-        ret = qcow2_free_unreferenced(bs, rb->seen, s->cluster_size);
+        ret = qcow2_free_unreferenced(bs, rb->seen, s->cluster_size,
+                                      QCOW2_FREE_SNAPSHOT);
     }
     if (ret == 0) {
         ret = qcow2_free_unreferenced(bs, pc->old_rt_off,
-                                      pc->old_rt_size * 8);
+                                      pc->old_rt_size * 8,
+                                      QCOW2_FREE_SNAPSHOT);
     }
     if (ret == 0) {
         ret = qcow2_write_back_metadata(bs);

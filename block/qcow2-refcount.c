@@ -685,6 +685,77 @@ void qcow2_free_cluster_deferred(BlockDriverState *bs, uint64_t host_cluster)
     qcow2_free_deferred(bs, host_cluster, false);
 }
 
+bool qcow2_discard_passes(BlockDriverState *bs, Qcow2FreeReason why)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    switch (why) {
+    case QCOW2_FREE_ALWAYS:
+        return true;
+    case QCOW2_FREE_SNAPSHOT:
+        return s->rt.discard_snapshot;
+    case QCOW2_FREE_OTHER:
+        return s->rt.discard_other;
+    default:
+        return false;
+    }
+}
+
+void qcow2_free_cluster_for(BlockDriverState *bs, uint64_t host_cluster,
+                            Qcow2FreeReason why)
+{
+    qcow2_free_deferred(bs, host_cluster, qcow2_discard_passes(bs, why));
+}
+
+int qcow2_release_range(BlockDriverState *bs, uint64_t offset,
+                        uint64_t bytes, Qcow2FreeReason why)
+{
+    BDRVQcow2State *s = bs->opaque;
+    bool punch = qcow2_discard_passes(bs, why);
+
+    if (bytes == 0) {
+        return 0;
+    }
+    for (uint64_t c = offset >> s->cluster_bits;
+         c <= (offset + bytes - 1) >> s->cluster_bits; c++) {
+        uint64_t rc = 1;
+        int ret = qcow2_update_cluster_refcount(bs, c, -1, &rc);
+        if (ret < 0) {
+            return ret;
+        }
+        /* punched only after the next sync: the caller's pointer
+         * removal may not be durable yet */
+        if (punch && rc == 0) {
+            g_array_append_val(s->pending_punches, c);
+        }
+    }
+    return 0;
+}
+
+void qcow2_punch_pending(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2PunchRun punch = { 0 };
+
+    if (s->pending_punches->len == 0) {
+        return;
+    }
+    /* The pointers' removal durable before any hole (see qcow2_punch_add);
+     * on failure the clusters stay queued for the next sync. */
+    if (bdrv_flush(bs->file) < 0) {
+        return;
+    }
+    for (guint i = 0; i < s->pending_punches->len; i++) {
+        uint64_t c = g_array_index(s->pending_punches, uint64_t, i), rc = 1;
+        /* handed out again since (the lock was let go): not ours */
+        if (qcow2_get_refcount(bs, c, &rc) == 0 && rc == 0) {
+            qcow2_punch_add(bs, &punch, c);
+        }
+    }
+    qcow2_punch_flush(bs, &punch);
+    g_array_set_size(s->pending_punches, 0);
+}
+
 void qcow2_free_compressed_deferred(BlockDriverState *bs, uint64_t l2_entry,
                                     bool punch)
 {

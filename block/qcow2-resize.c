@@ -187,8 +187,10 @@ static void punch_free_clusters(BlockDriverState *bs)
     }
 }
 
-/* Step 4b: the file ends after its last cluster in use. */
-static void cut_file_tail(BlockDriverState *bs)
+/* Step 4b (and the end of commit's make_empty): the file ends after its
+ * last cluster in use.  The lowered counts must be durable first: a
+ * count > 0 past the end would be a cluster that is gone. */
+void qcow2_cut_free_tail(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
     int64_t file_len = bdrv_getlength(bs->file);
@@ -261,7 +263,7 @@ static int do_shrink(BlockDriverState *bs, uint64_t size, GError **errp)
                     g_strerror(-ret));
         return ret;
     }
-    cut_file_tail(bs);
+    qcow2_cut_free_tail(bs);
     punch_free_clusters(bs);
     return 0;
 }

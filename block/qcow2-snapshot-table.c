@@ -605,7 +605,7 @@ static int write_table(BlockDriverState *bs, const Qcow2Snapshot *sn,
         ret = qcow2_sn_sync_refcounts(bs);
     }
     if (ret < 0) {
-        qcow2_free_unreferenced(bs, off, bytes);
+        qcow2_free_unreferenced(bs, off, bytes, QCOW2_FREE_ALWAYS);
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                     "Could not write the snapshot table: %s",
                     g_strerror(-ret));
@@ -878,7 +878,7 @@ int qcow2_snapshot_check_table(BlockDriverState *bs, BdrvCheckResult *res,
     if (ret == 0) {
         ret = qcow2_sn_write_table_header(bs, s->nb_snapshots, off);
         if (ret < 0) {
-            qcow2_free_unreferenced(bs, off, size);
+            qcow2_free_unreferenced(bs, off, size, QCOW2_FREE_ALWAYS);
         }
     }
     if (ret < 0) {
@@ -893,7 +893,7 @@ int qcow2_snapshot_check_table(BlockDriverState *bs, BdrvCheckResult *res,
         s->snapshots[i].extra_data_size =
             MAX(s->snapshots[i].extra_data_size, SNAP_EXTRA_KNOWN);
     }
-    qcow2_free_unreferenced(bs, old_off, old_size);
+    qcow2_free_unreferenced(bs, old_off, old_size, QCOW2_FREE_SNAPSHOT);
     s->sn_extra_cut = 0;
     res->corruptions_fixed += bad;
     return 0;

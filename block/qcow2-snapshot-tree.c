@@ -22,14 +22,14 @@
 
 /* Frees clusters nothing points at (any more); a failure only leaks. */
 int qcow2_free_unreferenced(BlockDriverState *bs, uint64_t offset,
-                            uint64_t bytes)
+                            uint64_t bytes, Qcow2FreeReason why)
 {
     if (!offset || !bytes) {
         return 0;
     }
     /* QEMU's event before each lowering of refcounts (blkdebug rules) */
     bdrv_debug_event(bs->file, "cluster_free");
-    return qcow2_update_refcount_range(bs, offset, bytes, -1);
+    return qcow2_release_range(bs, offset, bytes, why);
 }
 
 int qcow2_write_l1_at(BlockDriverState *bs, uint64_t offset,
@@ -659,7 +659,8 @@ int qcow2_tree_release(BlockDriverState *bs, const uint64_t *l1,
     if (ret < 0) {
         return ret;
     }
-    ret = qcow2_free_unreferenced(bs, l1_offset, (uint64_t)l1_size * 8);
+    ret = qcow2_free_unreferenced(bs, l1_offset, (uint64_t)l1_size * 8,
+                                  QCOW2_FREE_SNAPSHOT);
     if (ret == 0) {
         ret = qcow2_cache_write(bs, s->refcount_cache);
     }

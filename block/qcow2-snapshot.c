@@ -670,7 +670,7 @@ fail:
                          "leak): %s", err->message);
         }
     } else {
-        qcow2_free_unreferenced(bs, copy_off, l1_bytes);
+        qcow2_free_unreferenced(bs, copy_off, l1_bytes, QCOW2_FREE_ALWAYS);
         qcow2_cache_write(bs, s->refcount_cache);
     }
     /* back to what check left */
@@ -720,7 +720,7 @@ static int create_do_precopy(BlockDriverState *bs, Qcow2SnapshotOp *op,
     if (ret < 0) {
         /* the table's clusters and everything the pre-copy allocated go
          * back now */
-        qcow2_free_unreferenced(bs, op->offset, op->size);
+        qcow2_free_unreferenced(bs, op->offset, op->size, QCOW2_FREE_ALWAYS);
         qcow2_precopy_discard(bs, op->pc);
         g_clear_pointer(&op->pc, qcow2_precopy_free);
         qcow2_sn_free_array(op->table, op->nb);
@@ -797,7 +797,8 @@ static int delete_do(BlockDriverState *bs, Qcow2SnapshotOp *op,
  * that is no longer current): nothing points at its clusters. */
 static void delete_discard_predone(BlockDriverState *bs, Qcow2SnapshotOp *op)
 {
-    int ret = qcow2_free_unreferenced(bs, op->offset, op->size);
+    int ret = qcow2_free_unreferenced(bs, op->offset, op->size,
+                                      QCOW2_FREE_ALWAYS);
 
     if (ret == 0) {
         ret = qcow2_sn_sync_refcounts(bs);
@@ -1226,15 +1227,17 @@ int qcow2_snapshot_cancel(BlockDriverState *bs, void *opaque, GError **errp)
             /* nothing live changed: what it allocated goes back */
             qcow2_precopy_discard(bs, op->pc);
             g_clear_pointer(&op->pc, qcow2_precopy_free);
-            ret = qcow2_free_unreferenced(bs, op->offset, op->size);
+            ret = qcow2_free_unreferenced(bs, op->offset, op->size,
+                                          QCOW2_FREE_ALWAYS);
             break;
         }
         ret = qcow2_tree_release(bs, op->tree_l1, op->tree_l1_size,
                                  op->tree_l1_offset, errp);
-        qcow2_free_unreferenced(bs, op->offset, op->size);
+        qcow2_free_unreferenced(bs, op->offset, op->size, QCOW2_FREE_ALWAYS);
         break;
     case OP_DELETE:
-        ret = qcow2_free_unreferenced(bs, op->offset, op->size);
+        ret = qcow2_free_unreferenced(bs, op->offset, op->size,
+                                      QCOW2_FREE_ALWAYS);
         break;
     case OP_GOTO:
         ret = qcow2_tree_release(bs, op->l1, op->l1_size, op->l1_offset, errp);
@@ -1306,7 +1309,8 @@ static int delete_free_parts(BlockDriverState *bs, Qcow2SnapshotOp *op,
 
     if (ret == 0) {
         op->header_unsynced = false;
-        ret = qcow2_free_unreferenced(bs, op->old_offset, op->old_size);
+        ret = qcow2_free_unreferenced(bs, op->old_offset, op->old_size,
+                                      QCOW2_FREE_SNAPSHOT);
     }
 
     for (uint32_t from = 0; ret == 0 && from < op->tree_l1_size;
@@ -1319,7 +1323,8 @@ static int delete_free_parts(BlockDriverState *bs, Qcow2SnapshotOp *op,
     }
     if (ret == 0) {
         ret = qcow2_free_unreferenced(bs, op->tree_l1_offset,
-                                      (uint64_t)op->tree_l1_size * 8);
+                                      (uint64_t)op->tree_l1_size * 8,
+                                      QCOW2_FREE_SNAPSHOT);
     }
     if (ret == 0) {
         ret = qcow2_cache_write(bs, s->refcount_cache);
@@ -1340,7 +1345,8 @@ static int free_replaced(BlockDriverState *bs, Qcow2SnapshotOp *op,
     int ret = 0;
 
     if (op->kind != OP_GOTO) {
-        ret = qcow2_free_unreferenced(bs, op->old_offset, op->old_size);
+        ret = qcow2_free_unreferenced(bs, op->old_offset, op->old_size,
+                                      QCOW2_FREE_SNAPSHOT);
     }
     if (ret == 0 && op->pc) {
         ret = qcow2_precopy_free_replaced(bs, op->pc);

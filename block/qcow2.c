@@ -52,6 +52,9 @@ static void qcow2_free_state(BlockDriverState *bs, BDRVQcow2State *s)
     if (s->pending_frees) {
         g_array_free(s->pending_frees, TRUE);
     }
+    if (s->pending_punches) {
+        g_array_free(s->pending_punches, TRUE);
+    }
     g_mutex_clear(&s->lock);
     g_rw_lock_clear(&s->free_lock);
     g_cond_clear(&s->alloc_cond);
@@ -145,6 +148,7 @@ static int qcow2_open(BlockDriverState *bs, BlockOpts *options, int flags,
     g_rw_lock_init(&s->free_lock);
     g_cond_init(&s->alloc_cond);
     s->pending_frees = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+    s->pending_punches = g_array_new(FALSE, FALSE, sizeof(uint64_t));
 
     /* A pending crash-atomic transaction is completed (or dropped) first:
      * recovery may rewrite the header the rest of the open reads. */
@@ -219,6 +223,9 @@ static int qcow2_flush_metadata(BlockDriverState *bs, bool guest)
     ret = guest ? qcow2_lazy_write_back(bs) : qcow2_write_back_metadata(bs);
     if (ret == 0 && !guest) {
         ret = qcow2_mark_clean(bs);
+    }
+    if (ret == 0) {
+        qcow2_punch_pending(bs);
     }
     g_mutex_unlock(&s->lock);
     g_rw_lock_writer_unlock(&s->free_lock);
@@ -593,10 +600,17 @@ static int qcow2_make_empty(BlockDriverState *bs, GError **errp)
             qcow2_cache_discard(s->l2_cache,
                                 g_array_index(owned_l2, uint64_t, i));
         }
+        /* QEMU discards them as a snapshot operation's leftovers */
         for (guint i = 0; i < frees->len; i++) {
-            qcow2_free_cluster_deferred(bs, g_array_index(frees, uint64_t, i));
+            qcow2_free_cluster_for(bs, g_array_index(frees, uint64_t, i),
+                                   QCOW2_FREE_SNAPSHOT);
         }
         ret = qcow2_write_back_metadata(bs);
+    }
+    /* and truncates a file left with nothing else in use; here the free
+     * tail goes, once the lowered counts are durable */
+    if (ret == 0 && bdrv_flush(bs->file) == 0) {
+        qcow2_cut_free_tail(bs);
     }
     g_mutex_unlock(&s->lock);
     g_rw_lock_writer_unlock(&s->free_lock);

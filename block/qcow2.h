@@ -233,6 +233,10 @@ typedef struct BDRVQcow2State {
     /* How many of pending_frees a discard or an unmapping zero write
      * queued: worth a sync before the image grows (qcow2_reclaim_pays). */
     uint64_t unmapped_frees;
+    /* uint64_t host cluster indices whose counts a free lowered to 0 and
+     * whose space goes back to the host after the next sync (the sync
+     * makes the pointers' removal durable first): qcow2_punch_pending */
+    GArray *pending_punches;
 
     bool corrupt_reported;
     /* Corruption was found while writable: like QEMU, the image takes no
@@ -457,6 +461,37 @@ int qcow2_update_refcount_range(BlockDriverState *bs, uint64_t offset,
  * With punch, a cluster whose count then reaches 0 is also discarded in
  * the file, so the host gets the space back (QEMU's pass-discard-*). */
 #define QCOW2_FREE_PUNCH 1ULL
+/* Why clusters are freed, which decides whether their host space goes
+ * back (QEMU's discard types and pass-discard-* options):
+ * NEVER: the next allocation reuses them anyway (copies of shared or
+ *   compressed data clusters);
+ * ALWAYS: they never held anything live (a failed or undone step's own
+ *   allocations);
+ * SNAPSHOT: a snapshot operation's leftovers (pass-discard-snapshot);
+ * OTHER: metadata replaced by a bigger or a private copy: an old L1 or
+ *   L2 table, refcount structures, a bitmap directory
+ *   (pass-discard-other). */
+typedef enum Qcow2FreeReason {
+    QCOW2_FREE_NEVER,
+    QCOW2_FREE_ALWAYS,
+    QCOW2_FREE_SNAPSHOT,
+    QCOW2_FREE_OTHER,
+} Qcow2FreeReason;
+bool qcow2_discard_passes(BlockDriverState *bs, Qcow2FreeReason why);
+/* The deferred free of host_cluster for that reason. */
+void qcow2_free_cluster_for(BlockDriverState *bs, uint64_t host_cluster,
+                            Qcow2FreeReason why);
+/* Refcounts -1 for [offset, offset+bytes), which nothing points at any
+ * more; a count that reaches 0 is queued for qcow2_punch_pending when
+ * `why` says so. */
+int qcow2_release_range(BlockDriverState *bs, uint64_t offset,
+                        uint64_t bytes, Qcow2FreeReason why);
+/* qcow2-resize.c: under s->lock, with the refcounts synced, the file
+ * cut after its last cluster in use (advisory: a failure warns). */
+void qcow2_cut_free_tail(BlockDriverState *bs);
+/* Under s->lock: syncs the file, then gives back the clusters queued by
+ * qcow2_free_unreferenced that are still free.  Advisory. */
+void qcow2_punch_pending(BlockDriverState *bs);
 void qcow2_free_cluster_deferred(BlockDriverState *bs, uint64_t host_cluster);
 void qcow2_free_deferred(BlockDriverState *bs, uint64_t host_cluster,
                          bool punch);
@@ -623,9 +658,11 @@ int qcow2_tree_release(BlockDriverState *bs, const uint64_t *l1,
 int qcow2_write_active_tree(BlockDriverState *bs, bool l1_changed);
 int qcow2_write_l1_at(BlockDriverState *bs, uint64_t offset,
                       const uint64_t *l1, uint32_t n);
-/* Refcounts -1 for clusters nothing points at; a failure only leaks. */
+/* Refcounts -1 for clusters nothing points at; a failure only leaks.
+ * A cluster whose count reaches 0 goes back to the host after the next
+ * sync when `why` says so (qcow2_discard_passes). */
 int qcow2_free_unreferenced(BlockDriverState *bs, uint64_t offset,
-                            uint64_t bytes);
+                            uint64_t bytes, Qcow2FreeReason why);
 
 /* qcow2-overlap.c: metadata overlap protection (QEMU's overlap-check).
  * Reads overlap-check / overlap-check.template / overlap-check.<type>. */

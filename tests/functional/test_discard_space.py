@@ -11,13 +11,21 @@ of the image file the host holds (st_blocks) before and after:
 - so does a guest discard (qemu-io `discard`) and a zero write that may
   unmap (`write -z -u`) of clusters no snapshot holds;
 - with the option off, nothing is given back;
-- a cluster a snapshot still holds is not given back by a discard.
+- a cluster a snapshot still holds is not given back by a discard;
+- snapshots taken, applied and deleted leave no free cluster holding
+  host space (strata's pre-copy moves the refcount table and L1 tables,
+  whose old clusters must go back too), with pass-discard-snapshot;
+- `commit` empties the overlay as qemu-img's does: the file cut after
+  its last cluster in use, the rest given back;
+- with pass-discard-other, the old refcount structures of an amend go
+  back; without it they stay, as in QEMU.
 
 Data and metadata must stay right: `qemu-img check` clean after every
 step, and every byte that should remain reads back.
 """
 
 import os
+import struct
 import sys
 
 sys.dont_write_bytecode = True
@@ -33,6 +41,56 @@ MiB = 1024 * 1024
 def held(path):
     """Bytes of the file the host holds."""
     return os.stat(path).st_blocks * 512
+
+
+def refcounts(path):
+    """{host cluster index: count} for every cluster counted > 0, read
+    from the image's refcount table and blocks; and the cluster size."""
+    with open(path, 'rb') as f:
+        h = f.read(104)
+        version, = struct.unpack('>I', h[4:8])
+        cluster_bits, = struct.unpack('>I', h[20:24])
+        rt_off, = struct.unpack('>Q', h[48:56])
+        rt_clusters, = struct.unpack('>I', h[56:60])
+        order = struct.unpack('>I', h[96:100])[0] if version >= 3 else 4
+        cs = 1 << cluster_bits
+        bits = 1 << order
+        per_block = cs * 8 // bits
+        f.seek(rt_off)
+        table = struct.unpack('>%dQ' % (rt_clusters * cs // 8),
+                              f.read(rt_clusters * cs))
+        counts = {}
+        for i, block in enumerate(table):
+            if not block:
+                continue
+            f.seek(block)
+            raw = int.from_bytes(f.read(cs), 'big')
+            for j in range(per_block):
+                v = (raw >> ((per_block - 1 - j) * bits)) & ((1 << bits) - 1)
+                if v:
+                    counts[i * per_block + j] = v
+    return counts, cs
+
+
+def free_but_held(path):
+    """Clusters counted 0 whose space the host still holds."""
+    counts, cs = refcounts(path)
+    out = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size, off = os.fstat(fd).st_size, 0
+        while off < size:
+            try:
+                start = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError:
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            out += [c for c in range(start // cs, (end + cs - 1) // cs)
+                    if c not in counts]
+            off = end
+    finally:
+        os.close(fd)
+    return out
 
 
 def io(tool, img, *cmds, opts=None):
@@ -136,6 +194,103 @@ def guest_discard_gives_space_back():
             *a, opts='pass-discard-request=off'))
         check(qemu < MiB and ours < MiB,
               'with the option off: %d bytes (QEMU %d)' % (ours, qemu))
+
+
+def image_opts(img, opts):
+    return ['--image-opts', 'driver=qcow2,file.filename=%s%s'
+            % (img, ',' + opts if opts else '')]
+
+
+@runner.case()
+def snapshot_cycles_hold_no_free_cluster():
+    """Ten snapshots taken with writes between them, one applied, all
+    deleted: no cluster whose count is 0 still holds host space, as with
+    qemu-img.  With pass-discard-snapshot=off both keep some."""
+    t = common.tools()
+
+    def steps(img, img_tool, io_tool, opts=None):
+        io(t.qemu_io, img, 'write -P 0x51 0 4M')
+        for i in range(10):
+            run([img_tool, 'snapshot', '-c', 's%d' % i] +
+                image_opts(img, opts))
+            io(t.qemu_io, img, 'write -P %d %dM 1M' % (i + 1, i))
+        run([img_tool, 'snapshot', '-a', 's3'] + image_opts(img, opts))
+        for i in range(10):
+            run([img_tool, 'snapshot', '-d', 's%d' % i] +
+                image_opts(img, opts))
+        io(t.qemu_io, img, 'read -P 1 0 1M', 'read -P 2 1M 1M',
+           'read -P 3 2M 1M', 'read -P 0x51 3M 1M')
+        return free_but_held(img)
+
+    with common.TempDir() as d:
+        qemu, ours = both(d, steps)
+        check(qemu == [], 'QEMU holds free clusters %s' % qemu)
+        check(ours == [], 'free clusters still held: %s' % ours)
+        qemu, ours = both(d, lambda *a: steps(
+            *a, opts='pass-discard-snapshot=off'))
+        check(qemu and ours, 'with the option off, free clusters held: '
+              '%s (QEMU %s)' % (ours, qemu))
+
+
+@runner.case()
+def commit_empties_the_overlay():
+    """After `commit` the overlay holds about what qemu-img's holds: with
+    nothing else in it, a few clusters (QEMU truncates the file; strata
+    cuts the free tail); with a snapshot, only what the snapshot holds."""
+    t = common.tools()
+
+    def steps(img, img_tool, io_tool, snapshot):
+        base = img + '.base'
+        run([t.qemu_img, 'create', '-q', '-f', 'qcow2', base, '64M'])
+        run([t.qemu_img, 'rebase', '-u', '-b', base, '-F', 'qcow2', img])
+        io(t.qemu_io, img, 'write -P 0x61 0 30M')
+        if snapshot:
+            run([t.qemu_img, 'snapshot', '-c', 'keep', img])
+        io(t.qemu_io, img, 'write -P 0x62 30M 30M')
+        run([img_tool, 'commit', img])
+        io(t.qemu_io, base, 'read -P 0x61 0 30M', 'read -P 0x62 30M 30M')
+        io(t.qemu_io, img, 'read -P 0x61 0 30M', 'read -P 0x62 30M 30M')
+        return held(img), os.path.getsize(img), free_but_held(img)
+
+    with common.TempDir() as d:
+        (q_held, q_len, q_free), (held_, len_, free) = both(
+            d, lambda *a: steps(*a, snapshot=False))
+        check(q_held < MiB and q_len < MiB, 'QEMU holds %d of %d bytes'
+              % (q_held, q_len))
+        check(held_ <= q_held + 256 * 1024 and len_ <= q_len + 256 * 1024,
+              'the overlay holds %d of %d bytes (QEMU %d of %d)'
+              % (held_, len_, q_held, q_len))
+        check(free == [], 'free clusters still held: %s' % free)
+        (q_held, _, q_free), (held_, _, free) = both(
+            d, lambda *a: steps(*a, snapshot=True))
+        check(q_held > 29 * MiB and q_free == [],
+              'QEMU holds %d bytes, free %s' % (q_held, q_free))
+        check(close(held_, q_held, slack=MiB) and free == [],
+              'the overlay holds %d bytes (QEMU %d), free: %s'
+              % (held_, q_held, free))
+
+
+@runner.case()
+def pass_discard_other_gives_old_refcounts_back():
+    """amend refcount_bits=64 replaces the refcount table and blocks;
+    with pass-discard-other=on their old clusters go back to the host,
+    by default (off) they stay, with qemu-img as with ours."""
+    t = common.tools()
+
+    def steps(img, img_tool, io_tool, opts):
+        io(t.qemu_io, img, 'write -P 0x71 0 8M')
+        run([img_tool, 'amend', '-o', 'refcount_bits=64'] +
+            image_opts(img, opts))
+        io(t.qemu_io, img, 'read -P 0x71 0 8M')
+        return free_but_held(img)
+
+    with common.TempDir() as d:
+        qemu, ours = both(d, lambda *a: steps(*a, 'pass-discard-other=on'))
+        check(qemu == [] and ours == [], 'with the option on, free '
+              'clusters held: %s (QEMU %s)' % (ours, qemu))
+        qemu, ours = both(d, lambda *a: steps(*a, None))
+        check(qemu and len(ours) == len(qemu), 'by default, free clusters '
+              'held: %s (QEMU %s)' % (ours, qemu))
 
 
 if __name__ == '__main__':
