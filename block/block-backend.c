@@ -390,7 +390,8 @@ int blk_pwrite_zeroes(BlockBackend *blk, int64_t offset, int64_t bytes,
         flags &= ~BDRV_REQ_MAY_UNMAP;
     }
     if (ret == 0) {
-        ret = bdrv_pwrite_zeroes(bs, offset, bytes, flags & ~BLK_REQ_FUA);
+        ret = bdrv_pwrite_zeroes_root(bs, offset, bytes,
+                                      flags & ~BLK_REQ_FUA);
         wrote = ret == 0;
     }
     if (wrote) {

@@ -483,6 +483,28 @@ BlockDriverState *bdrv_open_named_child(const char *filename,
     return bdrv_open_common(filename, fopts, flags & ~BDRV_O_NO_BACKING, errp);
 }
 
+/* "discard": ignore/off or unmap/on, QEMU's words and error. */
+static bool bdrv_open_discard_flag(BlockOpts *options, int *flags,
+                                   GError **errp)
+{
+    const char *v = bdrv_opts_get(options, "discard");
+
+    if (!v) {
+        return true;
+    }
+    if (!strcmp(v, "ignore") || !strcmp(v, "off")) {
+        *flags |= BDRV_O_IGNORE_DISCARD;
+    } else if (!strcmp(v, "unmap") || !strcmp(v, "on")) {
+        *flags &= ~BDRV_O_IGNORE_DISCARD;
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Invalid discard option");
+        return false;
+    }
+    g_hash_table_remove(options, "discard");
+    return true;
+}
+
 static bool bdrv_open_cache_flags(BlockOpts *options, int *flags,
                                   GError **errp)
 {
@@ -502,8 +524,9 @@ static bool bdrv_open_cache_flags(BlockOpts *options, int *flags,
     *flags = (*flags & ~(BDRV_O_NOCACHE | BDRV_O_NO_FLUSH | BDRV_O_RDWR)) |
              (direct ? BDRV_O_NOCACHE : 0) | (no_flush ? BDRV_O_NO_FLUSH : 0) |
              (ro ? 0 : BDRV_O_RDWR);
-    /* Children inherit the cache modes through the flags. */
-    return bdrv_perm_parse_options(options, flags, errp);
+    /* Children inherit the cache modes and discard through the flags. */
+    return bdrv_open_discard_flag(options, flags, errp) &&
+           bdrv_perm_parse_options(options, flags, errp);
 }
 
 static BlockDriverState *bdrv_open_common(const char *filename,

@@ -500,17 +500,23 @@ static bool create_overlay(ExternalSnapshot *es, GError **errp)
     return true;
 }
 
+/* The overlay takes over the old top's cache modes and discard choice,
+ * as QEMU's blockdev-snapshot-sync opens it with the old top's flags. */
+#define OVERLAY_INHERITED_FLAGS \
+    (BDRV_O_NOCACHE | BDRV_O_NO_FLUSH | BDRV_O_IGNORE_DISCARD)
+
 static BlockDriverState *open_overlay(ExternalSnapshot *es, const char *path,
                                       GError **errp)
 {
     BlockOpts *o = bdrv_opts_new();
+    int inherited = bdrv_get_open_flags(es->old_top) & OVERLAY_INHERITED_FLAGS;
 
     bdrv_opts_set(o, "driver", es->format);
     bdrv_opts_set(o, "backing", "null");
     if (es->node_name) {
         bdrv_opts_set(o, "node-name", es->node_name);
     }
-    return bdrv_open(path, o, BDRV_O_RDWR, errp);
+    return bdrv_open(path, o, BDRV_O_RDWR | inherited, errp);
 }
 
 /* Two names of one file: the same canonical absolute path, or the same

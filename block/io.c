@@ -505,6 +505,15 @@ static int write_zeroes_fallback(BlockDriverState *bs, int64_t offset,
 int bdrv_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
                        int flags)
 {
+    if (bs->open_flags & BDRV_O_IGNORE_DISCARD) {
+        flags &= ~BDRV_REQ_MAY_UNMAP;  /* zeroes, but nothing unmapped */
+    }
+    return bdrv_pwrite_zeroes_root(bs, offset, bytes, flags);
+}
+
+int bdrv_pwrite_zeroes_root(BlockDriverState *bs, int64_t offset,
+                            int64_t bytes, int flags)
+{
     int ret = check_request(bs, offset, bytes);
     uint32_t al;
     int64_t head, tail;
@@ -564,7 +573,7 @@ int bdrv_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
     if (bs->read_only) {
         return -EPERM;
     }
-    if (!bs->drv->pdiscard) {
+    if (!bs->drv->pdiscard || (bs->open_flags & BDRV_O_IGNORE_DISCARD)) {
         return 0; /* discard is advisory */
     }
     BdrvTrackedRequest req;

@@ -8,8 +8,8 @@
  *
  * Deliberate limits, named where they apply: "file" must be a definition
  * (a reference to an existing node is refused: strata's nodes have one
- * parent); "discard" and "auto-read-only" are accepted and have no effect
- * (no exports yet, and strata opens read-write or fails).
+ * parent); "auto-read-only" is accepted and has no effect (strata opens
+ * read-write or fails).
  */
 #include <string.h>
 
@@ -225,6 +225,14 @@ static bool flatten_options(const BlockdevOptions *o, const char *prefix,
     }
     if (o->has_force_share) {
         set_opt(opts, prefix, "force-share", o->force_share ? "on" : "off");
+    }
+    /* QEMU's blockdev-add ignores discards unless told to unmap; the
+     * children opened with the node inherit its choice unless they make
+     * their own. */
+    if (o->has_discard || !*prefix) {
+        set_opt(opts, prefix, "discard", o->has_discard ?
+                qapi_type_BlockdevDiscardOptions.values[o->discard] :
+                "ignore");
     }
     if (o->has_cache && o->cache->has_direct) {
         set_opt(opts, prefix, "cache.direct", o->cache->direct ? "on" : "off");

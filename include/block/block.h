@@ -53,6 +53,12 @@ typedef enum {
  * is read, so a format opens no files beyond its own (a qcow2 data
  * file), and an untrusted image cannot make us open one (QEMU's value). */
 #define BDRV_O_NO_IO       0x10000
+/* discard=ignore: discards are dropped (a success) and zero writes keep
+ * their clusters allocated, in this node and the children it opens.
+ * QEMU's flag means the opposite (BDRV_O_UNMAP); ours is clear by
+ * default because QEMU's tools open with unmap, and blockdev-add, whose
+ * default is ignore, sets it. */
+#define BDRV_O_IGNORE_DISCARD 0x20000
 
 /*
  * Options are flat string maps with QEMU's dotted keys: "driver",
@@ -190,6 +196,12 @@ int bdrv_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
                 const void *buf);
 int bdrv_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
                        int flags);
+/* A device's zero write to its root node: as above, but the root's
+ * discard=ignore does not take BDRV_REQ_MAY_UNMAP away (QEMU takes it
+ * away only on the requests a node makes of its children), so a qcow2
+ * root still unmaps its clusters and only its file's punch is dropped. */
+int bdrv_pwrite_zeroes_root(BlockDriverState *bs, int64_t offset,
+                            int64_t bytes, int flags);
 /* Compressed write (qemu-img convert -c, qemu-io write -c); -ENOTSUP if
  * the driver cannot compress.  bytes == 0 is the end-of-copy signal. */
 int bdrv_pwrite_compressed(BlockDriverState *bs, int64_t offset,

@@ -16,6 +16,10 @@ qemu-storage-daemon.
   the BLOCK_EXPORT_DELETED event, on both daemons.
 - An export follows its node's device onto an external snapshot's
   overlay, as QEMU's export follows its node.
+- The node's `discard` option decides what a client's trims and zero
+  writes do, side by side with qemu-storage-daemon: by default
+  (ignore) a trim changes nothing and a zero write may unmap clusters
+  but gives no host space back; with unmap both do.
 
 Needs $STRATA_DAEMON, qemu-img, qemu-io, qemu-storage-daemon; nbdinfo
 and nbdcopy (libnbd-bin) for their cases.  Skips (77) without them.
@@ -57,11 +61,14 @@ LAYOUT = ['write -P 0x11 0 1M', 'write -P 0x22 3M 64k',
           'write -z 5M 1M', 'write -P 0x33 9M 2M', 'discard 9M 512k']
 
 
-def export_args(d, img, writable=True, name='disk', node='d0'):
+def export_args(d, img, writable=True, name='disk', node='d0',
+                discard='unmap'):
+    """discard: the node's option (None: blockdev's default, ignore)."""
     sock = os.path.join(d, 'nbd.sock')
     return sock, [
-        '--blockdev', 'driver=qcow2,node-name=%s,file.driver=file,'
-        'file.filename=%s' % (node, img),
+        '--blockdev', 'driver=qcow2,node-name=%s,%sfile.driver=file,'
+        'file.filename=%s' % (node, 'discard=%s,' % discard if discard
+                              else '', img),
         '--nbd-server', 'addr.type=unix,addr.path=%s' % sock,
         '--export', 'type=nbd,id=e0,node-name=%s,name=%s,writable=%s'
         % (node, name, 'on' if writable else 'off')]
@@ -188,6 +195,44 @@ def nbdinfo_map_as_qemu():
     check(any(e['type'] == 3 for e in maps['strata']) and
           any(e['type'] == 0 for e in maps['strata']),
           'the map shows no hole or no data: %s' % maps['strata'])
+
+
+def held_kib(path):
+    return os.stat(path).st_blocks // 2
+
+
+@runner.case()
+def discard_follows_the_node_option():
+    _, qsd = daemon_paths()
+    cmds = ['discard 0 1M', 'write -z -u 1M 1M', 'write -z 2M 1M']
+    for discard in (None, 'unmap'):
+        seen = {}
+        with common.TempDir('strata-nbd-') as d:
+            for side, binary in (('qemu', qsd), ('strata', strata())):
+                os.mkdir(os.path.join(d, side))
+                img = os.path.join(d, side, 'a.qcow2')
+                make_image(img, ['write -P 0x11 0 4M'])
+                sock, args = export_args(os.path.join(d, side), img,
+                                         discard=discard)
+                dm = Daemon(binary, args, os.path.join(d, side))
+                common.run(['qemu-io', '-f', 'raw'] + common.io_args(cmds) +
+                           [uri(sock, 'disk')])
+                quit_ok(dm)
+                common.qemu_check_clean(img)
+                seen[side] = (common.run(['qemu-img', 'map', '--output=json',
+                                          img]).out, held_kib(img))
+        (q_map, q_held), (o_map, o_held) = seen['qemu'], seen['strata']
+        check(o_map == q_map, 'discard=%s, map:\n  qemu:   %s\n  strata: %s'
+              % (discard, q_map, o_map))
+        check(abs(o_held - q_held) <= 64, 'discard=%s: %d KiB held, QEMU '
+              '%d' % (discard, o_held, q_held))
+        kept = '"start": 0, "length": 1048576, "depth": 0, "present": ' \
+               'true, "zero": false, "data": true'
+        check((kept in o_map) == (discard is None), 'discard=%s: the '
+              'trimmed MiB %s' % (discard, 'kept' if kept in o_map
+                                  else 'dropped'))
+        check((o_held > 4096) == (discard is None), 'discard=%s: %d KiB '
+              'held' % (discard, o_held))
 
 
 NBD_DIR = tempfile.mkdtemp(prefix='strata-nbdsock-')
@@ -361,6 +406,45 @@ def export_follows_external_snapshot():
         res = common.run(['qemu-io', '-f', 'qcow2', '-c',
                           'read -P 0x77 0 4k', os.path.join(d, 'top.qcow2')])
         check('Pattern verification failed' not in res.out, res.out)
+
+
+@runner.case()
+def overlay_takes_the_old_tops_modes():
+    """blockdev-snapshot-sync opens the overlay with the old top's cache
+    modes and discard choice, as QEMU does: cache.direct=on stays on,
+    and with the default discard=ignore a client's trim of data written
+    after the snapshot changes nothing."""
+    _, qsd = daemon_paths()
+    seen = {}
+    with common.TempDir('strata-nbd-') as d:
+        for side, binary in (('qemu', qsd), ('strata', strata())):
+            sd = os.path.join(d, side)
+            os.mkdir(sd)
+            img, top = os.path.join(sd, 'a.qcow2'), os.path.join(sd, 't.qcow2')
+            make_image(img, ['write -P 0x11 0 1M'])
+            sock, args = export_args(sd, img, discard=None)
+            args[1] += ',cache.direct=on'
+            dm = Daemon(binary, args, sd)
+            one(dm, cmd('qmp_capabilities'))
+            r = one(dm, cmd('blockdev-snapshot-sync', **{
+                'node-name': 'd0', 'snapshot-file': top,
+                'snapshot-node-name': 'top', 'format': 'qcow2'}))
+            check(r == {'return': {}}, '%s: snapshot: %s' % (side, r))
+            nodes = one(dm, cmd('query-named-block-nodes'))['return']
+            cache = [n['cache'] for n in nodes if n['node-name'] == 'top']
+            common.run(['qemu-io', '-f', 'raw', '-c', 'write -P 0x22 0 64k',
+                        '-c', 'discard 0 64k', uri(sock, 'disk')])
+            quit_ok(dm)
+            common.qemu_check_clean(top)
+            res = common.run(['qemu-io', '-f', 'qcow2', '-c',
+                              'read -P 0x22 0 64k', top])
+            seen[side] = (cache, 'Pattern verification failed'
+                          not in res.out)
+    check(seen['strata'] == seen['qemu'], 'overlay (cache, trim ignored):'
+          '\n  qemu:   %s\n  strata: %s' % (seen['qemu'], seen['strata']))
+    check(seen['strata'] == ([{'writeback': True, 'direct': True,
+                               'no-flush': False}], True),
+          'overlay: %s' % (seen['strata'],))
 
 
 @runner.case()
