@@ -18,6 +18,8 @@
 - reopen -o with node-name/driver repeated or changed (also a child's),
   auto-read-only, and a null-co node: qemu-io's output and exit code;
 - convert from a null-co node, sparse and -S 0: qemu-img's map.
+- the node option discard=ignore|unmap (also on the file child only, and
+  a bad value): qemu-io's output, map and held bytes.
 """
 
 import glob
@@ -203,6 +205,38 @@ def both_io(argv_of, d):
         text = common.normalize_prog(res.out + res.err, os.path.basename(io))
         outs.append('exit %d\n%s' % (res.rc, text.replace(d, 'DIR')))
     return outs
+
+
+@runner.case()
+def discard_option_like_qemu():
+    """discard=ignore drops the discard and keeps the zero write's
+    clusters' host space; file.discard=ignore lets the qcow2 node unmap
+    but not punch; a bad value is refused with qemu-io's text."""
+    t = common.tools()
+    cmds = ['-c', 'discard 0 256k', '-c', 'write -z -u 256k 256k']
+    with common.TempDir() as d:
+        img = os.path.join(d, 't.qcow2')
+        for opts in ('discard=ignore', 'discard=unmap',
+                     'discard=unmap,file.discard=ignore', 'discard=bogus'):
+            got = []
+            for io in (t.qemu_io, t.io):
+                mkimg(img, '1M')
+                common.run_io(t.qemu_io, img, ['write -P 0x5a 0 1M'])
+                res = common.run([io, '--image-opts',
+                                  'driver=qcow2,file.filename=%s,%s'
+                                  % (img, opts)] + cmds, rc=None)
+                text = common.normalize_prog(res.out + res.err,
+                                             os.path.basename(io))
+                text = re.sub(r'\(.*/sec\)', '', text)
+                common.qemu_check_clean(img)
+                got.append((res.rc, text, common.run(
+                    [t.qemu_img, 'map', '--output=json', img]).out,
+                    os.stat(img).st_blocks // 128))
+            common.check(got[0] == got[1], '%s:\nqemu-io: %s\nours:    %s'
+                         % (opts, got[0], got[1]))
+            kept = got[1][3] >= 1024 // 64 + 2   # 64 KiB units held
+            common.check(kept == (opts != 'discard=unmap'),
+                         '%s: %d x 64 KiB held' % (opts, got[1][3]))
 
 
 @runner.case()
