@@ -480,7 +480,11 @@ BlockDriverState *bdrv_open_named_child(const char *filename,
                     "A block device must be specified for \"%s\"", name);
         return NULL;
     }
-    return bdrv_open_common(filename, fopts, flags & ~BDRV_O_NO_BACKING, errp);
+    /* A child unmaps unless told otherwise, as in QEMU: the parent's own
+     * discard choice already filters what reaches it. */
+    return bdrv_open_common(filename, fopts,
+                            flags & ~(BDRV_O_NO_BACKING |
+                                      BDRV_O_IGNORE_DISCARD), errp);
 }
 
 /* "discard": ignore/off or unmap/on, QEMU's words and error. */
@@ -524,7 +528,7 @@ static bool bdrv_open_cache_flags(BlockOpts *options, int *flags,
     *flags = (*flags & ~(BDRV_O_NOCACHE | BDRV_O_NO_FLUSH | BDRV_O_RDWR)) |
              (direct ? BDRV_O_NOCACHE : 0) | (no_flush ? BDRV_O_NO_FLUSH : 0) |
              (ro ? 0 : BDRV_O_RDWR);
-    /* Children inherit the cache modes and discard through the flags. */
+    /* Children inherit the cache modes through the flags. */
     return bdrv_open_discard_flag(options, flags, errp) &&
            bdrv_perm_parse_options(options, flags, errp);
 }

@@ -277,7 +277,8 @@ static int parse_rt(BlockDriverState *bs, BlockOpts *o, int flags,
                                QCOW2_COMPAT_LAZY_REFCOUNTS),
                             &r->lazy_refcounts, errp) ||
         !bdrv_opts_get_bool(o, "pass-discard-request",
-                            !(flags & BDRV_O_CHECK), &r->discard_request,
+                            !(flags & (BDRV_O_CHECK | BDRV_O_IGNORE_DISCARD)),
+                            &r->discard_request,
                             errp) ||
         !bdrv_opts_get_bool(o, "pass-discard-snapshot", true,
                             &r->discard_snapshot, errp) ||

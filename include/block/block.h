@@ -53,11 +53,12 @@ typedef enum {
  * is read, so a format opens no files beyond its own (a qcow2 data
  * file), and an untrusted image cannot make us open one (QEMU's value). */
 #define BDRV_O_NO_IO       0x10000
-/* discard=ignore: discards are dropped (a success) and zero writes keep
- * their clusters allocated, in this node and the children it opens.
- * QEMU's flag means the opposite (BDRV_O_UNMAP); ours is clear by
- * default because QEMU's tools open with unmap, and blockdev-add, whose
- * default is ignore, sets it. */
+/* discard=ignore: discards are dropped (a success), the zero writes the
+ * node's parents ask of it keep their clusters allocated, and a qcow2
+ * node's pass-discard-request defaults to off.  The node's children
+ * unmap unless told otherwise, as in QEMU.  QEMU's flag means the
+ * opposite (BDRV_O_UNMAP); ours is clear by default because QEMU's tools
+ * open with unmap, and blockdev-add, whose default is ignore, sets it. */
 #define BDRV_O_IGNORE_DISCARD 0x20000
 
 /*
