@@ -509,6 +509,34 @@ static bool bdrv_open_discard_flag(BlockOpts *options, int *flags,
     return true;
 }
 
+/* "detect-zeroes": off, on or unmap; unmap only where discards unmap. */
+static bool bdrv_open_detect_zeroes(BlockOpts *options, int flags,
+                                    BdrvDetectZeroes *dz, GError **errp)
+{
+    g_autofree char *v = bdrv_opts_take(options, "detect-zeroes");
+
+    *dz = BDRV_DETECT_ZEROES_OFF;
+    if (!v || !strcmp(v, "off")) {
+        return true;
+    }
+    if (!strcmp(v, "on")) {
+        *dz = BDRV_DETECT_ZEROES_ON;
+    } else if (!strcmp(v, "unmap")) {
+        *dz = BDRV_DETECT_ZEROES_UNMAP;
+    } else {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "invalid parameter value: %s", v);
+        return false;
+    }
+    if (*dz == BDRV_DETECT_ZEROES_UNMAP && (flags & BDRV_O_IGNORE_DISCARD)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "setting detect-zeroes to unmap is not allowed without "
+                    "setting discard operation to unmap");
+        return false;
+    }
+    return true;
+}
+
 static bool bdrv_open_cache_flags(BlockOpts *options, int *flags,
                                   GError **errp)
 {
@@ -545,6 +573,7 @@ static BlockDriverState *bdrv_open_common(const char *filename,
     BlockDriver *drv = NULL;
     ChainLink link = { 0 };
     const ChainLink *saved_chain = opening_chain;
+    BdrvDetectZeroes detect_zeroes;
     struct stat st;
     bool probed = false;
 
@@ -560,7 +589,8 @@ static BlockDriverState *bdrv_open_common(const char *filename,
         filename = NULL;
     }
     flags &= ~BDRV_O_PROBED;
-    if (!bdrv_open_cache_flags(options, &flags, errp)) {
+    if (!bdrv_open_cache_flags(options, &flags, errp) ||
+        !bdrv_open_detect_zeroes(options, flags, &detect_zeroes, errp)) {
         goto fail_opts;
     }
     drvname = bdrv_opts_take(options, "driver");
@@ -598,6 +628,7 @@ static BlockDriverState *bdrv_open_common(const char *filename,
 
     bs = bdrv_new();
     bs->open_flags = flags;
+    bs->detect_zeroes = detect_zeroes;
     bs->read_only = !(flags & BDRV_O_RDWR);
     bs->filename = g_strdup(filename ? filename : "");
     if (!bdrv_assign_node_name(bs, node_name, errp)) {
@@ -956,6 +987,11 @@ const char *bdrv_get_filename(BlockDriverState *bs) { return bs->filename; }
 bool bdrv_is_read_only(BlockDriverState *bs) { return bs->read_only; }
 /* the BDRV_O_* flags the node was opened with (QMP's cache info) */
 int bdrv_get_open_flags(BlockDriverState *bs) { return bs->open_flags; }
+
+BdrvDetectZeroes bdrv_get_detect_zeroes(BlockDriverState *bs)
+{
+    return bs->detect_zeroes;
+}
 BlockDriverState *bdrv_get_file(BlockDriverState *bs) { return bs->file; }
 BlockDriverState *bdrv_get_backing(BlockDriverState *bs) { return bs->backing; }
 

@@ -276,6 +276,20 @@ static void aio_level_done(BdrvAio *inner, int ret)
 
 /* Only nodes that track no requests: a read-modify-write must see every
  * request in its range, which an asynchronous one would slip past. */
+/* detect-zeroes: a write whose data is all zero, on a node that has a
+ * zero write, is done as one (QEMU tests the same thing). */
+static bool detect_zero_write(BlockDriverState *bs, int64_t bytes,
+                              const void *buf)
+{
+    const unsigned char *p = buf;
+
+    if (bs->detect_zeroes == BDRV_DETECT_ZEROES_OFF ||
+        !bs->drv->pwrite_zeroes || bytes == 0 || p[0] != 0) {
+        return false;
+    }
+    return memcmp(p, p + 1, (size_t)bytes - 1) == 0;
+}
+
 bool bdrv_aio_supported(BlockDriverState *bs)
 {
     BlockDriver *drv = bs->drv;
@@ -298,6 +312,11 @@ int bdrv_aio_submit(BlockDriverState *bs, BdrvAio *aio)
     }
     if (aio->op == BDRV_AIO_WRITE && bs->read_only) {
         return -EPERM;
+    }
+    /* a zero write has no asynchronous path: the synchronous call */
+    if (aio->op == BDRV_AIO_WRITE &&
+        detect_zero_write(bs, aio->bytes, aio->buf)) {
+        return -ENOTSUP;
     }
     /* a drained node: the synchronous call waits, the submitter must not */
     if (!request_try_begin(bs)) {
@@ -352,6 +371,12 @@ int bdrv_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
     }
     if (!bs->drv->pwrite) {
         return -ENOTSUP;
+    }
+    if (detect_zero_write(bs, bytes, buf)) {
+        return bdrv_pwrite_zeroes_root(bs, offset, bytes,
+                                       bs->detect_zeroes ==
+                                       BDRV_DETECT_ZEROES_UNMAP ?
+                                       BDRV_REQ_MAY_UNMAP : 0);
     }
     request_begin(bs, preq, offset, bytes, rmw);
     if (rmw) {

@@ -280,7 +280,15 @@ BlockDeviceInfo *qmp_block_device_info(BlockDriverState *bs, bool flat)
          b = bdrv_get_backing(b)) {
         info->backing_file_depth++;
     }
-    info->detect_zeroes = BLOCKDEVDETECTZEROESOPTIONS_OFF;
+    /* the enums list the same values in the same order */
+    G_STATIC_ASSERT((int)BLOCKDEVDETECTZEROESOPTIONS_OFF ==
+                    (int)BDRV_DETECT_ZEROES_OFF);
+    G_STATIC_ASSERT((int)BLOCKDEVDETECTZEROESOPTIONS_ON ==
+                    (int)BDRV_DETECT_ZEROES_ON);
+    G_STATIC_ASSERT((int)BLOCKDEVDETECTZEROESOPTIONS_UNMAP ==
+                    (int)BDRV_DETECT_ZEROES_UNMAP);
+    info->detect_zeroes =
+        (BlockdevDetectZeroesOptions)bdrv_get_detect_zeroes(bs);
     info->image = image_info(bs, flat);
     /* writeback is a device's setting; a node (and strata's anonymous
      * devices) always caches writes, as QEMU reports for a bare node */

@@ -234,6 +234,10 @@ static bool flatten_options(const BlockdevOptions *o, const char *prefix,
                 qapi_type_BlockdevDiscardOptions.values[o->discard] :
                 "ignore");
     }
+    if (o->has_detect_zeroes) {
+        set_opt(opts, prefix, "detect-zeroes",
+                qapi_type_BlockdevDetectZeroesOptions.values[o->detect_zeroes]);
+    }
     if (o->has_cache && o->cache->has_direct) {
         set_opt(opts, prefix, "cache.direct", o->cache->direct ? "on" : "off");
     }

@@ -61,6 +61,13 @@ typedef enum {
  * open with unmap, and blockdev-add, whose default is ignore, sets it. */
 #define BDRV_O_IGNORE_DISCARD 0x20000
 
+/* The node option detect-zeroes (QEMU's names and values). */
+typedef enum BdrvDetectZeroes {
+    BDRV_DETECT_ZEROES_OFF,
+    BDRV_DETECT_ZEROES_ON,
+    BDRV_DETECT_ZEROES_UNMAP,
+} BdrvDetectZeroes;
+
 /*
  * Options are flat string maps with QEMU's dotted keys: "driver",
  * "node-name", "file.filename", "cache.direct", "backing" (a node-name, or
@@ -158,6 +165,7 @@ bool bdrv_is_encrypted(BlockDriverState *bs);
 const char *bdrv_get_format_name(BlockDriverState *bs);
 bool bdrv_is_read_only(BlockDriverState *bs);
 int bdrv_get_open_flags(BlockDriverState *bs);             /* BDRV_O_* */
+BdrvDetectZeroes bdrv_get_detect_zeroes(BlockDriverState *bs);
 BlockDriverState *bdrv_get_file(BlockDriverState *bs);     /* protocol child */
 BlockDriverState *bdrv_get_backing(BlockDriverState *bs);  /* backing child */
 /* child is bs's file child or another child its driver holds (qcow2's

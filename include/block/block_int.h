@@ -187,6 +187,9 @@ struct BlockDriverState {
     int open_flags;
     bool read_only;
     gint refcnt;
+    /* detect-zeroes: a write of zeroes becomes a zero write (may unmap
+     * with BDRV_DETECT_ZEROES_UNMAP); this node only, as in QEMU */
+    BdrvDetectZeroes detect_zeroes;
 
     uint32_t request_alignment;  /* set by open; 1 if byte granular */
     uint32_t buf_alignment;      /* memory alignment of buffers */

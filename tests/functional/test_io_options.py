@@ -19,7 +19,10 @@
   auto-read-only, and a null-co node: qemu-io's output and exit code;
 - convert from a null-co node, sparse and -S 0: qemu-img's map.
 - the node option discard=ignore|unmap (also on the file child only, and
-  a bad value): qemu-io's output, map and held bytes.
+  a bad value): qemu-io's output, map and held bytes;
+- detect-zeroes=on|unmap: writes of zeroes become zero writes (unmapping
+  with unmap), the map qemu-io leaves; a bad value and unmap without
+  discard=unmap are refused with qemu-io's texts.
 """
 
 import glob
@@ -227,7 +230,7 @@ def discard_option_like_qemu():
                                   % (img, opts)] + cmds, rc=None)
                 text = common.normalize_prog(res.out + res.err,
                                              os.path.basename(io))
-                text = re.sub(r'\(.*/sec\)', '', text)
+                text = re.sub(r'ops; .*', 'ops;', text)
                 common.qemu_check_clean(img)
                 got.append((res.rc, text, common.run(
                     [t.qemu_img, 'map', '--output=json', img]).out,
@@ -237,6 +240,45 @@ def discard_option_like_qemu():
             kept = got[1][3] >= 1024 // 64 + 2   # 64 KiB units held
             common.check(kept == (opts != 'discard=unmap'),
                          '%s: %d x 64 KiB held' % (opts, got[1][3]))
+
+
+@runner.case()
+def detect_zeroes_like_qemu():
+    t = common.tools()
+    steps = [('detect-zeroes=bogus', ['write -P 0 0 64k']),
+             ('detect-zeroes=unmap,discard=ignore', ['write -P 0 0 64k']),
+             ('detect-zeroes=unmap', ['write -P 1 0 128k', 'write -P 0 0 64k',
+                                      'write -P 0 192k 64k']),
+             ('detect-zeroes=on', ['write -P 0 64k 64k', 'write -P 0 256k 4k',
+                                   'write -P 0 300k 100']),
+             ('detect-zeroes=off', ['write -P 0 512k 64k'])]
+    with common.TempDir() as d:
+        img = os.path.join(d, 't.qcow2')
+        got = []
+        for io in (t.qemu_io, t.io):
+            mkimg(img, '1M')
+            out = []
+            for opts, cmds in steps:
+                res = common.run([io, '--image-opts',
+                                  'driver=qcow2,file.filename=%s,%s'
+                                  % (img, opts)] +
+                                 [a for c in cmds for a in ('-c', c)],
+                                 rc=None)
+                text = common.normalize_prog(res.out + res.err,
+                                             os.path.basename(io))
+                out.append((res.rc, re.sub(r'ops; .*', 'ops;', text)))
+            common.qemu_check_clean(img)
+            out.append(common.run([t.qemu_img, 'map', '--output=json',
+                                   img]).out)
+            got.append(out)
+        common.check(got[0] == got[1], 'qemu-io:\n%s\nours:\n%s'
+                     % (got[0], got[1]))
+        # the zeroes written with detection on left no data behind
+        common.check('"start": 0, "length": 65536, "depth": 0, "present": '
+                     'true, "zero": true, "data": false}' in got[1][-1] and
+                     '"start": 524288, "length": 65536, "depth": 0, '
+                     '"present": true, "zero": false, "data": true'
+                     in got[1][-1], got[1][-1])
 
 
 @runner.case()

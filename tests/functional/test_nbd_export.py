@@ -16,6 +16,8 @@ qemu-storage-daemon.
   the BLOCK_EXPORT_DELETED event, on both daemons.
 - An export follows its node's device onto an external snapshot's
   overlay, as QEMU's export follows its node.
+- detect-zeroes=unmap on the exported node turns a client's write of
+  zeroes into unmapped clusters, as in qemu-storage-daemon.
 - The node's `discard` option decides what a client's trims and zero
   writes do, side by side with qemu-storage-daemon: by default
   (ignore) a trim changes nothing and a zero write may unmap clusters
@@ -423,6 +425,47 @@ def export_follows_external_snapshot():
         res = common.run(['qemu-io', '-f', 'qcow2', '-c',
                           'read -P 0x77 0 4k', os.path.join(d, 'top.qcow2')])
         check('Pattern verification failed' not in res.out, res.out)
+
+
+@runner.case()
+def detect_zeroes_through_the_export():
+    """detect-zeroes=unmap on the exported node: a client's write of
+    zeroes unmaps the clusters; query-named-block-nodes reports the
+    option; blockdev-add refuses unmap without discard=unmap.  All as
+    qemu-storage-daemon does."""
+    _, qsd = daemon_paths()
+    seen = {}
+    with common.TempDir('strata-nbd-') as d:
+        for side, binary in (('qemu', qsd), ('strata', strata())):
+            sd = os.path.join(d, side)
+            os.mkdir(sd)
+            img, other = os.path.join(sd, 'a.qcow2'), os.path.join(sd, 'b.qcow2')
+            make_image(img, ['write -P 0x11 0 2M'])
+            make_image(other)
+            sock, args = export_args(sd, img)
+            args[1] += ',detect-zeroes=unmap'
+            dm = Daemon(binary, args, sd)
+            one(dm, cmd('qmp_capabilities'))
+            common.run(['qemu-io', '-f', 'raw', '-c', 'write -P 0 0 1M',
+                        '-c', 'read -P 0 0 1M', '-c', 'read -P 0x11 1M 1M',
+                        uri(sock, 'disk')])
+            nodes = one(dm, cmd('query-named-block-nodes'))['return']
+            dz = [n['detect_zeroes'] for n in nodes if n['node-name'] == 'd0']
+            r = one(dm, cmd('blockdev-add', **{
+                'driver': 'qcow2', 'node-name': 'd1',
+                'detect-zeroes': 'unmap',
+                'file': {'driver': 'file', 'filename': other}}))
+            quit_ok(dm)
+            common.qemu_check_clean(img)
+            m = json.loads(common.run(['qemu-img', 'map', '--output=json',
+                                       img]).out)
+            seen[side] = (dz, r.get('error', {}).get('desc'),
+                          [(e['start'], e['length'], e['data']) for e in m])
+    check(seen['strata'] == seen['qemu'], '(detect_zeroes, blockdev-add '
+          'error, map):\n  qemu:   %s\n  strata: %s'
+          % (seen['qemu'], seen['strata']))
+    check(seen['strata'][2][0] == (0, 1 << 20, False),
+          'the zeroes left data: %s' % (seen['strata'][2],))
 
 
 @runner.case()
