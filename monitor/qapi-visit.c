@@ -238,8 +238,10 @@ static const QapiType *alternate_branch(const QapiType *t, JsonNode *node,
         const QapiType *b = t->alts[i];
         bool obj = b->kind == QAPI_KIND_STRUCT || b->kind == QAPI_KIND_UNION;
 
+        bool str = b->kind == QAPI_KIND_STR || b->kind == QAPI_KIND_ENUM;
+
         if ((obj && JSON_NODE_HOLDS_OBJECT(node)) ||
-            (b->kind == QAPI_KIND_STR && node_is(node, G_TYPE_STRING)) ||
+            (str && node_is(node, G_TYPE_STRING)) ||
             (b->kind == QAPI_KIND_NULL && JSON_NODE_HOLDS_NULL(node))) {
             return b;
         }
@@ -301,7 +303,7 @@ static bool visit_value(const QapiType *t, JsonNode *node, const char *path,
         ok = visit_value(b, node, path, bare, keyval, &tmp, errp);
         if (b->kind == QAPI_KIND_STR) {
             g_free(tmp);
-        } else if (b->kind != QAPI_KIND_NULL) {
+        } else if (b->kind == QAPI_KIND_STRUCT || b->kind == QAPI_KIND_UNION) {
             qapi_free(b, tmp);
         }
         if (ok) {

@@ -213,6 +213,85 @@ static void flatten_encrypt(const BlockdevQcow2Encryption *e,
     }
 }
 
+/* A JSON scalar as the option string the driver parses ("on"/"off" for
+ * booleans, as keyval writes them). */
+static char *scalar_text(JsonNode *n)
+{
+    if (json_node_get_value_type(n) == G_TYPE_BOOLEAN) {
+        return g_strdup(json_node_get_boolean(n) ? "on" : "off");
+    }
+    if (json_node_get_value_type(n) == G_TYPE_INT64) {
+        return g_strdup_printf("%" G_GINT64_FORMAT, json_node_get_int(n));
+    }
+    return g_strdup(json_node_get_string(n));
+}
+
+/* overlap-check: a mode, or flags (template and per-structure keys);
+ * the schema has checked it. */
+static void flatten_overlap_check(JsonNode *n, const char *prefix,
+                                  BlockOpts *opts)
+{
+    JsonObject *o;
+    GList *keys;
+
+    if (!JSON_NODE_HOLDS_OBJECT(n)) {
+        set_opt(opts, prefix, "overlap-check", json_node_get_string(n));
+        return;
+    }
+    o = json_node_get_object(n);
+    keys = json_object_get_members(o);
+    for (GList *k = keys; k; k = k->next) {
+        g_autofree char *key = g_strconcat("overlap-check.", k->data, NULL);
+        g_autofree char *v = scalar_text(json_object_get_member(o, k->data));
+        set_opt(opts, prefix, key, v);
+    }
+    g_list_free(keys);
+}
+
+static void set_int_opt(BlockOpts *opts, const char *prefix, const char *key,
+                        bool has, int64_t v)
+{
+    if (has) {
+        g_autofree char *s = g_strdup_printf("%" G_GINT64_FORMAT, v);
+        set_opt(opts, prefix, key, s);
+    }
+}
+
+static void set_bool_opt(BlockOpts *opts, const char *prefix, const char *key,
+                         bool has, bool v)
+{
+    if (has) {
+        set_opt(opts, prefix, key, v ? "on" : "off");
+    }
+}
+
+/* The qcow2 runtime options, for block/qcow2-options.c to check. */
+static void flatten_qcow2_runtime(const BlockdevOptionsQcow2 *q,
+                                  const char *prefix, BlockOpts *opts)
+{
+    set_bool_opt(opts, prefix, "lazy-refcounts", q->has_lazy_refcounts,
+                 q->lazy_refcounts);
+    set_bool_opt(opts, prefix, "pass-discard-request",
+                 q->has_pass_discard_request, q->pass_discard_request);
+    set_bool_opt(opts, prefix, "pass-discard-snapshot",
+                 q->has_pass_discard_snapshot, q->pass_discard_snapshot);
+    set_bool_opt(opts, prefix, "pass-discard-other",
+                 q->has_pass_discard_other, q->pass_discard_other);
+    set_int_opt(opts, prefix, "cache-size", q->has_cache_size,
+                q->cache_size);
+    set_int_opt(opts, prefix, "l2-cache-size", q->has_l2_cache_size,
+                q->l2_cache_size);
+    set_int_opt(opts, prefix, "l2-cache-entry-size",
+                q->has_l2_cache_entry_size, q->l2_cache_entry_size);
+    set_int_opt(opts, prefix, "refcount-cache-size",
+                q->has_refcount_cache_size, q->refcount_cache_size);
+    set_int_opt(opts, prefix, "cache-clean-interval",
+                q->has_cache_clean_interval, q->cache_clean_interval);
+    if (q->has_overlap_check) {
+        flatten_overlap_check(q->overlap_check, prefix, opts);
+    }
+}
+
 static bool flatten_options(const BlockdevOptions *o, const char *prefix,
                             bool keyval, BlockOpts *opts, GError **errp)
 {
@@ -262,6 +341,7 @@ static bool flatten_options(const BlockdevOptions *o, const char *prefix,
         if (q->has_encrypt) {
             flatten_encrypt(q->encrypt, prefix, opts);
         }
+        flatten_qcow2_runtime(q, prefix, opts);
         return flatten_child(q->file, "file", keyval, opts, prefix, errp) &&
                (!q->has_backing ||
                 flatten_backing(q->backing, keyval, opts, prefix, errp)) &&

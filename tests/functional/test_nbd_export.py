@@ -468,6 +468,39 @@ def detect_zeroes_through_the_export():
           'the zeroes left data: %s' % (seen['strata'][2],))
 
 
+def dirty_bit(path):
+    with open(path, 'rb') as f:
+        f.seek(72)
+        return int.from_bytes(f.read(8), 'big') & 1
+
+
+@runner.case()
+def qcow2_runtime_options_take_effect():
+    """qcow2 options given to --blockdev reach the driver: with
+    lazy-refcounts=on an allocating write through the export sets the
+    dirty bit while the daemon runs (off: it stays clear), as in
+    qemu-storage-daemon."""
+    _, qsd = daemon_paths()
+    seen = {}
+    with common.TempDir('strata-nbd-') as d:
+        for side, binary in (('qemu', qsd), ('strata', strata())):
+            for lazy in ('on', 'off'):
+                sd = os.path.join(d, side + lazy)
+                os.mkdir(sd)
+                img = os.path.join(sd, 'a.qcow2')
+                make_image(img)
+                sock, args = export_args(sd, img)
+                args[1] += ',lazy-refcounts=%s,overlap-check=all' % lazy
+                dm = Daemon(binary, args, sd)
+                common.run(['qemu-io', '-f', 'raw', '-c',
+                            'write -P 0x33 0 64k', uri(sock, 'disk')])
+                seen[side + lazy] = dirty_bit(img)
+                quit_ok(dm)
+                common.qemu_check_clean(img)
+    check(seen == {'qemuon': 1, 'qemuoff': 0, 'strataon': 1,
+                   'strataoff': 0}, 'dirty bits: %s' % seen)
+
+
 @runner.case()
 def overlay_takes_the_old_tops_modes():
     """blockdev-snapshot-sync opens the overlay with the old top's cache

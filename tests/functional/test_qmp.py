@@ -242,6 +242,44 @@ add(Scenario('blockdev_add', images=(
         'lock error as QEMU does', expect_same_error_class),
 }))
 
+
+def add_a(**opts):
+    """blockdev-add of node a over {D}/a.qcow2 with qcow2 options."""
+    return cmd('blockdev-add', driver='qcow2', **dict(
+        {'node-name': 'a', 'file': {'driver': 'file',
+                                    'filename': '{D}/a.qcow2'}}, **opts))
+
+
+DEL_A = cmd('blockdev-del', **{'node-name': 'a'})
+
+# The qcow2 runtime options, QEMU's checks and texts.
+add(Scenario('blockdev_add_qcow2_options', images=(
+    ('d0.qcow2', 'qcow2', ()), ('a.qcow2', 'qcow2', ())), steps=[
+    add_a(**{'lazy-refcounts': True, 'pass-discard-request': False,
+             'pass-discard-snapshot': False, 'pass-discard-other': True,
+             'cache-size': 1048576, 'l2-cache-size': 524288,
+             'cache-clean-interval': 10, 'overlap-check': 'all',
+             'discard': 'unmap', 'detect-zeroes': 'unmap'}),
+    cmd('query-named-block-nodes'),
+    DEL_A,
+    add_a(**{'overlap-check': {'template': 'none', 'main-header': True,
+                               'inactive-l2': False}}),
+    DEL_A,
+    add_a(**{'overlap-check': 'bogus'}),
+    add_a(**{'overlap-check': {'template': 'cached', 'active-l1': 'x'}}),
+    add_a(**{'overlap-check': 3}),
+    add_a(**{'l2-cache-entry-size': 100}),
+    add_a(**{'l2-cache-entry-size': 4096}),
+    DEL_A,
+    add_a(**{'cache-size': 1048576, 'l2-cache-size': 524288,
+             'refcount-cache-size': 65536}),
+    add_a(**{'l2-cache-size': 1048576, 'cache-size': 524288}),
+    add_a(**{'cache-clean-interval': -1}),
+    add_a(**{'lazy-refcounts': 'yes'}),
+    add_a(**{'detect-zeroes': 'unmap'}),
+    add_a(**{'detect-zeroes': 'bogus'}),
+]))
+
 # ---- internal snapshots ----
 
 add(Scenario('internal_snapshots', **two_disks(), steps=[
@@ -576,6 +614,15 @@ CLI_CASES = {
     'blockdev_bad_bool': ['--blockdev', GOOD_BD + ',read-only=maybe'],
     'blockdev_bad_cache': ['--blockdev', GOOD_BD + ',cache.direct=x'],
     'blockdev_bad_enum': ['--blockdev', GOOD_BD + ',discard=bogus'],
+    # the options parsed, then the last one refused
+    'blockdev_qcow2_options': ['--blockdev', GOOD_BD + ',lazy-refcounts=on,'
+                               'overlap-check.template=none,overlap-check.'
+                               'main-header=on,l2-cache-size=1048576,'
+                               'detect-zeroes=unmap'],
+    'blockdev_qcow2_bad_overlap': ['--blockdev', GOOD_BD +
+                                   ',overlap-check=bogus'],
+    'blockdev_qcow2_bad_entry_size': ['--blockdev', GOOD_BD +
+                                      ',l2-cache-entry-size=100'],
     'blockdev_missing_image': ['--blockdev', 'driver=qcow2,node-name=d0,'
                                'file.driver=file,file.filename={D}/no.qcow2'],
     'blockdev_bad_node_name': ['--blockdev', GOOD_BD.replace('=d0,', '=1d,')],
