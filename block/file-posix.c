@@ -257,6 +257,52 @@ static bool parse_locking(BlockOpts *options, bool *use_lock, GError **errp)
     return true;
 }
 
+/*
+ * QEMU's I/O engine options: aio=threads|native|io_uring, aio-max-batch,
+ * drop-cache, x-check-cache-dropped.  strata has one engine (its request
+ * threads), so they are checked as QEMU checks them and change nothing;
+ * they are accepted because libvirt passes them (aio=native with
+ * cache=none).
+ */
+static bool parse_engine_options(BlockOpts *options, int flags,
+                                 GError **errp)
+{
+    g_autofree char *aio = bdrv_opts_take(options, "aio");
+    g_autofree char *batch = bdrv_opts_take(options, "aio-max-batch");
+    bool unused;
+
+    if (aio && strcmp(aio, "threads") && strcmp(aio, "native") &&
+        strcmp(aio, "io_uring")) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "invalid parameter value: %s", aio);
+        return false;
+    }
+    if (aio && !strcmp(aio, "native") && !(flags & BDRV_O_NOCACHE)) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "aio=native was specified, but it requires "
+                    "cache.direct=on, which was not specified.");
+        return false;
+    }
+    if (batch) {
+        char *end;
+        errno = 0;
+        (void)g_ascii_strtoll(batch, &end, 10);
+        if (errno || end == batch || *end) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "Parameter 'aio-max-batch' expects a number");
+            return false;
+        }
+    }
+    if (!bdrv_opts_get_bool(options, "drop-cache", true, &unused, errp) ||
+        !bdrv_opts_get_bool(options, "x-check-cache-dropped", false, &unused,
+                            errp)) {
+        return false;
+    }
+    g_hash_table_remove(options, "drop-cache");
+    g_hash_table_remove(options, "x-check-cache-dropped");
+    return true;
+}
+
 static bool is_device_node(const struct stat *st)
 {
     return S_ISBLK(st->st_mode) || S_ISCHR(st->st_mode);
@@ -376,7 +422,8 @@ static int file_open(BlockDriverState *bs, BlockOpts *options, int flags,
     atomic_init(&s->write_gen, 1);
     atomic_init(&s->synced_gen, 0);
     s->fd = -1;
-    if (!parse_locking(options, &s->use_lock, errp)) {
+    if (!parse_locking(options, &s->use_lock, errp) ||
+        !parse_engine_options(options, flags, errp)) {
         return -EINVAL;
     }
     fd = file_open_fd(bs, !!(flags & BDRV_O_RDWR), s->direct, errp);

@@ -334,6 +334,16 @@ static bool flatten_options(const BlockdevOptions *o, const char *prefix,
             set_opt(opts, prefix, "locking",
                     qapi_type_OnOffAuto.values[f->locking]);
         }
+        if (f->has_aio) {
+            set_opt(opts, prefix, "aio",
+                    qapi_type_BlockdevAioOptions.values[f->aio]);
+        }
+        set_int_opt(opts, prefix, "aio-max-batch", f->has_aio_max_batch,
+                    f->aio_max_batch);
+        set_bool_opt(opts, prefix, "drop-cache", f->has_drop_cache,
+                     f->drop_cache);
+        set_bool_opt(opts, prefix, "x-check-cache-dropped",
+                     f->has_x_check_cache_dropped, f->x_check_cache_dropped);
         return true;
     }
     case BLOCKDEVDRIVER_QCOW2: {

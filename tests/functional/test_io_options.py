@@ -20,6 +20,8 @@
 - convert from a null-co node, sparse and -S 0: qemu-img's map.
 - the node option discard=ignore|unmap (also on the file child only, and
   a bad value): qemu-io's output, map and held bytes;
+- the file driver's engine options (aio, aio-max-batch, drop-cache,
+  x-check-cache-dropped): accepted and refused as qemu-io does;
 - detect-zeroes=on|unmap: writes of zeroes become zero writes (unmapping
   with unmap), the map qemu-io leaves; a bad value and unmap without
   discard=unmap are refused with qemu-io's texts.
@@ -240,6 +242,32 @@ def discard_option_like_qemu():
             kept = got[1][3] >= 1024 // 64 + 2   # 64 KiB units held
             common.check(kept == (opts != 'discard=unmap'),
                          '%s: %d x 64 KiB held' % (opts, got[1][3]))
+
+
+@runner.case()
+def file_engine_options_like_qemu():
+    """aio=native needs cache.direct=on; bad values get qemu-io's texts;
+    good ones read as usual."""
+    t = common.tools()
+    cases = ['file.aio=threads', 'file.aio=io_uring', 'file.aio=native',
+             'file.aio=native,cache.direct=on', 'file.aio=bogus',
+             'file.aio-max-batch=4', 'file.aio-max-batch=x',
+             'file.drop-cache=off', 'file.drop-cache=x',
+             'file.x-check-cache-dropped=on']
+    with common.TempDir() as d:
+        img = os.path.join(d, 't.qcow2')
+        mkimg(img, '1M')
+        for opts in cases:
+            got = []
+            for io in (t.qemu_io, t.io):
+                res = common.run([io, '--image-opts',
+                                  'driver=qcow2,file.filename=%s,%s'
+                                  % (img, opts), '-c', 'read 0 4k'], rc=None)
+                text = common.normalize_prog(res.out + res.err,
+                                             os.path.basename(io))
+                got.append((res.rc, re.sub(r'ops; .*', 'ops;', text)))
+            common.check(got[0] == got[1], '%s:\nqemu-io: %s\nours:    %s'
+                         % (opts, got[0], got[1]))
 
 
 @runner.case()

@@ -623,6 +623,9 @@ CLI_CASES = {
                                    ',overlap-check=bogus'],
     'blockdev_qcow2_bad_entry_size': ['--blockdev', GOOD_BD +
                                       ',l2-cache-entry-size=100'],
+    'blockdev_file_aio_native': ['--blockdev', GOOD_BD + ',file.aio=native,'
+                                 'file.aio-max-batch=8,file.drop-cache=on'],
+    'blockdev_file_aio_bogus': ['--blockdev', GOOD_BD + ',file.aio=bogus'],
     'blockdev_missing_image': ['--blockdev', 'driver=qcow2,node-name=d0,'
                                'file.driver=file,file.filename={D}/no.qcow2'],
     'blockdev_bad_node_name': ['--blockdev', GOOD_BD.replace('=d0,', '=1d,')],
