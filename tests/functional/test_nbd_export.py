@@ -203,6 +203,16 @@ def held_kib(path):
     return os.stat(path).st_blocks // 2
 
 
+def each_daemon(d):
+    """(side, daemon binary, a fresh directory of its own under d) for
+    qemu-storage-daemon, then strata-daemon."""
+    _, qsd = daemon_paths()
+    for side, binary in (('qemu', qsd), ('strata', strata())):
+        sd = os.path.join(d, side)
+        os.mkdir(sd)
+        yield side, binary, sd
+
+
 @runner.case()
 def discard_follows_the_node_option():
     """An internal snapshot, the whole disk rewritten, a trim and zero
@@ -211,19 +221,16 @@ def discard_follows_the_node_option():
     default: the trim changes nothing, the unmapped clusters keep their
     space, the delete's frees still reach the file, whose own default
     is unmap) and with discard=unmap."""
-    _, qsd = daemon_paths()
     cmds = ['write -P 0x22 0 4M', 'discard 0 1M', 'write -z -u 1M 1M',
             'write -z 2M 1M']
     for discard in (None, 'unmap'):
         seen = {}
         with common.TempDir('strata-nbd-') as d:
-            for side, binary in (('qemu', qsd), ('strata', strata())):
-                os.mkdir(os.path.join(d, side))
-                img = os.path.join(d, side, 'a.qcow2')
+            for side, binary, sd in each_daemon(d):
+                img = os.path.join(sd, 'a.qcow2')
                 make_image(img, ['write -P 0x11 0 4M'])
-                sock, args = export_args(os.path.join(d, side), img,
-                                         discard=discard)
-                dm = Daemon(binary, args, os.path.join(d, side))
+                sock, args = export_args(sd, img, discard=discard)
+                dm = Daemon(binary, args, sd)
                 one(dm, cmd('qmp_capabilities'))
                 snap = {'device': 'd0', 'name': 's1'}
                 r = one(dm, cmd('blockdev-snapshot-internal-sync', **snap))
@@ -433,12 +440,9 @@ def detect_zeroes_through_the_export():
     zeroes unmaps the clusters; query-named-block-nodes reports the
     option; blockdev-add refuses unmap without discard=unmap.  All as
     qemu-storage-daemon does."""
-    _, qsd = daemon_paths()
     seen = {}
     with common.TempDir('strata-nbd-') as d:
-        for side, binary in (('qemu', qsd), ('strata', strata())):
-            sd = os.path.join(d, side)
-            os.mkdir(sd)
+        for side, binary, sd in each_daemon(d):
             img, other = os.path.join(sd, 'a.qcow2'), os.path.join(sd, 'b.qcow2')
             make_image(img, ['write -P 0x11 0 2M'])
             make_image(other)
@@ -507,12 +511,9 @@ def overlay_takes_the_old_tops_modes():
     modes and discard choice, as QEMU does: cache.direct=on stays on,
     and with the default discard=ignore a client's trim of data written
     after the snapshot changes nothing."""
-    _, qsd = daemon_paths()
     seen = {}
     with common.TempDir('strata-nbd-') as d:
-        for side, binary in (('qemu', qsd), ('strata', strata())):
-            sd = os.path.join(d, side)
-            os.mkdir(sd)
+        for side, binary, sd in each_daemon(d):
             img, top = os.path.join(sd, 'a.qcow2'), os.path.join(sd, 't.qcow2')
             make_image(img, ['write -P 0x11 0 1M'])
             sock, args = export_args(sd, img, discard=None)
