@@ -426,9 +426,12 @@ bool bdrv_open_backing(BlockDriverState *bs, BlockOpts *options, int flags,
     if (bs->backing_format && !bdrv_opts_get(bopts, "driver")) {
         bdrv_opts_set(bopts, "driver", bs->backing_format);
     }
-    /* Backing images are never written through the overlay. */
+    /* Backing images are never written through the overlay; like any
+     * child, a backing image unmaps unless told otherwise (a commit job
+     * writes into it). */
     bs->backing = bdrv_open_common(path, bopts,
-                                   (flags & ~BDRV_O_RDWR & ~BDRV_O_CHECK),
+                                   flags & ~(BDRV_O_RDWR | BDRV_O_CHECK |
+                                             BDRV_O_IGNORE_DISCARD),
                                    &local_err);
     if (!bs->backing) {
         if (chain_error_final) {
