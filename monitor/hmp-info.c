@@ -220,13 +220,21 @@ static void print_node(GString *out, BlockDriverState *bs, bool verbose)
                            member_str(o, "drv"),
                            json_object_get_boolean_member(o, "ro")
                            ? ", read-only" : "");
-    g_string_append(out, "    Cache mode:       writeback\n");
+    g_string_append_printf(out, "    Cache mode:       %s%s%s\n",
+                           info->cache->writeback ? "writeback"
+                                                  : "writethrough",
+                           info->cache->direct ? ", direct" : "",
+                           info->cache->no_flush ? ", ignore flushes" : "");
     if (member_str(o, "backing_file")) {
         g_string_append_printf(out, "    Backing file:     %s (chain depth: %"
                                G_GINT64_FORMAT ")\n",
                                member_str(o, "backing_file"),
                                json_object_get_int_member(
                                    o, "backing_file_depth"));
+    }
+    if (info->detect_zeroes != BLOCKDEVDETECTZEROESOPTIONS_OFF) {
+        g_string_append_printf(out, "    Detect zeroes:    %s\n",
+                               member_str(o, "detect_zeroes"));
     }
     if (verbose) {
         g_string_append(out, "\nImages:\n");

@@ -590,6 +590,33 @@ def no_snapshot_capable_disk():
         'snapshot_blkdev_internal rw s0'])
 
 
+@runner.case('info_block_modes')
+def info_block_modes():
+    """info block shows a node's cache mode and detect-zeroes as QEMU
+    prints them (it printed "writeback" whatever the node's mode)."""
+    def disks(d):
+        make_image(os.path.join(d, 'a.qcow2'))
+        opts = json.loads(blockdev('da', os.path.join(d, 'a.qcow2')))
+        opts.update({'cache': {'direct': True, 'no-flush': True},
+                     'discard': 'unmap', 'detect-zeroes': 'unmap'})
+        return [json.dumps(opts)]
+    outs = {}
+    with common.TempDir('strata-hmp-') as tmp:
+        for side, cls in (('qemu', QemuVM), ('strata', StrataQMP)):
+            d = os.path.join(tmp, side)
+            os.mkdir(d)
+            vm = cls(disks(d), d)
+            try:
+                outs[side] = normalise(vm.text('info block -n da')
+                                       .lstrip('\n')).replace(d, 'DIR')
+            finally:
+                vm.quit()
+    check(outs['qemu'] == outs['strata'], '\n  qemu:   %r\n  strata: %r'
+          % (outs['qemu'], outs['strata']))
+    check('writeback, direct, ignore flushes' in outs['strata'] and
+          'Detect zeroes: unmap' in outs['strata'], repr(outs['strata']))
+
+
 @runner.case('snapshot_blkdev_external')
 def snapshot_blkdev_external():
     """snapshot_blkdev names a device (a BlockBackend); neither QEMU -M
