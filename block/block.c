@@ -453,11 +453,55 @@ BlockDriverState *bdrv_open_file_child(const char *filename,
     return bdrv_open_named_child(filename, options, "file", flags, errp);
 }
 
+/*
+ * options[name] naming an existing node (blockdev-add's "file": "node"):
+ * that node, with a new reference, shared with whoever else holds it.
+ * NULL with *errp unset when the option names no node.
+ */
+static BlockDriverState *open_child_reference(BlockOpts *options,
+                                              const char *name, int flags,
+                                              GError **errp)
+{
+    const char *ref = bdrv_opts_get(options, name);
+    BlockDriverState *node = ref ? bdrv_find_node(ref) : NULL;
+
+    if (!node) {
+        return NULL;
+    }
+    if (!node->drv || !node->drv->is_protocol) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Node '%s' cannot be used as '%s': strata takes only a "
+                    "protocol node (file, host_device...) there", ref, name);
+        return NULL;
+    }
+    if ((flags & BDRV_O_RDWR) && node->read_only) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Block node is read-only");
+        return NULL;
+    }
+    bdrv_ref(node);
+    g_hash_table_remove(options, name);
+    return node;
+}
+
 BlockDriverState *bdrv_open_named_child(const char *filename,
                                         BlockOpts *options, const char *name,
                                         int flags, GError **errp)
 {
-    BlockOpts *fopts = bdrv_opts_extract_prefix(options, name);
+    BlockOpts *fopts;
+
+    if (!filename) {
+        GError *err = NULL;
+        BlockDriverState *node = open_child_reference(options, name, flags,
+                                                      &err);
+        if (node || err) {
+            if (err) {
+                g_propagate_error(errp, err);
+            }
+            return node;
+        }
+    }
+    fopts = bdrv_opts_extract_prefix(options, name);
 
     /* QEMU's names: "json:{...}", "file:X", "blkdebug:C:X" (block/filename.c) */
     if (filename && g_str_has_prefix(filename, "json:")) {
@@ -643,8 +687,9 @@ static BlockDriverState *bdrv_open_common(const char *filename,
         if (!bs->file) {
             goto fail_opts;
         }
-        /* "file:X" names the image X, as QEMU shows it */
-        if (bdrv_local_prefix_len(bs->filename)) {
+        /* "file:X" names the image X, as QEMU shows it; so does a file
+         * child given by reference (no name of its own) */
+        if (bdrv_local_prefix_len(bs->filename) || !*bs->filename) {
             g_free(bs->filename);
             bs->filename = g_strdup(bs->file->filename);
         }

@@ -6,10 +6,10 @@
  * stand-alone snapshot commands (one-action transactions, as in QEMU)
  * and transaction.
  *
- * Deliberate limits, named where they apply: "file" must be a definition
- * (a reference to an existing node is refused: strata's nodes have one
- * parent); "auto-read-only" is accepted and has no effect (strata opens
- * read-write or fails).
+ * Deliberate limits, named where they apply: "file" may name an existing
+ * node only if it is a protocol node (file, host_device...) that no other
+ * node uses as its file (QEMU's permission conflict); "auto-read-only" is
+ * accepted and has no effect (strata opens read-write or fails).
  */
 #include <string.h>
 
@@ -41,6 +41,33 @@ static void owned_free(gpointer p)
 
 /* ---- blockdev-add: BlockdevOptions to bdrv_open()'s flat options ---- */
 
+/* Who holds a node (blockdev-add's references, blockdev-del). */
+typedef struct Parent {
+    BlockDriverState *child;
+    char *backing_of;             /* name of a node it is the backing of */
+    bool file_of;                 /* some node's file child */
+    char *file_parent;            /* name of that node */
+    bool data_of;                 /* another child (a qcow2 data file) */
+} Parent;
+
+static bool find_parent(BlockDriverState *bs, void *opaque)
+{
+    Parent *p = opaque;
+
+    if (bdrv_get_backing(bs) == p->child) {
+        p->backing_of = g_strdup(bdrv_get_node_name(bs));
+        return true;
+    }
+    if (bdrv_get_file(bs) == p->child && !p->file_of) {
+        p->file_of = true;
+        p->file_parent = g_strdup(bdrv_get_node_name(bs));
+    }
+    p->data_of |= bdrv_get_file(bs) != p->child &&
+                  bdrv_has_data_child(bs, p->child);
+    return false;
+}
+
+
 static bool flatten_options(const BlockdevOptions *o, const char *prefix,
                             bool keyval, BlockOpts *opts, GError **errp);
 
@@ -52,8 +79,12 @@ static void set_opt(BlockOpts *opts, const char *prefix, const char *key,
     bdrv_opts_set(opts, k, value);
 }
 
+/* A child given as a definition or, for "file", as the name of an
+ * existing protocol node (new_node: the node being added, for QEMU's
+ * text when that node already has a parent). */
 static bool flatten_child(JsonNode *ref, const char *child, bool keyval,
-                          BlockOpts *opts, const char *prefix, GError **errp)
+                          BlockOpts *opts, const char *prefix,
+                          const char *new_node, GError **errp)
 {
     g_autofree char *p = g_strdup_printf("%s%s.", prefix, child);
     BlockdevOptions *sub;
@@ -71,14 +102,26 @@ static bool flatten_child(JsonNode *ref, const char *child, bool keyval,
     {
         const char *name = json_node_get_string(ref);
         g_autoptr(BlockDriverState) bs = blockdev_find_node(name);
+        Parent holders = { .child = bs };
 
         if (!bs) {
             return qmp_fail(errp, "Cannot find device='%s' nor node-name='%s'",
                         name, name);
         }
-        /* strata: a node has one parent; 'file' must be a definition */
-        return qmp_fail(errp, "Node '%s' cannot be used as 'file': strata "
-                    "opens the file child with its parent", name);
+        /* one format node per file node: QEMU's permission conflict */
+        bdrv_any_node(find_parent, &holders);
+        g_free(holders.backing_of);
+        g_autofree char *holder = holders.file_parent;
+        if (holders.file_of) {
+            return qmp_fail(errp, "Permission conflict on node '%s': "
+                            "permissions 'write, resize' are both required "
+                            "by node '%s' (uses node '%s' as '%s' child) and "
+                            "unshared by node '%s' (uses node '%s' as '%s' "
+                            "child).", name, holder, name, child,
+                            new_node ? new_node : "", name, child);
+        }
+        set_opt(opts, prefix, child, name);
+        return true;
     }
 }
 
@@ -92,7 +135,8 @@ static bool flatten_backing(JsonNode *ref, bool keyval, BlockOpts *opts,
         return true;
     }
     if (JSON_NODE_HOLDS_OBJECT(ref)) {
-        return flatten_child(ref, "backing", keyval, opts, prefix, errp);
+        return flatten_child(ref, "backing", keyval, opts, prefix, NULL,
+                             errp);
     }
     name = json_node_get_string(ref);
     if (!*name) {
@@ -120,7 +164,8 @@ static bool flatten_data_file(JsonNode *ref, bool keyval, BlockOpts *opts,
     const char *name;
 
     if (JSON_NODE_HOLDS_OBJECT(ref)) {
-        return flatten_child(ref, "data-file", keyval, opts, prefix, errp);
+        return flatten_child(ref, "data-file", keyval, opts, prefix, NULL,
+                             errp);
     }
     name = json_node_get_string(ref);
     {
@@ -295,6 +340,8 @@ static void flatten_qcow2_runtime(const BlockdevOptionsQcow2 *q,
 static bool flatten_options(const BlockdevOptions *o, const char *prefix,
                             bool keyval, BlockOpts *opts, GError **errp)
 {
+    const char *name = o->has_node_name ? o->node_name : NULL;
+
     set_opt(opts, prefix, "driver", qapi_type_BlockdevDriver.values[o->driver]);
     if (o->has_node_name) {
         set_opt(opts, prefix, "node-name", o->node_name);
@@ -352,7 +399,8 @@ static bool flatten_options(const BlockdevOptions *o, const char *prefix,
             flatten_encrypt(q->encrypt, prefix, opts);
         }
         flatten_qcow2_runtime(q, prefix, opts);
-        return flatten_child(q->file, "file", keyval, opts, prefix, errp) &&
+        return flatten_child(q->file, "file", keyval, opts, prefix,
+                             name, errp) &&
                (!q->has_backing ||
                 flatten_backing(q->backing, keyval, opts, prefix, errp)) &&
                (!q->has_data_file ||
@@ -360,14 +408,16 @@ static bool flatten_options(const BlockdevOptions *o, const char *prefix,
     }
     case BLOCKDEVDRIVER_RAW: {
         const BlockdevOptionsGenericFormat *r = o->u;
-        return flatten_child(r->file, "file", keyval, opts, prefix, errp);
+        return flatten_child(r->file, "file", keyval, opts, prefix,
+                             name, errp);
     }
     case BLOCKDEVDRIVER_LUKS: {
         const BlockdevOptionsLUKS *l = o->u;
         if (l->has_key_secret) {
             set_opt(opts, prefix, "key-secret", l->key_secret);
         }
-        return flatten_child(l->file, "file", keyval, opts, prefix, errp);
+        return flatten_child(l->file, "file", keyval, opts, prefix,
+                             name, errp);
     }
     case BLOCKDEVDRIVER_NBD:   /* issue 13 (api): the NBD client */
         flatten_nbd(o->u, prefix, opts);
@@ -440,27 +490,6 @@ JsonNode *qmp_blockdev_add(const BlockdevOptions *args, GError **errp)
 
 /* ---- blockdev-del ---- */
 
-typedef struct Parent {
-    BlockDriverState *child;
-    char *backing_of;             /* name of a node it is the backing of */
-    bool file_of;                 /* some node's file child */
-    bool data_of;                 /* another child (a qcow2 data file) */
-} Parent;
-
-static bool find_parent(BlockDriverState *bs, void *opaque)
-{
-    Parent *p = opaque;
-
-    if (bdrv_get_backing(bs) == p->child) {
-        p->backing_of = g_strdup(bdrv_get_node_name(bs));
-        return true;
-    }
-    p->file_of |= bdrv_get_file(bs) == p->child;
-    p->data_of |= bdrv_get_file(bs) != p->child &&
-                  bdrv_has_data_child(bs, p->child);
-    return false;
-}
-
 /*
  * The devices other than the node's own that show it: blockdev-snapshot
  * put it on top of another node's device.  QEMU has no device there (the
@@ -517,12 +546,13 @@ JsonNode *qmp_blockdev_del(const q_obj_blockdev_del_arg *args, GError **errp)
         g_free(p.backing_of);
         return NULL;
     }
+    g_free(p.file_parent);
     /* QEMU's text for a node another node holds a reference to */
-    if (p.data_of) {
+    if (p.data_of || p.file_of) {
         qmp_fail(errp, "Block device %s is in use", args->node_name);
         return NULL;
     }
-    if (p.file_of || !release_other_devices(on, false)) {
+    if (!release_other_devices(on, false)) {
         qmp_fail(errp, "Node %s is in use", args->node_name);
         return NULL;
     }

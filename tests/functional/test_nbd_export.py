@@ -506,6 +506,63 @@ def qcow2_runtime_options_take_effect():
 
 
 @runner.case()
+def file_node_by_reference():
+    """libvirt's layout: a file node, then a qcow2 node naming it as its
+    file.  Data written through the export, an internal and an external
+    snapshot taken over QMP, more data: every image reads back what was
+    written and checks clean."""
+    with common.TempDir('strata-nbd-') as d:
+        img, top = os.path.join(d, 'a.qcow2'), os.path.join(d, 't.qcow2')
+        make_image(img, ['write -P 0x11 0 1M'])
+        sock = os.path.join(d, 'nbd.sock')
+        dm = Daemon(strata(), [
+            '--blockdev', json.dumps({
+                'driver': 'file', 'node-name': 'fa', 'filename': img,
+                'auto-read-only': True, 'discard': 'unmap'}),
+            '--blockdev', json.dumps({
+                'driver': 'qcow2', 'node-name': 'qa', 'file': 'fa',
+                'discard': 'unmap'}),
+            '--nbd-server', 'addr.type=unix,addr.path=%s' % sock,
+            '--export', 'type=nbd,id=e0,node-name=qa,name=disk,writable=on'],
+            d)
+        one(dm, cmd('qmp_capabilities'))
+        io = ['qemu-io', '-f', 'raw']
+        common.run(io + ['-c', 'write -P 0x22 1M 1M', uri(sock, 'disk')])
+        r = one(dm, cmd('blockdev-snapshot-internal-sync', device='qa',
+                        name='s1'))
+        check(r == {'return': {}}, 'internal snapshot: %s' % r)
+        common.run(io + ['-c', 'write -P 0x33 0 64k', uri(sock, 'disk')])
+        r = one(dm, cmd('blockdev-snapshot-sync', **{
+            'node-name': 'qa', 'snapshot-file': top,
+            'snapshot-node-name': 'top', 'format': 'qcow2'}))
+        check(r == {'return': {}}, 'external snapshot: %s' % r)
+        res = common.run(io + ['-c', 'write -P 0x44 2M 64k',
+                               '-c', 'read -P 0x33 0 64k',
+                               '-c', 'read -P 0x11 64k 960k',
+                               '-c', 'read -P 0x22 1M 1M',
+                               '-c', 'read -P 0x44 2M 64k',
+                               uri(sock, 'disk')])
+        check('Pattern verification failed' not in res.out, res.out)
+        r = one(dm, cmd('blockdev-del', **{'node-name': 'fa'}))
+        check(r.get('error', {}).get('desc') == 'Block device fa is in use',
+              'blockdev-del of the file node: %s' % r)
+        # the shared file node keeps the image locked
+        res = common.run(['qemu-io', '-f', 'qcow2', '-c', 'write 0 4k', img],
+                         rc=None)
+        check(res.rc != 0 and 'lock' in res.out + res.err,
+              'a second writer got in: %s' % (res.out + res.err))
+        quit_ok(dm)
+        for path in (img, top):
+            common.qemu_check_clean(path)
+        res = common.run(['qemu-io', '-f', 'qcow2', '-c',
+                          'read -P 0x33 0 64k', '-c', 'read -P 0x22 1M 1M',
+                          img])
+        check('Pattern verification failed' not in res.out, res.out)
+        res = common.run(['qemu-img', 'snapshot', '-l', img])
+        check(' s1 ' in res.out, res.out)
+
+
+@runner.case()
 def overlay_takes_the_old_tops_modes():
     """blockdev-snapshot-sync opens the overlay with the old top's cache
     modes and discard choice, as QEMU does: cache.direct=on stays on,

@@ -234,10 +234,6 @@ add(Scenario('blockdev_add', images=(
     cmd('blockdev-del', **{'node-name': 'fa'}),
     cmd('query-named-block-nodes', flat=True),
 ], differences={
-    5: ('a reference to an existing node as "file" is refused (strata '
-        'opens the file child with its parent); a missing node gets '
-        'QEMU\'s text',
-        expect_error("Cannot find device='nonode' nor node-name='nonode'")),
     9: ('strata refuses an image open elsewhere in the daemon with its '
         'lock error as QEMU does', expect_same_error_class),
 }))
@@ -278,6 +274,32 @@ add(Scenario('blockdev_add_qcow2_options', images=(
     add_a(**{'lazy-refcounts': 'yes'}),
     add_a(**{'detect-zeroes': 'unmap'}),
     add_a(**{'detect-zeroes': 'bogus'}),
+]))
+
+# libvirt's layout: the file node first, the format node naming it.
+FA = {'driver': 'file', 'node-name': 'fa', 'filename': '{D}/a.qcow2',
+      'auto-read-only': True, 'discard': 'unmap'}
+add(Scenario('blockdev_add_file_reference', images=(
+    ('d0.qcow2', 'qcow2', ()), ('a.qcow2', 'qcow2', ())), steps=[
+    cmd('blockdev-add', **FA),
+    cmd('blockdev-add', driver='qcow2', file='fa', discard='unmap',
+        **{'node-name': 'qa', 'read-only': False}),
+    cmd('blockdev-add', driver='qcow2', file='fa', **{'node-name': 'qb'}),
+    cmd('blockdev-add', driver='qcow2', file='nope', **{'node-name': 'qb'}),
+    cmd('blockdev-del', **{'node-name': 'fa'}),
+    cmd('blockdev-snapshot-internal-sync', device='qa', name='s1'),
+    cmd('query-named-block-nodes'),
+    cmd('blockdev-snapshot-delete-internal-sync', device='qa', name='s1'),
+    cmd('blockdev-del', **{'node-name': 'qa'}),
+    cmd('blockdev-add', driver='qcow2', file='fa', **{'node-name': 'qa'}),
+    cmd('blockdev-del', **{'node-name': 'qa'}),
+    cmd('blockdev-del', **{'node-name': 'fa'}),
+    cmd('blockdev-add', driver='file', filename='{D}/a.qcow2',
+        **{'node-name': 'fr', 'read-only': True}),
+    cmd('blockdev-add', driver='qcow2', file='fr', **{'node-name': 'qr'}),
+    cmd('blockdev-add', driver='qcow2', file='fr',
+        **{'node-name': 'qr', 'read-only': True}),
+    cmd('query-named-block-nodes', flat=True),
 ]))
 
 # ---- internal snapshots ----
