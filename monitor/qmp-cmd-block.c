@@ -430,6 +430,21 @@ static bool flatten_options(const BlockdevOptions *o, const char *prefix,
     }
 }
 
+/*
+ * A node the monitor added that another of its nodes uses as its file is
+ * no root: its device leaves the registry while that lasts, so that
+ * savevm, info block and the transaction engine, which see devices, see
+ * roots only (QEMU's "monitor-owned nodes without parents").
+ */
+static OwnedNode *owned_file_of(BlockDriverState *bs)
+{
+    BlockDriverState *file = bdrv_get_file(bs);
+    OwnedNode *f = file && owned ?
+        g_hash_table_lookup(owned, bdrv_get_node_name(file)) : NULL;
+
+    return f && f->bs == file ? f : NULL;
+}
+
 static bool add_node(const BlockdevOptions *o, bool keyval, GError **errp)
 {
     g_autoptr(GHashTable) opts = bdrv_opts_new();
@@ -459,6 +474,9 @@ static bool add_node(const BlockdevOptions *o, bool keyval, GError **errp)
                                       owned_free);
     }
     g_hash_table_insert(owned, g_strdup(o->node_name), on);
+    if (owned_file_of(on->bs)) {
+        blockdev_remove_device_blk(owned_file_of(on->bs)->blk);
+    }
     return true;
 }
 
@@ -522,6 +540,7 @@ JsonNode *qmp_blockdev_del(const q_obj_blockdev_del_arg *args, GError **errp)
 {
     OwnedNode *on = owned ? g_hash_table_lookup(owned, args->node_name)
                           : NULL;
+    OwnedNode *file;
     Parent p = { 0 };
 
     if (!on) {
@@ -557,7 +576,12 @@ JsonNode *qmp_blockdev_del(const q_obj_blockdev_del_arg *args, GError **errp)
         return NULL;
     }
     release_other_devices(on, true);
+    file = owned_file_of(on->bs);
     g_hash_table_remove(owned, args->node_name);
+    if (file) {
+        /* a root again: its device comes back */
+        blockdev_add_device(file->blk, NULL);
+    }
     return qmp_empty_return();
 }
 

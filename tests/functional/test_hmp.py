@@ -590,6 +590,22 @@ def no_snapshot_capable_disk():
         'snapshot_blkdev_internal rw s0'])
 
 
+@runner.case('savevm_file_node_by_reference')
+def savevm_file_node_by_reference():
+    """libvirt's layout (a file node, then a qcow2 node naming it): the
+    file node is no disk of its own, so savevm, info snapshots and delvm
+    see the qcow2 node only, as in QEMU."""
+    def disks(d):
+        make_image(os.path.join(d, 'a.qcow2'))
+        return [json.dumps({'driver': 'file', 'node-name': 'fa',
+                            'filename': os.path.join(d, 'a.qcow2')}),
+                json.dumps({'driver': 'qcow2', 'node-name': 'qa',
+                            'file': 'fa'})]
+    side_by_side('file node by reference', disks, [
+        'savevm s1', 'info snapshots', 'snapshot_blkdev_internal qa s2',
+        'info snapshots', 'delvm s1', 'info snapshots'])
+
+
 @runner.case('info_block_modes')
 def info_block_modes():
     """info block shows a node's cache mode and detect-zeroes as QEMU
