@@ -67,7 +67,6 @@ static bool find_parent(BlockDriverState *bs, void *opaque)
     return false;
 }
 
-
 static bool flatten_options(const BlockdevOptions *o, const char *prefix,
                             bool keyval, BlockOpts *opts, GError **errp);
 
@@ -103,6 +102,7 @@ static bool flatten_child(JsonNode *ref, const char *child, bool keyval,
         const char *name = json_node_get_string(ref);
         g_autoptr(BlockDriverState) bs = blockdev_find_node(name);
         Parent holders = { .child = bs };
+        g_autofree char *holder = NULL;
 
         if (!bs) {
             return qmp_fail(errp, "Cannot find device='%s' nor node-name='%s'",
@@ -111,7 +111,7 @@ static bool flatten_child(JsonNode *ref, const char *child, bool keyval,
         /* one format node per file node: QEMU's permission conflict */
         bdrv_any_node(find_parent, &holders);
         g_free(holders.backing_of);
-        g_autofree char *holder = holders.file_parent;
+        holder = holders.file_parent;
         if (holders.file_of) {
             return qmp_fail(errp, "Permission conflict on node '%s': "
                             "permissions 'write, resize' are both required "
@@ -542,6 +542,7 @@ JsonNode *qmp_blockdev_del(const q_obj_blockdev_del_arg *args, GError **errp)
                           : NULL;
     OwnedNode *file;
     Parent p = { 0 };
+    bool busy;
 
     if (!on) {
         g_autoptr(BlockDriverState) bs = blockdev_find_node(args->node_name);
@@ -559,13 +560,14 @@ JsonNode *qmp_blockdev_del(const q_obj_blockdev_del_arg *args, GError **errp)
         return NULL;
     }
     p.child = on->bs;
-    if (bdrv_any_node(find_parent, &p)) {
+    busy = bdrv_any_node(find_parent, &p);
+    g_free(p.file_parent);
+    if (busy) {
         qmp_fail(errp, "Node '%s' is busy: node is used as backing hd of '%s'",
              args->node_name, p.backing_of);
         g_free(p.backing_of);
         return NULL;
     }
-    g_free(p.file_parent);
     /* QEMU's text for a node another node holds a reference to */
     if (p.data_of || p.file_of) {
         qmp_fail(errp, "Block device %s is in use", args->node_name);
