@@ -683,13 +683,18 @@ static BlockDriverState *bdrv_open_common(const char *filename,
     }
 
     if (!drv || !drv->is_protocol) {
+        /* a file child given by reference: a node already open */
+        const char *fref = filename ? NULL : bdrv_opts_get(options, "file");
+        bool by_ref = fref && bdrv_find_node(fref);
+
         bs->file = bdrv_open_file_child(filename, options, flags, errp);
         if (!bs->file) {
             goto fail_opts;
         }
         /* "file:X" names the image X, as QEMU shows it; so does a file
          * child given by reference (no name of its own) */
-        if (bdrv_local_prefix_len(bs->filename) || !*bs->filename) {
+        if (bdrv_local_prefix_len(bs->filename) ||
+            (by_ref && !*bs->filename)) {
             g_free(bs->filename);
             bs->filename = g_strdup(bs->file->filename);
         }
