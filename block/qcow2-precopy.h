@@ -50,7 +50,12 @@ int qcow2_precopy_unpublish(BlockDriverState *bs, Qcow2Precopy *pc,
 void qcow2_precopy_discard(BlockDriverState *bs, Qcow2Precopy *pc);
 /* Published for good: the active L1 and refcount structures it replaced
  * are freed (a failure only leaks). */
-int qcow2_precopy_free_replaced(BlockDriverState *bs, Qcow2Precopy *pc);
+/* After publish: frees what the switch replaced; with `settle`, first
+ * moves the active image back into it (qcow2-precopy-settle.c) and frees
+ * the copies instead. */
+int qcow2_precopy_free_replaced(BlockDriverState *bs, Qcow2Precopy *pc,
+                                bool settle);
+int qcow2_precopy_settle(BlockDriverState *bs, Qcow2Precopy *pc);
 void qcow2_precopy_free(Qcow2Precopy *pc);
 /* The 36 bytes qcow2_precopy_publish() will write at header offset 36
  * (issue 14: the intent record names them before they are written). */

@@ -119,6 +119,7 @@ typedef struct Qcow2SnapshotOp {
      * clean go through qcow2-precopy.c, which switches the active L1,
      * the refcount table and the snapshot table in one header write */
     Qcow2Precopy *pc;
+    bool settle;          /* BDRV_SNAPSHOT_SETTLE */
 
     /* delete alone on its image: pre_do wrote the new table (in new
      * clusters, synced) before the drain, so do under the drain only
@@ -408,6 +409,7 @@ int qcow2_snapshot_create_check(BlockDriverState *bs,
     }
     op = g_new0(Qcow2SnapshotOp, 1);
     op->kind = OP_CREATE;
+    op->settle = flags & BDRV_SNAPSHOT_SETTLE;
     sn = &op->entry;
     sn->id_str = next_id(v);
     sn->name = g_strdup(tmpl->name);
@@ -1349,7 +1351,7 @@ static int free_replaced(BlockDriverState *bs, Qcow2SnapshotOp *op,
                                       QCOW2_FREE_SNAPSHOT);
     }
     if (ret == 0 && op->pc) {
-        ret = qcow2_precopy_free_replaced(bs, op->pc);
+        ret = qcow2_precopy_free_replaced(bs, op->pc, op->settle);
     }
     if (ret == 0 && op->kind == OP_DELETE) {
         ret = qcow2_tree_release(bs, op->tree_l1, op->tree_l1_size,

@@ -123,6 +123,10 @@ int bdrv_snapshot_check_name(const char *name, GError **errp);
 
 /* Create flags */
 #define BDRV_SNAPSHOT_ALLOW_DUPLICATE 0x1  /* what qemu-img -c allows */
+/* The caller is alone on the image (no guest I/O until the op is
+ * cleaned): a qcow2 create through the phases puts the active image back
+ * into its old tables in clean, as an in-place create leaves it. */
+#define BDRV_SNAPSHOT_SETTLE          0x2
 
 /*
  * Creates a snapshot of the node's current content named tmpl->name.

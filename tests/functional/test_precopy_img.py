@@ -252,6 +252,112 @@ def many_references():
         common.check(imgs[0] == imgs[1], 'the snapshots read differently')
 
 
+def be(d, off, n):
+    return int.from_bytes(d[off:off + n], 'big')
+
+
+def layout(img):
+    """Where everything lies: the header's table offsets, and for every
+    cluster with a nonzero refcount its count and what points at it (the
+    active L1/L2 tables and data, each snapshot's, the tables of the
+    refcount and snapshot structures).  The file's length is left out:
+    strata's is longer by the copies the settle freed (holes)."""
+    with open(img, 'rb') as f:
+        d = f.read()
+    cb = be(d, 20, 4)
+    cs = 1 << cb
+    bits = 1 << (be(d, 96, 4) if be(d, 4, 4) >= 3 else 4)
+    l1_size, l1_off = be(d, 36, 4), be(d, 40, 8)
+    rt_off, rt_clusters = be(d, 48, 8), be(d, 56, 4)
+    nb, sn_off = be(d, 60, 4), be(d, 64, 8)
+    owners = {}
+
+    def mark(off, n, what):
+        for c in range(off // cs, (off + n + cs - 1) // cs):
+            owners.setdefault(c, []).append(what)
+
+    def tree(off, n, tag):
+        mark(off, n * 8, tag + 'L1')
+        for i in range(n):
+            l2 = be(d, off + 8 * i, 8) & 0x00fffffffffffe00
+            if not l2:
+                continue
+            mark(l2, cs, '%sL2[%d]' % (tag, i))
+            for k in range(cs // 8):
+                e = be(d, l2 + 8 * k, 8)
+                if not (e >> 62) & 1 and e & 0x00fffffffffffe00:
+                    mark(e & 0x00fffffffffffe00, cs, tag + 'data')
+
+    mark(0, cs, 'header')
+    mark(rt_off, rt_clusters * cs, 'reftable')
+    counts = {}
+    per = cs * 8 // bits
+    for i in range(rt_clusters * cs // 8):
+        rb = be(d, rt_off + 8 * i, 8)
+        if not rb:
+            continue
+        mark(rb, cs, 'refblock%d' % i)
+        for j in range(per):
+            v = be(d, rb + j * bits // 8, bits // 8)
+            if v:
+                counts[i * per + j] = v
+    tree(l1_off, l1_size, '')
+    off = sn_off
+    for n in range(nb):
+        tree(be(d, off, 8), be(d, off + 8, 4), 'sn%d.' % n)
+        off += (40 + be(d, off + 36, 4) + be(d, off + 12, 2) +
+                be(d, off + 14, 2) + 7) & ~7
+    if nb:
+        mark(sn_off, off - sn_off, 'snapshot table')
+    head = {'l1': (l1_off, l1_size), 'reftable': (rt_off, rt_clusters),
+            'snapshots': (sn_off, nb)}
+    return head, sorted((c, v, sorted(owners.get(c, [])))
+                        for c, v in counts.items())
+
+
+def settles_like_qemu(opts):
+    """Creates, writes and a delete in between, each by both tool sets on
+    images made the same way: strata-img's creates leave every table
+    where qemu-img's do (the active L1 and the refcount structures stay
+    put, the active image shares its L2 tables with the new snapshot,
+    refcount 2), where the pre-copy alone leaves the active image on
+    copies.  Both images read the same and check clean."""
+    t = common.tools()
+    oracle = (t.qemu_img, t.qemu_io)
+    with snaplib.ShmDir() as d:
+        got = {}
+        for who, (img_tool, io_tool) in (('qemu', oracle),
+                                         ('ours', (t.img, t.io))):
+            img = os.path.join(d, who + '.qcow2')
+            common.run([img_tool, 'create', '-q', '-f', 'qcow2', '-o', opts,
+                        img, str(SIZE)])
+            common.run_io(io_tool, img, ['write -P 1 0 1M',
+                                         'write -P 2 5M 1M'])
+            common.run([img_tool, 'snapshot', '-c', 'a', img])
+            first = layout(img)
+            common.run_io(io_tool, img, ['write -P 3 512k 1M'])
+            common.run([img_tool, 'snapshot', '-c', 'b', img])
+            common.run([img_tool, 'snapshot', '-d', 'a', img])
+            common.run_io(io_tool, img, ['write -P 4 7M 512k'])
+            common.run([img_tool, 'snapshot', '-c', 'c', img])
+            got[who] = (first, layout(img), img)
+            common.qemu_check_clean(img)
+        for i, when in ((0, 'after the first create'), (1, 'at the end')):
+            q, o = got['qemu'][i], got['ours'][i]
+            common.check(q[0] == o[0], '%s, %s: header %s, qemu-img\'s %s'
+                         % (opts, when, o[0], q[0]))
+            diff = [(a, b) for a, b in zip(q[1], o[1]) if a != b]
+            common.check(len(q[1]) == len(o[1]) and not diff,
+                         '%s, %s: clusters differ (qemu-img\'s, ours): %s'
+                         % (opts, when, diff[:5] or (len(q[1]), len(o[1]))))
+        shared = [c for c in got['ours'][0][1]
+                  if c[1] == 2 and 'L2[0]' in c[2] and 'sn0.L2[0]' in c[2]]
+        common.check(shared, '%s: the first L2 table is not shared with the '
+                     'snapshot' % opts)
+        common.run([oracle[0], 'compare', '-q', got['qemu'][2],
+                    got['ours'][2]])
+
+
 runner.add('output', output_as_qemu)
 runner.add('many_references', many_references)
 runner.add('kill/64k', kill_every_write, 'cluster_size=65536')
@@ -259,6 +365,10 @@ runner.add('kill/64k', kill_every_write, 'cluster_size=65536')
 runner.add('kill/512', kill_every_write, 'cluster_size=512', 10)
 runner.add('kill/lazy', kill_every_write,
            'cluster_size=65536,lazy_refcounts=on')
+for o in ('cluster_size=65536', 'cluster_size=4096',
+          'cluster_size=65536,compat=0.10',
+          'cluster_size=65536,lazy_refcounts=on'):
+    runner.add('settles_like_qemu/' + o, settles_like_qemu, o)
 
 
 if __name__ == '__main__':

@@ -136,8 +136,10 @@ static void dump_snapshots(BlockDriverState *bs)
  * live before its one publishing header write, and a kill at any point
  * leaves leaks at most.  bdrv_snapshot_create() rewrites COPIED flags in
  * place, and a kill in the middle leaves flags that disagree with the
- * refcounts (`qemu-img check` errors).  The messages are the ones
- * bdrv_snapshot_create() gives.
+ * refcounts (`qemu-img check` errors).  Alone on the image, it asks the
+ * driver to settle in clean (BDRV_SNAPSHOT_SETTLE): the active image goes
+ * back into its old tables, as qemu-img's in-place create leaves it.  The
+ * messages are the ones bdrv_snapshot_create() gives.
  */
 static int create_precopy(BlockDriverState *bs, const char *name,
                           GError **errp)
@@ -147,7 +149,9 @@ static int create_precopy(BlockDriverState *bs, const char *name,
         .icount = 0,       /* what qemu-img records */
     };
     g_autoptr(GError) local = NULL;
-    BdrvSnapshotOp *op = bdrv_snapshot_create_check(bs, &tmpl, 0, errp);
+    BdrvSnapshotOp *op = bdrv_snapshot_create_check(bs, &tmpl,
+                                                    BDRV_SNAPSHOT_SETTLE,
+                                                    errp);
     int ret;
 
     if (!op) {
