@@ -1161,9 +1161,12 @@ fail:
 }
 
 /* Allocates L2 tables and data clusters for [offset, offset+bytes) without
- * writing data (preallocation=metadata).  Under s->lock. */
+ * writing data (preallocation=metadata), and grows the file to hold them;
+ * with file_end, leaves the file as it is and says where it must end (the
+ * caller reserves the space: see preallocate_data in qcow2-create.c).
+ * Under s->lock. */
 int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
-                               uint64_t bytes)
+                               uint64_t bytes, uint64_t *file_end)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t cs = s->cluster_size;
@@ -1264,7 +1267,10 @@ int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
     if (qcow2_has_data_file(s)) {
         host_end = MIN(host_end, req_end);
     }
-    if (host_end && (int64_t)host_end > bdrv_getlength(qcow2_data(bs))) {
+    if (file_end) {
+        *file_end = host_end;
+    } else if (host_end &&
+               (int64_t)host_end > bdrv_getlength(qcow2_data(bs))) {
         GError *err = NULL;
         ret = bdrv_truncate(qcow2_data(bs), host_end, &err);
         g_clear_error(&err);

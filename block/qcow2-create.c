@@ -354,9 +354,12 @@ static int sync_file(const char *filename)
  * allocated in the file too (full: written with zeroes), from `start`
  * on: as QEMU, the holes in the clusters of the metadata written before
  * (the header's and L1 table's tails) stay holes, so the file has the
- * same extents as QEMU's and grows as little on later writes. */
+ * same extents as QEMU's and grows as little on later writes.  `end`:
+ * where the image file must end (metadata preallocation left it short,
+ * so that the space is reserved by growing the file: see
+ * file_preallocate). */
 static bool preallocate_data(BlockDriverState *bs, const Qcow2CreateOpts *o,
-                             int64_t start, GError **errp)
+                             int64_t start, uint64_t end, GError **errp)
 {
     /* With a data file the data lives there, and only there. */
     BDRVQcow2State *s = bs->opaque;
@@ -372,7 +375,8 @@ static bool preallocate_data(BlockDriverState *bs, const Qcow2CreateOpts *o,
     /* whole clusters, as QEMU's falloc/full: metadata preallocation alone
      * may end the file inside the last one (at a subcluster's end) */
     if (len > 0 && !qcow2_has_data_file(s)) {
-        len = (int64_t)qcow2_align_up(len, s->cluster_size);
+        len = (int64_t)qcow2_align_up(MAX((uint64_t)len, end),
+                                      s->cluster_size);
     }
     ret = ret < 0 ? ret : len < 0 ? (int)len
                       : file_preallocate(target, qcow2_has_data_file(bs->opaque)
@@ -448,6 +452,7 @@ bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp)
     BDRVQcow2State *s;
     BlockOpts *oopts;
     int64_t data_start;
+    uint64_t file_end = 0;
     int ret;
 
     if (!parse_create_opts(opts, &o, errp) ||
@@ -496,8 +501,12 @@ bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp)
                                 : (int64_t)qcow2_align_up(data_start,
                                                           s->cluster_size);
     if (o.prealloc_metadata && o.size) {
+        /* falloc/full reserve the space themselves, by growing the file
+         * (see preallocate_data) */
+        bool reserve = o.prealloc_data && !qcow2_has_data_file(s);
         g_mutex_lock(&s->lock);
-        ret = qcow2_preallocate_metadata(bs, 0, o.size);
+        ret = qcow2_preallocate_metadata(bs, 0, o.size,
+                                         reserve ? &file_end : NULL);
         g_mutex_unlock(&s->lock);
         if (ret < 0) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
@@ -507,7 +516,7 @@ bool qcow2_create(const char *filename, BlockOpts *opts, GError **errp)
         }
     }
     if (o.prealloc_data && o.size &&
-        !preallocate_data(bs, &o, data_start, errp)) {
+        !preallocate_data(bs, &o, data_start, file_end, errp)) {
         return false;
     }
     ret = bdrv_flush(bs);

@@ -459,7 +459,8 @@ static int do_grow(BlockDriverState *bs, uint64_t size, int prealloc,
         return ret;
     }
     if (prealloc != BDRV_PREALLOC_OFF && size > old_size) {
-        ret = qcow2_preallocate_metadata(bs, old_size, size - old_size);
+        ret = qcow2_preallocate_metadata(bs, old_size, size - old_size,
+                                         NULL);
         if (ret < 0) {
             g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
                         "Could not preallocate metadata: %s",

@@ -528,7 +528,7 @@ int qcow2_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
                        int64_t *pnum, int64_t *map, BlockDriverState **file);
 int qcow2_grow_l1_table(BlockDriverState *bs, uint64_t min_size);
 int qcow2_preallocate_metadata(BlockDriverState *bs, uint64_t offset,
-                               uint64_t bytes);
+                               uint64_t bytes, uint64_t *file_end);
 int qcow2_decompress_cluster(BlockDriverState *bs, uint64_t l2_entry,
                              uint8_t *out);
 void qcow2_compressed_range(BDRVQcow2State *s, uint64_t l2_entry,

@@ -191,18 +191,32 @@ def holds_huge_files(directory):
         probe.unlink(missing_ok=True)
 
 
+# Tests that count the host blocks of a preallocated file before and
+# after writing into it.  On ext4 the count includes the file's extent
+# tree, which gains a block when a write splits an extent while the
+# inode's own slots are full; when that happens depends on where the file
+# system placed the preallocation (its free space on that machine), so
+# the same tool passes on one machine and fails on another (on one of
+# ours QEMU's own qemu-img failed one case of 125, strata's five).  tmpfs
+# keeps no extent tree: the count is the data's alone.
+COUNTS_HOST_BLOCKS = {'125'}
+
+
 def test_dir_for(test, suite, scratch):
     """The test's TEST_DIR.  A test that needs a huge sparse file (it says
     so with _require_large_file, and notes that tmpfs works) runs on
-    /dev/shm when the scratch file system cannot hold one."""
+    /dev/shm when the scratch file system cannot hold one; a test in
+    COUNTS_HOST_BLOCKS runs there whenever it can."""
     tdir = scratch / test.replace('/', '_')
     shm = Path('/dev/shm')
     try:
         needs_huge = '_require_large_file' in (suite / test).read_text()
     except OSError:
         needs_huge = False
-    if (needs_huge and not holds_huge_files(scratch) and shm.is_dir() and
-            os.access(shm, os.W_OK) and holds_huge_files(shm)):
+    usable = shm.is_dir() and os.access(shm, os.W_OK)
+    if usable and (test in COUNTS_HOST_BLOCKS or
+                   (needs_huge and not holds_huge_files(scratch) and
+                    holds_huge_files(shm))):
         return Path(tempfile.mkdtemp(prefix='strata_iotests_', dir=shm))
     return tdir
 
