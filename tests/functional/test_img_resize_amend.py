@@ -221,6 +221,25 @@ def resize_shrink_keeps_snapshot():
 
 
 @runner.case()
+def resize_shrink_after_snapshot_cycle():
+    """A snapshot taken and deleted by each side's own tool, then a shrink:
+    the file ends where qemu-img's does.  Before strata-img's create
+    settled (qcow2-precopy-settle.c), the pre-copy left the refcount
+    table and the L1 table past the data, and the shrink's cut stopped
+    there (62,144 KiB against qemu-img's 10,560)."""
+    def build(path, d):
+        run([common.tools().qemu_img, 'create', '-q', '-f', 'qcow2', path,
+             '64M'])
+        qemu_io(path, 'write -P 0x5a 0 60M')
+    with common.TempDir() as d:
+        tw = Twin(d, build)
+        tw.run(['snapshot', '-c', 's', '@IMG@'], rc=0)
+        tw.run(['snapshot', '-d', 's', '@IMG@'], rc=0)
+        tw.run(['resize', '--shrink', '-q', '@IMG@', '10M'], rc=0)
+        tw.same_result(file_length=True)
+
+
+@runner.case()
 def resize_refusals():
     def v2_snap(path, d):
         qcow2_with_data('compat=0.10')(path, d)
