@@ -892,7 +892,7 @@ static int apply_pending_frees(BlockDriverState *bs)
     qcow2_punch_flush(bs, &punch);
     g_array_set_size(s->pending_frees, 0);
     s->unmapped_frees = 0;
-    return first_err;
+    return qcow2_free_failed(first_err);
 }
 
 int qcow2_write_back_metadata(BlockDriverState *bs)

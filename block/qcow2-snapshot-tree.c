@@ -29,7 +29,17 @@ int qcow2_free_unreferenced(BlockDriverState *bs, uint64_t offset,
     }
     /* QEMU's event before each lowering of refcounts (blkdebug rules) */
     bdrv_debug_event(bs->file, "cluster_free");
-    return qcow2_release_range(bs, offset, bytes, why);
+    return qcow2_free_failed(qcow2_release_range(bs, offset, bytes, why));
+}
+
+int qcow2_free_failed(int ret)
+{
+    if (ret < 0) {
+        /* what QEMU prints when one of its frees fails, at the point
+         * where it emits cluster_free */
+        strata_warning("qcow2_free_clusters failed: %s", g_strerror(-ret));
+    }
+    return ret;
 }
 
 int qcow2_write_l1_at(BlockDriverState *bs, uint64_t offset,
@@ -622,8 +632,9 @@ static int release_walk(BlockDriverState *bs, const uint64_t *l1,
     int ret;
 
     bdrv_debug_event(bs->file, "cluster_free"); /* as above */
-    ret = walk_refs(bs, l1, l1_size, -1, UINT64_MAX, &done,
-                    s->rt.discard_snapshot ? &punch : NULL, errp);
+    ret = qcow2_free_failed(walk_refs(bs, l1, l1_size, -1, UINT64_MAX, &done,
+                                      s->rt.discard_snapshot ? &punch : NULL,
+                                      errp));
 
     qcow2_punch_flush(bs, &punch);
     return ret;

@@ -1340,6 +1340,19 @@ static int delete_free_parts(BlockDriverState *bs, Qcow2SnapshotOp *op,
     return ret;
 }
 
+/* A delete's frees failed after it took effect: QEMU's words for it (the
+ * snapshot is gone, what it held leaks). */
+static int delete_free_failed(int ret, GError **errp)
+{
+    if (ret < 0) {
+        g_clear_error(errp);
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_IO,
+                    "Failed to free the cluster and L1 table: %s",
+                    g_strerror(-ret));
+    }
+    return ret;
+}
+
 /* After invalidate: frees what nobody uses any more. */
 static int free_replaced(BlockDriverState *bs, Qcow2SnapshotOp *op,
                          GError **errp)
@@ -1374,7 +1387,9 @@ int qcow2_snapshot_clean(BlockDriverState *bs, void *opaque, GError **errp)
     /* a done op is invalidated or cancelled first */
     g_assert(op->state != ST_DONE);
     if (op->state == ST_INVALIDATED && op->kind == OP_DELETE && !op->pc) {
-        ret = delete_free_parts(bs, op, errp);
+        ret = delete_free_failed(delete_free_parts(bs, op, errp), errp);
+    } else if (op->state == ST_INVALIDATED && op->kind == OP_DELETE) {
+        ret = delete_free_failed(free_replaced(bs, op, errp), errp);
     } else if (op->state == ST_INVALIDATED) {
         ret = free_replaced(bs, op, errp);
     } else if (op->pc && op->state == ST_CHECKED) {

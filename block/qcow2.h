@@ -663,6 +663,9 @@ int qcow2_write_l1_at(BlockDriverState *bs, uint64_t offset,
  * sync when `why` says so (qcow2_discard_passes). */
 int qcow2_free_unreferenced(BlockDriverState *bs, uint64_t offset,
                             uint64_t bytes, Qcow2FreeReason why);
+/* Passes ret through; a failure is reported as QEMU's frees report it.
+ * For the sites that emit blkdebug's cluster_free. */
+int qcow2_free_failed(int ret);
 
 /* qcow2-overlap.c: metadata overlap protection (QEMU's overlap-check).
  * Reads overlap-check / overlap-check.template / overlap-check.<type>. */

@@ -690,7 +690,11 @@ static int run_op(BdrvSnapshotOp *op, BdrvSnapshotInfo *out, GError **errp)
     bdrv_snapshot_info_copy(&info, &op->info);
     what = op->what;
     ret = bdrv_snapshot_op_clean(op, &local);
-    if (ret < 0) {
+    if (ret < 0 && !strcmp(what, "delete")) {
+        /* a delete's driver says it in QEMU's words, which have no
+         * prefix (the snapshot is gone all the same, as in QEMU) */
+        g_propagate_error(errp, g_steal_pointer(&local));
+    } else if (ret < 0) {
         g_set_error(errp, BDRV_ERROR, local->code,
                     "The snapshot %s of '%s' took effect, but freeing the "
                     "clusters it no longer uses failed (they leak): %s",
