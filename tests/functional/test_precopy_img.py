@@ -23,9 +23,12 @@ the Nth one reaches the file.  After each kill:
 Cases: 64 KiB clusters (every I/O), 512-byte clusters (many L2 tables
 and refcount blocks: a sample of the I/Os, both sides of the commit
 point included), and an image with lazy_refcounts=on (whose create now
-takes the pre-copy too; every I/O).  Beside them: one data cluster
-mapped 300 times by the active tree gets 300 more references, as with
-qemu-img (many_references).
+takes the pre-copy too; every I/O).  The same points with an I/O error
+instead of a kill (eio/once: that request alone fails; eio/dead: every
+one from it on), after which the tool goes on and closes the image.
+Beside them: one data cluster mapped 300 times by the active tree gets
+300 more references, as with qemu-img (many_references); and the layout
+the settle leaves, cluster for cluster qemu-img's (settles_like_qemu).
 """
 
 import os
@@ -171,6 +174,39 @@ def kill_every_write(opts, samples=None):
                      'point: %s' % seen)
         print('  %s: %d I/Os, killed at %d of them: %s'
               % (opts, end, len(points), seen))
+
+
+def fail_every_write(opts, once):
+    """An I/O error (EIO) at each write or flush of the create instead of a
+    kill: the tool goes on, undoes or reports, and closes the image.  With
+    once=on only that request fails; with once=off it and every write and
+    flush after it fail (a disk that died).  What is left must pass the
+    same checks as after a kill: old or new snapshot list, leaks at most,
+    every content exact."""
+    common.skip_if_qemu_tools('the blkdebug options are ours')
+    t = common.tools()
+    with snaplib.ShmDir() as d:
+        base = os.path.join(d, 'base.qcow2')
+        img = os.path.join(d, 'img.qcow2')
+        make(base, opts)
+        end, points = kill_points(base, img, None)
+        seen = {'old': 0, 'new': 0}
+        for n in points:
+            snaplib.sparse_copy(base, img)
+            p = subprocess.run([t.img, 'snapshot', '--image-opts', '-c',
+                                'new', blkdebug(img) +
+                                ',file.inject-error.any=%d,'
+                                'file.inject-error.once=%s' % (n, once)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            common.check(p.returncode in (0, 1), 'I/O %d failed: exit %d\n%s'
+                         % (n, p.returncode, p.stderr.decode()))
+            seen[after_kill(img, 'I/O %d of %d failed (once=%s)'
+                            % (n, end, once))] += 1
+        common.check(seen['old'] and seen['new'],
+                     'the errors did not reach both sides of the commit '
+                     'point: %s' % seen)
+        print('  %s, once=%s: %d I/Os, each failed in turn: %s'
+              % (opts, once, end, seen))
 
 
 def output_as_qemu():
@@ -365,6 +401,8 @@ runner.add('kill/64k', kill_every_write, 'cluster_size=65536')
 runner.add('kill/512', kill_every_write, 'cluster_size=512', 10)
 runner.add('kill/lazy', kill_every_write,
            'cluster_size=65536,lazy_refcounts=on')
+runner.add('eio/once', fail_every_write, 'cluster_size=65536', 'on')
+runner.add('eio/dead', fail_every_write, 'cluster_size=65536', 'off')
 for o in ('cluster_size=65536', 'cluster_size=4096',
           'cluster_size=65536,compat=0.10',
           'cluster_size=65536,lazy_refcounts=on'):
