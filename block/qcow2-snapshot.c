@@ -2,7 +2,8 @@
 /*
  * qcow2 internal snapshot operations -- create, delete, apply -- in the
  * phases of include/block/snapshot.h (check, do, invalidate, cancel,
- * clean), plus list and the temporary read-only load.  The table itself
+ * clean); list and the temporary read-only load are in
+ * qcow2-snapshot-read.c.  The table itself
  * (read, validate, write) is in qcow2-snapshot-table.c; the walks that
  * share a tree of L2 tables and data clusters or release it are in
  * qcow2-snapshot-tree.c.  The generic layer (block/snapshot.c) enforces
@@ -140,18 +141,6 @@ static void op_free(Qcow2SnapshotOp *op)
     g_free(op->tree_l1);
     g_free(op->l1);
     g_free(op);
-}
-
-static void lock(BDRVQcow2State *s)
-{
-    g_rw_lock_writer_lock(&s->free_lock);
-    g_mutex_lock(&s->lock);
-}
-
-static void unlock(BDRVQcow2State *s)
-{
-    g_mutex_unlock(&s->lock);
-    g_rw_lock_writer_unlock(&s->free_lock);
 }
 
 static guint n_ops(BDRVQcow2State *s)
@@ -301,25 +290,9 @@ static char *next_id(GArray *v)
     return g_strdup_printf("%lu", max + 1);
 }
 
-/*
- * QEMU keeps internal snapshots away from images with an external data
- * file (the data file has no refcounts to share clusters with): every
- * snapshot operation fails with ENOTSUP, which qemu-img reports as the
- * bare errno, "-95 (Operation not supported)".
- */
-static int refuse_data_file(BDRVQcow2State *s, GError **errp)
-{
-    if (qcow2_has_data_file(s)) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "%d (%s)", -ENOTSUP, g_strerror(ENOTSUP));
-        return -ENOTSUP;
-    }
-    return 0;
-}
-
 static int conflicts(BDRVQcow2State *s, bool is_goto, GError **errp)
 {
-    int ret = refuse_data_file(s, errp);
+    int ret = qcow2_sn_refuse_data_file(s, errp);
 
     if (ret < 0) {
         return ret;
@@ -387,7 +360,7 @@ int qcow2_snapshot_create_check(BlockDriverState *bs,
     uint64_t bytes;
     int ret;
 
-    lock(s);
+    qcow2_sn_lock(s);
     ret = conflicts(s, false, errp);
     if (ret < 0) {
         goto out;
@@ -450,7 +423,7 @@ int qcow2_snapshot_create_check(BlockDriverState *bs,
     push_op(s, op);
     *opp = op;
 out:
-    unlock(s);
+    qcow2_sn_unlock(s);
     return ret;
 }
 
@@ -464,7 +437,7 @@ int qcow2_snapshot_delete_check(BlockDriverState *bs, const char *id,
     const VEntry *e;
     int idx, ret;
 
-    lock(s);
+    qcow2_sn_lock(s);
     ret = conflicts(s, false, errp);
     if (ret < 0) {
         goto out;
@@ -498,7 +471,7 @@ int qcow2_snapshot_delete_check(BlockDriverState *bs, const char *id,
     push_op(s, op);
     *opp = op;
 out:
-    unlock(s);
+    qcow2_sn_unlock(s);
     return ret;
 }
 
@@ -512,7 +485,7 @@ int qcow2_snapshot_goto_check(BlockDriverState *bs, const char *id,
     uint64_t needed;
     int idx, ret;
 
-    lock(s);
+    qcow2_sn_lock(s);
     ret = conflicts(s, true, errp);
     if (ret < 0) {
         goto out;
@@ -550,7 +523,7 @@ int qcow2_snapshot_goto_check(BlockDriverState *bs, const char *id,
     push_op(s, op);
     *opp = op;
 out:
-    unlock(s);
+    qcow2_sn_unlock(s);
     return ret;
 }
 
@@ -897,7 +870,7 @@ int qcow2_snapshot_do(BlockDriverState *bs, void *opaque,
     Qcow2SnapshotOp *op = opaque;
     int ret;
 
-    lock(s);
+    qcow2_sn_lock(s);
     g_assert(op->state == ST_CHECKED);
     if (op->predone && !delete_predone_current(s, op)) {
         delete_discard_predone(bs, op);
@@ -928,7 +901,7 @@ int qcow2_snapshot_do(BlockDriverState *bs, void *opaque,
             qcow2_sn_to_info(&op->table[op->nb - 1], info);
         }
     }
-    unlock(s);
+    qcow2_sn_unlock(s);
     return ret;
 }
 
@@ -978,11 +951,11 @@ int qcow2_snapshot_pre_do(BlockDriverState *bs, void *opaque, GError **errp)
     int ret;
 
     if (op->kind == OP_DELETE) {
-        lock(s);
+        qcow2_sn_lock(s);
         g_assert(op->state == ST_CHECKED && !op->predone);
         ret = n_ops(s) == 1 && !s->snapshot_loaded && !s->broken &&
               !bs->read_only ? delete_pre_do(bs, op, errp) : 0;
-        unlock(s);
+        qcow2_sn_unlock(s);
         return ret;
     }
     g_mutex_lock(&s->lock);
@@ -1009,14 +982,14 @@ int qcow2_snapshot_pre_do(BlockDriverState *bs, void *opaque, GError **errp)
         return 0;
     }
     ret = qcow2_precopy_start(bs, area, &pc, errp);
-    lock(s);
+    qcow2_sn_lock(s);
     if (ret < 0) {
         qcow2_precopy_discard(bs, pc);
         qcow2_precopy_free(pc);
     } else {
         op->pc = pc;
     }
-    unlock(s);
+    qcow2_sn_unlock(s);
     return ret;
 }
 
@@ -1025,7 +998,7 @@ void qcow2_snapshot_pre_cancel(BlockDriverState *bs, void *opaque)
     BDRVQcow2State *s = bs->opaque;
     Qcow2SnapshotOp *op = opaque;
 
-    lock(s);
+    qcow2_sn_lock(s);
     if (op->state == ST_CHECKED && op->pc) {
         qcow2_precopy_discard(bs, op->pc);
         g_clear_pointer(&op->pc, qcow2_precopy_free);
@@ -1033,7 +1006,7 @@ void qcow2_snapshot_pre_cancel(BlockDriverState *bs, void *opaque)
     if (op->state == ST_CHECKED && op->predone) {
         delete_discard_predone(bs, op);
     }
-    unlock(s);
+    qcow2_sn_unlock(s);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1137,10 +1110,10 @@ int qcow2_snapshot_invalidate(BlockDriverState *bs, void *opaque,
     Qcow2SnapshotOp *op = opaque;
     int ret;
 
-    lock(s);
+    qcow2_sn_lock(s);
     g_assert(op->state == ST_DONE);
     ret = switch_header(bs, op, true, errp);
-    unlock(s);
+    qcow2_sn_unlock(s);
     return ret;
 }
 
@@ -1153,9 +1126,9 @@ int qcow2_snapshot_publish_bytes(BlockDriverState *bs, void *opaque,
     BDRVQcow2State *s = bs->opaque;
     Qcow2SnapshotOp *op = opaque;
 
-    lock(s);
+    qcow2_sn_lock(s);
     if (op->state != ST_DONE) {
-        unlock(s);
+        qcow2_sn_unlock(s);
         return -EINVAL;
     }
     /* the classic paths end do with a sync and write the header with
@@ -1180,7 +1153,7 @@ int qcow2_snapshot_publish_bytes(BlockDriverState *bs, void *opaque,
         *offset = QCOW2_HDR_SNAPSHOTS_OFF;
         *len = 12;
     }
-    unlock(s);
+    qcow2_sn_unlock(s);
     return 0;
 }
 
@@ -1207,7 +1180,7 @@ int qcow2_snapshot_cancel(BlockDriverState *bs, void *opaque, GError **errp)
     Qcow2SnapshotOp *op = opaque;
     int ret = 0;
 
-    lock(s);
+    qcow2_sn_lock(s);
     g_assert(op->state == ST_DONE || op->state == ST_INVALIDATED);
     if (op->state == ST_INVALIDATED) {
         ret = switch_header(bs, op, false, errp);
@@ -1249,7 +1222,7 @@ int qcow2_snapshot_cancel(BlockDriverState *bs, void *opaque, GError **errp)
 out:
     pop_op(s, op);
     op->state = ST_CANCELLED;
-    unlock(s);
+    qcow2_sn_unlock(s);
     return ret;
 }
 
@@ -1273,13 +1246,13 @@ static void let_guests_in(BlockDriverState *bs, unsigned *n)
 {
     BDRVQcow2State *s = bs->opaque;
 
-    unlock(s);
+    qcow2_sn_unlock(s);
     if (free_hook) {
         free_hook(bs, (*n)++, free_hook_opaque);
     } else {
         g_thread_yield();
     }
-    lock(s);
+    qcow2_sn_lock(s);
 }
 
 /*
@@ -1383,7 +1356,7 @@ int qcow2_snapshot_clean(BlockDriverState *bs, void *opaque, GError **errp)
     Qcow2SnapshotOp *op = opaque;
     int ret = 0;
 
-    lock(s);
+    qcow2_sn_lock(s);
     /* a done op is invalidated or cancelled first */
     g_assert(op->state != ST_DONE);
     if (op->state == ST_INVALIDATED && op->kind == OP_DELETE && !op->pc) {
@@ -1404,7 +1377,7 @@ int qcow2_snapshot_clean(BlockDriverState *bs, void *opaque, GError **errp)
     }
     pop_op(s, op);
     op_free(op);
-    unlock(s);
+    qcow2_sn_unlock(s);
     return ret;
 }
 
@@ -1422,100 +1395,4 @@ void qcow2_snapshot_close(BlockDriverState *bs)
         }
         qcow2_snapshot_clean(bs, op, NULL);
     }
-}
-
-/* ---------------------------------------------------------------------- */
-/* List and temporary load */
-
-int qcow2_snapshot_list(BlockDriverState *bs, BdrvSnapshotInfo **list,
-                        GError **errp)
-{
-    BDRVQcow2State *s = bs->opaque;
-    BdrvSnapshotInfo *l;
-    int n = refuse_data_file(s, errp);
-
-    if (n < 0) {
-        return n;
-    }
-    g_mutex_lock(&s->lock);
-    n = (int)s->nb_snapshots;
-    l = g_new0(BdrvSnapshotInfo, MAX(n, 1));
-    for (int i = 0; i < n; i++) {
-        qcow2_sn_to_info(&s->snapshots[i], &l[i]);
-    }
-    g_mutex_unlock(&s->lock);
-    *list = l;
-    return n;
-}
-
-int qcow2_snapshot_load_tmp(BlockDriverState *bs, const char *id,
-                            const char *name, GError **errp)
-{
-    BDRVQcow2State *s = bs->opaque;
-    const Qcow2Snapshot *sn;
-    uint64_t *l1 = NULL;
-    uint32_t l1_size;
-    int idx, ret = refuse_data_file(s, errp);
-
-    if (ret < 0) {
-        return ret;
-    }
-    if (!bs->read_only) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Device is not readonly");
-        return -EINVAL;
-    }
-    lock(s);
-    idx = qcow2_sn_find(s->snapshots, s->nb_snapshots, id, name);
-    if (idx < 0) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_FOUND,
-                    "Can't find snapshot");
-        ret = -ENOENT;
-        goto out;
-    }
-    sn = &s->snapshots[idx];
-    if (sn->disk_size > (uint64_t)INT64_MAX - s->cluster_size ||
-        qcow2_l1_entries_for(s, sn->disk_size) > QCOW2_MAX_L1_BYTES / 8) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Snapshot '%s' records an invalid disk size", sn->name);
-        ret = -EINVAL;
-        goto out;
-    }
-    ret = qcow2_sn_read_l1(bs, sn, qcow2_l1_entries_for(s, sn->disk_size),
-                           &l1, &l1_size, errp);
-    if (ret < 0) {
-        goto out;
-    }
-    g_free(s->l1_table);
-    s->l1_table = l1;
-    s->l1_size = l1_size;
-    s->l1_table_offset = sn->l1_table_offset;
-    s->size = sn->disk_size;
-    s->snapshot_loaded = true;
-out:
-    unlock(s);
-    return ret;
-}
-
-int qcow2_snapshot_open_options(BlockDriverState *bs, BlockOpts *options,
-                                int flags, GError **errp)
-{
-    g_autofree char *id = bdrv_opts_take(options, "snapshot.id");
-    g_autofree char *name = bdrv_opts_take(options, "snapshot.name");
-    int ret;
-
-    if (!id && !name) {
-        return 0;
-    }
-    if (flags & BDRV_O_RDWR) {
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Options snapshot.id and snapshot.name need a read-only "
-                    "image (read-only=on)");
-        return -EINVAL;
-    }
-    ret = qcow2_snapshot_load_tmp(bs, id, name, errp);
-    if (ret < 0) {
-        g_prefix_error(errp, "Failed to load snapshot: ");
-    }
-    return ret;
 }

@@ -95,4 +95,22 @@ void qcow2_sn_to_info(const Qcow2Snapshot *sn, BdrvSnapshotInfo *info);
 int qcow2_sn_find(const Qcow2Snapshot *sn, uint32_t nb, const char *id,
                   const char *name);
 
+/* The locks a snapshot operation holds: free_lock for writing (no data
+ * request is in flight, so a cluster it frees cannot be in use), then
+ * s->lock. */
+static inline void qcow2_sn_lock(BDRVQcow2State *s)
+{
+    g_rw_lock_writer_lock(&s->free_lock);
+    g_mutex_lock(&s->lock);
+}
+
+static inline void qcow2_sn_unlock(BDRVQcow2State *s)
+{
+    g_mutex_unlock(&s->lock);
+    g_rw_lock_writer_unlock(&s->free_lock);
+}
+
+/* 0, or -ENOTSUP with QEMU's text for an image with a data file. */
+int qcow2_sn_refuse_data_file(BDRVQcow2State *s, GError **errp);
+
 #endif
