@@ -149,7 +149,12 @@ def kill_points(base, img, samples):
     return end, sorted(p for p in pts if 1 <= p <= end)
 
 
-def kill_every_write(opts, samples=None):
+def each_write(opts, samples, fault, exits, what):
+    """For every point (kill_points) a copy of the image gets `fault` at
+    that write or flush (an inject-error setting, %d for the point) while
+    `strata-img snapshot -c new` runs; the tool must end with one of
+    `exits` and leave what after_kill accepts.  Both sides of the commit
+    point must be met."""
     common.skip_if_qemu_tools('the blkdebug options are ours')
     t = common.tools()
     with snaplib.ShmDir() as d:
@@ -161,19 +166,21 @@ def kill_every_write(opts, samples=None):
         for n in points:
             snaplib.sparse_copy(base, img)
             p = subprocess.run([t.img, 'snapshot', '--image-opts', '-c',
-                                'new', blkdebug(img) +
-                                ',file.inject-error.any=%d,'
-                                'file.inject-error.action=kill' % n],
+                                'new', blkdebug(img) + ',' + fault % n],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            common.check(p.returncode == -signal.SIGKILL,
-                         'not killed at I/O %d: exit %d\n%s'
-                         % (n, p.returncode, p.stderr.decode()))
-            seen[after_kill(img, 'killed at I/O %d of %d' % (n, end))] += 1
+            common.check(p.returncode in exits, '%s at I/O %d: exit %d\n%s'
+                         % (what, n, p.returncode, p.stderr.decode()))
+            seen[after_kill(img, '%s at I/O %d of %d' % (what, n, end))] += 1
         common.check(seen['old'] and seen['new'],
-                     'the kills did not reach both sides of the commit '
-                     'point: %s' % seen)
-        print('  %s: %d I/Os, killed at %d of them: %s'
-              % (opts, end, len(points), seen))
+                     '%s did not reach both sides of the commit point: %s'
+                     % (what, seen))
+        print('  %s: %d I/Os, %s at %d of them: %s'
+              % (opts, end, what, len(points), seen))
+
+
+def kill_every_write(opts, samples=None):
+    each_write(opts, samples, 'file.inject-error.any=%d,'
+               'file.inject-error.action=kill', (-signal.SIGKILL,), 'killed')
 
 
 def fail_every_write(opts, once):
@@ -183,30 +190,9 @@ def fail_every_write(opts, once):
     flush after it fail (a disk that died).  What is left must pass the
     same checks as after a kill: old or new snapshot list, leaks at most,
     every content exact."""
-    common.skip_if_qemu_tools('the blkdebug options are ours')
-    t = common.tools()
-    with snaplib.ShmDir() as d:
-        base = os.path.join(d, 'base.qcow2')
-        img = os.path.join(d, 'img.qcow2')
-        make(base, opts)
-        end, points = kill_points(base, img, None)
-        seen = {'old': 0, 'new': 0}
-        for n in points:
-            snaplib.sparse_copy(base, img)
-            p = subprocess.run([t.img, 'snapshot', '--image-opts', '-c',
-                                'new', blkdebug(img) +
-                                ',file.inject-error.any=%d,'
-                                'file.inject-error.once=%s' % (n, once)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            common.check(p.returncode in (0, 1), 'I/O %d failed: exit %d\n%s'
-                         % (n, p.returncode, p.stderr.decode()))
-            seen[after_kill(img, 'I/O %d of %d failed (once=%s)'
-                            % (n, end, once))] += 1
-        common.check(seen['old'] and seen['new'],
-                     'the errors did not reach both sides of the commit '
-                     'point: %s' % seen)
-        print('  %s, once=%s: %d I/Os, each failed in turn: %s'
-              % (opts, once, end, seen))
+    each_write(opts, None, 'file.inject-error.any=%d,'
+               'file.inject-error.once=' + once, (0, 1),
+               'EIO (once=%s)' % once)
 
 
 def output_as_qemu():
