@@ -51,19 +51,24 @@ static bool copy_of(BDRVQcow2State *s, const uint64_t *orig,
  * Index i's L2 copy goes: its original (the new snapshot's table) takes
  * the copy's contents and one more reference, and *entry becomes the
  * active L1 entry for it.  Leaves *entry alone (the copy stays) when the
- * copy is not exactly the original's.
+ * copy is not exactly the original's, or when the original's count is
+ * at its maximum (refcount_bits=1: the copy is why such a create works).
  */
 static int share_original(BlockDriverState *bs, Qcow2Precopy *pc,
                           uint32_t i, uint64_t *entry)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint64_t orig = pc->seen[i], copy = pc->copy_off[i];
+    uint64_t orig = pc->seen[i], copy = pc->copy_off[i], count = 0;
     g_autofree uint64_t *o = g_malloc(s->cluster_size);
     g_autofree uint64_t *c = g_malloc(s->cluster_size);
     int ret;
 
     if (!orig || !copy || (*entry & L1E_OFFSET_MASK) != copy) {
         return 0;
+    }
+    ret = qcow2_get_refcount(bs, orig >> s->cluster_bits, &count);
+    if (ret < 0 || count >= s->refcount_max) {
+        return ret;
     }
     ret = bdrv_pread(bs->file, orig, s->cluster_size, o);
     if (ret == 0) {
