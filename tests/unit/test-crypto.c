@@ -66,10 +66,14 @@ static int run(char **out, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 /*
  * QEMU's LUKS code times a first round of PBKDF2 by the thread's CPU
  * time and gives up ("Unable to get accurate CPU usage") when that reads
- * 0, which happens on a loaded machine; an oracle that fails so is asked
- * again, a few times.  Any other failure is the command's answer.
+ * 0, which happens often (11 of 60 creates on an idle machine here, and
+ * five in a row failed under the sanitized suite's load); an oracle that
+ * fails so is asked again, up to QEMU_FLAKE_TRIES times in all (each
+ * failed try costs a few milliseconds).  Any other failure is the
+ * command's answer.
  */
 #define QEMU_CPU_FLAKE "Unable to get accurate CPU usage"
+#define QEMU_FLAKE_TRIES 30
 
 static int run(char **out, const char *fmt, ...)
 {
@@ -86,7 +90,7 @@ static int run(char **out, const char *fmt, ...)
     va_end(ap);
     quoted = g_shell_quote(cmd);
     full = g_strdup_printf("sh -c %s", quoted);
-    for (int attempt = 0; attempt < 5; attempt++) {
+    for (int attempt = 0; attempt < QEMU_FLAKE_TRIES; attempt++) {
         g_autoptr(GError) err = NULL;
 
         g_clear_pointer(&sout, g_free);
