@@ -1022,7 +1022,7 @@ bool bdrv_create(const char *fmt, const char *filename, BlockOpts *opts,
         goto fail;
     }
     if (!drv->create(filename, opts, &local_err)) {
-        if (!existed) {
+        if (!existed && bdrv_create_target_is_host_file(filename)) {
             unlink(filename);
         }
         goto fail;

@@ -1186,13 +1186,14 @@ bool file_create_prealloc(const char *filename, BlockOpts *opts,
     if (!file_parse_prealloc(opts, &on, &full, errp)) {
         return false;
     }
-    if (on && strcmp(file_protocol_for(filename), "file")) {
+    if (on && (strcmp(file_protocol_for(filename), "file") ||
+               !bdrv_create_target_is_host_file(filename))) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
                     "Unsupported preallocation mode '%s'",
                     bdrv_opts_get(opts, "preallocation"));
         return false;
     }
-    if (!file_create_with_size(filename, size, errp)) {
+    if (!bdrv_create_target(filename, size, errp)) {
         return false;
     }
     if (!on || !size) {

@@ -422,6 +422,7 @@ BlockDriver bdrv_nbd = {
     .format_name = "nbd",
     .instance_size = sizeof(BDRVNBDState),
     .is_protocol = true,
+    .creates_in_place = true,
     .open = nbd_open,
     .close = nbd_close_bs,
     .pread = nbd_pread_bs,

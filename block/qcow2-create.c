@@ -287,7 +287,6 @@ static bool write_minimal_image(const char *filename, const Qcow2CreateOpts *o,
     int order = __builtin_ctz(o->refcount_bits);
     g_autofree uint8_t *buf = g_malloc0(3 * (size_t)cs);
     g_autoptr(BlockDriverState) file = NULL;
-    BlockOpts *fopts;
     BDRVQcow2State tmp = { .refcount_order = order };
     int ret;
 
@@ -314,12 +313,11 @@ static bool write_minimal_image(const char *filename, const Qcow2CreateOpts *o,
     for (int i = 0; i < 3; i++) {
         qcow2_refblock_set(&tmp, buf + 2 * cs, i, 1);
     }
-    if (!file_create_with_size(filename, 0, errp)) {
+    if (!bdrv_create_target(filename, 0, errp)) {
         return false;
     }
-    fopts = bdrv_opts_new();
-    bdrv_opts_set(fopts, "driver", file_protocol_for(filename));
-    file = bdrv_open(filename, fopts, BDRV_O_RDWR | BDRV_O_NO_FLUSH, errp);
+    file = bdrv_create_target_open(filename, BDRV_O_RDWR | BDRV_O_NO_FLUSH,
+                                   errp);
     if (!file) {
         return false;
     }
@@ -336,12 +334,10 @@ static bool write_minimal_image(const char *filename, const Qcow2CreateOpts *o,
  * driver, so fault injection reaches it like any other flush). */
 static int sync_file(const char *filename)
 {
-    BlockOpts *fopts = bdrv_opts_new();
-    BlockDriverState *file;
+    BlockDriverState *file = bdrv_create_target_open(filename, BDRV_O_RDWR,
+                                                     NULL);
     int ret;
 
-    bdrv_opts_set(fopts, "driver", file_protocol_for(filename));
-    file = bdrv_open(filename, fopts, BDRV_O_RDWR, NULL);
     if (!file) {
         return -EIO;
     }
@@ -435,6 +431,14 @@ static bool prealloc_target_ok(const char *filename, const Qcow2CreateOpts *o,
 {
     const char *target = o->data_file ? o->data_file : filename;
 
+    if (o->prealloc_data && !bdrv_create_target_is_host_file(target)) {
+        /* an export: QEMU's truncate cannot grow it (or, when it is long
+         * enough already, reserves nothing) */
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "Could not resize image: Failed to resize underlying "
+                    "file: Cannot grow NBD nodes");
+        return false;
+    }
     if (o->prealloc_data && strcmp(file_protocol_for(target), "file")) {
         g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
                     "Could not resize image: Failed to resize underlying "

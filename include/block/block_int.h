@@ -25,6 +25,9 @@ struct BlockDriver {
     /* Passes the content of its file child through unchanged (blkdebug):
      * the layer below it in a backing chain is that child's backing. */
     bool is_filter;
+    /* Makes no images of its own (nbd): a format's create writes into the
+     * node as it is, which must be long enough (see create-target.c). */
+    bool creates_in_place;
 
     /* Score 0..100 that buf (the file's first bytes) is this format. */
     int (*probe)(const uint8_t *buf, int buf_size, const char *filename);

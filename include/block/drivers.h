@@ -39,6 +39,16 @@ void bdrv_register_all(void);
 const char *file_protocol_for(const char *filename);
 /* Shared by the file and raw drivers' create. */
 bool file_create_with_size(const char *filename, uint64_t size, GError **errp);
+/* The file a format's create writes into (create-target.c): a host file
+ * created or emptied (file_create_with_size), or an existing node of a
+ * protocol that makes no images (nbd), at least `size` long, its first
+ * sector zeroed. */
+bool bdrv_create_target(const char *filename, uint64_t size, GError **errp);
+/* Whether bdrv_create_target makes a host file of that name. */
+bool bdrv_create_target_is_host_file(const char *filename);
+/* Opens what bdrv_create_target prepared, through its protocol. */
+BlockDriverState *bdrv_create_target_open(const char *filename, int flags,
+                                          GError **errp);
 /* preallocation=falloc|full: allocates (falloc) or writes zeroes into
  * (full) every hole of the host file under bs in [start, len); data
  * already there is untouched.  0 or -errno. */

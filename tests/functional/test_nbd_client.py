@@ -227,6 +227,92 @@ def qcow2_over_nbd():
         common.run_io(t.qemu_io, raw, ['read -P 0x42 0 128k'], fmt='raw')
 
 
+def export_at(d, qemu_nbd, disk, offset):
+    """qemu-nbd serving disk raw from offset on (an image inside an OVA),
+    and its URL."""
+    sock = os.path.join(d, 'nbd.sock')
+    server = Server([qemu_nbd, '-f', 'raw', '-x', 'exp', '-k', sock, '-t',
+                     '--offset', str(offset), disk], sock=sock)
+    return server, 'nbd+unix:///exp?socket=%s' % sock
+
+
+def same_failure(t, args, watched):
+    """strata-img fails args without changing the file `watched`, and
+    qemu-img fails them with the same message (but for the program's
+    name); the text."""
+    before = open(watched, 'rb').read()
+    ours = common.run([t.img] + args, rc=1).err
+    check(open(watched, 'rb').read() == before,
+          'refused %s changed the export' % args)
+    theirs = common.run([t.qemu_img] + args, rc=1).err
+    check(ours.replace('strata-img', 'qemu-img') == theirs,
+          'messages differ:\nours %s\nqemu %s' % (ours, theirs))
+    return ours
+
+
+@runner.case('create_on_export')
+def create_on_export():
+    """convert -O qcow2 -c and create -f raw write into an existing NBD
+    export as QEMU's create does for a protocol that cannot make images:
+    the export must be long enough, its first sector is zeroed, and the
+    rest is the format's to write.  (iotest 302 does this into an OVA.)"""
+    t = common.tools()
+    qemu_nbd = need('qemu-nbd')
+    with common.TempDir('strata-nbdc-') as d:
+        need_nbd_driver(t, d)
+        src = os.path.join(d, 'src.qcow2')
+        common.run([t.qemu_img, 'create', '-q', '-f', 'qcow2', src, '1G'])
+        common.run_io(t.qemu_io, src, ['write -P 0x3c 1M 64k'])
+        head = 1536
+        ova = os.path.join(d, 'test.ova')
+        with open(ova, 'wb') as f:
+            f.write(b'\x5a' * head)
+            f.truncate(head + (448 << 10))
+        server, url = export_at(d, qemu_nbd, ova, head)
+        with server:
+            common.run([t.img, 'convert', '-f', 'qcow2', '-O', 'qcow2',
+                        '-c', src, url])
+            chk = common.run([t.qemu_img, 'check', '--output=json',
+                              url]).out
+            chk = json.loads(chk)
+            check(chk.get('corruptions', 0) == 0 and
+                  chk.get('leaks', 0) == 0 and
+                  chk.get('compressed-clusters') == 1,
+                  'qemu-img check over NBD: %s' % chk)
+            r = common.run([t.qemu_img, 'compare', src, url], rc=None)
+            check(r.rc == 0, 'qcow2 written into the export differs: %s'
+                  % r.out)
+        with open(ova, 'rb') as f:
+            check(f.read(head) == b'\x5a' * head,
+                  'bytes before the export were touched')
+        check(not any(n.startswith('nbd') for n in os.listdir(d)) and
+              not any(n.startswith('nbd+') for n in os.listdir('.')),
+              'a local file named after the URL was made')
+
+        # raw: a create that fits zeroes the first sector only
+        with open(ova, 'r+b') as f:
+            f.seek(head)
+            f.write(b'\x77' * 4096)
+        server, url = export_at(d, qemu_nbd, ova, head)
+        with server:
+            common.run([t.img, 'create', '-q', '-f', 'raw', url, '100k'])
+            before = open(ova, 'rb').read()
+            # too large for the export, or preallocated: refused as by
+            # qemu-img, nothing written
+            err = same_failure(t, ['create', '-q', '-f', 'raw', url, '1M'],
+                               ova)
+            check('Cannot grow NBD nodes' in err, err)
+            err = same_failure(t, ['create', '-q', '-f', 'raw', '-o',
+                                   'preallocation=full', url, '100k'], ova)
+            check("Unsupported preallocation mode 'full'" in err, err)
+            same_failure(t, ['convert', '-O', 'qcow2', '-o',
+                             'preallocation=falloc', src, url], ova)
+        data = before[head:head + 4096]
+        check(data[:512] == bytes(512) and data[512:] == b'\x77' * 3584,
+              'raw create on the export: first sector %r..., then %r...'
+              % (data[:8], data[512:520]))
+
+
 @runner.case('daemon_blockdev_nbd')
 def daemon_blockdev_nbd():
     """strata-daemon's --blockdev and QMP blockdev-add take driver=nbd
