@@ -513,7 +513,8 @@ void qcow2_release_unmapped(BlockDriverState *bs, uint64_t e)
         }
         return;
     }
-    if (t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC) {
+    if (t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC ||
+        t == QCOW2_CLUSTER_COMPRESSED) {
         s->unmapped_frees++;
     }
     /* QEMU's pass-discard-request: what the guest discards (or zeroes

@@ -800,11 +800,14 @@ void qcow2_punch_flush(BlockDriverState *bs, Qcow2PunchRun *r)
 
 /*
  * Under s->lock, before an allocation of nb_clusters for guest data: true
- * when discards have queued at least that many frees and the allocation
+ * when a discard (or an unmapping zero write) has queued frees since the
+ * last sync, at least nb_clusters frees are queued, and the allocation
  * would otherwise grow the file.  Then one sync (qcow2_reclaim_frees)
- * makes the discarded clusters reusable, so a guest that discards and
- * writes keeps its image the size QEMU's would be; frees queued by
- * overwrites alone (compressed clusters, copies of shared ones) never
+ * makes the freed clusters reusable, so a guest that discards and writes
+ * keeps its image the size QEMU's would be, and its clusters where QEMU's
+ * are (QEMU reuses a freed cluster at once, unsynced).  The sync is paid
+ * for the discards: once one is due, the frees that overwrites queued
+ * (compressed clusters rewritten) count too, but overwrites alone never
  * cost a sync here.
  */
 bool qcow2_reclaim_pays(BlockDriverState *bs, uint64_t nb_clusters)
@@ -813,7 +816,7 @@ bool qcow2_reclaim_pays(BlockDriverState *bs, uint64_t nb_clusters)
     int64_t start, file_len;
     bool grows;
 
-    if (s->unmapped_frees < nb_clusters) {
+    if (s->unmapped_frees == 0 || s->pending_frees->len < nb_clusters) {
         return false;
     }
     start = find_free_run(bs, nb_clusters);

@@ -25,7 +25,8 @@ check without corruption (leaks are allowed: QEMU leaks there too).
   (iotest 217): the delete took effect, the same leaks as QEMU's;
 - write -b without a write cache flushes the state, as qemu-io;
 - break/wait_break/resume/remove_break hold an aio request at an event
-  while others queue behind it (test 046), data right afterwards;
+  while others queue behind it (test 046), data right afterwards; the
+  resumed request reports before those queued behind it (test 271);
 - a zero write with opt-write-zero/max-write-zero through blkdebug on
   an overlay: same pieces (small ones as zeroed data) and the same map,
   which descends through the filter to the backing file (test 204);
@@ -472,6 +473,40 @@ def breakpoint_requests():
                      outs[2][1].startswith("blkdebug: Suspended request 'A'"
                                            "\nblkdebug: Resuming request 'A'"
                                            "\nCould not"), outs[2])
+
+
+@runner.case('resumed_request_reports_before_those_queued_behind_it')
+def resumed_reports_first():
+    """break/resume (test 271's end): the held write allocates a cluster,
+    two more writes into that cluster queue behind it.  qemu-io runs the
+    resumed request on until it completed before the queued ones go on,
+    so its report comes first; strata-io's requests are threads the
+    resumed one wakes, and must still report after it, every time (20
+    runs each, with and without extended L2 entries).  The data is
+    right and the image clean."""
+    t = common.tools()
+    cmds = ['break write_aio A', 'aio_write -P 10 30k 2k', 'wait_break A',
+            'aio_write -P 11 20k 2k', 'aio_write -P 12 40k 2k', 'resume A',
+            'aio_flush']
+    with common.TempDir() as d:
+        img = os.path.join(d, 'a.qcow2')
+        for opts in ('extended_l2=on', 'cluster_size=65536'):
+            for io, runs in ((t.qemu_io, 3), (t.io, 20)):
+                for _ in range(runs):
+                    common.run([t.qemu_img, 'create', '-q', '-f', 'qcow2',
+                                '-o', opts, img, '1M'])
+                    out = common.run([io] + common.io_args(cmds) +
+                                     ['blkdebug::' + img]).out
+                    offs = re.findall(r'wrote 2048/2048 bytes at offset '
+                                      r'(\d+)', out)
+                    common.check(len(offs) == 3 and offs[0] == '30720',
+                                 '%s (%s): reports in the order %s'
+                                 % (os.path.basename(io), opts, offs))
+                    common.run([t.qemu_io, '-c', 'read -P 10 30k 2k',
+                                '-c', 'read -P 11 20k 2k',
+                                '-c', 'read -P 12 40k 2k',
+                                '-c', 'read -P 0 22k 8k', img])
+                    common.qemu_check_clean(img)
 
 
 def refused_conf(content, text, name_of=None):

@@ -638,7 +638,9 @@ static int resume_f(IoState *s, int argc, char **argv)
 
     if (ret < 0) {
         printf("Could not resume request: %s\n", strerror(-ret));
+        return ret;
     }
+    io_aio_wait_resumed();
     return ret;
 }
 

@@ -51,6 +51,12 @@ void io_command_usage(const IoCmd *cmd);
 /* Prints what completed aio_* requests have to say (qemu-io prints it
  * when it waits for them: aio_flush, close, exit).  In io-rw.c. */
 void io_aio_drain(void);
+/* Told from a request's thread when it stops at a blkdebug breakpoint and
+ * when it goes on again.  In io-rw.c. */
+void io_aio_breakpoint_event(bool suspended);
+/* After `resume`: waits until the resumed aio_* request has completed,
+ * unless a request (it or another) is held at a breakpoint.  In io-rw.c. */
+void io_aio_wait_resumed(void);
 /* Runs one command line; returns its result (< 0 on failure). */
 int io_run_command(IoState *s, const char *line);
 

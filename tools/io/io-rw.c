@@ -349,6 +349,36 @@ static GCond aio_cond;
 static int aio_outstanding;       /* threads still running a request */
 static GString *aio_pending;      /* under aio_lock */
 
+/*
+ * qemu-io's `resume` runs the held request on at once, in its own
+ * coroutine; requests that queued behind it (an allocation of the same
+ * cluster) go on only once it completed, so its report comes first.
+ * Here those requests are threads that the resumed one wakes before it
+ * returns from the node, and they could report first.  So while the
+ * resumed request runs, the other requests' reports wait in aio_deferred
+ * and follow its own, and `resume` waits for it to complete
+ * (io_aio_wait_resumed) -- unless a request is held at a breakpoint, which
+ * the resumed one may be waiting for: then nothing waits, as before.
+ * Under aio_lock.
+ */
+typedef struct AioJob AioJob;
+static __thread AioJob *thread_job;   /* the aio_* request of this thread */
+static AioJob *resumed_job;           /* went on at the last resume */
+static int aio_held;                  /* requests held at a breakpoint */
+static GString *aio_deferred;         /* reports after resumed_job's */
+
+/* Under aio_lock: the resumed request is done with, or no longer waited
+ * for; the reports held back behind it follow. */
+static void end_resumed(void)
+{
+    resumed_job = NULL;
+    if (aio_deferred && aio_deferred->len) {
+        g_string_append_len(aio_pending, aio_deferred->str,
+                            aio_deferred->len);
+        g_string_truncate(aio_deferred, 0);
+    }
+}
+
 typedef struct RwOutput {
     FILE *f;
     char *text;
@@ -377,8 +407,16 @@ static void output_end(RwOutput *out)
     g_mutex_lock(&aio_lock);
     if (!aio_pending) {
         aio_pending = g_string_new(NULL);
+        aio_deferred = g_string_new(NULL);
     }
-    g_string_append_len(aio_pending, out->text, out->len);
+    if (resumed_job && thread_job != resumed_job) {
+        g_string_append_len(aio_deferred, out->text, out->len);
+    } else {
+        g_string_append_len(aio_pending, out->text, out->len);
+        if (resumed_job) {
+            end_resumed();
+        }
+    }
     g_mutex_unlock(&aio_lock);
     free(out->text);
 }
@@ -501,24 +539,59 @@ done:
     return ret;
 }
 
-typedef struct AioJob {
+struct AioJob {
     IoState *s;
     const RwKind *k;
     RwArgs a;
     char *buf;
-} AioJob;
+};
 
 static gpointer aio_thread(gpointer opaque)
 {
     AioJob *j = opaque;
 
+    thread_job = j;
     execute(j->s, j->k, &j->a, j->buf);
-    g_free(j);
     g_mutex_lock(&aio_lock);
+    if (resumed_job == j) {
+        end_resumed();        /* (it reported nothing: bounds refused) */
+    }
+    thread_job = NULL;
+    g_free(j);
     aio_outstanding--;
     g_cond_broadcast(&aio_cond);
     g_mutex_unlock(&aio_lock);
     return NULL;
+}
+
+void io_aio_breakpoint_event(bool suspended)
+{
+    g_mutex_lock(&aio_lock);
+    aio_held += suspended ? 1 : -1;
+    g_assert(aio_held >= 0);
+    if (!suspended && thread_job) {
+        resumed_job = thread_job;
+    } else if (suspended && resumed_job) {
+        end_resumed();        /* held again (or another is): as before */
+    }
+    g_cond_broadcast(&aio_cond);
+    g_mutex_unlock(&aio_lock);
+}
+
+void io_aio_wait_resumed(void)
+{
+    /* a bound, should the request wait for something no breakpoint
+     * holds (it cannot: commands run one at a time) */
+    gint64 deadline = g_get_monotonic_time() + 30 * G_TIME_SPAN_SECOND;
+
+    g_mutex_lock(&aio_lock);
+    while (resumed_job && aio_held == 0 &&
+           g_cond_wait_until(&aio_cond, &aio_lock, deadline)) {
+    }
+    if (resumed_job) {
+        end_resumed();
+    }
+    g_mutex_unlock(&aio_lock);
 }
 
 static int run_request(IoState *s, const RwKind *k, const RwArgs *a)

@@ -480,6 +480,7 @@ static void print_breakpoint(const char *tag, bool suspended)
 {
     printf("blkdebug: %s request '%s'\n",
            suspended ? "Suspended" : "Resuming", tag);
+    io_aio_breakpoint_event(suspended);
 }
 
 int main(int argc, char **argv)
