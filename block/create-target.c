@@ -55,9 +55,7 @@ static bool prepare_existing(BlockDriver *drv, const char *filename,
                     g_strerror((int)-len));
         ret = -EIO;
     } else if ((uint64_t)len < size) {
-        g_autofree char *upper = g_ascii_strup(drv->format_name, -1);
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
-                    "Cannot grow %s nodes", upper);  /* QEMU's text */
+        bdrv_create_target_cannot_grow(filename, errp);
         ret = -EINVAL;
     } else if (len > 0) {
         ret = bdrv_pwrite(bs, 0, MIN(len, (int64_t)sizeof(zero)), zero);
@@ -87,6 +85,16 @@ bool bdrv_create_target(const char *filename, uint64_t size, GError **errp)
 bool bdrv_create_target_is_host_file(const char *filename)
 {
     return !open_only_protocol(filename);
+}
+
+void bdrv_create_target_cannot_grow(const char *filename, GError **errp)
+{
+    BlockDriver *drv = open_only_protocol(filename);
+    g_autofree char *upper = g_ascii_strup(drv ? drv->format_name : "file",
+                                           -1);
+
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                "Cannot grow %s nodes", upper);   /* QEMU's text */
 }
 
 BlockDriverState *bdrv_create_target_open(const char *filename, int flags,

@@ -434,9 +434,9 @@ static bool prealloc_target_ok(const char *filename, const Qcow2CreateOpts *o,
     if (o->prealloc_data && !bdrv_create_target_is_host_file(target)) {
         /* an export: QEMU's truncate cannot grow it (or, when it is long
          * enough already, reserves nothing) */
-        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
-                    "Could not resize image: Failed to resize underlying "
-                    "file: Cannot grow NBD nodes");
+        bdrv_create_target_cannot_grow(target, errp);
+        g_prefix_error(errp, "Could not resize image: Failed to resize "
+                       "underlying file: ");
         return false;
     }
     if (o->prealloc_data && strcmp(file_protocol_for(target), "file")) {

@@ -46,6 +46,8 @@ bool file_create_with_size(const char *filename, uint64_t size, GError **errp);
 bool bdrv_create_target(const char *filename, uint64_t size, GError **errp);
 /* Whether bdrv_create_target makes a host file of that name. */
 bool bdrv_create_target_is_host_file(const char *filename);
+/* QEMU's error for a target that is not a host file and too short. */
+void bdrv_create_target_cannot_grow(const char *filename, GError **errp);
 /* Opens what bdrv_create_target prepared, through its protocol. */
 BlockDriverState *bdrv_create_target_open(const char *filename, int flags,
                                           GError **errp);
