@@ -22,6 +22,7 @@
 #include <libnbd.h>
 
 #include "block/block_int.h"
+#include "block/nbd-client-tls.h"
 #include "block/drivers.h"
 
 /* Largest data request sent at once (qemu-nbd and nbdkit accept it). */
@@ -50,10 +51,12 @@ typedef struct NBDTarget {
     char *path;                /* unix socket */
     char *host, *port;         /* inet */
     char *export;
+    char *tls_creds;           /* id of --object tls-creds-*, or NULL */
 } NBDTarget;
 
 static void target_clear(NBDTarget *t)
 {
+    g_free(t->tls_creds);
     g_free(t->uri);
     g_free(t->path);
     g_free(t->host);
@@ -93,6 +96,46 @@ bad:
     return false;
 }
 
+/* QEMU's older flat options: path=P (unix), or host=H[,port=N] (inet);
+ * mixing them with server.* is refused as QEMU does. */
+static bool parse_flat(BlockOpts *options, char **type, char **path,
+                       char **host, char **port, GError **errp)
+{
+    g_autofree char *fpath = bdrv_opts_take(options, "path");
+    g_autofree char *fhost = bdrv_opts_take(options, "host");
+    g_autofree char *fport = bdrv_opts_take(options, "port");
+
+    if (!fpath && !fhost) {
+        if (fport) {
+            g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                        "Parameter 'server.type' is missing");
+            return false;
+        }
+        return true;
+    }
+    if (*path || *host || *port) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "Cannot use 'server' and path/host/port at the same "
+                    "time");
+        return false;
+    }
+    if (fpath && fhost) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "path and host may not be used at the same time");
+        return false;
+    }
+    if (fpath && fport) {
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "port may not be used without host");
+        return false;
+    }
+    *type = g_strdup(fpath ? "unix" : "inet");
+    *path = g_steal_pointer(&fpath);
+    *host = g_steal_pointer(&fhost);
+    *port = g_steal_pointer(&fport);
+    return true;
+}
+
 static bool parse_target(BlockDriverState *bs, BlockOpts *options,
                          NBDTarget *t, GError **errp)
 {
@@ -102,7 +145,22 @@ static bool parse_target(BlockDriverState *bs, BlockOpts *options,
     g_autofree char *port = bdrv_opts_take(options, "server.port");
     g_autofree char *export = bdrv_opts_take(options, "export");
     g_autofree char *fname = bdrv_opts_take(options, "filename");
+    g_autofree char *tls_hostname = bdrv_opts_take(options, "tls-hostname");
     const char *name = fname ? fname : bs->filename;
+
+    t->tls_creds = bdrv_opts_take(options, "tls-creds");
+    if (tls_hostname) {
+        /* libnbd checks the name it connected to (none on a unix
+         * socket) and, before 1.22, cannot be given another */
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_NOT_SUPPORTED,
+                    "tls-hostname is not supported: the server's "
+                    "certificate is checked against the host connected to");
+        return false;
+    }
+    if (!type && !(name && *name) && !parse_flat(options, &type, &path,
+                                                 &host, &port, errp)) {
+        return false;
+    }
 
     if (name && *name && !type) {
         if (g_str_has_prefix(name, "nbd://") ||
@@ -156,6 +214,44 @@ static bool parse_target(BlockDriverState *bs, BlockOpts *options,
     return true;
 }
 
+/* TLS with the credentials named (required then, as in QEMU: a server
+ * without it is refused). */
+static bool setup_tls(BDRVNBDState *s, const char *id, bool unix_socket,
+                      GError **errp)
+{
+    const NbdClientCreds *c = nbd_client_creds_for_client(id, errp);
+    g_autofree char *psk = NULL;
+
+    if (!c) {
+        return false;
+    }
+    if (!c->psk && c->verify_peer && unix_socket) {
+        /* libnbd would check the chain but no name: refused, as QEMU
+         * refuses it without tls-hostname */
+        g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC,
+                    "No hostname for certificate validation");
+        return false;
+    }
+    if (nbd_set_tls(s->nbd, LIBNBD_TLS_REQUIRE) < 0) {
+        goto fail;
+    }
+    if (c->psk) {
+        psk = g_build_filename(c->dir, "keys.psk", NULL);
+        if (nbd_set_tls_psk_file(s->nbd, psk) < 0 ||
+            nbd_set_tls_username(s->nbd, c->username) < 0) {
+            goto fail;
+        }
+    } else if (nbd_set_tls_certificates(s->nbd, c->dir) < 0 ||
+               nbd_set_tls_verify_peer(s->nbd, c->verify_peer) < 0) {
+        goto fail;
+    }
+    return true;
+fail:
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC, "%s",
+                nbd_get_error() ? nbd_get_error() : "NBD error");
+    return false;
+}
+
 static bool connect_target(BDRVNBDState *s, const NBDTarget *t,
                            GError **errp)
 {
@@ -165,11 +261,21 @@ static bool connect_target(BDRVNBDState *s, const NBDTarget *t,
     if (nbd_add_meta_context(s->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0) {
         goto fail;
     }
+    if (t->tls_creds &&
+        !setup_tls(s, t->tls_creds,
+                   t->path || (t->uri && g_str_has_prefix(t->uri,
+                                                          "nbd+unix:")),
+                   errp)) {
+        return false;
+    }
     if (t->uri) {
-        /* only plain nbd and nbd+unix: no TLS, no ssh tunnels */
+        /* only plain nbd and nbd+unix, no ssh tunnels; TLS only with
+         * tls-creds, as QEMU (its URIs have no nbds) */
         if (nbd_set_uri_allow_transports(s->nbd,
                 LIBNBD_ALLOW_TRANSPORT_TCP | LIBNBD_ALLOW_TRANSPORT_UNIX) < 0 ||
-            nbd_set_uri_allow_tls(s->nbd, LIBNBD_TLS_DISABLE) < 0) {
+            nbd_set_uri_allow_tls(s->nbd, t->tls_creds ? LIBNBD_TLS_ALLOW
+                                                       : LIBNBD_TLS_DISABLE)
+            < 0) {
             goto fail;
         }
         r = nbd_connect_uri(s->nbd, t->uri);
@@ -190,17 +296,21 @@ fail:
     return false;
 }
 
+/* The name QEMU shows for a node opened from options: no "/EXPORT" when
+ * the export has no name. */
 static char *display_name(const NBDTarget *t)
 {
     const char *ex = t->export ? t->export : "";
+    const char *slash = *ex ? "/" : "";
 
     if (t->uri) {
         return g_strdup(t->uri);
     }
     if (t->path) {
-        return g_strdup_printf("nbd+unix:///%s?socket=%s", ex, t->path);
+        return g_strdup_printf("nbd+unix://%s%s?socket=%s", slash, ex,
+                               t->path);
     }
-    return g_strdup_printf("nbd://%s:%s/%s", t->host, t->port, ex);
+    return g_strdup_printf("nbd://%s:%s%s%s", t->host, t->port, slash, ex);
 }
 
 static int nbd_open(BlockDriverState *bs, BlockOpts *options, int flags,

@@ -25,6 +25,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -347,6 +348,197 @@ def qmp_object_add_and_del():
                 **{'tls-creds': 't0'}), "No TLS credentials with id 't0'")
         finally:
             check(dm.quit() == 0, 'daemon exit status')
+
+
+def strata_io_tls(creds, opts, cmds, rc=0):
+    """strata-io with --object CREDS (none if None) on --image-opts OPTS."""
+    t = common.tools()
+    args = [t.io]
+    if creds:
+        args += ['--object', creds]
+    return common.run(args + ['--image-opts', opts] + common.io_args(cmds),
+                      rc=rc)
+
+
+def x509_client(dirname):
+    return 'tls-creds-x509,id=tls0,endpoint=client,dir=%s' % dirname
+
+
+@runner.case()
+def strata_tools_as_tls_clients():
+    """strata's NBD client with --object tls-creds-x509 and tls-creds=:
+    strata-io writes and reads through strata-daemon's TLS export and
+    strata-img copies it; without credentials, trusting another CA, or
+    with a certificate of another CA it is refused and writes nothing;
+    a TLS client of a plain server is refused too.  The data is in the
+    image after the daemon quit."""
+    t = common.tools()
+    with common.TempDir('strata-nbdtls-') as d:
+        dirs = shared_pki()
+        srv = TlsServer(d, dirs)
+        opts = 'driver=nbd,host=127.0.0.1,port=%d,export=disk' % srv.port
+        try:
+            res = strata_io_tls(x509_client(dirs['client']),
+                                opts + ',tls-creds=tls0',
+                                ['write -P 0x6c 2M 64k', 'read -P 0x6c 2M 64k',
+                                 'read -P 0xab 0 64k'])
+            check('Pattern verification failed' not in res.out and
+                  res.out.count('bytes at offset') == 3, res.out)
+            info = common.run([t.img, 'info', '--object',
+                               x509_client(dirs['client']), '--image-opts',
+                               opts + ',tls-creds=tls0']).out
+            check('image: nbd://127.0.0.1:%d/disk' % srv.port in info and
+                  'file format: nbd' in info, info)
+            out = os.path.join(d, 'out.raw')
+            common.run([t.img, 'convert', '--object',
+                        x509_client(dirs['client']), '--image-opts',
+                        opts + ',tls-creds=tls0', '-O', 'raw', out])
+            with open(out, 'rb') as f:
+                data = f.read()
+            check(data[2 << 20:(2 << 20) + 65536] == b'\x6c' * 65536 and
+                  data[:65536] == b'\xab' * 65536, 'strata-img convert data')
+            for creds, what in ((None, 'no credentials'),
+                                (x509_client(dirs['wrongca']),
+                                 'another CA trusted'),
+                                (x509_client(dirs['badcert']),
+                                 'a certificate of another CA')):
+                res = strata_io_tls(creds, opts + (',tls-creds=tls0'
+                                                   if creds else ''),
+                                    ['write -P 0x11 0 512'], rc=1)
+                check('wrote' not in res.out, '%s: %s' % (what, res.text))
+        finally:
+            srv.quit()
+        res = common.run(['qemu-io', '-f', 'qcow2', '-c',
+                          'read -P 0x6c 2M 64k', '-c', 'read -P 0xab 0 512',
+                          srv.img])
+        check('Pattern verification failed' not in res.out,
+              'the TLS write is missing or a refused one landed')
+        common.qemu_check_clean(srv.img)
+
+
+@runner.case()
+def strata_tools_with_qemu_nbd():
+    """tls-creds-psk against qemu-nbd --tls-creds (user "qemu", QEMU's
+    default): the right key reads what the file holds; another key, or
+    TLS towards a plain qemu-nbd, is refused; x509 over a unix socket is
+    refused as qemu-io refuses it (no host name to check)."""
+    t = common.tools()
+    qemu_nbd = shutil.which('qemu-nbd')
+    if not qemu_nbd:
+        raise Skip('qemu-nbd not found')
+    with common.TempDir('strata-nbdpsk-') as d:
+        disk = os.path.join(d, 'disk.raw')
+        common.run(['qemu-img', 'create', '-q', '-f', 'raw', disk, '1M'])
+        common.run(['qemu-io', '-f', 'raw', '-c', 'write -P 0x3e 0 64k',
+                    disk])
+        keys = {}
+        for name in ('good', 'other'):
+            keys[name] = os.path.join(d, name)
+            os.mkdir(keys[name])
+            with open(os.path.join(keys[name], 'keys.psk'), 'w') as f:
+                f.write('qemu:%s\n' % os.urandom(32).hex())
+        sock = os.path.join(d, 'nbd.sock')
+        opts = 'driver=nbd,path=%s,tls-creds=tls0' % sock
+
+        def psk(dirname):
+            return 'tls-creds-psk,id=tls0,endpoint=client,dir=%s' % dirname
+        srv = subprocess.Popen(
+            [qemu_nbd, '-t', '--object', 'tls-creds-psk,id=tls0,'
+             'endpoint=server,dir=%s' % keys['good'], '--tls-creds', 'tls0',
+             '-f', 'raw', '-x', '', '-k', sock, disk],
+            stderr=subprocess.DEVNULL)
+        try:
+            wait_unix(sock, srv)
+            res = strata_io_tls(psk(keys['good']), opts,
+                                ['read -P 0x3e 0 64k'])
+            check('read 65536/65536' in res.out, res.text)
+            res = strata_io_tls(psk(keys['other']), opts, ['read 0 512'],
+                                rc=1)
+            check('read 512' not in res.out, 'another key: ' + res.text)
+        finally:
+            srv.terminate()
+            srv.wait()
+        srv = subprocess.Popen([qemu_nbd, '-t', '-f', 'raw', '-x', '',
+                                '-k', sock, disk],
+                               stderr=subprocess.DEVNULL)
+        try:
+            wait_unix(sock, srv)
+            res = strata_io_tls(psk(keys['good']), opts, ['read 0 512'],
+                                rc=1)
+            check('read 512' not in res.out, 'plain server: ' + res.text)
+        finally:
+            srv.terminate()
+            srv.wait()
+        # x509 over a unix socket: no host name to check the server's
+        # certificate by, so refused as qemu-io refuses it
+        dirs = shared_pki()
+        srv = subprocess.Popen(
+            [qemu_nbd, '-t', '--object', 'tls-creds-x509,id=tls0,'
+             'endpoint=server,dir=%s' % dirs['server'], '--tls-creds',
+             'tls0', '-f', 'raw', '-x', '', '-k', sock, disk],
+            stderr=subprocess.DEVNULL)
+        try:
+            wait_unix(sock, srv)
+            errs = []
+            for prog in ('qemu-io', t.io):
+                r = common.run([prog, '--object', 'tls-creds-x509,id=tls0,'
+                                'endpoint=client,dir=%s' % dirs['client'],
+                                '--image-opts', opts, '-c', 'read 0 512'],
+                               rc=1)
+                errs.append(r.err.replace(os.path.basename(prog), 'PROG'))
+            check(errs[0] == errs[1] and
+                  'No hostname for certificate validation' in errs[1],
+                  'x509 over unix:\nqemu-io %s\nours    %s' % tuple(errs))
+        finally:
+            srv.terminate()
+            srv.wait()
+
+
+def wait_unix(sock, proc):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(sock)
+            s.close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    common.fail('qemu-nbd did not start')
+
+
+@runner.case()
+def tls_creds_arguments_like_qemu_io():
+    """Bad --object tls-creds-* and tls-creds= fail before any connection,
+    with qemu-io's messages (compared but for the program's name)."""
+    t = common.tools()
+    dirs = shared_pki()
+    with common.TempDir('strata-nbdtls-') as d:
+        opts = 'driver=nbd,path=%s/none.sock,tls-creds=tls0' % d
+        cases = [
+            ['--object', 'tls-creds-x509,id=tls0,endpoint=client'],
+            ['--object', 'tls-creds-psk,id=tls0,endpoint=client,dir=%s'
+             % dirs['client']],
+            ['--object', 'tls-creds-x509,id=tls0,endpoint=client,dir=%s/x'
+             % d],
+            ['--object', 'tls-creds-x509,id=tls0,endpoint=client,dir=%s,'
+             'foo=1' % dirs['client']],
+            ['--object', 'tls-creds-x509,id=tls0,endpoint=server,dir=%s'
+             % dirs['client']],
+            ['--object', 'tls-creds-x509,id=tls0,endpoint=server,dir=%s'
+             % dirs['server']],
+            ['--object', 'secret,id=tls0,data=x'],
+            [],
+        ]
+        for extra in cases:
+            msgs = []
+            for prog in ('qemu-io', t.io):
+                r = common.run([prog] + extra + ['--image-opts', opts, '-c',
+                                                 'read 0 512'], rc=1)
+                msgs.append(r.err.replace(os.path.basename(prog) + ':',
+                                          'PROG:'))
+            check(msgs[0] == msgs[1], '%s:\nqemu-io %s\nours    %s'
+                  % (extra, msgs[0], msgs[1]))
 
 
 def main():

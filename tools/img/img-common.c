@@ -14,6 +14,7 @@
 
 #include "img-common.h"
 #include "block/crypto.h"
+#include "block/objects.h"
 
 const char *img_progname = "strata-img";
 
@@ -272,10 +273,11 @@ bool img_common_opt(int c, char **argv, ImgCommonOpts *o)
         o->image_opts = true;
         return true;
     case OPT_OBJECT: {
-        /* Secrets only (encryption keys); any other object type is
-         * refused, not ignored: it would change what the command does. */
+        /* Secrets (encryption keys) and the NBD client's TLS
+         * credentials; any other object type is refused, not ignored:
+         * it would change what the command does. */
         g_autoptr(GError) err = NULL;
-        if (!crypto_secret_add(optarg, &err)) {
+        if (!bdrv_object_add(optarg, &err)) {
             img_error("%s", err->message);
             exit(o->object_status);
         }

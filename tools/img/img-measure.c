@@ -15,6 +15,7 @@
 
 #include "img-common.h"
 #include "block/crypto.h"
+#include "block/objects.h"
 #include "block/dirty-bitmap.h"
 #include "img-create-opts.h"
 #include "img-json.h"
@@ -457,7 +458,7 @@ int img_measure(int argc, char **argv)
             break;
         case OPT_OBJECT: {
             g_autoptr(GError) err = NULL;
-            if (!crypto_secret_add(optarg, &err)) {
+            if (!bdrv_object_add(optarg, &err)) {
                 img_error("%s", err->message);
                 return 1;
             }

@@ -17,6 +17,7 @@
 #include "block/log.h"
 #include "io-util.h"
 #include "block/crypto.h"
+#include "block/objects.h"
 
 #ifndef STRATA_VERSION
 #define STRATA_VERSION "unknown"
@@ -399,6 +400,9 @@ static void usage(const char *name)
 "are those of qemu-io.\n"
 "\n"
 "  --image-opts         file is a key=value option string, not a name\n"
+"  --object DEF         a secret (an encrypted image's key) or the TLS\n"
+"                       credentials of an NBD connection\n"
+"                       (tls-creds-x509 / tls-creds-psk, then tls-creds=)\n"
 "  -c, --cmd STRING     a command to run; repeat for more (without any,\n"
 "                       commands come from standard input)\n"
 "  -f, --format FMT     the image format (default: guessed from the file)\n"
@@ -546,7 +550,7 @@ int main(int argc, char **argv)
             exit(0);
         case OPTION_OBJECT: {
             g_autoptr(GError) err = NULL;
-            if (!crypto_secret_add(optarg, &err)) {
+            if (!bdrv_object_add(optarg, &err)) {
                 io_error_report("%s", err->message);
                 exit(1);
             }
