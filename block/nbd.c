@@ -96,6 +96,14 @@ bad:
     return false;
 }
 
+/* libnbd's last error on this thread into errp; false. */
+static bool libnbd_failed(GError **errp)
+{
+    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC, "%s",
+                nbd_get_error() ? nbd_get_error() : "NBD error");
+    return false;
+}
+
 /* QEMU's older flat options: path=P (unix), or host=H[,port=N] (inet);
  * mixing them with server.* is refused as QEMU does. */
 static bool parse_flat(BlockOpts *options, char **type, char **path,
@@ -247,9 +255,7 @@ static bool setup_tls(BDRVNBDState *s, const char *id, bool unix_socket,
     }
     return true;
 fail:
-    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC, "%s",
-                nbd_get_error() ? nbd_get_error() : "NBD error");
-    return false;
+    return libnbd_failed(errp);
 }
 
 static bool connect_target(BDRVNBDState *s, const NBDTarget *t,
@@ -291,9 +297,7 @@ static bool connect_target(BDRVNBDState *s, const NBDTarget *t,
     }
     return true;
 fail:
-    g_set_error(errp, BDRV_ERROR, BDRV_ERROR_GENERIC, "%s",
-                nbd_get_error() ? nbd_get_error() : "NBD error");
-    return false;
+    return libnbd_failed(errp);
 }
 
 /* The name QEMU shows for a node opened from options: no "/EXPORT" when
