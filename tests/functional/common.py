@@ -307,6 +307,26 @@ def run_io(io, img, cmds, fmt='qcow2', extra=(), rc=0, timeout=DEFAULT_TIMEOUT):
     return res
 
 
+def connect_unix(path, proc, timeout=30):
+    """A connected AF_UNIX socket to a server that `proc` is starting.
+    A listening socket's file appears when it is bound, a moment before
+    it listens, so a refused connection is retried until the deadline
+    or until the server exits."""
+    import socket
+    deadline = time.monotonic() + timeout
+    while True:
+        check(proc.poll() is None, 'server exited: rc=%s' % proc.returncode)
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(path)
+            return s
+        except (FileNotFoundError, ConnectionRefusedError):
+            s.close()
+            check(time.monotonic() < deadline,
+                  'server did not listen on %s' % path)
+            time.sleep(0.02)
+
+
 def sha256(path):
     h = hashlib.sha256()
     with open(path, 'rb') as f:

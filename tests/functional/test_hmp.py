@@ -1020,8 +1020,7 @@ def socket_monitor():
             time.sleep(0.02)
         check(oct(os.stat(sock_path).st_mode & 0o777) == '0o600',
               'socket mode')
-        s = socket.socket(socket.AF_UNIX)
-        s.connect(sock_path)
+        s = common.connect_unix(sock_path, p)
         s.settimeout(60)
 
         def until_prompt():
