@@ -307,15 +307,20 @@ def run_io(io, img, cmds, fmt='qcow2', extra=(), rc=0, timeout=DEFAULT_TIMEOUT):
     return res
 
 
-def connect_unix(path, proc, timeout=30):
-    """A connected AF_UNIX socket to a server that `proc` is starting.
-    A listening socket's file appears when it is bound, a moment before
-    it listens, so a refused connection is retried until the deadline
-    or until the server exits."""
+def connect_unix(path, proc, name, timeout=30):
+    """A connected AF_UNIX socket to the server `proc` (called `name` in
+    failures) is starting.  The socket's file appears when it is bound, a
+    moment before it listens, so a missing file or a refused connection
+    is retried until the deadline; a server that exits first fails the
+    test with its stderr."""
     import socket
     deadline = time.monotonic() + timeout
     while True:
-        check(proc.poll() is None, 'server exited: rc=%s' % proc.returncode)
+        if proc.poll() is not None:
+            _, err = proc.communicate(timeout=5)
+            fail('%s did not start: rc=%s\n%s' % (
+                name, proc.returncode,
+                (err or b'').decode(errors='replace')))
         s = socket.socket(socket.AF_UNIX)
         try:
             s.connect(path)
@@ -323,7 +328,7 @@ def connect_unix(path, proc, timeout=30):
         except (FileNotFoundError, ConnectionRefusedError):
             s.close()
             check(time.monotonic() < deadline,
-                  'server did not listen on %s' % path)
+                  '%s did not listen on %s in %d s' % (name, path, timeout))
             time.sleep(0.02)
 
 

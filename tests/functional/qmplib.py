@@ -13,10 +13,8 @@ import os
 import re
 import shutil
 import tempfile
-import socket
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -54,25 +52,7 @@ class Daemon:
         self.proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env,
                                      preexec_fn=common.limit_resources)
-        deadline = time.monotonic() + 30
-        while not os.path.exists(self.sock_path):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                out, err = self.proc.communicate(timeout=5)
-                fail('%s did not start: rc=%s\n%s' % (
-                    binary, self.proc.returncode, err.decode(errors='replace')))
-            time.sleep(0.02)
-        # qemu-storage-daemon creates the socket file a moment before it
-        # listens: retry a refused connection briefly
-        while True:
-            self.sock = socket.socket(socket.AF_UNIX)
-            try:
-                self.sock.connect(self.sock_path)
-                break
-            except ConnectionRefusedError:
-                self.sock.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
+        self.sock = common.connect_unix(self.sock_path, self.proc, binary)
         self.sock.settimeout(60)
         self.file = self.sock.makefile('rb')
         self.events = []

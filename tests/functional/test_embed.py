@@ -187,18 +187,7 @@ class Qmp:
     """A QMP client on minivm's socket."""
 
     def __init__(self, path, proc):
-        deadline = time.monotonic() + 60
-        while True:
-            self.sock = socket.socket(socket.AF_UNIX)
-            try:
-                self.sock.connect(path)
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                self.sock.close()
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    common.fail('minivm did not start: rc=%s\n%s' % (
-                        proc.poll(), proc.stderr.read().decode()))
-                time.sleep(0.05)
+        self.sock = common.connect_unix(path, proc, 'minivm', timeout=60)
         self.sock.settimeout(120)
         self.file = self.sock.makefile('rb')
         self.events = []

@@ -27,7 +27,6 @@ import pty
 import re
 import select
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -110,19 +109,8 @@ class QemuVM:
         self.proc = subprocess.Popen(argv, cwd=d, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                fail('qemu-system did not start: %s'
-                     % self.proc.communicate()[1].decode(errors='replace'))
-            if os.path.exists(self.sock_path):
-                try:
-                    self.sock = socket.socket(socket.AF_UNIX)
-                    self.sock.connect(self.sock_path)
-                    break
-                except ConnectionRefusedError:
-                    self.sock.close()
-            time.sleep(0.05)
+        self.sock = common.connect_unix(self.sock_path, self.proc,
+                                        'qemu-system', timeout=60)
         self.sock.settimeout(120)
         self.file = self.sock.makefile('rb')
         self.read()
@@ -1013,14 +1001,9 @@ def socket_monitor():
                               'chardev=h,mode=readline'],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              preexec_fn=common.limit_resources)
-        deadline = time.monotonic() + 30
-        while not os.path.exists(sock_path):
-            check(p.poll() is None and time.monotonic() < deadline,
-                  'daemon did not start')
-            time.sleep(0.02)
+        s = common.connect_unix(sock_path, p, 'strata-daemon')
         check(oct(os.stat(sock_path).st_mode & 0o777) == '0o600',
               'socket mode')
-        s = common.connect_unix(sock_path, p)
         s.settimeout(60)
 
         def until_prompt():

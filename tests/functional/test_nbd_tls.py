@@ -25,7 +25,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -495,16 +494,7 @@ def strata_tools_with_qemu_nbd():
 
 
 def wait_unix(sock, proc):
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            s = socket.socket(socket.AF_UNIX)
-            s.connect(sock)
-            s.close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    common.fail('qemu-nbd did not start')
+    common.connect_unix(sock, proc, 'qemu-nbd').close()
 
 
 @runner.case()
