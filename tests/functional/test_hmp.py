@@ -113,13 +113,16 @@ class QemuVM:
                                         'qemu-system', timeout=60)
         self.sock.settimeout(120)
         self.file = self.sock.makefile('rb')
-        self.read()
+        check('QMP' in json.loads(self.file.readline()), 'no QMP greeting')
         self.qmp({'execute': 'qmp_capabilities'})
 
     def read(self):
+        """The next reply: events, and the second greeting QEMU's monitor
+        sends now and then to a client that connects the moment it
+        listens (see qmplib.Daemon.read), are not replies."""
         while True:
             msg = json.loads(self.file.readline())
-            if 'event' not in msg:
+            if 'event' not in msg and 'QMP' not in msg:
                 return msg
 
     def qmp(self, req):
