@@ -185,15 +185,22 @@ def falloc_reserves_like_qemu():
     file system a block of extent tree on the first write (iotest 125's
     host-size checks saw it)."""
     t = common.tools()
-    with common.TempDir() as d:
-        got = {}
-        for who, tool in (('qemu-img', t.qemu_img), ('ours', t.img)):
-            p = os.path.join(d, who + '.qcow2')
-            create(tool, 'qcow2', p, 'preallocation=falloc,cluster_size=64k',
-                   '2000k')
-            got[who] = extents(p)
-        common.check(got['ours'] <= got['qemu-img'],
-                     'extents: %s' % got)
+    tries = []
+    # where the file system finds free space varies (a busy CI disk once
+    # gave strata's file 2 runs, qemu-img's 1): the old create gave 2
+    # every time, so one try of five as good as qemu-img's is required
+    for _ in range(5):
+        with common.TempDir() as d:
+            got = {}
+            for who, tool in (('qemu-img', t.qemu_img), ('ours', t.img)):
+                p = os.path.join(d, who + '.qcow2')
+                create(tool, 'qcow2', p,
+                       'preallocation=falloc,cluster_size=64k', '2000k')
+                got[who] = extents(p)
+        tries.append(got)
+        if got['ours'] <= got['qemu-img']:
+            return
+    common.fail('extents in each of 5 tries: %s' % tries)
 
 
 def host_of(img, guest):
