@@ -31,6 +31,9 @@ PKGS="$PKGS librbd-dev librados-dev"
 # QEMU's rbd driver (a loadable module, only Recommended by qemu-utils):
 # the RBD interop tests and the RBD benchmark run qemu-img/qemu-io on rbd:
 PKGS="$PKGS qemu-block-extra"
+# strace: test_prealloc compares the calls that size an image file with
+# qemu-img's (the file system's placement of them varies by machine)
+PKGS="$PKGS strace"
 
 # `make fuzz` only: clang and its runtime libraries (libFuzzer, ASan, UBSan)
 fuzz_pkgs() {
