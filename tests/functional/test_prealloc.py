@@ -160,11 +160,28 @@ def falloc_leaves_metadata_holes_like_qemu():
                          % (mode, holes(ours), holes(theirs)))
 
 
+def trace_lines(text):
+    """strace's lines with each call whole: a call another thread
+    interrupted is printed as '<unfinished ...>' and finished later in a
+    '<... NAME resumed>' line of the same pid; those are joined."""
+    pending, out = {}, []
+    for line in text.splitlines():
+        pid, _, rest = line.partition(' ')
+        if rest.endswith(' <unfinished ...>'):
+            pending[pid] = rest[:-len(' <unfinished ...>')]
+            continue
+        m = re.match(r'<\.\.\. \w+ resumed>(.*)', rest)
+        if m and pid in pending:
+            rest = pending.pop(pid) + m.group(1)
+        out.append(rest)
+    return out
+
+
 def size_calls(tool, path, args):
     """The calls that set a file's length or reserve its blocks
     (ftruncate, truncate, fallocate) made on PATH while TOOL runs ARGS,
-    as (call, arguments after the file) in order; strace -y names the
-    file behind each descriptor."""
+    as (call, arguments after the file, result) in order, and the raw
+    trace; strace -y names the file behind each descriptor."""
     strace = shutil.which('strace')
     if not strace:
         raise common.Skip('no strace')
@@ -182,14 +199,14 @@ def size_calls(tool, path, args):
         if re.match(r'strace: .*(PTRACE|ptrace)', r.stderr):
             raise common.Skip('strace cannot trace here: ' + r.stderr)
         common.check(r.returncode == 0, '%s %s: %s' % (tool, args, r.stderr))
-        calls = []
-        pat = re.compile(r'^\d+ (\w+)\((?:\d+<([^>]*)>|"([^"]*)"), (.*)\)'
-                         r' = (-?\d+)')
-        for line in log.read().splitlines():
-            m = pat.match(line)
-            if m and os.path.abspath(m.group(2) or m.group(3)) == path:
-                calls.append((m.group(1), m.group(4), m.group(5)))
-        return calls
+        raw = log.read()
+    calls = []
+    pat = re.compile(r'(\w+)\((?:\d+<([^>]*)>|"([^"]*)"), (.*)\) += (-?\d+)')
+    for line in trace_lines(raw):
+        m = pat.match(line)
+        if m and os.path.abspath(m.group(2) or m.group(3)) == path:
+            calls.append((m.group(1), m.group(4), m.group(5)))
+    return calls, raw
 
 
 @runner.case()
@@ -204,18 +221,25 @@ def falloc_reserves_like_qemu():
     and qemu-img's 1 every time with today's calls, another ext4 the
     reverse), so the calls are compared, not the extents."""
     t = common.tools()
-    with common.TempDir() as d:
-        got = {}
-        for who, tool in (('qemu-img', t.qemu_img), ('ours', t.img)):
-            p = os.path.abspath(os.path.join(d, who + '.qcow2'))
-            got[who] = size_calls(tool, p, [
-                'create', '-q', '-f', 'qcow2', '-o',
-                'preallocation=falloc,cluster_size=64k', p, '2000k'])
-        common.check(any(c[0] == 'fallocate' for c in got['qemu-img']),
-                     'qemu-img made no fallocate call: %s' % got['qemu-img'])
-        common.check(got['ours'] == got['qemu-img'],
-                     'size calls %s, qemu-img\'s %s'
-                     % (got['ours'], got['qemu-img']))
+    # the calls are the same every run; a trace that lacks qemu-img's
+    # fallocate is an incomplete trace (seen once in a full sanitized
+    # run, never alone), so up to three runs are made, each shown if all
+    # three fail
+    runs = []
+    for _ in range(3):
+        with common.TempDir() as d:
+            got, raw = {}, {}
+            for who, tool in (('qemu-img', t.qemu_img), ('ours', t.img)):
+                p = os.path.abspath(os.path.join(d, who + '.qcow2'))
+                got[who], raw[who] = size_calls(tool, p, [
+                    'create', '-q', '-f', 'qcow2', '-o',
+                    'preallocation=falloc,cluster_size=64k', p, '2000k'])
+        if any(c[0] == 'fallocate' for c in got['qemu-img']) and \
+                got['ours'] == got['qemu-img']:
+            return
+        runs.append('size calls %s, qemu-img\'s %s\n  traces: %r'
+                    % (got['ours'], got['qemu-img'], raw))
+    common.fail('\n  '.join(runs))
 
 
 def host_of(img, guest):
